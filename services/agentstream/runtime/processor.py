@@ -1,0 +1,541 @@
+"""A stream processor: one consumer group, async handlers per input topic, tables, outputs.
+
+The event loop never blocks on Kafka: polling runs in a dedicated thread, and the
+rebalance callbacks librdkafka calls from inside ``poll`` hand their work back to the
+event loop, so all state is touched by one thread only.
+
+Commit order (periodically, on revocation and on shutdown):
+1. changelog records of buffered table writes are produced;
+2. the producer is flushed: outputs and changelog writes are acknowledged, or the
+   processor stops with CheckpointError and commits nothing;
+3. source offsets are committed (up to the oldest record whose spawned work is running);
+4. the table writes and their changelog offsets are written to RocksDB.
+A kill -9 between any two steps loses no state update whose source offset was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from agentstream.clients import admin_config, consumer_config, producer_config, reader_config
+from agentstream.runtime.changelog import restore
+from agentstream.runtime.context import MessageContext
+from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError
+from agentstream.runtime.offsets import PartitionOffsets
+from agentstream.runtime.store import PartitionStore
+from agentstream.runtime.table import Table, current_partition
+
+log = logging.getLogger(__name__)
+
+Decoder = Callable[[bytes], Any]
+Handler = Callable[[Any, MessageContext], Awaitable[None]]
+ErrorHook = Callable[[HandlerError, Message], Awaitable[None] | None]
+
+_current_context: contextvars.ContextVar[MessageContext] = contextvars.ContextVar("agentstream_context")
+_TP = tuple[str, int]
+_T = TypeVar("_T")
+
+
+def _raw(value: bytes) -> bytes:
+    return value
+
+
+@dataclass(slots=True)
+class _Binding:
+    topic: str
+    handler: Handler
+    decode: Decoder
+
+
+@dataclass(slots=True)
+class _CheckpointPlan:
+    offsets: list[TopicPartition]
+    flushing: list[tuple[_TP, PartitionStore]]
+
+
+@dataclass(slots=True)
+class ProcessorStats:
+    processed: int = 0
+    failed: int = 0
+    checkpoints: int = 0
+    restored_records: int = 0
+    last_checkpoint_at: float = 0.0
+    failures_by_type: dict[str, int] = field(default_factory=dict)
+
+
+class Processor:
+    """A consumer group with async handlers, RocksDB tables and a safe commit order."""
+
+    def __init__(
+        self,
+        name: str,
+        bootstrap: str,
+        group_id: str,
+        state_dir: Path | str,
+        *,
+        commit_interval: float = 1.0,
+        max_inflight: int = 256,
+        shutdown_grace: float = 10.0,
+        consumer_overrides: dict[str, Any] | None = None,
+        producer_overrides: dict[str, Any] | None = None,
+        on_error: ErrorHook | None = None,
+        flush_timeout: float = 30.0,
+    ) -> None:
+        if commit_interval <= 0:
+            raise ProcessorError(f"commit_interval must be > 0 seconds, got {commit_interval}.")
+        self.name = name
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.state_dir = Path(state_dir)
+        self.commit_interval = commit_interval
+        self.max_inflight = max_inflight
+        self.shutdown_grace = shutdown_grace
+        self.flush_timeout = flush_timeout
+        self.on_error = on_error
+        self._consumer_overrides = consumer_overrides or {}
+        self._producer_overrides = producer_overrides or {}
+        self._bindings: dict[str, _Binding] = {}
+        self.tables: dict[str, Table] = {}
+        self.stats = ProcessorStats()
+        self._offsets: dict[_TP, PartitionOffsets] = {}
+        self._committed: dict[_TP, int] = {}
+        self._tasks: dict[_TP, set[asyncio.Task[None]]] = {}
+        self._order_tails: dict[Hashable, asyncio.Task[None]] = {}
+        self._delivery_errors: list[str] = []
+        self._changelog_acked: dict[_TP, int] = {}
+        self._stopping = False
+        self._failed = False
+        self._inflight = 0
+        self._slot_free = asyncio.Event()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._reader: Consumer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
+        self._poller = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-poll")
+        self._partition_count = 0
+
+    # -- declaration ---------------------------------------------------------------------
+    def table(
+        self,
+        name: str,
+        *,
+        changelog_topic: str | None = None,
+        dumps: Callable[[Any], bytes] | None = None,
+        loads: Callable[[bytes], Any] | None = None,
+    ) -> Table:
+        """Declare a table; its changelog defaults to ``<group>.<name>.changelog``."""
+        if name in self.tables:
+            raise ProcessorError(f"Table {name!r} is declared twice on processor {self.name!r}.")
+        kwargs: dict[str, Any] = {}
+        if dumps is not None:
+            kwargs["dumps"] = dumps
+        if loads is not None:
+            kwargs["loads"] = loads
+        table = Table(name, changelog_topic or f"{self.group_id}.{name}.changelog", **kwargs)
+        self.tables[name] = table
+        return table
+
+    def handler(self, topic: str, decode: Decoder | None = None) -> Callable[[Handler], Handler]:
+        """Register ``async def fn(value, ctx)`` for ``topic``; ``decode`` turns bytes into value."""
+
+        def register(fn: Handler) -> Handler:
+            if topic in self._bindings:
+                raise ProcessorError(f"Topic {topic!r} already has a handler on processor {self.name!r}.")
+            self._bindings[topic] = _Binding(topic, fn, decode or _raw)
+            return fn
+
+        return register
+
+    # -- used inside handlers ------------------------------------------------------------
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None = None,
+        *,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Queue an output record; it is acknowledged before the source offset is committed."""
+        producer = self._require_producer()
+        kwargs: dict[str, Any] = {"on_delivery": self._on_output_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room.
+                producer.poll(0.05)
+
+    def spawn(self, work: Coroutine[Any, Any, None], *, order_key: Hashable | None = None) -> None:
+        """Run ``work`` beside the partition; its record's offset is committed when it ends.
+
+        Work with the same ``order_key`` runs one at a time in the order spawned (use the
+        session id to keep a session's tasks in order). Must be called from a handler.
+        """
+        try:
+            ctx = _current_context.get()
+        except LookupError:
+            work.close()
+            raise ProcessorError("spawn() must be called from inside a handler.") from None
+        tp = (ctx.topic, ctx.partition)
+        tracker = self._offsets[tp]
+        tracker.started(ctx.offset)
+        previous = self._order_tails.get(order_key) if order_key is not None else None
+        task = asyncio.get_running_loop().create_task(self._run_spawned(work, ctx, previous))
+        self._inflight += 1
+        self._tasks.setdefault(tp, set()).add(task)
+        if order_key is not None:
+            self._order_tails[order_key] = task
+        task.add_done_callback(partial(self._spawned_done, tp, ctx.offset, order_key))
+
+    async def _run_spawned(self, work: Coroutine[Any, Any, None], ctx: MessageContext, previous: asyncio.Task[None] | None) -> None:
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            await work
+        except asyncio.CancelledError:
+            work.close()
+            raise
+        except Exception as exc:  # a bug in spawned work must not kill the processor
+            await self._report(HandlerError(ctx.where, exc), None)
+
+    def _spawned_done(self, tp: _TP, offset: int, order_key: Hashable | None, task: asyncio.Task[None]) -> None:
+        self._inflight -= 1
+        self._slot_free.set()
+        self._tasks.get(tp, set()).discard(task)
+        if order_key is not None and self._order_tails.get(order_key) is task:
+            del self._order_tails[order_key]
+        tracker = self._offsets.get(tp)
+        if tracker is not None and not task.cancelled():
+            tracker.finished(offset)
+
+    # -- running -------------------------------------------------------------------------
+    async def run(
+        self,
+        max_messages: int | None = None,
+        idle_timeout: float | None = None,
+        *,
+        handle_signals: bool = False,
+    ) -> ProcessorStats:
+        """Process until stopped, ``max_messages`` handled, or ``idle_timeout`` s without input."""
+        if not self._bindings:
+            raise ProcessorError(f"Processor {self.name!r} has no handlers; register one with @processor.handler(topic).")
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self.stop)
+        await self._loop.run_in_executor(None, self._start)
+        self._last_activity = time.monotonic()
+        next_checkpoint = self._last_activity + self.commit_interval
+        try:
+            while not self._stopping:
+                while self._inflight >= self.max_inflight:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                batch = await self._loop.run_in_executor(self._poller, self._poll_batch)
+                now = time.monotonic()
+                if batch:
+                    self._last_activity = now
+                    for msg in batch:
+                        await self._handle(msg)
+                    if max_messages is not None and self.stats.processed + self.stats.failed >= max_messages:
+                        break
+                elif idle_timeout is not None and now - self._last_activity >= idle_timeout and self._inflight == 0:
+                    break
+                if now >= next_checkpoint:
+                    await self._checkpoint()
+                    next_checkpoint = time.monotonic() + self.commit_interval
+        finally:
+            await self._shutdown()
+        return self.stats
+
+    def stop(self) -> None:
+        """Ask the processor to drain and stop (safe from a signal handler)."""
+        self._stopping = True
+
+    def _start(self) -> None:
+        admin = AdminClient(admin_config(self.bootstrap))
+        self._partition_count = self._check_inputs(admin)
+        self._ensure_changelogs(admin)
+        self._producer = Producer(producer_config(self.bootstrap, self._producer_overrides))
+        self._reader = Consumer(reader_config(self.bootstrap))
+        consumer = Consumer(consumer_config(self.bootstrap, self.group_id, self._consumer_overrides))
+        consumer.subscribe(
+            list(self._bindings), on_assign=self._assign_callback, on_revoke=self._revoke_callback, on_lost=self._lost_callback
+        )
+        self._consumer = consumer
+        log.info("%s: consuming %s as group %s", self.name, ", ".join(self._bindings), self.group_id)
+
+    def _check_inputs(self, admin: AdminClient) -> int:
+        metadata = admin.list_topics(timeout=30)
+        counts: dict[str, int] = {}
+        for topic in self._bindings:
+            meta = metadata.topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise ProcessorError(
+                    f"Input topic {topic!r} of processor {self.name!r} does not exist; "
+                    "create it first (agentstream topology apply)."
+                )
+            counts[topic] = len(meta.partitions)
+        if len(set(counts.values())) > 1:
+            raise ProcessorError(
+                f"Inputs of processor {self.name!r} are not co-partitioned: {counts}. "
+                "Give every input topic the same partition count."
+            )
+        return next(iter(counts.values()))
+
+    def _ensure_changelogs(self, admin: AdminClient) -> None:
+        existing = admin.list_topics(timeout=30).topics
+        for table in self.tables.values():
+            meta = existing.get(table.changelog_topic)
+            if meta is not None and meta.error is None:
+                if len(meta.partitions) != self._partition_count:
+                    raise ProcessorError(
+                        f"Changelog {table.changelog_topic!r} has {len(meta.partitions)} partitions but the "
+                        f"inputs have {self._partition_count}; they must match."
+                    )
+                continue
+            new = NewTopic(table.changelog_topic, self._partition_count, config={"cleanup.policy": "compact"})
+            try:
+                admin.create_topics([new])[table.changelog_topic].result(30)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+
+    def _poll_batch(self) -> list[Message]:
+        consumer = self._consumer
+        assert consumer is not None
+        first = consumer.poll(0.1)
+        if first is None:
+            return []
+        return [first, *consumer.consume(499, 0)]
+
+    async def _handle(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("%s: consumer error: %s", self.name, err)
+            return
+        topic = msg.topic()
+        partition = msg.partition()
+        offset = msg.offset()
+        tracker = self._offsets.get((topic, partition))
+        if tracker is None or tracker.already_seen(offset):
+            # Fetched before a rebalance: the partition is gone, or it came back and its
+            # fetch restarted from the committed offset, so this record is handled once.
+            return
+        headers = msg.headers()
+        ctx = MessageContext(topic, partition, offset, msg.key(), tuple(headers) if headers else (), msg.timestamp()[1])
+        binding = self._bindings[topic]
+        token_p = current_partition.set(partition)
+        token_c = _current_context.set(ctx)
+        try:
+            value = msg.value()
+            await binding.handler(binding.decode(value if value is not None else b""), ctx)
+            self.stats.processed += 1
+        except Exception as exc:
+            self.stats.failed += 1
+            await self._report(HandlerError(ctx.where, exc), msg)
+        finally:
+            current_partition.reset(token_p)
+            _current_context.reset(token_c)
+        tracker.seen(offset)
+
+    async def _report(self, error: HandlerError, msg: Message | None) -> None:
+        kind = type(error.cause).__name__
+        self.stats.failures_by_type[kind] = self.stats.failures_by_type.get(kind, 0) + 1
+        log.error("%s: %s", self.name, error)
+        if self.on_error is not None:
+            outcome = self.on_error(error, msg) if msg is not None else None
+            if outcome is not None:
+                await outcome
+
+    # -- checkpoint ----------------------------------------------------------------------
+    def _on_output_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+
+    def _on_changelog_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(f"changelog {msg.topic()}[{msg.partition()}]: {err}")
+            return
+        tp = (msg.topic(), msg.partition())
+        if msg.offset() > self._changelog_acked.get(tp, -1):
+            self._changelog_acked[tp] = msg.offset()
+
+    async def _checkpoint(self) -> None:
+        """Periodic or shutdown checkpoint, run on the loop while the poll thread is idle."""
+        plan = await self._prepare_checkpoint()
+        if plan is None:
+            return
+        if plan.offsets:
+            await asyncio.get_running_loop().run_in_executor(self._poller, self._commit, plan.offsets)
+        self._finish_checkpoint(plan)
+
+    async def _prepare_checkpoint(self) -> _CheckpointPlan | None:
+        """Steps 1-2: produce changelog records and flush; return the offsets to commit."""
+        if self._failed:
+            return None
+        producer = self._require_producer()
+        # Snapshot what is committable before flushing: work that finishes during the
+        # flush may have produced after it began, so it waits for the next checkpoint.
+        offsets = []
+        for tp, tracker in self._offsets.items():
+            offset = tracker.committable()
+            if offset is not None and offset != self._committed.get(tp):
+                offsets.append(TopicPartition(tp[0], tp[1], offset))
+        flushing: list[tuple[_TP, PartitionStore]] = []
+        for table in self.tables.values():
+            for partition, store in table.stores.items():
+                if not store.dirty:
+                    continue
+                for key, value in store.begin_flush().items():
+                    self._produce_changelog(producer, table.changelog_topic, partition, key, value)
+                flushing.append(((table.changelog_topic, partition), store))
+        if not offsets and not flushing and not self._delivery_errors:
+            return None
+        remaining = await asyncio.get_running_loop().run_in_executor(None, producer.flush, self.flush_timeout)
+        if remaining or self._delivery_errors:
+            self._failed = True
+            for _, store in flushing:
+                store.abort_flush()
+            problems = self._delivery_errors[:5] or [f"{remaining} records still unacknowledged after {self.flush_timeout:.0f} s"]
+            raise CheckpointError(
+                f"{self.name}: not committing source offsets, the broker did not acknowledge every "
+                f"output/changelog record ({len(self._delivery_errors)} failed): {'; '.join(problems)}"
+            )
+        return _CheckpointPlan(offsets, flushing)
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        """Step 3, always on the poll thread: librdkafka deadlocks a synchronous commit made
+        from another thread while the poll thread sits in a rebalance callback."""
+        consumer = self._consumer
+        assert consumer is not None
+        consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _finish_checkpoint(self, plan: _CheckpointPlan) -> None:
+        """Step 4: the committed state reaches RocksDB with its changelog offsets."""
+        for tp in plan.offsets:
+            self._committed[(tp.topic, tp.partition)] = tp.offset
+        for changelog_tp, store in plan.flushing:
+            store.finish_flush(self._changelog_acked.get(changelog_tp))
+        self.stats.checkpoints += 1
+        self.stats.last_checkpoint_at = time.time()
+
+    def _produce_changelog(self, producer: Producer, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
+        while True:
+            try:
+                producer.produce(topic, value, key, partition=partition, on_delivery=self._on_changelog_delivery)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    # -- rebalancing ---------------------------------------------------------------------
+    def _on_loop(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the event loop and wait for its result (from the poll thread)."""
+        loop = self._loop
+        assert loop is not None
+        if threading.get_ident() == self._loop_thread:
+            coro.close()
+            raise ProcessorError("Kafka callbacks must not run on the event loop thread (it would deadlock).")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def _assign_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._on_loop(self._assigned([(p.topic, p.partition) for p in partitions]))
+
+    def _revoke_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Flush and commit before letting go, so the next owner starts where we stopped.
+        plan = self._on_loop(self._prepare_checkpoint())
+        if plan is not None:
+            if plan.offsets:
+                self._commit(plan.offsets)
+            self._on_loop(self._finish_on_loop(plan))
+        self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=False))
+
+    async def _finish_on_loop(self, plan: _CheckpointPlan) -> None:
+        self._finish_checkpoint(plan)
+
+    def _lost_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=True))
+
+    async def _assigned(self, tps: list[_TP]) -> None:
+        partitions = sorted({p for _, p in tps})
+        targets: dict[_TP, PartitionStore] = {}
+        for table in self.tables.values():
+            for partition in partitions:
+                if partition not in table.stores:
+                    path = self.state_dir / self.group_id / table.name / str(partition)
+                    table.stores[partition] = PartitionStore(path)
+                targets[(table.changelog_topic, partition)] = table.stores[partition]
+        assert self._reader is not None
+        reports = await asyncio.get_running_loop().run_in_executor(None, restore, self._reader, targets)
+        self.stats.restored_records += sum(r.records for r in reports)
+        for tp in tps:
+            self._offsets.setdefault(tp, PartitionOffsets())
+        self._last_activity = time.monotonic()
+        log.info("%s: assigned %s", self.name, ", ".join(f"{t}[{p}]" for t, p in tps) or "nothing")
+
+    async def _revoked(self, tps: list[_TP], *, lost: bool) -> None:
+        tasks = [task for tp in tps for task in self._tasks.pop(tp, set())]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for tp in tps:
+            self._offsets.pop(tp, None)
+            self._committed.pop(tp, None)
+        still_owned = {p for _, p in self._offsets}
+        for table in self.tables.values():
+            for partition in [p for p in table.stores if p not in still_owned]:
+                table.stores.pop(partition).close()
+        log.info("%s: %s %s", self.name, "lost" if lost else "revoked", ", ".join(f"{t}[{p}]" for t, p in tps) or "nothing")
+
+    # -- shutdown ------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        pending = [task for tasks in self._tasks.values() for task in tasks]
+        if pending and not self._failed:
+            await asyncio.wait(pending, timeout=self.shutdown_grace)
+        try:
+            await self._checkpoint()
+        finally:
+            if self._consumer is not None:
+                # close() revokes the assignment, which runs _revoked() on this loop.
+                await loop.run_in_executor(self._poller, self._consumer.close)
+            for table in self.tables.values():
+                for store in table.stores.values():
+                    store.close()
+                table.stores.clear()
+            if self._reader is not None:
+                self._reader.close()
+            if self._producer is not None and not self._failed:
+                self._producer.flush(self.flush_timeout)
+            self._poller.shutdown(wait=False)
+            log.info("%s: stopped after %d records (%d failed)", self.name, self.stats.processed, self.stats.failed)
+
+    def _require_producer(self) -> Producer:
+        if self._producer is None:
+            raise ProcessorError(f"Processor {self.name!r} is not running; send() works inside run().")
+        return self._producer

@@ -1,0 +1,120 @@
+"""One RocksDB store (rocksdict) per table and assigned partition, with a write buffer.
+
+Writes are buffered until the next checkpoint; only after their changelog records are
+acknowledged by the broker do they reach RocksDB, in one write batch together with the
+changelog offset they correspond to. So the local store never holds a value the
+changelog lacks, and a restore can always resume from the recorded offset.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch
+
+from agentstream.runtime.errors import ProcessorError
+
+# User keys are UTF-8 text or caller bytes; a NUL-prefixed key is reserved for metadata.
+_META_PREFIX = b"\x00agentstream:"
+_CHANGELOG_OFFSET_KEY = _META_PREFIX + b"changelog-offset"
+_OFFSET = struct.Struct(">q")
+
+DELETED = None  # a buffered delete
+
+
+class PartitionStore:
+    """Key/value bytes of one table partition, read-your-writes through the buffer."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        self.path = path
+        self._db = Rdict(str(path), options, access_type=AccessType.read_write())
+        self._pending: dict[bytes, bytes | None] = {}
+        self._flushing: dict[bytes, bytes | None] = {}
+
+    # -- reads and writes from handlers ------------------------------------------------
+    def get(self, key: bytes) -> bytes | None:
+        for layer in (self._pending, self._flushing):
+            if key in layer:
+                return layer[key]
+        value = self._db.get(key)
+        return value if value is None else bytes(value)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if key.startswith(b"\x00"):
+            raise ProcessorError(f"Table key {key!r} starts with NUL, which is reserved for metadata.")
+        self._pending[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._pending[key] = DELETED
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every live key and value, buffer included (for tests and inspection)."""
+        merged: dict[bytes, bytes | None] = {}
+        for key, value in self._db.items():
+            if not bytes(key).startswith(_META_PREFIX):
+                merged[bytes(key)] = bytes(value)
+        merged.update(self._flushing)
+        merged.update(self._pending)
+        for key, maybe in merged.items():
+            if maybe is not None:
+                yield key, maybe
+
+    # -- checkpoint --------------------------------------------------------------------
+    def begin_flush(self) -> dict[bytes, bytes | None]:
+        """Move the buffer aside for a checkpoint; new writes go to a fresh buffer."""
+        if self._flushing:
+            raise ProcessorError(f"A checkpoint of {self.path} is already in progress.")
+        self._flushing, self._pending = self._pending, {}
+        return self._flushing
+
+    def finish_flush(self, changelog_offset: int | None) -> None:
+        """The flushed writes are in the changelog up to ``changelog_offset``: persist them."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in self._flushing.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        if changelog_offset is not None:
+            batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(changelog_offset))
+        self._db.write(batch)
+        self._flushing = {}
+
+    def abort_flush(self) -> None:
+        """The checkpoint failed: keep the writes buffered (they win over older ones)."""
+        self._flushing.update(self._pending)
+        self._pending, self._flushing = self._flushing, {}
+
+    # -- restore -----------------------------------------------------------------------
+    @property
+    def changelog_offset(self) -> int | None:
+        """Offset of the last changelog record this store contains, or None."""
+        raw = self._db.get(_CHANGELOG_OFFSET_KEY)
+        return None if raw is None else int(_OFFSET.unpack(bytes(raw))[0])
+
+    def apply_changelog(self, records: list[tuple[bytes, bytes | None]], last_offset: int) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in records:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(last_offset))
+        self._db.write(batch)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._pending)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @staticmethod
+    def wipe(path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)

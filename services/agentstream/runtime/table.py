@@ -1,0 +1,87 @@
+"""Tables: named key/value state of a processor, one RocksDB store per assigned partition.
+
+Inside a handler a table reads and writes the store of the partition the record came
+from (like a faust table), so all of a session's state sits next to its events.
+Values are JSON by default; pass ``dumps``/``loads`` for another encoding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+from agentstream.runtime.errors import ProcessorError
+from agentstream.runtime.store import PartitionStore
+
+# The partition whose record is being handled; spawned tasks inherit it.
+current_partition: ContextVar[int] = ContextVar("agentstream_current_partition")
+
+_MISSING = object()
+
+
+def _json_dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+class Table:
+    def __init__(
+        self,
+        name: str,
+        changelog_topic: str,
+        dumps: Callable[[Any], bytes] = _json_dumps,
+        loads: Callable[[bytes], Any] = json.loads,
+    ) -> None:
+        self.name = name
+        self.changelog_topic = changelog_topic
+        self._dumps = dumps
+        self._loads = loads
+        self.stores: dict[int, PartitionStore] = {}
+
+    def _store(self) -> PartitionStore:
+        try:
+            partition = current_partition.get()
+        except LookupError:
+            raise ProcessorError(
+                f"Table {self.name!r} was used outside a handler; use table.partition(p) there."
+            ) from None
+        return self.partition(partition)
+
+    def partition(self, partition: int) -> PartitionStore:
+        try:
+            return self.stores[partition]
+        except KeyError:
+            raise ProcessorError(
+                f"Table {self.name!r} has no store for partition {partition}: "
+                f"it is not assigned to this worker (assigned: {sorted(self.stores)})."
+            ) from None
+
+    @staticmethod
+    def _key(key: str | bytes) -> bytes:
+        return key.encode() if isinstance(key, str) else key
+
+    def get(self, key: str | bytes, default: Any = None) -> Any:
+        raw = self._store().get(self._key(key))
+        return default if raw is None else self._loads(raw)
+
+    def __getitem__(self, key: str | bytes) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str | bytes, value: Any) -> None:
+        self._store().put(self._key(key), self._dumps(value))
+
+    def __delitem__(self, key: str | bytes) -> None:
+        self._store().delete(self._key(key))
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, (str, bytes)):
+            return False
+        return self._store().get(self._key(key)) is not None
+
+    def items_of(self, partition: int) -> Iterator[tuple[str, Any]]:
+        for key, raw in self.partition(partition).items():
+            yield key.decode("utf-8", "replace"), self._loads(raw)

@@ -1,0 +1,60 @@
+"""A counting stream processor run as a real process by the runtime's fault tests.
+
+For every input record (key = a key name, value = a unique event id) it adds one to
+``counts[key]`` and emits one output record (same key, same event id). The outputs
+therefore count how many times each event was processed, and the ``counts`` table
+(read back from its changelog) must agree with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from agentstream.runtime import MessageContext, Processor
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--commit-interval", type=float, default=1.0)
+    parser.add_argument("--idle-timeout", type=float, default=None)
+    parser.add_argument("--message-timeout-ms", type=int, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+
+    producer_overrides = {}
+    if args.message_timeout_ms:
+        producer_overrides["message.timeout.ms"] = args.message_timeout_ms
+    app = Processor(
+        "counter",
+        args.bootstrap,
+        args.group,
+        args.state_dir,
+        commit_interval=args.commit_interval,
+        producer_overrides=producer_overrides,
+    )
+    counts = app.table("counts")
+
+    @app.handler(args.input)
+    async def count(value: bytes, ctx: MessageContext) -> None:
+        key = ctx.key_str
+        counts[key] = counts.get(key, 0) + 1
+        app.send(args.output, value, ctx.key)
+
+    async def run() -> None:
+        stats = await app.run(idle_timeout=args.idle_timeout, handle_signals=True)
+        print(f"STOPPED processed={stats.processed} restored={stats.restored_records}", flush=True)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

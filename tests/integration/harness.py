@@ -1,0 +1,201 @@
+"""Helpers for integration tests that run real worker processes against a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from agentstream.clients import reader_config
+from agentstream.runtime.lag import consumer_lag, end_offsets
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 6, config: dict[str, str] | None = None) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(n, partitions, 1, config=config or {}) for n in names])
+    for future in futures.values():
+        future.result(30)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> float:
+    """Poll ``condition`` until true; return the seconds it took, or fail naming ``what``."""
+    started = time.monotonic()
+    while True:
+        if condition():
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A worker subprocess whose stderr lines are collected for waiting on log events."""
+
+    def __init__(self, args: Sequence[str], name: str, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, cwd=REPO
+        )
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def matching(self, pattern: str) -> list[str]:
+        regex = re.compile(pattern)
+        with self._lock:
+            return [line for line in self.lines if regex.search(line)]
+
+    def wait_for_line(self, pattern: str, timeout: float = 60.0, after: int = 0) -> str:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                for line in self.lines[after:]:
+                    if regex.search(line):
+                        return line
+            if self.proc.poll() is not None:
+                time.sleep(0.2)  # let the pump read the last lines before failing
+                with self._lock:
+                    if any(regex.search(line) for line in self.lines[after:]):
+                        continue
+                raise AssertionError(f"{self.name} exited ({self.proc.returncode}) before logging {pattern!r}:\n{self.tail()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name} did not log {pattern!r} within {timeout:.0f} s:\n{self.tail()}")
+
+    def line_count(self) -> int:
+        with self._lock:
+            return len(self.lines)
+
+    def tail(self, n: int = 40) -> str:
+        with self._lock:
+            return "\n".join(self.lines[-n:])
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        self.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.proc.wait()
+
+
+def read_all(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[bytes | None, bytes | None, int]]:
+    """Every record of ``topic`` up to its true end: (key, value, partition)."""
+    ends = end_offsets(bootstrap, [topic], timeout)
+    reader = Consumer(reader_config(bootstrap))
+    wanted = {tp for tp, end in ends.items() if end > 0}
+    reader.assign([TopicPartition(t, p, 0) for t, p in wanted])
+    records: list[tuple[bytes | None, bytes | None, int]] = []
+    deadline = time.monotonic() + timeout
+    done: set[tuple[str, int]] = set()
+    try:
+        while done != wanted:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end within {timeout:.0f} s")
+            msg = reader.poll(0.2)
+            if msg is None:
+                continue
+            tp = (msg.topic(), msg.partition())
+            if msg.error() is not None:
+                if msg.error().code() == KafkaError._PARTITION_EOF and msg.offset() >= ends[tp]:
+                    done.add(tp)
+                continue
+            records.append((msg.key(), msg.value(), msg.partition()))
+    finally:
+        reader.close()
+    return records
+
+
+def latest_by_key(records: Iterable[tuple[bytes | None, bytes | None, int]]) -> dict[str, object]:
+    """A compacted view of a changelog: the last value per key (tombstones drop the key)."""
+    state: dict[str, object] = {}
+    for key, value, _ in records:
+        if key is None:
+            continue
+        if value is None:
+            state.pop(key.decode(), None)
+        else:
+            state[key.decode()] = json.loads(value)
+    return state
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    return sum(row.committed or 0 for row in consumer_lag(bootstrap, group, [topic]))
+
+
+class EventFeeder:
+    """Produces ``count`` events (key k<i % keys>, value = event id) at ``rate`` per second."""
+
+    def __init__(self, bootstrap: str, topic: str, count: int, keys: int, rate: float, start: int = 0) -> None:
+        self.bootstrap, self.topic, self.count, self.keys, self.rate, self.start = bootstrap, topic, count, keys, rate, start
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def key_of(self, event_id: int) -> str:
+        return f"k{event_id % self.keys}"
+
+    def _run(self) -> None:
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "enable.idempotence": True})
+        began = time.monotonic()
+        for i in range(self.start, self.start + self.count):
+            producer.produce(self.topic, str(i).encode(), self.key_of(i))
+            self.sent += 1
+            if self.sent % 100 == 0:
+                producer.poll(0)
+                ahead = self.sent / self.rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)  # pacing the offered load, not waiting for a condition
+        producer.flush(60)
+
+    def expected_counts(self) -> Counter[str]:
+        return Counter(self.key_of(i) for i in range(self.start, self.start + self.count))
+
+
+def read_table_dir(state_dir: Path, group: str, table: str) -> dict[str, object]:
+    """Every key and value of a table's RocksDB stores left on disk by a stopped worker."""
+    from agentstream.runtime.store import PartitionStore
+
+    state: dict[str, object] = {}
+    base = state_dir / group / table
+    if not base.exists():
+        return state
+    for partition_dir in sorted(base.iterdir()):
+        store = PartitionStore(partition_dir)
+        try:
+            for key, value in store.items():
+                state[key.decode()] = json.loads(value)
+        finally:
+            store.close()
+    return state

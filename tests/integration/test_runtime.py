@@ -1,0 +1,220 @@
+"""The stream-processor runtime against a real broker, with real worker processes.
+
+The counting worker (apps/counter_worker.py) adds one to counts[key] per record and
+emits one output per record, so outputs count how often each event was processed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+from agentstream.broker import EmbeddedBroker
+from agentstream.runtime.lag import consumer_lag
+
+from .harness import (
+    EventFeeder,
+    WorkerProcess,
+    committed_total,
+    create_topics,
+    latest_by_key,
+    read_all,
+    read_table_dir,
+    wait_for,
+)
+
+WORKER = "tests/integration/apps/counter_worker.py"
+
+
+def _worker(bootstrap: str, names: dict[str, str], state_dir: Path, label: str, *extra: str) -> WorkerProcess:
+    args = [
+        WORKER, "--bootstrap", bootstrap, "--input", names["in"], "--output", names["out"],
+        "--group", names["group"], "--state-dir", str(state_dir), *extra,
+    ]
+    return WorkerProcess(args, label)
+
+
+def _names(unique: str) -> dict[str, str]:
+    return {"in": f"rt-in-{unique}", "out": f"rt-out-{unique}", "group": f"rt-{unique}"}
+
+
+def _outputs(bootstrap: str, topic: str) -> tuple[Counter[str], Counter[int]]:
+    per_key: Counter[str] = Counter()
+    per_event: Counter[int] = Counter()
+    for key, value, _ in read_all(bootstrap, topic):
+        assert key is not None and value is not None
+        per_key[key.decode()] += 1
+        per_event[int(value)] += 1
+    return per_key, per_event
+
+
+def _assigned_count(worker: WorkerProcess) -> int:
+    lines = worker.matching(r"counter: assigned ")
+    return lines[-1].count("[") if lines else 0
+
+
+def test_scaling_1_2_3_2_1_loses_nothing_and_rebalances_cheaply(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    names = _names(unique)
+    create_topics(bootstrap, [names["in"], names["out"]])
+    commit_interval = 5.0
+    rate = 400.0
+    feeder = EventFeeder(bootstrap, names["in"], count=20_000, keys=60, rate=rate)
+    workers: list[WorkerProcess] = []
+
+    def start(label: str) -> WorkerProcess:
+        worker = _worker(bootstrap, names, tmp_path / label, label, "--commit-interval", str(commit_interval))
+        workers.append(worker)
+        return worker
+
+    def progress_beyond(events: int) -> None:
+        wait_for(lambda: committed_total(bootstrap, names["group"], names["in"]) >= events, 120, f"{events} committed")
+
+    try:
+        w1 = start("w1")
+        w1.wait_for_line(r"counter: assigned ", 60)
+        feeder.thread.start()
+        progress_beyond(2_000)
+        w2 = start("w2")
+        w2.wait_for_line(r"counter: assigned ", 60)
+        progress_beyond(5_000)
+        w3 = start("w3")
+        w3.wait_for_line(r"counter: assigned ", 60)
+        progress_beyond(8_000)
+        w3.terminate()
+        assert w3.wait(60) == 0, w3.tail()
+        wait_for(lambda: _assigned_count(w1) + _assigned_count(w2) == 6, 60, "w1+w2 to own all 6 partitions")
+        progress_beyond(11_000)
+        w2.terminate()
+        assert w2.wait(60) == 0, w2.tail()
+        wait_for(lambda: _assigned_count(w1) == 6, 60, "w1 to own all 6 partitions")
+        feeder.thread.join(120)
+        progress_beyond(20_000)
+        w1.terminate()
+        assert w1.wait(60) == 0, w1.tail()
+    finally:
+        for worker in workers:
+            worker.stop()
+
+    assert sum(row.lag for row in consumer_lag(bootstrap, names["group"], [names["in"]])) == 0
+    per_key, per_event = _outputs(bootstrap, names["out"])
+    missing = set(range(20_000)) - set(per_event)
+    assert not missing, f"{len(missing)} events never processed, e.g. {sorted(missing)[:5]}"
+    table = latest_by_key(read_all(bootstrap, f"{names['group']}.counts.changelog"))
+    # Graceful rebalances: every processing of an event updated the table exactly once.
+    assert table == dict(per_key)
+    duplicates = sum(per_event.values()) - len(per_event)
+    one_interval = rate * commit_interval
+    print(f"\nscaling 1-2-3-2-1: 20000 events, {duplicates} reprocessed over 4 rebalances "
+          f"(one commit interval = {one_interval:.0f} events)")
+    assert duplicates < 0.1 * one_interval * 4, "commit on revocation should leave almost nothing to reprocess"
+
+
+def test_kill9_of_one_of_two_workers_loses_nothing(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    names = _names(unique)
+    create_topics(bootstrap, [names["in"], names["out"]])
+    feeder = EventFeeder(bootstrap, names["in"], count=8_000, keys=40, rate=800.0)
+    survivor = _worker(bootstrap, names, tmp_path / "survivor", "survivor")
+    victim = _worker(bootstrap, names, tmp_path / "victim", "victim")
+    try:
+        wait_for(lambda: _assigned_count(survivor) + _assigned_count(victim) == 6 and _assigned_count(victim) > 0,
+                 60, "both workers to share the 6 partitions")
+        feeder.thread.start()
+        wait_for(lambda: committed_total(bootstrap, names["group"], names["in"]) >= 2_500, 60, "2500 committed")
+        mark = survivor.line_count()
+        victim.kill()
+        killed_at = time.monotonic()
+        victim.wait(10)
+        survivor.wait_for_line(r"counter: assigned (\S+\[\d\], ){5}\S+\[\d\]$", 60, after=mark)
+        failover = time.monotonic() - killed_at
+        feeder.thread.join(60)
+        wait_for(lambda: committed_total(bootstrap, names["group"], names["in"]) >= 8_000, 90, "all committed")
+        survivor.terminate()
+        assert survivor.wait(60) == 0, survivor.tail()
+    finally:
+        survivor.stop()
+        victim.stop()
+
+    per_key, per_event = _outputs(bootstrap, names["out"])
+    missing = set(range(8_000)) - set(per_event)
+    assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:5]}"
+    changelog = latest_by_key(read_all(bootstrap, f"{names['group']}.counts.changelog"))
+    restored = read_table_dir(tmp_path / "survivor", names["group"], "counts")
+    assert restored == changelog, "the survivor's stores must equal the changelog"
+    expected = feeder.expected_counts()
+    for key, distinct in expected.items():
+        # No update of a committed event is lost; reprocessed ones may count twice.
+        assert distinct <= changelog[key] <= per_key[key], (key, distinct, changelog[key], per_key[key])
+    duplicates = sum(per_event.values()) - len(per_event)
+    print(f"\nkill -9 failover: {failover:.1f} s to reassignment, 0 lost, {duplicates} reprocessed")
+
+
+def test_restart_with_state_kept_and_wiped_gives_same_table(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    names = _names(unique)
+    create_topics(bootstrap, [names["in"], names["out"]])
+    feeder = EventFeeder(bootstrap, names["in"], count=3_000, keys=25, rate=1e9)
+    feeder.thread.start()
+    feeder.thread.join(60)
+    state = tmp_path / "state"
+
+    def run_once() -> WorkerProcess:
+        worker = _worker(bootstrap, names, state, "restart", "--idle-timeout", "4")
+        assert worker.wait(120) == 0, worker.tail()
+        return worker
+
+    first = run_once()
+    assert read_table_dir(state, names["group"], "counts") == dict(feeder.expected_counts())
+    assert "restored=0" in first.wait_for_line("STOPPED")
+
+    kept = run_once()
+    assert read_table_dir(state, names["group"], "counts") == dict(feeder.expected_counts())
+    assert "restored=0" in kept.wait_for_line("STOPPED"), "a kept state directory needs no replay"
+
+    shutil.rmtree(state)
+    wiped = run_once()
+    assert read_table_dir(state, names["group"], "counts") == dict(feeder.expected_counts())
+    restored = int(wiped.wait_for_line("STOPPED").split("restored=")[1])
+    assert restored >= 25, "a wiped state directory is rebuilt from the changelog"
+
+
+def test_unacknowledged_changelog_write_is_never_committed(unique: str, tmp_path: Path) -> None:
+    """Freeze a private broker (SIGSTOP) so the shutdown checkpoint's changelog writes time out."""
+    with EmbeddedBroker() as broker:
+        assert broker.process is not None
+        _check_unacknowledged_write(broker.bootstrap, broker.process.pid, unique, tmp_path)
+
+
+def _check_unacknowledged_write(bootstrap: str, broker_pid: int, unique: str, tmp_path: Path) -> None:
+    names = _names(unique)
+    create_topics(bootstrap, [names["in"], names["out"]])
+    first = EventFeeder(bootstrap, names["in"], count=600, keys=10, rate=1e9)
+    first.thread.start()
+    first.thread.join(30)
+    worker = _worker(bootstrap, names, tmp_path / "state", "fault",
+                     "--commit-interval", "3600", "--message-timeout-ms", "1500")
+    try:
+        worker.wait_for_line(r"counter: assigned ", 60)
+        wait_for(lambda: len(read_all(bootstrap, names["out"])) >= 600, 60, "600 outputs")
+        committed_before = committed_total(bootstrap, names["group"], names["in"])
+        assert committed_before == 0, "with an hour-long commit interval nothing is committed yet"
+        os.kill(broker_pid, signal.SIGSTOP)
+        try:
+            worker.terminate()  # the shutdown checkpoint now cannot be acknowledged
+            code = worker.wait(60)
+        finally:
+            os.kill(broker_pid, signal.SIGCONT)
+    finally:
+        worker.stop()
+    assert code != 0, worker.tail()
+    assert worker.matching("not committing source offsets"), worker.tail()
+    assert committed_total(bootstrap, names["group"], names["in"]) == 0, "no offset may cover an unacknowledged write"
+
+    # A restarted worker processes the uncommitted records again: nothing is lost.
+    again = _worker(bootstrap, names, tmp_path / "state", "again", "--idle-timeout", "4")
+    assert again.wait(120) == 0, again.tail()
+    table = latest_by_key(read_all(bootstrap, f"{names['group']}.counts.changelog"))
+    for key, distinct in first.expected_counts().items():
+        assert table[key] >= distinct, (key, table[key], distinct)

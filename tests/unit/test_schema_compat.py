@@ -1,0 +1,158 @@
+"""Every schema stays BACKWARD and FORWARD compatible with its last released copy.
+
+``schemas/history/<Name>.avsc`` is the last released version. The check uses the Apache
+``avro`` package's compatibility checker (fastavro has none). BACKWARD: the current
+schema reads what the released one wrote. FORWARD: the released one reads what the
+current one writes (consumers not yet upgraded).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import avro.schema
+import pytest
+from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+
+SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+HISTORY_DIR = SCHEMAS_DIR / "history"
+CURRENT = sorted(p.stem for p in SCHEMAS_DIR.glob("*.avsc"))
+RELEASED = sorted(p.stem for p in HISTORY_DIR.glob("*.avsc"))
+
+
+def _json(path: Path) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return schema
+
+
+def _problems(reader: dict[str, Any], writer: dict[str, Any]) -> list[str]:
+    """The checker's findings as one readable line, or none."""
+    # A fresh checker each time: it memoizes by object identity.
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
+    result = checker.get_compatibility(
+        avro.schema.parse(json.dumps(reader)), avro.schema.parse(json.dumps(writer))
+    )
+    if result.compatibility is SchemaCompatibilityType.compatible:
+        return []
+    kinds = sorted({kind.value for kind in result.incompatibilities})
+    return [f"{', '.join(kinds)}: {sorted(result.messages)} at {sorted(result.locations)}"]
+
+
+def compatibility_problems(current: dict[str, Any], released: dict[str, Any]) -> list[str]:
+    """Why ``current`` may not replace ``released``; empty when it may."""
+    backward = [f"BACKWARD (current reads released): {p}" for p in _problems(current, released)]
+    forward = [f"FORWARD (released reads current): {p}" for p in _problems(released, current)]
+    return backward + forward
+
+
+def test_there_are_schemas_and_a_release() -> None:
+    assert CURRENT and RELEASED
+
+
+@pytest.mark.parametrize("path", sorted(SCHEMAS_DIR.glob("*.avsc")) + sorted(HISTORY_DIR.glob("*.avsc")), ids=str)
+def test_each_file_parses_alone_and_is_named_after_its_record(path: Path) -> None:
+    schema = avro.schema.parse(path.read_text(encoding="utf-8"))
+    assert isinstance(schema, avro.schema.RecordSchema)
+    assert (schema.namespace, schema.name) == ("agentstream.v1", path.stem)
+
+
+@pytest.mark.parametrize("name", RELEASED)
+def test_every_released_schema_still_exists(name: str) -> None:
+    assert name in CURRENT, f"schemas/{name}.avsc was released (schemas/history/) and must not disappear"
+
+
+@pytest.mark.parametrize("name", sorted(set(CURRENT) & set(RELEASED)))
+def test_current_is_compatible_with_released_both_ways(name: str) -> None:
+    problems = compatibility_problems(_json(SCHEMAS_DIR / f"{name}.avsc"), _json(HISTORY_DIR / f"{name}.avsc"))
+    assert not problems, f"schemas/{name}.avsc breaks compatibility:\n" + "\n".join(problems)
+
+
+def _named_types(node: Any, namespace: str, found: dict[str, list[str]]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _named_types(item, namespace, found)
+    elif isinstance(node, dict):
+        if node.get("type") in ("record", "enum", "fixed"):
+            namespace = node.get("namespace", namespace)
+            fullname = node["name"] if "." in node["name"] else f"{namespace}.{node['name']}"
+            found.setdefault(fullname, []).append(json.dumps(node, sort_keys=True))
+        for key in ("type", "fields", "items", "values"):
+            if key in node and not isinstance(node[key], str):
+                _named_types(node[key], namespace, found)
+
+
+def test_named_types_shared_by_several_files_are_identical() -> None:
+    # Usage and TaskError are defined inline in each file (so each parses alone); a copy
+    # that drifts would give one full name two meanings.
+    found: dict[str, list[str]] = {}
+    for path in SCHEMAS_DIR.glob("*.avsc"):
+        _named_types(_json(path), "", found)
+    assert {"agentstream.v1.Usage", "agentstream.v1.TaskError"} <= found.keys()
+    drifted = sorted(name for name, copies in found.items() if len(set(copies)) > 1)
+    assert not drifted, f"these named types differ between schema files: {drifted}"
+
+
+# --- the check itself catches incompatible changes -----------------------------------
+
+
+def _released(name: str) -> dict[str, Any]:
+    return _json(HISTORY_DIR / f"{name}.avsc")
+
+
+def _field(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(f for f in schema["fields"] if f["name"] == name)
+
+
+def test_adding_an_optional_field_with_a_default_is_compatible() -> None:
+    released = _released("TaskSubmitted")
+    current = copy.deepcopy(released)
+    current["fields"].append({"name": "priority", "type": ["null", "int"], "default": None})
+    assert compatibility_problems(current, released) == []
+
+
+def test_removing_a_field_without_default_breaks_forward() -> None:
+    released = _released("TaskSubmitted")
+    current = copy.deepcopy(released)
+    current["fields"] = [f for f in current["fields"] if f["name"] != "input"]
+    problems = compatibility_problems(current, released)
+    assert problems and all(p.startswith("FORWARD") for p in problems)
+    assert any("input" in p for p in problems)
+
+
+def test_adding_a_field_without_default_breaks_backward() -> None:
+    released = _released("TaskSubmitted")
+    current = copy.deepcopy(released)
+    current["fields"].append({"name": "priority", "type": "int"})
+    problems = compatibility_problems(current, released)
+    assert problems and all(p.startswith("BACKWARD") for p in problems)
+
+
+def test_removing_an_enum_symbol_breaks_backward() -> None:
+    released = _released("TaskEvent")
+    current = copy.deepcopy(released)
+    state = _field(current, "state")["type"]
+    state["symbols"] = [s for s in state["symbols"] if s != "PAUSED"]
+    problems = compatibility_problems(current, released)
+    assert any(p.startswith("BACKWARD") and "PAUSED" in p for p in problems)
+
+
+def test_adding_an_enum_symbol_breaks_forward() -> None:
+    # The released enums have no default symbol, so consumers not yet upgraded cannot
+    # read a new symbol: adding one needs a release plan, and this check says so.
+    released = _released("TaskResult")
+    current = copy.deepcopy(released)
+    _field(current, "status")["type"]["symbols"].append("PAUSED")
+    problems = compatibility_problems(current, released)
+    assert problems and all(p.startswith("FORWARD") for p in problems)
+
+
+def test_changing_a_field_type_breaks_both_ways() -> None:
+    released = _released("TaskEvent")
+    current = copy.deepcopy(released)
+    _field(current, "detail")["type"] = "int"
+    _field(current, "detail")["default"] = 0
+    problems = compatibility_problems(current, released)
+    assert any(p.startswith("BACKWARD") for p in problems) and any(p.startswith("FORWARD") for p in problems)

@@ -1,0 +1,310 @@
+"""The wiring: topics, agent types, consumer groups, retry tiers and table changelogs.
+
+Loaded once at start-up from ``topology/topology.yaml``; every topic and group name a
+service uses comes from here. The models are frozen and forbid unknown keys, so a
+misspelt key fails loading with a message naming the key, its place and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from agentstream.errors import ConfigurationError
+
+TOPOLOGY_ENV = "AGENTSTREAM_TOPOLOGY"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "topology" / "topology.yaml"
+# Topic names whose logical name holds this placeholder exist once per specialist type.
+TYPE_PLACEHOLDER = "{type}"
+# What Kafka accepts in a topic or group name; the embedded broker accepts anything, so check here.
+_LEGAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+CleanupPolicy = Literal["delete", "compact", "compact,delete"]
+AgentKind = Literal["router", "specialist", "supervisor"]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One physical topic as it should exist on the cluster."""
+
+    name: str
+    partitions: int
+    replication: int
+    config: Mapping[str, str] = field(default_factory=dict)
+    # Keyed by session_id and read together with other such topics: the partition count
+    # must match theirs exactly, so more partitions is as wrong as fewer.
+    per_session: bool = True
+
+    @property
+    def cleanup_policy(self) -> str:
+        return self.config.get("cleanup.policy", "delete")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicSettings(_Frozen):
+    suffix: str
+    partitions: PositiveInt | None = None  # None: the topology's default_partitions
+    per_session: bool = True
+    cleanup_policy: CleanupPolicy = Field("delete", alias="cleanup.policy")
+    retention_ms: int | None = Field(None, alias="retention.ms", ge=-1)  # -1: keep forever
+
+    def kafka_config(self) -> dict[str, str]:
+        config: dict[str, str] = {"cleanup.policy": self.cleanup_policy}
+        if self.retention_ms is not None:
+            config["retention.ms"] = str(self.retention_ms)
+        return config
+
+
+class AgentType(_Frozen):
+    kind: AgentKind
+    group: str  # suffix; the consumer group is "<prefix>.<group>"
+    input: str  # logical topic name
+    tables: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()  # allowlist of tool names
+    max_steps: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _specialist_fields(self) -> AgentType:
+        if self.kind == "specialist" and self.max_steps is None:
+            raise ValueError("a specialist needs max_steps (the bound on its tool-using loop)")
+        if self.kind != "specialist" and (self.tools or self.max_steps is not None):
+            raise ValueError(f"tools and max_steps apply to specialists only, not to a {self.kind}")
+        return self
+
+
+class RetryPolicy(_Frozen):
+    delays_s: tuple[PositiveFloat, ...]  # delay of tier 1, 2, ... in seconds
+    max_attempts: PositiveInt  # the first try included
+
+    @model_validator(mode="after")
+    def _enough_tiers(self) -> RetryPolicy:
+        if self.max_attempts > len(self.delays_s) + 1:
+            raise ValueError(
+                f"max_attempts {self.max_attempts} needs {self.max_attempts - 1} retry tiers "
+                f"but delays_s declares {len(self.delays_s)}"
+            )
+        return self
+
+    @property
+    def tiers(self) -> int:
+        """How many retry topics each stage input has."""
+        return self.max_attempts - 1
+
+
+class Topology(_Frozen):
+    prefix: str
+    default_partitions: PositiveInt = 6
+    replication_factor: PositiveInt = 1
+    topics: dict[str, TopicSettings]
+    agents: dict[str, AgentType]
+    retry: RetryPolicy
+
+    # Resolved at validation: logical name -> spec, with the {type} topics expanded.
+    _topics: dict[str, TopicSpec] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Topology:
+        self._topics = {logical: self._spec(s) for logical, s in self._expanded()}
+        self._check_agents()
+        self._check_co_partitioning()
+        self._check_names()
+        return self
+
+    def _expanded(self) -> list[tuple[str, TopicSettings]]:
+        out: list[tuple[str, TopicSettings]] = []
+        for logical, settings in self.topics.items():
+            if (TYPE_PLACEHOLDER in logical) != (TYPE_PLACEHOLDER in settings.suffix):
+                raise ValueError(
+                    f"topic {logical!r}: use {TYPE_PLACEHOLDER} in both the name and its suffix, or in neither"
+                )
+            if TYPE_PLACEHOLDER not in logical:
+                out.append((logical, settings))
+                continue
+            for kind in self.specialist_types:
+                suffix = settings.suffix.replace(TYPE_PLACEHOLDER, kind)
+                out.append((logical.replace(TYPE_PLACEHOLDER, kind), settings.model_copy(update={"suffix": suffix})))
+        return out
+
+    def _spec(self, settings: TopicSettings) -> TopicSpec:
+        return TopicSpec(
+            name=f"{self.prefix}.{settings.suffix}",
+            partitions=settings.partitions or self.default_partitions,
+            replication=self.replication_factor,
+            config=settings.kafka_config(),
+            per_session=settings.per_session,
+        )
+
+    def _check_agents(self) -> None:
+        for name, agent in self.agents.items():
+            if agent.input not in self._topics:
+                raise ValueError(
+                    f"agent {name!r} reads topic {agent.input!r}, which is not declared; "
+                    f"declared topics are {sorted(self._topics)}"
+                )
+
+    def _check_co_partitioning(self) -> None:
+        by_count: dict[int, list[str]] = {}
+        for logical, spec in self._topics.items():
+            if spec.per_session:
+                by_count.setdefault(spec.partitions, []).append(logical)
+        if len(by_count) > 1:
+            found = "; ".join(f"{n} partitions: {names}" for n, names in sorted(by_count.items()))
+            raise ValueError(
+                "every per-session topic must have the same partition count, so one session's events "
+                f"share a partition number in each (co-partitioning); found {found}"
+            )
+
+    def _check_names(self) -> None:
+        names = [spec.name for spec in self.all_topics()] + [self.group(a) for a in self.agents]
+        bad = [n for n in names if not _LEGAL_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"illegal topic or group names {bad}: use 1-249 of A-Z a-z 0-9 . _ -")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"names used twice: {dupes}")
+
+    # -- accessors -------------------------------------------------------------------
+
+    def topic(self, logical: str) -> str:
+        """The physical name of a declared topic, e.g. ``tasks`` -> ``agents.tasks.v1``."""
+        return self.topic_spec(logical).name
+
+    def topic_spec(self, logical: str) -> TopicSpec:
+        try:
+            return self._topics[logical]
+        except KeyError:
+            raise ConfigurationError(f"Unknown topic {logical!r}; valid topics are {sorted(self._topics)}") from None
+
+    def agent(self, name: str) -> AgentType:
+        try:
+            return self.agents[name]
+        except KeyError:
+            raise ConfigurationError(
+                f"Unknown agent type {name!r}; valid agent types are {sorted(self.agents)}"
+            ) from None
+
+    @property
+    def specialist_types(self) -> list[str]:
+        return [name for name, agent in self.agents.items() if agent.kind == "specialist"]
+
+    def specialist_topic(self, agent_type: str) -> str:
+        if agent_type not in self.specialist_types:
+            raise ConfigurationError(f"Unknown specialist type {agent_type!r}; valid types are {self.specialist_types}")
+        return self.topic(self.agents[agent_type].input)
+
+    def group(self, agent_name: str) -> str:
+        return f"{self.prefix}.{self.agent(agent_name).group}"
+
+    def changelog_topic(self, agent_name: str, table: str) -> str:
+        agent = self.agent(agent_name)
+        if table not in agent.tables:
+            raise ConfigurationError(
+                f"Agent type {agent_name!r} has no table {table!r}; its tables are {list(agent.tables)}"
+            )
+        return f"{self.group(agent_name)}.{table}.changelog"
+
+    def retry_topics(self, logical_input: str) -> list[str]:
+        """``<input topic>.retry-1`` .. ``retry-N`` for a topic some agent type reads."""
+        inputs = self._stage_inputs()
+        if logical_input not in inputs:
+            raise ConfigurationError(
+                f"Topic {logical_input!r} is no agent's input, so it has no retry tiers; inputs are {inputs}"
+            )
+        base = self.topic(logical_input)
+        return [f"{base}.retry-{tier}" for tier in range(1, self.retry.tiers + 1)]
+
+    def all_topics(self) -> list[TopicSpec]:
+        """Every topic the system needs: declared, retry tiers, table changelogs."""
+        specs = list(self._topics.values())
+        for logical in self._stage_inputs():
+            source = self._topics[logical]
+            specs += [_like(source, name) for name in self.retry_topics(logical)]
+        for name, agent in self.agents.items():
+            # A changelog partition restores the store of the same input partition.
+            source = self._topics[agent.input]
+            specs += [_like(source, self.changelog_topic(name, t), {"cleanup.policy": "compact"}) for t in agent.tables]
+        return specs
+
+    def _stage_inputs(self) -> list[str]:
+        return list(dict.fromkeys(agent.input for agent in self.agents.values()))
+
+
+def _like(source: TopicSpec, name: str, config: Mapping[str, str] | None = None) -> TopicSpec:
+    return TopicSpec(name, source.partitions, source.replication, dict(config or source.config), source.per_session)
+
+
+def load_topology(path: Path | None = None, *, prefix: str | None = None) -> Topology:
+    """Load and check the topology.
+
+    ``path`` defaults to ``$AGENTSTREAM_TOPOLOGY``, else the repository's
+    ``topology/topology.yaml``. ``prefix`` replaces the file's prefix, renaming every topic
+    and group consistently (tests use a unique one each).
+    """
+    source = path or Path(os.environ.get(TOPOLOGY_ENV) or DEFAULT_PATH)
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Cannot read the topology file {source}: {exc.strerror}; set {TOPOLOGY_ENV} or pass a path."
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"The topology file {source} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"The topology file {source} must hold a mapping at the top level.")
+    if prefix is not None:
+        raw["prefix"] = prefix
+    try:
+        return Topology.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, source)) from None
+
+
+def _describe(exc: ValidationError, source: Path) -> str:
+    lines = [f"Invalid topology in {source}:"]
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            key, where = loc[-1], _render(loc[:-1]) or "the top level"
+            lines.append(f"  unknown key {key!r} in {where}; valid keys are {_valid_keys(loc[:-1])}")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {_render(loc) or 'topology'}: {message}")
+    return "\n".join(lines)
+
+
+def _render(loc: tuple[Any, ...]) -> str:
+    return ".".join(f"[{p!r}]" if "." in str(p) else str(p) for p in loc).replace(".[", "[")
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model at ``loc`` accepts, walking through dict values by their annotation."""
+    current: Any = Topology
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            fields = {f.alias or n: f for n, f in current.model_fields.items()}
+            current = fields[part].annotation if part in fields else None
+        else:  # a dict key or list index: step into the value type
+            args = get_args(current)
+            current = args[-1] if args else None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(f.alias or n for n, f in current.model_fields.items())
+    return []

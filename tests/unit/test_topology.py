@@ -1,0 +1,197 @@
+"""The topology loader and its accessors, on the real topology/topology.yaml (no broker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agentstream.errors import ConfigurationError
+from agentstream.topology import DEFAULT_PATH, TOPOLOGY_ENV, TopicSpec, load_topology
+from agentstream.topology_admin import Action, TopicPlan, TopologyPlan, format_plan
+
+SPECIALISTS = ["billing", "technical", "account"]
+
+
+def write_variant(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """The real topology with ``change`` applied, written to a temporary file."""
+    raw = yaml.safe_load(DEFAULT_PATH.read_text())
+    change(raw)
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_the_real_file_names_every_topic() -> None:
+    topology = load_topology()
+    assert topology.prefix == "agents"
+    assert {
+        name: topology.topic(name)
+        for name in [
+            "tasks",
+            "supervisor",
+            "results",
+            "task_events",
+            "approvals",
+            "approval_decisions",
+            "dlq",
+            "checkpoints",
+        ]
+    } == {
+        "tasks": "agents.tasks.v1",
+        "supervisor": "agents.supervisor.v1",
+        "results": "agents.results.v1",
+        "task_events": "agents.task-events.v1",
+        "approvals": "agents.approvals.v1",
+        "approval_decisions": "agents.approval-decisions.v1",
+        "dlq": "agents.dlq.v1",
+        "checkpoints": "agents.checkpoints.v1",
+    }
+    assert topology.specialist_types == SPECIALISTS
+    for kind in SPECIALISTS:
+        assert topology.specialist_topic(kind) == topology.topic(f"specialist.{kind}") == f"agents.specialist.{kind}.v1"
+        assert topology.group(kind) == f"agents.specialist.{kind}"
+        assert topology.agent(kind).tools and topology.agent(kind).max_steps
+    assert topology.group("router") == "agents.router"
+    assert topology.group("supervisor") == "agents.supervisor"
+    assert topology.agent("router").input == "tasks"
+
+
+def test_tables_retry_tiers_and_specs() -> None:
+    topology = load_topology()
+    assert topology.changelog_topic("router", "dedupe") == "agents.router.dedupe.changelog"
+    assert topology.changelog_topic("supervisor", "pending") == "agents.supervisor.pending.changelog"
+    assert topology.changelog_topic("billing", "sessions") == "agents.specialist.billing.sessions.changelog"
+    assert topology.retry.delays_s == (5, 30, 300)
+    assert topology.retry_topics("tasks") == [
+        "agents.tasks.v1.retry-1",
+        "agents.tasks.v1.retry-2",
+        "agents.tasks.v1.retry-3",
+    ]
+
+    specs = {spec.name: spec for spec in topology.all_topics()}
+    assert len(specs) == len(topology.all_topics()), "no topic is listed twice"
+    # 11 declared + 3 tiers for each of the 5 stage inputs + 6 changelogs
+    assert len(specs) == 11 + 3 * 5 + 6
+    assert {spec.partitions for spec in specs.values() if spec.per_session} == {6}
+    assert all(spec.replication == 1 for spec in specs.values())
+    assert specs["agents.checkpoints.v1"].cleanup_policy == "compact"
+    assert specs["agents.supervisor.dedupe.changelog"].config == {"cleanup.policy": "compact"}
+    assert specs["agents.tasks.v1"].config == {"cleanup.policy": "delete", "retention.ms": "604800000"}
+    assert specs["agents.specialist.account.v1.retry-2"].cleanup_policy == "delete"
+    assert not specs["agents.dlq.v1"].per_session
+
+
+def test_prefix_override_renames_every_topic_and_group() -> None:
+    topology = load_topology(prefix="t123")
+    names = [spec.name for spec in topology.all_topics()] + [topology.group(a) for a in topology.agents]
+    assert all(name.startswith("t123.") for name in names)
+    assert not any("agents" in name for name in names)
+    assert topology.topic("task_events") == "t123.task-events.v1"
+    assert topology.changelog_topic("supervisor", "pending") == "t123.supervisor.pending.changelog"
+
+
+def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_variant(tmp_path, lambda raw: raw.update(prefix="fromenv"))
+    monkeypatch.setenv(TOPOLOGY_ENV, str(path))
+    assert load_topology().topic("tasks") == "fromenv.tasks.v1"
+    assert load_topology(DEFAULT_PATH).topic("tasks") == "agents.tasks.v1", "an explicit path wins"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "where"),
+    [
+        ((), "partitons", "the top level"),
+        (("topics", "results"), "retention", "topics.results"),
+        (("agents", "billing"), "max_step", "agents.billing"),
+        (("retry",), "delays", "retry"),
+    ],
+)
+def test_a_misspelt_key_is_named_with_its_place_and_file(
+    tmp_path: Path, section: tuple[str, ...], key: str, where: str
+) -> None:
+    def misspell(raw: dict[str, Any]) -> None:
+        for name in section:
+            raw = raw[name]
+        raw[key] = 1
+
+    path = write_variant(tmp_path, misspell)
+    with pytest.raises(ConfigurationError) as caught:
+        load_topology(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert f"unknown key '{key}' in {where}; valid keys are [" in message
+
+
+def test_unequal_partition_counts_are_refused(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, lambda raw: raw["topics"]["results"].update(partitions=3))
+    with pytest.raises(ConfigurationError, match=r"same partition count.*3 partitions: \['results'\]"):
+        load_topology(path)
+
+
+def test_a_topic_that_is_not_per_session_may_differ(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, lambda raw: raw["topics"]["dlq"].update(partitions=2))
+    topology = load_topology(path)
+    assert {s.name: s.partitions for s in topology.all_topics()}["agents.dlq.v1"] == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda raw: raw["agents"]["router"].update(input="taks"), "reads topic 'taks', which is not declared"),
+        (lambda raw: raw["retry"].update(max_attempts=5), "needs 4 retry tiers"),
+        (lambda raw: raw["agents"]["router"].update(tools=["x"]), "specialists only"),
+        (lambda raw: raw["agents"]["billing"].pop("max_steps"), "needs max_steps"),
+        (lambda raw: raw.update(prefix="my agents"), "illegal topic or group names"),
+        (lambda raw: raw["topics"]["dlq"].update(suffix="results.v1"), "names used twice"),
+        (lambda raw: raw["topics"]["dlq"].update({"cleanup.policy": "compacted"}), "cleanup.policy"),
+    ],
+)
+def test_inconsistent_wiring_is_refused(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="Invalid topology") as caught:
+        load_topology(write_variant(tmp_path, change))
+    assert expected in str(caught.value)
+
+
+def test_unknown_names_list_the_valid_ones() -> None:
+    topology = load_topology()
+    with pytest.raises(ConfigurationError, match=r"Unknown topic 'task'; valid topics are \[.*'tasks'.*\]"):
+        topology.topic("task")
+    with pytest.raises(ConfigurationError, match=r"Unknown agent type 'billings'.*'billing'"):
+        topology.group("billings")
+    with pytest.raises(
+        ConfigurationError,
+        match=r"Unknown specialist type 'router'; valid types are \['billing', 'technical', 'account'\]",
+    ):
+        topology.specialist_topic("router")
+    with pytest.raises(ConfigurationError, match=r"no table 'sessions'; its tables are \['dedupe'\]"):
+        topology.changelog_topic("router", "sessions")
+    with pytest.raises(ConfigurationError, match="is no agent's input"):
+        topology.retry_topics("results")
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"nope\.yaml"):
+        load_topology(tmp_path / "nope.yaml")
+
+
+def test_format_plan_shows_action_topic_partitions_policy_and_fix() -> None:
+    spec = TopicSpec("t.results.v1", 6, 1, {"cleanup.policy": "compact"})
+    plan = TopologyPlan(
+        (
+            TopicPlan(spec, Action.CONFLICT, "has 3 partitions", partitions=3, policy="delete", fix="recreate it"),
+            TopicPlan(TopicSpec("t.tasks.v1", 6, 1), Action.CREATE, "missing"),
+        )
+    )
+    lines = format_plan(plan).splitlines()
+    assert lines[0].split() == ["ACTION", "TOPIC", "PARTITIONS", "POLICY", "REASON"]
+    assert lines[1].split()[:2] == ["CONFLICT", "t.results.v1"]
+    assert "6 (cluster 3)" in lines[1] and "compact (cluster delete)" in lines[1]
+    assert lines[-2] == "2 topics: 1 to create, 0 ok, 1 in conflict"
+    assert lines[-1] == "fix t.results.v1: recreate it"
+    assert "1 created, 0 ok" in format_plan(plan, applied=True)

@@ -13,3 +13,16 @@ class ConfigurationError(AgentStreamError):
 
 class BrokerUnavailableError(AgentStreamError):
     """No Kafka broker could be reached or started."""
+
+
+class UnknownAgentTypeError(AgentStreamError):
+    """A task asked for an agent type the deployment does not run (a permanent error)."""
+
+
+class ToolDefinitionError(ConfigurationError):
+    """A tool function cannot be exposed to a model (missing or unsupported type hints,
+    duplicate name, allowlist naming an unregistered tool)."""
+
+
+class InconsistentResultsError(AgentStreamError, ValueError):
+    """Specialist results handed to the supervisor do not belong to one task."""

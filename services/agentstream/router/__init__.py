@@ -1,0 +1,1 @@
+"""The router: classifies each task and decides which specialist agent types receive it."""

@@ -1,0 +1,7 @@
+"""Tools models may call: the ``@tool`` decorator, the registry that runs them, demo tools."""
+
+from __future__ import annotations
+
+from agentstream.tools.registry import DEFAULT_TIMEOUT_S, Tool, ToolRegistry, ToolResult, tool
+
+__all__ = ["DEFAULT_TIMEOUT_S", "Tool", "ToolRegistry", "ToolResult", "tool"]

@@ -1,0 +1,126 @@
+"""The routing decision and task validation: pure functions, no broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentstream.errors import ConfigurationError, UnknownAgentTypeError
+from agentstream.router.decide import DEFAULT_AGENT_TYPE, classify, route, validate_task
+from agentstream.tools.demo import demo_tickets
+
+KNOWN = ["billing", "technical", "account"]
+
+
+def test_mixed_ticket_goes_to_billing_and_technical() -> None:
+    text = "I was charged twice on invoice INV-1002 and the app crashes on login"
+    assert route(text, None, KNOWN) == ["billing", "technical"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Where is my refund for the last invoice?", ["billing"]),
+        ("What is the price of the Team plan?", ["billing"]),
+        ("Status of order #5001 please", ["billing"]),
+        ("The API returns a 500 since this morning", ["technical"]),
+        ("Export requests keep timing out with a timeout error", ["technical"]),
+        ("I can't log in on the desktop client", ["technical"]),
+        ("I forgot my password", ["account"]),
+        ("How do I change my email address?", ["account"]),
+        ("Please delete my account", ["account"]),
+        ("My 2FA codes are not accepted any more", ["account"]),
+        (
+            "Reset my password and refund invoice INV-1001; also the SDK throws an exception",
+            ["account", "billing", "technical"],
+        ),
+    ],
+)
+def test_keyword_classification(text: str, expected: list[str]) -> None:
+    assert route(text, None, KNOWN) == expected
+
+
+def test_words_only_match_whole_words() -> None:
+    # "billion" is not "bill", "rapid" is not "api", "errorless" is not "error".
+    assert classify("A billion rapid, errorless thanks to the team!") == []
+
+
+def test_result_is_sorted_deduplicated_and_independent_of_known_types_order() -> None:
+    text = "Payment failed with error 500, the bill is wrong, error again"
+    first = route(text, None, ["technical", "billing", "account", "billing"])
+    assert first == ["billing", "technical"]
+    assert route(text, None, list(reversed(KNOWN))) == first
+
+
+def test_no_match_goes_to_the_default_type() -> None:
+    assert DEFAULT_AGENT_TYPE == "technical"
+    assert route("Hello, is anybody there?", None, KNOWN) == ["technical"]
+    assert route("Hello, is anybody there?", None, KNOWN, default="account") == ["account"]
+
+
+def test_types_the_deployment_does_not_run_are_dropped() -> None:
+    text = "I was charged twice and the app crashes"
+    assert route(text, None, ["technical"]) == ["technical"]
+    # Only billing matched, billing is not deployed: the default takes it.
+    assert route("Refund my invoice", None, ["technical", "account"]) == ["technical"]
+
+
+def test_default_must_be_a_known_type() -> None:
+    with pytest.raises(ConfigurationError, match="'technical'"):
+        route("Hello", None, ["billing"])
+
+
+def test_no_known_types_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):
+        route("Refund please", None, [])
+
+
+def test_requested_agent_bypasses_classification() -> None:
+    assert route("The app crashes on every start", "billing", KNOWN) == ["billing"]
+
+
+def test_unknown_requested_agent_is_rejected_with_the_valid_types() -> None:
+    with pytest.raises(UnknownAgentTypeError) as caught:
+        route("anything", "shipping", KNOWN)
+    message = str(caught.value)
+    assert "'shipping'" in message
+    assert "['account', 'billing', 'technical']" in message
+
+
+def test_every_demo_ticket_gets_its_expected_route() -> None:
+    tickets = demo_tickets()
+    assert len(tickets) >= 8
+    assert any(ticket["expected_route"] == ["billing", "technical"] for ticket in tickets)
+    for ticket in tickets:
+        assert route(ticket["input"], ticket["requested_agent"], KNOWN) == ticket["expected_route"], ticket
+
+
+def _task(**overrides: object) -> dict[str, object]:
+    task: dict[str, object] = {"task_id": "t-1", "session_id": "s-1", "tenant_id": "acme", "input": "Refund please"}
+    task.update(overrides)
+    return task
+
+
+def test_a_valid_task_has_no_rejection_reason() -> None:
+    assert validate_task(_task(), max_input_bytes=1000) is None
+
+
+@pytest.mark.parametrize("key", ["task_id", "session_id", "tenant_id"])
+def test_missing_or_blank_ids_are_rejected(key: str) -> None:
+    missing = _task()
+    del missing[key]
+    assert validate_task(missing, 1000) == f"missing or empty {key}"
+    assert validate_task(_task(**{key: "  "}), 1000) == f"missing or empty {key}"
+    assert validate_task(_task(**{key: None}), 1000) == f"missing or empty {key}"
+
+
+def test_empty_and_non_text_input_are_rejected() -> None:
+    assert validate_task(_task(input=""), 1000) == "empty input"
+    assert validate_task(_task(input=" \n\t"), 1000) == "empty input"
+    assert validate_task(_task(input=None), 1000) == "input must be a string"
+
+
+def test_input_size_is_counted_in_utf8_bytes() -> None:
+    assert validate_task(_task(input="x" * 10), 10) is None
+    # Six characters, twelve bytes.
+    reason = validate_task(_task(input="é" * 6), 10)
+    assert reason == "input is 12 bytes, over the limit of 10 bytes"

@@ -1,0 +1,145 @@
+"""ScriptedModel: deterministic replies, tool choice from text and agent type, call log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agentstream.models import SCRIPTED_MARKER, Message, Model, ModelResponse, ScriptedModel, ToolCall, task_scope
+from agentstream.models import scripted as scripted_module
+from agentstream.specialist.loop import default_system_prompt
+from agentstream.tools.demo import demo_registry
+
+TOOLS = demo_registry().schemas()
+
+
+def _conversation(agent_type: str, text: str) -> list[Message]:
+    return [Message("system", default_system_prompt(agent_type)), Message("user", text)]
+
+
+def _complete(
+    model: ScriptedModel, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = TOOLS
+) -> ModelResponse:
+    return asyncio.run(model.complete(messages, tools))
+
+
+def _calls(response: ModelResponse) -> list[tuple[str, dict[str, Any]]]:
+    return [(call.name, call.arguments) for call in response.tool_calls]
+
+
+def test_it_implements_the_model_interface() -> None:
+    model = ScriptedModel()
+    assert isinstance(model, Model)
+    assert model.model_id == "scripted:default"
+
+
+def test_billing_with_an_invoice_id_looks_the_invoice_up() -> None:
+    text = "I was charged twice on invoice inv-1002, please refund"
+    response = _complete(ScriptedModel(), _conversation("billing", text))
+    assert response.text is None
+    assert _calls(response) == [
+        ("lookup_invoice", {"invoice_id": "INV-1002"}),
+        ("search_kb", {"query": text, "category": "billing"}),
+    ]
+    assert [call.id for call in response.tool_calls] == ["call_0_0", "call_0_1"]
+
+
+def test_billing_with_an_order_number_looks_the_order_up() -> None:
+    response = _complete(ScriptedModel(), _conversation("billing", "Where is order 5001?"))
+    assert _calls(response)[0] == ("lookup_order", {"order_id": "5001"})
+
+
+def test_account_with_an_email_looks_the_account_up() -> None:
+    response = _complete(ScriptedModel(), _conversation("account", "Reset 2FA for Maria.Keller@example.com"))
+    assert _calls(response)[0] == ("lookup_account", {"email": "maria.keller@example.com"})
+
+
+def test_technical_searches_the_knowledge_base_even_when_ids_are_present() -> None:
+    text = "The app crashes when I open invoice INV-1001"
+    response = _complete(ScriptedModel(), _conversation("technical", text))
+    assert _calls(response) == [("search_kb", {"query": text, "category": "technical"})]
+
+
+def test_only_offered_tools_are_called() -> None:
+    offered = [schema for schema in TOOLS if schema["name"] == "lookup_order"]
+    response = _complete(ScriptedModel(), _conversation("billing", "Invoice INV-1001 for order 5001"), offered)
+    assert _calls(response) == [("lookup_order", {"order_id": "5001"})]
+
+
+def test_without_anything_to_call_it_answers_at_once() -> None:
+    response = _complete(ScriptedModel(), _conversation("billing", "Hello"), tools=[])
+    assert response.tool_calls == ()
+    assert response.text is not None and response.text.startswith(SCRIPTED_MARKER)
+
+
+def test_after_tool_results_it_answers_citing_them() -> None:
+    invoice = {"invoice_id": "INV-1002", "amount_due": 240.0, "amount_paid": 480.0, "status": "overpaid"}
+    messages = [
+        *_conversation("billing", "Charged twice on INV-1002"),
+        Message("assistant", None, tool_calls=(ToolCall("call_0_0", "lookup_invoice", {"invoice_id": "INV-1002"}),)),
+        Message("tool", json.dumps(invoice), tool_call_id="call_0_0", name="lookup_invoice"),
+    ]
+    response = _complete(ScriptedModel(), messages)
+    assert response.tool_calls == ()
+    assert response.text is not None
+    assert response.text.startswith(f"{SCRIPTED_MARKER} Billing specialist")
+    assert "lookup_invoice" in response.text
+    assert "amount_paid=480.0" in response.text and "status=overpaid" in response.text
+
+
+def test_a_failed_tool_result_is_reported_as_unverified() -> None:
+    messages = [
+        *_conversation("account", "Lock my account bob@example.com"),
+        Message("assistant", None, tool_calls=(ToolCall("c1", "lookup_account", {"email": "bob@example.com"}),)),
+        Message("tool", "Error: tool lookup_account timed out after 10 s.", tool_call_id="c1", name="lookup_account"),
+    ]
+    text = _complete(ScriptedModel(), messages).text or ""
+    assert "could not verify" in text and "timed out" in text
+
+
+def test_replies_are_deterministic() -> None:
+    messages = _conversation("billing", "Refund order 5003 and invoice INV-1003")
+    assert _complete(ScriptedModel(), messages) == _complete(ScriptedModel(), messages)
+
+
+def test_usage_is_estimated_at_four_characters_per_token() -> None:
+    messages = [
+        *_conversation("technical", "crash"),
+        Message("assistant", None, tool_calls=(ToolCall("c1", "search_kb", {"query": "crash"}),)),
+        Message("tool", "[]", tool_call_id="c1", name="search_kb"),
+    ]
+    response = _complete(ScriptedModel(), messages)
+    assert response.text is not None
+    assert response.usage.output_tokens == len(response.text) // 4
+    assert response.usage.input_tokens >= sum(len(m.content or "") for m in messages) // 4
+    assert response.usage.cost_usd == 0.0
+    assert response.model == "scripted:default"
+
+
+def test_call_log_counts_calls_per_task_and_step() -> None:
+    log: list[tuple[str, int]] = []
+    model = ScriptedModel(call_log=log)
+    first_turn = _conversation("billing", "Refund INV-1001")
+    with task_scope("task-7"):
+        _complete(model, first_turn)
+        _complete(model, [*first_turn, Message("assistant", "Looking.", tool_calls=()), Message("user", "Thanks")])
+    # Without a task scope the first user message is the key.
+    _complete(model, first_turn)
+    assert log == [("task-7", 0), ("task-7", 1), ("Refund INV-1001", 0)]
+
+
+def test_latency_is_simulated_with_asyncio_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(scripted_module, "asyncio", SimpleNamespace(sleep=fake_sleep))
+    _complete(ScriptedModel(latency_s=0.25), _conversation("billing", "hi"))
+    _complete(ScriptedModel(), _conversation("billing", "hi"))
+    assert slept == [0.25]

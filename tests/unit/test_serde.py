@@ -68,6 +68,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "tools_used": ["lookup_order", "refund"],
         "usage": USAGE,
         "behavior_version": "billing@3",
+        "submitted_at": 1699999999000,
         "started_at": T0 + 10,
         "finished_at": T0 + 2_000,
     },

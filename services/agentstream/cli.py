@@ -1,0 +1,239 @@
+"""The ``agentstream`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from agentstream.broker import BOOTSTRAP_ENV
+from agentstream.errors import AgentStreamError, ConfigurationError
+from agentstream.settings import LOG_LEVEL_ENV, WorkerSettings
+
+log = logging.getLogger("agentstream")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get(LOG_LEVEL_ENV, "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _bootstrap() -> str:
+    value = os.environ.get(BOOTSTRAP_ENV, "").strip()
+    if not value:
+        raise ConfigurationError(
+            f"{BOOTSTRAP_ENV} is not set. Point it at your Kafka (host:port), or run "
+            "`agentstream dev`, which starts an embedded broker and prints the address."
+        )
+    return value
+
+
+def _settings() -> WorkerSettings:
+    return WorkerSettings.from_env(bootstrap=_bootstrap())
+
+
+def _topology(settings: WorkerSettings):  # type: ignore[no-untyped-def]
+    from agentstream.topology import load_topology
+
+    return load_topology(settings.topology_path, prefix=settings.prefix)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from agentstream.serde import SchemaSet
+
+    settings = _settings()
+    topology = _topology(settings)
+    schemas = SchemaSet.load()
+    if args.kind == "router":
+        from agentstream.router.app import build_router
+
+        service = build_router(settings, topology, schemas)
+    elif args.kind == "supervisor":
+        from agentstream.supervisor.app import build_supervisor
+
+        service = build_supervisor(settings, topology, schemas)
+    else:
+        if not args.type:
+            raise ConfigurationError(f"`worker specialist` needs --type, one of {topology.specialist_types}.")
+        if args.type not in topology.specialist_types:
+            raise ConfigurationError(f"Unknown specialist type {args.type!r}; the topology has {topology.specialist_types}.")
+        from agentstream.specialist.app import build_specialist
+
+        service = build_specialist(args.type, settings, topology, schemas)
+    stats = asyncio.run(service.processor.run(handle_signals=True))
+    log.info("worker %s exiting: %d processed, %d failed", service.agent, stats.processed, stats.failed)
+    return 0
+
+
+def cmd_topology(args: argparse.Namespace) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from agentstream.clients import admin_config
+    from agentstream.topology_admin import TopologyConflictError, apply, format_plan, plan
+
+    settings = _settings()
+    topology = _topology(settings)
+    admin = AdminClient(admin_config(settings.bootstrap))
+    if args.action == "plan":
+        print(format_plan(plan(admin, topology)))
+        return 0
+    try:
+        print(format_plan(apply(admin, topology), applied=True))
+    except TopologyConflictError as exc:
+        print(format_plan(exc.plan))
+        print(f"\n{exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from agentstream.client import Submitter, new_task
+    from agentstream.serde import SchemaSet
+
+    settings = _settings()
+    task = new_task(args.text, args.session, args.tenant, task_id=args.task_id, requested_agent=args.agent)
+    submitter = Submitter(settings.bootstrap, _topology(settings), SchemaSet.load())
+    submitter.submit(task)
+    submitter.flush()
+    print(task["task_id"])
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from agentstream.client import Follower
+    from agentstream.serde import SchemaSet
+
+    settings = _settings()
+    topology = _topology(settings)
+    topics = [topology.topic("results")] + ([topology.topic("task_events")] if args.events else [])
+    follower = Follower(settings.bootstrap, topics, SchemaSet.load(), from_beginning=args.from_beginning or not args.follow)
+    try:
+        for _, name, record in follower.records(timeout=None if args.follow else 2.0):
+            print(_format_record(name, record), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        follower.close()
+    return 0
+
+
+def _format_record(name: str, record: dict) -> str:  # type: ignore[type-arg]
+    when = time.strftime("%H:%M:%S", time.localtime((record.get("completed_at") or record.get("at") or 0) / 1000))
+    if name == "TaskResult":
+        error = f" error={record['error']['code']}" if record.get("error") else ""
+        output = (record.get("output") or "").replace("\n", " ")
+        return (
+            f"{when} RESULT {record['task_id']} [{record['session_id']}] {record['status']} "
+            f"via {'+'.join(record['agents']) or '-'}{error} calls={record['usage']['llm_calls']}\n    {output[:200]}"
+        )
+    return f"{when} event  {record['task_id']} {record['stage']}: {record['kind']} {record['state']} {record['detail']}"
+
+
+def cmd_lag(args: argparse.Namespace) -> int:
+    from agentstream.runtime.lag import consumer_lag
+
+    settings = _settings()
+    topology = _topology(settings)
+    agents = [args.agent] if args.agent else ["router", *topology.specialist_types, "supervisor"]
+    print(f"{'group':32} {'topic':36} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8}")
+    for agent in agents:
+        group = topology.group(agent)
+        topic = topology.topic(topology.agent(agent).input)
+        for row in consumer_lag(settings.bootstrap, group, [topic]):
+            committed = "-" if row.committed is None else str(row.committed)
+            print(f"{group:32} {topic:36} {row.partition:>4} {committed:>10} {row.end:>10} {row.lag:>8}")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from agentstream.stack import Stack
+
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stack = Stack(Path(args.state_dir)).start()
+    try:
+        print(f"broker: {stack.bootstrap}  (export {BOOTSTRAP_ENV}={stack.bootstrap} to use submit/results/lag)")
+        print(f"workers: {', '.join(f'{n} (pid {p.pid})' for n, p in stack.workers.items())}; Ctrl-C stops all")
+        while not stopping:
+            dead = stack.dead_workers()
+            if dead:
+                print(f"workers exited: {dead}; stopping", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    finally:
+        codes = stack.stop()
+        print(f"stopped: {codes}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agentstream.demo import run_demo
+
+    return run_demo(Path(args.state_dir), timeout=args.timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentstream", description="Kafka-native runtime for AI agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run one agent service (a stream processor)")
+    worker.add_argument("kind", choices=["router", "specialist", "supervisor"])
+    worker.add_argument("--type", help="specialist type (see the topology)")
+    worker.set_defaults(func=cmd_worker)
+
+    topology = sub.add_parser("topology", help="show or create the topics of the topology")
+    topology.add_argument("action", choices=["plan", "apply"])
+    topology.set_defaults(func=cmd_topology)
+
+    submit = sub.add_parser("submit", help="submit a task")
+    submit.add_argument("text")
+    submit.add_argument("--session", required=True)
+    submit.add_argument("--tenant", default="default")
+    submit.add_argument("--task-id")
+    submit.add_argument("--agent", help="skip classification and send to this specialist type")
+    submit.set_defaults(func=cmd_submit)
+
+    results = sub.add_parser("results", help="print task results")
+    results.add_argument("--follow", action="store_true", help="keep printing new results")
+    results.add_argument("--from-beginning", action="store_true")
+    results.add_argument("--events", action="store_true", help="also print progress events")
+    results.set_defaults(func=cmd_results)
+
+    lag = sub.add_parser("lag", help="consumer lag per agent group and partition")
+    lag.add_argument("--agent")
+    lag.set_defaults(func=cmd_lag)
+
+    dev = sub.add_parser("dev", help="broker + topology + every worker, until Ctrl-C")
+    dev.add_argument("--state-dir", default=".state/dev")
+    dev.set_defaults(func=cmd_dev)
+
+    demo = sub.add_parser("demo", help="run the pipeline on sample support tickets and show the results")
+    demo.add_argument("--state-dir", default=".state/demo")
+    demo.add_argument("--timeout", type=float, default=120.0)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    try:
+        return int(args.func(args))
+    except AgentStreamError as exc:
+        print(f"agentstream: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,94 @@
+"""``agentstream demo``: the whole pipeline on the embedded broker, a set of realistic
+support tickets, and a readable account of what happened to each."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from agentstream.client import Follower, Submitter, new_task
+from agentstream.events import TASK_EVENT, TASK_RESULT
+from agentstream.serde import SchemaSet
+from agentstream.stack import Stack
+from agentstream.tools.demo import demo_tickets
+
+BANNER = """\
+agentstream demo
+  model: ScriptedModel, the offline deterministic test model shipped with agentstream.
+         No real LLM is called; answers are scripted from the tool results.
+  broker: {broker}
+  workers: {workers} (one process each; logs in {logs})
+"""
+
+
+def run_demo(state_dir: Path = Path(".state/demo"), timeout: float = 120.0) -> int:
+    schemas = SchemaSet.load()
+    tickets = demo_tickets()
+    run_id = uuid.uuid4().hex[:6]
+    with Stack(state_dir / "workers", log_dir=state_dir / "logs") as stack:
+        topology = stack.topology
+        print(BANNER.format(broker=stack.bootstrap, workers=", ".join(stack.workers), logs=state_dir / "logs"))
+        follower = Follower(stack.bootstrap, [topology.topic("results"), topology.topic("task_events")], schemas)
+        submitter = Submitter(stack.bootstrap, topology, schemas)
+        tasks: dict[str, dict[str, Any]] = {}
+        for number, ticket in enumerate(tickets, 1):
+            task = new_task(
+                ticket["input"], ticket["session_id"], ticket["tenant_id"],
+                task_id=f"demo-{run_id}-{number}", requested_agent=ticket.get("requested_agent"),
+            )
+            tasks[task["task_id"]] = {**ticket, "number": number}
+            submitter.submit(task)
+        submitter.flush()
+        print(f"submitted {len(tasks)} tickets; waiting for their results (first run: the workers join their groups)\n")
+        results, tools = _collect(follower, stack, set(tasks), timeout)
+        follower.close()
+    for task_id, ticket in sorted(tasks.items(), key=lambda item: item[1]["number"]):
+        _print_ticket(ticket, results.get(task_id), tools.get(task_id, []))
+    missing = [task_id for task_id in tasks if task_id not in results]
+    wrong = [t for t, r in results.items() if sorted(r["agents"]) != sorted(tasks[t]["expected_route"])]
+    print(f"{len(results)}/{len(tasks)} tickets got a result", end="")
+    print(f"; {len(wrong)} routed unexpectedly" if wrong else "; every route as expected")
+    if missing:
+        print(f"no result for: {', '.join(missing)} (see the worker logs)")
+    return 0 if not missing else 1
+
+
+def _collect(follower: Follower, stack: Stack, wanted: set[str], timeout: float) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    results: dict[str, dict[str, Any]] = {}
+    tools: dict[str, list[str]] = {}
+    deadline = time.monotonic() + timeout
+    while set(results) != wanted and time.monotonic() < deadline:
+        if stack.dead_workers():
+            print(f"workers exited early: {stack.dead_workers()}")
+            break
+        for _, name, record in follower.poll_once(0.2):
+            task_id = record.get("task_id")
+            if task_id not in wanted:
+                continue
+            if name == TASK_RESULT and task_id not in results:
+                results[task_id] = record
+                print(f"  result for {task_id}: {record['status']} ({len(results)}/{len(wanted)})")
+            elif name == TASK_EVENT and record["kind"] == "TOOL_CALL":
+                tools.setdefault(task_id, []).append(f"{record['stage']}:{record['detail']}")
+    print()
+    return results, tools
+
+
+def _print_ticket(ticket: dict[str, Any], result: dict[str, Any] | None, tools: list[str]) -> None:
+    print(f"#{ticket['number']} [{ticket['session_id']}] {ticket['input']}")
+    if result is None:
+        print("   NO RESULT\n")
+        return
+    took = ""
+    if result.get("submitted_at"):
+        took = f", {result['completed_at'] - result['submitted_at']} ms end to end"
+    print(f"   {result['status']} via {' + '.join(result['agents']) or '-'}{took}")
+    print(f"   tools: {', '.join(tools) or 'none'}; model calls: {result['usage']['llm_calls']}")
+    if result.get("error"):
+        print(f"   error: {result['error']['code']}: {result['error']['message']}")
+    body = result.get("output") or ""
+    print(textwrap.indent(textwrap.fill(body[:600], 96) if "\n" not in body else body[:900], "   | "))
+    print()

@@ -1,0 +1,68 @@
+"""The router's stream processor: validate, dedupe, classify and fan a task out.
+
+Only fast deterministic work happens here; the decision itself is router/decide.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+from agentstream.events import ROUTED_TASK, TASK_SUBMITTED, now_ms, task_result
+from agentstream.errors import UnknownAgentTypeError
+from agentstream.router.decide import route, validate_task
+from agentstream.runtime import MessageContext
+from agentstream.serde import SchemaSet
+from agentstream.service import Service
+from agentstream.settings import WorkerSettings
+from agentstream.topology import Topology
+
+log = logging.getLogger(__name__)
+
+AGENT = "router"
+
+
+def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSet) -> Service:
+    service = Service.build(AGENT, settings, topology, schemas)
+    app = service.processor
+    seen = service.table("dedupe")
+    known_types = topology.specialist_types
+
+    @app.handler(service.input_topic, decode=partial(schemas.decode_as, TASK_SUBMITTED))
+    async def on_task(task: dict[str, Any], ctx: MessageContext) -> None:
+        task_id = task["task_id"]
+        if task_id and task_id in seen:
+            log.info("%s: task %s already routed, duplicate ignored", ctx.where, task_id)
+            return
+        if task_id:
+            seen[task_id] = now_ms()
+        reason = validate_task(task, settings.max_input_bytes)
+        if reason is None:
+            try:
+                route_to = route(task["input"], task.get("requested_agent"), known_types)
+            except UnknownAgentTypeError as exc:
+                reason = str(exc)
+        if reason is not None:
+            log.warning("%s: task %s rejected: %s", ctx.where, task_id, reason)
+            service.progress(task, "STATE", "REJECTED", reason)
+            service.result(task_result(task, "REJECTED", error=("INVALID_TASK", reason)))
+            return
+        routed_at = now_ms()
+        for agent_type in route_to:
+            routed = {
+                "task_id": task_id,
+                "session_id": task["session_id"],
+                "tenant_id": task["tenant_id"],
+                "input": task["input"],
+                "submitted_at": task["submitted_at"],
+                "agent_type": agent_type,
+                "route": route_to,
+                "metadata": task.get("metadata") or {},
+                "routed_at": routed_at,
+                "budget_usd": task.get("budget_usd"),
+            }
+            service.emit_to(topology.specialist_topic(agent_type), ROUTED_TASK, routed)
+        service.progress(task, "ROUTED", "QUEUED", ",".join(route_to))
+
+    return service

@@ -1,0 +1,61 @@
+"""What every agent service shares: its processor built from the topology, and its emitters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agentstream.events import TASK_EVENT, TASK_RESULT, task_event
+from agentstream.runtime import Processor, Table
+from agentstream.serde import SchemaSet
+from agentstream.settings import WorkerSettings
+from agentstream.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """A processor for one agent type plus the topic names and codecs its handlers use."""
+
+    agent: str
+    processor: Processor
+    topology: Topology
+    schemas: SchemaSet
+    settings: WorkerSettings
+
+    @classmethod
+    def build(cls, agent: str, settings: WorkerSettings, topology: Topology, schemas: SchemaSet) -> Service:
+        processor = Processor(
+            agent,
+            settings.bootstrap,
+            topology.group(agent),
+            settings.state_dir / agent,
+            commit_interval=settings.commit_interval_s,
+            max_inflight=settings.max_inflight,
+            shutdown_grace=settings.shutdown_grace_s,
+        )
+        return cls(agent, processor, topology, schemas, settings)
+
+    @property
+    def input_topic(self) -> str:
+        return self.topology.topic(self.topology.agent(self.agent).input)
+
+    def table(self, name: str) -> Table:
+        """A table declared for this agent in the topology, with its changelog topic."""
+        return self.processor.table(name, changelog_topic=self.topology.changelog_topic(self.agent, name))
+
+    def emit(self, logical_topic: str, schema: str, record: Mapping[str, Any]) -> None:
+        """Send ``record`` keyed by its session (co-partitioned with every per-session topic)."""
+        self.processor.send(self.topology.topic(logical_topic), self.schemas.encode(schema, record), record["session_id"])
+
+    def emit_to(self, topic: str, schema: str, record: Mapping[str, Any]) -> None:
+        self.processor.send(topic, self.schemas.encode(schema, record), record["session_id"])
+
+    def progress(self, task: Mapping[str, Any], kind: str, state: str, detail: str = "") -> None:
+        self.emit("task_events", TASK_EVENT, task_event(task, self.agent, kind, state, detail))
+
+    def result(self, record: Mapping[str, Any]) -> None:
+        self.emit("results", TASK_RESULT, record)

@@ -1,0 +1,98 @@
+"""The whole pipeline on one machine: a broker, the topology applied, and every worker
+as its own process (router, one per specialist type, supervisor). Used by
+``agentstream dev`` and ``agentstream demo``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from confluent_kafka.admin import AdminClient
+
+from agentstream.broker import BOOTSTRAP_ENV, bootstrap_servers
+from agentstream.clients import admin_config
+from agentstream.settings import PREFIX_ENV, STATE_DIR_ENV, TOPOLOGY_ENV
+from agentstream.topology import Topology, load_topology
+from agentstream.topology_admin import apply
+
+log = logging.getLogger(__name__)
+
+
+class Stack:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        topology_path: Path | None = None,
+        prefix: str | None = None,
+        log_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.topology_path = topology_path
+        self.prefix = prefix
+        self.log_dir = log_dir
+        self.extra_env = extra_env or {}
+        self.topology: Topology = load_topology(topology_path, prefix=prefix)
+        self.bootstrap = ""
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self._exit = contextlib.ExitStack()
+
+    def worker_commands(self) -> dict[str, list[str]]:
+        base = [sys.executable, "-m", "agentstream", "worker"]
+        commands = {"router": [*base, "router"], "supervisor": [*base, "supervisor"]}
+        for agent_type in self.topology.specialist_types:
+            commands[agent_type] = [*base, "specialist", "--type", agent_type]
+        return commands
+
+    def start(self) -> Stack:
+        embedded = not os.environ.get(BOOTSTRAP_ENV)
+        self.bootstrap = self._exit.enter_context(bootstrap_servers())
+        if embedded:
+            # The embedded broker keeps nothing across restarts, so neither may local state.
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        plan = apply(AdminClient(admin_config(self.bootstrap)), self.topology)
+        log.info("topology applied: %d topics created, %d already there", len(plan.to_create), len(plan.ok))
+        env = {**os.environ, **self.extra_env, BOOTSTRAP_ENV: self.bootstrap, STATE_DIR_ENV: str(self.state_dir)}
+        if self.topology_path is not None:
+            env[TOPOLOGY_ENV] = str(self.topology_path)
+        if self.prefix is not None:
+            env[PREFIX_ENV] = self.prefix
+        for name, command in self.worker_commands().items():
+            output = None
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                output = self._exit.enter_context(open(self.log_dir / f"{name}.log", "wb"))
+            self.workers[name] = subprocess.Popen(command, env=env, stdout=output, stderr=output)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int]:
+        """SIGTERM every worker, wait for them to drain, then stop the broker."""
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes: dict[str, int] = {}
+        for name, proc in self.workers.items():
+            try:
+                codes[name] = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        self._exit.close()
+        return codes
+
+    def dead_workers(self) -> dict[str, int]:
+        return {name: code for name, proc in self.workers.items() if (code := proc.poll()) is not None}
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

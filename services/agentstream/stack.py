@@ -34,6 +34,7 @@ class Stack:
         prefix: str | None = None,
         log_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        bootstrap: str | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.topology_path = topology_path
@@ -41,7 +42,7 @@ class Stack:
         self.log_dir = log_dir
         self.extra_env = extra_env or {}
         self.topology: Topology = load_topology(topology_path, prefix=prefix)
-        self.bootstrap = ""
+        self.bootstrap = bootstrap or ""
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self._exit = contextlib.ExitStack()
 
@@ -53,8 +54,9 @@ class Stack:
         return commands
 
     def start(self) -> Stack:
-        embedded = not os.environ.get(BOOTSTRAP_ENV)
-        self.bootstrap = self._exit.enter_context(bootstrap_servers())
+        embedded = not self.bootstrap and not os.environ.get(BOOTSTRAP_ENV)
+        if not self.bootstrap:
+            self.bootstrap = self._exit.enter_context(bootstrap_servers())
         if embedded:
             # The embedded broker keeps nothing across restarts, so neither may local state.
             shutil.rmtree(self.state_dir, ignore_errors=True)

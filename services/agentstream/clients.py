@@ -37,6 +37,9 @@ PRODUCER: dict[str, Any] = {
     "acks": "all",
     "linger.ms": 2,
     "compression.type": "none",
+    # murmur2, as the Java client and aiokafka (faust) use: a session keyed by any of them
+    # lands on the same partition, which per-session order and dedupe rely on.
+    "partitioner": "murmur2_random",
 }
 
 

@@ -68,7 +68,9 @@ class Upstream:
 
     def __init__(self, stack: Stack) -> None:
         self.tasks_topic = stack.topology.topic("tasks")
-        self.producer = Producer({"bootstrap.servers": stack.bootstrap, "enable.idempotence": True})
+        self.producer = Producer(
+            {"bootstrap.servers": stack.bootstrap, "enable.idempotence": True, "partitioner": "murmur2_random"}
+        )
         self.results = Consumer(
             {"bootstrap.servers": stack.bootstrap, "group.id": f"it-{uuid.uuid4().hex}", "enable.auto.commit": False}
         )

@@ -121,7 +121,7 @@ def _plain(value: Any) -> Any:
     ``__faust`` class tag to a Record's representation; Avro wants neither.
     """
     if isinstance(value, ModelT):
-        value = value.asdict()  # type: ignore[attr-defined]  # every Record has it
+        value = value.asdict()
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items() if k != _FAUST_METADATA_KEY}
     if isinstance(value, (list, tuple)):

@@ -50,12 +50,12 @@ def test_apply_creates_every_topic_once(admin: AdminClient, topology: Topology) 
     assert second.to_create == []
     assert [t.action for t in second.topics] == [Action.OK] * len(topology.all_topics())
     # Both Kafka and Tansu report a cleanup.policy that was set at creation.
-    checkpoints = next(t for t in second.topics if t.spec.name == topology.topic("checkpoints"))
+    checkpoints = next(t for t in second.topics if t.spec.name == topology.changelog_topic("billing", "checkpoints"))
     assert checkpoints.policy == "compact"
 
 
 def test_conflicts_are_listed_and_nothing_is_created(admin: AdminClient, topology: Topology) -> None:
-    results, checkpoints, tasks = topology.topic("results"), topology.topic("checkpoints"), topology.topic("tasks")
+    results, checkpoints, tasks = topology.topic("results"), topology.changelog_topic("billing", "checkpoints"), topology.topic("tasks")
     create(
         admin,
         NewTopic(results, 3, 1),  # fewer partitions than declared

@@ -38,7 +38,6 @@ def test_the_real_file_names_every_topic() -> None:
             "approvals",
             "approval_decisions",
             "dlq",
-            "checkpoints",
         ]
     } == {
         "tasks": "agents.tasks.v1",
@@ -48,7 +47,6 @@ def test_the_real_file_names_every_topic() -> None:
         "approvals": "agents.approvals.v1",
         "approval_decisions": "agents.approval-decisions.v1",
         "dlq": "agents.dlq.v1",
-        "checkpoints": "agents.checkpoints.v1",
     }
     assert topology.specialist_types == SPECIALISTS
     for kind in SPECIALISTS:
@@ -74,11 +72,11 @@ def test_tables_retry_tiers_and_specs() -> None:
 
     specs = {spec.name: spec for spec in topology.all_topics()}
     assert len(specs) == len(topology.all_topics()), "no topic is listed twice"
-    # 11 declared + 3 tiers for each of the 5 stage inputs + 6 changelogs
-    assert len(specs) == 11 + 3 * 5 + 6
+    # 10 declared + 3 tiers for each of the 5 stage inputs + 9 changelogs
+    assert len(specs) == 10 + 3 * 5 + 9
     assert {spec.partitions for spec in specs.values() if spec.per_session} == {6}
     assert all(spec.replication == 1 for spec in specs.values())
-    assert specs["agents.checkpoints.v1"].cleanup_policy == "compact"
+    assert specs["agents.specialist.billing.checkpoints.changelog"].cleanup_policy == "compact"
     assert specs["agents.supervisor.dedupe.changelog"].config == {"cleanup.policy": "compact"}
     assert specs["agents.tasks.v1"].config == {"cleanup.policy": "delete", "retention.ms": "604800000"}
     assert specs["agents.specialist.account.v1.retry-2"].cleanup_policy == "delete"

@@ -90,3 +90,25 @@ def restore(
 def _start_offset(store: PartitionStore) -> int:
     recorded = store.changelog_offset
     return 0 if recorded is None else recorded + 1
+
+
+def read_partition(reader: Consumer, topic: str, partition: int, from_offset: int, timeout: float = 60.0) -> list[tuple[bytes | None, bytes | None, int]]:
+    """Every record of ``topic[partition]`` from ``from_offset`` to the end seen by a fetch."""
+    reader.assign([TopicPartition(topic, partition, max(from_offset, 0))])
+    records: list[tuple[bytes | None, bytes | None, int]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise ProcessorError(f"Reading {topic}[{partition}] did not reach its end within {timeout:.0f} s.")
+            msg = reader.poll(0.2)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    return records
+                raise ProcessorError(f"Reading {topic}[{partition}] failed: {err}")
+            records.append((msg.key(), msg.value(), msg.offset()))
+    finally:
+        reader.unassign()

@@ -32,7 +32,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from agentstream.clients import admin_config, consumer_config, producer_config, reader_config
-from agentstream.runtime.changelog import restore
+from agentstream.runtime.changelog import read_partition, restore
 from agentstream.runtime.context import MessageContext
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError
 from agentstream.runtime.offsets import PartitionOffsets
@@ -52,6 +52,15 @@ _T = TypeVar("_T")
 
 def _raw(value: bytes) -> bytes:
     return value
+
+
+def _settle(future: asyncio.Future[int], err: KafkaError | None, msg: Message) -> None:
+    if future.done():
+        return
+    if err is not None:
+        future.set_exception(CheckpointError(f"write to {msg.topic()}[{msg.partition()}] was not acknowledged: {err}"))
+    else:
+        future.set_result(msg.offset())
 
 
 @dataclass(slots=True)
@@ -115,6 +124,10 @@ class Processor:
         self._committed: dict[_TP, int] = {}
         self._tasks: dict[_TP, set[asyncio.Task[None]]] = {}
         self._order_tails: dict[Hashable, asyncio.Task[None]] = {}
+        self._holds: dict[tuple[_TP, int], bool] = {}
+        self._assign_hooks: list[Callable[[list[int]], Awaitable[None]]] = []
+        self._closing = threading.Event()
+        self._draining: set[_TP] = set()
         self._delivery_errors: list[str] = []
         self._changelog_acked: dict[_TP, int] = {}
         self._stopping = False
@@ -188,7 +201,8 @@ class Processor:
                 producer.poll(0.05)
 
     def spawn(self, work: Coroutine[Any, Any, None], *, order_key: Hashable | None = None) -> None:
-        """Run ``work`` beside the partition; its record's offset is committed when it ends.
+        """Run ``work`` beside the partition; its record's offset is committed when it ends
+        (or earlier, when the work calls :meth:`release`).
 
         Work with the same ``order_key`` runs one at a time in the order spawned (use the
         session id to keep a session's tasks in order). Must be called from a handler.
@@ -199,15 +213,43 @@ class Processor:
             work.close()
             raise ProcessorError("spawn() must be called from inside a handler.") from None
         tp = (ctx.topic, ctx.partition)
-        tracker = self._offsets[tp]
-        tracker.started(ctx.offset)
+        self._offsets[tp].started(ctx.offset)
+        self._holds[(tp, ctx.offset)] = True
+        self._start_task(work, tp, order_key, ctx, hold=(tp, ctx.offset))
+
+    def spawn_resumed(self, work: Coroutine[Any, Any, None], topic: str, partition: int, *, order_key: Hashable | None = None) -> None:
+        """Run ``work`` for an assigned partition with no source record to hold back (work
+        restored from state after an assignment). It is cancelled if the partition goes."""
+        tp = (topic, partition)
+        if tp not in self._offsets:
+            work.close()
+            raise ProcessorError(f"{topic}[{partition}] is not assigned to this worker.")
+        ctx = MessageContext(topic, partition, -1, None, (), 0)
+        self._start_task(work, tp, order_key, ctx, hold=None)
+
+    def release(self) -> None:
+        """Called by spawned work once its input is durably recorded elsewhere: the source
+        offset may be committed now, while the work goes on."""
+        ctx = _current_context.get()
+        key = ((ctx.topic, ctx.partition), ctx.offset)
+        if self._holds.pop(key, False):
+            tracker = self._offsets.get(key[0])
+            if tracker is not None:
+                tracker.finished(ctx.offset)
+
+    def _start_task(
+        self, work: Coroutine[Any, Any, None], tp: _TP, order_key: Hashable | None, ctx: MessageContext, hold: tuple[_TP, int] | None
+    ) -> None:
         previous = self._order_tails.get(order_key) if order_key is not None else None
-        task = asyncio.get_running_loop().create_task(self._run_spawned(work, ctx, previous))
+        context = contextvars.copy_context()
+        context.run(current_partition.set, tp[1])
+        context.run(_current_context.set, ctx)
+        task = asyncio.get_running_loop().create_task(self._run_spawned(work, ctx, previous), context=context)
         self._inflight += 1
         self._tasks.setdefault(tp, set()).add(task)
         if order_key is not None:
             self._order_tails[order_key] = task
-        task.add_done_callback(partial(self._spawned_done, tp, ctx.offset, order_key))
+        task.add_done_callback(partial(self._spawned_done, tp, hold, order_key))
 
     async def _run_spawned(self, work: Coroutine[Any, Any, None], ctx: MessageContext, previous: asyncio.Task[None] | None) -> None:
         try:
@@ -220,15 +262,63 @@ class Processor:
         except Exception as exc:  # a bug in spawned work must not kill the processor
             await self._report(HandlerError(ctx.where, exc), None)
 
-    def _spawned_done(self, tp: _TP, offset: int, order_key: Hashable | None, task: asyncio.Task[None]) -> None:
+    def _spawned_done(self, tp: _TP, hold: tuple[_TP, int] | None, order_key: Hashable | None, task: asyncio.Task[None]) -> None:
         self._inflight -= 1
         self._slot_free.set()
         self._tasks.get(tp, set()).discard(task)
         if order_key is not None and self._order_tails.get(order_key) is task:
             del self._order_tails[order_key]
-        tracker = self._offsets.get(tp)
-        if tracker is not None and not task.cancelled():
-            tracker.finished(offset)
+        if hold is not None and self._holds.pop(hold, False) and not task.cancelled():
+            tracker = self._offsets.get(tp)
+            if tracker is not None:
+                tracker.finished(hold[1])
+
+    async def persist(self, table: Table, key: str | bytes, value: Any, *, partition: int | None = None) -> None:
+        """Write-through: send ``key → value`` (None deletes) to the table's changelog, wait
+        until the broker acknowledges it, then store it. For state that must survive a
+        kill -9 at once (step checkpoints); do not mix with buffered writes on one table.
+        ``partition`` defaults to the partition of the record being handled."""
+        partition = current_partition.get() if partition is None else partition
+        store = table.partition(partition)
+        raw_key = table.encode_key(key)
+        raw_value = None if value is None else table.encode_value(value)
+        offset = await self.send_acked(table.changelog_topic, raw_value, raw_key, partition=partition)
+        if table.stores.get(partition) is store:  # still ours: not revoked while waiting
+            store.put_durable(raw_key, raw_value, offset)
+
+    async def send_acked(
+        self, topic: str, value: bytes | None, key: str | bytes | None, *, partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> int:
+        """Send one record and wait until the broker acknowledges it; return its offset."""
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[int] = loop.create_future()
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            loop.call_soon_threadsafe(_settle, acked, err, msg)
+
+        kwargs: dict[str, Any] = {"on_delivery": delivered}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
+        producer = self._require_producer()
+        while True:
+            try:
+                producer.produce(topic, value, key, **kwargs)
+                break
+            except BufferError:
+                await asyncio.sleep(0.01)
+        return await acked
+
+    async def read_to_end(self, topic: str, partition: int, from_offset: int) -> list[tuple[bytes | None, bytes | None, int]]:
+        """Records of one partition from ``from_offset`` to its end (for recovery checks)."""
+        assert self._reader is not None
+        return await asyncio.get_running_loop().run_in_executor(None, read_partition, self._reader, topic, partition, from_offset)
+
+    def on_assign(self, hook: Callable[[list[int]], Awaitable[None]]) -> None:
+        """Call ``hook(partitions)`` after newly assigned partitions are restored."""
+        self._assign_hooks.append(hook)
 
     # -- running -------------------------------------------------------------------------
     async def run(
@@ -275,11 +365,19 @@ class Processor:
         """Ask the processor to drain and stop (safe from a signal handler)."""
         self._stopping = True
 
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for: spawned work should end at its next safe point."""
+        return self._stopping
+
     def _start(self) -> None:
         admin = AdminClient(admin_config(self.bootstrap))
         self._partition_count = self._check_inputs(admin)
         self._ensure_changelogs(admin)
         self._producer = Producer(producer_config(self.bootstrap, self._producer_overrides))
+        # Delivery reports are served by a thread of their own, so write-through callers
+        # hear of their acknowledgement in milliseconds whatever the poll loop is doing.
+        threading.Thread(target=self._serve_deliveries, name=f"{self.name}-deliveries", daemon=True).start()
         self._reader = Consumer(reader_config(self.bootstrap))
         consumer = Consumer(consumer_config(self.bootstrap, self.group_id, self._consumer_overrides))
         consumer.subscribe(
@@ -287,6 +385,12 @@ class Processor:
         )
         self._consumer = consumer
         log.info("%s: consuming %s as group %s", self.name, ", ".join(self._bindings), self.group_id)
+
+    def _serve_deliveries(self) -> None:
+        producer = self._producer
+        assert producer is not None
+        while not self._closing.is_set():
+            producer.poll(0.05)
 
     def _check_inputs(self, admin: AdminClient) -> int:
         metadata = admin.list_topics(timeout=30)
@@ -466,13 +570,27 @@ class Processor:
         self._on_loop(self._assigned([(p.topic, p.partition) for p in partitions]))
 
     def _revoke_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Flush and commit before letting go, so the next owner starts where we stopped.
+        tps = [(p.topic, p.partition) for p in partitions]
+        # Let spawned work reach a safe point first (it polls draining()), then flush and
+        # commit before letting go, so the next owner starts where we stopped.
+        self._on_loop(self._drain(tps))
         plan = self._on_loop(self._prepare_checkpoint())
         if plan is not None:
             if plan.offsets:
                 self._commit(plan.offsets)
             self._on_loop(self._finish_on_loop(plan))
         self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=False))
+
+    async def _drain(self, tps: list[_TP]) -> None:
+        self._draining.update(tps)
+        tasks = [task for tp in tps for task in self._tasks.get(tp, set())]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.shutdown_grace)
+
+    def draining(self, topic: str, partition: int) -> bool:
+        """True while the partition is being given up or the processor is stopping:
+        spawned work should stop at its next safe point (its progress is checkpointed)."""
+        return self._stopping or (topic, partition) in self._draining
 
     async def _finish_on_loop(self, plan: _CheckpointPlan) -> None:
         self._finish_checkpoint(plan)
@@ -495,6 +613,8 @@ class Processor:
         for tp in tps:
             self._offsets.setdefault(tp, PartitionOffsets())
         self._last_activity = time.monotonic()
+        for hook in self._assign_hooks:
+            await hook(partitions)
         log.info("%s: assigned %s", self.name, ", ".join(f"{t}[{p}]" for t, p in tps) or "nothing")
 
     async def _revoked(self, tps: list[_TP], *, lost: bool) -> None:
@@ -506,6 +626,8 @@ class Processor:
         for tp in tps:
             self._offsets.pop(tp, None)
             self._committed.pop(tp, None)
+            self._draining.discard(tp)
+        self._holds = {hold: True for hold in self._holds if hold[0] not in tps}
         still_owned = {p for _, p in self._offsets}
         for table in self.tables.values():
             for partition in [p for p in table.stores if p not in still_owned]:
@@ -532,6 +654,7 @@ class Processor:
                 self._reader.close()
             if self._producer is not None and not self._failed:
                 self._producer.flush(self.flush_timeout)
+            self._closing.set()
             self._poller.shutdown(wait=False)
             log.info("%s: stopped after %d records (%d failed)", self.name, self.stats.processed, self.stats.failed)
 

@@ -108,6 +108,26 @@ class PartitionStore:
         batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(last_offset))
         self._db.write(batch)
 
+    def put_durable(self, key: bytes, value: bytes | None, changelog_offset: int) -> None:
+        """A write-through record the changelog has acknowledged at ``changelog_offset``."""
+        batch = WriteBatch(raw_mode=True)
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+        recorded = self.changelog_offset
+        if recorded is None or changelog_offset > recorded:
+            batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(changelog_offset))
+        self._db.write(batch)
+
+    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Keys starting with ``prefix`` and their values, in key order (flushed data only)."""
+        for key, value in self._db.items(from_key=prefix):
+            raw = bytes(key)
+            if not raw.startswith(prefix):
+                break
+            yield raw, bytes(value)
+
     @property
     def dirty(self) -> bool:
         return bool(self._pending)

@@ -61,6 +61,15 @@ class Table:
     def _key(key: str | bytes) -> bytes:
         return key.encode() if isinstance(key, str) else key
 
+    def encode_key(self, key: str | bytes) -> bytes:
+        return self._key(key)
+
+    def encode_value(self, value: Any) -> bytes:
+        return self._dumps(value)
+
+    def decode_value(self, raw: bytes) -> Any:
+        return self._loads(raw)
+
     def get(self, key: str | bytes, default: Any = None) -> Any:
         raw = self._store().get(self._key(key))
         return default if raw is None else self._loads(raw)

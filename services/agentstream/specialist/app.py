@@ -1,29 +1,41 @@
-"""A specialist's stream processor: take a routed task, run the agent loop beside the
-partition, emit the specialist result to the supervisor.
+"""A specialist's stream processor: accept a routed task durably, run its agent loop
+beside the partition with every step checkpointed, and emit the specialist result.
 
-The handler only records and schedules; the loop runs as spawned work, one task at a
-time per session, so the partition keeps moving while models think. The record's
-offset is committed only once its result has been sent and acknowledged, so a worker
-that dies mid-loop loses nothing: the next owner runs the task again (the durable,
-step-checkpointed loop is a later issue).
+- The handler only checks for duplicates and schedules; the loop runs as spawned work.
+- Acceptance is a write-through checkpoint head; once the broker has it, the source
+  offset is released, so offsets keep advancing while long loops run.
+- Every model reply and tool result is checkpointed before the loop goes on
+  (specialist/durable.py); after a kill -9 or a rebalance, the new owner of the
+  partition resumes every task it finds in the checkpoints, replaying finished steps.
+- One task at a time per session, in arrival order (specialist/order.py).
+- At the end: the result is sent and acknowledged, a done marker is written and the
+  task's checkpoint records are tombstoned.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from agentstream import __version__
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
 from agentstream.models.base import Model
+from agentstream.models.call_log import SCRIPTED_CALL_LOG_ENV, SCRIPTED_LATENCY_ENV, CallLogModel
 from agentstream.models.scripted import ScriptedModel
 from agentstream.runtime import MessageContext
 from agentstream.serde import SchemaSet
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
+from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.behavior import behavior_version
-from agentstream.specialist.loop import default_system_prompt, run_agent
+from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools
+from agentstream.specialist.loop import AgentOutcome, default_system_prompt, run_agent
+from agentstream.specialist.order import SessionOrder
 from agentstream.tools.demo import demo_registry
 from agentstream.tools.registry import ToolRegistry
 from agentstream.topology import Topology
@@ -31,6 +43,8 @@ from agentstream.topology import Topology
 log = logging.getLogger(__name__)
 
 _HISTORY_TURNS = 10  # turns of a session kept in the sessions table
+MAX_REDELIVERIES = 3  # owners in a row that died at the same step before the task fails
+REDELIVERY_LIMIT = "REDELIVERY_LIMIT"
 
 
 def build_specialist(
@@ -48,20 +62,22 @@ def build_specialist(
     service = Service.build(agent_type, settings, topology, schemas)
     app = service.processor
     sessions = service.table("sessions")
-    model = model or ScriptedModel()
+    checkpoints = service.table("checkpoints")
+    model = model or scripted_model_from_env()
     registry = tools or demo_registry()
     allowlist = list(agent.tools)
     max_steps = agent.max_steps or 8
     prompt = default_system_prompt(agent_type)
     version = behavior_version(agent_type, prompt, registry.schemas(allowlist), model.model_id, __version__)
+    order = SessionOrder()
+    accepting: set[str] = set()  # accepted here, head write not yet acknowledged
+    supervisor_topic = topology.topic("supervisor")
 
-    async def work(task: dict[str, Any], where: str) -> None:
-        started = now_ms()
-        service.progress(task, "STATE", "RUNNING", f"{agent_type} started")
-        outcome = await run_agent(task, agent_type, model, registry, allowlist, max_steps, prompt)
-        for tool_name in outcome.tools_used:
-            service.progress(task, "TOOL_CALL", "RUNNING", tool_name)
-        result = {
+    def persist(key: str, value: Any) -> Any:
+        return app.persist(checkpoints, key, value)
+
+    def specialist_result(task: dict[str, Any], outcome: AgentOutcome, started: int) -> dict[str, Any]:
+        return {
             "task_id": task["task_id"],
             "session_id": task["session_id"],
             "tenant_id": task["tenant_id"],
@@ -77,17 +93,101 @@ def build_specialist(
             "started_at": started,
             "finished_at": now_ms(),
         }
+
+    async def finish(task: dict[str, Any], result: dict[str, Any], partition: int) -> None:
+        """Result acknowledged → done marker → tombstones of the task's checkpoint records."""
+        await app.send_acked(supervisor_topic, schemas.encode(SPECIALIST_RESULT, result), task["session_id"])
+        task_id = task["task_id"]
+        await persist(ckpt.done_key(task_id), now_ms())
+        store = checkpoints.partition(partition)
+        keys = [key.decode() for key, _ in store.scan(ckpt.step_prefix(task_id).encode())]
+        await asyncio.gather(*(persist(key, None) for key in keys))
+        await persist(ckpt.head_key(task_id), None)
+
+    async def run_task(task: dict[str, Any], epochs: list[list[int]], chain: ckpt.Chain, partition: int, where: str) -> None:
+        started = now_ms()
+        run = DurableRun(task["task_id"], epochs[-1][0], chain, persist, draining=lambda: app.draining(service.input_topic, partition))
+        service.progress(task, "STATE", "RUNNING", f"{agent_type} {'resumed at step ' + str(chain.length) if chain.length else 'started'}")
+        outcome = await run_agent(task, agent_type, DurableModel(model, run), DurableTools(registry, run), allowlist, max_steps, prompt)
+        for tool_name in outcome.tools_used:
+            service.progress(task, "TOOL_CALL", "RUNNING", tool_name)
         history = sessions.get(task["session_id"], [])
         history.append({"task_id": task["task_id"], "input": task["input"], "output": outcome.output})
         sessions[task["session_id"]] = history[-_HISTORY_TURNS:]
-        service.emit("supervisor", SPECIALIST_RESULT, result)
-        log.info("%s: task %s %s by %s in %d steps", where, task["task_id"], outcome.status, agent_type, outcome.steps)
+        await finish(task, specialist_result(task, outcome, started), partition)
+        log.info(
+            "%s: task %s %s by %s (epoch %d: %d model calls made, %d replayed)", where, task["task_id"], outcome.status,
+            agent_type, run.epoch, run.new_model_calls, run.replayed_model_calls,
+        )
+
+    async def accept_and_run(task: dict[str, Any], ctx: MessageContext, previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+        try:
+            epochs = [[0, 0]]
+            try:
+                await persist(ckpt.head_key(task["task_id"]), {"task": task, "epochs": epochs, "offset": ctx.offset})
+            finally:
+                accepting.discard(task["task_id"])
+            app.release()  # the task is durable now: its source offset may be committed
+            await SessionOrder.wait(previous)
+            await run_task(task, epochs, ckpt.Chain(), ctx.partition, ctx.where)
+        finally:
+            order.leave(task["session_id"], mine)
+
+    async def resume(head: dict[str, Any], chain: ckpt.Chain, partition: int, previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+        task = head["task"]
+        try:
+            epochs = head["epochs"]
+            await persist(ckpt.head_key(task["task_id"]), head)
+            await SessionOrder.wait(previous)
+            where = f"{service.input_topic}[{partition}] task {task['task_id']}"
+            if ckpt.resumes_at_same_step(epochs) > MAX_REDELIVERIES:
+                reason = f"{MAX_REDELIVERIES} workers in a row stopped at step {epochs[-1][1]} of this task; it is not retried again."
+                log.error("%s: %s", where, reason)
+                failed = AgentOutcome("FAILED", None, (REDELIVERY_LIMIT, reason), [], {}, 0)
+                await finish(task, specialist_result(task, failed, now_ms()), partition)
+                return
+            await run_task(task, epochs, chain, partition, where)
+        finally:
+            order.leave(task["session_id"], mine)
+
+    async def resume_in_flight(partitions: list[int]) -> None:
+        """After an assignment: resume every task whose checkpoint head is still there."""
+        for partition in partitions:
+            store = checkpoints.partition(partition)
+            heads = [json.loads(value) for _, value in store.scan(ckpt.HEAD.encode())]
+            for head in sorted(heads, key=lambda h: h.get("offset", 0)):
+                task_id = head["task"]["task_id"]
+                records = [json.loads(value) for _, value in store.scan(ckpt.step_prefix(task_id).encode())]
+                chain = ckpt.rebuild(head["epochs"], records)
+                head["epochs"].append([max(e for e, _ in head["epochs"]) + 1, chain.length])
+                previous, mine = order.enter(head["task"]["session_id"])
+                app.spawn_resumed(resume(head, chain, partition, previous, mine), service.input_topic, partition)
+                log.info("%s[%d]: resuming task %s at step %d", service.input_topic, partition, task_id, chain.length)
+
+    app.on_assign(resume_in_flight)
 
     @app.handler(service.input_topic, decode=partial(schemas.decode_as, ROUTED_TASK))
     async def on_routed(task: dict[str, Any], ctx: MessageContext) -> None:
+        task_id = task["task_id"]
         if task["agent_type"] != agent_type:
-            log.warning("%s: task %s is for %s, not %s; skipped", ctx.where, task["task_id"], task["agent_type"], agent_type)
+            log.warning("%s: task %s is for %s, not %s; skipped", ctx.where, task_id, task["agent_type"], agent_type)
             return
-        app.spawn(work(task, ctx.where), order_key=task["session_id"])
+        if task_id in accepting or ckpt.head_key(task_id) in checkpoints or ckpt.done_key(task_id) in checkpoints:
+            log.info("%s: task %s already accepted; duplicate ignored", ctx.where, task_id)
+            return
+        accepting.add(task_id)
+        previous, mine = order.enter(task["session_id"])
+        app.spawn(accept_and_run(task, ctx, previous, mine))
 
     return service
+
+
+def scripted_model_from_env() -> Model:
+    """The ScriptedModel; tests and benchmarks may ask for latency and a call log."""
+    latency = os.environ.get(SCRIPTED_LATENCY_ENV, "")
+    low, _, high = latency.partition("-")
+    model = ScriptedModel()
+    call_log = os.environ.get(SCRIPTED_CALL_LOG_ENV)
+    if latency or call_log:
+        return CallLogModel(model, Path(call_log) if call_log else None, float(low or 0), float(high or low or 0))
+    return model

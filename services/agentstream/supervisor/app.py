@@ -1,5 +1,12 @@
 """The supervisor's stream processor: gather each task's specialist results, combine
-them (supervisor/combine.py) and publish exactly one TaskResult per task."""
+them (supervisor/combine.py) and publish exactly one TaskResult per task.
+
+Exactly one, across crashes, without transactions: before a result is sent, a marker
+holding it is written through to the ``dedupe`` table (acknowledged by the broker). A
+marker still "emitting" after a crash means the result may or may not have reached the
+results topic; the new owner reads that partition of the results topic from the
+offset the marker noted and sends the result only if it is not there.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,10 @@ import logging
 from functools import partial
 from typing import Any
 
-from agentstream.events import SPECIALIST_RESULT, now_ms, task_result
+from agentstream.events import SPECIALIST_RESULT, TASK_RESULT, task_result
 from agentstream.runtime import MessageContext
-from agentstream.serde import SchemaSet
+from agentstream.runtime.lag import end_offsets
+from agentstream.serde import SchemaSet, SerdeError
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
 from agentstream.supervisor.combine import combine, is_complete
@@ -18,18 +26,64 @@ from agentstream.topology import Topology
 log = logging.getLogger(__name__)
 
 AGENT = "supervisor"
+EMITTING = "emitting"
+SENT = "sent"
 
 
 def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: SchemaSet) -> Service:
     service = Service.build(AGENT, settings, topology, schemas)
     app = service.processor
     pending = service.table("pending")  # task_id -> specialist results received so far
-    done = service.table("dedupe")  # task_id -> when its TaskResult was published
+    markers = service.table("dedupe")  # task_id -> {state, result, results_from}: written through
+    results_topic = topology.topic("results")
+    emitting: set[str] = set()  # decided here, marker not yet acknowledged
+    results_end: dict[int, int] = {}  # a lower bound of the end of each results partition
+
+    async def emit(final: dict[str, Any], partition: int, where: str) -> None:
+        task_id = final["task_id"]
+        try:
+            marker = {"state": EMITTING, "result": final, "results_from": results_end.get(partition, 0)}
+            await app.persist(markers, task_id, marker, partition=partition)
+        finally:
+            emitting.discard(task_id)
+        app.release()  # the decision is durable: the specialist results may be committed
+        await send(final, partition)
+        log.info("%s: task %s %s via %s", where, task_id, final["status"], "+".join(final["agents"]))
+
+    async def send(final: dict[str, Any], partition: int) -> None:
+        offset = await app.send_acked(results_topic, schemas.encode(TASK_RESULT, final), final["session_id"], partition=partition)
+        results_end[partition] = max(results_end.get(partition, 0), offset + 1)
+        await app.persist(markers, final["task_id"], {"state": SENT, "offset": offset}, partition=partition)
+        service.progress(final, "STATE", final["status"], ",".join(final["agents"]))
+
+    async def recover(partitions: list[int]) -> None:
+        """Finish what a previous owner left "emitting": send only what never arrived."""
+        ends = end_offsets(settings.bootstrap, [results_topic])
+        for partition in partitions:
+            results_end[partition] = ends[(results_topic, partition)]
+            unsure = [marker for _, marker in markers.items_of(partition) if marker.get("state") == EMITTING]
+            if not unsure:
+                continue
+            published = set()
+            for _, value, _ in await app.read_to_end(results_topic, partition, min(m["results_from"] for m in unsure)):
+                try:
+                    published.add(schemas.decode_as(TASK_RESULT, value or b"")["task_id"])
+                except SerdeError:
+                    continue
+            for marker in unsure:
+                final = marker["result"]
+                if final["task_id"] in published:
+                    await app.persist(markers, final["task_id"], {"state": SENT, "offset": -1}, partition=partition)
+                else:
+                    log.info("%s[%d]: resending the result of task %s", results_topic, partition, final["task_id"])
+                    await send(final, partition)
+
+    app.on_assign(recover)
 
     @app.handler(service.input_topic, decode=partial(schemas.decode_as, SPECIALIST_RESULT))
     async def on_result(result: dict[str, Any], ctx: MessageContext) -> None:
         task_id = result["task_id"]
-        if task_id in done:
+        if task_id in emitting or task_id in markers:
             log.info("%s: task %s already has its result; repeat from %s ignored", ctx.where, task_id, result["agent_type"])
             return
         received = [r for r in pending.get(task_id, []) if r["agent_type"] != result["agent_type"]]
@@ -48,10 +102,9 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
             usage=combined["usage"],
             behavior_versions=combined["behavior_versions"],
         )
-        service.result(final)
-        service.progress(result, "STATE", combined["status"], ",".join(combined["agents"]))
-        done[task_id] = now_ms()
         if task_id in pending:
             del pending[task_id]
+        emitting.add(task_id)
+        app.spawn(emit(final, ctx.partition, ctx.where))
 
     return service

@@ -1,0 +1,129 @@
+"""Step checkpoints of a running agent loop: record layout and the fenced chain rebuild.
+
+Pure data logic, no Kafka. A task's checkpoint is a handful of records in the
+specialist's ``checkpoints`` table (a compacted changelog, co-partitioned with the
+session):
+
+- head ``t/<task_id>``: the routed task, and the list of ownership epochs as
+  ``[epoch, first_seq]`` pairs — a new owner that resumes the task appends one;
+- step ``s/<task_id>/<epoch>/<seq>``: what one step added — a model reply, or one tool
+  result — so bytes per step do not grow with the history;
+- done ``d/<task_id>``: the task finished; a redelivered copy is ignored.
+
+Fencing: step keys carry the writer's epoch, so a stale owner can never overwrite a newer
+owner's record, even after compaction; and when the chain is rebuilt, a record of epoch
+e only counts for the sequence numbers that epoch owned (from its first_seq up to the
+next epoch's). A zombie's late steps fall outside its range and are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentstream.models.base import ModelResponse, ToolCall, Usage
+from agentstream.tools.registry import ToolResult
+
+HEAD = "t/"
+STEP = "s/"
+DONE = "d/"
+
+
+def head_key(task_id: str) -> str:
+    return f"{HEAD}{task_id}"
+
+
+def step_key(task_id: str, epoch: int, seq: int) -> str:
+    return f"{STEP}{task_id}/{epoch:06d}/{seq:06d}"
+
+
+def step_prefix(task_id: str) -> str:
+    return f"{STEP}{task_id}/"
+
+
+def done_key(task_id: str) -> str:
+    return f"{DONE}{task_id}"
+
+
+def model_step(step: int, response: ModelResponse, epoch: int, seq: int) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "seq": seq,
+        "kind": "model",
+        "step": step,
+        "text": response.text,
+        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in response.tool_calls],
+        "usage": {"input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens,
+                  "cost_usd": response.usage.cost_usd},
+        "model": response.model,
+    }
+
+
+def tool_step(step: int, index: int, result: ToolResult, epoch: int, seq: int) -> dict[str, Any]:
+    return {"epoch": epoch, "seq": seq, "kind": "tool", "step": step, "index": index,
+            "name": result.name, "ok": result.ok, "content": result.content}
+
+
+def response_of(record: Mapping[str, Any]) -> ModelResponse:
+    usage = record["usage"]
+    return ModelResponse(
+        record["text"],
+        tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in record["tool_calls"]),
+        Usage(usage["input_tokens"], usage["output_tokens"], usage.get("cost_usd", 0.0)),
+        record["model"],
+    )
+
+
+def tool_result_of(record: Mapping[str, Any]) -> ToolResult:
+    return ToolResult(record["name"], record["ok"], record["content"])
+
+
+@dataclass
+class Chain:
+    """The valid steps of a task, indexed for replay."""
+
+    models: dict[int, dict[str, Any]] = field(default_factory=dict)  # model step -> record
+    tools: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # (model step, index) -> record
+    length: int = 0  # the next sequence number
+
+    @property
+    def model_calls(self) -> int:
+        return len(self.models)
+
+
+def rebuild(epochs: Sequence[Sequence[int]], records: Iterable[Mapping[str, Any]]) -> Chain:
+    """The chain of valid steps: each record must fall inside its epoch's range, and the
+    chain stops at the first missing sequence number (a step whose write never landed)."""
+    ranges: dict[int, tuple[int, float]] = {}
+    for i, (epoch, first) in enumerate(epochs):
+        end = epochs[i + 1][1] if i + 1 < len(epochs) else float("inf")
+        ranges[int(epoch)] = (int(first), end)
+    by_seq: dict[int, Mapping[str, Any]] = {}
+    for record in records:
+        span = ranges.get(int(record["epoch"]))
+        if span is not None and span[0] <= record["seq"] < span[1]:
+            by_seq[int(record["seq"])] = record
+    chain = Chain()
+    while chain.length in by_seq:
+        record = by_seq[chain.length]
+        if record["kind"] == "model":
+            chain.models[int(record["step"])] = dict(record)
+        else:
+            chain.tools[(int(record["step"]), int(record["index"]))] = dict(record)
+        chain.length += 1
+    return chain
+
+
+def resumes_at_same_step(epochs: Sequence[Sequence[int]]) -> int:
+    """How many owners in a row started at the sequence number the last one started at:
+    a task whose step keeps killing its worker shows a growing count."""
+    if not epochs:
+        return 0
+    last = epochs[-1][1]
+    count = 0
+    for _, first in reversed(epochs):
+        if first != last:
+            break
+        count += 1
+    return count

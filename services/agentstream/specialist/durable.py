@@ -1,0 +1,109 @@
+"""Durable execution of one agent loop: every model reply and tool result is checkpointed
+(acknowledged by the broker) before the loop goes on, and a resumed loop replays them
+instead of calling the model or the tool again.
+
+The loop itself (specialist/loop.py) is unchanged: it runs from the start, and these
+wrappers answer its model and tool calls from the checkpoint chain while there is one.
+So after a kill -9 at most the model call in flight is made again; a tool call in flight
+is repeated with the same idempotency key, which tools can read with
+:func:`idempotency_key` to recognise the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from agentstream.models.base import Message, Model, ModelResponse
+from agentstream.specialist import checkpoint as ckpt
+from agentstream.tools.registry import DEFAULT_TIMEOUT_S, ToolRegistry, ToolResult
+
+Persist = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+_idempotency_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("agentstream_idempotency_key", default=None)
+
+
+def idempotency_key() -> str | None:
+    """Inside a tool: ``<task id>:<model step>:<call index>``, the same on a repeat."""
+    return _idempotency_key.get()
+
+
+class DurableRun:
+    """The checkpoint state of one task attempt: its epoch, replay chain and next seq."""
+
+    def __init__(
+        self, task_id: str, epoch: int, chain: ckpt.Chain, persist: Persist, draining: Callable[[], bool] = lambda: False
+    ) -> None:
+        self.task_id = task_id
+        self.draining = draining
+        self.epoch = epoch
+        self.chain = chain
+        self.seq = chain.length
+        self.persist = persist
+        self.model_step = -1
+        self.replayed_model_calls = 0
+        self.new_model_calls = 0
+        self._lock = asyncio.Lock()  # sequence numbers are handed out in order
+
+    async def record(self, make: Callable[[int], dict[str, Any]]) -> None:
+        async with self._lock:
+            seq = self.seq
+            self.seq += 1
+            await self.persist(ckpt.step_key(self.task_id, self.epoch, seq), make(seq))
+
+
+class DurableModel:
+    """A Model that answers from the checkpoint chain first, and checkpoints new replies."""
+
+    def __init__(self, inner: Model, run: DurableRun) -> None:
+        self.inner = inner
+        self.run = run
+        self.model_id = inner.model_id
+
+    async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
+        step = sum(1 for message in messages if message.role == "assistant")
+        self.run.model_step = step
+        recorded = self.run.chain.models.get(step)
+        if recorded is not None:
+            self.run.replayed_model_calls += 1
+            return ckpt.response_of(recorded)
+        if self.run.draining():
+            # Shutting down: stop at the step boundary; the next owner resumes from here.
+            raise asyncio.CancelledError("worker draining")
+        response = await self.inner.complete(messages, tools)
+        self.run.new_model_calls += 1
+        await self.run.record(lambda seq: ckpt.model_step(step, response, self.run.epoch, seq))
+        return response
+
+
+class DurableTools(ToolRegistry):
+    """A ToolRegistry view whose calls are replayed from, or recorded to, the chain."""
+
+    def __init__(self, inner: ToolRegistry, run: DurableRun) -> None:
+        super().__init__(max_result_chars=inner.max_result_chars)
+        for name in inner.names():
+            found = inner.get(name)
+            if found is not None:
+                self.register(found)
+        self.inner = inner
+        self.run = run
+
+    async def call_many(self, calls: Sequence[tuple[str, object]], timeout_s: float = DEFAULT_TIMEOUT_S) -> list[ToolResult]:
+        step = self.run.model_step
+        return list(await asyncio.gather(*(self._one(step, i, name, args, timeout_s) for i, (name, args) in enumerate(calls))))
+
+    async def _one(self, step: int, index: int, name: str, arguments: object, timeout_s: float) -> ToolResult:
+        recorded = self.run.chain.tools.get((step, index))
+        if recorded is not None:
+            return ckpt.tool_result_of(recorded)
+        if self.run.draining():
+            raise asyncio.CancelledError("worker draining")
+        token = _idempotency_key.set(f"{self.run.task_id}:{step}:{index}")
+        try:
+            result = await self.inner.call(name, arguments, timeout_s)
+        finally:
+            _idempotency_key.reset(token)
+        await self.run.record(lambda seq: ckpt.tool_step(step, index, result, self.run.epoch, seq))
+        return result

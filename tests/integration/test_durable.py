@@ -1,0 +1,198 @@
+"""Durable execution: workers killed with SIGKILL (or stopped with SIGTERM) under load lose
+no task, publish exactly one result per task, and repeat at most the model call that was
+in flight. Every worker is a real process; the scripted model takes 0.5–2 s per call and
+logs each call (task, step, pid) to a file shared by all workers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from agentstream.client import new_task
+from agentstream.clients import admin_config, producer_config
+from agentstream.serde import SchemaSet
+from agentstream.topology import Topology, load_topology
+from agentstream.topology_admin import apply
+
+from .harness import WorkerProcess, wait_for
+
+SCHEMAS = SchemaSet.load()
+
+
+class DurableStack:
+    """Router, billing specialists and supervisor processes under a unique prefix."""
+
+    def __init__(self, bootstrap: str, base: Path, latency: str) -> None:
+        self.bootstrap = bootstrap
+        self.base = base
+        self.prefix = f"d{uuid.uuid4().hex[:8]}"
+        self.topology: Topology = load_topology(prefix=self.prefix)
+        apply(AdminClient(admin_config(bootstrap)), self.topology)
+        self.call_log = base / "calls.log"
+        self.call_log.touch()
+        self.latency = latency
+        self.workers: dict[str, WorkerProcess] = {}
+
+    def start(self, name: str, *command: str) -> WorkerProcess:
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "AGENTSTREAM_PREFIX": self.prefix,
+            "AGENTSTREAM_STATE_DIR": str(self.base / name),
+            "AGENTSTREAM_SCRIPTED_LATENCY": self.latency,
+            "AGENTSTREAM_SCRIPTED_CALL_LOG": str(self.call_log),
+        }
+        worker = WorkerProcess(["-m", "agentstream", "worker", *command], name, env)
+        self.workers[name] = worker
+        return worker
+
+    def submit(self, tasks: list[dict[str, Any]]) -> None:
+        producer = Producer(producer_config(self.bootstrap))
+        for task in tasks:
+            producer.produce(self.topology.topic("tasks"), SCHEMAS.encode("TaskSubmitted", task), task["session_id"])
+        assert producer.flush(30) == 0
+
+    def results(self, wanted: set[str], timeout: float) -> dict[str, list[dict[str, Any]]]:
+        """Every TaskResult of ``wanted`` tasks, read until all are in and the topic is quiet."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"r-{uuid.uuid4().hex}"})
+        topic = self.topology.topic("results")
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(self.topology.topic_spec("results").partitions)])
+        seen: dict[str, list[dict[str, Any]]] = {}
+        deadline = time.monotonic() + timeout
+        quiet_after_all: float | None = None
+        try:
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is not None and msg.error() is None:
+                    record = SCHEMAS.decode_as("TaskResult", msg.value())
+                    seen.setdefault(record["task_id"], []).append(record)
+                    quiet_after_all = None
+                if wanted <= set(seen):
+                    # All in: read a little longer so a late duplicate would be caught too.
+                    quiet_after_all = quiet_after_all or time.monotonic()
+                    if time.monotonic() - quiet_after_all > 3.0:
+                        return seen
+        finally:
+            consumer.close()
+        missing = wanted - set(seen)
+        raise AssertionError(f"{len(missing)} of {len(wanted)} tasks got no result within {timeout:.0f} s, e.g. {sorted(missing)[:3]}")
+
+    def calls(self) -> list[tuple[str, int, int]]:
+        rows = []
+        for line in self.call_log.read_text().splitlines():
+            task, step, pid = line.split()
+            rows.append((task, int(step), int(pid)))
+        return rows
+
+    def stop_all(self) -> dict[str, int | None]:
+        for worker in self.workers.values():
+            worker.terminate()
+        return {name: worker.wait(60) for name, worker in self.workers.items()}
+
+
+def _tasks(count: int, sessions: int, agent: str = "billing") -> list[dict[str, Any]]:
+    run = uuid.uuid4().hex[:6]
+    return [
+        new_task(f"Please check invoice INV-100{i % 4 + 1} for me", f"s-{run}-{i % sessions}", "it",
+                 task_id=f"d-{run}-{i:03d}", requested_agent=agent)
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("victim_kind", ["specialist", "router", "supervisor"])
+def test_sigkill_of_one_worker_loses_no_task_and_repeats_at_most_the_call_in_flight(
+    bootstrap: str, tmp_path: Path, victim_kind: str
+) -> None:
+    stack = DurableStack(bootstrap, tmp_path, latency="0.5-2")
+    commands = {"router": ["router"], "specialist": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]}
+    for kind, command in commands.items():
+        stack.start(f"{kind}-a", *command)
+        if kind == victim_kind:
+            stack.start(f"{kind}-b", *command)
+    victim, survivor = stack.workers[f"{victim_kind}-a"], stack.workers[f"{victim_kind}-b"]
+    try:
+        for worker in stack.workers.values():
+            worker.wait_for_line(r": assigned ", 60)
+        wait_for(lambda: all(w.matching(r": assigned .*\[\d\]") for w in (victim, survivor)), 60, "both to own partitions")
+        tasks = _tasks(200, sessions=60)
+        stack.submit(tasks)
+        if victim_kind == "specialist":
+            wait_for(lambda: len({pid for _, _, pid in stack.calls()}) == 2 and len(stack.calls()) > 60, 60,
+                     "both specialists to be calling the model")
+        else:
+            wait_for(lambda: len(stack.calls()) > 60, 60, "tasks to be flowing")
+        mark = survivor.line_count()
+        victim.kill()
+        killed_at = time.monotonic()
+        victim.wait(10)
+        in_flight_on_victim = {t for t, _, pid in stack.calls() if pid == victim.proc.pid}
+        resumed_line = survivor.wait_for_line(r"resuming task|: assigned ", 60, after=mark)
+        recovery = time.monotonic() - killed_at
+        results = stack.results({t["task_id"] for t in tasks}, timeout=180)
+    finally:
+        codes = stack.stop_all()
+    assert codes[survivor.name] == 0, survivor.tail()
+    duplicates = {task: len(got) for task, got in results.items() if len(got) != 1}
+    assert not duplicates, f"tasks with more than one result: {duplicates}"
+    assert all(got[0]["status"] == "COMPLETED" for got in results.values())
+    calls = Counter((task, step) for task, step, _ in stack.calls())
+    repeated = {key: n for key, n in calls.items() if n > 1}
+    per_task = Counter(task for task, _ in repeated)
+    assert all(n == 1 for n in per_task.values()), f"a task repeated more than one model call: {per_task}"
+    assert set(per_task) <= in_flight_on_victim, "only tasks the killed worker had were repeated"
+    assert all(n == 2 for n in repeated.values())
+    print(f"\nSIGKILL {victim_kind}: 200 tasks, 0 lost, 0 duplicate results, {len(repeated)} model calls repeated "
+          f"({len(in_flight_on_victim)} tasks had been on the victim); survivor took over in {recovery:.1f} s "
+          f"({resumed_line.split(' ', 4)[-1][:60]})")
+
+
+def test_sigterm_during_load_exits_zero_loses_nothing_and_repeats_nothing(bootstrap: str, tmp_path: Path) -> None:
+    stack = DurableStack(bootstrap, tmp_path, latency="0.5-2")
+    stack.start("router", "router")
+    stack.start("supervisor", "supervisor")
+    first = stack.start("billing-a", "specialist", "--type", "billing")
+    second = stack.start("billing-b", "specialist", "--type", "billing")
+    try:
+        for worker in stack.workers.values():
+            worker.wait_for_line(r": assigned ", 60)
+        wait_for(lambda: all(w.matching(r": assigned .*\[\d\]") for w in (first, second)), 60, "both to own partitions")
+        tasks = _tasks(120, sessions=40)
+        stack.submit(tasks)
+        wait_for(lambda: len({pid for _, _, pid in stack.calls()}) == 2 and len(stack.calls()) > 40, 60, "both busy")
+        first.terminate()
+        assert first.wait(60) == 0, first.tail()
+        results = stack.results({t["task_id"] for t in tasks}, timeout=180)
+    finally:
+        codes = stack.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+    assert all(len(got) == 1 for got in results.values())
+    calls = Counter((task, step) for task, step, _ in stack.calls())
+    assert not [key for key, n in calls.items() if n > 1], "a graceful stop repeats no model call"
+
+
+def test_a_sessions_tasks_complete_in_submission_order(bootstrap: str, tmp_path: Path) -> None:
+    stack = DurableStack(bootstrap, tmp_path, latency="0.05-0.4")
+    for name, command in {"router": ["router"], "billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]}.items():
+        stack.start(name, *command)
+    run = uuid.uuid4().hex[:6]
+    ordered = [new_task(f"INV-1001 question {i}", f"one-{run}", "it", task_id=f"o-{run}-{i:02d}", requested_agent="billing")
+               for i in range(20)]
+    others = _tasks(40, sessions=20)
+    try:
+        for worker in stack.workers.values():
+            worker.wait_for_line(r": assigned ", 60)
+        stack.submit([task for pair in zip(ordered, others[:20]) for task in pair] + others[20:])
+        results = stack.results({t["task_id"] for t in ordered + others}, timeout=120)
+    finally:
+        stack.stop_all()
+    finished = sorted(ordered, key=lambda t: results[t["task_id"]][0]["completed_at"])
+    assert [t["task_id"] for t in finished] == [t["task_id"] for t in ordered]
+    # Other sessions ran meanwhile: some of them finished before the ordered session did.
+    last_ordered = max(results[t["task_id"]][0]["completed_at"] for t in ordered)
+    assert sum(results[t["task_id"]][0]["completed_at"] < last_ordered for t in others) >= 20

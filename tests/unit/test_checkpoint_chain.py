@@ -1,0 +1,124 @@
+"""Step checkpoints: the fenced chain rebuild and replay through the durable wrappers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agentstream.models.base import ModelResponse, ToolCall, Usage
+from agentstream.models.scripted import ScriptedModel
+from agentstream.specialist import checkpoint as ckpt
+from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools, idempotency_key
+from agentstream.specialist.loop import run_agent
+from agentstream.tools.demo import demo_registry
+from agentstream.tools.registry import ToolRegistry, ToolResult, tool
+
+
+def _model_record(step: int, epoch: int, seq: int, text: str) -> dict[str, Any]:
+    return ckpt.model_step(step, ModelResponse(text, (), Usage(1, 1), "m"), epoch, seq)
+
+
+def test_a_stale_owners_late_step_does_not_roll_the_task_back() -> None:
+    # Epoch 0 owned seq 0..1; epoch 1 resumed at seq 2 and wrote seq 2.
+    # The stale epoch-0 owner then wrote its own seq 2 and 3 late: both must be ignored.
+    records = [
+        _model_record(0, 0, 0, "first"),
+        ckpt.tool_step(0, 0, ToolResult("t", True, "r"), 0, 1),
+        _model_record(1, 1, 2, "new owner"),
+        _model_record(1, 0, 2, "stale"),
+        _model_record(2, 0, 3, "stale too"),
+    ]
+    chain = ckpt.rebuild([[0, 0], [1, 2]], records)
+    assert chain.length == 3
+    assert chain.models[1]["text"] == "new owner"
+    assert 2 not in chain.models
+
+
+def test_the_chain_stops_at_the_first_missing_step() -> None:
+    records = [_model_record(0, 0, 0, "a"), _model_record(2, 0, 2, "c")]
+    chain = ckpt.rebuild([[0, 0]], records)
+    assert chain.length == 1 and list(chain.models) == [0]
+
+
+def test_records_of_unknown_epochs_are_ignored() -> None:
+    chain = ckpt.rebuild([[0, 0]], [_model_record(0, 7, 0, "zombie of nowhere")])
+    assert chain.length == 0
+
+
+def test_resumes_at_same_step_counts_owners_that_died_at_one_point() -> None:
+    assert ckpt.resumes_at_same_step([[0, 0], [1, 4], [2, 4], [3, 4]]) == 3
+    assert ckpt.resumes_at_same_step([[0, 0], [1, 4], [2, 6]]) == 1
+    assert ckpt.resumes_at_same_step([]) == 0
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+
+    async def persist(self, key: str, value: dict[str, Any]) -> None:
+        self.records[key] = value
+
+
+def _task() -> dict[str, Any]:
+    return {"task_id": "task-1", "session_id": "s", "input": "I was charged twice on invoice INV-1002"}
+
+
+def test_a_resumed_loop_replays_finished_steps_without_calling_the_model_again() -> None:
+    async def scenario() -> None:
+        first_calls: list[tuple[str, int]] = []
+        log = _Log()
+        run = DurableRun("task-1", 0, ckpt.Chain(), log.persist)
+        registry = demo_registry()
+        allow = ["lookup_invoice", "search_kb"]
+        first = await run_agent(_task(), "billing", DurableModel(ScriptedModel(call_log=first_calls), run), DurableTools(registry, run), allow)
+        assert first.status == "COMPLETED" and len(first_calls) == 2
+        # Lose the final answer (the step in flight when the worker died) and resume.
+        records = [v for k, v in log.records.items() if v["kind"] != "model" or v["step"] == 0]
+        chain = ckpt.rebuild([[0, 0], [1, len(records)]], records)
+        resumed_calls: list[tuple[str, int]] = []
+        run2 = DurableRun("task-1", 1, chain, log.persist)
+        second = await run_agent(_task(), "billing", DurableModel(ScriptedModel(call_log=resumed_calls), run2), DurableTools(registry, run2), allow)
+        assert second.output == first.output
+        assert resumed_calls == [("task-1", 1)], "only the lost step is called again"
+        assert run2.replayed_model_calls == 1
+
+    asyncio.run(scenario())
+
+
+def test_each_checkpoint_holds_only_what_its_step_added() -> None:
+    async def scenario() -> None:
+        log = _Log()
+        run = DurableRun("task-1", 0, ckpt.Chain(), log.persist)
+        await run_agent(_task(), "billing", DurableModel(ScriptedModel(), run), DurableTools(demo_registry(), run), ["lookup_invoice", "search_kb"])
+        kinds = [v["kind"] for v in log.records.values()]
+        assert kinds.count("model") == 2 and kinds.count("tool") == 2
+        assert all("messages" not in v for v in log.records.values()), "no step carries the history"
+
+    asyncio.run(scenario())
+
+
+def test_a_repeated_tool_call_carries_the_same_idempotency_key() -> None:
+    seen: list[str | None] = []
+
+    @tool
+    def refund(invoice_id: str) -> str:
+        """Refund an invoice."""
+        seen.append(idempotency_key())
+        return "ok"
+
+    class Caller:
+        model_id = "fake:caller"
+
+        async def complete(self, messages: Any, tools: Any) -> ModelResponse:
+            if messages[-1].role == "tool":
+                return ModelResponse("done", (), Usage(1, 1), self.model_id)
+            return ModelResponse(None, (ToolCall("c1", "refund", {"invoice_id": "INV-1"}),), Usage(1, 1), self.model_id)
+
+    async def scenario() -> None:
+        registry = ToolRegistry([refund])
+        for epoch in (0, 1):  # the second attempt had no tool checkpoint: the call repeats
+            run = DurableRun("task-9", epoch, ckpt.Chain(), _Log().persist)
+            await run_agent({"task_id": "task-9", "session_id": "s", "input": "refund"}, "billing", DurableModel(Caller(), run), DurableTools(registry, run), ["refund"])
+
+    asyncio.run(scenario())
+    assert seen == ["task-9:0:0", "task-9:0:0"]

@@ -1,0 +1,73 @@
+"""The complexity tier rules and the tier → model choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentstream.errors import ConfigurationError
+from agentstream.router.tier import (
+    TIERS,
+    complexity_score,
+    complexity_tier,
+    model_for_tier,
+)
+
+LONG = " ".join(["The export to our warehouse stopped working after the last update."] * 30)
+
+
+@pytest.mark.parametrize(
+    ("text", "tier"),
+    [
+        ("How do I reset my password?", "simple"),
+        ("Where is my order 12345?", "simple"),
+        ("Please send me a copy of invoice INV-1002.", "simple"),
+        ("URGENT: I cannot log in", "standard"),  # urgency alone raises the tier one step
+        ("I have multiple questions about my account", "standard"),
+        ("Our legal team needs the data processing addendum to the contract", "complex"),
+        ("We need help with the Salesforce integration", "complex"),
+        ("Urgent: multiple invoices are wrong", "complex"),  # urgent + several problems
+        ("Can I pay by card? Is VAT included? Do you invoice monthly?", "standard"),
+        (LONG, "complex"),
+    ],
+)
+def test_rules(text: str, tier: str) -> None:
+    assert complexity_tier(text, {}) == tier
+
+
+def test_a_plain_message_of_some_length_is_standard() -> None:
+    text = (
+        "I changed my delivery address last week in the profile page, and the confirmation e-mail "
+        "arrived, but the parcel still went to the old address and the courier says it is delivered."
+    )
+    assert complexity_score(text, {}) == 0 and complexity_tier(text, {}) == "standard"
+
+
+def test_an_explicit_hint_wins_and_an_unknown_one_is_ignored() -> None:
+    assert complexity_tier("Review this contract", {"tier": "simple"}) == "simple"
+    assert complexity_tier("hi", {"tier": " Complex "}) == "complex"
+    assert complexity_tier("hi", {"tier": "enterprise"}) == "simple"
+
+
+def test_priority_metadata_counts_as_urgency() -> None:
+    assert complexity_tier("Where is my parcel?", {"priority": "high"}) == "standard"
+
+
+def test_keywords_match_whole_words_only() -> None:
+    assert complexity_tier("The contractor left", {}) == "simple"  # not "contract"
+    assert complexity_tier("Many thanks!", {}) == "simple"
+
+
+def test_the_rules_are_deterministic() -> None:
+    assert len({complexity_tier(LONG, {"x": "y"}) for _ in range(5)}) == 1
+    assert TIERS == ("simple", "standard", "complex")
+
+
+def test_model_for_tier_prefers_the_tier_then_a_stronger_one() -> None:
+    models = {"simple": "openai:gpt-4o-mini", "complex": "openai:gpt-4o"}
+    assert model_for_tier("simple", models) == "openai:gpt-4o-mini"
+    assert model_for_tier("standard", models) == "openai:gpt-4o"  # nearest above
+    assert model_for_tier("complex", {"standard": "m"}) == "m"  # nothing above: nearest below
+    with pytest.raises(ConfigurationError, match=r"Unknown tier\(s\) \['hard'\]"):
+        model_for_tier("simple", {"hard": "m"})
+    with pytest.raises(ConfigurationError, match="No models"):
+        model_for_tier("simple", {})

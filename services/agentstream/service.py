@@ -15,6 +15,8 @@ from agentstream.topology import Topology
 
 log = logging.getLogger(__name__)
 
+BEHAVIOR_VERSION_HEADER = "agentstream-behavior-version"
+
 
 @dataclass
 class Service:
@@ -25,6 +27,7 @@ class Service:
     topology: Topology
     schemas: SchemaSet
     settings: WorkerSettings
+    behavior_version: str = ""  # stamped as a header on every event this agent emits
 
     @classmethod
     def build(cls, agent: str, settings: WorkerSettings, topology: Topology, schemas: SchemaSet) -> Service:
@@ -49,10 +52,15 @@ class Service:
 
     def emit(self, logical_topic: str, schema: str, record: Mapping[str, Any]) -> None:
         """Send ``record`` keyed by its session (co-partitioned with every per-session topic)."""
-        self.processor.send(self.topology.topic(logical_topic), self.schemas.encode(schema, record), record["session_id"])
+        self.emit_to(self.topology.topic(logical_topic), schema, record)
 
     def emit_to(self, topic: str, schema: str, record: Mapping[str, Any]) -> None:
-        self.processor.send(topic, self.schemas.encode(schema, record), record["session_id"])
+        self.processor.send(topic, self.schemas.encode(schema, record), record["session_id"], headers=self.headers())
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        if not self.behavior_version:
+            return None
+        return [(BEHAVIOR_VERSION_HEADER, self.behavior_version.encode())]
 
     def progress(self, task: Mapping[str, Any], kind: str, state: str, detail: str = "") -> None:
         self.emit("task_events", TASK_EVENT, task_event(task, self.agent, kind, state, detail))

@@ -26,7 +26,9 @@ from pydantic import (
     model_validator,
 )
 
+from agentstream.controls.settings import ControlSettings
 from agentstream.errors import ConfigurationError
+from agentstream.models.config import ModelSettings
 
 TOPOLOGY_ENV = "AGENTSTREAM_TOPOLOGY"
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "topology" / "topology.yaml"
@@ -81,13 +83,15 @@ class AgentType(_Frozen):
     tables: tuple[str, ...] = ()
     tools: tuple[str, ...] = ()  # allowlist of tool names
     max_steps: PositiveInt | None = None
+    model: ModelSettings | None = None  # specialists: model per tier, fallbacks, limits, budget
+    controls: ControlSettings | None = None  # retries, breaker, quotas, cache around model calls
 
     @model_validator(mode="after")
     def _specialist_fields(self) -> AgentType:
         if self.kind == "specialist" and self.max_steps is None:
             raise ValueError("a specialist needs max_steps (the bound on its tool-using loop)")
-        if self.kind != "specialist" and (self.tools or self.max_steps is not None):
-            raise ValueError(f"tools and max_steps apply to specialists only, not to a {self.kind}")
+        if self.kind != "specialist" and (self.tools or self.max_steps is not None or self.model or self.controls):
+            raise ValueError(f"tools, max_steps, model and controls apply to specialists only, not to a {self.kind}")
         return self
 
 

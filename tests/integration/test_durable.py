@@ -29,11 +29,13 @@ SCHEMAS = SchemaSet.load()
 class DurableStack:
     """Router, billing specialists and supervisor processes under a unique prefix."""
 
-    def __init__(self, bootstrap: str, base: Path, latency: str) -> None:
+    def __init__(self, bootstrap: str, base: Path, latency: str, topology_path: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.bootstrap = bootstrap
         self.base = base
         self.prefix = f"d{uuid.uuid4().hex[:8]}"
-        self.topology: Topology = load_topology(prefix=self.prefix)
+        self.topology_path = topology_path
+        self.extra_env = env or {}
+        self.topology: Topology = load_topology(topology_path, prefix=self.prefix)
         apply(AdminClient(admin_config(bootstrap)), self.topology)
         self.call_log = base / "calls.log"
         self.call_log.touch()
@@ -47,6 +49,8 @@ class DurableStack:
             "AGENTSTREAM_STATE_DIR": str(self.base / name),
             "AGENTSTREAM_SCRIPTED_LATENCY": self.latency,
             "AGENTSTREAM_SCRIPTED_CALL_LOG": str(self.call_log),
+            **({"AGENTSTREAM_TOPOLOGY": str(self.topology_path)} if self.topology_path else {}),
+            **self.extra_env,
         }
         worker = WorkerProcess(["-m", "agentstream", "worker", *command], name, env)
         self.workers[name] = worker

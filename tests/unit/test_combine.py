@@ -33,7 +33,7 @@ def test_a_single_result_passes_through() -> None:
         "output": "Your refund is on its way.",
         "error": None,
         "agents": ["billing"],
-        "usage": {"input_tokens": 100, "output_tokens": 20, "cost_usd": 0.001, "llm_calls": 2, "tool_calls": 1},
+        "usage": {"input_tokens": 100, "output_tokens": 20, "cost_usd": 0.001, "llm_calls": 2, "tool_calls": 1, "retries": 0},
         "behavior_versions": {"billing": "bil000000000"},
     }
 
@@ -49,6 +49,7 @@ def test_several_results_become_sections_in_agent_order() -> None:
         "cost_usd": 0.002,
         "llm_calls": 4,
         "tool_calls": 2,
+        "retries": 0,
     }
     assert combined["behavior_versions"] == {"billing": "bil000000000", "technical": "tec000000000"}
 
@@ -114,6 +115,7 @@ def test_missing_usage_fields_count_as_zero() -> None:
         "cost_usd": 0.0,
         "llm_calls": 0,
         "tool_calls": 0,
+        "retries": 0,
     }
 
 

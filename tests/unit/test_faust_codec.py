@@ -48,10 +48,12 @@ RESULT: dict[str, Any] = {
     "output": None,
     "error": {"code": "TOOL_TIMEOUT", "message": "lookup_invoice timed out ✗"},
     "agents": ["billing", "account"],
-    "usage": {"input_tokens": 1200, "output_tokens": 340, "cost_usd": 0.0123, "llm_calls": 3, "tool_calls": 2},
+    "usage": {"input_tokens": 1200, "output_tokens": 340, "cost_usd": 0.0123, "llm_calls": 3, "tool_calls": 2, "retries": 0},
     "behavior_versions": {"billing": "v3", "account": "v1"},
     "completed_at": T0 + 900,
     "submitted_at": T0,
+    "tier": "standard",
+    "models": {"billing": "scripted:default"},
 }
 SUBMITTED: dict[str, Any] = {
     "task_id": "task-1",

@@ -29,7 +29,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 T0 = 1_700_000_000_123  # epoch millis with a non-zero millisecond part
-USAGE = {"input_tokens": 1200, "output_tokens": 340, "cost_usd": 0.0123, "llm_calls": 3, "tool_calls": 2}
+USAGE = {"input_tokens": 1200, "output_tokens": 340, "cost_usd": 0.0123, "llm_calls": 3, "tool_calls": 2, "retries": 1}
 
 # One full record per schema, every field set (so optional branches are exercised too).
 SAMPLES: dict[str, dict[str, Any]] = {
@@ -71,6 +71,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "submitted_at": 1699999999000,
         "started_at": T0 + 10,
         "finished_at": T0 + 2_000,
+        "tier": "complex",
+        "model": "openai:gpt-4o-mini",
     },
     "TaskResult": {
         "task_id": "task-1",
@@ -84,6 +86,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "behavior_versions": {"billing": "billing@3"},
         "completed_at": T0 + 3_000,
         "submitted_at": T0,
+        "tier": "complex",
+        "models": {"billing": "openai:gpt-4o-mini"},
     },
     "TaskEvent": {
         "task_id": "task-1",

@@ -140,6 +140,7 @@ class UsageRecord(Record, include_metadata=False, namespace="agentstream.v1.Usag
     cost_usd: float = 0.0
     llm_calls: int = 0
     tool_calls: int = 0
+    retries: int = 0
 
 
 class TaskErrorRecord(Record, include_metadata=False, namespace="agentstream.v1.TaskError"):
@@ -175,3 +176,5 @@ class TaskResultRecord(Record, include_metadata=False, namespace="agentstream.v1
     output: Optional[str] = None  # noqa: UP045
     error: Optional[TaskErrorRecord] = None  # noqa: UP045
     submitted_at: Optional[int] = None  # noqa: UP045 - epoch milliseconds
+    tier: Optional[str] = None  # noqa: UP045
+    models: Dict[str, str] = {}  # noqa: UP006, RUF012

@@ -18,6 +18,7 @@ from agentstream.models.base import Message, Model, ModelResponse, current_task_
 
 SCRIPTED_LATENCY_ENV = "AGENTSTREAM_SCRIPTED_LATENCY"  # seconds, or a range "0.5-2"
 SCRIPTED_CALL_LOG_ENV = "AGENTSTREAM_SCRIPTED_CALL_LOG"  # a file path
+SCRIPTED_FAILURE_RATE_ENV = "AGENTSTREAM_SCRIPTED_FAILURE_RATE"  # 0..1: share of calls failing with a 500
 
 
 class CallLogModel:

@@ -12,6 +12,7 @@ from typing import Any
 from agentstream.events import ROUTED_TASK, TASK_SUBMITTED, now_ms, task_result
 from agentstream.errors import UnknownAgentTypeError
 from agentstream.router.decide import route, validate_task
+from agentstream.router.tier import complexity_tier
 from agentstream.runtime import MessageContext
 from agentstream.serde import SchemaSet
 from agentstream.service import Service
@@ -49,6 +50,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             service.result(task_result(task, "REJECTED", error=("INVALID_TASK", reason)))
             return
         routed_at = now_ms()
+        tier = complexity_tier(task["input"], task.get("metadata") or {})
         for agent_type in route_to:
             routed = {
                 "task_id": task_id,
@@ -60,9 +62,10 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
                 "route": route_to,
                 "metadata": task.get("metadata") or {},
                 "routed_at": routed_at,
+                "tier": tier,
                 "budget_usd": task.get("budget_usd"),
             }
             service.emit_to(topology.specialist_topic(agent_type), ROUTED_TASK, routed)
-        service.progress(task, "ROUTED", "QUEUED", ",".join(route_to))
+        service.progress(task, "ROUTED", "QUEUED", f"{','.join(route_to)} tier={tier}")
 
     return service

@@ -316,6 +316,14 @@ class Processor:
         assert self._reader is not None
         return await asyncio.get_running_loop().run_in_executor(None, read_partition, self._reader, topic, partition, from_offset)
 
+    def assigned_partitions(self) -> set[int]:
+        return {partition for _, partition in self._offsets}
+
+    @property
+    def partition_count(self) -> int:
+        """Partitions of each input topic (they are co-partitioned)."""
+        return self._partition_count
+
     def on_assign(self, hook: Callable[[list[int]], Awaitable[None]]) -> None:
         """Call ``hook(partitions)`` after newly assigned partitions are restored."""
         self._assign_hooks.append(hook)

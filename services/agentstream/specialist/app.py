@@ -25,7 +25,14 @@ from typing import Any
 from agentstream import __version__
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
 from agentstream.models.base import Model
-from agentstream.models.call_log import SCRIPTED_CALL_LOG_ENV, SCRIPTED_LATENCY_ENV, CallLogModel
+from agentstream.controls.faults import FaultyModel
+from agentstream.controls.rate_limit import members_from_assignment
+from agentstream.controls.registry import ModelControls
+from agentstream.controls.settings import ControlSettings
+from agentstream.models.call_log import SCRIPTED_CALL_LOG_ENV, SCRIPTED_FAILURE_RATE_ENV, SCRIPTED_LATENCY_ENV, CallLogModel
+from agentstream.models.config import ModelSettings
+from agentstream.models.pricing import cost_usd
+from agentstream.models.registry import create_model
 from agentstream.models.scripted import ScriptedModel
 from agentstream.runtime import MessageContext
 from agentstream.serde import SchemaSet
@@ -63,12 +70,16 @@ def build_specialist(
     app = service.processor
     sessions = service.table("sessions")
     checkpoints = service.table("checkpoints")
-    model = model or scripted_model_from_env()
+    model_settings = agent.model or ModelSettings()
+    models = ModelChains(model_settings, ModelControls(agent.controls or ControlSettings()), fixed=model)
     registry = tools or demo_registry()
     allowlist = list(agent.tools)
     max_steps = agent.max_steps or 8
-    prompt = default_system_prompt(agent_type)
-    version = behavior_version(agent_type, prompt, registry.schemas(allowlist), model.model_id, __version__)
+    prompt = model_settings.system_prompt(topology_dir(settings)) or default_system_prompt(agent_type)
+    version = behavior_version(
+        agent_type, prompt, registry.schemas(allowlist), ",".join(models.model_ids()), __version__
+    )
+    service.behavior_version = version
     order = SessionOrder()
     accepting: set[str] = set()  # accepted here, head write not yet acknowledged
     supervisor_topic = topology.topic("supervisor")
@@ -87,8 +98,10 @@ def build_specialist(
             "output": outcome.output,
             "error": {"code": outcome.error[0], "message": outcome.error[1]} if outcome.error else None,
             "tools_used": outcome.tools_used,
-            "usage": outcome.usage,
+            "usage": {key: outcome.usage.get(key, 0) for key in USAGE_FIELDS},
             "behavior_version": version,
+            "tier": task.get("tier") or "standard",
+            "model": models.model_id(task.get("tier")),
             "submitted_at": task["submitted_at"],
             "started_at": started,
             "finished_at": now_ms(),
@@ -107,8 +120,14 @@ def build_specialist(
     async def run_task(task: dict[str, Any], epochs: list[list[int]], chain: ckpt.Chain, partition: int, where: str) -> None:
         started = now_ms()
         run = DurableRun(task["task_id"], epochs[-1][0], chain, persist, draining=lambda: app.draining(service.input_topic, partition))
-        service.progress(task, "STATE", "RUNNING", f"{agent_type} {'resumed at step ' + str(chain.length) if chain.length else 'started'}")
-        outcome = await run_agent(task, agent_type, DurableModel(model, run), DurableTools(registry, run), allowlist, max_steps, prompt)
+        begun = f"resumed at step {chain.length}" if chain.length else "started"
+        service.progress(task, "STATE", "RUNNING", f"{agent_type} {begun} tier={task.get('tier')} model={models.model_id(task.get('tier'))}")
+        outcome = await run_agent(
+            task, agent_type, DurableModel(models.for_tier(task.get("tier")), run), DurableTools(registry, run),
+            allowlist, max_steps, prompt,
+            timeout_s=model_settings.timeout_s, budget_usd=task.get("budget_usd") or model_settings.budget_usd,
+            price=cost_usd,
+        )
         for tool_name in outcome.tools_used:
             service.progress(task, "TOOL_CALL", "RUNNING", tool_name)
         history = sessions.get(task["session_id"], [])
@@ -151,7 +170,10 @@ def build_specialist(
             order.leave(task["session_id"], mine)
 
     async def resume_in_flight(partitions: list[int]) -> None:
-        """After an assignment: resume every task whose checkpoint head is still there."""
+        """After an assignment: take this member's share of the rate quotas, and resume
+        every task whose checkpoint head is still there."""
+        owned = len(app.assigned_partitions())
+        models.controls.set_members(members_from_assignment(owned, app.partition_count))
         for partition in partitions:
             store = checkpoints.partition(partition)
             heads = [json.loads(value) for _, value in store.scan(ckpt.HEAD.encode())]
@@ -182,12 +204,63 @@ def build_specialist(
     return service
 
 
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cost_usd", "llm_calls", "tool_calls", "retries")
+
+
+def topology_dir(settings: WorkerSettings) -> Path | None:
+    return settings.topology_path.parent if settings.topology_path else None
+
+
+class ModelChains:
+    """The guarded model chain (tier model → fallbacks → minimum viable answer) per tier."""
+
+    def __init__(self, settings: ModelSettings, controls: ModelControls, fixed: Model | None = None) -> None:
+        self.settings = settings
+        self.controls = controls
+        self.fixed = fixed  # tests inject one model for every tier
+        self._chains: dict[str, Model] = {}
+
+    def model_id(self, tier: str | None) -> str:
+        return self.fixed.model_id if self.fixed is not None else self.settings.model_for(_tier(tier))
+
+    def model_ids(self) -> list[str]:
+        if self.fixed is not None:
+            return [self.fixed.model_id]
+        return sorted({self.settings.model_for(t) for t in self.settings.models} | set(self.settings.fallbacks))
+
+    def for_tier(self, tier: str | None) -> Model:
+        key = self.model_id(tier)
+        if key not in self._chains:
+            if self.fixed is not None:
+                chain: list[Model] = [self.fixed]
+            else:
+                chain = [_base_model(model_id, self.settings) for model_id in [key, *self.settings.fallbacks]]
+            guarded = [self.controls.guard(m, temperature=self.settings.temperature) for m in chain]
+            self._chains[key] = self.controls.chain(guarded)
+        return self._chains[key]
+
+
+def _tier(tier: str | None) -> Any:
+    return tier if tier in ("simple", "standard", "complex") else None
+
+
+def _base_model(model_id: str, settings: ModelSettings) -> Model:
+    if model_id.startswith("scripted:"):
+        return scripted_model_from_env()
+    return create_model(model_id, settings)
+
+
 def scripted_model_from_env() -> Model:
     """The ScriptedModel; tests and benchmarks may ask for latency and a call log."""
     latency = os.environ.get(SCRIPTED_LATENCY_ENV, "")
     low, _, high = latency.partition("-")
     model = ScriptedModel()
     call_log = os.environ.get(SCRIPTED_CALL_LOG_ENV)
-    if latency or call_log:
-        return CallLogModel(model, Path(call_log) if call_log else None, float(low or 0), float(high or low or 0))
-    return model
+    wrapped: Model = model
+    failure_rate = float(os.environ.get(SCRIPTED_FAILURE_RATE_ENV) or 0)
+    if failure_rate:
+        # Scripted transient failures (HTTP 500) for tests of the controls on a real broker.
+        wrapped = FaultyModel(wrapped, failure_rate=failure_rate, seed=os.getpid())
+    if latency or call_log:  # outermost: every attempt, failed or not, is logged
+        wrapped = CallLogModel(wrapped, Path(call_log) if call_log else None, float(low or 0), float(high or low or 0))
+    return wrapped

@@ -102,6 +102,8 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
             usage=combined["usage"],
             behavior_versions=combined["behavior_versions"],
         )
+        final["tier"] = result.get("tier")
+        final["models"] = {r["agent_type"]: r.get("model", "") for r in received}
         if task_id in pending:
             del pending[task_id]
         emitting.add(task_id)

@@ -24,7 +24,7 @@ FAILED = "FAILED"
 PARTIAL_FAILURE = "PARTIAL_FAILURE"
 SPECIALISTS_FAILED = "SPECIALISTS_FAILED"
 
-_USAGE_COUNTS = ("input_tokens", "output_tokens", "llm_calls", "tool_calls")
+_USAGE_COUNTS = ("input_tokens", "output_tokens", "llm_calls", "tool_calls", "retries")
 
 
 def is_complete(route: Iterable[str], received_types: Iterable[str]) -> bool:

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextvars import ContextVar
 
 
-@dataclass(frozen=True, slots=True)
 class MessageContext:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-    timestamp_ms: int
+    """Topic, partition, offset, key, headers and timestamp of one record.
+
+    A plain slotted class rather than a frozen dataclass: one is built per record, and
+    the frozen dataclass's ``__init__`` costs about twice as much.
+    """
+
+    __slots__ = ("topic", "partition", "offset", "key", "headers", "timestamp_ms")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        headers: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]],
+        timestamp_ms: int,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.headers = headers
+        self.timestamp_ms = timestamp_ms
+
+    def __repr__(self) -> str:
+        return f"MessageContext({self.where})"
 
     @property
     def where(self) -> str:
@@ -28,3 +47,7 @@ class MessageContext:
             if header_name == name:
                 return value
         return None
+
+
+# The record being handled; spawned work inherits it (tables read its partition).
+current_context: ContextVar[MessageContext] = ContextVar("agentstream_context")

@@ -33,11 +33,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from agentstream.clients import admin_config, consumer_config, producer_config, reader_config
 from agentstream.runtime.changelog import read_partition, restore
-from agentstream.runtime.context import MessageContext
+from agentstream.runtime.context import MessageContext, current_context
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError
 from agentstream.runtime.offsets import PartitionOffsets
 from agentstream.runtime.store import PartitionStore
-from agentstream.runtime.table import Table, current_partition
+from agentstream.runtime.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ Decoder = Callable[[bytes], Any]
 Handler = Callable[[Any, MessageContext], Awaitable[None]]
 ErrorHook = Callable[[HandlerError, Message], Awaitable[None] | None]
 
-_current_context: contextvars.ContextVar[MessageContext] = contextvars.ContextVar("agentstream_context")
+_current_context = current_context
 _TP = tuple[str, int]
 _T = TypeVar("_T")
 
@@ -187,14 +187,10 @@ class Processor:
     ) -> None:
         """Queue an output record; it is acknowledged before the source offset is committed."""
         producer = self._require_producer()
-        kwargs: dict[str, Any] = {"on_delivery": self._on_output_delivery}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if headers:
-            kwargs["headers"] = headers
+        target = -1 if partition is None else partition  # -1: the partitioner decides
         while True:
             try:
-                producer.produce(topic, value, key, **kwargs)
+                producer.produce(topic, value, key, target, self._on_output_delivery, headers=headers)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports until there is room.
@@ -242,7 +238,6 @@ class Processor:
     ) -> None:
         previous = self._order_tails.get(order_key) if order_key is not None else None
         context = contextvars.copy_context()
-        context.run(current_partition.set, tp[1])
         context.run(_current_context.set, ctx)
         task = asyncio.get_running_loop().create_task(self._run_spawned(work, ctx, previous), context=context)
         self._inflight += 1
@@ -278,7 +273,7 @@ class Processor:
         until the broker acknowledges it, then store it. For state that must survive a
         kill -9 at once (step checkpoints); do not mix with buffered writes on one table.
         ``partition`` defaults to the partition of the record being handled."""
-        partition = current_partition.get() if partition is None else partition
+        partition = _current_context.get().partition if partition is None else partition
         store = table.partition(partition)
         raw_key = table.encode_key(key)
         raw_value = None if value is None else table.encode_value(value)
@@ -461,8 +456,7 @@ class Processor:
         headers = msg.headers()
         ctx = MessageContext(topic, partition, offset, msg.key(), tuple(headers) if headers else (), msg.timestamp()[1])
         binding = self._bindings[topic]
-        token_p = current_partition.set(partition)
-        token_c = _current_context.set(ctx)
+        token = _current_context.set(ctx)
         try:
             value = msg.value()
             await binding.handler(binding.decode(value if value is not None else b""), ctx)
@@ -471,8 +465,7 @@ class Processor:
             self.stats.failed += 1
             await self._report(HandlerError(ctx.where, exc), msg)
         finally:
-            current_partition.reset(token_p)
-            _current_context.reset(token_c)
+            _current_context.reset(token)
         tracker.seen(offset)
 
     async def _report(self, error: HandlerError, msg: Message | None) -> None:

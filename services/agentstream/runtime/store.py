@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch
@@ -23,6 +24,15 @@ _CHANGELOG_OFFSET_KEY = _META_PREFIX + b"changelog-offset"
 _OFFSET = struct.Struct(">q")
 
 DELETED = None  # a buffered delete
+Dumps = Callable[[Any], bytes]
+Loads = Callable[[bytes], Any]
+
+
+_ABSENT = object()
+
+
+def _identity(value: bytes) -> bytes:
+    return value
 
 
 class PartitionStore:
@@ -34,21 +44,35 @@ class PartitionStore:
         options.create_if_missing(True)
         self.path = path
         self._db = Rdict(str(path), options, access_type=AccessType.read_write())
-        self._pending: dict[bytes, bytes | None] = {}
+        # Buffered writes: key -> (value, dumps) — serialised once, at the checkpoint.
+        self._pending: dict[bytes, tuple[Any, Dumps] | None] = {}
         self._flushing: dict[bytes, bytes | None] = {}
 
     # -- reads and writes from handlers ------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
-        for layer in (self._pending, self._flushing):
-            if key in layer:
-                return layer[key]
+        if key in self._pending:
+            entry = self._pending[key]
+            return None if entry is None else entry[1](entry[0])
+        if key in self._flushing:
+            return self._flushing[key]
         value = self._db.get(key)
         return value if value is None else bytes(value)
 
+    def get_value(self, key: bytes, loads: Loads) -> Any:
+        """The decoded value (None if absent); a buffered value is returned as stored."""
+        entry = self._pending.get(key, _ABSENT)
+        if entry is not _ABSENT:
+            return None if entry is None else entry[0]  # type: ignore[index]
+        raw = self._flushing[key] if key in self._flushing else self._db.get(key)
+        return None if raw is None else loads(bytes(raw))
+
     def put(self, key: bytes, value: bytes) -> None:
-        if key.startswith(b"\x00"):
+        self.put_value(key, value, _identity)
+
+    def put_value(self, key: bytes, value: Any, dumps: Dumps) -> None:
+        if key[:1] == b"\x00":
             raise ProcessorError(f"Table key {key!r} starts with NUL, which is reserved for metadata.")
-        self._pending[key] = value
+        self._pending[key] = (value, dumps)
 
     def delete(self, key: bytes) -> None:
         self._pending[key] = DELETED
@@ -60,7 +84,7 @@ class PartitionStore:
             if not bytes(key).startswith(_META_PREFIX):
                 merged[bytes(key)] = bytes(value)
         merged.update(self._flushing)
-        merged.update(self._pending)
+        merged.update(self._serialised_pending())
         for key, maybe in merged.items():
             if maybe is not None:
                 yield key, maybe
@@ -70,8 +94,11 @@ class PartitionStore:
         """Move the buffer aside for a checkpoint; new writes go to a fresh buffer."""
         if self._flushing:
             raise ProcessorError(f"A checkpoint of {self.path} is already in progress.")
-        self._flushing, self._pending = self._pending, {}
+        self._flushing, self._pending = self._serialised_pending(), {}
         return self._flushing
+
+    def _serialised_pending(self) -> dict[bytes, bytes | None]:
+        return {key: None if entry is None else entry[1](entry[0]) for key, entry in self._pending.items()}
 
     def finish_flush(self, changelog_offset: int | None) -> None:
         """The flushed writes are in the changelog up to ``changelog_offset``: persist them."""
@@ -88,8 +115,11 @@ class PartitionStore:
 
     def abort_flush(self) -> None:
         """The checkpoint failed: keep the writes buffered (they win over older ones)."""
-        self._flushing.update(self._pending)
-        self._pending, self._flushing = self._flushing, {}
+        restored: dict[bytes, tuple[Any, Dumps] | None] = {
+            key: None if raw is None else (raw, _identity) for key, raw in self._flushing.items()
+        }
+        restored.update(self._pending)  # newer writes win
+        self._pending, self._flushing = restored, {}
 
     # -- restore -----------------------------------------------------------------------
     @property

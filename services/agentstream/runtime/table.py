@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from typing import Any
 
+from agentstream.runtime.context import current_context
 from agentstream.runtime.errors import ProcessorError
 from agentstream.runtime.store import PartitionStore
 
-# The partition whose record is being handled; spawned tasks inherit it.
-current_partition: ContextVar[int] = ContextVar("agentstream_current_partition")
-
 _MISSING = object()
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps(separators=) builds one per call
 
 
 def _json_dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return _ENCODER.encode(value).encode()
 
 
 class Table:
@@ -41,7 +39,7 @@ class Table:
 
     def _store(self) -> PartitionStore:
         try:
-            partition = current_partition.get()
+            partition = current_context.get().partition
         except LookupError:
             raise ProcessorError(
                 f"Table {self.name!r} was used outside a handler; use table.partition(p) there."
@@ -71,8 +69,8 @@ class Table:
         return self._loads(raw)
 
     def get(self, key: str | bytes, default: Any = None) -> Any:
-        raw = self._store().get(self._key(key))
-        return default if raw is None else self._loads(raw)
+        found = self._store().get_value(self._key(key), self._loads)
+        return default if found is None else found
 
     def __getitem__(self, key: str | bytes) -> Any:
         value = self.get(key, _MISSING)
@@ -81,7 +79,9 @@ class Table:
         return value
 
     def __setitem__(self, key: str | bytes, value: Any) -> None:
-        self._store().put(self._key(key), self._dumps(value))
+        # The value is kept as is until the checkpoint serialises it (once per key per
+        # commit interval): assign a new value rather than mutating a stored one.
+        self._store().put_value(self._key(key), value, self._dumps)
 
     def __delitem__(self, key: str | bytes) -> None:
         self._store().delete(self._key(key))
@@ -89,7 +89,7 @@ class Table:
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, (str, bytes)):
             return False
-        return self._store().get(self._key(key)) is not None
+        return self._store().get_value(self._key(key), self._loads) is not None
 
     def items_of(self, partition: int) -> Iterator[tuple[str, Any]]:
         for key, raw in self.partition(partition).items():

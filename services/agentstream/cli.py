@@ -154,6 +154,32 @@ def cmd_lag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from agentstream.retry.dlq_ops import run_command
+
+    settings = _settings()
+    return run_command(args, settings.bootstrap, _topology(settings))
+
+
+def _add_dlq_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    dlq = sub.add_parser("dlq", help="list, show, replay or purge dead letters")
+    actions = dlq.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="a table of dead letters")
+    show = actions.add_parser("show", help="everything about one dead letter")
+    show.add_argument("id")
+    replay = actions.add_parser("replay", help="re-inject into the original topic (attempt 0, replay marker)")
+    replay.add_argument("id", nargs="?")
+    replay.add_argument("--all-matching", action="store_true", help="every dead letter the filters match")
+    purge = actions.add_parser("purge", help="hide dead letters (asks first)")
+    purge.add_argument("ids", nargs="*", help="these ids only (default: all matching)")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    for action in (listing, replay, purge):
+        action.add_argument("--since", help="dead-lettered since: 30m, 1h, 2d or an ISO time")
+        action.add_argument("--stage", help="only this stage (router, a specialist type, supervisor)")
+        action.add_argument("--error", help="only this error class (PERMANENT, TRANSIENT) or exception type")
+    dlq.set_defaults(func=cmd_dlq)
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from agentstream.stack import Stack
 
@@ -217,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     lag = sub.add_parser("lag", help="consumer lag per agent group and partition")
     lag.add_argument("--agent")
     lag.set_defaults(func=cmd_lag)
+
+    _add_dlq_parser(sub)
 
     dev = sub.add_parser("dev", help="broker + topology + every worker, until Ctrl-C")
     dev.add_argument("--state-dir", default=".state/dev")

@@ -33,6 +33,16 @@ USAGE = {"input_tokens": 1200, "output_tokens": 340, "cost_usd": 0.0123, "llm_ca
 
 # One full record per schema, every field set (so optional branches are exercised too).
 SAMPLES: dict[str, dict[str, Any]] = {
+    "DeadLetter": {
+        "id": "agents.tasks.v1-3-41", "key": b"sess-1", "value": b"\xc3\x01 not avro", "value_size": 12,
+        "value_sha256": "0" * 64, "value_truncated": False,
+        "headers": [{"name": "trace-id", "value": b"abc"}, {"name": "empty", "value": None}],
+        "source_topic": "agents.tasks.v1", "source_partition": 3, "source_offset": 41, "stage": "router",
+        "consumer_group": "agents.router", "error_class": "PERMANENT",
+        "error_type": "agentstream.serde.UnknownFingerprintError", "error_message": "Unknown writer schema fingerprint",
+        "error_stack": "Traceback ...", "attempts": 1, "first_failure_at": T0, "dead_lettered_at": T0 + 5,
+        "task_id": "task-1", "session_id": "sess-1", "replayed_from": "agents.tasks.v1-3-7",
+    },
     "TaskSubmitted": {
         "task_id": "task-1",
         "session_id": "sess-1",

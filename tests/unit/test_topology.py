@@ -72,8 +72,8 @@ def test_tables_retry_tiers_and_specs() -> None:
 
     specs = {spec.name: spec for spec in topology.all_topics()}
     assert len(specs) == len(topology.all_topics()), "no topic is listed twice"
-    # 10 declared + 3 tiers for each of the 5 stage inputs + 9 changelogs
-    assert len(specs) == 10 + 3 * 5 + 9
+    # 10 declared + 3 tiers for each of the 5 stage inputs + 19 changelogs
+    assert len(specs) == 10 + 3 * 5 + 19
     assert {spec.partitions for spec in specs.values() if spec.per_session} == {6}
     assert all(spec.replication == 1 for spec in specs.values())
     assert specs["agents.specialist.billing.checkpoints.changelog"].cleanup_policy == "compact"
@@ -167,7 +167,7 @@ def test_unknown_names_list_the_valid_ones() -> None:
         match=r"Unknown specialist type 'router'; valid types are \['billing', 'technical', 'account'\]",
     ):
         topology.specialist_topic("router")
-    with pytest.raises(ConfigurationError, match=r"no table 'sessions'; its tables are \['dedupe'\]"):
+    with pytest.raises(ConfigurationError, match=r"no table 'sessions'; its tables are \['dedupe', 'retrying', 'parked'\]"):
         topology.changelog_topic("router", "sessions")
     with pytest.raises(ConfigurationError, match="is no agent's input"):
         topology.retry_topics("results")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from agentstream.models.base import Message, Model, ModelResponse, current_task_key
+from agentstream.models.errors import ModelServerError
 
 SCRIPTED_LATENCY_ENV = "AGENTSTREAM_SCRIPTED_LATENCY"  # seconds, or a range "0.5-2"
 SCRIPTED_CALL_LOG_ENV = "AGENTSTREAM_SCRIPTED_CALL_LOG"  # a file path
@@ -36,4 +38,29 @@ class CallLogModel:
         low, high = self.latency
         if high > 0:
             await asyncio.sleep(random.uniform(low, high))
+        return await self.inner.complete(messages, tools)
+
+
+SCRIPTED_FAULTS_ENV = "AGENTSTREAM_SCRIPTED_FAULTS"  # "1": honour #fail-transient=N in task inputs
+_FAIL_MARK = re.compile(r"#fail-transient=(\d+)")
+
+
+class MarkedFailures:
+    """Fails the first N calls of a task whose input says ``#fail-transient=N`` (HTTP 500),
+    counted per task in this process: a way for tests and demos to make one chosen task
+    fail transiently and watch it travel the retry tiers."""
+
+    def __init__(self, inner: Model) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self._failed: dict[str, int] = {}
+
+    async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
+        first_user = next((m.content or "" for m in messages if m.role == "user"), "")
+        mark = _FAIL_MARK.search(first_user)
+        if mark is not None:
+            key = current_task_key() or first_user
+            if self._failed.get(key, 0) < int(mark.group(1)):
+                self._failed[key] = self._failed.get(key, 0) + 1
+                raise ModelServerError(f"scripted transient failure {self._failed[key]} of {mark.group(1)}", model_id=self.model_id)
         return await self.inner.complete(messages, tools)

@@ -12,6 +12,9 @@ from typing import Any
 from agentstream.events import ROUTED_TASK, TASK_SUBMITTED, now_ms, task_result
 from agentstream.errors import UnknownAgentTypeError
 from agentstream.router.decide import route, validate_task
+from agentstream.retry.chain import RetryChain
+from agentstream.retry.classify import ErrorClass, ValidationFailed
+from agentstream.retry.headers import REPLAY
 from agentstream.router.tier import complexity_tier
 from agentstream.runtime import MessageContext
 from agentstream.serde import SchemaSet
@@ -30,10 +33,9 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     seen = service.table("dedupe")
     known_types = topology.specialist_types
 
-    @app.handler(service.input_topic, decode=partial(schemas.decode_as, TASK_SUBMITTED))
     async def on_task(task: dict[str, Any], ctx: MessageContext) -> None:
         task_id = task["task_id"]
-        if task_id and task_id in seen:
+        if task_id and task_id in seen and ctx.header(REPLAY) is None:
             log.info("%s: task %s already routed, duplicate ignored", ctx.where, task_id)
             return
         if task_id:
@@ -48,6 +50,9 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             log.warning("%s: task %s rejected: %s", ctx.where, task_id, reason)
             service.progress(task, "STATE", "REJECTED", reason)
             service.result(task_result(task, "REJECTED", error=("INVALID_TASK", reason)))
+            # Also on record in the DLQ (its REJECTED result stands; no FAILED one is added).
+            raw = schemas.encode(TASK_SUBMITTED, task)
+            chain.dead_letter(raw, ctx, ValidationFailed(reason), ErrorClass.PERMANENT, 1, result=False)
             return
         routed_at = now_ms()
         tier = complexity_tier(task["input"], task.get("metadata") or {})
@@ -68,4 +73,5 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             service.emit_to(topology.specialist_topic(agent_type), ROUTED_TASK, routed)
         service.progress(task, "ROUTED", "QUEUED", f"{','.join(route_to)} tier={tier}")
 
+    chain = RetryChain(service, partial(schemas.decode_as, TASK_SUBMITTED), on_task)
     return service

@@ -16,6 +16,7 @@ A kill -9 between any two steps loses no state update whose source offset was co
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import logging
 import signal
@@ -68,6 +69,7 @@ class _Binding:
     topic: str
     handler: Handler
     decode: Decoder
+    due_header: str | None = None
 
 
 @dataclass(slots=True)
@@ -128,6 +130,8 @@ class Processor:
         self._assign_hooks: list[Callable[[list[int]], Awaitable[None]]] = []
         self._closing = threading.Event()
         self._draining: set[_TP] = set()
+        self._paused: dict[_TP, int] = {}  # partitions held at an offset until it is due
+        self._consumer_ops: collections.deque[Callable[[Consumer], None]] = collections.deque()
         self._delivery_errors: list[str] = []
         self._changelog_acked: dict[_TP, int] = {}
         self._stopping = False
@@ -164,13 +168,20 @@ class Processor:
         self.tables[name] = table
         return table
 
-    def handler(self, topic: str, decode: Decoder | None = None) -> Callable[[Handler], Handler]:
-        """Register ``async def fn(value, ctx)`` for ``topic``; ``decode`` turns bytes into value."""
+    def handler(
+        self, topic: str, decode: Decoder | None = None, *, due_header: str | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Register ``async def fn(value, ctx)`` for ``topic``; ``decode`` turns bytes into value.
+
+        With ``due_header``, a record whose header holds a time (epoch ms) still in the
+        future is not handled yet: its partition is paused and rewound to it until then,
+        while every other partition goes on (the hold of a retry tier).
+        """
 
         def register(fn: Handler) -> Handler:
             if topic in self._bindings:
                 raise ProcessorError(f"Topic {topic!r} already has a handler on processor {self.name!r}.")
-            self._bindings[topic] = _Binding(topic, fn, decode or _raw)
+            self._bindings[topic] = _Binding(topic, fn, decode or _raw, due_header)
             return fn
 
         return register
@@ -209,7 +220,13 @@ class Processor:
             work.close()
             raise ProcessorError("spawn() must be called from inside a handler.") from None
         tp = (ctx.topic, ctx.partition)
-        self._offsets[tp].started(ctx.offset)
+        tracker = self._offsets[tp]
+        if ctx.offset < 0 or tracker.already_seen(ctx.offset):
+            # A record handled again from state (a parked event released later): its
+            # offset was committed long ago and must not be held back again.
+            self._start_task(work, tp, order_key, ctx, hold=None)
+            return
+        tracker.started(ctx.offset)
         self._holds[(tp, ctx.offset)] = True
         self._start_task(work, tp, order_key, ctx, hold=(tp, ctx.offset))
 
@@ -434,6 +451,8 @@ class Processor:
     def _poll_batch(self) -> list[Message]:
         consumer = self._consumer
         assert consumer is not None
+        while self._consumer_ops:  # pause/seek/resume asked for by the loop, done on this thread
+            self._consumer_ops.popleft()(consumer)
         first = consumer.poll(0.1)
         if first is None:
             return []
@@ -448,7 +467,10 @@ class Processor:
         topic = msg.topic()
         partition = msg.partition()
         offset = msg.offset()
-        tracker = self._offsets.get((topic, partition))
+        tp = (topic, partition)
+        if tp in self._paused:
+            return  # behind a record that is not due yet; fetched again after the resume
+        tracker = self._offsets.get(tp)
         if tracker is None or tracker.already_seen(offset):
             # Fetched before a rebalance: the partition is gone, or it came back and its
             # fetch restarted from the committed offset, so this record is handled once.
@@ -456,6 +478,8 @@ class Processor:
         headers = msg.headers()
         ctx = MessageContext(topic, partition, offset, msg.key(), tuple(headers) if headers else (), msg.timestamp()[1])
         binding = self._bindings[topic]
+        if binding.due_header is not None and self._hold_until_due(binding.due_header, ctx):
+            return
         token = _current_context.set(ctx)
         try:
             value = msg.value()
@@ -467,6 +491,36 @@ class Processor:
         finally:
             _current_context.reset(token)
         tracker.seen(offset)
+
+    def _hold_until_due(self, header: str, ctx: MessageContext) -> bool:
+        raw = ctx.header(header)
+        if raw is None:
+            return False
+        try:
+            due_ms = int(raw)
+        except ValueError:
+            return False
+        wait_s = due_ms / 1000 - time.time()
+        if wait_s <= 0:
+            return False
+        tp = (ctx.topic, ctx.partition)
+        self._paused[tp] = ctx.offset
+        partition = TopicPartition(ctx.topic, ctx.partition, ctx.offset)
+
+        def pause_and_rewind(consumer: Consumer) -> None:
+            consumer.pause([partition])
+            consumer.seek(partition)
+
+        self._consumer_ops.append(pause_and_rewind)
+        assert self._loop is not None
+        self._loop.call_later(wait_s, self._resume_when_due, tp, ctx.offset)
+        return True
+
+    def _resume_when_due(self, tp: _TP, offset: int) -> None:
+        if self._paused.get(tp) != offset:
+            return  # revoked meanwhile
+        del self._paused[tp]
+        self._consumer_ops.append(lambda consumer: consumer.resume([TopicPartition(tp[0], tp[1])]))
 
     async def _report(self, error: HandlerError, msg: Message | None) -> None:
         kind = type(error.cause).__name__
@@ -628,6 +682,7 @@ class Processor:
             self._offsets.pop(tp, None)
             self._committed.pop(tp, None)
             self._draining.discard(tp)
+            self._paused.pop(tp, None)
         self._holds = {hold: True for hold in self._holds if hold[0] not in tps}
         still_owned = {p for _, p in self._offsets}
         for table in self.tables.values():

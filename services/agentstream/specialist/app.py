@@ -29,11 +29,21 @@ from agentstream.controls.faults import FaultyModel
 from agentstream.controls.rate_limit import members_from_assignment
 from agentstream.controls.registry import ModelControls
 from agentstream.controls.settings import ControlSettings
-from agentstream.models.call_log import SCRIPTED_CALL_LOG_ENV, SCRIPTED_FAILURE_RATE_ENV, SCRIPTED_LATENCY_ENV, CallLogModel
+from agentstream.models.call_log import (
+    SCRIPTED_CALL_LOG_ENV,
+    SCRIPTED_FAILURE_RATE_ENV,
+    SCRIPTED_FAULTS_ENV,
+    SCRIPTED_LATENCY_ENV,
+    CallLogModel,
+    MarkedFailures,
+)
 from agentstream.models.config import ModelSettings
 from agentstream.models.pricing import cost_usd
 from agentstream.models.registry import create_model
 from agentstream.models.scripted import ScriptedModel
+from agentstream.retry.chain import RETRY, RetryChain
+from agentstream.retry.classify import TransientStageError
+from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
 from agentstream.runtime import MessageContext
 from agentstream.serde import SchemaSet
 from agentstream.service import Service
@@ -83,6 +93,7 @@ def build_specialist(
     order = SessionOrder()
     accepting: set[str] = set()  # accepted here, head write not yet acknowledged
     supervisor_topic = topology.topic("supervisor")
+    retrying = service.table("retrying")  # shared with the retry chain below
 
     def persist(key: str, value: Any) -> Any:
         return app.persist(checkpoints, key, value)
@@ -107,17 +118,24 @@ def build_specialist(
             "finished_at": now_ms(),
         }
 
-    async def finish(task: dict[str, Any], result: dict[str, Any], partition: int) -> None:
+    async def finish(task: dict[str, Any], result: dict[str, Any], partition: int, replay: str | None = None) -> None:
         """Result acknowledged → done marker → tombstones of the task's checkpoint records."""
-        await app.send_acked(supervisor_topic, schemas.encode(SPECIALIST_RESULT, result), task["session_id"])
-        task_id = task["task_id"]
-        await persist(ckpt.done_key(task_id), now_ms())
+        headers = [(REPLAY, replay.encode())] if replay else None  # lets the supervisor take it again
+        await app.send_acked(supervisor_topic, schemas.encode(SPECIALIST_RESULT, result), task["session_id"], headers=headers)
+        await persist(ckpt.done_key(task["task_id"]), now_ms())
+        await forget(task["task_id"], partition)
+
+    async def forget(task_id: str, partition: int) -> None:
+        """Tombstone every checkpoint record of the task (head last)."""
         store = checkpoints.partition(partition)
         keys = [key.decode() for key, _ in store.scan(ckpt.step_prefix(task_id).encode())]
         await asyncio.gather(*(persist(key, None) for key in keys))
         await persist(ckpt.head_key(task_id), None)
 
-    async def run_task(task: dict[str, Any], epochs: list[list[int]], chain: ckpt.Chain, partition: int, where: str) -> None:
+    async def run_task(
+        task: dict[str, Any], epochs: list[list[int]], chain: ckpt.Chain, partition: int, where: str,
+        source: MessageContext, attempt: int, replay: str | None = None,
+    ) -> None:
         started = now_ms()
         run = DurableRun(task["task_id"], epochs[-1][0], chain, persist, draining=lambda: app.draining(service.input_topic, partition))
         begun = f"resumed at step {chain.length}" if chain.length else "started"
@@ -128,12 +146,20 @@ def build_specialist(
             timeout_s=model_settings.timeout_s, budget_usd=task.get("budget_usd") or model_settings.budget_usd,
             price=cost_usd,
         )
+        if outcome.error and outcome.error[0] in TRANSIENT_CODES:
+            verdict = retries.failed(schemas.encode(ROUTED_TASK, task), source, TransientStageError(outcome.error[1]), attempt)
+            if verdict == RETRY:
+                if attempt == 0:
+                    retrying[task["session_id"]] = retrying.get(task["session_id"], 0) + 1
+                await forget(task["task_id"], partition)  # it comes back through the retry tier
+                return
+            outcome = AgentOutcome("FAILED", outcome.output, (DEAD_LETTERED, outcome.error[1]), outcome.tools_used, outcome.usage, outcome.steps)
         for tool_name in outcome.tools_used:
             service.progress(task, "TOOL_CALL", "RUNNING", tool_name)
         history = sessions.get(task["session_id"], [])
         history.append({"task_id": task["task_id"], "input": task["input"], "output": outcome.output})
         sessions[task["session_id"]] = history[-_HISTORY_TURNS:]
-        await finish(task, specialist_result(task, outcome, started), partition)
+        await finish(task, specialist_result(task, outcome, started), partition, replay)
         log.info(
             "%s: task %s %s by %s (epoch %d: %d model calls made, %d replayed)", where, task["task_id"], outcome.status,
             agent_type, run.epoch, run.new_model_calls, run.replayed_model_calls,
@@ -142,13 +168,17 @@ def build_specialist(
     async def accept_and_run(task: dict[str, Any], ctx: MessageContext, previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
         try:
             epochs = [[0, 0]]
+            seen = decode_headers(ctx.headers)
+            attempt = int(seen.get(ATTEMPT, "0") or 0)
+            replay = seen.get(REPLAY) or None
             try:
-                await persist(ckpt.head_key(task["task_id"]), {"task": task, "epochs": epochs, "offset": ctx.offset})
+                head = {"task": task, "epochs": epochs, "offset": ctx.offset, "attempt": attempt, "replay": replay}
+                await persist(ckpt.head_key(task["task_id"]), head)
             finally:
                 accepting.discard(task["task_id"])
             app.release()  # the task is durable now: its source offset may be committed
             await SessionOrder.wait(previous)
-            await run_task(task, epochs, ckpt.Chain(), ctx.partition, ctx.where)
+            await run_task(task, epochs, ckpt.Chain(), ctx.partition, ctx.where, ctx, attempt, replay)
         finally:
             order.leave(task["session_id"], mine)
 
@@ -165,7 +195,8 @@ def build_specialist(
                 failed = AgentOutcome("FAILED", None, (REDELIVERY_LIMIT, reason), [], {}, 0)
                 await finish(task, specialist_result(task, failed, now_ms()), partition)
                 return
-            await run_task(task, epochs, chain, partition, where)
+            source = MessageContext(service.input_topic, partition, -1, task["session_id"].encode(), (), 0)
+            await run_task(task, epochs, chain, partition, where, source, int(head.get("attempt", 0)), head.get("replay"))
         finally:
             order.leave(task["session_id"], mine)
 
@@ -188,21 +219,27 @@ def build_specialist(
 
     app.on_assign(resume_in_flight)
 
-    @app.handler(service.input_topic, decode=partial(schemas.decode_as, ROUTED_TASK))
     async def on_routed(task: dict[str, Any], ctx: MessageContext) -> None:
         task_id = task["task_id"]
         if task["agent_type"] != agent_type:
             log.warning("%s: task %s is for %s, not %s; skipped", ctx.where, task_id, task["agent_type"], agent_type)
             return
-        if task_id in accepting or ckpt.head_key(task_id) in checkpoints or ckpt.done_key(task_id) in checkpoints:
+        replayed = ctx.header(REPLAY) is not None  # an operator replays a dead letter: run it again
+        done = ckpt.done_key(task_id) in checkpoints and not replayed
+        if task_id in accepting or ckpt.head_key(task_id) in checkpoints or done:
             log.info("%s: task %s already accepted; duplicate ignored", ctx.where, task_id)
             return
         accepting.add(task_id)
         previous, mine = order.enter(task["session_id"])
         app.spawn(accept_and_run(task, ctx, previous, mine))
 
+    retries = RetryChain(service, partial(schemas.decode_as, ROUTED_TASK), on_routed, emit_failed_results=False, tables=(retrying, None))
     return service
 
+
+# Outcomes worth another attempt later: every model of the chain failed transiently.
+TRANSIENT_CODES = frozenset({"MODEL_UNAVAILABLE"})
+DEAD_LETTERED = "DEAD_LETTERED"
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cost_usd", "llm_calls", "tool_calls", "retries")
 
@@ -261,6 +298,8 @@ def scripted_model_from_env() -> Model:
     if failure_rate:
         # Scripted transient failures (HTTP 500) for tests of the controls on a real broker.
         wrapped = FaultyModel(wrapped, failure_rate=failure_rate, seed=os.getpid())
+    if os.environ.get(SCRIPTED_FAULTS_ENV) == "1":
+        wrapped = MarkedFailures(wrapped)
     if latency or call_log:  # outermost: every attempt, failed or not, is logged
         wrapped = CallLogModel(wrapped, Path(call_log) if call_log else None, float(low or 0), float(high or low or 0))
     return wrapped

@@ -15,6 +15,8 @@ from functools import partial
 from typing import Any
 
 from agentstream.events import SPECIALIST_RESULT, TASK_RESULT, task_result
+from agentstream.retry.chain import RetryChain
+from agentstream.retry.headers import REPLAY
 from agentstream.runtime import MessageContext
 from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SchemaSet, SerdeError
@@ -39,21 +41,21 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
     emitting: set[str] = set()  # decided here, marker not yet acknowledged
     results_end: dict[int, int] = {}  # a lower bound of the end of each results partition
 
-    async def emit(final: dict[str, Any], partition: int, where: str) -> None:
+    async def emit(final: dict[str, Any], partition: int, where: str, replay: str | None = None) -> None:
         task_id = final["task_id"]
         try:
-            marker = {"state": EMITTING, "result": final, "results_from": results_end.get(partition, 0)}
+            marker = {"state": EMITTING, "result": final, "results_from": results_end.get(partition, 0), "replay": replay}
             await app.persist(markers, task_id, marker, partition=partition)
         finally:
             emitting.discard(task_id)
         app.release()  # the decision is durable: the specialist results may be committed
-        await send(final, partition)
+        await send(final, partition, replay)
         log.info("%s: task %s %s via %s", where, task_id, final["status"], "+".join(final["agents"]))
 
-    async def send(final: dict[str, Any], partition: int) -> None:
+    async def send(final: dict[str, Any], partition: int, replay: str | None = None) -> None:
         offset = await app.send_acked(results_topic, schemas.encode(TASK_RESULT, final), final["session_id"], partition=partition)
         results_end[partition] = max(results_end.get(partition, 0), offset + 1)
-        await app.persist(markers, final["task_id"], {"state": SENT, "offset": offset}, partition=partition)
+        await app.persist(markers, final["task_id"], {"state": SENT, "offset": offset, "replay": replay}, partition=partition)
         service.progress(final, "STATE", final["status"], ",".join(final["agents"]))
 
     async def recover(partitions: list[int]) -> None:
@@ -76,14 +78,16 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
                     await app.persist(markers, final["task_id"], {"state": SENT, "offset": -1}, partition=partition)
                 else:
                     log.info("%s[%d]: resending the result of task %s", results_topic, partition, final["task_id"])
-                    await send(final, partition)
+                    await send(final, partition, marker.get("replay"))
 
     app.on_assign(recover)
 
-    @app.handler(service.input_topic, decode=partial(schemas.decode_as, SPECIALIST_RESULT))
     async def on_result(result: dict[str, Any], ctx: MessageContext) -> None:
         task_id = result["task_id"]
-        if task_id in emitting or task_id in markers:
+        replay = (ctx.header(REPLAY) or b"").decode() or None
+        marker = markers.get(task_id)
+        # A replayed task (an operator re-ran its dead letter) may publish once more.
+        if task_id in emitting or (marker is not None and (replay is None or marker.get("replay") == replay)):
             log.info("%s: task %s already has its result; repeat from %s ignored", ctx.where, task_id, result["agent_type"])
             return
         received = [r for r in pending.get(task_id, []) if r["agent_type"] != result["agent_type"]]
@@ -93,6 +97,8 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
             service.progress(result, "STATE", "WAITING_CHILD", f"{len(received)}/{len(result['route'])} specialists done")
             return
         combined = combine(received)
+        if replay is not None and marker is not None:
+            received = [result]  # the earlier results ended in the dead letter being replayed
         final = task_result(
             result,
             combined["status"],
@@ -107,6 +113,7 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
         if task_id in pending:
             del pending[task_id]
         emitting.add(task_id)
-        app.spawn(emit(final, ctx.partition, ctx.where))
+        app.spawn(emit(final, ctx.partition, ctx.where, replay))
 
+    RetryChain(service, partial(schemas.decode_as, SPECIALIST_RESULT), on_result)
     return service

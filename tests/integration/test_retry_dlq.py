@@ -1,0 +1,203 @@
+"""The retry topic chain and the dead-letter queue on a real broker, with real workers.
+
+A test topology shortens the tiers to 1 s, 2 s and 3 s and turns off in-process model
+retries for the billing specialist, so a scripted transient failure (a task input
+saying ``#fail-transient=N``) sends the task through the tiers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from agentstream.client import new_task
+from agentstream.retry import headers as h
+from agentstream.serde import SchemaSet
+
+from .harness import REPO
+from .test_durable import DurableStack
+
+SCHEMAS = SchemaSet.load()
+DELAYS = [1.0, 2.0, 3.0]
+
+
+@pytest.fixture(scope="module")
+def retry_stack(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DurableStack]:
+    base = tmp_path_factory.mktemp("retry")
+    topology = yaml.safe_load((REPO / "topology" / "topology.yaml").read_text())
+    topology["retry"] = {"delays_s": DELAYS, "max_attempts": 4}
+    # One model attempt per stage attempt; a breaker that never opens, so a replay finds the model closed.
+    topology["agents"]["billing"]["controls"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 1000}}
+    path = base / "topology.yaml"
+    path.write_text(yaml.safe_dump(topology))
+    stack = DurableStack(bootstrap, base, latency="0", topology_path=path, env={"AGENTSTREAM_SCRIPTED_FAULTS": "1"})
+    for name, command in {"router": ["router"], "billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]}.items():
+        stack.start(name, *command)
+    for worker in stack.workers.values():
+        worker.wait_for_line(r": assigned ", 60)
+    yield stack
+    codes = stack.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+
+
+class Reader:
+    """Reads decoded records of some topics from the start (group-less)."""
+
+    def __init__(self, stack: DurableStack, logical: list[str]) -> None:
+        self.consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"r-{uuid.uuid4().hex}"})
+        parts = [TopicPartition(stack.topology.topic(t), p, 0) for t in logical for p in range(stack.topology.topic_spec(t).partitions)]
+        self.consumer.assign(parts)
+        self.records: list[tuple[str, dict[str, Any], dict[str, str], int]] = []
+
+    def until(self, done: Any, timeout: float, what: str) -> list[tuple[str, dict[str, Any], dict[str, str], int]]:
+        deadline = time.monotonic() + timeout
+        while not done(self.records):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            msg = self.consumer.poll(0.2)
+            if msg is None or msg.error() is not None:
+                continue
+            name, record = SCHEMAS.decode(msg.value())
+            self.records.append((name, record, h.decode_headers(msg.headers()), msg.timestamp()[1]))
+        return self.records
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _results(records: list[Any], task_id: str) -> list[dict[str, Any]]:
+    return [r for name, r, _, _ in records if name == "TaskResult" and r["task_id"] == task_id]
+
+
+def _events(records: list[Any], task_id: str, state: str) -> list[dict[str, Any]]:
+    return [r for name, r, _, _ in records if name == "TaskEvent" and r["task_id"] == task_id and r["state"] == state]
+
+
+def _submit_raw(stack: DurableStack, value: bytes, session: str, *, big: bool = False) -> float:
+    config = {"bootstrap.servers": stack.bootstrap, "partitioner": "murmur2_random"}
+    if big:
+        config["message.max.bytes"] = 10_000_000
+    producer = Producer(config)
+    sent = time.time()
+    producer.produce(stack.topology.topic("tasks"), value, session.encode())
+    assert producer.flush(30) == 0
+    return sent
+
+
+def test_two_transient_failures_complete_after_two_tier_hops_no_sooner_than_configured(retry_stack: DurableStack) -> None:
+    reader = Reader(retry_stack, ["results", "task_events"])
+    task = new_task("Check invoice INV-1001 #fail-transient=2", f"r-{uuid.uuid4().hex[:6]}", "it", requested_agent="billing")
+    retry_stack.submit([task])
+    records = reader.until(lambda rs: _results(rs, task["task_id"]), 60, "the retried task's result")
+    reader.close()
+    result = _results(records, task["task_id"])
+    assert len(result) == 1 and result[0]["status"] == "COMPLETED"
+    backoffs = _events(records, task["task_id"], "BACKING_OFF")
+    runs = _events(records, task["task_id"], "RUNNING")
+    assert [".retry-1" in b["detail"] for b in backoffs] == [True, False] and ".retry-2" in backoffs[1]["detail"]
+    # Each hop waited at least its tier's delay: from the failure to the next run.
+    starts = sorted(e["at"] for e in runs if "started" in e["detail"])
+    assert len(starts) == 3
+    for backoff, next_start, delay in zip(sorted(b["at"] for b in backoffs), starts[1:], DELAYS[:2], strict=True):
+        assert next_start - backoff >= delay * 1000, (next_start - backoff, delay)
+
+
+def test_a_permanent_error_is_dead_lettered_within_a_second_and_the_partition_goes_on(retry_stack: DurableStack) -> None:
+    reader = Reader(retry_stack, ["dlq", "results"])
+    session = f"p-{uuid.uuid4().hex[:6]}"
+    sent = _submit_raw(retry_stack, os.urandom(64), session)
+    good = new_task("Refund INV-1002 please", session, "it", requested_agent="billing")
+    retry_stack.submit([good])
+    records = reader.until(
+        lambda rs: _results(rs, good["task_id"]) and any(n == "DeadLetter" and r["session_id"] == session for n, r, _, _ in rs),
+        60, "the dead letter and the next good task")
+    reader.close()
+    letter, headers, stamp = next((r, hd, ts) for n, r, hd, ts in records if n == "DeadLetter" and r["session_id"] == session)
+    assert stamp / 1000 - sent < 1.0, f"dead-lettered {stamp / 1000 - sent:.2f} s after it was produced"
+    assert letter["error_class"] == "PERMANENT" and letter["error_type"].endswith("NotAvroError")
+    assert letter["source_topic"] == retry_stack.topology.topic("tasks") and letter["stage"] == "router"
+    assert letter["consumer_group"] == retry_stack.topology.group("router") and letter["attempts"] == 1
+    assert letter["error_stack"] and letter["value_size"] == 64
+    assert {h.DEAD_LETTER_ID, h.STAGE, h.ERROR_CLASS, h.ORIGINAL_TOPIC} <= set(headers)
+    assert _results(records, good["task_id"])[0]["status"] == "COMPLETED"
+
+
+def test_a_session_waits_behind_its_event_in_retry_while_others_do_not(retry_stack: DurableStack) -> None:
+    reader = Reader(retry_stack, ["results", "task_events"])
+    session = f"o-{uuid.uuid4().hex[:6]}"
+    first = new_task("INV-1001 #fail-transient=1", session, "it", requested_agent="billing")
+    retry_stack.submit([first])
+    reader.until(lambda rs: _events(rs, first["task_id"], "BACKING_OFF"), 60, "the first task to enter a tier")
+    later = new_task("INV-1003 a later question", session, "it", requested_agent="billing")
+    other = new_task("INV-1004 another customer", f"x-{uuid.uuid4().hex[:6]}", "it", requested_agent="billing")
+    retry_stack.submit([later, other])
+    records = reader.until(lambda rs: all(_results(rs, t["task_id"]) for t in (first, later, other)), 60, "all three results")
+    reader.close()
+    done = {t["task_id"]: _results(records, t["task_id"])[0]["completed_at"] for t in (first, later, other)}
+    assert done[first["task_id"]] < done[later["task_id"]], "the later task of the session waited behind the retried one"
+    assert done[other["task_id"]] < done[first["task_id"]], "another session was not held up"
+
+
+def test_poison_inputs_are_dead_lettered_with_the_right_class(retry_stack: DurableStack) -> None:
+    reader = Reader(retry_stack, ["dlq", "results"])
+    session = f"z-{uuid.uuid4().hex[:6]}"
+    good_body = SCHEMAS.encode("TaskSubmitted", new_task("hello", session, "it"))
+    unknown = good_body[:2] + b"\x01\x02\x03\x04\x05\x06\x07\x08" + good_body[10:]
+    wrong = SCHEMAS.encode("TaskEvent", {"task_id": "t", "session_id": session, "stage": "x", "kind": "TEXT",
+                                         "state": "RUNNING", "detail": "", "at": 0})
+    for value, big in [(os.urandom(100), False), (unknown, False), (os.urandom(5 * 1024 * 1024), True), (wrong, False)]:
+        _submit_raw(retry_stack, value, session, big=big)
+    oversize = new_task("x" * 40_000, session, "it")
+    retry_stack.submit([oversize])
+    records = reader.until(lambda rs: sum(1 for n, r, _, _ in rs if n == "DeadLetter" and r["session_id"] == session) >= 5
+                           and _results(rs, oversize["task_id"]), 60, "five dead letters")
+    reader.close()
+    # Dead letters are keyed by their id, so they spread over the DLQ's partitions: compare by source offset.
+    letters = sorted((r for n, r, _, _ in records if n == "DeadLetter" and r["session_id"] == session),
+                     key=lambda r: r["source_offset"])
+    kinds = [r["error_type"].rsplit(".", 1)[-1] for r in letters]
+    assert kinds == ["NotAvroError", "UnknownFingerprintError", "NotAvroError", "WrongSchemaError", "ValidationFailed"]
+    assert all(r["error_class"] == "PERMANENT" for r in letters)
+    big_letter = letters[2]
+    assert big_letter["value_truncated"] and big_letter["value_size"] == 5 * 1024 * 1024
+    rejected = _results(records, oversize["task_id"])
+    assert [r["status"] for r in rejected] == ["REJECTED"], "a rejected task keeps its one REJECTED result"
+    assert letters[4]["task_id"] == oversize["task_id"]
+
+
+def test_dlq_replay_of_a_fixed_event_completes_it(retry_stack: DurableStack, tmp_path: Path) -> None:
+    reader = Reader(retry_stack, ["results", "dlq"])
+    task = new_task("INV-1001 #fail-transient=4", f"y-{uuid.uuid4().hex[:6]}", "it", requested_agent="billing")
+    retry_stack.submit([task])
+    records = reader.until(
+        lambda rs: _results(rs, task["task_id"]) and any(n == "DeadLetter" and r["task_id"] == task["task_id"] for n, r, _, _ in rs),
+        60, "the dead letter and the task's FAILED result")
+    failed = _results(records, task["task_id"])[0]
+    assert failed["status"] == "FAILED" and failed["error"]["code"] == "DEAD_LETTERED"
+    letter = next(r for n, r, _, _ in records if n == "DeadLetter" and r["task_id"] == task["task_id"])
+    assert letter["attempts"] == 4 and letter["stage"] == "billing"
+    # The scripted fault allowed 4 failures, so the problem is "fixed" now: replay it.
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": retry_stack.bootstrap, "AGENTSTREAM_PREFIX": retry_stack.prefix,
+           "AGENTSTREAM_TOPOLOGY": str(retry_stack.topology_path)}
+    shown = subprocess.run([sys.executable, "-m", "agentstream", "dlq", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and letter["id"] in shown.stdout, shown.stdout + shown.stderr
+    replay = subprocess.run([sys.executable, "-m", "agentstream", "dlq", "replay", letter["id"]], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    try:
+        records = reader.until(lambda rs: len(_results(rs, task["task_id"])) >= 2, 60, "the replayed task's result")
+    except AssertionError:
+        raise AssertionError("\n".join(w.tail(15) for w in retry_stack.workers.values()) + replay.stdout) from None
+    reader.close()
+    assert [r["status"] for r in _results(records, task["task_id"])] == ["FAILED", "COMPLETED"]

@@ -134,15 +134,17 @@ def test_a_session_waits_behind_its_event_in_retry_while_others_do_not(retry_sta
     reader = Reader(retry_stack, ["results", "task_events"])
     session = f"o-{uuid.uuid4().hex[:6]}"
     first = new_task("INV-1001 #fail-transient=1", session, "it", requested_agent="billing")
-    retry_stack.submit([first])
+    queued = new_task("INV-1002 queued behind the first before it failed", session, "it", requested_agent="billing")
+    retry_stack.submit([first, queued])
     reader.until(lambda rs: _events(rs, first["task_id"], "BACKING_OFF"), 60, "the first task to enter a tier")
     later = new_task("INV-1003 a later question", session, "it", requested_agent="billing")
     other = new_task("INV-1004 another customer", f"x-{uuid.uuid4().hex[:6]}", "it", requested_agent="billing")
     retry_stack.submit([later, other])
-    records = reader.until(lambda rs: all(_results(rs, t["task_id"]) for t in (first, later, other)), 60, "all three results")
+    everything = (first, queued, later, other)
+    records = reader.until(lambda rs: all(_results(rs, t["task_id"]) for t in everything), 60, "all four results")
     reader.close()
-    done = {t["task_id"]: _results(records, t["task_id"])[0]["completed_at"] for t in (first, later, other)}
-    assert done[first["task_id"]] < done[later["task_id"]], "the later task of the session waited behind the retried one"
+    done = {t["task_id"]: _results(records, t["task_id"])[0]["completed_at"] for t in everything}
+    assert done[first["task_id"]] < done[queued["task_id"]] < done[later["task_id"]], "the session kept its order"
     assert done[other["task_id"]] < done[first["task_id"]], "another session was not held up"
 
 
@@ -201,3 +203,38 @@ def test_dlq_replay_of_a_fixed_event_completes_it(retry_stack: DurableStack, tmp
         raise AssertionError("\n".join(w.tail(15) for w in retry_stack.workers.values()) + replay.stdout) from None
     reader.close()
     assert [r["status"] for r in _results(records, task["task_id"])] == ["FAILED", "COMPLETED"]
+
+
+def test_sigkill_while_an_event_waits_in_a_tier_and_another_is_parked_loses_nothing(bootstrap: str, tmp_path: Path) -> None:
+    topology = yaml.safe_load((REPO / "topology" / "topology.yaml").read_text())
+    topology["retry"] = {"delays_s": [4.0, 4.0, 4.0], "max_attempts": 4}
+    topology["agents"]["billing"]["controls"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 1000}}
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(topology))
+    stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=path, env={"AGENTSTREAM_SCRIPTED_FAULTS": "1"})
+    stack.start("router", "router")
+    stack.start("supervisor", "supervisor")
+    victim = stack.start("billing-a", "specialist", "--type", "billing")
+    reader = Reader(stack, ["results", "task_events"])
+    session = f"k-{uuid.uuid4().hex[:6]}"
+    first = new_task("INV-1001 #fail-transient=1", session, "it", requested_agent="billing")
+    later = new_task("INV-1002 after the first", session, "it", requested_agent="billing")
+    try:
+        for worker in stack.workers.values():
+            worker.wait_for_line(r": assigned ", 60)
+        stack.submit([first])
+        reader.until(lambda rs: _events(rs, first["task_id"], "BACKING_OFF"), 60, "the first task to enter a tier")
+        stack.submit([later])
+        victim.wait_for_line(r"parked behind it", 30)
+        victim.kill()
+        victim.wait(10)
+        stack.start("billing-b", "specialist", "--type", "billing")  # a fresh state directory
+        records = reader.until(lambda rs: _results(rs, first["task_id"]) and _results(rs, later["task_id"]), 120,
+                               "both results after the restart")
+    finally:
+        reader.close()
+        codes = stack.stop_all()
+    assert codes["billing-b"] == 0
+    firsts, laters = _results(records, first["task_id"]), _results(records, later["task_id"])
+    assert [r["status"] for r in firsts] == ["COMPLETED"] and [r["status"] for r in laters] == ["COMPLETED"]
+    assert firsts[0]["completed_at"] < laters[0]["completed_at"], "order kept across the crash"

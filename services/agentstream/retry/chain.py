@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agentstream import metrics
 from agentstream.runtime import MessageContext, Table
 from agentstream.retry import headers as h
 from agentstream.retry.classify import ErrorClass, classify
@@ -53,12 +54,15 @@ def _unb64(text: str | None) -> bytes | None:
 class RetryChain:
     def __init__(
         self, service: Service, decode: Callable[[bytes], Any], handle: Handle, *, emit_failed_results: bool = True,
-        tables: tuple[Table | None, Table | None] = (None, None),
+        settle_on_return: bool = True, tables: tuple[Table | None, Table | None] = (None, None),
     ) -> None:
+        """``settle_on_return=False``: the handler only starts the work (a specialist), so the
+        stage calls :meth:`settled` itself when a retried event's work ends."""
         self.service = service
         self.decode = decode
         self.handle = handle
         self.emit_failed_results = emit_failed_results
+        self.settle_on_return = settle_on_return
         topology = service.topology
         logical = topology.agent(service.agent).input
         self.input_topic = service.input_topic
@@ -80,6 +84,7 @@ class RetryChain:
             held = self.parked.get(session, [])
             held.append(self._park_record(raw, ctx))
             self.parked[session] = held
+            metrics.parked().labels(self.service.agent).inc()
             log.info("%s: session %s has an event in retry; parked behind it (%d held)", ctx.where, session, len(held))
             return
         if await self.attempt(raw, ctx, 0) == RETRY:
@@ -87,7 +92,8 @@ class RetryChain:
 
     async def _on_retry(self, raw: bytes, ctx: MessageContext) -> None:
         attempt = int(h.decode_headers(ctx.headers).get(h.ATTEMPT, "1") or 1)
-        if await self.attempt(raw, ctx, attempt) != RETRY:
+        verdict = await self.attempt(raw, ctx, attempt)
+        if verdict == DEAD or (verdict == OK and self.settle_on_return):
             await self.settled(ctx.key_str)
 
     async def attempt(self, raw: bytes, ctx: MessageContext, attempt: int) -> str:
@@ -151,6 +157,7 @@ class RetryChain:
             error_class=ErrorClass.TRANSIENT,
         )
         self.service.processor.send(tier_topic, raw, ctx.key, partition=ctx.partition, headers=[*original, *failure])
+        metrics.retries().labels(self.service.agent, ErrorClass.TRANSIENT.value, str(tries)).inc()
         log.warning("%s: attempt %d failed (%s: %s); retrying from %s in %.0f s",
                     ctx.where, tries, type(exc).__name__, exc, tier_topic, delay_s)
         decoded = read_original(raw, self.service.schemas)
@@ -167,6 +174,7 @@ class RetryChain:
         )
         key, value, headers = dead_letter_message(letter, schemas)
         self.service.processor.send(self.dlq_topic, value, key, headers=headers)
+        metrics.dead_letters().labels(self.service.agent, str(error_class)).inc()
         log.error("%s: dead-lettered as %s after %d attempt(s): %s: %s", ctx.where, letter["id"], tries, type(exc).__name__, exc)
         decoded = read_original(raw, schemas)
         if result and self.emit_failed_results:

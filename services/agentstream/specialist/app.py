@@ -92,6 +92,7 @@ def build_specialist(
     service.behavior_version = version
     order = SessionOrder()
     accepting: set[str] = set()  # accepted here, head write not yet acknowledged
+    places: dict[str, asyncio.Future[None]] = {}  # task in a retry tier -> its place in the session order
     supervisor_topic = topology.topic("supervisor")
     retrying = service.table("retrying")  # shared with the retry chain below
 
@@ -135,7 +136,7 @@ def build_specialist(
     async def run_task(
         task: dict[str, Any], epochs: list[list[int]], chain: ckpt.Chain, partition: int, where: str,
         source: MessageContext, attempt: int, replay: str | None = None,
-    ) -> None:
+    ) -> str:
         started = now_ms()
         run = DurableRun(task["task_id"], epochs[-1][0], chain, persist, draining=lambda: app.draining(service.input_topic, partition))
         begun = f"resumed at step {chain.length}" if chain.length else "started"
@@ -152,7 +153,7 @@ def build_specialist(
                 if attempt == 0:
                     retrying[task["session_id"]] = retrying.get(task["session_id"], 0) + 1
                 await forget(task["task_id"], partition)  # it comes back through the retry tier
-                return
+                return RETRY
             outcome = AgentOutcome("FAILED", outcome.output, (DEAD_LETTERED, outcome.error[1]), outcome.tools_used, outcome.usage, outcome.steps)
         for tool_name in outcome.tools_used:
             service.progress(task, "TOOL_CALL", "RUNNING", tool_name)
@@ -160,12 +161,16 @@ def build_specialist(
         history.append({"task_id": task["task_id"], "input": task["input"], "output": outcome.output})
         sessions[task["session_id"]] = history[-_HISTORY_TURNS:]
         await finish(task, specialist_result(task, outcome, started), partition, replay)
+        if attempt > 0:  # it came through the tiers: the session's parked tasks may go now
+            await retries.settled(task["session_id"])
         log.info(
             "%s: task %s %s by %s (epoch %d: %d model calls made, %d replayed)", where, task["task_id"], outcome.status,
             agent_type, run.epoch, run.new_model_calls, run.replayed_model_calls,
         )
+        return "done"
 
     async def accept_and_run(task: dict[str, Any], ctx: MessageContext, previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+        verdict = ""
         try:
             epochs = [[0, 0]]
             seen = decode_headers(ctx.headers)
@@ -178,9 +183,14 @@ def build_specialist(
                 accepting.discard(task["task_id"])
             app.release()  # the task is durable now: its source offset may be committed
             await SessionOrder.wait(previous)
-            await run_task(task, epochs, ckpt.Chain(), ctx.partition, ctx.where, ctx, attempt, replay)
+            verdict = await run_task(task, epochs, ckpt.Chain(), ctx.partition, ctx.where, ctx, attempt, replay)
         finally:
-            order.leave(task["session_id"], mine)
+            if verdict == RETRY:
+                # Keep the session's place: tasks queued behind this one wait for its retry,
+                # which takes the place over when it comes back from the tier.
+                places[task["task_id"]] = mine
+            else:
+                order.leave(task["session_id"], mine)
 
     async def resume(head: dict[str, Any], chain: ckpt.Chain, partition: int, previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
         task = head["task"]
@@ -230,10 +240,15 @@ def build_specialist(
             log.info("%s: task %s already accepted; duplicate ignored", ctx.where, task_id)
             return
         accepting.add(task_id)
-        previous, mine = order.enter(task["session_id"])
+        held = places.pop(task_id, None)
+        previous, mine = (None, held) if held is not None else order.enter(task["session_id"])
         app.spawn(accept_and_run(task, ctx, previous, mine))
 
-    retries = RetryChain(service, partial(schemas.decode_as, ROUTED_TASK), on_routed, emit_failed_results=False, tables=(retrying, None))
+    # A retried task settles when it finishes (above), not when the tier hands it back.
+    retries = RetryChain(
+        service, partial(schemas.decode_as, ROUTED_TASK), on_routed, emit_failed_results=False,
+        settle_on_return=False, tables=(retrying, None),
+    )
     return service
 
 

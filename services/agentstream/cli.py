@@ -207,6 +207,20 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmarks live in the repository's bench/ package (not installed with the wheel)."""
+    import runpy
+
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / "bench" / f"{args.name}.py").exists():
+        available = sorted(p.stem for p in (repo / "bench").glob("[a-z]*.py")) if (repo / "bench").is_dir() else []
+        raise ConfigurationError(f"No benchmark {args.name!r}; available: {available or 'none (run from a checkout)'}.")
+    sys.path.insert(0, str(repo))
+    sys.argv = [f"bench.{args.name}", *args.args]
+    runpy.run_module(f"bench.{args.name}", run_name="__main__")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agentstream.demo import run_demo
 
@@ -249,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="broker + topology + every worker, until Ctrl-C")
     dev.add_argument("--state-dir", default=".state/dev")
     dev.set_defaults(func=cmd_dev)
+
+    bench = sub.add_parser("bench", help="run a benchmark from bench/ (pipeline, relay, concurrency, ...)")
+    bench.add_argument("name")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="run the pipeline on sample support tickets and show the results")
     demo.add_argument("--state-dir", default=".state/demo")

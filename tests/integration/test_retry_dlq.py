@@ -96,7 +96,11 @@ def test_two_transient_failures_complete_after_two_tier_hops_no_sooner_than_conf
     reader = Reader(retry_stack, ["results", "task_events"])
     task = new_task("Check invoice INV-1001 #fail-transient=2", f"r-{uuid.uuid4().hex[:6]}", "it", requested_agent="billing")
     retry_stack.submit([task])
-    records = reader.until(lambda rs: _results(rs, task["task_id"]), 60, "the retried task's result")
+    # Events and results are on different topics: wait for both (3 starts: the first try and two hops).
+    records = reader.until(
+        lambda rs: _results(rs, task["task_id"])
+        and sum("started" in e["detail"] for e in _events(rs, task["task_id"], "RUNNING")) >= 3,
+        60, "the retried task's result and its three starts")
     reader.close()
     result = _results(records, task["task_id"])
     assert len(result) == 1 and result[0]["status"] == "COMPLETED"

@@ -122,3 +122,49 @@ def test_a_repeated_tool_call_carries_the_same_idempotency_key() -> None:
 
     asyncio.run(scenario())
     assert seen == ["task-9:0:0", "task-9:0:0"]
+
+
+class _LongTalker:
+    """Calls a tool four times, then answers; answers a summary request with a summary."""
+
+    model_id = "fake:long"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, messages: Any, tools: Any) -> ModelResponse:
+        self.calls += 1
+        if not tools:  # the history compressor's summary call offers no tools
+            return ModelResponse("summary of earlier lookups", (), Usage(5, 5), self.model_id)
+        done = sum(1 for m in messages if m.role == "tool")
+        summarised = any(m.role == "system" and "summary of earlier" in (m.content or "") for m in messages)
+        if done < 2 or (not summarised and done < 4):
+            return ModelResponse(None, (ToolCall(f"c{self.calls}", "search_kb", {"query": "refund " * 40}),), Usage(1, 1), self.model_id)
+        return ModelResponse(f"final after {done} tool results, summarised={summarised}", (), Usage(1, 1), self.model_id)
+
+
+def test_a_resumed_loop_with_history_compression_replays_to_the_same_answer() -> None:
+    from agentstream.specialist.history import HistoryCompressor
+
+    async def attempt(chain: ckpt.Chain, epoch: int, log: _Log) -> tuple[str | None, int]:
+        talker = _LongTalker()
+        run = DurableRun("task-h", epoch, chain, log.persist)
+        model = DurableModel(talker, run)
+        history = HistoryCompressor(max_tokens=200, keep_recent=2, summarizer=model)
+        outcome = await run_agent({"task_id": "task-h", "session_id": "s", "input": "refund?"}, "billing", model,
+                                  DurableTools(demo_registry(), run), ["search_kb"], max_steps=10, history=history)
+        return outcome.output, talker.calls
+
+    async def scenario() -> None:
+        log = _Log()
+        first, first_calls = await attempt(ckpt.Chain(), 0, log)
+        assert first is not None and "summarised=True" in first
+        assert any(v.get("text") == "summary of earlier lookups" for v in log.records.values()), "the summary was checkpointed"
+        # Lose the last model step and resume: everything before it is replayed.
+        records = sorted(log.records.values(), key=lambda v: v["seq"])[:-1]
+        chain = ckpt.rebuild([[0, 0], [1, len(records)]], records)
+        second, second_calls = await attempt(chain, 1, log)
+        assert second == first
+        assert second_calls == 1, f"only the lost call is made again, not {second_calls}"
+
+    asyncio.run(scenario())

@@ -115,6 +115,10 @@ class ModelSettings(BaseModel):
     tools: tuple[str, ...] = ()
     system_prompt_file: Path | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
+    # History compression: past this many (estimated) tokens, older turns of the loop's
+    # conversation are replaced by a summary; the last ``history_keep_recent`` turns stay.
+    history_max_tokens: int | None = Field(default=None, gt=0)
+    history_keep_recent: int = Field(default=6, ge=0)
 
     @field_validator("models")
     @classmethod

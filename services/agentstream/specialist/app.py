@@ -51,6 +51,7 @@ from agentstream.settings import WorkerSettings
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.behavior import behavior_version
 from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools
+from agentstream.specialist.history import HistoryCompressor
 from agentstream.specialist.loop import AgentOutcome, default_system_prompt, run_agent
 from agentstream.specialist.order import SessionOrder
 from agentstream.tools.demo import demo_registry
@@ -141,11 +142,16 @@ def build_specialist(
         run = DurableRun(task["task_id"], epochs[-1][0], chain, persist, draining=lambda: app.draining(service.input_topic, partition))
         begun = f"resumed at step {chain.length}" if chain.length else "started"
         service.progress(task, "STATE", "RUNNING", f"{agent_type} {begun} tier={task.get('tier')} model={models.model_id(task.get('tier'))}")
+        durable_model = DurableModel(models.for_tier(task.get("tier")), run)
+        history = None
+        if model_settings.history_max_tokens:
+            # The summary call goes through the same controls and is checkpointed like any step.
+            history = HistoryCompressor(model_settings.history_max_tokens, model_settings.history_keep_recent, durable_model)
         outcome = await run_agent(
-            task, agent_type, DurableModel(models.for_tier(task.get("tier")), run), DurableTools(registry, run),
+            task, agent_type, durable_model, DurableTools(registry, run),
             allowlist, max_steps, prompt,
             timeout_s=model_settings.timeout_s, budget_usd=task.get("budget_usd") or model_settings.budget_usd,
-            price=cost_usd,
+            price=cost_usd, history=history,
         )
         if outcome.error and outcome.error[0] in TRANSIENT_CODES:
             verdict = retries.failed(schemas.encode(ROUTED_TASK, task), source, TransientStageError(outcome.error[1]), attempt)

@@ -43,6 +43,7 @@ class DurableRun:
         self.seq = chain.length
         self.persist = persist
         self.model_step = -1
+        self.calls = 0  # complete() calls so far in this run, replayed ones included
         self.replayed_model_calls = 0
         self.new_model_calls = 0
         self._lock = asyncio.Lock()  # sequence numbers are handed out in order
@@ -63,7 +64,11 @@ class DurableModel:
         self.model_id = inner.model_id
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
-        step = sum(1 for message in messages if message.role == "assistant")
+        # Steps are numbered by call, not by the assistant turns in ``messages``: history
+        # compression rewrites the conversation, but the loop is deterministic, so the
+        # n-th call of a replay is the n-th call of the original run (summaries included).
+        step = self.run.calls
+        self.run.calls += 1
         self.run.model_step = step
         recorded = self.run.chain.models.get(step)
         if recorded is not None:

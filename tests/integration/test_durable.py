@@ -200,3 +200,49 @@ def test_a_sessions_tasks_complete_in_submission_order(bootstrap: str, tmp_path:
     # Other sessions ran meanwhile: some of them finished before the ordered session did.
     last_ordered = max(results[t["task_id"]][0]["completed_at"] for t in ordered)
     assert sum(results[t["task_id"]][0]["completed_at"] < last_ordered for t in others) >= 20
+
+
+def test_a_zombie_owners_late_checkpoint_does_not_roll_the_task_back(bootstrap: str, tmp_path: Path) -> None:
+    """A (epoch 0) is killed mid-task; B resumes it (epoch 1); then a late epoch-0 step — as a
+    zombie A would write it — lands in the changelog, B is killed, and C must ignore it."""
+    import json
+
+    from .harness import read_all
+
+    stack = DurableStack(bootstrap, tmp_path, latency="2-2.5")
+    stack.start("router", "router")
+    stack.start("supervisor", "supervisor")
+    a = stack.start("billing-a", "specialist", "--type", "billing")
+    b = stack.start("billing-b", "specialist", "--type", "billing")
+    session = f"z-{uuid.uuid4().hex[:6]}"
+    task = new_task("I was charged twice on invoice INV-1002", session, "it", task_id=f"zombie-{uuid.uuid4().hex[:6]}",
+                    requested_agent="billing")
+    changelog = stack.topology.changelog_topic("billing", "checkpoints")
+    try:
+        for worker in stack.workers.values():
+            worker.wait_for_line(r": assigned ", 60)
+        wait_for(lambda: all(w.matching(r": assigned .*\[\d\]") for w in (a, b)), 60, "both to own partitions")
+        stack.submit([task])
+        wait_for(lambda: any(t == task["task_id"] and step == 1 for t, step, _ in stack.calls()), 60, "the second model call")
+        owner = next(w for w in (a, b) if any(pid == w.proc.pid for _, _, pid in stack.calls()))
+        other = b if owner is a else a
+        owner.kill()
+        owner.wait(10)
+        other.wait_for_line(rf"resuming task {task['task_id']} at step 3", 60)
+        records = read_all(bootstrap, changelog)
+        partition = next(p for key, _, p in records if key == f"t/{task['task_id']}".encode())
+        zombie = {"epoch": 0, "seq": 3, "kind": "model", "step": 1, "text": "ZOMBIE ANSWER", "tool_calls": [],
+                  "usage": {"input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0}, "model": "zombie"}
+        producer = Producer({"bootstrap.servers": bootstrap})
+        producer.produce(changelog, json.dumps(zombie).encode(), f"s/{task['task_id']}/000000/000003".encode(), partition)
+        assert producer.flush(10) == 0
+        other.kill()
+        other.wait(10)
+        stack.start("billing-c", "specialist", "--type", "billing")
+        results = stack.results({task["task_id"]}, timeout=120)
+    finally:
+        stack.stop_all()
+    [result] = results[task["task_id"]]
+    assert result["status"] == "COMPLETED"
+    assert "ZOMBIE" not in (result["output"] or ""), "the stale owner's step was replayed"
+    assert "[scripted model]" in result["output"]

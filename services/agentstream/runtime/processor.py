@@ -16,7 +16,6 @@ A kill -9 between any two steps loses no state update whose source offset was co
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import logging
 import signal
@@ -24,21 +23,25 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from agentstream.clients import admin_config, consumer_config, producer_config, reader_config
 from agentstream.runtime.changelog import read_partition, restore
 from agentstream.runtime.context import MessageContext, current_context
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError
+from agentstream.runtime.delivery import produce_acked
+from agentstream.runtime.hold import DueHolds
 from agentstream.runtime.offsets import PartitionOffsets
+from agentstream.runtime.stats import ProcessorStats
 from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
+from agentstream.runtime.topics import co_partitioned_inputs, ensure_changelogs
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +58,6 @@ def _raw(value: bytes) -> bytes:
     return value
 
 
-def _settle(future: asyncio.Future[int], err: KafkaError | None, msg: Message) -> None:
-    if future.done():
-        return
-    if err is not None:
-        future.set_exception(CheckpointError(f"write to {msg.topic()}[{msg.partition()}] was not acknowledged: {err}"))
-    else:
-        future.set_result(msg.offset())
-
-
 @dataclass(slots=True)
 class _Binding:
     topic: str
@@ -76,16 +70,6 @@ class _Binding:
 class _CheckpointPlan:
     offsets: list[TopicPartition]
     flushing: list[tuple[_TP, PartitionStore]]
-
-
-@dataclass(slots=True)
-class ProcessorStats:
-    processed: int = 0
-    failed: int = 0
-    checkpoints: int = 0
-    restored_records: int = 0
-    last_checkpoint_at: float = 0.0
-    failures_by_type: dict[str, int] = field(default_factory=dict)
 
 
 class Processor:
@@ -130,8 +114,7 @@ class Processor:
         self._assign_hooks: list[Callable[[list[int]], Awaitable[None]]] = []
         self._closing = threading.Event()
         self._draining: set[_TP] = set()
-        self._paused: dict[_TP, int] = {}  # partitions held at an offset until it is due
-        self._consumer_ops: collections.deque[Callable[[Consumer], None]] = collections.deque()
+        self._holds_due = DueHolds()  # retry-tier partitions held until their head is due
         self._delivery_errors: list[str] = []
         self._changelog_acked: dict[_TP, int] = {}
         self._stopping = False
@@ -303,25 +286,7 @@ class Processor:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> int:
         """Send one record and wait until the broker acknowledges it; return its offset."""
-        loop = asyncio.get_running_loop()
-        acked: asyncio.Future[int] = loop.create_future()
-
-        def delivered(err: KafkaError | None, msg: Message) -> None:
-            loop.call_soon_threadsafe(_settle, acked, err, msg)
-
-        kwargs: dict[str, Any] = {"on_delivery": delivered}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if headers:
-            kwargs["headers"] = headers
-        producer = self._require_producer()
-        while True:
-            try:
-                producer.produce(topic, value, key, **kwargs)
-                break
-            except BufferError:
-                await asyncio.sleep(0.01)
-        return await acked
+        return await produce_acked(self._require_producer(), topic, value, key, partition, headers)
 
     async def read_to_end(self, topic: str, partition: int, from_offset: int) -> list[tuple[bytes | None, bytes | None, int]]:
         """Records of one partition from ``from_offset`` to its end (for recovery checks)."""
@@ -392,8 +357,8 @@ class Processor:
 
     def _start(self) -> None:
         admin = AdminClient(admin_config(self.bootstrap))
-        self._partition_count = self._check_inputs(admin)
-        self._ensure_changelogs(admin)
+        self._partition_count = co_partitioned_inputs(admin, self.name, self._bindings)
+        ensure_changelogs(admin, [table.changelog_topic for table in self.tables.values()], self._partition_count)
         self._producer = Producer(producer_config(self.bootstrap, self._producer_overrides))
         # Delivery reports are served by a thread of their own, so write-through callers
         # hear of their acknowledgement in milliseconds whatever the poll loop is doing.
@@ -412,47 +377,10 @@ class Processor:
         while not self._closing.is_set():
             producer.poll(0.05)
 
-    def _check_inputs(self, admin: AdminClient) -> int:
-        metadata = admin.list_topics(timeout=30)
-        counts: dict[str, int] = {}
-        for topic in self._bindings:
-            meta = metadata.topics.get(topic)
-            if meta is None or meta.error is not None:
-                raise ProcessorError(
-                    f"Input topic {topic!r} of processor {self.name!r} does not exist; "
-                    "create it first (agentstream topology apply)."
-                )
-            counts[topic] = len(meta.partitions)
-        if len(set(counts.values())) > 1:
-            raise ProcessorError(
-                f"Inputs of processor {self.name!r} are not co-partitioned: {counts}. "
-                "Give every input topic the same partition count."
-            )
-        return next(iter(counts.values()))
-
-    def _ensure_changelogs(self, admin: AdminClient) -> None:
-        existing = admin.list_topics(timeout=30).topics
-        for table in self.tables.values():
-            meta = existing.get(table.changelog_topic)
-            if meta is not None and meta.error is None:
-                if len(meta.partitions) != self._partition_count:
-                    raise ProcessorError(
-                        f"Changelog {table.changelog_topic!r} has {len(meta.partitions)} partitions but the "
-                        f"inputs have {self._partition_count}; they must match."
-                    )
-                continue
-            new = NewTopic(table.changelog_topic, self._partition_count, config={"cleanup.policy": "compact"})
-            try:
-                admin.create_topics([new])[table.changelog_topic].result(30)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-
     def _poll_batch(self) -> list[Message]:
         consumer = self._consumer
         assert consumer is not None
-        while self._consumer_ops:  # pause/seek/resume asked for by the loop, done on this thread
-            self._consumer_ops.popleft()(consumer)
+        self._holds_due.run_queued(consumer)
         first = consumer.poll(0.1)
         if first is None:
             return []
@@ -468,7 +396,7 @@ class Processor:
         partition = msg.partition()
         offset = msg.offset()
         tp = (topic, partition)
-        if tp in self._paused:
+        if self._holds_due.is_held(tp):
             return  # behind a record that is not due yet; fetched again after the resume
         tracker = self._offsets.get(tp)
         if tracker is None or tracker.already_seen(offset):
@@ -478,7 +406,7 @@ class Processor:
         headers = msg.headers()
         ctx = MessageContext(topic, partition, offset, msg.key(), tuple(headers) if headers else (), msg.timestamp()[1])
         binding = self._bindings[topic]
-        if binding.due_header is not None and self._hold_until_due(binding.due_header, ctx):
+        if binding.due_header is not None and self._holds_due.hold_if_not_due(binding.due_header, ctx, self._loop):  # type: ignore[arg-type]
             return
         token = _current_context.set(ctx)
         try:
@@ -491,36 +419,6 @@ class Processor:
         finally:
             _current_context.reset(token)
         tracker.seen(offset)
-
-    def _hold_until_due(self, header: str, ctx: MessageContext) -> bool:
-        raw = ctx.header(header)
-        if raw is None:
-            return False
-        try:
-            due_ms = int(raw)
-        except ValueError:
-            return False
-        wait_s = due_ms / 1000 - time.time()
-        if wait_s <= 0:
-            return False
-        tp = (ctx.topic, ctx.partition)
-        self._paused[tp] = ctx.offset
-        partition = TopicPartition(ctx.topic, ctx.partition, ctx.offset)
-
-        def pause_and_rewind(consumer: Consumer) -> None:
-            consumer.pause([partition])
-            consumer.seek(partition)
-
-        self._consumer_ops.append(pause_and_rewind)
-        assert self._loop is not None
-        self._loop.call_later(wait_s, self._resume_when_due, tp, ctx.offset)
-        return True
-
-    def _resume_when_due(self, tp: _TP, offset: int) -> None:
-        if self._paused.get(tp) != offset:
-            return  # revoked meanwhile
-        del self._paused[tp]
-        self._consumer_ops.append(lambda consumer: consumer.resume([TopicPartition(tp[0], tp[1])]))
 
     async def _report(self, error: HandlerError, msg: Message | None) -> None:
         kind = type(error.cause).__name__
@@ -682,7 +580,7 @@ class Processor:
             self._offsets.pop(tp, None)
             self._committed.pop(tp, None)
             self._draining.discard(tp)
-            self._paused.pop(tp, None)
+            self._holds_due.forget(tp)
         self._holds = {hold: True for hold in self._holds if hold[0] not in tps}
         still_owned = {p for _, p in self._offsets}
         for table in self.tables.values():

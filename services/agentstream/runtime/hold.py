@@ -1,0 +1,65 @@
+"""Holding a partition at a record until the time its header names (a retry tier's delay).
+
+The partition is paused and rewound to the record, so nothing behind it is handled
+early and no other partition waits; a timer resumes it when the record is due. Consumer
+calls are queued here and made by the poll thread, the only one that touches the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, TopicPartition
+
+from agentstream.runtime.context import MessageContext
+
+_TP = tuple[str, int]
+
+
+class DueHolds:
+    def __init__(self) -> None:
+        self._held: dict[_TP, int] = {}  # partition -> offset it is held at
+        self._ops: collections.deque[Callable[[Consumer], None]] = collections.deque()
+
+    def is_held(self, tp: _TP) -> bool:
+        return tp in self._held
+
+    def hold_if_not_due(self, header: str, ctx: MessageContext, loop: asyncio.AbstractEventLoop) -> bool:
+        """Hold ``ctx``'s partition if its ``header`` time is still ahead; True if held."""
+        raw = ctx.header(header)
+        try:
+            due_ms = int(raw) if raw is not None else None
+        except ValueError:
+            due_ms = None
+        wait_s = due_ms / 1000 - time.time() if due_ms is not None else 0.0
+        if wait_s <= 0:
+            return False
+        tp = (ctx.topic, ctx.partition)
+        self._held[tp] = ctx.offset
+        partition = TopicPartition(ctx.topic, ctx.partition, ctx.offset)
+
+        def pause_and_rewind(consumer: Consumer) -> None:
+            consumer.pause([partition])
+            consumer.seek(partition)
+
+        self._ops.append(pause_and_rewind)
+        loop.call_later(wait_s, self._release, tp, ctx.offset)
+        return True
+
+    def _release(self, tp: _TP, offset: int) -> None:
+        if self._held.get(tp) != offset:
+            return  # revoked meanwhile
+        del self._held[tp]
+        self._ops.append(lambda consumer: consumer.resume([TopicPartition(tp[0], tp[1])]))
+
+    def forget(self, tp: _TP) -> None:
+        """The partition was revoked: its new owner starts from the committed offset."""
+        self._held.pop(tp, None)
+
+    def run_queued(self, consumer: Consumer) -> None:
+        """On the poll thread, before each poll."""
+        while self._ops:
+            self._ops.popleft()(consumer)

@@ -1,0 +1,15 @@
+"""Counters a processor keeps about itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class ProcessorStats:
+    processed: int = 0
+    failed: int = 0
+    checkpoints: int = 0
+    restored_records: int = 0
+    last_checkpoint_at: float = 0.0
+    failures_by_type: dict[str, int] = field(default_factory=dict)

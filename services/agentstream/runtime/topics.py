@@ -1,0 +1,49 @@
+"""What a processor checks and creates on the cluster before it joins its group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from agentstream.runtime.errors import ProcessorError
+
+
+def co_partitioned_inputs(admin: AdminClient, processor: str, topics: Iterable[str]) -> int:
+    """The partition count every input shares; an error if one is missing or differs."""
+    metadata = admin.list_topics(timeout=30)
+    counts: dict[str, int] = {}
+    for topic in topics:
+        meta = metadata.topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise ProcessorError(
+                f"Input topic {topic!r} of processor {processor!r} does not exist; "
+                "create it first (agentstream topology apply)."
+            )
+        counts[topic] = len(meta.partitions)
+    if len(set(counts.values())) > 1:
+        raise ProcessorError(
+            f"Inputs of processor {processor!r} are not co-partitioned: {counts}. "
+            "Give every input topic the same partition count."
+        )
+    return next(iter(counts.values()))
+
+
+def ensure_changelogs(admin: AdminClient, changelogs: Iterable[str], partitions: int) -> None:
+    """Create missing compacted changelog topics; refuse one with another partition count."""
+    existing = admin.list_topics(timeout=30).topics
+    for topic in changelogs:
+        meta = existing.get(topic)
+        if meta is not None and meta.error is None:
+            if len(meta.partitions) != partitions:
+                raise ProcessorError(
+                    f"Changelog {topic!r} has {len(meta.partitions)} partitions but the inputs have "
+                    f"{partitions}; they must match."
+                )
+            continue
+        try:
+            admin.create_topics([NewTopic(topic, partitions, config={"cleanup.policy": "compact"})])[topic].result(30)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise

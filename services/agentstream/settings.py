@@ -17,6 +17,7 @@ STATE_DIR_ENV = "AGENTSTREAM_STATE_DIR"
 TOPOLOGY_ENV = "AGENTSTREAM_TOPOLOGY"
 PREFIX_ENV = "AGENTSTREAM_PREFIX"
 LOG_LEVEL_ENV = "AGENTSTREAM_LOG_LEVEL"
+MAX_INFLIGHT_ENV = "AGENTSTREAM_MAX_INFLIGHT"
 
 DEFAULT_STATE_DIR = Path(".state")
 
@@ -47,5 +48,7 @@ class WorkerSettings(BaseModel):
             values["topology_path"] = Path(env[TOPOLOGY_ENV])
         if env.get(PREFIX_ENV):
             values["prefix"] = env[PREFIX_ENV]
+        if env.get(MAX_INFLIGHT_ENV):
+            values["max_inflight"] = env[MAX_INFLIGHT_ENV]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

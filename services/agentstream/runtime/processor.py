@@ -319,8 +319,12 @@ class Processor:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         if handle_signals:
+            # signal.signal, not loop.add_signal_handler: asyncio learns of a signal through
+            # its self-pipe, which a flood of delivery reports (call_soon_threadsafe) can fill
+            # under load, and then the signal is lost. A plain handler sets the flag anyway;
+            # the loop sees it after the current poll (at most 0.1 s).
             for sig in (signal.SIGTERM, signal.SIGINT):
-                self._loop.add_signal_handler(sig, self.stop)
+                signal.signal(sig, lambda signum, frame: self.stop())
         await self._loop.run_in_executor(None, self._start)
         self._last_activity = time.monotonic()
         next_checkpoint = self._last_activity + self.commit_interval

@@ -1,0 +1,528 @@
+"""Shared helpers of the agent-stack benchmarks (concurrency, recovery, restore, checkpoint cost).
+
+- :class:`Proc`: a worker subprocess whose log lines are kept with the (monotonic) time
+  this process read them, so "kill → first ``resuming task`` line" is a difference of two
+  clocks on one machine;
+- :class:`AgentStack`: router / specialist / supervisor processes under a unique topic
+  prefix on one broker (like ``tests/integration/test_durable.py``'s ``DurableStack``);
+- :class:`CallLogTail`: the scripted model's call log (``<task> <step> <pid>`` per call,
+  written by every specialist process) read as it grows, each line timestamped;
+- :class:`TopicWatcher`: decoded records of some topics, as they arrive;
+- :class:`ResourceSampler`: CPU and RSS of a pid over time (psutil);
+- ``python -m bench._procs specialist --type T [--max-inflight N] [--model M] [--tools R]``:
+  ``agentstream worker specialist`` with what its CLI does not offer — a ``max_inflight``
+  other than the default (``WorkerSettings.from_env`` reads no variable for it and the CLI
+  has no flag) and an injected model / tool registry (``module:attribute`` factories).
+
+Machine facts, the broker choice and py-spy helpers come from ``bench.relay``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from agentstream.clients import admin_config, producer_config, reader_config
+from agentstream.serde import SchemaSet, SerdeError
+from agentstream.settings import PREFIX_ENV, STATE_DIR_ENV, TOPOLOGY_ENV
+from agentstream.topology import Topology, load_topology
+from agentstream.topology_admin import apply
+from bench.relay import broker, machine  # noqa: F401  (re-exported for the benchmarks)
+
+REPO = Path(__file__).resolve().parents[1]
+OUT_DIR = REPO / "bench" / "out"
+LATENCY_ENV = "AGENTSTREAM_SCRIPTED_LATENCY"
+CALL_LOG_ENV = "AGENTSTREAM_SCRIPTED_CALL_LOG"
+KEEP_LOGS_ENV = "BENCH_KEEP_LOGS"  # a directory: worker logs of every trial are copied there
+PRELOAD_ENV = "BENCH_SPECIALIST_PRELOAD"  # a module the bench specialist imports first (e.g. timing patches)
+
+log = logging.getLogger("bench")
+
+
+# -- facts recorded with every result ----------------------------------------------------
+def source_state(*packages: str) -> dict[str, Any]:
+    """The commit, files changed since under ``services/agentstream/<package>``, and a digest."""
+    roots = [REPO / "services" / "agentstream" / p for p in packages]
+    files = sorted(f for root in roots for f in root.glob("*.py"))
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = git("status", "--porcelain", "--", *map(str, roots)).splitlines()
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    marker = REPO / ".snapshot-of"  # a `git archive` export of a commit, run outside the checkout
+    if not commit and marker.exists():
+        commit = f"export of {marker.read_text().strip()}"
+    return {
+        "commit": commit,
+        "uncommitted": [line[3:] for line in changed],
+        "packages": list(packages),
+        "sha256": digest,
+    }
+
+
+def write_report(name: str, stamp: str, report: dict[str, Any]) -> Path:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    out = OUT_DIR / f"{name}-{stamp}.json"
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares (slope, intercept)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    return slope, my - slope * mx
+
+
+# -- processes -----------------------------------------------------------------------------
+class Proc:
+    """A subprocess whose output lines are collected with the monotonic time they were read."""
+
+    def __init__(self, name: str, args: Sequence[str], env: dict[str, str], log_path: Path | None = None) -> None:
+        self.name = name
+        self.lines: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._log = log_path.open("w") if log_path is not None else None
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        )
+        self.pid = self.proc.pid
+        self._terminated = False
+        self._terminated_at: float | None = None
+        self.stop_seconds = float("nan")
+        self._reader = threading.Thread(target=self._pump, name=f"pump-{name}", daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            now = time.monotonic()
+            with self._lock:
+                self.lines.append((now, line.rstrip("\n")))
+            if self._log is not None:
+                self._log.write(line)
+        if self._log is not None:
+            self._log.flush()
+
+    def line_count(self) -> int:
+        with self._lock:
+            return len(self.lines)
+
+    def matching(self, pattern: str, after: int = 0) -> list[tuple[float, str]]:
+        regex = re.compile(pattern)
+        with self._lock:
+            return [(t, line) for t, line in self.lines[after:] if regex.search(line)]
+
+    def wait_for_line(self, pattern: str, timeout: float = 60.0, after: int = 0) -> tuple[float, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.matching(pattern, after)
+            if found:
+                return found[0]
+            if self.proc.poll() is not None:
+                time.sleep(0.2)  # let the pump read the last lines
+                found = self.matching(pattern, after)
+                if found:
+                    return found[0]
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}) before logging {pattern!r}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not log {pattern!r} within {timeout:.0f} s:\n{self.tail()}")
+            time.sleep(0.02)
+
+    def tail(self, n: int = 30) -> str:
+        with self._lock:
+            return "\n".join(line for _, line in self.lines[-n:])
+
+    def kill(self) -> float:
+        """SIGKILL; return the monotonic time the signal was sent."""
+        at = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        return at
+
+    def terminate(self) -> None:
+        """SIGTERM once: a second one can land after the worker's own handler is gone."""
+        if self.proc.poll() is None and not self._terminated:
+            self._terminated = True
+            self._terminated_at = time.monotonic()
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout`` s; ``stop_seconds`` is how long the SIGTERM took."""
+        self.terminate()
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.stop_seconds = time.monotonic() - (self._terminated_at or time.monotonic())
+        self._reader.join(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+
+def assigned_partitions(line: str) -> set[int]:
+    """Partitions of the input topic named in a processor's ``assigned ...`` log line."""
+    return {int(p) for p in re.findall(r"\.v1\[(\d+)\]", line.partition(": assigned ")[2])}
+
+
+# -- the stack -----------------------------------------------------------------------------
+class AgentStack:
+    """Router, specialist(s) and supervisor processes under a unique prefix on one broker."""
+
+    def __init__(
+        self, bootstrap: str, base: Path, *, latency: str = "", topology_path: Path | None = None,
+        env: dict[str, str] | None = None, prefix: str | None = None, call_log: bool = True,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix or f"b{uuid.uuid4().hex[:8]}"
+        self.topology_path = topology_path
+        self.topology: Topology = load_topology(topology_path, prefix=self.prefix)
+        apply(AdminClient(admin_config(bootstrap)), self.topology)
+        self.call_log = base / "calls.log"
+        self.call_log.touch()
+        self.env = {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            PREFIX_ENV: self.prefix,
+            **({CALL_LOG_ENV: str(self.call_log)} if call_log else {}),
+            **({LATENCY_ENV: latency} if latency else {}),
+            **({TOPOLOGY_ENV: str(topology_path)} if topology_path else {}),
+            **(env or {}),
+        }
+        self.workers: dict[str, Proc] = {}
+        self.schemas = SchemaSet.load()
+
+    def start(self, name: str, kind: str, *, agent_type: str = "billing", max_inflight: int | None = None,
+              model: str | None = None, tools: str | None = None, env: dict[str, str] | None = None) -> Proc:
+        """``kind`` router / supervisor / specialist. A specialist runs through the real CLI
+        unless ``max_inflight``, ``model`` or ``tools`` asks for this module's launcher."""
+        if kind == "specialist" and (max_inflight or model or tools):
+            args = ["-m", "bench._procs", "specialist", "--type", agent_type]
+            args += ["--max-inflight", str(max_inflight)] if max_inflight else []
+            args += ["--model", model] if model else []
+            args += ["--tools", tools] if tools else []
+        elif kind == "specialist":
+            args = ["-m", "agentstream", "worker", "specialist", "--type", agent_type]
+        else:
+            args = ["-m", "agentstream", "worker", kind]
+        worker_env = {**self.env, STATE_DIR_ENV: str(self.base / name), **(env or {})}
+        proc = Proc(name, args, worker_env, self.base / f"{name}.log")
+        self.workers[name] = proc
+        return proc
+
+    def wait_assigned(self, timeout: float = 90.0) -> None:
+        for worker in self.workers.values():
+            worker.wait_for_line(r": assigned ", timeout)
+
+    def stop_all(self, timeout: float = 60.0) -> dict[str, int]:
+        for worker in self.workers.values():
+            worker.terminate()
+        return {name: worker.stop(timeout) for name, worker in self.workers.items()}
+
+    def keep_logs(self, dest: Path) -> None:
+        """Copy the workers' logs to ``dest`` (kept when BENCH_KEEP_LOGS is set, for investigations)."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in self.workers:
+            with contextlib.suppress(OSError):
+                shutil.copy(self.base / f"{name}.log", dest / f"{name}.log")
+
+    def producer(self) -> Producer:
+        return Producer(producer_config(self.bootstrap, {"linger.ms": 5}))
+
+    def submit(self, tasks: Iterable[dict[str, Any]], producer: Producer | None = None) -> list[int]:
+        """Produce TaskSubmitted records; return the partition of each (from delivery reports)."""
+        own = producer is None
+        producer = producer or self.producer()
+        topic = self.topology.topic("tasks")
+        partitions: list[int] = []
+        errors: list[str] = []
+
+        def delivered(err: KafkaError | None, msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                partitions.append(msg.partition())
+
+        for task in tasks:
+            while True:
+                try:
+                    producer.produce(topic, self.schemas.encode("TaskSubmitted", task), task["session_id"], on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        if own:
+            if producer.flush(60) or errors:
+                raise RuntimeError(f"submitting tasks failed: {errors[:3]}")
+        return partitions
+
+    def topic_names(self) -> list[str]:
+        return [spec.name for spec in self.topology.all_topics()]
+
+    def delete_topics(self) -> None:
+        """Tansu keeps everything in memory: free this stack's topics (harmless if it fails)."""
+        with contextlib.suppress(Exception):
+            admin = AdminClient(admin_config(self.bootstrap))
+            for future in admin.delete_topics(self.topic_names()).values():
+                future.result(30)
+
+
+def billing_task(index: int, run: str, session: str, text: str = "Please check invoice INV-1001 for me") -> dict[str, Any]:
+    from agentstream.client import new_task
+
+    return new_task(text, session, "bench", task_id=f"t-{run}-{index:06d}", requested_agent="billing")
+
+
+def partition_map(bootstrap: str, keys: Sequence[str], partitions: int) -> dict[str, int]:
+    """The partition each key lands on with our producer settings, from librdkafka itself
+    (delivery reports of a scratch topic), so no partitioner is re-implemented here."""
+    topic = f"bench.partition-probe.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(admin_config(bootstrap))
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(30)
+    found: dict[str, int] = {}
+    producer = Producer(producer_config(bootstrap, {"linger.ms": 5}))
+
+    def delivered(err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            found[msg.key().decode()] = msg.partition()
+
+    for key in keys:
+        producer.produce(topic, b"", key, on_delivery=delivered)
+    producer.flush(30)
+    with contextlib.suppress(Exception):
+        for future in admin.delete_topics([topic]).values():
+            future.result(30)
+    return found
+
+
+# -- observers -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Call:
+    at: float  # monotonic time the line was read (≤ 20 ms after it was written)
+    task: str
+    step: int
+    pid: int
+
+
+class CallLogTail(threading.Thread):
+    """Reads the scripted model's call log as it grows."""
+
+    def __init__(self, path: Path, interval: float = 0.02) -> None:
+        super().__init__(name="call-log", daemon=True)
+        self.path = path
+        self.interval = interval
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self._partial = ""
+
+    def run(self) -> None:
+        with self.path.open() as source:
+            while not self._halt.is_set():
+                self._read(source)
+                time.sleep(self.interval)
+            self._read(source)
+
+    def _read(self, source: Any) -> None:
+        chunk = source.read()
+        if not chunk:
+            return
+        now = time.monotonic()
+        lines = (self._partial + chunk).split("\n")
+        self._partial = lines.pop()  # a line still being written
+        parsed = []
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 3:
+                parsed.append(Call(now, parts[0], int(parts[1]), int(parts[2])))
+        with self._lock:
+            self.calls.extend(parsed)
+
+    def snapshot(self) -> list[Call]:
+        with self._lock:
+            return list(self.calls)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.calls)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+
+class TopicWatcher(threading.Thread):
+    """Decoded records of ``topics`` from offset 0, with their arrival time; no group."""
+
+    def __init__(self, bootstrap: str, topics: Sequence[str], schemas: SchemaSet, partitions: int) -> None:
+        super().__init__(name="watcher", daemon=True)
+        self.consumer = Consumer(reader_config(bootstrap, {"enable.partition.eof": False}))
+        self.consumer.assign([TopicPartition(t, p, 0) for t in topics for p in range(partitions)])
+        self.schemas = schemas
+        self.records: list[tuple[float, str, str, dict[str, Any]]] = []  # (arrival, topic, schema, record)
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self._callbacks: list[Callable[[str, dict[str, Any]], None]] = []
+
+    def on_record(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
+        self._callbacks.append(callback)
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                first = self.consumer.poll(0.1)
+                batch = [first, *self.consumer.consume(500, 0)] if first is not None else []
+                now = time.monotonic()
+                decoded = []
+                for msg in batch:
+                    if msg.error() is not None or msg.value() is None:
+                        continue
+                    try:
+                        name, record = self.schemas.decode(msg.value())
+                    except SerdeError:
+                        continue
+                    decoded.append((now, msg.topic(), name, record))
+                if decoded:
+                    with self._lock:
+                        self.records.extend(decoded)
+                    for _, _, name, record in decoded:
+                        for callback in self._callbacks:
+                            callback(name, record)
+        finally:
+            self.consumer.close()
+
+    def of(self, schema: str) -> list[tuple[float, dict[str, Any]]]:
+        with self._lock:
+            return [(at, record) for at, _, name, record in self.records if name == schema]
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+class ResourceSampler(threading.Thread):
+    """CPU seconds (user+system, all threads) and RSS of some pids, sampled every ``interval`` s."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.5) -> None:
+        super().__init__(name="sampler", daemon=True)
+        import psutil
+
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.interval = interval
+        self.samples: list[tuple[float, dict[str, tuple[float, int]]]] = []  # (t, name -> (cpu s, rss))
+        self.machine: list[tuple[float, float]] = []  # (t, busy CPU seconds of the machine since boot)
+        self._halt = threading.Event()
+
+    def sample(self) -> dict[str, tuple[float, int]]:
+        out = {}
+        for name, proc in self.procs.items():
+            with contextlib.suppress(Exception):
+                cpu = proc.cpu_times()
+                out[name] = (cpu.user + cpu.system, proc.memory_info().rss)
+        return out
+
+    def run(self) -> None:
+        from bench.relay import machine_busy_seconds
+
+        while not self._halt.is_set():
+            now = time.monotonic()
+            self.samples.append((now, self.sample()))
+            self.machine.append((now, machine_busy_seconds()))
+            self._halt.wait(self.interval)
+
+    def machine_between(self, start: float, end: float) -> float:
+        """Cores the whole machine kept busy between two sample times (all processes, anyone's)."""
+        inside = [(t, busy) for t, busy in self.machine if start <= t <= end]
+        if len(inside) < 2:
+            return float("nan")
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+    def between(self, start: float, end: float) -> list[tuple[float, dict[str, tuple[float, int]]]]:
+        return [s for s in self.samples if start <= s[0] <= end]
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+
+# -- the specialist launcher ---------------------------------------------------------------
+def _load(ref: str) -> Any:
+    module, _, attribute = ref.partition(":")
+    factory = getattr(importlib.import_module(module), attribute)
+    return factory()
+
+
+def specialist_main(argv: list[str]) -> int:
+    """``agentstream worker specialist`` (cli.cmd_worker) with overrides its CLI lacks."""
+    from agentstream.cli import _bootstrap, _setup_logging
+    from agentstream.settings import WorkerSettings
+    from agentstream.specialist.app import build_specialist
+    from agentstream.topology import load_topology as load
+
+    parser = argparse.ArgumentParser(prog="python -m bench._procs specialist")
+    parser.add_argument("--type", required=True)
+    parser.add_argument("--max-inflight", type=int)
+    parser.add_argument("--model", help="module:factory returning a Model (default: the topology's)")
+    parser.add_argument("--tools", help="module:factory returning a ToolRegistry (default: the demo tools)")
+    args = parser.parse_args(argv)
+    _setup_logging()
+    if os.environ.get(PRELOAD_ENV):
+        importlib.import_module(os.environ[PRELOAD_ENV])  # scratch instrumentation, for profiling sessions
+    settings = WorkerSettings.from_env(bootstrap=_bootstrap(), max_inflight=args.max_inflight)
+    topology = load(settings.topology_path, prefix=settings.prefix)
+    service = build_specialist(
+        args.type, settings, topology, SchemaSet.load(),
+        model=_load(args.model) if args.model else None, tools=_load(args.tools) if args.tools else None,
+    )
+    logging.getLogger("bench").info("specialist %s: max_inflight=%d", args.type, settings.max_inflight)
+    stats = asyncio.run(service.processor.run(handle_signals=True))
+    logging.getLogger("agentstream").info("worker %s exiting: %d processed, %d failed", service.agent, stats.processed, stats.failed)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["specialist"]:
+        sys.exit(specialist_main(sys.argv[2:]))
+    sys.exit("usage: python -m bench._procs specialist --type TYPE [--max-inflight N] [--model M] [--tools R]")

@@ -1,0 +1,363 @@
+"""Recovery benchmark: SIGKILL one of two specialist workers with 100 tasks in flight.
+
+    python -m bench.recovery [--tasks 100] [--latency 2] [--kill-at-step 1] [--trials 2] [--quick]
+
+Per trial: a fresh router, supervisor and two billing specialists (``agentstream worker``
+processes under a unique prefix; the ScriptedModel sleeps ``--latency`` s per call and
+logs every call as ``<task> <step> <pid>``). Once both specialists own 3 of the 6
+partitions, ``--tasks`` tasks are submitted to sessions on the victim's partitions and as
+many to the survivor's (each its own session; the partition comes from librdkafka's own
+partitioner). When every victim task has made its model call of step ``--kill-at-step``
+(0: the tool round, 1: the answer, i.e. the tool results are checkpointed), the victim
+gets SIGKILL. Measured from the kill:
+
+- the survivor's ``revoked`` line (the broker noticed, rebalance began), its ``assigned``
+  line with the victim's partitions, its first ``resuming task`` line for a victim task,
+  and the first model call the survivor makes for a victim task (call log);
+- tasks lost (no TaskResult within the timeout), duplicate TaskResults, and model calls
+  made twice (the same (task, step) in the call log), split by whose task it was.
+
+Baseline in the same run: two bare confluent-kafka consumers (``clients.consumer_config``,
+the same session timeout and assignment strategy) in one group on a 6-partition topic;
+SIGKILL one and time until the other is assigned its partitions. That is the part of
+recovery owned by the broker and the group protocol; the rest is ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from agentstream.clients import admin_config, consumer_config
+from bench._procs import (
+    REPO, AgentStack, CallLogTail, Proc, TopicWatcher, assigned_partitions, billing_task, broker, machine,
+    partition_map, source_state, write_report,
+)
+from bench.relay import wait_for_quiet
+
+PARTITIONS = 6
+
+
+# -- the baseline: a bare consumer group -------------------------------------------------
+def member_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.recovery member")
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True)
+    args = parser.parse_args(argv)
+
+    def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        print("ASSIGNED " + ",".join(str(p.partition) for p in partitions), flush=True)
+
+    def revoked(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        print("REVOKED " + ",".join(str(p.partition) for p in partitions), flush=True)
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop() → KeyboardInterrupt → close()
+    consumer = Consumer(consumer_config(args.bootstrap, args.group))
+    consumer.subscribe([args.topic], on_assign=assigned, on_revoke=revoked)
+    try:
+        while True:
+            consumer.poll(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+@dataclass
+class BaselineTrial:
+    to_revoked_s: float = float("nan")
+    to_assigned_s: float = float("nan")
+    error: str | None = None
+
+
+def _member_partitions(proc: Proc) -> set[int]:
+    lines = proc.matching(r"^(ASSIGNED|REVOKED)")
+    if not lines or not lines[-1][1].startswith("ASSIGNED"):
+        return set()
+    return {int(p) for p in lines[-1][1].split(" ", 1)[1].split(",") if p}
+
+
+def run_baseline(bootstrap: str) -> BaselineTrial:
+    result = BaselineTrial()
+    topic, group = f"bench.recovery.{uuid.uuid4().hex[:8]}", f"bench-recovery-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(admin_config(bootstrap))
+    for future in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
+        future.result(30)
+    members = [Proc(f"member-{i}", ["-m", "bench.recovery", "member", "--bootstrap", bootstrap, "--topic", topic,
+                                    "--group", group], {}) for i in range(2)]
+    try:
+        _wait(lambda: all(_member_partitions(m) for m in members)
+              and set().union(*map(_member_partitions, members)) == set(range(PARTITIONS)), 60, "both members assigned")
+        victim, survivor = members
+        mark = survivor.line_count()
+        killed = victim.kill()
+        revoked_at, _ = survivor.wait_for_line(r"^REVOKED", 60, after=mark)
+        deadline = time.monotonic() + 60
+        while len(_member_partitions(survivor)) < PARTITIONS:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the surviving member was not given every partition within 60 s")
+            time.sleep(0.01)
+        assigned_at = survivor.matching(r"^ASSIGNED", after=mark)[-1][0]
+        result.to_revoked_s, result.to_assigned_s = revoked_at - killed, assigned_at - killed
+    except (TimeoutError, RuntimeError) as exc:
+        result.error = str(exc)
+    finally:
+        for member in members:
+            member.stop(10)
+        for future in admin.delete_topics([topic]).values():
+            try:
+                future.result(30)
+            except Exception:  # Tansu memory only; harmless
+                pass
+    return result
+
+
+# -- the agent stack ---------------------------------------------------------------------
+@dataclass
+class Trial:
+    tasks_per_worker: int
+    latency: str
+    kill_at_step: int
+    victim_partitions: list[int] = field(default_factory=list)
+    in_flight_on_victim: int = 0
+    victim_completed_before_kill: int = 0
+    to_revoked_s: float = float("nan")
+    to_assigned_s: float = float("nan")
+    to_first_resume_line_s: float = float("nan")  # first "resuming task" of a victim task
+    to_first_resumed_call_s: float = float("nan")  # first survivor model call for a victim task
+    to_all_resumed_s: float = float("nan")
+    to_all_results_s: float = float("nan")
+    resumed_victim_tasks: int = 0
+    checkpoint_restore: list[str] = field(default_factory=list)
+    tasks: int = 0
+    lost: int = 0
+    duplicate_results: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    repeated_calls_victim_tasks: int = 0
+    repeated_calls_survivor_tasks: int = 0
+    max_repeats_per_task: int = 0
+    survivor_exit: int | None = None
+    error: str | None = None
+
+
+def _wait(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _owned(proc: Proc) -> set[int]:
+    """What the processor owns now: its last assigned line, unless revoked since."""
+    events = proc.matching(r": (assigned|revoked|lost) ")
+    if not events or ": assigned " not in events[-1][1]:
+        return set()
+    return assigned_partitions(events[-1][1])
+
+
+def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step: int) -> Trial:
+    trial = Trial(tasks_per_worker, latency, kill_at_step)
+    base = Path(tempfile.mkdtemp(prefix="recovery-"))
+    stack = AgentStack(bootstrap, base, latency=latency)
+    stack.start("router", "router")
+    stack.start("supervisor", "supervisor")
+    victim = stack.start("billing-a", "specialist")
+    survivor = stack.start("billing-b", "specialist")
+    watcher = TopicWatcher(bootstrap, [stack.topology.topic("results")], stack.schemas, PARTITIONS)
+    calls = CallLogTail(stack.call_log)
+    try:
+        stack.wait_assigned()
+        _wait(lambda: _owned(victim) and _owned(survivor) and len(_owned(victim) | _owned(survivor)) == PARTITIONS,
+              90, "both specialists to own partitions")
+        time.sleep(1.0)  # a settled assignment, not one mid-rebalance
+        victim_parts = _owned(victim)
+        if not victim_parts or len(victim_parts | _owned(survivor)) != PARTITIONS:
+            raise RuntimeError("the assignment changed while settling; rerun")
+        trial.victim_partitions = sorted(victim_parts)
+        run = uuid.uuid4().hex[:6]
+        keys = [f"s-{run}-{i}" for i in range(tasks_per_worker * 8)]
+        where = partition_map(bootstrap, keys, PARTITIONS)
+        on_victim = [k for k in keys if where[k] in victim_parts][:tasks_per_worker]
+        on_survivor = [k for k in keys if where[k] not in victim_parts][:tasks_per_worker]
+        tasks = [billing_task(i, run, s) for i, s in enumerate(on_victim + on_survivor)]
+        victim_tasks = {t["task_id"] for t in tasks[:len(on_victim)]}
+        trial.tasks = len(tasks)
+        watcher.start()
+        calls.start()
+        stack.submit(tasks)
+
+        def victim_reached() -> bool:
+            reached = {c.task for c in calls.snapshot() if c.pid == victim.pid and c.step >= kill_at_step}
+            return victim_tasks <= reached
+
+        _wait(victim_reached, 90, f"every victim task to reach step {kill_at_step}")
+        mark = survivor.line_count()
+        killed = victim.kill()
+        victim.proc.wait(10)
+        done_on_victim = {m.group(1) for _, line in victim.matching(r"task (\S+) COMPLETED by")
+                          if (m := re.search(r"task (\S+) COMPLETED by", line))}
+        trial.victim_completed_before_kill = len(done_on_victim & victim_tasks)
+        trial.in_flight_on_victim = len(victim_tasks - done_on_victim)
+
+        revoked_at, _ = survivor.wait_for_line(r": revoked ", 60, after=mark)
+        trial.to_revoked_s = revoked_at - killed
+        victim_pattern = "|".join(re.escape(t) for t in victim_tasks)
+        resume_at, _ = survivor.wait_for_line(rf"resuming task ({victim_pattern}) ", 60, after=mark)
+        trial.to_first_resume_line_s = resume_at - killed
+
+        def survivor_call_for_victim() -> bool:
+            return any(c.pid == survivor.pid and c.task in victim_tasks and c.at > killed for c in calls.snapshot())
+
+        _wait(survivor_call_for_victim, 60, "the survivor's first model call for a victim task")
+        first_call = min(c.at for c in calls.snapshot() if c.pid == survivor.pid and c.task in victim_tasks and c.at > killed)
+        trial.to_first_resumed_call_s = first_call - killed
+        assigned = [(t, line) for t, line in survivor.matching(r": assigned ", after=mark) if assigned_partitions(line) & victim_parts]
+        if assigned:
+            trial.to_assigned_s = assigned[0][0] - killed
+        resumed = [(t, line) for t, line in survivor.matching(rf"resuming task ({victim_pattern}) ", after=mark)]
+        trial.resumed_victim_tasks = len({re.search(r"resuming task (\S+)", line).group(1) for _, line in resumed})  # type: ignore[union-attr]
+        trial.to_all_resumed_s = max(t for t, _ in resumed) - killed
+        trial.checkpoint_restore = [line.split(" restored ", 1)[1] for _, line in survivor.matching(r" restored .*checkpoints", after=mark)]
+
+        wanted = {t["task_id"] for t in tasks}
+        deadline = time.monotonic() + 180
+        while not wanted <= {r["task_id"] for _, r in watcher.of("TaskResult")}:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        got = [r for _, r in watcher.of("TaskResult") if r["task_id"] in wanted]
+        if got and wanted <= {r["task_id"] for r in got}:
+            trial.to_all_results_s = max(at for at, r in watcher.of("TaskResult") if r["task_id"] in wanted) - killed
+        time.sleep(3.0)  # a late duplicate would arrive now
+        per_task = Counter(r["task_id"] for _, r in watcher.of("TaskResult") if r["task_id"] in wanted)
+        trial.lost = len(wanted - set(per_task))
+        trial.duplicate_results = sum(n - 1 for n in per_task.values() if n > 1)
+        trial.statuses = dict(Counter(r["status"] for _, r in watcher.of("TaskResult") if r["task_id"] in wanted))
+        repeats = Counter((c.task, c.step) for c in calls.snapshot() if c.task in wanted)
+        repeated = {key: n for key, n in repeats.items() if n > 1}
+        trial.repeated_calls_victim_tasks = sum(n - 1 for (task, _), n in repeated.items() if task in victim_tasks)
+        trial.repeated_calls_survivor_tasks = sum(n - 1 for (task, _), n in repeated.items() if task not in victim_tasks)
+        per_task_repeats = Counter()
+        for (task, _), n in repeated.items():
+            per_task_repeats[task] += n - 1
+        trial.max_repeats_per_task = max(per_task_repeats.values(), default=0)
+    except (TimeoutError, RuntimeError) as exc:
+        trial.error = str(exc)
+    finally:
+        codes = stack.stop_all(60)
+        trial.survivor_exit = codes.get("billing-b")
+        if calls.is_alive():
+            calls.stop()
+        if watcher.is_alive():
+            watcher.stop()
+        stack.delete_topics()
+        shutil.rmtree(base, ignore_errors=True)
+    return trial
+
+
+def print_report(baseline: list[BaselineTrial], trials: list[Trial]) -> None:
+    print(f"\n{'':<22}{'→ revoked':>10}{'→ assigned':>11}{'→ resume line':>14}{'→ resumed call':>15}{'→ all resumed':>14}"
+          f"{'→ all results':>14}")
+    for i, b in enumerate(baseline, 1):
+        if b.error:
+            print(f"{'raw group #' + str(i):<22} ERROR {b.error.splitlines()[0]}")
+        else:
+            print(f"{'raw group #' + str(i):<22}{b.to_revoked_s:>9.2f}s{b.to_assigned_s:>10.2f}s")
+    for i, t in enumerate(trials, 1):
+        if t.error:
+            print(f"{'agents #' + str(i):<22} ERROR {t.error.splitlines()[0]}")
+            continue
+        print(f"{'agents #' + str(i):<22}{t.to_revoked_s:>9.2f}s{t.to_assigned_s:>10.2f}s{t.to_first_resume_line_s:>13.2f}s"
+              f"{t.to_first_resumed_call_s:>14.2f}s{t.to_all_resumed_s:>13.2f}s{t.to_all_results_s:>13.2f}s")
+    print("(seconds from SIGKILL; raw group: bare confluent-kafka members with the same consumer settings)")
+    print(f"\n{'':<12}{'in flight on victim':>20}{'lost':>6}{'dup. results':>13}{'repeated calls (victim/survivor tasks)':>40}"
+          f"{'max/task':>9}  statuses")
+    for i, t in enumerate(trials, 1):
+        if not t.error:
+            print(f"{'agents #' + str(i):<12}{t.in_flight_on_victim:>20}{t.lost:>6}{t.duplicate_results:>13}"
+                  f"{f'{t.repeated_calls_victim_tasks} / {t.repeated_calls_survivor_tasks}':>40}{t.max_repeats_per_task:>9}  "
+                  f"{json.dumps(t.statuses)}")
+    for i, t in enumerate(trials, 1):
+        for line in t.checkpoint_restore:
+            print(f"  agents #{i} survivor restored {line}")
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["member"]:
+        return member_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=100, help="tasks in flight on the victim (and as many on the survivor)")
+    parser.add_argument("--latency", default="2", help="scripted model seconds per call, or a range lo-hi (default 2)")
+    parser.add_argument("--kill-at-step", type=int, choices=(0, 1), default=1, help="kill once every victim task made this call")
+    parser.add_argument("--trials", type=int, default=2, help="agent-stack trials (default 2)")
+    parser.add_argument("--baseline-trials", type=int, default=2, help="bare consumer-group trials (default 2)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: one trial of each")
+    parser.add_argument("--quiet-wait", type=float, default=15.0)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.trials, args.baseline_trials, args.quiet_wait = 1, 1, 3.0
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    host = machine()
+    baseline: list[BaselineTrial] = []
+    trials: list[Trial] = []
+    with broker() as (bootstrap, _, broker_name):
+        print(f"recovery bench: {args.tasks} tasks in flight on the victim + {args.tasks} on the survivor, model latency "
+              f"{args.latency} s, kill at step {args.kill_at_step}; broker {broker_name}; {host['nproc']} x {host['cpu_model']}")
+        for i in range(max(args.trials, args.baseline_trials)):
+            if i < args.baseline_trials:
+                wait_for_quiet(args.quiet_wait)
+                b = run_baseline(bootstrap)
+                baseline.append(b)
+                print(f"  raw group #{i + 1}: {b.error or f'survivor assigned {b.to_assigned_s:.2f} s after the kill'}", flush=True)
+            if i < args.trials:
+                wait_for_quiet(args.quiet_wait)
+                t = run_trial(bootstrap, args.tasks, args.latency, args.kill_at_step)
+                trials.append(t)
+                status = t.error or (f"first resumed call {t.to_first_resumed_call_s:.2f} s after the kill; {t.lost} lost, "
+                                     f"{t.duplicate_results} duplicate results")
+                print(f"  agents #{i + 1}: {status}", flush=True)
+    print_report(baseline, trials)
+    ok = [t for t in trials if t.error is None]
+    summary = {
+        "raw_group_to_assigned_s_median": statistics.median([b.to_assigned_s for b in baseline if not b.error] or [float("nan")]),
+        "agents_to_first_resumed_call_s_median": statistics.median([t.to_first_resumed_call_s for t in ok] or [float("nan")]),
+        "lost_total": sum(t.lost for t in ok),
+        "duplicate_results_total": sum(t.duplicate_results for t in ok),
+    }
+    report = {
+        "benchmark": "recovery",
+        "started": stamp,
+        "command": "python -m bench.recovery " + " ".join(argv),
+        "machine": host,
+        "source": source_state("runtime", "specialist", "supervisor", "router"),
+        "broker": broker_name,
+        "config": {"tasks_per_worker": args.tasks, "latency": args.latency, "kill_at_step": args.kill_at_step},
+        "baseline": [asdict(b) for b in baseline],
+        "trials": [asdict(t) for t in trials],
+        "summary": summary,
+    }
+    out = write_report("recovery", stamp, report)
+    print(f"\nwrote {out.relative_to(REPO)}")
+    return 0 if all(t.error is None and t.lost == 0 and t.duplicate_results == 0 for t in trials) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -14,11 +14,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from agentstream.clients import reader_config
-from agentstream.runtime.lag import consumer_lag, end_offsets
+from agentstream.runtime.lag import consumer_lag, read_topic
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,29 +112,7 @@ class WorkerProcess:
 
 def read_all(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[bytes | None, bytes | None, int]]:
     """Every record of ``topic`` up to its true end: (key, value, partition)."""
-    ends = end_offsets(bootstrap, [topic], timeout)
-    reader = Consumer(reader_config(bootstrap))
-    wanted = {tp for tp, end in ends.items() if end > 0}
-    reader.assign([TopicPartition(t, p, 0) for t, p in wanted])
-    records: list[tuple[bytes | None, bytes | None, int]] = []
-    deadline = time.monotonic() + timeout
-    done: set[tuple[str, int]] = set()
-    try:
-        while done != wanted:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"could not read {topic} to its end within {timeout:.0f} s")
-            msg = reader.poll(0.2)
-            if msg is None:
-                continue
-            tp = (msg.topic(), msg.partition())
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF and msg.offset() >= ends[tp]:
-                    done.add(tp)
-                continue
-            records.append((msg.key(), msg.value(), msg.partition()))
-    finally:
-        reader.close()
-    return records
+    return [(r.key, r.value, r.partition) for r in read_topic(bootstrap, topic, timeout)]
 
 
 def latest_by_key(records: Iterable[tuple[bytes | None, bytes | None, int]]) -> dict[str, object]:

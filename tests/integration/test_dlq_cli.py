@@ -5,23 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from typing import Any
 
 import pytest
 from agentstream.broker import BOOTSTRAP_ENV
-from agentstream.clients import admin_config, producer_config, reader_config
+from agentstream.clients import admin_config, producer_config
 from agentstream.events import TASK_SUBMITTED
 from agentstream.retry import headers as h
 from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.dead_letter import build_dead_letter, dead_letter_message
-from agentstream.runtime.lag import end_offsets
+from agentstream.runtime.lag import read_topic
 from agentstream.serde import NotAvroError, SchemaSet
 from agentstream.settings import PREFIX_ENV
 from agentstream.topology import Topology, load_topology
 from agentstream.topology_admin import apply
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from tests.integration.harness import REPO
@@ -40,27 +39,7 @@ def _error(exc: BaseException) -> BaseException:
 
 def _read(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Record]:
     """Every record of ``topic`` to its true end, with headers."""
-    ends = end_offsets(bootstrap, [topic], timeout)
-    wanted = {tp for tp, end in ends.items() if end > 0}
-    reader = Consumer(reader_config(bootstrap))
-    reader.assign([TopicPartition(t, p, 0) for t, p in wanted])
-    out: list[Record] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while wanted:
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            msg = reader.poll(0.2)
-            if msg is None:
-                continue
-            tp = (msg.topic(), msg.partition())
-            if msg.error() is not None:
-                if msg.error().code() == KafkaError._PARTITION_EOF and msg.offset() >= ends[tp]:
-                    wanted.discard(tp)
-                continue
-            out.append((msg.key(), msg.value(), msg.partition(), list(msg.headers() or [])))
-    finally:
-        reader.close()
-    return out
+    return [(r.key, r.value, r.partition, r.headers) for r in read_topic(bootstrap, topic, timeout)]
 
 
 class Dlq:

@@ -46,14 +46,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 
-from agentstream.clients import producer_config, reader_config
+from agentstream.clients import producer_config
 from agentstream.errors import AgentStreamError
 from agentstream.retry import headers as h
 from agentstream.retry.dead_letter import DEAD_LETTER
 from agentstream.runtime.errors import ProcessorError
-from agentstream.runtime.lag import end_offsets
+from agentstream.runtime.lag import read_topic
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.topology import Topology
 
@@ -203,33 +203,10 @@ class DeadLetterQueue:
 
     def _read(self) -> Iterable[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]]:
         try:
-            ends = end_offsets(self.bootstrap, [self.topic], self._timeout)
+            for record in read_topic(self.bootstrap, self.topic, self._timeout):
+                yield record.key, record.value, record.headers
         except ProcessorError as exc:
             raise DlqError(f"{exc} Create the topology's topics with `agentstream topology apply`.") from exc
-        wanted = {tp for tp, end in ends.items() if end > 0}
-        if not wanted:
-            return
-        reader = Consumer(reader_config(self.bootstrap))
-        reader.assign([TopicPartition(t, p, 0) for t, p in sorted(wanted)])
-        deadline = time.monotonic() + self._timeout
-        try:
-            while wanted:
-                if time.monotonic() > deadline:
-                    raise DlqError(f"Could not read {self.topic} to its end within {self._timeout:.0f} s.")
-                msg = reader.poll(0.2)
-                if msg is None:
-                    continue
-                tp = (msg.topic(), msg.partition())
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF and msg.offset() >= ends[tp]:
-                        wanted.discard(tp)
-                    elif err.code() != KafkaError._PARTITION_EOF:
-                        raise DlqError(f"Reading {self.topic}[{msg.partition()}] failed: {err}")
-                    continue
-                yield msg.key(), msg.value(), list(msg.headers() or ())
-        finally:
-            reader.close()
 
     @staticmethod
     def _note_marker(key: bytes | None, headers: list[tuple[str, bytes | None]], purged: dict[str, int]) -> None:

@@ -29,7 +29,6 @@ AGENT = "router"
 
 def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSet) -> Service:
     service = Service.build(AGENT, settings, topology, schemas)
-    app = service.processor
     seen = service.table("dedupe")
     known_types = topology.specialist_types
 

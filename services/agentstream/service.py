@@ -39,6 +39,7 @@ class Service:
             commit_interval=settings.commit_interval_s,
             max_inflight=settings.max_inflight,
             shutdown_grace=settings.shutdown_grace_s,
+            group_protocol=settings.group_protocol,
         )
         return cls(agent, processor, topology, schemas, settings)
 

@@ -8,16 +8,24 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentstream.broker import BOOTSTRAP_ENV
-
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+# Which broker agentstream starts when KAFKA_BOOTSTRAP_SERVERS is unset: "kafka" (Apache
+# Kafka from its Maven artifacts) or "tansu" (the embedded broker). Default: tansu for
+# `agentstream dev`/`demo`, kafka for the tests where java and mvn exist.
+BROKER_ENV = "AGENTSTREAM_BROKER"
+# Where the Apache Kafka jars are cached (default ~/.cache/agentstream).
+KAFKA_CACHE_ENV = "AGENTSTREAM_KAFKA_CACHE"
 STATE_DIR_ENV = "AGENTSTREAM_STATE_DIR"
 TOPOLOGY_ENV = "AGENTSTREAM_TOPOLOGY"
 PREFIX_ENV = "AGENTSTREAM_PREFIX"
 LOG_LEVEL_ENV = "AGENTSTREAM_LOG_LEVEL"
 MAX_INFLIGHT_ENV = "AGENTSTREAM_MAX_INFLIGHT"
+# Consumer group protocol of the workers: "classic" or "consumer" (KIP-848, Apache Kafka 4).
+GROUP_PROTOCOL_ENV = "AGENTSTREAM_GROUP_PROTOCOL"
 
 DEFAULT_STATE_DIR = Path(".state")
 
@@ -35,6 +43,7 @@ class WorkerSettings(BaseModel):
     max_input_bytes: int = Field(default=32_768, gt=0)
     max_inflight: int = Field(default=256, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    group_protocol: Literal["classic", "consumer"] = "classic"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -50,5 +59,7 @@ class WorkerSettings(BaseModel):
             values["prefix"] = env[PREFIX_ENV]
         if env.get(MAX_INFLIGHT_ENV):
             values["max_inflight"] = env[MAX_INFLIGHT_ENV]
+        if env.get(GROUP_PROTOCOL_ENV):
+            values["group_protocol"] = env[GROUP_PROTOCOL_ENV].strip().lower()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

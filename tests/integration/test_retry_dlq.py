@@ -159,7 +159,9 @@ def test_poison_inputs_are_dead_lettered_with_the_right_class(retry_stack: Durab
     unknown = good_body[:2] + b"\x01\x02\x03\x04\x05\x06\x07\x08" + good_body[10:]
     wrong = SCHEMAS.encode("TaskEvent", {"task_id": "t", "session_id": session, "stage": "x", "kind": "TEXT",
                                          "state": "RUNNING", "detail": "", "at": 0})
-    for value, big in [(os.urandom(100), False), (unknown, False), (os.urandom(5 * 1024 * 1024), True), (wrong, False)]:
+    # Big enough to be truncated in the dead letter, small enough for Kafka's default 1 MB record limit.
+    big_size = 900 * 1024
+    for value, big in [(os.urandom(100), False), (unknown, False), (os.urandom(big_size), True), (wrong, False)]:
         _submit_raw(retry_stack, value, session, big=big)
     oversize = new_task("x" * 40_000, session, "it")
     retry_stack.submit([oversize])
@@ -173,7 +175,7 @@ def test_poison_inputs_are_dead_lettered_with_the_right_class(retry_stack: Durab
     assert kinds == ["NotAvroError", "UnknownFingerprintError", "NotAvroError", "WrongSchemaError", "ValidationFailed"]
     assert all(r["error_class"] == "PERMANENT" for r in letters)
     big_letter = letters[2]
-    assert big_letter["value_truncated"] and big_letter["value_size"] == 5 * 1024 * 1024
+    assert big_letter["value_truncated"] and big_letter["value_size"] == big_size
     rejected = _results(records, oversize["task_id"])
     assert [r["status"] for r in rejected] == ["REJECTED"], "a rejected task keeps its one REJECTED result"
     assert letters[4]["task_id"] == oversize["task_id"]

@@ -13,7 +13,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from agentstream.broker import EmbeddedBroker
+from agentstream.apache_kafka import KafkaCluster
+from agentstream.broker import EmbeddedBroker, is_tansu
 from agentstream.runtime.lag import consumer_lag
 
 from .harness import (
@@ -180,11 +181,44 @@ def test_restart_with_state_kept_and_wiped_gives_same_table(bootstrap: str, uniq
     assert restored >= 25, "a wiped state directory is rebuilt from the changelog"
 
 
-def test_unacknowledged_changelog_write_is_never_committed(unique: str, tmp_path: Path) -> None:
-    """Freeze a private broker (SIGSTOP) so the shutdown checkpoint's changelog writes time out."""
-    with EmbeddedBroker() as broker:
-        assert broker.process is not None
-        _check_unacknowledged_write(broker.bootstrap, broker.process.pid, unique, tmp_path)
+def test_a_store_ahead_of_its_changelog_is_wiped_and_restored(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """A state directory from another cluster (or a recreated changelog) must not be merged
+    with the changelog it finds: its recorded offsets are beyond that changelog's end."""
+    names = _names(unique)
+    create_topics(bootstrap, [names["in"], names["out"]])
+    old = EventFeeder(bootstrap, names["in"], count=2_000, keys=20, rate=1e9)
+    old.thread.start()
+    old.thread.join(60)
+    state = tmp_path / "state"
+    first = _worker(bootstrap, names, state, "old", "--idle-timeout", "4")
+    assert first.wait(120) == 0, first.tail()
+
+    # The same stores, now facing a new group whose changelog and input are fresh and short,
+    # as after `agentstream dev` on a new embedded broker or a rebuilt cluster.
+    fresh = _names(f"{unique}b")
+    create_topics(bootstrap, [fresh["in"], fresh["out"]])
+    shutil.copytree(state / names["group"], state / fresh["group"])
+    new = EventFeeder(bootstrap, fresh["in"], count=60, keys=20, rate=1e9)
+    new.thread.start()
+    new.thread.join(60)
+    second = _worker(bootstrap, fresh, state, "new", "--idle-timeout", "4")
+    assert second.wait(120) == 0, second.tail()
+    assert second.matching("wiping the store and restoring it from the changelog"), second.tail()
+    assert read_table_dir(state, fresh["group"], "counts") == dict(new.expected_counts()), \
+        "the stale counts must be gone, not added to"
+
+
+def test_unacknowledged_changelog_write_is_never_committed(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """Freeze a private broker of the session's kind (SIGSTOP) so the shutdown checkpoint's
+    changelog writes time out."""
+    if is_tansu(bootstrap):
+        with EmbeddedBroker() as broker:
+            assert broker.process is not None
+            _check_unacknowledged_write(broker.bootstrap, broker.process.pid, unique, tmp_path)
+        return
+    with KafkaCluster(tmp_path / "kafka") as cluster:
+        assert cluster.nodes[0].pid is not None
+        _check_unacknowledged_write(cluster.bootstrap, cluster.nodes[0].pid, unique, tmp_path)
 
 
 def _check_unacknowledged_write(bootstrap: str, broker_pid: int, unique: str, tmp_path: Path) -> None:

@@ -1,9 +1,15 @@
 """Restore table partitions from their compacted changelog topics.
 
-The end of a changelog partition is taken from the high watermark that fetch responses
-carry (librdkafka's partition-EOF event), never from ListOffsets, which the embedded
-Tansu broker answers wrongly. Compaction is never relied upon: replaying every record
-from the recorded offset gives the same result whether or not compaction has run.
+The caller gives the ``(log start, end)`` of each changelog partition (ListOffsets on
+Apache Kafka; the end from a fetch's high watermark on Tansu, see
+``agentstream.runtime.lag.watermarks``). A store resumes after the changelog offset it
+recorded, reading up to that end. Compaction is never relied upon: replaying every record
+from the recorded offset gives the same result whether or not the cleaner has run.
+
+A store whose recorded offset lies beyond the changelog's end (the topic was recreated,
+or the cluster rebuilt) or before its log start (records removed by retention) no longer
+matches its changelog. As Kafka Streams does, it is wiped and restored in full from the
+changelog, which is the source of truth, with a warning naming the store.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from agentstream.runtime.store import PartitionStore
 log = logging.getLogger(__name__)
 
 _BATCH = 2_000
+_TP = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,54 +37,26 @@ class RestoreReport:
     from_offset: int
     records: int
     seconds: float
+    wiped: bool = False
 
 
 def restore(
     reader: Consumer,
-    targets: Mapping[tuple[str, int], PartitionStore],
+    targets: Mapping[_TP, PartitionStore],
+    bounds: Mapping[_TP, tuple[int, int]],
     timeout: float = 120.0,
 ) -> list[RestoreReport]:
-    """Bring every ``(changelog topic, partition) → store`` up to the end of its changelog."""
+    """Bring every ``(changelog topic, partition) → store`` up to the end in ``bounds``."""
     if not targets:
         return []
     started = time.monotonic()
-    start_offsets = {tp: _start_offset(store) for tp, store in targets.items()}
-    reader.assign([TopicPartition(t, p, start_offsets[(t, p)]) for t, p in targets])
-    pending: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {tp: [] for tp in targets}
-    last_offset: dict[tuple[str, int], int] = {}
-    counts = dict.fromkeys(targets, 0)
-    open_partitions = set(targets)
-    deadline = started + timeout
-    try:
-        while open_partitions:
-            if time.monotonic() > deadline:
-                raise ProcessorError(
-                    f"Restoring {sorted(open_partitions)} did not reach the end of the changelog "
-                    f"within {timeout:.0f} s; is the broker reachable?"
-                )
-            first = reader.poll(0.2)
-            messages = [first, *reader.consume(_BATCH, 0)] if first is not None else []
-            for msg in messages:
-                tp = (msg.topic(), msg.partition())
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        open_partitions.discard(tp)
-                        continue
-                    raise ProcessorError(f"Reading changelog {tp[0]}[{tp[1]}] failed: {err}")
-                key = msg.key()
-                if key is not None:
-                    pending[tp].append((key, msg.value()))
-                last_offset[tp] = msg.offset()
-                counts[tp] += 1
-            for tp, records in pending.items():
-                if len(records) >= _BATCH or (records and tp not in open_partitions):
-                    targets[tp].apply_changelog(records, last_offset[tp])
-                    pending[tp] = []
-    finally:
-        reader.unassign()
+    wiped = {tp for tp, store in targets.items() if _out_of_range(tp, store, bounds[tp])}
+    start_offsets = {tp: _start_offset(store, bounds[tp][0]) for tp, store in targets.items()}
+    ends = {tp: bounds[tp][1] for tp in targets}
+    open_partitions = {tp for tp in targets if start_offsets[tp] < ends[tp]}
+    counts = _read_into(reader, targets, start_offsets, ends, open_partitions, started + timeout)
     seconds = time.monotonic() - started
-    reports = [RestoreReport(t, p, start_offsets[(t, p)], counts[(t, p)], seconds) for t, p in targets]
+    reports = [RestoreReport(t, p, start_offsets[(t, p)], counts[(t, p)], seconds, (t, p) in wiped) for t, p in targets]
     for report in reports:
         if report.records:
             log.info(
@@ -87,9 +66,82 @@ def restore(
     return reports
 
 
-def _start_offset(store: PartitionStore) -> int:
+def _out_of_range(tp: _TP, store: PartitionStore, bound: tuple[int, int]) -> bool:
+    """Reset ``store`` if the offset it recorded is not in its changelog any more; True if so."""
     recorded = store.changelog_offset
-    return 0 if recorded is None else recorded + 1
+    log_start, end = bound
+    if recorded is None or log_start <= recorded + 1 <= end:
+        return False
+    log.warning(
+        "store %s recorded changelog offset %d but %s[%d] holds offsets %d..%d (topic recreated, cluster "
+        "rebuilt or records expired): wiping the store and restoring it from the changelog",
+        store.path, recorded, tp[0], tp[1], log_start, end - 1,
+    )
+    store.reset()
+    return True
+
+
+def _start_offset(store: PartitionStore, log_start: int) -> int:
+    recorded = store.changelog_offset
+    return log_start if recorded is None else max(recorded + 1, log_start)
+
+
+def _read_into(
+    reader: Consumer,
+    targets: Mapping[_TP, PartitionStore],
+    start_offsets: Mapping[_TP, int],
+    ends: Mapping[_TP, int],
+    open_partitions: set[_TP],
+    deadline: float,
+) -> dict[_TP, int]:
+    """Read each open partition from its start to its end, applying records in batches."""
+    counts = dict.fromkeys(targets, 0)
+    if not open_partitions:
+        return counts
+    pending: dict[_TP, list[tuple[bytes, bytes | None]]] = {tp: [] for tp in open_partitions}
+    last_offset: dict[_TP, int] = {}
+    reader.assign([TopicPartition(t, p, start_offsets[(t, p)]) for t, p in sorted(open_partitions)])
+    try:
+        while open_partitions:
+            if time.monotonic() > deadline:
+                raise ProcessorError(
+                    f"Restoring {sorted(open_partitions)} did not reach the end of the changelog "
+                    f"in time; is the broker reachable?"
+                )
+            first = reader.poll(0.2)
+            for msg in [first, *reader.consume(_BATCH, 0)] if first is not None else []:
+                tp = (msg.topic(), msg.partition())
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise ProcessorError(f"Reading changelog {tp[0]}[{tp[1]}] failed: {err}")
+                    open_partitions.discard(tp)  # the end moved back: nothing more to read
+                    continue
+                if msg.key() is not None:
+                    pending[tp].append((msg.key(), msg.value()))
+                last_offset[tp] = msg.offset()
+                counts[tp] += 1
+                # Compaction leaves gaps, and the last offsets may be transaction markers:
+                # done once the position is at the end, whatever the last record's offset.
+                if msg.offset() + 1 >= ends[tp]:
+                    open_partitions.discard(tp)
+            for tp, records in pending.items():
+                if len(records) >= _BATCH or (records and tp not in open_partitions):
+                    targets[tp].apply_changelog(records, last_offset[tp])
+                    pending[tp] = []
+            _close_reached(reader, open_partitions, ends)
+    finally:
+        reader.unassign()
+    return counts
+
+
+def _close_reached(reader: Consumer, open_partitions: set[_TP], ends: Mapping[_TP, int]) -> None:
+    """Partitions whose position passed the end without a record there (markers, gaps)."""
+    if not open_partitions:
+        return
+    for tp in reader.position([TopicPartition(t, p) for t, p in open_partitions]):
+        if tp.offset >= 0 and tp.offset >= ends[(tp.topic, tp.partition)]:
+            open_partitions.discard((tp.topic, tp.partition))
 
 
 def read_partition(reader: Consumer, topic: str, partition: int, from_offset: int, timeout: float = 60.0) -> list[tuple[bytes | None, bytes | None, int]]:

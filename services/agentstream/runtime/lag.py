@@ -1,8 +1,9 @@
-"""Consumer lag that is right on Apache Kafka and on the embedded Tansu broker.
+"""Partition ends and consumer lag, right on Apache Kafka and on the embedded Tansu broker.
 
-The end of each partition comes from the high watermark of a real fetch (the
-partition-EOF event), not from ListOffsets, which Tansu answers with the first offset
-of the last batch plus one.
+On Apache Kafka the ends come from ListOffsets, one AdminClient request for every
+partition. Tansu answers ListOffsets "latest" with the first offset of the last batch
+plus one, so there (and only there, see ``agentstream.broker.is_tansu``) the end of each
+partition is the high watermark of a real fetch (librdkafka's partition-EOF event).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from agentstream.clients import reader_config
+from agentstream.broker import is_tansu
+from agentstream.clients import admin_config, reader_config
 from agentstream.runtime.errors import ProcessorError
 
 
@@ -31,17 +34,58 @@ class PartitionLag:
         return self.end - (self.committed or 0)
 
 
-def end_offsets(bootstrap: str, topics: Sequence[str], timeout: float = 30.0) -> dict[tuple[str, int], int]:
+_TP = tuple[str, int]
+
+
+def end_offsets(bootstrap: str, topics: Sequence[str], timeout: float = 30.0) -> dict[_TP, int]:
     """The true end offset (high watermark) of every partition of ``topics``."""
+    admin = AdminClient(admin_config(bootstrap, {"log_level": 0}))
+    partitions = _partitions(admin, bootstrap, topics, timeout)
+    if is_tansu(bootstrap):
+        return _fetched_ends(bootstrap, partitions, timeout)
+    return _listed_offsets(admin, partitions, OffsetSpec.latest(), timeout)
+
+
+def watermarks(bootstrap: str, partitions: Sequence[_TP], timeout: float = 30.0) -> dict[_TP, tuple[int, int]]:
+    """``(log start, end)`` of each partition: where a full read starts and where it ends."""
+    if not partitions:
+        return {}
+    admin = AdminClient(admin_config(bootstrap, {"log_level": 0}))
+    starts = _listed_offsets(admin, partitions, OffsetSpec.earliest(), timeout)
+    if is_tansu(bootstrap):
+        ends = _fetched_ends(bootstrap, partitions, timeout)
+    else:
+        ends = _listed_offsets(admin, partitions, OffsetSpec.latest(), timeout)
+    return {tp: (starts[tp], ends[tp]) for tp in partitions}
+
+
+def _partitions(admin: AdminClient, bootstrap: str, topics: Sequence[str], timeout: float) -> list[_TP]:
+    metadata = admin.list_topics(timeout=timeout)
+    partitions: list[_TP] = []
+    for topic in topics:
+        meta = metadata.topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise ProcessorError(f"Topic {topic!r} does not exist on {bootstrap}; run `agentstream topology apply`.")
+        partitions += [(topic, p) for p in sorted(meta.partitions)]
+    return partitions
+
+
+def _listed_offsets(admin: AdminClient, partitions: Sequence[_TP], spec: OffsetSpec, timeout: float) -> dict[_TP, int]:
+    futures = admin.list_offsets({TopicPartition(t, p): spec for t, p in partitions}, request_timeout=timeout)
+    offsets: dict[_TP, int] = {}
+    for tp, future in futures.items():
+        try:
+            offsets[(tp.topic, tp.partition)] = future.result().offset
+        except Exception as exc:
+            raise ProcessorError(f"ListOffsets for {tp.topic}[{tp.partition}] failed: {exc}") from exc
+    return offsets
+
+
+def _fetched_ends(bootstrap: str, tps: Sequence[_TP], timeout: float) -> dict[_TP, int]:
+    """Ends from the high watermark of fetch responses (the Tansu path)."""
     reader = Consumer(reader_config(bootstrap, {"group.id": f"agentstream-lag-{uuid.uuid4().hex}"}))
     try:
-        metadata = reader.list_topics(timeout=timeout)
-        partitions: list[TopicPartition] = []
-        for topic in topics:
-            meta = metadata.topics.get(topic)
-            if meta is None or meta.error is not None:
-                raise ProcessorError(f"Topic {topic!r} does not exist on {bootstrap}.")
-            partitions += [TopicPartition(topic, p, OFFSET_END) for p in sorted(meta.partitions)]
+        partitions = [TopicPartition(t, p, OFFSET_END) for t, p in tps]
         reader.assign(partitions)
         ends: dict[tuple[str, int], int] = {}
         deadline = time.monotonic() + timeout

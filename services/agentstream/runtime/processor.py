@@ -31,8 +31,9 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agentstream.clients import admin_config, consumer_config, producer_config, reader_config
-from agentstream.runtime.changelog import read_partition, restore
+from agentstream.clients import CLASSIC, admin_config, consumer_config, producer_config, reader_config
+from agentstream.runtime.changelog import RestoreReport, read_partition, restore
+from agentstream.runtime.lag import watermarks
 from agentstream.runtime.context import MessageContext, current_context
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError
 from agentstream.runtime.delivery import produce_acked
@@ -89,6 +90,8 @@ class Processor:
         producer_overrides: dict[str, Any] | None = None,
         on_error: ErrorHook | None = None,
         flush_timeout: float = 30.0,
+        group_protocol: str = CLASSIC,
+        changelog_config: dict[str, str] | None = None,
     ) -> None:
         if commit_interval <= 0:
             raise ProcessorError(f"commit_interval must be > 0 seconds, got {commit_interval}.")
@@ -102,6 +105,8 @@ class Processor:
         self.flush_timeout = flush_timeout
         self.on_error = on_error
         self._consumer_overrides = consumer_overrides or {}
+        self.group_protocol = group_protocol
+        self._changelog_config = changelog_config or {}
         self._producer_overrides = producer_overrides or {}
         self._bindings: dict[str, _Binding] = {}
         self.tables: dict[str, Table] = {}
@@ -362,13 +367,14 @@ class Processor:
     def _start(self) -> None:
         admin = AdminClient(admin_config(self.bootstrap))
         self._partition_count = co_partitioned_inputs(admin, self.name, self._bindings)
-        ensure_changelogs(admin, [table.changelog_topic for table in self.tables.values()], self._partition_count)
+        ensure_changelogs(admin, [table.changelog_topic for table in self.tables.values()], self._partition_count,
+                          self._changelog_config)
         self._producer = Producer(producer_config(self.bootstrap, self._producer_overrides))
         # Delivery reports are served by a thread of their own, so write-through callers
         # hear of their acknowledgement in milliseconds whatever the poll loop is doing.
         threading.Thread(target=self._serve_deliveries, name=f"{self.name}-deliveries", daemon=True).start()
         self._reader = Consumer(reader_config(self.bootstrap))
-        consumer = Consumer(consumer_config(self.bootstrap, self.group_id, self._consumer_overrides))
+        consumer = Consumer(consumer_config(self.bootstrap, self.group_id, self._consumer_overrides, protocol=self.group_protocol))
         consumer.subscribe(
             list(self._bindings), on_assign=self._assign_callback, on_revoke=self._revoke_callback, on_lost=self._lost_callback
         )
@@ -565,7 +571,7 @@ class Processor:
                     table.stores[partition] = PartitionStore(path)
                 targets[(table.changelog_topic, partition)] = table.stores[partition]
         assert self._reader is not None
-        reports = await asyncio.get_running_loop().run_in_executor(None, restore, self._reader, targets)
+        reports = await asyncio.get_running_loop().run_in_executor(None, self._restore, targets)
         self.stats.restored_records += sum(r.records for r in reports)
         for tp in tps:
             self._offsets.setdefault(tp, PartitionOffsets())
@@ -573,6 +579,10 @@ class Processor:
         for hook in self._assign_hooks:
             await hook(partitions)
         log.info("%s: assigned %s", self.name, ", ".join(f"{t}[{p}]" for t, p in tps) or "nothing")
+
+    def _restore(self, targets: dict[_TP, PartitionStore]) -> list[RestoreReport]:
+        assert self._reader is not None
+        return restore(self._reader, targets, watermarks(self.bootstrap, list(targets)))
 
     async def _revoked(self, tps: list[_TP], *, lost: bool) -> None:
         tasks = [task for tp in tps for task in self._tasks.pop(tp, set())]

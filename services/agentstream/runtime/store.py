@@ -39,11 +39,8 @@ class PartitionStore:
     """Key/value bytes of one table partition, read-your-writes through the buffer."""
 
     def __init__(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        options = Options(raw_mode=True)
-        options.create_if_missing(True)
         self.path = path
-        self._db = Rdict(str(path), options, access_type=AccessType.read_write())
+        self._db = self._open(path)
         # Buffered writes: key -> (value, dumps) — serialised once, at the checkpoint.
         self._pending: dict[bytes, tuple[Any, Dumps] | None] = {}
         self._flushing: dict[bytes, bytes | None] = {}
@@ -164,6 +161,21 @@ class PartitionStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def reset(self) -> None:
+        """Delete every entry (and the recorded changelog offset): the store restores from scratch."""
+        if self._pending or self._flushing:
+            raise ProcessorError(f"{self.path} has unflushed writes; it cannot be reset.")
+        self._db.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._db = self._open(self.path)
+
+    @staticmethod
+    def _open(path: Path) -> Rdict:
+        path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        return Rdict(str(path), options, access_type=AccessType.read_write())
 
     @staticmethod
     def wipe(path: Path) -> None:

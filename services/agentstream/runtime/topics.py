@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -30,8 +30,11 @@ def co_partitioned_inputs(admin: AdminClient, processor: str, topics: Iterable[s
     return next(iter(counts.values()))
 
 
-def ensure_changelogs(admin: AdminClient, changelogs: Iterable[str], partitions: int) -> None:
-    """Create missing compacted changelog topics; refuse one with another partition count."""
+def ensure_changelogs(
+    admin: AdminClient, changelogs: Iterable[str], partitions: int, config: Mapping[str, str] | None = None
+) -> None:
+    """Create missing compacted changelog topics (with ``config``, e.g. the topology's compaction
+    settings); refuse one with another partition count."""
     existing = admin.list_topics(timeout=30).topics
     for topic in changelogs:
         meta = existing.get(topic)
@@ -43,7 +46,8 @@ def ensure_changelogs(admin: AdminClient, changelogs: Iterable[str], partitions:
                 )
             continue
         try:
-            admin.create_topics([NewTopic(topic, partitions, config={"cleanup.policy": "compact"})])[topic].result(30)
+            topic_config = {**(config or {}), "cleanup.policy": "compact"}
+            admin.create_topics([NewTopic(topic, partitions, config=topic_config)])[topic].result(30)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise

@@ -3,7 +3,8 @@
 For every input record (key = a key name, value = a unique event id) it adds one to
 ``counts[key]`` and emits one output record (same key, same event id). The outputs
 therefore count how many times each event was processed, and the ``counts`` table
-(read back from its changelog) must agree with them.
+(read back from its changelog) must agree with them. A record whose value is ``delete``
+deletes the key instead (a tombstone in the changelog).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main() -> int:
     parser.add_argument("--commit-interval", type=float, default=1.0)
     parser.add_argument("--idle-timeout", type=float, default=None)
     parser.add_argument("--message-timeout-ms", type=int, default=None)
+    parser.add_argument("--changelog-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config of the changelog topic created at start (repeatable)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
 
@@ -39,13 +42,17 @@ def main() -> int:
         args.state_dir,
         commit_interval=args.commit_interval,
         producer_overrides=producer_overrides,
+        changelog_config=dict(item.split("=", 1) for item in args.changelog_config),
     )
     counts = app.table("counts")
 
     @app.handler(args.input)
     async def count(value: bytes, ctx: MessageContext) -> None:
         key = ctx.key_str
-        counts[key] = counts.get(key, 0) + 1
+        if value == b"delete":
+            del counts[key]
+        else:
+            counts[key] = counts.get(key, 0) + 1
         app.send(args.output, value, ctx.key)
 
     async def run() -> None:

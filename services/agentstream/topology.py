@@ -76,6 +76,34 @@ class TopicSettings(_Frozen):
         return config
 
 
+class ChangelogSettings(_Frozen):
+    """Compaction of every table changelog (``<group>.<table>.changelog``), always compacted.
+
+    Set in the topology file's ``changelogs`` section (why each value: the comments there);
+    tests override them with ``load_topology(changelogs=...)`` to watch compaction happen.
+    """
+
+    min_compaction_lag_ms: int = Field(alias="min.compaction.lag.ms", ge=0)
+    max_compaction_lag_ms: int = Field(alias="max.compaction.lag.ms", ge=1)
+    segment_ms: int = Field(alias="segment.ms", ge=1)
+    delete_retention_ms: int = Field(alias="delete.retention.ms", ge=0)
+    min_cleanable_dirty_ratio: float = Field(alias="min.cleanable.dirty.ratio", ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _lags_ordered(self) -> ChangelogSettings:
+        if self.max_compaction_lag_ms < self.min_compaction_lag_ms:
+            raise ValueError(
+                f"max.compaction.lag.ms {self.max_compaction_lag_ms} is below min.compaction.lag.ms "
+                f"{self.min_compaction_lag_ms}; Kafka refuses such a topic: raise the max or lower the min"
+            )
+        return self
+
+    def kafka_config(self) -> dict[str, str]:
+        # Keyed by the Kafka names (the aliases), values as Kafka's config strings.
+        values = self.model_dump(by_alias=True)
+        return {"cleanup.policy": "compact", **{key: str(value) for key, value in values.items()}}
+
+
 class AgentType(_Frozen):
     kind: AgentKind
     group: str  # suffix; the consumer group is "<prefix>.<group>"
@@ -119,6 +147,7 @@ class Topology(_Frozen):
     default_partitions: PositiveInt = 6
     replication_factor: PositiveInt = 1
     topics: dict[str, TopicSettings]
+    changelogs: ChangelogSettings
     agents: dict[str, AgentType]
     retry: RetryPolicy
 
@@ -226,6 +255,11 @@ class Topology(_Frozen):
             )
         return f"{self.group(agent_name)}.{table}.changelog"
 
+    @property
+    def changelog_config(self) -> dict[str, str]:
+        """The Kafka config of every table changelog: compact, with the ``changelogs`` settings."""
+        return self.changelogs.kafka_config()
+
     def retry_topics(self, logical_input: str) -> list[str]:
         """``<input topic>.retry-1`` .. ``retry-N`` for a topic some agent type reads."""
         inputs = self._stage_inputs()
@@ -245,7 +279,7 @@ class Topology(_Frozen):
         for name, agent in self.agents.items():
             # A changelog partition restores the store of the same input partition.
             source = self._topics[agent.input]
-            specs += [_like(source, self.changelog_topic(name, t), {"cleanup.policy": "compact"}) for t in agent.tables]
+            specs += [_like(source, self.changelog_topic(name, t), self.changelog_config) for t in agent.tables]
         return specs
 
     def _stage_inputs(self) -> list[str]:
@@ -256,12 +290,16 @@ def _like(source: TopicSpec, name: str, config: Mapping[str, str] | None = None)
     return TopicSpec(name, source.partitions, source.replication, dict(config or source.config), source.per_session)
 
 
-def load_topology(path: Path | None = None, *, prefix: str | None = None) -> Topology:
+def load_topology(
+    path: Path | None = None, *, prefix: str | None = None, changelogs: Mapping[str, Any] | None = None
+) -> Topology:
     """Load and check the topology.
 
     ``path`` defaults to ``$AGENTSTREAM_TOPOLOGY``, else the repository's
     ``topology/topology.yaml``. ``prefix`` replaces the file's prefix, renaming every topic
-    and group consistently (tests use a unique one each).
+    and group consistently (tests use a unique one each). ``changelogs`` replaces keys of
+    the file's ``changelogs`` section, by their Kafka names (tests use small segments and a
+    dirty ratio near 0 to see compaction); the values are checked like the file's.
     """
     source = path or Path(os.environ.get(TOPOLOGY_ENV) or DEFAULT_PATH)
     try:
@@ -276,13 +314,17 @@ def load_topology(path: Path | None = None, *, prefix: str | None = None) -> Top
         raise ConfigurationError(f"The topology file {source} must hold a mapping at the top level.")
     if prefix is not None:
         raw["prefix"] = prefix
+    if changelogs:
+        section = raw.get("changelogs")
+        raw["changelogs"] = {**(section if isinstance(section, dict) else {}), **changelogs}
     try:
         return Topology.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigurationError(_describe(exc, source)) from None
+        where = f"{source} with changelogs overrides {dict(changelogs)}" if changelogs else str(source)
+        raise ConfigurationError(_describe(exc, where)) from None
 
 
-def _describe(exc: ValidationError, source: Path) -> str:
+def _describe(exc: ValidationError, source: str) -> str:
     lines = [f"Invalid topology in {source}:"]
     for err in exc.errors():
         loc = tuple(err["loc"])

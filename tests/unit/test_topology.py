@@ -11,9 +11,29 @@ import yaml
 
 from agentstream.errors import ConfigurationError
 from agentstream.topology import DEFAULT_PATH, TOPOLOGY_ENV, TopicSpec, load_topology
-from agentstream.topology_admin import Action, TopicPlan, TopologyPlan, format_plan
+from agentstream.topology_admin import (
+    APPLY_CONFIG_FIX,
+    TANSU_CONFIG_FIX,
+    Action,
+    ConfigCheck,
+    ConfigDrift,
+    TopicPlan,
+    TopologyPlan,
+    compare_topic,
+    config_drift,
+    format_plan,
+)
 
 SPECIALISTS = ["billing", "technical", "account"]
+# What topology.yaml sets on every table changelog (its comments say why).
+CHANGELOG_CONFIG = {
+    "cleanup.policy": "compact",
+    "min.compaction.lag.ms": "0",
+    "max.compaction.lag.ms": "604800000",
+    "segment.ms": "3600000",
+    "delete.retention.ms": "604800000",
+    "min.cleanable.dirty.ratio": "0.25",
+}
 
 
 def write_variant(tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
@@ -77,7 +97,7 @@ def test_tables_retry_tiers_and_specs() -> None:
     assert {spec.partitions for spec in specs.values() if spec.per_session} == {6}
     assert all(spec.replication == 1 for spec in specs.values())
     assert specs["agents.specialist.billing.checkpoints.changelog"].cleanup_policy == "compact"
-    assert specs["agents.supervisor.dedupe.changelog"].config == {"cleanup.policy": "compact"}
+    assert specs["agents.supervisor.dedupe.changelog"].config == CHANGELOG_CONFIG
     assert specs["agents.tasks.v1"].config == {"cleanup.policy": "delete", "retention.ms": "604800000"}
     assert specs["agents.specialist.account.v1.retry-2"].cleanup_policy == "delete"
     assert not specs["agents.dlq.v1"].per_session
@@ -106,6 +126,7 @@ def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         (("topics", "results"), "retention", "topics.results"),
         (("agents", "billing"), "max_step", "agents.billing"),
         (("retry",), "delays", "retry"),
+        (("changelogs",), "segment_ms", "changelogs"),
     ],
 )
 def test_a_misspelt_key_is_named_with_its_place_and_file(
@@ -190,6 +211,131 @@ def test_format_plan_shows_action_topic_partitions_policy_and_fix() -> None:
     assert lines[0].split() == ["ACTION", "TOPIC", "PARTITIONS", "POLICY", "REASON"]
     assert lines[1].split()[:2] == ["CONFLICT", "t.results.v1"]
     assert "6 (cluster 3)" in lines[1] and "compact (cluster delete)" in lines[1]
-    assert lines[-2] == "2 topics: 1 to create, 0 ok, 1 in conflict"
+    assert lines[-2] == "2 topics: 1 to create, 0 ok, 0 with config drift, 1 in conflict"
     assert lines[-1] == "fix t.results.v1: recreate it"
     assert "1 created, 0 ok" in format_plan(plan, applied=True)
+
+
+# -- changelog settings ------------------------------------------------------------------
+
+
+def test_every_changelog_gets_the_changelogs_section() -> None:
+    topology = load_topology()
+    assert topology.changelog_config == CHANGELOG_CONFIG
+    changelogs = [s for s in topology.all_topics() if s.name.endswith(".changelog")]
+    assert len(changelogs) == 19 and all(s.config == CHANGELOG_CONFIG for s in changelogs)
+
+
+def test_a_test_can_override_the_changelog_settings() -> None:
+    topology = load_topology(prefix="t1", changelogs={"segment.ms": 100, "min.cleanable.dirty.ratio": 0.001})
+    spec = next(s for s in topology.all_topics() if s.name == "t1.router.dedupe.changelog")
+    assert spec.config == {**CHANGELOG_CONFIG, "segment.ms": "100", "min.cleanable.dirty.ratio": "0.001"}
+    assert load_topology().changelog_config == CHANGELOG_CONFIG, "the override does not stick"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"segment.ms": 0}, r"changelogs\['segment.ms'\]: Input should be greater than or equal to 1"),
+        ({"min.cleanable.dirty.ratio": 1.5}, r"changelogs\['min.cleanable.dirty.ratio'\]: Input should be less"),
+        ({"min.compaction.lag.ms": 10, "max.compaction.lag.ms": 5}, "max.compaction.lag.ms 5 is below"),
+        ({"segmnt.ms": 1}, r"unknown key 'segmnt.ms' in changelogs; valid keys are \['delete.retention.ms'"),
+    ],
+)
+def test_bad_changelog_settings_are_named(overrides: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigurationError, match=expected) as caught:
+        load_topology(changelogs=overrides)
+    assert "with changelogs overrides" in str(caught.value)
+
+
+def test_the_changelogs_section_is_required(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, lambda raw: raw.pop("changelogs"))
+    with pytest.raises(ConfigurationError, match="changelogs: Field required"):
+        load_topology(path)
+
+
+# -- config drift (no broker) ---------------------------------------------------------
+
+DECLARED = {"cleanup.policy": "compact", "segment.ms": "3600000", "min.cleanable.dirty.ratio": "0.25"}
+
+
+def test_no_drift_when_the_values_in_force_match() -> None:
+    # Kafka reports every config, defaults included, and numbers as it parsed them.
+    reported = {"cleanup.policy": "compact", "segment.ms": "3600000", "min.cleanable.dirty.ratio": "0.250",
+                "retention.ms": "604800000"}
+    assert config_drift(DECLARED, reported) == ConfigCheck()
+
+
+def test_each_differing_key_is_drift_and_unreported_keys_are_not_checked() -> None:
+    check = config_drift(DECLARED, {"cleanup.policy": "compact", "segment.ms": "604800000"})
+    assert check.drift == (ConfigDrift("segment.ms", "3600000", "604800000"),)
+    assert check.unchecked == ("min.cleanable.dirty.ratio",)
+    assert str(check.drift[0]) == "segment.ms is 604800000, not the 3600000 declared"
+
+
+def test_cleanup_policy_is_compared_as_a_set() -> None:
+    assert not config_drift({"cleanup.policy": "compact,delete"}, {"cleanup.policy": "delete, compact"}).drift
+    assert config_drift({"cleanup.policy": "compact,delete"}, {"cleanup.policy": "compact"}).drift
+
+
+def test_a_non_numeric_value_is_compared_as_text() -> None:
+    assert config_drift({"compression.type": "zstd"}, {"compression.type": "producer"}).drift
+
+
+SPEC = TopicSpec("t.router.dedupe.changelog", 6, 1, DECLARED)
+
+
+def test_drift_of_a_settable_key_is_drift_not_conflict() -> None:
+    found = compare_topic(SPEC, 6, {**DECLARED, "segment.ms": "604800000"})
+    assert found.action is Action.DRIFT
+    assert found.reason == "segment.ms is 604800000, not the 3600000 declared"
+    assert found.fix == APPLY_CONFIG_FIX and found.policy == "compact"
+
+
+def test_a_broker_that_cannot_alter_configs_gets_another_fix() -> None:
+    found = compare_topic(SPEC, 6, {**DECLARED, "segment.ms": "1"}, alterable=False)
+    assert found.action is Action.DRIFT and found.fix == TANSU_CONFIG_FIX
+
+
+def test_another_cleanup_policy_is_a_conflict_listing_the_other_drift_too() -> None:
+    found = compare_topic(SPEC, 6, {**DECLARED, "cleanup.policy": "delete", "segment.ms": "1"})
+    assert found.action is Action.CONFLICT
+    assert found.reason == (
+        "cleanup.policy is delete, not the compact declared; segment.ms is 1, not the 3600000 declared"
+    )
+    assert "cleanup.policy=[compact]" in found.fix
+    assert [d.key for d in found.drift] == ["cleanup.policy", "segment.ms"]
+
+
+def test_fewer_partitions_stay_a_conflict_whatever_the_configs() -> None:
+    found = compare_topic(SPEC, 3, DECLARED)
+    assert found.action is Action.CONFLICT
+    assert found.reason == "has 3 partitions, fewer than the 6 declared"
+
+
+def test_keys_the_broker_does_not_report_are_not_checked() -> None:
+    found = compare_topic(SPEC, 6, {"cleanup.policy": "compact"})  # as Tansu reports a topic
+    assert found.action is Action.OK
+    assert found.unchecked == ("segment.ms", "min.cleanable.dirty.ratio")
+    assert found.reason == "segment.ms, min.cleanable.dirty.ratio not reported by the broker, not checked"
+    assert compare_topic(SPEC, 6, {}).policy == "unknown"
+
+
+def test_a_missing_topic_is_to_create() -> None:
+    assert compare_topic(SPEC, None, {}).action is Action.CREATE
+
+
+def test_format_plan_shows_drift_and_how_to_set_it() -> None:
+    drifted = compare_topic(SPEC, 6, {**DECLARED, "segment.ms": "604800000"})
+    ok = compare_topic(TopicSpec("t.tasks.v1", 6, 1, {"cleanup.policy": "delete"}), 6, {"cleanup.policy": "delete"})
+    plan = TopologyPlan((drifted, ok))
+
+    lines = format_plan(plan).splitlines()
+    assert lines[1].split()[:2] == ["DRIFT", SPEC.name]
+    assert lines[1].endswith("segment.ms is 604800000, not the 3600000 declared")
+    assert lines[-2] == "2 topics: 0 to create, 1 ok, 1 with config drift, 0 in conflict"
+    assert lines[-1] == f"fix config drift: {APPLY_CONFIG_FIX}"
+
+    applied = format_plan(TopologyPlan((drifted, ok), configs_set=True), applied=True).splitlines()
+    assert applied[1].endswith("set segment.ms=3600000 (was 604800000)")
+    assert applied[-1] == "2 topics: 0 created, 1 ok, 1 config set, 0 in conflict"

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from agentstream.broker import BOOTSTRAP_ENV
+from agentstream.broker import BOOTSTRAP_ENV, BROKER_KINDS, TANSU
 from agentstream.errors import AgentStreamError, ConfigurationError
 from agentstream.settings import LOG_LEVEL_ENV, WorkerSettings
 
@@ -80,6 +80,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
     from agentstream.clients import admin_config
     from agentstream.topology_admin import TopologyConflictError, apply, format_plan, plan
 
+    if args.apply_config and args.action != "apply":
+        raise ConfigurationError("--apply-config goes with `topology apply`; `plan` never changes the cluster.")
     settings = _settings()
     topology = _topology(settings)
     admin = AdminClient(admin_config(settings.bootstrap))
@@ -87,7 +89,7 @@ def cmd_topology(args: argparse.Namespace) -> int:
         print(format_plan(plan(admin, topology)))
         return 0
     try:
-        print(format_plan(apply(admin, topology), applied=True))
+        print(format_plan(apply(admin, topology, apply_config=args.apply_config), applied=True))
     except TopologyConflictError as exc:
         print(format_plan(exc.plan))
         print(f"\n{exc}", file=sys.stderr)
@@ -191,7 +193,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    stack = Stack(Path(args.state_dir)).start()
+    stack = Stack(Path(args.state_dir), broker=args.broker).start()
     try:
         print(f"broker: {stack.bootstrap}  (export {BOOTSTRAP_ENV}={stack.bootstrap} to use submit/results/lag)")
         print(f"workers: {', '.join(f'{n} (pid {p.pid})' for n, p in stack.workers.items())}; Ctrl-C stops all")
@@ -205,6 +207,44 @@ def cmd_dev(args: argparse.Namespace) -> int:
         codes = stack.stop()
         print(f"stopped: {codes}")
     return 0
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    """Start, inspect or stop an Apache Kafka cluster under ``--dir`` (detached JVMs)."""
+    from agentstream.apache_kafka import KafkaCluster, kafka_version
+    from agentstream.apache_kafka.cluster import LAYOUT_FILE
+
+    directory = Path(args.dir)
+    if args.action == "start":
+        if (directory / LAYOUT_FILE).exists():  # stopped earlier: same ports, same data
+            cluster = KafkaCluster.load(directory).resume()
+        else:
+            cluster = KafkaCluster(directory, args.nodes, heap_mb=args.heap_mb).start()
+        print(f"Apache Kafka {kafka_version()}: {len(cluster.nodes)} node(s), logs under {cluster.directory}")
+        print(f"export {BOOTSTRAP_ENV}={cluster.bootstrap}")
+        return 0
+    cluster = KafkaCluster.load(directory)
+    if args.action == "stop":
+        cluster.stop()
+        print(f"stopped {len(cluster.nodes)} node(s) under {cluster.directory}")
+        return 0
+    alive = [node for node in cluster.nodes if node.alive()]
+    for node in cluster.nodes:
+        print(f"node {node.node_id}: {node.address}  pid {node.pid}  {'running' if node.alive() else 'stopped'}")
+    if alive:
+        print(f"export {BOOTSTRAP_ENV}={cluster.bootstrap}")
+    return 0 if len(alive) == len(cluster.nodes) else 1
+
+
+def _add_kafka_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    kafka = sub.add_parser("kafka", help="start, inspect or stop a local Apache Kafka 4 cluster (needs java and mvn)")
+    kafka.add_argument("action", choices=["start", "status", "stop"],
+                       help="start: fetch the jars once (Maven), format and start (or start a stopped cluster again, "
+                            "data kept); status: exit 0 if every node runs; stop: SIGTERM every node")
+    kafka.add_argument("--dir", default=".kafka", help="where the nodes keep their data and logs (default .kafka)")
+    kafka.add_argument("--nodes", type=int, choices=[1, 3], default=1, help="1 node, or 3 for replication (start only)")
+    kafka.add_argument("--heap-mb", type=int, default=512, help="JVM heap per node in MB (start only)")
+    kafka.set_defaults(func=cmd_kafka)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -236,8 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--type", help="specialist type (see the topology)")
     worker.set_defaults(func=cmd_worker)
 
-    topology = sub.add_parser("topology", help="show or create the topics of the topology")
+    topology = sub.add_parser("topology", help="show or create the topics of the topology, show config drift")
     topology.add_argument("action", choices=["plan", "apply"])
+    topology.add_argument("--apply-config", action="store_true",
+                          help="apply: also set declared configs that differ on existing topics "
+                               "(IncrementalAlterConfigs; Apache Kafka only, not Tansu)")
     topology.set_defaults(func=cmd_topology)
 
     submit = sub.add_parser("submit", help="submit a task")
@@ -262,7 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="broker + topology + every worker, until Ctrl-C")
     dev.add_argument("--state-dir", default=".state/dev")
+    dev.add_argument("--broker", choices=BROKER_KINDS, default=TANSU,
+                     help="the broker to start when KAFKA_BOOTSTRAP_SERVERS is unset: tansu (embedded, "
+                          "default) or kafka (Apache Kafka 4 from Maven; needs java and mvn)")
     dev.set_defaults(func=cmd_dev)
+
+    _add_kafka_parser(sub)
 
     bench = sub.add_parser("bench", help="run a benchmark from bench/ (pipeline, relay, concurrency, ...)")
     bench.add_argument("name")

@@ -40,6 +40,7 @@ class Service:
             max_inflight=settings.max_inflight,
             shutdown_grace=settings.shutdown_grace_s,
             group_protocol=settings.group_protocol,
+            changelog_config=topology.changelog_config,
         )
         return cls(agent, processor, topology, schemas, settings)
 

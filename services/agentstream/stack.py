@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from types import TracebackType
 
 from confluent_kafka.admin import AdminClient
 
-from agentstream.broker import BOOTSTRAP_ENV, bootstrap_servers
+from agentstream.broker import BOOTSTRAP_ENV, TANSU, bootstrap_servers
 from agentstream.clients import admin_config
 from agentstream.settings import PREFIX_ENV, STATE_DIR_ENV, TOPOLOGY_ENV
 from agentstream.topology import Topology, load_topology
@@ -35,6 +34,7 @@ class Stack:
         log_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
         bootstrap: str | None = None,
+        broker: str = TANSU,
     ) -> None:
         self.state_dir = state_dir
         self.topology_path = topology_path
@@ -43,6 +43,7 @@ class Stack:
         self.extra_env = extra_env or {}
         self.topology: Topology = load_topology(topology_path, prefix=prefix)
         self.bootstrap = bootstrap or ""
+        self.broker = broker  # the kind to start when neither bootstrap nor KAFKA_BOOTSTRAP_SERVERS is given
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self._exit = contextlib.ExitStack()
 
@@ -54,12 +55,10 @@ class Stack:
         return commands
 
     def start(self) -> Stack:
-        embedded = not self.bootstrap and not os.environ.get(BOOTSTRAP_ENV)
+        # A state directory left from an earlier broker is fine: a store whose recorded changelog
+        # offset the new broker does not have is wiped and restored (runtime.changelog).
         if not self.bootstrap:
-            self.bootstrap = self._exit.enter_context(bootstrap_servers())
-        if embedded:
-            # The embedded broker keeps nothing across restarts, so neither may local state.
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self.bootstrap = self._exit.enter_context(bootstrap_servers(self.broker))
         plan = apply(AdminClient(admin_config(self.bootstrap)), self.topology)
         log.info("topology applied: %d topics created, %d already there", len(plan.to_create), len(plan.ok))
         env = {**os.environ, **self.extra_env, BOOTSTRAP_ENV: self.bootstrap, STATE_DIR_ENV: str(self.state_dir)}

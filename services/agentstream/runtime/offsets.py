@@ -10,6 +10,27 @@ from __future__ import annotations
 
 import heapq
 
+from confluent_kafka import KafkaError
+
+# Commit refusals that end by themselves: the group coordinator moved (a broker died or a
+# partition of __consumer_offsets changed leader), or this member's place in the group is
+# stale (a rebalance began, the session expired, KIP-848 bumped the member epoch).
+_TRANSIENT_COMMIT_ERRORS = frozenset({
+    KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.STALE_MEMBER_EPOCH, KafkaError.FENCED_MEMBER_EPOCH, KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._WAIT_COORD, KafkaError._STATE,
+    KafkaError._ASSIGNMENT_LOST, KafkaError._NO_OFFSET,
+})
+
+
+def commit_refusal_is_transient(error: KafkaError) -> bool:
+    """Whether a failed offset commit can be skipped (the records are processed again
+    later) rather than stop the worker: not for fatal or authorization errors."""
+    if error.fatal():
+        return False
+    return error.code() in _TRANSIENT_COMMIT_ERRORS or error.retriable()
+
 
 class PartitionOffsets:
     __slots__ = ("_next", "_pending", "_finished")

@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from agentstream.clients import CLASSIC, admin_config, consumer_config, producer_config, reader_config
@@ -38,7 +38,7 @@ from agentstream.runtime.context import MessageContext, current_context
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError
 from agentstream.runtime.delivery import produce_acked
 from agentstream.runtime.hold import DueHolds
-from agentstream.runtime.offsets import PartitionOffsets
+from agentstream.runtime.offsets import PartitionOffsets, commit_refusal_is_transient
 from agentstream.runtime.stats import ProcessorStats
 from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
@@ -457,8 +457,8 @@ class Processor:
         plan = await self._prepare_checkpoint()
         if plan is None:
             return
-        if plan.offsets:
-            await asyncio.get_running_loop().run_in_executor(self._poller, self._commit, plan.offsets)
+        if plan.offsets and not await asyncio.get_running_loop().run_in_executor(self._poller, self._commit, plan.offsets):
+            plan = _CheckpointPlan([], plan.flushing)
         self._finish_checkpoint(plan)
 
     async def _prepare_checkpoint(self) -> _CheckpointPlan | None:
@@ -495,12 +495,27 @@ class Processor:
             )
         return _CheckpointPlan(offsets, flushing)
 
-    def _commit(self, offsets: list[TopicPartition]) -> None:
+    def _commit(self, offsets: list[TopicPartition]) -> bool:
         """Step 3, always on the poll thread: librdkafka deadlocks a synchronous commit made
-        from another thread while the poll thread sits in a rebalance callback."""
+        from another thread while the poll thread sits in a rebalance callback.
+
+        False when the group refused the commit for a passing reason (the coordinator moved
+        to another broker, the member was fenced or a rebalance began): the outputs and
+        changelog records are acknowledged already, so the records are simply processed
+        again by whoever owns them next (at least once), and the consumer rejoins on its
+        next poll. Anything else (authorization, a fatal error) stops the processor.
+        """
         consumer = self._consumer
         assert consumer is not None
-        consumer.commit(offsets=offsets, asynchronous=False)
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not commit_refusal_is_transient(error):
+                raise
+            log.warning("%s: offsets not committed (%s); their records will be processed again", self.name, error.str())
+            return False
+        return True
 
     def _finish_checkpoint(self, plan: _CheckpointPlan) -> None:
         """Step 4: the committed state reaches RocksDB with its changelog offsets."""
@@ -539,8 +554,8 @@ class Processor:
         self._on_loop(self._drain(tps))
         plan = self._on_loop(self._prepare_checkpoint())
         if plan is not None:
-            if plan.offsets:
-                self._commit(plan.offsets)
+            if plan.offsets and not self._commit(plan.offsets):
+                plan = _CheckpointPlan([], plan.flushing)
             self._on_loop(self._finish_on_loop(plan))
         self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=False))
 

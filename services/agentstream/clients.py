@@ -7,12 +7,20 @@ Why these values (measured on Tansu, harmless on Kafka):
   there, so the wait is kept short to bound per-hop latency.
 - Producers are idempotent with ``acks=all`` so a retried send never duplicates.
 Every value can be overridden by the caller's configuration.
+
+Security settings (SASL, SSL) come from the environment and are passed to librdkafka
+unchanged: ``KAFKA_SECURITY_PROTOCOL=SASL_SSL``, ``KAFKA_SASL_MECHANISM=SCRAM-SHA-512``,
+``KAFKA_SASL_USERNAME``, ``KAFKA_SASL_PASSWORD``, ``KAFKA_SSL_CA_LOCATION`` … (see
+``security_config``), so one set of variables configures every command and worker.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
+
+from agentstream.settings import KAFKA_CLIENT_ENV_PREFIX, KAFKA_CLIENT_PASSTHROUGH
 
 COMMON: dict[str, Any] = {
     "client.id": "agentstream",
@@ -43,6 +51,24 @@ PRODUCER: dict[str, Any] = {
 }
 
 
+def security_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """librdkafka security properties from ``KAFKA_*`` variables (``KAFKA_SASL_USERNAME`` →
+    ``sasl.username``); only names under security./sasl./ssl. are taken, values unchanged."""
+    env = os.environ if environ is None else environ
+    config: dict[str, str] = {}
+    for name, value in env.items():
+        if not name.startswith(KAFKA_CLIENT_ENV_PREFIX):
+            continue
+        key = name[len(KAFKA_CLIENT_ENV_PREFIX):].lower().replace("_", ".")
+        if key.startswith(KAFKA_CLIENT_PASSTHROUGH):
+            config[key] = value
+    return config
+
+
+def _common(bootstrap: str) -> dict[str, Any]:
+    return {**COMMON, **security_config(), "bootstrap.servers": bootstrap}
+
+
 CLASSIC = "classic"
 CONSUMER_PROTOCOL = "consumer"
 GROUP_PROTOCOLS = (CLASSIC, CONSUMER_PROTOCOL)
@@ -64,7 +90,7 @@ def consumer_config(
     partitions with its range assignor, which keeps co-partitioned topics together, and
     owns the session timeout (``group.consumer.session.timeout.ms``).
     """
-    config = {**COMMON, **CONSUMER, "bootstrap.servers": bootstrap, "group.id": group_id}
+    config = {**_common(bootstrap), **CONSUMER, "group.id": group_id}
     if protocol == CONSUMER_PROTOCOL:
         for key in _CLASSIC_ONLY:
             config.pop(key)
@@ -76,7 +102,7 @@ def consumer_config(
 
 def producer_config(bootstrap: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Settings for an idempotent producer; ``overrides`` win over the defaults."""
-    return {**COMMON, **PRODUCER, "bootstrap.servers": bootstrap, **(overrides or {})}
+    return {**_common(bootstrap), **PRODUCER, **(overrides or {})}
 
 
 def reader_config(bootstrap: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -86,8 +112,7 @@ def reader_config(bootstrap: str, overrides: Mapping[str, Any] | None = None) ->
     high watermark of a fetch response, which is right on Tansu where ListOffsets is not.
     """
     return {
-        **COMMON,
-        "bootstrap.servers": bootstrap,
+        **_common(bootstrap),
         "group.id": "agentstream-reader",
         "enable.auto.commit": False,
         "enable.partition.eof": True,
@@ -99,4 +124,4 @@ def reader_config(bootstrap: str, overrides: Mapping[str, Any] | None = None) ->
 
 def admin_config(bootstrap: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Settings for the AdminClient."""
-    return {**COMMON, "bootstrap.servers": bootstrap, **(overrides or {})}
+    return {**_common(bootstrap), **(overrides or {})}

@@ -17,6 +17,10 @@ BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 # Kafka from its Maven artifacts) or "tansu" (the embedded broker). Default: tansu for
 # `agentstream dev`/`demo`, kafka for the tests where java and mvn exist.
 BROKER_ENV = "AGENTSTREAM_BROKER"
+# librdkafka security settings from the environment: KAFKA_<NAME> with NAME lowercased and
+# "_" read as "." (KAFKA_SASL_MECHANISM -> sasl.mechanism), for names under these prefixes.
+KAFKA_CLIENT_ENV_PREFIX = "KAFKA_"
+KAFKA_CLIENT_PASSTHROUGH = ("security.", "sasl.", "ssl.")
 # Where the Apache Kafka jars are cached (default ~/.cache/agentstream).
 KAFKA_CACHE_ENV = "AGENTSTREAM_KAFKA_CACHE"
 STATE_DIR_ENV = "AGENTSTREAM_STATE_DIR"

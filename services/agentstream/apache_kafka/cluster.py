@@ -38,6 +38,7 @@ class KafkaNode:
     directory: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     pid: int | None = None
+    sasl_port: int | None = None  # a SASL_PLAINTEXT (PLAIN) listener, when the cluster has users
 
     @property
     def address(self) -> str:
@@ -57,7 +58,9 @@ class KafkaNode:
         return self.pid is not None and _pid_alive(self.pid)
 
 
-def node_properties(node: KafkaNode, nodes: list[KafkaNode], overrides: Mapping[str, str]) -> dict[str, str]:
+def node_properties(
+    node: KafkaNode, nodes: list[KafkaNode], overrides: Mapping[str, str], sasl_users: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """server.properties of one node; ``overrides`` win."""
     count = len(nodes)
     min_isr = str(min(2, count))
@@ -98,8 +101,25 @@ def node_properties(node: KafkaNode, nodes: list[KafkaNode], overrides: Mapping[
         "num.network.threads": "2",
         "num.io.threads": "2",
     }
+    if sasl_users and node.sasl_port:
+        props.update(_sasl_listener(node, sasl_users))
     props.update(overrides)
     return props
+
+
+def _sasl_listener(node: KafkaNode, users: Mapping[str, str]) -> dict[str, str]:
+    """A second client listener that takes SASL/PLAIN logins of ``users`` (for testing the
+    security settings clients pass through); brokers still talk PLAINTEXT to each other."""
+    accounts = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+    return {
+        "listeners": f"PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port},"
+                     f"SASL_PLAINTEXT://{HOST}:{node.sasl_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{node.port},SASL_PLAINTEXT://{HOST}:{node.sasl_port}",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {accounts};",
+    }
 
 
 class KafkaCluster:
@@ -112,21 +132,33 @@ class KafkaCluster:
         *,
         heap_mb: int = 512,
         broker_config: Mapping[str, str] | None = None,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
         if nodes < 1:
             raise BrokerUnavailableError(f"A Kafka cluster needs at least 1 node, not {nodes}.")
         self.directory = directory.resolve()
         self.heap_mb = heap_mb
         self.broker_config = dict(broker_config or {})
+        self.sasl_users = dict(sasl_users or {})
         self.cluster_id = ""
-        ports = _free_ports(2 * nodes)
+        per_node = 3 if self.sasl_users else 2
+        ports = _free_ports(per_node * nodes)
         self.nodes = [
-            KafkaNode(i + 1, ports[2 * i], ports[2 * i + 1], self.directory / f"node-{i + 1}") for i in range(nodes)
+            KafkaNode(i + 1, ports[per_node * i], ports[per_node * i + 1], self.directory / f"node-{i + 1}",
+                      sasl_port=ports[per_node * i + 2] if self.sasl_users else None)
+            for i in range(nodes)
         ]
 
     @property
     def bootstrap(self) -> str:
         return ",".join(node.address for node in self.nodes)
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT listeners (a cluster started with ``sasl_users``)."""
+        if not self.sasl_users:
+            raise BrokerUnavailableError("This cluster was started without sasl_users: it has no SASL listener.")
+        return ",".join(f"{HOST}:{node.sasl_port}" for node in self.nodes)
 
     def node(self, node_id: int) -> KafkaNode:
         for node in self.nodes:
@@ -207,11 +239,10 @@ class KafkaCluster:
         """Until every live node is in the cluster's metadata, or raise with the log's tail."""
         from confluent_kafka.admin import AdminClient
 
-        from agentstream.clients import admin_config
-
         expected = {n.node_id for n in self.nodes if n.alive()}
         addresses = ",".join(n.address for n in self.nodes if n.alive())
-        admin = AdminClient(admin_config(addresses, {"log_level": 0}))
+        # The PLAINTEXT listeners, whatever KAFKA_SECURITY_* the environment sets for other clusters.
+        admin = AdminClient({"bootstrap.servers": addresses, "log_level": 0})
         deadline = time.monotonic() + timeout
         seen: set[int] = set()
         while time.monotonic() < deadline:
@@ -265,6 +296,7 @@ class KafkaCluster:
         cluster.directory = directory.resolve()
         cluster.heap_mb = 512
         cluster.broker_config = {}
+        cluster.sasl_users = {}
         cluster.cluster_id = layout["cluster_id"]
         cluster.nodes = [KafkaNode(n["node_id"], n["port"], n["controller_port"],
                                    cluster.directory / f"node-{n['node_id']}", pid=n["pid"]) for n in layout["nodes"]]
@@ -274,7 +306,7 @@ class KafkaCluster:
 
     def _write_properties(self, node: KafkaNode) -> None:
         node.directory.mkdir(parents=True, exist_ok=True)
-        props = node_properties(node, self.nodes, self.broker_config)
+        props = node_properties(node, self.nodes, self.broker_config, self.sasl_users)
         text = "".join(f"{key}={value}\n" for key, value in props.items())
         (node.directory / "server.properties").write_text(text, encoding="utf-8")
 

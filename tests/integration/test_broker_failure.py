@@ -71,8 +71,10 @@ def _submit_paced(stack: DurableStack, tasks: list[dict[str, object]], rate: flo
 def test_sigkill_of_a_broker_under_load_loses_no_task(cluster: KafkaCluster, tmp_path: Path, victim: str) -> None:
     admin = AdminClient(admin_config(cluster.bootstrap))
     stack = DurableStack(cluster.bootstrap, tmp_path, latency="0.05-0.3", topology_path=_replicated_topology(tmp_path))
-    partitions = _pipeline_partitions(admin, stack.prefix)
-    assert partitions and all(len(replicas) == 3 for _, replicas, _ in partitions.values())
+    expected = {spec.name for spec in stack.topology.all_topics()}
+    # Topics just created reach the brokers' metadata a moment after CreateTopics returns.
+    wait_for(lambda: {t for t, _ in _pipeline_partitions(admin, stack.prefix)} >= expected, 30, "the topics in metadata")
+    assert all(len(replicas) == 3 for _, replicas, _ in _pipeline_partitions(admin, stack.prefix).values())
     tasks_topic = ConfigResource(ResourceType.TOPIC, stack.topology.topic("tasks"))
     min_isr = admin.describe_configs([tasks_topic])[tasks_topic].result()["min.insync.replicas"].value
     assert min_isr == "2"

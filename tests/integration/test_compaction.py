@@ -81,11 +81,12 @@ def test_changelog_is_compacted_and_a_fresh_worker_restores_the_same_state(kafka
             return not repeated and not (deleted & set(keys))
 
         seconds = wait_for(compacted, 120, "the cleaner to remove old versions and tombstones", interval=1.5)
-        remaining = read_all(bootstrap, changelog)
+        # The filler key keeps being written while we watch, so its versions are not counted.
+        remaining = [r for r in read_all(bootstrap, changelog) if r[0] != b"filler"]
         print(f"\ncompaction: {written} changelog records written, {len(remaining)} left after "
               f"{seconds:.1f} s of cleaning; {len(deleted)} tombstoned keys gone")
         assert written >= KEYS * UPDATES_PER_KEY / 2, f"only {written} changelog records: too few versions to compact"
-        assert len(remaining) <= KEYS - len(deleted) + 2, "the cleaner kept more than the live keys (and filler)"
+        assert len(remaining) == KEYS - len(deleted), "one record per live key, no tombstone"
     finally:
         writer.stop()
         producer.flush(10)

@@ -72,10 +72,11 @@ def _out_of_range(tp: _TP, store: PartitionStore, bound: tuple[int, int]) -> boo
     log_start, end = bound
     if recorded is None or log_start <= recorded + 1 <= end:
         return False
+    held = f"offsets {log_start}..{end - 1}" if end > log_start else "no records"
     log.warning(
-        "store %s recorded changelog offset %d but %s[%d] holds offsets %d..%d (topic recreated, cluster "
+        "store %s recorded changelog offset %d but %s[%d] holds %s (topic recreated, cluster "
         "rebuilt or records expired): wiping the store and restoring it from the changelog",
-        store.path, recorded, tp[0], tp[1], log_start, end - 1,
+        store.path, recorded, tp[0], tp[1], held,
     )
     store.reset()
     return True

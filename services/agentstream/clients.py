@@ -53,6 +53,9 @@ PRODUCER: dict[str, Any] = {
     # murmur2, as the Java client and aiokafka (faust) use: a session keyed by any of them
     # lands on the same partition, which per-session order and dedupe rely on.
     "partitioner": "murmur2_random",
+    # Producing to a missing topic fails instead of asking the broker to create it with its
+    # default partition count (Tansu always would; Kafka where auto.create.topics.enable).
+    "allow.auto.create.topics": False,
 }
 
 

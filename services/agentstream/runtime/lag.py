@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from agentstream.broker import is_tansu
 from agentstream.clients import admin_config, reader_config
 from agentstream.runtime.errors import ProcessorError
+from agentstream.runtime.topics import require_topics
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +61,8 @@ def watermarks(bootstrap: str, partitions: Sequence[_TP], timeout: float = 30.0)
 
 
 def _partitions(admin: AdminClient, bootstrap: str, topics: Sequence[str], timeout: float) -> list[_TP]:
-    metadata = admin.list_topics(timeout=timeout)
-    partitions: list[_TP] = []
-    for topic in topics:
-        meta = metadata.topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise ProcessorError(f"Topic {topic!r} does not exist on {bootstrap}; run `agentstream topology apply`.")
-        partitions += [(topic, p) for p in sorted(meta.partitions)]
-    return partitions
+    found = require_topics(admin, topics, bootstrap, timeout)
+    return [(topic, p) for topic in topics for p in found[topic]]
 
 
 def _listed_offsets(admin: AdminClient, partitions: Sequence[_TP], spec: OffsetSpec, timeout: float) -> dict[_TP, int]:

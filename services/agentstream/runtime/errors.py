@@ -14,6 +14,10 @@ class MissingTopicError(ProcessorError):
     broker that auto-creates topics would give it its default partition count and configs."""
 
 
+class RestoreInterrupted(ProcessorError):
+    """A stop was requested while tables were being restored; what was applied is kept."""
+
+
 class CheckpointError(ProcessorError):
     """Outputs or changelog writes were not acknowledged, so source offsets stay uncommitted.
 

@@ -111,9 +111,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     require_topics(AdminClient(admin_config(settings.bootstrap)), [t.name for t in topology.all_topics()],
                    settings.bootstrap)
     service = _build_service(args, settings, topology, SchemaSet.load())
+    stop.then = service.processor.stop  # before the check: a signal in between is not lost
     if stop.requested:
         return 0
-    stop.then = service.processor.stop
     stats = asyncio.run(service.processor.run())
     stop.ignore()
     log.info("worker %s exiting: %d processed, %d failed", service.agent, stats.processed, stats.failed)
@@ -283,8 +283,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
             clear_bootstrap_file(state_dir, stack.bootstrap)
         codes = stack.stop()
         unclean = {name: code for name, code in codes.items() if code != 0}
-        print(f"stopped: workers that did not exit cleanly: {unclean}" if unclean
-              else f"stopped: {len(codes)} workers exited cleanly")
+        if codes:
+            print(f"stopped: workers that did not exit cleanly: {unclean}" if unclean
+                  else f"stopped: {len(codes)} workers exited cleanly")
     return 1 if unclean else 0
 
 

@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 from agentstream.clients import admin_config, producer_config, reader_config
 from agentstream.errors import AgentStreamError, ConfigurationError
 from agentstream.events import TASK_SUBMITTED, now_ms
+from agentstream.runtime.errors import ProcessorError
 from agentstream.runtime.lag import end_offsets
 from agentstream.runtime.topics import require_topics
 from agentstream.serde import SchemaSet, SerdeError
@@ -127,15 +128,20 @@ class Follower:
 
     def backlog(self, timeout: float = 30.0) -> list[Record]:
         """The records between the start offsets and the ends seen when reading began, in the
-        order they were written within each partition (partitions one after another)."""
+        order they were written within each partition; ProcessorError if ``timeout`` s pass
+        without a record while some partition is still behind."""
         behind = {tp for tp, end in self._ends.items() if self._starts[tp] < end}
         out: list[Record] = []
-        deadline = time.monotonic() + timeout
-        while behind and time.monotonic() < deadline:
+        quiet_since = time.monotonic()
+        while behind:
             msg = self._consumer.poll(0.2)
             if msg is None:
                 self._drop_reached(behind)
+                if behind and time.monotonic() - quiet_since > timeout:
+                    raise ProcessorError(f"Reading {', '.join(f'{t}[{p}]' for t, p in sorted(behind))} to its end "
+                                         f"stalled for {timeout:.0f} s; is the broker still there?")
                 continue
+            quiet_since = time.monotonic()
             record = self._accept(msg)
             if record is not None:
                 out.append(record)

@@ -52,3 +52,16 @@ def test_a_strict_follower_raises_at_the_first_skipped_record(bootstrap: str, to
             follower.backlog()
     finally:
         follower.close()
+
+
+def test_a_follower_reads_a_topic_created_a_moment_ago(bootstrap: str, unique: str) -> None:
+    """Right after `topology apply` (or dev's start) a partition may have no leader yet:
+    ListOffsets answers NOT_LEADER_FOR_PARTITION, which is asked again, not an error."""
+    for n in range(5):
+        name = f"fresh-{unique}-{n}"
+        create_topics(bootstrap, [name])
+        follower = Follower(bootstrap, [name], SchemaSet.load())
+        try:
+            assert follower.backlog() == []
+        finally:
+            follower.close()

@@ -292,8 +292,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def _announce_own_broker(bootstrap: str, kind: str, written: Path) -> None:
     name = "embedded Tansu" if kind == TANSU else "Apache Kafka in a temporary directory"
     print(f"broker: {bootstrap} ({name}; it keeps nothing once dev stops)")
-    print(f"  commands run from this directory find it through {written}; elsewhere set "
-          f"{STATE_DIR_ENV}={written.parent.resolve()} or {BOOTSTRAP_ENV}={bootstrap}")
+    print(f"  the other commands find it through {written} while dev runs (run them with the same state "
+          f"directory, or set {STATE_DIR_ENV}={written.parent.resolve()} or {BOOTSTRAP_ENV}={bootstrap})")
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:

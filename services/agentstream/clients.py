@@ -12,10 +12,15 @@ Security settings (SASL, SSL) come from the environment and are passed to librdk
 unchanged: ``KAFKA_SECURITY_PROTOCOL=SASL_SSL``, ``KAFKA_SASL_MECHANISM=SCRAM-SHA-512``,
 ``KAFKA_SASL_USERNAME``, ``KAFKA_SASL_PASSWORD``, ``KAFKA_SSL_CA_LOCATION`` … (see
 ``security_config``), so one set of variables configures every command and worker.
+
+librdkafka's own log lines go to the Python logger ``librdkafka`` (served when a client
+polls), at the level that logger allows: the CLI turns them off unless asked for
+(``AGENTSTREAM_LOG_LEVEL=DEBUG`` or ``--verbose``); a worker shows warnings and errors.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -48,6 +53,9 @@ PRODUCER: dict[str, Any] = {
     # murmur2, as the Java client and aiokafka (faust) use: a session keyed by any of them
     # lands on the same partition, which per-session order and dedupe rely on.
     "partitioner": "murmur2_random",
+    # Producing to a missing topic fails instead of asking the broker to create it with its
+    # default partition count (Tansu always would; Kafka where auto.create.topics.enable).
+    "allow.auto.create.topics": False,
 }
 
 
@@ -65,8 +73,23 @@ def security_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return config
 
 
+KAFKA_LOG = logging.getLogger("librdkafka")
+
+
+def log_config() -> dict[str, Any]:
+    """Route librdkafka's log to ``KAFKA_LOG``; at its syslog level, so lines the logger would
+    drop are never even formatted."""
+    level = KAFKA_LOG.getEffectiveLevel()
+    if level > logging.CRITICAL:
+        syslog = 0
+    else:
+        thresholds = ((logging.DEBUG, 7), (logging.INFO, 6), (logging.WARNING, 4), (logging.ERROR, 3))
+        syslog = next((value for limit, value in thresholds if level <= limit), 2)
+    return {"logger": KAFKA_LOG, "log_level": syslog}
+
+
 def _common(bootstrap: str) -> dict[str, Any]:
-    return {**COMMON, **security_config(), "bootstrap.servers": bootstrap}
+    return {**COMMON, **log_config(), **security_config(), "bootstrap.servers": bootstrap}
 
 
 CLASSIC = "classic"

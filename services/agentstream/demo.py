@@ -3,25 +3,47 @@ support tickets, and a readable account of what happened to each."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from agentstream.client import Follower, Submitter, new_task
+from agentstream.display import shorten
 from agentstream.events import TASK_EVENT, TASK_RESULT
+from agentstream.models.config import DEFAULT_MODEL_ID, MODEL_ENV, effective_model_id, parse_model_id
 from agentstream.serde import SchemaSet
 from agentstream.stack import Stack
 from agentstream.tools.demo import demo_tickets
+from agentstream.topology import Topology
 
 BANNER = """\
 agentstream demo
-  model: ScriptedModel, the offline deterministic test model shipped with agentstream.
-         No real LLM is called; answers are scripted from the tool results.
+  {models}
   broker: {broker}
   workers: {workers} (one process each; logs in {logs})
 """
+SCRIPTED = """model: ScriptedModel, the offline deterministic test model shipped with agentstream.
+         No real LLM is called; answers are scripted from the tool results."""
+ANSWER_CHARS = 600
+
+
+def describe_models(topology: Topology, environ: Mapping[str, str] | None = None) -> str:
+    """What the specialists will call: ScriptedModel, or the real models and where they were chosen."""
+    used: set[str] = set()
+    for agent_type in topology.specialist_types:
+        settings = topology.agent(agent_type).model
+        configured = [*settings.models.values(), *settings.fallbacks] if settings else [DEFAULT_MODEL_ID]
+        used.update(effective_model_id(model_id, environ) for model_id in configured)
+    real = sorted(m for m in used if parse_model_id(m)[0] != "scripted")
+    if not real:
+        return SCRIPTED
+    env = os.environ if environ is None else environ
+    where = f"{MODEL_ENV}, for every agent type" if env.get(MODEL_ENV, "").strip() else "the topology"
+    return f"model: {', '.join(real)} (from {where}): a real LLM is called, and may cost money."
 
 
 def run_demo(state_dir: Path = Path(".state/demo"), timeout: float = 120.0) -> int:
@@ -30,7 +52,8 @@ def run_demo(state_dir: Path = Path(".state/demo"), timeout: float = 120.0) -> i
     run_id = uuid.uuid4().hex[:6]
     with Stack(state_dir / "workers", log_dir=state_dir / "logs") as stack:
         topology = stack.topology
-        print(BANNER.format(broker=stack.bootstrap, workers=", ".join(stack.workers), logs=state_dir / "logs"))
+        print(BANNER.format(models=describe_models(topology), broker=stack.bootstrap,
+                            workers=", ".join(stack.workers), logs=state_dir / "logs"))
         follower = Follower(stack.bootstrap, [topology.topic("results"), topology.topic("task_events")], schemas)
         submitter = Submitter(stack.bootstrap, topology, schemas)
         tasks: dict[str, dict[str, Any]] = {}
@@ -90,5 +113,6 @@ def _print_ticket(ticket: dict[str, Any], result: dict[str, Any] | None, tools: 
     if result.get("error"):
         print(f"   error: {result['error']['code']}: {result['error']['message']}")
     body = result.get("output") or ""
-    print(textwrap.indent(textwrap.fill(body[:600], 96) if "\n" not in body else body[:900], "   | "))
+    shown = textwrap.fill(shorten(body, ANSWER_CHARS), 96) if "\n" not in body else shorten(body, ANSWER_CHARS)
+    print(textwrap.indent(shown, "   | "))
     print()

@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentstream.errors import ConfigurationError
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 # Which broker agentstream starts when KAFKA_BOOTSTRAP_SERVERS is unset: "kafka" (Apache
@@ -32,6 +34,26 @@ MAX_INFLIGHT_ENV = "AGENTSTREAM_MAX_INFLIGHT"
 GROUP_PROTOCOL_ENV = "AGENTSTREAM_GROUP_PROTOCOL"
 
 DEFAULT_STATE_DIR = Path(".state")
+
+# The WorkerSettings field each variable sets (a bad value is reported by its variable's name).
+_FIELD_ENV = {
+    "bootstrap": BOOTSTRAP_ENV,
+    "state_dir": STATE_DIR_ENV,
+    "topology_path": TOPOLOGY_ENV,
+    "prefix": PREFIX_ENV,
+    "max_inflight": MAX_INFLIGHT_ENV,
+    "group_protocol": GROUP_PROTOCOL_ENV,
+}
+
+
+def state_dir_from_env(explicit: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The one rule for every command: ``explicit`` (a --state-dir), else
+    ``AGENTSTREAM_STATE_DIR``, else ``.state``."""
+    if explicit is not None:
+        return explicit
+    env = os.environ if environ is None else environ
+    value = env.get(STATE_DIR_ENV, "").strip()
+    return Path(value) if value else DEFAULT_STATE_DIR
 
 
 class WorkerSettings(BaseModel):
@@ -65,5 +87,15 @@ class WorkerSettings(BaseModel):
             values["max_inflight"] = env[MAX_INFLIGHT_ENV]
         if env.get(GROUP_PROTOCOL_ENV):
             values["group_protocol"] = env[GROUP_PROTOCOL_ENV].strip().lower()
+        from_environment = {name for name in values if name not in overrides or overrides[name] is None}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else ""
+                if field in from_environment:
+                    raise ConfigurationError(
+                        f"{_FIELD_ENV[field]}={env[_FIELD_ENV[field]]!r} is not valid: {error['msg']}."
+                    ) from None
+            raise

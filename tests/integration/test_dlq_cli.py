@@ -153,7 +153,32 @@ def test_replay_reinjects_the_original_bytes_with_the_marker(world: dict[str, An
     # The stale retry context (attempt 4, due time, original-*) is gone.
     assert headers == [("trace-id", b"t-3"), (h.ATTEMPT, b"0"), (h.REPLAY, timed_out["id"].encode())]
 
-    assert "either a dead letter id or --all-matching" in dlq("replay", expect=2)
+    assert "Say what to replay: a dead letter id" in dlq("replay", expect=2)
+    assert "Give a dead letter id or --all-matching" in dlq("replay", invalid["id"], "--all-matching", expect=2)
+
+
+def test_replay_never_creates_the_source_topic(bootstrap: str) -> None:
+    """A dead letter whose source topic is gone: replay says to apply the topology, and
+    producing does not make the broker create the topic with its default partitions."""
+    prefix = f"dlq{uuid.uuid4().hex[:8]}"
+    topology = load_topology(prefix=prefix)
+    admin = AdminClient(admin_config(bootstrap))
+    apply(admin, topology)
+    gone = f"{prefix}.gone.v1"
+    letter = build_dead_letter(
+        key=b"s-1", value=b"event", headers=None, topic=gone, partition=0, offset=0, stage="router",
+        error=_error(ValueError("bad")), error_class=ErrorClass.PERMANENT, attempts=1, group=f"{prefix}.router",
+        first_failure_ms=None, schemas=SchemaSet.load(),
+    )
+    key, value, headers = dead_letter_message(letter, SchemaSet.load())
+    producer = Producer(producer_config(bootstrap))
+    producer.produce(topology.topic("dlq"), value, key, headers=headers)
+    assert producer.flush(30) == 0
+
+    out = Dlq(bootstrap, prefix)("replay", letter["id"], expect=2)
+    assert out.strip() == (f"agentstream: Topic {gone} does not exist on {bootstrap}; create the topology's topics "
+                           "with `agentstream topology apply`.")
+    assert gone not in admin.list_topics(timeout=30).topics
 
 
 def test_purge_asks_and_then_hides(world: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,14 @@ def test_sasl_settings_from_the_environment_reach_every_client(tmp_path: Path, u
         assert tasks_topic in AdminClient({"bootstrap.servers": cluster.bootstrap}).list_topics(timeout=10).topics
         assert len(read_all(cluster.bootstrap, tasks_topic)) == 1
 
+        # A wrong password: one line at once, not the broker's retries until a timeout.
+        began = time.monotonic()
         refused = _cli("topology", "plan", env={**login, "KAFKA_SASL_PASSWORD": "wrong"}, timeout=120)
-        assert refused.returncode != 0
-        assert "Authentication failed" in refused.stderr or "SASL" in refused.stderr, refused.stderr[-2000:]
+        assert refused.returncode == 2
+        assert refused.stderr.count("\n") == 1, refused.stderr[-2000:]
+        assert refused.stderr.startswith(f"agentstream: Kafka at {cluster.sasl_bootstrap} (KAFKA_BOOTSTRAP_SERVERS) "
+                                         "refused the connection: "), refused.stderr
+        assert "Authentication failed" in refused.stderr, refused.stderr
+        assert refused.stderr.rstrip().endswith("check KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and "
+                                                "KAFKA_SASL_PASSWORD."), refused.stderr
+        assert time.monotonic() - began < 15

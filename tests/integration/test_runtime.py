@@ -13,8 +13,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from confluent_kafka import Producer
+
 from agentstream.apache_kafka import KafkaCluster
 from agentstream.broker import EmbeddedBroker, is_tansu
+from agentstream.clients import producer_config
 from agentstream.runtime.lag import consumer_lag
 
 from .harness import (
@@ -29,6 +32,7 @@ from .harness import (
 )
 
 WORKER = "tests/integration/apps/counter_worker.py"
+RESTORE_RECORDS = 600_000  # a restore of some seconds on either broker
 
 
 def _worker(bootstrap: str, names: dict[str, str], state_dir: Path, label: str, *extra: str) -> WorkerProcess:
@@ -206,6 +210,35 @@ def test_a_store_ahead_of_its_changelog_is_wiped_and_restored(bootstrap: str, un
     assert second.matching("wiping the store and restoring it from the changelog"), second.tail()
     assert read_table_dir(state, fresh["group"], "counts") == dict(new.expected_counts()), \
         "the stale counts must be gone, not added to"
+
+
+def test_a_stop_request_interrupts_a_restore(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """SIGTERM while a worker restores a long changelog: it stops within seconds and exits 0
+    (it used to read to the end first, and an orchestrator's grace period ran out)."""
+    names = _names(unique)
+    create_topics(bootstrap, [names["in"], names["out"]])
+    changelog = f"{names['group']}.counts.changelog"
+    create_topics(bootstrap, [changelog], config={"cleanup.policy": "compact"})
+    producer = Producer(producer_config(bootstrap, {"linger.ms": 50, "batch.size": 1_000_000}))
+    for i in range(RESTORE_RECORDS):
+        while True:
+            try:
+                producer.produce(changelog, b"1", f"k{i}".encode(), partition=i % 6)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(120) == 0
+
+    worker = _worker(bootstrap, names, tmp_path / "state", "restore")
+    worker.wait_for_line(r"restoring 6 changelog partition\(s\)", timeout=90)
+    began = time.monotonic()
+    worker.terminate()
+    assert worker.wait(60) == 0, worker.tail()
+    stopped_in = time.monotonic() - began
+    assert worker.matching(r"counter: stopping: restore of \d+ changelog partition\(s\) stopped after \d+ records"), \
+        worker.tail()
+    assert stopped_in < 10, f"took {stopped_in:.1f} s to stop"
+    print(f"\nstop during a restore of {RESTORE_RECORDS} records: exited 0 after {stopped_in:.1f} s")
 
 
 def test_unacknowledged_changelog_write_is_never_committed(bootstrap: str, unique: str, tmp_path: Path) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from agentstream.settings import WorkerSettings
+from agentstream.errors import ConfigurationError
+from agentstream.settings import DEFAULT_STATE_DIR, WorkerSettings, state_dir_from_env
 
 
 def test_settings_read_the_environment() -> None:
@@ -15,7 +18,17 @@ def test_settings_read_the_environment() -> None:
 
 
 def test_a_bad_value_or_unknown_key_is_refused() -> None:
-    with pytest.raises(ValidationError, match="max_inflight"):
+    # From the environment: one sentence naming the variable, not pydantic's report.
+    with pytest.raises(ConfigurationError, match=r"^AGENTSTREAM_MAX_INFLIGHT='many' is not valid: .*integer"):
         WorkerSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "AGENTSTREAM_MAX_INFLIGHT": "many"})
+    with pytest.raises(ConfigurationError, match="^AGENTSTREAM_GROUP_PROTOCOL='eager' is not valid"):
+        WorkerSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "AGENTSTREAM_GROUP_PROTOCOL": "eager"})
+    # From code: a typo is the developer's, and pydantic's report names it.
     with pytest.raises(ValidationError, match="max_inflght"):
         WorkerSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, max_inflght=3)
+
+
+def test_one_state_directory_rule_for_every_command() -> None:
+    assert state_dir_from_env(environ={}) == DEFAULT_STATE_DIR
+    assert state_dir_from_env(environ={"AGENTSTREAM_STATE_DIR": "/srv/agents"}) == Path("/srv/agents")
+    assert state_dir_from_env(Path("here"), environ={"AGENTSTREAM_STATE_DIR": "/srv/agents"}) == Path("here")

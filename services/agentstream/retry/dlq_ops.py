@@ -47,13 +47,14 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import AdminClient
 
-from agentstream.clients import producer_config
+from agentstream.clients import admin_config, producer_config
 from agentstream.errors import AgentStreamError
 from agentstream.retry import headers as h
 from agentstream.retry.dead_letter import DEAD_LETTER
-from agentstream.runtime.errors import ProcessorError
 from agentstream.runtime.lag import read_topic
+from agentstream.runtime.topics import require_topics
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.topology import Topology
 
@@ -62,6 +63,7 @@ __all__ = [
     "DeadLetterNotFoundError",
     "DeadLetterQueue",
     "DlqError",
+    "check_arguments",
     "format_dead_letter",
     "format_table",
     "parse_since",
@@ -172,6 +174,10 @@ class DeadLetterQueue:
                 f"Cannot replay {blocked}: only the first 512 KiB of their values were kept. "
                 "Re-send those events from their producer; nothing was replayed."
             )
+        # Never create a topic by producing to it (a broker that auto-creates would pick its
+        # partition count): the source topics must still be there.
+        admin = AdminClient(admin_config(self.bootstrap))
+        require_topics(admin, sorted({letter["source_topic"] for letter in letters}), self.bootstrap)
         sent = []
         for letter in letters:
             headers = h.replay_headers(((x["name"], x["value"]) for x in letter["headers"]), letter["id"])
@@ -202,11 +208,8 @@ class DeadLetterQueue:
     # -- reading and writing -------------------------------------------------------------
 
     def _read(self) -> Iterable[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]]:
-        try:
-            for record in read_topic(self.bootstrap, self.topic, self._timeout):
-                yield record.key, record.value, record.headers
-        except ProcessorError as exc:
-            raise DlqError(f"{exc} Create the topology's topics with `agentstream topology apply`.") from exc
+        for record in read_topic(self.bootstrap, self.topic, self._timeout):
+            yield record.key, record.value, record.headers
 
     @staticmethod
     def _note_marker(key: bytes | None, headers: list[tuple[str, bytes | None]], purged: dict[str, int]) -> None:
@@ -337,6 +340,17 @@ def _confirm(question: str, stdin: TextIO, stdout: TextIO) -> bool:
     return stdin.readline().strip().lower() in ("y", "yes")
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse arguments that cannot work, before any broker is asked."""
+    if args.action == "replay" and args.id is None and not args.all_matching:
+        raise DlqError("Say what to replay: a dead letter id (see `agentstream dlq list`), or --all-matching "
+                       "with --stage/--error/--since.")
+    if args.action == "replay" and args.id is not None and args.all_matching:
+        raise DlqError("Give a dead letter id or --all-matching (with --stage/--error/--since), not both.")
+    if getattr(args, "since", None):
+        parse_since(args.since)
+
+
 def run_command(
     args: argparse.Namespace,
     bootstrap: str,
@@ -359,8 +373,7 @@ def run_command(
         print(format_dead_letter(dlq.get(args.id), schemas), file=out)
         return 0
     if args.action == "replay":
-        if (args.id is None) == (not args.all_matching):
-            raise DlqError("Give either a dead letter id or --all-matching (with --stage/--error/--since), not both.")
+        check_arguments(args)
         letters = [dlq.get(args.id)] if args.id else dlq.letters(_filter(args))
         for letter_id, topic, partition in dlq.replay(letters):
             print(f"replayed {letter_id} -> {topic}[{partition}]", file=out)

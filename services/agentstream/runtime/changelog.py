@@ -10,18 +10,21 @@ A store whose recorded offset lies beyond the changelog's end (the topic was rec
 or the cluster rebuilt) or before its log start (records removed by retention) no longer
 matches its changelog. As Kafka Streams does, it is wiped and restored in full from the
 changelog, which is the source of truth, with a warning naming the store.
+
+A stop request (``should_stop``) interrupts a restore between two fetches: what was
+applied stays, with its changelog offset, and the next restore of the store resumes there.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from agentstream.runtime.errors import ProcessorError
+from agentstream.runtime.errors import ProcessorError, RestoreInterrupted
 from agentstream.runtime.store import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -45,8 +48,10 @@ def restore(
     targets: Mapping[_TP, PartitionStore],
     bounds: Mapping[_TP, tuple[int, int]],
     timeout: float = 120.0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[RestoreReport]:
-    """Bring every ``(changelog topic, partition) → store`` up to the end in ``bounds``."""
+    """Bring every ``(changelog topic, partition) → store`` up to the end in ``bounds``;
+    RestoreInterrupted as soon as ``should_stop()`` is true."""
     if not targets:
         return []
     started = time.monotonic()
@@ -54,7 +59,11 @@ def restore(
     start_offsets = {tp: _start_offset(store, bounds[tp][0]) for tp, store in targets.items()}
     ends = {tp: bounds[tp][1] for tp in targets}
     open_partitions = {tp for tp in targets if start_offsets[tp] < ends[tp]}
-    counts = _read_into(reader, targets, start_offsets, ends, open_partitions, started + timeout)
+    if open_partitions:
+        log.info("restoring %d changelog partition(s), %d records at most",
+                 len(open_partitions), sum(ends[tp] - start_offsets[tp] for tp in open_partitions))
+    counts = _read_into(reader, targets, start_offsets, ends, open_partitions, started + timeout,
+                        should_stop or (lambda: False))
     seconds = time.monotonic() - started
     reports = [RestoreReport(t, p, start_offsets[(t, p)], counts[(t, p)], seconds, (t, p) in wiped) for t, p in targets]
     for report in reports:
@@ -94,6 +103,7 @@ def _read_into(
     ends: Mapping[_TP, int],
     open_partitions: set[_TP],
     deadline: float,
+    should_stop: Callable[[], bool],
 ) -> dict[_TP, int]:
     """Read each open partition from its start to its end, applying records in batches."""
     counts = dict.fromkeys(targets, 0)
@@ -104,6 +114,9 @@ def _read_into(
     reader.assign([TopicPartition(t, p, start_offsets[(t, p)]) for t, p in sorted(open_partitions)])
     try:
         while open_partitions:
+            if should_stop():
+                raise RestoreInterrupted(f"restore of {len(open_partitions)} changelog partition(s) stopped "
+                                         f"after {sum(counts.values())} records")
             if time.monotonic() > deadline:
                 raise ProcessorError(
                     f"Restoring {sorted(open_partitions)} did not reach the end of the changelog "

@@ -9,6 +9,15 @@ class ProcessorError(AgentStreamError):
     """The processor cannot go on (misuse, or the broker refused something essential)."""
 
 
+class MissingTopicError(ProcessorError):
+    """A topic a client needs is not on the cluster. No client creates one by using it: a
+    broker that auto-creates topics would give it its default partition count and configs."""
+
+
+class RestoreInterrupted(ProcessorError):
+    """A stop was requested while tables were being restored; what was applied is kept."""
+
+
 class CheckpointError(ProcessorError):
     """Outputs or changelog writes were not acknowledged, so source offsets stay uncommitted.
 

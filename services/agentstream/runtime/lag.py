@@ -13,12 +13,13 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from agentstream.broker import is_tansu
 from agentstream.clients import admin_config, reader_config
 from agentstream.runtime.errors import ProcessorError
+from agentstream.runtime.topics import require_topics
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,24 +61,35 @@ def watermarks(bootstrap: str, partitions: Sequence[_TP], timeout: float = 30.0)
 
 
 def _partitions(admin: AdminClient, bootstrap: str, topics: Sequence[str], timeout: float) -> list[_TP]:
-    metadata = admin.list_topics(timeout=timeout)
-    partitions: list[_TP] = []
-    for topic in topics:
-        meta = metadata.topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise ProcessorError(f"Topic {topic!r} does not exist on {bootstrap}; run `agentstream topology apply`.")
-        partitions += [(topic, p) for p in sorted(meta.partitions)]
-    return partitions
+    found = require_topics(admin, topics, bootstrap, timeout)
+    return [(topic, p) for topic in topics for p in found[topic]]
+
+
+# A partition whose leader is not known yet: the topic was just created, or a leader moved.
+_NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
 
 
 def _listed_offsets(admin: AdminClient, partitions: Sequence[_TP], spec: OffsetSpec, timeout: float) -> dict[_TP, int]:
-    futures = admin.list_offsets({TopicPartition(t, p): spec for t, p in partitions}, request_timeout=timeout)
+    """ListOffsets for every partition; a retriable error (a leader not elected yet, just after
+    the topic was created) is asked again until ``timeout``."""
     offsets: dict[_TP, int] = {}
-    for tp, future in futures.items():
-        try:
-            offsets[(tp.topic, tp.partition)] = future.result().offset
-        except Exception as exc:
-            raise ProcessorError(f"ListOffsets for {tp.topic}[{tp.partition}] failed: {exc}") from exc
+    pending = list(partitions)
+    deadline = time.monotonic() + timeout
+    while pending:
+        futures = admin.list_offsets({TopicPartition(t, p): spec for t, p in pending},
+                                     request_timeout=max(deadline - time.monotonic(), 1.0))
+        retry: list[_TP] = []
+        for tp, future in futures.items():
+            try:
+                offsets[(tp.topic, tp.partition)] = future.result().offset
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in _NOT_READY) or time.monotonic() >= deadline:
+                    raise ProcessorError(f"ListOffsets for {tp.topic}[{tp.partition}] failed: {exc}") from exc
+                retry.append((tp.topic, tp.partition))
+        pending = retry
+        if pending:
+            time.sleep(0.1)
     return offsets
 
 

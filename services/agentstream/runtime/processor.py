@@ -35,7 +35,7 @@ from agentstream.clients import CLASSIC, admin_config, consumer_config, producer
 from agentstream.runtime.changelog import RestoreReport, read_partition, restore
 from agentstream.runtime.lag import watermarks
 from agentstream.runtime.context import MessageContext, current_context
-from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError
+from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError, RestoreInterrupted
 from agentstream.runtime.delivery import produce_acked
 from agentstream.runtime.hold import DueHolds
 from agentstream.runtime.offsets import PartitionOffsets, commit_refusal_is_transient
@@ -586,7 +586,13 @@ class Processor:
                     table.stores[partition] = PartitionStore(path)
                 targets[(table.changelog_topic, partition)] = table.stores[partition]
         assert self._reader is not None
-        reports = await asyncio.get_running_loop().run_in_executor(None, self._restore, targets)
+        try:
+            reports = await asyncio.get_running_loop().run_in_executor(None, self._restore, targets)
+        except RestoreInterrupted as exc:
+            # Not taken: nothing of these partitions is processed, and the consumer's close
+            # gives them back. The stores keep what was restored, with its offsets.
+            log.info("%s: stopping: %s; %s not taken", self.name, exc, ", ".join(f"{t}[{p}]" for t, p in tps))
+            return
         self.stats.restored_records += sum(r.records for r in reports)
         for tp in tps:
             self._offsets.setdefault(tp, PartitionOffsets())
@@ -597,7 +603,10 @@ class Processor:
 
     def _restore(self, targets: dict[_TP, PartitionStore]) -> list[RestoreReport]:
         assert self._reader is not None
-        return restore(self._reader, targets, watermarks(self.bootstrap, list(targets)))
+        if self._stopping:
+            raise RestoreInterrupted("a stop was requested before the restore began")
+        return restore(self._reader, targets, watermarks(self.bootstrap, list(targets)),
+                       should_stop=lambda: self._stopping)
 
     async def _revoked(self, tps: list[_TP], *, lost: bool) -> None:
         tasks = [task for tp in tps for task in self._tasks.pop(tp, set())]

@@ -7,21 +7,42 @@ from collections.abc import Iterable, Mapping
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from agentstream.runtime.errors import ProcessorError
+from agentstream.runtime.errors import MissingTopicError, ProcessorError
+
+APPLY_HINT = "create the topology's topics with `agentstream topology apply`"
+
+
+def require_topics(
+    admin: AdminClient, topics: Iterable[str], bootstrap: str | None = None, timeout: float = 30.0
+) -> dict[str, list[int]]:
+    """The partitions of each of ``topics``, or MissingTopicError naming every missing one
+    (and the cluster, when ``bootstrap`` is given).
+
+    Looked up in the full topic list only: a Metadata request that names a topic makes a
+    broker with auto-creation (Tansu, always) create it with its default partition count.
+    """
+    metadata = admin.list_topics(timeout=timeout)
+    found: dict[str, list[int]] = {}
+    missing: list[str] = []
+    for topic in topics:
+        meta = metadata.topics.get(topic)
+        if meta is None or meta.error is not None:
+            missing.append(topic)
+        else:
+            found[topic] = sorted(meta.partitions)
+    if missing:
+        listed = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        one = len(missing) == 1
+        raise MissingTopicError(
+            f"{'Topic' if one else 'Topics'} {listed} {'does' if one else 'do'} not exist"
+            f"{f' on {bootstrap}' if bootstrap else ''}; {APPLY_HINT}."
+        )
+    return found
 
 
 def co_partitioned_inputs(admin: AdminClient, processor: str, topics: Iterable[str]) -> int:
     """The partition count every input shares; an error if one is missing or differs."""
-    metadata = admin.list_topics(timeout=30)
-    counts: dict[str, int] = {}
-    for topic in topics:
-        meta = metadata.topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise ProcessorError(
-                f"Input topic {topic!r} of processor {processor!r} does not exist; "
-                "create it first (agentstream topology apply)."
-            )
-        counts[topic] = len(meta.partitions)
+    counts = {topic: len(partitions) for topic, partitions in require_topics(admin, topics).items()}
     if len(set(counts.values())) > 1:
         raise ProcessorError(
             f"Inputs of processor {processor!r} are not co-partitioned: {counts}. "

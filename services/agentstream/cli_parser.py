@@ -1,0 +1,137 @@
+"""The arguments of the ``agentstream`` command (``cli.py`` runs them): every option has help."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from agentstream import __version__
+from agentstream.broker import BOOTSTRAP_ENV, BOOTSTRAP_FILE, BROKER_KINDS, TANSU
+from agentstream.settings import (
+    LOG_LEVEL_ENV,
+    MAX_INFLIGHT_ENV,
+    PREFIX_ENV,
+    STATE_DIR_ENV,
+    TOPOLOGY_ENV,
+)
+
+ENVIRONMENT = f"""\
+environment:
+  {BOOTSTRAP_ENV}   the Kafka to use (host:port,...). Unset: the broker of a running
+                            `agentstream dev`, whose address it writes to <state dir>/{BOOTSTRAP_FILE}
+  KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*   passed to librdkafka (sasl.username, ...)
+  {STATE_DIR_ENV}     state directory of every command (default .state; --state-dir wins)
+  {TOPOLOGY_ENV}      another topology file (default topology/topology.yaml)
+  {PREFIX_ENV}        rename every topic and group (e.g. per environment)
+  {MAX_INFLIGHT_ENV}  agent loops a specialist runs at once (default 256)
+  {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows librdkafka's log
+"""
+
+STATE_DIR_HELP = f"state directory (default ${STATE_DIR_ENV}, else .state)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentstream", description="Kafka-native runtime for AI agents.", epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"agentstream {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help=f"debug logging, librdkafka's own lines included (also {LOG_LEVEL_ENV}=DEBUG)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def command(name: str, help_text: str, *, with_common: bool = True) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".",
+                              parents=[common] if with_common else [], epilog=ENVIRONMENT,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    worker = command("worker", "run one agent service (a stream processor) until SIGTERM or Ctrl-C")
+    worker.add_argument("kind", choices=["router", "specialist", "supervisor"], help="which service")
+    worker.add_argument("--type", help="the specialist type (specialist only; see the topology's agents)")
+
+    topology = command("topology", "show or create the topics of the topology, show config drift")
+    topology.add_argument("action", choices=["plan", "apply"],
+                          help="plan: what apply would do, changing nothing; apply: create what is missing "
+                               "(refuses while a conflict stands)")
+    topology.add_argument("--apply-config", action="store_true",
+                          help="apply: also set declared configs that differ on existing topics "
+                               "(IncrementalAlterConfigs; Apache Kafka only, not Tansu)")
+
+    _add_submit(command("submit", "submit a task; prints its task id (and, with --wait, its result)"))
+    _add_results(command("results", "print task results (and progress events)"))
+
+    lag = command("lag", "committed offset, true end offset and lag per agent group and partition")
+    lag.add_argument("--agent", help="only this agent type's group (router, a specialist type, supervisor)")
+
+    # -v goes with each dlq action (`dlq list -v`), as a default set twice would undo it.
+    _add_dlq(command("dlq", "list, show, replay or purge dead letters", with_common=False), common)
+
+    dev = command("dev", "a broker, the topology and every worker, until Ctrl-C")
+    dev.add_argument("--state-dir", type=Path, help=STATE_DIR_HELP + f"; the broker's address goes to <it>/{BOOTSTRAP_FILE}")
+    dev.add_argument("--broker", choices=BROKER_KINDS, default=TANSU,
+                     help=f"the broker to start when {BOOTSTRAP_ENV} is unset: tansu (embedded, default) or "
+                          "kafka (Apache Kafka 4 from Maven in a temporary directory; needs java and mvn). "
+                          "Either keeps nothing once dev stops")
+
+    _add_kafka(command("kafka", "start, inspect or stop a local Apache Kafka 4 cluster (needs java and mvn)"))
+
+    bench = command("bench", "run a benchmark from bench/ (pipeline, relay, concurrency, ...)")
+    bench.add_argument("name", help="the benchmark: a module of bench/, e.g. pipeline or relay")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
+
+    demo = command("demo", "run the pipeline on sample support tickets and show the results")
+    demo.add_argument("--state-dir", type=Path, help=STATE_DIR_HELP + "; the demo keeps its stores and logs in <it>/demo")
+    demo.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every result (default 120)")
+    return parser
+
+
+def _add_submit(submit: argparse.ArgumentParser) -> None:
+    submit.add_argument("text", help="the task's input")
+    submit.add_argument("--session", required=True, help="the session id (the key: a session's tasks keep their order)")
+    submit.add_argument("--tenant", default="default", help="the tenant id (default: default)")
+    submit.add_argument("--task-id", help="the idempotency key: submitting it again gives one result (default: random)")
+    submit.add_argument("--agent", help="skip classification: send to this specialist type of the topology")
+    submit.add_argument("--wait", action="store_true",
+                        help="wait for the task's result and print it; exit 0 if it COMPLETED, 1 otherwise")
+    submit.add_argument("--timeout", type=float, default=120.0, help="with --wait: seconds to wait (default 120)")
+    submit.add_argument("--full", action="store_true", help="with --wait: print the whole answer, not one cut line")
+
+
+def _add_results(results: argparse.ArgumentParser) -> None:
+    results.add_argument("--follow", action="store_true",
+                         help="after the latest results, keep printing new ones until Ctrl-C")
+    results.add_argument("--last", type=int, metavar="N",
+                         help="start with the N latest results (default: all of them; 10 with --follow)")
+    results.add_argument("--from-beginning", action="store_true",
+                         help="start with every result the topic still holds (with --follow too)")
+    results.add_argument("--events", action="store_true", help="also print the progress events of every stage")
+    results.add_argument("--full", action="store_true",
+                         help="print whole answers and error messages (default: one line, cut with …)")
+
+
+def _add_dlq(dlq: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    actions = dlq.add_subparsers(dest="action", required=True, metavar="action")
+    listing = actions.add_parser("list", help="a table of dead letters", parents=[common])
+    show = actions.add_parser("show", help="everything about one dead letter", parents=[common])
+    show.add_argument("id", help="the dead letter's id (first column of `dlq list`)")
+    replay = actions.add_parser("replay", help="re-inject into the original topic (attempt 0, replay marker)",
+                                parents=[common])
+    replay.add_argument("id", nargs="?", help="the dead letter to replay (or use --all-matching)")
+    replay.add_argument("--all-matching", action="store_true", help="every dead letter the filters match")
+    purge = actions.add_parser("purge", help="hide dead letters (asks first)", parents=[common])
+    purge.add_argument("ids", nargs="*", help="these ids only (default: all matching)")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    for action in (listing, replay, purge):
+        action.add_argument("--since", help="dead-lettered since: 30m, 1h, 2d or an ISO time")
+        action.add_argument("--stage", help="only this stage (router, a specialist type, supervisor)")
+        action.add_argument("--error", help="only this error class (PERMANENT, TRANSIENT) or exception type")
+
+
+def _add_kafka(kafka: argparse.ArgumentParser) -> None:
+    kafka.add_argument("action", choices=["start", "status", "stop"],
+                       help="start: fetch the jars once (Maven), format and start (or start a stopped cluster again, "
+                            "data kept); status: exit 0 if every node runs; stop: SIGTERM every node")
+    kafka.add_argument("--dir", default=".kafka", help="where the nodes keep their data and logs (default .kafka)")
+    kafka.add_argument("--nodes", type=int, choices=[1, 3], default=1, help="1 node, or 3 for replication (start only)")
+    kafka.add_argument("--heap-mb", type=int, default=512, help="JVM heap per node in MB (start only)")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,22 +24,11 @@ from typing import Any
 from agentstream import __version__
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
 from agentstream.models.base import Model
-from agentstream.controls.faults import FaultyModel
 from agentstream.controls.rate_limit import members_from_assignment
 from agentstream.controls.registry import ModelControls
 from agentstream.controls.settings import ControlSettings
-from agentstream.models.call_log import (
-    SCRIPTED_CALL_LOG_ENV,
-    SCRIPTED_FAILURE_RATE_ENV,
-    SCRIPTED_FAULTS_ENV,
-    SCRIPTED_LATENCY_ENV,
-    CallLogModel,
-    MarkedFailures,
-)
 from agentstream.models.config import ModelSettings
 from agentstream.models.pricing import cost_usd
-from agentstream.models.registry import create_model
-from agentstream.models.scripted import ScriptedModel
 from agentstream.retry.chain import RETRY, RetryChain
 from agentstream.retry.classify import TransientStageError
 from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
@@ -53,6 +41,7 @@ from agentstream.specialist.behavior import behavior_version
 from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools
 from agentstream.specialist.history import HistoryCompressor
 from agentstream.specialist.loop import AgentOutcome, default_system_prompt, run_agent
+from agentstream.specialist.model_chains import ModelChains
 from agentstream.specialist.order import SessionOrder
 from agentstream.tools.demo import demo_registry
 from agentstream.tools.registry import ToolRegistry
@@ -267,60 +256,3 @@ USAGE_FIELDS = ("input_tokens", "output_tokens", "cost_usd", "llm_calls", "tool_
 
 def topology_dir(settings: WorkerSettings) -> Path | None:
     return settings.topology_path.parent if settings.topology_path else None
-
-
-class ModelChains:
-    """The guarded model chain (tier model → fallbacks → minimum viable answer) per tier."""
-
-    def __init__(self, settings: ModelSettings, controls: ModelControls, fixed: Model | None = None) -> None:
-        self.settings = settings
-        self.controls = controls
-        self.fixed = fixed  # tests inject one model for every tier
-        self._chains: dict[str, Model] = {}
-
-    def model_id(self, tier: str | None) -> str:
-        return self.fixed.model_id if self.fixed is not None else self.settings.model_for(_tier(tier))
-
-    def model_ids(self) -> list[str]:
-        if self.fixed is not None:
-            return [self.fixed.model_id]
-        return sorted({self.settings.model_for(t) for t in self.settings.models} | set(self.settings.fallbacks))
-
-    def for_tier(self, tier: str | None) -> Model:
-        key = self.model_id(tier)
-        if key not in self._chains:
-            if self.fixed is not None:
-                chain: list[Model] = [self.fixed]
-            else:
-                chain = [_base_model(model_id, self.settings) for model_id in [key, *self.settings.fallbacks]]
-            guarded = [self.controls.guard(m, temperature=self.settings.temperature) for m in chain]
-            self._chains[key] = self.controls.chain(guarded)
-        return self._chains[key]
-
-
-def _tier(tier: str | None) -> Any:
-    return tier if tier in ("simple", "standard", "complex") else None
-
-
-def _base_model(model_id: str, settings: ModelSettings) -> Model:
-    if model_id.startswith("scripted:"):
-        return scripted_model_from_env()
-    return create_model(model_id, settings)
-
-
-def scripted_model_from_env() -> Model:
-    """The ScriptedModel; tests and benchmarks may ask for latency and a call log."""
-    latency = os.environ.get(SCRIPTED_LATENCY_ENV, "")
-    low, _, high = latency.partition("-")
-    model = ScriptedModel()
-    call_log = os.environ.get(SCRIPTED_CALL_LOG_ENV)
-    wrapped: Model = model
-    failure_rate = float(os.environ.get(SCRIPTED_FAILURE_RATE_ENV) or 0)
-    if failure_rate:
-        # Scripted transient failures (HTTP 500) for tests of the controls on a real broker.
-        wrapped = FaultyModel(wrapped, failure_rate=failure_rate, seed=os.getpid())
-    if os.environ.get(SCRIPTED_FAULTS_ENV) == "1":
-        wrapped = MarkedFailures(wrapped)
-    if latency or call_log:  # outermost: every attempt, failed or not, is logged
-        wrapped = CallLogModel(wrapped, Path(call_log) if call_log else None, float(low or 0), float(high or low or 0))
-    return wrapped

@@ -193,7 +193,11 @@ class Processor:
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` beside the partition; its record's offset is committed when it ends
-        (or earlier, when the work calls :meth:`release`). Must be called from a handler."""
+        (or earlier, when the work calls :meth:`release`). Must be called from a handler.
+
+        Work that raises is only logged here, and its offset released: work whose input
+        must not be lost that way catches its own failures (the specialist sends them to
+        its retry chain)."""
         try:
             ctx = _current_context.get()
         except LookupError:

@@ -211,6 +211,32 @@ def test_dlq_replay_of_a_fixed_event_completes_it(retry_stack: DurableStack, tmp
     assert [r["status"] for r in _results(records, task["task_id"])] == ["FAILED", "COMPLETED"]
 
 
+def test_a_crash_of_the_specialists_work_is_dead_lettered_at_once_and_its_session_goes_on(retry_stack: DurableStack) -> None:
+    # A 2 MB model reply cannot be checkpointed (1 MB producer limit): the spawned work raises
+    # (StepNotRecorded from a KafkaException), a permanent error.
+    reader = Reader(retry_stack, ["dlq", "results"])
+    session = f"c-{uuid.uuid4().hex[:6]}"
+    crash = new_task("Check invoice INV-1001 #reply-bytes=2000000", session, "it", requested_agent="billing")
+    after = new_task("Refund INV-1002 please", session, "it", requested_agent="billing")
+    billing = retry_stack.workers["billing"]
+    assignments = len(billing.matching(r": (assigned|revoked|lost) "))
+    retry_stack.submit([crash, after])
+    records = reader.until(
+        lambda rs: _results(rs, crash["task_id"]) and _results(rs, after["task_id"])
+        and any(n == "DeadLetter" and r["task_id"] == crash["task_id"] for n, r, _, _ in rs),
+        30, "the crashed task's dead letter and FAILED result, and the next task of its session")
+    reader.close()
+    failed = _results(records, crash["task_id"])
+    assert [(r["status"], r["error"]["code"]) for r in failed] == [("FAILED", "DEAD_LETTERED")]
+    assert "MSG_SIZE_TOO_LARGE" in failed[0]["error"]["message"]
+    letter = next(r for n, r, _, _ in records if n == "DeadLetter" and r["task_id"] == crash["task_id"])
+    assert letter["stage"] == "billing" and letter["error_class"] == "PERMANENT" and letter["attempts"] == 1
+    assert letter["error_type"].endswith("KafkaException") and letter["error_stack"]
+    assert [r["status"] for r in _results(records, after["task_id"])] == ["COMPLETED"]
+    assert len(billing.matching(r": (assigned|revoked|lost) ")) == assignments, "it did not wait for a rebalance"
+    assert billing.matching(rf"task {crash['task_id']} crashed: StepNotRecorded: .*MSG_SIZE_TOO_LARGE")
+
+
 def test_sigkill_while_an_event_waits_in_a_tier_and_another_is_parked_loses_nothing(bootstrap: str, tmp_path: Path) -> None:
     topology = yaml.safe_load((REPO / "topology" / "topology.yaml").read_text())
     topology["retry"] = {"delays_s": [4.0, 4.0, 4.0], "max_attempts": 4}

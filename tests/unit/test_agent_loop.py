@@ -19,6 +19,7 @@ from agentstream.models import (
     current_task_key,
 )
 from agentstream.specialist import AgentOutcome, behavior_version, default_system_prompt, run_agent
+from agentstream.specialist.loop import StepNotRecorded
 from agentstream.tools import ToolRegistry, tool
 from agentstream.tools.demo import DEMO_ALLOWLISTS, demo_registry
 
@@ -170,6 +171,13 @@ def test_a_model_exception_fails_the_run_with_model_error() -> None:
     assert outcome.status == "FAILED" and outcome.output is None
     assert outcome.error == ("MODEL_ERROR", "RuntimeError: provider unavailable")
     assert outcome.usage["llm_calls"] == 1 and outcome.steps == 1
+
+
+def test_a_step_that_could_not_be_recorded_is_no_model_error() -> None:
+    # The run's checkpoint failed, not the model: the stage's retry chain decides, not the loop.
+    model = ReplayModel(StepNotRecorded("Step 0 of task task-1 could not be checkpointed: Message size too large"))
+    with pytest.raises(StepNotRecorded):
+        _run(model, demo_registry(), ["search_kb"])
 
 
 def test_an_empty_model_reply_is_a_model_behavior_failure() -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from agentstream.models.base import ModelResponse, ToolCall, Usage
 from agentstream.models.scripted import ScriptedModel
+from agentstream.runtime.errors import CheckpointError
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools, idempotency_key
-from agentstream.specialist.loop import run_agent
+from agentstream.specialist.loop import StepNotRecorded, run_agent
 from agentstream.tools.demo import demo_registry
 from agentstream.tools.registry import ToolRegistry, ToolResult, tool
 
@@ -95,6 +98,17 @@ def test_each_checkpoint_holds_only_what_its_step_added() -> None:
         assert all("messages" not in v for v in log.records.values()), "no step carries the history"
 
     asyncio.run(scenario())
+
+
+def test_a_refused_checkpoint_ends_the_run_with_step_not_recorded() -> None:
+    async def refuse(key: str, value: dict[str, Any]) -> None:
+        raise CheckpointError("write to checkpoints[0] was not acknowledged: Message size too large")
+
+    run = DurableRun("task-1", 0, ckpt.Chain(), refuse)
+    loop = run_agent(_task(), "billing", DurableModel(ScriptedModel(), run), DurableTools(demo_registry(), run), ["lookup_invoice"])
+    with pytest.raises(StepNotRecorded, match="Step 0 of task task-1 could not be checkpointed") as caught:
+        asyncio.run(loop)
+    assert isinstance(caught.value.__cause__, CheckpointError)  # the retry chain classifies by the cause
 
 
 def test_a_repeated_tool_call_carries_the_same_idempotency_key() -> None:

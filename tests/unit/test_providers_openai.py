@@ -13,7 +13,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,13 +53,16 @@ class Reply:
 
 
 class LoopbackServer:
-    """Answers each POST with the next scripted ``Reply`` and records the request.
+    """Answers each POST with the next scripted ``Reply`` — or, once they are used up, with
+    ``answer(request)`` — and records the request.
 
-    Shared with test_providers_anthropic.py: one real HTTP server, two wire formats.
+    Shared with test_providers_anthropic.py: one real HTTP server, two wire formats; and
+    with the integration tests that point worker processes at it (``OPENAI_BASE_URL``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, answer: Callable[[dict[str, Any]], Reply] | None = None) -> None:
         self.replies: list[Reply] = []
+        self.answer = answer
         self.requests: list[dict[str, Any]] = []
         self.release = threading.Event()
         outer = self
@@ -68,8 +71,9 @@ class LoopbackServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                outer.requests.append({"path": self.path, "headers": headers, "json": body})
-                reply = outer.replies.pop(0)
+                request = {"path": self.path, "headers": headers, "json": body}
+                outer.requests.append(request)
+                reply = outer.replies.pop(0) if outer.replies or outer.answer is None else outer.answer(request)
                 if reply.stall:
                     outer.release.wait(30)
                     return

@@ -1,16 +1,10 @@
-"""The complexity tier rules and the tier → model choice."""
+"""The complexity tier rules."""
 
 from __future__ import annotations
 
 import pytest
 
-from agentstream.errors import ConfigurationError
-from agentstream.router.tier import (
-    TIERS,
-    complexity_score,
-    complexity_tier,
-    model_for_tier,
-)
+from agentstream.router.tier import TIERS, complexity_score, complexity_tier
 
 LONG = " ".join(["The export to our warehouse stopped working after the last update."] * 30)
 
@@ -60,14 +54,3 @@ def test_keywords_match_whole_words_only() -> None:
 def test_the_rules_are_deterministic() -> None:
     assert len({complexity_tier(LONG, {"x": "y"}) for _ in range(5)}) == 1
     assert TIERS == ("simple", "standard", "complex")
-
-
-def test_model_for_tier_prefers_the_tier_then_a_stronger_one() -> None:
-    models = {"simple": "openai:gpt-4o-mini", "complex": "openai:gpt-4o"}
-    assert model_for_tier("simple", models) == "openai:gpt-4o-mini"
-    assert model_for_tier("standard", models) == "openai:gpt-4o"  # nearest above
-    assert model_for_tier("complex", {"standard": "m"}) == "m"  # nothing above: nearest below
-    with pytest.raises(ConfigurationError, match=r"Unknown tier\(s\) \['hard'\]"):
-        model_for_tier("simple", {"hard": "m"})
-    with pytest.raises(ConfigurationError, match="No models"):
-        model_for_tier("simple", {})

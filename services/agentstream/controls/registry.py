@@ -22,6 +22,7 @@ from agentstream.controls.fallback import (
 from agentstream.controls.guarded import GuardedModel
 from agentstream.controls.rate_limit import RateLimiters
 from agentstream.controls.settings import ControlSettings
+from agentstream.errors import ConfigurationError
 from agentstream.models.base import Model
 
 
@@ -76,9 +77,26 @@ class ModelControls:
         self,
         models: Sequence[Model],
         minimum_viable_answer: MinimumViableAnswer | None = default_minimum_viable_answer,
+        *,
+        temperature: float | None = None,
+        deterministic: bool = True,
     ) -> FallbackChain:
-        """A fallback chain over ``models``, each guarded."""
-        return FallbackChain([self.guard(model) for model in models], minimum_viable_answer)
+        """A fallback chain over the bare ``models``, each guarded here, once.
+
+        A model guarded already would sit behind its own breaker and limiter twice (retries
+        multiplied, two rate-limit tokens per call, a half-open probe the inner guard
+        refuses), so one is refused with ``ConfigurationError``.
+        """
+        guarded = [model.model_id for model in models if isinstance(model, GuardedModel)]
+        if guarded:
+            raise ConfigurationError(
+                f"Cannot chain {guarded}: they are guarded already, and chain() guards every model itself; "
+                "pass the bare models."
+            )
+        return FallbackChain(
+            [self.guard(model, temperature=temperature, deterministic=deterministic) for model in models],
+            minimum_viable_answer,
+        )
 
     def set_members(self, members: float) -> None:
         """This member's share of every model quota changed (call on rebalance)."""

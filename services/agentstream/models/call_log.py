@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agentstream.models.base import Message, Model, ModelResponse, current_task_key
+from agentstream.models.base import Message, Model, ModelResponse, Usage, current_task_key
 from agentstream.models.errors import ModelServerError
 
 SCRIPTED_LATENCY_ENV = "AGENTSTREAM_SCRIPTED_LATENCY"  # seconds, or a range "0.5-2"
@@ -41,14 +41,19 @@ class CallLogModel:
         return await self.inner.complete(messages, tools)
 
 
-SCRIPTED_FAULTS_ENV = "AGENTSTREAM_SCRIPTED_FAULTS"  # "1": honour #fail-transient=N in task inputs
+SCRIPTED_FAULTS_ENV = "AGENTSTREAM_SCRIPTED_FAULTS"  # "1": honour the fault marks below in task inputs
 _FAIL_MARK = re.compile(r"#fail-transient=(\d+)")
+_HUGE_MARK = re.compile(r"#reply-bytes=(\d+)")
 
 
 class MarkedFailures:
-    """Fails the first N calls of a task whose input says ``#fail-transient=N`` (HTTP 500),
-    counted per task in this process: a way for tests and demos to make one chosen task
-    fail transiently and watch it travel the retry tiers."""
+    """Faults chosen by marks in a task's input, for tests and demos:
+
+    - ``#fail-transient=N``: the first N calls of the task fail (HTTP 500), counted per
+      task in this process; the task travels the retry tiers.
+    - ``#reply-bytes=N``: every reply is N bytes of text. Past the producer's message size
+      (1 MB) its checkpoint cannot be written, and the task's work crashes.
+    """
 
     def __init__(self, inner: Model) -> None:
         self.inner = inner
@@ -57,6 +62,9 @@ class MarkedFailures:
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
         first_user = next((m.content or "" for m in messages if m.role == "user"), "")
+        huge = _HUGE_MARK.search(first_user)
+        if huge is not None:
+            return ModelResponse("x" * int(huge.group(1)), (), Usage(0, 0), self.model_id)
         mark = _FAIL_MARK.search(first_user)
         if mark is not None:
             key = current_task_key() or first_user

@@ -7,7 +7,7 @@ urgency, several problems in one ticket. An explicit ``metadata["tier"]`` from t
 client wins; an unknown value is ignored (client data must not fail the task, and the
 rules still give a sensible tier).
 
-Each tier maps to a model per agent type in the topology; ``model_for_tier`` picks it.
+Each tier maps to a model per agent type in the topology (``ModelSettings.model_for``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import re
 from collections.abc import Mapping
 from typing import Literal, get_args
 
-from agentstream.errors import ConfigurationError
 
 Tier = Literal["simple", "standard", "complex"]
 TIERS: tuple[Tier, ...] = get_args(Tier)
@@ -72,18 +71,3 @@ def complexity_score(text: str, metadata: Mapping[str, str]) -> int:
     if text.count("?") >= _MANY_QUESTIONS:
         score += 1
     return score
-
-
-def model_for_tier(tier: Tier, models: Mapping[str, str]) -> str:
-    """The model id configured for ``tier``; a missing tier takes the nearest one above
-    (a harder model can do an easier job), else the nearest below."""
-    if not models:
-        raise ConfigurationError("No models are configured for any tier; configure at least 'standard'.")
-    unknown = sorted(set(models) - set(TIERS))
-    if unknown:
-        raise ConfigurationError(f"Unknown tier(s) {unknown}; valid tiers are {list(TIERS)}.")
-    index = TIERS.index(tier)
-    for candidate in (*TIERS[index:], *reversed(TIERS[:index])):
-        if candidate in models:
-            return models[candidate]
-    raise AssertionError("unreachable: models is non-empty and holds only known tiers")  # pragma: no cover

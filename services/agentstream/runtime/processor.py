@@ -21,7 +21,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 Decoder = Callable[[bytes], Any]
 Handler = Callable[[Any, MessageContext], Awaitable[None]]
-ErrorHook = Callable[[HandlerError, Message], Awaitable[None] | None]
 
 _current_context = current_context
 _TP = tuple[str, int]
@@ -88,7 +87,6 @@ class Processor:
         shutdown_grace: float = 10.0,
         consumer_overrides: dict[str, Any] | None = None,
         producer_overrides: dict[str, Any] | None = None,
-        on_error: ErrorHook | None = None,
         flush_timeout: float = 30.0,
         group_protocol: str = CLASSIC,
         changelog_config: dict[str, str] | None = None,
@@ -103,7 +101,6 @@ class Processor:
         self.max_inflight = max_inflight
         self.shutdown_grace = shutdown_grace
         self.flush_timeout = flush_timeout
-        self.on_error = on_error
         self._consumer_overrides = consumer_overrides or {}
         self.group_protocol = group_protocol
         self._changelog_config = changelog_config or {}
@@ -114,7 +111,6 @@ class Processor:
         self._offsets: dict[_TP, PartitionOffsets] = {}
         self._committed: dict[_TP, int] = {}
         self._tasks: dict[_TP, set[asyncio.Task[None]]] = {}
-        self._order_tails: dict[Hashable, asyncio.Task[None]] = {}
         self._holds: dict[tuple[_TP, int], bool] = {}
         self._assign_hooks: list[Callable[[list[int]], Awaitable[None]]] = []
         self._closing = threading.Event()
@@ -195,13 +191,13 @@ class Processor:
                 # The local queue is full: serve delivery reports until there is room.
                 producer.poll(0.05)
 
-    def spawn(self, work: Coroutine[Any, Any, None], *, order_key: Hashable | None = None) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` beside the partition; its record's offset is committed when it ends
-        (or earlier, when the work calls :meth:`release`).
+        (or earlier, when the work calls :meth:`release`). Must be called from a handler.
 
-        Work with the same ``order_key`` runs one at a time in the order spawned (use the
-        session id to keep a session's tasks in order). Must be called from a handler.
-        """
+        Work that raises is only logged here, and its offset released: work whose input
+        must not be lost that way catches its own failures (the specialist sends them to
+        its retry chain)."""
         try:
             ctx = _current_context.get()
         except LookupError:
@@ -212,13 +208,13 @@ class Processor:
         if ctx.offset < 0 or tracker.already_seen(ctx.offset):
             # A record handled again from state (a parked event released later): its
             # offset was committed long ago and must not be held back again.
-            self._start_task(work, tp, order_key, ctx, hold=None)
+            self._start_task(work, tp, ctx, hold=None)
             return
         tracker.started(ctx.offset)
         self._holds[(tp, ctx.offset)] = True
-        self._start_task(work, tp, order_key, ctx, hold=(tp, ctx.offset))
+        self._start_task(work, tp, ctx, hold=(tp, ctx.offset))
 
-    def spawn_resumed(self, work: Coroutine[Any, Any, None], topic: str, partition: int, *, order_key: Hashable | None = None) -> None:
+    def spawn_resumed(self, work: Coroutine[Any, Any, None], topic: str, partition: int) -> None:
         """Run ``work`` for an assigned partition with no source record to hold back (work
         restored from state after an assignment). It is cancelled if the partition goes."""
         tp = (topic, partition)
@@ -226,7 +222,7 @@ class Processor:
             work.close()
             raise ProcessorError(f"{topic}[{partition}] is not assigned to this worker.")
         ctx = MessageContext(topic, partition, -1, None, (), 0)
-        self._start_task(work, tp, order_key, ctx, hold=None)
+        self._start_task(work, tp, ctx, hold=None)
 
     def release(self) -> None:
         """Called by spawned work once its input is durably recorded elsewhere: the source
@@ -238,36 +234,27 @@ class Processor:
             if tracker is not None:
                 tracker.finished(ctx.offset)
 
-    def _start_task(
-        self, work: Coroutine[Any, Any, None], tp: _TP, order_key: Hashable | None, ctx: MessageContext, hold: tuple[_TP, int] | None
-    ) -> None:
-        previous = self._order_tails.get(order_key) if order_key is not None else None
+    def _start_task(self, work: Coroutine[Any, Any, None], tp: _TP, ctx: MessageContext, hold: tuple[_TP, int] | None) -> None:
         context = contextvars.copy_context()
         context.run(_current_context.set, ctx)
-        task = asyncio.get_running_loop().create_task(self._run_spawned(work, ctx, previous), context=context)
+        task = asyncio.get_running_loop().create_task(self._run_spawned(work, ctx), context=context)
         self._inflight += 1
         self._tasks.setdefault(tp, set()).add(task)
-        if order_key is not None:
-            self._order_tails[order_key] = task
-        task.add_done_callback(partial(self._spawned_done, tp, hold, order_key))
+        task.add_done_callback(partial(self._spawned_done, tp, hold))
 
-    async def _run_spawned(self, work: Coroutine[Any, Any, None], ctx: MessageContext, previous: asyncio.Task[None] | None) -> None:
+    async def _run_spawned(self, work: Coroutine[Any, Any, None], ctx: MessageContext) -> None:
         try:
-            if previous is not None and not previous.done():
-                await asyncio.wait([previous])
             await work
         except asyncio.CancelledError:
             work.close()
             raise
         except Exception as exc:  # a bug in spawned work must not kill the processor
-            await self._report(HandlerError(ctx.where, exc), None)
+            self._report(HandlerError(ctx.where, exc))
 
-    def _spawned_done(self, tp: _TP, hold: tuple[_TP, int] | None, order_key: Hashable | None, task: asyncio.Task[None]) -> None:
+    def _spawned_done(self, tp: _TP, hold: tuple[_TP, int] | None, task: asyncio.Task[None]) -> None:
         self._inflight -= 1
         self._slot_free.set()
         self._tasks.get(tp, set()).discard(task)
-        if order_key is not None and self._order_tails.get(order_key) is task:
-            del self._order_tails[order_key]
         if hold is not None and self._holds.pop(hold, False) and not task.cancelled():
             tracker = self._offsets.get(tp)
             if tracker is not None:
@@ -425,19 +412,15 @@ class Processor:
             self.stats.processed += 1
         except Exception as exc:
             self.stats.failed += 1
-            await self._report(HandlerError(ctx.where, exc), msg)
+            self._report(HandlerError(ctx.where, exc))
         finally:
             _current_context.reset(token)
         tracker.seen(offset)
 
-    async def _report(self, error: HandlerError, msg: Message | None) -> None:
+    def _report(self, error: HandlerError) -> None:
         kind = type(error.cause).__name__
         self.stats.failures_by_type[kind] = self.stats.failures_by_type.get(kind, 0) + 1
         log.error("%s: %s", self.name, error)
-        if self.on_error is not None:
-            outcome = self.on_error(error, msg) if msg is not None else None
-            if outcome is not None:
-                await outcome
 
     # -- checkpoint ----------------------------------------------------------------------
     def _on_output_delivery(self, err: KafkaError | None, msg: Message) -> None:

@@ -10,6 +10,9 @@ beside the partition with every step checkpointed, and emit the specialist resul
 - One task at a time per session, in arrival order (specialist/order.py).
 - At the end: the result is sent and acknowledged, a done marker is written and the
   task's checkpoint records are tombstoned.
+- A task whose models were all unavailable, or whose work crashed (a bug, a checkpoint
+  the broker refused), goes to the retry chain at once: the next tier, or the DLQ with a
+  FAILED result.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
+from collections.abc import Awaitable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,22 +28,11 @@ from typing import Any
 from agentstream import __version__
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
 from agentstream.models.base import Model
-from agentstream.controls.faults import FaultyModel
 from agentstream.controls.rate_limit import members_from_assignment
 from agentstream.controls.registry import ModelControls
 from agentstream.controls.settings import ControlSettings
-from agentstream.models.call_log import (
-    SCRIPTED_CALL_LOG_ENV,
-    SCRIPTED_FAILURE_RATE_ENV,
-    SCRIPTED_FAULTS_ENV,
-    SCRIPTED_LATENCY_ENV,
-    CallLogModel,
-    MarkedFailures,
-)
 from agentstream.models.config import ModelSettings
 from agentstream.models.pricing import cost_usd
-from agentstream.models.registry import create_model
-from agentstream.models.scripted import ScriptedModel
 from agentstream.retry.chain import RETRY, RetryChain
 from agentstream.retry.classify import TransientStageError
 from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
@@ -53,6 +45,7 @@ from agentstream.specialist.behavior import behavior_version
 from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools
 from agentstream.specialist.history import HistoryCompressor
 from agentstream.specialist.loop import AgentOutcome, default_system_prompt, run_agent
+from agentstream.specialist.model_chains import ModelChains
 from agentstream.specialist.order import SessionOrder
 from agentstream.tools.demo import demo_registry
 from agentstream.tools.registry import ToolRegistry
@@ -134,10 +127,10 @@ def build_specialist(
         await asyncio.gather(*(persist(key, None) for key in keys))
         await persist(ckpt.head_key(task_id), None)
 
-    async def run_task(
+    async def run_loop(
         task: dict[str, Any], epochs: list[list[int]], chain: ckpt.Chain, partition: int, where: str,
-        source: MessageContext, attempt: int, replay: str | None = None,
-    ) -> str:
+    ) -> tuple[AgentOutcome, int]:
+        """The task's agent loop, every step checkpointed; its outcome and start time."""
         started = now_ms()
         run = DurableRun(task["task_id"], epochs[-1][0], chain, persist, draining=lambda: app.draining(service.input_topic, partition))
         begun = f"resumed at step {chain.length}" if chain.length else "started"
@@ -153,14 +146,56 @@ def build_specialist(
             timeout_s=model_settings.timeout_s, budget_usd=task.get("budget_usd") or model_settings.budget_usd,
             price=cost_usd, history=history,
         )
-        if outcome.error and outcome.error[0] in TRANSIENT_CODES:
-            verdict = retries.failed(schemas.encode(ROUTED_TASK, task), source, TransientStageError(outcome.error[1]), attempt)
-            if verdict == RETRY:
-                if attempt == 0:
-                    retrying[task["session_id"]] = retrying.get(task["session_id"], 0) + 1
-                await forget(task["task_id"], partition)  # it comes back through the retry tier
-                return RETRY
-            outcome = AgentOutcome("FAILED", outcome.output, (DEAD_LETTERED, outcome.error[1]), outcome.tools_used, outcome.usage, outcome.steps)
+        log.info(
+            "%s: task %s %s by %s (epoch %d: %d model calls made, %d replayed)", where, task["task_id"], outcome.status,
+            agent_type, run.epoch, run.new_model_calls, run.replayed_model_calls,
+        )
+        return outcome, started
+
+    async def conclude(
+        task: dict[str, Any], source: MessageContext, attempt: int, partition: int, replay: str | None,
+        work: Awaitable[tuple[AgentOutcome, int] | None],
+    ) -> str:
+        """Run ``work`` (the task's loop; None when it finished the task itself) and end the
+        task: done, into the next retry tier, or dead-lettered. A crash of the work — a bug,
+        a checkpoint the broker refused — fails the task into the retry chain at once, as a
+        transient model outage does, instead of leaving it for the next owner."""
+        started = now_ms()
+        try:
+            ran = await work
+            if ran is None:
+                return DONE
+            outcome, started = ran
+            if not (outcome.error and outcome.error[0] in TRANSIENT_CODES):
+                await complete(task, outcome, partition, attempt, replay, started)
+                return DONE
+            error: Exception = TransientStageError(outcome.error[1])
+        except Exception as exc:  # CancelledError is not one: a drained loop resumes elsewhere
+            log.error("%s[%d]: task %s crashed: %s: %s", service.input_topic, partition, task["task_id"],
+                      type(exc).__name__, exc, exc_info=exc)
+            error, outcome = exc, AgentOutcome("FAILED", None, (CRASHED, f"{type(exc).__name__}: {exc}"), [], {}, 0)
+        return await fail(task, error, outcome, source, attempt, partition, replay, started)
+
+    async def fail(
+        task: dict[str, Any], error: Exception, outcome: AgentOutcome, source: MessageContext, attempt: int,
+        partition: int, replay: str | None, started: int,
+    ) -> str:
+        """The task failed with ``error``: on to the next retry tier, or a dead letter and a
+        FAILED result (error DEAD_LETTERED) so nothing waits for it."""
+        verdict = retries.failed(schemas.encode(ROUTED_TASK, task), source, error, attempt)
+        if verdict == RETRY:
+            if attempt == 0:
+                retrying[task["session_id"]] = retrying.get(task["session_id"], 0) + 1
+            await forget(task["task_id"], partition)  # it comes back through the retry tier
+            return RETRY
+        message = outcome.error[1] if outcome.error else str(error)
+        dead = AgentOutcome("FAILED", outcome.output, (DEAD_LETTERED, message), outcome.tools_used, outcome.usage, outcome.steps)
+        await complete(task, dead, partition, attempt, replay, started)
+        return DONE
+
+    async def complete(
+        task: dict[str, Any], outcome: AgentOutcome, partition: int, attempt: int, replay: str | None, started: int,
+    ) -> None:
         for tool_name in outcome.tools_used:
             service.progress(task, "TOOL_CALL", "RUNNING", tool_name)
         history = sessions.get(task["session_id"], [])
@@ -169,27 +204,14 @@ def build_specialist(
         await finish(task, specialist_result(task, outcome, started), partition, replay)
         if attempt > 0:  # it came through the tiers: the session's parked tasks may go now
             await retries.settled(task["session_id"])
-        log.info(
-            "%s: task %s %s by %s (epoch %d: %d model calls made, %d replayed)", where, task["task_id"], outcome.status,
-            agent_type, run.epoch, run.new_model_calls, run.replayed_model_calls,
-        )
-        return "done"
 
     async def accept_and_run(task: dict[str, Any], ctx: MessageContext, previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
         verdict = ""
         try:
-            epochs = [[0, 0]]
             seen = decode_headers(ctx.headers)
             attempt = int(seen.get(ATTEMPT, "0") or 0)
             replay = seen.get(REPLAY) or None
-            try:
-                head = {"task": task, "epochs": epochs, "offset": ctx.offset, "attempt": attempt, "replay": replay}
-                await persist(ckpt.head_key(task["task_id"]), head)
-            finally:
-                accepting.discard(task["task_id"])
-            app.release()  # the task is durable now: its source offset may be committed
-            await SessionOrder.wait(previous)
-            verdict = await run_task(task, epochs, ckpt.Chain(), ctx.partition, ctx.where, ctx, attempt, replay)
+            verdict = await conclude(task, ctx, attempt, ctx.partition, replay, accept(task, ctx, previous, attempt, replay))
         finally:
             if verdict == RETRY:
                 # Keep the session's place: tasks queued behind this one wait for its retry,
@@ -198,23 +220,43 @@ def build_specialist(
             else:
                 order.leave(task["session_id"], mine)
 
+    async def accept(
+        task: dict[str, Any], ctx: MessageContext, previous: asyncio.Future[None] | None, attempt: int, replay: str | None,
+    ) -> tuple[AgentOutcome, int]:
+        epochs = [[0, 0]]
+        try:
+            head = {"task": task, "epochs": epochs, "offset": ctx.offset, "attempt": attempt, "replay": replay}
+            await persist(ckpt.head_key(task["task_id"]), head)
+        finally:
+            accepting.discard(task["task_id"])
+        app.release()  # the task is durable now: its source offset may be committed
+        await SessionOrder.wait(previous)
+        return await run_loop(task, epochs, ckpt.Chain(), ctx.partition, ctx.where)
+
     async def resume(head: dict[str, Any], chain: ckpt.Chain, partition: int, previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
         task = head["task"]
+        source = MessageContext(service.input_topic, partition, -1, task["session_id"].encode(), (), 0)
         try:
-            epochs = head["epochs"]
-            await persist(ckpt.head_key(task["task_id"]), head)
-            await SessionOrder.wait(previous)
-            where = f"{service.input_topic}[{partition}] task {task['task_id']}"
-            if ckpt.resumes_at_same_step(epochs) > MAX_REDELIVERIES:
-                reason = f"{MAX_REDELIVERIES} workers in a row stopped at step {epochs[-1][1]} of this task; it is not retried again."
-                log.error("%s: %s", where, reason)
-                failed = AgentOutcome("FAILED", None, (REDELIVERY_LIMIT, reason), [], {}, 0)
-                await finish(task, specialist_result(task, failed, now_ms()), partition)
-                return
-            source = MessageContext(service.input_topic, partition, -1, task["session_id"].encode(), (), 0)
-            await run_task(task, epochs, chain, partition, where, source, int(head.get("attempt", 0)), head.get("replay"))
+            work = resume_loop(head, chain, partition, previous)
+            await conclude(task, source, int(head.get("attempt", 0)), partition, head.get("replay"), work)
         finally:
             order.leave(task["session_id"], mine)
+
+    async def resume_loop(
+        head: dict[str, Any], chain: ckpt.Chain, partition: int, previous: asyncio.Future[None] | None,
+    ) -> tuple[AgentOutcome, int] | None:
+        task = head["task"]
+        epochs = head["epochs"]
+        await persist(ckpt.head_key(task["task_id"]), head)
+        await SessionOrder.wait(previous)
+        where = f"{service.input_topic}[{partition}] task {task['task_id']}"
+        if ckpt.resumes_at_same_step(epochs) > MAX_REDELIVERIES:
+            reason = f"{MAX_REDELIVERIES} workers in a row stopped at step {epochs[-1][1]} of this task; it is not retried again."
+            log.error("%s: %s", where, reason)
+            failed = AgentOutcome("FAILED", None, (REDELIVERY_LIMIT, reason), [], {}, 0)
+            await finish(task, specialist_result(task, failed, now_ms()), partition)
+            return None
+        return await run_loop(task, epochs, chain, partition, where)
 
     async def resume_in_flight(partitions: list[int]) -> None:
         """After an assignment: take this member's share of the rate quotas, and resume
@@ -261,66 +303,11 @@ def build_specialist(
 # Outcomes worth another attempt later: every model of the chain failed transiently.
 TRANSIENT_CODES = frozenset({"MODEL_UNAVAILABLE"})
 DEAD_LETTERED = "DEAD_LETTERED"
+CRASHED = "CRASHED"  # the task's work raised; replaced by DEAD_LETTERED when it is not retried
+DONE = "done"
 
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cost_usd", "llm_calls", "tool_calls", "retries")
 
 
 def topology_dir(settings: WorkerSettings) -> Path | None:
     return settings.topology_path.parent if settings.topology_path else None
-
-
-class ModelChains:
-    """The guarded model chain (tier model → fallbacks → minimum viable answer) per tier."""
-
-    def __init__(self, settings: ModelSettings, controls: ModelControls, fixed: Model | None = None) -> None:
-        self.settings = settings
-        self.controls = controls
-        self.fixed = fixed  # tests inject one model for every tier
-        self._chains: dict[str, Model] = {}
-
-    def model_id(self, tier: str | None) -> str:
-        return self.fixed.model_id if self.fixed is not None else self.settings.model_for(_tier(tier))
-
-    def model_ids(self) -> list[str]:
-        if self.fixed is not None:
-            return [self.fixed.model_id]
-        return sorted({self.settings.model_for(t) for t in self.settings.models} | set(self.settings.fallbacks))
-
-    def for_tier(self, tier: str | None) -> Model:
-        key = self.model_id(tier)
-        if key not in self._chains:
-            if self.fixed is not None:
-                chain: list[Model] = [self.fixed]
-            else:
-                chain = [_base_model(model_id, self.settings) for model_id in [key, *self.settings.fallbacks]]
-            guarded = [self.controls.guard(m, temperature=self.settings.temperature) for m in chain]
-            self._chains[key] = self.controls.chain(guarded)
-        return self._chains[key]
-
-
-def _tier(tier: str | None) -> Any:
-    return tier if tier in ("simple", "standard", "complex") else None
-
-
-def _base_model(model_id: str, settings: ModelSettings) -> Model:
-    if model_id.startswith("scripted:"):
-        return scripted_model_from_env()
-    return create_model(model_id, settings)
-
-
-def scripted_model_from_env() -> Model:
-    """The ScriptedModel; tests and benchmarks may ask for latency and a call log."""
-    latency = os.environ.get(SCRIPTED_LATENCY_ENV, "")
-    low, _, high = latency.partition("-")
-    model = ScriptedModel()
-    call_log = os.environ.get(SCRIPTED_CALL_LOG_ENV)
-    wrapped: Model = model
-    failure_rate = float(os.environ.get(SCRIPTED_FAILURE_RATE_ENV) or 0)
-    if failure_rate:
-        # Scripted transient failures (HTTP 500) for tests of the controls on a real broker.
-        wrapped = FaultyModel(wrapped, failure_rate=failure_rate, seed=os.getpid())
-    if os.environ.get(SCRIPTED_FAULTS_ENV) == "1":
-        wrapped = MarkedFailures(wrapped)
-    if latency or call_log:  # outermost: every attempt, failed or not, is logged
-        wrapped = CallLogModel(wrapped, Path(call_log) if call_log else None, float(low or 0), float(high or low or 0))
-    return wrapped

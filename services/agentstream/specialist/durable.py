@@ -18,6 +18,7 @@ from typing import Any
 
 from agentstream.models.base import Message, Model, ModelResponse
 from agentstream.specialist import checkpoint as ckpt
+from agentstream.specialist.loop import StepNotRecorded
 from agentstream.tools.registry import DEFAULT_TIMEOUT_S, ToolRegistry, ToolResult
 
 Persist = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -52,7 +53,10 @@ class DurableRun:
         async with self._lock:
             seq = self.seq
             self.seq += 1
-            await self.persist(ckpt.step_key(self.task_id, self.epoch, seq), make(seq))
+            try:
+                await self.persist(ckpt.step_key(self.task_id, self.epoch, seq), make(seq))
+            except Exception as exc:
+                raise StepNotRecorded(f"Step {seq} of task {self.task_id} could not be checkpointed: {exc}") from exc
 
 
 class DurableModel:

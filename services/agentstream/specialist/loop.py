@@ -19,6 +19,8 @@ Outcome policy (what the supervisor and the result topic see):
   the chain's minimum viable answer, which tells the user what could not be done.
 Every limit gives the best partial answer in ``output``, as ``MAX_STEPS`` does.
 Tool failures are not task failures: they become ``Error: ...`` text the model reads.
+``StepNotRecorded`` is no outcome: the run could not record a step (its checkpoint), which
+says nothing about the model, so it propagates and the stage's retry chain decides.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any, Literal
 
 from agentstream.controls.fallback import is_minimum_viable
 from agentstream.controls.stats import ControlStats, collect_stats
-from agentstream.errors import ConfigurationError
+from agentstream.errors import AgentStreamError, ConfigurationError
 from agentstream.models.base import Message, Model, ModelResponse, ToolCall, Usage, task_scope
 from agentstream.specialist.history import HistoryCompressor
 from agentstream.tools.registry import DEFAULT_TIMEOUT_S, ToolRegistry, ToolResult
@@ -46,6 +48,12 @@ MODEL_UNAVAILABLE = "MODEL_UNAVAILABLE"
 Price = Callable[[str, Usage], float]
 
 _PARTIAL_QUOTE_CHARS = 600
+
+
+class StepNotRecorded(AgentStreamError):
+    """A model reply or tool result could not be recorded (e.g. the broker refused its
+    checkpoint). Raised around a model or tool call by what the loop runs in; the loop lets
+    it through instead of ending the run with ``MODEL_ERROR``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +214,8 @@ class _Run:
             await self._compress(messages, tally)
             try:
                 response = await self.model.complete(messages, self.schemas)
+            except StepNotRecorded:
+                raise
             except Exception as exc:  # any provider failure; CancelledError propagates
                 return tally.outcome(None, (MODEL_ERROR, f"{type(exc).__name__}: {exc}"))
             if is_minimum_viable(response):

@@ -10,6 +10,7 @@ offset the marker noted and sends the result only if it is not there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
 from typing import Any
@@ -60,7 +61,9 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
 
     async def recover(partitions: list[int]) -> None:
         """Finish what a previous owner left "emitting": send only what never arrived."""
-        ends = end_offsets(settings.bootstrap, [results_topic])
+        # Off the event loop: the broker may take up to its timeout (30 s) to answer, and
+        # the work running for the partitions this worker already owns must go on meanwhile.
+        ends = await asyncio.get_running_loop().run_in_executor(None, end_offsets, settings.bootstrap, [results_topic])
         for partition in partitions:
             results_end[partition] = ends[(results_topic, partition)]
             unsure = [marker for _, marker in markers.items_of(partition) if marker.get("state") == EMITTING]

@@ -308,6 +308,22 @@ class AgentStack:
                 future.result(30)
 
 
+def group_type(bootstrap: str, group: str) -> str:
+    """The protocol a group runs, as the broker describes it: ``consumer`` (KIP-848) or ``classic``,
+    with its assignor; ``unknown (...)`` where the broker cannot say. Tansu (classic only) answers
+    the describe with type ``consumer`` and a member id for the assignor, so it is not asked."""
+    from agentstream.broker import is_tansu
+
+    try:
+        if is_tansu(bootstrap):
+            return "unknown (Tansu: classic protocol only)"
+        admin = AdminClient(admin_config(bootstrap, {"log_level": 0}))
+        description = admin.describe_consumer_groups([group], request_timeout=10)[group].result(15)
+    except Exception as exc:  # KafkaException, or a broker without DescribeGroups/ConsumerGroupDescribe
+        return f"unknown ({exc})"
+    return f"{description.type.name.lower()} (assignor {description.partition_assignor or '?'})"
+
+
 def billing_task(index: int, run: str, session: str, text: str = "Please check invoice INV-1001 for me") -> dict[str, Any]:
     from agentstream.client import new_task
 

@@ -52,6 +52,7 @@ from agentstream.models.base import Message, ModelResponse, ToolCall, Usage, cur
 from agentstream.tools.registry import ToolRegistry
 from agentstream.topology import DEFAULT_PATH
 from bench._procs import REPO, OUT_DIR, AgentStack, broker, linear_fit, machine, source_state, write_report
+from bench.relay import add_broker_argument, broker_kind
 
 AGENT = "billing"
 TOOL = "lookup_record"
@@ -301,6 +302,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tasks", type=int, default=3, help="tasks, each its own session (default 3)")
     parser.add_argument("--tool-bytes", type=int, default=400, help="size of each tool result (default 400)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 task")
+    add_broker_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks = 1
@@ -308,7 +310,7 @@ def main(argv: list[str]) -> int:
         parser.error("--steps must be at least 2 (a slope needs two points)")
     stamp = time.strftime("%Y%m%dT%H%M%S")
     host = machine()
-    with broker() as (bootstrap, _, broker_name):
+    with broker(args.broker) as (bootstrap, _, broker_name):
         print(f"checkpoint cost bench: {args.tasks} tasks x {args.steps} tool steps, tool results ~{args.tool_bytes} B; "
               f"broker {broker_name}; {host['nproc']} x {host['cpu_model']}")
         result = run(bootstrap, args.steps, args.tasks, args.tool_bytes)
@@ -324,6 +326,7 @@ def main(argv: list[str]) -> int:
         "machine": host,
         "source": source_state("runtime", "specialist"),
         "broker": broker_name,
+        "broker_kind": broker_kind(broker_name),
         "config": {"steps": args.steps, "tasks": args.tasks, "tool_bytes": args.tool_bytes},
         "result": asdict(result),
         "plot": str(png.relative_to(REPO)) if png else None,

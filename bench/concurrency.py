@@ -50,7 +50,7 @@ from bench._procs import (
     KEEP_LOGS_ENV, OUT_DIR, REPO, AgentStack, ResourceSampler, TopicWatcher, billing_task, broker, machine, percentile,
     source_state, write_report,
 )
-from bench.relay import start_profiler, stop_profiler, summarize_profile, wait_for_quiet
+from bench.relay import add_broker_argument, broker_kind, start_profiler, stop_profiler, summarize_profile, wait_for_quiet
 
 TICK = 0.1
 
@@ -303,6 +303,7 @@ def main(argv: list[str]) -> int:
                         help="after the window, SIGTERM the workers and SIGKILL them after this many s (default 15)")
     parser.add_argument("--quiet-wait", type=float, default=15.0,
                         help="before each trial wait up to this many s for other load to settle (default 15)")
+    add_broker_argument(parser)
     args = parser.parse_args(argv)
     caps = [int(c) for c in args.caps.split(",")]
     if args.quick:
@@ -311,7 +312,7 @@ def main(argv: list[str]) -> int:
     host = machine()
     trials: list[Trial] = []
     profile: dict[str, Any] | None = None
-    with broker() as (bootstrap, broker_pid, broker_name):
+    with broker(args.broker) as (bootstrap, broker_pid, broker_name):
         print(f"concurrency bench: caps {caps}, model latency {args.latency:g} s, window {args.window:g} s after "
               f"{args.ramp:g} s ramp; broker {broker_name}; {host['nproc']} x {host['cpu_model']}")
         for i, cap in enumerate(caps):
@@ -343,6 +344,7 @@ def main(argv: list[str]) -> int:
         "machine": host,
         "source": source_state("runtime", "specialist", "models"),
         "broker": broker_name,
+        "broker_kind": broker_kind(broker_name),
         "config": {"caps": caps, "latency_s": args.latency, "window_s": args.window, "ramp_s": args.ramp},
         "trials": [asdict(t) for t in trials],
         "plot": str(png.relative_to(REPO)) if png else None,

@@ -2,7 +2,7 @@
 against the same three hops as a raw confluent-kafka relay and as a faust-streaming relay, in one run.
 
     python -m bench.pipeline [--quick] [--seconds 4] [--levels 100,200,...] [--variants pipeline,raw,faust]
-                             [--profile billing,router,supervisor]
+                             [--profile billing,router,supervisor] [--broker kafka|tansu]
 
 Variants (each with four 6-partition topics: source → after hop 1 → after hop 2 → sink):
 
@@ -45,6 +45,10 @@ Measurements, by a group-less reader in this process:
   completed_at) split the specialist and supervisor hops into their phases.
 CPU seconds per worker (and per thread), broker, this process and everything else on the machine
 are recorded per level with bench.relay's meter.
+
+The broker is bench.relay's: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else ``--broker kafka`` (Apache
+Kafka 4, one KRaft node; the default where ``java`` and ``mvn`` exist) or ``--broker tansu``
+started here, and named in the output, the JSON and the plot's title.
 
 Results: a table on stdout, ``bench/out/pipeline-<timestamp>.json`` and ``.png`` (throughput and
 latency against the offered load). ``--profile WORKERS`` adds one unmeasured pipeline level at the
@@ -99,7 +103,9 @@ from bench.relay import (
     SESSION_KEYS,
     CpuMeter,
     Hop,
+    add_broker_argument,
     broker,
+    broker_kind,
     create_topics,
     delete_topics,
     machine,
@@ -799,7 +805,9 @@ def print_level(r: LevelResult) -> None:
           f"p99 {e2e.get('p99', 0):>7.1f} ms, {worker_cpu_us(r):>6.0f} us CPU/task  {status}", flush=True)
 
 
-def print_report(results: list[LevelResult], summary: dict[str, Any]) -> None:
+def print_report(results: list[LevelResult], summary: dict[str, Any], broker_name: str = "") -> None:
+    if broker_name:
+        print(f"\nbroker: {broker_name}")
     print(f"\n{'variant':<9}{'offered/s':>10}{'sent/s':>9}{'achieved/s':>11}{'e2e p50':>9}{'p95':>8}{'p99':>8}"
           f"{'growth':>8}{'CPU/task':>10}{'broker':>8}{'others':>8}  status")
     for r in results:
@@ -970,6 +978,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--profile", help=f"pipeline workers to profile with py-spy, comma-separated ({','.join(PIPELINE_WORKERS)})")
     parser.add_argument("--quiet-wait", type=float, default=60.0,
                         help="before each variant wait up to this many s for other load to settle (default 60; 0: off)")
+    add_broker_argument(parser)
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (1.5 if args.quick else 4.0)
     args.levels = [int(x) for x in args.levels.split(",")] if args.levels else list(QUICK_LEVELS if args.quick else DEFAULT_LEVELS)
@@ -1004,8 +1013,9 @@ def bench_main(argv: list[str]) -> int:
     }
     results: list[LevelResult] = []
     sizes = list(FALLBACK_SIZES)
-    with broker() as (bootstrap, broker_pid, broker_name):
+    with broker(args.broker) as (bootstrap, broker_pid, broker_name):
         report["broker"] = broker_name
+        report["broker_kind"] = broker_kind(broker_name)
         print(f"pipeline bench: {', '.join(args.variants)}; levels {args.levels} tasks/s x {args.seconds:g} s; "
               f"broker {broker_name} at {bootstrap}")
         print(f"machine: {host['nproc']} x {host['cpu_model']}, load average {' '.join(host['loadavg_at_start'])}")
@@ -1025,7 +1035,7 @@ def bench_main(argv: list[str]) -> int:
                 written = report["variants"][name].get("records_per_task", {})
                 print("  records written per completed task: " + ", ".join(f"{t} {n:g}" for t, n in written.items()))
     summary = summarize(results)
-    print_report(results, summary)
+    print_report(results, summary, report.get("broker", ""))
     if "profile" in report:
         print_profile(report["profile"])
     report["relay_stage_bytes"] = sizes

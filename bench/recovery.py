@@ -1,6 +1,7 @@
 """Recovery benchmark: SIGKILL one of two specialist workers with 100 tasks in flight.
 
     python -m bench.recovery [--tasks 100] [--latency 2] [--kill-at-step 1] [--trials 2] [--quick]
+                             [--broker kafka|tansu] [--group-protocol classic|consumer]
 
 Per trial: a fresh router, supervisor and two billing specialists (``agentstream worker``
 processes under a unique prefix; the ScriptedModel sleeps ``--latency`` s per call and
@@ -21,12 +22,22 @@ Baseline in the same run: two bare confluent-kafka consumers (``clients.consumer
 the same session timeout and assignment strategy) in one group on a 6-partition topic;
 SIGKILL one and time until the other is assigned its partitions. That is the part of
 recovery owned by the broker and the group protocol; the rest is ours.
+
+``--broker``: bench.relay's choice (Apache Kafka 4 where ``java`` and ``mvn`` exist, else
+Tansu; ``KAFKA_BOOTSTRAP_SERVERS`` wins). ``--group-protocol consumer`` runs the workers with
+``AGENTSTREAM_GROUP_PROTOCOL=consumer`` and the baseline members with KIP-848 (Apache Kafka 4
+only; default: that variable, else classic). KIP-848 assigns incrementally: the survivor keeps
+its own partitions, so there is no "revoked" line and that column stays empty. A member's
+ownership is therefore followed through every assigned / revoked / lost event, not read off
+the last line. bench.group_protocol compares the two protocols on bare consumers in depth.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import re
 import shutil
 import signal
@@ -36,6 +47,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,12 +55,13 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from agentstream.clients import admin_config, consumer_config
+from agentstream.clients import GROUP_PROTOCOLS, admin_config, consumer_config
+from agentstream.settings import GROUP_PROTOCOL_ENV
 from bench._procs import (
-    REPO, AgentStack, CallLogTail, Proc, TopicWatcher, assigned_partitions, billing_task, broker, machine,
-    partition_map, source_state, write_report,
+    KEEP_LOGS_ENV, REPO, AgentStack, CallLogTail, Proc, TopicWatcher, assigned_partitions, billing_task, broker,
+    group_type, machine, partition_map, source_state, write_report,
 )
-from bench.relay import wait_for_quiet
+from bench.relay import add_broker_argument, broker_kind, wait_for_quiet
 
 PARTITIONS = 6
 
@@ -59,17 +72,29 @@ def member_main(argv: list[str]) -> int:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True)
+    parser.add_argument("--protocol", choices=GROUP_PROTOCOLS, default="classic")
     args = parser.parse_args(argv)
+    owned: set[int] = set()
+
+    # Eager (classic) callbacks name the whole assignment, after a revoke of everything;
+    # incremental (KIP-848) ones only what changes. Applying each as a change covers both.
+    def report(event: str, partitions: list[TopicPartition], change: Callable[[set[int]], None]) -> None:
+        change({p.partition for p in partitions})
+        print(f"{event} " + ",".join(str(p.partition) for p in partitions), flush=True)
+        print("OWNS " + ",".join(map(str, sorted(owned))), flush=True)
 
     def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        print("ASSIGNED " + ",".join(str(p.partition) for p in partitions), flush=True)
+        report("ASSIGNED", partitions, owned.update)
 
     def revoked(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        print("REVOKED " + ",".join(str(p.partition) for p in partitions), flush=True)
+        report("REVOKED", partitions, owned.difference_update)
+
+    def lost(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        report("LOST", partitions, owned.difference_update)
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop() → KeyboardInterrupt → close()
-    consumer = Consumer(consumer_config(args.bootstrap, args.group))
-    consumer.subscribe([args.topic], on_assign=assigned, on_revoke=revoked)
+    consumer = Consumer(consumer_config(args.bootstrap, args.group, protocol=args.protocol))
+    consumer.subscribe([args.topic], on_assign=assigned, on_revoke=revoked, on_lost=lost)
     try:
         while True:
             consumer.poll(0.1)
@@ -84,38 +109,42 @@ def member_main(argv: list[str]) -> int:
 class BaselineTrial:
     to_revoked_s: float = float("nan")
     to_assigned_s: float = float("nan")
+    group_type: str = ""  # as the broker describes the group
     error: str | None = None
 
 
 def _member_partitions(proc: Proc) -> set[int]:
-    lines = proc.matching(r"^(ASSIGNED|REVOKED)")
-    if not lines or not lines[-1][1].startswith("ASSIGNED"):
+    lines = proc.matching(r"^OWNS")
+    if not lines:
         return set()
-    return {int(p) for p in lines[-1][1].split(" ", 1)[1].split(",") if p}
+    return {int(p) for p in lines[-1][1].partition(" ")[2].split(",") if p}
 
 
-def run_baseline(bootstrap: str) -> BaselineTrial:
+def run_baseline(bootstrap: str, protocol: str = "classic") -> BaselineTrial:
     result = BaselineTrial()
     topic, group = f"bench.recovery.{uuid.uuid4().hex[:8]}", f"bench-recovery-{uuid.uuid4().hex[:8]}"
     admin = AdminClient(admin_config(bootstrap))
     for future in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
         future.result(30)
     members = [Proc(f"member-{i}", ["-m", "bench.recovery", "member", "--bootstrap", bootstrap, "--topic", topic,
-                                    "--group", group], {}) for i in range(2)]
+                                    "--group", group, "--protocol", protocol], {}) for i in range(2)]
     try:
         _wait(lambda: all(_member_partitions(m) for m in members)
               and set().union(*map(_member_partitions, members)) == set(range(PARTITIONS)), 60, "both members assigned")
+        result.group_type = group_type(bootstrap, group)
         victim, survivor = members
         mark = survivor.line_count()
         killed = victim.kill()
-        revoked_at, _ = survivor.wait_for_line(r"^REVOKED", 60, after=mark)
         deadline = time.monotonic() + 60
         while len(_member_partitions(survivor)) < PARTITIONS:
             if time.monotonic() > deadline:
                 raise TimeoutError("the surviving member was not given every partition within 60 s")
             time.sleep(0.01)
         assigned_at = survivor.matching(r"^ASSIGNED", after=mark)[-1][0]
-        result.to_revoked_s, result.to_assigned_s = revoked_at - killed, assigned_at - killed
+        result.to_assigned_s = assigned_at - killed
+        revoked = survivor.matching(r"^REVOKED \d", after=mark)  # none with KIP-848: the survivor keeps its own
+        if revoked:
+            result.to_revoked_s = revoked[0][0] - killed
     except (TimeoutError, RuntimeError) as exc:
         result.error = str(exc)
     finally:
@@ -154,6 +183,7 @@ class Trial:
     repeated_calls_survivor_tasks: int = 0
     max_repeats_per_task: int = 0
     survivor_exit: int | None = None
+    group_type: str = ""  # as the broker describes the specialists' group
     error: str | None = None
 
 
@@ -166,17 +196,25 @@ def _wait(condition: Any, timeout: float, what: str) -> None:
 
 
 def _owned(proc: Proc) -> set[int]:
-    """What the processor owns now: its last assigned line, unless revoked since."""
-    events = proc.matching(r": (assigned|revoked|lost) ")
-    if not events or ": assigned " not in events[-1][1]:
-        return set()
-    return assigned_partitions(events[-1][1])
+    """What the processor owns now: its assigned / revoked / lost lines applied in order
+    (eager assignment revokes everything and assigns the whole set; incremental, KIP-848,
+    names only the partitions that move)."""
+    owned: set[int] = set()
+    for _, line in proc.matching(r": (assigned|revoked|lost) "):
+        found = re.search(r": (assigned|revoked|lost) (.*)$", line)
+        assert found is not None
+        named = {int(p) for p in re.findall(r"\.v1\[(\d+)\]", found.group(2))}
+        if found.group(1) == "assigned":
+            owned |= named
+        else:
+            owned -= named
+    return owned
 
 
-def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step: int) -> Trial:
+def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step: int, protocol: str = "classic") -> Trial:
     trial = Trial(tasks_per_worker, latency, kill_at_step)
     base = Path(tempfile.mkdtemp(prefix="recovery-"))
-    stack = AgentStack(bootstrap, base, latency=latency)
+    stack = AgentStack(bootstrap, base, latency=latency, env={GROUP_PROTOCOL_ENV: protocol})
     stack.start("router", "router")
     stack.start("supervisor", "supervisor")
     victim = stack.start("billing-a", "specialist")
@@ -192,6 +230,7 @@ def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step:
         if not victim_parts or len(victim_parts | _owned(survivor)) != PARTITIONS:
             raise RuntimeError("the assignment changed while settling; rerun")
         trial.victim_partitions = sorted(victim_parts)
+        trial.group_type = group_type(bootstrap, stack.topology.group("billing"))
         run = uuid.uuid4().hex[:6]
         keys = [f"s-{run}-{i}" for i in range(tasks_per_worker * 8)]
         where = partition_map(bootstrap, keys, PARTITIONS)
@@ -217,8 +256,12 @@ def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step:
         trial.victim_completed_before_kill = len(done_on_victim & victim_tasks)
         trial.in_flight_on_victim = len(victim_tasks - done_on_victim)
 
-        revoked_at, _ = survivor.wait_for_line(r": revoked ", 60, after=mark)
-        trial.to_revoked_s = revoked_at - killed
+        # Eager (classic): the survivor revokes everything, then is assigned all 6. Incremental
+        # (KIP-848): it keeps its own and is assigned the victim's; no revoked line.
+        survivor.wait_for_line(r": (revoked|assigned) ", 60, after=mark)
+        revoked = survivor.matching(r": revoked ", after=mark)
+        if revoked:
+            trial.to_revoked_s = revoked[0][0] - killed
         victim_pattern = "|".join(re.escape(t) for t in victim_tasks)
         resume_at, _ = survivor.wait_for_line(rf"resuming task ({victim_pattern}) ", 60, after=mark)
         trial.to_first_resume_line_s = resume_at - killed
@@ -264,6 +307,8 @@ def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step:
     finally:
         codes = stack.stop_all(60)
         trial.survivor_exit = codes.get("billing-b")
+        if os.environ.get(KEEP_LOGS_ENV):
+            stack.keep_logs(Path(os.environ[KEEP_LOGS_ENV]) / f"recovery-{stack.prefix}")
         if calls.is_alive():
             calls.stop()
         if watcher.is_alive():
@@ -273,21 +318,28 @@ def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step:
     return trial
 
 
-def print_report(baseline: list[BaselineTrial], trials: list[Trial]) -> None:
+def _s(seconds: float, width: int) -> str:
+    return f"{'—':>{width}} " if math.isnan(seconds) else f"{seconds:>{width}.2f}s"
+
+
+def print_report(baseline: list[BaselineTrial], trials: list[Trial], broker_name: str = "", protocol: str = "") -> None:
+    if broker_name:
+        print(f"\nbroker: {broker_name}; group protocol: {protocol}")
     print(f"\n{'':<22}{'→ revoked':>10}{'→ assigned':>11}{'→ resume line':>14}{'→ resumed call':>15}{'→ all resumed':>14}"
           f"{'→ all results':>14}")
     for i, b in enumerate(baseline, 1):
         if b.error:
             print(f"{'raw group #' + str(i):<22} ERROR {b.error.splitlines()[0]}")
         else:
-            print(f"{'raw group #' + str(i):<22}{b.to_revoked_s:>9.2f}s{b.to_assigned_s:>10.2f}s")
+            print(f"{'raw group #' + str(i):<22}{_s(b.to_revoked_s, 9)}{_s(b.to_assigned_s, 10)}")
     for i, t in enumerate(trials, 1):
         if t.error:
             print(f"{'agents #' + str(i):<22} ERROR {t.error.splitlines()[0]}")
             continue
-        print(f"{'agents #' + str(i):<22}{t.to_revoked_s:>9.2f}s{t.to_assigned_s:>10.2f}s{t.to_first_resume_line_s:>13.2f}s"
-              f"{t.to_first_resumed_call_s:>14.2f}s{t.to_all_resumed_s:>13.2f}s{t.to_all_results_s:>13.2f}s")
-    print("(seconds from SIGKILL; raw group: bare confluent-kafka members with the same consumer settings)")
+        print(f"{'agents #' + str(i):<22}{_s(t.to_revoked_s, 9)}{_s(t.to_assigned_s, 10)}{_s(t.to_first_resume_line_s, 13)}"
+              f"{_s(t.to_first_resumed_call_s, 14)}{_s(t.to_all_resumed_s, 13)}{_s(t.to_all_results_s, 13)}")
+    print("(seconds from SIGKILL; raw group: bare confluent-kafka members with the same consumer settings;\n"
+          " — under → revoked: the survivor revoked nothing, as with KIP-848's incremental assignment)")
     print(f"\n{'':<12}{'in flight on victim':>20}{'lost':>6}{'dup. results':>13}{'repeated calls (victim/survivor tasks)':>40}"
           f"{'max/task':>9}  statuses")
     for i, t in enumerate(trials, 1):
@@ -295,6 +347,9 @@ def print_report(baseline: list[BaselineTrial], trials: list[Trial]) -> None:
             print(f"{'agents #' + str(i):<12}{t.in_flight_on_victim:>20}{t.lost:>6}{t.duplicate_results:>13}"
                   f"{f'{t.repeated_calls_victim_tasks} / {t.repeated_calls_survivor_tasks}':>40}{t.max_repeats_per_task:>9}  "
                   f"{json.dumps(t.statuses)}")
+    types = sorted({x.group_type for x in [*baseline, *trials] if x.group_type})
+    if types:
+        print(f"  group type as the broker describes it: {', '.join(types)}")
     for i, t in enumerate(trials, 1):
         for line in t.checkpoint_restore:
             print(f"  agents #{i} survivor restored {line}")
@@ -311,6 +366,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--baseline-trials", type=int, default=2, help="bare consumer-group trials (default 2)")
     parser.add_argument("--quick", action="store_true", help="smoke run: one trial of each")
     parser.add_argument("--quiet-wait", type=float, default=15.0)
+    parser.add_argument("--group-protocol", choices=GROUP_PROTOCOLS,
+                        default=os.environ.get(GROUP_PROTOCOL_ENV, "").strip().lower() or "classic",
+                        help=f"of the workers ({GROUP_PROTOCOL_ENV}) and the baseline members: classic, or consumer "
+                             f"(KIP-848, Apache Kafka 4 only); default ${GROUP_PROTOCOL_ENV}, else classic")
+    add_broker_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.baseline_trials, args.quiet_wait = 1, 1, 3.0
@@ -318,23 +378,24 @@ def main(argv: list[str]) -> int:
     host = machine()
     baseline: list[BaselineTrial] = []
     trials: list[Trial] = []
-    with broker() as (bootstrap, _, broker_name):
+    with broker(args.broker) as (bootstrap, _, broker_name):
         print(f"recovery bench: {args.tasks} tasks in flight on the victim + {args.tasks} on the survivor, model latency "
-              f"{args.latency} s, kill at step {args.kill_at_step}; broker {broker_name}; {host['nproc']} x {host['cpu_model']}")
+              f"{args.latency} s, kill at step {args.kill_at_step}; broker {broker_name}, group protocol "
+              f"{args.group_protocol}; {host['nproc']} x {host['cpu_model']}")
         for i in range(max(args.trials, args.baseline_trials)):
             if i < args.baseline_trials:
                 wait_for_quiet(args.quiet_wait)
-                b = run_baseline(bootstrap)
+                b = run_baseline(bootstrap, args.group_protocol)
                 baseline.append(b)
                 print(f"  raw group #{i + 1}: {b.error or f'survivor assigned {b.to_assigned_s:.2f} s after the kill'}", flush=True)
             if i < args.trials:
                 wait_for_quiet(args.quiet_wait)
-                t = run_trial(bootstrap, args.tasks, args.latency, args.kill_at_step)
+                t = run_trial(bootstrap, args.tasks, args.latency, args.kill_at_step, args.group_protocol)
                 trials.append(t)
                 status = t.error or (f"first resumed call {t.to_first_resumed_call_s:.2f} s after the kill; {t.lost} lost, "
                                      f"{t.duplicate_results} duplicate results")
                 print(f"  agents #{i + 1}: {status}", flush=True)
-    print_report(baseline, trials)
+    print_report(baseline, trials, broker_name, args.group_protocol)
     ok = [t for t in trials if t.error is None]
     summary = {
         "raw_group_to_assigned_s_median": statistics.median([b.to_assigned_s for b in baseline if not b.error] or [float("nan")]),
@@ -349,6 +410,8 @@ def main(argv: list[str]) -> int:
         "machine": host,
         "source": source_state("runtime", "specialist", "supervisor", "router"),
         "broker": broker_name,
+        "broker_kind": broker_kind(broker_name),
+        "group_protocol": args.group_protocol,
         "config": {"tasks_per_worker": args.tasks, "latency": args.latency, "kill_at_step": args.kill_at_step},
         "baseline": [asdict(b) for b in baseline],
         "trials": [asdict(t) for t in trials],

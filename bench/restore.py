@@ -44,7 +44,7 @@ from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
 from agentstream.settings import STATE_DIR_ENV
 from bench._procs import OUT_DIR, REPO, AgentStack, Proc, broker, machine, source_state, write_report
-from bench.relay import start_profiler, stop_profiler, summarize_profile, wait_for_quiet
+from bench.relay import add_broker_argument, broker_kind, start_profiler, stop_profiler, summarize_profile, wait_for_quiet
 
 AGENT = "billing"
 TABLE = "sessions"
@@ -245,13 +245,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 1000,10000 sessions")
     parser.add_argument("--profile", action="store_true", help="py-spy --gil on the worker restoring the largest size")
     parser.add_argument("--quiet-wait", type=float, default=15.0)
+    add_broker_argument(parser)
     args = parser.parse_args(argv)
     sizes = [1000, 10000] if args.quick else [int(s) for s in args.sessions.split(",")]
     stamp = time.strftime("%Y%m%dT%H%M%S")
     host = machine()
     results: list[SizeResult] = []
     profile: dict[str, Any] | None = None
-    with broker() as (bootstrap, _, broker_name):
+    with broker(args.broker) as (bootstrap, _, broker_name):
         print(f"restore bench: sessions {sizes}, {args.turns} turns each; broker {broker_name}; "
               f"{host['nproc']} x {host['cpu_model']}")
         for size in sizes:
@@ -280,6 +281,7 @@ def main(argv: list[str]) -> int:
         "machine": host,
         "source": source_state("runtime", "specialist"),
         "broker": broker_name,
+        "broker_kind": broker_kind(broker_name),
         "config": {"sessions": sizes, "turns": args.turns, "table": TABLE, "agent": AGENT},
         "results": [asdict(r) for r in results],
         "profile": profile,

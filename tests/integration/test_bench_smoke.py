@@ -1,0 +1,78 @@
+"""Tiny runs of the benchmarks in bench/ (a checkout's package, not installed): they start,
+measure, name their broker and write their JSON report. Figures are not checked."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentstream.apache_kafka import java_and_maven_present
+from agentstream.settings import BOOTSTRAP_ENV, BROKER_ENV, GROUP_PROTOCOL_ENV
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_bench(module: str, *args: str, bootstrap: str | None = None, timeout: float = 300) -> dict[str, Any]:
+    """Run ``python -m bench.<module> args``; return its JSON report (removed afterwards)."""
+    env = {k: v for k, v in os.environ.items() if k not in (BOOTSTRAP_ENV, BROKER_ENV, GROUP_PROTOCOL_ENV)}
+    if bootstrap:
+        env[BOOTSTRAP_ENV] = bootstrap
+    done = subprocess.run([sys.executable, "-m", f"bench.{module}", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    found = re.search(r"^wrote (bench/out/\S+\.json)", done.stdout, re.MULTILINE)
+    assert found, output[-4000:]
+    path = REPO / found.group(1)
+    try:
+        return dict(json.loads(path.read_text()))
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("broker", ["tansu", pytest.param("kafka", marks=[pytest.mark.kafka_only, pytest.mark.skipif(
+    not java_and_maven_present(), reason="starting Apache Kafka needs java and mvn")])])
+def test_relay_on_the_broker_it_starts(broker: str) -> None:
+    report = run_bench("relay", "--broker", broker, "--events", "300", "--trials", "1", "--quiet-wait", "0")
+    assert report["broker_kind"] == broker
+    assert {t["variant"] for t in report["trials"]} == {"raw", "runtime"}
+    for trial in report["trials"]:
+        assert trial["error"] is None and trial["received"] == 300
+        assert trial["cpu_s"]["broker"] > 0  # the broker's pid (Kafka: the JVM) is metered
+
+
+@pytest.mark.kafka_only
+def test_group_protocol_compares_both_protocols(kafka_bootstrap: str) -> None:
+    report = run_bench("group_protocol", "--trials", "1", "--scenarios", "scaleup", "--quiet-wait", "0",
+                       bootstrap=kafka_bootstrap)
+    trials = {t["protocol"]: t for t in report["trials"]}
+    assert set(trials) == {"classic", "consumer"}
+    for protocol, trial in trials.items():
+        assert not trial["errors"], trial["errors"]
+        assert math.isfinite(trial["scaleup_assigned_s"]) and math.isfinite(trial["incumbent_pause_s"])
+        assert trial["co_partitioned"] is True
+        assert trial["group_types"][0].startswith(protocol)
+    # Eager classic takes everything back from the incumbent; KIP-848 only what moves.
+    assert trials["classic"]["incumbent_revoked"] == 12
+    assert trials["consumer"]["incumbent_revoked"] == 6
+
+
+@pytest.mark.kafka_only
+@pytest.mark.slow
+def test_recovery_with_kip848_workers(kafka_bootstrap: str) -> None:
+    report = run_bench("recovery", "--quick", "--tasks", "4", "--latency", "0.5", "--group-protocol", "consumer",
+                       bootstrap=kafka_bootstrap)
+    assert report["group_protocol"] == "consumer"
+    (baseline,), (trial,) = report["baseline"], report["trials"]
+    assert baseline["error"] is None and trial["error"] is None, (baseline, trial)
+    assert trial["group_type"].startswith("consumer")
+    assert trial["lost"] == 0 and trial["duplicate_results"] == 0
+    assert math.isfinite(trial["to_first_resumed_call_s"])

@@ -30,7 +30,7 @@ from pathlib import Path
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from agentstream.clients import KAFKA_LOG, admin_config
+from agentstream.clients import CLASSIC, CONSUMER_PROTOCOL, KAFKA_LOG, admin_config
 from agentstream.errors import BrokerUnavailableError, ConfigurationError
 from agentstream.settings import BOOTSTRAP_ENV, BROKER_ENV
 
@@ -261,3 +261,13 @@ def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
     except Exception:  # a broker that cannot describe its own configs is not Apache Kafka
         return True
     return len(configs) == 0
+
+
+def group_protocol_for(setting: str, bootstrap: str) -> str:
+    """``auto`` → KIP-848 (``consumer``) on Apache Kafka, ``classic`` on Tansu, which speaks
+    only the classic protocol. Why KIP-848: a rebalance moves only the partitions that change
+    owner, so scaling an agent group no longer drains every member's in-flight loops (eager
+    range revokes everything); see README "Consumer groups" and bench/group_protocol.py."""
+    if setting != "auto":
+        return setting
+    return CLASSIC if is_tansu(bootstrap) else CONSUMER_PROTOCOL

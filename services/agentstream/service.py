@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 BEHAVIOR_VERSION_HEADER = "agentstream-behavior-version"
 
 
+
 @dataclass
 class Service:
     """A processor for one agent type plus the topic names and codecs its handlers use."""

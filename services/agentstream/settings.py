@@ -30,7 +30,8 @@ TOPOLOGY_ENV = "AGENTSTREAM_TOPOLOGY"
 PREFIX_ENV = "AGENTSTREAM_PREFIX"
 LOG_LEVEL_ENV = "AGENTSTREAM_LOG_LEVEL"
 MAX_INFLIGHT_ENV = "AGENTSTREAM_MAX_INFLIGHT"
-# Consumer group protocol of the workers: "classic" or "consumer" (KIP-848, Apache Kafka 4).
+# Consumer group protocol of the workers: "auto" (default: KIP-848 on Apache Kafka, classic
+# on Tansu), "classic" or "consumer" (KIP-848, Apache Kafka 4).
 GROUP_PROTOCOL_ENV = "AGENTSTREAM_GROUP_PROTOCOL"
 
 DEFAULT_STATE_DIR = Path(".state")
@@ -69,7 +70,7 @@ class WorkerSettings(BaseModel):
     max_input_bytes: int = Field(default=32_768, gt=0)
     max_inflight: int = Field(default=256, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
-    group_protocol: Literal["classic", "consumer"] = "classic"
+    group_protocol: Literal["auto", "classic", "consumer"] = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:

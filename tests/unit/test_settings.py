@@ -32,3 +32,18 @@ def test_one_state_directory_rule_for_every_command() -> None:
     assert state_dir_from_env(environ={}) == DEFAULT_STATE_DIR
     assert state_dir_from_env(environ={"AGENTSTREAM_STATE_DIR": "/srv/agents"}) == Path("/srv/agents")
     assert state_dir_from_env(Path("here"), environ={"AGENTSTREAM_STATE_DIR": "/srv/agents"}) == Path("here")
+
+
+def test_an_explicit_group_protocol_is_used_as_given() -> None:
+    from agentstream.broker import group_protocol_for
+
+    assert group_protocol_for("classic", "unreachable:1") == "classic"
+    assert group_protocol_for("consumer", "unreachable:1") == "consumer"
+
+
+def test_group_protocol_defaults_to_auto_and_rejects_unknown_values() -> None:
+    import pydantic
+
+    assert WorkerSettings.from_env({}, bootstrap="b:9092").group_protocol == "auto"
+    with pytest.raises((pydantic.ValidationError, ConfigurationError)):
+        WorkerSettings.from_env({"AGENTSTREAM_GROUP_PROTOCOL": "eager"}, bootstrap="b:9092")

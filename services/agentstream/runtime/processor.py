@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from agentstream.broker import group_protocol_for
 from agentstream.clients import CLASSIC, admin_config, consumer_config, producer_config, reader_config
 from agentstream.runtime.changelog import RestoreReport, read_partition, restore
 from agentstream.runtime.lag import watermarks
@@ -361,7 +362,12 @@ class Processor:
         # hear of their acknowledgement in milliseconds whatever the poll loop is doing.
         threading.Thread(target=self._serve_deliveries, name=f"{self.name}-deliveries", daemon=True).start()
         self._reader = Consumer(reader_config(self.bootstrap))
-        consumer = Consumer(consumer_config(self.bootstrap, self.group_id, self._consumer_overrides, protocol=self.group_protocol))
+        for table in self.tables.values():
+            # Metadata now, so the first restore of a changelog (a takeover, often) need not
+            # wait for librdkafka's next refresh to learn of it (0.4-0.9 s on Kafka).
+            self._reader.list_topics(table.changelog_topic, timeout=10)
+        consumer = Consumer(consumer_config(self.bootstrap, self.group_id, self._consumer_overrides,
+                                            protocol=group_protocol_for(self.group_protocol, self.bootstrap)))
         consumer.subscribe(
             list(self._bindings), on_assign=self._assign_callback, on_revoke=self._revoke_callback, on_lost=self._lost_callback
         )

@@ -1,6 +1,8 @@
 """Every schema stays BACKWARD and FORWARD compatible with its last released copy.
 
-``schemas/history/<Name>.avsc`` is the last released version. The check uses the Apache
+``schemas/history/<Name>.avsc`` is the last released version; ``schemas/history/<version>/``
+keeps the releases before it, and the current schemas must read and be read by those too.
+The check uses the Apache
 ``avro`` package's compatibility checker (fastavro has none). BACKWARD: the current
 schema reads what the released one wrote. FORWARD: the released one reads what the
 current one writes (consumers not yet upgraded).
@@ -21,6 +23,7 @@ SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 HISTORY_DIR = SCHEMAS_DIR / "history"
 CURRENT = sorted(p.stem for p in SCHEMAS_DIR.glob("*.avsc"))
 RELEASED = sorted(p.stem for p in HISTORY_DIR.glob("*.avsc"))
+OLDER_RELEASES = sorted(HISTORY_DIR.glob("*/*.avsc"))
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -68,6 +71,23 @@ def test_every_released_schema_still_exists(name: str) -> None:
 def test_current_is_compatible_with_released_both_ways(name: str) -> None:
     problems = compatibility_problems(_json(SCHEMAS_DIR / f"{name}.avsc"), _json(HISTORY_DIR / f"{name}.avsc"))
     assert not problems, f"schemas/{name}.avsc breaks compatibility:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", OLDER_RELEASES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_current_is_compatible_with_older_releases_both_ways(path: Path) -> None:
+    problems = compatibility_problems(_json(SCHEMAS_DIR / path.name), _json(path))
+    assert not problems, f"schemas/{path.name} breaks compatibility with release {path.parent.name}:\n" + "\n".join(problems)
+
+
+def test_every_enum_has_a_default_symbol() -> None:
+    # Without one, a symbol added later cannot be read by consumers not yet upgraded.
+    found: dict[str, list[str]] = {}
+    for path in SCHEMAS_DIR.glob("*.avsc"):
+        _named_types(_json(path), "", found)
+    enums = {name: json.loads(copies[0]) for name, copies in found.items() if json.loads(copies[0])["type"] == "enum"}
+    assert enums, "the schemas declare enums"
+    missing = sorted(name for name, enum in enums.items() if enum.get("default") not in enum["symbols"])
+    assert not missing, f"enums without a default symbol: {missing}"
 
 
 def _named_types(node: Any, namespace: str, found: dict[str, list[str]]) -> None:
@@ -130,23 +150,50 @@ def test_adding_a_field_without_default_breaks_backward() -> None:
     assert problems and all(p.startswith("BACKWARD") for p in problems)
 
 
-def test_removing_an_enum_symbol_breaks_backward() -> None:
+def test_removing_an_enum_symbol_breaks_backward_without_a_default() -> None:
+    # With a default the checker lets the removed symbol read as the default, which hides a
+    # meaning: the release notes must say so. Without one it is refused outright.
     released = _released("TaskEvent")
     current = copy.deepcopy(released)
     state = _field(current, "state")["type"]
     state["symbols"] = [s for s in state["symbols"] if s != "PAUSED"]
+    del state["default"]
     problems = compatibility_problems(current, released)
     assert any(p.startswith("BACKWARD") and "PAUSED" in p for p in problems)
 
 
-def test_adding_an_enum_symbol_breaks_forward() -> None:
-    # The released enums have no default symbol, so consumers not yet upgraded cannot
-    # read a new symbol: adding one needs a release plan, and this check says so.
+def test_adding_an_enum_symbol_is_read_by_released_readers_as_the_default() -> None:
+    # The released enums have a default symbol, so consumers not yet upgraded read a new
+    # status as that default (FAILED for a TaskResult) instead of failing to decode.
     released = _released("TaskResult")
+    current = copy.deepcopy(released)
+    _field(current, "status")["type"]["symbols"].append("PAUSED")
+    assert compatibility_problems(current, released) == []
+
+
+def test_adding_an_enum_symbol_broke_forward_before_enums_had_defaults() -> None:
+    released = _json(HISTORY_DIR / "0.1.0" / "TaskResult.avsc")
     current = copy.deepcopy(released)
     _field(current, "status")["type"]["symbols"].append("PAUSED")
     problems = compatibility_problems(current, released)
     assert problems and all(p.startswith("FORWARD") for p in problems)
+
+
+def test_a_new_symbol_decodes_as_the_default_for_an_old_reader() -> None:
+    import io
+
+    import fastavro
+
+    reader = _released("TaskEvent")
+    writer = copy.deepcopy(reader)
+    _field(writer, "state")["type"]["symbols"].append("ARCHIVED")
+    record = {"task_id": "t", "session_id": "s", "stage": "router", "kind": "STATE", "state": "ARCHIVED",
+              "detail": "", "at": 0}
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(writer), record)
+    buffer.seek(0)
+    decoded = fastavro.schemaless_reader(buffer, fastavro.parse_schema(writer), fastavro.parse_schema(reader))
+    assert decoded["state"] == "RUNNING"
 
 
 def test_changing_a_field_type_breaks_both_ways() -> None:

@@ -22,7 +22,7 @@ from agentstream.client import new_task
 from agentstream.retry import headers as h
 from agentstream.serde import SchemaSet
 
-from .harness import REPO
+from .harness import REPO, WorkerProcess
 from .test_durable import DurableStack
 
 SCHEMAS = SchemaSet.load()
@@ -237,16 +237,21 @@ def test_a_crash_of_the_specialists_work_is_dead_lettered_at_once_and_its_sessio
     assert billing.matching(rf"task {crash['task_id']} crashed: StepNotRecorded: .*MSG_SIZE_TOO_LARGE")
 
 
-def test_sigkill_while_an_event_waits_in_a_tier_and_another_is_parked_loses_nothing(bootstrap: str, tmp_path: Path) -> None:
+def _crash_stack(bootstrap: str, tmp_path: Path, retry: dict[str, Any]) -> tuple[DurableStack, WorkerProcess]:
+    """Router, supervisor and one billing specialist (the one to kill) with these retry tiers."""
     topology = yaml.safe_load((REPO / "topology" / "topology.yaml").read_text())
-    topology["retry"] = {"delays_s": [4.0, 4.0, 4.0], "max_attempts": 4}
+    topology["retry"] = retry
     topology["agents"]["billing"]["controls"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 1000}}
     path = tmp_path / "topology.yaml"
     path.write_text(yaml.safe_dump(topology))
     stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=path, env={"AGENTSTREAM_SCRIPTED_FAULTS": "1"})
     stack.start("router", "router")
     stack.start("supervisor", "supervisor")
-    victim = stack.start("billing-a", "specialist", "--type", "billing")
+    return stack, stack.start("billing-a", "specialist", "--type", "billing")
+
+
+def test_sigkill_while_an_event_waits_in_a_tier_and_another_is_parked_loses_nothing(bootstrap: str, tmp_path: Path) -> None:
+    stack, victim = _crash_stack(bootstrap, tmp_path, {"delays_s": [4.0, 4.0, 4.0], "max_attempts": 4})
     reader = Reader(stack, ["results", "task_events"])
     session = f"k-{uuid.uuid4().hex[:6]}"
     first = new_task("INV-1001 #fail-transient=1", session, "it", requested_agent="billing")
@@ -270,3 +275,35 @@ def test_sigkill_while_an_event_waits_in_a_tier_and_another_is_parked_loses_noth
     firsts, laters = _results(records, first["task_id"]), _results(records, later["task_id"])
     assert [r["status"] for r in firsts] == ["COMPLETED"] and [r["status"] for r in laters] == ["COMPLETED"]
     assert firsts[0]["completed_at"] < laters[0]["completed_at"], "order kept across the crash"
+
+
+def test_sigkill_while_a_task_waits_in_tier_2_keeps_its_session_place(bootstrap: str, tmp_path: Path) -> None:
+    """A task queued behind one that then fails twice (so it waits in tier 2) is resumed from
+    its checkpoint by the new owner after a kill -9, and must still wait for the first."""
+    # Tier 2 is long enough for the kill and the restart; the new process fails the first
+    # task twice more (scripted faults count per process), through tiers 3 and 4.
+    stack, victim = _crash_stack(bootstrap, tmp_path, {"delays_s": [1.0, 8.0, 1.0, 1.0], "max_attempts": 5})
+    reader = Reader(stack, ["results", "task_events"])
+    session = f"p-{uuid.uuid4().hex[:6]}"
+    first = new_task("INV-1001 #fail-transient=2", session, "it", requested_agent="billing")
+    queued = new_task("INV-1002 queued behind the first before it failed", session, "it", requested_agent="billing")
+    both = (first, queued)
+    try:
+        for worker in stack.workers.values():
+            worker.wait_for_line(r": assigned ", 60)
+        stack.submit([first, queued])
+        reader.until(lambda rs: len(_events(rs, first["task_id"], "BACKING_OFF")) >= 2, 60, "the first task to enter tier 2")
+        assert not victim.matching(r"parked behind it"), "the queued task was accepted (checkpointed), not parked"
+        victim.kill()
+        victim.wait(10)
+        stack.start("billing-b", "specialist", "--type", "billing")  # a fresh state directory
+        reader.until(lambda rs: all(_results(rs, t["task_id"]) for t in both), 120, "both results after the restart")
+        settle = time.monotonic() + 3  # time for a duplicate result to show
+        records = reader.until(lambda rs: time.monotonic() > settle, 10, "a quiet moment")
+    finally:
+        reader.close()
+        codes = stack.stop_all()
+    assert codes["billing-b"] == 0
+    firsts, queueds = _results(records, first["task_id"]), _results(records, queued["task_id"])
+    assert [r["status"] for r in firsts] == ["COMPLETED"] and [r["status"] for r in queueds] == ["COMPLETED"]
+    assert firsts[0]["completed_at"] < queueds[0]["completed_at"], "the queued task did not overtake the retried one"

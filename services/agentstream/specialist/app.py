@@ -93,6 +93,9 @@ def build_specialist(
     def persist(key: str, value: Any) -> Any:
         return app.persist(checkpoints, key, value)
 
+    def stored(key: str, partition: int) -> bool:
+        return checkpoints.partition(partition).get(key.encode()) is not None
+
     def specialist_result(task: dict[str, Any], outcome: AgentOutcome, started: int) -> dict[str, Any]:
         return {
             "task_id": task["task_id"],
@@ -118,6 +121,8 @@ def build_specialist(
         headers = [(REPLAY, replay.encode())] if replay else None  # lets the supervisor take it again
         await app.send_acked(supervisor_topic, schemas.encode(SPECIALIST_RESULT, result), task["session_id"], headers=headers)
         await persist(ckpt.done_key(task["task_id"]), now_ms())
+        if stored(ckpt.place_key(task["task_id"]), partition):  # out of the tiers: its session place goes
+            await persist(ckpt.place_key(task["task_id"]), None)
         await forget(task["task_id"], partition)
 
     async def forget(task_id: str, partition: int) -> None:
@@ -186,6 +191,10 @@ def build_specialist(
         if verdict == RETRY:
             if attempt == 0:
                 retrying[task["session_id"]] = retrying.get(task["session_id"], 0) + 1
+            if not stored(ckpt.place_key(task["task_id"]), partition):
+                # Durable before the head goes, so a new owner after a crash still keeps the
+                # session's later tasks behind this one while it waits in a tier.
+                await persist(ckpt.place_key(task["task_id"]), task["session_id"])
             await forget(task["task_id"], partition)  # it comes back through the retry tier
             return RETRY
         message = outcome.error[1] if outcome.error else str(error)
@@ -236,11 +245,15 @@ def build_specialist(
     async def resume(head: dict[str, Any], chain: ckpt.Chain, partition: int, previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
         task = head["task"]
         source = MessageContext(service.input_topic, partition, -1, task["session_id"].encode(), (), 0)
+        verdict = ""
         try:
             work = resume_loop(head, chain, partition, previous)
-            await conclude(task, source, int(head.get("attempt", 0)), partition, head.get("replay"), work)
+            verdict = await conclude(task, source, int(head.get("attempt", 0)), partition, head.get("replay"), work)
         finally:
-            order.leave(task["session_id"], mine)
+            if verdict == RETRY:
+                places[task["task_id"]] = mine  # as in accept_and_run
+            else:
+                order.leave(task["session_id"], mine)
 
     async def resume_loop(
         head: dict[str, Any], chain: ckpt.Chain, partition: int, previous: asyncio.Future[None] | None,
@@ -266,7 +279,10 @@ def build_specialist(
         for partition in partitions:
             store = checkpoints.partition(partition)
             heads = [json.loads(value) for _, value in store.scan(ckpt.HEAD.encode())]
-            for head in sorted(heads, key=lambda h: h.get("offset", 0)):
+            placed = {key.decode()[len(ckpt.PLACE):]: json.loads(value) for key, value in store.scan(ckpt.PLACE.encode())}
+            restore_places(placed, {head["task"]["task_id"] for head in heads}, partition)
+            # A retried task that was running goes first: it holds its session's place.
+            for head in sorted(heads, key=lambda h: (h["task"]["task_id"] not in placed, h.get("offset", 0))):
                 task_id = head["task"]["task_id"]
                 records = [json.loads(value) for _, value in store.scan(ckpt.step_prefix(task_id).encode())]
                 chain = ckpt.rebuild(head["epochs"], records)
@@ -274,6 +290,13 @@ def build_specialist(
                 previous, mine = order.enter(head["task"]["session_id"])
                 app.spawn_resumed(resume(head, chain, partition, previous, mine), service.input_topic, partition)
                 log.info("%s[%d]: resuming task %s at step %d", service.input_topic, partition, task_id, chain.length)
+
+    def restore_places(placed: dict[str, str], resumed: set[str], partition: int) -> None:
+        """Take the session place of every task waiting in a retry tier (``placed``: task ->
+        session), so the session's tasks resumed here wait until it comes back and ends."""
+        for task_id, session in placed.items():
+            if task_id not in resumed and task_id not in places and not stored(ckpt.done_key(task_id), partition):
+                places[task_id] = order.enter(session)[1]
 
     app.on_assign(resume_in_flight)
 

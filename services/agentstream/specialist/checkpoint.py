@@ -8,7 +8,9 @@ session):
   ``[epoch, first_seq]`` pairs — a new owner that resumes the task appends one;
 - step ``s/<task_id>/<epoch>/<seq>``: what one step added — a model reply, or one tool
   result — so bytes per step do not grow with the history;
-- done ``d/<task_id>``: the task finished; a redelivered copy is ignored.
+- done ``d/<task_id>``: the task finished; a redelivered copy is ignored;
+- place ``p/<task_id>``: the task's session id while the task is in the retry tiers, so
+  a new owner keeps the session's later tasks behind it.
 
 Fencing: step keys carry the writer's epoch, so a stale owner can never overwrite a newer
 owner's record, even after compaction; and when the chain is rebuilt, a record of epoch
@@ -28,6 +30,7 @@ from agentstream.tools.registry import ToolResult
 HEAD = "t/"
 STEP = "s/"
 DONE = "d/"
+PLACE = "p/"
 
 
 def head_key(task_id: str) -> str:
@@ -44,6 +47,10 @@ def step_prefix(task_id: str) -> str:
 
 def done_key(task_id: str) -> str:
     return f"{DONE}{task_id}"
+
+
+def place_key(task_id: str) -> str:
+    return f"{PLACE}{task_id}"
 
 
 def model_step(step: int, response: ModelResponse, epoch: int, seq: int) -> dict[str, Any]:

@@ -147,9 +147,10 @@ class PartitionStore:
             batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(changelog_offset))
         self._db.write(batch)
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Keys starting with ``prefix`` and their values, in key order (flushed data only)."""
-        for key, value in self._db.items(from_key=prefix):
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Keys starting with ``prefix`` and their values, in key order (flushed data only),
+        from ``start`` (a key with that prefix) when given."""
+        for key, value in self._db.items(from_key=prefix if start is None else max(start, prefix)):
             raw = bytes(key)
             if not raw.startswith(prefix):
                 break

@@ -90,7 +90,10 @@ class Expiry:
             last = key
             # Decide on the current value, buffered writes included: a key written again
             # since it was flushed is judged by its new write time.
-            value = store.get_value(key, self._loads)
+            try:
+                value = store.get_value(key, self._loads)
+            except ValueError:
+                continue  # not this table's encoding: not ours to judge
             if value is None:
                 continue
             at = self.written_at(value)

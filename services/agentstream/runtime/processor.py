@@ -555,7 +555,17 @@ class Processor:
                 more = more or sweep.full
                 writes: list[tuple[bytes, Any]] = [(key, None) for key in sweep.deletes] + sweep.stamps
                 if write_through:
-                    await asyncio.gather(*(self.persist(table, k, v, partition=partition) for k, v in writes))
+                    # A refused write is not fatal: the entry is still old on the next pass.
+                    # (A handler's write of the same key between the sweep and this delete's
+                    # acknowledgement would be lost; the entry is a retention old, so only a
+                    # replay could write it, and not within these milliseconds in practice.)
+                    outcomes = await asyncio.gather(
+                        *(self.persist(table, k, v, partition=partition) for k, v in writes), return_exceptions=True
+                    )
+                    failed = [o for o in outcomes if isinstance(o, BaseException)]
+                    if failed:
+                        log.warning("%s: %d expiry writes to %s[%d] failed (%s); retried next pass",
+                                    self.name, len(failed), table.changelog_topic, partition, failed[0])
                 else:
                     for key, value in writes:
                         if value is None:

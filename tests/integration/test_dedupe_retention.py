@@ -19,18 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from agentstream.client import Submitter, new_task
 from agentstream.events import ROUTED_TASK
 from agentstream.router.app import build_router
+from agentstream.runtime import MessageContext, Processor
+from agentstream.runtime.expiry import stamp_now, timestamp_value
 from agentstream.serde import SchemaSet
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
 from agentstream.topology import DEFAULT_PATH, Topology, load_topology
 from agentstream.topology_admin import apply
 
-from .harness import read_all, read_table_dir, wait_for
+from .harness import create_topics, read_all, read_table_dir, wait_for
 
 SPECIALIST = "billing"
 
@@ -175,3 +178,42 @@ def test_dedupe_table_stays_flat_over_a_long_run(bootstrap: str, tmp_path: Path,
     bound = rate * (retention_s + 3)
     assert steady and max(steady) <= bound, f"keys {steady} above {bound:.0f}"
     assert router.samples[-1][1] < tasks / 4
+
+
+def test_write_through_entries_expire_through_the_changelog(bootstrap: str, tmp_path: Path, unique: str) -> None:
+    """The path the supervisor markers and specialist done markers take: entries written
+    with persist() are deleted with persist(), and an untimed old entry is stamped first."""
+    topic, group = f"wt-in-{unique}", f"wt-{unique}"
+    create_topics(bootstrap, [topic], partitions=2)
+    create_topics(bootstrap, [f"{group}.marks.changelog"], partitions=2, config={"cleanup.policy": "compact"})
+    app = Processor("wt", bootstrap, group, tmp_path / "state", commit_interval=0.5)
+    marks = app.table("marks")
+    app.expire(marks, 2, timestamp_value, stamp=stamp_now, prefix=b"d/", write_through=True)
+
+    @app.handler(topic)
+    async def mark(value: bytes, ctx: MessageContext) -> None:
+        # "legacy" has no time (a value from before retention); "keep/" is outside the prefix.
+        await app.persist(marks, f"d/{ctx.key_str}", True if ctx.key_str == "legacy" else int(time.time() * 1000))
+        await app.persist(marks, f"keep/{ctx.key_str}", 1)
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key in ("a", "legacy"):
+        producer.produce(topic, b"x", key)
+    producer.flush(30)
+    changelog = marks.changelog_topic
+    runner = threading.Thread(target=lambda: asyncio.run(app.run()), daemon=True)
+    runner.start()
+    try:
+        def tombstoned() -> bool:
+            return {key.decode() for key, value, _ in read_all(bootstrap, changelog) if key and value is None} >= {"d/a", "d/legacy"}
+
+        _until(tombstoned, 60, "tombstones of d/a and of d/legacy (stamped, then expired)")
+    finally:
+        app.stop()
+        runner.join(60)
+    values = [(key.decode(), value) for key, value, _ in read_all(bootstrap, changelog) if key]
+    legacy = [value for key, value in values if key == "d/legacy"]
+    assert legacy[0] == b"true" and legacy[1] is not None and legacy[1] != b"true" and legacy[-1] is None
+    assert app.stats.expired == 2
+    stored = read_table_dir(tmp_path / "state", group, "marks")
+    assert stored == {"keep/a": 1, "keep/legacy": 1}

@@ -104,6 +104,13 @@ class ChangelogSettings(_Frozen):
         return {"cleanup.policy": "compact", **{key: str(value) for key, value in values.items()}}
 
 
+class DedupeSettings(_Frozen):
+    """Retention of the dedupe tables (router ``dedupe``, supervisor ``dedupe``, specialist
+    done markers): an entry is deleted this long after it was written."""
+
+    retention_s: PositiveInt = 7 * 24 * 3600
+
+
 class AgentType(_Frozen):
     kind: AgentKind
     group: str  # suffix; the consumer group is "<prefix>.<group>"
@@ -150,6 +157,7 @@ class Topology(_Frozen):
     changelogs: ChangelogSettings
     agents: dict[str, AgentType]
     retry: RetryPolicy
+    dedupe: DedupeSettings = DedupeSettings()
 
     # Resolved at validation: logical name -> spec, with the {type} topics expanded.
     _topics: dict[str, TopicSpec] = PrivateAttr(default_factory=dict)
@@ -160,6 +168,7 @@ class Topology(_Frozen):
         self._check_agents()
         self._check_co_partitioning()
         self._check_names()
+        self._check_dedupe_retention()
         return self
 
     def _expanded(self) -> list[tuple[str, TopicSettings]]:
@@ -214,6 +223,26 @@ class Topology(_Frozen):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"names used twice: {dupes}")
+
+    def _check_dedupe_retention(self) -> None:
+        # A replay of an input topic must still find the marker of every task it repeats.
+        retention_ms = self.dedupe.retention_s * 1000
+        longer = {
+            logical: self.topic_retention_ms(logical)
+            for logical in self._stage_inputs()
+            if (self.topic_retention_ms(logical) or 0) > retention_ms
+        }
+        if longer:
+            raise ValueError(
+                f"dedupe.retention_s {self.dedupe.retention_s} is shorter than the retention of the input "
+                f"topics {longer} (ms): a replay of them would process old tasks again; raise it to at "
+                f"least {max(longer.values()) // 1000}"
+            )
+
+    def topic_retention_ms(self, logical: str) -> int | None:
+        """``retention.ms`` of a declared topic (None: the broker's default)."""
+        raw = self._topics[logical].config.get("retention.ms")
+        return None if raw is None else int(raw)
 
     # -- accessors -------------------------------------------------------------------
 

@@ -339,3 +339,31 @@ def test_format_plan_shows_drift_and_how_to_set_it() -> None:
     applied = format_plan(TopologyPlan((drifted, ok), configs_set=True), applied=True).splitlines()
     assert applied[1].endswith("set segment.ms=3600000 (was 604800000)")
     assert applied[-1] == "2 topics: 0 created, 1 ok, 1 config set, 0 in conflict"
+
+
+def test_dedupe_retention_defaults_to_seven_days_the_input_retention() -> None:
+    topology = load_topology()
+    assert topology.dedupe.retention_s == 7 * 24 * 3600
+    assert topology.topic_retention_ms("tasks") == topology.dedupe.retention_s * 1000
+
+
+def test_a_dedupe_retention_shorter_than_an_input_topic_is_refused(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, lambda raw: raw["dedupe"].update(retention_s=3600))
+    with pytest.raises(ConfigurationError, match="dedupe.retention_s 3600 is shorter than the retention of the input"):
+        load_topology(path)
+
+
+def test_a_short_dedupe_retention_fits_short_input_topics(tmp_path: Path) -> None:
+    def short(raw: dict[str, Any]) -> None:
+        raw["dedupe"]["retention_s"] = 10
+        for logical in ("tasks", "specialist.{type}", "supervisor"):
+            raw["topics"][logical]["retention.ms"] = 10_000
+
+    assert load_topology(write_variant(tmp_path, short)).dedupe.retention_s == 10
+
+
+@pytest.mark.parametrize("bad", [0, -5, "week"])
+def test_a_nonsense_dedupe_retention_is_named(tmp_path: Path, bad: object) -> None:
+    path = write_variant(tmp_path, lambda raw: raw["dedupe"].update(retention_s=bad))
+    with pytest.raises(ConfigurationError, match="dedupe.retention_s"):
+        load_topology(path)

@@ -17,6 +17,7 @@ from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.headers import REPLAY
 from agentstream.router.tier import complexity_tier
 from agentstream.runtime import MessageContext
+from agentstream.runtime.expiry import stamp_now, timestamp_value
 from agentstream.serde import SchemaSet
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
@@ -29,7 +30,8 @@ AGENT = "router"
 
 def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSet) -> Service:
     service = Service.build(AGENT, settings, topology, schemas)
-    seen = service.table("dedupe")
+    seen = service.table("dedupe")  # task_id -> when it was routed (epoch ms)
+    service.processor.expire(seen, topology.dedupe.retention_s, timestamp_value, stamp=stamp_now)
     known_types = topology.specialist_types
 
     async def on_task(task: dict[str, Any], ctx: MessageContext) -> None:

@@ -36,6 +36,7 @@ from agentstream.clients import CLASSIC, admin_config, consumer_config, producer
 from agentstream.runtime.changelog import RestoreReport, read_partition, restore
 from agentstream.runtime.lag import watermarks
 from agentstream.runtime.context import MessageContext, current_context
+from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError, RestoreInterrupted
 from agentstream.runtime.delivery import produce_acked
 from agentstream.runtime.hold import DueHolds
@@ -131,6 +132,8 @@ class Processor:
         self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
         self._poller = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-poll")
         self._partition_count = 0
+        self._expiries: list[tuple[Table, Expiry, bool]] = []  # (table, expiry, write-through)
+        self._expiry_interval = 60.0
 
     # -- declaration ---------------------------------------------------------------------
     def table(
@@ -152,6 +155,27 @@ class Processor:
         table = Table(name, changelog_topic or f"{self.group_id}.{name}.changelog", **kwargs)
         self.tables[name] = table
         return table
+
+    def expire(
+        self,
+        table: Table,
+        retention_s: float,
+        written_at: WrittenAt,
+        *,
+        stamp: Stamp | None = None,
+        prefix: bytes = b"",
+        write_through: bool = False,
+        batch: int = 1000,
+    ) -> Expiry:
+        """Delete entries of ``table`` written more than ``retention_s`` ago (see
+        runtime/expiry.py): a bounded walk per partition, every ``retention_s / 10`` (between
+        0.5 s and 60 s), sooner while a walk finds more keys than ``batch``. The deletes go
+        through the checkpoint like a handler's, or, for a ``write_through`` table (one
+        written with persist()), are persisted the same way."""
+        expiry = Expiry(int(retention_s * 1000), written_at, table.decode_value, stamp=stamp, prefix=prefix, batch=batch)
+        self._expiries.append((table, expiry, write_through))
+        self._expiry_interval = min(self._expiry_interval, max(0.5, retention_s / 10))
+        return expiry
 
     def handler(
         self, topic: str, decode: Decoder | None = None, *, due_header: str | None = None
@@ -321,6 +345,7 @@ class Processor:
         await self._loop.run_in_executor(None, self._start)
         self._last_activity = time.monotonic()
         next_checkpoint = self._last_activity + self.commit_interval
+        next_expiry = self._last_activity + self._expiry_interval
         try:
             while not self._stopping:
                 while self._inflight >= self.max_inflight:
@@ -339,6 +364,9 @@ class Processor:
                 if now >= next_checkpoint:
                     await self._checkpoint()
                     next_checkpoint = time.monotonic() + self.commit_interval
+                if self._expiries and now >= next_expiry:
+                    more = await self._expire()
+                    next_expiry = time.monotonic() + (self.commit_interval if more else self._expiry_interval)
         finally:
             await self._shutdown()
         return self.stats
@@ -515,6 +543,38 @@ class Processor:
         self.stats.checkpoints += 1
         self.stats.last_checkpoint_at = time.time()
 
+    async def _expire(self) -> bool:
+        """One bounded expiry pass over every assigned partition; True if keys remain to walk."""
+        more = False
+        owned = self.assigned_partitions()
+        for table, expiry, write_through in self._expiries:
+            for partition, store in list(table.stores.items()):
+                if partition not in owned or self._failed:
+                    continue
+                sweep = expiry.sweep(partition, store)
+                more = more or sweep.full
+                writes: list[tuple[bytes, Any]] = [(key, None) for key in sweep.deletes] + sweep.stamps
+                if write_through:
+                    # A refused write is not fatal: the entry is still old on the next pass.
+                    # (A handler's write of the same key between the sweep and this delete's
+                    # acknowledgement would be lost; the entry is a retention old, so only a
+                    # replay could write it, and not within these milliseconds in practice.)
+                    outcomes = await asyncio.gather(
+                        *(self.persist(table, k, v, partition=partition) for k, v in writes), return_exceptions=True
+                    )
+                    failed = [o for o in outcomes if isinstance(o, BaseException)]
+                    if failed:
+                        log.warning("%s: %d expiry writes to %s[%d] failed (%s); retried next pass",
+                                    self.name, len(failed), table.changelog_topic, partition, failed[0])
+                else:
+                    for key, value in writes:
+                        if value is None:
+                            store.delete(key)
+                        else:
+                            store.put_value(key, value, table.encode_value)
+                self.stats.expired += len(sweep.deletes)
+        return more
+
     def _produce_changelog(self, producer: Producer, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
         while True:
             try:
@@ -609,6 +669,9 @@ class Processor:
             self._draining.discard(tp)
             self._holds_due.forget(tp)
         self._holds = {hold: True for hold in self._holds if hold[0] not in tps}
+        for _, expiry, _ in self._expiries:
+            for _, partition in tps:
+                expiry.forget(partition)
         still_owned = {p for _, p in self._offsets}
         for table in self.tables.values():
             for partition in [p for p in table.stores if p not in still_owned]:

@@ -11,5 +11,6 @@ class ProcessorStats:
     failed: int = 0
     checkpoints: int = 0
     restored_records: int = 0
+    expired: int = 0  # table entries deleted for their age (runtime/expiry.py)
     last_checkpoint_at: float = 0.0
     failures_by_type: dict[str, int] = field(default_factory=dict)

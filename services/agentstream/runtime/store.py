@@ -22,6 +22,7 @@ from agentstream.runtime.errors import ProcessorError
 _META_PREFIX = b"\x00agentstream:"
 _CHANGELOG_OFFSET_KEY = _META_PREFIX + b"changelog-offset"
 _OFFSET = struct.Struct(">q")
+_FIRST_USER_KEY = b"\x01"  # every key below it is metadata (or the empty key, which no table writes)
 
 DELETED = None  # a buffered delete
 Dumps = Callable[[Any], bytes]
@@ -147,9 +148,11 @@ class PartitionStore:
             batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(changelog_offset))
         self._db.write(batch)
 
-    def scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Keys starting with ``prefix`` and their values, in key order (flushed data only)."""
-        for key, value in self._db.items(from_key=prefix):
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Keys starting with ``prefix`` and their values, in key order (flushed data only),
+        from ``start`` (a key with that prefix) when given. Metadata keys are never listed."""
+        begin = max(prefix if start is None else max(start, prefix), _FIRST_USER_KEY)
+        for key, value in self._db.items(from_key=begin):
             raw = bytes(key)
             if not raw.startswith(prefix):
                 break

@@ -37,6 +37,7 @@ from agentstream.retry.chain import RETRY, RetryChain
 from agentstream.retry.classify import TransientStageError
 from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
 from agentstream.runtime import MessageContext
+from agentstream.runtime.expiry import stamp_now, timestamp_value
 from agentstream.serde import SchemaSet
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
@@ -74,6 +75,10 @@ def build_specialist(
     app = service.processor
     sessions = service.table("sessions")
     checkpoints = service.table("checkpoints")
+    # Done markers hold their write time; they expire (the rest of a task's records are
+    # tombstoned when it ends). Written through, so deleted through too.
+    app.expire(checkpoints, topology.dedupe.retention_s, timestamp_value, stamp=stamp_now,
+               prefix=ckpt.DONE.encode(), write_through=True)
     model_settings = agent.model or ModelSettings()
     models = ModelChains(model_settings, ModelControls(agent.controls or ControlSettings()), fixed=model)
     registry = tools or demo_registry()

@@ -6,6 +6,9 @@ holding it is written through to the ``dedupe`` table (acknowledged by the broke
 marker still "emitting" after a crash means the result may or may not have reached the
 results topic; the new owner reads that partition of the results topic from the
 offset the marker noted and sends the result only if it is not there.
+
+A "sent" marker holds its write time (``at``) and is deleted ``dedupe.retention_s`` after
+it (see marker_written_at); an "emitting" one never expires.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 from functools import partial
 from typing import Any
 
-from agentstream.events import SPECIALIST_RESULT, TASK_RESULT, task_result
+from agentstream.events import SPECIALIST_RESULT, TASK_RESULT, now_ms, task_result
 from agentstream.retry.chain import RetryChain
 from agentstream.retry.headers import REPLAY
 from agentstream.runtime import MessageContext
@@ -33,11 +36,26 @@ EMITTING = "emitting"
 SENT = "sent"
 
 
+def marker_written_at(marker: dict[str, Any]) -> int | None:
+    """When a "sent" marker was written; None (never expires) for one still emitting or
+    one written before markers held a time (marker_stamp gives it one)."""
+    if marker.get("state") != SENT:
+        return None
+    at = marker.get("at")
+    return at if isinstance(at, int) else None
+
+
+def marker_stamp(marker: dict[str, Any], now: int) -> dict[str, Any] | None:
+    """An old "sent" marker without a time counts as written now; others are left alone."""
+    return {**marker, "at": now} if marker.get("state") == SENT else None
+
+
 def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: SchemaSet) -> Service:
     service = Service.build(AGENT, settings, topology, schemas)
     app = service.processor
     pending = service.table("pending")  # task_id -> specialist results received so far
-    markers = service.table("dedupe")  # task_id -> {state, result, results_from}: written through
+    markers = service.table("dedupe")  # task_id -> {state, result, results_from | offset, at}: written through
+    app.expire(markers, topology.dedupe.retention_s, marker_written_at, stamp=marker_stamp, write_through=True)
     results_topic = topology.topic("results")
     emitting: set[str] = set()  # decided here, marker not yet acknowledged
     results_end: dict[int, int] = {}  # a lower bound of the end of each results partition
@@ -56,7 +74,7 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
     async def send(final: dict[str, Any], partition: int, replay: str | None = None) -> None:
         offset = await app.send_acked(results_topic, schemas.encode(TASK_RESULT, final), final["session_id"], partition=partition)
         results_end[partition] = max(results_end.get(partition, 0), offset + 1)
-        await app.persist(markers, final["task_id"], {"state": SENT, "offset": offset, "replay": replay}, partition=partition)
+        await app.persist(markers, final["task_id"], {"state": SENT, "offset": offset, "replay": replay, "at": now_ms()}, partition=partition)
         service.progress(final, "STATE", final["status"], ",".join(final["agents"]))
 
     async def recover(partitions: list[int]) -> None:
@@ -78,7 +96,7 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
             for marker in unsure:
                 final = marker["result"]
                 if final["task_id"] in published:
-                    await app.persist(markers, final["task_id"], {"state": SENT, "offset": -1}, partition=partition)
+                    await app.persist(markers, final["task_id"], {"state": SENT, "offset": -1, "at": now_ms()}, partition=partition)
                 else:
                     log.info("%s[%d]: resending the result of task %s", results_topic, partition, final["task_id"])
                     await send(final, partition, marker.get("replay"))

@@ -41,10 +41,7 @@ _TP = tuple[str, int]
 def end_offsets(bootstrap: str, topics: Sequence[str], timeout: float = 30.0) -> dict[_TP, int]:
     """The true end offset (high watermark) of every partition of ``topics``."""
     admin = AdminClient(admin_config(bootstrap, {"log_level": 0}))
-    partitions = _partitions(admin, bootstrap, topics, timeout)
-    if is_tansu(bootstrap):
-        return _fetched_ends(bootstrap, partitions, timeout)
-    return _listed_offsets(admin, partitions, OffsetSpec.latest(), timeout)
+    return _ends(admin, bootstrap, _partitions(admin, bootstrap, topics, timeout), timeout)
 
 
 def watermarks(bootstrap: str, partitions: Sequence[_TP], timeout: float = 30.0) -> dict[_TP, tuple[int, int]]:
@@ -53,11 +50,15 @@ def watermarks(bootstrap: str, partitions: Sequence[_TP], timeout: float = 30.0)
         return {}
     admin = AdminClient(admin_config(bootstrap, {"log_level": 0}))
     starts = _listed_offsets(admin, partitions, OffsetSpec.earliest(), timeout)
-    if is_tansu(bootstrap):
-        ends = _fetched_ends(bootstrap, partitions, timeout)
-    else:
-        ends = _listed_offsets(admin, partitions, OffsetSpec.latest(), timeout)
+    ends = _ends(admin, bootstrap, partitions, timeout)
     return {tp: (starts[tp], ends[tp]) for tp in partitions}
+
+
+def _ends(admin: AdminClient, bootstrap: str, partitions: Sequence[_TP], timeout: float) -> dict[_TP, int]:
+    """ListOffsets "latest", except on Tansu, where only a fetch's high watermark is right."""
+    if is_tansu(bootstrap):
+        return _fetched_ends(bootstrap, partitions, timeout)
+    return _listed_offsets(admin, partitions, OffsetSpec.latest(), timeout)
 
 
 def _partitions(admin: AdminClient, bootstrap: str, topics: Sequence[str], timeout: float) -> list[_TP]:

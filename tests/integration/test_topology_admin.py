@@ -174,7 +174,7 @@ def test_a_changelog_without_the_compaction_settings(bootstrap: str, admin: Admi
 
 
 def test_apply_reports_drift_and_apply_config_sets_it(bootstrap: str, admin: AdminClient, topology: Topology) -> None:
-    results, changelog = topology.topic("results"), topology.changelog_topic("billing", "sessions")
+    results, changelog = topology.topic("results"), topology.changelog_topic("billing", "checkpoints")
     create(
         admin,
         NewTopic(results, 6, 1, config={"cleanup.policy": "delete", "retention.ms": HOUR_MS}),

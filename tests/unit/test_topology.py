@@ -82,7 +82,7 @@ def test_tables_retry_tiers_and_specs() -> None:
     topology = load_topology()
     assert topology.changelog_topic("router", "dedupe") == "agents.router.dedupe.changelog"
     assert topology.changelog_topic("supervisor", "pending") == "agents.supervisor.pending.changelog"
-    assert topology.changelog_topic("billing", "sessions") == "agents.specialist.billing.sessions.changelog"
+    assert topology.changelog_topic("billing", "checkpoints") == "agents.specialist.billing.checkpoints.changelog"
     assert topology.retry.delays_s == (5, 30, 300)
     assert topology.retry_topics("tasks") == [
         "agents.tasks.v1.retry-1",
@@ -188,8 +188,8 @@ def test_unknown_names_list_the_valid_ones() -> None:
         match=r"Unknown specialist type 'router'; valid types are \['billing', 'technical', 'account'\]",
     ):
         topology.specialist_topic("router")
-    with pytest.raises(ConfigurationError, match=r"no table 'sessions'; its tables are \['dedupe', 'retrying', 'parked'\]"):
-        topology.changelog_topic("router", "sessions")
+    with pytest.raises(ConfigurationError, match=r"no table 'history'; its tables are \['dedupe', 'sessions', 'retrying', 'parked'\]"):
+        topology.changelog_topic("router", "history")
     with pytest.raises(ConfigurationError, match="is no agent's input"):
         topology.retry_topics("results")
 

@@ -54,7 +54,6 @@ from agentstream.topology import Topology
 
 log = logging.getLogger(__name__)
 
-_HISTORY_TURNS = 10  # turns of a session kept in the sessions table
 MAX_REDELIVERIES = 3  # owners in a row that died at the same step before the task fails
 REDELIVERY_LIMIT = "REDELIVERY_LIMIT"
 
@@ -73,7 +72,6 @@ def build_specialist(
         raise ValueError(f"Agent {agent_type!r} is a {agent.kind}, not a specialist; choose one of {topology.specialist_types}.")
     service = Service.build(agent_type, settings, topology, schemas)
     app = service.processor
-    sessions = service.table("sessions")
     checkpoints = service.table("checkpoints")
     # Done markers hold their write time; they expire (the rest of a task's records are
     # tombstoned when it ends). Written through, so deleted through too.
@@ -212,9 +210,6 @@ def build_specialist(
     ) -> None:
         for tool_name in outcome.tools_used:
             service.progress(task, "TOOL_CALL", "RUNNING", tool_name)
-        history = sessions.get(task["session_id"], [])
-        history.append({"task_id": task["task_id"], "input": task["input"], "output": outcome.output})
-        sessions[task["session_id"]] = history[-_HISTORY_TURNS:]
         await finish(task, specialist_result(task, outcome, started), partition, replay)
         if attempt > 0:  # it came through the tiers: the session's parked tasks may go now
             await retries.settled(task["session_id"])

@@ -34,6 +34,7 @@ from agentstream.controls.fallback import is_minimum_viable
 from agentstream.controls.stats import ControlStats, collect_stats
 from agentstream.errors import AgentStreamError, ConfigurationError
 from agentstream.models.base import Message, Model, ModelResponse, ToolCall, Usage, task_scope
+from agentstream.session_memory import turn_messages
 from agentstream.specialist.history import HistoryCompressor
 from agentstream.tools.registry import DEFAULT_TIMEOUT_S, ToolRegistry, ToolResult
 
@@ -150,7 +151,8 @@ async def run_agent(
     price: Price | None = None,
     history: HistoryCompressor | None = None,
 ) -> AgentOutcome:
-    """Run one task (keys ``task_id``, ``session_id``, ``input``) as ``agent_type``.
+    """Run one task (keys ``task_id``, ``session_id``, ``input``, optionally ``history``:
+    the session's earlier turns) as ``agent_type``.
 
     Limits (None: none): ``timeout_s`` wall-clock seconds for the whole run,
     ``budget_usd`` cost and ``max_tokens`` input+output tokens over all its model calls.
@@ -168,6 +170,7 @@ async def run_agent(
     run = _Run(agent_type, model, tools, schemas, allowed, tool_timeout_s, limits, history)
     messages = [
         Message("system", system_prompt or default_system_prompt(agent_type)),
+        *turn_messages(task.get("history") or ()),  # the session's earlier tasks (session_memory.py)
         Message("user", str(task["input"])),
     ]
     with task_scope(str(task["task_id"])), collect_stats() as stats:

@@ -92,8 +92,8 @@ def test_tables_retry_tiers_and_specs() -> None:
 
     specs = {spec.name: spec for spec in topology.all_topics()}
     assert len(specs) == len(topology.all_topics()), "no topic is listed twice"
-    # 10 declared + 3 tiers for each of the 5 stage inputs + 19 changelogs
-    assert len(specs) == 10 + 3 * 5 + 19
+    # 10 declared + 3 tiers for each of the 5 stage inputs + 17 changelogs
+    assert len(specs) == 10 + 3 * 5 + 17
     assert {spec.partitions for spec in specs.values() if spec.per_session} == {6}
     assert all(spec.replication == 1 for spec in specs.values())
     assert specs["agents.specialist.billing.checkpoints.changelog"].cleanup_policy == "compact"
@@ -223,7 +223,7 @@ def test_every_changelog_gets_the_changelogs_section() -> None:
     topology = load_topology()
     assert topology.changelog_config == CHANGELOG_CONFIG
     changelogs = [s for s in topology.all_topics() if s.name.endswith(".changelog")]
-    assert len(changelogs) == 19 and all(s.config == CHANGELOG_CONFIG for s in changelogs)
+    assert len(changelogs) == 17 and all(s.config == CHANGELOG_CONFIG for s in changelogs)
 
 
 def test_a_test_can_override_the_changelog_settings() -> None:

@@ -25,10 +25,14 @@ from agentstream.models.base import Message
 TURN_TEXT_CHARS = 4_000
 
 
+_CLIPPED = " …(clipped)"
+
+
 def clip(text: str | None, limit: int = TURN_TEXT_CHARS) -> str | None:
+    """``text`` cut to ``limit`` characters, the marker included, so the model knows."""
     if text is None or len(text) <= limit:
         return text
-    return text[: limit - 20] + " …(clipped)"
+    return text[: limit - len(_CLIPPED)] + _CLIPPED
 
 
 def turn_from_result(task_input: str, result: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import (
     BaseModel,
+    NonNegativeInt,
     ConfigDict,
     Field,
     PositiveFloat,
@@ -111,6 +112,14 @@ class DedupeSettings(_Frozen):
     retention_s: PositiveInt = 7 * 24 * 3600
 
 
+class SessionSettings(_Frozen):
+    """What a session remembers and how many of its tasks may wait (router/session_gate.py)."""
+
+    remember_turns: NonNegativeInt = 10  # earlier tasks (input + answer) each task sees; 0: none
+    max_waiting: PositiveInt = 100  # tasks of one session held behind its open task; more are REJECTED
+    idle_retention_s: PositiveInt = 30 * 24 * 3600  # an idle session's memory is deleted this long after its last task
+
+
 class AgentType(_Frozen):
     kind: AgentKind
     group: str  # suffix; the consumer group is "<prefix>.<group>"
@@ -158,6 +167,7 @@ class Topology(_Frozen):
     agents: dict[str, AgentType]
     retry: RetryPolicy
     dedupe: DedupeSettings = DedupeSettings()
+    sessions: SessionSettings = SessionSettings()
 
     # Resolved at validation: logical name -> spec, with the {type} topics expanded.
     _topics: dict[str, TopicSpec] = PrivateAttr(default_factory=dict)

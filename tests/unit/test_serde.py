@@ -65,6 +65,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "metadata": {},
         "routed_at": T0 + 5,
         "budget_usd": None,
+        "history": [
+            {"task_id": "task-0", "input": "Was I charged twice?", "output": "Yes; refunded.", "status": "COMPLETED", "agents": ["billing"]},
+            {"task_id": "task-00", "input": "And ünïcode €?", "output": None, "status": "FAILED", "agents": []},
+        ],
     },
     "SpecialistResult": {
         "task_id": "task-1",

@@ -1,6 +1,10 @@
-"""The router's stream processor: validate, dedupe, classify and fan a task out.
+"""The router's stream processor: validate, dedupe, classify and fan a task out, one
+task of a session at a time.
 
-Only fast deterministic work happens here; the decision itself is router/decide.py.
+Only fast deterministic work happens here; the decision itself is router/decide.py. The
+router also reads the results topic (co-partitioned with the tasks, so partition p of
+both is on the same member): a session's next task goes only once the previous one has
+its result, carrying the session's memory (router/session_gate.py).
 """
 
 from __future__ import annotations
@@ -9,16 +13,17 @@ import logging
 from functools import partial
 from typing import Any
 
-from agentstream.events import ROUTED_TASK, TASK_SUBMITTED, now_ms, task_result
+from agentstream.events import ROUTED_TASK, TASK_RESULT, TASK_SUBMITTED, now_ms, task_result
 from agentstream.errors import UnknownAgentTypeError
 from agentstream.router.decide import route, validate_task
 from agentstream.retry.chain import RetryChain
 from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.headers import REPLAY
+from agentstream.router.session_gate import Admission, admit, idle_since, missed, new_record, open_task, settle
 from agentstream.router.tier import complexity_tier
 from agentstream.runtime import MessageContext
 from agentstream.runtime.expiry import stamp_now, timestamp_value
-from agentstream.serde import SchemaSet
+from agentstream.serde import SchemaSet, SerdeError
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
 from agentstream.topology import Topology
@@ -26,40 +31,94 @@ from agentstream.topology import Topology
 log = logging.getLogger(__name__)
 
 AGENT = "router"
+SESSION_BUSY = "SESSION_BUSY"  # the error code of a task refused because its session has too many waiting
 
 
 def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSet) -> Service:
     service = Service.build(AGENT, settings, topology, schemas)
-    seen = service.table("dedupe")  # task_id -> when it was routed (epoch ms)
-    service.processor.expire(seen, topology.dedupe.retention_s, timestamp_value, stamp=stamp_now)
+    app = service.processor
+    seen = service.table("dedupe")  # task_id -> its mark: when it was seen (epoch ms, strictly increasing)
+    app.expire(seen, topology.dedupe.retention_s, timestamp_value, stamp=stamp_now)
+    sessions = service.table("sessions")  # session -> its open task, waiting tasks and memory (session_gate.py)
+    app.expire(sessions, topology.sessions.idle_retention_s, idle_since)
     known_types = topology.specialist_types
+    last_mark: dict[int, int] = {}  # partition -> the latest mark given there
+
+    def mark(partition: int) -> int:
+        """Now, but later than every earlier mark of the partition (session_gate.missed)."""
+        last_mark[partition] = max(now_ms(), last_mark.get(partition, 0) + 1)
+        return last_mark[partition]
 
     async def on_task(task: dict[str, Any], ctx: MessageContext) -> None:
         task_id = task["task_id"]
+        recovering = False
         if task_id and task_id in seen and ctx.header(REPLAY) is None:
-            log.info("%s: task %s already routed, duplicate ignored", ctx.where, task_id)
-            return
+            if not missed(sessions.get(task["session_id"]), seen[task_id]):
+                log.info("%s: task %s already routed, duplicate ignored", ctx.where, task_id)
+                return
+            recovering = True  # seen, but a crash lost its session's record of it: admit it again
+        seen_at = mark(ctx.partition)
         if task_id:
-            seen[task_id] = now_ms()
-        reason = validate_task(task, settings.max_input_bytes)
-        if reason is None:
-            try:
-                route_to = route(task["input"], task.get("requested_agent"), known_types)
-            except UnknownAgentTypeError as exc:
-                reason = str(exc)
-        if reason is not None:
-            log.warning("%s: task %s rejected: %s", ctx.where, task_id, reason)
-            service.progress(task, "STATE", "REJECTED", reason)
-            service.result(task_result(task, "REJECTED", error=("INVALID_TASK", reason)))
-            # Also on record in the DLQ (its REJECTED result stands; no FAILED one is added).
-            raw = schemas.encode(TASK_SUBMITTED, task)
-            chain.dead_letter(raw, ctx, ValidationFailed(reason), ErrorClass.PERMANENT, 1, result=False)
+            seen[task_id] = seen_at
+        decided, reason = decide(task)
+        if decided is None:
+            if recovering:
+                log.info("%s: task %s was rejected before; repeat ignored", ctx.where, task_id)
+                return
+            reject(task, ctx, reason)
             return
+        if recovering:
+            log.warning("%s: task %s was seen but is missing from session %s; admitting it again",
+                        ctx.where, task_id, task["session_id"])
+        admit_to_session(decided, ctx, seen_at)
+
+    def decide(task: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """The task with its routing ({"task", "route", "tier"}), or None and why not."""
+        reason = validate_task(task, settings.max_input_bytes)
+        if reason is not None:
+            return None, reason
+        try:
+            route_to = route(task["input"], task.get("requested_agent"), known_types)
+        except UnknownAgentTypeError as exc:
+            return None, str(exc)
+        return {"task": task, "route": route_to, "tier": complexity_tier(task["input"], task.get("metadata") or {})}, ""
+
+    def reject(task: dict[str, Any], ctx: MessageContext, reason: str) -> None:
+        log.warning("%s: task %s rejected: %s", ctx.where, task["task_id"], reason)
+        service.progress(task, "STATE", "REJECTED", reason)
+        service.result(task_result(task, "REJECTED", error=("INVALID_TASK", reason)))
+        # Also on record in the DLQ (its REJECTED result stands; no FAILED one is added).
+        raw = schemas.encode(TASK_SUBMITTED, task)
+        chain.dead_letter(raw, ctx, ValidationFailed(reason), ErrorClass.PERMANENT, 1, result=False)
+
+    def admit_to_session(decided: dict[str, Any], ctx: MessageContext, seen_at: int) -> None:
+        """Route the task now if its session is idle, else hold it behind the open task."""
+        task = decided["task"]
+        record = sessions.get(task["session_id"]) or new_record()
+        admission = admit(record, decided, topology.sessions.max_waiting, seen_at)
+        if admission is Admission.KNOWN:
+            log.info("%s: task %s is already in its session's queue; repeat ignored", ctx.where, task["task_id"])
+            return
+        sessions[task["session_id"]] = record
+        if admission is Admission.GO:
+            send_routed(decided, record["turns"])
+        elif admission is Admission.WAIT:
+            detail = f"waiting for task {open_task(record)} of its session ({len(record['waiting'])} waiting)"
+            service.progress(task, "STATE", "QUEUED", detail)
+        else:
+            reason = (f"session {task['session_id']} already has {len(record['waiting'])} tasks waiting behind task "
+                      f"{open_task(record)}; submit more once earlier ones have results, or raise "
+                      "sessions.max_waiting in the topology")
+            log.warning("%s: task %s rejected: %s", ctx.where, task["task_id"], reason)
+            service.progress(task, "STATE", "REJECTED", reason)
+            service.result(task_result(task, "REJECTED", error=(SESSION_BUSY, reason)))
+
+    def send_routed(decided: dict[str, Any], turns: list[dict[str, Any]]) -> None:
+        task, route_to, tier = decided["task"], decided["route"], decided["tier"]
         routed_at = now_ms()
-        tier = complexity_tier(task["input"], task.get("metadata") or {})
         for agent_type in route_to:
             routed = {
-                "task_id": task_id,
+                "task_id": task["task_id"],
                 "session_id": task["session_id"],
                 "tenant_id": task["tenant_id"],
                 "input": task["input"],
@@ -70,9 +129,39 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
                 "routed_at": routed_at,
                 "tier": tier,
                 "budget_usd": task.get("budget_usd"),
+                "history": turns,
             }
             service.emit_to(topology.specialist_topic(agent_type), ROUTED_TASK, routed)
         service.progress(task, "ROUTED", "QUEUED", f"{','.join(route_to)} tier={tier}")
 
+    async def on_result(raw: bytes, ctx: MessageContext) -> None:
+        """A result on the results topic: if it answers its session's open task, remember
+        the turn and let the session's next task go."""
+        try:
+            result = schemas.decode_as(TASK_RESULT, raw)
+        except SerdeError as exc:
+            log.warning("%s: not a TaskResult, ignored by the session gate: %s", ctx.where, exc)
+            return
+        record = sessions.get(result["session_id"])
+        if record is None or open_task(record) != result["task_id"]:
+            return  # not its session's open task: a rejection of the router's own, a repeat
+        following = settle(record, result, topology.sessions.remember_turns, now_ms())
+        sessions[result["session_id"]] = record
+        if following is not None:
+            send_routed(following, record["turns"])
+
+    async def resend_open(partitions: list[int]) -> None:
+        """Send each open task of these partitions again: the routed records of a task
+        opened just before a crash may not have reached the broker while the session's
+        record did. The specialists and the supervisor drop a task they have already."""
+        for partition in partitions:
+            opened = [record for _, record in sessions.items_of(partition) if isinstance(record, dict) and record.get("open")]
+            for record in opened:
+                send_routed(record["open"], record["turns"])
+            if opened:
+                log.info("%s[%d]: sent %d open session tasks again after the assignment", service.input_topic, partition, len(opened))
+
+    app.handler(topology.topic("results"))(on_result)
+    app.on_assign(resend_open)
     chain = RetryChain(service, partial(schemas.decode_as, TASK_SUBMITTED), on_task)
     return service

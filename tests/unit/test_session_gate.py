@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentstream.topology import SessionSettings
 from agentstream.router.session_gate import Admission, admit, idle_since, missed, new_record, open_task, settle
+
+
+def _limits(waiting: int = 10, turns: int = 10) -> SessionSettings:
+    return SessionSettings(max_waiting=waiting, remember_turns=turns)
 
 
 def _decided(task_id: str, text: str = "question") -> dict[str, Any]:
@@ -18,9 +23,9 @@ def _result(task_id: str, status: str = "COMPLETED", output: str | None = "answe
 
 def test_an_idle_session_lets_a_task_go_and_later_ones_wait_in_order() -> None:
     record = new_record()
-    assert admit(record, _decided("t1"), 10, 1) is Admission.GO
-    assert admit(record, _decided("t2"), 10, 2) is Admission.WAIT
-    assert admit(record, _decided("t3"), 10, 3) is Admission.WAIT
+    assert admit(record, _decided("t1"), _limits(waiting=10), 1) is Admission.GO
+    assert admit(record, _decided("t2"), _limits(waiting=10), 2) is Admission.WAIT
+    assert admit(record, _decided("t3"), _limits(waiting=10), 3) is Admission.WAIT
     assert open_task(record) == "t1"
     assert [w["task"]["task_id"] for w in record["waiting"]] == ["t2", "t3"]
 
@@ -28,70 +33,90 @@ def test_an_idle_session_lets_a_task_go_and_later_ones_wait_in_order() -> None:
 def test_the_open_tasks_result_becomes_a_turn_and_opens_the_next() -> None:
     record = new_record()
     for task_id in ("t1", "t2", "t3"):
-        admit(record, _decided(task_id), 10, 1)
-    following = settle(record, _result("t1", output="refunded INV-1002"), 10, 5)
+        admit(record, _decided(task_id), _limits(waiting=10), 1)
+    following = settle(record, _result("t1", output="refunded INV-1002"), _limits(turns=10), 5)
     assert following is not None and following["task"]["task_id"] == "t2"
     assert open_task(record) == "t2"
     assert record["turns"] == [
         {"task_id": "t1", "input": "question t1", "output": "refunded INV-1002", "status": "COMPLETED", "agents": ["billing"]}
     ]
-    assert settle(record, _result("t2"), 10, 6)["task"]["task_id"] == "t3"  # type: ignore[index]
-    assert settle(record, _result("t3"), 10, 7) is None
+    assert settle(record, _result("t2"), _limits(turns=10), 6)["task"]["task_id"] == "t3"  # type: ignore[index]
+    assert settle(record, _result("t3"), _limits(turns=10), 7) is None
     assert open_task(record) is None
     assert [t["task_id"] for t in record["turns"]] == ["t1", "t2", "t3"]
 
 
-def test_a_result_that_is_not_the_open_tasks_changes_nothing() -> None:
+def test_a_result_for_a_waiting_task_closes_it_in_place() -> None:
     record = new_record()
-    admit(record, _decided("t1"), 10, 1)
-    admit(record, _decided("t2"), 10, 1)
-    before = repr(record)
-    assert settle(record, _result("t2"), 10, 9) is None  # not open yet: t1 is
-    assert settle(record, _result("other"), 10, 9) is None
-    assert repr(record) == before
+    for task_id in ("t1", "t2", "t3"):
+        admit(record, _decided(task_id), _limits(), 1)
+    assert settle(record, _result("t2"), _limits(), 9) is None  # routed by an earlier owner
+    assert open_task(record) == "t1" and [w["task"]["task_id"] for w in record["waiting"]] == ["t3"]
+    assert [t["task_id"] for t in record["turns"]] == ["t2"]
+    assert settle(record, _result("t2"), _limits(), 10) is None  # a repeat changes nothing
+    assert [t["task_id"] for t in record["turns"]] == ["t2"] and not record["early"]
+
+
+def test_a_result_before_its_task_answers_it_when_it_comes() -> None:
+    # After a crash the new owner may read the result before re-reading the task.
+    record = new_record()
+    assert settle(record, _result("t1", output="refunded"), _limits(), 5) is None
+    assert admit(record, _decided("t1"), _limits(), 6) is Admission.ANSWERED
+    assert open_task(record) is None and not record["early"]
+    assert record["turns"] == [
+        {"task_id": "t1", "input": "question t1", "output": "refunded", "status": "COMPLETED", "agents": ["billing"]}
+    ]
+    assert admit(record, _decided("t2"), _limits(), 7) is Admission.GO  # the session is free
+
+
+def test_early_results_are_bounded() -> None:
+    record = new_record()
+    for i in range(60):
+        settle(record, _result(f"x{i}"), _limits(), i)
+    assert list(record["early"]) == [f"x{i}" for i in range(10, 60)]
 
 
 def test_a_full_session_refuses_without_losing_the_waiting_ones() -> None:
     record = new_record()
-    admit(record, _decided("t1"), 2, 1)
-    admit(record, _decided("t2"), 2, 1)
-    admit(record, _decided("t3"), 2, 1)
-    assert admit(record, _decided("t4"), 2, 1) is Admission.FULL
+    admit(record, _decided("t1"), _limits(waiting=2), 1)
+    admit(record, _decided("t2"), _limits(waiting=2), 1)
+    admit(record, _decided("t3"), _limits(waiting=2), 1)
+    assert admit(record, _decided("t4"), _limits(waiting=2), 1) is Admission.FULL
     assert [w["task"]["task_id"] for w in record["waiting"]] == ["t2", "t3"]
 
 
 def test_memory_keeps_the_latest_turns_only() -> None:
     record = new_record()
     for i in range(5):
-        admit(record, _decided(f"t{i}"), 10, i)
-        settle(record, _result(f"t{i}"), 3, i)
+        admit(record, _decided(f"t{i}"), _limits(waiting=10), i)
+        settle(record, _result(f"t{i}"), _limits(turns=3), i)
     assert [t["task_id"] for t in record["turns"]] == ["t2", "t3", "t4"]
 
 
 def test_only_an_idle_session_may_expire() -> None:
     record = new_record()
-    admit(record, _decided("t1"), 10, 100)
+    admit(record, _decided("t1"), _limits(waiting=10), 100)
     assert idle_since(record) is None
-    settle(record, _result("t1"), 10, 200)
+    settle(record, _result("t1"), _limits(turns=10), 200)
     assert idle_since(record) == 200
     assert idle_since("not a record") is None
 
 
 def test_a_task_already_open_or_waiting_is_known_and_changes_nothing() -> None:
     record = new_record()
-    admit(record, _decided("t1"), 10, 1)
-    admit(record, _decided("t2"), 10, 2)
+    admit(record, _decided("t1"), _limits(waiting=10), 1)
+    admit(record, _decided("t2"), _limits(waiting=10), 2)
     before = repr(record)
-    assert admit(record, _decided("t1"), 10, 3) is Admission.KNOWN
-    assert admit(record, _decided("t2"), 10, 4) is Admission.KNOWN
+    assert admit(record, _decided("t1"), _limits(waiting=10), 3) is Admission.KNOWN
+    assert admit(record, _decided("t2"), _limits(waiting=10), 4) is Admission.KNOWN
     assert repr(record) == before
 
 
 def test_a_mark_without_the_records_update_is_a_missed_task() -> None:
     record = new_record()
-    admit(record, _decided("t1"), 10, 100)
+    admit(record, _decided("t1"), _limits(waiting=10), 100)
     durable = {**record, "waiting": list(record["waiting"])}  # what the changelog holds
-    admit(record, _decided("t2"), 10, 101)  # lost in a crash: only t2's mark reached the broker
+    admit(record, _decided("t2"), _limits(waiting=10), 101)  # lost in a crash: only t2's mark reached the broker
     assert missed(durable, 101)  # the record never took t2: admit it again
     assert not missed(record, 101) and not missed(record, 100)  # a true repeat
     assert missed(None, 5)  # the session's first record was lost too
@@ -99,7 +124,7 @@ def test_a_mark_without_the_records_update_is_a_missed_task() -> None:
 
 def test_a_refusal_counts_as_taken() -> None:
     record = new_record()
-    admit(record, _decided("t1"), 1, 1)
-    admit(record, _decided("t2"), 1, 2)
-    assert admit(record, _decided("t3"), 1, 3) is Admission.FULL
+    admit(record, _decided("t1"), _limits(waiting=1), 1)
+    admit(record, _decided("t2"), _limits(waiting=1), 2)
+    assert admit(record, _decided("t3"), _limits(waiting=1), 3) is Admission.FULL
     assert not missed(record, 3)  # its repeat is not admitted after the refusal

@@ -95,12 +95,14 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         """Route the task now if its session is idle, else hold it behind the open task."""
         task = decided["task"]
         record = sessions.get(task["session_id"]) or new_record()
-        admission = admit(record, decided, topology.sessions.max_waiting, seen_at)
+        admission = admit(record, decided, topology.sessions, seen_at)
         if admission is Admission.KNOWN:
             log.info("%s: task %s is already in its session's queue; repeat ignored", ctx.where, task["task_id"])
             return
         sessions[task["session_id"]] = record
-        if admission is Admission.GO:
+        if admission is Admission.ANSWERED:
+            log.info("%s: task %s has its result already; remembered, not routed again", ctx.where, task["task_id"])
+        elif admission is Admission.GO:
             send_routed(decided, record["turns"])
         elif admission is Admission.WAIT:
             detail = f"waiting for task {open_task(record)} of its session ({len(record['waiting'])} waiting)"
@@ -142,10 +144,10 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         except SerdeError as exc:
             log.warning("%s: not a TaskResult, ignored by the session gate: %s", ctx.where, exc)
             return
-        record = sessions.get(result["session_id"])
-        if record is None or open_task(record) != result["task_id"]:
-            return  # not its session's open task: a rejection of the router's own, a repeat
-        following = settle(record, result, topology.sessions.remember_turns, now_ms())
+        if result["status"] == "REJECTED":
+            return  # the router's own refusal of a task that never entered the gate
+        record = sessions.get(result["session_id"]) or new_record()
+        following = settle(record, result, topology.sessions, now_ms())
         sessions[result["session_id"]] = record
         if following is not None:
             send_routed(following, record["turns"])

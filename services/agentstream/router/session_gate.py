@@ -10,7 +10,8 @@ the next waiting task goes, carrying that memory.
 
 The record, one per session in the router's ``sessions`` table::
 
-    {"open": Decided | None, "waiting": [Decided, ...], "turns": [...], "at": ms, "through": seen}
+    {"open": Decided | None, "waiting": [Decided, ...], "turns": [...], "at": ms, "through": seen,
+     "early": {task_id: result summary}}
 
 where Decided is a task with its routing, ``{"task", "route", "tier"}``: kept whole, so
 the router can send the open task again after a crash (see ``knows``/``missed``). Pure
@@ -24,8 +25,13 @@ from enum import Enum
 from typing import Any
 
 from agentstream.session_memory import remember, turn_from_result
+from agentstream.topology import SessionSettings
 
 Record = dict[str, Any]
+
+
+# Results that came before their task (kept per session, oldest dropped past this).
+EARLY_KEPT = 50
 
 
 class Admission(Enum):
@@ -33,44 +39,67 @@ class Admission(Enum):
     WAIT = "wait"  # held behind the session's open task
     FULL = "full"  # too many waiting already: refuse it
     KNOWN = "known"  # already open or waiting: a repeat, nothing to do
+    ANSWERED = "answered"  # its result is in already (see settle): remembered, not routed again
 
 
 def new_record() -> Record:
-    return {"open": None, "waiting": [], "turns": [], "at": 0, "through": 0}
+    return {"open": None, "waiting": [], "turns": [], "at": 0, "through": 0, "early": {}}
 
 
-def admit(record: Record, decided: Mapping[str, Any], max_waiting: int, seen: int) -> Admission:
+def admit(record: Record, decided: Mapping[str, Any], limits: SessionSettings, seen: int) -> Admission:
     """Let ``decided`` (a task with its routing: {"task", "route", "tier"}) in, in place;
     ``seen`` is the task's dedupe mark (strictly increasing per partition, see ``missed``)."""
-    task_id = decided["task"]["task_id"]
-    if task_id == open_task(record) or any(w["task"]["task_id"] == task_id for w in record["waiting"]):
+    task = decided["task"]
+    if task["task_id"] == open_task(record) or _waiting_index(record, task["task_id"]) is not None:
         return Admission.KNOWN
     record["at"] = max(record["at"], seen)
     record["through"] = max(record.get("through", 0), seen)
+    early = record.setdefault("early", {}).pop(task["task_id"], None)
+    if early is not None:
+        _remember(record, task["input"], early, limits)
+        return Admission.ANSWERED
     if record["open"] is None and not record["waiting"]:
         record["open"] = dict(decided)
         return Admission.GO
-    if len(record["waiting"]) >= max_waiting:
+    if len(record["waiting"]) >= limits.max_waiting:
         return Admission.FULL
     record["waiting"].append(dict(decided))
     return Admission.WAIT
 
 
-def settle(record: Record, result: Mapping[str, Any], max_turns: int, now: int) -> dict[str, Any] | None:
-    """Close the open task if ``result`` (a TaskResult) is its result, in place: remember
-    the turn and open the next waiting task, which is returned (the caller routes it).
-    None when ``result`` is not the open task's (a rejection, a repeat, another run)."""
-    opened = record["open"]
-    if opened is None or opened["task"]["task_id"] != result["task_id"]:
-        return None
-    record["turns"] = remember(record["turns"], turn_from_result(opened["task"]["input"], result), max_turns)
-    record["at"] = now
-    if not record["waiting"]:
-        record["open"] = None
-        return None
-    following: dict[str, Any] = record["waiting"].pop(0)
-    record["open"] = following
-    return following
+def settle(record: Record, result: Mapping[str, Any], limits: SessionSettings, now: int) -> dict[str, Any] | None:
+    """Take in ``result`` (a TaskResult of a routed task), in place. The open task's result
+    closes it: its turn is remembered and the next waiting task opens and is returned (the
+    caller routes it). A result may also come before its task is known here: after a
+    crash, the new owner restores a record older than the source offsets it re-reads and
+    may read the result before the task it answers (two topics, no order between them);
+    the task was answered, so the result waits in ``early`` for the task to be admitted
+    (as ANSWERED, not routed: the specialists would drop it as done, and nothing would
+    ever close it). A result for a waiting task closes that one in place."""
+    record["at"] = max(record["at"], now)
+    task_id = result["task_id"]
+    if task_id == open_task(record):
+        _remember(record, record["open"]["task"]["input"], result, limits)
+        following: dict[str, Any] | None = record["waiting"].pop(0) if record["waiting"] else None
+        record["open"] = following
+        return following
+    index = _waiting_index(record, task_id)
+    if index is not None:
+        _remember(record, record["waiting"].pop(index)["task"]["input"], result, limits)
+    elif not any(turn["task_id"] == task_id for turn in record["turns"]):
+        early = record.setdefault("early", {})
+        early[task_id] = {key: result.get(key) for key in ("task_id", "output", "status", "agents")}
+        for stale in list(early)[:-EARLY_KEPT]:
+            del early[stale]
+    return None
+
+
+def _remember(record: Record, task_input: str, result: Mapping[str, Any], limits: SessionSettings) -> None:
+    record["turns"] = remember(record["turns"], turn_from_result(task_input, result), limits.remember_turns)
+
+
+def _waiting_index(record: Record, task_id: str) -> int | None:
+    return next((i for i, waiting in enumerate(record["waiting"]) if waiting["task"]["task_id"] == task_id), None)
 
 
 def open_task(record: Record) -> str | None:

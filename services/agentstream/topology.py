@@ -126,6 +126,7 @@ class AgentType(_Frozen):
     input: str  # logical topic name
     tables: tuple[str, ...] = ()
     tools: tuple[str, ...] = ()  # allowlist of tool names
+    tools_modules: tuple[str, ...] = ()  # this type's own tools modules, besides the app's (tools/loader.py)
     max_steps: PositiveInt | None = None
     model: ModelSettings | None = None  # specialists: model per tier, fallbacks, limits, budget
     controls: ControlSettings | None = None  # retries, breaker, quotas, cache around model calls
@@ -134,8 +135,8 @@ class AgentType(_Frozen):
     def _specialist_fields(self) -> AgentType:
         if self.kind == "specialist" and self.max_steps is None:
             raise ValueError("a specialist needs max_steps (the bound on its tool-using loop)")
-        if self.kind != "specialist" and (self.tools or self.max_steps is not None or self.model or self.controls):
-            raise ValueError(f"tools, max_steps, model and controls apply to specialists only, not to a {self.kind}")
+        if self.kind != "specialist" and (self.tools or self.tools_modules or self.max_steps is not None or self.model or self.controls):
+            raise ValueError(f"tools, tools_modules, max_steps, model and controls apply to specialists only, not to a {self.kind}")
         return self
 
 
@@ -168,6 +169,12 @@ class Topology(_Frozen):
     retry: RetryPolicy
     dedupe: DedupeSettings = DedupeSettings()
     sessions: SessionSettings = SessionSettings()
+    # Modules whose @tool functions every specialist may be allowed (tools/loader.py): a
+    # .py file of the app folder, or a dotted module name.
+    tools_modules: tuple[str, ...] = ()
+
+    # The folder of the topology file: relative prompt and tools paths are read from it.
+    _app_dir: Path | None = PrivateAttr(default=None)
 
     # Resolved at validation: logical name -> spec, with the {type} topics expanded.
     _topics: dict[str, TopicSpec] = PrivateAttr(default_factory=dict)
@@ -274,6 +281,14 @@ class Topology(_Frozen):
                 f"Unknown agent type {name!r}; valid agent types are {sorted(self.agents)}"
             ) from None
 
+    def app_dir(self) -> Path | None:
+        """The folder of the topology file it was loaded from (None: built in code)."""
+        return self._app_dir
+
+    def tools_modules_of(self, agent_type: str) -> tuple[str, ...]:
+        """The app's tools modules, then the agent type's own."""
+        return (*self.tools_modules, *self.agent(agent_type).tools_modules)
+
     @property
     def specialist_types(self) -> list[str]:
         return [name for name, agent in self.agents.items() if agent.kind == "specialist"]
@@ -357,10 +372,12 @@ def load_topology(
         section = raw.get("changelogs")
         raw["changelogs"] = {**(section if isinstance(section, dict) else {}), **changelogs}
     try:
-        return Topology.model_validate(raw)
+        topology = Topology.model_validate(raw)
     except ValidationError as exc:
         where = f"{source} with changelogs overrides {dict(changelogs)}" if changelogs else str(source)
         raise ConfigurationError(_describe(exc, where)) from None
+    topology._app_dir = source.resolve().parent
+    return topology
 
 
 def _describe(exc: ValidationError, source: str) -> str:

@@ -48,7 +48,7 @@ from agentstream.specialist.history import HistoryCompressor
 from agentstream.specialist.loop import AgentOutcome, default_system_prompt, run_agent
 from agentstream.specialist.model_chains import ModelChains
 from agentstream.specialist.order import SessionOrder
-from agentstream.tools.demo import demo_registry
+from agentstream.tools.loader import check_allowlist, load_tools
 from agentstream.tools.registry import ToolRegistry
 from agentstream.topology import Topology
 
@@ -79,7 +79,9 @@ def build_specialist(
                prefix=ckpt.DONE.encode(), write_through=True)
     model_settings = agent.model or ModelSettings()
     models = ModelChains(model_settings, ModelControls(agent.controls or ControlSettings()), fixed=model)
-    registry = tools or demo_registry()
+    modules = topology.tools_modules_of(agent_type)
+    registry = tools or load_tools(modules, topology.app_dir())
+    check_allowlist(agent_type, agent.tools, registry, modules)
     allowlist = list(agent.tools)
     max_steps = agent.max_steps or 8
     prompt = model_settings.system_prompt(topology_dir(settings)) or default_system_prompt(agent_type)

@@ -31,6 +31,7 @@ from agentstream.broker import (
     wait_until_answers,
     write_bootstrap_file,
 )
+from agentstream import early_stop
 from agentstream.cli_parser import build_parser
 from agentstream.clients import KAFKA_LOG
 from agentstream.errors import AgentStreamError, ConfigurationError
@@ -74,10 +75,12 @@ class _StopSignals:
     """
 
     def __init__(self) -> None:
-        self.requested = False
+        self.requested = early_stop.caught()  # a stop that came while the command started
         self.then: Callable[[], None] | None = None
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in early_stop.STOP_SIGNALS:
             signal.signal(sig, self._handle)
+        if self.requested:
+            log.info("a stop was asked for while starting; stopping")
 
     def _handle(self, signum: int, frame: object) -> None:
         self.requested = True

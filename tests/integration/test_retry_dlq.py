@@ -19,6 +19,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from agentstream.client import new_task
+from agentstream.clients import producer_config
 from agentstream.retry import headers as h
 from agentstream.serde import SchemaSet
 
@@ -250,6 +251,20 @@ def _crash_stack(bootstrap: str, tmp_path: Path, retry: dict[str, Any]) -> tuple
     return stack, stack.start("billing-a", "specialist", "--type", "billing")
 
 
+def _route_directly(stack: DurableStack, tasks: list[dict[str, Any]]) -> None:
+    """Produce ``tasks`` as RoutedTasks straight to the billing specialist's topic. The
+    router's session gate would hold a session's later task until the earlier one has its
+    result; a producer that bypasses the router does not, and the specialist keeps the
+    session's order itself (parking, durable session places): that is what these test."""
+    producer = Producer(producer_config(stack.bootstrap))
+    for task in tasks:
+        routed = {**{k: task[k] for k in ("task_id", "session_id", "tenant_id", "input", "submitted_at")},
+                  "agent_type": "billing", "route": ["billing"], "tier": "standard", "metadata": {},
+                  "routed_at": task["submitted_at"], "budget_usd": None, "history": []}
+        producer.produce(stack.topology.specialist_topic("billing"), SCHEMAS.encode("RoutedTask", routed), task["session_id"])
+    assert producer.flush(30) == 0
+
+
 def test_sigkill_while_an_event_waits_in_a_tier_and_another_is_parked_loses_nothing(bootstrap: str, tmp_path: Path) -> None:
     stack, victim = _crash_stack(bootstrap, tmp_path, {"delays_s": [4.0, 4.0, 4.0], "max_attempts": 4})
     reader = Reader(stack, ["results", "task_events"])
@@ -259,9 +274,9 @@ def test_sigkill_while_an_event_waits_in_a_tier_and_another_is_parked_loses_noth
     try:
         for worker in stack.workers.values():
             worker.wait_for_line(r": assigned ", 60)
-        stack.submit([first])
+        _route_directly(stack, [first])
         reader.until(lambda rs: _events(rs, first["task_id"], "BACKING_OFF"), 60, "the first task to enter a tier")
-        stack.submit([later])
+        _route_directly(stack, [later])
         victim.wait_for_line(r"parked behind it", 30)
         victim.kill()
         victim.wait(10)
@@ -291,7 +306,7 @@ def test_sigkill_while_a_task_waits_in_tier_2_keeps_its_session_place(bootstrap:
     try:
         for worker in stack.workers.values():
             worker.wait_for_line(r": assigned ", 60)
-        stack.submit([first, queued])
+        _route_directly(stack, [first, queued])
         reader.until(lambda rs: len(_events(rs, first["task_id"], "BACKING_OFF")) >= 2, 60, "the first task to enter tier 2")
         assert not victim.matching(r"parked behind it"), "the queued task was accepted (checkpointed), not parked"
         victim.kill()

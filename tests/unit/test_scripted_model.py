@@ -12,6 +12,7 @@ import pytest
 
 from agentstream.models import SCRIPTED_MARKER, Message, Model, ModelResponse, ScriptedModel, ToolCall, task_scope
 from agentstream.models import scripted as scripted_module
+from agentstream.models.call_log import MarkedFailures
 from agentstream.specialist.loop import default_system_prompt
 from agentstream.tools.demo import demo_registry
 
@@ -127,9 +128,11 @@ def test_call_log_counts_calls_per_task_and_step() -> None:
     first_turn = _conversation("billing", "Refund INV-1001")
     with task_scope("task-7"):
         _complete(model, first_turn)
-        _complete(model, [*first_turn, Message("assistant", "Looking.", tool_calls=()), Message("user", "Thanks")])
-    # Without a task scope the first user message is the key.
-    _complete(model, first_turn)
+        _complete(model, [*first_turn, Message("assistant", "Looking.", tool_calls=()), Message("tool", "{}", tool_call_id="c1", name="lookup_invoice")])
+    # Without a task scope the task's input (the last user message) is the key, and the
+    # session's earlier turns before it are not steps of this task.
+    earlier = [Message("user", "Was I charged twice?"), Message("assistant", "Yes; refunded.")]
+    _complete(model, [first_turn[0], *earlier, *first_turn[1:]])
     assert log == [("task-7", 0), ("task-7", 1), ("Refund INV-1001", 0)]
 
 
@@ -143,3 +146,15 @@ def test_latency_is_simulated_with_asyncio_sleep(monkeypatch: pytest.MonkeyPatch
     _complete(ScriptedModel(latency_s=0.25), _conversation("billing", "hi"))
     _complete(ScriptedModel(), _conversation("billing", "hi"))
     assert slept == [0.25]
+
+
+def test_fault_marks_count_only_in_the_tasks_own_input() -> None:
+    # A later task of the session sees the earlier task's input in its history; that
+    # task's marks must not make this one fail too.
+    model = MarkedFailures(ScriptedModel())
+    earlier = [Message("user", "Check INV-1001 #reply-bytes=2000000"), Message("assistant", "(not answered)")]
+    conversation = [Message("system", default_system_prompt("billing")), *earlier, Message("user", "Refund INV-1002")]
+    reply = _complete(model, conversation)  # type: ignore[arg-type]
+    assert len(reply.text or "") < 10_000 and reply.tool_calls
+    huge = _complete(model, [*conversation[:-1], Message("user", "INV-1002 #reply-bytes=5000")])  # type: ignore[arg-type]
+    assert huge.text == "x" * 5000

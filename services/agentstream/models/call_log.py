@@ -61,13 +61,15 @@ class MarkedFailures:
         self._failed: dict[str, int] = {}
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
-        first_user = next((m.content or "" for m in messages if m.role == "user"), "")
-        huge = _HUGE_MARK.search(first_user)
+        # The task's own input is the last user message; earlier ones are the session's
+        # earlier tasks, whose marks are not this task's.
+        task_input = next((m.content or "" for m in reversed(messages) if m.role == "user"), "")
+        huge = _HUGE_MARK.search(task_input)
         if huge is not None:
             return ModelResponse("x" * int(huge.group(1)), (), Usage(0, 0), self.model_id)
-        mark = _FAIL_MARK.search(first_user)
+        mark = _FAIL_MARK.search(task_input)
         if mark is not None:
-            key = current_task_key() or first_user
+            key = current_task_key() or task_input
             if self._failed.get(key, 0) < int(mark.group(1)):
                 self._failed[key] = self._failed.get(key, 0) + 1
                 raise ModelServerError(f"scripted transient failure {self._failed[key]} of {mark.group(1)}", model_id=self.model_id)

@@ -35,7 +35,7 @@ class ScriptedModel:
     ``latency_s`` simulates a provider round trip (benchmarks). ``call_log``, when given,
     gets one ``(task_key, step)`` entry per call, so tests can count model calls per
     task: ``task_key`` is the key set with ``task_scope`` (the agent loop uses the task
-    id) or else the first user message; ``step`` is the number of assistant turns
+    id) or else the task's input (the last user message); ``step`` is the number of assistant turns
     already in the conversation, so a resumed task continues its step numbers.
     """
 
@@ -51,9 +51,9 @@ class ScriptedModel:
         self.call_log = call_log
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
-        step = sum(1 for message in messages if message.role == "assistant")
+        step = _steps_of_this_task(messages)
         if self.call_log is not None:
-            self.call_log.append((current_task_key() or _first_user_text(messages), step))
+            self.call_log.append((current_task_key() or _last_user_text(messages), step))
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
         agent_type = _agent_type(messages)
@@ -100,8 +100,11 @@ def _agent_type(messages: Sequence[Message]) -> str | None:
     return None
 
 
-def _first_user_text(messages: Sequence[Message]) -> str:
-    return next((m.content or "" for m in messages if m.role == "user"), "")
+def _steps_of_this_task(messages: Sequence[Message]) -> int:
+    """Assistant turns since the task's input (the last user message): the turns of the
+    session's earlier tasks before it are not this task's steps."""
+    since = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    return sum(1 for message in messages[since + 1:] if message.role == "assistant")
 
 
 def _last_user_text(messages: Sequence[Message]) -> str:

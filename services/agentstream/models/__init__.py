@@ -20,9 +20,7 @@ from agentstream.models.config import (
     DEFAULT_MODEL_ID,
     MODEL_ENV,
     PROVIDERS,
-    TIERS,
     ModelSettings,
-    Tier,
     effective_model_id,
     parse_model_id,
     read_secret,
@@ -44,6 +42,7 @@ from agentstream.models.openai_provider import OpenAIChatModel
 from agentstream.models.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, cost_usd
 from agentstream.models.registry import create_model
 from agentstream.models.scripted import SCRIPTED_MARKER, ScriptedModel
+from agentstream.tier import TIERS, Tier
 
 __all__ = [
     "DEFAULT_MODEL_ID",

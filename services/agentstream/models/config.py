@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from agentstream.errors import ConfigurationError
+from agentstream.tier import DEFAULT_TIER, Tier
 
 MODEL_ENV = "AGENTSTREAM_MODEL"  # provider:model for every agent type, over the config
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"  # the SDK's standard names, so existing setups work
@@ -25,11 +26,6 @@ FILE_SUFFIX = "_FILE"  # OPENAI_API_KEY_FILE=/run/secrets/openai holds the key i
 
 PROVIDERS = ("anthropic", "openai", "scripted")
 DEFAULT_MODEL_ID = "scripted:default"
-
-Tier = Literal["simple", "standard", "complex"]
-TIERS: tuple[Tier, ...] = get_args(Tier)
-DEFAULT_TIER: Tier = "standard"
-
 
 def parse_model_id(text: str) -> tuple[str, str]:
     """``"openai:gpt-4o-mini"`` → ``("openai", "gpt-4o-mini")``.

@@ -48,6 +48,7 @@ from agentstream.specialist.history import HistoryCompressor
 from agentstream.specialist.loop import AgentOutcome, default_system_prompt, run_agent
 from agentstream.specialist.model_chains import ModelChains
 from agentstream.specialist.order import SessionOrder
+from agentstream.tier import DEFAULT_TIER
 from agentstream.tools.demo import demo_registry
 from agentstream.tools.registry import ToolRegistry
 from agentstream.topology import Topology
@@ -112,7 +113,7 @@ def build_specialist(
             "tools_used": outcome.tools_used,
             "usage": {key: outcome.usage.get(key, 0) for key in USAGE_FIELDS},
             "behavior_version": version,
-            "tier": task.get("tier") or "standard",
+            "tier": task.get("tier") or DEFAULT_TIER,
             "model": models.model_id(task.get("tier")),
             "submitted_at": task["submitted_at"],
             "started_at": started,

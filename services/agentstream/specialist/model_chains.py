@@ -23,9 +23,10 @@ from agentstream.models.call_log import (
     CallLogModel,
     MarkedFailures,
 )
-from agentstream.models.config import TIERS, ModelSettings, Tier
+from agentstream.models.config import ModelSettings
 from agentstream.models.registry import create_model
 from agentstream.models.scripted import ScriptedModel
+from agentstream.tier import as_tier
 
 
 class ModelChains:
@@ -39,7 +40,8 @@ class ModelChains:
         self._chains: dict[str, Model] = {}
 
     def model_id(self, tier: str | None) -> str:
-        return self.fixed.model_id if self.fixed is not None else self.settings.model_for(_tier(tier))
+        """The model of ``tier``; an unknown tier gets the default tier's."""
+        return self.fixed.model_id if self.fixed is not None else self.settings.model_for(as_tier(tier))
 
     def model_ids(self) -> list[str]:
         if self.fixed is not None:
@@ -55,11 +57,6 @@ class ModelChains:
                 bare = [_base_model(model_id, self.settings) for model_id in [key, *self.settings.fallbacks]]
             self._chains[key] = self.controls.chain(bare, temperature=self.settings.temperature)
         return self._chains[key]
-
-
-def _tier(tier: str | None) -> Tier | None:
-    """A task's tier as the model settings know it; an unknown one means the default."""
-    return next((known for known in TIERS if known == tier), None)
 
 
 def _base_model(model_id: str, settings: ModelSettings) -> Model:

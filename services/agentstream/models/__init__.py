@@ -18,7 +18,6 @@ from agentstream.models.base import (
 )
 from agentstream.models.config import (
     DEFAULT_MODEL_ID,
-    MODEL_ENV,
     PROVIDERS,
     ModelSettings,
     effective_model_id,
@@ -42,6 +41,7 @@ from agentstream.models.openai_provider import OpenAIChatModel
 from agentstream.models.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, cost_usd
 from agentstream.models.registry import create_model
 from agentstream.models.scripted import SCRIPTED_MARKER, ScriptedModel
+from agentstream.settings import MODEL_ENV
 from agentstream.tier import TIERS, Tier
 
 __all__ = [

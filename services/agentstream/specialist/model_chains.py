@@ -15,17 +15,16 @@ from pathlib import Path
 from agentstream.controls.faults import FaultyModel
 from agentstream.controls.registry import ModelControls
 from agentstream.models.base import Model
-from agentstream.models.call_log import (
+from agentstream.models.call_log import CallLogModel, MarkedFailures
+from agentstream.models.config import ModelSettings
+from agentstream.models.registry import create_model
+from agentstream.models.scripted import ScriptedModel
+from agentstream.settings import (
     SCRIPTED_CALL_LOG_ENV,
     SCRIPTED_FAILURE_RATE_ENV,
     SCRIPTED_FAULTS_ENV,
     SCRIPTED_LATENCY_ENV,
-    CallLogModel,
-    MarkedFailures,
 )
-from agentstream.models.config import ModelSettings
-from agentstream.models.registry import create_model
-from agentstream.models.scripted import ScriptedModel
 from agentstream.tier import as_tier
 
 

@@ -54,7 +54,7 @@ def _unb64(text: str | None) -> bytes | None:
 class RetryChain:
     def __init__(
         self, service: Service, decode: Callable[[bytes], Any], handle: Handle, *, emit_failed_results: bool = True,
-        settle_on_return: bool = True, tables: tuple[Table | None, Table | None] = (None, None),
+        settle_on_return: bool = True, retrying: Table | None = None,
     ) -> None:
         """``settle_on_return=False``: the handler only starts the work (a specialist), so the
         stage calls :meth:`settled` itself when a retried event's work ends."""
@@ -69,9 +69,9 @@ class RetryChain:
         self.tiers = list(zip(topology.retry_topics(logical), topology.retry.delays_s, strict=False))
         self.max_attempts = topology.retry.max_attempts
         self.dlq_topic = topology.topic("dlq")
-        # The stage may have declared them already (to use them itself).
-        self.retrying = tables[0] or service.table("retrying")  # session -> its events waiting in a tier
-        self.parked = tables[1] or service.table("parked")  # session -> events held behind them, in order
+        # The stage may have declared it already (to use it itself).
+        self.retrying = retrying or service.table("retrying")  # session -> its events waiting in a tier
+        self.parked = service.table("parked")  # session -> events held behind them, in order
         app = service.processor
         app.handler(self.input_topic)(self._on_input)
         for tier_topic, _ in self.tiers:

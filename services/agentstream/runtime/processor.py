@@ -87,7 +87,6 @@ class Processor:
         commit_interval: float = 1.0,
         max_inflight: int = 256,
         shutdown_grace: float = 10.0,
-        consumer_overrides: dict[str, Any] | None = None,
         producer_overrides: dict[str, Any] | None = None,
         flush_timeout: float = 30.0,
         group_protocol: str = CLASSIC,
@@ -103,7 +102,6 @@ class Processor:
         self.max_inflight = max_inflight
         self.shutdown_grace = shutdown_grace
         self.flush_timeout = flush_timeout
-        self._consumer_overrides = consumer_overrides or {}
         self.group_protocol = group_protocol
         self._changelog_config = changelog_config or {}
         self._producer_overrides = producer_overrides or {}
@@ -165,14 +163,13 @@ class Processor:
         stamp: Stamp | None = None,
         prefix: bytes = b"",
         write_through: bool = False,
-        batch: int = 1000,
     ) -> Expiry:
         """Delete entries of ``table`` written more than ``retention_s`` ago (see
         runtime/expiry.py): a bounded walk per partition, every ``retention_s / 10`` (between
-        0.5 s and 60 s), sooner while a walk finds more keys than ``batch``. The deletes go
+        0.5 s and 60 s), sooner while a walk finds more keys than its batch. The deletes go
         through the checkpoint like a handler's, or, for a ``write_through`` table (one
         written with persist()), are persisted the same way."""
-        expiry = Expiry(int(retention_s * 1000), written_at, table.decode_value, stamp=stamp, prefix=prefix, batch=batch)
+        expiry = Expiry(int(retention_s * 1000), written_at, table.decode_value, stamp=stamp, prefix=prefix)
         self._expiries.append((table, expiry, write_through))
         self._expiry_interval = min(self._expiry_interval, max(0.5, retention_s / 10))
         return expiry
@@ -375,11 +372,6 @@ class Processor:
         """Ask the processor to drain and stop (safe from a signal handler)."""
         self._stopping = True
 
-    @property
-    def stopping(self) -> bool:
-        """True once a stop was asked for: spawned work should end at its next safe point."""
-        return self._stopping
-
     def _start(self) -> None:
         admin = AdminClient(admin_config(self.bootstrap))
         self._partition_count = co_partitioned_inputs(admin, self.name, self._bindings)
@@ -394,7 +386,7 @@ class Processor:
             # Metadata now, so the first restore of a changelog (a takeover, often) need not
             # wait for librdkafka's next refresh to learn of it (0.4-0.9 s on Kafka).
             self._reader.list_topics(table.changelog_topic, timeout=10)
-        consumer = Consumer(consumer_config(self.bootstrap, self.group_id, self._consumer_overrides,
+        consumer = Consumer(consumer_config(self.bootstrap, self.group_id,
                                             protocol=group_protocol_for(self.group_protocol, self.bootstrap)))
         consumer.subscribe(
             list(self._bindings), on_assign=self._assign_callback, on_revoke=self._revoke_callback, on_lost=self._lost_callback

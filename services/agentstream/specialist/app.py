@@ -319,7 +319,7 @@ def build_specialist(
     # A retried task settles when it finishes (above), not when the tier hands it back.
     retries = RetryChain(
         service, partial(schemas.decode_as, ROUTED_TASK), on_routed, emit_failed_results=False,
-        settle_on_return=False, tables=(retrying, None),
+        settle_on_return=False, retrying=retrying,
     )
     return service
 

@@ -104,14 +104,15 @@ class RetryChain:
         except Exception as exc:
             return self.failed(raw, ctx, exc, attempt)
 
-    def failed(self, raw: bytes, ctx: MessageContext, exc: BaseException, attempt: int) -> str:
-        """Attempt ``attempt + 1`` of the event failed with ``exc``: next tier or the DLQ."""
+    def failed(self, raw: bytes, ctx: MessageContext, exc: BaseException, attempt: int, *, result: bool = True) -> str:
+        """Attempt ``attempt + 1`` of the event failed with ``exc``: next tier or the DLQ
+        (with a FAILED TaskResult unless ``result`` is False, see dead_letter)."""
         error_class = classify(exc)
         tries = attempt + 1
         if error_class is ErrorClass.TRANSIENT and tries < self.max_attempts and attempt < len(self.tiers):
             self._schedule(raw, ctx, exc, tries)
             return RETRY
-        self.dead_letter(raw, ctx, exc, error_class, tries)
+        self.dead_letter(raw, ctx, exc, error_class, tries, result=result)
         return DEAD
 
     async def settled(self, session: str) -> None:

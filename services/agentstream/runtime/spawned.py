@@ -37,8 +37,8 @@ class SpawnedWork:
         (or earlier, when the work calls :meth:`release`). Must be called from a handler.
 
         Work that raises is only logged here, and its offset released: work whose input
-        must not be lost that way catches its own failures (the specialist sends them to
-        its retry chain)."""
+        must not be lost that way catches its own failures (the specialist and the
+        supervisor send them to their retry chain)."""
         try:
             ctx = current_context.get()
         except LookupError:

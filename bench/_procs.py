@@ -45,15 +45,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from agentstream.clients import admin_config, producer_config, reader_config
 from agentstream.serde import SchemaSet, SerdeError
-from agentstream.settings import PREFIX_ENV, STATE_DIR_ENV, TOPOLOGY_ENV
+from agentstream.settings import PREFIX_ENV, SCRIPTED_CALL_LOG_ENV, SCRIPTED_LATENCY_ENV, STATE_DIR_ENV, TOPOLOGY_ENV
 from agentstream.topology import Topology, load_topology
 from agentstream.topology_admin import apply
 from bench.relay import broker, machine  # noqa: F401  (re-exported for the benchmarks)
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "bench" / "out"
-LATENCY_ENV = "AGENTSTREAM_SCRIPTED_LATENCY"
-CALL_LOG_ENV = "AGENTSTREAM_SCRIPTED_CALL_LOG"
 KEEP_LOGS_ENV = "BENCH_KEEP_LOGS"  # a directory: worker logs of every trial are copied there
 PRELOAD_ENV = "BENCH_SPECIALIST_PRELOAD"  # a module the bench specialist imports first (e.g. timing patches)
 
@@ -225,8 +223,8 @@ class AgentStack:
         self.env = {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             PREFIX_ENV: self.prefix,
-            **({CALL_LOG_ENV: str(self.call_log)} if call_log else {}),
-            **({LATENCY_ENV: latency} if latency else {}),
+            **({SCRIPTED_CALL_LOG_ENV: str(self.call_log)} if call_log else {}),
+            **({SCRIPTED_LATENCY_ENV: latency} if latency else {}),
             **({TOPOLOGY_ENV: str(topology_path)} if topology_path else {}),
             **(env or {}),
         }

@@ -87,12 +87,19 @@ from agentstream.client import new_task
 from agentstream.clients import admin_config, consumer_config, producer_config, reader_config
 from agentstream.errors import AgentStreamError
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, TASK_RESULT, TASK_SUBMITTED
-from agentstream.models.call_log import SCRIPTED_CALL_LOG_ENV, SCRIPTED_FAILURE_RATE_ENV, SCRIPTED_LATENCY_ENV
-from agentstream.models.config import MODEL_ENV
 from agentstream.runtime.errors import ProcessorError
 from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SchemaSet
-from agentstream.settings import LOG_LEVEL_ENV, PREFIX_ENV, STATE_DIR_ENV, TOPOLOGY_ENV
+from agentstream.settings import (
+    LOG_LEVEL_ENV,
+    MODEL_ENV,
+    PREFIX_ENV,
+    SCRIPTED_CALL_LOG_ENV,
+    SCRIPTED_FAILURE_RATE_ENV,
+    SCRIPTED_LATENCY_ENV,
+    STATE_DIR_ENV,
+    TOPOLOGY_ENV,
+)
 from agentstream.stack import Stack
 from agentstream.topology import load_topology
 from agentstream.topology_admin import apply

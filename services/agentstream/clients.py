@@ -103,11 +103,10 @@ _CLASSIC_ONLY = ("partition.assignment.strategy", "session.timeout.ms", "heartbe
 def consumer_config(
     bootstrap: str,
     group_id: str,
-    overrides: Mapping[str, Any] | None = None,
     *,
     protocol: str = CLASSIC,
 ) -> dict[str, Any]:
-    """Settings for a group member; ``overrides`` win over the defaults.
+    """Settings for a group member.
 
     ``protocol="consumer"`` joins with KIP-848 (Apache Kafka 4 only): the broker assigns
     partitions with its range assignor, which keeps co-partitioned topics together, and
@@ -120,7 +119,7 @@ def consumer_config(
         config.update({"group.protocol": CONSUMER_PROTOCOL, "group.remote.assignor": "range"})
     elif protocol != CLASSIC:
         raise ValueError(f"Unknown group protocol {protocol!r}; use one of {', '.join(GROUP_PROTOCOLS)}.")
-    return {**config, **(overrides or {})}
+    return config
 
 
 def producer_config(bootstrap: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

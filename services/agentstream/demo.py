@@ -14,8 +14,9 @@ from typing import Any
 from agentstream.client import Follower, Submitter, new_task
 from agentstream.display import shorten
 from agentstream.events import TASK_EVENT, TASK_RESULT
-from agentstream.models.config import DEFAULT_MODEL_ID, MODEL_ENV, effective_model_id, parse_model_id
+from agentstream.models.config import DEFAULT_MODEL_ID, effective_model_id, parse_model_id
 from agentstream.serde import SchemaSet
+from agentstream.settings import MODEL_ENV
 from agentstream.stack import Stack
 from agentstream.tools.demo import demo_tickets
 from agentstream.topology import Topology

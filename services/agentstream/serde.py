@@ -24,10 +24,10 @@ from fastavro.schema import fingerprint as _crc64_hex
 from fastavro.validation import ValidationError, validate
 
 from agentstream.errors import AgentStreamError, ConfigurationError
+from agentstream.settings import SCHEMAS_DIR_ENV
 
 __all__ = [
     "MAGIC",
-    "SCHEMAS_DIR_ENV",
     "EncodeError",
     "NotAvroError",
     "SchemaSet",
@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 MAGIC = b"\xc3\x01"
-SCHEMAS_DIR_ENV = "AGENTSTREAM_SCHEMAS_DIR"
 _HEADER_LEN = len(MAGIC) + 8
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 # What fastavro raises on bytes that are not a valid body for the schema (fuzzed:

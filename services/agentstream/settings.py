@@ -33,6 +33,25 @@ MAX_INFLIGHT_ENV = "AGENTSTREAM_MAX_INFLIGHT"
 # Consumer group protocol of the workers: "auto" (default: KIP-848 on Apache Kafka, classic
 # on Tansu), "classic" or "consumer" (KIP-848, Apache Kafka 4).
 GROUP_PROTOCOL_ENV = "AGENTSTREAM_GROUP_PROTOCOL"
+# Another directory of .avsc files (default: the repository's schemas/).
+SCHEMAS_DIR_ENV = "AGENTSTREAM_SCHEMAS_DIR"
+# Where cached downloads go when AGENTSTREAM_KAFKA_CACHE is unset (the XDG standard name).
+XDG_CACHE_HOME_ENV = "XDG_CACHE_HOME"
+
+# Models (models/config.py, models/*_provider.py).
+MODEL_ENV = "AGENTSTREAM_MODEL"  # provider:model for every agent type, over the config
+OPENAI_API_KEY_ENV = "OPENAI_API_KEY"  # the SDKs' standard names, so existing setups work
+OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
+ANTHROPIC_API_KEY_ENV = "ANTHROPIC_API_KEY"
+ANTHROPIC_BASE_URL_ENV = "ANTHROPIC_BASE_URL"
+# A secret may come from a file instead: OPENAI_API_KEY_FILE=/run/secrets/openai holds the key.
+SECRET_FILE_SUFFIX = "_FILE"
+
+# The scripted model, for tests and benchmarks (specialist/model_chains.py).
+SCRIPTED_LATENCY_ENV = "AGENTSTREAM_SCRIPTED_LATENCY"  # seconds, or a range "0.5-2"
+SCRIPTED_CALL_LOG_ENV = "AGENTSTREAM_SCRIPTED_CALL_LOG"  # a file path: one line per model call
+SCRIPTED_FAILURE_RATE_ENV = "AGENTSTREAM_SCRIPTED_FAILURE_RATE"  # 0..1: share of calls failing with a 500
+SCRIPTED_FAULTS_ENV = "AGENTSTREAM_SCRIPTED_FAULTS"  # "1": honour the fault marks in task inputs (models/call_log.py)
 
 DEFAULT_STATE_DIR = Path(".state")
 

@@ -30,8 +30,8 @@ from pydantic import (
 from agentstream.controls.settings import ControlSettings
 from agentstream.errors import ConfigurationError
 from agentstream.models.config import ModelSettings
+from agentstream.settings import TOPOLOGY_ENV
 
-TOPOLOGY_ENV = "AGENTSTREAM_TOPOLOGY"
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "topology" / "topology.yaml"
 # Topic names whose logical name holds this placeholder exist once per specialist type.
 TYPE_PLACEHOLDER = "{type}"

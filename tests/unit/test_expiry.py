@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agentstream.runtime.expiry import Expiry, stamp_now, timestamp_value
-from agentstream.supervisor.app import EMITTING, SENT, marker_stamp, marker_written_at
+from agentstream.supervisor.emitter import EMITTING, SENT, marker_stamp, marker_written_at
 
 
 class FakeStore:

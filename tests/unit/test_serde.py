@@ -14,7 +14,6 @@ import pytest
 from agentstream.errors import AgentStreamError, ConfigurationError
 from agentstream.serde import (
     MAGIC,
-    SCHEMAS_DIR_ENV,
     EncodeError,
     NotAvroError,
     SchemaSet,
@@ -25,6 +24,7 @@ from agentstream.serde import (
     WrongSchemaError,
     parsing_canonical_form,
 )
+from agentstream.settings import SCHEMAS_DIR_ENV
 from fastavro.schema import to_parsing_canonical_form
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+import agentstream.settings
 from agentstream.errors import ConfigurationError
 from agentstream.settings import DEFAULT_STATE_DIR, WorkerSettings, state_dir_from_env
 
@@ -47,3 +50,28 @@ def test_group_protocol_defaults_to_auto_and_rejects_unknown_values() -> None:
     assert WorkerSettings.from_env({}, bootstrap="b:9092").group_protocol == "auto"
     with pytest.raises((pydantic.ValidationError, ConfigurationError)):
         WorkerSettings.from_env({"AGENTSTREAM_GROUP_PROTOCOL": "eager"}, bootstrap="b:9092")
+
+
+def _env_names_outside_settings() -> list[str]:
+    """Environment variable names written as literals in the package, outside settings.py:
+    an ``AGENTSTREAM_*`` string, or a literal key read from ``os.environ``/``env``."""
+    package = Path(agentstream.settings.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "settings.py" and path.parent == package:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            literal = None
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"AGENTSTREAM_[A-Z_]+", node.value):
+                literal = node.value
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" and node.args:
+                receiver = ast.unparse(node.func.value)
+                if receiver in ("os.environ", "environ", "env") and isinstance(node.args[0], ast.Constant):
+                    literal = str(node.args[0].value)
+            if literal is not None:
+                found.append(f"{path.relative_to(package)}:{node.lineno}: {literal}")
+    return found
+
+
+def test_every_environment_variable_is_named_in_settings() -> None:
+    assert _env_names_outside_settings() == [], "name these in agentstream/settings.py and import them"

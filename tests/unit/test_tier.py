@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentstream.router.tier import TIERS, complexity_score, complexity_tier
+from agentstream.router.tier import complexity_score, complexity_tier
+from agentstream.tier import TIERS
 
 LONG = " ".join(["The export to our warehouse stopped working after the last update."] * 30)
 

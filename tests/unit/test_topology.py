@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from agentstream.errors import ConfigurationError
-from agentstream.topology import DEFAULT_PATH, TOPOLOGY_ENV, TopicSpec, load_topology
+from agentstream.settings import TOPOLOGY_ENV
+from agentstream.topology import DEFAULT_PATH, TopicSpec, load_topology
 from agentstream.topology_admin import (
     APPLY_CONFIG_FIX,
     TANSU_CONFIG_FIX,

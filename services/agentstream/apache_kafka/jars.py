@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from agentstream.errors import BrokerUnavailableError
-from agentstream.settings import KAFKA_CACHE_ENV
+from agentstream.settings import KAFKA_CACHE_ENV, XDG_CACHE_HOME_ENV
 
 _COMPLETE = ".complete"
 
@@ -40,7 +40,7 @@ def cache_root() -> Path:
     configured = os.environ.get(KAFKA_CACHE_ENV, "").strip()
     if configured:
         return Path(configured).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agentstream"
+    return Path(os.environ.get(XDG_CACHE_HOME_ENV, Path.home() / ".cache")) / "agentstream"
 
 
 def java_and_maven_present() -> bool:

@@ -18,11 +18,8 @@ from agentstream.models.base import (
 )
 from agentstream.models.config import (
     DEFAULT_MODEL_ID,
-    MODEL_ENV,
     PROVIDERS,
-    TIERS,
     ModelSettings,
-    Tier,
     effective_model_id,
     parse_model_id,
     read_secret,
@@ -44,6 +41,8 @@ from agentstream.models.openai_provider import OpenAIChatModel
 from agentstream.models.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, cost_usd
 from agentstream.models.registry import create_model
 from agentstream.models.scripted import SCRIPTED_MARKER, ScriptedModel
+from agentstream.settings import MODEL_ENV
+from agentstream.tier import TIERS, Tier
 
 __all__ = [
     "DEFAULT_MODEL_ID",

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from agentstream.errors import ConfigurationError
 from agentstream.models._translate import error_code, error_message, load_sdk, status_error
 from agentstream.models.base import Message, ModelResponse, ToolCall, Usage
-from agentstream.models.config import ANTHROPIC_API_KEY_ENV, ANTHROPIC_BASE_URL_ENV
+from agentstream.settings import ANTHROPIC_API_KEY_ENV, ANTHROPIC_BASE_URL_ENV
 from agentstream.models.errors import (
     ModelConnectionError,
     ModelError,

@@ -18,11 +18,6 @@ from typing import Any
 from agentstream.models.base import Message, Model, ModelResponse, Usage, current_task_key
 from agentstream.models.errors import ModelServerError
 
-SCRIPTED_LATENCY_ENV = "AGENTSTREAM_SCRIPTED_LATENCY"  # seconds, or a range "0.5-2"
-SCRIPTED_CALL_LOG_ENV = "AGENTSTREAM_SCRIPTED_CALL_LOG"  # a file path
-SCRIPTED_FAILURE_RATE_ENV = "AGENTSTREAM_SCRIPTED_FAILURE_RATE"  # 0..1: share of calls failing with a 500
-
-
 class CallLogModel:
     def __init__(self, inner: Model, log_path: Path | None, latency_min: float = 0.0, latency_max: float = 0.0) -> None:
         self.inner = inner
@@ -41,7 +36,6 @@ class CallLogModel:
         return await self.inner.complete(messages, tools)
 
 
-SCRIPTED_FAULTS_ENV = "AGENTSTREAM_SCRIPTED_FAULTS"  # "1": honour the fault marks below in task inputs
 _FAIL_MARK = re.compile(r"#fail-transient=(\d+)")
 _HUGE_MARK = re.compile(r"#reply-bytes=(\d+)")
 

@@ -1,6 +1,6 @@
 """Model configuration: ``provider:model`` ids, per-agent model settings, credentials.
 
-Every environment variable the model layer reads is named here. API keys come only from
+The environment variables the model layer reads are named in settings.py. API keys come only from
 the environment or from files (``<NAME>_FILE``, e.g. a mounted Kubernetes secret), are
 held as ``SecretStr`` and never appear in a repr, a log line or an error message.
 """
@@ -10,26 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from agentstream.errors import ConfigurationError
-
-MODEL_ENV = "AGENTSTREAM_MODEL"  # provider:model for every agent type, over the config
-OPENAI_API_KEY_ENV = "OPENAI_API_KEY"  # the SDK's standard names, so existing setups work
-OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
-ANTHROPIC_API_KEY_ENV = "ANTHROPIC_API_KEY"
-ANTHROPIC_BASE_URL_ENV = "ANTHROPIC_BASE_URL"
-FILE_SUFFIX = "_FILE"  # OPENAI_API_KEY_FILE=/run/secrets/openai holds the key itself
+from agentstream.settings import MODEL_ENV, SECRET_FILE_SUFFIX
+from agentstream.tier import DEFAULT_TIER, Tier
 
 PROVIDERS = ("anthropic", "openai", "scripted")
 DEFAULT_MODEL_ID = "scripted:default"
-
-Tier = Literal["simple", "standard", "complex"]
-TIERS: tuple[Tier, ...] = get_args(Tier)
-DEFAULT_TIER: Tier = "standard"
-
 
 def parse_model_id(text: str) -> tuple[str, str]:
     """``"openai:gpt-4o-mini"`` → ``("openai", "gpt-4o-mini")``.
@@ -73,15 +63,15 @@ def read_secret(name: str, environ: Mapping[str, str] | None = None) -> SecretSt
     value = env.get(name)
     if value:
         return SecretStr(value.strip())
-    path = env.get(name + FILE_SUFFIX)
+    path = env.get(name + SECRET_FILE_SUFFIX)
     if not path:
         return None
     try:
         content = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigurationError(f"Cannot read {name + FILE_SUFFIX}={path}: {exc.strerror}.") from None
+        raise ConfigurationError(f"Cannot read {name + SECRET_FILE_SUFFIX}={path}: {exc.strerror}.") from None
     if not content:
-        raise ConfigurationError(f"The secret file {name + FILE_SUFFIX}={path} is empty.")
+        raise ConfigurationError(f"The secret file {name + SECRET_FILE_SUFFIX}={path} is empty.")
     return SecretStr(content)
 
 

@@ -10,17 +10,15 @@ import os
 from collections.abc import Mapping
 
 from agentstream.models.base import Model
-from agentstream.models.config import (
+from agentstream.models.config import ModelSettings, parse_model_id, read_secret
+from agentstream.models.pricing import DEFAULT_PRICE_TABLE, PriceTable
+from agentstream.models.scripted import ScriptedModel
+from agentstream.settings import (
     ANTHROPIC_API_KEY_ENV,
     ANTHROPIC_BASE_URL_ENV,
     OPENAI_API_KEY_ENV,
     OPENAI_BASE_URL_ENV,
-    ModelSettings,
-    parse_model_id,
-    read_secret,
 )
-from agentstream.models.pricing import DEFAULT_PRICE_TABLE, PriceTable
-from agentstream.models.scripted import ScriptedModel
 
 
 def create_model(

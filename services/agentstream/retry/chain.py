@@ -54,7 +54,7 @@ def _unb64(text: str | None) -> bytes | None:
 class RetryChain:
     def __init__(
         self, service: Service, decode: Callable[[bytes], Any], handle: Handle, *, emit_failed_results: bool = True,
-        settle_on_return: bool = True, tables: tuple[Table | None, Table | None] = (None, None),
+        settle_on_return: bool = True, retrying: Table | None = None,
     ) -> None:
         """``settle_on_return=False``: the handler only starts the work (a specialist), so the
         stage calls :meth:`settled` itself when a retried event's work ends."""
@@ -69,9 +69,9 @@ class RetryChain:
         self.tiers = list(zip(topology.retry_topics(logical), topology.retry.delays_s, strict=False))
         self.max_attempts = topology.retry.max_attempts
         self.dlq_topic = topology.topic("dlq")
-        # The stage may have declared them already (to use them itself).
-        self.retrying = tables[0] or service.table("retrying")  # session -> its events waiting in a tier
-        self.parked = tables[1] or service.table("parked")  # session -> events held behind them, in order
+        # The stage may have declared it already (to use it itself).
+        self.retrying = retrying or service.table("retrying")  # session -> its events waiting in a tier
+        self.parked = service.table("parked")  # session -> events held behind them, in order
         app = service.processor
         app.handler(self.input_topic)(self._on_input)
         for tier_topic, _ in self.tiers:
@@ -104,14 +104,15 @@ class RetryChain:
         except Exception as exc:
             return self.failed(raw, ctx, exc, attempt)
 
-    def failed(self, raw: bytes, ctx: MessageContext, exc: BaseException, attempt: int) -> str:
-        """Attempt ``attempt + 1`` of the event failed with ``exc``: next tier or the DLQ."""
+    def failed(self, raw: bytes, ctx: MessageContext, exc: BaseException, attempt: int, *, result: bool = True) -> str:
+        """Attempt ``attempt + 1`` of the event failed with ``exc``: next tier or the DLQ
+        (with a FAILED TaskResult unless ``result`` is False, see dead_letter)."""
         error_class = classify(exc)
         tries = attempt + 1
         if error_class is ErrorClass.TRANSIENT and tries < self.max_attempts and attempt < len(self.tiers):
             self._schedule(raw, ctx, exc, tries)
             return RETRY
-        self.dead_letter(raw, ctx, exc, error_class, tries)
+        self.dead_letter(raw, ctx, exc, error_class, tries, result=result)
         return DEAD
 
     async def settled(self, session: str) -> None:

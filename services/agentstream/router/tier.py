@@ -1,4 +1,4 @@
-"""The complexity tier of a task: which class of model it deserves.
+"""The rules that give a task its complexity tier (agentstream/tier.py).
 
 Pure and deterministic, like the routing decision, so the router can run it in its
 commit path and a replayed task always gets the same tier. The rules score signals a
@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal, get_args
 
-
-Tier = Literal["simple", "standard", "complex"]
-TIERS: tuple[Tier, ...] = get_args(Tier)
-_BY_NAME: dict[str, Tier] = {tier: tier for tier in TIERS}
+from agentstream.tier import Tier, as_tier
 
 TIER_HINT_KEY = "tier"
 PRIORITY_KEY = "priority"
@@ -47,7 +43,7 @@ _HIGH_PRIORITIES = frozenset({"high", "urgent", "critical"})
 
 def complexity_tier(text: str, metadata: Mapping[str, str]) -> Tier:
     """``simple``, ``standard`` or ``complex`` for a task's input text and metadata."""
-    hinted = _BY_NAME.get(metadata.get(TIER_HINT_KEY, "").strip().lower())
+    hinted = as_tier(metadata.get(TIER_HINT_KEY, "").strip().lower())
     if hinted is not None:
         return hinted
     score = complexity_score(text, metadata)

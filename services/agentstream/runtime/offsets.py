@@ -12,6 +12,8 @@ import heapq
 
 from confluent_kafka import KafkaError
 
+TP = tuple[str, int]  # (topic, partition)
+
 # Commit refusals that end by themselves: the group coordinator moved (a broker died or a
 # partition of __consumer_offsets changed leader), or this member's place in the group is
 # stale (a rebalance began, the session expired, KIP-848 bumped the member epoch).

@@ -16,7 +16,6 @@ A kill -9 between any two steps loses no state update whose source offset was co
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import signal
 import threading
@@ -24,7 +23,6 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,7 +38,9 @@ from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError, RestoreInterrupted
 from agentstream.runtime.delivery import produce_acked
 from agentstream.runtime.hold import DueHolds
-from agentstream.runtime.offsets import PartitionOffsets, commit_refusal_is_transient
+from agentstream.runtime.offsets import TP, PartitionOffsets, commit_refusal_is_transient
+from agentstream.runtime.retention import Retention
+from agentstream.runtime.spawned import SpawnedWork
 from agentstream.runtime.stats import ProcessorStats
 from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
@@ -51,8 +51,6 @@ log = logging.getLogger(__name__)
 Decoder = Callable[[bytes], Any]
 Handler = Callable[[Any, MessageContext], Awaitable[None]]
 
-_current_context = current_context
-_TP = tuple[str, int]
 _T = TypeVar("_T")
 
 
@@ -71,7 +69,7 @@ class _Binding:
 @dataclass(slots=True)
 class _CheckpointPlan:
     offsets: list[TopicPartition]
-    flushing: list[tuple[_TP, PartitionStore]]
+    flushing: list[tuple[TP, PartitionStore]]
 
 
 class Processor:
@@ -87,7 +85,6 @@ class Processor:
         commit_interval: float = 1.0,
         max_inflight: int = 256,
         shutdown_grace: float = 10.0,
-        consumer_overrides: dict[str, Any] | None = None,
         producer_overrides: dict[str, Any] | None = None,
         flush_timeout: float = 30.0,
         group_protocol: str = CLASSIC,
@@ -103,27 +100,23 @@ class Processor:
         self.max_inflight = max_inflight
         self.shutdown_grace = shutdown_grace
         self.flush_timeout = flush_timeout
-        self._consumer_overrides = consumer_overrides or {}
         self.group_protocol = group_protocol
         self._changelog_config = changelog_config or {}
         self._producer_overrides = producer_overrides or {}
         self._bindings: dict[str, _Binding] = {}
         self.tables: dict[str, Table] = {}
         self.stats = ProcessorStats()
-        self._offsets: dict[_TP, PartitionOffsets] = {}
-        self._committed: dict[_TP, int] = {}
-        self._tasks: dict[_TP, set[asyncio.Task[None]]] = {}
-        self._holds: dict[tuple[_TP, int], bool] = {}
+        self._offsets: dict[TP, PartitionOffsets] = {}
+        self._committed: dict[TP, int] = {}
+        self._spawned = SpawnedWork(self._offsets, self._report)
         self._assign_hooks: list[Callable[[list[int]], Awaitable[None]]] = []
         self._closing = threading.Event()
-        self._draining: set[_TP] = set()
+        self._draining: set[TP] = set()
         self._holds_due = DueHolds()  # retry-tier partitions held until their head is due
         self._delivery_errors: list[str] = []
-        self._changelog_acked: dict[_TP, int] = {}
+        self._changelog_acked: dict[TP, int] = {}
         self._stopping = False
         self._failed = False
-        self._inflight = 0
-        self._slot_free = asyncio.Event()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._reader: Consumer | None = None
@@ -132,8 +125,7 @@ class Processor:
         self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
         self._poller = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-poll")
         self._partition_count = 0
-        self._expiries: list[tuple[Table, Expiry, bool]] = []  # (table, expiry, write-through)
-        self._expiry_interval = 60.0
+        self._retention = Retention(name, self.stats, self.persist)
 
     # -- declaration ---------------------------------------------------------------------
     def table(
@@ -165,17 +157,13 @@ class Processor:
         stamp: Stamp | None = None,
         prefix: bytes = b"",
         write_through: bool = False,
-        batch: int = 1000,
     ) -> Expiry:
         """Delete entries of ``table`` written more than ``retention_s`` ago (see
         runtime/expiry.py): a bounded walk per partition, every ``retention_s / 10`` (between
-        0.5 s and 60 s), sooner while a walk finds more keys than ``batch``. The deletes go
+        0.5 s and 60 s), sooner while a walk finds more keys than its batch. The deletes go
         through the checkpoint like a handler's, or, for a ``write_through`` table (one
         written with persist()), are persisted the same way."""
-        expiry = Expiry(int(retention_s * 1000), written_at, table.decode_value, stamp=stamp, prefix=prefix, batch=batch)
-        self._expiries.append((table, expiry, write_through))
-        self._expiry_interval = min(self._expiry_interval, max(0.5, retention_s / 10))
-        return expiry
+        return self._retention.add(table, retention_s, written_at, stamp=stamp, prefix=prefix, write_through=write_through)
 
     def handler(
         self, topic: str, decode: Decoder | None = None, *, due_header: str | None = None
@@ -218,79 +206,24 @@ class Processor:
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` beside the partition; its record's offset is committed when it ends
-        (or earlier, when the work calls :meth:`release`). Must be called from a handler.
-
-        Work that raises is only logged here, and its offset released: work whose input
-        must not be lost that way catches its own failures (the specialist sends them to
-        its retry chain)."""
-        try:
-            ctx = _current_context.get()
-        except LookupError:
-            work.close()
-            raise ProcessorError("spawn() must be called from inside a handler.") from None
-        tp = (ctx.topic, ctx.partition)
-        tracker = self._offsets[tp]
-        if ctx.offset < 0 or tracker.already_seen(ctx.offset):
-            # A record handled again from state (a parked event released later): its
-            # offset was committed long ago and must not be held back again.
-            self._start_task(work, tp, ctx, hold=None)
-            return
-        tracker.started(ctx.offset)
-        self._holds[(tp, ctx.offset)] = True
-        self._start_task(work, tp, ctx, hold=(tp, ctx.offset))
+        (or earlier, when the work calls :meth:`release`). See runtime/spawned.py."""
+        self._spawned.spawn(work)
 
     def spawn_resumed(self, work: Coroutine[Any, Any, None], topic: str, partition: int) -> None:
-        """Run ``work`` for an assigned partition with no source record to hold back (work
-        restored from state after an assignment). It is cancelled if the partition goes."""
-        tp = (topic, partition)
-        if tp not in self._offsets:
-            work.close()
-            raise ProcessorError(f"{topic}[{partition}] is not assigned to this worker.")
-        ctx = MessageContext(topic, partition, -1, None, (), 0)
-        self._start_task(work, tp, ctx, hold=None)
+        """Run ``work`` for an assigned partition with no source record to hold back."""
+        self._spawned.spawn_resumed(work, topic, partition)
 
     def release(self) -> None:
         """Called by spawned work once its input is durably recorded elsewhere: the source
         offset may be committed now, while the work goes on."""
-        ctx = _current_context.get()
-        key = ((ctx.topic, ctx.partition), ctx.offset)
-        if self._holds.pop(key, False):
-            tracker = self._offsets.get(key[0])
-            if tracker is not None:
-                tracker.finished(ctx.offset)
-
-    def _start_task(self, work: Coroutine[Any, Any, None], tp: _TP, ctx: MessageContext, hold: tuple[_TP, int] | None) -> None:
-        context = contextvars.copy_context()
-        context.run(_current_context.set, ctx)
-        task = asyncio.get_running_loop().create_task(self._run_spawned(work, ctx), context=context)
-        self._inflight += 1
-        self._tasks.setdefault(tp, set()).add(task)
-        task.add_done_callback(partial(self._spawned_done, tp, hold))
-
-    async def _run_spawned(self, work: Coroutine[Any, Any, None], ctx: MessageContext) -> None:
-        try:
-            await work
-        except asyncio.CancelledError:
-            work.close()
-            raise
-        except Exception as exc:  # a bug in spawned work must not kill the processor
-            self._report(HandlerError(ctx.where, exc))
-
-    def _spawned_done(self, tp: _TP, hold: tuple[_TP, int] | None, task: asyncio.Task[None]) -> None:
-        self._inflight -= 1
-        self._slot_free.set()
-        self._tasks.get(tp, set()).discard(task)
-        if hold is not None and self._holds.pop(hold, False) and not task.cancelled():
-            tracker = self._offsets.get(tp)
-            if tracker is not None:
-                tracker.finished(hold[1])
+        self._spawned.release()
 
     async def persist(self, table: Table, key: str | bytes, value: Any, *, partition: int | None = None) -> None:
         """Write-through: send ``key → value`` (None deletes) to the table's changelog, wait
         until the broker acknowledges it, then store it. For state that must survive a
         kill -9 at once (step checkpoints); do not mix with buffered writes on one table.
         ``partition`` defaults to the partition of the record being handled."""
-        partition = _current_context.get().partition if partition is None else partition
+        partition = current_context.get().partition if partition is None else partition
         store = table.partition(partition)
         raw_key = table.encode_key(key)
         raw_value = None if value is None else table.encode_value(value)
@@ -345,12 +278,10 @@ class Processor:
         await self._loop.run_in_executor(None, self._start)
         self._last_activity = time.monotonic()
         next_checkpoint = self._last_activity + self.commit_interval
-        next_expiry = self._last_activity + self._expiry_interval
+        next_expiry = self._last_activity + self._retention.interval
         try:
             while not self._stopping:
-                while self._inflight >= self.max_inflight:
-                    self._slot_free.clear()
-                    await self._slot_free.wait()
+                await self._spawned.slot(self.max_inflight)
                 batch = await self._loop.run_in_executor(self._poller, self._poll_batch)
                 now = time.monotonic()
                 if batch:
@@ -359,14 +290,14 @@ class Processor:
                         await self._handle(msg)
                     if max_messages is not None and self.stats.processed + self.stats.failed >= max_messages:
                         break
-                elif idle_timeout is not None and now - self._last_activity >= idle_timeout and self._inflight == 0:
+                elif idle_timeout is not None and now - self._last_activity >= idle_timeout and self._spawned.running == 0:
                     break
                 if now >= next_checkpoint:
                     await self._checkpoint()
                     next_checkpoint = time.monotonic() + self.commit_interval
-                if self._expiries and now >= next_expiry:
-                    more = await self._expire()
-                    next_expiry = time.monotonic() + (self.commit_interval if more else self._expiry_interval)
+                if self._retention and now >= next_expiry:
+                    more = await self._retention.run_pass(self.assigned_partitions(), lambda: self._failed)
+                    next_expiry = time.monotonic() + (self.commit_interval if more else self._retention.interval)
         finally:
             await self._shutdown()
         return self.stats
@@ -374,11 +305,6 @@ class Processor:
     def stop(self) -> None:
         """Ask the processor to drain and stop (safe from a signal handler)."""
         self._stopping = True
-
-    @property
-    def stopping(self) -> bool:
-        """True once a stop was asked for: spawned work should end at its next safe point."""
-        return self._stopping
 
     def _start(self) -> None:
         admin = AdminClient(admin_config(self.bootstrap))
@@ -394,7 +320,7 @@ class Processor:
             # Metadata now, so the first restore of a changelog (a takeover, often) need not
             # wait for librdkafka's next refresh to learn of it (0.4-0.9 s on Kafka).
             self._reader.list_topics(table.changelog_topic, timeout=10)
-        consumer = Consumer(consumer_config(self.bootstrap, self.group_id, self._consumer_overrides,
+        consumer = Consumer(consumer_config(self.bootstrap, self.group_id,
                                             protocol=group_protocol_for(self.group_protocol, self.bootstrap)))
         consumer.subscribe(
             list(self._bindings), on_assign=self._assign_callback, on_revoke=self._revoke_callback, on_lost=self._lost_callback
@@ -439,7 +365,7 @@ class Processor:
         binding = self._bindings[topic]
         if binding.due_header is not None and self._holds_due.hold_if_not_due(binding.due_header, ctx, self._loop):  # type: ignore[arg-type]
             return
-        token = _current_context.set(ctx)
+        token = current_context.set(ctx)
         try:
             value = msg.value()
             await binding.handler(binding.decode(value if value is not None else b""), ctx)
@@ -448,7 +374,7 @@ class Processor:
             self.stats.failed += 1
             self._report(HandlerError(ctx.where, exc))
         finally:
-            _current_context.reset(token)
+            current_context.reset(token)
         tracker.seen(offset)
 
     def _report(self, error: HandlerError) -> None:
@@ -490,7 +416,7 @@ class Processor:
             offset = tracker.committable()
             if offset is not None and offset != self._committed.get(tp):
                 offsets.append(TopicPartition(tp[0], tp[1], offset))
-        flushing: list[tuple[_TP, PartitionStore]] = []
+        flushing: list[tuple[TP, PartitionStore]] = []
         for table in self.tables.values():
             for partition, store in table.stores.items():
                 if not store.dirty:
@@ -543,38 +469,6 @@ class Processor:
         self.stats.checkpoints += 1
         self.stats.last_checkpoint_at = time.time()
 
-    async def _expire(self) -> bool:
-        """One bounded expiry pass over every assigned partition; True if keys remain to walk."""
-        more = False
-        owned = self.assigned_partitions()
-        for table, expiry, write_through in self._expiries:
-            for partition, store in list(table.stores.items()):
-                if partition not in owned or self._failed:
-                    continue
-                sweep = expiry.sweep(partition, store)
-                more = more or sweep.full
-                writes: list[tuple[bytes, Any]] = [(key, None) for key in sweep.deletes] + sweep.stamps
-                if write_through:
-                    # A refused write is not fatal: the entry is still old on the next pass.
-                    # (A handler's write of the same key between the sweep and this delete's
-                    # acknowledgement would be lost; the entry is a retention old, so only a
-                    # replay could write it, and not within these milliseconds in practice.)
-                    outcomes = await asyncio.gather(
-                        *(self.persist(table, k, v, partition=partition) for k, v in writes), return_exceptions=True
-                    )
-                    failed = [o for o in outcomes if isinstance(o, BaseException)]
-                    if failed:
-                        log.warning("%s: %d expiry writes to %s[%d] failed (%s); retried next pass",
-                                    self.name, len(failed), table.changelog_topic, partition, failed[0])
-                else:
-                    for key, value in writes:
-                        if value is None:
-                            store.delete(key)
-                        else:
-                            store.put_value(key, value, table.encode_value)
-                self.stats.expired += len(sweep.deletes)
-        return more
-
     def _produce_changelog(self, producer: Producer, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
         while True:
             try:
@@ -608,9 +502,9 @@ class Processor:
             self._on_loop(self._finish_on_loop(plan))
         self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=False))
 
-    async def _drain(self, tps: list[_TP]) -> None:
+    async def _drain(self, tps: list[TP]) -> None:
         self._draining.update(tps)
-        tasks = [task for tp in tps for task in self._tasks.get(tp, set())]
+        tasks = self._spawned.of(tps)
         if tasks:
             await asyncio.wait(tasks, timeout=self.shutdown_grace)
 
@@ -625,9 +519,9 @@ class Processor:
     def _lost_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=True))
 
-    async def _assigned(self, tps: list[_TP]) -> None:
+    async def _assigned(self, tps: list[TP]) -> None:
         partitions = sorted({p for _, p in tps})
-        targets: dict[_TP, PartitionStore] = {}
+        targets: dict[TP, PartitionStore] = {}
         for table in self.tables.values():
             for partition in partitions:
                 if partition not in table.stores:
@@ -650,28 +544,21 @@ class Processor:
             await hook(partitions)
         log.info("%s: assigned %s", self.name, ", ".join(f"{t}[{p}]" for t, p in tps) or "nothing")
 
-    def _restore(self, targets: dict[_TP, PartitionStore]) -> list[RestoreReport]:
+    def _restore(self, targets: dict[TP, PartitionStore]) -> list[RestoreReport]:
         assert self._reader is not None
         if self._stopping:
             raise RestoreInterrupted("a stop was requested before the restore began")
         return restore(self._reader, targets, watermarks(self.bootstrap, list(targets)),
                        should_stop=lambda: self._stopping)
 
-    async def _revoked(self, tps: list[_TP], *, lost: bool) -> None:
-        tasks = [task for tp in tps for task in self._tasks.pop(tp, set())]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+    async def _revoked(self, tps: list[TP], *, lost: bool) -> None:
+        await self._spawned.cancel(tps)
         for tp in tps:
             self._offsets.pop(tp, None)
             self._committed.pop(tp, None)
             self._draining.discard(tp)
             self._holds_due.forget(tp)
-        self._holds = {hold: True for hold in self._holds if hold[0] not in tps}
-        for _, expiry, _ in self._expiries:
-            for _, partition in tps:
-                expiry.forget(partition)
+        self._retention.forget([partition for _, partition in tps])
         still_owned = {p for _, p in self._offsets}
         for table in self.tables.values():
             for partition in [p for p in table.stores if p not in still_owned]:
@@ -681,7 +568,7 @@ class Processor:
     # -- shutdown ------------------------------------------------------------------------
     async def _shutdown(self) -> None:
         loop = asyncio.get_running_loop()
-        pending = [task for tasks in self._tasks.values() for task in tasks]
+        pending = self._spawned.pending()
         if pending and not self._failed:
             await asyncio.wait(pending, timeout=self.shutdown_grace)
         try:

@@ -15,17 +15,17 @@ from pathlib import Path
 from agentstream.controls.faults import FaultyModel
 from agentstream.controls.registry import ModelControls
 from agentstream.models.base import Model
-from agentstream.models.call_log import (
+from agentstream.models.call_log import CallLogModel, MarkedFailures
+from agentstream.models.config import ModelSettings
+from agentstream.models.registry import create_model
+from agentstream.models.scripted import ScriptedModel
+from agentstream.settings import (
     SCRIPTED_CALL_LOG_ENV,
     SCRIPTED_FAILURE_RATE_ENV,
     SCRIPTED_FAULTS_ENV,
     SCRIPTED_LATENCY_ENV,
-    CallLogModel,
-    MarkedFailures,
 )
-from agentstream.models.config import TIERS, ModelSettings, Tier
-from agentstream.models.registry import create_model
-from agentstream.models.scripted import ScriptedModel
+from agentstream.tier import as_tier
 
 
 class ModelChains:
@@ -39,7 +39,8 @@ class ModelChains:
         self._chains: dict[str, Model] = {}
 
     def model_id(self, tier: str | None) -> str:
-        return self.fixed.model_id if self.fixed is not None else self.settings.model_for(_tier(tier))
+        """The model of ``tier``; an unknown tier gets the default tier's."""
+        return self.fixed.model_id if self.fixed is not None else self.settings.model_for(as_tier(tier))
 
     def model_ids(self) -> list[str]:
         if self.fixed is not None:
@@ -55,11 +56,6 @@ class ModelChains:
                 bare = [_base_model(model_id, self.settings) for model_id in [key, *self.settings.fallbacks]]
             self._chains[key] = self.controls.chain(bare, temperature=self.settings.temperature)
         return self._chains[key]
-
-
-def _tier(tier: str | None) -> Tier | None:
-    """A task's tier as the model settings know it; an unknown one means the default."""
-    return next((known for known in TIERS if known == tier), None)
 
 
 def _base_model(model_id: str, settings: ModelSettings) -> Model:

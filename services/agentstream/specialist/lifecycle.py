@@ -1,0 +1,282 @@
+"""The durable life of a routed task on its specialist: accepted, run, resumed, ended.
+
+- The handler only checks for duplicates and schedules; the loop runs as spawned work.
+- Acceptance is a write-through checkpoint head; once the broker has it, the source
+  offset is released, so offsets keep advancing while long loops run.
+- Every model reply and tool result is checkpointed before the loop goes on
+  (specialist/durable.py); after a kill -9 or a rebalance, the new owner of the
+  partition resumes every task it finds in the checkpoints, replaying finished steps.
+- One task at a time per session, in arrival order (specialist/order.py).
+- At the end: the result is sent and acknowledged, a done marker is written and the
+  task's checkpoint records are tombstoned.
+- A task whose models were all unavailable, or whose work crashed (a bug, a checkpoint
+  the broker refused), goes to the retry chain at once: the next tier, or the DLQ with a
+  FAILED result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
+from agentstream.retry.chain import RETRY, RetryChain
+from agentstream.retry.classify import TransientStageError
+from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
+from agentstream.runtime import MessageContext, Table
+from agentstream.service import Service
+from agentstream.specialist import checkpoint as ckpt
+from agentstream.specialist.agent import SpecialistAgent
+from agentstream.specialist.durable import DurableRun
+from agentstream.specialist.loop import AgentOutcome
+from agentstream.specialist.order import SessionOrder, SessionPlaces
+
+log = logging.getLogger(__name__)
+
+MAX_REDELIVERIES = 3  # owners in a row that died at the same step before the task fails
+REDELIVERY_LIMIT = "REDELIVERY_LIMIT"
+# Outcomes worth another attempt later: every model of the chain failed transiently.
+TRANSIENT_CODES = frozenset({"MODEL_UNAVAILABLE"})
+DEAD_LETTERED = "DEAD_LETTERED"
+CRASHED = "CRASHED"  # the task's work raised; replaced by DEAD_LETTERED when it is not retried
+DONE = "done"
+
+Task = dict[str, Any]
+Place = asyncio.Future[None]
+# A task's loop: its outcome and start time, or None when it ended the task itself.
+Work = Awaitable[tuple[AgentOutcome, int] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One run of a task: the record it came from (a routed task, a retry tier's copy,
+    or a stand-in for a task resumed from its checkpoint), its retry attempt and, for an
+    operator's replay of a dead letter, the replay id."""
+
+    source: MessageContext
+    number: int
+    replay: str | None
+
+    @classmethod
+    def of(cls, ctx: MessageContext) -> Attempt:
+        seen = decode_headers(ctx.headers)
+        return cls(ctx, int(seen.get(ATTEMPT, "0") or 0), seen.get(REPLAY) or None)
+
+    @property
+    def partition(self) -> int:
+        return self.source.partition
+
+
+class TaskLifecycle:
+    """Accepts, runs, resumes and ends the tasks of one specialist's partitions."""
+
+    retries: RetryChain  # bound by build_specialist: the chain calls on_routed back
+
+    def __init__(self, service: Service, agent: SpecialistAgent, checkpoints: Table, retrying: Table) -> None:
+        self.service = service
+        self.app = service.processor
+        self.agent = agent
+        self.checkpoints = checkpoints
+        self.retrying = retrying  # shared with the retry chain
+        self.places = SessionPlaces()
+        self.accepting: set[str] = set()  # accepted here, head write not yet acknowledged
+        self.supervisor_topic = service.topology.topic("supervisor")
+
+    # -- entry points --------------------------------------------------------------------
+    async def on_routed(self, task: Task, ctx: MessageContext) -> None:
+        """The handler of routed tasks (and of their copies from the retry tiers)."""
+        task_id = task["task_id"]
+        if task["agent_type"] != self.agent.agent_type:
+            log.warning("%s: task %s is for %s, not %s; skipped", ctx.where, task_id, task["agent_type"], self.agent.agent_type)
+            return
+        replayed = ctx.header(REPLAY) is not None  # an operator replays a dead letter: run it again
+        done = ckpt.done_key(task_id) in self.checkpoints and not replayed
+        if task_id in self.accepting or ckpt.head_key(task_id) in self.checkpoints or done:
+            log.info("%s: task %s already accepted; duplicate ignored", ctx.where, task_id)
+            return
+        self.accepting.add(task_id)
+        previous, mine = self.places.take(task_id, task["session_id"])
+        self.app.spawn(self._accept_and_run(task, ctx, previous, mine))
+
+    async def resume_in_flight(self, partitions: list[int]) -> None:
+        """After an assignment: resume every task whose checkpoint head is still there."""
+        for partition in partitions:
+            store = self.checkpoints.partition(partition)
+            heads = [json.loads(value) for _, value in store.scan(ckpt.HEAD.encode())]
+            placed = {key.decode()[len(ckpt.PLACE):]: json.loads(value) for key, value in store.scan(ckpt.PLACE.encode())}
+            self._restore_places(placed, {head["task"]["task_id"] for head in heads}, partition)
+            # A retried task that was running goes first: it holds its session's place.
+            for head in sorted(heads, key=lambda h: (h["task"]["task_id"] not in placed, h.get("offset", 0))):
+                self._resume_task(head, partition)
+
+    # -- accepting and resuming ----------------------------------------------------------
+    async def _accept_and_run(self, task: Task, ctx: MessageContext, previous: Place | None, mine: Place) -> None:
+        verdict = ""
+        try:
+            attempt = Attempt.of(ctx)
+            verdict = await self._conclude(task, attempt, self._accept(task, attempt, previous))
+        finally:
+            self._leave_or_keep(task, mine, verdict)
+
+    async def _accept(self, task: Task, attempt: Attempt, previous: Place | None) -> tuple[AgentOutcome, int]:
+        epochs = [[0, 0]]
+        try:
+            head = {"task": task, "epochs": epochs, "offset": attempt.source.offset, "attempt": attempt.number,
+                    "replay": attempt.replay}
+            await self._persist(ckpt.head_key(task["task_id"]), head)
+        finally:
+            self.accepting.discard(task["task_id"])
+        self.app.release()  # the task is durable now: its source offset may be committed
+        await SessionOrder.wait(previous)
+        return await self._run(task, epochs, ckpt.Chain(), attempt.partition, attempt.source.where)
+
+    def _resume_task(self, head: dict[str, Any], partition: int) -> None:
+        """Rebuild the task's step chain from its checkpoint, open a new epoch and resume
+        it in its session's place."""
+        task = head["task"]
+        store = self.checkpoints.partition(partition)
+        records = [json.loads(value) for _, value in store.scan(ckpt.step_prefix(task["task_id"]).encode())]
+        chain = ckpt.rebuild(head["epochs"], records)
+        head["epochs"].append([max(e for e, _ in head["epochs"]) + 1, chain.length])
+        previous, mine = self.places.enter(task["session_id"])
+        self.app.spawn_resumed(self._resume(head, chain, partition, previous, mine), self.service.input_topic, partition)
+        log.info("%s[%d]: resuming task %s at step %d", self.service.input_topic, partition, task["task_id"], chain.length)
+
+    async def _resume(self, head: dict[str, Any], chain: ckpt.Chain, partition: int, previous: Place | None, mine: Place) -> None:
+        task = head["task"]
+        source = MessageContext(self.service.input_topic, partition, -1, task["session_id"].encode(), (), 0)
+        verdict = ""
+        try:
+            attempt = Attempt(source, int(head.get("attempt", 0)), head.get("replay"))
+            verdict = await self._conclude(task, attempt, self._resume_loop(head, chain, partition, previous))
+        finally:
+            self._leave_or_keep(task, mine, verdict)
+
+    async def _resume_loop(
+        self, head: dict[str, Any], chain: ckpt.Chain, partition: int, previous: Place | None,
+    ) -> tuple[AgentOutcome, int] | None:
+        task = head["task"]
+        epochs = head["epochs"]
+        await self._persist(ckpt.head_key(task["task_id"]), head)
+        await SessionOrder.wait(previous)
+        where = f"{self.service.input_topic}[{partition}] task {task['task_id']}"
+        if ckpt.resumes_at_same_step(epochs) > MAX_REDELIVERIES:
+            reason = f"{MAX_REDELIVERIES} workers in a row stopped at step {epochs[-1][1]} of this task; it is not retried again."
+            log.error("%s: %s", where, reason)
+            failed = AgentOutcome("FAILED", None, (REDELIVERY_LIMIT, reason), [], {}, 0)
+            await self._finish(task, self.agent.result(task, failed, now_ms()), partition)
+            return None
+        return await self._run(task, epochs, chain, partition, where)
+
+    async def _run(
+        self, task: Task, epochs: list[list[int]], chain: ckpt.Chain, partition: int, where: str,
+    ) -> tuple[AgentOutcome, int]:
+        """The task's agent loop, every step checkpointed; its outcome and start time."""
+        started = now_ms()
+        draining = partial(self.app.draining, self.service.input_topic, partition)
+        run = DurableRun(task["task_id"], epochs[-1][0], chain, self._persist, draining=draining)
+        begun = f"resumed at step {chain.length}" if chain.length else "started"
+        self.service.progress(task, "STATE", "RUNNING",
+                              f"{self.agent.agent_type} {begun} tier={task.get('tier')} model={self.agent.model_id(task)}")
+        outcome = await self.agent.run(task, run)
+        log.info(
+            "%s: task %s %s by %s (epoch %d: %d model calls made, %d replayed)", where, task["task_id"], outcome.status,
+            self.agent.agent_type, run.epoch, run.new_model_calls, run.replayed_model_calls,
+        )
+        return outcome, started
+
+    # -- ending --------------------------------------------------------------------------
+    async def _conclude(self, task: Task, attempt: Attempt, work: Work) -> str:
+        """Run ``work`` and end the task: done, into the next retry tier, or dead-lettered.
+        A crash of the work — a bug, a checkpoint the broker refused — fails the task into
+        the retry chain at once, as a transient model outage does, instead of leaving it
+        for the next owner."""
+        started = now_ms()
+        try:
+            ran = await work
+            if ran is None:
+                return DONE
+            outcome, started = ran
+            if not (outcome.error and outcome.error[0] in TRANSIENT_CODES):
+                await self._complete(task, outcome, attempt, started)
+                return DONE
+            error: Exception = TransientStageError(outcome.error[1])
+        except Exception as exc:  # CancelledError is not one: a drained loop resumes elsewhere
+            log.error("%s[%d]: task %s crashed: %s: %s", self.service.input_topic, attempt.partition, task["task_id"],
+                      type(exc).__name__, exc, exc_info=exc)
+            error, outcome = exc, AgentOutcome("FAILED", None, (CRASHED, f"{type(exc).__name__}: {exc}"), [], {}, 0)
+        return await self._fail(task, error, outcome, attempt, started)
+
+    async def _fail(self, task: Task, error: Exception, outcome: AgentOutcome, attempt: Attempt, started: int) -> str:
+        """The task failed with ``error``: on to the next retry tier, or a dead letter and a
+        FAILED result (error DEAD_LETTERED) so nothing waits for it."""
+        verdict = self.retries.failed(self.service.schemas.encode(ROUTED_TASK, task), attempt.source, error, attempt.number)
+        if verdict == RETRY:
+            await self._park(task, attempt)
+            return RETRY
+        message = outcome.error[1] if outcome.error else str(error)
+        dead = AgentOutcome("FAILED", outcome.output, (DEAD_LETTERED, message), outcome.tools_used, outcome.usage, outcome.steps)
+        await self._complete(task, dead, attempt, started)
+        return DONE
+
+    async def _park(self, task: Task, attempt: Attempt) -> None:
+        """The task is away in a retry tier: its session waits, its records go."""
+        if attempt.number == 0:
+            self.retrying[task["session_id"]] = self.retrying.get(task["session_id"], 0) + 1
+        if not self._stored(ckpt.place_key(task["task_id"]), attempt.partition):
+            # Durable before the head goes, so a new owner after a crash still keeps the
+            # session's later tasks behind this one while it waits in a tier.
+            await self._persist(ckpt.place_key(task["task_id"]), task["session_id"])
+        await self._forget(task["task_id"], attempt.partition)  # it comes back through the retry tier
+
+    async def _complete(self, task: Task, outcome: AgentOutcome, attempt: Attempt, started: int) -> None:
+        for tool_name in outcome.tools_used:
+            self.service.progress(task, "TOOL_CALL", "RUNNING", tool_name)
+        await self._finish(task, self.agent.result(task, outcome, started), attempt.partition, attempt.replay)
+        if attempt.number > 0:  # it came through the tiers: the session's parked tasks may go now
+            await self.retries.settled(task["session_id"])
+
+    async def _finish(self, task: Task, result: dict[str, Any], partition: int, replay: str | None = None) -> None:
+        """Result acknowledged → done marker → tombstones of the task's checkpoint records."""
+        headers = [(REPLAY, replay.encode())] if replay else None  # lets the supervisor take it again
+        encoded = self.service.schemas.encode(SPECIALIST_RESULT, result)
+        await self.app.send_acked(self.supervisor_topic, encoded, task["session_id"], headers=headers)
+        await self._persist(ckpt.done_key(task["task_id"]), now_ms())
+        if self._stored(ckpt.place_key(task["task_id"]), partition):  # out of the tiers: its session place goes
+            await self._persist(ckpt.place_key(task["task_id"]), None)
+        await self._forget(task["task_id"], partition)
+
+    async def _forget(self, task_id: str, partition: int) -> None:
+        """Tombstone every checkpoint record of the task (head last)."""
+        store = self.checkpoints.partition(partition)
+        keys = [key.decode() for key, _ in store.scan(ckpt.step_prefix(task_id).encode())]
+        await asyncio.gather(*(self._persist(key, None) for key in keys))
+        await self._persist(ckpt.head_key(task_id), None)
+
+    # -- session places ------------------------------------------------------------------
+    def _leave_or_keep(self, task: Task, mine: Place, verdict: str) -> None:
+        if verdict == RETRY:
+            # Keep the session's place: tasks queued behind this one wait for its retry,
+            # which takes the place over when it comes back from the tier.
+            self.places.keep(task["task_id"], mine)
+        else:
+            self.places.leave(task["session_id"], mine)
+
+    def _restore_places(self, placed: dict[str, str], resumed: set[str], partition: int) -> None:
+        """Take the session place of every task waiting in a retry tier (``placed``: task ->
+        session), so the session's tasks resumed here wait until it comes back and ends."""
+        for task_id, session in placed.items():
+            if task_id not in resumed and not self.places.holds(task_id) and not self._stored(ckpt.done_key(task_id), partition):
+                self.places.restore(task_id, session)
+
+    # -- checkpoint records --------------------------------------------------------------
+    def _persist(self, key: str, value: Any) -> Awaitable[None]:
+        return self.app.persist(self.checkpoints, key, value)
+
+    def _stored(self, key: str, partition: int) -> bool:
+        return self.checkpoints.partition(partition).get(key.encode()) is not None

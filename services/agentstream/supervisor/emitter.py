@@ -1,0 +1,178 @@
+"""Publishing exactly one TaskResult per task, across crashes, without transactions.
+
+Before a result is sent, a marker holding it is written through to the ``dedupe`` table
+(acknowledged by the broker). A marker still "emitting" after a crash means the result
+may or may not have reached the results topic; the new owner reads that partition of the
+results topic from the offset the marker noted and sends the result only if it is not
+there.
+
+An emission runs as spawned work. If it fails (the broker refuses the marker or the
+result), the specialist result that completed the task goes to the retry chain at once,
+as the specialist's failures do: it comes back from a tier and the task is decided
+again (no marker was written) or its emission is finished (the marker holds the
+result); out of tiers, it is dead-lettered.
+
+A "sent" marker holds its write time (``at``) and is deleted ``dedupe.retention_s`` after
+it (see marker_written_at); an "emitting" one never expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from agentstream.events import SPECIALIST_RESULT, TASK_RESULT, now_ms
+from agentstream.retry.chain import RETRY, RetryChain
+from agentstream.retry.headers import ATTEMPT, decode_headers
+from agentstream.runtime import MessageContext, Table
+from agentstream.runtime.lag import end_offsets
+from agentstream.serde import SerdeError
+from agentstream.service import Service
+
+log = logging.getLogger(__name__)
+
+EMITTING = "emitting"
+SENT = "sent"
+
+Record = dict[str, Any]
+
+
+def marker_written_at(marker: Record) -> int | None:
+    """When a "sent" marker was written; None (never expires) for one still emitting or
+    one written before markers held a time (marker_stamp gives it one)."""
+    if marker.get("state") != SENT:
+        return None
+    at = marker.get("at")
+    return at if isinstance(at, int) else None
+
+
+def marker_stamp(marker: Record, now: int) -> Record | None:
+    """An old "sent" marker without a time counts as written now; others are left alone."""
+    return {**marker, "at": now} if marker.get("state") == SENT else None
+
+
+class ResultEmitter:
+    """Decides, sends and marks the TaskResults of one supervisor's partitions."""
+
+    retries: RetryChain  # bound by build_supervisor: the chain calls the supervisor's handler
+
+    def __init__(self, service: Service, markers: Table, pending: Table) -> None:
+        self.service = service
+        self.app = service.processor
+        self.markers = markers  # task_id -> {state, result, results_from | offset, replay, at}: written through
+        self.pending = pending  # task_id -> specialist results received so far
+        self.results_topic = service.topology.topic("results")
+        self.emitting: set[str] = set()  # decided here, marker not yet acknowledged
+        self._in_flight: set[str] = set()  # emissions running here, from decision to "sent"
+        self._results_end: dict[int, int] = {}  # a lower bound of the end of each results partition
+
+    def start(self, final: Record, received: list[Record], ctx: MessageContext, replay: str | None) -> None:
+        """Emit ``final``, decided on the specialist results ``received`` (the last one is
+        the record of ``ctx``), as spawned work."""
+        self.emitting.add(final["task_id"])
+        self._in_flight.add(final["task_id"])
+        self.app.spawn(self._guarded(self._emit(final, ctx, replay), final["task_id"], received, ctx))
+
+    def unfinished(self, task_id: str) -> Record | None:
+        """The marker of an emission decided but not finished, and not running here (it
+        failed, or a crash left it): the next specialist result of the task finishes it."""
+        marker = self.markers.get(task_id)
+        if marker is None or marker.get("state") != EMITTING or task_id in self._in_flight:
+            return None
+        return marker  # type: ignore[no-any-return]
+
+    def finish(self, marker: Record, received: list[Record], ctx: MessageContext) -> None:
+        """Finish the emission ``marker`` stands for, as spawned work."""
+        task_id = marker["result"]["task_id"]
+        self._in_flight.add(task_id)
+        self.app.spawn(self._guarded(self._settle([marker], ctx.partition), task_id, received, ctx))
+
+    async def recover(self, partitions: list[int]) -> None:
+        """Finish what a previous owner left "emitting": send only what never arrived."""
+        # Off the event loop: the broker may take up to its timeout (30 s) to answer, and
+        # the work running for the partitions this worker already owns must go on meanwhile.
+        topics = [self.results_topic]
+        ends = await asyncio.get_running_loop().run_in_executor(None, end_offsets, self.service.settings.bootstrap, topics)
+        for partition in partitions:
+            self._results_end[partition] = ends[(self.results_topic, partition)]
+            unsure = [marker for _, marker in self.markers.items_of(partition) if marker.get("state") == EMITTING]
+            if unsure:
+                await self._settle(unsure, partition)
+
+    # -- one emission --------------------------------------------------------------------
+    async def _emit(self, final: Record, ctx: MessageContext, replay: str | None) -> None:
+        task_id = final["task_id"]
+        partition = ctx.partition
+        try:
+            marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
+            await self.app.persist(self.markers, task_id, marker, partition=partition)
+        finally:
+            self.emitting.discard(task_id)
+        self.app.release()  # the decision is durable: the specialist results may be committed
+        await self._send(final, partition, replay)
+        log.info("%s: task %s %s via %s", ctx.where, task_id, final["status"], "+".join(final["agents"]))
+
+    async def _send(self, final: Record, partition: int, replay: str | None = None) -> None:
+        encoded = self.service.schemas.encode(TASK_RESULT, final)
+        offset = await self.app.send_acked(self.results_topic, encoded, final["session_id"], partition=partition)
+        self._results_end[partition] = max(self._results_end.get(partition, 0), offset + 1)
+        sent = {"state": SENT, "offset": offset, "replay": replay, "at": now_ms()}
+        await self.app.persist(self.markers, final["task_id"], sent, partition=partition)
+        self.service.progress(final, "STATE", final["status"], ",".join(final["agents"]))
+
+    async def _settle(self, unsure: list[Record], partition: int) -> None:
+        """Send the result of each "emitting" marker in ``unsure`` unless the results
+        topic has it already (from the earliest offset they noted)."""
+        published = await self._published(partition, min(m["results_from"] for m in unsure))
+        for marker in unsure:
+            final = marker["result"]
+            if final["task_id"] in published:
+                await self.app.persist(self.markers, final["task_id"], {"state": SENT, "offset": -1, "at": now_ms()},
+                                       partition=partition)
+            else:
+                log.info("%s[%d]: resending the result of task %s", self.results_topic, partition, final["task_id"])
+                await self._send(final, partition, marker.get("replay"))
+
+    async def _published(self, partition: int, from_offset: int) -> set[str]:
+        """The tasks with a result in ``partition`` of the results topic from ``from_offset``."""
+        published = set()
+        for _, value, _ in await self.app.read_to_end(self.results_topic, partition, from_offset):
+            try:
+                published.add(self.service.schemas.decode_as(TASK_RESULT, value or b"")["task_id"])
+            except SerdeError:
+                continue
+        return published
+
+    # -- failures ------------------------------------------------------------------------
+    async def _guarded(self, work: Awaitable[None], task_id: str, received: list[Record], ctx: MessageContext) -> None:
+        """Run ``work``; if it fails, send the specialist result of ``ctx`` (the last of
+        ``received``) to the retry chain at once instead of leaving the task to the next
+        owner of the partition."""
+        try:
+            await work
+        except Exception as exc:  # CancelledError is not one: the next owner recovers the marker
+            log.error("%s: the result of task %s was not published: %s: %s", ctx.where, task_id, type(exc).__name__, exc,
+                      exc_info=exc)
+            self._fail(task_id, received, ctx, exc)
+        finally:
+            self._in_flight.discard(task_id)
+
+    def _fail(self, task_id: str, received: list[Record], ctx: MessageContext, exc: Exception) -> None:
+        marker = self.markers.get(task_id)
+        decided = marker is not None and marker.get("state") == EMITTING
+        attempt = int(decode_headers(ctx.headers).get(ATTEMPT, "0") or 0)
+        raw = self.service.schemas.encode(SPECIALIST_RESULT, received[-1])
+        # With a marker, a FAILED result could be a second one (the result may have reached
+        # the topic): out of tiers, the dead letter alone is sent, and the marker is
+        # settled by the partition's next owner.
+        if self.retries.failed(raw, ctx, exc, attempt, result=not decided) != RETRY:
+            return
+        if not decided:
+            # No marker: when the result comes back from its tier, the task is decided again.
+            self.pending[task_id] = received
+        # The handler that started this emission returned already, and the chain settled
+        # it: the session's later results wait again until this one is back.
+        session = received[-1]["session_id"]
+        self.retries.retrying[session] = self.retries.retrying.get(session, 0) + 1

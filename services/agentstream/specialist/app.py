@@ -34,7 +34,7 @@ from agentstream.controls.settings import ControlSettings
 from agentstream.models.config import ModelSettings
 from agentstream.models.pricing import cost_usd
 from agentstream.retry.chain import RETRY, RetryChain
-from agentstream.retry.classify import TransientStageError
+from agentstream.retry.classify import TransientStageError, ValidationFailed
 from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
 from agentstream.runtime import MessageContext
 from agentstream.runtime.expiry import stamp_now, timestamp_value
@@ -303,8 +303,11 @@ def build_specialist(
     async def on_routed(task: dict[str, Any], ctx: MessageContext) -> None:
         task_id = task["task_id"]
         if task["agent_type"] != agent_type:
-            log.warning("%s: task %s is for %s, not %s; skipped", ctx.where, task_id, task["agent_type"], agent_type)
-            return
+            # Not skipped: a record that ends nowhere is lost. The chain dead-letters it.
+            raise ValidationFailed(
+                f"RoutedTask {task_id!r} is for agent type {task['agent_type']!r} but arrived on the {agent_type} "
+                f"specialist's topic; produce it to that type's topic instead (the router does)."
+            )
         replayed = ctx.header(REPLAY) is not None  # an operator replays a dead letter: run it again
         done = ckpt.done_key(task_id) in checkpoints and not replayed
         if task_id in accepting or ckpt.head_key(task_id) in checkpoints or done:

@@ -138,3 +138,50 @@ def test_a_lone_surrogate_is_rejected_with_a_reason_naming_the_field(field: str)
     record = {"task_id": "t", "session_id": "s", "tenant_id": "acme", "input": "hello", field: "ok \ud800 no"}
     reason = validate_task(record, 1000)
     assert reason is not None and field in reason and "surrogate" in reason
+
+
+# The producer's default message.max.bytes (librdkafka); a record over it is refused at
+# produce() time, so a dead letter over it would be lost with the event it records.
+PRODUCER_LIMIT = 1_000_000
+_FILL = st.sampled_from(["x", "\u00e9", "\U0001f600"])
+
+
+@st.composite
+def _accepted_records(draw: st.DrawFn) -> tuple[bytes | None, bytes]:
+    """A key and value the broker took (together under the limit): random bytes, or a
+    TaskSubmitted whose id or session (which the dead letter copies out) is most of it."""
+    # Sizes by hand rather than integers(): the failures live near the limit, which a
+    # uniform-ish draw of 60 examples may miss.
+    key_bytes = draw(st.sampled_from([0, 1, 1_000, 100_000, 400_000, 900_000, 990_000]))
+    key = None if key_bytes == 0 else (draw(_FILL) * key_bytes).encode()[:key_bytes]
+    room = PRODUCER_LIMIT - 2_000 - len(key or b"")
+    size = int(max(0, room) * draw(st.sampled_from([1.0, 0.9, 0.6, 0.4, 0.1, 0.0])))
+    if draw(st.booleans()):
+        return key, b"\x01" * size
+    fill = draw(_FILL)
+    text = fill * (size // len(fill.encode()) // 2)  # task_id and session_id share the room
+    task = {**_SAMPLES["TaskSubmitted"], "task_id": text, "session_id": text[: len(text) // 2]}
+    value = SCHEMAS.encode("TaskSubmitted", task)
+    return key, value[:room] if len(value) > room else value
+
+
+@settings(derandomize=True, database=None, max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(_accepted_records())
+def test_the_dead_letter_of_any_record_the_broker_took_fits_the_producer_limit(record: tuple[bytes | None, bytes]) -> None:
+    from agentstream.retry.dead_letter import build_dead_letter, dead_letter_message
+    from agentstream.serde import UndecodableError
+
+    key, value = record
+    letter = build_dead_letter(
+        key=key, value=value, headers=None, topic="agents.tasks.v1", partition=3, offset=41, stage="router",
+        group="router", error=UndecodableError("corrupt"), error_class="PERMANENT", attempts=1,
+        first_failure_ms=None, schemas=SCHEMAS,
+    )
+    out_key, out_value, headers = dead_letter_message(letter, SCHEMAS)
+    size = len(out_key) + len(out_value) + sum(len(n) + len(v or b"") for n, v in headers)
+    assert size < PRODUCER_LIMIT, f"a {len(key or b'')}+{len(value)}-byte record makes a {size}-byte dead letter"
+    if len(key or b"") <= 900_000:  # any key but one that leaves no room for the rest
+        assert letter["key"] == key, "the key is kept whole: replay sends the event to its partition"
+    whole = letter["key"] == key and letter["value"] == value
+    assert letter["value_truncated"] is not whole, "a cut key or value is marked, so replay refuses it"

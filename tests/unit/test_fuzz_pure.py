@@ -127,8 +127,20 @@ def test_validate_task_never_raises_and_names_the_field_at_fault(record: dict[st
         for field in _FIELDS:
             assert isinstance(record[field], str) and record[field].strip()
         assert len(record["input"].encode("utf-8")) <= limit
+        budget = record.get("budget_usd")
+        assert budget is None or (isinstance(budget, (int, float)) and budget >= 0)
     else:
-        assert any(field in reason for field in _FIELDS), f"the reason {reason!r} names no field"
+        assert any(field in reason for field in (*_FIELDS, "budget_usd")), f"the reason {reason!r} names no field"
+
+
+@pytest.mark.parametrize("budget", [-0.01, -1e300, float("nan"), float("-inf"), "1.5", True])
+def test_a_negative_nan_or_non_number_budget_is_rejected_by_the_router(budget: Any) -> None:
+    """Found by the fuzz: a negative budget passed the router and crashed the specialist's loop."""
+    record = {"task_id": "t", "session_id": "s", "tenant_id": "acme", "input": "hello", "budget_usd": budget}
+    reason = validate_task(record, 1000)
+    assert reason is not None and "budget_usd" in reason and repr(budget) in reason
+    assert validate_task({**record, "budget_usd": 0.0}, 1000) is None
+    assert validate_task({**record, "budget_usd": None}, 1000) is None
 
 
 @pytest.mark.parametrize("field", _FIELDS)

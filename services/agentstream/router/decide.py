@@ -144,4 +144,9 @@ def validate_task(record: Mapping[str, Any], max_input_bytes: int) -> str | None
                     "which UTF-8 cannot encode; send well-formed Unicode text")
     if size > max_input_bytes:  # the size of input, the last one encoded
         return f"input is {size} bytes, over the limit of {max_input_bytes} bytes"
+    # Checked here, not first in the specialist's loop: there a negative or NaN budget
+    # fails the task as a crash, after routing, with a stack trace in the dead letter.
+    budget = record.get("budget_usd")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0):
+        return f"budget_usd must be a number >= 0, or null for the agent's default; got {budget!r}"
     return None

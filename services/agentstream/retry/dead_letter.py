@@ -2,8 +2,11 @@
 
 A dead letter keeps the original key, value and headers byte for byte, so ``agentstream
 dlq replay`` can re-inject exactly what the stage failed on. A value above 512 KiB keeps
-only its first 512 KiB (with the full size and SHA-256), so the envelope always fits a
-broker's default 1 MiB message limit; such a dead letter can be inspected but not replayed.
+only its first 512 KiB (with the full size and SHA-256), and less when the key and headers
+take the room, so the envelope always fits the producer's default 1,000,000-byte message
+limit; such a dead letter can be inspected but not replayed. A key too big even for that
+(over ~937 KiB) is cut as well, and the letter marked ``value_truncated`` so replay refuses
+it too. The task and session id copies (for lookups) keep at most their first 1 KiB.
 
 Downstream is never left waiting: a dead-lettered task also gets a FAILED TaskResult
 (error code DEAD_LETTERED, naming the dead letter) and a TaskEvent (ERROR, DEAD_LETTERED).
@@ -35,6 +38,11 @@ __all__ = [
 DEAD_LETTER = "DeadLetter"  # the schema name
 DEAD_LETTERED = "DEAD_LETTERED"  # TaskResult error code and TaskEvent state
 MAX_VALUE_BYTES = 512 * 1024
+# Key, value and original headers together: under librdkafka's default message.max.bytes
+# (1,000,000) with room for the rest (trimmed ids, error text and stack: ~10 KB). A letter
+# over it is refused at produce() and the event would be lost with it.
+MAX_LETTER_BYTES = 960_000
+MAX_ID_BYTES = 1024
 
 RawHeaders = Iterable[tuple[str, bytes | None]] | None
 
@@ -79,11 +87,13 @@ def build_dead_letter(
     if first_failure_ms is None:
         first_failure_ms = _int(seen.get(h.FIRST_FAILURE_MS)) or now
     task_id, session_id = _ids(key, value, schemas)
+    header_bytes = sum(len(name) + len(data or b"") for name, data in header_list)
+    kept_key, value_fields = _fitted(key, value, MAX_LETTER_BYTES - header_bytes)
     decider = deciding_error(error)
     return {
         "id": f"{topic}-{partition}-{offset}" if offset is not None and offset >= 0 else str(uuid.uuid4()),
-        "key": key,
-        **_value_fields(value),
+        "key": kept_key,
+        **value_fields,
         "headers": [{"name": name, "value": data} for name, data in header_list],
         "source_topic": topic,
         "source_partition": partition,
@@ -176,16 +186,21 @@ def _ids(key: bytes | None, value: bytes | None, schemas: SchemaSet) -> tuple[st
             session_id = key.decode("utf-8") or None
         except UnicodeDecodeError:
             session_id = None
-    return task_id or None, session_id
+    return (h.trim_text(task_id, MAX_ID_BYTES) if task_id else None,
+            h.trim_text(session_id, MAX_ID_BYTES) if session_id else None)
 
 
-def _value_fields(value: bytes | None) -> dict[str, Any]:
+def _fitted(key: bytes | None, value: bytes | None, room: int) -> tuple[bytes | None, dict[str, Any]]:
+    """The key and value fields of a letter whose key and value may take ``room`` bytes."""
+    room = max(0, room)
+    key_cut = key is not None and len(key) > room
+    kept_key = key[:room] if key is not None and key_cut else key
     if value is None:
-        return {"value": None, "value_size": 0, "value_sha256": "", "value_truncated": False}
-    truncated = len(value) > MAX_VALUE_BYTES
-    return {
-        "value": value[:MAX_VALUE_BYTES] if truncated else value,
+        return kept_key, {"value": None, "value_size": 0, "value_sha256": "", "value_truncated": key_cut}
+    fits = min(MAX_VALUE_BYTES, room - len(kept_key or b""))
+    return kept_key, {
+        "value": value[:fits] if len(value) > fits else value,
         "value_size": len(value),
         "value_sha256": hashlib.sha256(value).hexdigest(),
-        "value_truncated": truncated,
+        "value_truncated": key_cut or len(value) > fits,
     }

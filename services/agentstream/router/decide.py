@@ -134,7 +134,19 @@ def validate_task(record: Mapping[str, Any], max_input_bytes: int) -> str | None
         return "input must be a string"
     if not text.strip():
         return "empty input"
-    size = len(text.encode("utf-8"))
-    if size > max_input_bytes:
+    # Avro-decoded text never holds a lone surrogate, but a str from a Python or JSON
+    # caller can, and UTF-8 (so the result's encode) cannot carry it.
+    for key in (*_REQUIRED_IDS, "input"):
+        try:
+            size = len(record[key].encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            return (f"{key} holds a lone surrogate U+{ord(record[key][exc.start]):04X} at index {exc.start}, "
+                    "which UTF-8 cannot encode; send well-formed Unicode text")
+    if size > max_input_bytes:  # the size of input, the last one encoded
         return f"input is {size} bytes, over the limit of {max_input_bytes} bytes"
+    # Checked here, not first in the specialist's loop: there a negative or NaN budget
+    # fails the task as a crash, after routing, with a stack trace in the dead letter.
+    budget = record.get("budget_usd")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0):
+        return f"budget_usd must be a number >= 0, or null for the agent's default; got {budget!r}"
     return None

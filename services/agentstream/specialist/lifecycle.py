@@ -26,7 +26,7 @@ from typing import Any
 
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
 from agentstream.retry.chain import RETRY, RetryChain
-from agentstream.retry.classify import TransientStageError
+from agentstream.retry.classify import TransientStageError, ValidationFailed
 from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
 from agentstream.runtime import MessageContext, Table
 from agentstream.service import Service
@@ -92,8 +92,11 @@ class TaskLifecycle:
         """The handler of routed tasks (and of their copies from the retry tiers)."""
         task_id = task["task_id"]
         if task["agent_type"] != self.agent.agent_type:
-            log.warning("%s: task %s is for %s, not %s; skipped", ctx.where, task_id, task["agent_type"], self.agent.agent_type)
-            return
+            # Not skipped: a record that ends nowhere is lost. The chain dead-letters it.
+            raise ValidationFailed(
+                f"RoutedTask {task_id!r} is for agent type {task['agent_type']!r} but arrived on the "
+                f"{self.agent.agent_type} specialist's topic; produce it to that type's topic instead (the router does)."
+            )
         replayed = ctx.header(REPLAY) is not None  # an operator replays a dead letter: run it again
         done = ckpt.done_key(task_id) in self.checkpoints and not replayed
         if task_id in self.accepting or ckpt.head_key(task_id) in self.checkpoints or done:

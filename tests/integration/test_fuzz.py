@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
+from agentstream.client import new_task
 from agentstream.clients import producer_config
 from agentstream.serde import MAGIC, SchemaSet
 
@@ -388,14 +389,9 @@ def test_fuzzed_records_on_every_stage_input_end_in_results_or_the_dlq(bootstrap
     assert not duplicated, f"tasks with more than one result: {duplicated}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "router/app.py writes a whitespace-only task_id to its dedupe table before validate_task rejects "
-    "it as missing, so a second task with that blank id is dropped as a duplicate and ends nowhere "
-    "(found by the fuzz above). Fix, for the engineer editing router/app.py: treat a blank id as no "
-    "id, `if task_id.strip() and task_id in seen ...` and `if task_id.strip(): seen[task_id] = ...`."))
 def test_blank_task_ids_are_each_rejected_not_dropped_as_duplicates(bootstrap: str, tmp_path: Path) -> None:
-    from agentstream.client import new_task
-
+    """Found by the fuzz: a whitespace-only id was marked as seen before it was rejected,
+    so the next task with that blank id was dropped as a duplicate and ended nowhere."""
     stack = DurableStack(bootstrap, tmp_path, latency="")
     router = stack.start("router", "router")
     topology = stack.topology

@@ -124,3 +124,16 @@ def test_input_size_is_counted_in_utf8_bytes() -> None:
     # Six characters, twelve bytes.
     reason = validate_task(_task(input="é" * 6), 10)
     assert reason == "input is 12 bytes, over the limit of 10 bytes"
+
+
+def test_long_ids_and_large_metadata_are_rejected_naming_the_limit() -> None:
+    """Ids and metadata travel with the task through every stage and wait in its session's
+    record; a record derived from a task must never outgrow a Kafka message."""
+    task = {"task_id": "t", "session_id": "s", "tenant_id": "acme", "input": "hello"}
+    assert validate_task(task, 1000) is None
+    assert validate_task({**task, "session_id": "s" * 257}, 1000) == (
+        "session_id is 257 bytes, over the limit of 256 bytes; use a shorter id (e.g. a UUID)")
+    reason = validate_task({**task, "metadata": {"blob": "x" * 20_000}}, 1000)
+    assert reason is not None and reason.startswith("metadata is 20004 bytes, over the limit of 16384 bytes")
+    assert validate_task({**task, "metadata": "not a map"}, 1000) == "metadata must be a map of strings to strings, got str"
+    assert validate_task({**task, "task_id": "\x00abc"}, 1000) == "task_id holds a control character; ids are printable text (e.g. a UUID)"

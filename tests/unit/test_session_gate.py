@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentstream.topology import SessionSettings
-from agentstream.router.session_gate import Admission, admit, idle_since, missed, new_record, open_task, settle
+from agentstream.router.session_gate import EARLY_KEPT, RECORD_MAX_BYTES, Admission, record_bytes, admit, idle_since, missed, new_record, open_task, settle
 
 
 def _limits(waiting: int = 10, turns: int = 10) -> SessionSettings:
@@ -128,3 +128,25 @@ def test_a_refusal_counts_as_taken() -> None:
     admit(record, _decided("t2"), _limits(waiting=1), 2)
     assert admit(record, _decided("t3"), _limits(waiting=1), 3) is Admission.FULL
     assert not missed(record, 3)  # its repeat is not admitted after the refusal
+
+
+def test_a_session_record_never_outgrows_a_kafka_message() -> None:
+    # 30 kB tasks: the waiting list reaches the byte bound long before max_waiting.
+    record = new_record()
+    big = "x" * 30_000
+    outcomes = [admit(record, {**_decided(f"t{i}"), "task": {"task_id": f"t{i}", "session_id": "s", "input": big}}, _limits(waiting=100), i)
+                for i in range(40)]
+    assert outcomes[0] is Admission.GO and Admission.OVERSIZE in outcomes
+    first_refused = outcomes.index(Admission.OVERSIZE)
+    assert all(o is Admission.WAIT for o in outcomes[1:first_refused])
+    assert record_bytes(record) <= RECORD_MAX_BYTES
+    assert len(record["waiting"]) == first_refused - 1  # a refused task left nothing behind
+
+
+def test_early_results_and_old_turns_give_way_before_the_record_outgrows_a_message() -> None:
+    record = new_record()
+    wide = "\U0001F600" * 4_000  # 12 bytes each as JSON escapes: each clipped answer ~48 kB
+    for i in range(EARLY_KEPT):
+        settle(record, _result(f"e{i}", output=wide), _limits(), i)
+    assert record_bytes(record) <= RECORD_MAX_BYTES
+    assert 0 < len(record["early"]) < EARLY_KEPT and f"e{EARLY_KEPT - 1}" in record["early"]  # the newest kept

@@ -15,11 +15,11 @@ from typing import Any
 
 from agentstream.events import ROUTED_TASK, TASK_RESULT, TASK_SUBMITTED, now_ms, task_result
 from agentstream.errors import UnknownAgentTypeError
-from agentstream.router.decide import route, validate_task
+from agentstream.router.decide import is_usable_id, route, validate_task
 from agentstream.retry.chain import RetryChain
 from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.headers import REPLAY
-from agentstream.router.session_gate import Admission, admit, idle_since, missed, new_record, open_task, settle
+from agentstream.router.session_gate import RECORD_MAX_BYTES, Admission, admit, idle_since, missed, new_record, open_task, settle
 from agentstream.router.tier import complexity_tier
 from agentstream.runtime import MessageContext
 from agentstream.runtime.expiry import stamp_now, timestamp_value
@@ -52,13 +52,16 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     async def on_task(task: dict[str, Any], ctx: MessageContext) -> None:
         task_id = task["task_id"]
         recovering = False
-        if task_id and task_id in seen and ctx.header(REPLAY) is None:
+        # A blank id is no id, and an over-long one no key: validate_task rejects both, and
+        # neither may shadow the next such task (or outgrow a changelog message).
+        dedupable = is_usable_id(task_id)
+        if dedupable and task_id in seen and ctx.header(REPLAY) is None:
             if not missed(sessions.get(task["session_id"]), seen[task_id]):
                 log.info("%s: task %s already routed, duplicate ignored", ctx.where, task_id)
                 return
             recovering = True  # seen, but a crash lost its session's record of it: admit it again
         seen_at = mark(ctx.partition)
-        if task_id:
+        if dedupable:
             seen[task_id] = seen_at
         decided, reason = decide(task)
         if decided is None:
@@ -107,13 +110,20 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         elif admission is Admission.WAIT:
             detail = f"waiting for task {open_task(record)} of its session ({len(record['waiting'])} waiting)"
             service.progress(task, "STATE", "QUEUED", detail)
+        elif admission is Admission.FULL:
+            refuse(task, ctx, f"session {task['session_id']} already has {len(record['waiting'])} tasks waiting behind "
+                              f"task {open_task(record)}; submit more once earlier ones have results, or raise "
+                              "sessions.max_waiting in the topology")
         else:
-            reason = (f"session {task['session_id']} already has {len(record['waiting'])} tasks waiting behind task "
-                      f"{open_task(record)}; submit more once earlier ones have results, or raise "
-                      "sessions.max_waiting in the topology")
-            log.warning("%s: task %s rejected: %s", ctx.where, task["task_id"], reason)
-            service.progress(task, "STATE", "REJECTED", reason)
-            service.result(task_result(task, "REJECTED", error=(SESSION_BUSY, reason)))
+            refuse(task, ctx, f"session {task['session_id']}'s waiting tasks would outgrow the {RECORD_MAX_BYTES} bytes "
+                              f"its record may hold ({len(record['waiting'])} wait behind task {open_task(record)}); "
+                              "submit more once earlier ones have results")
+
+    def refuse(task: dict[str, Any], ctx: MessageContext, reason: str) -> None:
+        """Refused for now because of its session's queue (the task itself is valid)."""
+        log.warning("%s: task %s rejected: %s", ctx.where, task["task_id"], reason)
+        service.progress(task, "STATE", "REJECTED", reason)
+        service.result(task_result(task, "REJECTED", error=(SESSION_BUSY, reason)))
 
     def send_routed(decided: dict[str, Any], turns: list[dict[str, Any]]) -> None:
         task, route_to, tier = decided["task"], decided["route"], decided["tier"]
@@ -144,8 +154,9 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         except SerdeError as exc:
             log.warning("%s: not a TaskResult, ignored by the session gate: %s", ctx.where, exc)
             return
-        if result["status"] == "REJECTED":
-            return  # the router's own refusal of a task that never entered the gate
+        if result["status"] == "REJECTED" or not (is_usable_id(result["session_id"]) and is_usable_id(result["task_id"])):
+            return  # the router's own refusal of a task that never entered the gate, or a
+            #         task or session id no task of the gate can have (validate_task refuses them)
         record = sessions.get(result["session_id"]) or new_record()
         following = settle(record, result, topology.sessions, now_ms())
         sessions[result["session_id"]] = record

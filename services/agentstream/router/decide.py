@@ -118,6 +118,19 @@ def route(
     return [default]
 
 
+# Ids are keys, log fields and table keys, and a task travels with its metadata through
+# every stage and waits in its session's record (router/session_gate.py): both are kept
+# small so no record derived from a task can outgrow a Kafka message.
+MAX_ID_BYTES = 256
+MAX_METADATA_BYTES = 16_384
+
+
+def is_usable_id(value: object) -> bool:
+    """An id the router may key a table with: printable text of at most MAX_ID_BYTES."""
+    return (isinstance(value, str) and bool(value.strip()) and len(value.encode("utf-8", "replace")) <= MAX_ID_BYTES
+            and not any(ord(char) < 0x20 or ord(char) == 0x7F for char in value))
+
+
 def validate_task(record: Mapping[str, Any], max_input_bytes: int) -> str | None:
     """Why a submitted task must be rejected, or None when it may be routed.
 
@@ -142,11 +155,29 @@ def validate_task(record: Mapping[str, Any], max_input_bytes: int) -> str | None
         except UnicodeEncodeError as exc:
             return (f"{key} holds a lone surrogate U+{ord(record[key][exc.start]):04X} at index {exc.start}, "
                     "which UTF-8 cannot encode; send well-formed Unicode text")
+        if key != "input" and size > MAX_ID_BYTES:
+            return f"{key} is {size} bytes, over the limit of {MAX_ID_BYTES} bytes; use a shorter id (e.g. a UUID)"
+        if key != "input" and not is_usable_id(record[key]):
+            return f"{key} holds a control character; ids are printable text (e.g. a UUID)"
     if size > max_input_bytes:  # the size of input, the last one encoded
         return f"input is {size} bytes, over the limit of {max_input_bytes} bytes"
+    problem = _metadata_problem(record.get("metadata"))
+    if problem is not None:
+        return problem
     # Checked here, not first in the specialist's loop: there a negative or NaN budget
     # fails the task as a crash, after routing, with a stack trace in the dead letter.
     budget = record.get("budget_usd")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget >= 0):
         return f"budget_usd must be a number >= 0, or null for the agent's default; got {budget!r}"
+    return None
+
+
+def _metadata_problem(metadata: object) -> str | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        return f"metadata must be a map of strings to strings, got {type(metadata).__name__}"
+    size = sum(len(str(k).encode("utf-8", "replace")) + len(str(v).encode("utf-8", "replace")) for k, v in metadata.items())
+    if size > MAX_METADATA_BYTES:
+        return f"metadata is {size} bytes, over the limit of {MAX_METADATA_BYTES} bytes; keep large data out of the task"
     return None

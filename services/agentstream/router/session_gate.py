@@ -20,11 +20,12 @@ functions over that record: the router's handlers do the I/O.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from agentstream.session_memory import remember, turn_from_result
+from agentstream.session_memory import clip, remember, turn_from_result
 from agentstream.topology import SessionSettings
 
 Record = dict[str, Any]
@@ -32,6 +33,10 @@ Record = dict[str, Any]
 
 # Results that came before their task (kept per session, oldest dropped past this).
 EARLY_KEPT = 50
+# A record is one changelog message: well under Kafka's default 1 MB message limit, so
+# a burst of large tasks for one session is refused (OVERSIZE) instead of stopping the
+# router at its next checkpoint.
+RECORD_MAX_BYTES = 512 * 1024
 
 
 class Admission(Enum):
@@ -39,6 +44,7 @@ class Admission(Enum):
     WAIT = "wait"  # held behind the session's open task
     FULL = "full"  # too many waiting already: refuse it
     KNOWN = "known"  # already open or waiting: a repeat, nothing to do
+    OVERSIZE = "oversize"  # the session's waiting tasks would outgrow its record: refuse it
     ANSWERED = "answered"  # its result is in already (see settle): remembered, not routed again
 
 
@@ -57,6 +63,7 @@ def admit(record: Record, decided: Mapping[str, Any], limits: SessionSettings, s
     early = record.setdefault("early", {}).pop(task["task_id"], None)
     if early is not None:
         _remember(record, task["input"], early, limits)
+        _fit(record)
         return Admission.ANSWERED
     if record["open"] is None and not record["waiting"]:
         record["open"] = dict(decided)
@@ -64,7 +71,15 @@ def admit(record: Record, decided: Mapping[str, Any], limits: SessionSettings, s
     if len(record["waiting"]) >= limits.max_waiting:
         return Admission.FULL
     record["waiting"].append(dict(decided))
+    if record_bytes(record) > RECORD_MAX_BYTES:
+        record["waiting"].pop()
+        return Admission.OVERSIZE
     return Admission.WAIT
+
+
+def record_bytes(record: Record) -> int:
+    """The size of the record's changelog value (the table stores JSON)."""
+    return len(json.dumps(record, separators=(",", ":")).encode("utf-8"))
 
 
 def settle(record: Record, result: Mapping[str, Any], limits: SessionSettings, now: int) -> dict[str, Any] | None:
@@ -78,20 +93,33 @@ def settle(record: Record, result: Mapping[str, Any], limits: SessionSettings, n
     ever close it). A result for a waiting task closes that one in place."""
     record["at"] = max(record["at"], now)
     task_id = result["task_id"]
+    following: dict[str, Any] | None = None
     if task_id == open_task(record):
         _remember(record, record["open"]["task"]["input"], result, limits)
-        following: dict[str, Any] | None = record["waiting"].pop(0) if record["waiting"] else None
+        following = record["waiting"].pop(0) if record["waiting"] else None
         record["open"] = following
-        return following
-    index = _waiting_index(record, task_id)
-    if index is not None:
+    elif (index := _waiting_index(record, task_id)) is not None:
         _remember(record, record["waiting"].pop(index)["task"]["input"], result, limits)
     elif not any(turn["task_id"] == task_id for turn in record["turns"]):
         early = record.setdefault("early", {})
-        early[task_id] = {key: result.get(key) for key in ("task_id", "output", "status", "agents")}
+        early[task_id] = {**{key: result.get(key) for key in ("task_id", "status", "agents")}, "output": clip(result.get("output"))}
         for stale in list(early)[:-EARLY_KEPT]:
             del early[stale]
-    return None
+    _fit(record)
+    return following
+
+
+def _fit(record: Record) -> None:
+    """Keep the record within RECORD_MAX_BYTES: the oldest early results go first, then
+    the oldest remembered turns (what is open or waiting is never dropped here; admit
+    refuses what would not fit)."""
+    while record_bytes(record) > RECORD_MAX_BYTES:
+        if record.get("early"):
+            del record["early"][next(iter(record["early"]))]
+        elif record["turns"]:
+            record["turns"].pop(0)
+        else:
+            return
 
 
 def _remember(record: Record, task_input: str, result: Mapping[str, Any], limits: SessionSettings) -> None:

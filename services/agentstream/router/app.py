@@ -14,8 +14,8 @@ from functools import partial
 from typing import Any
 
 from agentstream.events import ROUTED_TASK, TASK_RESULT, TASK_SUBMITTED, now_ms, task_result
-from agentstream.errors import UnknownAgentTypeError
-from agentstream.router.decide import route, validate_task
+from agentstream.errors import ConfigurationError, UnknownAgentTypeError
+from agentstream.router.decide import Rules, validate_task
 from agentstream.retry.chain import RetryChain
 from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.headers import REPLAY
@@ -26,7 +26,7 @@ from agentstream.runtime.expiry import stamp_now, timestamp_value
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
-from agentstream.topology import Topology
+from agentstream.topology import RoutingSettings, Topology
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     sessions = service.table("sessions")  # session -> its open task, waiting tasks and memory (session_gate.py)
     app.expire(sessions, topology.sessions.idle_retention_s, idle_since)
     known_types = topology.specialist_types
+    rules = Rules.from_settings(_routing(topology))
     last_mark: dict[int, int] = {}  # partition -> the latest mark given there
 
     def mark(partition: int) -> int:
@@ -78,7 +79,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         if reason is not None:
             return None, reason
         try:
-            route_to = route(task["input"], task.get("requested_agent"), known_types)
+            route_to = rules.route(task["input"], task.get("requested_agent"), known_types)
         except UnknownAgentTypeError as exc:
             return None, str(exc)
         return {"task": task, "route": route_to, "tier": complexity_tier(task["input"], task.get("metadata") or {})}, ""
@@ -165,3 +166,10 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     app.on_assign(resend_open)
     chain = RetryChain(service, partial(schemas.decode_as, TASK_SUBMITTED), on_task)
     return service
+
+
+def _routing(topology: Topology) -> RoutingSettings:
+    routing = topology.agent(AGENT).routing
+    if routing is None:  # the topology refuses a router without one; this is for the type checker
+        raise ConfigurationError(f"Agent {AGENT!r} has no routing section; add one to the topology (README 'Routing').")
+    return routing

@@ -47,7 +47,7 @@ _HIGH_PRIORITIES = frozenset({"high", "urgent", "critical"})
 
 def complexity_tier(text: str, metadata: Mapping[str, str]) -> Tier:
     """``simple``, ``standard`` or ``complex`` for a task's input text and metadata."""
-    hinted = _BY_NAME.get(metadata.get(TIER_HINT_KEY, "").strip().lower())
+    hinted = tier_hint(metadata)
     if hinted is not None:
         return hinted
     score = complexity_score(text, metadata)
@@ -56,6 +56,12 @@ def complexity_tier(text: str, metadata: Mapping[str, str]) -> Tier:
     if score == 1 or len(text.split()) > _SHORT_WORDS:
         return "standard"
     return "simple"
+
+
+def tier_hint(metadata: Mapping[str, str]) -> Tier | None:
+    """The client's ``metadata["tier"]`` when it names a tier: it wins over the rules and
+    over the LLM classifier alike."""
+    return _BY_NAME.get(metadata.get(TIER_HINT_KEY, "").strip().lower())
 
 
 def complexity_score(text: str, metadata: Mapping[str, str]) -> int:

@@ -262,6 +262,7 @@ class Topology(_Frozen):
                 )
             for agent_type, patterns in agent.routing.rules.items():
                 _check_rules(name, agent_type, patterns)
+            _check_router_model(name, agent.routing.model)
 
     def _check_co_partitioning(self) -> None:
         by_count: dict[int, list[str]] = {}
@@ -399,6 +400,20 @@ def _check_rules(agent: str, agent_type: str, patterns: tuple[str, ...]) -> None
             f"agent {agent!r}: the routing rules of {agent_type!r} cannot be combined into one expression ({exc}); "
             "use non-capturing groups (?:...) and no group names"
         ) from None
+
+
+# ModelSettings keys that shape a specialist's tool loop; the router makes one call per task.
+_LOOP_ONLY_KEYS = ("tools", "max_steps", "budget_usd", "budget_tokens", "history_max_tokens", "history_keep_recent",
+                   "system_prompt_file")
+
+
+def _check_router_model(agent: str, model: ModelSettings | None) -> None:
+    ignored = sorted(set(_LOOP_ONLY_KEYS) & (model.model_fields_set if model else set()))
+    if ignored:
+        raise ValueError(
+            f"agent {agent!r}: routing.model sets {ignored}, which shape a specialist's loop and mean nothing to the "
+            "router's single classification call; remove them"
+        )
 
 
 def _like(source: TopicSpec, name: str, config: Mapping[str, str] | None = None) -> TopicSpec:

@@ -102,3 +102,9 @@ def test_a_router_model_is_read_with_the_specialists_model_settings(tmp_path: Pa
 def test_min_confidence_is_a_probability(tmp_path: Path) -> None:
     message = _refused(tmp_path, lambda raw: _routing(raw).update(min_confidence=1.5))
     assert "agents.router.routing.min_confidence" in message
+
+
+def test_loop_settings_are_refused_on_the_router_model(tmp_path: Path) -> None:
+    message = _refused(tmp_path, lambda raw: _routing(raw).update(
+        model={"models": {"standard": "openai:gpt-4o-mini"}, "budget_usd": 1.0, "max_steps": 3}))
+    assert "routing.model sets ['budget_usd', 'max_steps'], which shape a specialist's loop" in message

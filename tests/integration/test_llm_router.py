@@ -131,7 +131,8 @@ def test_the_model_routes_what_no_rule_knows_and_the_rules_route_through_an_outa
     assert model.routes_asked(RULED)[0] * 1000 >= first[0]["completed_at"]
     routed = _routed_details(stack, {unruled["task_id"], ruled["task_id"]})
     assert routed[unruled["task_id"]] == "account,billing tier=complex by model: openai:gpt-4o-mini, confidence 0.90"
-    assert routed[ruled["task_id"]].startswith("billing tier=simple by rules: model openai:gpt-4o-mini unavailable")
+    assert routed[ruled["task_id"]].startswith(
+        "billing tier=simple by rules: model openai:gpt-4o-mini unavailable: ModelServerError: "), routed
     assert f"task {ruled['task_id']} routed to billing tier=simple by rules: model openai:gpt-4o-mini unavailable" in router_log
 
 

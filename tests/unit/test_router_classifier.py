@@ -167,7 +167,8 @@ def test_a_failing_model_opens_its_breaker_and_the_reason_is_returned() -> None:
     classifier = _classifier(model)
     first = asyncio.run(classifier.classify("t-1", "hello", []))
     second = asyncio.run(classifier.classify("t-2", "hello", []))
-    assert first == second == "model test:router unavailable: every model of its chain failed (see the log)"
+    assert first == "model test:router unavailable: ModelServerError: HTTP 503: overloaded"
+    assert isinstance(second, str) and second.startswith("model test:router unavailable: CircuitOpenError: ")
     assert len(model.calls) == 1  # the breaker refused the second call before the model saw it
 
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agentstream.controls.fallback import is_minimum_viable
+from agentstream.controls.fallback import FallbackChain
 from agentstream.controls.rate_limit import members_from_assignment
 from agentstream.controls.registry import ModelControls
 from agentstream.controls.settings import ControlSettings
@@ -39,6 +39,10 @@ class ModelClassifier:
         chains = ModelChains(routing.model, self.controls, fixed=fixed)
         # Built now, so a missing API key or provider SDK stops the router at start-up.
         self.chain = chains.for_tier(None)
+        if isinstance(self.chain, FallbackChain):
+            # No canned "minimum viable answer" when every model failed: the chain raises the
+            # last error, so the rules decide and the event says what failed.
+            self.chain.minimum_viable_answer = None
         self.model_id = chains.model_id(None)
         self._tool = route_tool(self.known)
 
@@ -61,8 +65,6 @@ class ModelClassifier:
         except Exception as exc:  # a bug must not strand the task: the rules still route it
             log.exception("router model call for task %s failed unexpectedly", task_id)
             return f"model {self.model_id} failed: {type(exc).__name__}: {exc}"
-        if is_minimum_viable(response):
-            return f"model {self.model_id} unavailable: every model of its chain failed (see the log)"
         try:
             return parse_route(response, self.known)
         except MalformedRoute as exc:

@@ -120,6 +120,21 @@ class SessionSettings(_Frozen):
     idle_retention_s: PositiveInt = 30 * 24 * 3600  # an idle session's memory is deleted this long after its last task
 
 
+class TierSignals(_Frozen):
+    """Words that raise the rules' complexity tier of a task (router/tier.py), as regular
+    expressions matched like routing rules: whole words, ignoring case."""
+
+    complex: tuple[str, ...] = ()  # a match adds 2, complex on its own: a mistake here costs more than a big model
+    urgent: tuple[str, ...] = ()  # a match adds 1 (so does metadata priority high/urgent/critical)
+    several: tuple[str, ...] = ()  # a match adds 1: more than one problem in one task
+
+    def compiled(self) -> dict[str, re.Pattern[str] | None]:
+        return {kind: rule_expression(patterns) if patterns else None for kind, patterns in self.groups().items()}
+
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        return {"complex": self.complex, "urgent": self.urgent, "several": self.several}
+
+
 class RoutingSettings(_Frozen):
     """How the router picks a task's specialists (router/decide.py, router/classifier.py).
 
@@ -133,6 +148,7 @@ class RoutingSettings(_Frozen):
 
     default: str
     rules: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    tiers: TierSignals = TierSignals()
     descriptions: dict[str, str] = Field(default_factory=dict)
     model: ModelSettings | None = None
     controls: ControlSettings | None = None
@@ -261,7 +277,9 @@ class Topology(_Frozen):
                     f"use one of {specialists} or declare the specialist under agents"
                 )
             for agent_type, patterns in agent.routing.rules.items():
-                _check_rules(name, agent_type, patterns)
+                _check_rules(name, f"routing.rules.{agent_type}", patterns)
+            for kind, patterns in agent.routing.tiers.groups().items():
+                _check_rules(name, f"routing.tiers.{kind}", patterns)
             _check_router_model(name, agent.routing.model)
 
     def _check_co_partitioning(self) -> None:
@@ -382,22 +400,22 @@ def rule_expression(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"\b(?:" + "|".join(f"(?:{p})" for p in patterns) + r")\b", re.IGNORECASE)
 
 
-def _check_rules(agent: str, agent_type: str, patterns: tuple[str, ...]) -> None:
+def _check_rules(agent: str, where: str, patterns: tuple[str, ...]) -> None:
     for pattern in patterns:
         if not pattern.strip():
-            raise ValueError(f"agent {agent!r}: an empty routing rule of {agent_type!r} would match every task; remove it")
+            raise ValueError(f"agent {agent!r}: an empty pattern in {where} would match every task; remove it")
         try:
             re.compile(pattern)
         except re.error as exc:
             raise ValueError(
-                f"agent {agent!r}: routing rule {pattern!r} of {agent_type!r} is not a regular expression ({exc}); "
+                f"agent {agent!r}: pattern {pattern!r} in {where} is not a regular expression ({exc}); "
                 "fix it, or escape the characters meant literally with a backslash (e.g. \\( or \\?)"
             ) from None
     try:
         rule_expression(patterns)
     except re.error as exc:  # each compiles alone: a group name used twice, a back-reference
         raise ValueError(
-            f"agent {agent!r}: the routing rules of {agent_type!r} cannot be combined into one expression ({exc}); "
+            f"agent {agent!r}: the patterns in {where} cannot be combined into one expression ({exc}); "
             "use non-capturing groups (?:...) and no group names"
         ) from None
 

@@ -41,20 +41,25 @@ def test_the_real_file_routes_by_its_rules_with_no_model() -> None:
 def test_a_bad_pattern_is_named_with_its_agent_and_the_fix(tmp_path: Path) -> None:
     message = _refused(tmp_path, lambda raw: _routing(raw)["rules"]["billing"].append(r"inv-(\d+"))
     assert "agent 'router'" in message
-    assert r"routing rule 'inv-(\\d+' of 'billing' is not a regular expression (missing ), unterminated" in message
+    assert r"pattern 'inv-(\\d+' in routing.rules.billing is not a regular expression (missing ), unterminated" in message
     assert "escape the characters meant literally with a backslash" in message
 
 
 def test_patterns_that_cannot_be_combined_are_refused(tmp_path: Path) -> None:
     # Each compiles alone; one expression of both has the group name twice.
     message = _refused(tmp_path, lambda raw: _routing(raw)["rules"].update(account=["(?P<w>pin)", "(?P<w>pass)"]))
-    assert "the routing rules of 'account' cannot be combined" in message
+    assert "the patterns in routing.rules.account cannot be combined" in message
     assert "non-capturing groups" in message
 
 
 def test_an_empty_pattern_would_match_everything_and_is_refused(tmp_path: Path) -> None:
     message = _refused(tmp_path, lambda raw: _routing(raw)["rules"]["account"].append("  "))
-    assert "an empty routing rule of 'account' would match every task" in message
+    assert "an empty pattern in routing.rules.account would match every task" in message
+
+
+def test_tier_signals_are_checked_like_rules(tmp_path: Path) -> None:
+    message = _refused(tmp_path, lambda raw: _routing(raw)["tiers"]["urgent"].append("asap["))
+    assert "agent 'router': pattern 'asap[' in routing.tiers.urgent is not a regular expression" in message
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from agentstream.retry.chain import RetryChain
 from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.headers import REPLAY
 from agentstream.router.session_gate import Admission, Record, admit, idle_since, missed, new_record, open_task, settle
-from agentstream.router.tier import complexity_tier, tier_hint
+from agentstream.router.tier import TierRules, tier_hint
 from agentstream.runtime import MessageContext
 from agentstream.runtime.context import current_context
 from agentstream.runtime.expiry import stamp_now, timestamp_value
@@ -52,6 +52,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     known_types = topology.specialist_types
     routing = _routing(topology)
     rules = Rules.from_settings(routing)
+    tiers = TierRules.from_settings(routing.tiers)
     classifier = ModelClassifier.from_settings(routing, known_types)
     last_mark: dict[int, int] = {}  # partition -> the latest mark given there
 
@@ -100,7 +101,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
 
     def by_rules(task: dict[str, Any], why: str) -> Decision:
         route_to = rules.route(task["input"], task.get("requested_agent"), known_types)
-        tier = complexity_tier(task["input"], task.get("metadata") or {})
+        tier = tiers.tier(task["input"], task.get("metadata") or {})
         return Decision(route_to, tier, "request" if task.get("requested_agent") is not None else "rules", why)
 
     def reject(task: dict[str, Any], ctx: MessageContext, reason: str) -> None:

@@ -22,7 +22,7 @@ from agentstream.models.config import TIERS, Tier
 from agentstream.models.openai_provider import INVALID_ARGUMENTS_KEY
 
 ROUTE_TOOL = "route_task"
-# The context a follow-up needs ("and the other invoice?"), not the whole conversation.
+# The context a follow-up ("and the other one?") needs, not the whole conversation.
 CONTEXT_TURNS = 3
 CONTEXT_CHARS = 300
 

@@ -120,6 +120,49 @@ class SessionSettings(_Frozen):
     idle_retention_s: PositiveInt = 30 * 24 * 3600  # an idle session's memory is deleted this long after its last task
 
 
+class TierSignals(_Frozen):
+    """Words that raise the rules' complexity tier of a task (router/tier.py), as regular
+    expressions matched like routing rules: whole words, ignoring case."""
+
+    complex: tuple[str, ...] = ()  # a match adds 2, complex on its own: a mistake here costs more than a big model
+    urgent: tuple[str, ...] = ()  # a match adds 1 (so does metadata priority high/urgent/critical)
+    several: tuple[str, ...] = ()  # a match adds 1: more than one problem in one task
+
+    def compiled(self) -> dict[str, re.Pattern[str] | None]:
+        return {kind: rule_expression(patterns) if patterns else None for kind, patterns in self.groups().items()}
+
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        return {"complex": self.complex, "urgent": self.urgent, "several": self.several}
+
+
+class RoutingSettings(_Frozen):
+    """How the router picks a task's specialists (router/decide.py, router/classifier.py).
+
+    ``rules``: per specialist, regular expressions matched case-insensitively as whole
+    words; a task goes to every specialist with a match, else to ``default``. ``model``
+    (optional) turns on the LLM classifier, with the same ``controls`` as a specialist's
+    calls; the rules decide whenever it fails, is unsure (confidence below
+    ``min_confidence``) or answers something invalid. ``descriptions`` tell the model
+    what each specialist handles (its agent type name otherwise).
+    """
+
+    default: str
+    rules: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    tiers: TierSignals = TierSignals()
+    descriptions: dict[str, str] = Field(default_factory=dict)
+    model: ModelSettings | None = None
+    controls: ControlSettings | None = None
+    min_confidence: float = Field(0.5, ge=0, le=1)
+
+    def compiled(self) -> dict[str, re.Pattern[str]]:
+        """Each agent type's rules as one expression (checked when the topology loads)."""
+        return {agent_type: rule_expression(patterns) for agent_type, patterns in self.rules.items() if patterns}
+
+    def named_types(self) -> list[str]:
+        """Every agent type the section names, for the check against the specialists."""
+        return [self.default, *self.rules, *self.descriptions]
+
+
 class AgentType(_Frozen):
     kind: AgentKind
     group: str  # suffix; the consumer group is "<prefix>.<group>"
@@ -130,6 +173,7 @@ class AgentType(_Frozen):
     max_steps: PositiveInt | None = None
     model: ModelSettings | None = None  # specialists: model per tier, fallbacks, limits, budget
     controls: ControlSettings | None = None  # retries, breaker, quotas, cache around model calls
+    routing: RoutingSettings | None = None  # routers only: rules, default, optional classifier model
 
     @model_validator(mode="after")
     def _specialist_fields(self) -> AgentType:
@@ -137,6 +181,8 @@ class AgentType(_Frozen):
             raise ValueError("a specialist needs max_steps (the bound on its tool-using loop)")
         if self.kind != "specialist" and (self.tools or self.tools_modules or self.max_steps is not None or self.model or self.controls):
             raise ValueError(f"tools, tools_modules, max_steps, model and controls apply to specialists only, not to a {self.kind}")
+        if self.kind != "router" and self.routing is not None:
+            raise ValueError(f"routing applies to the router only, not to a {self.kind}")
         return self
 
 
@@ -183,6 +229,7 @@ class Topology(_Frozen):
     def _resolve(self) -> Topology:
         self._topics = {logical: self._spec(s) for logical, s in self._expanded()}
         self._check_agents()
+        self._check_routing()
         self._check_co_partitioning()
         self._check_names()
         self._check_dedupe_retention()
@@ -219,6 +266,28 @@ class Topology(_Frozen):
                     f"agent {name!r} reads topic {agent.input!r}, which is not declared; "
                     f"declared topics are {sorted(self._topics)}"
                 )
+
+    def _check_routing(self) -> None:
+        specialists = self.specialist_types
+        for name, agent in self.agents.items():
+            if agent.kind != "router":
+                continue
+            if agent.routing is None:
+                raise ValueError(
+                    f"agent {name!r} needs a routing section with at least its default specialist, "
+                    f"e.g. routing: {{default: {(specialists or ['<specialist>'])[0]}}}; specialists are {specialists}"
+                )
+            unknown = sorted({t for t in agent.routing.named_types() if t not in specialists})
+            if unknown:
+                raise ValueError(
+                    f"agent {name!r}: routing names {unknown}, which are not specialists here; "
+                    f"use one of {specialists} or declare the specialist under agents"
+                )
+            for agent_type, patterns in agent.routing.rules.items():
+                _check_rules(name, f"routing.rules.{agent_type}", patterns)
+            for kind, patterns in agent.routing.tiers.groups().items():
+                _check_rules(name, f"routing.tiers.{kind}", patterns)
+            _check_router_model(name, agent.routing.model)
 
     def _check_co_partitioning(self) -> None:
         by_count: dict[int, list[str]] = {}
@@ -340,6 +409,46 @@ class Topology(_Frozen):
         return list(dict.fromkeys(agent.input for agent in self.agents.values()))
 
 
+def rule_expression(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One agent type's routing rules as one expression: any pattern, as whole words (so
+    "bill" does not fire on "billion"), ignoring case."""
+    return re.compile(r"\b(?:" + "|".join(f"(?:{p})" for p in patterns) + r")\b", re.IGNORECASE)
+
+
+def _check_rules(agent: str, where: str, patterns: tuple[str, ...]) -> None:
+    for pattern in patterns:
+        if not pattern.strip():
+            raise ValueError(f"agent {agent!r}: an empty pattern in {where} would match every task; remove it")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(
+                f"agent {agent!r}: pattern {pattern!r} in {where} is not a regular expression ({exc}); "
+                "fix it, or escape the characters meant literally with a backslash (e.g. \\( or \\?)"
+            ) from None
+    try:
+        rule_expression(patterns)
+    except re.error as exc:  # each compiles alone: a group name used twice, a back-reference
+        raise ValueError(
+            f"agent {agent!r}: the patterns in {where} cannot be combined into one expression ({exc}); "
+            "use non-capturing groups (?:...) and no group names"
+        ) from None
+
+
+# ModelSettings keys that shape a specialist's tool loop; the router makes one call per task.
+_LOOP_ONLY_KEYS = ("tools", "max_steps", "budget_usd", "budget_tokens", "history_max_tokens", "history_keep_recent",
+                   "system_prompt_file")
+
+
+def _check_router_model(agent: str, model: ModelSettings | None) -> None:
+    ignored = sorted(set(_LOOP_ONLY_KEYS) & (model.model_fields_set if model else set()))
+    if ignored:
+        raise ValueError(
+            f"agent {agent!r}: routing.model sets {ignored}, which shape a specialist's loop and mean nothing to the "
+            "router's single classification call; remove them"
+        )
+
+
 def _like(source: TopicSpec, name: str, config: Mapping[str, str] | None = None) -> TopicSpec:
     return TopicSpec(name, source.partitions, source.replication, dict(config or source.config), source.per_session)
 
@@ -403,10 +512,16 @@ def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
     for part in loc:
         if isinstance(current, type) and issubclass(current, BaseModel):
             fields = {f.alias or n: f for n, f in current.model_fields.items()}
-            current = fields[part].annotation if part in fields else None
+            current = _optional_model(fields[part].annotation) if part in fields else None
         else:  # a dict key or list index: step into the value type
             args = get_args(current)
             current = args[-1] if args else None
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(f.alias or n for n, f in current.model_fields.items())
     return []
+
+
+def _optional_model(annotation: Any) -> Any:
+    """The model of an optional section (``RoutingSettings | None``), else ``annotation``."""
+    models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 and type(None) in get_args(annotation) else annotation

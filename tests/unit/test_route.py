@@ -1,14 +1,23 @@
-"""The routing decision and task validation: pure functions, no broker."""
+"""The routing decision by the topology's rules, and task validation: pure, no broker."""
 
 from __future__ import annotations
 
 import pytest
 
 from agentstream.errors import ConfigurationError, UnknownAgentTypeError
-from agentstream.router.decide import DEFAULT_AGENT_TYPE, classify, route, validate_task
+from agentstream.router.decide import Rules, validate_task
+from agentstream.topology import load_topology
 from agentstream.tools.demo import demo_tickets
 
 KNOWN = ["billing", "technical", "account"]
+ROUTING = load_topology().agent("router").routing
+assert ROUTING is not None
+RULES = Rules.from_settings(ROUTING)
+
+
+def route(text: str, requested_agent: str | None, known: list[str], *, default: str | None = None) -> list[str]:
+    rules = RULES if default is None else Rules(RULES.patterns, default)
+    return rules.route(text, requested_agent, known)
 
 
 def test_mixed_ticket_goes_to_billing_and_technical() -> None:
@@ -41,7 +50,7 @@ def test_keyword_classification(text: str, expected: list[str]) -> None:
 
 def test_words_only_match_whole_words() -> None:
     # "billion" is not "bill", "rapid" is not "api", "errorless" is not "error".
-    assert classify("A billion rapid, errorless thanks to the team!") == []
+    assert RULES.classify("A billion rapid, errorless thanks to the team!") == []
 
 
 def test_result_is_sorted_deduplicated_and_independent_of_known_types_order() -> None:
@@ -52,7 +61,7 @@ def test_result_is_sorted_deduplicated_and_independent_of_known_types_order() ->
 
 
 def test_no_match_goes_to_the_default_type() -> None:
-    assert DEFAULT_AGENT_TYPE == "technical"
+    assert RULES.default == "technical"
     assert route("Hello, is anybody there?", None, KNOWN) == ["technical"]
     assert route("Hello, is anybody there?", None, KNOWN, default="account") == ["account"]
 

@@ -1,11 +1,17 @@
-"""The complexity tier rules."""
+"""The complexity tier rules, with the topology's tier signals."""
 
 from __future__ import annotations
 
 import pytest
 
-from agentstream.router.tier import complexity_score, complexity_tier
+from agentstream.router.tier import TierRules
 from agentstream.tier import TIERS
+from agentstream.topology import TierSignals, load_topology
+
+ROUTING = load_topology().agent("router").routing
+assert ROUTING is not None
+RULES = TierRules.from_settings(ROUTING.tiers)
+complexity_tier, complexity_score = RULES.tier, RULES.score
 
 LONG = " ".join(["The export to our warehouse stopped working after the last update."] * 30)
 
@@ -55,3 +61,10 @@ def test_keywords_match_whole_words_only() -> None:
 def test_the_rules_are_deterministic() -> None:
     assert len({complexity_tier(LONG, {"x": "y"}) for _ in range(5)}) == 1
     assert TIERS == ("simple", "standard", "complex")
+
+
+def test_without_signals_only_length_questions_and_priority_count() -> None:
+    bare = TierRules.from_settings(TierSignals())
+    assert bare.tier("Our legal team needs the contract, urgently", {}) == "simple"
+    assert bare.tier("Where is my parcel?", {"priority": "urgent"}) == "standard"
+    assert bare.tier(LONG, {}) == "complex"

@@ -1,10 +1,15 @@
 """The router's stream processor: validate, dedupe, classify and fan a task out, one
 task of a session at a time.
 
-Only fast deterministic work happens here; the decision itself is router/decide.py. The
-router also reads the results topic (co-partitioned with the tasks, so partition p of
-both is on the same member): a session's next task goes only once the previous one has
-its result, carrying the session's memory (router/session_gate.py).
+Only fast deterministic work happens in the handlers: the rules (router/decide.py)
+decide at admission. With a router model (``routing.model``), a task's route is decided
+when it leaves the session gate instead, by spawned work beside the partition
+(router/model_route.py, falling back to the rules): no model call in the commit path, and
+the source offset is held until the decision is sent, so a crash repeats at most the
+classification in flight. The router also reads the results topic (co-partitioned with
+the tasks, so partition p of both is on the same member): a session's next task goes
+only once the previous one has its result, carrying the session's memory
+(router/session_gate.py).
 """
 
 from __future__ import annotations
@@ -14,19 +19,24 @@ from functools import partial
 from typing import Any
 
 from agentstream.events import ROUTED_TASK, TASK_RESULT, TASK_SUBMITTED, now_ms, task_result
-from agentstream.errors import UnknownAgentTypeError
-from agentstream.router.decide import is_usable_id, route, validate_task
+from agentstream.errors import ConfigurationError, UnknownAgentTypeError
+from agentstream.router.classifier import Decision, choose
+from agentstream.router.decide import Rules, is_usable_id, validate_task
+from agentstream.router.model_route import ModelClassifier
 from agentstream.retry.chain import RetryChain
 from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.headers import REPLAY
-from agentstream.router.session_gate import RECORD_MAX_BYTES, Admission, admit, idle_since, missed, new_record, open_task, settle
-from agentstream.router.tier import complexity_tier
+from agentstream.router.session_gate import (
+    RECORD_MAX_BYTES, Admission, Record, admit, idle_since, missed, new_record, open_task, settle,
+)
+from agentstream.router.tier import TierRules, tier_hint
 from agentstream.runtime import MessageContext
+from agentstream.runtime.context import current_context
 from agentstream.runtime.expiry import stamp_now, timestamp_value
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
-from agentstream.topology import Topology
+from agentstream.topology import RoutingSettings, Topology
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +52,10 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     sessions = service.table("sessions")  # session -> its open task, waiting tasks and memory (session_gate.py)
     app.expire(sessions, topology.sessions.idle_retention_s, idle_since)
     known_types = topology.specialist_types
+    routing = _routing(topology)
+    rules = Rules.from_settings(routing)
+    tiers = TierRules.from_settings(routing.tiers)
+    classifier = ModelClassifier.from_settings(routing, known_types)
     last_mark: dict[int, int] = {}  # partition -> the latest mark given there
 
     def mark(partition: int) -> int:
@@ -76,15 +90,24 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         admit_to_session(decided, ctx, seen_at)
 
     def decide(task: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-        """The task with its routing ({"task", "route", "tier"}), or None and why not."""
+        """The task with its routing ({"task", "route", "tier", "by"}), or None and why not.
+        With a router model and no requested agent, route and tier stay None: the model
+        decides when the task leaves the session gate (``let_go``)."""
         reason = validate_task(task, settings.max_input_bytes)
         if reason is not None:
             return None, reason
         try:
-            route_to = route(task["input"], task.get("requested_agent"), known_types)
+            decision = by_rules(task, "")
         except UnknownAgentTypeError as exc:
             return None, str(exc)
-        return {"task": task, "route": route_to, "tier": complexity_tier(task["input"], task.get("metadata") or {})}, ""
+        if classifier is not None and decision.by != "request":
+            return {"task": task, "route": None, "tier": None, "by": None}, ""
+        return {"task": task, **_fields(decision)}, ""
+
+    def by_rules(task: dict[str, Any], why: str) -> Decision:
+        route_to = rules.route(task["input"], task.get("requested_agent"), known_types)
+        tier = tiers.tier(task["input"], task.get("metadata") or {})
+        return Decision(route_to, tier, "request" if task.get("requested_agent") is not None else "rules", why)
 
     def reject(task: dict[str, Any], ctx: MessageContext, reason: str) -> None:
         log.warning("%s: task %s rejected: %s", ctx.where, task["task_id"], reason)
@@ -106,7 +129,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         if admission is Admission.ANSWERED:
             log.info("%s: task %s has its result already; remembered, not routed again", ctx.where, task["task_id"])
         elif admission is Admission.GO:
-            send_routed(decided, record["turns"])
+            let_go(record)
         elif admission is Admission.WAIT:
             detail = f"waiting for task {open_task(record)} of its session ({len(record['waiting'])} waiting)"
             service.progress(task, "STATE", "QUEUED", detail)
@@ -124,6 +147,43 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         log.warning("%s: task %s rejected: %s", ctx.where, task["task_id"], reason)
         service.progress(task, "STATE", "REJECTED", reason)
         service.result(task_result(task, "REJECTED", error=(SESSION_BUSY, reason)))
+
+    def let_go(record: Record, partition: int | None = None) -> None:
+        """Route the session's open task: at once when its route is decided, else decide it
+        beside the partition (the handler's, or ``partition`` after an assignment)."""
+        opened = record["open"]
+        if opened.get("route") is not None:
+            send_routed(opened, record["turns"])
+        elif partition is None:
+            app.spawn(decide_open(opened["task"]))
+        else:
+            app.spawn_resumed(decide_open(opened["task"]), service.input_topic, partition)
+
+    async def decide_open(task: dict[str, Any]) -> None:
+        """Ask the model for the open ``task``'s route (the rules when it cannot say), record
+        the route in the session's open entry, then send the task."""
+        session_id, task_id = task["session_id"], task["task_id"]
+        decision = await model_decision(task, (sessions.get(session_id) or new_record())["turns"])
+        record = sessions.get(session_id)
+        where = current_context.get().where
+        if record is None or open_task(record) != task_id or record["open"].get("route") is not None:
+            # Its result came meanwhile (a previous owner had routed it before a crash).
+            log.info("%s: task %s was settled or routed meanwhile; route %s dropped", where, task_id, decision.route)
+            return
+        record["open"].update(_fields(decision))
+        sessions[session_id] = record
+        logged = log.info if decision.by == "model" else log.warning
+        logged("%s: task %s routed to %s tier=%s %s", where, task_id, ",".join(decision.route), decision.tier, decision.describe())
+        send_routed(record["open"], record["turns"])
+
+    async def model_decision(task: dict[str, Any], turns: list[dict[str, Any]]) -> Decision:
+        fallback = by_rules(task, "")
+        if classifier is None:  # undecided entries from a run that had a router model
+            return Decision(fallback.route, fallback.tier, "rules", "no router model is configured now")
+        answer = await classifier.classify(task["task_id"], task["input"], turns)
+        decision = choose(answer, (fallback.route, fallback.tier), routing.min_confidence, classifier.model_id)
+        hinted = tier_hint(task.get("metadata") or {})
+        return decision if hinted is None else Decision(decision.route, hinted, decision.by, decision.why)
 
     def send_routed(decided: dict[str, Any], turns: list[dict[str, Any]]) -> None:
         task, route_to, tier = decided["task"], decided["route"], decided["tier"]
@@ -144,7 +204,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
                 "history": turns,
             }
             service.emit_to(topology.specialist_topic(agent_type), ROUTED_TASK, routed)
-        service.progress(task, "ROUTED", "QUEUED", f"{','.join(route_to)} tier={tier}")
+        service.progress(task, "ROUTED", "QUEUED", f"{','.join(route_to)} tier={tier} {decided.get('by') or 'by rules'}")
 
     async def on_result(raw: bytes, ctx: MessageContext) -> None:
         """A result on the results topic: if it answers its session's open task, remember
@@ -161,16 +221,20 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         following = settle(record, result, topology.sessions, now_ms())
         sessions[result["session_id"]] = record
         if following is not None:
-            send_routed(following, record["turns"])
+            let_go(record)
 
     async def resend_open(partitions: list[int]) -> None:
         """Send each open task of these partitions again: the routed records of a task
         opened just before a crash may not have reached the broker while the session's
-        record did. The specialists and the supervisor drop a task they have already."""
+        record did. The specialists and the supervisor drop a task they have already.
+        An open task whose route was not decided yet (a crash between opening and
+        deciding) is decided now."""
+        if classifier is not None:
+            classifier.assigned(len(app.assigned_partitions()), app.partition_count)
         for partition in partitions:
             opened = [record for _, record in sessions.items_of(partition) if isinstance(record, dict) and record.get("open")]
             for record in opened:
-                send_routed(record["open"], record["turns"])
+                let_go(record, partition)
             if opened:
                 log.info("%s[%d]: sent %d open session tasks again after the assignment", service.input_topic, partition, len(opened))
 
@@ -178,3 +242,15 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     app.on_assign(resend_open)
     chain = RetryChain(service, partial(schemas.decode_as, TASK_SUBMITTED), on_task)
     return service
+
+
+def _routing(topology: Topology) -> RoutingSettings:
+    routing = topology.agent(AGENT).routing
+    if routing is None:  # the topology refuses a router without one; this is for the type checker
+        raise ConfigurationError(f"Agent {AGENT!r} has no routing section; add one to the topology (README 'Routing').")
+    return routing
+
+
+def _fields(decision: Decision) -> dict[str, Any]:
+    """A decision as the session record keeps it in a task's entry."""
+    return {"route": decision.route, "tier": decision.tier, "by": decision.describe()}

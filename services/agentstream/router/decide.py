@@ -1,121 +1,66 @@
-"""The routing decision: which specialist agent types a task goes to.
+"""The routing decision by rules: which specialist agent types a task goes to.
 
-Pure and deterministic (keyword rules, no model call) so the router's stream processor
-can run it inside the commit path: a replayed task always gets the same route.
+Pure and deterministic (the topology's keyword rules, no model call) so the router can
+run it inside its commit path: a replayed task always gets the same route. The rules
+also stand in for the LLM classifier whenever that fails or is unsure (classifier.py).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from agentstream.errors import ConfigurationError, UnknownAgentTypeError
-
-# A ticket that matches no rule goes to the technical specialist: unclassifiable tickets
-# are mostly "something does not work" questions, and that agent searches the knowledge
-# base, the most general tool we have. Callers can choose another default per deployment.
-DEFAULT_AGENT_TYPE = "technical"
-
-# Each pattern is matched case-insensitively with word boundaries, so "bill" does not fire
-# on "billion" and "api" not on "rapid". Ambiguous words are left out on purpose: "login"
-# alone (billing tickets mention the portal login too) and "order" without a number.
-_RULES: dict[str, tuple[str, ...]] = {
-    "billing": (
-        r"invoices?",
-        r"inv-\d+",
-        r"refund(?:s|ed|ing)?",
-        r"(?:over)?charge(?:s|d)?",
-        r"payments?",
-        r"pay(?:ing)?",
-        r"bill(?:s|ed|ing)?",
-        r"prices?",
-        r"pricing",
-        r"receipts?",
-        r"subscription fee",
-        r"credit card",
-        r"vat",
-        r"discount",
-        r"coupon",
-        r"order\s*#?\s*\d+",
-    ),
-    "technical": (
-        r"errors?",
-        r"crash(?:es|ed|ing)?",
-        r"bugs?",
-        r"(?:login|log-in|sign-in) (?:fails?|failed|failing|broken)",
-        r"(?:can't|cannot|can not|unable to) (?:log|sign) ?in",
-        r"api",
-        r"sdk",
-        r"webhooks?",
-        r"time ?outs?",
-        r"timed out",
-        r"exceptions?",
-        r"stack ?trace",
-        r"not working",
-        r"(?:http|status|error) ?5\d\d",
-        r"5\d\d (?:error|status|response)s?",
-        r"freez(?:e|es|ing)",
-        r"(?:won't|doesn't|does not|will not) (?:load|start|open|sync)",
-    ),
-    "account": (
-        r"password",
-        r"(?:change|update|new) (?:my |the )?e-?mail(?: address)?",
-        r"e-?mail (?:change|address change|update)",
-        r"profile",
-        r"accounts?",
-        r"username",
-        r"2fa",
-        r"mfa",
-        r"two[- ]factor",
-        r"locked out",
-        r"verification code",
-        r"personal data",
-        r"gdpr",
-    ),
-}
-
-_COMPILED: dict[str, re.Pattern[str]] = {
-    agent_type: re.compile(r"\b(?:" + "|".join(patterns) + r")\b", re.IGNORECASE)
-    for agent_type, patterns in _RULES.items()
-}
+from agentstream.topology import RoutingSettings
 
 _REQUIRED_IDS = ("task_id", "session_id", "tenant_id")
 
 
-def classify(text: str) -> list[str]:
-    """Every agent type whose keywords occur in ``text``, sorted; empty when none match."""
-    return sorted(agent_type for agent_type, pattern in _COMPILED.items() if pattern.search(text))
+@dataclass(frozen=True)
+class Rules:
+    """Compiled routing rules: one expression per agent type, and the default type."""
+
+    patterns: Mapping[str, re.Pattern[str]]
+    default: str
+
+    @classmethod
+    def from_settings(cls, routing: RoutingSettings) -> Rules:
+        return cls(routing.compiled(), routing.default)
+
+    def classify(self, text: str) -> list[str]:
+        """Every agent type whose rules match ``text``, sorted; empty when none match."""
+        return sorted(agent_type for agent_type, pattern in self.patterns.items() if pattern.search(text))
+
+    def route(self, text: str, requested_agent: str | None, known_types: Sequence[str]) -> list[str]:
+        """The agent types a task goes to: sorted, without duplicates, never empty.
+
+        ``requested_agent`` skips classification (the client knows better) but must name a
+        type the deployment runs. Classified types the deployment does not run are dropped;
+        when nothing is left the task goes to the default type.
+        """
+        known = sorted(set(known_types))
+        if not known:
+            raise ConfigurationError("Cannot route a task: no agent types are configured.")
+        if requested_agent is not None:
+            return [requested(requested_agent, known)]
+        matched = [agent_type for agent_type in self.classify(text) if agent_type in known]
+        if matched:
+            return matched
+        if self.default not in known:
+            raise ConfigurationError(
+                f"Default agent type {self.default!r} is not configured; configured agent types are {known}: "
+                "set routing.default of the router in the topology to one of them."
+            )
+        return [self.default]
 
 
-def route(
-    text: str,
-    requested_agent: str | None,
-    known_types: Sequence[str],
-    *,
-    default: str = DEFAULT_AGENT_TYPE,
-) -> list[str]:
-    """The agent types a task goes to: sorted, without duplicates, never empty.
-
-    ``requested_agent`` skips classification (the client knows better) but must name a
-    type the deployment runs. Classified types the deployment does not run are dropped;
-    when nothing is left the task goes to ``default``.
-    """
-    known = sorted(set(known_types))
-    if not known:
-        raise ConfigurationError("Cannot route a task: no agent types are configured.")
-    if requested_agent is not None:
-        if requested_agent not in known:
-            raise UnknownAgentTypeError(f"Unknown agent type {requested_agent!r}; valid agent types are {known}.")
-        return [requested_agent]
-    matched = [agent_type for agent_type in classify(text) if agent_type in known]
-    if matched:
-        return matched
-    if default not in known:
-        raise ConfigurationError(
-            f"Default agent type {default!r} is not configured; configured agent types are {known}."
-        )
-    return [default]
+def requested(agent_type: str, known: Sequence[str]) -> str:
+    """A client's ``requested_agent``, if the deployment runs it."""
+    if agent_type not in known:
+        raise UnknownAgentTypeError(f"Unknown agent type {agent_type!r}; valid agent types are {sorted(known)}.")
+    return agent_type
 
 
 # Ids are keys, log fields and table keys, and a task travels with its metadata through

@@ -13,9 +13,11 @@ The record, one per session in the router's ``sessions`` table::
     {"open": Decided | None, "waiting": [Decided, ...], "turns": [...], "at": ms, "through": seen,
      "early": {task_id: result summary}}
 
-where Decided is a task with its routing, ``{"task", "route", "tier"}``: kept whole, so
-the router can send the open task again after a crash (see ``knows``/``missed``). Pure
-functions over that record: the router's handlers do the I/O.
+where Decided is a task with its routing, ``{"task", "route", "tier", "by"}``: kept whole,
+so the router can send the open task again after a crash (see ``knows``/``missed``).
+With a router model, route, tier and by stay None until the task leaves the gate (the
+open entry is then decided and updated: router/app.py). Pure functions over that
+record: the router's handlers do the I/O.
 """
 
 from __future__ import annotations

@@ -352,8 +352,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+# Commands that handle stop signals themselves (_StopSignals); the others get Python's default.
+_OWN_STOP_HANDLING = frozenset({"worker", "dev"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in _OWN_STOP_HANDLING:
+        early_stop.release()
     try:
         _setup_logging(args)
         code = COMMANDS[args.command](args)

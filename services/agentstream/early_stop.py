@@ -27,3 +27,13 @@ def catch() -> None:
 
 def caught() -> bool:
     return bool(_caught)
+
+
+def release() -> None:
+    """For a command without handlers of its own: Python's default handling again (Ctrl-C
+    raises KeyboardInterrupt), and a stop that came meanwhile takes effect now."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    if _caught:
+        signal.raise_signal(_caught[0])

@@ -16,7 +16,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Producer
+
 from agentstream.client import new_task
+from agentstream.clients import producer_config
+from agentstream.serde import SchemaSet
 from tests.unit.test_providers_openai import LoopbackServer, Reply, completion
 
 from .test_durable import DurableStack
@@ -31,6 +35,7 @@ ANSWERS = {
     THIRD: "Your other invoice, INV-1003, was charged once and is paid.",
     OTHER: "A receipt for your last payment is on its way.",
 }
+SCHEMAS = SchemaSet.load()
 WORKERS = {
     "router": ["router"],
     "billing": ["specialist", "--type", "billing"],
@@ -118,3 +123,30 @@ def test_a_session_remembers_across_specialists_and_runs_in_order_through_a_rout
 def _conversation(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The turns the model was shown after its system prompt."""
     return [(m["role"], m["content"]) for m in messages if m["role"] != "system"]
+
+
+def test_tasks_produced_without_the_session_key_are_rekeyed_and_all_answered(bootstrap: str, tmp_path: Path) -> None:
+    """Found by the fuzz: a task with no key (or another key) lands on a partition that is
+    not its session's, so its session's record never saw the result that would let the
+    next task go, and the session was stuck. The router sends it again keyed by the session.
+    (No order can be asked of tasks spread over partitions: Kafka orders within one.)"""
+    stack = DurableStack(bootstrap, tmp_path, latency="0")
+    session = f"k-{uuid.uuid4().hex[:8]}"
+    tasks = [new_task(f"Please check invoice INV-100{i + 1}", session, "acme", requested_agent="billing") for i in range(4)]
+    try:
+        for name in ("router", "billing", "supervisor"):
+            stack.start(name, *WORKERS[name])
+        for worker in stack.workers.values():
+            worker.wait_for_line(r": assigned ", 60)
+        producer = Producer(producer_config(bootstrap))
+        for i, task in enumerate(tasks):  # no key, or a key that is not the session
+            producer.produce(stack.topology.topic("tasks"), SCHEMAS.encode("TaskSubmitted", task), None if i % 2 else f"other-{i}")
+        assert producer.flush(30) == 0
+        results = stack.results({t["task_id"] for t in tasks}, timeout=120)
+        rekeyed = stack.workers["router"].matching(r"not by its session; sent again keyed by session")
+    finally:
+        codes = stack.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+    assert len(rekeyed) == len(tasks)
+    finished = [results[t["task_id"]] for t in tasks]
+    assert all(len(got) == 1 and got[0]["status"] == "COMPLETED" for got in finished), finished

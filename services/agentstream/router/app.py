@@ -64,6 +64,8 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         return last_mark[partition]
 
     async def on_task(task: dict[str, Any], ctx: MessageContext) -> None:
+        if validate_task(task, settings.max_input_bytes) is None and keyed_elsewhere(task, ctx):
+            return  # an invalid task is refused where it is: it never reaches a session's state
         task_id = task["task_id"]
         recovering = False
         # A blank id is no id, and an over-long one no key: validate_task rejects both, and
@@ -88,6 +90,19 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             log.warning("%s: task %s was seen but is missing from session %s; admitting it again",
                         ctx.where, task_id, task["session_id"])
         admit_to_session(decided, ctx, seen_at)
+
+    def keyed_elsewhere(task: dict[str, Any], ctx: MessageContext) -> bool:
+        """A task not keyed by its session (no key, another key) may sit on a partition
+        other than its session's, whose record, results and memory this partition never
+        sees: send it again keyed by the session, to its session's partition, and skip it
+        here. (It assumes Kafka's default murmur2 partitioner, as every producer here uses.)"""
+        session_id = task["session_id"]
+        if ctx.key == session_id.encode():
+            return False
+        app.send(service.input_topic, schemas.encode(TASK_SUBMITTED, task), session_id, headers=list(ctx.headers) or None)
+        log.warning("%s: task %s was keyed %r, not by its session; sent again keyed by session %s",
+                    ctx.where, task.get("task_id"), ctx.key, session_id)
+        return True
 
     def decide(task: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         """The task with its routing ({"task", "route", "tier", "by"}), or None and why not.

@@ -63,13 +63,17 @@ from typing import Any
 
 import yaml
 
-from agentstream.client import new_task
-from agentstream.models.call_log import SCRIPTED_FAILURE_RATE_ENV
-from agentstream.runtime.lag import consumer_lag, end_offsets
-from agentstream.specialist.checkpoint import DONE
-from agentstream.topology import DEFAULT_PATH
-from bench._procs import REPO, AgentStack, Proc, TopicWatcher, machine, source_state, write_report
-from bench.relay import add_broker_argument, broker, broker_kind
+if __name__ == "__main__" and not __package__:
+    # Run as a file (python bench/soak.py): the repository root importable, as with -m.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agentstream.client import new_task  # noqa: E402
+from agentstream.models.call_log import SCRIPTED_FAILURE_RATE_ENV  # noqa: E402
+from agentstream.runtime.lag import consumer_lag, end_offsets  # noqa: E402
+from agentstream.specialist.checkpoint import DONE  # noqa: E402
+from agentstream.topology import DEFAULT_PATH  # noqa: E402
+from bench._procs import REPO, AgentStack, Proc, TopicWatcher, machine, source_state, write_report  # noqa: E402
+from bench.relay import add_broker_argument, broker, broker_kind  # noqa: E402
 
 RSS_TOLERANCE = 0.10
 DEDUPE_TOLERANCE = 0.25

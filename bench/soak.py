@@ -87,6 +87,8 @@ TEXTS = {
 }
 DEDUPE_TABLES = {"router": ("dedupe", b""), "supervisor": ("dedupe", b"")}  # agent -> (table, key prefix)
 SPECIALIST_DEDUPE = ("checkpoints", DONE.encode())
+# The line controls.retry logs when a model call failed with an injected fault (controls/faults.py).
+INJECTED_FAULT_LINE = r"after ModelServerError: injected fault"
 
 
 @dataclass
@@ -147,6 +149,7 @@ class SoakReport:
     results: int = 0
     dead_letters: int = 0
     unfinished: list[str] = field(default_factory=list)
+    injected_faults: int = 0  # model calls failed on purpose and retried (worker logs, killed processes included)
     duplicates: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     kills: list[Kill] = field(default_factory=list)
@@ -338,8 +341,9 @@ def _wait(condition: Callable[[], bool], timeout: float, interval: float = 0.5) 
     return True
 
 
-def restart(stack: AgentStack, slot: str, kind: str, agent: str, began: float) -> Kill:
+def restart(stack: AgentStack, slot: str, kind: str, agent: str, began: float, retired: list[Proc]) -> Kill:
     old = stack.workers[slot]
+    retired.append(old)
     killed = old.kill()
     kill = Kill(slot, round(killed - began, 1), old.pid)
     old.stop(10)  # reaps it and closes its log
@@ -372,6 +376,7 @@ def run_soak(bootstrap: str, config: SoakConfig, base: Path | None = None, progr
         stack.start(slot, kind, agent_type=agent)
     sampler: Sampler | None = None
     load: Load | None = None
+    retired: list[Proc] = []  # killed processes, for their log lines
     try:
         stack.wait_assigned(180)
         watcher.start()
@@ -387,7 +392,7 @@ def run_soak(bootstrap: str, config: SoakConfig, base: Path | None = None, progr
             load.join(min(max(0.0, began + next_kill - time.monotonic()), 5.0))
             if load.is_alive() and time.monotonic() - began >= next_kill:
                 slot = next(order)
-                kill = restart(stack, slot, *kinds[slot], began)
+                kill = restart(stack, slot, *kinds[slot], began, retired)
                 report.kills.append(kill)
                 progress(f"  t={kill.at:.0f}s SIGKILL {slot} (pid {kill.old_pid}); restarted as {kill.new_pid}, "
                          f"assigned after {kill.to_assigned_s} s{'; ' + kill.error if kill.error else ''}")
@@ -434,6 +439,7 @@ def run_soak(bootstrap: str, config: SoakConfig, base: Path | None = None, progr
             for what, n in sampler.errors.items():
                 progress(f"  sampling gap x{n}: {what}")
         report.exit_codes = stack.stop_all(60)
+        report.injected_faults = sum(len(p.matching(INJECTED_FAULT_LINE)) for p in [*retired, *stack.workers.values()])
         if os.environ.get("BENCH_KEEP_LOGS"):
             for log in (stack.base).glob("*.log"):
                 shutil.copy(log, Path(os.environ["BENCH_KEEP_LOGS"]) / log.name)
@@ -513,7 +519,7 @@ def print_report(report: SoakReport, broker_name: str) -> None:
           f"dedupe retention {config.retention_s} s; model faults {config.fault_rate:.0%}, latency {config.latency} s")
     print(f"{report.submitted} tasks: {report.results} results {json.dumps(report.statuses)}, {report.dead_letters} dead "
           f"letters, {len(report.unfinished)} unfinished, {report.duplicates} duplicates; drained "
-          f"{report.drain_seconds} s after the load")
+          f"{report.drain_seconds} s after the load; {report.injected_faults} model calls failed on purpose (retried)")
     samples = [s for s in report.samples if s.at <= report.load_seconds]
     if samples:
         step = max(1, len(samples) // 12)  # about a dozen rows, whatever the length
@@ -561,7 +567,7 @@ def main(argv: list[str]) -> int:
     out = write_report("soak", stamp, {
         "benchmark": "soak",
         "started": stamp,
-        "command": "python -m bench.soak " + " ".join(argv),
+        "command": " ".join(sys.orig_argv),  # as invoked: -m bench.soak, bench/soak.py or agentstream bench
         "machine": host,
         "source": source_state("runtime", "specialist", "supervisor", "router"),
         "broker": broker_name,

@@ -31,6 +31,7 @@ def test_a_short_soak_ends_every_task_once_across_a_kill(bootstrap: str, tmp_pat
     assert kill.slot == "router" and kill.new_pid != kill.old_pid
     assert kill.later_tasks > 0 and kill.later_ended == kill.later_tasks
     assert report.exit_codes == dict.fromkeys(report.exit_codes, 0), report.exit_codes  # clean SIGTERM, restarted one too
+    assert report.injected_faults > 0  # ~900 model calls at 1 %: none failing would mean no injection (p ~ 1e-4)
     assert report.final_lag and all(lag == 0 for lag in report.final_lag.values()), report.final_lag
     # Task ids expire: once two retentions have passed, the router keeps about rate x
     # (retention + a pass and a commit) of them, far fewer than were routed.

@@ -119,13 +119,18 @@ def _fetched_ends(bootstrap: str, tps: Sequence[_TP], timeout: float) -> dict[_T
 
 
 def consumer_lag(bootstrap: str, group: str, topics: Sequence[str], timeout: float = 30.0) -> list[PartitionLag]:
-    """Committed offset, true end offset and lag of ``group`` on every partition of ``topics``."""
-    ends = end_offsets(bootstrap, topics, timeout)
+    """Committed offset, true end offset and lag of ``group`` on every partition of ``topics``.
+
+    The committed offsets are read before the ends: a group committing in between makes the
+    lag larger by what arrived meanwhile, never negative (ends read first came out below
+    commits made after them, in bench/soak.py's samples)."""
+    partitions = _partitions(AdminClient(admin_config(bootstrap, {"log_level": 0})), bootstrap, topics, timeout)
     probe = Consumer(reader_config(bootstrap, {"group.id": group}))
     try:
-        committed = probe.committed([TopicPartition(t, p) for t, p in sorted(ends)], timeout=timeout)
+        committed = probe.committed([TopicPartition(t, p) for t, p in sorted(partitions)], timeout=timeout)
     finally:
         probe.close()
+    ends = end_offsets(bootstrap, topics, timeout)
     rows = []
     for tp in committed:
         offset = tp.offset if tp.offset >= 0 else None

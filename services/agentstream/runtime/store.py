@@ -8,13 +8,14 @@ changelog lacks, and a restore can always resume from the recorded offset.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 from pathlib import Path
 
-from rocksdict import AccessType, Options, Rdict, WriteBatch
+from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteBufferManager
 
 from agentstream.runtime.errors import ProcessorError
 
@@ -23,6 +24,16 @@ _META_PREFIX = b"\x00agentstream:"
 _CHANGELOG_OFFSET_KEY = _META_PREFIX + b"changelog-offset"
 _OFFSET = struct.Struct(">q")
 _FIRST_USER_KEY = b"\x01"  # every key below it is metadata (or the empty key, which no table writes)
+
+# All stores of a process share one memtable budget. Each store is its own RocksDB, and
+# RocksDB's default memtable (64 MB, with the write-ahead log behind it) is flushed only when
+# full: with a store per table and partition, a steady churn of puts and deletes (step
+# checkpoints, expiring dedupe markers) grew a worker's memory and disk for hours while its
+# live data stayed small (bench/soak.py). With the budget, RocksDB flushes the store being
+# written once all memtables together pass ~90 % of it; table files take the writes, and
+# compaction drops the deleted keys.
+MEMTABLE_BUDGET_BYTES = 16 * 1024 * 1024  # per process, all stores together
+MEMTABLE_BYTES = 1024 * 1024  # per store: a flush at most this big; RocksDB sizes arena blocks from it (1/8)
 
 DELETED = None  # a buffered delete
 Dumps = Callable[[Any], bytes]
@@ -178,8 +189,16 @@ class PartitionStore:
         path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        options.set_write_buffer_size(MEMTABLE_BYTES)
+        options.set_write_buffer_manager(_write_buffer_manager())
         return Rdict(str(path), options, access_type=AccessType.read_write())
 
     @staticmethod
     def wipe(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@functools.cache
+def _write_buffer_manager() -> WriteBufferManager:
+    """The process's one budget (made on first use: no RocksDB object at import)."""
+    return WriteBufferManager(MEMTABLE_BUDGET_BYTES, False)  # False: never stall writers, flush instead

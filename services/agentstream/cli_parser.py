@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_kafka(command("kafka", "start, inspect or stop a local Apache Kafka 4 cluster (needs java and mvn)"))
 
+    new = command("new", "add to an app folder: `new agent NAME` writes a specialist's topology entry, "
+                         "tools module and prompt")
+    new.add_argument("what", choices=["agent"], help="what to add (a specialist agent type)")
+    new.add_argument("name", help="the agent type's name: lower-case letters, digits and _, e.g. refunds")
+    new.add_argument("--app", type=Path,
+                     help=f"the app folder holding topology.yaml (default: the folder of ${TOPOLOGY_ENV}, else topology/)")
+
     bench = command("bench", "run a benchmark from bench/ (pipeline, relay, concurrency, ...)")
     bench.add_argument("name", help="the benchmark: a module of bench/, e.g. pipeline or relay")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")

@@ -466,11 +466,20 @@ def load_topology(
     """
     source = path or Path(os.environ.get(TOPOLOGY_ENV) or DEFAULT_PATH)
     try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+        text = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(
             f"Cannot read the topology file {source}: {exc.strerror}; set {TOPOLOGY_ENV} or pass a path."
         ) from exc
+    return parse_topology(text, source, prefix=prefix, changelogs=changelogs)
+
+
+def parse_topology(
+    yaml_text: str, source: Path, *, prefix: str | None = None, changelogs: Mapping[str, Any] | None = None
+) -> Topology:
+    """Check the topology ``yaml_text`` as if read from ``source`` (see load_topology)."""
+    try:
+        raw = yaml.safe_load(yaml_text)
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"The topology file {source} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

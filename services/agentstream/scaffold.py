@@ -25,7 +25,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from agentstream.errors import ConfigurationError
-from agentstream.topology import parse_topology
+from agentstream.topology import APP_TOPOLOGY_FILE, parse_topology
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
@@ -43,7 +43,7 @@ class NewAgent:
 def add_agent(app_dir: Path, name: str) -> NewAgent:
     """Add specialist ``name`` to the app in ``app_dir`` (see the module docstring)."""
     _check_name(name)
-    topology_path = app_dir / "topology.yaml"
+    topology_path = app_dir / APP_TOPOLOGY_FILE
     if not topology_path.is_file():
         raise ConfigurationError(f"No topology.yaml in {app_dir}; pass the app folder with --app DIR.")
     tools_path, prompt_path = app_dir / f"tools_{name}.py", app_dir / "prompts" / f"{name}.md"

@@ -21,7 +21,7 @@ environment:
                             `agentstream dev`, whose address it writes to <state dir>/{BOOTSTRAP_FILE}
   KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*   passed to librdkafka (sasl.username, ...)
   {STATE_DIR_ENV}     state directory of every command (default .state; --state-dir wins)
-  {TOPOLOGY_ENV}      another topology file (default topology/topology.yaml)
+  {TOPOLOGY_ENV}      an app folder or its topology file (default topology/topology.yaml)
   {PREFIX_ENV}        rename every topic and group (e.g. per environment)
   {MAX_INFLIGHT_ENV}  agent loops a specialist runs at once (default 256)
   {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows librdkafka's log

@@ -35,7 +35,7 @@ from agentstream import early_stop
 from agentstream.cli_parser import build_parser
 from agentstream.clients import KAFKA_LOG
 from agentstream.errors import AgentStreamError, ConfigurationError
-from agentstream.settings import LOG_LEVEL_ENV, STATE_DIR_ENV, WorkerSettings, state_dir_from_env
+from agentstream.settings import LOG_LEVEL_ENV, STATE_DIR_ENV, TOPOLOGY_ENV, WorkerSettings, state_dir_from_env
 
 log = logging.getLogger("agentstream")
 
@@ -340,6 +340,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    """Add a specialist to an app folder (scaffold.py); `agentstream dev` then runs it."""
+    from agentstream.scaffold import add_agent
+    from agentstream.topology import DEFAULT_PATH
+
+    topology_file = os.environ.get(TOPOLOGY_ENV)
+    app_dir = args.app or (Path(topology_file).parent if topology_file else DEFAULT_PATH.parent)
+    added = add_agent(app_dir, args.name)
+    print(f"added agent {args.name!r} to {added.topology_path}")
+    print(f"  tools:  {added.tools_path} (example tool {added.tool_name}; the agent's `tools` is its allowlist)")
+    print(f"  prompt: {added.prompt_path}")
+    hint = "" if args.app is None and topology_file is None else f"{TOPOLOGY_ENV}={added.topology_path} "
+    print(f"run it: {hint}agentstream dev   then   {hint}agentstream submit \"...\" --session s-1 --agent {args.name} --wait")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agentstream.demo import run_demo
 
@@ -349,6 +365,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker, "topology": cmd_topology, "submit": cmd_submit, "results": cmd_results, "lag": cmd_lag,
     "dlq": cmd_dlq, "dev": cmd_dev, "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo,
+    "new": cmd_new,
 }
 
 

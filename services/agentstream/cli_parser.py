@@ -21,7 +21,7 @@ environment:
                             `agentstream dev`, whose address it writes to <state dir>/{BOOTSTRAP_FILE}
   KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*   passed to librdkafka (sasl.username, ...)
   {STATE_DIR_ENV}     state directory of every command (default .state; --state-dir wins)
-  {TOPOLOGY_ENV}      another topology file (default topology/topology.yaml)
+  {TOPOLOGY_ENV}      an app folder or its topology file (default topology/topology.yaml)
   {PREFIX_ENV}        rename every topic and group (e.g. per environment)
   {MAX_INFLIGHT_ENV}  agent loops a specialist runs at once (default 256)
   {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows librdkafka's log
@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "Either keeps nothing once dev stops")
 
     _add_kafka(command("kafka", "start, inspect or stop a local Apache Kafka 4 cluster (needs java and mvn)"))
+
+    new = command("new", "add to an app folder: `new agent NAME` writes a specialist's topology entry, "
+                         "tools module and prompt")
+    new.add_argument("what", choices=["agent"], help="what to add (a specialist agent type)")
+    new.add_argument("name", help="the agent type's name: lower-case letters, digits and _, e.g. refunds")
+    new.add_argument("--app", type=Path,
+                     help=f"the app folder holding topology.yaml (default: the folder of ${TOPOLOGY_ENV}, else topology/)")
 
     bench = command("bench", "run a benchmark from bench/ (pipeline, relay, concurrency, ...)")
     bench.add_argument("name", help="the benchmark: a module of bench/, e.g. pipeline or relay")

@@ -32,6 +32,7 @@ from agentstream.errors import ConfigurationError
 from agentstream.models.config import ModelSettings
 from agentstream.settings import TOPOLOGY_ENV
 
+APP_TOPOLOGY_FILE = "topology.yaml"  # the topology of an app folder
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "topology" / "topology.yaml"
 # Topic names whose logical name holds this placeholder exist once per specialist type.
 TYPE_PLACEHOLDER = "{type}"
@@ -458,19 +459,30 @@ def load_topology(
 ) -> Topology:
     """Load and check the topology.
 
-    ``path`` defaults to ``$AGENTSTREAM_TOPOLOGY``, else the repository's
-    ``topology/topology.yaml``. ``prefix`` replaces the file's prefix, renaming every topic
+    ``path`` (a file, or an app folder holding ``topology.yaml``) defaults to
+    ``$AGENTSTREAM_TOPOLOGY``, else the repository's ``topology/topology.yaml``. ``prefix`` replaces the file's prefix, renaming every topic
     and group consistently (tests use a unique one each). ``changelogs`` replaces keys of
     the file's ``changelogs`` section, by their Kafka names (tests use small segments and a
     dirty ratio near 0 to see compaction); the values are checked like the file's.
     """
     source = path or Path(os.environ.get(TOPOLOGY_ENV) or DEFAULT_PATH)
+    if source.is_dir():  # an app folder: its topology.yaml
+        source = source / APP_TOPOLOGY_FILE
     try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+        text = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(
             f"Cannot read the topology file {source}: {exc.strerror}; set {TOPOLOGY_ENV} or pass a path."
         ) from exc
+    return parse_topology(text, source, prefix=prefix, changelogs=changelogs)
+
+
+def parse_topology(
+    yaml_text: str, source: Path, *, prefix: str | None = None, changelogs: Mapping[str, Any] | None = None
+) -> Topology:
+    """Check the topology ``yaml_text`` as if read from ``source`` (see load_topology)."""
+    try:
+        raw = yaml.safe_load(yaml_text)
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"The topology file {source} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -6,7 +6,6 @@ specialist/lifecycle.py; what runs it is specialist/agent.py.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 from agentstream.controls.rate_limit import members_from_assignment
 from agentstream.controls.registry import ModelControls
@@ -55,7 +54,7 @@ def build_specialist(
     modules = topology.tools_modules_of(agent_type)
     registry = tools or load_tools(modules, topology.app_dir())
     check_allowlist(agent_type, agent.tools, registry, modules)
-    prompt = model_settings.system_prompt(topology_dir(settings)) or default_system_prompt(agent_type)
+    prompt = model_settings.system_prompt(topology.app_dir()) or default_system_prompt(agent_type)
     runner = SpecialistAgent(agent_type, model_settings, models, registry, list(agent.tools),
                              agent.max_steps or 8, prompt)
     service.behavior_version = runner.version
@@ -73,7 +72,3 @@ def build_specialist(
         settle_on_return=False, retrying=lifecycle.retrying,
     )
     return service
-
-
-def topology_dir(settings: WorkerSettings) -> Path | None:
-    return settings.topology_path.parent if settings.topology_path else None

@@ -1,0 +1,38 @@
+"""`agentstream new agent NAME` adds a specialist to an app folder (topology entry with a
+routing rule, tools module, prompt), keeps the topology's comments, and the new agent
+answers at once under `agentstream dev`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .cli import cli_env, run
+from .harness import REPO
+from .test_cli_dev import Dev
+
+
+def test_a_new_agent_is_written_into_the_app_and_runs_in_dev(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    shutil.copytree(REPO / "examples" / "document_review", app)
+    before = (app / "topology.yaml").read_text(encoding="utf-8")
+    env = cli_env(AGENTSTREAM_STATE_DIR=str(tmp_path / "state"), AGENTSTREAM_TOPOLOGY=str(app / "topology.yaml"))
+
+    added = run("new", "agent", "refunds", env=env)
+    assert added.returncode == 0, added.stderr
+    after = (app / "topology.yaml").read_text(encoding="utf-8")
+    kept = [line for line in before.splitlines() if line.lstrip().startswith("#")]
+    assert kept and all(line in after.splitlines() for line in kept), "a comment of the topology was lost"
+    assert (app / "tools_refunds.py").is_file() and (app / "prompts" / "refunds.md").is_file()
+    again = run("new", "agent", "refunds", env=env)
+    assert again.returncode == 2 and "exists already" in again.stderr
+
+    dev = Dev(env)
+    try:
+        dev.started()
+        assert any("refunds (pid" in line for line in dev.lines), dev.lines[-10:]
+        asked = run("submit", "Please look at the refunds of last week", "--session", "n-1", "--wait", env=env)
+    finally:
+        dev.close()
+    assert asked.returncode == 0, asked.stderr[-2000:]
+    assert "COMPLETED via refunds" in asked.stdout, asked.stdout  # routed by the rule it added

@@ -168,6 +168,12 @@ def test_a_router_killed_while_it_classifies_classifies_again_and_loses_nothing(
 
 def _routed_details(stack: DurableStack, wanted: set[str]) -> dict[str, str]:
     """The detail of each wanted task's ROUTED event, from the task events topic."""
+    return task_event_details(stack, wanted, "ROUTED")
+
+
+def task_event_details(stack: DurableStack, wanted: set[str], kind: str, stage: str | None = None) -> dict[str, str]:
+    """The detail of each wanted task's event of ``kind`` (from ``stage``: any when None),
+    from the task events topic."""
     schemas = SchemaSet.load()
     topic = stack.topology.topic("task_events")
     consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"e-{uuid.uuid4().hex}"})
@@ -181,11 +187,11 @@ def _routed_details(stack: DurableStack, wanted: set[str]) -> dict[str, str]:
             if value is None:
                 continue
             event = schemas.decode_as(TASK_EVENT, value)
-            if event["task_id"] in wanted and event["kind"] == "ROUTED":
+            if event["task_id"] in wanted and event["kind"] == kind and stage in (None, event["stage"]):
                 found[event["task_id"]] = event["detail"]
     finally:
         consumer.close()
-    assert set(found) == wanted, f"ROUTED events found for {sorted(found)} of {sorted(wanted)}"
+    assert set(found) == wanted, f"{kind} events found for {sorted(found)} of {sorted(wanted)}"
     return found
 
 

@@ -1,0 +1,114 @@
+"""The supervisor as an agent on a real broker: real worker processes, the specialists' and
+the supervisor's models one OpenAI-compatible HTTP server (LoopbackServer) reached through
+the official SDK, told apart by the tools each request offers.
+
+Three tasks at once, each its own session: the review publishes one answer written from two
+specialists' results; a review escalates (a FAILED result a human must look at, with the
+draft and the reason); and a review answered with 503 falls back to today's combine, after
+the supervisor's controls retried it, with the reason in the task's MODEL_CALL event.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentstream.client import new_task
+from agentstream.supervisor.review import NEEDS_HUMAN_REVIEW, REVIEW_TOOL
+from tests.unit.test_providers_openai import LoopbackServer, Reply, completion, error, tool_call
+
+from .harness import REPO
+from .test_durable import DurableStack
+from .test_llm_router import WORKERS, _env, _start, task_event_details
+
+# The rules route each of them (router/decide.py); no router model here.
+TWO_PARTS = "Refund my last payment and change my password"  # billing + account
+RISKY = "Refund invoice INV-77 twice, my lawyer says so"  # billing
+OUTAGE = "Where is the receipt for my last payment?"  # billing
+ANSWER = "Done: your request is handled."
+COMBINED = "Your payment is refunded and your password is changed."
+DRAFT = "We will refund INV-77 twice."
+WHY = "A double refund needs a manager's approval."
+RUBRIC = "Never promise more than one refund of the same invoice."
+REVIEW_ATTEMPTS = 2
+
+
+def _topology(tmp_path: Path) -> Path:
+    """The real topology with a supervision section: two attempts per review, a short backoff."""
+    topology = yaml.safe_load((REPO / "topology" / "topology.yaml").read_text())
+    topology["agents"]["supervisor"]["supervision"] = {
+        "model": {"models": {"standard": "openai:supervisor-model"}, "timeout_s": 20, "call_timeout_s": 10},
+        "controls": {"retry": {"max_attempts": REVIEW_ATTEMPTS, "initial_backoff_s": 0.05, "max_backoff_s": 0.1},
+                     "breaker": {"failure_threshold": 10}},
+        "rubric_file": "rubric.md",
+    }
+    (tmp_path / "rubric.md").write_text(RUBRIC)
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(topology))
+    return path
+
+
+class ModelSide:
+    """Answers every specialist with ANSWER, and each review by its task: publish, escalate
+    or a 503 outage; keeps the review requests."""
+
+    def __init__(self) -> None:
+        self.reviews: list[dict[str, Any]] = []
+
+    def answer(self, request: dict[str, Any]) -> Reply:
+        body = request["json"]
+        if not any(tool["function"]["name"] == REVIEW_TOOL for tool in body.get("tools") or []):
+            return Reply(body=completion({"content": ANSWER}))
+        self.reviews.append(body)
+        task = body["messages"][-1]["content"]
+        if OUTAGE in task:
+            return error(503, "The server is overloaded or not ready yet.", None, "server_error")
+        if RISKY in task:
+            verdict = {"verdict": "escalate", "answer": DRAFT, "feedback": WHY, "confidence": 0.7}
+        else:
+            verdict = {"verdict": "publish", "answer": COMBINED, "feedback": "", "confidence": 0.9}
+        call = tool_call("call-1", REVIEW_TOOL, json.dumps(verdict))
+        return Reply(body=completion({"content": None, "tool_calls": [call]}, finish="tool_calls"))
+
+    def reviews_of(self, text: str) -> list[dict[str, Any]]:
+        return [body for body in self.reviews if text in body["messages"][-1]["content"]]
+
+
+def test_the_supervisor_model_publishes_escalates_and_falls_back_to_the_combine(bootstrap: str, tmp_path: Path) -> None:
+    model = ModelSide()
+    tasks = {text: new_task(text, f"s-{uuid.uuid4().hex[:8]}", "acme") for text in (TWO_PARTS, RISKY, OUTAGE)}
+    ids = {task["task_id"] for task in tasks.values()}
+    with LoopbackServer(model.answer).running() as server:
+        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=_env(server))
+        try:
+            _start(stack)
+            stack.submit(list(tasks.values()))
+            results = stack.results(ids, timeout=120)
+        finally:
+            codes = stack.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+    assert all(len(results[task_id]) == 1 for task_id in ids), results  # one TaskResult per task
+    published, escalated, combined = (results[tasks[text]["task_id"]][0] for text in (TWO_PARTS, RISKY, OUTAGE))
+
+    assert (published["status"], published["output"], published["agents"]) == ("COMPLETED", COMBINED, ["account", "billing"])
+    assert published["review"] == {"verdict": "publish", "feedback": "", "confidence": 0.9, "model": "openai:gpt-4o-mini"}
+    assert published["models"]["supervisor"] == "openai:gpt-4o-mini"
+    review = model.reviews_of(TWO_PARTS)[0]
+    assert RUBRIC in review["messages"][0]["content"]  # read from the file beside the topology
+    assert f"- account (COMPLETED): {ANSWER}" in review["messages"][-1]["content"]
+
+    assert (escalated["status"], escalated["output"]) == ("FAILED", DRAFT)
+    assert escalated["error"] == {"code": NEEDS_HUMAN_REVIEW, "message": WHY}
+    assert escalated["review"]["verdict"] == "escalate"
+
+    assert (combined["status"], combined["output"], combined["review"]) == ("COMPLETED", ANSWER, None)
+    assert "supervisor" not in combined["models"]
+    assert len(model.reviews_of(OUTAGE)) == REVIEW_ATTEMPTS  # the supervisor's controls retried the 503
+    details = task_event_details(stack, ids, "MODEL_CALL", "supervisor")
+    assert details[tasks[OUTAGE]["task_id"]].startswith(
+        "combined without review: model openai:gpt-4o-mini unavailable: ModelServerError: "), details
+    assert details[tasks[TWO_PARTS]["task_id"]] == "reviewed by openai:gpt-4o-mini: publish, confidence 0.90"

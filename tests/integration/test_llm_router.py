@@ -197,18 +197,22 @@ def task_event_details(stack: DurableStack, wanted: set[str], kind: str, stage: 
 
 def _wait_for_changelog(stack: DurableStack, session_id: str, timeout: float) -> None:
     """Until the router's sessions changelog holds a record of ``session_id``."""
-    topic = stack.topology.changelog_topic("router", "sessions")
+    wait_for_key(stack, stack.topology.changelog_topic("router", "sessions"), session_id, timeout)
+
+
+def wait_for_key(stack: DurableStack, topic: str, key: str, timeout: float) -> None:
+    """Until ``topic`` (a changelog of a per-session table) holds a record keyed ``key``."""
     consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"c-{uuid.uuid4().hex}"})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(stack.topology.topic_spec("tasks").partitions)])
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None and msg.key() == session_id.encode():
+            if msg is not None and msg.error() is None and msg.key() == key.encode():
                 return
     finally:
         consumer.close()
-    raise AssertionError(f"no record of session {session_id} in {topic} within {timeout:.0f} s")
+    raise AssertionError(f"no record keyed {key} in {topic} within {timeout:.0f} s")
 
 
 def _wait_for(condition: Any, timeout: float, what: str) -> None:

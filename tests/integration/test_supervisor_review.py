@@ -6,24 +6,31 @@ Three tasks at once, each its own session: the review publishes one answer writt
 specialists' results; a review escalates (a FAILED result a human must look at, with the
 draft and the reason); and a review answered with 503 falls back to today's combine, after
 the supervisor's controls retried it, with the reason in the task's MODEL_CALL event.
+
+And a supervisor SIGKILLed while a review is in flight reviews the task again on restart
+and publishes one result: the task's other specialist results were kept until then.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
+from confluent_kafka import Producer
 
 from agentstream.client import new_task
+from agentstream.clients import producer_config
+from agentstream.events import SPECIALIST_RESULT
 from agentstream.supervisor.review import NEEDS_HUMAN_REVIEW, REVIEW_TOOL
 from tests.unit.test_providers_openai import LoopbackServer, Reply, completion, error, tool_call
 
-from .harness import REPO
-from .test_durable import DurableStack
-from .test_llm_router import WORKERS, _env, _start, task_event_details
+from .harness import REPO, wait_for
+from .test_durable import SCHEMAS, DurableStack
+from .test_llm_router import _env, _start, task_event_details, wait_for_key
 
 # The rules route each of them (router/decide.py); no router model here.
 TWO_PARTS = "Refund my last payment and change my password"  # billing + account
@@ -58,6 +65,8 @@ class ModelSide:
 
     def __init__(self) -> None:
         self.reviews: list[dict[str, Any]] = []
+        self.hold_review = threading.Event()  # set: the next review stalls until released
+        self.release = threading.Event()
 
     def answer(self, request: dict[str, Any]) -> Reply:
         body = request["json"]
@@ -67,6 +76,9 @@ class ModelSide:
         task = body["messages"][-1]["content"]
         if OUTAGE in task:
             return error(503, "The server is overloaded or not ready yet.", None, "server_error")
+        if self.hold_review.is_set():
+            self.hold_review.clear()
+            self.release.wait(60)
         if RISKY in task:
             verdict = {"verdict": "escalate", "answer": DRAFT, "feedback": WHY, "confidence": 0.7}
         else:
@@ -112,3 +124,47 @@ def test_the_supervisor_model_publishes_escalates_and_falls_back_to_the_combine(
     assert details[tasks[OUTAGE]["task_id"]].startswith(
         "combined without review: model openai:gpt-4o-mini unavailable: ModelServerError: "), details
     assert details[tasks[TWO_PARTS]["task_id"]] == "reviewed by openai:gpt-4o-mini: publish, confidence 0.90"
+
+
+def test_a_supervisor_killed_while_it_reviews_reviews_again_and_publishes_once(bootstrap: str, tmp_path: Path) -> None:
+    model = ModelSide()
+    model.hold_review.set()
+    task = new_task(TWO_PARTS, f"k-{uuid.uuid4().hex[:8]}", "acme")
+    with LoopbackServer(model.answer).running() as server:
+        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=_env(server))
+        try:
+            _start(stack)
+            stack.submit([task])
+            wait_for(lambda: bool(model.reviews_of(TWO_PARTS)), 60, "the supervisor's review call")
+            # Killed once a checkpoint after the review began has flushed the supervisor's
+            # tables: the sentinel's pending entry, written after the task was complete, is
+            # then in the changelog, and so is any earlier write of the task's.
+            sentinel = _send_sentinel(stack, task["session_id"])
+            wait_for_key(stack, stack.topology.changelog_topic("supervisor", "pending"), sentinel, 60)
+            stack.workers["supervisor"].kill()
+            stack.workers["supervisor"].wait(10)
+            model.release.set()  # the killed supervisor's call ends with nobody waiting for it
+            stack.start("supervisor", "supervisor").wait_for_line(r": assigned ", 60)
+            results = stack.results({task["task_id"]}, timeout=120)
+        finally:
+            model.release.set()
+            codes = stack.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+    got = results[task["task_id"]]
+    assert len(got) == 1 and (got[0]["status"], got[0]["output"]) == ("COMPLETED", COMBINED), got
+    assert len(model.reviews_of(TWO_PARTS)) == 2  # the review in flight, asked again by the new supervisor
+
+
+def _send_sentinel(stack: DurableStack, session_id: str) -> str:
+    """A specialist result of a made-up two-specialist task on the session's partition: the
+    supervisor keeps it in ``pending``, waiting for the other, for ever."""
+    task_id = f"sentinel-{uuid.uuid4().hex[:8]}"
+    result = {
+        "task_id": task_id, "session_id": session_id, "tenant_id": "acme", "agent_type": "billing",
+        "route": ["account", "billing"], "status": "COMPLETED", "output": "x", "error": None, "tools_used": [],
+        "usage": {}, "behavior_version": "v1", "submitted_at": 1, "started_at": 1, "finished_at": 1,
+    }
+    producer = Producer(producer_config(stack.bootstrap))
+    producer.produce(stack.topology.topic("supervisor"), SCHEMAS.encode(SPECIALIST_RESULT, result), session_id)
+    assert producer.flush(30) == 0
+    return task_id

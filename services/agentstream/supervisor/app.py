@@ -63,8 +63,7 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
             return
         # The earlier results of a replayed task ended in the dead letter being replayed.
         final = final_result(received, [result] if replay is not None and marker is not None else received)
-        if task_id in pending:
-            del pending[task_id]
+        # pending[task_id] is deleted once the decided result's marker is written (emitter.py).
         if reviewer is not None and final["status"] == COMPLETED:
             emitter.start(review(reviewer, service, final, received), received, ctx, replay)
         else:  # nothing to review when every specialist failed: the failure is the answer

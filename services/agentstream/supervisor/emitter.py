@@ -114,6 +114,11 @@ class ResultEmitter:
             await self.app.persist(self.markers, task_id, marker, partition=partition)
         finally:
             self.emitting.discard(task_id)
+        # Only now: the deletion would reach the changelog at the next checkpoint while the
+        # source offset is still held (a review takes seconds), and after a crash the
+        # redelivered result would find its task's other results gone and wait forever.
+        if task_id in self.pending:
+            del self.pending[task_id]
         self.app.release()  # the decision is durable: the specialist results may be committed
         await self._send(final, partition, replay)
         log.info("%s: task %s %s via %s", ctx.where, task_id, final["status"], "+".join(final["agents"]))

@@ -151,10 +151,7 @@ def test_a_router_killed_while_it_classifies_classifies_again_and_loses_nothing(
             # Killed once the open, undecided entry is in the changelog: the task's record is
             # then a duplicate to the next router, so only resend_open can route it.
             _wait_for_changelog(stack, task["session_id"], 60)
-            stack.workers["router"].kill()
-            stack.workers["router"].wait(10)
-            model.release.set()  # the killed router's call ends with nobody waiting for it
-            stack.start("router", "router").wait_for_line(r": assigned .*tasks", 60)
+            kill_and_restart(stack, "router", model.release, r": assigned .*tasks")
             results = stack.results({task["task_id"]}, timeout=120)
         finally:
             model.release.set()
@@ -164,6 +161,15 @@ def test_a_router_killed_while_it_classifies_classifies_again_and_loses_nothing(
     assert len(got) == 1 and got[0]["status"] == "COMPLETED" and got[0]["agents"] == ["account", "billing"], got
     assert len(model.routes_asked(UNRULED)) == 2  # the call in flight, asked again by the new router
     assert len(model.specialists_asked(UNRULED)) == 2  # once per specialist: the task was routed once
+
+
+def kill_and_restart(stack: DurableStack, name: str, release: threading.Event, assigned: str) -> None:
+    """SIGKILL worker ``name`` while its model call is held, let that call end with nobody
+    waiting for it (``release``), and start the worker again until ``assigned`` is logged."""
+    stack.workers[name].kill()
+    stack.workers[name].wait(10)
+    release.set()
+    stack.start(name, *WORKERS[name]).wait_for_line(assigned, 60)
 
 
 def _routed_details(stack: DurableStack, wanted: set[str]) -> dict[str, str]:

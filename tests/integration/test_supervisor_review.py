@@ -30,7 +30,7 @@ from tests.unit.test_providers_openai import LoopbackServer, Reply, completion, 
 
 from .harness import REPO, wait_for
 from .test_durable import SCHEMAS, DurableStack
-from .test_llm_router import _env, _start, task_event_details, wait_for_key
+from .test_llm_router import _env, _start, kill_and_restart, task_event_details, wait_for_key
 
 # The rules route each of them (router/decide.py); no router model here.
 TWO_PARTS = "Refund my last payment and change my password"  # billing + account
@@ -141,10 +141,7 @@ def test_a_supervisor_killed_while_it_reviews_reviews_again_and_publishes_once(b
             # then in the changelog, and so is any earlier write of the task's.
             sentinel = _send_sentinel(stack, task["session_id"])
             wait_for_key(stack, stack.topology.changelog_topic("supervisor", "pending"), sentinel, 60)
-            stack.workers["supervisor"].kill()
-            stack.workers["supervisor"].wait(10)
-            model.release.set()  # the killed supervisor's call ends with nobody waiting for it
-            stack.start("supervisor", "supervisor").wait_for_line(r": assigned ", 60)
+            kill_and_restart(stack, "supervisor", model.release, r": assigned ")
             results = stack.results({task["task_id"]}, timeout=120)
         finally:
             model.release.set()

@@ -156,7 +156,7 @@ def _send_sentinel(stack: DurableStack, session_id: str) -> str:
     """A specialist result of a made-up two-specialist task on the session's partition: the
     supervisor keeps it in ``pending``, waiting for the other, for ever."""
     task_id = f"sentinel-{uuid.uuid4().hex[:8]}"
-    result = {
+    result: dict[str, Any] = {
         "task_id": task_id, "session_id": session_id, "tenant_id": "acme", "agent_type": "billing",
         "route": ["account", "billing"], "status": "COMPLETED", "output": "x", "error": None, "tools_used": [],
         "usage": {}, "behavior_version": "v1", "submitted_at": 1, "started_at": 1, "finished_at": 1,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from agentstream.models.base import ModelResponse
 from agentstream.models.openai_provider import INVALID_ARGUMENTS_KEY
@@ -37,6 +37,6 @@ def tool_arguments(response: ModelResponse, tool: str) -> Mapping[str, Any]:
     return parsed
 
 
-def is_confidence(value: Any) -> bool:
+def is_confidence(value: object) -> TypeGuard[float]:
     """Whether ``value`` is a number from 0 to 1 (not a bool, not NaN)."""
     return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1

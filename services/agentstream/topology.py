@@ -164,6 +164,47 @@ class RoutingSettings(_Frozen):
         return [self.default, *self.rules, *self.descriptions]
 
 
+class SupervisionSettings(_Frozen):
+    """The supervisor as an agent (supervisor/review.py): once a task's specialist results
+    are in, ``model`` (with ``controls``, as a specialist's calls) reviews them against the
+    task and the ``rubric`` (text, or ``rubric_file`` relative to the topology file), writes
+    one answer and gives a verdict. Without this section the supervisor only combines.
+
+    ``max_result_chars`` bounds each specialist answer shown to the model, and
+    ``max_answer_chars`` the answer it may write (longer is an invalid answer).
+    ``max_revisions`` is 0: a "revise" verdict is escalated to a human for now.
+    """
+
+    model: ModelSettings
+    controls: ControlSettings | None = None
+    rubric: str = ""
+    rubric_file: str | None = None
+    max_result_chars: PositiveInt = 4000
+    max_answer_chars: PositiveInt = 8000
+    max_revisions: int = Field(0, ge=0, le=0)
+
+    @model_validator(mode="after")
+    def _one_rubric(self) -> SupervisionSettings:
+        if self.rubric and self.rubric_file:
+            raise ValueError("supervision sets both rubric and rubric_file; keep one (the text, or the file that holds it)")
+        return self
+
+    def rubric_text(self, app_dir: Path | None) -> str:
+        """The rubric: the inline text, or the file's content (relative to ``app_dir``)."""
+        if self.rubric_file is None:
+            return self.rubric
+        path = Path(self.rubric_file)
+        if not path.is_absolute():
+            path = (app_dir or Path.cwd()) / path
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(
+                f"Cannot read supervision.rubric_file {str(path)!r}: {exc.strerror}; give a path relative to the "
+                "topology file, or the rubric text as supervision.rubric."
+            ) from exc
+
+
 class AgentType(_Frozen):
     kind: AgentKind
     group: str  # suffix; the consumer group is "<prefix>.<group>"
@@ -175,6 +216,7 @@ class AgentType(_Frozen):
     model: ModelSettings | None = None  # specialists: model per tier, fallbacks, limits, budget
     controls: ControlSettings | None = None  # retries, breaker, quotas, cache around model calls
     routing: RoutingSettings | None = None  # routers only: rules, default, optional classifier model
+    supervision: SupervisionSettings | None = None  # supervisors only: optional review by a model
 
     @model_validator(mode="after")
     def _specialist_fields(self) -> AgentType:
@@ -184,6 +226,10 @@ class AgentType(_Frozen):
             raise ValueError(f"tools, tools_modules, max_steps, model and controls apply to specialists only, not to a {self.kind}")
         if self.kind != "router" and self.routing is not None:
             raise ValueError(f"routing applies to the router only, not to a {self.kind}")
+        if self.kind != "supervisor" and self.supervision is not None:
+            raise ValueError(f"supervision applies to the supervisor only, not to a {self.kind}")
+        if self.supervision is not None:
+            _check_single_call_model("supervision.model", self.supervision.model)
         return self
 
 
@@ -288,7 +334,7 @@ class Topology(_Frozen):
                 _check_rules(name, f"routing.rules.{agent_type}", patterns)
             for kind, patterns in agent.routing.tiers.groups().items():
                 _check_rules(name, f"routing.tiers.{kind}", patterns)
-            _check_router_model(name, agent.routing.model)
+            _check_single_call_model(f"agent {name!r}: routing.model", agent.routing.model)
 
     def _check_co_partitioning(self) -> None:
         by_count: dict[int, list[str]] = {}
@@ -436,17 +482,18 @@ def _check_rules(agent: str, where: str, patterns: tuple[str, ...]) -> None:
         ) from None
 
 
-# ModelSettings keys that shape a specialist's tool loop; the router makes one call per task.
+# ModelSettings keys that shape a specialist's tool loop; the router and the supervisor
+# make one call per task.
 _LOOP_ONLY_KEYS = ("tools", "max_steps", "budget_usd", "budget_tokens", "history_max_tokens", "history_keep_recent",
                    "system_prompt_file")
 
 
-def _check_router_model(agent: str, model: ModelSettings | None) -> None:
+def _check_single_call_model(where: str, model: ModelSettings | None) -> None:
     ignored = sorted(set(_LOOP_ONLY_KEYS) & (model.model_fields_set if model else set()))
     if ignored:
         raise ValueError(
-            f"agent {agent!r}: routing.model sets {ignored}, which shape a specialist's loop and mean nothing to the "
-            "router's single classification call; remove them"
+            f"{where} sets {ignored}, which shape a specialist's loop and mean nothing to a single "
+            "model call per task; remove them"
         )
 
 

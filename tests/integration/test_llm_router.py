@@ -151,10 +151,7 @@ def test_a_router_killed_while_it_classifies_classifies_again_and_loses_nothing(
             # Killed once the open, undecided entry is in the changelog: the task's record is
             # then a duplicate to the next router, so only resend_open can route it.
             _wait_for_changelog(stack, task["session_id"], 60)
-            stack.workers["router"].kill()
-            stack.workers["router"].wait(10)
-            model.release.set()  # the killed router's call ends with nobody waiting for it
-            stack.start("router", "router").wait_for_line(r": assigned .*tasks", 60)
+            kill_and_restart(stack, "router", model.release, r": assigned .*tasks")
             results = stack.results({task["task_id"]}, timeout=120)
         finally:
             model.release.set()
@@ -166,8 +163,23 @@ def test_a_router_killed_while_it_classifies_classifies_again_and_loses_nothing(
     assert len(model.specialists_asked(UNRULED)) == 2  # once per specialist: the task was routed once
 
 
+def kill_and_restart(stack: DurableStack, name: str, release: threading.Event, assigned: str) -> None:
+    """SIGKILL worker ``name`` while its model call is held, let that call end with nobody
+    waiting for it (``release``), and start the worker again until ``assigned`` is logged."""
+    stack.workers[name].kill()
+    stack.workers[name].wait(10)
+    release.set()
+    stack.start(name, *WORKERS[name]).wait_for_line(assigned, 60)
+
+
 def _routed_details(stack: DurableStack, wanted: set[str]) -> dict[str, str]:
     """The detail of each wanted task's ROUTED event, from the task events topic."""
+    return task_event_details(stack, wanted, "ROUTED")
+
+
+def task_event_details(stack: DurableStack, wanted: set[str], kind: str, stage: str | None = None) -> dict[str, str]:
+    """The detail of each wanted task's event of ``kind`` (from ``stage``: any when None),
+    from the task events topic."""
     schemas = SchemaSet.load()
     topic = stack.topology.topic("task_events")
     consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"e-{uuid.uuid4().hex}"})
@@ -181,28 +193,32 @@ def _routed_details(stack: DurableStack, wanted: set[str]) -> dict[str, str]:
             if value is None:
                 continue
             event = schemas.decode_as(TASK_EVENT, value)
-            if event["task_id"] in wanted and event["kind"] == "ROUTED":
+            if event["task_id"] in wanted and event["kind"] == kind and stage in (None, event["stage"]):
                 found[event["task_id"]] = event["detail"]
     finally:
         consumer.close()
-    assert set(found) == wanted, f"ROUTED events found for {sorted(found)} of {sorted(wanted)}"
+    assert set(found) == wanted, f"{kind} events found for {sorted(found)} of {sorted(wanted)}"
     return found
 
 
 def _wait_for_changelog(stack: DurableStack, session_id: str, timeout: float) -> None:
     """Until the router's sessions changelog holds a record of ``session_id``."""
-    topic = stack.topology.changelog_topic("router", "sessions")
+    wait_for_key(stack, stack.topology.changelog_topic("router", "sessions"), session_id, timeout)
+
+
+def wait_for_key(stack: DurableStack, topic: str, key: str, timeout: float) -> None:
+    """Until ``topic`` (a changelog of a per-session table) holds a record keyed ``key``."""
     consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"c-{uuid.uuid4().hex}"})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(stack.topology.topic_spec("tasks").partitions)])
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None and msg.key() == session_id.encode():
+            if msg is not None and msg.error() is None and msg.key() == key.encode():
                 return
     finally:
         consumer.close()
-    raise AssertionError(f"no record of session {session_id} in {topic} within {timeout:.0f} s")
+    raise AssertionError(f"no record keyed {key} in {topic} within {timeout:.0f} s")
 
 
 def _wait_for(condition: Any, timeout: float, what: str) -> None:

@@ -54,6 +54,7 @@ RESULT: dict[str, Any] = {
     "submitted_at": T0,
     "tier": "standard",
     "models": {"billing": "scripted:default"},
+    "review": {"verdict": "escalate", "feedback": "the refund needs a manager", "confidence": 0.8, "model": "openai:m"},
 }
 SUBMITTED: dict[str, Any] = {
     "task_id": "task-1",

@@ -87,6 +87,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "finished_at": T0 + 2_000,
         "tier": "complex",
         "model": "openai:gpt-4o-mini",
+        "input": "Refund order 42 ✓",
     },
     "TaskResult": {
         "task_id": "task-1",
@@ -101,7 +102,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "completed_at": T0 + 3_000,
         "submitted_at": T0,
         "tier": "complex",
-        "models": {"billing": "openai:gpt-4o-mini"},
+        "models": {"billing": "openai:gpt-4o-mini", "supervisor": "openai:gpt-4o"},
+        "review": {"verdict": "publish", "feedback": "", "confidence": 0.9, "model": "openai:gpt-4o"},
     },
     "TaskEvent": {
         "task_id": "task-1",

@@ -47,6 +47,7 @@ __all__ = [
     "TaskErrorRecord",
     "TaskResultRecord",
     "TaskSubmittedRecord",
+    "SupervisorReviewRecord",
     "UsageRecord",
     "codec_name",
     "register_codecs",
@@ -148,6 +149,13 @@ class TaskErrorRecord(Record, include_metadata=False, namespace="agentstream.v1.
     message: str
 
 
+class SupervisorReviewRecord(Record, include_metadata=False, namespace="agentstream.v1.SupervisorReview"):
+    verdict: str  # publish, revise or escalate
+    feedback: str = ""
+    confidence: float = 0.0
+    model: str = ""
+
+
 class TaskSubmittedRecord(Record, include_metadata=False, namespace="agentstream.v1.TaskSubmitted"):
     task_id: str
     session_id: str
@@ -178,3 +186,4 @@ class TaskResultRecord(Record, include_metadata=False, namespace="agentstream.v1
     submitted_at: Optional[int] = None  # noqa: UP045 - epoch milliseconds
     tier: Optional[str] = None  # noqa: UP045
     models: Dict[str, str] = {}  # noqa: UP006, RUF012
+    review: Optional[SupervisorReviewRecord] = None  # noqa: UP045 - set when a supervisor model reviewed

@@ -11,15 +11,13 @@ accepted too, and anything else counts as invalid: the rules route the task.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from agentstream.models.base import Message, ModelResponse
 from agentstream.tier import TIERS, Tier
-from agentstream.models.openai_provider import INVALID_ARGUMENTS_KEY
+from agentstream.models.structured import MalformedAnswer, is_confidence, tool_arguments
 
 ROUTE_TOOL = "route_task"
 # The context a follow-up ("and the other one?") needs, not the whole conversation.
@@ -33,7 +31,7 @@ _TIER_MEANINGS = (
 )
 
 
-class MalformedRoute(ValueError):
+class MalformedRoute(MalformedAnswer):
     """The model's answer is not a usable route; the message says what is wrong."""
 
 
@@ -109,24 +107,11 @@ def _with_context(text: str, turns: Sequence[Mapping[str, Any]]) -> str:
 
 def parse_route(response: ModelResponse, known: Sequence[str]) -> ModelRoute:
     """The route in ``response``; ``MalformedRoute`` says why there is none."""
-    return check_route(_arguments(response), known)
-
-
-def _arguments(response: ModelResponse) -> Mapping[str, Any]:
-    call = next((c for c in response.tool_calls if c.name == ROUTE_TOOL), None)
-    if call is not None:
-        if INVALID_ARGUMENTS_KEY in call.arguments:
-            raise MalformedRoute(f"the {ROUTE_TOOL} arguments are not JSON: {call.arguments[INVALID_ARGUMENTS_KEY]!r:.200}")
-        return call.arguments
-    if response.tool_calls:
-        raise MalformedRoute(f"the model called {[c.name for c in response.tool_calls]}, not {ROUTE_TOOL}")
-    try:  # a server without tool support may still answer the JSON as text
-        parsed = json.loads(response.text or "")
-    except ValueError:
-        raise MalformedRoute(f"no {ROUTE_TOOL} call, and the text is not JSON: {response.text or ''!r:.200}") from None
-    if not isinstance(parsed, dict):
-        raise MalformedRoute(f"no {ROUTE_TOOL} call, and the text is not a JSON object: {response.text!r:.200}")
-    return parsed
+    try:
+        arguments = tool_arguments(response, ROUTE_TOOL)
+    except MalformedAnswer as exc:
+        raise MalformedRoute(str(exc)) from None
+    return check_route(arguments, known)
 
 
 def check_route(arguments: Mapping[str, Any], known: Sequence[str]) -> ModelRoute:
@@ -141,8 +126,7 @@ def check_route(arguments: Mapping[str, Any], known: Sequence[str]) -> ModelRout
     if tier not in TIERS:
         raise MalformedRoute(f"tier must be one of {list(TIERS)}, got {tier!r}")
     confidence = arguments.get("confidence")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1 \
-            or math.isnan(confidence):
+    if not is_confidence(confidence):
         raise MalformedRoute(f"confidence must be a number from 0 to 1, got {confidence!r}")
     return ModelRoute(tuple(sorted(set(types))), tier, float(confidence))
 

@@ -67,6 +67,7 @@ class SpecialistAgent:
             "tenant_id": task["tenant_id"],
             "agent_type": self.agent_type,
             "route": task["route"],
+            "input": task.get("input"),  # for the supervisor's review (topology: supervision)
             "status": outcome.status,
             "output": outcome.output,
             "error": {"code": outcome.error[0], "message": outcome.error[1]} if outcome.error else None,

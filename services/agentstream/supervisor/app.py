@@ -1,5 +1,6 @@
 """The supervisor's stream processor: gather each task's specialist results, combine
-them (supervisor/combine.py) and publish exactly one TaskResult per task
+them (supervisor/combine.py) — or, with a ``supervision`` section in the topology, have a
+model review them (supervisor/review.py) — and publish exactly one TaskResult per task
 (supervisor/emitter.py).
 """
 
@@ -16,8 +17,10 @@ from agentstream.runtime import MessageContext
 from agentstream.serde import SchemaSet
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
-from agentstream.supervisor.combine import combine, is_complete
+from agentstream.supervisor.combine import COMPLETED, combine, is_complete
 from agentstream.supervisor.emitter import ResultEmitter, marker_stamp, marker_written_at
+from agentstream.supervisor.review import describe, reviewed
+from agentstream.supervisor.reviewer import Reviewer
 from agentstream.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -32,7 +35,13 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
     markers = service.table("dedupe")  # task_id -> {state, result, results_from | offset, at}: written through
     app.expire(markers, topology.dedupe.retention_s, marker_written_at, stamp=marker_stamp, write_through=True)
     emitter = ResultEmitter(service, markers, pending)
+    reviewer = Reviewer.from_settings(topology.agent(AGENT).supervision, topology.app_dir())
     app.on_assign(emitter.recover)
+    if reviewer is not None:
+        async def share_quotas(_: list[int]) -> None:  # this member's share of the model quotas
+            reviewer.assigned(len(app.assigned_partitions()), app.partition_count)
+
+        app.on_assign(share_quotas)
 
     async def on_result(result: dict[str, Any], ctx: MessageContext) -> None:
         task_id = result["task_id"]
@@ -54,12 +63,26 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
             return
         # The earlier results of a replayed task ended in the dead letter being replayed.
         final = final_result(received, [result] if replay is not None and marker is not None else received)
-        if task_id in pending:
-            del pending[task_id]
-        emitter.start(final, received, ctx, replay)
+        # pending[task_id] is deleted once the decided result's marker is written (emitter.py).
+        if reviewer is not None and final["status"] == COMPLETED:
+            emitter.start(review(reviewer, service, final, received), received, ctx, replay)
+        else:  # nothing to review when every specialist failed: the failure is the answer
+            emitter.start(final, received, ctx, replay)
 
     emitter.retries = RetryChain(service, partial(schemas.decode_as, SPECIALIST_RESULT), on_result)
     return service
+
+
+async def review(reviewer: Reviewer, service: Service, final: dict[str, Any],
+                 received: list[dict[str, Any]]) -> dict[str, Any]:
+    """``final`` (the combine) as the supervisor's model reviews it; the combine itself,
+    when the model is unavailable or its answer invalid. The event says which and why."""
+    answer = await reviewer.review(final["task_id"], received)
+    service.progress(final, "MODEL_CALL", "RUNNING", describe(answer, reviewer.model_id))
+    if isinstance(answer, str):
+        log.warning("task %s %s", final["task_id"], describe(answer, reviewer.model_id))
+        return final
+    return {**reviewed(final, answer, reviewer.model_id), "models": {**final["models"], AGENT: reviewer.model_id}}
 
 
 def final_result(received: list[dict[str, Any]], models_of: list[dict[str, Any]]) -> dict[str, Any]:

@@ -68,12 +68,15 @@ class ResultEmitter:
         self._in_flight: set[str] = set()  # emissions running here, from decision to "sent"
         self._results_end: dict[int, int] = {}  # a lower bound of the end of each results partition
 
-    def start(self, final: Record, received: list[Record], ctx: MessageContext, replay: str | None) -> None:
+    def start(self, final: Record | Awaitable[Record], received: list[Record], ctx: MessageContext,
+              replay: str | None) -> None:
         """Emit ``final``, decided on the specialist results ``received`` (the last one is
-        the record of ``ctx``), as spawned work."""
-        self.emitting.add(final["task_id"])
-        self._in_flight.add(final["task_id"])
-        self.app.spawn(self._guarded(self._emit(final, ctx, replay), final["task_id"], received, ctx))
+        the record of ``ctx``), as spawned work. ``final`` may still be in the making (the
+        supervisor's review): the source offset is held until its marker is written."""
+        task_id = received[-1]["task_id"]
+        self.emitting.add(task_id)
+        self._in_flight.add(task_id)
+        self.app.spawn(self._guarded(self._emit(task_id, final, ctx, replay), task_id, received, ctx))
 
     def unfinished(self, task_id: str) -> Record | None:
         """The marker of an emission decided but not finished, and not running here (it
@@ -102,14 +105,20 @@ class ResultEmitter:
                 await self._settle(unsure, partition)
 
     # -- one emission --------------------------------------------------------------------
-    async def _emit(self, final: Record, ctx: MessageContext, replay: str | None) -> None:
-        task_id = final["task_id"]
+    async def _emit(self, task_id: str, decision: Record | Awaitable[Record], ctx: MessageContext,
+                    replay: str | None) -> None:
         partition = ctx.partition
         try:
+            final = decision if isinstance(decision, dict) else await decision
             marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
             await self.app.persist(self.markers, task_id, marker, partition=partition)
         finally:
             self.emitting.discard(task_id)
+        # Only now: the deletion would reach the changelog at the next checkpoint while the
+        # source offset is still held (a review takes seconds), and after a crash the
+        # redelivered result would find its task's other results gone and wait forever.
+        if task_id in self.pending:
+            del self.pending[task_id]
         self.app.release()  # the decision is durable: the specialist results may be committed
         await self._send(final, partition, replay)
         log.info("%s: task %s %s via %s", ctx.where, task_id, final["status"], "+".join(final["agents"]))

@@ -68,7 +68,7 @@ if __name__ == "__main__" and not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentstream.client import new_task  # noqa: E402
-from agentstream.models.call_log import SCRIPTED_FAILURE_RATE_ENV  # noqa: E402
+from agentstream.settings import SCRIPTED_FAILURE_RATE_ENV  # noqa: E402
 from agentstream.runtime.lag import consumer_lag, end_offsets  # noqa: E402
 from agentstream.specialist.checkpoint import DONE  # noqa: E402
 from agentstream.topology import DEFAULT_PATH  # noqa: E402

@@ -23,7 +23,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from agentstream.client import Submitter, new_task
-from agentstream.events import ROUTED_TASK
+from agentstream.events import ROUTED_TASK, TASK_RESULT, task_result
 from agentstream.router.app import build_router
 from agentstream.runtime import MessageContext, Processor
 from agentstream.runtime.expiry import stamp_now, timestamp_value
@@ -109,6 +109,24 @@ def _submit(submitter: Submitter, *task_ids: str) -> None:
     submitter.flush()
 
 
+def _publish_result(bootstrap: str, topology: Topology, schemas: SchemaSet, task_id: str) -> None:
+    task = new_task("where is my invoice", f"s-{task_id}", task_id=task_id)
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    result = task_result(task, "COMPLETED", output="answered", agents=[SPECIALIST])
+    producer.produce(topology.topic("results"), schemas.encode(TASK_RESULT, result), task["session_id"])
+    assert producer.flush(30) == 0
+
+
+def _session_idle(router: RouterThread, session: str) -> bool:
+    """Whether the router's record of ``session`` has no open task (read beside it)."""
+    table = router.service.processor.tables["sessions"]
+    for store in list(table.stores.values()):
+        raw = store.get(session.encode())
+        if raw is not None:
+            return table.decode_value(raw)["open"] is None
+    return False
+
+
 def _setup(bootstrap: str, tmp_path: Path, unique: str, retention_s: int) -> tuple[Topology, SchemaSet, Submitter]:
     topology = _short_topology(tmp_path, f"ttl{unique}", retention_s)
     apply(AdminClient({"bootstrap.servers": bootstrap}), topology)
@@ -133,6 +151,10 @@ def test_expired_task_ids_are_tombstoned_and_routed_again(bootstrap: str, tmp_pa
 
         took = _until(tombstoned, 60, "tombstones of both task ids in the changelog")
         print(f"\ndedupe entries tombstoned {took:.1f} s after routing (retention 3 s)")
+        # Its result, as the supervisor would publish it: "old" is no longer its session's
+        # open task, so the session gate lets a new task in (one of a session at a time).
+        _publish_result(bootstrap, topology, schemas, "old")
+        _until(lambda: _session_idle(router, "s-old"), 60, "the session of 'old' to close")
         _submit(submitter, "old")  # after its expiry: a new task as far as the router knows
         _until(lambda: _routed(bootstrap, topology, schemas)["old"] == 2, 60, "the expired task id routed again")
         assert router.service.processor.stats.expired >= 2

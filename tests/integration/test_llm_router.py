@@ -25,7 +25,7 @@ from agentstream.serde import SchemaSet
 from agentstream.router.classifier import ROUTE_TOOL
 from tests.unit.test_providers_openai import LoopbackServer, Reply, completion, error, tool_call
 
-from .harness import REPO
+from .harness import REPO, wait_for
 from .test_durable import DurableStack
 
 # No rule matches it: the rules alone would send it to the default, technical.
@@ -147,7 +147,7 @@ def test_a_router_killed_while_it_classifies_classifies_again_and_loses_nothing(
         try:
             _start(stack)
             stack.submit([task])
-            _wait_for(lambda: model.routes_asked(UNRULED), 60, "the router's model call")
+            wait_for(lambda: bool(model.routes_asked(UNRULED)), 60, "the router's model call")
             # Killed once the open, undecided entry is in the changelog: the task's record is
             # then a duplicate to the next router, so only resend_open can route it.
             _wait_for_changelog(stack, task["session_id"], 60)
@@ -219,10 +219,3 @@ def wait_for_key(stack: DurableStack, topic: str, key: str, timeout: float) -> N
     finally:
         consumer.close()
     raise AssertionError(f"no record keyed {key} in {topic} within {timeout:.0f} s")
-
-
-def _wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)

@@ -23,6 +23,7 @@ from agentstream.clients import producer_config
 from agentstream.serde import SchemaSet
 from tests.unit.test_providers_openai import LoopbackServer, Reply, completion
 
+from .harness import wait_for
 from .test_durable import DurableStack
 
 FIRST = "I was charged twice on invoice INV-1002"
@@ -64,13 +65,6 @@ class ChatLog:
         return [(at, messages) for at, asked, messages in self.requests if asked == question]
 
 
-def _wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_a_session_remembers_across_specialists_and_runs_in_order_through_a_router_kill(
     bootstrap: str, tmp_path: Path
 ) -> None:
@@ -87,7 +81,7 @@ def test_a_session_remembers_across_specialists_and_runs_in_order_through_a_rout
             for worker in stack.workers.values():
                 worker.wait_for_line(r": assigned ", 60)
             stack.submit(tasks)
-            _wait_for(lambda: chat.asked(FIRST), 60, "the first task's model call")
+            wait_for(lambda: bool(chat.asked(FIRST)), 60, "the first task's model call")
             # Another session is not held up by this one's open task.
             stack.submit([other])
             assert stack.results({other["task_id"]}, timeout=60)[other["task_id"]][0]["status"] == "COMPLETED"

@@ -36,8 +36,11 @@ Checks (exit status 1 if one fails; "n/a" when the run is too short to judge):
   ``--window-s`` of the load; they must agree within ±10 %;
 - lag bounded: the largest input lag of every group stays below ``--lag-bound-s`` seconds of
   submitted tasks, and returns to 0 once the load stops;
-- dedupe flat: keys and bytes, compared the same way (medians of the first and last window
-  after two retentions have passed), agree within ±25 %.
+- dedupe flat: keys compared the same way (medians of the first and last window after two
+  retentions have passed) agree within ±25 %; so do the maxima of the table files (bytes on
+  disk are a sawtooth, falling at each flush and compaction: a median lands anywhere in it);
+  the write-ahead log and RocksDB's info LOG, which a slowly written table fills towards their
+  caps for an hour or more, stay within the caps the store settings give (runtime/store.py).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ if __name__ == "__main__" and not __package__:
 from agentstream.client import new_task  # noqa: E402
 from agentstream.settings import SCRIPTED_FAILURE_RATE_ENV  # noqa: E402
 from agentstream.runtime.lag import consumer_lag, end_offsets  # noqa: E402
+from agentstream.runtime.store import INFO_LOG_BYTES, INFO_LOG_FILES, MEMTABLE_BYTES  # noqa: E402
 from agentstream.specialist.checkpoint import DONE  # noqa: E402
 from agentstream.topology import DEFAULT_PATH  # noqa: E402
 from bench._procs import REPO, AgentStack, Proc, TopicWatcher, machine, source_state, write_report  # noqa: E402
@@ -121,6 +125,8 @@ class Sample:
     keys: dict[str, int | None]  # dedupe table -> live keys (None: could not read)
     bytes: dict[str, int]  # dedupe table directory -> bytes on disk
     wal: dict[str, int]  # of which write-ahead log
+    sst: dict[str, int] = field(default_factory=dict)  # of which table files
+    info_log: dict[str, int] = field(default_factory=dict)  # of which RocksDB's info LOG
 
 
 @dataclass
@@ -160,6 +166,7 @@ class SoakReport:
     drain_seconds: float = float("nan")
     checks: list[Check] = field(default_factory=list)
     error: str | None = None
+    partitions: int = 0  # of every dedupe table: a store each
 
     @property
     def ok(self) -> bool:
@@ -196,16 +203,19 @@ def victims(stack: AgentStack) -> Iterator[str]:
 
 
 # -- what is sampled -------------------------------------------------------------------------
-def _dir_bytes(path: Path) -> tuple[int, int]:
-    """(bytes of every file under ``path``, of which RocksDB write-ahead logs)."""
-    total = wal = 0
+def _dir_bytes(path: Path) -> tuple[int, int, int, int]:
+    """Bytes of every file under ``path``; of which RocksDB table files, write-ahead logs and
+    info logs (``LOG``, ``LOG.old.*``)."""
+    total = tables = wal = info = 0
     for file in path.rglob("*"):
         with contextlib.suppress(OSError):  # RocksDB deletes files as it compacts
             if file.is_file():
                 size = file.stat().st_size
                 total += size
+                tables += size if file.suffix == ".sst" else 0
                 wal += size if file.suffix == ".log" else 0
-    return total, wal
+                info += size if file.name == "LOG" or file.name.startswith("LOG.old") else 0
+    return total, tables, wal, info
 
 
 def live_keys(table_dir: Path, prefix: bytes) -> int:
@@ -267,15 +277,15 @@ class Sampler(threading.Thread):
             except psutil.Error:
                 self.errors["rss"] += 1  # killed between the listing and the read
         keys: dict[str, int | None] = {}
-        sizes, wals = {}, {}
+        sizes, tables, wals, infos = {}, {}, {}, {}
         for name, (directory, prefix) in self.tables.items():
             try:
                 keys[name] = live_keys(directory, prefix)
             except Exception as exc:  # rocksdict raises plain Exceptions (a file compacted away mid-open)
                 keys[name] = None
                 self.errors[f"keys {name}: {exc}"[:120]] += 1
-            sizes[name], wals[name] = _dir_bytes(directory)
-        return Sample(round(now - self.began, 1), rss, pids, ages, self.lag(), keys, sizes, wals)
+            sizes[name], tables[name], wals[name], infos[name] = _dir_bytes(directory)
+        return Sample(round(now - self.began, 1), rss, pids, ages, self.lag(), keys, sizes, wals, tables, infos)
 
     def lag(self) -> dict[str, int | None]:
         topology = self.stack.topology
@@ -370,7 +380,7 @@ def run_soak(bootstrap: str, config: SoakConfig, base: Path | None = None, progr
     stack = AgentStack(bootstrap, base / "workers", latency=config.latency, topology_path=topology_path,
                        env={SCRIPTED_FAILURE_RATE_ENV: str(config.fault_rate)}, call_log=False)
     topology = stack.topology
-    partitions = topology.topic_spec("results").partitions
+    partitions = report.partitions = topology.topic_spec("results").partitions
     watcher = TopicWatcher(bootstrap, [topology.topic("results"), topology.topic("dlq")], stack.schemas, partitions)
     for slot, (kind, agent) in slots(stack).items():
         stack.start(slot, kind, agent_type=agent)
@@ -460,17 +470,49 @@ def _windows(points: Sequence[tuple[float, float]], start: float, end: float, wi
     return early, late
 
 
-def _flat(name: str, points: Sequence[tuple[float, float]], start: float, end: float, width: float, tolerance: float) -> Check:
+def _flat(name: str, points: Sequence[tuple[float, float]], start: float, end: float, width: float, tolerance: float,
+          statistic: Callable[[list[float]], float] = statistics.median) -> Check:
+    """The ``statistic`` of the first and of the last window agree within ``tolerance``. The
+    median suits a level with noise (RSS, keys); the maximum suits a sawtooth (bytes on disk,
+    which fall at each flush and compaction), whose median lands anywhere in its range."""
     if end - start < 2 * width:
         return Check(name, None, f"n/a: needs {2 * width:.0f} s after t={start:.0f} s, the load ended at {end:.0f} s")
     early, late = _windows(points, start, end, width)
     if len(early) < 3 or len(late) < 3:
         return Check(name, None, f"n/a: {len(early)} early and {len(late)} late samples")
-    a, b = statistics.median(early), statistics.median(late)
-    change = (b - a) / a if a else (0.0 if b == 0 else math.inf)
+    a, b = statistic(early), statistic(late)
+    if a == 0 and b > 0:
+        return Check(name, None, f"n/a: none before t={start + width:.0f} s, {b:,.0f} at the end (needs a longer run)")
+    change = (b - a) / a if a else 0.0
     return Check(name, abs(change) <= tolerance,
-                 f"median {a:,.0f} (t {start:.0f}-{start + width:.0f} s) -> {b:,.0f} (t {end - width:.0f}-{end:.0f} s): "
-                 f"{change:+.1%} (limit ±{tolerance:.0%})")
+                 f"{statistic.__name__} {a:,.0f} (t {start:.0f}-{start + width:.0f} s) -> {b:,.0f} "
+                 f"(t {end - width:.0f}-{end:.0f} s): {change:+.1%} (limit ±{tolerance:.0%})")
+
+
+def _within(name: str, points: Sequence[tuple[float, float]], bound: float, why: str) -> Check:
+    """Every sample at most ``bound``: for what RocksDB's settings cap (WAL, info LOG), which
+    grows towards its cap for as long as a slow table takes to fill a memtable."""
+    if not points:
+        return Check(name, None, "n/a: no samples")
+    peak = max(v for _, v in points)
+    return Check(name, peak <= bound, f"max {peak:,.0f} bytes, bound {bound:,.0f} ({why})")
+
+
+def _dedupe_bytes(report: SoakReport, table: str, start: float, end: float) -> list[Check]:
+    """The dedupe table's files, by kind: table files must be flat; the write-ahead log and the
+    info log must stay within what the store settings allow for its stores."""
+    samples, stores, width = report.samples, report.partitions, report.config.window_s
+    series = {kind: [(s.at, float(getattr(s, kind)[table])) for s in samples if table in getattr(s, kind)]
+              for kind in ("sst", "wal", "info_log")}
+    # The active memtable and one being flushed, each at most MEMTABLE_BYTES of writes.
+    wal_bound = stores * 2 * MEMTABLE_BYTES
+    info_bound = stores * (INFO_LOG_FILES * INFO_LOG_BYTES + 64 * 1024)  # + the line being written past the cap
+    return [
+        _flat(f"table files {table}", series["sst"], start, end, width, DEDUPE_TOLERANCE, statistic=max),
+        _within(f"WAL {table}", series["wal"], wal_bound, f"{stores} stores x 2 memtables of {MEMTABLE_BYTES:,}"),
+        _within(f"info log {table}", series["info_log"], info_bound,
+                f"{stores} stores x {INFO_LOG_FILES} files of {INFO_LOG_BYTES:,}"),
+    ]
 
 
 def checks(report: SoakReport) -> list[Check]:
@@ -503,8 +545,7 @@ def checks(report: SoakReport) -> list[Check]:
     for table in sorted({t for s in samples for t in s.keys}):
         keys = [(s.at, float(k)) for s in samples if (k := s.keys.get(table)) is not None]
         out.append(_flat(f"keys {table}", keys, settled, end, config.window_s, DEDUPE_TOLERANCE))
-        sizes = [(s.at, float(s.bytes[table])) for s in samples if table in s.bytes]
-        out.append(_flat(f"bytes {table}", sizes, settled, end, config.window_s, DEDUPE_TOLERANCE))
+        out.extend(_dedupe_bytes(report, table, settled, end))
     return out
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from pathlib import Path
 
-from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteBufferManager
+from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
 
 from agentstream.runtime.errors import ProcessorError
 
@@ -34,6 +34,21 @@ _FIRST_USER_KEY = b"\x01"  # every key below it is metadata (or the empty key, w
 # compaction drops the deleted keys.
 MEMTABLE_BUDGET_BYTES = 16 * 1024 * 1024  # per process, all stores together
 MEMTABLE_BYTES = 1024 * 1024  # per store: a flush at most this big; RocksDB sizes arena blocks from it (1/8)
+
+# All stores of a process also share one block cache, which holds the index and filter blocks
+# too. Left to its defaults each RocksDB has its own 32 MB cache and keeps index and filter
+# blocks outside any cache: a worker has a store per table and partition (the router 4 x 6),
+# and under churn each cache fills with blocks of table files that compaction has already
+# replaced. A churn of session records (2,000 sessions, 36,000 updates, ~2 MB of live table
+# files) took a process from 55 to 264 MB with per-store caches and to 77 MB with one shared
+# 8 MB cache (bench/RESULTS.md, "Router memory").
+BLOCK_CACHE_BYTES = 16 * 1024 * 1024  # per process, all stores together
+
+# RocksDB's info LOG (flushes, compactions, a statistics dump every 10 minutes) is unbounded
+# by default and was most of a dedupe table's growth on disk in the soak. Keep two files of
+# at most this size per store: enough to read what the last flushes and compactions did.
+INFO_LOG_BYTES = 256 * 1024
+INFO_LOG_FILES = 2
 
 DELETED = None  # a buffered delete
 Dumps = Callable[[Any], bytes]
@@ -191,6 +206,9 @@ class PartitionStore:
         options.create_if_missing(True)
         options.set_write_buffer_size(MEMTABLE_BYTES)
         options.set_write_buffer_manager(_write_buffer_manager())
+        options.set_block_based_table_factory(_table_options())
+        options.set_max_log_file_size(INFO_LOG_BYTES)
+        options.set_keep_log_file_num(INFO_LOG_FILES)
         return Rdict(str(path), options, access_type=AccessType.read_write())
 
     @staticmethod
@@ -202,3 +220,17 @@ class PartitionStore:
 def _write_buffer_manager() -> WriteBufferManager:
     """The process's one budget (made on first use: no RocksDB object at import)."""
     return WriteBufferManager(MEMTABLE_BUDGET_BYTES, False)  # False: never stall writers, flush instead
+
+
+@functools.cache
+def _block_cache() -> Cache:
+    """The process's one block cache (made on first use, like the memtable budget)."""
+    return Cache(BLOCK_CACHE_BYTES)
+
+
+def _table_options() -> BlockBasedOptions:
+    table = BlockBasedOptions()
+    table.set_block_cache(_block_cache())
+    table.set_cache_index_and_filter_blocks(True)  # bounded by the cache, not per table file
+    table.set_pin_l0_filter_and_index_blocks_in_cache(True)  # the newest files' stay hot
+    return table

@@ -1,4 +1,4 @@
-"""RocksDB stores of one process share a memtable budget (runtime/store.py).
+"""RocksDB stores of one process share a memtable budget and a block cache (runtime/store.py).
 
 Each store is its own RocksDB; left to its defaults, each keeps up to 64 MB of writes in
 its memtable (and write-ahead log) before flushing them to a table file. A worker has a
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agentstream.runtime.store import MEMTABLE_BUDGET_BYTES, PartitionStore
+from agentstream.runtime.store import BLOCK_CACHE_BYTES, INFO_LOG_BYTES, INFO_LOG_FILES, MEMTABLE_BUDGET_BYTES, PartitionStore
 
 VALUE = b"x" * 4096
 
@@ -62,3 +62,45 @@ def test_memtables_of_all_stores_stay_within_the_process_budget(tmp_path: Path) 
     finally:
         for store in stores:
             store.close()
+
+
+def _cache(store: PartitionStore, name: str) -> int:
+    return int(store._db.property_int_value(f"rocksdb.block-cache-{name}") or 0)
+
+
+def test_all_stores_read_through_one_block_cache_within_its_budget(tmp_path: Path) -> None:
+    """Session-record churn (read, grow, rewrite) over several stores: every store reports
+    the one shared cache, and what it holds stays within the budget. With RocksDB's
+    defaults each store had its own 32 MB cache, filled with blocks of replaced table files."""
+    stores = [PartitionStore(tmp_path / str(p)) for p in range(4)]
+    try:
+        for r in range(40):
+            for n, store in enumerate(stores):
+                for i in range(200):
+                    key = f"session-{n}-{i}".encode()
+                    store.put(key, (store.get(key) or b"")[-8192:] + VALUE[: 512 + r])
+                store.begin_flush()
+                store.finish_flush(r)
+        reads = sum(len(v) for store in stores for _, v in store.items())
+        assert reads > BLOCK_CACHE_BYTES // 4  # the churn went through the cache
+        assert {_cache(store, "capacity") for store in stores} == {BLOCK_CACHE_BYTES}
+        assert {_cache(store, "usage") for store in stores} == {_cache(stores[0], "usage")}  # one cache
+        assert 0 < _cache(stores[0], "usage") <= BLOCK_CACHE_BYTES
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_the_info_log_of_each_store_is_bounded(tmp_path: Path) -> None:
+    """RocksDB's info LOG grows without end by default (a statistics dump every 10 minutes,
+    a line per flush and compaction); the options RocksDB wrote for a store bound it."""
+    store = PartitionStore(tmp_path / "0")
+    try:
+        options_file = max(store.path.glob("OPTIONS-*"))
+        settings = dict(
+            line.strip().split("=", 1) for line in options_file.read_text().splitlines() if "=" in line
+        )
+        assert settings["max_log_file_size"] == str(INFO_LOG_BYTES)
+        assert settings["keep_log_file_num"] == str(INFO_LOG_FILES)
+    finally:
+        store.close()

@@ -1,0 +1,52 @@
+"""The soak's judgements (bench/soak.py) on made-up samples: a sawtooth of bytes on disk is
+flat, a growing one is not, and what RocksDB's settings cap is checked against the cap."""
+
+from __future__ import annotations
+
+from bench.soak import Sample, SoakConfig, SoakReport, _dedupe_bytes, _flat
+from agentstream.runtime.store import MEMTABLE_BYTES
+
+TABLE = "router.dedupe"
+
+
+def _sawtooth(at: float, top: float, period: float = 60.0) -> float:
+    return top * ((at % period) / period)
+
+
+def _report(sst: dict[float, float], wal: dict[float, float], info: float = 50_000.0) -> SoakReport:
+    config = SoakConfig(minutes=20, window_s=180)
+    samples = [
+        Sample(at, {}, {}, {}, {}, {TABLE: 100}, {TABLE: int(sst[at] + wal[at] + info)}, {TABLE: int(wal[at])},
+               {TABLE: int(sst[at])}, {TABLE: int(info)})
+        for at in sst
+    ]
+    return SoakReport(config, samples=samples, partitions=6)
+
+
+def test_a_sawtooth_is_flat_by_its_maxima_and_a_rising_one_is_not() -> None:
+    times = [float(t) for t in range(0, 1200, 10)]
+    steady = [(t, _sawtooth(t, 1e6, period=170.0)) for t in times]
+    rising = [(t, _sawtooth(t, 1e6 + 1_000 * t, period=170.0)) for t in times]
+    assert _flat("bytes", steady, 240, 1200, 180, 0.25, statistic=max).ok is True
+    check = _flat("bytes", rising, 240, 1200, 180, 0.25, statistic=max)
+    assert check.ok is False and check.detail.startswith("max "), check.detail
+
+
+def test_growing_table_files_fail_and_a_wal_past_its_cap_fails() -> None:
+    times = [float(t) for t in range(0, 1200, 10)]
+    growing = {t: 100_000 + 1_000 * t for t in times}
+    over_cap = {t: 6 * 2 * MEMTABLE_BYTES + 1 if t > 600 else 0.0 for t in times}
+    checks = {c.name: c for c in _dedupe_bytes(_report(growing, over_cap), TABLE, 240, 1200)}
+    assert checks[f"table files {TABLE}"].ok is False
+    assert checks[f"WAL {TABLE}"].ok is False
+    assert checks[f"info log {TABLE}"].ok is True
+
+
+def test_nothing_flushed_early_is_not_judged_as_growth() -> None:
+    times = [float(t) for t in range(0, 1200, 10)]
+    late_first_flush = {t: 300_000.0 if t > 1000 else 0.0 for t in times}
+    wal = {t: 100.0 * t for t in times}  # a slow table filling its memtable: below the cap
+    checks = {c.name: c for c in _dedupe_bytes(_report(late_first_flush, wal), TABLE, 240, 1200)}
+    assert checks[f"table files {TABLE}"].ok is None
+    assert "longer run" in checks[f"table files {TABLE}"].detail
+    assert checks[f"WAL {TABLE}"].ok is True

@@ -74,3 +74,13 @@ def test_recovery_with_kip848_workers(kafka_bootstrap: str) -> None:
     assert trial["group_type"].startswith("consumer")
     assert trial["lost"] == 0 and trial["duplicate_results"] == 0
     assert math.isfinite(trial["to_first_resumed_call_s"])
+
+
+def test_store_memory_runs_both_variants() -> None:
+    report = run_bench("store_memory", "--sessions", "50", "--updates", "600", "--sample-every", "300")
+    trials = {t["variant"]: t for t in report["trials"]}
+    assert set(trials) == {"per-store-cache", "runtime"}
+    for trial in trials.values():
+        assert trial["error"] is None, trial["error"]
+        assert [update for update, _ in trial["samples"]] == [0, 300, 600]
+        assert trial["block_cache_bytes"] > 0  # the churn read through a cache

@@ -29,8 +29,9 @@ from tests.unit.test_providers_openai import LoopbackServer, Reply, completion, 
 
 # A model the price table knows, so a result's cost_usd follows from the server's usage.
 MODEL = "openai:gpt-4o-mini"
-# An id such as INV-1002, MSA-2041 or ORD-7: what a tool's *_id parameter is filled with.
-_ID = re.compile(r"\b[A-Z]{2,}-\d+\b")
+# What a tool's parameter is filled with, by the parameter's name: an *_id with an id such
+# as INV-1002 or MSA-2041, an email with an address; any other with the task's text.
+_FILLERS = {"_id": re.compile(r"\b[A-Z]{2,}-\d+\b"), "email": re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+\w")}
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -123,17 +124,24 @@ def _answers(review_text: str) -> str:
 
 
 def pick_tool_call(tools: Mapping[str, Mapping[str, Any]], text: str) -> tuple[str, dict[str, str]] | None:
-    """A call of the first tool whose required string parameters the task can fill: an
-    ``*_id`` parameter with an id in the text, any other with the text itself."""
-    ids = _ID.findall(text)
+    """A call of the first tool whose required parameters (strings) the task can fill."""
     for name, function in tools.items():
         parameters = function.get("parameters") or {}
-        required = parameters.get("required") or []
         kinds = parameters.get("properties") or {}
-        if any(kinds.get(p, {}).get("type") != "string" or (p.endswith("_id") and not ids) for p in required):
-            continue
-        return name, {p: ids[0] if p.endswith("_id") else text for p in required}
+        required = parameters.get("required") or []
+        arguments = {p: _fill(p, text) for p in required if kinds.get(p, {}).get("type") == "string"}
+        if len(arguments) == len(required) and all(value is not None for value in arguments.values()):
+            return name, {p: str(value) for p, value in arguments.items()}
     return None
+
+
+def _fill(parameter: str, text: str) -> str | None:
+    """What ``text`` offers for ``parameter`` (see _FILLERS); None when it offers nothing."""
+    for suffix, pattern in _FILLERS.items():
+        if parameter.endswith(suffix):
+            found = pattern.search(text)
+            return found.group(0) if found else None
+    return text
 
 
 def main() -> None:

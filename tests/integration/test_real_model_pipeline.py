@@ -9,10 +9,14 @@ call; the specialist first gets calls of the app's real tools, then, with their 
 an answer quoting them; the supervisor's review a ``publish`` verdict for one task and an
 ``escalate`` for the other. Each kind of call reports its own token usage, so the cost of
 every call can be traced into the task's result.
+
+And ``agentstream demo`` (what ``make demo`` runs) on the same path, with the stand-in
+provider of model_server.py: the banner names the real model, the tickets get its answers.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -27,9 +31,10 @@ from agentstream.router.classifier import ROUTE_TOOL
 from agentstream.supervisor.review import NEEDS_HUMAN_REVIEW
 from tests.unit.test_providers_openai import LoopbackServer, Reply
 
+from .cli import cli_env, run
 from .harness import REPO
 from .model_server import (
-    MODEL, is_review_request, is_route_request, last_user_text, openai_env, review, text_reply, tool_reply, tool_results,
+    MODEL, AppModel, is_review_request, is_route_request, last_user_text, openai_env, review, text_reply, tool_reply, tool_results,
 )
 from .test_durable import DurableStack
 from .test_llm_router import task_event_details
@@ -73,11 +78,12 @@ class Provider:
         self.routes: list[dict[str, Any]] = []
         self.steps: list[dict[str, Any]] = []
         self.reviews: list[dict[str, Any]] = []
+        self.wire: list[tuple[str, str]] = []  # (path, model) of every request
         self._lock = threading.Lock()
 
     def answer(self, request: dict[str, Any]) -> Reply:
         body = request["json"]
-        assert request["path"] == "/v1/chat/completions" and body["model"] == "gpt-4o-mini", (request["path"], body["model"])
+        self._keep(self.wire, (request["path"], body["model"]))
         task = next(text for text in CLAUSES if text in last_user_text(body))
         if is_route_request(body):
             self._keep(self.routes, body)
@@ -96,16 +102,19 @@ class Provider:
         calls = [("list_documents", {}), ("find_clause", {"document_id": document_id, "clause": clause})]
         return tool_reply(calls, usage=STEP_USAGE)
 
-    def _keep(self, kept: list[dict[str, Any]], body: dict[str, Any]) -> None:
+    def _keep(self, kept: list[Any], item: Any) -> None:
         with self._lock:
-            kept.append(body)
+            kept.append(item)
 
     @staticmethod
     def of(kept: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
         return [body for body in kept if task in last_user_text(body)]
 
 
-def _run(bootstrap: str, tmp_path: Path, provider: Provider, tasks: list[dict[str, Any]]) -> tuple[DurableStack, dict[str, list[dict[str, Any]]]]:
+def _run(
+    bootstrap: str, tmp_path: Path, provider: Provider, tasks: list[dict[str, Any]]
+) -> tuple[DurableStack, dict[str, list[dict[str, Any]]]]:
+    """Run the tasks on the app's workers, every model on ``provider``: the stack and the results."""
     with LoopbackServer(provider.answer).running() as server:
         env = openai_env(server)
         stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=env)
@@ -130,6 +139,9 @@ def test_router_specialist_and_supervisor_call_a_real_provider_through_the_sdk(b
     assert all(len(results[t["task_id"]]) == 1 for t in tasks.values()), results  # one result per task
     published, escalated = (results[tasks[text]["task_id"]][0] for text in (PUBLISHED, ESCALATED))
 
+    # Every call went to the SDK's endpoint with the model AGENTSTREAM_MODEL names.
+    assert set(provider.wire) == {("/v1/chat/completions", "gpt-4o-mini")}
+    assert len(provider.wire) == 2 * 4  # per task: route, two specialist steps, review
     # The router asked the model once per task, offering the app's one specialist.
     for text in (PUBLISHED, ESCALATED):
         (asked,) = Provider.of(provider.routes, text)
@@ -163,3 +175,19 @@ def test_router_specialist_and_supervisor_call_a_real_provider_through_the_sdk(b
 
     assert (escalated["status"], escalated["error"]) == ("FAILED", {"code": NEEDS_HUMAN_REVIEW, "message": WHY})
     assert QUOTED[ESCALATED] in escalated["output"] and escalated["review"]["verdict"] == "escalate", escalated
+
+
+def test_the_demo_runs_on_a_real_provider_and_says_so(tmp_path: Path) -> None:
+    provider = AppModel()
+    with LoopbackServer(provider.answer).running() as server:
+        done = run("demo", "--state-dir", str(tmp_path), env=cli_env(**openai_env(server)), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert f"model: {MODEL} (from AGENTSTREAM_MODEL, for every agent type)" in out and "ScriptedModel" not in out, out[:600]
+    assert "waiting up to 900 s" in out
+    got = re.search(r"(\d+)/(\d+) tickets got a result", out)
+    assert got is not None and got.group(1) == got.group(2), out[-2000:]
+    # Every ticket's answer is the provider's, written from the tool results it asked for.
+    answers = [line for line in out.splitlines() if re.match(r"   \| (\w+: )?From our records: ", line)]
+    assert len(answers) >= int(got.group(1)), out
+    assert provider.requests and all(body["model"] == "gpt-4o-mini" for body in provider.requests)

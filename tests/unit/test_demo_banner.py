@@ -1,4 +1,5 @@
-"""The demo says which model answers (ScriptedModel only when no real provider is configured), who calls it, and waits long enough for it."""
+"""The demo says which model answers (ScriptedModel only when no real provider is configured)
+and who calls it, and waits long enough for a real one."""
 
 from __future__ import annotations
 

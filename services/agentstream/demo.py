@@ -14,7 +14,7 @@ from typing import Any
 from agentstream.client import Follower, Submitter, new_task
 from agentstream.display import shorten
 from agentstream.events import TASK_EVENT, TASK_RESULT
-from agentstream.models.config import DEFAULT_MODEL_ID, effective_model_id, parse_model_id
+from agentstream.models.config import DEFAULT_MODEL_ID, ModelSettings, effective_model_id, parse_model_id
 from agentstream.serde import SchemaSet
 from agentstream.settings import MODEL_ENV
 from agentstream.stack import Stack
@@ -30,29 +30,64 @@ agentstream demo
 SCRIPTED = """model: ScriptedModel, the offline deterministic test model shipped with agentstream.
          No real LLM is called; answers are scripted from the tool results."""
 ANSWER_CHARS = 600
+# How long the demo waits for every result. A session's tickets run one after another and
+# a real model takes seconds per call (a local one on a CPU, tens), so it gets longer.
+SCRIPTED_WAIT_S = 120.0
+REAL_WAIT_S = 900.0
 
 
 def describe_models(topology: Topology, environ: Mapping[str, str] | None = None) -> str:
-    """What the specialists will call: ScriptedModel, or the real models and where they were chosen."""
-    used: set[str] = set()
-    for agent_type in topology.specialist_types:
-        settings = topology.agent(agent_type).model
-        configured = [*settings.models.values(), *settings.fallbacks] if settings else [DEFAULT_MODEL_ID]
-        used.update(effective_model_id(model_id, environ) for model_id in configured)
-    real = sorted(m for m in used if parse_model_id(m)[0] != "scripted")
-    if not real:
+    """What the pipeline will call: ScriptedModel, or the real models, where they were
+    chosen and who calls them (specialists; the router and supervisor when configured)."""
+    used = real_models(topology, environ)
+    if not used:
         return SCRIPTED
+    real = sorted(used)
     env = os.environ if environ is None else environ
     where = f"{MODEL_ENV}, for every agent type" if env.get(MODEL_ENV, "").strip() else "the topology"
-    return f"model: {', '.join(real)} (from {where}): a real LLM is called, and may cost money."
+    callers = "; ".join(f"{model_id}: {', '.join(used[model_id])}" for model_id in real)
+    return f"model: {', '.join(real)} (from {where}): a real LLM is called, and may cost money.\n  called by {callers}"
 
 
-def run_demo(state_dir: Path = Path(".state/demo"), timeout: float = 120.0) -> int:
+def real_models(topology: Topology, environ: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """Each real (not scripted) model the pipeline will call, with its callers."""
+    used: dict[str, list[str]] = {}
+    for caller, settings in _model_callers(topology):
+        configured = [*settings.models.values(), *settings.fallbacks] if settings else [DEFAULT_MODEL_ID]
+        for model_id in sorted({effective_model_id(model_id, environ) for model_id in configured}):
+            if parse_model_id(model_id)[0] != "scripted":
+                used.setdefault(model_id, []).append(caller)
+    return used
+
+
+def default_wait(topology: Topology, environ: Mapping[str, str] | None = None) -> float:
+    """How long the demo waits for its results when not told: longer on a real model."""
+    return REAL_WAIT_S if real_models(topology, environ) else SCRIPTED_WAIT_S
+
+
+def _model_callers(topology: Topology) -> list[tuple[str, ModelSettings | None]]:
+    """Who calls a model, with its settings: each specialist (None: the default model), the
+    router's classifier (routing.model) and the supervisor's review (supervision) when set."""
+    callers: list[tuple[str, ModelSettings | None]] = []
+    for name, agent in topology.agents.items():
+        if agent.kind == "specialist":
+            callers.append((name, agent.model))
+        elif agent.routing is not None and agent.routing.model is not None:
+            callers.append((f"{name} (classifier)", agent.routing.model))
+        elif agent.supervision is not None:
+            callers.append((f"{name} (review)", agent.supervision.model))
+    return callers
+
+
+def run_demo(state_dir: Path = Path(".state/demo"), timeout: float | None = None) -> int:
+    """Run the tickets; wait ``timeout`` seconds for their results (None: SCRIPTED_WAIT_S
+    on the scripted model, REAL_WAIT_S on a real one)."""
     schemas = SchemaSet.load()
     tickets = demo_tickets()
     run_id = uuid.uuid4().hex[:6]
     with Stack(state_dir / "workers", log_dir=state_dir / "logs") as stack:
         topology = stack.topology
+        timeout = default_wait(topology) if timeout is None else timeout
         print(BANNER.format(models=describe_models(topology), broker=stack.bootstrap,
                             workers=", ".join(stack.workers), logs=state_dir / "logs"))
         follower = Follower(stack.bootstrap, [topology.topic("results"), topology.topic("task_events")], schemas)
@@ -66,7 +101,8 @@ def run_demo(state_dir: Path = Path(".state/demo"), timeout: float = 120.0) -> i
             tasks[task["task_id"]] = {**ticket, "number": number}
             submitter.submit(task)
         submitter.flush()
-        print(f"submitted {len(tasks)} tickets; waiting for their results (first run: the workers join their groups)\n")
+        print(f"submitted {len(tasks)} tickets; waiting up to {timeout:.0f} s for their results "
+              "(first run: the workers join their groups)\n")
         results, tools = _collect(follower, stack, set(tasks), timeout)
         follower.close()
     for task_id, ticket in sorted(tasks.items(), key=lambda item: item[1]["number"]):

@@ -6,6 +6,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from agentstream.models.base import Usage
+
 # Schema names, as in schemas/*.avsc.
 TASK_SUBMITTED = "TaskSubmitted"
 ROUTED_TASK = "RoutedTask"
@@ -20,6 +22,12 @@ def now_ms() -> int:
 
 def empty_usage() -> dict[str, Any]:
     return {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "llm_calls": 0, "tool_calls": 0}
+
+
+def call_usage(usage: Usage) -> dict[str, Any]:
+    """The Usage record of one model call (a router's classification)."""
+    return {**empty_usage(), "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+            "cost_usd": usage.cost_usd, "llm_calls": 1}
 
 
 def task_event(task: Mapping[str, Any], stage: str, kind: str, state: str, detail: str = "") -> dict[str, Any]:

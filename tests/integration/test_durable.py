@@ -56,6 +56,13 @@ class DurableStack:
         self.workers[name] = worker
         return worker
 
+    def start_all(self, workers: dict[str, list[str]], timeout: float = 60) -> None:
+        """Start every worker (name -> command) and wait until each has its partitions."""
+        for name, command in workers.items():
+            self.start(name, *command)
+        for worker in self.workers.values():
+            worker.wait_for_line(r": assigned ", timeout)
+
     def submit(self, tasks: list[dict[str, Any]]) -> None:
         producer = Producer(producer_config(self.bootstrap))
         for task in tasks:

@@ -13,6 +13,7 @@ from agentstream.client import new_task
 from tests.unit.test_providers_openai import LoopbackServer, Reply, completion
 
 from .harness import REPO
+from .model_server import openai_env
 from .test_durable import DurableStack
 
 APP = REPO / "examples" / "document_review"
@@ -31,14 +32,10 @@ def _answer(request: dict[str, Any]) -> Reply:
 
 def test_the_document_review_app_runs_from_its_folder_with_its_own_tools_and_prompt(bootstrap: str, tmp_path: Path) -> None:
     with LoopbackServer(_answer).running() as server:
-        env = {"AGENTSTREAM_MODEL": "openai:gpt-4o-mini", "OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "sk-test"}
-        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=APP / "topology.yaml", env=env)
+        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=APP / "topology.yaml", env=openai_env(server))
         task = new_task("How can either side end the Northwind agreement?", "review-1", "legal-ops", requested_agent="contracts")
         try:
-            for name, command in WORKERS.items():
-                stack.start(name, *command)
-            for worker in stack.workers.values():
-                worker.wait_for_line(r": assigned ", 60)
+            stack.start_all(WORKERS)
             stack.submit([task])
             got = stack.results({task["task_id"]}, timeout=90)[task["task_id"]]
         finally:

@@ -23,9 +23,10 @@ from agentstream.client import new_task
 from agentstream.events import TASK_EVENT
 from agentstream.serde import SchemaSet
 from agentstream.router.classifier import ROUTE_TOOL
-from tests.unit.test_providers_openai import LoopbackServer, Reply, completion, error, tool_call
+from tests.unit.test_providers_openai import LoopbackServer, Reply, error
 
 from .harness import REPO, wait_for
+from .model_server import is_route_request, openai_env, text_reply, tool_reply
 from .test_durable import DurableStack
 
 # No rule matches it: the rules alone would send it to the default, technical.
@@ -68,39 +69,21 @@ class ModelSide:
         body = request["json"]
         text = body["messages"][-1]["content"]
         self.requests.append((time.time(), text, body))
-        if not _is_route_request(body):
-            return Reply(body=completion({"content": ANSWER}))
+        if not is_route_request(body):
+            return text_reply(ANSWER)
         if text.endswith(RULED):
             return error(503, "The server is overloaded or not ready yet.", None, "server_error")
         if self.hold_route.is_set():
             self.hold_route.clear()
             self.release.wait(60)
-        arguments = '{"agent_types": ["billing", "account"], "tier": "complex", "confidence": 0.9}'
-        return Reply(body=completion({"content": None, "tool_calls": [tool_call("call-1", ROUTE_TOOL, arguments)]},
-                                     finish="tool_calls"))
+        return tool_reply([(ROUTE_TOOL, {"agent_types": ["billing", "account"], "tier": "complex", "confidence": 0.9})])
 
     def routes_asked(self, text: str) -> list[float]:
         """When ``text`` was the task to route (a later task's request quotes it as context)."""
-        return [at for at, asked, body in self.requests if _is_route_request(body) and asked.endswith(text)]
+        return [at for at, asked, body in self.requests if is_route_request(body) and asked.endswith(text)]
 
     def specialists_asked(self, text: str) -> list[float]:
-        return [at for at, asked, body in self.requests if not _is_route_request(body) and asked == text]
-
-
-def _is_route_request(body: dict[str, Any]) -> bool:
-    return any(tool["function"]["name"] == ROUTE_TOOL for tool in body.get("tools") or [])
-
-
-def _start(stack: DurableStack) -> None:
-    for name, command in WORKERS.items():
-        stack.start(name, *command)
-    for worker in stack.workers.values():
-        worker.wait_for_line(r": assigned ", 60)
-
-
-def _env(server: LoopbackServer) -> dict[str, str]:
-    # AGENTSTREAM_MODEL overrides the router's model id as it does the specialists'.
-    return {"AGENTSTREAM_MODEL": "openai:gpt-4o-mini", "OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "sk-test"}
+        return [at for at, asked, body in self.requests if not is_route_request(body) and asked == text]
 
 
 def test_the_model_routes_what_no_rule_knows_and_the_rules_route_through_an_outage(
@@ -110,9 +93,9 @@ def test_the_model_routes_what_no_rule_knows_and_the_rules_route_through_an_outa
     session = f"s-{uuid.uuid4().hex[:8]}"
     unruled, ruled = new_task(UNRULED, session, "acme"), new_task(RULED, session, "acme")
     with LoopbackServer(model.answer).running() as server:
-        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=_env(server))
+        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=openai_env(server))
         try:
-            _start(stack)
+            stack.start_all(WORKERS)
             stack.submit([unruled, ruled])
             results = stack.results({unruled["task_id"], ruled["task_id"]}, timeout=120)
             router_log = "\n".join(stack.workers["router"].matching(r"routed to"))
@@ -143,9 +126,9 @@ def test_a_router_killed_while_it_classifies_classifies_again_and_loses_nothing(
     model.hold_route.set()
     task = new_task(UNRULED, f"k-{uuid.uuid4().hex[:8]}", "acme")
     with LoopbackServer(model.answer).running() as server:
-        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=_env(server))
+        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=openai_env(server))
         try:
-            _start(stack)
+            stack.start_all(WORKERS)
             stack.submit([task])
             wait_for(lambda: bool(model.routes_asked(UNRULED)), 60, "the router's model call")
             # Killed once the open, undecided entry is in the changelog: the task's record is

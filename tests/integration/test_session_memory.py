@@ -24,6 +24,7 @@ from agentstream.serde import SchemaSet
 from tests.unit.test_providers_openai import LoopbackServer, Reply, completion
 
 from .harness import wait_for
+from .model_server import openai_env
 from .test_durable import DurableStack
 
 FIRST = "I was charged twice on invoice INV-1002"
@@ -73,13 +74,9 @@ def test_a_session_remembers_across_specialists_and_runs_in_order_through_a_rout
     tasks = [new_task(text, session, "acme") for text in (FIRST, SECOND, THIRD)]
     other = new_task(OTHER, other_session, "acme")
     with LoopbackServer(chat.answer).running() as server:
-        env = {"AGENTSTREAM_MODEL": "openai:gpt-4o-mini", "OPENAI_BASE_URL": server.url + "/v1", "OPENAI_API_KEY": "sk-test"}
-        stack = DurableStack(bootstrap, tmp_path, latency="0", env=env)
+        stack = DurableStack(bootstrap, tmp_path, latency="0", env=openai_env(server))
         try:
-            for name, command in WORKERS.items():
-                stack.start(name, *command)
-            for worker in stack.workers.values():
-                worker.wait_for_line(r": assigned ", 60)
+            stack.start_all(WORKERS)
             stack.submit(tasks)
             wait_for(lambda: bool(chat.asked(FIRST)), 60, "the first task's model call")
             # Another session is not held up by this one's open task.

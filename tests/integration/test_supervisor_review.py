@@ -13,7 +13,6 @@ and publishes one result: the task's other specialist results were kept until th
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from pathlib import Path
@@ -26,11 +25,12 @@ from agentstream.client import new_task
 from agentstream.clients import producer_config
 from agentstream.events import SPECIALIST_RESULT
 from agentstream.supervisor.review import NEEDS_HUMAN_REVIEW, REVIEW_TOOL
-from tests.unit.test_providers_openai import LoopbackServer, Reply, completion, error, tool_call
+from tests.unit.test_providers_openai import LoopbackServer, Reply, error
 
 from .harness import REPO, wait_for
+from .model_server import is_review_request, openai_env, text_reply, tool_reply
 from .test_durable import SCHEMAS, DurableStack
-from .test_llm_router import _env, _start, kill_and_restart, task_event_details, wait_for_key
+from .test_llm_router import WORKERS, kill_and_restart, task_event_details, wait_for_key
 
 # The rules route each of them (router/decide.py); no router model here.
 TWO_PARTS = "Refund my last payment and change my password"  # billing + account
@@ -70,8 +70,8 @@ class ModelSide:
 
     def answer(self, request: dict[str, Any]) -> Reply:
         body = request["json"]
-        if not any(tool["function"]["name"] == REVIEW_TOOL for tool in body.get("tools") or []):
-            return Reply(body=completion({"content": ANSWER}))
+        if not is_review_request(body):
+            return text_reply(ANSWER)
         self.reviews.append(body)
         task = body["messages"][-1]["content"]
         if OUTAGE in task:
@@ -83,8 +83,7 @@ class ModelSide:
             verdict = {"verdict": "escalate", "answer": DRAFT, "feedback": WHY, "confidence": 0.7}
         else:
             verdict = {"verdict": "publish", "answer": COMBINED, "feedback": "", "confidence": 0.9}
-        call = tool_call("call-1", REVIEW_TOOL, json.dumps(verdict))
-        return Reply(body=completion({"content": None, "tool_calls": [call]}, finish="tool_calls"))
+        return tool_reply([(REVIEW_TOOL, verdict)])
 
     def reviews_of(self, text: str) -> list[dict[str, Any]]:
         return [body for body in self.reviews if text in body["messages"][-1]["content"]]
@@ -95,9 +94,9 @@ def test_the_supervisor_model_publishes_escalates_and_falls_back_to_the_combine(
     tasks = {text: new_task(text, f"s-{uuid.uuid4().hex[:8]}", "acme") for text in (TWO_PARTS, RISKY, OUTAGE)}
     ids = {task["task_id"] for task in tasks.values()}
     with LoopbackServer(model.answer).running() as server:
-        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=_env(server))
+        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=openai_env(server))
         try:
-            _start(stack)
+            stack.start_all(WORKERS)
             stack.submit(list(tasks.values()))
             results = stack.results(ids, timeout=120)
         finally:
@@ -131,9 +130,9 @@ def test_a_supervisor_killed_while_it_reviews_reviews_again_and_publishes_once(b
     model.hold_review.set()
     task = new_task(TWO_PARTS, f"k-{uuid.uuid4().hex[:8]}", "acme")
     with LoopbackServer(model.answer).running() as server:
-        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=_env(server))
+        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=openai_env(server))
         try:
-            _start(stack)
+            stack.start_all(WORKERS)
             stack.submit([task])
             wait_for(lambda: bool(model.reviews_of(TWO_PARTS)), 60, "the supervisor's review call")
             # Killed once a checkpoint after the review began has flushed the supervisor's

@@ -107,6 +107,14 @@ def test_redelivered_results_count_once_and_completed_wins() -> None:
     assert combined["usage"]["llm_calls"] == 4 and combined["usage"]["input_tokens"] == 200
 
 
+def test_the_router_models_call_counts_once_however_many_specialists_carry_it() -> None:
+    router = {"input_tokens": 50, "output_tokens": 5, "cost_usd": 0.0005, "llm_calls": 1, "tool_calls": 0, "retries": 0}
+    combined = combine([_result("billing", router_usage=router), _result("technical", router_usage=dict(router))])
+    assert combined["usage"] == {
+        "input_tokens": 250, "output_tokens": 45, "cost_usd": 0.0025, "llm_calls": 5, "tool_calls": 2, "retries": 0,
+    }
+
+
 def test_missing_usage_fields_count_as_zero() -> None:
     combined = combine([_result("billing", usage={"input_tokens": 7}), _result("account", usage=None)])
     assert combined["usage"] == {

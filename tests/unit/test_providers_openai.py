@@ -60,7 +60,7 @@ class LoopbackServer:
     with the integration tests that point worker processes at it (``OPENAI_BASE_URL``).
     """
 
-    def __init__(self, answer: Callable[[dict[str, Any]], Reply] | None = None) -> None:
+    def __init__(self, answer: Callable[[dict[str, Any]], Reply] | None = None, port: int = 0) -> None:
         self.replies: list[Reply] = []
         self.answer = answer
         self.requests: list[dict[str, Any]] = []
@@ -89,7 +89,7 @@ class LoopbackServer:
             def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)  # port 0: any free one
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 

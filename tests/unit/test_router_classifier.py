@@ -16,6 +16,7 @@ from agentstream.models.errors import ModelServerError
 from agentstream.models.openai_provider import INVALID_ARGUMENTS_KEY
 from agentstream.router.classifier import (
     ROUTE_TOOL,
+    Classified,
     MalformedRoute,
     ModelRoute,
     check_route,
@@ -158,7 +159,7 @@ def _classifier(model: _Model, **routing: Any) -> ModelClassifier:
 def test_the_classifier_offers_the_route_tool_and_returns_the_checked_route() -> None:
     model = _Model(_reply({"agent_types": ["account"], "tier": "standard", "confidence": 0.9}))
     got = asyncio.run(_classifier(model).classify("t-1", "Please close my profile", []))
-    assert got == ModelRoute(("account",), "standard", 0.9)
+    assert got == Classified(ModelRoute(("account",), "standard", 0.9), Usage(10, 5))  # the call's usage with it
     assert [tool["name"] for tool in model.calls[0]] == [ROUTE_TOOL]
 
 
@@ -166,17 +167,18 @@ def test_a_failing_model_opens_its_breaker_and_the_reason_is_returned() -> None:
     model = _Model(error=ModelServerError("HTTP 503: overloaded", model_id="test:router"))
     classifier = _classifier(model)
     first = asyncio.run(classifier.classify("t-1", "hello", []))
-    second = asyncio.run(classifier.classify("t-2", "hello", []))
-    assert first == "model test:router unavailable: ModelServerError: HTTP 503: overloaded"
+    second = asyncio.run(classifier.classify("t-2", "hello", [])).answer
+    assert first == Classified("model test:router unavailable: ModelServerError: HTTP 503: overloaded")
     assert isinstance(second, str) and second.startswith("model test:router unavailable: CircuitOpenError: ")
     assert len(model.calls) == 1  # the breaker refused the second call before the model saw it
 
 
 def test_a_model_slower_than_the_routing_timeout_is_unavailable() -> None:
     got = asyncio.run(_classifier(_Model(_reply({}), stall_s=5)).classify("t-1", "hello", []))
-    assert got == "model test:router unavailable: no route within routing.model.timeout_s 0.2 s"
+    assert got == Classified("model test:router unavailable: no route within routing.model.timeout_s 0.2 s")
 
 
 def test_an_invalid_answer_is_returned_as_the_reason() -> None:
     got = asyncio.run(_classifier(_Model(_reply(text="billing, I think"))).classify("t-1", "hello", []))
-    assert isinstance(got, str) and got.startswith("model test:router answer invalid: no route_task call")
+    assert isinstance(got.answer, str) and got.answer.startswith("model test:router answer invalid: no route_task call")
+    assert got.usage == Usage(10, 5)  # an invalid answer was paid for too

@@ -69,6 +69,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
             {"task_id": "task-0", "input": "Was I charged twice?", "output": "Yes; refunded.", "status": "COMPLETED", "agents": ["billing"]},
             {"task_id": "task-00", "input": "And ünïcode €?", "output": None, "status": "FAILED", "agents": []},
         ],
+        "router_usage": {**USAGE, "llm_calls": 1, "tool_calls": 0, "retries": 0},
     },
     "SpecialistResult": {
         "task_id": "task-1",
@@ -88,6 +89,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "tier": "complex",
         "model": "openai:gpt-4o-mini",
         "input": "Refund order 42 ✓",
+        "router_usage": None,
     },
     "TaskResult": {
         "task_id": "task-1",

@@ -15,10 +15,11 @@ only once the previous one has its result, carrying the session's memory
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from agentstream.events import ROUTED_TASK, TASK_RESULT, TASK_SUBMITTED, now_ms, task_result
+from agentstream.events import ROUTED_TASK, TASK_RESULT, TASK_SUBMITTED, call_usage, now_ms, task_result
 from agentstream.errors import ConfigurationError, UnknownAgentTypeError
 from agentstream.router.classifier import Decision, choose
 from agentstream.router.decide import Rules, is_usable_id, validate_task
@@ -195,10 +196,12 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         fallback = by_rules(task, "")
         if classifier is None:  # undecided entries from a run that had a router model
             return Decision(fallback.route, fallback.tier, "rules", "no router model is configured now")
-        answer = await classifier.classify(task["task_id"], task["input"], turns)
-        decision = choose(answer, (fallback.route, fallback.tier), routing.min_confidence, classifier.model_id)
+        classified = await classifier.classify(task["task_id"], task["input"], turns)
+        decision = choose(classified.answer, (fallback.route, fallback.tier), routing.min_confidence, classifier.model_id)
         hinted = tier_hint(task.get("metadata") or {})
-        return decision if hinted is None else Decision(decision.route, hinted, decision.by, decision.why)
+        # The call's cost goes with the task to the supervisor, which adds it to the result once.
+        usage = call_usage(classified.usage) if classified.usage is not None else None
+        return replace(decision, tier=hinted or decision.tier, usage=usage)
 
     def send_routed(decided: dict[str, Any], turns: list[dict[str, Any]]) -> None:
         task, route_to, tier = decided["task"], decided["route"], decided["tier"]
@@ -217,6 +220,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
                 "tier": tier,
                 "budget_usd": task.get("budget_usd"),
                 "history": turns,
+                "router_usage": decided.get("usage"),
             }
             service.emit_to(topology.specialist_topic(agent_type), ROUTED_TASK, routed)
         service.progress(task, "ROUTED", "QUEUED", f"{','.join(route_to)} tier={tier} {decided.get('by') or 'by rules'}")
@@ -267,5 +271,7 @@ def _routing(topology: Topology) -> RoutingSettings:
 
 
 def _fields(decision: Decision) -> dict[str, Any]:
-    """A decision as the session record keeps it in a task's entry."""
-    return {"route": decision.route, "tier": decision.tier, "by": decision.describe()}
+    """A decision as the session record keeps it in a task's entry (usage only when a model
+    answered: the record of a session is bounded, RECORD_MAX_BYTES)."""
+    fields = {"route": decision.route, "tier": decision.tier, "by": decision.describe()}
+    return fields if decision.usage is None else {**fields, "usage": decision.usage}

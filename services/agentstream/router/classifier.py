@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentstream.models.base import Message, ModelResponse
+from agentstream.models.base import Message, ModelResponse, Usage
 from agentstream.tier import TIERS, Tier
 from agentstream.models.structured import MalformedAnswer, is_confidence, tool_arguments
 
@@ -45,13 +45,24 @@ class ModelRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class Classified:
+    """What the classifier's call came to: the route or why there is none, and what the call
+    cost (None when no answer came back). An invalid or unsure answer was paid for too."""
+
+    answer: ModelRoute | str
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
-    """The route a task gets, and which path decided it and why (for the event and the log)."""
+    """The route a task gets, and which path decided it and why (for the event and the log),
+    and the router model call's usage (a Usage record) when one answered."""
 
     route: list[str]
     tier: str
     by: str  # "model", "rules" or "request" (the client's requested_agent)
     why: str
+    usage: dict[str, Any] | None = None
 
     def describe(self) -> str:
         return f"by {self.by}: {self.why}" if self.why else f"by {self.by}"

@@ -19,7 +19,7 @@ from agentstream.controls.registry import ModelControls
 from agentstream.controls.settings import ControlSettings
 from agentstream.models.base import Model, task_scope
 from agentstream.models.errors import ModelError
-from agentstream.router.classifier import MalformedRoute, ModelRoute, parse_route, route_messages, route_tool
+from agentstream.router.classifier import Classified, MalformedRoute, parse_route, route_messages, route_tool
 from agentstream.specialist.model_chains import ModelChains
 from agentstream.topology import RoutingSettings
 
@@ -51,24 +51,26 @@ class ModelClassifier:
         """The classifier when the topology configures ``routing.model``, else None."""
         return cls(routing, known) if routing.model is not None else None
 
-    async def classify(self, task_id: str, text: str, turns: Sequence[Mapping[str, Any]]) -> ModelRoute | str:
-        """The model's route for ``text``, or why there is none (unavailable, invalid)."""
+    async def classify(self, task_id: str, text: str, turns: Sequence[Mapping[str, Any]]) -> Classified:
+        """The model's route for ``text``, or why there is none (unavailable, invalid), with
+        the call's usage when the model answered."""
         messages = route_messages(text, self.known, self.descriptions, turns)
         try:
             with task_scope(task_id):
                 async with asyncio.timeout(self.settings.timeout_s):
                     response = await self.chain.complete(messages, [self._tool])
         except TimeoutError:
-            return f"model {self.model_id} unavailable: no route within routing.model.timeout_s {self.settings.timeout_s:g} s"
+            timeout_s = self.settings.timeout_s
+            return Classified(f"model {self.model_id} unavailable: no route within routing.model.timeout_s {timeout_s:g} s")
         except ModelError as exc:  # breaker open, spent retries, refused key...
-            return f"model {self.model_id} unavailable: {type(exc).__name__}: {exc}"
+            return Classified(f"model {self.model_id} unavailable: {type(exc).__name__}: {exc}")
         except Exception as exc:  # a bug must not strand the task: the rules still route it
             log.exception("router model call for task %s failed unexpectedly", task_id)
-            return f"model {self.model_id} failed: {type(exc).__name__}: {exc}"
+            return Classified(f"model {self.model_id} failed: {type(exc).__name__}: {exc}")
         try:
-            return parse_route(response, self.known)
+            return Classified(parse_route(response, self.known), response.usage)
         except MalformedRoute as exc:
-            return f"model {self.model_id} answer invalid: {exc}"
+            return Classified(f"model {self.model_id} answer invalid: {exc}", response.usage)
 
     def assigned(self, owned: int, partitions: int) -> None:
         """This member's share of the model quotas changed (a rebalance)."""

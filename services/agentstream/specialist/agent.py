@@ -68,6 +68,7 @@ class SpecialistAgent:
             "agent_type": self.agent_type,
             "route": task["route"],
             "input": task.get("input"),  # for the supervisor's review (topology: supervision)
+            "router_usage": task.get("router_usage"),  # the supervisor counts it once per task
             "status": outcome.status,
             "output": outcome.output,
             "error": {"code": outcome.error[0], "message": outcome.error[1]} if outcome.error else None,

@@ -9,7 +9,8 @@ when they differ), and ``output`` whatever partial answers they left.
 
 Delivery is at-least-once, so one agent type may report twice. One result per type is
 kept: a COMPLETED one over a FAILED one, otherwise the later one. Usage is summed over
-the kept results only, so a redelivered result is not counted twice.
+the kept results only, so a redelivered result is not counted twice; the router model's
+call (``router_usage``, the same on every result of the task) is added once.
 """
 
 from __future__ import annotations
@@ -106,10 +107,13 @@ def _code(result: Mapping[str, Any]) -> str:
 
 
 def _usage(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The kept results' usage, plus the router model's call once: every specialist's copy
+    of the task carries the same ``router_usage``."""
+    kept = list(results)
+    router = next((r["router_usage"] for r in kept if r.get("router_usage")), None)
     totals: dict[str, Any] = dict.fromkeys(_USAGE_COUNTS, 0)
     cost = 0.0
-    for result in results:
-        usage = result.get("usage") or {}
+    for usage in [*(r.get("usage") or {} for r in kept), *([router] if router else [])]:
         for key in _USAGE_COUNTS:
             totals[key] += int(usage.get(key) or 0)
         cost += float(usage.get("cost_usd") or 0.0)

@@ -41,6 +41,17 @@ def test_not_ready_before_the_first_assignment_nor_after_the_stop() -> None:
     assert not health.readiness().ok and not health.liveness().ok
 
 
+def test_a_member_never_assigned_anything_is_ready_after_a_while_of_polling() -> None:
+    """KIP-848 gives a member without partitions no assignment callback at all."""
+    health = Health(unassigned_ready_s=20)
+    assert not health.readiness().ok  # never polled
+    health.beat()
+    now = time.monotonic()
+    assert not health.readiness(now + 19).ok
+    verdict = health.readiness(now + 21)
+    assert verdict.ok and "no partitions after 21 s" in verdict.reason
+
+
 def _call(app: Any, path: str) -> tuple[str, str]:
     seen: dict[str, str] = {}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentstream.deploy import compose, grafana, image, k8s, keda, prometheus, strimzi
 from agentstream.deploy.files import to_json, to_yaml
@@ -40,7 +41,10 @@ def render(target: str, source: RenderInput) -> dict[str, str]:
 
 def compose_files(source: RenderInput) -> dict[str, str]:
     found = workers(source.topology)
-    as_yaml = lambda doc: to_yaml([doc], "compose", source.app_path)  # noqa: E731
+
+    def as_yaml(document: dict[str, Any]) -> str:
+        return to_yaml([document], "compose", source.app_path)
+
     return {
         "Dockerfile": image.dockerfile(source.app_path, source.app_path),
         ".dockerignore": image.dockerignore(source.app_path),
@@ -53,7 +57,9 @@ def compose_files(source: RenderInput) -> dict[str, str]:
 
 
 def k8s_files(source: RenderInput) -> dict[str, str]:
-    as_yaml = lambda docs: to_yaml(docs, "k8s", source.app_path)  # noqa: E731
+    def as_yaml(documents: list[dict[str, Any]]) -> str:
+        return to_yaml(documents, "k8s", source.app_path)
+
     files = {
         f"{K8S_DIR}/namespace.yaml": as_yaml([k8s.namespace()]),
         f"{K8S_DIR}/topology-configmap.yaml": as_yaml([k8s.topology_configmap(source.topology_text)]),

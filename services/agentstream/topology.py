@@ -208,8 +208,9 @@ class SupervisionSettings(_Frozen):
 class ScalingSettings(_Frozen):
     """How an orchestrator scales one agent type's consumer group (deploy/keda.py)."""
 
-    # Records behind per replica before KEDA adds one. A specialist's running loops hold their
-    # offsets uncommitted, so running tasks count as lag too: keep it below max_inflight (256).
+    # Records behind per replica before KEDA adds one. A specialist commits a task's offset once
+    # its first checkpoint holds it, so lag counts the tasks waiting for one of a replica's
+    # max_inflight loop slots (all busy), not the running ones.
     lag_threshold: PositiveInt = 100
     min_replicas: PositiveInt = 1  # one replica stays up: its restore is done before a burst comes
     max_replicas: PositiveInt | None = None  # None: the partition count (a replica more would sit idle)

@@ -53,11 +53,11 @@ def _setup_logging(args: argparse.Namespace) -> None:
         KAFKA_LOG.setLevel(logging.WARNING if args.command in _LONG_RUNNING else logging.CRITICAL + 1)
 
 
-def _settings(state_dir: Path | None = None) -> WorkerSettings:
+def _settings(state_dir: Path | None = None, **overrides: object) -> WorkerSettings:
     """Settings with the address of a broker that answered (asked for at most a few seconds)."""
     state = state_dir_from_env(state_dir)
     address = find_bootstrap(state)
-    settings = WorkerSettings.from_env(bootstrap=address.bootstrap, state_dir=state)  # bad values first
+    settings = WorkerSettings.from_env(bootstrap=address.bootstrap, state_dir=state, **overrides)  # bad values first
     wait_until_answers(address.bootstrap, PROBE_TIMEOUT_S, source=address.source, hint=address.hint)
     return settings
 
@@ -102,8 +102,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from agentstream.runtime.topics import require_topics
     from agentstream.serde import SchemaSet
 
+    if args.check:
+        return _check_worker(args)
+    if args.kind is None:
+        raise ConfigurationError("`worker` needs the service to run: router, specialist or supervisor.")
     stop = _StopSignals()
-    settings = _settings()
+    settings = _settings(metrics_port=args.metrics_port)
     topology = _topology(settings)
     if args.kind == "specialist":
         if not args.type:
@@ -117,10 +121,33 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stop.then = service.processor.stop  # before the check: a signal in between is not lost
     if stop.requested:
         return 0
-    stats = asyncio.run(service.processor.run())
+    server = _health_server(service.processor, settings.metrics_port)
+    try:
+        stats = asyncio.run(service.processor.run())
+    finally:
+        if server is not None:
+            server.stop()
     stop.ignore()
     log.info("worker %s exiting: %d processed, %d failed", service.agent, stats.processed, stats.failed)
     return 0
+
+
+def _check_worker(args: argparse.Namespace) -> int:
+    """``worker --check``: no broker is asked, only the worker's own port on this host."""
+    from agentstream.telemetry import check
+
+    port = WorkerSettings.from_env(bootstrap="(unused by --check)", metrics_port=args.metrics_port).metrics_port
+    ok, said = check(port, args.check)
+    print(said, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def _health_server(processor: Any, port: int) -> Any:
+    if port == 0:
+        return None
+    from agentstream.telemetry import HealthServer
+
+    return HealthServer(processor, port).start()
 
 
 def _build_service(args: argparse.Namespace, settings: WorkerSettings, topology: Any, schemas: Any) -> Any:
@@ -356,6 +383,31 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Render the deploy files; no broker is asked."""
+    from agentstream.apache_kafka import kafka_version
+    from agentstream.deploy import drift, read_input, render, write
+    from agentstream.topology import APP_TOPOLOGY_FILE, DEFAULT_PATH
+
+    topology_file = Path(os.environ.get(TOPOLOGY_ENV) or DEFAULT_PATH)
+    if topology_file.is_dir():
+        topology_file = topology_file / APP_TOPOLOGY_FILE
+    source = read_input(topology_file, args.out, kafka_version())
+    differing = []
+    for target in dict.fromkeys(args.target):
+        files = render(target, source)
+        if args.check:
+            differing += drift(target, files, args.out)
+            continue
+        write(target, files, args.out)
+        print(f"{target}: wrote {len(files)} files under {args.out} from {source.app_path}")
+    if differing:
+        print(f"agentstream: these files differ from the topology's rendering: {', '.join(differing)}; "
+              f"run `agentstream deploy render {' '.join(args.target)}`", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agentstream.demo import run_demo
 
@@ -365,7 +417,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker, "topology": cmd_topology, "submit": cmd_submit, "results": cmd_results, "lag": cmd_lag,
     "dlq": cmd_dlq, "dev": cmd_dev, "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo,
-    "new": cmd_new,
+    "new": cmd_new, "deploy": cmd_deploy,
 }
 
 

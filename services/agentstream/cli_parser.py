@@ -8,8 +8,13 @@ from pathlib import Path
 from agentstream import __version__
 from agentstream.broker import BOOTSTRAP_ENV, BOOTSTRAP_FILE, BROKER_KINDS, TANSU
 from agentstream.settings import (
+    HEALTH_STALL_ENV,
+    HEALTHZ_PATH,
     LOG_LEVEL_ENV,
     MAX_INFLIGHT_ENV,
+    METRICS_PATH,
+    METRICS_PORT_ENV,
+    READYZ_PATH,
     PREFIX_ENV,
     STATE_DIR_ENV,
     TOPOLOGY_ENV,
@@ -24,6 +29,8 @@ environment:
   {TOPOLOGY_ENV}      an app folder or its topology file (default topology/topology.yaml)
   {PREFIX_ENV}        rename every topic and group (e.g. per environment)
   {MAX_INFLIGHT_ENV}  agent loops a specialist runs at once (default 256)
+  {METRICS_PORT_ENV}  a worker's HTTP port for {METRICS_PATH}, {HEALTHZ_PATH}, {READYZ_PATH} (default: none)
+  {HEALTH_STALL_ENV}  seconds without a poll before {HEALTHZ_PATH} fails (default 30)
   {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows librdkafka's log
 """
 
@@ -47,8 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
     worker = command("worker", "run one agent service (a stream processor) until SIGTERM or Ctrl-C")
-    worker.add_argument("kind", choices=["router", "specialist", "supervisor"], help="which service")
+    worker.add_argument("kind", nargs="?", choices=["router", "specialist", "supervisor"],
+                        help="which service (not needed with --check)")
     worker.add_argument("--type", help="the specialist type (specialist only; see the topology's agents)")
+    worker.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help=f"serve {METRICS_PATH}, {HEALTHZ_PATH} and {READYZ_PATH} on this port "
+                             f"(default ${METRICS_PORT_ENV}, else none)")
+    worker.add_argument("--check", nargs="?", const="live", choices=["live", "ready"],
+                        help=f"do not run: ask the worker on the metrics port of this host ({HEALTHZ_PATH}, or "
+                             f"{READYZ_PATH} with `--check ready`) and exit 0 if it answers OK, 1 if not "
+                             "(for exec probes: Docker HEALTHCHECK, Kubernetes)")
 
     topology = command("topology", "show or create the topics of the topology, show config drift")
     topology.add_argument("action", choices=["plan", "apply"],
@@ -82,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name", help="the agent type's name: lower-case letters, digits and _, e.g. refunds")
     new.add_argument("--app", type=Path,
                      help=f"the app folder holding topology.yaml (default: the folder of ${TOPOLOGY_ENV}, else topology/)")
+
+    _add_deploy(command("deploy", "generate the deploy files (Dockerfile, compose, Kubernetes) from the topology",
+                        with_common=False))
 
     bench = command("bench", "run a benchmark from bench/ (pipeline, relay, concurrency, ...)")
     bench.add_argument("name", help="the benchmark: a module of bench/, e.g. pipeline or relay")
@@ -143,3 +161,17 @@ def _add_kafka(kafka: argparse.ArgumentParser) -> None:
     kafka.add_argument("--dir", default=".kafka", help="where the nodes keep their data and logs (default .kafka)")
     kafka.add_argument("--nodes", type=int, choices=[1, 3], default=1, help="1 node, or 3 for replication (start only)")
     kafka.add_argument("--heap-mb", type=int, default=512, help="JVM heap per node in MB (start only)")
+
+
+def _add_deploy(deploy: argparse.ArgumentParser) -> None:
+    actions = deploy.add_subparsers(dest="action", required=True, metavar="action")
+    render = actions.add_parser(
+        "render", help="write the deploy files of the topology (default: $AGENTSTREAM_TOPOLOGY, else the default app)",
+        description="compose: Dockerfile, docker-compose.yml, deploy/prometheus.yml and deploy/grafana/; "
+                    "k8s: k8s/ (namespace, topology ConfigMap, Deployments, PodDisruptionBudgets, KEDA "
+                    "ScaledObjects, Strimzi KafkaTopics). Files the topology no longer needs are deleted.")
+    render.add_argument("target", nargs="+", choices=["compose", "k8s"], help="what to render (both: compose k8s)")
+    render.add_argument("--out", type=Path, default=Path("."),
+                        help="the folder to write into, also the Docker build context (default: the current one)")
+    render.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 and list the files that differ from a fresh rendering")

@@ -42,6 +42,7 @@ class Service:
             shutdown_grace=settings.shutdown_grace_s,
             group_protocol=settings.group_protocol,
             changelog_config=topology.changelog_config,
+            health_stall=settings.health_stall_s,
         )
         return cls(agent, processor, topology, schemas, settings)
 

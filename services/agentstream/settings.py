@@ -33,6 +33,12 @@ MAX_INFLIGHT_ENV = "AGENTSTREAM_MAX_INFLIGHT"
 # Consumer group protocol of the workers: "auto" (default: KIP-848 on Apache Kafka, classic
 # on Tansu), "classic" or "consumer" (KIP-848, Apache Kafka 4).
 GROUP_PROTOCOL_ENV = "AGENTSTREAM_GROUP_PROTOCOL"
+# The worker's HTTP port for /metrics, /healthz and /readyz (telemetry/server.py), also what
+# `agentstream worker --check` asks. Unset or 0: no port (the default, so the five workers
+# of `agentstream dev` on one host do not fight over one); the generated deploy files set it.
+METRICS_PORT_ENV = "AGENTSTREAM_METRICS_PORT"
+# Seconds without a completed poll after which /healthz answers 503 (default 30).
+HEALTH_STALL_ENV = "AGENTSTREAM_HEALTH_STALL_S"
 # Another directory of .avsc files (default: the repository's schemas/).
 SCHEMAS_DIR_ENV = "AGENTSTREAM_SCHEMAS_DIR"
 # Where cached downloads go when AGENTSTREAM_KAFKA_CACHE is unset (the XDG standard name).
@@ -54,6 +60,12 @@ SCRIPTED_FAILURE_RATE_ENV = "AGENTSTREAM_SCRIPTED_FAILURE_RATE"  # 0..1: share o
 SCRIPTED_FAULTS_ENV = "AGENTSTREAM_SCRIPTED_FAULTS"  # "1": honour the fault marks in task inputs (models/call_log.py)
 
 DEFAULT_STATE_DIR = Path(".state")
+# The port every generated deploy file (Dockerfile, compose, k8s) gives AGENTSTREAM_METRICS_PORT.
+DEPLOY_METRICS_PORT = 9400
+# Paths of the probes on the metrics port.
+HEALTHZ_PATH = "/healthz"
+READYZ_PATH = "/readyz"
+METRICS_PATH = "/metrics"
 
 # The WorkerSettings field each variable sets (a bad value is reported by its variable's name).
 _FIELD_ENV = {
@@ -63,6 +75,8 @@ _FIELD_ENV = {
     "prefix": PREFIX_ENV,
     "max_inflight": MAX_INFLIGHT_ENV,
     "group_protocol": GROUP_PROTOCOL_ENV,
+    "metrics_port": METRICS_PORT_ENV,
+    "health_stall_s": HEALTH_STALL_ENV,
 }
 
 
@@ -90,6 +104,11 @@ class WorkerSettings(BaseModel):
     max_inflight: int = Field(default=256, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     group_protocol: Literal["auto", "classic", "consumer"] = "auto"
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no HTTP port
+    # A checkpoint's flush runs between two polls and may take up to the processor's flush
+    # timeout (30 s) on a slow broker before it fails on its own: a shorter stall limit would
+    # restart workers that are merely waiting for the broker.
+    health_stall_s: float = Field(default=30.0, gt=0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -105,6 +124,9 @@ class WorkerSettings(BaseModel):
             values["prefix"] = env[PREFIX_ENV]
         if env.get(MAX_INFLIGHT_ENV):
             values["max_inflight"] = env[MAX_INFLIGHT_ENV]
+        for field, name in (("metrics_port", METRICS_PORT_ENV), ("health_stall_s", HEALTH_STALL_ENV)):
+            if env.get(name, "").strip():
+                values[field] = env[name].strip()
         if env.get(GROUP_PROTOCOL_ENV):
             values["group_protocol"] = env[GROUP_PROTOCOL_ENV].strip().lower()
         from_environment = {name for name in values if name not in overrides or overrides[name] is None}

@@ -205,6 +205,17 @@ class SupervisionSettings(_Frozen):
             ) from exc
 
 
+class ScalingSettings(_Frozen):
+    """How an orchestrator scales one agent type's consumer group (deploy/keda.py)."""
+
+    # Records behind per replica before KEDA adds one. A specialist commits a task's offset once
+    # its first checkpoint holds it, so lag counts the tasks waiting for one of a replica's
+    # max_inflight loop slots (all busy), not the running ones.
+    lag_threshold: PositiveInt = 100
+    min_replicas: PositiveInt = 1  # one replica stays up: its restore is done before a burst comes
+    max_replicas: PositiveInt | None = None  # None: the partition count (a replica more would sit idle)
+
+
 class AgentType(_Frozen):
     kind: AgentKind
     group: str  # suffix; the consumer group is "<prefix>.<group>"
@@ -217,6 +228,7 @@ class AgentType(_Frozen):
     controls: ControlSettings | None = None  # retries, breaker, quotas, cache around model calls
     routing: RoutingSettings | None = None  # routers only: rules, default, optional classifier model
     supervision: SupervisionSettings | None = None  # supervisors only: optional review by a model
+    scaling: ScalingSettings = ScalingSettings()  # the generated KEDA ScaledObject (deploy/keda.py)
 
     @model_validator(mode="after")
     def _specialist_fields(self) -> AgentType:
@@ -276,6 +288,7 @@ class Topology(_Frozen):
     def _resolve(self) -> Topology:
         self._topics = {logical: self._spec(s) for logical, s in self._expanded()}
         self._check_agents()
+        self._check_scaling()
         self._check_routing()
         self._check_co_partitioning()
         self._check_names()
@@ -313,6 +326,26 @@ class Topology(_Frozen):
                     f"agent {name!r} reads topic {agent.input!r}, which is not declared; "
                     f"declared topics are {sorted(self._topics)}"
                 )
+
+    def _check_scaling(self) -> None:
+        for name, agent in self.agents.items():
+            partitions = self._topics[agent.input].partitions
+            scaling = agent.scaling
+            if scaling.max_replicas is not None and scaling.max_replicas > partitions:
+                raise ValueError(
+                    f"agent {name!r}: scaling.max_replicas {scaling.max_replicas} is above the {partitions} partitions "
+                    f"of its input {agent.input!r}; a replica beyond one per partition gets none: use at most {partitions}"
+                )
+            if scaling.min_replicas > (scaling.max_replicas or partitions):
+                raise ValueError(
+                    f"agent {name!r}: scaling.min_replicas {scaling.min_replicas} is above its max "
+                    f"{scaling.max_replicas or partitions}; lower min_replicas"
+                )
+
+    def max_replicas(self, agent_name: str) -> int:
+        """Replicas one agent type may scale to: its scaling.max_replicas, else its input's partitions."""
+        agent = self.agent(agent_name)
+        return agent.scaling.max_replicas or self.topic_spec(agent.input).partitions
 
     def _check_routing(self) -> None:
         specialists = self.specialist_types

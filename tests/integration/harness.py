@@ -29,6 +29,23 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 6, con
         future.result(30)
 
 
+def fill_compacted(bootstrap: str, topic: str, records: int) -> None:
+    """Create the compacted ``topic`` and write ``records`` distinct keys across its 6 partitions
+    (a changelog whose restore takes a while)."""
+    from agentstream.clients import producer_config
+
+    create_topics(bootstrap, [topic], config={"cleanup.policy": "compact"})
+    producer = Producer(producer_config(bootstrap, {"linger.ms": 50, "batch.size": 1_000_000}))
+    for i in range(records):
+        while True:
+            try:
+                producer.produce(topic, b"1", f"k{i}".encode(), partition=i % 6)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(120) == 0
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> float:
     """Poll ``condition`` until true; return the seconds it took, or fail naming ``what``."""
     started = time.monotonic()

@@ -13,11 +13,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from confluent_kafka import Producer
-
 from agentstream.apache_kafka import KafkaCluster
 from agentstream.broker import EmbeddedBroker, is_tansu
-from agentstream.clients import producer_config
 from agentstream.runtime.lag import consumer_lag
 
 from .harness import (
@@ -25,6 +22,7 @@ from .harness import (
     WorkerProcess,
     committed_total,
     create_topics,
+    fill_compacted,
     latest_by_key,
     read_all,
     read_table_dir,
@@ -217,17 +215,7 @@ def test_a_stop_request_interrupts_a_restore(bootstrap: str, unique: str, tmp_pa
     (it used to read to the end first, and an orchestrator's grace period ran out)."""
     names = _names(unique)
     create_topics(bootstrap, [names["in"], names["out"]])
-    changelog = f"{names['group']}.counts.changelog"
-    create_topics(bootstrap, [changelog], config={"cleanup.policy": "compact"})
-    producer = Producer(producer_config(bootstrap, {"linger.ms": 50, "batch.size": 1_000_000}))
-    for i in range(RESTORE_RECORDS):
-        while True:
-            try:
-                producer.produce(changelog, b"1", f"k{i}".encode(), partition=i % 6)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(120) == 0
+    fill_compacted(bootstrap, f"{names['group']}.counts.changelog", RESTORE_RECORDS)
 
     worker = _worker(bootstrap, names, tmp_path / "state", "restore")
     worker.wait_for_line(r"restoring 6 changelog partition\(s\)", timeout=90)

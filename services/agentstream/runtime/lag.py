@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
@@ -136,6 +136,28 @@ def consumer_lag(bootstrap: str, group: str, topics: Sequence[str], timeout: flo
         offset = tp.offset if tp.offset >= 0 else None
         rows.append(PartitionLag(group, tp.topic, tp.partition, offset, ends[(tp.topic, tp.partition)]))
     return rows
+
+
+def fetched_lag(consumer: Consumer, partitions: Sequence[_TP], committed: Mapping[_TP, int]) -> dict[_TP, int]:
+    """Records between where the consumer is and the high watermark its last fetch of each
+    partition reported: local state, no request, so a metrics scrape may ask often.
+
+    "Where it is": its position once it consumed a record since the assignment, else the
+    offset this worker ``committed`` on it. Before either, librdkafka does not tell where its
+    fetch began, and a guess (the log start) would show a restarted idle worker as far behind:
+    such a partition is left out, as is one no fetch has answered yet."""
+    lag: dict[_TP, int] = {}
+    try:
+        positions = consumer.position([TopicPartition(t, p) for t, p in partitions])
+        for tp in positions:
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            key = (tp.topic, tp.partition)
+            at = tp.offset if tp.offset >= 0 else committed.get(key, -1)
+            if at >= 0 and high >= 0:
+                lag[key] = max(high - at, 0)
+    except (KafkaException, RuntimeError):  # RuntimeError: closed while asked (a worker stopping)
+        return {}
+    return lag
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,9 @@ from confluent_kafka.admin import AdminClient
 from agentstream.broker import group_protocol_for
 from agentstream.clients import CLASSIC, admin_config, consumer_config, producer_config, reader_config
 from agentstream.runtime.changelog import RestoreReport, read_partition, restore
-from agentstream.runtime.lag import watermarks
+from agentstream import metrics
+from agentstream.runtime.health import Health
+from agentstream.runtime.lag import fetched_lag, watermarks
 from agentstream.runtime.context import MessageContext, current_context
 from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError, RestoreInterrupted
@@ -89,6 +91,7 @@ class Processor:
         flush_timeout: float = 30.0,
         group_protocol: str = CLASSIC,
         changelog_config: dict[str, str] | None = None,
+        health_stall: float = 30.0,
     ) -> None:
         if commit_interval <= 0:
             raise ProcessorError(f"commit_interval must be > 0 seconds, got {commit_interval}.")
@@ -106,6 +109,7 @@ class Processor:
         self._bindings: dict[str, _Binding] = {}
         self.tables: dict[str, Table] = {}
         self.stats = ProcessorStats()
+        self.health = Health(health_stall)  # read by the probes of telemetry/server.py
         self._offsets: dict[TP, PartitionOffsets] = {}
         self._committed: dict[TP, int] = {}
         self._spawned = SpawnedWork(self._offsets, self._report)
@@ -281,8 +285,9 @@ class Processor:
         next_expiry = self._last_activity + self._retention.interval
         try:
             while not self._stopping:
-                await self._spawned.slot(self.max_inflight)
+                await self._wait_for_slot()
                 batch = await self._loop.run_in_executor(self._poller, self._poll_batch)
+                self.health.beat()
                 now = time.monotonic()
                 if batch:
                     self._last_activity = now
@@ -305,6 +310,24 @@ class Processor:
     def stop(self) -> None:
         """Ask the processor to drain and stop (safe from a signal handler)."""
         self._stopping = True
+
+    async def _wait_for_slot(self) -> None:
+        """Wait until fewer than max_inflight loops run. A full executor is healthy, so the
+        heartbeat goes on meanwhile; a blocked event loop cannot beat (runtime/health.py)."""
+        while self._spawned.running >= self.max_inflight:  # the common case skips wait_for's cost
+            try:
+                await asyncio.wait_for(self._spawned.slot(self.max_inflight), self.health.stall_s / 3)
+                return
+            except TimeoutError:
+                self.health.beat()
+
+    def partition_lag(self) -> dict[TP, int]:
+        """Records behind the end of each assigned partition, from what the consumer last
+        fetched (no request to the broker; safe from another thread, e.g. a metrics scrape)."""
+        consumer = self._consumer
+        if consumer is None or self._closing.is_set():
+            return {}
+        return fetched_lag(consumer, list(self._offsets), dict(self._committed))
 
     def _start(self) -> None:
         admin = AdminClient(admin_config(self.bootstrap))
@@ -529,19 +552,26 @@ class Processor:
                     table.stores[partition] = PartitionStore(path)
                 targets[(table.changelog_topic, partition)] = table.stores[partition]
         assert self._reader is not None
+        started = time.monotonic()
+        self.health.restore_started()  # not ready until restored and the hooks resumed their work
         try:
-            reports = await asyncio.get_running_loop().run_in_executor(None, self._restore, targets)
-        except RestoreInterrupted as exc:
-            # Not taken: nothing of these partitions is processed, and the consumer's close
-            # gives them back. The stores keep what was restored, with its offsets.
-            log.info("%s: stopping: %s; %s not taken", self.name, exc, ", ".join(f"{t}[{p}]" for t, p in tps))
-            return
-        self.stats.restored_records += sum(r.records for r in reports)
-        for tp in tps:
-            self._offsets.setdefault(tp, PartitionOffsets())
-        self._last_activity = time.monotonic()
-        for hook in self._assign_hooks:
-            await hook(partitions)
+            try:
+                reports = await asyncio.get_running_loop().run_in_executor(None, self._restore, targets)
+            except RestoreInterrupted as exc:
+                # Not taken: nothing of these partitions is processed, and the consumer's close
+                # gives them back. The stores keep what was restored, with its offsets.
+                log.info("%s: stopping: %s; %s not taken", self.name, exc, ", ".join(f"{t}[{p}]" for t, p in tps))
+                return
+            metrics.restore_seconds().labels(self.name).observe(time.monotonic() - started)
+            metrics.rebalances().labels(self.name, "assigned").inc()
+            self.stats.restored_records += sum(r.records for r in reports)
+            for tp in tps:
+                self._offsets.setdefault(tp, PartitionOffsets())
+            self._last_activity = time.monotonic()
+            for hook in self._assign_hooks:
+                await hook(partitions)
+        finally:
+            self.health.restore_finished()
         log.info("%s: assigned %s", self.name, ", ".join(f"{t}[{p}]" for t, p in tps) or "nothing")
 
     def _restore(self, targets: dict[TP, PartitionStore]) -> list[RestoreReport]:
@@ -553,6 +583,7 @@ class Processor:
 
     async def _revoked(self, tps: list[TP], *, lost: bool) -> None:
         await self._spawned.cancel(tps)
+        metrics.rebalances().labels(self.name, "lost" if lost else "revoked").inc()
         for tp in tps:
             self._offsets.pop(tp, None)
             self._committed.pop(tp, None)
@@ -586,6 +617,7 @@ class Processor:
             if self._producer is not None and not self._failed:
                 self._producer.flush(self.flush_timeout)
             self._closing.set()
+            self.health.stopped()
             self._poller.shutdown(wait=False)
             log.info("%s: stopped after %d records (%d failed)", self.name, self.stats.processed, self.stats.failed)
 

@@ -1,0 +1,141 @@
+"""Rendering the deploy files from a topology: pure functions, checked on their output."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from agentstream import metrics
+from agentstream.deploy import RenderInput, compose_files, k8s_files
+from agentstream.deploy.grafana import DASHBOARD_FILE, PANELS
+from agentstream.deploy.workers import drain_seconds
+from agentstream.errors import ConfigurationError
+from agentstream.settings import DEPLOY_METRICS_PORT, WorkerSettings
+from agentstream.telemetry.lag_collector import LAG_METRIC
+from agentstream.topology import DEFAULT_PATH, parse_topology
+
+APP_PATH = "apps/desk/topology.yaml"
+
+
+def _source(edit: Any = None) -> RenderInput:
+    raw = yaml.safe_load(DEFAULT_PATH.read_text(encoding="utf-8"))
+    if edit is not None:
+        edit(raw)
+    text = yaml.safe_dump(raw, sort_keys=False)
+    return RenderInput(parse_topology(text, DEFAULT_PATH), text, APP_PATH, "4.1.1")
+
+
+def _with_refunds(raw: dict[str, Any]) -> None:
+    billing = dict(raw["agents"]["billing"])
+    raw["agents"]["refunds"] = {**billing, "group": "specialist.refunds", "input": "specialist.refunds",
+                                "scaling": {"lag_threshold": 7, "max_replicas": 3}}
+
+
+def _docs(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def test_a_specialist_added_in_yaml_gets_a_service_a_deployment_a_scaler_and_topics() -> None:
+    before_compose, before_k8s = compose_files(_source()), k8s_files(_source())
+    compose, k8s = compose_files(_source(_with_refunds)), k8s_files(_source(_with_refunds))
+
+    services = _docs(compose["docker-compose.yml"])[0]["services"]
+    assert services["specialist-refunds"]["command"] == ["worker", "specialist", "--type", "refunds"]
+    assert "specialist-refunds" not in _docs(before_compose["docker-compose.yml"])[0]["services"]
+    assert set(k8s) - set(before_k8s) == {"k8s/workers/specialist-refunds.yaml", "k8s/keda/specialist-refunds.yaml"}
+    topics = {d["metadata"]["name"] for d in _docs(k8s["k8s/strimzi/topics.yaml"])}
+    assert {"agents.specialist.refunds.v1", "agents.specialist.refunds.v1.retry-1",
+            "agents.specialist.refunds.checkpoints.changelog"} <= topics
+    scaler = _docs(k8s["k8s/keda/specialist-refunds.yaml"])[0]
+    assert scaler["spec"]["maxReplicaCount"] == 3
+    trigger = scaler["spec"]["triggers"][0]["metadata"]
+    assert trigger == {**trigger, "lagThreshold": "7", "topic": "agents.specialist.refunds.v1",
+                       "consumerGroup": "agents.specialist.refunds"}
+
+
+def test_every_topic_of_the_topology_is_a_kafka_topic_with_its_config() -> None:
+    source = _source()
+    rendered = {d["metadata"]["name"]: d["spec"] for d in _docs(k8s_files(source)["k8s/strimzi/topics.yaml"])}
+    for spec in source.topology.all_topics():
+        assert rendered[spec.name] == {"partitions": spec.partitions, "replicas": spec.replication,
+                                       "config": dict(spec.config)}
+    assert len(rendered) == len(source.topology.all_topics())
+
+
+def test_scalers_default_to_the_partition_count_and_the_default_lag_threshold() -> None:
+    source = _source()
+    for agent in source.topology.agents:
+        name = agent if agent in ("router", "supervisor") else f"specialist-{agent}"
+        spec = _docs(k8s_files(source)[f"k8s/keda/{name}.yaml"])[0]["spec"]
+        assert spec["maxReplicaCount"] == source.topology.topic_spec(source.topology.agent(agent).input).partitions
+        assert spec["triggers"][0]["metadata"]["lagThreshold"] == "100"
+
+
+def test_max_replicas_above_the_partitions_is_refused_naming_the_limit() -> None:
+    def too_many(raw: dict[str, Any]) -> None:
+        raw["agents"]["billing"]["scaling"] = {"max_replicas": 12}
+
+    with pytest.raises(ConfigurationError, match=r"scaling.max_replicas 12 is above the 6 partitions .* at most 6"):
+        _source(too_many)
+
+
+def test_grace_periods_cover_the_drain() -> None:
+    grace = WorkerSettings.model_fields["shutdown_grace_s"].default
+    assert drain_seconds() > 2 * grace
+    source = _source()
+    for doc in _docs(k8s_files(source)["k8s/workers/router.yaml"]):
+        if doc["kind"] == "Deployment":
+            pod = doc["spec"]["template"]["spec"]
+            assert pod["terminationGracePeriodSeconds"] == drain_seconds()
+            container = pod["containers"][0]
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            assert {"name": "metrics", "containerPort": DEPLOY_METRICS_PORT} in container["ports"]
+    assert _docs(compose_files(source)["docker-compose.yml"])[0]["services"]["router"]["stop_grace_period"] == \
+        f"{drain_seconds()}s"
+
+
+def test_the_dockerfile_is_multi_stage_non_root_with_a_healthcheck_and_copies_the_app() -> None:
+    text = compose_files(_source())["Dockerfile"]
+    assert len(re.findall(r"^FROM ", text, re.M)) == 2
+    assert re.search(r"^USER 10001$", text, re.M)
+    assert 'HEALTHCHECK' in text and '"agentstream", "worker", "--check"' in text
+    assert "PYTHONUNBUFFERED=1" in text
+    assert "COPY apps/desk/ apps/desk/" in text and "AGENTSTREAM_TOPOLOGY=/app/apps/desk/topology.yaml" in text
+
+
+def test_prometheus_scrapes_every_worker_service_on_the_metrics_port() -> None:
+    files = compose_files(_source())
+    services = _docs(files["docker-compose.yml"])[0]["services"]
+    workers = [name for name, s in services.items() if s.get("command", [None])[0] == "worker"]
+    assert workers == ["router", "specialist-billing", "specialist-technical", "specialist-account", "supervisor"]
+    sd = _docs(files["deploy/prometheus.yml"])[0]["scrape_configs"][0]["dns_sd_configs"][0]
+    assert sd == {"names": workers, "type": "A", "port": DEPLOY_METRICS_PORT}
+
+
+def test_the_dashboard_queries_only_metrics_a_worker_serves() -> None:
+    registry = CollectorRegistry()
+    served = {LAG_METRIC, "up"}
+    for make in (metrics.retries, metrics.dead_letters, metrics.parked, metrics.rebalances, metrics.restore_seconds):
+        metric = make()
+        registry.register(metric)
+        served |= {sample.name for family in registry.collect() for sample in family.samples}
+        served |= {f"{family.name}_total" for family in registry.collect() if family.type == "counter"}
+        served |= {f"{family.name}_bucket" for family in registry.collect() if family.type == "histogram"}
+        registry.unregister(metric)
+    dashboard = json.loads(compose_files(_source())[DASHBOARD_FILE])
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\b(agentstream_\w+|up)\b", target["expr"])}
+    assert queried and queried <= served, f"not served: {queried - served}"
+    assert len(dashboard["panels"]) == len(PANELS)
+
+
+def test_the_topology_configmap_holds_the_file_as_written() -> None:
+    source = _source()
+    configmap = _docs(k8s_files(source)["k8s/topology-configmap.yaml"])[0]
+    assert configmap["data"]["topology.yaml"] == source.topology_text

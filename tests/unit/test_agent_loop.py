@@ -13,7 +13,6 @@ from agentstream.models import (
     SCRIPTED_MARKER,
     Message,
     ModelResponse,
-    ScriptedModel,
     ToolCall,
     Usage,
     current_task_key,

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from agentstream.models.base import ModelResponse, ToolCall, Usage
-from agentstream.models.scripted import ScriptedModel
 from agentstream.runtime.errors import CheckpointError
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools, idempotency_key

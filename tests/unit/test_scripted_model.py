@@ -215,3 +215,10 @@ def test_the_topology_refuses_a_rule_calling_a_tool_the_agent_may_not_call(tmp_p
     raw["agents"]["technical"]["model"]["scripted"] = [{"call": "lookup_invoice", "argument": "invoice_id"}]
     with pytest.raises(ConfigurationError, match=r"agents.technical: model.scripted calls \['lookup_invoice'\], which are not in the agent's tools"):
         parse_topology(yaml.safe_dump(raw), tmp_path / "topology.yaml")
+
+
+def test_the_router_model_refuses_scripted_rules(tmp_path: Path) -> None:
+    raw = yaml.safe_load((support_desk.APP / "topology.yaml").read_text(encoding="utf-8"))
+    raw["agents"]["router"]["routing"]["model"] = {"models": {"standard": "scripted:default"}, "scripted": [{"call": "x"}]}
+    with pytest.raises(ConfigurationError, match=r"routing.model sets \['scripted'\], which shape a specialist's loop"):
+        parse_topology(yaml.safe_dump(raw), tmp_path / "topology.yaml")

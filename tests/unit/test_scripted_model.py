@@ -222,3 +222,16 @@ def test_the_router_model_refuses_scripted_rules(tmp_path: Path) -> None:
     raw["agents"]["router"]["routing"]["model"] = {"models": {"standard": "scripted:default"}, "scripted": [{"call": "x"}]}
     with pytest.raises(ConfigurationError, match=r"routing.model sets \['scripted'\], which shape a specialist's loop"):
         parse_topology(yaml.safe_dump(raw), tmp_path / "topology.yaml")
+
+
+def test_a_list_of_records_is_cited_by_its_fields_whatever_the_domain() -> None:
+    found = [{"document_id": "MSA-2041", "title": "Services"}, {"document_id": "NDA-0007", "title": "NDA"}]
+    messages = [
+        Message("user", "Which documents are there?"),
+        Message("assistant", None, tool_calls=(ToolCall("c1", "list_documents", {}), ToolCall("c2", "search", {}))),
+        Message("tool", json.dumps(found), tool_call_id="c1", name="list_documents"),
+        Message("tool", "[]", tool_call_id="c2", name="search"),
+    ]
+    text = _complete(ScriptedModel(), messages).text or ""
+    assert "- According to list_documents: document_id=MSA-2041, title=Services; document_id=NDA-0007, title=NDA" in text
+    assert "- According to search: nothing found" in text

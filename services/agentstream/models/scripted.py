@@ -128,13 +128,16 @@ def _cite(content: str) -> str:
     except ValueError:
         return _clip(content, _QUOTE_CHARS)
     if isinstance(data, dict):
-        text = ", ".join(f"{key}={_compact(value)}" for key, value in data.items())
+        text = _facts(data)
     elif isinstance(data, list) and all(isinstance(item, dict) for item in data):
-        text = "; ".join(f'{item.get("id", "?")} "{item.get("title", "")}": {item.get("summary", "")}' for item in data)
-        text = text or "no matching article"
+        text = "; ".join(_facts(item) for item in data) or "nothing found"
     else:
         text = content
     return _clip(text, _QUOTE_CHARS)
+
+
+def _facts(record: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={_compact(value)}" for key, value in record.items())
 
 
 def _compact(value: Any) -> str:

@@ -30,7 +30,7 @@ agentstream demo: {app}
   workers: {workers} (one process each; logs in {logs})
 """
 SCRIPTED = """model: ScriptedModel, the offline deterministic test model shipped with agentstream.
-         No real LLM is called; answers are scripted from the tool results."""
+         No real LLM is called: its tool calls follow the app's scripted rules, its answers quote the results."""
 ANSWER_CHARS = 600
 
 

@@ -51,6 +51,7 @@ from agentstream.events import ROUTED_TASK, now_ms
 from agentstream.models.base import Message, ModelResponse, ToolCall, Usage, current_task_key
 from agentstream.tools.registry import ToolRegistry
 from agentstream.topology import DEFAULT_PATH
+from tests.support_desk import copy_app
 from bench._procs import REPO, OUT_DIR, AgentStack, broker, linear_fit, machine, source_state, write_report
 from bench.relay import add_broker_argument, broker_kind
 
@@ -146,6 +147,7 @@ def write_topology(path: Path, steps: int) -> None:
     # History compression would rewrite the conversation this model counts its turns in
     # (and shrink the baseline); the question here is what a checkpoint of one step costs.
     (billing.get("model") or {}).pop("history_max_tokens", None)
+    (billing.get("model") or {}).pop("scripted", None)  # the app's planning rules call tools not allowed here
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
@@ -175,7 +177,7 @@ def read_changelog(bootstrap: str, topic: str, partitions: int) -> list[tuple[by
 def run(bootstrap: str, steps: int, tasks: int, tool_bytes: int) -> Result:
     result = Result(steps, tasks, tool_bytes)
     base = Path(tempfile.mkdtemp(prefix="checkpoint-cost-"))
-    topology_path = base / "topology.yaml"
+    topology_path = copy_app(base)  # the app's prompt files, next to the edited topology
     write_topology(topology_path, steps)
     history_log = base / "history.log"
     history_log.touch()

@@ -929,7 +929,7 @@ def services_source() -> dict[str, Any]:
     files = sorted((REPO / "services" / "agentstream").rglob("*.py"))
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:12]
     try:
-        status = subprocess.run(["git", "status", "--porcelain", "--", "services", "topology", "schemas"], cwd=REPO,
+        status = subprocess.run(["git", "status", "--porcelain", "--", "services", "examples/support_desk", "schemas"], cwd=REPO,
                                 capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         status = ""

@@ -82,7 +82,7 @@ def session_value(table: Table, i: int, run: str, turns: int) -> bytes:
         {
             "task_id": f"t-{run}-{i}-{turn}",
             "input": f"Please check invoice INV-{1000 + (i + turn) % 4} for me (ticket {i}, turn {turn})",
-            "output": ("[scripted model] Billing specialist reply to: \"Please check invoice for me\"\n"
+            "output": ("[scripted model] Reply to: \"Please check invoice for me\"\n"
                        f"- According to lookup_invoice: invoice_id=INV-{1000 + (i + turn) % 4}, status=paid, "
                        "amount_eur=129.0, due_date=2026-10-01, customer=ACME GmbH\n- According to search_kb: "
                        "KB-12 \"Invoices and receipts\": Download invoices from the billing page; corrections "

@@ -13,7 +13,7 @@ gets SIGKILL, in turn the router, a specialist (the next type each time) and the
 and is started again at once on the same state directory, as an orchestrator with a
 persistent volume would.
 
-The topology is a copy of ``topology/topology.yaml`` with ``dedupe.retention_s`` set to
+The topology is a copy of ``examples/support_desk/topology.yaml`` with ``dedupe.retention_s`` set to
 ``--retention-s`` and the input topics' ``retention.ms`` shortened to match (the loader refuses
 a dedupe retention shorter than an input's), so the dedupe tables reach their steady size
 within the run.
@@ -76,6 +76,7 @@ from agentstream.runtime.lag import consumer_lag, end_offsets  # noqa: E402
 from agentstream.runtime.store import INFO_LOG_BYTES, INFO_LOG_FILES, MEMTABLE_BYTES  # noqa: E402
 from agentstream.specialist.checkpoint import DONE  # noqa: E402
 from agentstream.topology import DEFAULT_PATH  # noqa: E402
+from tests.support_desk import copy_app  # noqa: E402
 from bench._procs import REPO, AgentStack, Proc, TopicWatcher, machine, source_state, write_report  # noqa: E402
 from bench.relay import add_broker_argument, broker, broker_kind  # noqa: E402
 
@@ -180,7 +181,7 @@ def short_retention_topology(directory: Path, retention_s: int) -> Path:
     raw["dedupe"] = {"retention_s": retention_s}
     for logical in INPUT_TOPICS:
         raw["topics"][logical]["retention.ms"] = retention_s * 1000
-    path = directory / "topology.yaml"
+    path = copy_app(directory)  # the app's tools, data and prompts, next to the edited topology
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
 

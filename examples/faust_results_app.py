@@ -8,7 +8,7 @@ Needs the extra: ``pip install 'agentstream[faust]'``. Run from the repository r
 
 Environment:
     KAFKA_BOOTSTRAP_SERVERS   the broker (default localhost:9092)
-    AGENTSTREAM_PREFIX        the topology prefix (default: the one in topology/topology.yaml)
+    AGENTSTREAM_PREFIX        the topology prefix (default: the one in examples/support_desk/topology.yaml)
 
 Topic names come from the topology, never typed here: ``<prefix>.results.v1`` is read,
 ``<prefix>.tasks.v1`` written. The topics must exist (``agentstream.topology_admin``

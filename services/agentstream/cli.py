@@ -370,11 +370,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_new(args: argparse.Namespace) -> int:
     """Add a specialist to an app folder (scaffold.py); `agentstream dev` then runs it."""
     from agentstream.scaffold import add_agent
-    from agentstream.topology import DEFAULT_PATH
+    from agentstream.topology import app_folder
 
     topology_file = os.environ.get(TOPOLOGY_ENV)
-    app_dir = args.app or (Path(topology_file).parent if topology_file else DEFAULT_PATH.parent)
-    added = add_agent(app_dir, args.name)
+    added = add_agent(app_folder(args.app), args.name)
     print(f"added agent {args.name!r} to {added.topology_path}")
     print(f"  tools:  {added.tools_path} (example tool {added.tool_name}; the agent's `tools` is its allowlist)")
     print(f"  prompt: {added.prompt_path}")
@@ -411,7 +410,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agentstream.demo import run_demo
 
-    return run_demo(state_dir_from_env(args.state_dir) / "demo", timeout=args.timeout)
+    from agentstream.topology import app_folder
+
+    return run_demo(app_folder(args.app), state_dir_from_env(args.state_dir) / "demo", timeout=args.timeout)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -26,7 +26,7 @@ environment:
                             `agentstream dev`, whose address it writes to <state dir>/{BOOTSTRAP_FILE}
   KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*   passed to librdkafka (sasl.username, ...)
   {STATE_DIR_ENV}     state directory of every command (default .state; --state-dir wins)
-  {TOPOLOGY_ENV}      an app folder or its topology file (default topology/topology.yaml)
+  {TOPOLOGY_ENV}      an app folder or its topology file (default examples/support_desk)
   {PREFIX_ENV}        rename every topic and group (e.g. per environment)
   {MAX_INFLIGHT_ENV}  agent loops a specialist runs at once (default 256)
   {METRICS_PORT_ENV}  a worker's HTTP port for {METRICS_PATH}, {HEALTHZ_PATH}, {READYZ_PATH} (default: none)
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("what", choices=["agent"], help="what to add (a specialist agent type)")
     new.add_argument("name", help="the agent type's name: lower-case letters, digits and _, e.g. refunds")
     new.add_argument("--app", type=Path,
-                     help=f"the app folder holding topology.yaml (default: the folder of ${TOPOLOGY_ENV}, else topology/)")
+                     help=f"the app folder holding topology.yaml (default: the folder of ${TOPOLOGY_ENV}, else examples/support_desk)")
 
     _add_deploy(command("deploy", "generate the deploy files (Dockerfile, compose, Kubernetes) from the topology",
                         with_common=False))
@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="the benchmark: a module of bench/, e.g. pipeline or relay")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
 
-    demo = command("demo", "run the pipeline on sample support tickets and show the results")
+    demo = command("demo", "run an app's pipeline on its sample tickets (tickets.json) and show the results")
+    demo.add_argument("--app", type=Path,
+                      help=f"the app folder (default: ${TOPOLOGY_ENV}, else examples/support_desk)")
     demo.add_argument("--state-dir", type=Path, help=STATE_DIR_HELP + "; the demo keeps its stores and logs in <it>/demo")
     demo.add_argument("--timeout", type=float, default=None,
                       help="seconds to wait for every result (default 120 on the scripted model, 900 on a real one)")

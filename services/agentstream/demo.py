@@ -1,8 +1,9 @@
-"""``agentstream demo``: the whole pipeline on the embedded broker, a set of realistic
-support tickets, and a readable account of what happened to each."""
+"""``agentstream demo``: an app's whole pipeline on the embedded broker, the app's sample
+tickets (``tickets.json`` in its folder), and a readable account of what happened to each."""
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 import time
@@ -13,22 +14,23 @@ from typing import Any
 
 from agentstream.client import Follower, Submitter, new_task
 from agentstream.display import shorten
+from agentstream.errors import ConfigurationError
 from agentstream.events import TASK_EVENT, TASK_RESULT
 from agentstream.models.config import DEFAULT_MODEL_ID, ModelSettings, effective_model_id, parse_model_id
 from agentstream.serde import SchemaSet
-from agentstream.settings import MODEL_ENV
+from agentstream.settings import MODEL_ENV, TOPOLOGY_ENV
 from agentstream.stack import Stack
-from agentstream.tools.demo import demo_tickets
-from agentstream.topology import Topology
+from agentstream.topology import APP_TOPOLOGY_FILE, Topology
 
+TICKETS_FILE = "tickets.json"  # an app's sample tickets: {"tickets": [{"input", "session_id", ...}]}
 BANNER = """\
-agentstream demo
+agentstream demo: {app}
   {models}
   broker: {broker}
   workers: {workers} (one process each; logs in {logs})
 """
 SCRIPTED = """model: ScriptedModel, the offline deterministic test model shipped with agentstream.
-         No real LLM is called; answers are scripted from the tool results."""
+         No real LLM is called: its tool calls follow the app's scripted rules, its answers quote the results."""
 ANSWER_CHARS = 600
 # How long the demo waits for every result. A session's tickets run one after another and
 # a real model takes seconds per call (a local one on a CPU, tens), so it gets longer.
@@ -79,23 +81,46 @@ def _model_callers(topology: Topology) -> list[tuple[str, ModelSettings | None]]
     return callers
 
 
-def run_demo(state_dir: Path = Path(".state/demo"), timeout: float | None = None) -> int:
-    """Run the tickets; wait ``timeout`` seconds for their results (None: SCRIPTED_WAIT_S
+def load_tickets(app: Path) -> list[dict[str, Any]]:
+    """The app's sample tickets: each has ``input`` and ``session_id``, optionally
+    ``tenant_id``, ``requested_agent`` and ``expected_route`` (the agent types it should reach)."""
+    path = app / TICKETS_FILE
+    if not (app / APP_TOPOLOGY_FILE).is_file():
+        raise ConfigurationError(
+            f"No app folder at {app} (no {APP_TOPOLOGY_FILE} there): pass --app DIR (or set {TOPOLOGY_ENV}) "
+            f"naming a folder with {APP_TOPOLOGY_FILE} and {TICKETS_FILE}; the default app, examples/support_desk, "
+            "is in a checkout of the repository."
+        )
+    try:
+        tickets = json.loads(path.read_text(encoding="utf-8"))["tickets"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError(
+            f"Cannot read the demo tickets {path} ({type(exc).__name__}: {exc}); write a JSON file "
+            '{"tickets": [{"input": "...", "session_id": "s-1"}]} there.'
+        ) from exc
+    bad = [n for n, t in enumerate(tickets, 1) if not isinstance(t, dict) or not t.get("input") or not t.get("session_id")]
+    if bad or not tickets:
+        raise ConfigurationError(f"{path}: tickets {bad or '(none)'} lack an input or a session_id; give every ticket both.")
+    return [dict(ticket) for ticket in tickets]
+
+
+def run_demo(app: Path, state_dir: Path = Path(".state/demo"), timeout: float | None = None) -> int:
+    """Run the app's tickets; wait ``timeout`` seconds for their results (None: SCRIPTED_WAIT_S
     on the scripted model, REAL_WAIT_S on a real one)."""
     schemas = SchemaSet.load()
-    tickets = demo_tickets()
+    tickets = load_tickets(app)
     run_id = uuid.uuid4().hex[:6]
-    with Stack(state_dir / "workers", log_dir=state_dir / "logs") as stack:
+    with Stack(state_dir / "workers", log_dir=state_dir / "logs", topology_path=app) as stack:
         topology = stack.topology
         timeout = default_wait(topology) if timeout is None else timeout
-        print(BANNER.format(models=describe_models(topology), broker=stack.bootstrap,
+        print(BANNER.format(app=app, models=describe_models(topology), broker=stack.bootstrap,
                             workers=", ".join(stack.workers), logs=state_dir / "logs"))
         follower = Follower(stack.bootstrap, [topology.topic("results"), topology.topic("task_events")], schemas)
         submitter = Submitter(stack.bootstrap, topology, schemas)
         tasks: dict[str, dict[str, Any]] = {}
         for number, ticket in enumerate(tickets, 1):
             task = new_task(
-                ticket["input"], ticket["session_id"], ticket["tenant_id"],
+                ticket["input"], ticket["session_id"], ticket.get("tenant_id") or "demo",
                 task_id=f"demo-{run_id}-{number}", requested_agent=ticket.get("requested_agent"),
             )
             tasks[task["task_id"]] = {**ticket, "number": number}
@@ -108,7 +133,8 @@ def run_demo(state_dir: Path = Path(".state/demo"), timeout: float | None = None
     for task_id, ticket in sorted(tasks.items(), key=lambda item: item[1]["number"]):
         _print_ticket(ticket, results.get(task_id), tools.get(task_id, []))
     missing = [task_id for task_id in tasks if task_id not in results]
-    wrong = [t for t, r in results.items() if sorted(r["agents"]) != sorted(tasks[t]["expected_route"])]
+    wrong = [t for t, r in results.items()
+             if "expected_route" in tasks[t] and sorted(r["agents"]) != sorted(tasks[t]["expected_route"])]
     print(f"{len(results)}/{len(tasks)} tickets got a result", end="")
     print(f"; {len(wrong)} routed unexpectedly" if wrong else "; every route as expected")
     if missing:

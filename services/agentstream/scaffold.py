@@ -3,7 +3,8 @@
 It adds three things and touches nothing else:
 - an entry under ``agents:`` of the app's ``topology.yaml`` (its own group and input
   topic from the ``specialist.{type}`` template, the usual tables, an allowlist naming
-  the example tool, the prompt file) and a routing rule and description for it;
+  the example tool, the prompt file, a ScriptedModel rule calling the example tool) and a
+  routing rule and description for it;
 - ``tools_<name>.py``: one example ``@tool`` to replace with real ones;
 - ``prompts/<name>.md``: the system prompt.
 
@@ -86,20 +87,24 @@ def _add_entry(document: Any, name: str, tools_file: str, tool_name: str) -> Non
     entry["tools"] = _flow([tool_name])
     entry["tools_modules"] = _flow([tools_file])
     entry["max_steps"] = 6
-    entry["model"] = _model_of(specialist, name)
+    entry["model"] = _model_of(specialist, name, tool_name)
     agents[name] = entry
     agents.yaml_set_comment_before_after_key(name, before=f"added by `agentstream new agent {name}`", indent=2)
     _add_routing(agents, name)
 
 
-def _model_of(specialist: Any, name: str) -> CommentedMap:
-    """The new agent's model settings: the first specialist's models, else scripted."""
+def _model_of(specialist: Any, name: str, tool_name: str) -> CommentedMap:
+    """The new agent's model settings: the first specialist's models, else scripted, and
+    a rule making the offline ScriptedModel call the example tool with the task's text."""
     model = CommentedMap()
     models = specialist.get("model", {}).get("models") if isinstance(specialist, dict) else None
     copied = CommentedMap(models if models else {"standard": "scripted:default"})  # a copy: no YAML alias
     copied.fa.set_flow_style()
     model["models"] = copied
     model["system_prompt_file"] = f"prompts/{name}.md"
+    rule = CommentedMap({"call": tool_name, "argument": "query"})
+    rule.fa.set_flow_style()
+    model["scripted"] = CommentedSeq([rule])
     return model
 
 

@@ -1,6 +1,7 @@
 """The wiring: topics, agent types, consumer groups, retry tiers and table changelogs.
 
-Loaded once at start-up from ``topology/topology.yaml``; every topic and group name a
+Loaded once at start-up from an app folder's ``topology.yaml`` (``$AGENTSTREAM_TOPOLOGY``,
+default the repository's ``examples/support_desk``); every topic and group name a
 service uses comes from here. The models are frozen and forbid unknown keys, so a
 misspelt key fails loading with a message naming the key, its place and the file.
 """
@@ -33,7 +34,10 @@ from agentstream.models.config import ModelSettings
 from agentstream.settings import TOPOLOGY_ENV
 
 APP_TOPOLOGY_FILE = "topology.yaml"  # the topology of an app folder
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "topology" / "topology.yaml"
+# The app every command runs unless AGENTSTREAM_TOPOLOGY or --app names another: the
+# support desk of the repository (a checkout; an installed wheel has no examples/).
+DEFAULT_APP = Path(__file__).resolve().parents[2] / "examples" / "support_desk"
+DEFAULT_PATH = DEFAULT_APP / APP_TOPOLOGY_FILE
 # Topic names whose logical name holds this placeholder exist once per specialist type.
 TYPE_PLACEHOLDER = "{type}"
 # What Kafka accepts in a topic or group name; the embedded broker accepts anything, so check here.
@@ -242,6 +246,12 @@ class AgentType(_Frozen):
             raise ValueError(f"supervision applies to the supervisor only, not to a {self.kind}")
         if self.supervision is not None:
             _check_single_call_model("supervision.model", self.supervision.model)
+        unlisted = sorted({rule.call for rule in self.model.scripted} - set(self.tools)) if self.model else []
+        if unlisted:
+            raise ValueError(
+                f"model.scripted calls {unlisted}, which are not in the agent's tools {list(self.tools)}; "
+                "add them to tools or fix the rules' call"
+            )
         return self
 
 
@@ -518,7 +528,7 @@ def _check_rules(agent: str, where: str, patterns: tuple[str, ...]) -> None:
 # ModelSettings keys that shape a specialist's tool loop; the router and the supervisor
 # make one call per task.
 _LOOP_ONLY_KEYS = ("tools", "max_steps", "budget_usd", "budget_tokens", "history_max_tokens", "history_keep_recent",
-                   "system_prompt_file")
+                   "system_prompt_file", "scripted")
 
 
 def _check_single_call_model(where: str, model: ModelSettings | None) -> None:
@@ -534,13 +544,25 @@ def _like(source: TopicSpec, name: str, config: Mapping[str, str] | None = None)
     return TopicSpec(name, source.partitions, source.replication, dict(config or source.config), source.per_session)
 
 
+def app_folder(app: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The app folder a command works on: ``app``, else ``$AGENTSTREAM_TOPOLOGY`` (a folder,
+    or a topology file: its folder), else ``DEFAULT_APP``."""
+    if app is not None:
+        return app
+    named = (os.environ if environ is None else environ).get(TOPOLOGY_ENV)
+    if not named:
+        return DEFAULT_APP
+    return Path(named) if Path(named).is_dir() or not named.endswith((".yaml", ".yml")) else Path(named).parent
+
+
 def load_topology(
     path: Path | None = None, *, prefix: str | None = None, changelogs: Mapping[str, Any] | None = None
 ) -> Topology:
     """Load and check the topology.
 
     ``path`` (a file, or an app folder holding ``topology.yaml``) defaults to
-    ``$AGENTSTREAM_TOPOLOGY``, else the repository's ``topology/topology.yaml``. ``prefix`` replaces the file's prefix, renaming every topic
+    ``$AGENTSTREAM_TOPOLOGY``, else the repository's support-desk app (``DEFAULT_APP``).
+    ``prefix`` replaces the file's prefix, renaming every topic
     and group consistently (tests use a unique one each). ``changelogs`` replaces keys of
     the file's ``changelogs`` section, by their Kafka names (tests use small segments and a
     dirty ratio near 0 to see compaction); the values are checked like the file's.
@@ -551,8 +573,10 @@ def load_topology(
     try:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
+        default = " (the default app is in a checkout of the repository only)" if source == DEFAULT_PATH else ""
         raise ConfigurationError(
-            f"Cannot read the topology file {source}: {exc.strerror}; set {TOPOLOGY_ENV} or pass a path."
+            f"Cannot read the topology file {source}: {exc.strerror}{default}. Set {TOPOLOGY_ENV} to an app "
+            "folder holding topology.yaml (or to the file itself), or pass the command's --app DIR."
         ) from exc
     return parse_topology(text, source, prefix=prefix, changelogs=changelogs)
 

@@ -548,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=["plan", "apply"])
     parser.add_argument("--bootstrap", default=os.environ.get(BOOTSTRAP_ENV), help=f"default: ${BOOTSTRAP_ENV}")
-    parser.add_argument("--topology", type=Path, help="default: $AGENTSTREAM_TOPOLOGY or topology/topology.yaml")
+    parser.add_argument("--topology", type=Path, help="default: $AGENTSTREAM_TOPOLOGY or examples/support_desk")
     parser.add_argument("--prefix", help="replace the topology's prefix")
     parser.add_argument("--apply-config", action="store_true", help="apply: also set drifted configs (not on Tansu)")
     args = parser.parse_args(argv)

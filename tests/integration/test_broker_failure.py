@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from agentstream.apache_kafka import KafkaCluster
 from agentstream.clients import admin_config, producer_config
 from agentstream.topology import DEFAULT_PATH as DEFAULT_TOPOLOGY_PATH
+from tests import support_desk
 
 from .harness import wait_for
 from .test_durable import SCHEMAS, DurableStack, _tasks
@@ -42,7 +43,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
 
 def _replicated_topology(directory: Path) -> Path:
     text = DEFAULT_TOPOLOGY_PATH.read_text(encoding="utf-8")
-    path = directory / "topology.yaml"
+    path = support_desk.copy_app(directory)
     path.write_text(re.sub(r"(?m)^replication_factor: *\d+", "replication_factor: 3", text), encoding="utf-8")
     return path
 

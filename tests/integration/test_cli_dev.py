@@ -82,7 +82,7 @@ def test_submit_wait_prints_the_result_cut_with_an_ellipsis(env: dict[str, str])
     assert done.returncode == 0, done.stderr[-2000:]
     task_id, headline, answer = done.stdout.splitlines()
     assert f"RESULT {task_id} [dev-1] COMPLETED via billing" in headline
-    assert answer.startswith("    [scripted model] Billing specialist") and answer.endswith(ELLIPSIS)
+    assert answer.startswith('    [scripted model] Reply to: "I was charged twice on INV-1002"') and answer.endswith(ELLIPSIS)
     assert len(answer) <= 4 + 200
 
     full = run("submit", "I was charged twice on INV-1002", "--session", "dev-1", "--wait", "--full", env=env)

@@ -32,6 +32,7 @@ from agentstream.service import Service
 from agentstream.settings import WorkerSettings
 from agentstream.topology import DEFAULT_PATH, Topology, load_topology
 from agentstream.topology_admin import apply
+from tests import support_desk
 
 from .harness import create_topics, read_all, read_table_dir, wait_for
 
@@ -43,7 +44,7 @@ def _short_topology(tmp_path: Path, prefix: str, retention_s: int) -> Topology:
     raw["dedupe"] = {"retention_s": retention_s}
     for logical in ("tasks", "specialist.{type}", "supervisor"):
         raw["topics"][logical]["retention.ms"] = retention_s * 1000
-    path = tmp_path / "topology.yaml"
+    path = support_desk.copy_app(tmp_path)
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     topology = load_topology(path, prefix=prefix)
     assert topology.dedupe.retention_s == retention_s

@@ -23,9 +23,10 @@ from agentstream.client import new_task
 from agentstream.events import TASK_EVENT
 from agentstream.serde import SchemaSet
 from agentstream.router.classifier import ROUTE_TOOL
+from tests import support_desk
 from tests.unit.test_providers_openai import LoopbackServer, Reply, error
 
-from .harness import REPO, wait_for
+from .harness import wait_for
 from .model_server import is_route_request, openai_env, text_reply, tool_reply
 from .test_durable import DurableStack
 
@@ -45,13 +46,13 @@ ROUTER_ATTEMPTS = 2
 
 def _topology(tmp_path: Path) -> Path:
     """The real topology with a router model: two attempts per call, a short backoff."""
-    topology = yaml.safe_load((REPO / "topology" / "topology.yaml").read_text())
+    topology = yaml.safe_load((support_desk.APP / "topology.yaml").read_text())
     topology["agents"]["router"]["routing"].update(
         model={"models": {"standard": "openai:router-model"}, "timeout_s": 20, "call_timeout_s": 10},
         controls={"retry": {"max_attempts": ROUTER_ATTEMPTS, "initial_backoff_s": 0.05, "max_backoff_s": 0.1}},
         min_confidence=0.6,
     )
-    path = tmp_path / "topology.yaml"
+    path = support_desk.copy_app(tmp_path)
     path.write_text(yaml.safe_dump(topology))
     return path
 

@@ -14,20 +14,20 @@ from typing import Any
 import yaml
 
 from agentstream.controls import MINIMUM_VIABLE_MARKER
+from tests import support_desk
 from tests.unit.test_providers_openai import LoopbackServer, Reply, completion, error
 
-from .harness import REPO
 from .test_durable import DurableStack, _tasks
 
 WORKERS = {"router": ["router"], "billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]}
 
 
 def _topology(tmp_path: Path, billing_controls: dict[str, Any], retry: dict[str, Any] | None = None) -> Path:
-    topology = yaml.safe_load((REPO / "topology" / "topology.yaml").read_text())
+    topology = yaml.safe_load((support_desk.APP / "topology.yaml").read_text())
     topology["agents"]["billing"]["controls"] = billing_controls
     if retry is not None:
         topology["retry"] = retry
-    path = tmp_path / "topology.yaml"
+    path = support_desk.copy_app(tmp_path)
     path.write_text(yaml.safe_dump(topology))
     return path
 

@@ -36,3 +36,5 @@ def test_a_new_agent_is_written_into_the_app_and_runs_in_dev(tmp_path: Path) -> 
         dev.close()
     assert asked.returncode == 0, asked.stderr[-2000:]
     assert "COMPLETED via refunds" in asked.stdout, asked.stdout  # routed by the rule it added
+    # The scripted model called the new example tool (the rule `new agent` wrote), which ran in the worker.
+    assert "No refunds records match" in asked.stdout, asked.stdout

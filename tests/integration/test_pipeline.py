@@ -17,7 +17,7 @@ import fastavro
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from agentstream.stack import Stack
-from agentstream.tools.demo import demo_tickets
+from tests import support_desk
 
 from .harness import REPO
 
@@ -106,7 +106,7 @@ class Upstream:
 
 def test_fifty_tasks_get_exactly_fifty_results_with_the_right_routes(pipeline: Stack) -> None:
     upstream = Upstream(pipeline)
-    tickets = demo_tickets()
+    tickets = support_desk.tickets()
     expected: dict[str, list[str]] = {}
     for i in range(50):
         ticket = tickets[i % len(tickets)]

@@ -22,8 +22,9 @@ from agentstream.client import new_task
 from agentstream.clients import producer_config
 from agentstream.retry import headers as h
 from agentstream.serde import SchemaSet
+from tests import support_desk
 
-from .harness import REPO, WorkerProcess
+from .harness import WorkerProcess
 from .test_durable import DurableStack
 
 SCHEMAS = SchemaSet.load()
@@ -33,11 +34,11 @@ DELAYS = [1.0, 2.0, 3.0]
 @pytest.fixture(scope="module")
 def retry_stack(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DurableStack]:
     base = tmp_path_factory.mktemp("retry")
-    topology = yaml.safe_load((REPO / "topology" / "topology.yaml").read_text())
+    topology = yaml.safe_load((support_desk.APP / "topology.yaml").read_text())
     topology["retry"] = {"delays_s": DELAYS, "max_attempts": 4}
     # One model attempt per stage attempt; a breaker that never opens, so a replay finds the model closed.
     topology["agents"]["billing"]["controls"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 1000}}
-    path = base / "topology.yaml"
+    path = support_desk.copy_app(base)
     path.write_text(yaml.safe_dump(topology))
     stack = DurableStack(bootstrap, base, latency="0", topology_path=path, env={"AGENTSTREAM_SCRIPTED_FAULTS": "1"})
     for name, command in {"router": ["router"], "billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]}.items():
@@ -240,10 +241,10 @@ def test_a_crash_of_the_specialists_work_is_dead_lettered_at_once_and_its_sessio
 
 def _crash_stack(bootstrap: str, tmp_path: Path, retry: dict[str, Any]) -> tuple[DurableStack, WorkerProcess]:
     """Router, supervisor and one billing specialist (the one to kill) with these retry tiers."""
-    topology = yaml.safe_load((REPO / "topology" / "topology.yaml").read_text())
+    topology = yaml.safe_load((support_desk.APP / "topology.yaml").read_text())
     topology["retry"] = retry
     topology["agents"]["billing"]["controls"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 1000}}
-    path = tmp_path / "topology.yaml"
+    path = support_desk.copy_app(tmp_path)
     path.write_text(yaml.safe_dump(topology))
     stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=path, env={"AGENTSTREAM_SCRIPTED_FAULTS": "1"})
     stack.start("router", "router")

@@ -25,9 +25,10 @@ from agentstream.client import new_task
 from agentstream.clients import producer_config
 from agentstream.events import SPECIALIST_RESULT
 from agentstream.supervisor.review import NEEDS_HUMAN_REVIEW, REVIEW_TOOL
+from tests import support_desk
 from tests.unit.test_providers_openai import LoopbackServer, Reply, error
 
-from .harness import REPO, wait_for
+from .harness import wait_for
 from .model_server import is_review_request, openai_env, text_reply, tool_reply
 from .test_durable import SCHEMAS, DurableStack
 from .test_llm_router import WORKERS, kill_and_restart, task_event_details, wait_for_key
@@ -46,7 +47,7 @@ REVIEW_ATTEMPTS = 2
 
 def _topology(tmp_path: Path) -> Path:
     """The real topology with a supervision section: two attempts per review, a short backoff."""
-    topology = yaml.safe_load((REPO / "topology" / "topology.yaml").read_text())
+    topology = yaml.safe_load((support_desk.APP / "topology.yaml").read_text())
     topology["agents"]["supervisor"]["supervision"] = {
         "model": {"models": {"standard": "openai:supervisor-model"}, "timeout_s": 20, "call_timeout_s": 10},
         "controls": {"retry": {"max_attempts": REVIEW_ATTEMPTS, "initial_backoff_s": 0.05, "max_backoff_s": 0.1},
@@ -54,7 +55,7 @@ def _topology(tmp_path: Path) -> Path:
         "rubric_file": "rubric.md",
     }
     (tmp_path / "rubric.md").write_text(RUBRIC)
-    path = tmp_path / "topology.yaml"
+    path = support_desk.copy_app(tmp_path)
     path.write_text(yaml.safe_dump(topology))
     return path
 

@@ -13,7 +13,6 @@ from agentstream.models import (
     SCRIPTED_MARKER,
     Message,
     ModelResponse,
-    ScriptedModel,
     ToolCall,
     Usage,
     current_task_key,
@@ -21,7 +20,7 @@ from agentstream.models import (
 from agentstream.specialist import AgentOutcome, behavior_version, default_system_prompt, run_agent
 from agentstream.specialist.loop import StepNotRecorded
 from agentstream.tools import ToolRegistry, tool
-from agentstream.tools.demo import DEMO_ALLOWLISTS, demo_registry
+from tests import support_desk
 
 MIXED = "I was charged twice on invoice INV-1002 and the app crashes on login"
 
@@ -66,7 +65,7 @@ def _run(model: Any, registry: ToolRegistry, allowlist: Sequence[str], **kwargs:
 def test_scripted_billing_run_uses_the_tool_and_cites_the_data() -> None:
     log: list[tuple[str, int]] = []
     outcome = asyncio.run(
-        run_agent(_task(MIXED), "billing", ScriptedModel(call_log=log), demo_registry(), DEMO_ALLOWLISTS["billing"])
+        run_agent(_task(MIXED), "billing", support_desk.scripted_model("billing", call_log=log), support_desk.registry(), support_desk.allowlist("billing"))
     )
     assert outcome.status == "COMPLETED" and outcome.error is None
     assert outcome.tools_used == ["lookup_invoice", "search_kb"]
@@ -83,7 +82,7 @@ def test_scripted_billing_run_uses_the_tool_and_cites_the_data() -> None:
 
 def test_scripted_technical_run_on_the_mixed_ticket_cites_the_crash_article() -> None:
     outcome = asyncio.run(
-        run_agent(_task(MIXED), "technical", ScriptedModel(), demo_registry(), DEMO_ALLOWLISTS["technical"])
+        run_agent(_task(MIXED), "technical", support_desk.scripted_model("technical"), support_desk.registry(), support_desk.allowlist("technical"))
     )
     assert outcome.status == "COMPLETED"
     assert outcome.tools_used == ["search_kb"]
@@ -92,7 +91,7 @@ def test_scripted_technical_run_on_the_mixed_ticket_cites_the_crash_article() ->
 
 def test_invalid_tool_arguments_become_a_message_the_model_sees() -> None:
     model = ReplayModel(_calls(("lookup_invoice", {"invoice": "INV-1001"})), _text("Sorry, I could not look it up."))
-    outcome = _run(model, demo_registry(), DEMO_ALLOWLISTS["billing"])
+    outcome = _run(model, support_desk.registry(), support_desk.allowlist("billing"))
     assert outcome.status == "COMPLETED" and outcome.output == "Sorry, I could not look it up."
     tool_message = model.seen[1][-1]
     assert tool_message.role == "tool" and tool_message.tool_call_id == "c0" and tool_message.name == "lookup_invoice"
@@ -113,7 +112,7 @@ def test_a_tool_outside_the_allowlist_is_refused_without_running() -> None:
         ran.append(invoice_id)
         return "refunded"
 
-    registry = demo_registry()
+    registry = support_desk.registry()
     registry.register(refund)
     model = ReplayModel(_calls(("refund", {"invoice_id": "INV-1"}), ("search_kb", {"query": "refund"})), _text("Done."))
     outcome = _run(model, registry, ["search_kb"], agent_type="technical")
@@ -156,7 +155,7 @@ def test_tools_of_one_turn_run_concurrently() -> None:
 
 def test_max_steps_stops_with_a_reason_and_the_partial_answer() -> None:
     looping = [_calls(("search_kb", {"query": f"attempt {n}"})) for n in range(3)]
-    outcome = _run(ReplayModel(*looping), demo_registry(), DEMO_ALLOWLISTS["technical"], max_steps=3)
+    outcome = _run(ReplayModel(*looping), support_desk.registry(), support_desk.allowlist("technical"), max_steps=3)
     assert outcome.status == "FAILED"
     assert outcome.error == ("MAX_STEPS", "Stopped after 3 model turns without a final answer.")
     assert outcome.steps == 3
@@ -167,7 +166,7 @@ def test_max_steps_stops_with_a_reason_and_the_partial_answer() -> None:
 
 def test_a_model_exception_fails_the_run_with_model_error() -> None:
     model = ReplayModel(_calls(("search_kb", {"query": "crash"})), RuntimeError("provider unavailable"))
-    outcome = _run(model, demo_registry(), DEMO_ALLOWLISTS["technical"])
+    outcome = _run(model, support_desk.registry(), support_desk.allowlist("technical"))
     assert outcome.status == "FAILED" and outcome.output is None
     assert outcome.error == ("MODEL_ERROR", "RuntimeError: provider unavailable")
     assert outcome.usage["llm_calls"] == 1 and outcome.steps == 1
@@ -177,17 +176,17 @@ def test_a_step_that_could_not_be_recorded_is_no_model_error() -> None:
     # The run's checkpoint failed, not the model: the stage's retry chain decides, not the loop.
     model = ReplayModel(StepNotRecorded("Step 0 of task task-1 could not be checkpointed: Message size too large"))
     with pytest.raises(StepNotRecorded):
-        _run(model, demo_registry(), ["search_kb"])
+        _run(model, support_desk.registry(), ["search_kb"])
 
 
 def test_an_empty_model_reply_is_a_model_behavior_failure() -> None:
-    outcome = _run(ReplayModel(_text("  ")), demo_registry(), ["search_kb"])
+    outcome = _run(ReplayModel(_text("  ")), support_desk.registry(), ["search_kb"])
     assert outcome.status == "FAILED" and outcome.error is not None and outcome.error[0] == "MODEL_BEHAVIOR"
 
 
 def test_usage_adds_up_over_turns() -> None:
     model = ReplayModel(_calls(("search_kb", {"query": "a"})), _text("answer"))
-    outcome = _run(model, demo_registry(), ["search_kb"])
+    outcome = _run(model, support_desk.registry(), ["search_kb"])
     assert outcome.usage == {
         "input_tokens": 30,
         "output_tokens": 13,
@@ -199,8 +198,8 @@ def test_usage_adds_up_over_turns() -> None:
 
 def test_system_prompt_default_and_override() -> None:
     model = ReplayModel(_text("a"), _text("b"))
-    _run(model, demo_registry(), ["search_kb"], agent_type="account")
-    _run(model, demo_registry(), ["search_kb"], system_prompt="Be brief.")
+    _run(model, support_desk.registry(), ["search_kb"], agent_type="account")
+    _run(model, support_desk.registry(), ["search_kb"], system_prompt="Be brief.")
     assert model.seen[0][0] == Message("system", default_system_prompt("account"))
     assert model.seen[0][1] == Message("user", "Help with INV-1001")
     assert model.seen[1][0].content == "Be brief."
@@ -208,13 +207,13 @@ def test_system_prompt_default_and_override() -> None:
 
 def test_misconfiguration_raises() -> None:
     with pytest.raises(ConfigurationError, match="max_steps"):
-        _run(ReplayModel(), demo_registry(), ["search_kb"], max_steps=0)
+        _run(ReplayModel(), support_desk.registry(), ["search_kb"], max_steps=0)
     with pytest.raises(ToolDefinitionError):
-        _run(ReplayModel(), demo_registry(), ["no_such_tool"])
+        _run(ReplayModel(), support_desk.registry(), ["no_such_tool"])
 
 
 def test_behavior_version_fingerprints_prompt_tools_model_and_code() -> None:
-    tools = demo_registry().schemas(DEMO_ALLOWLISTS["billing"])
+    tools = support_desk.registry().schemas(support_desk.allowlist("billing"))
     base = behavior_version("billing", None, tools, "scripted:default", "0.1.0")
     assert len(base) == 12 and int(base, 16) >= 0
     assert base == behavior_version(

@@ -8,12 +8,11 @@ from typing import Any
 import pytest
 
 from agentstream.models.base import ModelResponse, ToolCall, Usage
-from agentstream.models.scripted import ScriptedModel
 from agentstream.runtime.errors import CheckpointError
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools, idempotency_key
 from agentstream.specialist.loop import StepNotRecorded, run_agent
-from agentstream.tools.demo import demo_registry
+from tests import support_desk
 from agentstream.tools.registry import ToolRegistry, ToolResult, tool
 
 
@@ -71,16 +70,16 @@ def test_a_resumed_loop_replays_finished_steps_without_calling_the_model_again()
         first_calls: list[tuple[str, int]] = []
         log = _Log()
         run = DurableRun("task-1", 0, ckpt.Chain(), log.persist)
-        registry = demo_registry()
+        registry = support_desk.registry()
         allow = ["lookup_invoice", "search_kb"]
-        first = await run_agent(_task(), "billing", DurableModel(ScriptedModel(call_log=first_calls), run), DurableTools(registry, run), allow)
+        first = await run_agent(_task(), "billing", DurableModel(support_desk.scripted_model("billing", call_log=first_calls), run), DurableTools(registry, run), allow)
         assert first.status == "COMPLETED" and len(first_calls) == 2
         # Lose the final answer (the step in flight when the worker died) and resume.
         records = [v for k, v in log.records.items() if v["kind"] != "model" or v["step"] == 0]
         chain = ckpt.rebuild([[0, 0], [1, len(records)]], records)
         resumed_calls: list[tuple[str, int]] = []
         run2 = DurableRun("task-1", 1, chain, log.persist)
-        second = await run_agent(_task(), "billing", DurableModel(ScriptedModel(call_log=resumed_calls), run2), DurableTools(registry, run2), allow)
+        second = await run_agent(_task(), "billing", DurableModel(support_desk.scripted_model("billing", call_log=resumed_calls), run2), DurableTools(registry, run2), allow)
         assert second.output == first.output
         assert resumed_calls == [("task-1", 1)], "only the lost step is called again"
         assert run2.replayed_model_calls == 1
@@ -92,7 +91,7 @@ def test_each_checkpoint_holds_only_what_its_step_added() -> None:
     async def scenario() -> None:
         log = _Log()
         run = DurableRun("task-1", 0, ckpt.Chain(), log.persist)
-        await run_agent(_task(), "billing", DurableModel(ScriptedModel(), run), DurableTools(demo_registry(), run), ["lookup_invoice", "search_kb"])
+        await run_agent(_task(), "billing", DurableModel(support_desk.scripted_model("billing"), run), DurableTools(support_desk.registry(), run), ["lookup_invoice", "search_kb"])
         kinds = [v["kind"] for v in log.records.values()]
         assert kinds.count("model") == 2 and kinds.count("tool") == 2
         assert all("messages" not in v for v in log.records.values()), "no step carries the history"
@@ -105,7 +104,7 @@ def test_a_refused_checkpoint_ends_the_run_with_step_not_recorded() -> None:
         raise CheckpointError("write to checkpoints[0] was not acknowledged: Message size too large")
 
     run = DurableRun("task-1", 0, ckpt.Chain(), refuse)
-    loop = run_agent(_task(), "billing", DurableModel(ScriptedModel(), run), DurableTools(demo_registry(), run), ["lookup_invoice"])
+    loop = run_agent(_task(), "billing", DurableModel(support_desk.scripted_model("billing"), run), DurableTools(support_desk.registry(), run), ["lookup_invoice"])
     with pytest.raises(StepNotRecorded, match="Step 0 of task task-1 could not be checkpointed") as caught:
         asyncio.run(loop)
     assert isinstance(caught.value.__cause__, CheckpointError)  # the retry chain classifies by the cause
@@ -166,7 +165,7 @@ def test_a_resumed_loop_with_history_compression_replays_to_the_same_answer() ->
         model = DurableModel(talker, run)
         history = HistoryCompressor(max_tokens=200, keep_recent=2, summarizer=model)
         outcome = await run_agent({"task_id": "task-h", "session_id": "s", "input": "refund?"}, "billing", model,
-                                  DurableTools(demo_registry(), run), ["search_kb"], max_steps=10, history=history)
+                                  DurableTools(support_desk.registry(), run), ["search_kb"], max_steps=10, history=history)
         return outcome.output, talker.calls
 
     async def scenario() -> None:

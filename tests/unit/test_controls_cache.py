@@ -16,13 +16,13 @@ from agentstream.controls import (
 )
 from agentstream.errors import ConfigurationError
 from agentstream.models import Message, ModelResponse, ScriptedModel, ToolCall, Usage
-from agentstream.tools.demo import DEMO_ALLOWLISTS, demo_registry
+from tests import support_desk
 
 CONVERSATION = [
     Message("system", "You are the billing support specialist."),
     Message("user", "Was invoice INV-1002 paid?"),
 ]
-TOOLS = demo_registry().schemas(DEMO_ALLOWLISTS["billing"])
+TOOLS = support_desk.registry().schemas(support_desk.allowlist("billing"))
 RESPONSE = ModelResponse(
     None, (ToolCall("call_0_0", "lookup_invoice", {"invoice_id": "INV-1002"}),), Usage(120, 14, 0.0021), "m"
 )

@@ -23,7 +23,7 @@ from agentstream.models import Message, ModelResponse, ScriptedModel, ToolCall, 
 from agentstream.models.errors import ModelAuthError, ModelServerError, RateLimitedError
 from agentstream.specialist.history import HistoryCompressor, is_summary
 from agentstream.specialist.loop import AgentOutcome, run_agent
-from agentstream.tools.demo import DEMO_ALLOWLISTS, demo_registry
+from tests import support_desk
 
 TASK = {"task_id": "task-7", "session_id": "sess-7", "input": "Was invoice INV-1002 paid? Order number 1001 too."}
 
@@ -52,7 +52,7 @@ class Looping:
 
 
 def _run(model: Any, agent_type: str = "billing", **kwargs: Any) -> AgentOutcome:
-    return asyncio.run(run_agent(TASK, agent_type, model, demo_registry(), DEMO_ALLOWLISTS[agent_type], **kwargs))
+    return asyncio.run(run_agent(TASK, agent_type, model, support_desk.registry(), support_desk.allowlist(agent_type), **kwargs))
 
 
 def test_the_cost_budget_stops_the_loop_with_a_partial_answer() -> None:
@@ -99,7 +99,7 @@ def test_a_zero_budget_makes_no_model_call() -> None:
 
 def test_the_wall_clock_limit_stops_the_loop_with_what_was_found() -> None:
     # First turn asks for tools; the second model call hangs until the run's deadline.
-    model = FaultyModel(ScriptedModel(), [None, "hang"])
+    model = FaultyModel(support_desk.scripted_model("billing"), [None, "hang"])
     outcome = _run(model, timeout_s=0.05)
     assert outcome.status == "FAILED"
     assert outcome.error == ("TIMEOUT", "Stopped at the wall-clock limit of 0.05 s without a final answer.")
@@ -109,7 +109,7 @@ def test_the_wall_clock_limit_stops_the_loop_with_what_was_found() -> None:
 
 def test_guarded_retries_show_in_the_usage() -> None:
     flaky = FaultyModel(
-        ScriptedModel(), [RateLimitedError("HTTP 429", retry_after=1.0), None, ModelServerError("HTTP 500")]
+        support_desk.scripted_model("billing"), [RateLimitedError("HTTP 429", retry_after=1.0), None, ModelServerError("HTTP 500")]
     )
     outcome = _run(GuardedModel(flaky, clock=ManualClock()))
     assert outcome.status == "COMPLETED" and outcome.steps == 2
@@ -118,12 +118,12 @@ def test_guarded_retries_show_in_the_usage() -> None:
 
 
 def test_concurrent_runs_keep_their_retry_counts_apart() -> None:
-    flaky = FaultyModel(ScriptedModel(), [ModelServerError("HTTP 500")] * 3)
+    flaky = FaultyModel(support_desk.scripted_model("billing"), [ModelServerError("HTTP 500")] * 3)
     guarded = GuardedModel(flaky, clock=ManualClock())
 
     async def both() -> list[AgentOutcome]:
         runs = [
-            run_agent({**TASK, "task_id": f"t{n}"}, "technical", guarded, demo_registry(), ["search_kb"])
+            run_agent({**TASK, "task_id": f"t{n}"}, "technical", guarded, support_desk.registry(), ["search_kb"])
             for n in range(2)
         ]
         return list(await asyncio.gather(*runs))
@@ -136,8 +136,8 @@ def test_concurrent_runs_keep_their_retry_counts_apart() -> None:
 def test_when_no_model_can_answer_the_minimum_viable_answer_is_marked() -> None:
     chain = FallbackChain(
         [
-            GuardedModel(FaultyModel(ScriptedModel(), [None, ModelAuthError("HTTP 401")]), clock=ManualClock()),
-            GuardedModel(FaultyModel(ScriptedModel(model_id="scripted:cheap"), [ModelAuthError("HTTP 401")])),
+            GuardedModel(FaultyModel(support_desk.scripted_model("billing"), [None, ModelAuthError("HTTP 401")]), clock=ManualClock()),
+            GuardedModel(FaultyModel(support_desk.scripted_model("billing", model_id="scripted:cheap"), [ModelAuthError("HTTP 401")])),
         ]
     )
     outcome = _run(chain)
@@ -150,7 +150,7 @@ def test_when_no_model_can_answer_the_minimum_viable_answer_is_marked() -> None:
 def test_a_cache_hit_replays_a_run_without_model_calls(tmp_path: Path) -> None:
     log: list[tuple[str, int]] = []
     with ResponseCache(tmp_path / "cache") as cache:
-        guarded = GuardedModel(ScriptedModel(call_log=log), cache=cache)
+        guarded = GuardedModel(support_desk.scripted_model("billing", call_log=log), cache=cache)
         first = _run(guarded)
         second = _run(guarded)
     assert len(log) == 2 and first.output == second.output

@@ -31,10 +31,10 @@ from agentstream.models import (
 )
 from agentstream.models.anthropic_provider import to_anthropic
 from agentstream.specialist.loop import run_agent
-from agentstream.tools.demo import demo_registry
+from tests import support_desk
 from tests.unit.test_providers_openai import LoopbackServer, Reply
 
-TOOLS = demo_registry().schemas(["lookup_order"])
+TOOLS = support_desk.registry().schemas(["lookup_order"])
 MODEL = "claude-haiku-4-5"
 
 
@@ -157,7 +157,7 @@ def test_agent_loop_runs_on_the_provider(server: LoopbackServer) -> None:
         Reply(body=message([{"type": "text", "text": "Your order is on its way."}])),
     ]
     task = {"task_id": "t1", "session_id": "s1", "input": "Where is order 1001?"}
-    outcome = asyncio.run(run_agent(task, "billing", anthropic_model(server), demo_registry(), ["lookup_order"]))
+    outcome = asyncio.run(run_agent(task, "billing", anthropic_model(server), support_desk.registry(), ["lookup_order"]))
 
     assert outcome.status == "COMPLETED" and outcome.output == "Your order is on its way."
     assert outcome.usage["llm_calls"] == 2 and outcome.usage["input_tokens"] == 40

@@ -39,9 +39,9 @@ from agentstream.models import (
 )
 from agentstream.models.openai_provider import INVALID_ARGUMENTS_KEY
 from agentstream.specialist.loop import run_agent
-from agentstream.tools.demo import demo_registry
+from tests import support_desk
 
-TOOLS = demo_registry().schemas(["lookup_order"])
+TOOLS = support_desk.registry().schemas(["lookup_order"])
 
 
 @dataclass
@@ -210,7 +210,7 @@ def test_agent_loop_runs_on_the_provider(server: LoopbackServer) -> None:
         Reply(body=completion({"content": "Your order is on its way."})),
     ]
     task = {"task_id": "t1", "session_id": "s1", "input": "Where is order 1001?"}
-    outcome = asyncio.run(run_agent(task, "billing", openai_model(server), demo_registry(), ["lookup_order"]))
+    outcome = asyncio.run(run_agent(task, "billing", openai_model(server), support_desk.registry(), ["lookup_order"]))
 
     assert outcome.status == "COMPLETED" and outcome.output == "Your order is on its way."
     assert outcome.usage["llm_calls"] == 2 and outcome.usage["tool_calls"] == 1

@@ -7,7 +7,7 @@ import pytest
 from agentstream.errors import ConfigurationError, UnknownAgentTypeError
 from agentstream.router.decide import Rules, validate_task
 from agentstream.topology import load_topology
-from agentstream.tools.demo import demo_tickets
+from tests import support_desk
 
 KNOWN = ["billing", "technical", "account"]
 ROUTING = load_topology().agent("router").routing
@@ -96,7 +96,7 @@ def test_unknown_requested_agent_is_rejected_with_the_valid_types() -> None:
 
 
 def test_every_demo_ticket_gets_its_expected_route() -> None:
-    tickets = demo_tickets()
+    tickets = support_desk.tickets()
     assert len(tickets) >= 8
     assert any(ticket["expected_route"] == ["billing", "technical"] for ticket in tickets)
     for ticket in tickets:

@@ -143,7 +143,7 @@ def test_the_event_says_which_path_decided() -> None:
 
 # -- the topology section ------------------------------------------------------------------
 def _topology_with(tmp_path: Path, agent: str, supervision: dict[str, Any]) -> Path:
-    topology = yaml.safe_load((REPO / "topology" / "topology.yaml").read_text())
+    topology = yaml.safe_load((REPO / "examples" / "support_desk" / "topology.yaml").read_text())
     topology["agents"][agent]["supervision"] = supervision
     path = tmp_path / "topology.yaml"
     path.write_text(yaml.safe_dump(topology))

@@ -11,14 +11,12 @@ import pytest
 
 from agentstream.errors import ToolDefinitionError
 from agentstream.tools import ToolRegistry, ToolResult, tool
-from agentstream.tools.demo import (
-    DEMO_ALLOWLISTS,
-    demo_registry,
-    load_support_data,
-    lookup_account,
-    lookup_invoice,
-    lookup_order,
-    search_kb,
+from tests import support_desk
+
+# The support-desk example's tools, from its tools.py as the specialists load it.
+_APP_TOOLS = support_desk.tools_module()
+lookup_account, lookup_invoice, lookup_order, search_kb = (
+    _APP_TOOLS.lookup_account, _APP_TOOLS.lookup_invoice, _APP_TOOLS.lookup_order, _APP_TOOLS.search_kb
 )
 
 
@@ -129,12 +127,12 @@ def test_registry_decorator_registers_plain_functions() -> None:
 
 
 def test_schemas_follow_the_allowlist_sorted_by_name() -> None:
-    registry = demo_registry()
+    registry = support_desk.registry()
     assert [s["name"] for s in registry.schemas()] == ["lookup_account", "lookup_invoice", "lookup_order", "search_kb"]
     assert [s["name"] for s in registry.schemas(["search_kb", "lookup_order"])] == ["lookup_order", "search_kb"]
     with pytest.raises(ToolDefinitionError, match=r"\['refund_everything'\]"):
         registry.schemas(["search_kb", "refund_everything"])
-    for allowlist in DEMO_ALLOWLISTS.values():
+    for allowlist in support_desk.allowlists().values():
         registry.schemas(allowlist)
 
 
@@ -145,7 +143,7 @@ def test_valid_arguments_reach_the_function_and_results_are_json() -> None:
 
 
 def test_a_number_is_accepted_for_a_string_id() -> None:
-    result = _call(demo_registry(), "lookup_order", {"order_id": 5002})
+    result = _call(support_desk.registry(), "lookup_order", {"order_id": 5002})
     assert result.ok and json.loads(result.content)["invoice_id"] == "INV-1002"
 
 
@@ -199,7 +197,7 @@ def test_a_timeout_error_raised_by_the_tool_is_a_failure_not_our_timeout() -> No
 
 
 def test_an_unknown_tool_is_an_error_result_naming_the_available_ones() -> None:
-    result = _call(demo_registry(), "refund_everything", {})
+    result = _call(support_desk.registry(), "refund_everything", {})
     assert not result.ok
     assert "unknown tool 'refund_everything'" in result.content
     assert "'search_kb'" in result.content
@@ -258,7 +256,7 @@ def test_sync_tools_run_in_threads_and_overlap() -> None:
 
 
 def test_demo_data_is_bundled_with_the_package() -> None:
-    data = load_support_data()
+    data = _APP_TOOLS.load_support_data()
     assert len(data["kb_articles"]) >= 8
     assert {"accounts", "orders", "invoices"} <= data.keys()
 

@@ -7,12 +7,13 @@ import pytest
 
 from agentstream.errors import ConfigurationError
 from agentstream.tools.loader import check_allowlist, load_tools
+from tests.support_desk import APP
 
-DEMO = "agentstream.tools.demo"
+DEMO = "tools.py"  # the support-desk example's tools module, a file of its app folder
 
 
 def test_every_tool_of_a_named_module_is_registered() -> None:
-    registry = load_tools([DEMO], None)
+    registry = load_tools([DEMO], APP)
     assert sorted(registry.names()) == ["lookup_account", "lookup_invoice", "lookup_order", "search_kb"]
 
 
@@ -27,12 +28,12 @@ def test_a_module_without_tools_is_refused() -> None:
 
 
 def test_a_tool_defined_twice_is_refused() -> None:
-    with pytest.raises(ConfigurationError, match=r"'lookup_invoice' is defined in both 'agentstream.tools.demo' and 'agentstream.tools.demo'"):
-        load_tools([DEMO, DEMO], None)
+    with pytest.raises(ConfigurationError, match=r"'lookup_invoice' is defined in both 'tools.py' and 'tools.py'"):
+        load_tools([DEMO, DEMO], APP)
 
 
 def test_an_allowlist_naming_a_missing_tool_stops_the_worker() -> None:
-    registry = load_tools([DEMO], None)
+    registry = load_tools([DEMO], APP)
     check_allowlist("billing", ["lookup_invoice"], registry, [DEMO])
     with pytest.raises(ConfigurationError, match=r"Agent 'billing' allows tools \['refund'\] that the tools modules"):
         check_allowlist("billing", ["lookup_invoice", "refund"], registry, [DEMO])

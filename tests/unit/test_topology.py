@@ -1,4 +1,4 @@
-"""The topology loader and its accessors, on the real topology/topology.yaml (no broker)."""
+"""The topology loader and its accessors, on the support-desk app's topology.yaml (no broker)."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from agentstream.errors import ConfigurationError
+from agentstream.models.scripted_rules import ScriptedRule
 from agentstream.settings import MODEL_ENV, SECRET_FILE_SUFFIX
 from agentstream.tier import DEFAULT_TIER, Tier
 
@@ -109,6 +110,8 @@ class ModelSettings(BaseModel):
     # conversation are replaced by a summary; the last ``history_keep_recent`` turns stay.
     history_max_tokens: int | None = Field(default=None, gt=0)
     history_keep_recent: int = Field(default=6, ge=0)
+    # What the offline ScriptedModel calls for this agent type (scripted_rules.py).
+    scripted: tuple[ScriptedRule, ...] = ()
 
     @field_validator("models")
     @classmethod

@@ -38,7 +38,7 @@ def create_model(
     settings = settings or ModelSettings()
     env = os.environ if environ is None else environ
     if provider == "scripted":
-        return ScriptedModel(model_id=f"scripted:{name}")
+        return ScriptedModel(model_id=f"scripted:{name}", rules=settings.scripted)
     if provider == "openai":
         from agentstream.models.openai_provider import OpenAIChatModel
 

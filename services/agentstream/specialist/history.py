@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 SUMMARY_PREFIX = "Summary of the earlier conversation (older turns were compressed):"
 
 SUMMARIZER_PROMPT = (
-    "You compress the history of a customer-support conversation for the assistant that "
-    "continues it. Write a concise summary that keeps every fact, identifier (order, "
-    "invoice, account, ticket), tool result, decision and open question; drop pleasantries. "
+    "You compress the history of a conversation for the assistant that continues it. "
+    "Write a concise summary that keeps every fact, identifier (of records, documents, "
+    "accounts, tickets), tool result, decision and open question; drop pleasantries. "
     "Write plain prose or short bullet points, no preamble."
 )
 

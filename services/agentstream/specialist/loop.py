@@ -128,7 +128,7 @@ class _Tally:
 def default_system_prompt(agent_type: str) -> str:
     """The prompt a specialist runs with unless the topology gives it another one."""
     return (
-        f"You are the {agent_type} support specialist of a customer-support team. "
+        f"You are the {agent_type} specialist of a team of agents. "
         "Look facts up with your tools before you answer, cite what they returned, and say "
         "plainly what you could not verify. Answer only the "
         f"{agent_type} part of the request; other specialists handle the rest."

@@ -10,6 +10,7 @@ takes the probe slot so the inner one is refused and the breaker never closes ag
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from agentstream.controls.faults import FaultyModel
@@ -19,6 +20,7 @@ from agentstream.models.call_log import CallLogModel, MarkedFailures
 from agentstream.models.config import ModelSettings
 from agentstream.models.registry import create_model
 from agentstream.models.scripted import ScriptedModel
+from agentstream.models.scripted_rules import ScriptedRule
 from agentstream.settings import (
     SCRIPTED_CALL_LOG_ENV,
     SCRIPTED_FAILURE_RATE_ENV,
@@ -60,15 +62,16 @@ class ModelChains:
 
 def _base_model(model_id: str, settings: ModelSettings) -> Model:
     if model_id.startswith("scripted:"):
-        return scripted_model_from_env()
+        return scripted_model_from_env(settings.scripted)
     return create_model(model_id, settings)
 
 
-def scripted_model_from_env() -> Model:
-    """The ScriptedModel; tests and benchmarks may ask for latency and a call log."""
+def scripted_model_from_env(rules: Sequence[ScriptedRule] = ()) -> Model:
+    """The ScriptedModel with the agent's planning ``rules``; tests and benchmarks may ask
+    for latency and a call log."""
     latency = os.environ.get(SCRIPTED_LATENCY_ENV, "")
     low, _, high = latency.partition("-")
-    model = ScriptedModel()
+    model = ScriptedModel(rules=rules)
     call_log = os.environ.get(SCRIPTED_CALL_LOG_ENV)
     wrapped: Model = model
     failure_rate = float(os.environ.get(SCRIPTED_FAILURE_RATE_ENV) or 0)

@@ -1,4 +1,4 @@
-"""Tools models may call: the ``@tool`` decorator, the registry that runs them, demo tools."""
+"""Tools models may call: the ``@tool`` decorator, the registry that runs them, the loader of app modules."""
 
 from __future__ import annotations
 

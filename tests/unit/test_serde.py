@@ -69,6 +69,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
             {"task_id": "task-0", "input": "Was I charged twice?", "output": "Yes; refunded.", "status": "COMPLETED", "agents": ["billing"]},
             {"task_id": "task-00", "input": "And ünïcode €?", "output": None, "status": "FAILED", "agents": []},
         ],
+        "revision": 1,
+        "feedback": "Name the refunded amount.",
+        "previous_output": "Refunded.",
     },
     "SpecialistResult": {
         "task_id": "task-1",
@@ -88,6 +91,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "tier": "complex",
         "model": "openai:gpt-4o-mini",
         "input": "Refund order 42 ✓",
+        "revision": 1,
     },
     "TaskResult": {
         "task_id": "task-1",
@@ -103,7 +107,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "submitted_at": T0,
         "tier": "complex",
         "models": {"billing": "openai:gpt-4o-mini", "supervisor": "openai:gpt-4o"},
-        "review": {"verdict": "publish", "feedback": "", "confidence": 0.9, "model": "openai:gpt-4o"},
+        "review": {"verdict": "publish", "feedback": "", "confidence": 0.9, "model": "openai:gpt-4o", "revisions": 1},
     },
     "TaskEvent": {
         "task_id": "task-1",

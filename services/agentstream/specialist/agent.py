@@ -68,6 +68,7 @@ class SpecialistAgent:
             "agent_type": self.agent_type,
             "route": task["route"],
             "input": task.get("input"),  # for the supervisor's review (topology: supervision)
+            "revision": int(task.get("revision") or 0),  # which run the supervisor waits for
             "status": outcome.status,
             "output": outcome.output,
             "error": {"code": outcome.error[0], "message": outcome.error[1]} if outcome.error else None,

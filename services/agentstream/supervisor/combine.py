@@ -106,10 +106,14 @@ def _code(result: Mapping[str, Any]) -> str:
 
 
 def _usage(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    return sum_usage(result.get("usage") or {} for result in results)
+
+
+def sum_usage(usages: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The sum of several usage records (a missing count is 0)."""
     totals: dict[str, Any] = dict.fromkeys(_USAGE_COUNTS, 0)
     cost = 0.0
-    for result in results:
-        usage = result.get("usage") or {}
+    for usage in usages:
         for key in _USAGE_COUNTS:
             totals[key] += int(usage.get(key) or 0)
         cost += float(usage.get("cost_usd") or 0.0)

@@ -156,6 +156,7 @@ def test_the_supervisor_model_publishes_escalates_and_falls_back_to_the_combine(
     stack, tasks, (published, escalated, combined) = _one_result_each(
         bootstrap, _topology(tmp_path), model, (TWO_PARTS, RISKY, OUTAGE))
     ids = {task["task_id"] for task in tasks}
+    two_parts, _, outage = tasks
 
     assert (published["status"], published["output"], published["agents"]) == ("COMPLETED", COMBINED, ["account", "billing"])
     assert published["review"] == {"verdict": "publish", "feedback": "", "confidence": 0.9, "model": "openai:gpt-4o-mini",

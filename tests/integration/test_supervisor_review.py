@@ -179,18 +179,19 @@ def test_the_supervisor_model_publishes_escalates_and_falls_back_to_the_combine(
     assert details[two_parts["task_id"]] == "reviewed by openai:gpt-4o-mini: publish, confidence 0.90"
 
 
-def _kill_the_supervisor_when(
-    bootstrap: str, tmp_path: Path, model: ModelSide, task: dict[str, Any], ready: Callable[[DurableStack], None]
+def _kill_when(
+    bootstrap: str, tmp_path: Path, model: ModelSide, task: dict[str, Any], ready: Callable[[DurableStack], None],
+    worker: str = "supervisor",
 ) -> list[dict[str, Any]]:
-    """Run ``task``; once ``ready(stack)`` returns (a model call is held), SIGKILL the
-    supervisor, release the call, start the supervisor again: the task's TaskResults."""
+    """Run ``task``; once ``ready(stack)`` returns (a model call is held), SIGKILL
+    ``worker``, release the call, start the worker again: the task's TaskResults."""
     with LoopbackServer(model.answer).running() as server:
         stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path), env=_env(server))
         try:
             _start(stack)
             stack.submit([task])
             ready(stack)
-            kill_and_restart(stack, "supervisor", model.release, r": assigned ")
+            kill_and_restart(stack, worker, model.release, r": assigned ")
             results = stack.results({task["task_id"]}, timeout=120)
         finally:
             model.release.set()
@@ -212,7 +213,7 @@ def test_a_supervisor_killed_while_it_reviews_reviews_again_and_publishes_once(b
         sentinel = _send_sentinel(stack, task["session_id"])
         wait_for_key(stack, stack.topology.changelog_topic("supervisor", "pending"), sentinel, 60)
 
-    got = _kill_the_supervisor_when(bootstrap, tmp_path, model, task, reviewing)
+    got = _kill_when(bootstrap, tmp_path, model, task, reviewing)
     assert len(got) == 1 and (got[0]["status"], got[0]["output"]) == ("COMPLETED", COMBINED), got
     assert len(model.reviews_of(TWO_PARTS)) == 2  # the review in flight, asked again by the new supervisor
 
@@ -258,10 +259,29 @@ def test_a_supervisor_killed_while_a_revision_runs_publishes_one_result(bootstra
         wait_for(lambda: bool(model.revision_runs_of(REVISED_ONCE)), 60, "the billing specialist's revision run")
         wait_for_key(stack, stack.topology.changelog_topic("supervisor", "dedupe"), task["task_id"], 60)
 
-    got = _kill_the_supervisor_when(bootstrap, tmp_path, model, task, revising)
+    got = _kill_when(bootstrap, tmp_path, model, task, revising)
     assert len(got) == 1 and (got[0]["status"], got[0]["output"]) == ("COMPLETED", FINAL), got
     assert got[0]["review"]["revisions"] == 1
     assert len(model.revision_runs_of(REVISED_ONCE)) == 1  # a request sent again is dropped by the specialist
+    assert len(model.reviews_of(REVISED_ONCE)) == 2
+
+
+def test_a_specialist_killed_in_its_revision_resumes_the_revision_and_one_result_is_published(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    model = ModelSide()
+    model.hold_revision.set()
+    task = new_task(REVISED_ONCE, f"w-{uuid.uuid4().hex[:8]}", "acme")
+
+    def revising(stack: DurableStack) -> None:
+        wait_for(lambda: bool(model.revision_runs_of(REVISED_ONCE)), 60, "the billing specialist's revision run")
+
+    got = _kill_when(bootstrap, tmp_path, model, task, revising, worker="billing")
+    assert len(got) == 1 and (got[0]["status"], got[0]["output"]) == ("COMPLETED", FINAL), got
+    assert got[0]["review"]["revisions"] == 1
+    # The new billing worker resumed the revision from its own checkpoint (the first run's
+    # done marker did not make it a duplicate) and repeated only the call in flight.
+    assert len(model.revision_runs_of(REVISED_ONCE)) == 2
     assert len(model.reviews_of(REVISED_ONCE)) == 2
 
 

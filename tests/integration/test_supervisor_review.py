@@ -13,8 +13,9 @@ and publishes one result: the task's other specialist results were kept until th
 Revisions: a review that says revise sends the task back to that specialist, whose model
 sees its earlier answer and the feedback; the revised result is reviewed again with the
 other specialist's result kept, and one result is published whose usage covers both
-rounds. A second revise, beyond max_revisions 1, is escalated. And a supervisor SIGKILLed
-between the revision request and the revised result still publishes exactly one result.
+rounds. A second revise, beyond max_revisions 1, is escalated. And a supervisor, or the
+specialist, SIGKILLed between the revision request and the revised result still leaves
+exactly one result.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from confluent_kafka import Producer
 
@@ -248,7 +250,21 @@ def test_a_revise_sends_the_task_back_once_and_a_second_revise_is_escalated(boot
     assert escalated["usage"]["llm_calls"] == 4  # billing, its revision, two reviews
 
 
-def test_a_supervisor_killed_while_a_revision_runs_publishes_one_result(bootstrap: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("worker", "revision_runs"),
+    [
+        # The new supervisor takes the revised result for the awaited one (its revising
+        # marker was written before the request); a request sent again is dropped by the
+        # specialist, which has that revision already.
+        ("supervisor", 1),
+        # The new billing worker resumes the revision from its own checkpoint (the first
+        # run's done marker does not make it a duplicate) and repeats only the call in flight.
+        ("billing", 2),
+    ],
+)
+def test_a_worker_killed_while_a_revision_runs_leaves_one_result(
+    bootstrap: str, tmp_path: Path, worker: str, revision_runs: int
+) -> None:
     model = ModelSide()
     model.hold_revision.set()
     task = new_task(REVISED_ONCE, f"v-{uuid.uuid4().hex[:8]}", "acme")
@@ -259,29 +275,10 @@ def test_a_supervisor_killed_while_a_revision_runs_publishes_one_result(bootstra
         wait_for(lambda: bool(model.revision_runs_of(REVISED_ONCE)), 60, "the billing specialist's revision run")
         wait_for_key(stack, stack.topology.changelog_topic("supervisor", "dedupe"), task["task_id"], 60)
 
-    got = _kill_when(bootstrap, tmp_path, model, task, revising)
+    got = _kill_when(bootstrap, tmp_path, model, task, revising, worker)
     assert len(got) == 1 and (got[0]["status"], got[0]["output"]) == ("COMPLETED", FINAL), got
     assert got[0]["review"]["revisions"] == 1
-    assert len(model.revision_runs_of(REVISED_ONCE)) == 1  # a request sent again is dropped by the specialist
-    assert len(model.reviews_of(REVISED_ONCE)) == 2
-
-
-def test_a_specialist_killed_in_its_revision_resumes_the_revision_and_one_result_is_published(
-    bootstrap: str, tmp_path: Path
-) -> None:
-    model = ModelSide()
-    model.hold_revision.set()
-    task = new_task(REVISED_ONCE, f"w-{uuid.uuid4().hex[:8]}", "acme")
-
-    def revising(stack: DurableStack) -> None:
-        wait_for(lambda: bool(model.revision_runs_of(REVISED_ONCE)), 60, "the billing specialist's revision run")
-
-    got = _kill_when(bootstrap, tmp_path, model, task, revising, worker="billing")
-    assert len(got) == 1 and (got[0]["status"], got[0]["output"]) == ("COMPLETED", FINAL), got
-    assert got[0]["review"]["revisions"] == 1
-    # The new billing worker resumed the revision from its own checkpoint (the first run's
-    # done marker did not make it a duplicate) and repeated only the call in flight.
-    assert len(model.revision_runs_of(REVISED_ONCE)) == 2
+    assert len(model.revision_runs_of(REVISED_ONCE)) == revision_runs
     assert len(model.reviews_of(REVISED_ONCE)) == 2
 
 

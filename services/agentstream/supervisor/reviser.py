@@ -1,11 +1,11 @@
 """Sending a task back to a specialist for a revision (supervisor/revision.py): the
 revising marker written through first, then the RoutedTask, acknowledged.
 
-The marker first: once the broker has it, the specialist result that completed the round
-may be committed, and a crash before the request is out leaves the marker, so the next
-result of the task the supervisor sees (the uncommitted one, redelivered) sends the
-request again. The request second: a revised result can never arrive before the marker
-that says it is awaited.
+The marker first: a revised result can never arrive before the marker that says it is
+awaited. The request second, and only once the broker has it may the specialist result
+that completed the round be committed: a crash before that leaves the marker and the
+result uncommitted, and the result, redelivered, makes the supervisor send the request
+again (supervisor/app.py).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ class Reviser:
         self.emitter.emitting.discard(task_id)
         if task_id in self.pending:  # after the marker, as emitter.py does: it holds the results now
             del self.pending[task_id]
-        self.app.release()  # durable: the specialist result that completed the round may be committed
         await self.send(marker)
+        self.app.release()  # the request is out: the specialist result that completed the round may be committed
         self.service.progress(final, "STATE", "WAITING_CHILD",
                               f"sent back to {review.agent_type} for revision {request['revision']}: {review.feedback}")
 

@@ -168,6 +168,10 @@ class RoutingSettings(_Frozen):
         return [self.default, *self.rules, *self.descriptions]
 
 
+# Each revision is another specialist run and review call for one task: a few at most.
+MAX_REVISIONS_LIMIT = 3
+
+
 class SupervisionSettings(_Frozen):
     """The supervisor as an agent (supervisor/review.py): once a task's specialist results
     are in, ``model`` (with ``controls``, as a specialist's calls) reviews them against the
@@ -176,7 +180,9 @@ class SupervisionSettings(_Frozen):
 
     ``max_result_chars`` bounds each specialist answer shown to the model, and
     ``max_answer_chars`` the answer it may write (longer is an invalid answer).
-    ``max_revisions`` is 0: a "revise" verdict is escalated to a human for now.
+    ``max_revisions``: how many times a task may be sent back to a specialist with the
+    review's feedback (supervisor/revision.py); a revise asked beyond it is escalated to a
+    human. 0 escalates every revise.
     """
 
     model: ModelSettings
@@ -185,7 +191,7 @@ class SupervisionSettings(_Frozen):
     rubric_file: str | None = None
     max_result_chars: PositiveInt = 4000
     max_answer_chars: PositiveInt = 8000
-    max_revisions: int = Field(0, ge=0, le=0)
+    max_revisions: int = Field(1, ge=0, le=MAX_REVISIONS_LIMIT)
 
     @model_validator(mode="after")
     def _one_rubric(self) -> SupervisionSettings:

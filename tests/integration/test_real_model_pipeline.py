@@ -160,7 +160,7 @@ def test_router_specialist_and_supervisor_call_a_real_provider_through_the_sdk(b
 
     assert (published["status"], published["output"], published["agents"], published["tier"]) == (
         "COMPLETED", REVIEWED, ["contracts"], "complex")
-    assert published["review"] == {"verdict": "publish", "feedback": "", "confidence": 0.9, "model": MODEL}
+    assert published["review"] == {"verdict": "publish", "feedback": "", "confidence": 0.9, "model": MODEL, "revisions": 0}
     assert published["models"] == {"contracts": MODEL, "supervisor": MODEL}
     tools = task_event_details(stack, {published["task_id"]}, "TOOL_CALL")
     assert tools[published["task_id"]] in ("list_documents", "find_clause"), tools

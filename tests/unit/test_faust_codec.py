@@ -54,7 +54,8 @@ RESULT: dict[str, Any] = {
     "submitted_at": T0,
     "tier": "standard",
     "models": {"billing": "scripted:default"},
-    "review": {"verdict": "escalate", "feedback": "the refund needs a manager", "confidence": 0.8, "model": "openai:m"},
+    "review": {"verdict": "escalate", "feedback": "the refund needs a manager", "confidence": 0.8, "model": "openai:m",
+               "revisions": 1},
 }
 SUBMITTED: dict[str, Any] = {
     "task_id": "task-1",

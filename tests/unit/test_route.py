@@ -146,3 +146,12 @@ def test_long_ids_and_large_metadata_are_rejected_naming_the_limit() -> None:
     assert reason is not None and reason.startswith("metadata is 20004 bytes, over the limit of 16384 bytes")
     assert validate_task({**task, "metadata": "not a map"}, 1000) == "metadata must be a map of strings to strings, got str"
     assert validate_task({**task, "task_id": "\x00abc"}, 1000) == "task_id holds a control character; ids are printable text (e.g. a UUID)"
+
+
+def test_a_task_id_with_the_revision_mark_is_rejected() -> None:
+    """A specialist keys the runs of a revised task "<task_id>#rev<n>": a submitted task of
+    that id would share its checkpoints and done marker with another task's revision."""
+    why = validate_task(_task(task_id="t-1#rev1"), 1000)
+    assert why is not None and "'#rev'" in why and "t-1#rev1" in why
+    assert validate_task(_task(task_id="t-1#review"), 1000) is not None
+    assert validate_task(_task(task_id="t-1#1"), 1000) is None

@@ -203,3 +203,17 @@ def test_changing_a_field_type_breaks_both_ways() -> None:
     _field(current, "detail")["default"] = 0
     problems = compatibility_problems(current, released)
     assert any(p.startswith("BACKWARD") for p in problems) and any(p.startswith("FORWARD") for p in problems)
+
+
+def test_a_field_with_a_default_added_to_a_nested_record_is_compatible_and_without_one_is_not() -> None:
+    # SupervisorReview.revisions (the revise verdict) was added inside TaskResult.review.
+    current = _json(SCHEMAS_DIR / "TaskResult.avsc")
+    before = copy.deepcopy(current)
+    nested = _field(before, "review")["type"][1]
+    nested["fields"] = [f for f in nested["fields"] if f["name"] != "revisions"]
+    assert compatibility_problems(current, before) == []
+    no_default = copy.deepcopy(current)
+    revisions = next(f for f in _field(no_default, "review")["type"][1]["fields"] if f["name"] == "revisions")
+    del revisions["default"]
+    problems = compatibility_problems(no_default, before)
+    assert problems and all(p.startswith("BACKWARD") for p in problems)

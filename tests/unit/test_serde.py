@@ -70,6 +70,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
             {"task_id": "task-00", "input": "And ünïcode €?", "output": None, "status": "FAILED", "agents": []},
         ],
         "router_usage": {**USAGE, "llm_calls": 1, "tool_calls": 0, "retries": 0},
+        "revision": 1,
+        "feedback": "Name the refunded amount.",
+        "previous_output": "Refunded.",
     },
     "SpecialistResult": {
         "task_id": "task-1",
@@ -90,6 +93,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "model": "openai:gpt-4o-mini",
         "input": "Refund order 42 ✓",
         "router_usage": None,
+        "revision": 1,
     },
     "TaskResult": {
         "task_id": "task-1",
@@ -105,7 +109,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "submitted_at": T0,
         "tier": "complex",
         "models": {"billing": "openai:gpt-4o-mini", "supervisor": "openai:gpt-4o"},
-        "review": {"verdict": "publish", "feedback": "", "confidence": 0.9, "model": "openai:gpt-4o"},
+        "review": {"verdict": "publish", "feedback": "", "confidence": 0.9, "model": "openai:gpt-4o", "revisions": 1},
     },
     "TaskEvent": {
         "task_id": "task-1",

@@ -119,7 +119,7 @@ def _combined() -> dict[str, Any]:
 def test_publish_makes_the_models_answer_the_output_and_adds_its_call_to_the_usage() -> None:
     final = reviewed(_combined(), Review("publish", "Refunded and closed.", "", None, 0.9, Usage(100, 20, 0.002)), "openai:m")
     assert (final["status"], final["output"], final["error"]) == ("COMPLETED", "Refunded and closed.", None)
-    assert final["review"] == {"verdict": "publish", "feedback": "", "confidence": 0.9, "model": "openai:m"}
+    assert final["review"] == {"verdict": "publish", "feedback": "", "confidence": 0.9, "model": "openai:m", "revisions": 0}
     assert (final["usage"]["input_tokens"], final["usage"]["llm_calls"], final["usage"]["cost_usd"]) == (120, 3, 0.022)
 
 
@@ -130,10 +130,12 @@ def test_escalate_fails_the_task_for_a_human_with_the_draft_and_the_reason() -> 
     assert final["review"]["verdict"] == "escalate"
 
 
-def test_revise_without_revisions_goes_to_a_human_naming_the_specialist() -> None:
-    final = reviewed(_combined(), Review("revise", "", "wrong amount", "billing", 0.6), "openai:m")
+def test_revise_beyond_the_bound_goes_to_a_human_naming_the_specialist_and_the_bound() -> None:
+    final = reviewed(_combined(), Review("revise", "", "wrong amount", "billing", 0.6), "openai:m", revisions=1)
     assert final["status"] == "FAILED" and final["output"] == "Account: Closed.\n\nBilling: Refunded."
-    assert final["error"] == {"code": NEEDS_HUMAN_REVIEW, "message": "revision of billing asked, none allowed: wrong amount"}
+    why = "revision 2 of billing asked, beyond supervision.max_revisions 1: wrong amount"
+    assert final["error"] == {"code": NEEDS_HUMAN_REVIEW, "message": why}
+    assert (final["review"]["verdict"], final["review"]["feedback"], final["review"]["revisions"]) == ("escalate", why, 1)
 
 
 def test_the_event_says_which_path_decided() -> None:
@@ -172,7 +174,7 @@ def test_a_missing_rubric_file_names_the_path_and_the_fix(tmp_path: Path) -> Non
         ("router", {"model": MODEL}, "supervision applies to the supervisor only, not to a router"),
         ("supervisor", {"model": MODEL, "rubric": "a", "rubric_file": "b"}, "supervision sets both rubric and rubric_file"),
         ("supervisor", {"model": {**MODEL, "max_steps": 3}}, "supervision.model sets ['max_steps']"),
-        ("supervisor", {"model": MODEL, "max_revisions": 1}, "max_revisions"),
+        ("supervisor", {"model": MODEL, "max_revisions": 4}, "max_revisions"),
         ("supervisor", {"model": MODEL, "rubrik": "a"}, "rubrik"),
     ],
 )

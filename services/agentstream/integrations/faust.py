@@ -150,10 +150,11 @@ class TaskErrorRecord(Record, include_metadata=False, namespace="agentstream.v1.
 
 
 class SupervisorReviewRecord(Record, include_metadata=False, namespace="agentstream.v1.SupervisorReview"):
-    verdict: str  # publish, revise or escalate
+    verdict: str  # publish or escalate (revise from writers before revisions were carried out)
     feedback: str = ""
     confidence: float = 0.0
     model: str = ""
+    revisions: int = 0  # times the task was sent back to a specialist before this verdict
 
 
 class TaskSubmittedRecord(Record, include_metadata=False, namespace="agentstream.v1.TaskSubmitted"):

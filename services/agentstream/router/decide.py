@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentstream.errors import ConfigurationError, UnknownAgentTypeError
+from agentstream.specialist.checkpoint import REVISION_MARK
 from agentstream.topology import RoutingSettings
 
 _REQUIRED_IDS = ("task_id", "session_id", "tenant_id")
@@ -104,6 +105,9 @@ def validate_task(record: Mapping[str, Any], max_input_bytes: int) -> str | None
             return f"{key} is {size} bytes, over the limit of {MAX_ID_BYTES} bytes; use a shorter id (e.g. a UUID)"
         if key != "input" and not is_usable_id(record[key]):
             return f"{key} holds a control character; ids are printable text (e.g. a UUID)"
+        if key == "task_id" and REVISION_MARK in record[key]:
+            # A specialist keys the runs of a revised task "<task_id>#rev<n>" (specialist/checkpoint.py).
+            return f"task_id {record[key]!r} contains {REVISION_MARK!r}, which marks a revision's run; use another id (e.g. a UUID)"
     if size > max_input_bytes:  # the size of input, the last one encoded
         return f"input is {size} bytes, over the limit of {max_input_bytes} bytes"
     problem = _metadata_problem(record.get("metadata"))

@@ -69,6 +69,7 @@ class SpecialistAgent:
             "route": task["route"],
             "input": task.get("input"),  # for the supervisor's review (topology: supervision)
             "router_usage": task.get("router_usage"),  # the supervisor counts it once per task
+            "revision": int(task.get("revision") or 0),  # which run the supervisor waits for
             "status": outcome.status,
             "output": outcome.output,
             "error": {"code": outcome.error[0], "message": outcome.error[1]} if outcome.error else None,

@@ -12,6 +12,12 @@ session):
 - place ``p/<task_id>``: the task's session id while the task is in the retry tiers, so
   a new owner keeps the session's later tasks behind it.
 
+A revision of a task (the supervisor sent it back with feedback, RoutedTask.revision n > 0)
+is a run of its own: its records use ``run_id`` — ``<task_id>#rev<n>`` — where the first
+run uses the bare task id, so a revision is never taken for a duplicate of the task, and a
+repeated revision n is one of revision n. (A client that names a task ``X#rev1`` as well
+as ``X`` would make the two share records; task ids must not end in ``#rev<n>``.)
+
 Fencing: step keys carry the writer's epoch, so a stale owner can never overwrite a newer
 owner's record, even after compaction; and when the chain is rebuilt, a record of epoch
 e only counts for the sequence numbers that epoch owned (from its first_seq up to the
@@ -31,6 +37,15 @@ HEAD = "t/"
 STEP = "s/"
 DONE = "d/"
 PLACE = "p/"
+
+
+REVISION_MARK = "#rev"
+
+
+def run_id(task: Mapping[str, Any]) -> str:
+    """The id of one run of a routed task: its task id, with the revision for a revision."""
+    revision = int(task.get("revision") or 0)
+    return str(task["task_id"]) if revision == 0 else f"{task['task_id']}{REVISION_MARK}{revision}"
 
 
 def head_key(task_id: str) -> str:

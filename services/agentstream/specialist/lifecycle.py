@@ -9,6 +9,9 @@
 - One task at a time per session, in arrival order (specialist/order.py).
 - At the end: the result is sent and acknowledged, a done marker is written and the
   task's checkpoint records are tombstoned.
+- A revision (the supervisor sent the task back, RoutedTask.revision n > 0) is a run of
+  its own: every record above is keyed by ckpt.run_id, so it is not taken for a duplicate
+  of the task, and a repeated request for revision n is one of revision n.
 - A task whose models were all unavailable, or whose work crashed (a bug, a checkpoint
   the broker refused), goes to the retry chain at once: the next tier, or the DLQ with a
   FAILED result.
@@ -98,12 +101,13 @@ class TaskLifecycle:
                 f"{self.agent.agent_type} specialist's topic; produce it to that type's topic instead (the router does)."
             )
         replayed = ctx.header(REPLAY) is not None  # an operator replays a dead letter: run it again
-        done = ckpt.done_key(task_id) in self.checkpoints and not replayed
-        if task_id in self.accepting or ckpt.head_key(task_id) in self.checkpoints or done:
-            log.info("%s: task %s already accepted; duplicate ignored", ctx.where, task_id)
+        run = ckpt.run_id(task)  # a revision is a run of its own, deduplicated as one
+        done = ckpt.done_key(run) in self.checkpoints and not replayed
+        if run in self.accepting or ckpt.head_key(run) in self.checkpoints or done:
+            log.info("%s: task %s already accepted; duplicate ignored", ctx.where, run)
             return
-        self.accepting.add(task_id)
-        previous, mine = self.places.take(task_id, task["session_id"])
+        self.accepting.add(run)
+        previous, mine = self.places.take(run, task["session_id"])
         self.app.spawn(self._accept_and_run(task, ctx, previous, mine))
 
     async def resume_in_flight(self, partitions: list[int]) -> None:
@@ -112,9 +116,9 @@ class TaskLifecycle:
             store = self.checkpoints.partition(partition)
             heads = [json.loads(value) for _, value in store.scan(ckpt.HEAD.encode())]
             placed = {key.decode()[len(ckpt.PLACE):]: json.loads(value) for key, value in store.scan(ckpt.PLACE.encode())}
-            self._restore_places(placed, {head["task"]["task_id"] for head in heads}, partition)
+            self._restore_places(placed, {ckpt.run_id(head["task"]) for head in heads}, partition)
             # A retried task that was running goes first: it holds its session's place.
-            for head in sorted(heads, key=lambda h: (h["task"]["task_id"] not in placed, h.get("offset", 0))):
+            for head in sorted(heads, key=lambda h: (ckpt.run_id(h["task"]) not in placed, h.get("offset", 0))):
                 self._resume_task(head, partition)
 
     # -- accepting and resuming ----------------------------------------------------------
@@ -131,9 +135,9 @@ class TaskLifecycle:
         try:
             head = {"task": task, "epochs": epochs, "offset": attempt.source.offset, "attempt": attempt.number,
                     "replay": attempt.replay}
-            await self._persist(ckpt.head_key(task["task_id"]), head)
+            await self._persist(ckpt.head_key(ckpt.run_id(task)), head)
         finally:
-            self.accepting.discard(task["task_id"])
+            self.accepting.discard(ckpt.run_id(task))
         self.app.release()  # the task is durable now: its source offset may be committed
         await SessionOrder.wait(previous)
         return await self._run(task, epochs, ckpt.Chain(), attempt.partition, attempt.source.where)
@@ -143,7 +147,7 @@ class TaskLifecycle:
         it in its session's place."""
         task = head["task"]
         store = self.checkpoints.partition(partition)
-        records = [json.loads(value) for _, value in store.scan(ckpt.step_prefix(task["task_id"]).encode())]
+        records = [json.loads(value) for _, value in store.scan(ckpt.step_prefix(ckpt.run_id(task)).encode())]
         chain = ckpt.rebuild(head["epochs"], records)
         head["epochs"].append([max(e for e, _ in head["epochs"]) + 1, chain.length])
         previous, mine = self.places.enter(task["session_id"])
@@ -165,7 +169,7 @@ class TaskLifecycle:
     ) -> tuple[AgentOutcome, int] | None:
         task = head["task"]
         epochs = head["epochs"]
-        await self._persist(ckpt.head_key(task["task_id"]), head)
+        await self._persist(ckpt.head_key(ckpt.run_id(task)), head)
         await SessionOrder.wait(previous)
         where = f"{self.service.input_topic}[{partition}] task {task['task_id']}"
         if ckpt.resumes_at_same_step(epochs) > MAX_REDELIVERIES:
@@ -182,7 +186,7 @@ class TaskLifecycle:
         """The task's agent loop, every step checkpointed; its outcome and start time."""
         started = now_ms()
         draining = partial(self.app.draining, self.service.input_topic, partition)
-        run = DurableRun(task["task_id"], epochs[-1][0], chain, self._persist, draining=draining)
+        run = DurableRun(ckpt.run_id(task), epochs[-1][0], chain, self._persist, draining=draining)
         begun = f"resumed at step {chain.length}" if chain.length else "started"
         self.service.progress(task, "STATE", "RUNNING",
                               f"{self.agent.agent_type} {begun} tier={task.get('tier')} model={self.agent.model_id(task)}")
@@ -231,11 +235,12 @@ class TaskLifecycle:
         """The task is away in a retry tier: its session waits, its records go."""
         if attempt.number == 0:
             self.retrying[task["session_id"]] = self.retrying.get(task["session_id"], 0) + 1
-        if not self._stored(ckpt.place_key(task["task_id"]), attempt.partition):
+        run = ckpt.run_id(task)
+        if not self._stored(ckpt.place_key(run), attempt.partition):
             # Durable before the head goes, so a new owner after a crash still keeps the
             # session's later tasks behind this one while it waits in a tier.
-            await self._persist(ckpt.place_key(task["task_id"]), task["session_id"])
-        await self._forget(task["task_id"], attempt.partition)  # it comes back through the retry tier
+            await self._persist(ckpt.place_key(run), task["session_id"])
+        await self._forget(run, attempt.partition)  # it comes back through the retry tier
 
     async def _complete(self, task: Task, outcome: AgentOutcome, attempt: Attempt, started: int) -> None:
         for tool_name in outcome.tools_used:
@@ -249,13 +254,14 @@ class TaskLifecycle:
         headers = [(REPLAY, replay.encode())] if replay else None  # lets the supervisor take it again
         encoded = self.service.schemas.encode(SPECIALIST_RESULT, result)
         await self.app.send_acked(self.supervisor_topic, encoded, task["session_id"], headers=headers)
-        await self._persist(ckpt.done_key(task["task_id"]), now_ms())
-        if self._stored(ckpt.place_key(task["task_id"]), partition):  # out of the tiers: its session place goes
-            await self._persist(ckpt.place_key(task["task_id"]), None)
-        await self._forget(task["task_id"], partition)
+        run = ckpt.run_id(task)
+        await self._persist(ckpt.done_key(run), now_ms())
+        if self._stored(ckpt.place_key(run), partition):  # out of the tiers: its session place goes
+            await self._persist(ckpt.place_key(run), None)
+        await self._forget(run, partition)
 
     async def _forget(self, task_id: str, partition: int) -> None:
-        """Tombstone every checkpoint record of the task (head last)."""
+        """Tombstone every checkpoint record of the run ``task_id`` (ckpt.run_id; head last)."""
         store = self.checkpoints.partition(partition)
         keys = [key.decode() for key, _ in store.scan(ckpt.step_prefix(task_id).encode())]
         await asyncio.gather(*(self._persist(key, None) for key in keys))
@@ -266,7 +272,7 @@ class TaskLifecycle:
         if verdict == RETRY:
             # Keep the session's place: tasks queued behind this one wait for its retry,
             # which takes the place over when it comes back from the tier.
-            self.places.keep(task["task_id"], mine)
+            self.places.keep(ckpt.run_id(task), mine)
         else:
             self.places.leave(task["session_id"], mine)
 

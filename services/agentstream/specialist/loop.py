@@ -36,6 +36,7 @@ from agentstream.errors import AgentStreamError, ConfigurationError
 from agentstream.models.base import Message, Model, ModelResponse, ToolCall, Usage, task_scope
 from agentstream.session_memory import turn_messages
 from agentstream.specialist.history import HistoryCompressor
+from agentstream.specialist.revision import revision_messages
 from agentstream.tools.registry import DEFAULT_TIMEOUT_S, ToolRegistry, ToolResult
 
 MODEL_ERROR = "MODEL_ERROR"
@@ -172,6 +173,7 @@ async def run_agent(
         Message("system", system_prompt or default_system_prompt(agent_type)),
         *turn_messages(task.get("history") or ()),  # the session's earlier tasks (session_memory.py)
         Message("user", str(task["input"])),
+        *revision_messages(task),  # a revision: the earlier answer and the reviewer's feedback
     ]
     with task_scope(str(task["task_id"])), collect_stats() as stats:
         tally = _Tally(price, controls=stats)

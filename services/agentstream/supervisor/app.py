@@ -1,6 +1,7 @@
 """The supervisor's stream processor: gather each task's specialist results, combine
 them (supervisor/combine.py) — or, with a ``supervision`` section in the topology, have a
-model review them (supervisor/review.py) — and publish exactly one TaskResult per task
+model review them (supervisor/review.py), sending a task back to one specialist when the
+review says revise (supervisor/revision.py) — and publish exactly one TaskResult per task
 (supervisor/emitter.py).
 """
 
@@ -21,6 +22,8 @@ from agentstream.supervisor.combine import COMPLETED, combine, is_complete
 from agentstream.supervisor.emitter import ResultEmitter, marker_stamp, marker_written_at
 from agentstream.supervisor.review import describe, reviewed
 from agentstream.supervisor.reviewer import Reviewer
+from agentstream.supervisor.reviser import Reviser
+from agentstream.supervisor.revision import Round, asks_revision, is_awaited, is_revising, revised_results, round_of, with_spent
 from agentstream.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -32,10 +35,13 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
     service = Service.build(AGENT, settings, topology, schemas)
     app = service.processor
     pending = service.table("pending")  # task_id -> specialist results received so far
-    markers = service.table("dedupe")  # task_id -> {state, result, results_from | offset, at}: written through
+    # task_id -> {state, result, results_from | offset, at} (emitter.py), or a revising
+    # marker (revision.py): written through
+    markers = service.table("dedupe")
     app.expire(markers, topology.dedupe.retention_s, marker_written_at, stamp=marker_stamp, write_through=True)
     emitter = ResultEmitter(service, markers, pending)
     reviewer = Reviewer.from_settings(topology.agent(AGENT).supervision, topology.app_dir())
+    reviser = Reviser(service, markers, pending, emitter)
     app.on_assign(emitter.recover)
     if reviewer is not None:
         async def share_quotas(_: list[int]) -> None:  # this member's share of the model quotas
@@ -51,6 +57,9 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
             emitter.finish(unfinished, [result], ctx)
             return
         marker = markers.get(task_id)
+        if is_revising(marker) and task_id not in emitter.emitting:
+            on_revision(marker, result, ctx)
+            return
         # A replayed task (an operator re-ran its dead letter) may publish once more.
         if task_id in emitter.emitting or (marker is not None and (replay is None or marker.get("replay") == replay)):
             log.info("%s: task %s already has its result; repeat from %s ignored", ctx.where, task_id, result["agent_type"])
@@ -64,8 +73,25 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
         # The earlier results of a replayed task ended in the dead letter being replayed.
         final = final_result(received, [result] if replay is not None and marker is not None else received)
         # pending[task_id] is deleted once the decided result's marker is written (emitter.py).
+        decide(final, received, Round(), ctx, replay)
+
+    def on_revision(marker: dict[str, Any], result: dict[str, Any], ctx: MessageContext) -> None:
+        """A result of a task sent back for a revision: the revision awaited decides the
+        task; any other (late, redelivered) means the request may not be out: again."""
+        if not is_awaited(marker, result):
+            log.info("%s: task %s awaits revision %d of %s; %s's result of run %d: revision request sent again",
+                     ctx.where, result["task_id"], marker["request"]["revision"], marker["request"]["agent_type"],
+                     result["agent_type"], result.get("revision") or 0)
+            emitter.spawn_guarded(reviser.send(marker), [result], ctx)
+            return
+        received = revised_results(marker, result)
+        decide(final_result(received, received), received, round_of(marker), ctx, None)
+
+    def decide(final: dict[str, Any], received: list[dict[str, Any]], earlier: Round, ctx: MessageContext,
+               replay: str | None) -> None:
+        final = with_spent(final, earlier)
         if reviewer is not None and final["status"] == COMPLETED:
-            emitter.start(review(reviewer, service, final, received), received, ctx, replay)
+            emitter.start(review(reviewer, reviser, service, final, received, earlier, ctx.partition), received, ctx, replay)
         else:  # nothing to review when every specialist failed: the failure is the answer
             emitter.start(final, received, ctx, replay)
 
@@ -73,16 +99,21 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
     return service
 
 
-async def review(reviewer: Reviewer, service: Service, final: dict[str, Any],
-                 received: list[dict[str, Any]]) -> dict[str, Any]:
+async def review(reviewer: Reviewer, reviser: Reviser, service: Service, final: dict[str, Any],
+                 received: list[dict[str, Any]], earlier: Round, partition: int) -> dict[str, Any] | None:
     """``final`` (the combine) as the supervisor's model reviews it; the combine itself,
-    when the model is unavailable or its answer invalid. The event says which and why."""
-    answer = await reviewer.review(final["task_id"], received)
+    when the model is unavailable or its answer invalid (the event says which and why);
+    None when the review sent the task back for a revision."""
+    answer = await reviewer.review(final["task_id"], received, earlier.note)
     service.progress(final, "MODEL_CALL", "RUNNING", describe(answer, reviewer.model_id))
     if isinstance(answer, str):
         log.warning("task %s %s", final["task_id"], describe(answer, reviewer.model_id))
         return final
-    return {**reviewed(final, answer, reviewer.model_id), "models": {**final["models"], AGENT: reviewer.model_id}}
+    if asks_revision(answer, earlier.revisions, reviewer.settings.max_revisions):
+        await reviser.request(final, received, answer, earlier, partition)
+        return None
+    decided = reviewed(final, answer, reviewer.model_id, earlier.revisions)
+    return {**decided, "models": {**final["models"], AGENT: reviewer.model_id}}
 
 
 def final_result(received: list[dict[str, Any]], models_of: list[dict[str, Any]]) -> dict[str, Any]:

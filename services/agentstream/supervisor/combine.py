@@ -111,9 +111,14 @@ def _usage(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     of the task carries the same ``router_usage``."""
     kept = list(results)
     router = next((r["router_usage"] for r in kept if r.get("router_usage")), None)
+    return sum_usage([*(r.get("usage") or {} for r in kept), *([router] if router else [])])
+
+
+def sum_usage(usages: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The sum of several usage records (a missing count is 0)."""
     totals: dict[str, Any] = dict.fromkeys(_USAGE_COUNTS, 0)
     cost = 0.0
-    for usage in [*(r.get("usage") or {} for r in kept), *([router] if router else [])]:
+    for usage in usages:
         for key in _USAGE_COUNTS:
             totals[key] += int(usage.get(key) or 0)
         cost += float(usage.get("cost_usd") or 0.0)

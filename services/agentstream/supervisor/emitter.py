@@ -30,6 +30,7 @@ from agentstream.runtime import MessageContext, Table
 from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SerdeError
 from agentstream.service import Service
+from agentstream.supervisor.revision import REVISING
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +69,23 @@ class ResultEmitter:
         self._in_flight: set[str] = set()  # emissions running here, from decision to "sent"
         self._results_end: dict[int, int] = {}  # a lower bound of the end of each results partition
 
-    def start(self, final: Record | Awaitable[Record], received: list[Record], ctx: MessageContext,
+    def start(self, final: Record | Awaitable[Record | None], received: list[Record], ctx: MessageContext,
               replay: str | None) -> None:
         """Emit ``final``, decided on the specialist results ``received`` (the last one is
         the record of ``ctx``), as spawned work. ``final`` may still be in the making (the
-        supervisor's review): the source offset is held until its marker is written."""
+        supervisor's review): the source offset is held until its marker is written. A
+        review that comes to None sent the task back for a revision (supervisor/reviser.py,
+        which wrote the task's marker): nothing is emitted now."""
         task_id = received[-1]["task_id"]
         self.emitting.add(task_id)
         self._in_flight.add(task_id)
         self.app.spawn(self._guarded(self._emit(task_id, final, ctx, replay), task_id, received, ctx))
+
+    def spawn_guarded(self, work: Awaitable[None], received: list[Record], ctx: MessageContext) -> None:
+        """Run ``work`` for the task of ``received`` as spawned work; if it fails, the
+        specialist result of ``ctx`` (the last of ``received``) goes to the retry chain,
+        as an emission's does."""
+        self.app.spawn(self._guarded(work, received[-1]["task_id"], received, ctx))
 
     def unfinished(self, task_id: str) -> Record | None:
         """The marker of an emission decided but not finished, and not running here (it
@@ -105,11 +114,13 @@ class ResultEmitter:
                 await self._settle(unsure, partition)
 
     # -- one emission --------------------------------------------------------------------
-    async def _emit(self, task_id: str, decision: Record | Awaitable[Record], ctx: MessageContext,
+    async def _emit(self, task_id: str, decision: Record | Awaitable[Record | None], ctx: MessageContext,
                     replay: str | None) -> None:
         partition = ctx.partition
         try:
             final = decision if isinstance(decision, dict) else await decision
+            if final is None:  # sent back for a revision
+                return
             marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
             await self.app.persist(self.markers, task_id, marker, partition=partition)
         finally:
@@ -170,7 +181,9 @@ class ResultEmitter:
 
     def _fail(self, task_id: str, received: list[Record], ctx: MessageContext, exc: Exception) -> None:
         marker = self.markers.get(task_id)
-        decided = marker is not None and marker.get("state") == EMITTING
+        # Sent back for a revision counts as decided: the revised result decides the task,
+        # so a FAILED result now could be a second one.
+        decided = marker is not None and marker.get("state") in (EMITTING, REVISING)
         attempt = int(decode_headers(ctx.headers).get(ATTEMPT, "0") or 0)
         raw = self.service.schemas.encode(SPECIALIST_RESULT, received[-1])
         # With a marker, a FAILED result could be a second one (the result may have reached

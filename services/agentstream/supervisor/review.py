@@ -7,8 +7,9 @@ look: the result is FAILED with error code ``NEEDS_HUMAN_REVIEW``, the model's d
 output, and ``review`` saying why. Not a new TaskStatus symbol: release 0.1.0's enums have
 no default, so a reader of that release could not decode one (tests/unit/test_schema_compat.py),
 and FAILED is what a consumer that does not know ``review`` must see — never an answer no
-human approved as COMPLETED. ``revise`` — with no revision allowed (``max_revisions`` 0), a
-human looks instead, as for escalate.
+human approved as COMPLETED. ``revise`` — one specialist redoes its part with the feedback
+(supervisor/revision.py, at most ``max_revisions`` times per task); a revise asked beyond
+that is escalated, the reason saying so.
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ def review_tool(agent_types: Sequence[str]) -> dict[str, Any]:
 
 
 def review_messages(
-    task_input: str, results: Sequence[Mapping[str, Any]], rubric: str, max_result_chars: int
+    task_input: str, results: Sequence[Mapping[str, Any]], rubric: str, max_result_chars: int, note: str = ""
 ) -> list[Message]:
-    """The system prompt with the rubric, and the task with each specialist's answer."""
+    """The system prompt with the rubric, and the task with each specialist's answer;
+    ``note`` says what an earlier round of review asked (a revision), if any."""
     system = (
         "You are the supervisor of a team of specialist agents. Review their answers to the task "
         "against the rubric, write one combined answer for the customer, and give your verdict by "
@@ -87,7 +89,9 @@ def review_messages(
     if rubric.strip():
         system += f"\nThe rubric:\n{rubric.strip()}"
     answers = "\n\n".join(_shown(result, max_result_chars) for result in results)
-    return [Message("system", system), Message("user", f"The task:\n{task_input}\n\nThe specialists' answers:\n{answers}")]
+    earlier = f"\n\n{note}" if note else ""
+    return [Message("system", system),
+            Message("user", f"The task:\n{task_input}\n\nThe specialists' answers:\n{answers}{earlier}")]
 
 
 def _shown(result: Mapping[str, Any], max_chars: int) -> str:
@@ -130,19 +134,25 @@ def check_review(
                   response.usage if response is not None else None)
 
 
-def reviewed(final: Mapping[str, Any], review: Review, model_id: str) -> dict[str, Any]:
-    """The TaskResult ``final`` (today's combine) as the review ``review`` decides it."""
-    record = {**final, "output": review.answer or final.get("output"), "usage": _with_call(final["usage"], review.usage),
-              "review": {"verdict": review.verdict, "feedback": review.feedback, "confidence": review.confidence,
-                         "model": model_id}}
-    if review.verdict == "publish":
+def reviewed(final: Mapping[str, Any], review: Review, model_id: str, revisions: int = 0) -> dict[str, Any]:
+    """The TaskResult ``final`` (today's combine) as the review ``review`` decides it, after
+    ``revisions`` revisions, the most allowed: a revise asked now is escalated."""
+    feedback = review.feedback
+    if review.verdict == "revise":  # beyond the bound (supervisor/revision.py sends the ones within)
+        feedback = (f"revision {revisions + 1} of {review.agent_type} asked, beyond supervision.max_revisions "
+                    f"{revisions}: {review.feedback}")
+    verdict = "publish" if review.verdict == "publish" else "escalate"
+    record = {**final, "output": review.answer or final.get("output"), "usage": with_call(final["usage"], review.usage),
+              "review": {"verdict": verdict, "feedback": feedback, "confidence": review.confidence,
+                         "model": model_id, "revisions": revisions}}
+    if verdict == "publish":
         return {**record, "status": COMPLETED}
-    # escalate, or revise with no revision allowed: a human looks before anything is sent.
-    message = review.feedback if review.verdict == "escalate" else f"revision of {review.agent_type} asked, none allowed: {review.feedback}"
-    return {**record, "status": FAILED, "error": {"code": NEEDS_HUMAN_REVIEW, "message": message}}
+    # A human looks before anything is sent.
+    return {**record, "status": FAILED, "error": {"code": NEEDS_HUMAN_REVIEW, "message": feedback}}
 
 
-def _with_call(usage: Mapping[str, Any], call: Usage | None) -> dict[str, Any]:
+def with_call(usage: Mapping[str, Any], call: Usage | None) -> dict[str, Any]:
+    """``usage`` (a TaskResult's) plus one model call's."""
     if call is None:
         return dict(usage)
     return {**usage, "input_tokens": usage["input_tokens"] + call.input_tokens,

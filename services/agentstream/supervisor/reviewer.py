@@ -47,14 +47,15 @@ class Reviewer:
         """The reviewer when the topology configures ``supervision``, else None."""
         return cls(supervision, app_dir) if supervision is not None else None
 
-    async def review(self, task_id: str, results: Sequence[Mapping[str, Any]]) -> Review | str:
-        """The model's review of ``results`` (one task's), or why there is none."""
+    async def review(self, task_id: str, results: Sequence[Mapping[str, Any]], note: str = "") -> Review | str:
+        """The model's review of ``results`` (one task's), or why there is none; ``note``
+        says what an earlier round asked (a revision)."""
         task_input = next((r["input"] for r in results if r.get("input")), None)
         if task_input is None:  # results of specialists older than the input field
             return "the specialist results do not carry the task's input"
         timeout_s = self.settings.model.timeout_s
         agent_types = sorted({r["agent_type"] for r in results})
-        messages = review_messages(task_input, results, self.rubric, self.settings.max_result_chars)
+        messages = review_messages(task_input, results, self.rubric, self.settings.max_result_chars, note)
         try:
             with task_scope(task_id):
                 async with asyncio.timeout(timeout_s):

@@ -2,6 +2,7 @@
 
     python -m bench.soak [--minutes 30] [--rate 20] [--kill-every 300] [--retention-s 120]
                          [--fault-rate 0.01] [--broker kafka|tansu]
+    python -m bench.soak --recheck bench/out/soak-<stamp>.json   # judge a saved run again
 
 Router, one specialist per agent type (billing, technical, account) and the supervisor run
 as ``agentstream worker`` processes on a broker started here (``--broker``, default Apache
@@ -31,9 +32,12 @@ Checks (exit status 1 if one fails; "n/a" when the run is too short to judge):
 - every submitted task ended: a TaskResult or a dead letter, after the load stops;
 - no task has two TaskResults (nor a result and a dead letter);
 - every killed worker was started again and assigned its partitions;
-- RSS flat: per worker slot, only samples of a process at least ``--warmup-s`` old count;
-  the median of the first ``--window-s`` of those is compared with the median of the last
-  ``--window-s`` of the load; they must agree within ±10 %;
+- RSS flat: per worker process (a restarted one starts small again, so it is judged on its
+  own), once it is ``--warmup-s`` old and the sessions are full (sessions / rate x the
+  topology's ``sessions.remember_turns`` s: until then the router's session records and the
+  history each routed task carries grow by design), the median of its first ``--window-s``
+  is compared with the median of its last ``--window-s``; they must agree within ±10 %
+  ("n/a" for a process that did not live two windows after that);
 - lag bounded: the largest input lag of every group stays below ``--lag-bound-s`` seconds of
   submitted tasks, and returns to 0 once the load stops;
 - dedupe flat: keys compared the same way (medians of the first and last window after two
@@ -75,7 +79,7 @@ from agentstream.settings import SCRIPTED_FAILURE_RATE_ENV  # noqa: E402
 from agentstream.runtime.lag import consumer_lag, end_offsets  # noqa: E402
 from agentstream.runtime.store import INFO_LOG_BYTES, INFO_LOG_FILES, MEMTABLE_BYTES  # noqa: E402
 from agentstream.specialist.checkpoint import DONE  # noqa: E402
-from agentstream.topology import DEFAULT_PATH  # noqa: E402
+from agentstream.topology import DEFAULT_PATH, load_topology  # noqa: E402
 from tests.support_desk import copy_app  # noqa: E402
 from bench._procs import REPO, AgentStack, Proc, TopicWatcher, machine, source_state, write_report  # noqa: E402
 from bench.relay import add_broker_argument, broker, broker_kind  # noqa: E402
@@ -168,6 +172,7 @@ class SoakReport:
     checks: list[Check] = field(default_factory=list)
     error: str | None = None
     partitions: int = 0  # of every dedupe table: a store each
+    remember_turns: int = 0  # the topology's sessions.remember_turns
 
     @property
     def ok(self) -> bool:
@@ -382,6 +387,7 @@ def run_soak(bootstrap: str, config: SoakConfig, base: Path | None = None, progr
                        env={SCRIPTED_FAILURE_RATE_ENV: str(config.fault_rate)}, call_log=False)
     topology = stack.topology
     partitions = report.partitions = topology.topic_spec("results").partitions
+    report.remember_turns = topology.sessions.remember_turns
     watcher = TopicWatcher(bootstrap, [topology.topic("results"), topology.topic("dlq")], stack.schemas, partitions)
     for slot, (kind, agent) in slots(stack).items():
         stack.start(slot, kind, agent_type=agent)
@@ -499,6 +505,34 @@ def _within(name: str, points: Sequence[tuple[float, float]], bound: float, why:
     return Check(name, peak <= bound, f"max {peak:,.0f} bytes, bound {bound:,.0f} ({why})")
 
 
+def state_filled_s(report: SoakReport) -> float:
+    """When every session of the load holds all the turns it remembers: the router's session
+    records (and the routed tasks' history) stop growing then. Until that, a worker's state is
+    still growing by design, so its RSS is not judged."""
+    config = report.config
+    return config.sessions / config.rate * report.remember_turns
+
+
+def _rss_checks(report: SoakReport, slot: str) -> list[Check]:
+    """Each process of ``slot`` on its own (a restarted one starts small again): its RSS in
+    its first window and in its last window, once it is ``warmup_s`` old and the state has
+    filled, agree within ±10 %."""
+    config, samples = report.config, report.samples
+    pids = sorted({s.pid[slot] for s in samples if slot in s.pid}, key=lambda pid: next(
+        s.at for s in samples if s.pid.get(slot) == pid))
+    checks = []
+    for pid in pids:
+        lived = [(s.at, float(s.rss[slot]), s.age[slot]) for s in samples
+                 if s.pid.get(slot) == pid and slot in s.rss and s.at <= report.load_seconds]
+        if not lived:
+            continue
+        born = lived[0][0] - lived[0][2]
+        start = max(born + config.warmup_s, state_filled_s(report))
+        points = [(at, rss) for at, rss, _ in lived]
+        checks.append(_flat(f"RSS {slot} (pid {pid})", points, start, lived[-1][0], config.window_s, RSS_TOLERANCE))
+    return checks
+
+
 def _dedupe_bytes(report: SoakReport, table: str, start: float, end: float) -> list[Check]:
     """The dedupe table's files, by kind: table files must be flat; the write-ahead log and the
     info log must stay within what the store settings allow for its stores."""
@@ -531,10 +565,8 @@ def checks(report: SoakReport) -> list[Check]:
                         for k in report.kills) or "n/a: no kill in a run this short"),
     ]
     end = report.load_seconds
-    start = config.warmup_s
     for slot in sorted({s for sample in samples for s in sample.rss}):
-        points = [(s.at, float(s.rss[slot])) for s in samples if slot in s.rss and s.age.get(slot, 0) >= config.warmup_s]
-        out.append(_flat(f"RSS {slot}", points, start, end, config.window_s, RSS_TOLERANCE))
+        out.extend(_rss_checks(report, slot))
     bound = config.rate * config.lag_bound_s
     for agent in sorted({a for s in samples for a in s.lag}):
         during = [s.lag[agent] for s in samples if s.at <= end and s.lag.get(agent) is not None]
@@ -576,9 +608,35 @@ def print_report(report: SoakReport, broker_name: str) -> None:
             keys = " ".join(f"{('?' if s.keys.get(t) is None else s.keys[t])!s:>8}/{_mb(s.bytes.get(t, 0)):>6}" for t in tables)
             print(f"{s.at:6.0f}  " + " ".join(f"{_mb(s.rss[n]) if n in s.rss else '-':>8}" for n in slot_names) + "  |  "
                   + " ".join(f"{'?' if v is None else v!s:>8}" for v in s.lag.values()) + "  |  " + keys)
+    print_checks(report)
+
+
+def print_checks(report: SoakReport) -> None:
     print("\nchecks:")
     for c in report.checks:
         print(f"  {'n/a ' if c.ok is None else 'ok  ' if c.ok else 'FAIL'} {c.name:<26} {c.detail}")
+
+
+def report_from_json(path: Path) -> SoakReport:
+    """A saved run's report (``bench/out/soak-*.json``), to judge its samples again."""
+    saved = json.loads(path.read_text())["report"]
+    report = SoakReport(**{**saved, "config": SoakConfig(**saved["config"]),
+                           "samples": [Sample(**s) for s in saved["samples"]],
+                           "kills": [Kill(**k) for k in saved["kills"]], "checks": []})
+    if not report.partitions or not report.remember_turns:  # saved before these were recorded
+        topology = load_topology()
+        report.partitions = report.partitions or topology.topic_spec("results").partitions
+        report.remember_turns = report.remember_turns or topology.sessions.remember_turns
+    return report
+
+
+def recheck(path: Path) -> int:
+    """Print the checks of a saved run as this version of the soak judges them."""
+    report = report_from_json(path)
+    report.checks = checks(report)
+    print(f"{path}: judged again by this bench/soak.py (the run's own verdicts are in the file)")
+    print_checks(report)
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str]) -> int:
@@ -594,9 +652,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup-s", type=float, default=defaults.warmup_s, help="a worker younger than this is not compared (default 180)")
     parser.add_argument("--window-s", type=float, default=defaults.window_s, help="early and late comparison windows (default 180)")
     parser.add_argument("--lag-bound-s", type=float, default=defaults.lag_bound_s, help="lag bound in seconds of load (default 120)")
+    parser.add_argument("--recheck", type=Path, metavar="FILE", help="judge a saved run's samples again (no load)")
     add_broker_argument(parser)
     parser.set_defaults(broker="kafka")
     args = parser.parse_args(argv)
+    if args.recheck:
+        return recheck(args.recheck)
     config = SoakConfig(minutes=args.minutes, rate=args.rate, kill_every=args.kill_every, retention_s=args.retention_s,
                         fault_rate=args.fault_rate, latency=args.latency, sample_every=args.sample_every,
                         warmup_s=args.warmup_s, window_s=args.window_s, lag_bound_s=args.lag_bound_s)

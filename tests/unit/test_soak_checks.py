@@ -3,7 +3,7 @@ flat, a growing one is not, and what RocksDB's settings cap is checked against t
 
 from __future__ import annotations
 
-from bench.soak import Sample, SoakConfig, SoakReport, _dedupe_bytes, _flat
+from bench.soak import Sample, SoakConfig, SoakReport, _dedupe_bytes, _flat, _rss_checks, state_filled_s
 from agentstream.runtime.store import MEMTABLE_BYTES
 
 TABLE = "router.dedupe"
@@ -50,3 +50,32 @@ def test_nothing_flushed_early_is_not_judged_as_growth() -> None:
     assert checks[f"table files {TABLE}"].ok is None
     assert "longer run" in checks[f"table files {TABLE}"].detail
     assert checks[f"WAL {TABLE}"].ok is True
+
+
+def _rss_report(rss_of: dict[int, list[tuple[float, float]]], minutes: float = 30) -> SoakReport:
+    """Samples of one slot, ``router``, from the processes in ``rss_of`` (pid -> (at, MB))."""
+    samples = []
+    for pid, points in rss_of.items():
+        born = points[0][0]
+        samples += [Sample(at, {"router": int(mb * 1e6)}, {"router": pid}, {"router": at - born}, {}, {}, {}, {})
+                    for at, mb in points]
+    config = SoakConfig(minutes=minutes, rate=20, sessions=2000, warmup_s=180, window_s=180)
+    return SoakReport(config, samples=sorted(samples, key=lambda s: s.at), load_seconds=minutes * 60,
+                      partitions=6, remember_turns=10)
+
+
+def test_rss_is_judged_per_process_once_the_sessions_are_full() -> None:
+    # 2,000 sessions at 20 tasks/s remember 10 turns each after 1,000 s.
+    filling = [(float(t), 70 + 0.08 * t) for t in range(0, 1200, 10)]  # grows while sessions fill
+    restarted = [(float(t), 120.0) for t in range(1200, 1800, 10)]  # starts later, flat
+    report = _rss_report({1: filling, 2: restarted})
+    assert state_filled_s(report) == 1000
+    first, second = _rss_checks(report, "router")
+    assert first.ok is None and "1000" in first.detail  # lived too short after the state filled
+    assert second.ok is True and "(t 1380-1560 s)" in second.detail  # warmed up 180 s after its start
+
+
+def test_rss_that_keeps_growing_after_the_state_filled_fails() -> None:
+    leaking = [(float(t), 70 + 0.05 * t) for t in range(0, 1800, 10)]
+    (check,) = _rss_checks(_rss_report({1: leaking}), "router")
+    assert check.ok is False, check.detail

@@ -104,3 +104,34 @@ def test_the_info_log_of_each_store_is_bounded(tmp_path: Path) -> None:
         assert settings["keep_log_file_num"] == str(INFO_LOG_FILES)
     finally:
         store.close()
+
+
+def _table_file_bytes(store: PartitionStore) -> int:
+    return int(store._db.property_int_value("rocksdb.total-sst-files-size") or 0)
+
+
+def test_table_files_level_off_under_a_dedupe_churn(tmp_path: Path) -> None:
+    """A dedupe table's steady churn: each round puts new keys and deletes those of a few
+    rounds ago (live keys stay flat, as with a retention), then RocksDB flushes. In the
+    30-minute soak a table's files were still rising (its stores' first flushes); here,
+    with a flush every round, compaction has to drop each deleted key and its tombstone
+    together, or the files grow with every round."""
+    store = PartitionStore(tmp_path / "0")
+    kept_rounds, per_round, rounds = 5, 200, 120
+    sizes = []
+    try:
+        for r in range(rounds):
+            for i in range(per_round):
+                store.put(f"task-{r}-{i}".encode(), b"%d" % time.time_ns())
+                if r >= kept_rounds:
+                    store.delete(f"task-{r - kept_rounds}-{i}".encode())
+            store.begin_flush()
+            store.finish_flush(r)
+            store._db.flush()  # what a full memtable does, every round instead of once an hour
+            sizes.append(_table_file_bytes(store))
+        assert len(list(store.items())) == kept_rounds * per_round
+        settled, last = max(sizes[20:60]), max(sizes[-40:])
+        assert settled > 0
+        assert last <= 1.25 * settled, f"table files {settled:,} -> {last:,} bytes over {rounds} flushes"
+    finally:
+        store.close()

@@ -41,6 +41,8 @@ COST_BUCKETS = (0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5)
 STEP_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
 # agentstream_circuit_breaker_state: the value per state (controls/breaker.py CircuitState values).
 BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2}
+# The TaskResult status enum (schemas/TaskResult.avsc): series made at start, see register_all.
+TASK_STATUSES = ("COMPLETED", "FAILED", "REJECTED", "EXPIRED", "CANCELED")
 NOT_ALLOWED = "not_allowed"  # the tool label of a call the agent's allowlist refused
 OK = "ok"
 CACHE_HIT = "cache_hit"
@@ -173,9 +175,14 @@ FAMILIES = (
 
 def register_all() -> None:
     """Create every metric now, so a scrape lists each family (its HELP and TYPE) before its
-    first event: dashboards and alerts see a 0-series family rather than none."""
+    first event: dashboards and alerts see a 0-series family rather than none. The task
+    latency and cost series of each status start at 0 too: a series that appears with its
+    first task already counted hides that task from ``rate()``."""
     for metric in FAMILIES:
         metric()
+    for status in TASK_STATUSES:
+        task_duration().labels(status)
+        task_cost().labels(status)
 
 
 # -- what the stages call: one line at each instrumentation point --------------------------

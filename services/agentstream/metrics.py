@@ -210,9 +210,15 @@ def specialist_run(result: Mapping[str, Any], steps: int) -> None:
     stage_done(agent, status, int(result["started_at"]), int(result["finished_at"]))
 
 
-def loop_running(agent: str) -> Any:
-    """A context manager: the loop counts in ``agentstream_inflight_loops`` while inside."""
-    return inflight_loops().labels(agent).track_inprogress()
+@contextmanager
+def loop_running(agent: str) -> Iterator[None]:
+    """Inside the block, the loop counts in ``agentstream_inflight_loops``."""
+    gauge = inflight_loops().labels(agent)
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
 
 
 def tool_call(agent: str, tool: str, allowed: bool, ok: bool) -> None:

@@ -171,7 +171,7 @@ def _check(prometheus: Prometheus, results: list[dict[str, Any]]) -> None:
     }
     assert all(value > 0 for value in expected.values()), expected
     for expr, value in expected.items():
-        wait_for(lambda: prometheus.value(expr) == value, 30, f"{expr} to read {value}")  # noqa: B023 (called at once)
+        wait_for(lambda expr=expr, value=value: prometheus.value(expr) == value, 30, f"{expr} to read {value}")
     cost = total("cost_usd")
     assert cost > 0
     assert math.isclose(prometheus.value("sum(agentstream_tenant_cost_usd_total)") or 0, cost, rel_tol=1e-6)

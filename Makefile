@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration integration-tansu bench clean
+.PHONY: install system-packages demo test unit integration integration-tansu bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,20 +14,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Programs the integration tests run for real (Prometheus); does nothing once they are on PATH.
+system-packages:
+	sh scripts/install-debian-packages.sh
+
 demo: $(STAMP)
 	$(BIN)/agentstream demo
 
-test: $(STAMP)
+test: $(STAMP) system-packages
 	$(BIN)/python -m pytest tests/unit tests/integration -q
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: $(STAMP)
+integration: $(STAMP) system-packages
 	$(BIN)/python -m pytest tests/integration -q
 
 # The integration suite on the embedded Tansu broker instead of Apache Kafka.
-integration-tansu: $(STAMP)
+integration-tansu: $(STAMP) system-packages
 	AGENTSTREAM_BROKER=tansu $(BIN)/python -m pytest tests/integration -q -m "not kafka_only"
 
 bench: $(STAMP)

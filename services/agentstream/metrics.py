@@ -1,15 +1,54 @@
 """Prometheus metrics of agentstream (prometheus-client). Metrics are created once, on
 first use, in the default registry; a worker serves them on its HTTP port
 (telemetry/server.py, ``AGENTSTREAM_METRICS_PORT``). Consumer lag is collected at scrape
-time (telemetry/lag_collector.py)."""
+time (telemetry/lag_collector.py).
+
+Names follow Prometheus style (base units, ``_total`` for counters, added by the client)
+and, where the OpenTelemetry GenAI semantic conventions have a metric, its name and unit:
+``gen_ai.client.token.usage`` → ``agentstream_gen_ai_client_token_usage`` (a histogram of
+tokens per call by ``type``), ``gen_ai.client.operation.duration`` →
+``agentstream_gen_ai_client_operation_duration_seconds``.
+
+Label cardinality (every series lives in every worker's memory and in Prometheus):
+- ``agent``, ``stage``, ``worker``, ``model``, ``tool``: bounded by the topology and the
+  tools modules. A tool name the model made up is never a label value (``not_allowed``).
+- ``outcome`` / ``error_class``: ``ok``, ``cache_hit`` or an exception class name — a
+  fixed set of classes in the code, never a message.
+- ``status``: the TaskResult status enum; ``behavior_version``: one hash per deployed
+  behaviour of an agent type (a redeploy retires the old series).
+- ``tenant``: only on two counters (task results, cost) and on no histogram, so a tenant
+  costs about six series. Tenants are a deployment's customers (tens to a few thousand),
+  which Prometheus handles; never a per-user id (session and task ids are not labels).
+  A deployment with unbounded tenant ids should drop the label at scrape time
+  (``metric_relabel_configs`` with ``labeldrop: tenant``).
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
+from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+# Seconds: a task or a loop takes from tens of milliseconds (scripted) to minutes (real models).
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# The bucket boundaries the OpenTelemetry GenAI conventions advise for token usage.
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+COST_BUCKETS = (0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5)
+STEP_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
+# agentstream_circuit_breaker_state: the value per state (controls/breaker.py CircuitState values).
+BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2}
+# The TaskResult status enum (schemas/TaskResult.avsc): series made at start, see register_all.
+TASK_STATUSES = ("COMPLETED", "FAILED", "REJECTED", "EXPIRED", "CANCELED")
+NOT_ALLOWED = "not_allowed"  # the tool label of a call the agent's allowlist refused
+OK = "ok"
+CACHE_HIT = "cache_hit"
 
 
+# -- families ------------------------------------------------------------------------------
 @cache
 def retries() -> Counter:
     return Counter("agentstream_retries", "Events sent to a retry tier", ["stage", "error_class", "tier"])
@@ -36,8 +75,185 @@ def restore_seconds() -> Histogram:
                      ["worker"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
 
 
+@cache
+def checkpoint_seconds() -> Histogram:
+    return Histogram("agentstream_checkpoint_seconds",
+                     "One commit of a processor: changelog produce, flush, offset commit, store write",
+                     ["worker"], buckets=LATENCY_BUCKETS)
+
+
+@cache
+def task_results() -> Counter:
+    return Counter("agentstream_task_results", "TaskResults published, by the stage that published them",
+                   ["stage", "status", "tenant"])
+
+
+@cache
+def task_duration() -> Histogram:
+    return Histogram("agentstream_task_duration_seconds", "End-to-end task latency: result completed_at - submitted_at",
+                     ["status"], buckets=LATENCY_BUCKETS)
+
+
+@cache
+def task_cost() -> Histogram:
+    return Histogram("agentstream_task_cost_usd", "Cost of one task (its result's usage.cost_usd)", ["status"],
+                     buckets=COST_BUCKETS)
+
+
+@cache
+def tenant_cost() -> Counter:
+    return Counter("agentstream_tenant_cost_usd", "USD spent on the tasks of a tenant (results' usage.cost_usd)",
+                   ["tenant"])
+
+
+@cache
+def stage_duration() -> Histogram:
+    return Histogram("agentstream_stage_duration_seconds",
+                     "Time a task spent in a stage: router = submitted to routed, specialist = its run",
+                     ["stage", "status"], buckets=LATENCY_BUCKETS)
+
+
+@cache
+def agent_steps() -> Histogram:
+    return Histogram("agentstream_agent_steps", "Model turns of a specialist run, per completion",
+                     ["agent", "status", "behavior_version"], buckets=STEP_BUCKETS)
+
+
+@cache
+def inflight_loops() -> Gauge:
+    return Gauge("agentstream_inflight_loops", "Agent loops running in this worker now", ["agent"])
+
+
+@cache
+def tool_calls() -> Counter:
+    return Counter("agentstream_tool_calls", "Tool calls a model asked for", ["agent", "tool", "outcome"])
+
+
+@cache
+def model_calls() -> Counter:
+    return Counter("agentstream_model_calls", "Model calls (after their retries), by outcome or error class",
+                   ["agent", "model", "outcome"])
+
+
+@cache
+def operation_duration() -> Histogram:
+    return Histogram("agentstream_gen_ai_client_operation_duration_seconds",
+                     "Duration of a model call, retries and rate-limit waits included (gen_ai.client.operation.duration)",
+                     ["agent", "model", "outcome"], buckets=LATENCY_BUCKETS)
+
+
+@cache
+def token_usage() -> Histogram:
+    return Histogram("agentstream_gen_ai_client_token_usage", "Tokens of one model call (gen_ai.client.token.usage)",
+                     ["agent", "model", "type"], buckets=TOKEN_BUCKETS)
+
+
+@cache
+def model_retries() -> Counter:
+    return Counter("agentstream_model_retries", "Model call attempts after the first, by the error retried",
+                   ["agent", "model", "error_class"])
+
+
+@cache
+def breaker_state() -> Gauge:
+    return Gauge("agentstream_circuit_breaker_state", "Circuit breaker of a model: 0 closed, 1 open, 2 half-open",
+                 ["model"])
+
+
+@cache
+def rate_limit_wait() -> Histogram:
+    return Histogram("agentstream_rate_limit_wait_seconds", "Time a model call attempt waited for its rate limit",
+                     ["agent", "model"], buckets=(0, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60))
+
+
+FAMILIES = (
+    retries, dead_letters, parked, rebalances, restore_seconds, checkpoint_seconds, task_results, task_duration,
+    task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, tool_calls, model_calls, operation_duration,
+    token_usage, model_retries, breaker_state, rate_limit_wait,
+)
+
+
 def register_all() -> None:
     """Create every metric now, so a scrape lists each family (its HELP and TYPE) before its
-    first event: dashboards and alerts see a 0-series family rather than none."""
-    for metric in (retries, dead_letters, parked, rebalances, restore_seconds):
+    first event: dashboards and alerts see a 0-series family rather than none. The task
+    latency and cost series of each status start at 0 too: a series that appears with its
+    first task already counted hides that task from ``rate()``."""
+    for metric in FAMILIES:
         metric()
+    for status in TASK_STATUSES:
+        task_duration().labels(status)
+        task_cost().labels(status)
+
+
+# -- what the stages call: one line at each instrumentation point --------------------------
+def task_result(stage: str, result: Mapping[str, Any]) -> None:
+    """A TaskResult was published by ``stage``: count it, its latency and its cost."""
+    status = str(result["status"])
+    task_results().labels(stage, status, str(result.get("tenant_id") or "")).inc()
+    completed, submitted = result.get("completed_at"), result.get("submitted_at")
+    if isinstance(completed, int) and isinstance(submitted, int) and completed >= submitted:
+        task_duration().labels(status).observe((completed - submitted) / 1000)
+    cost = float((result.get("usage") or {}).get("cost_usd") or 0.0)
+    task_cost().labels(status).observe(cost)
+    tenant_cost().labels(str(result.get("tenant_id") or "")).inc(cost)
+
+
+def stage_done(stage: str, status: str, started_ms: int, finished_ms: int) -> None:
+    stage_duration().labels(stage, status).observe(max(0, finished_ms - started_ms) / 1000)
+
+
+def specialist_run(result: Mapping[str, Any], steps: int) -> None:
+    """A specialist run ended with the SpecialistResult ``result`` (about to be sent): its
+    model turns and its duration."""
+    agent, status = str(result["agent_type"]), str(result["status"])
+    agent_steps().labels(agent, status, str(result.get("behavior_version") or "")).observe(steps)
+    stage_done(agent, status, int(result["started_at"]), int(result["finished_at"]))
+
+
+@contextmanager
+def loop_running(agent: str) -> Iterator[None]:
+    """Inside the block, the loop counts in ``agentstream_inflight_loops``."""
+    gauge = inflight_loops().labels(agent)
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
+
+
+def tool_call(agent: str, tool: str, allowed: bool, ok: bool) -> None:
+    outcome = ("ok" if ok else "error") if allowed else "refused"
+    tool_calls().labels(agent, tool if allowed else NOT_ALLOWED, outcome).inc()
+
+
+@contextmanager
+def model_call(agent: str, model: str) -> Iterator[dict[str, str]]:
+    """Time one model call; the caller sets ``outcome`` to ``cache_hit`` where it applies;
+    an exception sets its class name (and propagates)."""
+    seen = {"outcome": OK}
+    started = time.monotonic()
+    try:
+        yield seen
+    except BaseException as exc:  # CancelledError too: a drained call is no success
+        seen["outcome"] = type(exc).__name__
+        raise
+    finally:
+        model_calls().labels(agent, model, seen["outcome"]).inc()
+        operation_duration().labels(agent, model, seen["outcome"]).observe(time.monotonic() - started)
+
+
+def tokens_used(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
+    token_usage().labels(agent, model, "input").observe(input_tokens)
+    token_usage().labels(agent, model, "output").observe(output_tokens)
+
+
+def model_retry(agent: str, model: str, error: BaseException) -> None:
+    model_retries().labels(agent, model, type(error).__name__).inc()
+
+
+def breaker_changed(model: str, state: str) -> None:
+    breaker_state().labels(model).set(BREAKER_STATES[state])
+
+
+def rate_limit_waited(agent: str, model: str, seconds: float) -> None:
+    rate_limit_wait().labels(agent, model).observe(seconds)

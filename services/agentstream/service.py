@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agentstream import metrics
 from agentstream.events import TASK_EVENT, TASK_RESULT, task_event
 from agentstream.runtime import Processor, Table
 from agentstream.serde import SchemaSet
@@ -71,3 +72,4 @@ class Service:
 
     def result(self, record: Mapping[str, Any]) -> None:
         self.emit("results", TASK_RESULT, record)
+        metrics.task_result(self.agent, record)

@@ -121,12 +121,11 @@ def test_prometheus_scrapes_every_worker_service_on_the_metrics_port() -> None:
 def test_the_dashboard_queries_only_metrics_a_worker_serves() -> None:
     registry = CollectorRegistry()
     served = {LAG_METRIC, "up"}
-    for make in (metrics.retries, metrics.dead_letters, metrics.parked, metrics.rebalances, metrics.restore_seconds):
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    for make in metrics.FAMILIES:
         metric = make()
         registry.register(metric)
-        served |= {sample.name for family in registry.collect() for sample in family.samples}
-        served |= {f"{family.name}_total" for family in registry.collect() if family.type == "counter"}
-        served |= {f"{family.name}_bucket" for family in registry.collect() if family.type == "histogram"}
+        served |= {family.name + suffix for family in registry.collect() for suffix in suffixes[family.type]}
         registry.unregister(metric)
     dashboard = json.loads(compose_files(_source())[DASHBOARD_FILE])
     queried = {name for panel in dashboard["panels"] for target in panel["targets"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from enum import Enum
 
+from agentstream import metrics
 from agentstream.controls.clock import Clock, SystemClock
 from agentstream.controls.errors import CircuitOpenError
 from agentstream.errors import ConfigurationError
@@ -52,6 +53,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
+        metrics.breaker_changed(model_id, CircuitState.CLOSED.value)
 
     @property
     def state(self) -> CircuitState:
@@ -67,7 +69,7 @@ class CircuitBreaker:
         if state is CircuitState.CLOSED:
             return
         if state is CircuitState.HALF_OPEN and not self._probing:
-            self._state = CircuitState.HALF_OPEN
+            self._enter(CircuitState.HALF_OPEN)
             self._probing = True
             log.info("circuit %s half-open: probing", self.model_id)
             return
@@ -85,7 +87,7 @@ class CircuitBreaker:
     def on_success(self) -> None:
         if self._state is not CircuitState.CLOSED:
             log.info("circuit %s closed: the model answered", self.model_id)
-        self._state = CircuitState.CLOSED
+            self._enter(CircuitState.CLOSED)
         self._failures = 0
         self._probing = False
 
@@ -94,9 +96,13 @@ class CircuitBreaker:
         if self._probing or self._failures >= self.failure_threshold:
             if self._state is not CircuitState.OPEN or self._probing:
                 log.warning("circuit %s open after %d consecutive failures", self.model_id, self._failures)
-            self._state = CircuitState.OPEN
+            self._enter(CircuitState.OPEN)
             self._opened_at = self._clock.now()
         self._probing = False
+
+    def _enter(self, state: CircuitState) -> None:
+        self._state = state
+        metrics.breaker_changed(self.model_id, state.value)
 
     def on_abandoned(self) -> None:
         """The call was cancelled before a verdict: free the probe slot, judge nothing."""

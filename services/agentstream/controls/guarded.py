@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from agentstream import metrics
 from agentstream.controls.breaker import CircuitBreaker
 from agentstream.controls.cache import ResponseCache, cache_allowed, cache_key
 from agentstream.controls.clock import Clock, SystemClock
@@ -82,8 +83,10 @@ class GuardedModel:
         expected_output_tokens: int = DEFAULT_EXPECTED_OUTPUT_TOKENS,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        agent: str = "",
     ) -> None:
         self.model = model
+        self.agent = agent  # the agent type calling, for the metrics' ``agent`` label
         self.model_id = model.model_id
         self.retry = retry or RetryPolicy()
         self.timeout_s = timeout_s
@@ -97,6 +100,12 @@ class GuardedModel:
         self._rng = rng
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
+        with metrics.model_call(self.agent, self.model_id) as call:
+            return await self._complete(messages, tools, call)
+
+    async def _complete(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], call: dict[str, str]
+    ) -> ModelResponse:
         record(self.stats, "calls")
         if self.cache is None:
             return await self._call_through_breaker(messages, tools)
@@ -104,6 +113,7 @@ class GuardedModel:
         cached = self.cache.get(key)
         if cached is not None:
             record(self.stats, "cache_hits")
+            call["outcome"] = metrics.CACHE_HIT
             # A hit spent nothing: report zero usage so budgets and costs stay true.
             return replace(cached, usage=_ZERO)
         record(self.stats, "cache_misses")
@@ -128,7 +138,7 @@ class GuardedModel:
                 self.retry,
                 sleep=self._clock.sleep,
                 rng=self._rng,
-                on_retry=lambda _error, _wait: record(self.stats, "retries"),
+                on_retry=self._on_retry,
             )
         except Exception as exc:
             if self.breaker is not None:
@@ -145,13 +155,20 @@ class GuardedModel:
             self.breaker.on_success()
         return response
 
+    def _on_retry(self, error: BaseException, _wait: float) -> None:
+        record(self.stats, "retries")
+        metrics.model_retry(self.agent, self.model_id, error)
+
     async def _attempt(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
         reserved = 0
         if self.limiter is not None:
             reserved = estimate_prompt_tokens(messages, tools) + self.expected_output_tokens
+            waiting_since = self._clock.now()
             await self.limiter.acquire(reserved)
+            metrics.rate_limit_waited(self.agent, self.model_id, self._clock.now() - waiting_since)
         record(self.stats, "attempts")
         response = await call_with_timeout(lambda: self.model.complete(messages, tools), self.timeout_s, self.model_id)
+        metrics.tokens_used(self.agent, self.model_id, response.usage.input_tokens, response.usage.output_tokens)
         if self.limiter is not None:
             self.limiter.settle(reserved, response.usage.input_tokens + response.usage.output_tokens)
         return response

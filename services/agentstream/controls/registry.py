@@ -29,8 +29,9 @@ from agentstream.models.base import Model
 class ModelControls:
     """Factory and owner of the per-model controls; ``close`` releases the cache."""
 
-    def __init__(self, settings: ControlSettings | None = None, *, clock: Clock | None = None) -> None:
+    def __init__(self, settings: ControlSettings | None = None, *, clock: Clock | None = None, agent: str = "") -> None:
         self.settings = settings or ControlSettings()
+        self.agent = agent  # the agent type whose calls these are (the metrics' ``agent`` label)
         self._clock = clock or SystemClock()
         self.breakers = BreakerRegistry(
             failure_threshold=self.settings.breaker.failure_threshold,
@@ -71,6 +72,7 @@ class ModelControls:
             deterministic=deterministic,
             params=params,
             clock=self._clock,
+            agent=self.agent,
         )
 
     def chain(

@@ -1,5 +1,5 @@
 """Grafana for the compose stack: the Prometheus data source and the agentstream dashboard,
-provisioned from files (no clicking), of the metrics the workers serve today."""
+provisioned from files (no clicking), of the metrics the workers serve (agentstream/metrics.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,49 @@ PROVIDER_FILE = "deploy/grafana/provisioning/dashboards/agentstream.yml"
 DASHBOARD_FILE = "deploy/grafana/dashboards/agentstream.json"
 _DASHBOARDS_IN_CONTAINER = "/var/lib/grafana/dashboards"
 
-# (title, PromQL, legend, unit): one time series panel each, two per row.
+_ERRORS = 'outcome!~"ok|cache_hit"'  # a model call that failed (agentstream/metrics.py outcomes)
+
+# (title, PromQL, legend, unit): one time series panel each, two per row. The tasks and
+# their agents first (what the users get, what it costs), then the plumbing.
 PANELS: tuple[tuple[str, str, str, str], ...] = (
+    ("Task results /s by status", "sum by (status) (rate(agentstream_task_results_total[5m]))", "{{status}}", "ops"),
+    ("Completion rate", 'sum(rate(agentstream_task_results_total{status="COMPLETED"}[5m])) / '
+     "sum(rate(agentstream_task_results_total[5m]))", "completed", "percentunit"),
+    ("Task latency p50 by status",
+     "histogram_quantile(0.5, sum by (le, status) (rate(agentstream_task_duration_seconds_bucket[5m])))",
+     "{{status}}", "s"),
+    ("Task latency p95 by status",
+     "histogram_quantile(0.95, sum by (le, status) (rate(agentstream_task_duration_seconds_bucket[5m])))",
+     "{{status}}", "s"),
+    ("Stage latency p95", "histogram_quantile(0.95, sum by (le, stage) (rate(agentstream_stage_duration_seconds_bucket[5m])))",
+     "{{stage}}", "s"),
+    ("Cost per task (mean)", "sum(rate(agentstream_task_cost_usd_sum[5m])) / sum(rate(agentstream_task_cost_usd_count[5m]))",
+     "USD per task", "currencyUSD"),
+    ("Cost per hour by tenant", "sum by (tenant) (increase(agentstream_tenant_cost_usd_total[1h]))", "{{tenant}}",
+     "currencyUSD"),
+    ("Tokens /s by model", "sum by (model, type) (rate(agentstream_gen_ai_client_token_usage_sum[5m]))",
+     "{{model}} {{type}}", "short"),
+    ("Steps per completion p50", "histogram_quantile(0.5, sum by (le, agent) (rate(agentstream_agent_steps_bucket[15m])))",
+     "{{agent}}", "none"),
+    ("In-flight agent loops", "sum by (agent) (agentstream_inflight_loops)", "{{agent}}", "short"),
+    ("Tool success rate", 'sum by (tool) (rate(agentstream_tool_calls_total{outcome="ok"}[5m])) / '
+     "sum by (tool) (rate(agentstream_tool_calls_total[5m]))", "{{tool}}", "percentunit"),
+    ("Tool calls /s by outcome", "sum by (tool, outcome) (rate(agentstream_tool_calls_total[5m]))",
+     "{{tool}} {{outcome}}", "ops"),
+    ("Model calls /s by outcome", "sum by (model, outcome) (rate(agentstream_model_calls_total[5m]))",
+     "{{model}} {{outcome}}", "ops"),
+    ("Model error rate", f"sum by (model) (rate(agentstream_model_calls_total{{{_ERRORS}}}[5m])) / "
+     "sum by (model) (rate(agentstream_model_calls_total[5m]))", "{{model}}", "percentunit"),
+    ("Model call latency p95", "histogram_quantile(0.95, sum by (le, model) "
+     "(rate(agentstream_gen_ai_client_operation_duration_seconds_bucket[5m])))", "{{model}}", "s"),
+    ("Model retries /s by error", "sum by (model, error_class) (rate(agentstream_model_retries_total[5m]))",
+     "{{model}} {{error_class}}", "ops"),
+    ("Circuit breakers (0 closed, 1 open, 2 half-open)", "max by (model) (agentstream_circuit_breaker_state)",
+     "{{model}}", "none"),
+    ("Rate-limit wait p95", "histogram_quantile(0.95, sum by (le, model) (rate(agentstream_rate_limit_wait_seconds_bucket[5m])))",
+     "{{model}}", "s"),
+    ("Checkpoint duration p95", "histogram_quantile(0.95, sum by (le, worker) (rate(agentstream_checkpoint_seconds_bucket[5m])))",
+     "{{worker}}", "s"),
     ("Workers up", 'up{job="agentstream"}', "{{service}} {{instance}}", "none"),
     ("Consumer lag by group", "sum by (group) (agentstream_consumer_lag)", "{{group}}", "short"),
     ("Consumer lag by partition", "agentstream_consumer_lag", "{{topic}}[{{partition}}]", "short"),

@@ -19,6 +19,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from agentstream import metrics
 from agentstream.events import ROUTED_TASK, TASK_RESULT, TASK_SUBMITTED, call_usage, now_ms, task_result
 from agentstream.errors import ConfigurationError, UnknownAgentTypeError
 from agentstream.router.classifier import Decision, choose
@@ -223,6 +224,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
                 "router_usage": decided.get("usage"),
             }
             service.emit_to(topology.specialist_topic(agent_type), ROUTED_TASK, routed)
+        metrics.stage_done(AGENT, "ROUTED", task["submitted_at"], routed_at)
         service.progress(task, "ROUTED", "QUEUED", f"{','.join(route_to)} tier={tier} {decided.get('by') or 'by rules'}")
 
     async def on_result(raw: bytes, ctx: MessageContext) -> None:

@@ -35,7 +35,7 @@ class ModelClassifier:
         self.settings = routing.model
         self.known = sorted(known)
         self.descriptions = dict(routing.descriptions)
-        self.controls = ModelControls(routing.controls or ControlSettings())
+        self.controls = ModelControls(routing.controls or ControlSettings(), agent="router")
         chains = ModelChains(routing.model, self.controls, fixed=fixed)
         # Built now, so a missing API key or provider SDK stops the router at start-up.
         self.chain = chains.for_tier(None)

@@ -420,12 +420,14 @@ class Processor:
 
     async def _checkpoint(self) -> None:
         """Periodic or shutdown checkpoint, run on the loop while the poll thread is idle."""
+        started = time.monotonic()
         plan = await self._prepare_checkpoint()
         if plan is None:
             return
         if plan.offsets and not await asyncio.get_running_loop().run_in_executor(self._poller, self._commit, plan.offsets):
             plan = _CheckpointPlan([], plan.flushing)
         self._finish_checkpoint(plan)
+        metrics.checkpoint_seconds().labels(self.name).observe(time.monotonic() - started)
 
     async def _prepare_checkpoint(self) -> _CheckpointPlan | None:
         """Steps 1-2: produce changelog records and flush; return the offsets to commit."""

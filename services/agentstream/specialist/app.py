@@ -50,7 +50,7 @@ def build_specialist(
     app.expire(checkpoints, topology.dedupe.retention_s, timestamp_value, stamp=stamp_now,
                prefix=ckpt.DONE.encode(), write_through=True)
     model_settings = agent.model or ModelSettings()
-    models = ModelChains(model_settings, ModelControls(agent.controls or ControlSettings()), fixed=model)
+    models = ModelChains(model_settings, ModelControls(agent.controls or ControlSettings(), agent=agent_type), fixed=model)
     modules = topology.tools_modules_of(agent_type)
     registry = tools or load_tools(modules, topology.app_dir())
     check_allowlist(agent_type, agent.tools, registry, modules)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from agentstream import metrics
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
 from agentstream.retry.chain import RETRY, RetryChain
 from agentstream.retry.classify import TransientStageError, ValidationFailed
@@ -190,7 +191,8 @@ class TaskLifecycle:
         begun = f"resumed at step {chain.length}" if chain.length else "started"
         self.service.progress(task, "STATE", "RUNNING",
                               f"{self.agent.agent_type} {begun} tier={task.get('tier')} model={self.agent.model_id(task)}")
-        outcome = await self.agent.run(task, run)
+        with metrics.loop_running(self.agent.agent_type):
+            outcome = await self.agent.run(task, run)
         log.info(
             "%s: task %s %s by %s (epoch %d: %d model calls made, %d replayed)", where, task["task_id"], outcome.status,
             self.agent.agent_type, run.epoch, run.new_model_calls, run.replayed_model_calls,
@@ -245,7 +247,9 @@ class TaskLifecycle:
     async def _complete(self, task: Task, outcome: AgentOutcome, attempt: Attempt, started: int) -> None:
         for tool_name in outcome.tools_used:
             self.service.progress(task, "TOOL_CALL", "RUNNING", tool_name)
-        await self._finish(task, self.agent.result(task, outcome, started), attempt.partition, attempt.replay)
+        result = self.agent.result(task, outcome, started)
+        metrics.specialist_run(result, outcome.steps)
+        await self._finish(task, result, attempt.partition, attempt.replay)
         if attempt.number > 0:  # it came through the tiers: the session's parked tasks may go now
             await self.retries.settled(task["session_id"])
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agentstream import metrics
 from agentstream.controls.fallback import is_minimum_viable
 from agentstream.controls.stats import ControlStats, collect_stats
 from agentstream.errors import AgentStreamError, ConfigurationError
@@ -272,10 +273,13 @@ async def _run_tools(
     runnable = [(call.name, call.arguments) for call in calls if call.name in allowed]
     ran = iter(await tools.call_many(runnable, timeout_s))
     refused = f"is not available to the {agent_type} agent; available tools are {sorted(allowed)}."
-    return [
+    results = [
         next(ran) if call.name in allowed else ToolResult(call.name, False, f"Error: tool {call.name!r} {refused}")
         for call in calls
     ]
+    for call, result in zip(calls, results, strict=True):
+        metrics.tool_call(agent_type, call.name, call.name in allowed, result.ok)
+    return results
 
 
 def _partial_answer(messages: Sequence[Message], reason: str) -> str:

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from agentstream import metrics
 from agentstream.events import SPECIALIST_RESULT, TASK_RESULT, now_ms
 from agentstream.retry.chain import RETRY, RetryChain
 from agentstream.retry.headers import ATTEMPT, decode_headers
@@ -138,6 +139,7 @@ class ResultEmitter:
         encoded = self.service.schemas.encode(TASK_RESULT, final)
         offset = await self.app.send_acked(self.results_topic, encoded, final["session_id"], partition=partition)
         self._results_end[partition] = max(self._results_end.get(partition, 0), offset + 1)
+        metrics.task_result(self.service.agent, final)
         sent = {"state": SENT, "offset": offset, "replay": replay, "at": now_ms()}
         await self.app.persist(self.markers, final["task_id"], sent, partition=partition)
         self.service.progress(final, "STATE", final["status"], ",".join(final["agents"]))

@@ -34,7 +34,7 @@ class Reviewer:
         self.settings = supervision
         # Read now, so a missing rubric file stops the supervisor at start-up.
         self.rubric = supervision.rubric_text(app_dir)
-        self.controls = ModelControls(supervision.controls or ControlSettings())
+        self.controls = ModelControls(supervision.controls or ControlSettings(), agent="supervisor")
         chains = ModelChains(supervision.model, self.controls, fixed=fixed)
         self.chain = chains.for_tier(None)  # built now: a missing API key or SDK stops start-up
         if isinstance(self.chain, FallbackChain):

@@ -1,0 +1,22 @@
+#!/bin/sh
+# System packages the integration tests run for real: `prometheus` (the Debian package),
+# which tests/integration/test_prometheus_scrape.py starts to scrape live workers.
+# Idempotent: does nothing when every command is already on PATH. `make test` calls it.
+set -eu
+
+missing=""
+for package in prometheus; do
+    command -v "$package" >/dev/null 2>&1 || missing="$missing $package"
+done
+[ -z "$missing" ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-debian-packages: no apt-get here; install$missing yourself (it must be on PATH)." >&2
+    exit 1
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "install-debian-packages: installing$missing"
+# Recommends would pull in the node exporter and friends; the tests need the server alone.
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing \
+    || { $sudo apt-get update && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing; }

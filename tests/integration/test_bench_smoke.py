@@ -44,7 +44,9 @@ def test_relay_on_the_broker_it_starts(broker: str) -> None:
     assert {t["variant"] for t in report["trials"]} == {"raw", "runtime"}
     for trial in report["trials"]:
         assert trial["error"] is None and trial["received"] == 300
-        assert trial["cpu_s"]["broker"] > 0  # the broker's pid (Kafka: the JVM) is metered
+        assert "broker" in trial["cpu_s"]  # the broker's pid (Kafka: the JVM) is metered
+        if broker == "kafka":  # Tansu may relay 300 events in under a clock tick (10 ms) of CPU
+            assert trial["cpu_s"]["broker"] > 0
 
 
 @pytest.mark.kafka_only

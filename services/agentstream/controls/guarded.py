@@ -33,6 +33,7 @@ from agentstream.controls.stats import ControlStats, record
 from agentstream.controls.timeout import call_with_timeout
 from agentstream.models.base import Message, Model, ModelResponse, Usage
 from agentstream.models.errors import BadRequestError
+from agentstream.telemetry import tracing
 
 # Reserved for the reply when reserving tokens before a call; settled with real usage.
 DEFAULT_EXPECTED_OUTPUT_TOKENS = 256
@@ -97,6 +98,12 @@ class GuardedModel:
         self._rng = rng
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
+        with tracing.model_call(self.model_id) as call:  # the span `chat {model}`, retries inside it
+            response = await self._complete(messages, tools)
+            call.replied(response.model, response.usage.input_tokens, response.usage.output_tokens)
+        return response
+
+    async def _complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
         record(self.stats, "calls")
         if self.cache is None:
             return await self._call_through_breaker(messages, tools)

@@ -137,3 +137,41 @@ def _check_logs(stack: DurableStack) -> None:
         assert line["worker"] == "billing" and line["tenant_id"] == "acme"
     assert any(line["task_id"].endswith(REDACTED) for line in handled), "the key in a task id was replaced"
     assert any("step" in line and "record" in line for line in handled), "the loop's lines carry its step and record"
+
+
+def test_a_task_resumed_after_its_specialist_was_killed_continues_its_trace(bootstrap: str, tmp_path: Path) -> None:
+    """The checkpoint head keeps the task's traceparent: the new owner's loop and everything
+    after it are in the trace the router started, under the killed owner's CONSUMER span."""
+    with OtlpReceiver() as receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        stack = DurableStack(bootstrap, tmp_path, latency="1.5", env=env)
+        topic = stack.topology.topic
+        task = _tasks()[0]
+        specialist = f"process {topic('tasks').rsplit('.tasks.v1', 1)[0]}.specialist.billing.v1"
+        try:
+            stack.start_all({"router": ["router"], "billing-a": ["specialist", "--type", "billing"],
+                             "supervisor": ["supervisor"]})
+            stack.submit([task])
+            # Its record handled (the CONSUMER span exported) and its first model call under way: kill.
+            wait_for(lambda: any(s.name == specialist for s in receiver.spans) and stack.calls(), 60,
+                     "the specialist to start the task")
+            stack.workers["billing-a"].kill()
+            stack.workers["billing-a"].wait(10)
+            stack.start("billing-b", "specialist", "--type", "billing").wait_for_line(r"resuming task", 60)
+            stack.results({task["task_id"]}, timeout=120)
+            wait_for(lambda: any(s.name == f"process {topic('results')}" for s in receiver.spans), 60,
+                     "the router's span of the result")
+        finally:
+            stack.stop_all()
+    trace = _task_trace(receiver, topic("tasks"), task["session_id"])
+    spans = _by_trace(receiver.spans)[str(trace)]
+    # The killed owner's span of the routed record, and the new owner's if the record's
+    # offset was not committed yet (it finds the task accepted and leaves it to the resume).
+    consumed = [s for s in spans if s.name == specialist]
+    routed = _one(spans, f"send {specialist.removeprefix('process ')}", "PRODUCER")
+    assert consumed and all(s.parent_id == routed.span_id for s in consumed)
+    # Only the new owner's loop ended (a killed process exports nothing it had open).
+    resumed = _one(spans, "invoke_agent billing", "INTERNAL")
+    assert resumed.parent_id in {s.span_id for s in consumed}, "the new owner's loop continues the task's trace"
+    assert _one(spans, f"send {topic('supervisor')}", "PRODUCER").parent_id == resumed.parent_id, "and so does its result"
+    assert _one(spans, f"process {topic('results')}", "CONSUMER").service == "agentstream-router"

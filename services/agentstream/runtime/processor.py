@@ -46,9 +46,9 @@ from agentstream.runtime.spawned import SpawnedWork
 from agentstream.runtime.stats import ProcessorStats
 from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
+from agentstream.runtime.topics import co_partitioned_inputs, ensure_changelogs
 from agentstream.telemetry import log_context, tracing
 from agentstream.telemetry.handling import handling
-from agentstream.runtime.topics import co_partitioned_inputs, ensure_changelogs
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ from agentstream import early_stop
 from agentstream.cli_parser import build_parser
 from agentstream.clients import KAFKA_LOG
 from agentstream.errors import AgentStreamError, ConfigurationError
-from agentstream.settings import LOG_LEVEL_ENV, STATE_DIR_ENV, TOPOLOGY_ENV, WorkerSettings, state_dir_from_env
+from agentstream.telemetry import logs, tracing
+from agentstream.settings import LOG_FORMAT_ENV, LOG_LEVEL_ENV, STATE_DIR_ENV, TOPOLOGY_ENV, WorkerSettings, state_dir_from_env
 
 log = logging.getLogger("agentstream")
 
@@ -48,7 +49,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
     level = "DEBUG" if getattr(args, "verbose", False) else os.environ.get(LOG_LEVEL_ENV, "INFO").strip().upper()
     if level not in _LEVELS:
         raise ConfigurationError(f"{LOG_LEVEL_ENV}={level!r} is not a log level; use one of {', '.join(_LEVELS)}.")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logs.configure(level, os.environ.get(LOG_FORMAT_ENV, "text"))  # text or JSON lines, secrets redacted
     if level != "DEBUG":
         KAFKA_LOG.setLevel(logging.WARNING if args.command in _LONG_RUNNING else logging.CRITICAL + 1)
 
@@ -118,6 +119,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     require_topics(AdminClient(admin_config(settings.bootstrap)), [t.name for t in topology.all_topics()],
                    settings.bootstrap)
     service = _build_service(args, settings, topology, SchemaSet.load())
+    tracing.setup(service.agent, os.environ)  # OTLP export only when an endpoint is set
     stop.then = service.processor.stop  # before the check: a signal in between is not lost
     if stop.requested:
         return 0

@@ -10,6 +10,7 @@ from agentstream.broker import BOOTSTRAP_ENV, BOOTSTRAP_FILE, BROKER_KINDS, TANS
 from agentstream.settings import (
     HEALTH_STALL_ENV,
     HEALTHZ_PATH,
+    LOG_FORMAT_ENV,
     LOG_LEVEL_ENV,
     MAX_INFLIGHT_ENV,
     METRICS_PATH,
@@ -32,6 +33,8 @@ environment:
   {METRICS_PORT_ENV}  a worker's HTTP port for {METRICS_PATH}, {HEALTHZ_PATH}, {READYZ_PATH} (default: none)
   {HEALTH_STALL_ENV}  seconds without a poll before {HEALTHZ_PATH} fails (default 30)
   {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows librdkafka's log
+  {LOG_FORMAT_ENV}    text (default) or json: one JSON object per line; secrets are redacted in both
+  OTEL_EXPORTER_OTLP_ENDPOINT   export traces over OTLP/HTTP there (default: no tracing)
 """
 
 STATE_DIR_HELP = f"state directory (default ${STATE_DIR_ENV}, else .state)"

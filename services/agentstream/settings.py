@@ -29,6 +29,17 @@ STATE_DIR_ENV = "AGENTSTREAM_STATE_DIR"
 TOPOLOGY_ENV = "AGENTSTREAM_TOPOLOGY"
 PREFIX_ENV = "AGENTSTREAM_PREFIX"
 LOG_LEVEL_ENV = "AGENTSTREAM_LOG_LEVEL"
+# "text" (default) or "json": one JSON object per line with the record's context (telemetry/logs.py).
+LOG_FORMAT_ENV = "AGENTSTREAM_LOG_FORMAT"
+# The values of variables whose names end so (and of the files their *_FILE variants name)
+# are replaced by [REDACTED] in every log line (telemetry/redact.py).
+SECRET_ENV_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
+# OpenTelemetry's standard variables: traces are exported over OTLP/HTTP only when one of
+# these is set (telemetry/tracing.py); the SDK reads the other OTEL_* variables itself
+# (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_HEADERS, OTEL_BSP_SCHEDULE_DELAY, ...).
+OTEL_ENDPOINT_ENVS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+# A worker's service.name in its traces: agentstream-<worker> (router, supervisor, a specialist type).
+SERVICE_NAME_PREFIX = "agentstream-"
 MAX_INFLIGHT_ENV = "AGENTSTREAM_MAX_INFLIGHT"
 # Consumer group protocol of the workers: "auto" (default: KIP-848 on Apache Kafka, classic
 # on Tansu), "classic" or "consumer" (KIP-848, Apache Kafka 4).

@@ -84,6 +84,8 @@ def test_the_address_left_by_a_stopped_dev_is_named_with_the_fix(tmp_path: Path)
          "as an integer."),
         (("lag",), {"AGENTSTREAM_LOG_LEVEL": "loud"},
          "AGENTSTREAM_LOG_LEVEL='LOUD' is not a log level; use one of DEBUG, INFO, WARNING, ERROR."),
+        (("lag",), {"AGENTSTREAM_LOG_FORMAT": "xml"},
+         "AGENTSTREAM_LOG_FORMAT='xml' is not a log format; use one of text, json."),
         (("dlq", "replay"), {},
          "Say what to replay: a dead letter id (see `agentstream dlq list`), or --all-matching with "
          "--stage/--error/--since."),

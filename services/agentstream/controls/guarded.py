@@ -34,6 +34,7 @@ from agentstream.controls.stats import ControlStats, record
 from agentstream.controls.timeout import call_with_timeout
 from agentstream.models.base import Message, Model, ModelResponse, Usage
 from agentstream.models.errors import BadRequestError
+from agentstream.telemetry import tracing
 
 # Reserved for the reply when reserving tokens before a call; settled with real usage.
 DEFAULT_EXPECTED_OUTPUT_TOKENS = 256
@@ -100,8 +101,11 @@ class GuardedModel:
         self._rng = rng
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
-        with metrics.model_call(self.agent, self.model_id) as call:
-            return await self._complete(messages, tools, call)
+        # The span `chat {model}` and the metrics of one call, retries inside both.
+        with tracing.model_call(self.model_id) as span, metrics.model_call(self.agent, self.model_id) as call:
+            response = await self._complete(messages, tools, call)
+            span.replied(response.model, response.usage.input_tokens, response.usage.output_tokens)
+        return response
 
     async def _complete(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], call: dict[str, str]

@@ -17,7 +17,7 @@ PYTHON_IMAGE = "python:3.12-slim"
 APP_ROOT = "/app"  # the app folder and schemas, read-only for the worker
 STATE_ROOT = "/var/lib/agentstream"  # RocksDB stores: caches of the changelogs, rebuilt on a new host
 UID = 10001
-EXTRAS = ("openai", "anthropic")  # the providers' SDKs (pyproject extras)
+EXTRAS = ("openai", "anthropic", "otel")  # the providers' SDKs and trace export (pyproject extras)
 
 
 def image_paths(app_path: str) -> dict[str, str]:
@@ -30,8 +30,9 @@ def dockerfile(app_path: str, source: str) -> str:
     app_dir = app_path.rsplit("/", 1)[0] if "/" in app_path else "."
     paths = image_paths(app_path)
     return header("compose", source) + f"""\
-# Build stage: wheels of agentstream, its dependencies and both model SDKs (a deployment
-# calls real models); anything compiled is compiled here.
+# Build stage: wheels of agentstream, its dependencies, both model SDKs (a deployment calls
+# real models) and the OpenTelemetry SDK (traces go out once OTEL_EXPORTER_OTLP_ENDPOINT is
+# set); anything compiled is compiled here.
 FROM {PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

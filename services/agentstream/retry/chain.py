@@ -35,6 +35,8 @@ from agentstream.retry.dead_letter import (
     read_original,
 )
 from agentstream.service import Service
+from agentstream.telemetry import log_context
+from agentstream.telemetry.handling import handling
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,9 @@ class RetryChain:
     async def attempt(self, raw: bytes, ctx: MessageContext, attempt: int) -> str:
         """Run the stage's handler once; on failure, send the event on. Returns ok/retry/dead."""
         try:
-            await self.handle(self.decode(raw), ctx)
+            value = self.decode(raw)
+            with log_context.bound(**log_context.task_fields(value)):  # the task's ids on every line
+                await self.handle(value, ctx)
             return OK
         except Exception as exc:
             return self.failed(raw, ctx, exc, attempt)
@@ -130,7 +134,9 @@ class RetryChain:
                 record["topic"], record["partition"], record["offset"], _unb64(record["key"]),
                 tuple((name, _unb64(value) or b"") for name, value in record["headers"]), record["timestamp"],
             )
-            if await self.attempt(_unb64(record["value"]) or b"", ctx, 0) == RETRY:
+            with handling(self.service.processor.name, self.service.processor.group_id, ctx, None):  # its own trace
+                verdict = await self.attempt(_unb64(record["value"]) or b"", ctx, 0)
+            if verdict == RETRY:
                 self.retrying[session] = 1
                 break
         if held:

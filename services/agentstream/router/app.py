@@ -38,6 +38,7 @@ from agentstream.runtime.expiry import stamp_now, timestamp_value
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
+from agentstream.telemetry import tracing
 from agentstream.topology import RoutingSettings, Topology
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     def admit_to_session(decided: dict[str, Any], ctx: MessageContext, seen_at: int) -> None:
         """Route the task now if its session is idle, else hold it behind the open task."""
         task = decided["task"]
+        tracing.keep(decided)  # the task's trace, for when a later result lets it go
         record = sessions.get(task["session_id"]) or new_record()
         admission = admit(record, decided, topology.sessions, seen_at)
         if admission is Admission.KNOWN:
@@ -172,13 +174,14 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         if opened.get("route") is not None:
             send_routed(opened, record["turns"])
         elif partition is None:
-            app.spawn(decide_open(opened["task"]))
+            app.spawn(decide_open(opened["task"], opened.get("trace")))
         else:
-            app.spawn_resumed(decide_open(opened["task"]), service.input_topic, partition)
+            app.spawn_resumed(decide_open(opened["task"], opened.get("trace")), service.input_topic, partition)
 
-    async def decide_open(task: dict[str, Any]) -> None:
+    async def decide_open(task: dict[str, Any], kept_trace: str | None = None) -> None:
         """Ask the model for the open ``task``'s route (the rules when it cannot say), record
         the route in the session's open entry, then send the task."""
+        tracing.adopt(kept_trace)  # the model call belongs to the task's trace, not the record's at hand
         session_id, task_id = task["session_id"], task["task_id"]
         decision = await model_decision(task, (sessions.get(session_id) or new_record())["turns"])
         record = sessions.get(session_id)
@@ -205,6 +208,10 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         return replace(decision, tier=hinted or decision.tier, usage=usage)
 
     def send_routed(decided: dict[str, Any], turns: list[dict[str, Any]]) -> None:
+        with tracing.resumed(decided.get("trace")):  # its own trace, also when a result or an assignment sends it
+            emit_routed(decided, turns)
+
+    def emit_routed(decided: dict[str, Any], turns: list[dict[str, Any]]) -> None:
         task, route_to, tier = decided["task"], decided["route"], decided["tier"]
         routed_at = now_ms()
         for agent_type in route_to:

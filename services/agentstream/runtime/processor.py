@@ -47,6 +47,8 @@ from agentstream.runtime.stats import ProcessorStats
 from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
 from agentstream.runtime.topics import co_partitioned_inputs, ensure_changelogs
+from agentstream.telemetry import log_context, tracing
+from agentstream.telemetry.handling import handling
 
 log = logging.getLogger(__name__)
 
@@ -200,13 +202,14 @@ class Processor:
         """Queue an output record; it is acknowledged before the source offset is committed."""
         producer = self._require_producer()
         target = -1 if partition is None else partition  # -1: the partitioner decides
-        while True:
-            try:
-                producer.produce(topic, value, key, target, self._on_output_delivery, headers=headers)
-                return
-            except BufferError:
-                # The local queue is full: serve delivery reports until there is room.
-                producer.poll(0.05)
+        with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
+            while True:
+                try:
+                    producer.produce(topic, value, key, target, self._on_output_delivery, headers=traced.headers)
+                    return
+                except BufferError:
+                    # The local queue is full: serve delivery reports until there is room.
+                    producer.poll(0.05)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` beside the partition; its record's offset is committed when it ends
@@ -231,7 +234,8 @@ class Processor:
         store = table.partition(partition)
         raw_key = table.encode_key(key)
         raw_value = None if value is None else table.encode_value(value)
-        offset = await self.send_acked(table.changelog_topic, raw_value, raw_key, partition=partition)
+        # Not send_acked: a changelog record is state, not a message of the task's trace.
+        offset = await produce_acked(self._require_producer(), table.changelog_topic, raw_value, raw_key, partition)
         if table.stores.get(partition) is store:  # still ours: not revoked while waiting
             store.put_durable(raw_key, raw_value, offset)
 
@@ -240,7 +244,10 @@ class Processor:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> int:
         """Send one record and wait until the broker acknowledges it; return its offset."""
-        return await produce_acked(self._require_producer(), topic, value, key, partition, headers)
+        with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
+            offset = await produce_acked(self._require_producer(), topic, value, key, partition, traced.headers)
+            traced.landed(offset)
+        return offset
 
     async def read_to_end(self, topic: str, partition: int, from_offset: int) -> list[tuple[bytes | None, bytes | None, int]]:
         """Records of one partition from ``from_offset`` to its end (for recovery checks)."""
@@ -272,6 +279,7 @@ class Processor:
             raise ProcessorError(f"Processor {self.name!r} has no handlers; register one with @processor.handler(topic).")
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        log_context.bind(worker=self.name)  # this run's context: every line it and its work log
         if handle_signals:
             # signal.signal, not loop.add_signal_handler: asyncio learns of a signal through
             # its self-pipe, which a flood of delivery reports (call_soon_threadsafe) can fill
@@ -391,7 +399,9 @@ class Processor:
         token = current_context.set(ctx)
         try:
             value = msg.value()
-            await binding.handler(binding.decode(value if value is not None else b""), ctx)
+            decoded = binding.decode(value if value is not None else b"")
+            with handling(self.name, self.group_id, ctx, decoded):  # log fields, CONSUMER span
+                await binding.handler(decoded, ctx)
             self.stats.processed += 1
         except Exception as exc:
             self.stats.failed += 1

@@ -18,6 +18,7 @@ from agentstream.specialist.durable import DurableModel, DurableRun, DurableTool
 from agentstream.specialist.history import HistoryCompressor
 from agentstream.specialist.loop import AgentOutcome, run_agent
 from agentstream.specialist.model_chains import ModelChains
+from agentstream.telemetry import tracing
 from agentstream.tier import DEFAULT_TIER
 from agentstream.tools.registry import ToolRegistry
 
@@ -52,12 +53,13 @@ class SpecialistAgent:
         if self.settings.history_max_tokens:
             # The summary call goes through the same controls and is checkpointed like any step.
             history = HistoryCompressor(self.settings.history_max_tokens, self.settings.history_keep_recent, model)
-        return await run_agent(
-            task, self.agent_type, model, DurableTools(self.tools, run),
-            self.allowlist, self.max_steps, self.prompt,
-            timeout_s=self.settings.timeout_s, budget_usd=task.get("budget_usd") or self.settings.budget_usd,
-            price=cost_usd, history=history,
-        )
+        with tracing.agent_run(self.agent_type):  # the span `invoke_agent {type}` over its model and tool spans
+            return await run_agent(
+                task, self.agent_type, model, DurableTools(self.tools, run),
+                self.allowlist, self.max_steps, self.prompt,
+                timeout_s=self.settings.timeout_s, budget_usd=task.get("budget_usd") or self.settings.budget_usd,
+                price=cost_usd, history=history,
+            )
 
     def result(self, task: dict[str, Any], outcome: AgentOutcome, started: int) -> dict[str, Any]:
         """The SpecialistResult record of ``task``'s ``outcome``."""

@@ -39,6 +39,7 @@ from agentstream.specialist.agent import SpecialistAgent
 from agentstream.specialist.durable import DurableRun
 from agentstream.specialist.loop import AgentOutcome
 from agentstream.specialist.order import SessionOrder, SessionPlaces
+from agentstream.telemetry import log_context, tracing
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class TaskLifecycle:
         epochs = [[0, 0]]
         try:
             head = {"task": task, "epochs": epochs, "offset": attempt.source.offset, "attempt": attempt.number,
-                    "replay": attempt.replay}
+                    "replay": attempt.replay, "trace": tracing.traceparent()}  # a resumed run continues the trace
             await self._persist(ckpt.head_key(ckpt.run_id(task)), head)
         finally:
             self.accepting.discard(ckpt.run_id(task))
@@ -157,6 +158,8 @@ class TaskLifecycle:
 
     async def _resume(self, head: dict[str, Any], chain: ckpt.Chain, partition: int, previous: Place | None, mine: Place) -> None:
         task = head["task"]
+        tracing.adopt(head.get("trace"))  # the task's trace goes on where the crashed owner left it
+        log_context.bind(worker=self.app.name, **log_context.task_fields(task))  # no record to take them from
         source = MessageContext(self.service.input_topic, partition, -1, task["session_id"].encode(), (), 0)
         verdict = ""
         try:

@@ -38,6 +38,7 @@ from agentstream.models.base import Message, Model, ModelResponse, ToolCall, Usa
 from agentstream.session_memory import turn_messages
 from agentstream.specialist.history import HistoryCompressor
 from agentstream.specialist.revision import revision_messages
+from agentstream.telemetry import log_context
 from agentstream.tools.registry import DEFAULT_TIMEOUT_S, ToolRegistry, ToolResult
 
 MODEL_ERROR = "MODEL_ERROR"
@@ -214,6 +215,7 @@ class _Run:
         """Model → tools → model ... ; ``messages`` and ``tally`` are updated in place so a
         timeout that cancels this coroutine still finds the progress made so far."""
         for _ in range(self.limits.max_steps):
+            log_context.bind(step=tally.steps + 1)  # on this run's log lines (its task's own context)
             limit = tally.over_limit(self.limits.budget_usd, self.limits.max_tokens)
             if limit is not None:
                 return tally.outcome(_partial_answer(messages, limit[1]), limit)

@@ -32,6 +32,7 @@ from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SerdeError
 from agentstream.service import Service
 from agentstream.supervisor.revision import REVISING
+from agentstream.telemetry import tracing
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class ResultEmitter:
             if final is None:  # sent back for a revision
                 return
             marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
+            tracing.keep(marker)  # a resend after a crash continues the task's trace
             await self.app.persist(self.markers, task_id, marker, partition=partition)
         finally:
             self.emitting.discard(task_id)
@@ -155,7 +157,8 @@ class ResultEmitter:
                                        partition=partition)
             else:
                 log.info("%s[%d]: resending the result of task %s", self.results_topic, partition, final["task_id"])
-                await self._send(final, partition, marker.get("replay"))
+                with tracing.resumed(marker.get("trace")):
+                    await self._send(final, partition, marker.get("replay"))
 
     async def _published(self, partition: int, from_offset: int) -> set[str]:
         """The tasks with a result in ``partition`` of the results topic from ``from_offset``."""

@@ -21,6 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, ov
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from agentstream.errors import ToolDefinitionError
+from agentstream.telemetry import tracing
 
 DEFAULT_TIMEOUT_S = 10.0
 # Tool output goes back into the prompt and into checkpoints; a runaway result must not
@@ -148,6 +149,13 @@ class ToolRegistry:
 
     async def call(self, name: str, arguments: object, timeout_s: float = DEFAULT_TIMEOUT_S) -> ToolResult:
         """Run one tool; every failure comes back as ``ok=False`` with an explanation."""
+        with tracing.tool_call(name) as span:  # the span `execute_tool {name}`
+            result = await self._call(name, arguments, timeout_s)
+            if not result.ok:
+                span.failed("tool_error")
+        return result
+
+    async def _call(self, name: str, arguments: object, timeout_s: float) -> ToolResult:
         found = self._tools.get(name)
         if found is None:
             return ToolResult(name, False, f"Error: unknown tool {name!r}; available tools are {self.names()}.")

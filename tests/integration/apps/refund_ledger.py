@@ -1,0 +1,24 @@
+"""A side-effecting tool for the approval tests: each run appends its idempotency key and
+invoice to the ledger file named by ``REFUND_LEDGER`` (a test app's own setting), so a
+test counts how often the tool really ran, across worker processes and kills."""
+
+from __future__ import annotations
+
+import os
+
+from agentstream.specialist.durable import idempotency_key
+from agentstream.tools import tool
+
+LEDGER_ENV = "REFUND_LEDGER"
+
+
+@tool
+def refund_payment(invoice_id: str) -> str:
+    """Refund the payment of an invoice (writes one ledger line per run).
+
+    Args:
+        invoice_id: The invoice number, for example INV-1001.
+    """
+    with open(os.environ[LEDGER_ENV], "a", encoding="utf-8") as ledger:
+        ledger.write(f"{idempotency_key()} {invoice_id}\n")
+    return f"refunded {invoice_id}"

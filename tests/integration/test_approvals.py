@@ -26,6 +26,7 @@ from .test_durable import DurableStack
 
 SCHEMAS = SchemaSet.load()
 LEDGER_TOOLS = Path(__file__).with_name("apps") / "refund_ledger.py"
+VOID_DEADLINE_S = 15  # past the restart of the killed specialist, so its successor applies it
 WORKERS = {"router": ["router"], "billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]}
 
 
@@ -34,10 +35,13 @@ def _topology(tmp_path: Path) -> Path:
     topology = yaml.safe_load((support_desk.APP / "topology.yaml").read_text())
     billing = topology["agents"]["billing"]
     billing["tools_modules"] = [str(LEDGER_TOOLS)]
-    billing["tools"] = [*billing["tools"], "refund_payment"]
-    billing["approvals"] = {"refund_payment": {"require": "always", "deadline_s": 3600}}
-    billing["model"]["scripted"].insert(0, {"find": r"\brefund payment (INV-\d+)", "call": "refund_payment",
-                                            "argument": "invoice_id", "case": "upper"})
+    billing["tools"] = [*billing["tools"], "refund_payment", "void_payment"]
+    billing["approvals"] = {"refund_payment": {"require": "always", "deadline_s": 3600},
+                            "void_payment": {"require": "always", "deadline_s": VOID_DEADLINE_S, "on_deadline": "deny"}}
+    billing["model"]["scripted"][:0] = [
+        {"find": r"\brefund payment (INV-\d+)", "call": "refund_payment", "argument": "invoice_id", "case": "upper"},
+        {"find": r"\bvoid payment (INV-\d+)", "call": "void_payment", "argument": "invoice_id", "case": "upper"},
+    ]
     path = support_desk.copy_app(tmp_path / "app")
     path.write_text(yaml.safe_dump(topology))
     return path
@@ -102,6 +106,7 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
     behind = _task("Please check invoice INV-1002", f"s-a-{run_id}", run_id, "behind")  # same session
     denied = _task("Please refund payment INV-1003", f"s-d-{run_id}", run_id, "denied")
     killed = _task("Please refund payment INV-1004", f"s-k-{run_id}", run_id, "killed")
+    expired = _task("Please void payment INV-1001", f"s-e-{run_id}", run_id, "expired")
     try:
         desk.stack.start_all(WORKERS)
         desk.stack.submit([approved, behind, denied])
@@ -141,17 +146,24 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
         desk.wait_event(f"ghost-{run_id}", "ERROR", "REJECTED", "is known to the billing specialist")
         assert len(desk.ledger_lines()) == 1
 
-        # SIGKILL while waiting: the new worker keeps the wait, then the approval resumes it.
-        desk.stack.submit([killed])
+        # SIGKILL while waiting: the new worker keeps the wait, then the approval resumes it;
+        # the deadline of a call nobody answers fires on the new worker.
+        desk.stack.submit([killed, expired])
         killed_request = desk.request_of(killed["task_id"])
+        expired_request = desk.request_of(expired["task_id"])
         desk.stack.workers["billing"].kill()
         desk.stack.workers["billing"].wait(30)
         desk.stack.start("billing-2", *WORKERS["billing"]).wait_for_line(r": assigned ", 60)
+        new_worker = desk.stack.workers["billing-2"]
         desk.cli("approve", killed_request["approval_id"], "--who", "ops")
         result = desk.stack.results({killed["task_id"]}, timeout=90)[killed["task_id"]]
         assert len(result) == 1 and result[0]["status"] == "COMPLETED"
         assert [line for line in desk.ledger_lines() if "INV-1004" in line] == [f"{killed['task_id']}:0:0 INV-1004"]
         assert desk.steps(killed["task_id"]) == [0, 1]
+        late = desk.stack.results({expired["task_id"]}, timeout=VOID_DEADLINE_S + 60)[expired["task_id"]]
+        assert late[0]["status"] == "COMPLETED" and "no decision before the deadline" in late[0]["output"]
+        assert new_worker.matching(rf"approval {expired_request['approval_id']}: deny by deadline")
+        assert not [line for line in desk.ledger_lines() if "void" in line]
         assert len(desk.stack.results({approved["task_id"]}, timeout=30)[approved["task_id"]]) == 1
     finally:
         codes = desk.stack.stop_all()

@@ -11,10 +11,18 @@ specialist's input, so partition p of both is on this worker.
 Once every approval of the step is decided the task resumes from its checkpoint: the
 model's step is replayed (not called again), and the held calls run with the approved
 arguments, or return the denial to the model.
+
+Deadlines: the pending ``a/`` records are the durable timers. The worker owning their
+partition arms one event-loop timer per pending record (when the call is held, and for
+every pending record after an assignment, so a restart or a rebalance re-arms them) and
+applies the policy's ``on_deadline`` when it fires: ``deny`` decides as a human's denial
+would (who = ``deadline``). ``escalate`` is not built yet: the task keeps waiting, with an
+event saying the deadline passed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -23,7 +31,7 @@ from typing import Any
 from agentstream.approvals.gate import ApprovalGate, AwaitingApproval
 from agentstream.approvals.policy import ApprovalPolicy
 from agentstream.approvals.records import (
-    PENDING, apply_decision, approval_id, approval_prefix, approval_requested, waiting_call,
+    DENY, PENDING, apply_decision, approval_id, approval_prefix, approval_requested, waiting_call,
 )
 from agentstream.events import APPROVAL_REQUESTED, now_ms
 from agentstream.runtime import MessageContext, Table
@@ -35,6 +43,7 @@ log = logging.getLogger(__name__)
 APPROVAL = "a/"
 WAITING = "w/"
 WAITING_STATE = "WAITING_INPUT"
+DEADLINE_WHO = "deadline"
 
 Resume = Callable[[dict[str, Any], int], None]  # (task head, partition)
 
@@ -66,6 +75,7 @@ class ApprovalDesk:
         self.describe = describe
         self.checkpoints = checkpoints
         self.requests_topic = service.topology.topic("approvals")
+        self._deciding = asyncio.Lock()  # one decision at a time: a human's and a deadline's may race
 
     def gate(self, task: Mapping[str, Any], partition: int) -> ApprovalGate | None:
         """The run's gate, with every decision already taken for it; None: no policy."""
@@ -99,6 +109,8 @@ class ApprovalDesk:
                 await self._persist(approval_key(ident), record)
             records.append(record)
         await self._persist(waiting_key(run), [r["approval_id"] for r in records])
+        for record in records:
+            self._arm(record, partition)
         for record, call in zip(records, held.calls, strict=True):
             request = approval_requested(record, task, self.agent_type, call.description, held.answer_so_far)
             encoded = self.service.schemas.encode(APPROVAL_REQUESTED, request)
@@ -107,10 +119,22 @@ class ApprovalDesk:
         self.service.progress(task, "STATE", WAITING_STATE, f"waiting for approval of {detail}")
         log.info("task %s waits for approval of %s", task["task_id"], detail)
 
+    async def arm_deadlines(self, partitions: list[int]) -> None:
+        """After an assignment: arm the deadline of every pending approval found."""
+        for partition in partitions:
+            for _, value in self.checkpoints.partition(partition).scan(APPROVAL.encode()):
+                record = json.loads(value)
+                if record["status"] == PENDING:
+                    self._arm(record, partition)
+
     async def on_decision(self, decision: dict[str, Any], ctx: MessageContext) -> None:
         """The handler of ApprovalDecision records."""
         if decision["agent_type"] != self.agent_type:
             return  # another specialist type's approval
+        async with self._deciding:
+            await self._decide(decision, ctx)
+
+    async def _decide(self, decision: dict[str, Any], ctx: MessageContext) -> None:
         ident = decision["approval_id"]
         record = self._get(approval_key(ident), ctx.partition)
         if record is None:
@@ -133,6 +157,32 @@ class ApprovalDesk:
                               f"{decision['decision']} of {record['tool']} ({ident}) by {decision['who'] or '?'}")
         log.info("%s: approval %s: %s by %s", ctx.where, ident, decision["decision"], decision["who"] or "?")
         await self._resume_if_decided(record["run"], ctx.partition)
+
+    def _arm(self, record: Mapping[str, Any], partition: int) -> None:
+        delay_s = max(0.0, (record["deadline"] - now_ms()) / 1000)
+        asyncio.get_running_loop().call_later(delay_s, self._deadline_due, record["approval_id"], partition)
+
+    def _deadline_due(self, ident: str, partition: int) -> None:
+        if partition in self.service.processor.assigned_partitions():  # else its new owner armed it
+            self.service.processor.spawn_resumed(self._deadline(ident, partition), self.service.input_topic, partition)
+
+    async def _deadline(self, ident: str, partition: int) -> None:
+        async with self._deciding:
+            record = self._get(approval_key(ident), partition)
+            if record is None or record["status"] != PENDING:
+                return  # decided in time
+            task = {"task_id": record["task_id"], "session_id": record["session_id"]}
+            if record["on_deadline"] != DENY:
+                log.warning("approval %s passed its deadline; escalation is not built yet, the task keeps waiting", ident)
+                self.service.progress(task, "TEXT", WAITING_STATE,
+                                      f"approval {ident} passed its deadline; on_deadline {record['on_deadline']} "
+                                      "is not built yet, so the task keeps waiting")
+                return
+            passed = now_ms() - record["deadline"]
+            decision = {**task, "approval_id": ident, "agent_type": self.agent_type, "decision": DENY,
+                        "arguments_hash": None, "edited_arguments_json": None, "who": DEADLINE_WHO,
+                        "why": f"no decision before the deadline ({passed} ms ago)", "decided_at": now_ms()}
+            await self._decide(decision, MessageContext(self.service.input_topic, partition, -1, None, (), 0))
 
     async def _resume_if_decided(self, run: str, partition: int) -> None:
         if self.waits(run, partition) or self._get(waiting_key(run), partition) is None:

@@ -22,3 +22,15 @@ def refund_payment(invoice_id: str) -> str:
     with open(os.environ[LEDGER_ENV], "a", encoding="utf-8") as ledger:
         ledger.write(f"{idempotency_key()} {invoice_id}\n")
     return f"refunded {invoice_id}"
+
+
+@tool
+def void_payment(invoice_id: str) -> str:
+    """Void the pending payment of an invoice (writes one ledger line per run).
+
+    Args:
+        invoice_id: The invoice number, for example INV-1001.
+    """
+    with open(os.environ[LEDGER_ENV], "a", encoding="utf-8") as ledger:
+        ledger.write(f"{idempotency_key()} void {invoice_id}\n")
+    return f"voided {invoice_id}"

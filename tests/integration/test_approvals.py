@@ -125,7 +125,7 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
         assert "approve of" in desk.cli("approve", request["approval_id"], "--who", "ops", "--reason", "ok")
         results = desk.stack.results({approved["task_id"], behind["task_id"]}, timeout=90)
         assert results[approved["task_id"]][0]["status"] == "COMPLETED"
-        assert desk.ledger_lines() == [f"{approved['task_id']}:0:0 INV-1001"]
+        assert desk.ledger_lines() == [f"{approved['task_id']}:0:0 refund INV-1001"]
         assert desk.steps(approved["task_id"]) == [0, 1]
         # The session's next task waited behind the held one: its model calls came after.
         calls = [task for task, _, _ in desk.stack.calls()]
@@ -158,7 +158,7 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
         desk.cli("approve", killed_request["approval_id"], "--who", "ops")
         result = desk.stack.results({killed["task_id"]}, timeout=90)[killed["task_id"]]
         assert len(result) == 1 and result[0]["status"] == "COMPLETED"
-        assert [line for line in desk.ledger_lines() if "INV-1004" in line] == [f"{killed['task_id']}:0:0 INV-1004"]
+        assert [line for line in desk.ledger_lines() if "INV-1004" in line] == [f"{killed['task_id']}:0:0 refund INV-1004"]
         assert desk.steps(killed["task_id"]) == [0, 1]
         late = desk.stack.results({expired["task_id"]}, timeout=VOID_DEADLINE_S + 60)[expired["task_id"]]
         assert late[0]["status"] == "COMPLETED" and "no decision before the deadline" in late[0]["output"]

@@ -1,6 +1,6 @@
-"""A side-effecting tool for the approval tests: each run appends its idempotency key and
-invoice to the ledger file named by ``REFUND_LEDGER`` (a test app's own setting), so a
-test counts how often the tool really ran, across worker processes and kills."""
+"""Side-effecting tools for the approval tests: each run appends its idempotency key, the
+action and the invoice to the ledger file named by ``REFUND_LEDGER`` (a test app's own
+setting), so a test counts how often a tool really ran, across worker processes and kills."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ from agentstream.tools import tool
 LEDGER_ENV = "REFUND_LEDGER"
 
 
+def _write(action: str, invoice_id: str) -> str:
+    with open(os.environ[LEDGER_ENV], "a", encoding="utf-8") as ledger:
+        ledger.write(f"{idempotency_key()} {action} {invoice_id}\n")
+    return f"{action} done for {invoice_id}"
+
+
 @tool
 def refund_payment(invoice_id: str) -> str:
     """Refund the payment of an invoice (writes one ledger line per run).
@@ -19,9 +25,7 @@ def refund_payment(invoice_id: str) -> str:
     Args:
         invoice_id: The invoice number, for example INV-1001.
     """
-    with open(os.environ[LEDGER_ENV], "a", encoding="utf-8") as ledger:
-        ledger.write(f"{idempotency_key()} {invoice_id}\n")
-    return f"refunded {invoice_id}"
+    return _write("refund", invoice_id)
 
 
 @tool
@@ -31,6 +35,4 @@ def void_payment(invoice_id: str) -> str:
     Args:
         invoice_id: The invoice number, for example INV-1001.
     """
-    with open(os.environ[LEDGER_ENV], "a", encoding="utf-8") as ledger:
-        ledger.write(f"{idempotency_key()} void {invoice_id}\n")
-    return f"voided {invoice_id}"
+    return _write("void", invoice_id)

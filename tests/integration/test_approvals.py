@@ -105,11 +105,12 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
     approved = _task("Please refund payment INV-1001", f"s-a-{run_id}", run_id, "approved")
     behind = _task("Please check invoice INV-1002", f"s-a-{run_id}", run_id, "behind")  # same session
     denied = _task("Please refund payment INV-1003", f"s-d-{run_id}", run_id, "denied")
+    edited = _task("Please refund payment INV-1002", f"s-x-{run_id}", run_id, "edited")
     killed = _task("Please refund payment INV-1004", f"s-k-{run_id}", run_id, "killed")
     expired = _task("Please void payment INV-1001", f"s-e-{run_id}", run_id, "expired")
     try:
         desk.stack.start_all(WORKERS)
-        desk.stack.submit([approved, behind, denied])
+        desk.stack.submit([approved, behind, denied, edited])
 
         # Waiting: a request with the call and its context, the task WAITING_INPUT, the tool not run.
         request = desk.request_of(approved["task_id"])
@@ -138,13 +139,19 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
         assert desk.steps(denied["task_id"]) == [0, 1]
         assert len(desk.ledger_lines()) == 1
 
+        # Approve with edited arguments: the tool runs with those.
+        edited_request = desk.request_of(edited["task_id"])
+        desk.cli("approve", edited_request["approval_id"], "--args", '{"invoice_id": "INV-1003"}', "--reason", "typo")
+        assert desk.stack.results({edited["task_id"]}, timeout=90)[edited["task_id"]][0]["status"] == "COMPLETED"
+        assert desk.ledger_lines()[1:] == [f"{edited['task_id']}:0:0 refund INV-1003"]
+
         # A second decision is recorded and ignored; an unknown id gets a clear event.
         desk.cli("deny", request["approval_id"], "--who", "late", "--reason", "changed my mind")
         desk.wait_event(approved["task_id"], "ERROR", "REJECTED", "was already decided (approve by ops)")
         unknown = {**denied_request, "approval_id": f"billing:no-such-task-{run_id}:0:0", "task_id": f"ghost-{run_id}"}
         _produce_decision(desk, unknown)
         desk.wait_event(f"ghost-{run_id}", "ERROR", "REJECTED", "is known to the billing specialist")
-        assert len(desk.ledger_lines()) == 1
+        assert len(desk.ledger_lines()) == 2
 
         # SIGKILL while waiting: the new worker keeps the wait, then the approval resumes it;
         # the deadline of a call nobody answers fires on the new worker.

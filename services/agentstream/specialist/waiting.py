@@ -120,12 +120,19 @@ class ApprovalDesk:
         log.info("task %s waits for approval of %s", task["task_id"], detail)
 
     async def arm_deadlines(self, partitions: list[int]) -> None:
-        """After an assignment: arm the deadline of every pending approval found."""
+        """After an assignment: arm the deadline of every pending approval found, and drop
+        the waiting markers a crash left behind once every approval was decided (the task
+        then resumes like any other)."""
         for partition in partitions:
-            for _, value in self.checkpoints.partition(partition).scan(APPROVAL.encode()):
+            store = self.checkpoints.partition(partition)
+            for _, value in store.scan(APPROVAL.encode()):
                 record = json.loads(value)
                 if record["status"] == PENDING:
                     self._arm(record, partition)
+            stale = [key.decode() for key, _ in store.scan(WAITING.encode())
+                     if not self.waits(key.decode()[len(WAITING):], partition)]
+            for key in stale:
+                await self.service.processor.persist(self.checkpoints, key, None, partition=partition)
 
     async def on_decision(self, decision: dict[str, Any], ctx: MessageContext) -> None:
         """The handler of ApprovalDecision records."""

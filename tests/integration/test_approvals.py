@@ -6,6 +6,7 @@ with clear events; a SIGKILL of the specialist while a task waits loses nothing.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,9 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
         # A second decision is recorded and ignored; an unknown id gets a clear event.
         desk.cli("deny", request["approval_id"], "--who", "late", "--reason", "changed my mind")
         desk.wait_event(approved["task_id"], "ERROR", "REJECTED", "was already decided (approve by ops)")
+        shown = json.loads(desk.cli("show", request["approval_id"]))
+        assert [(d["decision"], d["who"]) for d in shown["decisions"]] == [("approve", "ops"), ("deny", "late")]
+        assert request["approval_id"] not in desk.cli("list")
         unknown = {**denied_request, "approval_id": f"billing:no-such-task-{run_id}:0:0", "task_id": f"ghost-{run_id}"}
         _produce_decision(desk, unknown)
         desk.wait_event(f"ghost-{run_id}", "ERROR", "REJECTED", "is known to the billing specialist")

@@ -83,7 +83,7 @@ class ApprovalDesk:
             return None
         run = ckpt.run_id(task)
         prefix = approval_key(approval_prefix(self.agent_type, run))
-        decided = {}
+        decided: dict[tuple[int, int], dict[str, Any]] = {}
         for _, value in self.checkpoints.partition(partition).scan(prefix.encode()):
             record = json.loads(value)
             if record["run"] == run:

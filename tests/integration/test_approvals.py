@@ -175,6 +175,8 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
         assert late[0]["status"] == "COMPLETED" and "no decision before the deadline" in late[0]["output"]
         assert new_worker.matching(rf"approval {expired_request['approval_id']}: deny by deadline")
         assert not [line for line in desk.ledger_lines() if "void" in line]
+        desk.cli("approve", expired_request["approval_id"], "--who", "too-late")  # an expired approval
+        desk.wait_event(expired["task_id"], "ERROR", "REJECTED", "was already decided (deny by deadline)")
         assert len(desk.stack.results({approved["task_id"]}, timeout=30)[approved["task_id"]]) == 1
     finally:
         codes = desk.stack.stop_all()

@@ -36,12 +36,15 @@ def _topology(tmp_path: Path) -> Path:
     topology = yaml.safe_load((support_desk.APP / "topology.yaml").read_text())
     billing = topology["agents"]["billing"]
     billing["tools_modules"] = [str(LEDGER_TOOLS)]
-    billing["tools"] = [*billing["tools"], "refund_payment", "void_payment"]
+    billing["tools"] = [*billing["tools"], "refund_payment", "void_payment", "hold_payment"]
     billing["approvals"] = {"refund_payment": {"require": "always", "deadline_s": 3600},
-                            "void_payment": {"require": "always", "deadline_s": VOID_DEADLINE_S, "on_deadline": "deny"}}
+                            "void_payment": {"require": "always", "deadline_s": VOID_DEADLINE_S, "on_deadline": "deny"},
+                            "hold_payment": {"require": "always", "deadline_s": 2, "on_deadline": "escalate",
+                                             "escalate_to": "leads"}}
     billing["model"]["scripted"][:0] = [
         {"find": r"\brefund payment (INV-\d+)", "call": "refund_payment", "argument": "invoice_id", "case": "upper"},
         {"find": r"\bvoid payment (INV-\d+)", "call": "void_payment", "argument": "invoice_id", "case": "upper"},
+        {"find": r"\bhold payment (INV-\d+)", "call": "hold_payment", "argument": "invoice_id", "case": "upper"},
     ]
     path = support_desk.copy_app(tmp_path / "app")
     path.write_text(yaml.safe_dump(topology))
@@ -107,11 +110,12 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
     behind = _task("Please check invoice INV-1002", f"s-a-{run_id}", run_id, "behind")  # same session
     denied = _task("Please refund payment INV-1003", f"s-d-{run_id}", run_id, "denied")
     edited = _task("Please refund payment INV-1002", f"s-x-{run_id}", run_id, "edited")
+    escalated = _task("Please hold payment INV-1002", f"s-h-{run_id}", run_id, "escalated")
     killed = _task("Please refund payment INV-1004", f"s-k-{run_id}", run_id, "killed")
     expired = _task("Please void payment INV-1001", f"s-e-{run_id}", run_id, "expired")
     try:
         desk.stack.start_all(WORKERS)
-        desk.stack.submit([approved, behind, denied, edited])
+        desk.stack.submit([approved, behind, denied, edited, escalated])
 
         # Waiting: a request with the call and its context, the task WAITING_INPUT, the tool not run.
         request = desk.request_of(approved["task_id"])
@@ -177,6 +181,13 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
         assert not [line for line in desk.ledger_lines() if "void" in line]
         desk.cli("approve", expired_request["approval_id"], "--who", "too-late")  # an expired approval
         desk.wait_event(expired["task_id"], "ERROR", "REJECTED", "was already decided (deny by deadline)")
+        # Escalation: at the first deadline the request goes to the escalate_to group, at the second it is denied.
+        desk.wait_event(escalated["task_id"], "TEXT", "WAITING_INPUT", "passed its deadline; escalated to leads")
+        asked = [r["approvers"] for r in desk.records("approvals", "ApprovalRequested") if r["task_id"] == escalated["task_id"]]
+        assert asked == ["", "leads"], asked
+        held = desk.stack.results({escalated["task_id"]}, timeout=60)[escalated["task_id"]][0]
+        assert "no decision before the deadline" in held["output"]
+        assert not [line for line in desk.ledger_lines() if "hold" in line]
         assert len(desk.stack.results({approved["task_id"]}, timeout=30)[approved["task_id"]]) == 1
     finally:
         codes = desk.stack.stop_all()

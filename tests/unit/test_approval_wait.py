@@ -52,15 +52,15 @@ def test_a_held_step_runs_none_of_its_calls_and_says_what_waits() -> None:
     assert [(c.step, c.index, c.tool, c.arguments) for c in held.calls] == [(0, 0, "refund_invoice", {"invoice_id": "INV-1001"})]
     assert "Refund what was paid on an invoice" in held.calls[0].description
     assert [v["kind"] for v in log.records.values()] == ["model"], "the model's reply is kept, no tool ran"
-    record = waiting_call(held.calls[0], approval_id("billing", "task-r", 0, 0), "task-r", TASK, 1_000)
-    request = approval_requested(record, TASK, "billing", held.calls[0].description, held.answer_so_far)
+    record = waiting_call(held.calls[0], approval_id("billing", "task-r", 0, 0), "task-r", TASK, 1_000, held.answer_so_far)
+    request = approval_requested(record, TASK, "billing")
     assert (request["approval_id"], request["input"], request["deadline"]) == ("billing:task-r:0:0", TASK["input"], 86_401_000)
 
 
 def _resume(decision: str, edited: object = None) -> tuple[AgentOutcome, list[tuple[str, int]], dict[str, Any]]:
     held, log = _held()
     waiting = waiting_call(held.calls[0], approval_id("billing", "task-r", 0, 0), "task-r", TASK, 1_000)
-    request = approval_requested(waiting, TASK, "billing", "", None)
+    request = approval_requested(waiting, TASK, "billing")
     _, decided = apply_decision(waiting, approval_decision(request, decision, "ops", "over the limit", 2_000, edited), 2_000)
     records = list(log.records.values())
     run = DurableRun("task-r", 1, ckpt.rebuild([[0, 0], [1, len(records)]], records), log.persist,

@@ -13,7 +13,7 @@ from agentstream.approvals.gate import ApprovalGate, AwaitingApproval
 from agentstream.approvals.policy import ApprovalPolicy
 from agentstream.approvals.records import (
     PENDING, PendingCall, apply_decision, approval_decision, approval_id, approval_requested, arguments_hash,
-    waiting_call,
+    escalated, waiting_call,
 )
 from agentstream.errors import ConfigurationError
 from agentstream.serde import SchemaSet
@@ -54,6 +54,8 @@ def test_a_rule_asks_when_any_comparison_holds_or_cannot_be_judged(arguments: ob
     ({"require": "sometimes"}, "'always'"),
     ({"deadline_s": 0}, "greater than 0"),
     ({"on_deadline": "approve"}, "'deny'"),
+    ({"on_deadline": "escalate"}, "escalate needs escalate_to"),
+    ({"escalate_to": "leads"}, "escalate_to goes only with on_deadline: escalate"),
 ])
 def test_a_bad_policy_is_refused_with_the_fix(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
@@ -83,6 +85,17 @@ def test_the_topology_refuses_approvals_outside_a_specialist(tmp_path: Path) -> 
         load_topology(_write(tmp_path, {"x": {"require": "always"}}, agent="router"))
 
 
+def test_an_escalation_goes_to_its_group_once_with_a_new_deadline_then_denies() -> None:
+    policy = _policy(require="always", deadline_s=60, on_deadline="escalate", escalate_to="leads")
+    call = PendingCall(0, 0, "close_account", {}, "", policy.deadline_s, policy.on_deadline, policy.escalate_to)
+    waiting = waiting_call(call, "billing:t-1:0:0", "t-1", TASK, NOW)
+    raised = escalated(waiting, NOW + 70_000)
+    assert raised is not None
+    assert (raised["approvers"], raised["deadline"], raised["on_deadline"]) == ("leads", NOW + 130_000, "deny")
+    assert approval_requested(raised, TASK, "billing")["approvers"] == "leads"
+    assert escalated(raised, NOW + 140_000) is None and escalated(_waiting(), NOW) is None
+
+
 # -- records -----------------------------------------------------------------------------
 def test_the_hash_ignores_key_order_and_sees_every_value() -> None:
     assert arguments_hash({"a": 1, "b": [1, 2]}) == arguments_hash({"b": [1, 2], "a": 1})
@@ -97,17 +110,19 @@ def test_the_approval_id_is_the_same_on_every_replay_and_differs_per_call() -> N
 
 
 def _waiting() -> dict[str, Any]:
-    return waiting_call(CALL, approval_id("billing", "t-1", 2, 1), "t-1", TASK, NOW)
+    return waiting_call(CALL, approval_id("billing", "t-1", 2, 1), "t-1", TASK, NOW, "Let me refund that.")
 
 
 def _request() -> dict[str, Any]:
-    return approval_requested(_waiting(), TASK, "billing", CALL.description, "Let me refund that.")
+    return approval_requested(_waiting(), TASK, "billing")
 
 
 def test_request_and_decision_records_fit_their_schemas() -> None:
     schemas = SchemaSet.load()
     request = _request()
     assert request["deadline"] == NOW + 60_000
+    assert (request["answer_so_far"], request["tool_description"], request["approvers"]) == (
+        "Let me refund that.", CALL.description, "")
     assert json.loads(request["arguments_json"]) == CALL.arguments
     assert schemas.decode_as("ApprovalRequested", schemas.encode("ApprovalRequested", request)) == request
     decision = approval_decision(request, "edit", "ops", "wrong amount", NOW + 1, {"invoice_id": "INV-1001", "amount": 10})

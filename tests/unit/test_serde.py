@@ -38,6 +38,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "agent_type": "billing", "tool": "refund_invoice", "arguments_json": '{"invoice_id":"INV-1"}',
         "arguments_hash": "a" * 64, "input": "Refund INV-1 ✓", "answer_so_far": "Looking it up.",
         "tool_description": "Refund an invoice.", "requested_at": T0, "deadline": T0 + 86_400_000,
+        "approvers": "team-leads",
     },
     "ApprovalDecision": {
         "approval_id": "billing:task-1:0:1", "task_id": "task-1", "session_id": "sess-1", "agent_type": "billing",

@@ -46,7 +46,8 @@ class ApprovalGate:
         """Raise AwaitingApproval for the calls of ``step`` that need a human and have no
         decision yet (``done(index)``: the call's result is already recorded)."""
         waiting = [
-            PendingCall(step, index, name, arguments, self.describe(name), policy.deadline_s, policy.on_deadline)
+            PendingCall(step, index, name, arguments, self.describe(name), policy.deadline_s, policy.on_deadline,
+                        policy.escalate_to)
             for index, (name, arguments) in enumerate(calls)
             if not done(index) and (policy := self.policies.get(name)) is not None
             and self._undecided(step, index) and policy.needs_approval(arguments)

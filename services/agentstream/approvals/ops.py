@@ -55,6 +55,7 @@ class ApprovalTopics:
 
     def requests(self) -> dict[str, dict[str, Any]]:
         topic = self.topology.topic("approvals")
+        # An escalated request is sent again under its id: the latest copy wins.
         return {r["approval_id"]: r for r in read_records(self.bootstrap, topic, APPROVAL_REQUESTED, self.schemas)}
 
     def decisions(self) -> dict[str, list[dict[str, Any]]]:
@@ -128,10 +129,10 @@ def _list(desk: ApprovalTopics, out: TextIO) -> None:
     decided = desk.decisions()
     pending = [r for ident, r in desk.requests().items() if ident not in decided]
     now = now_ms()
-    out.write(f"{'APPROVAL ID':44} {'TOOL':18} {'AGE':>8} {'DEADLINE':20} ARGUMENTS\n")
+    out.write(f"{'APPROVAL ID':44} {'TOOL':18} {'AGE':>8} {'DEADLINE':20} {'APPROVERS':12} ARGUMENTS\n")
     for request in sorted(pending, key=lambda r: r["requested_at"]):
         out.write(f"{request['approval_id']:44} {request['tool']:18} {_age(now - request['requested_at']):>8} "
-                  f"{_when(request['deadline']):20} {request['arguments_json']}\n")
+                  f"{_when(request['deadline']):20} {request['approvers'] or '-':12} {request['arguments_json']}\n")
     out.write(f"{len(pending)} pending\n")
 
 

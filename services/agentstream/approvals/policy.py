@@ -5,6 +5,7 @@ comparisons on the call's arguments, and the call needs approval if ANY of them 
 
     approvals:
       refund_invoice: {require: always, deadline_s: 86400, on_deadline: deny}
+      close_account: {require: always, deadline_s: 3600, on_deadline: escalate, escalate_to: team-leads}
       issue_credit:
         require: when
         when: [{argument: amount, op: ">", value: 100}]
@@ -56,6 +57,9 @@ class ApprovalPolicy(BaseModel):
     when: tuple[Comparison, ...] = ()
     deadline_s: PositiveFloat = DEFAULT_DEADLINE_S
     on_deadline: Literal["deny", "escalate"] = "deny"
+    # escalate: at the deadline the request goes again to this approver group, with a new
+    # deadline of deadline_s; at that one the call is denied.
+    escalate_to: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _when_with_rule(self) -> ApprovalPolicy:
@@ -65,6 +69,10 @@ class ApprovalPolicy(BaseModel):
         if self.require != "when" and self.when:
             raise ValueError(f"`when` comparisons apply only with require: when, not require: {self.require}; "
                              "set require: when or drop `when`")
+        if (self.on_deadline == "escalate") != (self.escalate_to is not None):
+            raise ValueError("on_deadline: escalate needs escalate_to: <approver group>, and escalate_to goes only "
+                             f"with on_deadline: escalate (got on_deadline: {self.on_deadline}, "
+                             f"escalate_to: {self.escalate_to!r})")
         return self
 
     def needs_approval(self, arguments: object) -> bool:

@@ -56,30 +56,43 @@ class PendingCall:
     description: str
     deadline_s: float
     on_deadline: str
+    escalate_to: str | None = None
 
 
-def waiting_call(call: PendingCall, ident: str, run: str, task: Mapping[str, Any], now: int) -> dict[str, Any]:
+def waiting_call(
+    call: PendingCall, ident: str, run: str, task: Mapping[str, Any], now: int, answer_so_far: str | None = None,
+) -> dict[str, Any]:
     """The checkpoint record ``a/<approval_id>`` of a call that waits."""
     return {
         "approval_id": ident, "run": run, "task_id": task["task_id"], "session_id": task["session_id"],
         "step": call.step, "index": call.index, "tool": call.tool, "arguments": call.arguments,
         "arguments_hash": arguments_hash(call.arguments), "requested_at": now,
         "deadline": now + int(call.deadline_s * 1000), "on_deadline": call.on_deadline,
+        "deadline_s": call.deadline_s, "escalate_to": call.escalate_to, "approvers": "",
+        "description": call.description, "answer_so_far": answer_so_far,
         "status": PENDING, "decision": None, "ignored": [], "closed_at": None,
     }
 
 
-def approval_requested(
-    waiting: Mapping[str, Any], task: Mapping[str, Any], agent_type: str, description: str, answer_so_far: str | None,
-) -> dict[str, Any]:
+def approval_requested(waiting: Mapping[str, Any], task: Mapping[str, Any], agent_type: str) -> dict[str, Any]:
     """The ApprovalRequested record a human (a UI, a chat bot, the CLI) answers."""
     return {
         "approval_id": waiting["approval_id"], "task_id": task["task_id"], "session_id": task["session_id"],
         "tenant_id": task["tenant_id"], "agent_type": agent_type, "tool": waiting["tool"],
         "arguments_json": arguments_json(waiting["arguments"]), "arguments_hash": waiting["arguments_hash"],
-        "input": str(task.get("input") or ""), "answer_so_far": answer_so_far, "tool_description": description,
-        "requested_at": waiting["requested_at"], "deadline": waiting["deadline"],
+        "input": str(task.get("input") or ""), "answer_so_far": waiting.get("answer_so_far"),
+        "tool_description": waiting.get("description") or "", "requested_at": waiting["requested_at"],
+        "deadline": waiting["deadline"], "approvers": waiting.get("approvers") or "",
     }
+
+
+def escalated(waiting: Mapping[str, Any], now: int) -> dict[str, Any] | None:
+    """The waiting call passed to its ``escalate_to`` group with a new deadline, at which it
+    is denied; None when the policy says deny, or the call was escalated already."""
+    if waiting.get("on_deadline") != "escalate" or not waiting.get("escalate_to"):
+        return None
+    return {**waiting, "approvers": waiting["escalate_to"], "on_deadline": DENY,
+            "deadline": now + int(float(waiting["deadline_s"]) * 1000)}
 
 
 def approval_decision(

@@ -16,8 +16,8 @@ Deadlines: the pending ``a/`` records are the durable timers. The worker owning 
 partition arms one event-loop timer per pending record (when the call is held, and for
 every pending record after an assignment, so a restart or a rebalance re-arms them) and
 applies the policy's ``on_deadline`` when it fires: ``deny`` decides as a human's denial
-would (who = ``deadline``). ``escalate`` is not built yet: the task keeps waiting, with an
-event saying the deadline passed.
+would (who = ``deadline``); ``escalate`` sends the request again (same approval id) to the
+``escalate_to`` approver group with a new deadline, at which the call is denied.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 from agentstream.approvals.gate import ApprovalGate, AwaitingApproval
 from agentstream.approvals.policy import ApprovalPolicy
 from agentstream.approvals.records import (
-    DENY, PENDING, apply_decision, approval_id, approval_prefix, approval_requested, waiting_call,
+    DENY, PENDING, apply_decision, approval_id, approval_prefix, approval_requested, escalated, waiting_call,
 )
 from agentstream.events import APPROVAL_REQUESTED, now_ms
 from agentstream.runtime import MessageContext, Table
@@ -105,16 +105,14 @@ class ApprovalDesk:
             ident = approval_id(self.agent_type, run, call.step, call.index)
             record = self._get(approval_key(ident), partition)
             if record is None:  # a replay that reaches the same held call asks again, same id
-                record = waiting_call(call, ident, run, task, now)
+                record = waiting_call(call, ident, run, task, now, held.answer_so_far)
                 await self._persist(approval_key(ident), record)
             records.append(record)
         await self._persist(waiting_key(run), [r["approval_id"] for r in records])
         for record in records:
             self._arm(record, partition)
-        for record, call in zip(records, held.calls, strict=True):
-            request = approval_requested(record, task, self.agent_type, call.description, held.answer_so_far)
-            encoded = self.service.schemas.encode(APPROVAL_REQUESTED, request)
-            await self.service.processor.send_acked(self.requests_topic, encoded, task["session_id"])
+        for record in records:
+            await self._request(record, task)
         detail = ", ".join(f"{r['tool']} ({r['approval_id']})" for r in records)
         self.service.progress(task, "STATE", WAITING_STATE, f"waiting for approval of {detail}")
         log.info("task %s waits for approval of %s", task["task_id"], detail)
@@ -165,6 +163,11 @@ class ApprovalDesk:
         log.info("%s: approval %s: %s by %s", ctx.where, ident, decision["decision"], decision["who"] or "?")
         await self._resume_if_decided(record["run"], ctx.partition)
 
+    async def _request(self, record: Mapping[str, Any], task: Mapping[str, Any]) -> None:
+        request = approval_requested(record, task, self.agent_type)
+        encoded = self.service.schemas.encode(APPROVAL_REQUESTED, request)
+        await self.service.processor.send_acked(self.requests_topic, encoded, task["session_id"])
+
     def _arm(self, record: Mapping[str, Any], partition: int) -> None:
         delay_s = max(0.0, (record["deadline"] - now_ms()) / 1000)
         asyncio.get_running_loop().call_later(delay_s, self._deadline_due, record["approval_id"], partition)
@@ -179,11 +182,15 @@ class ApprovalDesk:
             if record is None or record["status"] != PENDING:
                 return  # decided in time
             task = {"task_id": record["task_id"], "session_id": record["session_id"]}
-            if record["on_deadline"] != DENY:
-                log.warning("approval %s passed its deadline; escalation is not built yet, the task keeps waiting", ident)
+            raised = escalated(record, now_ms())
+            head = self._get(ckpt.head_key(record["run"]), partition)
+            if raised is not None and head is not None:
+                await self._persist(approval_key(ident), raised)
+                self._arm(raised, partition)
+                await self._request(raised, head["task"])
                 self.service.progress(task, "TEXT", WAITING_STATE,
-                                      f"approval {ident} passed its deadline; on_deadline {record['on_deadline']} "
-                                      "is not built yet, so the task keeps waiting")
+                                      f"approval {ident} passed its deadline; escalated to {raised['approvers']}")
+                log.info("approval %s passed its deadline; escalated to %s", ident, raised["approvers"])
                 return
             passed = now_ms() - record["deadline"]
             decision = {**task, "approval_id": ident, "agent_type": self.agent_type, "decision": DENY,

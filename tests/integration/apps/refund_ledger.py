@@ -36,3 +36,13 @@ def void_payment(invoice_id: str) -> str:
         invoice_id: The invoice number, for example INV-1001.
     """
     return _write("void", invoice_id)
+
+
+@tool
+def hold_payment(invoice_id: str) -> str:
+    """Put the payment of an invoice on hold (writes one ledger line per run).
+
+    Args:
+        invoice_id: The invoice number, for example INV-1001.
+    """
+    return _write("hold", invoice_id)

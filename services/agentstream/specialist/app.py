@@ -23,8 +23,8 @@ from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.agent import SpecialistAgent
 from agentstream.specialist.lifecycle import TaskLifecycle
 from agentstream.specialist.loop import default_system_prompt
-from agentstream.specialist.waiting import APPROVAL, ApprovalDesk, closed_at
 from agentstream.specialist.model_chains import ModelChains
+from agentstream.specialist.waiting import APPROVAL, ApprovalDesk, closed_at
 from agentstream.tools.loader import check_allowlist, load_tools
 from agentstream.tools.registry import ToolRegistry
 from agentstream.topology import Topology

@@ -99,6 +99,7 @@ class TaskLifecycle:
         self.retrying = retrying  # shared with the retry chain
         self.places = SessionPlaces()
         self.accepting: set[str] = set()  # accepted here, head write not yet acknowledged
+        self.decided_early: dict[str, tuple[dict[str, Any], int]] = {}  # run -> (head, partition): see resume_decided
         self.supervisor_topic = service.topology.topic("supervisor")
 
     # -- entry points --------------------------------------------------------------------
@@ -138,8 +139,13 @@ class TaskLifecycle:
                     self._resume_task(head, partition)
 
     def resume_decided(self, head: dict[str, Any], partition: int) -> None:
-        """Every approval the task waited for is decided: resume it in the place it kept."""
-        self._resume_task(head, partition, self.places.take(ckpt.run_id(head["task"]), head["task"]["session_id"]))
+        """Every approval the task waited for is decided: resume it in the place it kept
+        (if its loop has not handed the place over yet, as soon as it does)."""
+        run = ckpt.run_id(head["task"])
+        if not self.places.holds(run):
+            self.decided_early[run] = (head, partition)
+            return
+        self._resume_task(head, partition, self.places.take(run, head["task"]["session_id"]))
 
     # -- accepting and resuming ----------------------------------------------------------
     async def _accept_and_run(self, task: Task, ctx: MessageContext, previous: Place | None, mine: Place) -> None:
@@ -298,6 +304,9 @@ class TaskLifecycle:
             # Keep the session's place: tasks queued behind this one wait for its retry
             # (or the decision), which takes the place over when it comes back.
             self.places.keep(ckpt.run_id(task), mine)
+            early = self.decided_early.pop(ckpt.run_id(task), None)
+            if early is not None:
+                self.resume_decided(*early)
         else:
             self.places.leave(task["session_id"], mine)
 

@@ -51,6 +51,23 @@ def lookup_invoice(invoice_id: str) -> dict[str, Any] | str:
 
 
 @tool
+def refund_invoice(invoice_id: str) -> dict[str, Any] | str:
+    """Refund what was paid on an invoice to the card it was charged to. Moves money: the
+    topology holds every call for a human's approval first.
+
+    Args:
+        invoice_id: The invoice number, for example INV-1001.
+    """
+    invoice = _find("invoices", "invoice_id", invoice_id.strip())
+    if invoice is None:
+        return f"No invoice with id {invoice_id!r} was found; nothing was refunded."
+    # A demo: no payment provider is called. A real one would pass idempotency_key()
+    # (agentstream.specialist.durable) so a repeated call refunds once.
+    return {"invoice_id": invoice["invoice_id"], "refunded": invoice["amount_paid"], "currency": invoice["currency"],
+            "status": "refund issued"}
+
+
+@tool
 def lookup_order(order_id: str) -> dict[str, Any] | str:
     """Look up an order: item, total, status and the invoice it was billed on.
 

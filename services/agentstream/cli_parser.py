@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     # -v goes with each dlq action (`dlq list -v`), as a default set twice would undo it.
     _add_dlq(command("dlq", "list, show, replay or purge dead letters", with_common=False), common)
 
+    _add_approvals(command("approvals", "list, show, approve or deny the tool calls that wait for a human"))
+
     dev = command("dev", "a broker, the topology and every worker, until Ctrl-C")
     dev.add_argument("--state-dir", type=Path, help=STATE_DIR_HELP + f"; the broker's address goes to <it>/{BOOTSTRAP_FILE}")
     dev.add_argument("--broker", choices=BROKER_KINDS, default=TANSU,
@@ -157,6 +159,21 @@ def _add_dlq(dlq: argparse.ArgumentParser, common: argparse.ArgumentParser) -> N
         action.add_argument("--since", help="dead-lettered since: 30m, 1h, 2d or an ISO time")
         action.add_argument("--stage", help="only this stage (router, a specialist type, supervisor)")
         action.add_argument("--error", help="only this error class (PERMANENT, TRANSIENT) or exception type")
+
+
+def _add_approvals(approvals: argparse.ArgumentParser) -> None:
+    actions = approvals.add_subparsers(dest="action", required=True, metavar="action")
+    actions.add_parser("list", help="the requests no decision answers yet, with age and deadline")
+    show = actions.add_parser("show", help="one request and every decision it got")
+    approve = actions.add_parser("approve", help="let the call run (with --args: with these arguments instead)")
+    approve.add_argument("--args", help="edited arguments, a JSON object: the tool runs with these")
+    approve.add_argument("--reason", help="why (kept with the decision)")
+    deny = actions.add_parser("deny", help="refuse the call; the model reads the reason as the tool's result")
+    deny.add_argument("--reason", required=True, help="why: the model reads it and tells the user")
+    for action in (show, approve, deny):
+        action.add_argument("id", help="the approval id (first column of `approvals list`)")
+    for action in (approve, deny):
+        action.add_argument("--who", help="who decides (default: the login name)")
 
 
 def _add_kafka(kafka: argparse.ArgumentParser) -> None:

@@ -14,6 +14,8 @@ ROUTED_TASK = "RoutedTask"
 SPECIALIST_RESULT = "SpecialistResult"
 TASK_RESULT = "TaskResult"
 TASK_EVENT = "TaskEvent"
+APPROVAL_REQUESTED = "ApprovalRequested"
+APPROVAL_DECISION = "ApprovalDecision"
 
 
 def now_ms() -> int:

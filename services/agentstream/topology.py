@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from agentstream.approvals.policy import ApprovalPolicy
 from agentstream.controls.settings import ControlSettings
 from agentstream.errors import ConfigurationError
 from agentstream.models.config import ModelSettings
@@ -239,6 +240,7 @@ class AgentType(_Frozen):
     routing: RoutingSettings | None = None  # routers only: rules, default, optional classifier model
     supervision: SupervisionSettings | None = None  # supervisors only: optional review by a model
     scaling: ScalingSettings = ScalingSettings()  # the generated KEDA ScaledObject (deploy/keda.py)
+    approvals: dict[str, ApprovalPolicy] = {}  # specialists: tool -> when a human approves a call (approvals/policy.py)
 
     @model_validator(mode="after")
     def _specialist_fields(self) -> AgentType:
@@ -252,6 +254,7 @@ class AgentType(_Frozen):
             raise ValueError(f"supervision applies to the supervisor only, not to a {self.kind}")
         if self.supervision is not None:
             _check_single_call_model("supervision.model", self.supervision.model)
+        _check_approvals(self.kind, self.approvals, self.tools)
         unlisted = sorted({rule.call for rule in self.model.scripted} - set(self.tools)) if self.model else []
         if unlisted:
             raise ValueError(
@@ -503,6 +506,15 @@ class Topology(_Frozen):
 
     def _stage_inputs(self) -> list[str]:
         return list(dict.fromkeys(agent.input for agent in self.agents.values()))
+
+
+def _check_approvals(kind: str, approvals: Mapping[str, ApprovalPolicy], tools: tuple[str, ...]) -> None:
+    if approvals and kind != "specialist":
+        raise ValueError(f"approvals apply to specialists only (their tool calls), not to a {kind}")
+    unknown = sorted(set(approvals) - set(tools))
+    if unknown:
+        raise ValueError(f"approvals name {unknown}, which are not in the agent's tools {list(tools)}; "
+                         "add them to tools or fix the names")
 
 
 def rule_expression(patterns: tuple[str, ...]) -> re.Pattern[str]:

@@ -6,6 +6,9 @@ import argparse
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from agentstream.approvals.ops import check_arguments
 from agentstream.cli_parser import build_parser
 
 
@@ -44,3 +47,15 @@ def test_state_dirs_are_paths() -> None:
     assert parser.parse_args(["dev", "--state-dir", "here"]).state_dir == Path("here")
     assert parser.parse_args(["demo", "--state-dir", "here"]).state_dir == Path("here")
     assert parser.parse_args(["dev"]).state_dir is None  # then AGENTSTREAM_STATE_DIR, else .state
+
+
+def test_approvals_actions_take_an_id_and_deny_needs_a_reason() -> None:
+    parser = build_parser()
+    approve = parser.parse_args(["approvals", "approve", "billing:t-1:0:0", "--args", '{"invoice_id": "INV-2"}'])
+    assert (approve.action, approve.id, approve.args, approve.who) == ("approve", "billing:t-1:0:0", '{"invoice_id": "INV-2"}', None)
+    check_arguments(approve)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["approvals", "deny", "billing:t-1:0:0"])  # --reason is required
+    for bad in ("[1]", "{not json"):
+        with pytest.raises(SystemExit, match="--args"):
+            check_arguments(parser.parse_args(["approvals", "approve", "x", "--args", bad]))

@@ -33,6 +33,18 @@ USAGE = {"input_tokens": 1200, "output_tokens": 340, "cost_usd": 0.0123, "llm_ca
 
 # One full record per schema, every field set (so optional branches are exercised too).
 SAMPLES: dict[str, dict[str, Any]] = {
+    "ApprovalRequested": {
+        "approval_id": "billing:task-1:0:1", "task_id": "task-1", "session_id": "sess-1", "tenant_id": "acme",
+        "agent_type": "billing", "tool": "refund_invoice", "arguments_json": '{"invoice_id":"INV-1"}',
+        "arguments_hash": "a" * 64, "input": "Refund INV-1 ✓", "answer_so_far": "Looking it up.",
+        "tool_description": "Refund an invoice.", "requested_at": T0, "deadline": T0 + 86_400_000,
+        "approvers": "team-leads",
+    },
+    "ApprovalDecision": {
+        "approval_id": "billing:task-1:0:1", "task_id": "task-1", "session_id": "sess-1", "agent_type": "billing",
+        "decision": "edit", "arguments_hash": "a" * 64, "edited_arguments_json": '{"invoice_id":"INV-2"}',
+        "who": "ops@acme", "why": "wrong invoice", "decided_at": T0 + 9,
+    },
     "DeadLetter": {
         "id": "agents.tasks.v1-3-41", "key": b"sess-1", "value": b"\xc3\x01 not avro", "value_size": 12,
         "value_sha256": "0" * 64, "value_truncated": False,

@@ -128,7 +128,7 @@ def test_registry_decorator_registers_plain_functions() -> None:
 
 def test_schemas_follow_the_allowlist_sorted_by_name() -> None:
     registry = support_desk.registry()
-    assert [s["name"] for s in registry.schemas()] == ["lookup_account", "lookup_invoice", "lookup_order", "search_kb"]
+    assert [s["name"] for s in registry.schemas()] == ["lookup_account", "lookup_invoice", "lookup_order", "refund_invoice", "search_kb"]
     assert [s["name"] for s in registry.schemas(["search_kb", "lookup_order"])] == ["lookup_order", "search_kb"]
     with pytest.raises(ToolDefinitionError, match=r"\['refund_everything'\]"):
         registry.schemas(["search_kb", "refund_everything"])

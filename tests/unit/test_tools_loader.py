@@ -14,7 +14,7 @@ DEMO = "tools.py"  # the support-desk example's tools module, a file of its app 
 
 def test_every_tool_of_a_named_module_is_registered() -> None:
     registry = load_tools([DEMO], APP)
-    assert sorted(registry.names()) == ["lookup_account", "lookup_invoice", "lookup_order", "search_kb"]
+    assert sorted(registry.names()) == ["lookup_account", "lookup_invoice", "lookup_order", "refund_invoice", "search_kb"]
 
 
 def test_a_module_that_does_not_import_is_named_with_the_fix() -> None:

@@ -10,10 +10,11 @@ from functools import partial
 from agentstream.controls.rate_limit import members_from_assignment
 from agentstream.controls.registry import ModelControls
 from agentstream.controls.settings import ControlSettings
-from agentstream.events import ROUTED_TASK
+from agentstream.events import APPROVAL_DECISION, ROUTED_TASK
 from agentstream.models.base import Model
 from agentstream.models.config import ModelSettings
 from agentstream.retry.chain import RetryChain
+from agentstream.runtime import Table
 from agentstream.runtime.expiry import stamp_now, timestamp_value
 from agentstream.serde import SchemaSet
 from agentstream.service import Service
@@ -23,6 +24,7 @@ from agentstream.specialist.agent import SpecialistAgent
 from agentstream.specialist.lifecycle import TaskLifecycle
 from agentstream.specialist.loop import default_system_prompt
 from agentstream.specialist.model_chains import ModelChains
+from agentstream.specialist.waiting import APPROVAL, ApprovalDesk, closed_at
 from agentstream.tools.loader import check_allowlist, load_tools
 from agentstream.tools.registry import ToolRegistry
 from agentstream.topology import Topology
@@ -58,7 +60,8 @@ def build_specialist(
     runner = SpecialistAgent(agent_type, model_settings, models, registry, list(agent.tools),
                              agent.max_steps or 8, prompt)
     service.behavior_version = runner.version
-    lifecycle = TaskLifecycle(service, runner, checkpoints, service.table("retrying"))
+    desk = _approval_desk(service, agent_type, registry, checkpoints)
+    lifecycle = TaskLifecycle(service, runner, checkpoints, service.table("retrying"), desk)
 
     async def share_quotas(partitions: list[int]) -> None:
         """Take this member's share of the rate quotas (before the tasks resume)."""
@@ -72,3 +75,24 @@ def build_specialist(
         settle_on_return=False, retrying=lifecycle.retrying,
     )
     return service
+
+
+def _approval_desk(service: Service, agent_type: str, registry: ToolRegistry, checkpoints: Table) -> ApprovalDesk | None:
+    """The desk of a specialist whose topology holds tool calls for approval: it consumes
+    the decisions topic (co-partitioned with the input) and expires decided approvals
+    like done markers, and arms their deadlines. None when no tool of the type needs approval."""
+    policies = service.topology.agent(agent_type).approvals
+    if not policies:
+        return None
+
+    def describe(name: str) -> str:
+        found = registry.get(name)
+        return found.description if found is not None else ""
+
+    desk = ApprovalDesk(service, agent_type, policies, describe, checkpoints)
+    app = service.processor
+    app.handler(service.topology.topic("approval_decisions"), partial(service.schemas.decode_as, APPROVAL_DECISION))(
+        desk.on_decision)
+    app.expire(checkpoints, service.topology.dedupe.retention_s, closed_at, prefix=APPROVAL.encode(), write_through=True)
+    app.on_assign(desk.arm_deadlines)  # the pending approvals' deadlines, after a restart or a rebalance
+    return desk

@@ -16,6 +16,7 @@ import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from agentstream.approvals.gate import ApprovalGate, Cleared
 from agentstream.models.base import Message, Model, ModelResponse
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.loop import StepNotRecorded
@@ -35,15 +36,18 @@ class DurableRun:
     """The checkpoint state of one task attempt: its epoch, replay chain and next seq."""
 
     def __init__(
-        self, task_id: str, epoch: int, chain: ckpt.Chain, persist: Persist, draining: Callable[[], bool] = lambda: False
+        self, task_id: str, epoch: int, chain: ckpt.Chain, persist: Persist, draining: Callable[[], bool] = lambda: False,
+        gate: ApprovalGate | None = None,
     ) -> None:
         self.task_id = task_id
+        self.gate = gate  # tool calls that need a human's approval (approvals/gate.py)
         self.draining = draining
         self.epoch = epoch
         self.chain = chain
         self.seq = chain.length
         self.persist = persist
         self.model_step = -1
+        self.last_text: str | None = None  # the model's latest text: the answer so far, for an approval request
         self.calls = 0  # complete() calls so far in this run, replayed ones included
         self.replayed_model_calls = 0
         self.new_model_calls = 0
@@ -77,12 +81,15 @@ class DurableModel:
         recorded = self.run.chain.models.get(step)
         if recorded is not None:
             self.run.replayed_model_calls += 1
-            return ckpt.response_of(recorded)
+            replayed = ckpt.response_of(recorded)
+            self.run.last_text = replayed.text or self.run.last_text
+            return replayed
         if self.run.draining():
             # Shutting down: stop at the step boundary; the next owner resumes from here.
             raise asyncio.CancelledError("worker draining")
         response = await self.inner.complete(messages, tools)
         self.run.new_model_calls += 1
+        self.run.last_text = response.text or self.run.last_text
         await self.run.record(lambda seq: ckpt.model_step(step, response, self.run.epoch, seq))
         return response
 
@@ -101,6 +108,9 @@ class DurableTools(ToolRegistry):
 
     async def call_many(self, calls: Sequence[tuple[str, object]], timeout_s: float = DEFAULT_TIMEOUT_S) -> list[ToolResult]:
         step = self.run.model_step
+        if self.run.gate is not None:
+            # Before any call of the step runs: a step waiting for a human runs nothing yet.
+            self.run.gate.check(step, calls, lambda index: (step, index) in self.run.chain.tools, self.run.last_text)
         return list(await asyncio.gather(*(self._one(step, i, name, args, timeout_s) for i, (name, args) in enumerate(calls))))
 
     async def _one(self, step: int, index: int, name: str, arguments: object, timeout_s: float) -> ToolResult:
@@ -109,10 +119,14 @@ class DurableTools(ToolRegistry):
             return ckpt.tool_result_of(recorded)
         if self.run.draining():
             raise asyncio.CancelledError("worker draining")
-        token = _idempotency_key.set(f"{self.run.task_id}:{step}:{index}")
-        try:
-            result = await self.inner.call(name, arguments, timeout_s)
-        finally:
-            _idempotency_key.reset(token)
+        cleared = self.run.gate.clear(step, index, arguments) if self.run.gate is not None else Cleared(arguments)
+        if cleared.denial is not None:
+            result = ToolResult(name, False, cleared.denial)
+        else:
+            token = _idempotency_key.set(f"{self.run.task_id}:{step}:{index}")
+            try:
+                result = await self.inner.call(name, cleared.arguments, timeout_s)
+            finally:
+                _idempotency_key.reset(token)
         await self.run.record(lambda seq: ckpt.tool_step(step, index, result, self.run.epoch, seq))
         return result

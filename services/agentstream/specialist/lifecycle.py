@@ -12,6 +12,9 @@
 - A revision (the supervisor sent the task back, RoutedTask.revision n > 0) is a run of
   its own: every record above is keyed by ckpt.run_id, so it is not taken for a duplicate
   of the task, and a repeated request for revision n is one of revision n.
+- A model step calling tools that need a human's approval (topology ``approvals:``)
+  ends the loop: the task waits, holding its session's place, with nothing in memory
+  (specialist/waiting.py); a decision resumes it from its checkpoint.
 - A task whose models were all unavailable, or whose work crashed (a bug, a checkpoint
   the broker refused), goes to the retry chain at once: the next tier, or the DLQ with a
   FAILED result.
@@ -28,6 +31,7 @@ from functools import partial
 from typing import Any
 
 from agentstream import metrics
+from agentstream.approvals.gate import AwaitingApproval
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
 from agentstream.retry.chain import RETRY, RetryChain
 from agentstream.retry.classify import TransientStageError, ValidationFailed
@@ -40,6 +44,7 @@ from agentstream.specialist.durable import DurableRun
 from agentstream.specialist.loop import AgentOutcome
 from agentstream.specialist.order import SessionOrder, SessionPlaces
 from agentstream.telemetry import log_context, tracing
+from agentstream.specialist.waiting import ApprovalDesk
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ TRANSIENT_CODES = frozenset({"MODEL_UNAVAILABLE"})
 DEAD_LETTERED = "DEAD_LETTERED"
 CRASHED = "CRASHED"  # the task's work raised; replaced by DEAD_LETTERED when it is not retried
 DONE = "done"
+WAITING = "waiting"  # for a human's approval: the session's place is kept
 
 Task = dict[str, Any]
 Place = asyncio.Future[None]
@@ -82,14 +88,20 @@ class TaskLifecycle:
 
     retries: RetryChain  # bound by build_specialist: the chain calls on_routed back
 
-    def __init__(self, service: Service, agent: SpecialistAgent, checkpoints: Table, retrying: Table) -> None:
+    def __init__(
+        self, service: Service, agent: SpecialistAgent, checkpoints: Table, retrying: Table, desk: ApprovalDesk | None = None,
+    ) -> None:
         self.service = service
+        self.desk = desk
+        if desk is not None:
+            desk.resume = self.resume_decided
         self.app = service.processor
         self.agent = agent
         self.checkpoints = checkpoints
         self.retrying = retrying  # shared with the retry chain
         self.places = SessionPlaces()
         self.accepting: set[str] = set()  # accepted here, head write not yet acknowledged
+        self.decided_early: dict[str, tuple[dict[str, Any], int]] = {}  # run -> (head, partition): see resume_decided
         self.supervisor_topic = service.topology.topic("supervisor")
 
     # -- entry points --------------------------------------------------------------------
@@ -119,9 +131,23 @@ class TaskLifecycle:
             heads = [json.loads(value) for _, value in store.scan(ckpt.HEAD.encode())]
             placed = {key.decode()[len(ckpt.PLACE):]: json.loads(value) for key, value in store.scan(ckpt.PLACE.encode())}
             self._restore_places(placed, {ckpt.run_id(head["task"]) for head in heads}, partition)
-            # A retried task that was running goes first: it holds its session's place.
-            for head in sorted(heads, key=lambda h: (ckpt.run_id(h["task"]) not in placed, h.get("offset", 0))):
-                self._resume_task(head, partition)
+            waiting = {run for run in map(ckpt.run_id, (h["task"] for h in heads)) if self._waits(run, partition)}
+            # A retried or waiting task goes first: it holds its session's place.
+            held = placed.keys() | waiting
+            for head in sorted(heads, key=lambda h: (ckpt.run_id(h["task"]) not in held, h.get("offset", 0))):
+                if ckpt.run_id(head["task"]) in waiting:
+                    self.places.restore(ckpt.run_id(head["task"]), head["task"]["session_id"])
+                else:
+                    self._resume_task(head, partition)
+
+    def resume_decided(self, head: dict[str, Any], partition: int) -> None:
+        """Every approval the task waited for is decided: resume it in the place it kept
+        (if its loop has not handed the place over yet, as soon as it does)."""
+        run = ckpt.run_id(head["task"])
+        if not self.places.holds(run):
+            self.decided_early[run] = (head, partition)
+            return
+        self._resume_task(head, partition, self.places.take(run, head["task"]["session_id"]))
 
     # -- accepting and resuming ----------------------------------------------------------
     async def _accept_and_run(self, task: Task, ctx: MessageContext, previous: Place | None, mine: Place) -> None:
@@ -144,7 +170,7 @@ class TaskLifecycle:
         await SessionOrder.wait(previous)
         return await self._run(task, epochs, ckpt.Chain(), attempt.partition, attempt.source.where)
 
-    def _resume_task(self, head: dict[str, Any], partition: int) -> None:
+    def _resume_task(self, head: dict[str, Any], partition: int, place: tuple[Place | None, Place] | None = None) -> None:
         """Rebuild the task's step chain from its checkpoint, open a new epoch and resume
         it in its session's place."""
         task = head["task"]
@@ -152,7 +178,7 @@ class TaskLifecycle:
         records = [json.loads(value) for _, value in store.scan(ckpt.step_prefix(ckpt.run_id(task)).encode())]
         chain = ckpt.rebuild(head["epochs"], records)
         head["epochs"].append([max(e for e, _ in head["epochs"]) + 1, chain.length])
-        previous, mine = self.places.enter(task["session_id"])
+        previous, mine = place or self.places.enter(task["session_id"])
         self.app.spawn_resumed(self._resume(head, chain, partition, previous, mine), self.service.input_topic, partition)
         log.info("%s[%d]: resuming task %s at step %d", self.service.input_topic, partition, task["task_id"], chain.length)
 
@@ -190,7 +216,8 @@ class TaskLifecycle:
         """The task's agent loop, every step checkpointed; its outcome and start time."""
         started = now_ms()
         draining = partial(self.app.draining, self.service.input_topic, partition)
-        run = DurableRun(ckpt.run_id(task), epochs[-1][0], chain, self._persist, draining=draining)
+        gate = self.desk.gate(task, partition) if self.desk is not None else None
+        run = DurableRun(ckpt.run_id(task), epochs[-1][0], chain, self._persist, draining=draining, gate=gate)
         begun = f"resumed at step {chain.length}" if chain.length else "started"
         self.service.progress(task, "STATE", "RUNNING",
                               f"{self.agent.agent_type} {begun} tier={task.get('tier')} model={self.agent.model_id(task)}")
@@ -218,6 +245,10 @@ class TaskLifecycle:
                 await self._complete(task, outcome, attempt, started)
                 return DONE
             error: Exception = TransientStageError(outcome.error[1])
+        except AwaitingApproval as held:
+            assert self.desk is not None  # only a gate raises it
+            await self.desk.wait(task, held, attempt.partition)
+            return WAITING
         except Exception as exc:  # CancelledError is not one: a drained loop resumes elsewhere
             log.error("%s[%d]: task %s crashed: %s: %s", self.service.input_topic, attempt.partition, task["task_id"],
                       type(exc).__name__, exc, exc_info=exc)
@@ -276,10 +307,13 @@ class TaskLifecycle:
 
     # -- session places ------------------------------------------------------------------
     def _leave_or_keep(self, task: Task, mine: Place, verdict: str) -> None:
-        if verdict == RETRY:
-            # Keep the session's place: tasks queued behind this one wait for its retry,
-            # which takes the place over when it comes back from the tier.
+        if verdict in (RETRY, WAITING):
+            # Keep the session's place: tasks queued behind this one wait for its retry
+            # (or the decision), which takes the place over when it comes back.
             self.places.keep(ckpt.run_id(task), mine)
+            early = self.decided_early.pop(ckpt.run_id(task), None)
+            if early is not None:
+                self.resume_decided(*early)
         else:
             self.places.leave(task["session_id"], mine)
 
@@ -293,6 +327,9 @@ class TaskLifecycle:
     # -- checkpoint records --------------------------------------------------------------
     def _persist(self, key: str, value: Any) -> Awaitable[None]:
         return self.app.persist(self.checkpoints, key, value)
+
+    def _waits(self, run: str, partition: int) -> bool:
+        return self.desk is not None and self.desk.waits(run, partition)
 
     def _stored(self, key: str, partition: int) -> bool:
         return self.checkpoints.partition(partition).get(key.encode()) is not None

@@ -1,0 +1,222 @@
+"""A specialist's tasks that wait for a human: their records, requests and decisions.
+
+When a model step calls tools the topology's ``approvals:`` policy holds back, the loop
+raises AwaitingApproval (approvals/gate.py) and ends; nothing of it stays in memory.
+What stays is in the ``checkpoints`` table: the task's head and steps as for any task,
+one ``a/<approval_id>`` record per held call (approvals/records.py) and the marker
+``w/<run>`` listing the approvals the run waits for. Requests go to the ``approvals``
+topic; decisions come back on ``approval_decisions``, keyed by session like the
+specialist's input, so partition p of both is on this worker.
+
+Once every approval of the step is decided the task resumes from its checkpoint: the
+model's step is replayed (not called again), and the held calls run with the approved
+arguments, or return the denial to the model.
+
+Deadlines: the pending ``a/`` records are the durable timers. The worker owning their
+partition arms one event-loop timer per pending record (when the call is held, and for
+every pending record after an assignment, so a restart or a rebalance re-arms them) and
+applies the policy's ``on_deadline`` when it fires: ``deny`` decides as a human's denial
+would (who = ``deadline``); ``escalate`` sends the request again (same approval id) to the
+``escalate_to`` approver group with a new deadline, at which the call is denied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from agentstream.approvals.gate import ApprovalGate, AwaitingApproval
+from agentstream.approvals.policy import ApprovalPolicy
+from agentstream.approvals.records import (
+    DENY, PENDING, apply_decision, approval_id, approval_prefix, approval_requested, escalated, waiting_call,
+)
+from agentstream.events import APPROVAL_REQUESTED, now_ms
+from agentstream.runtime import MessageContext, Table
+from agentstream.service import Service
+from agentstream.specialist import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
+
+APPROVAL = "a/"
+WAITING = "w/"
+WAITING_STATE = "WAITING_INPUT"
+DEADLINE_WHO = "deadline"
+
+Resume = Callable[[dict[str, Any], int], None]  # (task head, partition)
+
+
+def approval_key(ident: str) -> str:
+    return f"{APPROVAL}{ident}"
+
+
+def waiting_key(run: str) -> str:
+    return f"{WAITING}{run}"
+
+
+def closed_at(value: Any) -> int | None:
+    """The expiry clock of ``a/`` records: a decided approval expires like a done marker;
+    a pending one never does."""
+    return value.get("closed_at") if isinstance(value, Mapping) else None
+
+
+class ApprovalDesk:
+    """The approvals of one specialist's partitions (see the module docstring)."""
+
+    resume: Resume  # bound by the lifecycle: resume a task from its head
+
+    def __init__(self, service: Service, agent_type: str, policies: Mapping[str, ApprovalPolicy],
+                 describe: Callable[[str], str], checkpoints: Table) -> None:
+        self.service = service
+        self.agent_type = agent_type
+        self.policies = dict(policies)
+        self.describe = describe
+        self.checkpoints = checkpoints
+        self.requests_topic = service.topology.topic("approvals")
+        self._deciding = asyncio.Lock()  # one decision at a time: a human's and a deadline's may race
+
+    def gate(self, task: Mapping[str, Any], partition: int) -> ApprovalGate | None:
+        """The run's gate, with every decision already taken for it; None: no policy."""
+        if not self.policies:
+            return None
+        run = ckpt.run_id(task)
+        prefix = approval_key(approval_prefix(self.agent_type, run))
+        decided: dict[tuple[int, int], dict[str, Any]] = {}
+        for _, value in self.checkpoints.partition(partition).scan(prefix.encode()):
+            record = json.loads(value)
+            if record["run"] == run:
+                decided[(int(record["step"]), int(record["index"]))] = record
+        return ApprovalGate(self.policies, self.describe, decided)
+
+    def waits(self, run: str, partition: int) -> bool:
+        """Whether ``run`` waits for a decision (some approval of its marker is pending)."""
+        ids = self._get(waiting_key(run), partition)
+        return bool(ids) and any(self._pending(ident, partition) for ident in ids)
+
+    async def wait(self, task: Mapping[str, Any], held: AwaitingApproval, partition: int) -> None:
+        """Record the held calls, then ask for decisions: pending records and the waiting
+        marker first (a crash after them re-asks on restart), then the requests."""
+        run = ckpt.run_id(task)
+        now = now_ms()
+        records = []
+        for call in held.calls:
+            ident = approval_id(self.agent_type, run, call.step, call.index)
+            record = self._get(approval_key(ident), partition)
+            if record is None:  # a replay that reaches the same held call asks again, same id
+                record = waiting_call(call, ident, run, task, now, held.answer_so_far)
+                await self._persist(approval_key(ident), record)
+            records.append(record)
+        await self._persist(waiting_key(run), [r["approval_id"] for r in records])
+        for record in records:
+            self._arm(record, partition)
+        for record in records:
+            await self._request(record, task)
+        detail = ", ".join(f"{r['tool']} ({r['approval_id']})" for r in records)
+        self.service.progress(task, "STATE", WAITING_STATE, f"waiting for approval of {detail}")
+        log.info("task %s waits for approval of %s", task["task_id"], detail)
+
+    async def arm_deadlines(self, partitions: list[int]) -> None:
+        """After an assignment: arm the deadline of every pending approval found, and drop
+        the waiting markers a crash left behind once every approval was decided (the task
+        then resumes like any other)."""
+        for partition in partitions:
+            store = self.checkpoints.partition(partition)
+            for _, value in store.scan(APPROVAL.encode()):
+                record = json.loads(value)
+                if record["status"] == PENDING:
+                    self._arm(record, partition)
+            stale = [key.decode() for key, _ in store.scan(WAITING.encode())
+                     if not self.waits(key.decode()[len(WAITING):], partition)]
+            for key in stale:
+                await self.service.processor.persist(self.checkpoints, key, None, partition=partition)
+
+    async def on_decision(self, decision: dict[str, Any], ctx: MessageContext) -> None:
+        """The handler of ApprovalDecision records."""
+        if decision["agent_type"] != self.agent_type:
+            return  # another specialist type's approval
+        async with self._deciding:
+            await self._decide(decision, ctx)
+
+    async def _decide(self, decision: dict[str, Any], ctx: MessageContext) -> None:
+        ident = decision["approval_id"]
+        record = self._get(approval_key(ident), ctx.partition)
+        if record is None:
+            self._refuse(decision, ctx, f"no approval {ident!r} is known to the {self.agent_type} specialist "
+                                        "(a wrong id, or one that finished long ago); nothing was changed")
+            return
+        verdict, updated = apply_decision(record, decision, now_ms())
+        if verdict == "duplicate":
+            await self._persist(approval_key(ident), updated)  # recorded, and ignored
+            self._refuse(decision, ctx, f"approval {ident!r} was already decided ({record['status']} by "
+                                        f"{(record['decision'] or {}).get('who') or '?'}); this {decision['decision']} is ignored")
+            return
+        if verdict != "applied":
+            why = ("its arguments_hash is not the requested call's" if verdict == "hash_mismatch"
+                   else "edited_arguments_json is not a JSON object")
+            self._refuse(decision, ctx, f"decision for {ident!r} refused: {why}; the task still waits")
+            return
+        await self._persist(approval_key(ident), updated)
+        self.service.progress(decision, "TEXT", WAITING_STATE,
+                              f"{decision['decision']} of {record['tool']} ({ident}) by {decision['who'] or '?'}")
+        log.info("%s: approval %s: %s by %s", ctx.where, ident, decision["decision"], decision["who"] or "?")
+        await self._resume_if_decided(record["run"], ctx.partition)
+
+    async def _request(self, record: Mapping[str, Any], task: Mapping[str, Any]) -> None:
+        request = approval_requested(record, task, self.agent_type)
+        encoded = self.service.schemas.encode(APPROVAL_REQUESTED, request)
+        await self.service.processor.send_acked(self.requests_topic, encoded, task["session_id"])
+
+    def _arm(self, record: Mapping[str, Any], partition: int) -> None:
+        delay_s = max(0.0, (record["deadline"] - now_ms()) / 1000)
+        asyncio.get_running_loop().call_later(delay_s, self._deadline_due, record["approval_id"], partition)
+
+    def _deadline_due(self, ident: str, partition: int) -> None:
+        if partition in self.service.processor.assigned_partitions():  # else its new owner armed it
+            self.service.processor.spawn_resumed(self._deadline(ident, partition), self.service.input_topic, partition)
+
+    async def _deadline(self, ident: str, partition: int) -> None:
+        async with self._deciding:
+            record = self._get(approval_key(ident), partition)
+            if record is None or record["status"] != PENDING:
+                return  # decided in time
+            task = {"task_id": record["task_id"], "session_id": record["session_id"]}
+            raised = escalated(record, now_ms())
+            head = self._get(ckpt.head_key(record["run"]), partition)
+            if raised is not None and head is not None:
+                await self._persist(approval_key(ident), raised)
+                self._arm(raised, partition)
+                await self._request(raised, head["task"])
+                self.service.progress(task, "TEXT", WAITING_STATE,
+                                      f"approval {ident} passed its deadline; escalated to {raised['approvers']}")
+                log.info("approval %s passed its deadline; escalated to %s", ident, raised["approvers"])
+                return
+            passed = now_ms() - record["deadline"]
+            decision = {**task, "approval_id": ident, "agent_type": self.agent_type, "decision": DENY,
+                        "arguments_hash": None, "edited_arguments_json": None, "who": DEADLINE_WHO,
+                        "why": f"no decision before the deadline ({passed} ms ago)", "decided_at": now_ms()}
+            await self._decide(decision, MessageContext(self.service.input_topic, partition, -1, None, (), 0))
+
+    async def _resume_if_decided(self, run: str, partition: int) -> None:
+        if self.waits(run, partition) or self._get(waiting_key(run), partition) is None:
+            return  # another approval of the step is pending, or the task is not waiting
+        head = self._get(ckpt.head_key(run), partition)
+        await self._persist(waiting_key(run), None)
+        if head is not None:
+            self.resume(head, partition)
+
+    def _refuse(self, decision: Mapping[str, Any], ctx: MessageContext, why: str) -> None:
+        log.warning("%s: %s", ctx.where, why)
+        self.service.progress(decision, "ERROR", "REJECTED", f"approval decision rejected: {why}")
+
+    def _pending(self, ident: str, partition: int) -> bool:
+        record = self._get(approval_key(ident), partition)
+        return record is not None and record["status"] == PENDING
+
+    def _get(self, key: str, partition: int) -> Any:
+        raw = self.checkpoints.partition(partition).get(key.encode())
+        return None if raw is None else json.loads(raw)
+
+    async def _persist(self, key: str, value: Any) -> None:
+        await self.service.processor.persist(self.checkpoints, key, value)

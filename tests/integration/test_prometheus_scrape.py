@@ -186,7 +186,7 @@ def _check(prometheus: Prometheus, results: list[dict[str, Any]]) -> None:
                 for q in (0.5, 0.95))
     assert p50 is not None and p95 is not None and 0 < p50 <= p95 <= bound, (p50, p95, slowest)
     stages = prometheus.vector("histogram_quantile(0.5, sum by (le, stage) (rate(agentstream_stage_duration_seconds_bucket[1m])))")
-    assert set(stages) == {"router", "billing", "technical", "account"}, stages
+    assert set(stages) == {"router", "billing", "technical", "account", "supervisor"}, stages
     assert all(0 < value < math.inf for value in stages.values()), stages
     model_p50 = prometheus.value("histogram_quantile(0.5, sum by (le) "
                                  "(rate(agentstream_gen_ai_client_operation_duration_seconds_bucket[1m])))")

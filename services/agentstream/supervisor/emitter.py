@@ -81,7 +81,9 @@ class ResultEmitter:
         task_id = received[-1]["task_id"]
         self.emitting.add(task_id)
         self._in_flight.add(task_id)
-        self.app.spawn(self._guarded(self._emit(task_id, final, ctx, replay), task_id, received, ctx))
+        # The supervisor's stage starts when the last specialist result it needed was done.
+        ready_at = max(int(r.get("finished_at") or 0) for r in received)
+        self.app.spawn(self._guarded(self._emit(task_id, final, ctx, replay, ready_at), task_id, received, ctx))
 
     def spawn_guarded(self, work: Awaitable[None], received: list[Record], ctx: MessageContext) -> None:
         """Run ``work`` for the task of ``received`` as spawned work; if it fails, the
@@ -117,7 +119,7 @@ class ResultEmitter:
 
     # -- one emission --------------------------------------------------------------------
     async def _emit(self, task_id: str, decision: Record | Awaitable[Record | None], ctx: MessageContext,
-                    replay: str | None) -> None:
+                    replay: str | None, ready_at: int) -> None:
         partition = ctx.partition
         try:
             final = decision if isinstance(decision, dict) else await decision
@@ -134,6 +136,7 @@ class ResultEmitter:
         if task_id in self.pending:
             del self.pending[task_id]
         self.app.release()  # the decision is durable: the specialist results may be committed
+        metrics.stage_done(self.service.agent, final["status"], ready_at, now_ms())  # combine or review, and the marker
         await self._send(final, partition, replay)
         log.info("%s: task %s %s via %s", ctx.where, task_id, final["status"], "+".join(final["agents"]))
 

@@ -125,6 +125,12 @@ def inflight_loops() -> Gauge:
 
 
 @cache
+def approvals_waiting() -> Gauge:
+    return Gauge("agentstream_approvals_waiting", "Tasks of this worker's partitions waiting for an approval decision",
+                 ["agent"])
+
+
+@cache
 def tool_calls() -> Counter:
     return Counter("agentstream_tool_calls", "Tool calls a model asked for", ["agent", "tool", "outcome"])
 
@@ -168,7 +174,7 @@ def rate_limit_wait() -> Histogram:
 
 FAMILIES = (
     retries, dead_letters, parked, rebalances, restore_seconds, checkpoint_seconds, task_results, task_duration,
-    task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, tool_calls, model_calls, operation_duration,
+    task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tool_calls, model_calls, operation_duration,
     token_usage, model_retries, breaker_state, rate_limit_wait,
 )
 
@@ -219,6 +225,10 @@ def loop_running(agent: str) -> Iterator[None]:
         yield
     finally:
         gauge.dec()
+
+
+def waiting_for_approval(agent: str, tasks: int) -> None:
+    approvals_waiting().labels(agent).set(tasks)
 
 
 def tool_call(agent: str, tool: str, allowed: bool, ok: bool) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -193,3 +194,10 @@ def read_table_dir(state_dir: Path, group: str, table: str) -> dict[str, object]
         finally:
             store.close()
     return state
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (for a worker's metrics port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

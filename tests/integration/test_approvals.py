@@ -7,6 +7,8 @@ with clear events; a SIGKILL of the specialist while a task waits loses nothing.
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,13 +24,21 @@ from tests import support_desk
 
 from .apps.refund_ledger import LEDGER_ENV
 from .cli import cli_env, run
-from .harness import read_all, wait_for
+from .harness import free_port, read_all, wait_for
 from .test_durable import DurableStack
 
 SCHEMAS = SchemaSet.load()
 LEDGER_TOOLS = Path(__file__).with_name("apps") / "refund_ledger.py"
 VOID_DEADLINE_S = 15  # past the restart of the killed specialist, so its successor applies it
 WORKERS = {"router": ["router"], "billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]}
+WAITING_GAUGE = re.compile(r'^agentstream_approvals_waiting\{agent="billing"\} (\S+)$', re.MULTILINE)
+
+
+def waiting_gauge(port: int) -> float | None:
+    """The billing worker's agentstream_approvals_waiting, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        found = WAITING_GAUGE.search(response.read().decode())
+    return float(found.group(1)) if found else None
 
 
 def _topology(tmp_path: Path) -> Path:
@@ -114,8 +124,13 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
     killed = _task("Please refund payment INV-1004", f"s-k-{run_id}", run_id, "killed")
     expired = _task("Please void payment INV-1001", f"s-e-{run_id}", run_id, "expired")
     try:
-        desk.stack.start_all(WORKERS)
+        port = free_port()
+        desk.stack.start_all({**WORKERS, "billing": [*WORKERS["billing"], "--metrics-port", str(port)]})
         desk.stack.submit([approved, behind, denied, edited, escalated])
+        # Once escalated's two 2-s deadlines have ended its wait, three tasks hold a call
+        # (behind waits in the router, behind approved): the billing worker's gauge says so.
+        desk.stack.results({escalated["task_id"]}, timeout=60)
+        wait_for(lambda: waiting_gauge(port) == 3, 30, "agentstream_approvals_waiting 3 on the billing worker")
 
         # Waiting: a request with the call and its context, the task WAITING_INPUT, the tool not run.
         request = desk.request_of(approved["task_id"])
@@ -133,6 +148,7 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
         assert results[approved["task_id"]][0]["status"] == "COMPLETED"
         assert desk.ledger_lines() == [f"{approved['task_id']}:0:0 refund INV-1001"]
         assert desk.steps(approved["task_id"]) == [0, 1]
+        wait_for(lambda: waiting_gauge(port) == 2, 30, "agentstream_approvals_waiting 2 once one is approved")
         # The session's next task waited behind the held one: its model calls came after.
         calls = [task for task, _, _ in desk.stack.calls()]
         assert calls.index(behind["task_id"]) > len(calls) - 1 - calls[::-1].index(approved["task_id"])

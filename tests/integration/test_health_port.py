@@ -5,7 +5,6 @@ Every worker here is a real process; the probes are read over real HTTP.
 
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.request
 import uuid
@@ -20,16 +19,10 @@ from agentstream.topology import load_topology
 from agentstream.topology_admin import apply
 
 from .cli import cli_env, run
-from .harness import WorkerProcess, create_topics, fill_compacted, wait_for
+from .harness import WorkerProcess, create_topics, fill_compacted, free_port, wait_for
 
 COUNTER = "tests/integration/apps/counter_worker.py"
 RESTORE_RECORDS = 600_000  # a restore of some seconds on either broker (as in test_runtime.py)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -50,7 +43,7 @@ def _status(port: int, path: str) -> int:
 def test_a_router_worker_serves_probes_metrics_and_check(bootstrap: str) -> None:
     prefix = f"hp{uuid.uuid4().hex[:8]}"
     apply(AdminClient(admin_config(bootstrap)), load_topology(prefix=prefix))
-    port = _free_port()
+    port = free_port()
     env = cli_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, AGENTSTREAM_PREFIX=prefix)
     worker = WorkerProcess(["-m", "agentstream", "worker", "router", "--metrics-port", str(port)], "router", env=env)
     try:
@@ -98,7 +91,7 @@ def test_ready_only_once_the_restore_is_done(bootstrap: str, unique: str, tmp_pa
     names = {"in": f"hp-in-{unique}", "out": f"hp-out-{unique}", "group": f"hp-{unique}"}
     create_topics(bootstrap, [names["in"], names["out"]])
     fill_compacted(bootstrap, f"{names['group']}.counts.changelog", RESTORE_RECORDS)
-    port = _free_port()
+    port = free_port()
     worker = WorkerProcess([COUNTER, "--bootstrap", bootstrap, "--input", names["in"], "--output", names["out"],
                             "--group", names["group"], "--state-dir", str(tmp_path), "--metrics-port", str(port)],
                            "restoring")
@@ -124,7 +117,7 @@ def test_ready_only_once_the_restore_is_done(bootstrap: str, unique: str, tmp_pa
 def test_healthz_fails_while_the_event_loop_is_stuck_and_recovers(bootstrap: str, unique: str, tmp_path: Path) -> None:
     names = {"in": f"hs-in-{unique}", "out": f"hs-out-{unique}", "group": f"hs-{unique}"}
     create_topics(bootstrap, [names["in"], names["out"]])
-    port = _free_port()
+    port = free_port()
     release = tmp_path / "release"
     worker = WorkerProcess([COUNTER, "--bootstrap", bootstrap, "--input", names["in"], "--output", names["out"],
                             "--group", names["group"], "--state-dir", str(tmp_path / "state"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
 import subprocess
 import urllib.parse
 import urllib.request
@@ -30,7 +29,7 @@ from agentstream.deploy.grafana import PANELS
 from agentstream.client import new_task
 from tests.unit.test_providers_openai import LoopbackServer
 
-from .harness import REPO, wait_for
+from .harness import REPO, free_port, wait_for
 from .model_server import AppModel, openai_env
 from .test_durable import DurableStack
 
@@ -43,12 +42,6 @@ WORKERS = {
 }
 SCRAPE_INTERVAL_S = 1
 TICKETS = json.loads((REPO / "examples" / "support_desk" / "tickets.json").read_text())["tickets"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Prometheus:
@@ -70,7 +63,7 @@ class Prometheus:
                                 "static_configs": [{"targets": [f"127.0.0.1:{port}" for port in targets]}]}],
         }
         (base / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-        address = f"127.0.0.1:{_free_port()}"
+        address = f"127.0.0.1:{free_port()}"
         with (base / "prometheus.log").open("w") as log:
             process = subprocess.Popen(
                 [binary, f"--config.file={base / 'prometheus.yml'}", f"--storage.tsdb.path={base / 'data'}",
@@ -126,7 +119,7 @@ def test_prometheus_scrapes_the_workers_and_answers_task_counters_and_latency_qu
     bootstrap: str, tmp_path: Path
 ) -> None:
     first, second = _waves()
-    ports = {name: _free_port() for name in WORKERS}
+    ports = {name: free_port() for name in WORKERS}
     with LoopbackServer(AppModel().answer).running() as server:
         stack = DurableStack(bootstrap, tmp_path, latency="0", env=openai_env(server))
         try:

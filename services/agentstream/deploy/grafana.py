@@ -38,6 +38,7 @@ PANELS: tuple[tuple[str, str, str, str], ...] = (
     ("Steps per completion p50", "histogram_quantile(0.5, sum by (le, agent) (rate(agentstream_agent_steps_bucket[15m])))",
      "{{agent}}", "none"),
     ("In-flight agent loops", "sum by (agent) (agentstream_inflight_loops)", "{{agent}}", "short"),
+    ("Tasks waiting for approval", "sum by (agent) (agentstream_approvals_waiting)", "{{agent}}", "short"),
     ("Tool success rate", 'sum by (tool) (rate(agentstream_tool_calls_total{outcome="ok"}[5m])) / '
      "sum by (tool) (rate(agentstream_tool_calls_total[5m]))", "{{tool}}", "percentunit"),
     ("Tool calls /s by outcome", "sum by (tool, outcome) (rate(agentstream_tool_calls_total[5m]))",

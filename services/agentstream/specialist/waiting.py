@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from agentstream import metrics
 from agentstream.approvals.gate import ApprovalGate, AwaitingApproval
 from agentstream.approvals.policy import ApprovalPolicy
 from agentstream.approvals.records import (
@@ -76,6 +77,7 @@ class ApprovalDesk:
         self.checkpoints = checkpoints
         self.requests_topic = service.topology.topic("approvals")
         self._deciding = asyncio.Lock()  # one decision at a time: a human's and a deadline's may race
+        self._waiting: dict[int, set[str]] = {}  # partition -> runs waiting (the gauge's count)
 
     def gate(self, task: Mapping[str, Any], partition: int) -> ApprovalGate | None:
         """The run's gate, with every decision already taken for it; None: no policy."""
@@ -109,6 +111,7 @@ class ApprovalDesk:
                 await self._persist(approval_key(ident), record)
             records.append(record)
         await self._persist(waiting_key(run), [r["approval_id"] for r in records])
+        self._count(partition, add=run)
         for record in records:
             self._arm(record, partition)
         for record in records:
@@ -127,10 +130,12 @@ class ApprovalDesk:
                 record = json.loads(value)
                 if record["status"] == PENDING:
                     self._arm(record, partition)
-            stale = [key.decode() for key, _ in store.scan(WAITING.encode())
-                     if not self.waits(key.decode()[len(WAITING):], partition)]
-            for key in stale:
-                await self.service.processor.persist(self.checkpoints, key, None, partition=partition)
+            runs = [key.decode()[len(WAITING):] for key, _ in store.scan(WAITING.encode())]
+            for run in runs:
+                if not self.waits(run, partition):
+                    await self.service.processor.persist(self.checkpoints, waiting_key(run), None, partition=partition)
+            self._waiting[partition] = {run for run in runs if self.waits(run, partition)}
+        self._count()
 
     async def on_decision(self, decision: dict[str, Any], ctx: MessageContext) -> None:
         """The handler of ApprovalDecision records."""
@@ -203,8 +208,21 @@ class ApprovalDesk:
             return  # another approval of the step is pending, or the task is not waiting
         head = self._get(ckpt.head_key(run), partition)
         await self._persist(waiting_key(run), None)
+        self._count(partition, drop=run)
         if head is not None:
             self.resume(head, partition)
+
+    def _count(self, partition: int | None = None, add: str | None = None, drop: str | None = None) -> None:
+        """Keep the waiting gauge: the runs waiting on the partitions this worker owns now
+        (a revoked partition's runs are counted by its new owner; dropped here at the next
+        change, not at the revocation)."""
+        if partition is not None:
+            runs = self._waiting.setdefault(partition, set())
+            runs.update([add] if add else [])
+            runs.discard(drop or "")
+        owned = self.service.processor.assigned_partitions()
+        self._waiting = {p: runs for p, runs in self._waiting.items() if p in owned}
+        metrics.waiting_for_approval(self.agent_type, sum(len(runs) for runs in self._waiting.values()))
 
     def _refuse(self, decision: Mapping[str, Any], ctx: MessageContext, why: str) -> None:
         log.warning("%s: %s", ctx.where, why)

@@ -218,8 +218,10 @@ class ApprovalDesk:
         change, not at the revocation)."""
         if partition is not None:
             runs = self._waiting.setdefault(partition, set())
-            runs.update([add] if add else [])
-            runs.discard(drop or "")
+            if add:
+                runs.add(add)
+            if drop:
+                runs.discard(drop)
         owned = self.service.processor.assigned_partitions()
         self._waiting = {p: runs for p, runs in self._waiting.items() if p in owned}
         metrics.waiting_for_approval(self.agent_type, sum(len(runs) for runs in self._waiting.values()))

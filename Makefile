@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/agentstream demo
 
 test: $(STAMP) system-packages
-	$(BIN)/python -m pytest tests/unit tests/integration -q
+	$(BIN)/python -m pytest tests/unit tests/integration -q --durations=25
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
@@ -32,7 +32,7 @@ integration: $(STAMP) system-packages
 
 # The integration suite on the embedded Tansu broker instead of Apache Kafka.
 integration-tansu: $(STAMP) system-packages
-	AGENTSTREAM_BROKER=tansu $(BIN)/python -m pytest tests/integration -q -m "not kafka_only"
+	AGENTSTREAM_BROKER=tansu $(BIN)/python -m pytest tests/integration -q -m "not kafka_only" --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

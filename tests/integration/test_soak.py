@@ -34,7 +34,11 @@ def test_a_short_soak_ends_every_task_once_across_a_kill(bootstrap: str, tmp_pat
     assert report.injected_faults > 0  # ~900 model calls at 1 %: none failing would mean no injection (p ~ 1e-4)
     assert report.final_lag and all(lag == 0 for lag in report.final_lag.values()), report.final_lag
     # Task ids expire: once two retentions have passed, the router keeps about rate x
-    # (retention + a pass and a commit) of them, far fewer than were routed.
+    # (retention + a pass and a commit) of them, far fewer than were routed. A task id is
+    # stamped when the router handles it, so the backlog that piled up while the router was
+    # down (rate x outage) is stamped at once on its return and expires a retention later:
+    # the bound includes the outage (13.7 s on Tansu once, which broke a bound without it).
     late = [s.keys["router.dedupe"] for s in report.samples if s.at >= 2 * RETENTION_S and s.at <= report.load_seconds]
     assert late and all(keys is not None for keys in late), late
-    assert 0 < max(late) <= RATE * (RETENTION_S + 15) < report.submitted, late  # type: ignore[type-var]
+    bound = RATE * (RETENTION_S + kill.to_assigned_s + 15)
+    assert 0 < max(late) <= bound < report.submitted, (late, bound)  # type: ignore[type-var]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 import agentstream.tenancy as tenancy
 from agentstream.errors import ConfigurationError
 from agentstream.tenancy import AuthError, Principal, Tenants, TenantLimits, hash_api_key
+from agentstream.tenancy.commands import hash_key_from
 from agentstream.tenancy.config import parse_tenants
 from agentstream.tenancy.keys import check_strength, matches
 
@@ -142,3 +144,11 @@ def test_all_lists_the_public_names() -> None:
     public = {name for name in vars(tenancy) if not name.startswith("_") and name not in {"annotations"}}
     modules = {name for name in public if type(getattr(tenancy, name)).__name__ == "module"}
     assert set(tenancy.__all__) == public - modules
+
+
+def test_hash_key_reads_one_key_from_stdin_without_its_newline() -> None:
+    assert hash_key_from(io.StringIO(ACME_KEY + "\n")) == hash_api_key(ACME_KEY)
+    with pytest.raises(ConfigurationError, match="No API key on stdin"):
+        hash_key_from(io.StringIO(""))
+    with pytest.raises(ConfigurationError, match="at least 32 characters"):
+        hash_key_from(io.StringIO("abc\n"))

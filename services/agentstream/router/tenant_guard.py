@@ -51,7 +51,8 @@ class TenantGuard:
                                      f"no {AUDIT_TOPIC!r} topic; add it under topics (README 'Tenants').")
         path = Path(settings.state_dir) / agent / topology.group(agent) / LEDGER_STORE
         topics = ledger_topics(topology.topic(topology.agent(agent).input), topology.topic("results"))
-        return cls(tenants, LedgerReader(settings.bootstrap, topics, schemas, path), topology.topic(AUDIT_TOPIC), schemas)
+        reader = LedgerReader(settings.bootstrap, topics, schemas, path, observed=sorted(tenants))
+        return cls(tenants, reader, topology.topic(AUDIT_TOPIC), schemas)
 
     async def on_assign(self, partitions: list[int]) -> None:
         """Before the router decides a newly assigned partition's tasks, its ledger copy holds

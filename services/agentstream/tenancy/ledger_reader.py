@@ -16,18 +16,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from agentstream import metrics
 from agentstream.clients import reader_config
 from agentstream.events import TASK_RESULT, TASK_SUBMITTED, now_ms
 from agentstream.runtime.store import PartitionStore
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.tenancy.admission import Refusal, TenantLookup, refusal
-from agentstream.tenancy.ledger import TenantLedger
+from agentstream.tenancy.ledger import TenantLedger, utc_day
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,10 @@ class _CatchUp:
 class LedgerReader:
     """Keeps a TenantLedger current from the tasks and results topics, in a thread."""
 
-    def __init__(self, bootstrap: str, topics: Mapping[str, str], schemas: SchemaSet, path: Path) -> None:
-        """``topics``: the schema name each topic holds (TaskSubmitted, TaskResult)."""
+    def __init__(self, bootstrap: str, topics: Mapping[str, str], schemas: SchemaSet, path: Path,
+                 observed: Iterable[str] = ()) -> None:
+        """``topics``: the schema name each topic holds (TaskSubmitted, TaskResult);
+        ``observed``: the tenants whose figures the metrics show."""
         self._bootstrap = bootstrap
         self._topics = dict(topics)
         self._schemas = schemas
@@ -63,6 +66,7 @@ class LedgerReader:
         self._partitions: set[tuple[str, int]] = set()
         self._round = 0
         self._waits: list[_CatchUp] = []
+        self._observed = tuple(observed)
 
     def start(self) -> None:
         if self._thread is None:
@@ -98,6 +102,8 @@ class LedgerReader:
                 messages = consumer.consume(BATCH, POLL_S)
                 with self._lock:
                     self._apply(messages)
+                    if messages:
+                        self._show()
                     if time.monotonic() - pruned >= PRUNE_EVERY_S:
                         self.ledger.prune(now_ms())
                         pruned = time.monotonic()
@@ -145,6 +151,11 @@ class LedgerReader:
             return  # the router rejects it as invalid
         feed: Callable[[Mapping[str, Any]], None] = self.ledger.submitted if schema == TASK_SUBMITTED else self.ledger.answered
         feed(record)
+
+    def _show(self) -> None:
+        today = utc_day(now_ms())
+        for tenant in self._observed:
+            metrics.tenant_ledger(tenant, self.ledger.spent(tenant, today), self.ledger.in_flight(tenant))
 
     def _persist(self) -> None:
         if self._store.dirty:

@@ -78,11 +78,13 @@ def test_prune_forgets_old_marks_and_days() -> None:
     ledger = TenantLedger(store)
     ledger.answered(result("old", 2.0, at=NOON - 3 * DAY_MS))
     ledger.answered(result("new", 1.0))
-    assert ledger.prune(NOON + DAY_MS) == 1  # the spend of a day before yesterday; today's and yesterday's stay
+    assert ledger.prune_days(NOON + DAY_MS) == 1  # the spend of a day before yesterday; today's and yesterday's stay
     assert ledger.spent("acme", utc_day(NOON - 3 * DAY_MS)) == 0.0
     assert ledger.spent("acme", utc_day(NOON)) == 1.0
-    assert ledger.prune(NOON - 3 * DAY_MS + DONE_KEPT_MS + 1) == 2  # the mark of "old", the spend of NOON's day
+    assert ledger.prune_marks(NOON - 3 * DAY_MS + DONE_KEPT_MS) == 0
+    assert ledger.prune_marks(NOON - 3 * DAY_MS + DONE_KEPT_MS + 1) == 1  # the mark of "old"
     assert store.get(b"done/old") is None and store.get(b"done/new") is not None
+    assert TenantLedger(store).spent("acme", utc_day(NOON - 3 * DAY_MS)) == 0.0
 
 
 def test_in_flight_before_orders_tasks_by_submission() -> None:

@@ -82,19 +82,21 @@ class TenantLedger:
             self._spend[day] = self._spend.get(day, 0.0) + cost
             self._store.put(_spend_key(*day), repr(self._spend[day]).encode())
 
-    def prune(self, now_ms: int) -> int:
-        """Forget result marks older than DONE_KEPT_MS and spend of days before yesterday;
-        returns how many keys went."""
-        dropped = 0
-        for key, value in list(self._store.scan(DONE)):
-            if int(value) < now_ms - DONE_KEPT_MS:
-                self._store.delete(key)
-                dropped += 1
-        for tenant, day in [entry for entry in self._spend if entry[1] < utc_day(now_ms) - 1]:
+    def prune_marks(self, now_ms: int) -> int:
+        """Forget result marks older than DONE_KEPT_MS (a scan of the store, nothing the
+        router reads); returns how many went."""
+        old = [key for key, value in self._store.scan(DONE) if int(value) < now_ms - DONE_KEPT_MS]
+        for key in old:
+            self._store.delete(key)
+        return len(old)
+
+    def prune_days(self, now_ms: int) -> int:
+        """Forget the spend of days before yesterday; returns how many tenant days went."""
+        old = [entry for entry in self._spend if entry[1] < utc_day(now_ms) - 1]
+        for tenant, day in old:
             del self._spend[(tenant, day)]
             self._store.delete(_spend_key(tenant, day))
-            dropped += 1
-        return dropped
+        return len(old)
 
     # -- what the router asks --------------------------------------------------------------
     def spent(self, tenant: str, day: int) -> float:

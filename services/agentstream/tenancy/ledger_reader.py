@@ -115,6 +115,8 @@ class LedgerReader:
         try:
             assignment = self._assignment(consumer)
             consumer.assign(assignment)
+            with self._lock:
+                self._show()  # the stored figures, before anything new is read
             pruned = 0.0
             while not self._stop.is_set():
                 messages = consumer.consume(BATCH, POLL_S)

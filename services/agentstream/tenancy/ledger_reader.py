@@ -29,6 +29,7 @@ from agentstream.runtime.store import PartitionStore
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.tenancy.admission import Refusal, TenantLookup, refusal
 from agentstream.tenancy.ledger import TenantLedger, utc_day
+from agentstream.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ BATCH = 500
 POLL_S = 0.05
 PRUNE_EVERY_S = 3600.0
 RESTART_S = 5.0
+ROUTER = "router"  # the agent whose input holds the submitted tasks
 WATERMARK_TIMEOUT_S = 10.0
 TP = tuple[str, int]
 
@@ -69,7 +71,17 @@ class LedgerReader:
         self._waits: list[_CatchUp] = []
         self._observed = tuple(observed)
 
+    @classmethod
+    def for_topology(cls, bootstrap: str, topology: Topology, schemas: SchemaSet, path: Path,
+                     observed: Iterable[str] = ()) -> LedgerReader:
+        """A reader of the topology's tasks and results topics, its store at ``path`` (a
+        directory of its own: the router's is ``<state>/router/<group>/tenant-ledger``)."""
+        topics = {topology.topic(topology.agent(ROUTER).input): TASK_SUBMITTED, topology.topic("results"): TASK_RESULT}
+        return cls(bootstrap, topics, schemas, path, observed)
+
     def start(self) -> None:
+        """Start reading (in a thread of its own); ``wait_caught_up`` tells when it has read
+        what the topics held."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="tenant-ledger", daemon=True)
             self._thread.start()
@@ -92,6 +104,16 @@ class LedgerReader:
         """admission.refusal on the ledger as it stands."""
         with self._lock:
             return refusal(tenants, self.ledger, task, now_ms())
+
+    def spent_today(self, tenant: str) -> float:
+        """The tenant's spend this UTC day, as read so far."""
+        with self._lock:
+            return self.ledger.spent(tenant, utc_day(now_ms()))
+
+    def in_flight(self, tenant: str) -> int:
+        """The tenant's tasks submitted and not yet answered, as read so far."""
+        with self._lock:
+            return self.ledger.in_flight(tenant)
 
     # -- the reader thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -203,7 +225,3 @@ class LedgerReader:
 
 def _position_key(topic: str, partition: int) -> bytes:
     return POSITION + f"{topic}\x1f{partition}".encode()
-
-
-def ledger_topics(tasks_topic: str, results_topic: str) -> dict[str, str]:
-    return {tasks_topic: TASK_SUBMITTED, results_topic: TASK_RESULT}

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agentstream.tenancy import TENANT_BUDGET_SPENT, TENANT_BUSY, TENANT_UNKNOWN, Tenant, TenantLedger, TenantLimits, refusal, utc_day
-from agentstream.tenancy.ledger import DAY_MS, DONE_KEPT_MS
+from agentstream.tenancy.ledger import DAY_MS, DONE_KEPT_MS, countable
 
 NOON = 20_000 * DAY_MS + DAY_MS // 2  # a UTC noon
 
@@ -120,3 +120,10 @@ def test_refusals_name_the_tenant_and_the_limit() -> None:
     assert "spent $1.0000 today (UTC), its daily budget is $1.00" in spent.reason
     assert refusal(tenants, ledger, task("t4", at=NOON + 4), NOON + DAY_MS) is None  # the next UTC day
     assert refusal(tenants, ledger, task("x", tenant="free"), NOON) is None
+
+
+def test_only_printable_ids_are_counted() -> None:
+    assert countable(task("t1"))
+    assert not countable(task("t1", tenant=""))
+    assert not countable(task("t\x1f1"))
+    assert not countable({"task_id": "t1", "tenant_id": None})

@@ -37,6 +37,13 @@ class Store(Protocol):
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]: ...
 
 
+def countable(record: Mapping[str, Any]) -> bool:
+    """Whether a task or result has ids the ledger can key (the router rejects the others:
+    empty ids, or ids with control characters, SEP among them)."""
+    ids = (record.get("tenant_id"), record.get("task_id"))
+    return all(isinstance(value, str) and value and value.isprintable() for value in ids)
+
+
 def utc_day(ms: int) -> int:
     """The UTC day of an epoch-milliseconds time, as days since 1970-01-01."""
     return ms // DAY_MS

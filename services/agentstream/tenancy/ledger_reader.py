@@ -28,7 +28,7 @@ from agentstream.events import TASK_RESULT, TASK_SUBMITTED, now_ms
 from agentstream.runtime.store import PartitionStore
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.tenancy.admission import Refusal, TenantLookup, refusal
-from agentstream.tenancy.ledger import TenantLedger, utc_day
+from agentstream.tenancy.ledger import TenantLedger, countable, utc_day
 from agentstream.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class LedgerReader:
             record = self._schemas.decode_as(schema, value)
         except SerdeError:
             return  # not a task or result: the router dead-letters such bytes; nothing to count
-        if not (record.get("tenant_id") and record.get("task_id")):
+        if not countable(record):
             return  # the router rejects it as invalid
         feed: Callable[[Mapping[str, Any]], None] = self.ledger.submitted if schema == TASK_SUBMITTED else self.ledger.answered
         feed(record)

@@ -50,6 +50,9 @@ GROUP_PROTOCOL_ENV = "AGENTSTREAM_GROUP_PROTOCOL"
 METRICS_PORT_ENV = "AGENTSTREAM_METRICS_PORT"
 # Seconds without a completed poll after which /healthz answers 503 (default 30).
 HEALTH_STALL_ENV = "AGENTSTREAM_HEALTH_STALL_S"
+# The tenants file (tenancy/config.py): tenants, their hashed API keys, roles, limits and the
+# JWT settings. Set: the router enforces the tenants' limits (README "Tenants"); unset: no tenancy.
+TENANTS_ENV = "AGENTSTREAM_TENANTS"
 # Another directory of .avsc files (default: the repository's schemas/).
 SCHEMAS_DIR_ENV = "AGENTSTREAM_SCHEMAS_DIR"
 # Where cached downloads go when AGENTSTREAM_KAFKA_CACHE is unset (the XDG standard name).
@@ -88,6 +91,7 @@ _FIELD_ENV = {
     "group_protocol": GROUP_PROTOCOL_ENV,
     "metrics_port": METRICS_PORT_ENV,
     "health_stall_s": HEALTH_STALL_ENV,
+    "tenants_path": TENANTS_ENV,
 }
 
 
@@ -120,6 +124,7 @@ class WorkerSettings(BaseModel):
     # timeout (30 s) on a slow broker before it fails on its own: a shorter stall limit would
     # restart workers that are merely waiting for the broker.
     health_stall_s: float = Field(default=30.0, gt=0)
+    tenants_path: Path | None = None  # the tenants file: the router enforces its limits (None: no tenancy)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -133,6 +138,8 @@ class WorkerSettings(BaseModel):
             values["topology_path"] = Path(env[TOPOLOGY_ENV])
         if env.get(PREFIX_ENV):
             values["prefix"] = env[PREFIX_ENV]
+        if env.get(TENANTS_ENV, "").strip():
+            values["tenants_path"] = Path(env[TENANTS_ENV].strip())
         if env.get(MAX_INFLIGHT_ENV):
             values["max_inflight"] = env[MAX_INFLIGHT_ENV]
         for field, name in (("metrics_port", METRICS_PORT_ENV), ("health_stall_s", HEALTH_STALL_ENV)):

@@ -7,7 +7,9 @@ session):
 - head ``t/<task_id>``: the routed task, and the list of ownership epochs as
   ``[epoch, first_seq]`` pairs — a new owner that resumes the task appends one;
 - step ``s/<task_id>/<epoch>/<seq>``: what one step added — a model reply, or one tool
-  result — so bytes per step do not grow with the history;
+  result — so bytes per step do not grow with the history; with its start time and
+  latency, and for a reply the essentials of its request (kept for the run's transcript,
+  transcripts/record.py);
 - done ``d/<task_id>``: the task finished; a redelivered copy is ignored;
 - place ``p/<task_id>``: the task's session id while the task is in the retry tiers, so
   a new owner keeps the session's later tasks behind it.
@@ -88,7 +90,7 @@ def request_summary(messages: Sequence[Message], tools: Sequence[Mapping[str, An
     (equal digests: the model saw the same thing), the tools offered and the newest message."""
     canonical = json.dumps(
         [[m.role, m.content, [[c.name, c.arguments] for c in m.tool_calls], m.tool_call_id] for m in messages],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
     )
     newest = messages[-1] if messages else None
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from agentstream.approvals.ops import read_records  # every record of one schema on a topic, group-less
 from agentstream.errors import AgentStreamError
 from agentstream.serde import SchemaSet
 from agentstream.topology import Topology
@@ -37,8 +38,6 @@ def pick(runs: Mapping[str, Mapping[str, Any]], task_id: str, agent: str | None)
 
 def find_transcript(bootstrap: str, topology: Topology, schemas: SchemaSet, task_id: str, agent: str | None) -> dict[str, Any]:
     """The transcript of ``task_id`` (by ``agent``) on the topology's transcripts topic."""
-    from agentstream.approvals.ops import read_records
-
     if TRANSCRIPTS not in topology.topics:
         raise TranscriptNotFound(f"The topology declares no {TRANSCRIPTS!r} topic, so no run left a transcript; "
                                  "declare it (see examples/support_desk/topology.yaml) to record them.")

@@ -25,6 +25,8 @@ from agentstream.transcripts.read import find_transcript, runs_of
 from agentstream.transcripts.record import TRANSCRIPT, TRANSCRIPTS, steps_of
 from agentstream.transcripts.replay import replay
 
+from tests import support_desk
+
 from .harness import REPO, latest_by_key, read_all, wait_for
 from .test_durable import DurableStack
 
@@ -42,10 +44,10 @@ def _transcripts(stack: DurableStack, task_id: str) -> list[dict[str, Any]]:
     return found
 
 
-def _replay_cli(stack: DurableStack, task_id: str) -> subprocess.CompletedProcess[str]:
+def _replay_cli(stack: DurableStack, task_id: str, *options: str) -> subprocess.CompletedProcess[str]:
     env = {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap, "AGENTSTREAM_PREFIX": stack.prefix,
            "AGENTSTREAM_STATE_DIR": str(stack.base / "cli"), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "agentstream", "replay", task_id], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "agentstream", "replay", task_id, *options], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=120)
 
 
@@ -79,6 +81,15 @@ def test_a_finished_task_leaves_one_transcript_and_its_replay_reproduces_the_ans
     cli = _replay_cli(stack, task["task_id"])
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert "the runs agree on all 5 steps" in cli.stdout and "answer: identical, byte for byte" in cli.stdout
+
+    # Another version: it does not look orders up; its run parts from the record at the first reply.
+    topology_file = support_desk.copy_app(tmp_path / "other")
+    rules = topology_file.read_text(encoding="utf-8")
+    order_rule = next(line for line in rules.splitlines() if "call: lookup_order" in line)
+    topology_file.write_text(rules.replace(order_rule + "\n", ""), encoding="utf-8")
+    other = _replay_cli(stack, task["task_id"], "--version", str(topology_file))
+    assert other.returncode == 0, other.stdout + other.stderr
+    assert "runs diverge at step 1 (tool_calls differ)" in other.stdout and "answer: differs" in other.stdout
 
 
 def _delete_topic(admin: AdminClient, topic: str) -> None:

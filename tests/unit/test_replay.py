@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from agentstream.errors import ConfigurationError
 from agentstream.models import Message
 from agentstream.serde import SchemaSet
+from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.app import build_agent
-from agentstream.specialist.inprocess import InProcessRun, eval_task, run_in_process
+from agentstream.specialist.inprocess import InProcessRun, eval_task, run_in_process, version_topology
 from agentstream.tools.registry import ToolResult
 from agentstream.transcripts.divergence import first_divergence
 from agentstream.transcripts.record import TRANSCRIPT, ordered_steps, steps_of, task_of, transcript
@@ -175,3 +177,24 @@ def test_another_version_runs_its_own_model_and_gets_only_recorded_tool_results(
     assert report(done, out) == 0  # a divergence from another version is a finding
     assert "runs diverge at step 1 (tool_calls differ)" in out.getvalue()
 
+
+
+def test_a_version_is_live_a_topology_path_or_a_declared_candidate(tmp_path: Path) -> None:
+    live = support_desk.topology()
+    assert version_topology(live, "billing", "live") is live
+    other = version_topology(live, "billing", str(support_desk.copy_app(tmp_path)))
+    assert other.app_dir() == tmp_path and other.prefix == live.prefix
+    with pytest.raises(ConfigurationError, match="declares no candidate version of 'billing'"):
+        version_topology(live, "billing", "candidate")
+    with pytest.raises(ConfigurationError, match="neither 'live', 'candidate' nor an existing topology"):
+        version_topology(live, "billing", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigurationError, match="Unknown agent type 'nobody'"):
+        version_topology(live, "nobody", "live")
+
+
+def test_a_request_digest_changes_with_the_conversation_and_only_with_it() -> None:
+    tools = [{"name": "b"}, {"name": "a"}]
+    one = ckpt.request_summary([Message("system", "s"), Message("user", "hi")], tools)
+    assert one == ckpt.request_summary([Message("system", "s"), Message("user", "hi")], list(reversed(tools)))
+    assert one["digest"] != ckpt.request_summary([Message("system", "t"), Message("user", "hi")], tools)["digest"]
+    assert one["tools"] == ["a", "b"] and one["newest"] == {"role": "user", "content": "hi"}

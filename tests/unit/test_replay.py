@@ -21,7 +21,8 @@ from agentstream.specialist.inprocess import InProcessRun, eval_task, run_in_pro
 from agentstream.tools.registry import ToolResult
 from agentstream.transcripts.divergence import first_divergence
 from agentstream.transcripts.record import TRANSCRIPT, ordered_steps, steps_of, task_of, transcript
-from agentstream.transcripts.read import TranscriptNotFound, pick, runs_of
+from agentstream.topology import parse_topology
+from agentstream.transcripts.read import TranscriptNotFound, find_transcript, pick, runs_of
 from agentstream.transcripts.recorded import OffTheRecord, RecordedModel, RecordedTools, call_key
 from agentstream.transcripts.replay import replay, report
 from tests import support_desk
@@ -198,3 +199,12 @@ def test_a_request_digest_changes_with_the_conversation_and_only_with_it() -> No
     assert one == ckpt.request_summary([Message("system", "s"), Message("user", "hi")], list(reversed(tools)))
     assert one["digest"] != ckpt.request_summary([Message("system", "t"), Message("user", "hi")], tools)["digest"]
     assert one["tools"] == ["a", "b"] and one["newest"] == {"role": "user", "content": "hi"}
+
+
+def test_a_topology_without_the_transcripts_topic_says_none_were_written(tmp_path: Path) -> None:
+    text = (support_desk.APP / "topology.yaml").read_text(encoding="utf-8")
+    start = text.index("  transcripts:")
+    without = text[:start] + text[text.index("  dlq:", start):]
+    topology = parse_topology(without, tmp_path / "topology.yaml")
+    with pytest.raises(TranscriptNotFound, match="declares no 'transcripts' topic"):
+        find_transcript("127.0.0.1:1", topology, SchemaSet.load(), "t", None)  # refused before any broker is asked

@@ -208,3 +208,12 @@ def test_a_topology_without_the_transcripts_topic_says_none_were_written(tmp_pat
     topology = parse_topology(without, tmp_path / "topology.yaml")
     with pytest.raises(TranscriptNotFound, match="declares no 'transcripts' topic"):
         find_transcript("127.0.0.1:1", topology, SchemaSet.load(), "t", None)  # refused before any broker is asked
+
+
+def test_tool_results_that_finished_in_another_order_are_the_same_run() -> None:
+    reply = _model(0, None, [("a", {"n": 1}), ("b", {"n": 2})], seq=0)
+    first, second = _tool(0, 0, "a", "x"), _tool(0, 1, "b", "y")
+    checkpointed = [reply, {**second, "seq": 1}, {**first, "seq": 2}, _model(1, "done", seq=3)]  # b finished first
+    replayed = [reply, first, second, _model(1, "done")]
+    assert first_divergence(checkpointed, replayed) is None
+    assert first_divergence(checkpointed, [reply, first, _tool(0, 1, "b", "z"), _model(1, "done")]) is not None

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentstream.transcripts.record import MODEL
+from agentstream.transcripts.record import MODEL, in_call_order
 
 _SHOWN_CHARS = 300
 
@@ -45,8 +45,10 @@ class Divergence:
 
 
 def first_divergence(recorded: Sequence[Mapping[str, Any]], replayed: Sequence[Mapping[str, Any]]) -> Divergence | None:
-    """The first position where the essentials differ, or where one run has a step the
-    other has not; None when the two runs took the same steps."""
+    """The first position (in call order, record.in_call_order) where the essentials
+    differ, or where one run has a step the other has not; None when the two runs took
+    the same steps."""
+    recorded, replayed = in_call_order(recorded), in_call_order(replayed)
     for position in range(max(len(recorded), len(replayed))):
         mine = essentials(recorded[position]) if position < len(recorded) else None
         theirs = essentials(replayed[position]) if position < len(replayed) else None

@@ -25,6 +25,13 @@ def ordered_steps(epochs: Sequence[Sequence[int]], records: Iterable[Mapping[str
     return sorted([*chain.models.values(), *chain.tools.values()], key=lambda step: int(step["seq"]))
 
 
+def in_call_order(steps: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Steps by model call, each reply before the results of the tools it called, those by
+    call index. A step's tools run concurrently and are checkpointed as they finish, so
+    sequence order among them is chance; this order is the same for every run alike."""
+    return sorted(steps, key=lambda s: (int(s.get("step", 0)), s.get("kind") != MODEL, int(s.get("index", 0))))
+
+
 def transcript(
     task: Mapping[str, Any], result: Mapping[str, Any], epochs: Sequence[Sequence[int]],
     steps: Sequence[Mapping[str, Any]], recorded_at: int,

@@ -18,7 +18,7 @@ from agentstream.errors import AgentStreamError
 from agentstream.models.base import Message, ModelResponse
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.tools.registry import DEFAULT_TIMEOUT_S, ToolRegistry, ToolResult
-from agentstream.transcripts.record import MODEL, TOOL
+from agentstream.transcripts.record import MODEL, TOOL, in_call_order
 
 
 class OffTheRecord(AgentStreamError):
@@ -78,7 +78,7 @@ def _recorded_results(steps: Sequence[Mapping[str, Any]]) -> dict[str, list[Tool
         for index, call in enumerate(step.get("tool_calls") or ())
     }
     found: dict[str, list[ToolResult]] = {}
-    for step in steps:
+    for step in in_call_order(steps):  # a step's identical calls are asked for in index order
         if step.get("kind") == TOOL:
             key = calls.get((int(step["step"]), int(step["index"])))
             if key is not None:

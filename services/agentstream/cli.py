@@ -303,6 +303,25 @@ def cmd_tenants(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from agentstream.serde import SchemaSet
+    from agentstream.transcripts.read import find_transcript
+    from agentstream.transcripts.replay import run_command
+
+    settings = _settings()
+    topology = _topology(settings)
+    transcript = find_transcript(settings.bootstrap, topology, SchemaSet.load(), args.task_id, args.agent)
+    return run_command(transcript, topology, args.version, sys.stdout)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from agentstream.evals.run import run_command
+    from agentstream.topology import app_folder, load_topology
+
+    topology = load_topology(app_folder(args.app))  # no broker: the cases run in-process
+    return run_command(args.cases, args.agent, topology, args.version, args.threshold, sys.stdout)
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from agentstream.stack import Stack
 
@@ -440,7 +459,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker, "topology": cmd_topology, "submit": cmd_submit, "results": cmd_results, "lag": cmd_lag,
     "dlq": cmd_dlq, "approvals": cmd_approvals, "tenants": cmd_tenants, "dev": cmd_dev, "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo,
-    "new": cmd_new, "deploy": cmd_deploy,
+    "new": cmd_new, "deploy": cmd_deploy, "replay": cmd_replay, "eval": cmd_eval,
 }
 
 

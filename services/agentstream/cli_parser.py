@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_approvals(command("approvals", "list, show, approve or deny the tool calls that wait for a human"))
 
     _add_tenants(command("tenants", "hash an API key for the tenants file, or check a tenants file"))
+    _add_replay(command("replay", "run a finished task's agent loop again from its transcript; show where the runs diverge"))
+    _add_eval(command("eval", "run a case set through a specialist's loop in-process and score it; exit 1 under the threshold"))
 
     dev = command("dev", "a broker, the topology and every worker, until Ctrl-C")
     dev.add_argument("--state-dir", type=Path, help=STATE_DIR_HELP + f"; the broker's address goes to <it>/{BOOTSTRAP_FILE}")
@@ -190,6 +192,33 @@ def _add_tenants(tenants: argparse.ArgumentParser) -> None:
     check = actions.add_parser("check", help="load the tenants file (its JWT keys included) and list its tenants; "
                                              "exit 1 with the problem if it does not load")
     check.add_argument("--tenants", type=Path, metavar="FILE", help=f"the tenants file (default ${TENANTS_ENV})")
+
+
+def _add_replay(replay: argparse.ArgumentParser) -> None:
+    replay.add_argument("task_id", help="the task whose transcript to replay")
+    replay.add_argument("--agent", help="the specialist whose run to replay (needed when several ran the task)")
+    replay.add_argument("--version", metavar="live|candidate|PATH",
+                        help="run this version's model (its prompt and model settings; a topology file or app folder "
+                             "for PATH) against the recorded tool results; default: exact, from the recorded replies")
+
+
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1 (a share of the cases, e.g. 0.8)")
+    return value
+
+
+def _add_eval(evaluate: argparse.ArgumentParser) -> None:
+    evaluate.add_argument("cases", type=Path, help="the case file (YAML; e.g. examples/support_desk/evals.yaml)")
+    evaluate.add_argument("--agent", help="the specialist to evaluate (default: the case file's agent)")
+    evaluate.add_argument("--app", type=Path,
+                          help=f"the app folder (default: ${TOPOLOGY_ENV}, else examples/support_desk)")
+    evaluate.add_argument("--version", default="live", metavar="live|candidate|PATH",
+                          help="which version of the agent: the app's (live, default), its candidate, or the "
+                               "settings of another topology file or app folder")
+    evaluate.add_argument("--threshold", type=_unit_interval,
+                          help="the share of cases that must pass (default: the case file's, else 0.8)")
 
 
 def _add_kafka(kafka: argparse.ArgumentParser) -> None:

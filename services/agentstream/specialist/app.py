@@ -41,9 +41,7 @@ def build_specialist(
 ) -> Service:
     """The specialist service of ``agent_type``; ``model`` and ``tools`` replace the
     configured ones (tests)."""
-    agent = topology.agent(agent_type)
-    if agent.kind != "specialist":
-        raise ValueError(f"Agent {agent_type!r} is a {agent.kind}, not a specialist; choose one of {topology.specialist_types}.")
+    runner = build_agent(agent_type, topology, model=model, tools=tools)
     service = Service.build(agent_type, settings, topology, schemas)
     app = service.processor
     checkpoints = service.table("checkpoints")
@@ -51,16 +49,9 @@ def build_specialist(
     # tombstoned when it ends). Written through, so deleted through too.
     app.expire(checkpoints, topology.dedupe.retention_s, timestamp_value, stamp=stamp_now,
                prefix=ckpt.DONE.encode(), write_through=True)
-    model_settings = agent.model or ModelSettings()
-    models = ModelChains(model_settings, ModelControls(agent.controls or ControlSettings(), agent=agent_type), fixed=model)
-    modules = topology.tools_modules_of(agent_type)
-    registry = tools or load_tools(modules, topology.app_dir())
-    check_allowlist(agent_type, agent.tools, registry, modules)
-    prompt = model_settings.system_prompt(topology.app_dir()) or default_system_prompt(agent_type)
-    runner = SpecialistAgent(agent_type, model_settings, models, registry, list(agent.tools),
-                             agent.max_steps or 8, prompt)
+    models = runner.models
     service.behavior_version = runner.version
-    desk = _approval_desk(service, agent_type, registry, checkpoints)
+    desk = _approval_desk(service, agent_type, runner.tools, checkpoints)
     lifecycle = TaskLifecycle(service, runner, checkpoints, service.table("retrying"), desk)
 
     async def share_quotas(partitions: list[int]) -> None:
@@ -75,6 +66,23 @@ def build_specialist(
         settle_on_return=False, retrying=lifecycle.retrying,
     )
     return service
+
+
+def build_agent(agent_type: str, topology: Topology, *, model: Model | None = None,
+                tools: ToolRegistry | None = None) -> SpecialistAgent:
+    """The agent loop of the specialist ``agent_type`` as the topology configures it: what
+    a worker runs, and what replays and evals run in-process (``model`` and ``tools``
+    replace the configured ones)."""
+    agent = topology.agent(agent_type)
+    if agent.kind != "specialist":
+        raise ValueError(f"Agent {agent_type!r} is a {agent.kind}, not a specialist; choose one of {topology.specialist_types}.")
+    model_settings = agent.model or ModelSettings()
+    models = ModelChains(model_settings, ModelControls(agent.controls or ControlSettings(), agent=agent_type), fixed=model)
+    modules = topology.tools_modules_of(agent_type)
+    registry = tools or load_tools(modules, topology.app_dir())
+    check_allowlist(agent_type, agent.tools, registry, modules)
+    prompt = model_settings.system_prompt(topology.app_dir()) or default_system_prompt(agent_type)
+    return SpecialistAgent(agent_type, model_settings, models, registry, list(agent.tools), agent.max_steps or 8, prompt)
 
 
 def _approval_desk(service: Service, agent_type: str, registry: ToolRegistry, checkpoints: Table) -> ApprovalDesk | None:

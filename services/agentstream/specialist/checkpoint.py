@@ -7,7 +7,9 @@ session):
 - head ``t/<task_id>``: the routed task, and the list of ownership epochs as
   ``[epoch, first_seq]`` pairs — a new owner that resumes the task appends one;
 - step ``s/<task_id>/<epoch>/<seq>``: what one step added — a model reply, or one tool
-  result — so bytes per step do not grow with the history;
+  result — so bytes per step do not grow with the history; with its start time and
+  latency, and for a reply the essentials of its request (kept for the run's transcript,
+  transcripts/record.py);
 - done ``d/<task_id>``: the task finished; a redelivered copy is ignored;
 - place ``p/<task_id>``: the task's session id while the task is in the retry tiers, so
   a new owner keeps the session's later tasks behind it.
@@ -26,17 +28,24 @@ next epoch's). A zombie's late steps fall outside its range and are ignored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentstream.models.base import ModelResponse, ToolCall, Usage
+from agentstream.models.base import Message, ModelResponse, ToolCall, Usage
 from agentstream.tools.registry import ToolResult
 
 HEAD = "t/"
 STEP = "s/"
 DONE = "d/"
 PLACE = "p/"
+
+# The newest message of a model request is kept in its step (what the step was asked);
+# clipped so a step's bytes stay bounded by what it added.
+_NEWEST_CHARS = 500
+_DIGEST_HEX = 16
 
 
 REVISION_MARK = "#rev"
@@ -68,8 +77,41 @@ def place_key(task_id: str) -> str:
     return f"{PLACE}{task_id}"
 
 
-def model_step(step: int, response: ModelResponse, epoch: int, seq: int) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When a step began (epoch ms) and how long it took; kept for transcripts."""
+
+    at: int
+    latency_ms: int
+
+
+def request_summary(messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The essentials of a model request: its size, a digest of the whole conversation
+    (equal digests: the model saw the same thing), the tools offered and the newest message."""
+    canonical = json.dumps(
+        [[m.role, m.content, [[c.name, c.arguments] for c in m.tool_calls], m.tool_call_id] for m in messages],
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
+    )
+    newest = messages[-1] if messages else None
     return {
+        "messages": len(messages),
+        "digest": hashlib.sha256(canonical.encode()).hexdigest()[:_DIGEST_HEX],
+        "tools": sorted(str(t.get("name")) for t in tools),
+        "newest": None if newest is None else {"role": newest.role, "content": (newest.content or "")[:_NEWEST_CHARS]},
+    }
+
+
+def _timed(record: dict[str, Any], timing: Timing | None) -> dict[str, Any]:
+    if timing is not None:
+        record.update(at=timing.at, latency_ms=timing.latency_ms)
+    return record
+
+
+def model_step(
+    step: int, response: ModelResponse, epoch: int, seq: int, *,
+    timing: Timing | None = None, request: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    record = {
         "epoch": epoch,
         "seq": seq,
         "kind": "model",
@@ -80,11 +122,14 @@ def model_step(step: int, response: ModelResponse, epoch: int, seq: int) -> dict
                   "cost_usd": response.usage.cost_usd},
         "model": response.model,
     }
+    if request is not None:
+        record["request"] = request
+    return _timed(record, timing)
 
 
-def tool_step(step: int, index: int, result: ToolResult, epoch: int, seq: int) -> dict[str, Any]:
-    return {"epoch": epoch, "seq": seq, "kind": "tool", "step": step, "index": index,
-            "name": result.name, "ok": result.ok, "content": result.content}
+def tool_step(step: int, index: int, result: ToolResult, epoch: int, seq: int, *, timing: Timing | None = None) -> dict[str, Any]:
+    return _timed({"epoch": epoch, "seq": seq, "kind": "tool", "step": step, "index": index,
+                   "name": result.name, "ok": result.ok, "content": result.content}, timing)
 
 
 def response_of(record: Mapping[str, Any]) -> ModelResponse:

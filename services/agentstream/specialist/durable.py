@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from agentstream.approvals.gate import ApprovalGate, Cleared
+from agentstream.events import now_ms
 from agentstream.models.base import Message, Model, ModelResponse
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.loop import StepNotRecorded
@@ -87,10 +89,13 @@ class DurableModel:
         if self.run.draining():
             # Shutting down: stop at the step boundary; the next owner resumes from here.
             raise asyncio.CancelledError("worker draining")
+        began, clock = now_ms(), time.monotonic()
         response = await self.inner.complete(messages, tools)
+        timing = ckpt.Timing(began, round((time.monotonic() - clock) * 1000))
         self.run.new_model_calls += 1
         self.run.last_text = response.text or self.run.last_text
-        await self.run.record(lambda seq: ckpt.model_step(step, response, self.run.epoch, seq))
+        request = ckpt.request_summary(messages, tools)  # for the task's transcript
+        await self.run.record(lambda seq: ckpt.model_step(step, response, self.run.epoch, seq, timing=timing, request=request))
         return response
 
 
@@ -98,11 +103,7 @@ class DurableTools(ToolRegistry):
     """A ToolRegistry view whose calls are replayed from, or recorded to, the chain."""
 
     def __init__(self, inner: ToolRegistry, run: DurableRun) -> None:
-        super().__init__(max_result_chars=inner.max_result_chars)
-        for name in inner.names():
-            found = inner.get(name)
-            if found is not None:
-                self.register(found)
+        super().__init__(inner.all_tools(), max_result_chars=inner.max_result_chars)
         self.inner = inner
         self.run = run
 
@@ -120,6 +121,7 @@ class DurableTools(ToolRegistry):
         if self.run.draining():
             raise asyncio.CancelledError("worker draining")
         cleared = self.run.gate.clear(step, index, arguments) if self.run.gate is not None else Cleared(arguments)
+        began, clock = now_ms(), time.monotonic()
         if cleared.denial is not None:
             result = ToolResult(name, False, cleared.denial)
         else:
@@ -128,5 +130,6 @@ class DurableTools(ToolRegistry):
                 result = await self.inner.call(name, cleared.arguments, timeout_s)
             finally:
                 _idempotency_key.reset(token)
-        await self.run.record(lambda seq: ckpt.tool_step(step, index, result, self.run.epoch, seq))
+        timing = ckpt.Timing(began, round((time.monotonic() - clock) * 1000))
+        await self.run.record(lambda seq: ckpt.tool_step(step, index, result, self.run.epoch, seq, timing=timing))
         return result

@@ -7,8 +7,9 @@
   (specialist/durable.py); after a kill -9 or a rebalance, the new owner of the
   partition resumes every task it finds in the checkpoints, replaying finished steps.
 - One task at a time per session, in arrival order (specialist/order.py).
-- At the end: the result is sent and acknowledged, a done marker is written and the
-  task's checkpoint records are tombstoned.
+- At the end: the transcript (specialist/transcript_writer.py) and then the result are
+  sent and acknowledged, a done marker is written and the task's checkpoint records are
+  tombstoned.
 - A revision (the supervisor sent the task back, RoutedTask.revision n > 0) is a run of
   its own: every record above is keyed by ckpt.run_id, so it is not taken for a duplicate
   of the task, and a repeated request for revision n is one of revision n.
@@ -43,6 +44,7 @@ from agentstream.specialist.agent import SpecialistAgent
 from agentstream.specialist.durable import DurableRun
 from agentstream.specialist.loop import AgentOutcome
 from agentstream.specialist.order import SessionOrder, SessionPlaces
+from agentstream.specialist.transcript_writer import TranscriptWriter
 from agentstream.telemetry import log_context, tracing
 from agentstream.specialist.waiting import ApprovalDesk
 
@@ -103,6 +105,7 @@ class TaskLifecycle:
         self.accepting: set[str] = set()  # accepted here, head write not yet acknowledged
         self.decided_early: dict[str, tuple[dict[str, Any], int]] = {}  # run -> (head, partition): see resume_decided
         self.supervisor_topic = service.topology.topic("supervisor")
+        self.transcripts = TranscriptWriter.of(service, checkpoints)
 
     # -- entry points --------------------------------------------------------------------
     async def on_routed(self, task: Task, ctx: MessageContext) -> None:
@@ -288,7 +291,11 @@ class TaskLifecycle:
             await self.retries.settled(task["session_id"])
 
     async def _finish(self, task: Task, result: dict[str, Any], partition: int, replay: str | None = None) -> None:
-        """Result acknowledged → done marker → tombstones of the task's checkpoint records."""
+        """Transcript acknowledged → result acknowledged → done marker → tombstones of the
+        task's checkpoint records. The transcript goes first: once a result is out, its
+        transcript is readable (a replay right after the result finds it)."""
+        if self.transcripts is not None:
+            await self.transcripts.write(task, result, partition)
         headers = [(REPLAY, replay.encode())] if replay else None  # lets the supervisor take it again
         encoded = self.service.schemas.encode(SPECIALIST_RESULT, result)
         await self.app.send_acked(self.supervisor_topic, encoded, task["session_id"], headers=headers)

@@ -126,6 +126,10 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return sorted(self._tools)
 
+    def all_tools(self) -> list[Tool]:
+        """Every registered tool, by name (a view of this registry registers them again)."""
+        return [self._tools[name] for name in self.names()]
+
     def __contains__(self, name: object) -> bool:
         return name in self._tools
 

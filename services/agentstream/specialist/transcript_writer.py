@@ -1,0 +1,61 @@
+"""Writes a finished run's transcript (transcripts/record.py) to the ``transcripts`` topic.
+
+Called when the run ends, after its last step is checkpointed and before anything of it
+is tombstoned, and acknowledged before the lifecycle goes on: a worker killed between the
+two leaves the checkpoint in place, the next owner resumes the run (replaying every step,
+calling nothing), finishes it and writes the transcript again. So a finished run has at
+least one transcript, sometimes two alike: readers keep one per ``run_id``. A transcript
+the producer refuses outright (over the message size) is logged and left out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaException
+
+from agentstream.events import now_ms
+from agentstream.runtime import Table
+from agentstream.service import Service
+from agentstream.specialist import checkpoint as ckpt
+from agentstream.transcripts.record import TRANSCRIPT, TRANSCRIPTS, ordered_steps, transcript
+
+log = logging.getLogger(__name__)
+
+
+class TranscriptWriter:
+    """The transcripts of one specialist's runs, read from its checkpoints table."""
+
+    def __init__(self, service: Service, checkpoints: Table) -> None:
+        self.service = service
+        self.checkpoints = checkpoints
+        self.topic = service.topology.topic(TRANSCRIPTS)
+
+    @classmethod
+    def of(cls, service: Service, checkpoints: Table) -> TranscriptWriter | None:
+        """The writer, or None when the topology declares no ``transcripts`` topic."""
+        if TRANSCRIPTS not in service.topology.topics:
+            log.info("%s: the topology declares no %r topic; finished runs leave no transcript", service.agent, TRANSCRIPTS)
+            return None
+        return cls(service, checkpoints)
+
+    async def write(self, task: Mapping[str, Any], result: Mapping[str, Any], partition: int) -> None:
+        """Send the transcript of ``task``'s run and wait for the broker's acknowledgement."""
+        run = ckpt.run_id(task)
+        store = self.checkpoints.partition(partition)
+        raw_head = store.get(ckpt.head_key(run).encode())
+        epochs = json.loads(raw_head)["epochs"] if raw_head is not None else [[0, 0]]
+        records = [json.loads(value) for _, value in store.scan(ckpt.step_prefix(run).encode())]
+        record = transcript(task, result, epochs, ordered_steps(epochs, records), now_ms())
+        encoded = self.service.schemas.encode(TRANSCRIPT, record)
+        try:
+            await self.service.processor.send_acked(self.topic, encoded, task["session_id"], headers=self.service.headers())
+        except KafkaException as exc:
+            # Refused before sending (e.g. larger than message.max.bytes): no retry would pass,
+            # and the result matters more than its record. A broker that does not acknowledge
+            # (CheckpointError) is not caught: the task's work fails into the retry chain.
+            log.error("%s: the transcript of run %s (%d bytes) was refused: %s; the run finishes without one",
+                      self.topic, run, len(encoded), exc)

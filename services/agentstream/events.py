@@ -16,6 +16,7 @@ TASK_RESULT = "TaskResult"
 TASK_EVENT = "TaskEvent"
 APPROVAL_REQUESTED = "ApprovalRequested"
 APPROVAL_DECISION = "ApprovalDecision"
+TASK_CANCEL = "TaskCancel"
 
 
 def now_ms() -> int:

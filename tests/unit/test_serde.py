@@ -45,6 +45,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "decision": "edit", "arguments_hash": "a" * 64, "edited_arguments_json": '{"invoice_id":"INV-2"}',
         "who": "ops@acme", "why": "wrong invoice", "decided_at": T0 + 9,
     },
+    "TaskCancel": {
+        "task_id": "task-1", "session_id": "sess-1", "tenant_id": "acme", "requested_by": "ops@acme",
+        "reason": "the customer withdrew the request ✓", "requested_at": T0 + 11,
+    },
     "DeadLetter": {
         "id": "agents.tasks.v1-3-41", "key": b"sess-1", "value": b"\xc3\x01 not avro", "value_size": 12,
         "value_sha256": "0" * 64, "value_truncated": False,

@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_approvals(command("approvals", "list, show, approve or deny the tool calls that wait for a human"))
 
+    cancel = command("cancel", "cancel a task: stopped at its next step, or while it waits, with a CANCELED result")
+    cancel.add_argument("task_id", help="the task's id (as submitted)")
+    cancel.add_argument("--reason", help="why (kept in the cancel and the result's error message)")
+    cancel.add_argument("--by", help="who cancels (default: the login name)")
+
     dev = command("dev", "a broker, the topology and every worker, until Ctrl-C")
     dev.add_argument("--state-dir", type=Path, help=STATE_DIR_HELP + f"; the broker's address goes to <it>/{BOOTSTRAP_FILE}")
     dev.add_argument("--broker", choices=BROKER_KINDS, default=TANSU,

@@ -42,7 +42,7 @@ def test_cancel_running_waiting_queued_unknown_and_after_a_restart(bootstrap: st
         result = stack.results({running["task_id"]}, timeout=90)[running["task_id"]]
         assert [(r["status"], r["error"]["code"]) for r in result] == [("CANCELED", "CANCELED")], result
         assert "canceled by ops: customer hung up" in result[0]["error"]["message"]
-        assert desk.steps(running["task_id"]) == [0]
+        assert desk.steps(running["task_id"]) == [0] and result[0]["usage"]["llm_calls"] == 1  # the call it made counts
         desk.wait_event(running["task_id"], "STATE", "CANCELED", "billing")  # the supervisor's, with its agents
 
         # Waiting for approval, with a task of its session queued behind it at the router.

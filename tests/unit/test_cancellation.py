@@ -112,9 +112,11 @@ def _run(run: DurableRun, calls: list[tuple[str, int]]) -> None:
 def test_a_cancel_during_a_model_call_stops_the_loop_before_the_steps_tool_calls() -> None:
     log, calls = _Log(), []
     after_first_reply = iter([None, {**CANCEL, "task_id": "task-c"}])  # asked before the call, then before its tools
-    with pytest.raises(TaskCanceled, match="canceled by alice"):
+    with pytest.raises(TaskCanceled, match="canceled by alice") as stopped:
         _run(DurableRun("task-c", 0, ckpt.Chain(), log.persist, canceled=lambda: next(after_first_reply)), calls)
     assert calls == [("task-c", 0)]
+    spent = stopped.value.outcome  # what the run spent goes with the stop
+    assert spent.error[0] == CANCELED and (spent.usage["llm_calls"], spent.usage["tool_calls"], spent.steps) == (1, 0, 1)
     assert [v["kind"] for v in log.records.values()] == ["model"], "the reply is kept, no tool ran"
 
 

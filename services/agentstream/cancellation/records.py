@@ -24,6 +24,9 @@ class TaskCanceled(AgentStreamError):
     def __init__(self, cancel: Mapping[str, Any]) -> None:
         super().__init__(cancel_text(cancel))
         self.cancel = dict(cancel)
+        # The loop's AgentOutcome so far (usage, partial answer), set as it leaves the loop;
+        # None when the run was stopped before its loop began.
+        self.outcome: Any = None
 
 
 def cancel_record(task_id: str, session_id: str, tenant_id: str, requested_by: str, reason: str,

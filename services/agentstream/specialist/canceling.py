@@ -72,11 +72,21 @@ class Cancellations:
             return
         await self.service.processor.persist(self.checkpoints, cancel_key(task_id), {**cancel, "at": now_ms()})
         for head in heads:
-            run = ckpt.run_id(head["task"])
-            if self.desk is not None and await self.desk.close(run, ctx.partition, cancel):
-                self.service.progress(head["task"], "TEXT", CANCELED, f"wait for approval dropped: {cancel_text(cancel)}")
-                self.resume(head, ctx.partition)  # it ends at once: the record is there
+            await self._drop_wait(head, ctx.partition, cancel)
         log.info("%s: cancel of task %s recorded (%d run(s) here)", ctx.where, task_id, len(heads))
+
+    async def end_new_wait(self, task: Mapping[str, Any], partition: int) -> None:
+        """The task has just begun to wait: if its cancel came while the wait was being
+        recorded (after the handler found no wait to drop), drop it now."""
+        cancel = self.requested(task["task_id"], partition)
+        raw = self.checkpoints.partition(partition).get(ckpt.head_key(ckpt.run_id(task)).encode())
+        if cancel is not None and raw is not None:
+            await self._drop_wait(json.loads(raw), partition, cancel)
+
+    async def _drop_wait(self, head: dict[str, Any], partition: int, cancel: Mapping[str, Any]) -> None:
+        if self.desk is not None and await self.desk.close(ckpt.run_id(head["task"]), partition, cancel):
+            self.service.progress(head["task"], "TEXT", CANCELED, f"wait for approval dropped: {cancel_text(cancel)}")
+            self.resume(head, partition)  # it ends at once: the record is there
 
     def _heads(self, task_id: str, partition: int) -> list[dict[str, Any]]:
         store = self.checkpoints.partition(partition)

@@ -259,12 +259,14 @@ class TaskLifecycle:
         except TaskCanceled as stop:
             log.info("%s[%d]: task %s stopped: %s", self.service.input_topic, attempt.partition, task["task_id"], stop)
             self.service.progress(task, "TEXT", CANCELED, f"{self.agent.agent_type} stopped: {stop}")
-            canceled = AgentOutcome("FAILED", None, cancel_error(stop.cancel), [], {}, 0)
+            canceled = stop.outcome or AgentOutcome("FAILED", None, cancel_error(stop.cancel), [], {}, 0)
             await self._complete(task, canceled, attempt, started)
             return DONE
         except AwaitingApproval as held:
             assert self.desk is not None  # only a gate raises it
             await self.desk.wait(task, held, attempt.partition)
+            if self.cancels is not None:
+                await self.cancels.end_new_wait(task, attempt.partition)
             return WAITING
         except Exception as exc:  # CancelledError is not one: a drained loop resumes elsewhere
             log.error("%s[%d]: task %s crashed: %s: %s", self.service.input_topic, attempt.partition, task["task_id"],

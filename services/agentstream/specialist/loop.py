@@ -22,7 +22,8 @@ Tool failures are not task failures: they become ``Error: ...`` text the model r
 ``StepNotRecorded`` is no outcome: the run could not record a step (its checkpoint), which
 says nothing about the model, so it propagates and the stage's retry chain decides.
 ``TaskCanceled`` is no outcome either: what the loop runs in raises it at a step boundary
-when the task was canceled (cancellation/), and the caller ends the task CANCELED.
+when the task was canceled (cancellation/); it leaves carrying the run's usage and best
+partial answer (``outcome``), and the caller ends the task CANCELED.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentstream import metrics
-from agentstream.cancellation.records import TaskCanceled
+from agentstream.cancellation.records import TaskCanceled, cancel_error
 from agentstream.controls.fallback import is_minimum_viable
 from agentstream.controls.stats import ControlStats, collect_stats
 from agentstream.errors import AgentStreamError, ConfigurationError
@@ -190,6 +191,10 @@ async def run_agent(
                 raise  # a TimeoutError of someone else's, not our wall-clock limit
             reason = f"Stopped at the wall-clock limit of {timeout_s:g} s without a final answer."
             return tally.outcome(_partial_answer(messages, reason), (TIMEOUT, reason))
+        except TaskCanceled as stop:
+            # What the run spent and found goes with the stop, as with every limit.
+            stop.outcome = tally.outcome(_partial_answer(messages, str(stop)), cancel_error(stop.cancel))
+            raise
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 supervisor): a running loop stops at its next step boundary, a task waiting for approval
 drops its wait (a later decision is answered "already decided"), a task queued behind
 its session's open task is canceled at the router and never starts, a cancel sent while
-the specialist is down is applied by its successor, and each canceled task gets exactly
-one CANCELED result. The CLI refuses an unknown task and one that has ended."""
+the specialist is down is applied by its successor, so is one recorded before the
+specialist was killed, and each canceled task gets exactly one CANCELED result. The CLI refuses an unknown task and one that has ended."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import uuid
 from pathlib import Path
 
 from agentstream.cancellation import cancel_record, send_cancel
+from agentstream.runtime.lag import consumer_lag
 from agentstream.serde import SchemaSet
 
 from .cli import run
 from .harness import wait_for
 from .test_approvals import WORKERS, Approvals, _task
+from .test_durable import DurableStack
 
 SCHEMAS = SchemaSet.load()
 # Every model call takes this long: the cancel of the running task, sent once its first
@@ -30,6 +32,7 @@ def test_cancel_running_waiting_queued_unknown_and_after_a_restart(bootstrap: st
     waiting = _task("Please refund payment INV-1001", f"s-w-{run_id}", run_id, "waiting")
     queued = _task("Please check invoice INV-1003", f"s-w-{run_id}", run_id, "queued")  # behind waiting
     restarted = _task("Please refund payment INV-1003", f"s-k-{run_id}", run_id, "restarted")
+    crashed = _task("Please check invoice INV-1001", f"s-c-{run_id}", run_id, "crashed")
     stack = desk.stack
     try:
         stack.start_all(WORKERS)
@@ -74,14 +77,26 @@ def test_cancel_running_waiting_queued_unknown_and_after_a_restart(bootstrap: st
         ended = run("cancel", waiting["task_id"], env=desk.env)
         assert ended.returncode == 1 and "has ended already (CANCELED" in ended.stderr, ended.stderr
 
-        # A cancel sent while the specialist is down: its successor reads it and applies it.
+        # Restarts. A loop canceled mid-call whose cancel is recorded and its control record
+        # committed, then the specialist killed: the successor resumes the task from its
+        # checkpoint and the cancel's table entry stops it before its next model call (the
+        # control record is not read again). And a cancel sent while the specialist is down:
+        # the successor reads it and drops the wait.
         desk.request_of(restarted["task_id"])
+        stack.submit([crashed])
+        wait_for(lambda: desk.steps(crashed["task_id"]) == [0], 60, "the crashed task's first model call")
+        send_cancel(bootstrap, stack.topology, SCHEMAS, cancel_record(crashed["task_id"], crashed["session_id"], "it", "ops", ""))
+        wait_for(lambda: _cancels_committed(bootstrap, stack), 30, "the billing group's commit of every cancel")
         stack.workers["billing"].kill()
         stack.workers["billing"].wait(30)
         desk.cli_cancel(restarted["task_id"])
-        stack.start("billing-2", *WORKERS["billing"]).wait_for_line(r": assigned ", 60)
-        result = stack.results({restarted["task_id"]}, timeout=90)[restarted["task_id"]]
-        assert [r["status"] for r in result] == ["CANCELED"]
+        successor = stack.start("billing-2", *WORKERS["billing"])
+        successor.wait_for_line(r": assigned ", 60)
+        results = stack.results({restarted["task_id"], crashed["task_id"]}, timeout=90)
+        assert [r["status"] for r in results[restarted["task_id"]]] == ["CANCELED"]
+        assert [r["status"] for r in results[crashed["task_id"]]] == ["CANCELED"]
+        assert successor.matching(rf"task {crashed['task_id']} stopped: canceled by ops")
+        assert desk.steps(crashed["task_id"]) == [0], "the successor made no model call for it"
         assert desk.ledger_lines() == []
         # Each canceled task has its one result still (nothing came after).
         everything = stack.results({running["task_id"], queued["task_id"], waiting["task_id"]}, timeout=30)
@@ -89,3 +104,9 @@ def test_cancel_running_waiting_queued_unknown_and_after_a_restart(bootstrap: st
     finally:
         codes = stack.stop_all()
     assert all(code in (0, -9) for code in codes.values()), codes
+
+
+def _cancels_committed(bootstrap: str, stack: DurableStack) -> bool:
+    """Whether the billing group has committed every record of the control topic."""
+    rows = consumer_lag(bootstrap, stack.topology.group("billing"), [stack.topology.topic("control")])
+    return all(row.committed == row.end for row in rows if row.end > 0)

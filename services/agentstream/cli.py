@@ -434,8 +434,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker, "topology": cmd_topology, "submit": cmd_submit, "results": cmd_results, "lag": cmd_lag,
-    "dlq": cmd_dlq, "approvals": cmd_approvals, "cancel": cmd_cancel, "dev": cmd_dev, "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo,
-    "new": cmd_new, "deploy": cmd_deploy,
+    "dlq": cmd_dlq, "approvals": cmd_approvals, "cancel": cmd_cancel, "dev": cmd_dev, "kafka": cmd_kafka,
+    "bench": cmd_bench, "demo": cmd_demo, "new": cmd_new, "deploy": cmd_deploy,
 }
 
 

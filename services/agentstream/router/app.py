@@ -181,6 +181,15 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     async def on_cancel(cancel: dict[str, Any], ctx: MessageContext) -> None:
         """A TaskCancel: drop the task if it waits here; a routed one is its specialists' to
         stop; a cancel of an ended task is recorded (the event) and ignored."""
+        if not (is_usable_id(cancel["session_id"]) and is_usable_id(cancel["task_id"])):
+            log.warning("%s: a cancel without a usable task or session id ignored: %r", ctx.where, cancel)
+            return
+        if ctx.key != cancel["session_id"].encode():
+            # Another partition holds the session: send it again keyed by session (as a task's).
+            app.send(ctx.topic, schemas.encode(TASK_CANCEL, cancel), cancel["session_id"])
+            log.warning("%s: the cancel of task %s was keyed %r, not by its session; sent again keyed by session %s",
+                        ctx.where, cancel["task_id"], ctx.key, cancel["session_id"])
+            return
         record = sessions.get(cancel["session_id"]) or new_record()
         was_open = open_task(record) == cancel["task_id"]
         found, dropped, following = cancel_in_session(record, cancel, topology.sessions, now_ms())

@@ -23,7 +23,7 @@ from .test_durable import DurableStack
 SCHEMAS = SchemaSet.load()
 # Every model call takes this long: the cancel of the running task, sent once its first
 # call has started, lands well before that call returns and the loop reaches its next step.
-MODEL_LATENCY_S = "5"
+MODEL_LATENCY_S = "8"
 
 
 def test_cancel_running_waiting_queued_unknown_and_after_a_restart(bootstrap: str, tmp_path: Path) -> None:

@@ -85,6 +85,9 @@ def test_cancel_running_waiting_queued_unknown_and_after_a_restart(bootstrap: st
         assert unknown.returncode == 1 and f"No task 'ghost-{run_id}' on {stack.topology.topic('tasks')}" in unknown.stderr
         ended = run("cancel", waiting["task_id"], env=desk.env)
         assert ended.returncode == 1 and "has ended already (CANCELED" in ended.stderr, ended.stderr
+        # The record itself, for an ended task (as a client that does not ask first sends it): ignored.
+        send_cancel(bootstrap, stack.topology, SCHEMAS, cancel_record(running["task_id"], running["session_id"], "it", "ops", ""))
+        desk.wait_event(running["task_id"], "TEXT", "CANCELED", "cancel ignored: the task has ended")
 
         # Restarts. A loop canceled mid-call whose cancel is recorded and its control record
         # committed, then the specialist killed: the successor resumes the task from its

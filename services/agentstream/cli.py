@@ -322,6 +322,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_command(args.cases, args.agent, topology, args.version, args.threshold, sys.stdout)
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from agentstream.cancellation.ops import run_command
+
+    settings = _settings()
+    return run_command(args, settings.bootstrap, _topology(settings))
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from agentstream.stack import Stack
 
@@ -458,8 +465,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker, "topology": cmd_topology, "submit": cmd_submit, "results": cmd_results, "lag": cmd_lag,
-    "dlq": cmd_dlq, "approvals": cmd_approvals, "tenants": cmd_tenants, "dev": cmd_dev, "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo,
-    "new": cmd_new, "deploy": cmd_deploy, "replay": cmd_replay, "eval": cmd_eval,
+    "dlq": cmd_dlq, "approvals": cmd_approvals, "cancel": cmd_cancel, "tenants": cmd_tenants, "dev": cmd_dev,
+    "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo, "new": cmd_new, "deploy": cmd_deploy,
+    "replay": cmd_replay, "eval": cmd_eval,
 }
 
 

@@ -32,6 +32,7 @@ NO_BROKER_COMMANDS = [
     ("dlq", "list"),
     ("dlq", "show", "some-id"),
     ("replay", "some-task"),
+    ("cancel", "some-task"),
     ("worker", "router"),
     ("worker", "specialist", "--type", "billing"),
     ("topology", "plan"),

@@ -59,6 +59,7 @@ def test_the_real_file_names_every_topic() -> None:
             "approvals",
             "approval_decisions",
             "transcripts",
+            "control",
             "dlq",
             "audit",
         ]
@@ -70,6 +71,7 @@ def test_the_real_file_names_every_topic() -> None:
         "approvals": "agents.approvals.v1",
         "approval_decisions": "agents.approval-decisions.v1",
         "transcripts": "agents.transcripts.v1",
+        "control": "agents.control.v1",
         "dlq": "agents.dlq.v1",
         "audit": "agents.audit.v1",
     }
@@ -97,8 +99,8 @@ def test_tables_retry_tiers_and_specs() -> None:
 
     specs = {spec.name: spec for spec in topology.all_topics()}
     assert len(specs) == len(topology.all_topics()), "no topic is listed twice"
-    # 12 declared (audit and transcripts included) + 3 tiers for each of the 5 stage inputs + 17 changelogs
-    assert len(specs) == 12 + 3 * 5 + 17
+    # 13 declared (audit, transcripts and control included) + 3 tiers for each of the 5 stage inputs + 17 changelogs
+    assert len(specs) == 13 + 3 * 5 + 17
     assert {spec.partitions for spec in specs.values() if spec.per_session} == {6}
     assert all(spec.replication == 1 for spec in specs.values())
     assert specs["agents.specialist.billing.checkpoints.changelog"].cleanup_policy == "compact"

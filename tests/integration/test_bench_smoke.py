@@ -86,3 +86,12 @@ def test_store_memory_runs_both_variants() -> None:
         assert trial["error"] is None, trial["error"]
         assert [update for update, _ in trial["samples"]] == [0, 300, 600]
         assert trial["block_cache_bytes"] > 0  # the churn read through a cache
+
+
+def test_waiting_memory_measures_the_idle_and_the_waiting_worker(bootstrap: str) -> None:
+    report = run_bench("waiting_memory", "--tasks", "20", "--settle", "1", bootstrap=bootstrap)
+    result = report["result"]
+    assert result["error"] is None, result["error"]
+    assert result["waiting"] == 20
+    assert result["idle_rss"] > 0 and result["waiting_rss"] > 0
+    assert result["peak_rss"] >= max(result["idle_rss"], result["waiting_rss"])

@@ -20,9 +20,9 @@ rebalance re-arms it. When it fires, the partition's ``a/`` records are read and
 pending call past its deadline gets the policy's ``on_deadline``: ``deny`` decides as a
 human's denial would (who = ``deadline``); ``escalate`` sends the request again (same
 approval id) to the ``escalate_to`` approver group with a new deadline, at which the call
-is denied. Nothing per waiting call stays in memory: a timer per held call kept its
-message's context (the record, its log fields) alive until its deadline, decided or not,
-about 1.7 kB a call (bench/waiting_memory.py; bench/RESULTS.md "Waiting memory").
+is denied. No timer per waiting call: one kept its message's context (the record, its
+log fields) alive until its deadline, decided or not, about 1.3 kB of Python heap a call
+(bench/RESULTS.md "Waiting memory").
 """
 
 from __future__ import annotations

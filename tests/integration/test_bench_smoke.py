@@ -95,3 +95,12 @@ def test_waiting_memory_measures_the_idle_and_the_waiting_worker(bootstrap: str)
     assert result["waiting"] == 20 and result["ended"] == 20
     assert min(result["idle_rss"], result["waiting_rss"], result["decided_rss"]) > 0
     assert result["peak_rss"] >= max(result["idle_rss"], result["waiting_rss"], result["decided_rss"])
+
+
+def test_checkpoint_cost_runs_its_specialist_launcher(bootstrap: str) -> None:
+    """bench.checkpoint_cost starts its worker through ``python -m bench._procs specialist``
+    (an injected model and tools), which other benchmarks use too."""
+    report = run_bench("checkpoint_cost", "--quick", "--steps", "2", bootstrap=bootstrap)
+    result = report["result"]
+    assert result["error"] is None, result["error"]
+    assert len(result["per_step_bytes"]) == 2 and result["changelog_records"] > 0

@@ -510,8 +510,7 @@ def _load(ref: str) -> Any:
 
 def specialist_main(argv: list[str]) -> int:
     """``agentstream worker specialist`` (cli.cmd_worker) with overrides its CLI lacks."""
-    from agentstream.cli import _bootstrap, _setup_logging
-    from agentstream.settings import WorkerSettings
+    from agentstream.cli import _settings, _setup_logging
     from agentstream.specialist.app import build_specialist
     from agentstream.topology import load_topology as load
 
@@ -521,10 +520,10 @@ def specialist_main(argv: list[str]) -> int:
     parser.add_argument("--model", help="module:factory returning a Model (default: the topology's)")
     parser.add_argument("--tools", help="module:factory returning a ToolRegistry (default: the demo tools)")
     args = parser.parse_args(argv)
-    _setup_logging()
+    _setup_logging(argparse.Namespace(command="worker", verbose=False))  # as `agentstream worker` logs
     if os.environ.get(PRELOAD_ENV):
         importlib.import_module(os.environ[PRELOAD_ENV])  # scratch instrumentation, for profiling sessions
-    settings = WorkerSettings.from_env(bootstrap=_bootstrap(), max_inflight=args.max_inflight)
+    settings = _settings(max_inflight=args.max_inflight)
     topology = load(settings.topology_path, prefix=settings.prefix)
     service = build_specialist(
         args.type, settings, topology, SchemaSet.load(),

@@ -144,6 +144,7 @@ def write_topology(path: Path, steps: int) -> None:
     billing = raw["agents"][AGENT]
     billing["max_steps"] = steps + 5
     billing["tools"] = [TOOL]
+    billing.pop("approvals", None)  # they name the app's tools, which this billing does not have
     # History compression would rewrite the conversation this model counts its turns in
     # (and shrink the baseline); the question here is what a checkpoint of one step costs.
     (billing.get("model") or {}).pop("history_max_tokens", None)

@@ -46,8 +46,9 @@ def _topology(tmp_path: Path) -> Path:
     topology = yaml.safe_load((support_desk.APP / "topology.yaml").read_text())
     billing = topology["agents"]["billing"]
     billing["tools_modules"] = [str(LEDGER_TOOLS)]
-    billing["tools"] = [*billing["tools"], "refund_payment", "void_payment", "hold_payment"]
+    billing["tools"] = [*billing["tools"], "refund_payment", "void_payment", "hold_payment", "gated_refund"]
     billing["approvals"] = {"refund_payment": {"require": "always", "deadline_s": 3600},
+                            "gated_refund": {"require": "always", "deadline_s": 3600},
                             "void_payment": {"require": "always", "deadline_s": VOID_DEADLINE_S, "on_deadline": "deny"},
                             "hold_payment": {"require": "always", "deadline_s": 2, "on_deadline": "escalate",
                                              "escalate_to": "leads"}}
@@ -55,6 +56,7 @@ def _topology(tmp_path: Path) -> Path:
         {"find": r"\brefund payment (INV-\d+)", "call": "refund_payment", "argument": "invoice_id", "case": "upper"},
         {"find": r"\bvoid payment (INV-\d+)", "call": "void_payment", "argument": "invoice_id", "case": "upper"},
         {"find": r"\bhold payment (INV-\d+)", "call": "hold_payment", "argument": "invoice_id", "case": "upper"},
+        {"find": r"\bgated refund (INV-\d+)", "call": "gated_refund", "argument": "invoice_id", "case": "upper"},
     ]
     path = support_desk.copy_app(tmp_path / "app")
     path.write_text(yaml.safe_dump(topology))
@@ -64,11 +66,11 @@ def _topology(tmp_path: Path) -> Path:
 class Approvals:
     """The stack plus readers of its approval and event topics and the CLI."""
 
-    def __init__(self, bootstrap: str, tmp_path: Path, latency: str = "0") -> None:
+    def __init__(self, bootstrap: str, tmp_path: Path, latency: str = "0", env: dict[str, str] | None = None) -> None:
         self.ledger = tmp_path / "ledger.txt"
         self.ledger.touch()
         self.stack = DurableStack(bootstrap, tmp_path, latency=latency, topology_path=_topology(tmp_path),
-                                  env={LEDGER_ENV: str(self.ledger)})
+                                  env={LEDGER_ENV: str(self.ledger), **(env or {})})
         self.bootstrap = bootstrap
         self.env = cli_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, AGENTSTREAM_PREFIX=self.stack.prefix,
                            AGENTSTREAM_TOPOLOGY=str(self.stack.topology_path))
@@ -78,14 +80,19 @@ class Approvals:
         return [SCHEMAS.decode_as(schema, value) for _, value, _ in read_all(self.bootstrap, topic) if value]
 
     def request_of(self, task_id: str) -> dict[str, Any]:
-        found: list[dict[str, Any]] = []
+        return self.requests_of([task_id], 60)[task_id]
+
+    def requests_of(self, task_ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+        """The latest approval request of each of ``task_ids``, once every one has one."""
+        found: dict[str, dict[str, Any]] = {}
 
         def requested() -> bool:
-            found[:] = [r for r in self.records("approvals", "ApprovalRequested") if r["task_id"] == task_id]
-            return bool(found)
+            found.clear()
+            found.update((r["task_id"], r) for r in self.records("approvals", "ApprovalRequested") if r["task_id"] in task_ids)
+            return len(found) == len(task_ids)
 
-        wait_for(requested, 60, f"an approval request of {task_id}")
-        return found[-1]
+        wait_for(requested, timeout, f"approval requests of all {len(task_ids)} tasks")
+        return dict(found)
 
     def events(self, task_id: str) -> list[dict[str, Any]]:
         return [e for e in self.records("task_events", "TaskEvent") if e["task_id"] == task_id]
@@ -114,20 +121,20 @@ class Approvals:
         return [step for task, step, _ in self.stack.calls() if task == task_id]
 
 
-def _task(text: str, session: str, run_id: str, name: str) -> dict[str, Any]:
+def billing_task(text: str, session: str, run_id: str, name: str) -> dict[str, Any]:
     return new_task(text, session, "it", task_id=f"{name}-{run_id}", requested_agent="billing")
 
 
 def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str, tmp_path: Path) -> None:
     desk = Approvals(bootstrap, tmp_path)
     run_id = uuid.uuid4().hex[:6]
-    approved = _task("Please refund payment INV-1001", f"s-a-{run_id}", run_id, "approved")
-    behind = _task("Please check invoice INV-1002", f"s-a-{run_id}", run_id, "behind")  # same session
-    denied = _task("Please refund payment INV-1003", f"s-d-{run_id}", run_id, "denied")
-    edited = _task("Please refund payment INV-1002", f"s-x-{run_id}", run_id, "edited")
-    escalated = _task("Please hold payment INV-1002", f"s-h-{run_id}", run_id, "escalated")
-    killed = _task("Please refund payment INV-1004", f"s-k-{run_id}", run_id, "killed")
-    expired = _task("Please void payment INV-1001", f"s-e-{run_id}", run_id, "expired")
+    approved = billing_task("Please refund payment INV-1001", f"s-a-{run_id}", run_id, "approved")
+    behind = billing_task("Please check invoice INV-1002", f"s-a-{run_id}", run_id, "behind")  # same session
+    denied = billing_task("Please refund payment INV-1003", f"s-d-{run_id}", run_id, "denied")
+    edited = billing_task("Please refund payment INV-1002", f"s-x-{run_id}", run_id, "edited")
+    escalated = billing_task("Please hold payment INV-1002", f"s-h-{run_id}", run_id, "escalated")
+    killed = billing_task("Please refund payment INV-1004", f"s-k-{run_id}", run_id, "killed")
+    expired = billing_task("Please void payment INV-1001", f"s-e-{run_id}", run_id, "expired")
     try:
         port = free_port()
         desk.stack.start_all({**WORKERS, "billing": [*WORKERS["billing"], "--metrics-port", str(port)]})
@@ -178,7 +185,7 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
         assert [(d["decision"], d["who"]) for d in shown["decisions"]] == [("approve", "ops"), ("deny", "late")]
         assert request["approval_id"] not in desk.cli("list")
         unknown = {**denied_request, "approval_id": f"billing:no-such-task-{run_id}:0:0", "task_id": f"ghost-{run_id}"}
-        _produce_decision(desk, unknown)
+        produce_decisions(desk, [unknown])
         desk.wait_event(f"ghost-{run_id}", "ERROR", "REJECTED", "is known to the billing specialist")
         assert len(desk.ledger_lines()) == 2
 
@@ -215,9 +222,11 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
     assert all(code in (0, -9) for code in codes.values()), codes
 
 
-def _produce_decision(desk: Approvals, request: dict[str, Any]) -> None:
-    record = approval_decision(request, "approve", "ops", "", 1)
+def produce_decisions(desk: Approvals, requests: list[dict[str, Any]]) -> None:
+    """Approve each of ``requests`` (ApprovalRequested records) by ops, as a UI would."""
     producer = Producer(producer_config(desk.bootstrap))
-    producer.produce(desk.stack.topology.topic("approval_decisions"), SCHEMAS.encode("ApprovalDecision", record),
-                     record["session_id"])
+    for request in requests:
+        record = approval_decision(request, "approve", "ops", "", 1)
+        producer.produce(desk.stack.topology.topic("approval_decisions"), SCHEMAS.encode("ApprovalDecision", record),
+                         record["session_id"])
     assert producer.flush(30) == 0

@@ -86,3 +86,21 @@ def test_store_memory_runs_both_variants() -> None:
         assert trial["error"] is None, trial["error"]
         assert [update for update, _ in trial["samples"]] == [0, 300, 600]
         assert trial["block_cache_bytes"] > 0  # the churn read through a cache
+
+
+def test_waiting_memory_measures_the_idle_and_the_waiting_worker(bootstrap: str) -> None:
+    report = run_bench("waiting_memory", "--tasks", "20", "--settle", "1", bootstrap=bootstrap)
+    result = report["result"]
+    assert result["error"] is None, result["error"]
+    assert result["waiting"] == 20 and result["ended"] == 20
+    assert min(result["idle_rss"], result["waiting_rss"], result["decided_rss"]) > 0
+    assert result["peak_rss"] >= max(result["idle_rss"], result["waiting_rss"], result["decided_rss"])
+
+
+def test_checkpoint_cost_runs_its_specialist_launcher(bootstrap: str) -> None:
+    """bench.checkpoint_cost starts its worker through ``python -m bench._procs specialist``
+    (an injected model and tools), which other benchmarks use too."""
+    report = run_bench("checkpoint_cost", "--quick", "--steps", "2", bootstrap=bootstrap)
+    result = report["result"]
+    assert result["error"] is None, result["error"]
+    assert len(result["per_step_bytes"]) == 2 and result["changelog_records"] > 0

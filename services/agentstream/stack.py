@@ -50,8 +50,9 @@ class Stack:
     def worker_commands(self) -> dict[str, list[str]]:
         base = [sys.executable, "-m", "agentstream", "worker"]
         commands = {"router": [*base, "router"], "supervisor": [*base, "supervisor"]}
-        for agent_type in self.topology.specialist_types:
-            commands[agent_type] = [*base, "specialist", "--type", agent_type]
+        for name, agent in self.topology.workers.items():  # candidates' workers too
+            if agent.kind == "specialist":
+                commands[name] = [*base, "specialist", "--type", name]
         return commands
 
     def start(self) -> Stack:

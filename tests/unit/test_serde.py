@@ -45,6 +45,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "decision": "edit", "arguments_hash": "a" * 64, "edited_arguments_json": '{"invoice_id":"INV-2"}',
         "who": "ops@acme", "why": "wrong invoice", "decided_at": T0 + 9,
     },
+    "RolloutControl": {
+        "agent_type": "billing", "weight": 0.0, "reason": "rolled back: completion 40% < 85% over 20 tasks",
+        "set_by": "rollout-watch", "candidate_version": "0123456789ab", "at": T0 + 11,
+    },
     "DeadLetter": {
         "id": "agents.tasks.v1-3-41", "key": b"sess-1", "value": b"\xc3\x01 not avro", "value_size": 12,
         "value_sha256": "0" * 64, "value_truncated": False,
@@ -106,6 +110,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "input": "Refund order 42 ✓",
         "router_usage": None,
         "revision": 1,
+        "variant": "candidate",
+        "steps": 3,
+        "tool_errors": 1,
     },
     "TaskResult": {
         "task_id": "task-1",

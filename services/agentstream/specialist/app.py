@@ -14,6 +14,9 @@ from agentstream.events import APPROVAL_DECISION, ROUTED_TASK
 from agentstream.models.base import Model
 from agentstream.models.config import ModelSettings
 from agentstream.retry.chain import RetryChain
+from agentstream.rollout.config import SHADOW, VARIANT_SUFFIX
+from agentstream.rollout.dry_run import dry_run, side_effecting
+from agentstream.rollout.shadow import bind_shadow
 from agentstream.runtime import Table
 from agentstream.runtime.expiry import stamp_now, timestamp_value
 from agentstream.serde import SchemaSet
@@ -39,9 +42,11 @@ def build_specialist(
     model: Model | None = None,
     tools: ToolRegistry | None = None,
 ) -> Service:
-    """The specialist service of ``agent_type``; ``model`` and ``tools`` replace the
+    """The specialist service of ``agent_type`` (or of its candidate's worker,
+    ``<type>.candidate`` / ``<type>.shadow``); ``model`` and ``tools`` replace the
     configured ones (tests)."""
     agent = topology.agent(agent_type)
+    live_type, mode = topology.live_of(agent_type)
     if agent.kind != "specialist":
         raise ValueError(f"Agent {agent_type!r} is a {agent.kind}, not a specialist; choose one of {topology.specialist_types}.")
     service = Service.build(agent_type, settings, topology, schemas)
@@ -56,9 +61,11 @@ def build_specialist(
     modules = topology.tools_modules_of(agent_type)
     registry = tools or load_tools(modules, topology.app_dir())
     check_allowlist(agent_type, agent.tools, registry, modules)
-    prompt = model_settings.system_prompt(topology.app_dir()) or default_system_prompt(agent_type)
-    runner = SpecialistAgent(agent_type, model_settings, models, registry, list(agent.tools),
-                             agent.max_steps or 8, prompt)
+    if mode == SHADOW:
+        registry = dry_run(registry, side_effecting(registry, agent.tools, topology.agent(live_type).approvals))
+    prompt = model_settings.system_prompt(topology.app_dir()) or default_system_prompt(live_type)
+    runner = SpecialistAgent(live_type, model_settings, models, registry, list(agent.tools),
+                             agent.max_steps or 8, prompt, variant=VARIANT_SUFFIX[mode] if mode else None)
     service.behavior_version = runner.version
     desk = _approval_desk(service, agent_type, registry, checkpoints)
     lifecycle = TaskLifecycle(service, runner, checkpoints, service.table("retrying"), desk)
@@ -69,6 +76,10 @@ def build_specialist(
 
     app.on_assign(share_quotas)
     app.on_assign(lifecycle.resume_in_flight)
+    candidate = topology.candidate_of(live_type)
+    if mode == SHADOW and candidate is not None:
+        bind_shadow(service, lifecycle, live_type, candidate.weight)
+        return service
     # A retried task settles when it finishes (in the lifecycle), not when the tier hands it back.
     lifecycle.retries = RetryChain(
         service, partial(schemas.decode_as, ROUTED_TASK), lifecycle.on_routed, emit_failed_results=False,

@@ -77,4 +77,4 @@ class Watcher:
         record = control_record(agent_type, 0.0, f"rolled back: {reason}", WATCHER, version)
         send_control(self.bootstrap, self.topology, self.schemas, record)
         self.controls[agent_type] = record
-        log.warning("rollout: %s candidate %s rolled back to weight 0: %s", agent_type, version, reason)
+        log.warning("rollout: %s candidate %s set to weight 0, %s", agent_type, version, record["reason"])

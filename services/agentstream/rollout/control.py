@@ -17,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from agentstream import metrics
 from agentstream.clients import producer_config
 from agentstream.errors import ConfigurationError
 from agentstream.runtime.errors import ProcessorError
@@ -95,6 +96,8 @@ class WeightBoard:
         self._stop = threading.Event()
         self._follower = TopicFollower(bootstrap, [topology.topic("rollout")])
         latest_controls(self._follower.catch_up(CATCH_UP_TIMEOUT_S), schemas, self._controls)
+        for agent_type in self._defaults:
+            metrics.canary_weight(agent_type, self.weight(agent_type))
         self._thread = threading.Thread(target=self._follow, name="rollout-weights", daemon=True)
 
     def start(self) -> WeightBoard:
@@ -112,6 +115,7 @@ class WeightBoard:
             while not self._stop.is_set():
                 for agent_type, record in latest_controls(self._follower.poll(0.5), self._schemas, {}).items():
                     self._controls[agent_type] = record  # one dict item: atomic for the router's reads
+                    metrics.canary_weight(agent_type, record["weight"])
                     log.warning("rollout: %s canary weight is now %g (%s, by %s)", agent_type, record["weight"],
                                 record["reason"] or "no reason given", record["set_by"] or "?")
         finally:

@@ -113,6 +113,8 @@ def test_the_report_judges_a_canary_only_since_its_weight_was_last_set() -> None
     shown = format_report([report], 60)
     assert "billing (canary, weight 0.3; set by ops at" in shown and "try again" in shown
     assert "candidate" in shown and "live" in shown
+    rolled_back = {**control_record("billing", 0.0, "rolled back", "rollout-watch"), "at": 500}
+    assert build_report(topology, "billing", records, {"billing": rolled_back}).breach is None  # nothing left to roll back
 
 
 def test_a_weight_outside_0_1_is_refused() -> None:

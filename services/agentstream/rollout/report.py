@@ -84,8 +84,10 @@ def build_report(
     live = grouped.get(LIVE, [])
     agree = {variant: agreement(live, found) for variant, found in grouped.items() if variant != LIVE}
     control = controls.get(agent_type)
-    return AgentReport(agent_type, candidate.mode, current_weight(candidate, control), control, versions, agree,
-                       judge(candidate, grouped, control, judged_since))
+    weight = current_weight(candidate, control)
+    # At weight 0 there is nothing to roll back (the results still coming are of tasks it held).
+    said = judge(candidate, grouped, control, judged_since) if weight > 0 else None
+    return AgentReport(agent_type, candidate.mode, weight, control, versions, agree, said)
 
 
 def current_weight(candidate: CandidateSettings, control: Record | None) -> float:

@@ -295,11 +295,11 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 def cmd_rollout(args: argparse.Namespace) -> int:
     from agentstream.rollout.ops import run_command, run_watch
 
+    stop = _StopSignals() if args.action == "watch" else None  # before anything slow, as for a worker
     settings = _settings()
     topology = _topology(settings)
-    if args.action != "watch":
+    if stop is None:
         return run_command(args, settings.bootstrap, topology)
-    stop = _StopSignals()
     code = run_watch(args, settings.bootstrap, topology, lambda: stop.requested)
     stop.ignore()
     return code

@@ -198,3 +198,13 @@ def test_a_dry_run_refuses_side_effecting_and_held_tools_and_runs_the_rest() -> 
         (True, "found INV-1"),
         (False, "Error: tool mail failed: DryRunRefused: dry run: mail has side effects, and a shadow run calls no such tool"),
     ]
+
+
+def test_a_canary_is_a_worker_of_its_own_in_the_deploy_files_scaled_on_its_own_topic() -> None:
+    from agentstream.deploy.workers import workers
+
+    topology = _topology({"billing": {"weight": 0.2}})
+    (canary,) = [w for w in workers(topology) if w.agent == "billing.candidate"]
+    assert (canary.name, canary.group, canary.input_topic) == (
+        "specialist-billing-candidate", "agents.specialist.billing.candidate", "agents.specialist.billing.v1.candidate")
+    assert canary.command == ["worker", "specialist", "--type", "billing.candidate"]

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_TIMEOUT_S = 30.0  # a router reads the few control records before it routes
 _FLUSH_TIMEOUT_S = 30.0
+_RETRY_S = 5.0  # after a failed read of the control topic
 
 
 def canary_types(topology: Topology) -> list[str]:
@@ -113,7 +114,13 @@ class WeightBoard:
     def _follow(self) -> None:
         try:
             while not self._stop.is_set():
-                for agent_type, record in latest_controls(self._follower.poll(0.5), self._schemas, {}).items():
+                try:
+                    messages = self._follower.poll(0.5)
+                except ProcessorError as exc:  # the weights stand meanwhile; the reader goes on
+                    log.error("rollout: reading the weights failed, trying again in %g s: %s", _RETRY_S, exc)
+                    self._stop.wait(_RETRY_S)
+                    continue
+                for agent_type, record in latest_controls(messages, self._schemas, {}).items():
                     self._controls[agent_type] = record  # one dict item: atomic for the router's reads
                     metrics.canary_weight(agent_type, record["weight"])
                     log.warning("rollout: %s canary weight is now %g (%s, by %s)", agent_type, record["weight"],

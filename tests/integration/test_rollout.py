@@ -86,6 +86,14 @@ def test_a_canary_at_20_percent_gets_about_a_fifth_of_the_sessions_each_whole(bo
         for task_id, (result,) in results.items():
             session = task_id.rsplit("-t", 1)[0]
             assert result["behavior_versions"]["billing"] == versions["candidate" if session in on_candidate else None]
+        # An operator's new weight reaches the running router: at 1 every session's next task goes to the candidate.
+        assert "billing: canary weight 1" in _cli(stack, "set-weight", "billing", "1", "--reason", "all in", "--who", "ops")
+        stack.workers["router"].wait_for_line(r"rollout: billing canary weight is now 1 \(all in, by ops\)", 60)
+        third = _tasks(sessions[:20], 3)
+        stack.submit(third)
+        stack.results({t["task_id"] for t in third}, timeout=120)
+        ran_third = {r["task_id"]: r["variant"] for r in _records(stack, "supervisor", SPECIALIST_RESULT)}
+        assert {ran_third[t["task_id"]] for t in third} == {"candidate"}
     finally:
         stack.stop_all()
 

@@ -49,7 +49,8 @@ class Watcher:
         next_check = time.monotonic()
         try:
             while not stopping():
-                self.records.extend(decode_results(results.poll(0.2), self.schemas))
+                # Only the canaries' types are judged: the window in memory holds only theirs.
+                self.records.extend(r for r in decode_results(results.poll(0.2), self.schemas) if r["agent_type"] in self.types)
                 latest_controls(controls.poll(0), self.schemas, self.controls)
                 if time.monotonic() >= next_check:
                     self.check()

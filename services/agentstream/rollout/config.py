@@ -17,7 +17,8 @@ from agentstream.controls.settings import ControlSettings
 from agentstream.models.config import ModelSettings
 from agentstream.topology_sections import _Frozen
 
-CANARY, SHADOW = "canary", "shadow"
+CANARY: Literal["canary"] = "canary"
+SHADOW: Literal["shadow"] = "shadow"
 RolloutMode = Literal["canary", "shadow"]
 # The name of a candidate's worker, group and stores: "<type>.<suffix>" (topology.variant_name).
 VARIANT_SUFFIX: dict[str, str] = {CANARY: "candidate", SHADOW: "shadow"}

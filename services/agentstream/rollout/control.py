@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 
 from agentstream import metrics
 from agentstream.clients import producer_config
@@ -73,12 +73,13 @@ def read_controls(bootstrap: str, topology: Topology, schemas: SchemaSet) -> dic
         follower.close()
 
 
-def latest_controls(messages: list[Any], schemas: SchemaSet, into: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def latest_controls(messages: list[Message], schemas: SchemaSet, into: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for msg in messages:
-        if msg.value() is None:
+        value = msg.value()
+        if value is None:
             continue
         try:
-            record = schemas.decode_as(ROLLOUT_CONTROL, msg.value())
+            record = schemas.decode_as(ROLLOUT_CONTROL, value)
         except SerdeError as exc:
             log.warning("%s[%d]@%d: not a RolloutControl, ignored: %s", msg.topic(), msg.partition(), msg.offset(), exc)
             continue

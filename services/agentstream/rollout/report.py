@@ -52,10 +52,11 @@ def decode_results(messages: Iterable[Message], schemas: SchemaSet) -> list[dict
     """The SpecialistResults among ``messages`` (anything else on the topic is skipped)."""
     records = []
     for msg in messages:
-        if msg.value() is None:
+        value = msg.value()
+        if value is None:
             continue
         try:
-            records.append(schemas.decode_as(SPECIALIST_RESULT, msg.value()))
+            records.append(schemas.decode_as(SPECIALIST_RESULT, value))
         except SerdeError:
             continue
     return records

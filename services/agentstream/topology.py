@@ -390,6 +390,13 @@ class Topology(_Frozen):
         """The physical input topic of ``agent_type``'s canary."""
         return self.topic(self.agent(variant_name(agent_type, CANARY)).input)
 
+    def version_topic(self, agent_type: str, variant: str | None) -> str:
+        """Where a task goes back to the version that ran it (a revision): the canary's
+        topic for ``variant`` "candidate" while the topology has the canary, else the live one."""
+        if variant == VARIANT_SUFFIX[CANARY] and variant_name(agent_type, CANARY) in self._variants:
+            return self.candidate_topic(agent_type)
+        return self.specialist_topic(agent_type)
+
     def app_dir(self) -> Path | None:
         """The folder of the topology file it was loaded from (None: built in code)."""
         return self._app_dir

@@ -134,6 +134,10 @@ def test_a_canary_has_its_own_topic_group_and_settings() -> None:
     names = {spec.name for spec in topology.all_topics()}
     assert {"agents.specialist.billing.v1.candidate.retry-1", "agents.specialist.billing.candidate.checkpoints.changelog"} <= names
     assert sorted(topology.specialist_types) == ["account", "billing", "technical"]  # the router routes to types, not versions
+    # A revision goes back to the version that ran the task.
+    assert topology.version_topic("billing", "candidate") == "agents.specialist.billing.v1.candidate"
+    assert topology.version_topic("billing", None) == "agents.specialist.billing.v1"
+    assert topology.version_topic("technical", "candidate") == "agents.specialist.technical.v1"  # no canary (any more)
 
 
 def test_a_shadow_reads_the_live_topic_in_its_own_group_and_asks_no_human() -> None:

@@ -130,6 +130,8 @@ def test_a_broken_canary_is_rolled_back_by_its_rule_and_its_sessions_go_back_to_
         shown = _cli(stack, "report", "--agent", "billing", "--window", "600")
         assert "billing (canary, weight 0; set by rollout-watch at" in shown and "rolled back: completion 0%" in shown
         assert any(row.split()[:1] == ["candidate"] and " 0% " in row for row in shown.splitlines()), shown
+        watcher.terminate()
+        assert watcher.wait(30) == 0, watcher.tail()  # SIGTERM stops the watcher cleanly
     finally:
         stack.stop_all()
 

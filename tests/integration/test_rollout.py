@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from agentstream.client import new_task
-from agentstream.events import ROLLOUT_CONTROL, SPECIALIST_RESULT, TASK_EVENT, TASK_RESULT
+from agentstream.events import ROLLOUT_CONTROL, SPECIALIST_RESULT, TASK_EVENT
 from agentstream.rollout.split import takes_candidate
 from agentstream.serde import SchemaSet
 from agentstream.settings import SCRIPTED_FAILURE_RATE_ENV

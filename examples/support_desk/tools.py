@@ -50,7 +50,7 @@ def lookup_invoice(invoice_id: str) -> dict[str, Any] | str:
     return _find("invoices", "invoice_id", invoice_id.strip()) or f"No invoice with id {invoice_id!r} was found."
 
 
-@tool
+@tool(side_effects=True)
 def refund_invoice(invoice_id: str) -> dict[str, Any] | str:
     """Refund what was paid on an invoice to the card it was charged to. Moves money: the
     topology holds every call for a human's approval first.

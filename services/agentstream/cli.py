@@ -113,9 +113,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.tenants is not None and args.kind != "router":
         raise ConfigurationError(f"--tenants applies to the router only (it enforces the limits), not to a {args.kind}.")
     if args.kind == "specialist":
-        if not args.type:
-            raise ConfigurationError(f"`worker specialist` needs --type, one of {', '.join(topology.specialist_types)}.")
-        topology.specialist_topic(args.type)  # an unknown type is refused, naming the valid ones
+        specialists = [name for name, agent in topology.workers.items() if agent.kind == "specialist"]
+        if args.type not in specialists:  # a candidate's worker (billing.candidate) is one too
+            raise ConfigurationError(f"`worker specialist` needs --type, one of {', '.join(specialists)}; got {args.type!r}.")
     # Every topic a worker may write must exist: producing to a missing one would create it
     # with the broker's defaults on a broker that auto-creates topics.
     require_topics(AdminClient(admin_config(settings.bootstrap)), [t.name for t in topology.all_topics()],
@@ -264,7 +264,8 @@ def cmd_lag(args: argparse.Namespace) -> int:
 
     settings = _settings()
     topology = _topology(settings)
-    agents = [args.agent] if args.agent else ["router", *topology.specialist_types, "supervisor"]
+    variants = [name for name in topology.workers if name not in topology.agents]  # each version's own group
+    agents = [args.agent] if args.agent else ["router", *topology.specialist_types, *variants, "supervisor"]
     for agent in agents:
         topology.agent(agent)  # an unknown name is refused before any output
     print(f"{'group':32} {'topic':36} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8}")
@@ -327,6 +328,19 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     settings = _settings()
     return run_command(args, settings.bootstrap, _topology(settings))
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from agentstream.rollout.ops import run_command, run_watch
+
+    stop = _StopSignals() if args.action == "watch" else None  # before anything slow, as for a worker
+    settings = _settings()
+    topology = _topology(settings)
+    if stop is None:
+        return run_command(args, settings.bootstrap, topology)
+    code = run_watch(args, settings.bootstrap, topology, lambda: stop.requested)
+    stop.ignore()
+    return code
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -467,7 +481,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker, "topology": cmd_topology, "submit": cmd_submit, "results": cmd_results, "lag": cmd_lag,
     "dlq": cmd_dlq, "approvals": cmd_approvals, "cancel": cmd_cancel, "tenants": cmd_tenants, "dev": cmd_dev,
     "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo, "new": cmd_new, "deploy": cmd_deploy,
-    "replay": cmd_replay, "eval": cmd_eval,
+    "replay": cmd_replay, "eval": cmd_eval, "rollout": cmd_rollout,
 }
 
 

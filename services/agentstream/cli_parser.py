@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("task_id", help="the task's id (as submitted)")
     cancel.add_argument("--reason", help="why (kept in the cancel and the result's error message)")
     cancel.add_argument("--by", help="who cancels (default: the login name)")
+    _add_rollout(command("rollout", "canary weights, the per-version report and the rollback watcher of candidate versions"))
 
     dev = command("dev", "a broker, the topology and every worker, until Ctrl-C")
     dev.add_argument("--state-dir", type=Path, help=STATE_DIR_HELP + f"; the broker's address goes to <it>/{BOOTSTRAP_FILE}")
@@ -223,6 +224,22 @@ def _add_eval(evaluate: argparse.ArgumentParser) -> None:
                                "settings of another topology file or app folder")
     evaluate.add_argument("--threshold", type=_unit_interval,
                           help="the share of cases that must pass (default: the case file's, else 0.8)")
+
+
+def _add_rollout(rollout: argparse.ArgumentParser) -> None:
+    actions = rollout.add_subparsers(dest="action", required=True, metavar="action")
+    weight = actions.add_parser("set-weight", help="the share of sessions a canary gets, now, on every router")
+    weight.add_argument("agent", help="the specialist type whose candidate it is (e.g. billing)")
+    weight.add_argument("weight", type=float, help="0 to 1 (0.2: 20 %% of the sessions; 0: roll back)")
+    weight.add_argument("--reason", default="", help="why (shown by `rollout report`)")
+    weight.add_argument("--who", help="who sets it (default: the login name)")
+    report = actions.add_parser("report", help="per version: completion, latency, cost, steps, tool errors, agreement")
+    watch = actions.add_parser("watch", help="check the rollback rules continuously; roll a breaching canary back")
+    for action in (report, watch):
+        action.add_argument("--window", type=float, default=3600.0, metavar="S",
+                            help="judge the results of the last S seconds (default 3600)")
+    report.add_argument("--agent", help="only this specialist type")
+    watch.add_argument("--interval", type=float, default=5.0, metavar="S", help="seconds between checks (default 5)")
 
 
 def _add_kafka(kafka: argparse.ArgumentParser) -> None:

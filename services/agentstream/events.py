@@ -18,6 +18,7 @@ APPROVAL_REQUESTED = "ApprovalRequested"
 APPROVAL_DECISION = "ApprovalDecision"
 AUDIT_RECORD = "AuditRecord"
 TASK_CANCEL = "TaskCancel"
+ROLLOUT_CONTROL = "RolloutControl"
 
 
 def now_ms() -> int:

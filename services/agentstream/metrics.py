@@ -121,6 +121,18 @@ def agent_steps() -> Histogram:
 
 
 @cache
+def specialist_runs() -> Counter:
+    # variant: live, candidate or shadow (rollout/); with the behaviour version, what a rollout compares.
+    return Counter("agentstream_specialist_runs", "Specialist runs ended, by version and status",
+                   ["agent", "variant", "behavior_version", "status"])
+
+
+@cache
+def rollout_weight() -> Gauge:
+    return Gauge("agentstream_rollout_weight", "Share of sessions a router sends to an agent type's canary", ["agent"])
+
+
+@cache
 def inflight_loops() -> Gauge:
     return Gauge("agentstream_inflight_loops", "Agent loops running in this worker now", ["agent"])
 
@@ -189,7 +201,7 @@ FAMILIES = (
     retries, dead_letters, parked, rebalances, restore_seconds, checkpoint_seconds, task_results, task_duration,
     task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tenant_spend_today,
     tenant_in_flight, tool_calls, model_calls, operation_duration,
-    token_usage, model_retries, breaker_state, rate_limit_wait,
+    token_usage, model_retries, breaker_state, rate_limit_wait, specialist_runs, rollout_weight,
 )
 
 
@@ -226,8 +238,14 @@ def specialist_run(result: Mapping[str, Any], steps: int) -> None:
     """A specialist run ended with the SpecialistResult ``result`` (about to be sent): its
     model turns and its duration."""
     agent, status = str(result["agent_type"]), str(result["status"])
-    agent_steps().labels(agent, status, str(result.get("behavior_version") or "")).observe(steps)
+    version = str(result.get("behavior_version") or "")
+    agent_steps().labels(agent, status, version).observe(steps)
+    specialist_runs().labels(agent, str(result.get("variant") or "live"), version, status).inc()
     stage_done(agent, status, int(result["started_at"]), int(result["finished_at"]))
+
+
+def canary_weight(agent: str, weight: float) -> None:
+    rollout_weight().labels(agent).set(weight)
 
 
 @contextmanager

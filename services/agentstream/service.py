@@ -30,6 +30,7 @@ class Service:
     schemas: SchemaSet
     settings: WorkerSettings
     behavior_version: str = ""  # stamped as a header on every event this agent emits
+    quiet: bool = False  # a shadow (rollout/shadow.py): its runs emit no task events
 
     @classmethod
     def build(cls, agent: str, settings: WorkerSettings, topology: Topology, schemas: SchemaSet) -> Service:
@@ -68,6 +69,8 @@ class Service:
         return [(BEHAVIOR_VERSION_HEADER, self.behavior_version.encode())]
 
     def progress(self, task: Mapping[str, Any], kind: str, state: str, detail: str = "") -> None:
+        if self.quiet:
+            return
         self.emit("task_events", TASK_EVENT, task_event(task, self.agent, kind, state, detail))
 
     def result(self, record: Mapping[str, Any]) -> None:

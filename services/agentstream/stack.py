@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from agentstream.broker import BOOTSTRAP_ENV, TANSU, bootstrap_servers
 from agentstream.clients import admin_config
+from agentstream.rollout.control import canary_types
 from agentstream.settings import PREFIX_ENV, STATE_DIR_ENV, TOPOLOGY_ENV
 from agentstream.topology import Topology, load_topology
 from agentstream.topology_admin import apply
@@ -50,8 +51,11 @@ class Stack:
     def worker_commands(self) -> dict[str, list[str]]:
         base = [sys.executable, "-m", "agentstream", "worker"]
         commands = {"router": [*base, "router"], "supervisor": [*base, "supervisor"]}
-        for agent_type in self.topology.specialist_types:
-            commands[agent_type] = [*base, "specialist", "--type", agent_type]
+        for name, agent in self.topology.workers.items():  # candidates' workers too
+            if agent.kind == "specialist":
+                commands[name] = [*base, "specialist", "--type", name]
+        if canary_types(self.topology):  # the rollback rules of the canaries, checked continuously
+            commands["rollout-watch"] = [sys.executable, "-m", "agentstream", "rollout", "watch"]
         return commands
 
     def start(self) -> Stack:

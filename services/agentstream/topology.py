@@ -29,6 +29,7 @@ from agentstream.approvals.policy import ApprovalPolicy
 from agentstream.controls.settings import ControlSettings
 from agentstream.errors import ConfigurationError
 from agentstream.models.config import ModelSettings
+from agentstream.rollout.config import CANARY, CANDIDATE_TOPIC_SUFFIX, SHADOW, VARIANT_SUFFIX, CandidateSettings
 from agentstream.settings import TOPOLOGY_ENV
 from agentstream.yaml_mapping import yaml_mapping
 from agentstream.topology_sections import (  # re-exported: the sections are part of the topology's API
@@ -136,6 +137,7 @@ class AgentType(_Frozen):
     supervision: SupervisionSettings | None = None  # supervisors only: optional review by a model
     scaling: ScalingSettings = ScalingSettings()  # the generated KEDA ScaledObject (deploy/keda.py)
     approvals: dict[str, ApprovalPolicy] = {}  # specialists: tool -> when a human approves a call (approvals/policy.py)
+    candidate: CandidateSettings | None = None  # specialists: a second version, canary or shadow (rollout/)
 
     @model_validator(mode="after")
     def _specialist_fields(self) -> AgentType:
@@ -147,6 +149,8 @@ class AgentType(_Frozen):
             raise ValueError(f"routing applies to the router only, not to a {self.kind}")
         if self.kind != "supervisor" and self.supervision is not None:
             raise ValueError(f"supervision applies to the supervisor only, not to a {self.kind}")
+        if self.kind != "specialist" and self.candidate is not None:
+            raise ValueError(f"candidate applies to specialists only, not to a {self.kind}")
         if self.supervision is not None:
             _check_single_call_model("supervision.model", self.supervision.model)
         _check_approvals(self.kind, self.approvals, self.tools)
@@ -197,10 +201,14 @@ class Topology(_Frozen):
 
     # Resolved at validation: logical name -> spec, with the {type} topics expanded.
     _topics: dict[str, TopicSpec] = PrivateAttr(default_factory=dict)
+    # The candidates' workers ("<type>.candidate", "<type>.shadow") as agent types of their own.
+    _variants: dict[str, AgentType] = PrivateAttr(default_factory=dict)
+    _variant_of: dict[str, tuple[str, str]] = PrivateAttr(default_factory=dict)  # worker -> (live type, mode)
 
     @model_validator(mode="after")
     def _resolve(self) -> Topology:
         self._topics = {logical: self._spec(s) for logical, s in self._expanded()}
+        self._resolve_candidates()
         self._check_agents()
         self._check_scaling()
         self._check_routing()
@@ -232,6 +240,26 @@ class Topology(_Frozen):
             config=settings.kafka_config(),
             per_session=settings.per_session,
         )
+
+    def _resolve_candidates(self) -> None:
+        """A canary reads its own topic (rollout/__init__.py says why); a shadow reads the
+        live one in a group of its own. Both need the rollout topics declared."""
+        for name, agent in self.agents.items():
+            if agent.candidate is None:
+                continue
+            needed = ["rollout"] + (["shadow_results"] if agent.candidate.mode == SHADOW else [])
+            missing = [logical for logical in needed if logical not in self._topics]
+            if missing:
+                raise ValueError(
+                    f"agent {name!r} declares a candidate, which needs the topics {missing}; declare them under "
+                    "topics (README 'Rolling out a new agent version' shows them)"
+                )
+            variant = _variant(name, agent, agent.candidate)
+            if agent.candidate.mode == CANARY:
+                source = self._topics[agent.input]
+                self._topics[variant.input] = _like(source, source.name + CANDIDATE_TOPIC_SUFFIX)
+            self._variants[variant_name(name, agent.candidate.mode)] = variant
+            self._variant_of[variant_name(name, agent.candidate.mode)] = (name, agent.candidate.mode)
 
     def _check_agents(self) -> None:
         for name, agent in self.agents.items():
@@ -296,7 +324,7 @@ class Topology(_Frozen):
             )
 
     def _check_names(self) -> None:
-        names = [spec.name for spec in self.all_topics()] + [self.group(a) for a in self.agents]
+        names = [spec.name for spec in self.all_topics()] + [self.group(a) for a in self.workers]
         bad = [n for n in names if not _LEGAL_NAME.fullmatch(n)]
         if bad:
             raise ValueError(f"illegal topic or group names {bad}: use 1-249 of A-Z a-z 0-9 . _ -")
@@ -337,12 +365,37 @@ class Topology(_Frozen):
             raise ConfigurationError(f"Unknown topic {logical!r}; valid topics are {sorted(self._topics)}") from None
 
     def agent(self, name: str) -> AgentType:
+        """An agent type, or a candidate's worker (``<type>.candidate``, ``<type>.shadow``)."""
         try:
-            return self.agents[name]
+            return self.agents[name] if name in self.agents else self._variants[name]
         except KeyError:
             raise ConfigurationError(
-                f"Unknown agent type {name!r}; valid agent types are {sorted(self.agents)}"
+                f"Unknown agent type {name!r}; valid agent types are {sorted(self.workers)}"
             ) from None
+
+    @property
+    def workers(self) -> dict[str, AgentType]:
+        """Every consumer group's agent type: the declared ones and the candidates' workers."""
+        return {**self.agents, **self._variants}
+
+    def live_of(self, worker: str) -> tuple[str, str | None]:
+        """The agent type a worker runs a version of, and its mode (None: the live version)."""
+        self.agent(worker)  # an unknown name is refused, naming the valid ones
+        return self._variant_of.get(worker, (worker, None))
+
+    def candidate_of(self, agent_type: str) -> CandidateSettings | None:
+        return self.agent(agent_type).candidate
+
+    def candidate_topic(self, agent_type: str) -> str:
+        """The physical input topic of ``agent_type``'s canary."""
+        return self.topic(self.agent(variant_name(agent_type, CANARY)).input)
+
+    def version_topic(self, agent_type: str, variant: str | None) -> str:
+        """Where a task goes back to the version that ran it (a revision): the canary's
+        topic for ``variant`` "candidate" while the topology has the canary, else the live one."""
+        if variant == VARIANT_SUFFIX[CANARY] and variant_name(agent_type, CANARY) in self._variants:
+            return self.candidate_topic(agent_type)
+        return self.specialist_topic(agent_type)
 
     def app_dir(self) -> Path | None:
         """The folder of the topology file it was loaded from (None: built in code)."""
@@ -393,14 +446,36 @@ class Topology(_Frozen):
         for logical in self._stage_inputs():
             source = self._topics[logical]
             specs += [_like(source, name) for name in self.retry_topics(logical)]
-        for name, agent in self.agents.items():
+        for name, agent in self.workers.items():
             # A changelog partition restores the store of the same input partition.
             source = self._topics[agent.input]
             specs += [_like(source, self.changelog_topic(name, t), self.changelog_config) for t in agent.tables]
         return specs
 
     def _stage_inputs(self) -> list[str]:
-        return list(dict.fromkeys(agent.input for agent in self.agents.values()))
+        return list(dict.fromkeys(agent.input for agent in self.workers.values()))
+
+
+def variant_name(agent_type: str, mode: str) -> str:
+    """The worker name of ``agent_type``'s candidate in ``mode``, e.g. ``billing.candidate``."""
+    return f"{agent_type}.{VARIANT_SUFFIX[mode]}"
+
+
+def _variant(name: str, live: AgentType, candidate: CandidateSettings) -> AgentType:
+    """The candidate as an agent type: the live one's settings with the candidate's own,
+    a group of its own, and (canary) its own input. A shadow asks no human: its
+    side-effecting calls are refused (rollout/dry_run.py), so it has no approvals."""
+    suffix = VARIANT_SUFFIX[candidate.mode]
+    tools = candidate.tools if candidate.tools is not None else live.tools
+    approvals = {} if candidate.mode == SHADOW else {t: p for t, p in live.approvals.items() if t in tools}
+    inherited = {key: getattr(live, key) for key in AgentType.model_fields if key != "candidate"}
+    fields = {**inherited, **candidate.overrides(), "group": f"{live.group}.{suffix}", "approvals": approvals}
+    if candidate.mode == CANARY:
+        fields["input"] = live.input + CANDIDATE_TOPIC_SUFFIX
+    try:
+        return AgentType.model_validate(fields)
+    except ValidationError as exc:
+        raise ValueError(f"agent {name!r}: its candidate is not a valid specialist: {exc}") from None
 
 
 def _check_approvals(kind: str, approvals: Mapping[str, ApprovalPolicy], tools: tuple[str, ...]) -> None:

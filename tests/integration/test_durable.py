@@ -42,8 +42,9 @@ class DurableStack:
         self.latency = latency
         self.workers: dict[str, WorkerProcess] = {}
 
-    def start(self, name: str, *command: str) -> WorkerProcess:
-        env = {
+    def env(self, name: str) -> dict[str, str]:
+        """The environment of the process ``name``: the stack's broker, prefix and app, a state dir of its own."""
+        return {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "AGENTSTREAM_PREFIX": self.prefix,
             "AGENTSTREAM_STATE_DIR": str(self.base / name),
@@ -52,7 +53,14 @@ class DurableStack:
             **({"AGENTSTREAM_TOPOLOGY": str(self.topology_path)} if self.topology_path else {}),
             **self.extra_env,
         }
-        worker = WorkerProcess(["-m", "agentstream", "worker", *command], name, env)
+
+    def start(self, name: str, *command: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        """``agentstream worker <command>`` as the process ``name`` (``env`` added to the stack's)."""
+        return self.run(name, "worker", *command, env=env)
+
+    def run(self, name: str, *command: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        """``agentstream <command>`` as the long-running process ``name``."""
+        worker = WorkerProcess(["-m", "agentstream", *command], name, {**self.env(name), **(env or {})})
         self.workers[name] = worker
         return worker
 

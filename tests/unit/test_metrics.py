@@ -148,6 +148,11 @@ def test_a_specialist_run_counts_its_steps_and_stage_latency() -> None:
     assert _value("agentstream_agent_steps_sum", agent=agent, status="COMPLETED", behavior_version="v1") == 3
     assert _value("agentstream_agent_steps_bucket", agent=agent, status="COMPLETED", behavior_version="v1", le="2.0") == 0
     assert _value("agentstream_stage_duration_seconds_sum", stage=agent, status="COMPLETED") == pytest.approx(0.75)
+    assert _value("agentstream_specialist_runs_total", agent=agent, variant="live", behavior_version="v1",
+                  status="COMPLETED") == 1
+    metrics.specialist_run({**result, "variant": "candidate", "behavior_version": "v2"}, 2)
+    assert _value("agentstream_specialist_runs_total", agent=agent, variant="candidate", behavior_version="v2",
+                  status="COMPLETED") == 1
 
 
 def test_the_inflight_gauge_counts_running_loops_only() -> None:

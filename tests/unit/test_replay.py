@@ -11,17 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agentstream.errors import ConfigurationError
 from agentstream.models import Message
 from agentstream.serde import SchemaSet
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.app import build_agent
-from agentstream.specialist.inprocess import InProcessRun, eval_task, run_in_process, version_topology
+from agentstream.specialist.inprocess import InProcessRun, eval_task, run_in_process, version_worker
 from agentstream.tools.registry import ToolResult
 from agentstream.transcripts.divergence import first_divergence
 from agentstream.transcripts.record import TRANSCRIPT, ordered_steps, steps_of, task_of, transcript
-from agentstream.topology import parse_topology
+from agentstream.topology import DEFAULT_PATH, parse_topology
 from agentstream.transcripts.read import TranscriptNotFound, find_transcript, pick, runs_of
 from agentstream.transcripts.recorded import OffTheRecord, RecordedModel, RecordedTools, call_key
 from agentstream.transcripts.replay import replay, report
@@ -182,15 +183,26 @@ def test_another_version_runs_its_own_model_and_gets_only_recorded_tool_results(
 
 def test_a_version_is_live_a_topology_path_or_a_declared_candidate(tmp_path: Path) -> None:
     live = support_desk.topology()
-    assert version_topology(live, "billing", "live") is live
-    other = version_topology(live, "billing", str(support_desk.copy_app(tmp_path)))
-    assert other.app_dir() == tmp_path and other.prefix == live.prefix
+    assert version_worker(live, "billing", "live") == (live, "billing")
+    other, worker = version_worker(live, "billing", str(support_desk.copy_app(tmp_path)))
+    assert other.app_dir() == tmp_path and other.prefix == live.prefix and worker == "billing"
     with pytest.raises(ConfigurationError, match="declares no candidate version of 'billing'"):
-        version_topology(live, "billing", "candidate")
+        version_worker(live, "billing", "candidate")
     with pytest.raises(ConfigurationError, match="neither 'live', 'candidate' nor an existing topology"):
-        version_topology(live, "billing", str(tmp_path / "nowhere"))
+        version_worker(live, "billing", str(tmp_path / "nowhere"))
     with pytest.raises(ConfigurationError, match="Unknown agent type 'nobody'"):
-        version_topology(live, "nobody", "live")
+        version_worker(live, "nobody", "live")
+
+
+@pytest.mark.parametrize(("mode", "worker"), [("canary", "billing.candidate"), ("shadow", "billing.shadow")])
+def test_the_candidate_version_is_the_candidate_worker_of_the_same_topology(mode: str, worker: str) -> None:
+    raw = yaml.safe_load(DEFAULT_PATH.read_text())
+    raw["agents"]["billing"]["candidate"] = {"mode": mode, "weight": 0.2, "max_steps": 3}
+    live = parse_topology(yaml.safe_dump(raw), DEFAULT_PATH)
+    topology, name = version_worker(live, "billing", "candidate")
+    assert topology is live and name == worker
+    agent = build_agent(name, topology)
+    assert agent.agent_type == "billing" and agent.max_steps == 3  # the candidate's own settings, the live type's name
 
 
 def test_a_request_digest_changes_with_the_conversation_and_only_with_it() -> None:

@@ -53,6 +53,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "task_id": "task-1", "session_id": "sess-1", "tenant_id": "acme", "requested_by": "ops@acme",
         "reason": "the customer withdrew the request ✓", "requested_at": T0 + 11,
     },
+    "RolloutControl": {
+        "agent_type": "billing", "weight": 0.0, "reason": "rolled back: completion 40% < 85% over 20 tasks",
+        "set_by": "rollout-watch", "candidate_version": "0123456789ab", "at": T0 + 11,
+    },
     "DeadLetter": {
         "id": "agents.tasks.v1-3-41", "key": b"sess-1", "value": b"\xc3\x01 not avro", "value_size": 12,
         "value_sha256": "0" * 64, "value_truncated": False,
@@ -123,6 +127,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "input": "Refund order 42 ✓",
         "router_usage": None,
         "revision": 1,
+        "variant": "candidate",
+        "steps": 3,
+        "tool_errors": 1,
     },
     "TaskResult": {
         "task_id": "task-1",

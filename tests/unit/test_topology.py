@@ -99,8 +99,8 @@ def test_tables_retry_tiers_and_specs() -> None:
 
     specs = {spec.name: spec for spec in topology.all_topics()}
     assert len(specs) == len(topology.all_topics()), "no topic is listed twice"
-    # 13 declared (audit, transcripts and control included) + 3 tiers for each of the 5 stage inputs + 17 changelogs
-    assert len(specs) == 13 + 3 * 5 + 17
+    # 15 declared (audit, transcripts, control, rollout and shadow_results included) + 3 tiers for each of the 5 stage inputs + 17 changelogs
+    assert len(specs) == 15 + 3 * 5 + 17
     assert {spec.partitions for spec in specs.values() if spec.per_session} == {6}
     assert all(spec.replication == 1 for spec in specs.values())
     assert specs["agents.specialist.billing.checkpoints.changelog"].cleanup_policy == "compact"

@@ -69,6 +69,12 @@ PANELS: tuple[tuple[str, str, str, str], ...] = (
      "{{worker}} {{change}}", "short"),
     ("Restore time p95", "histogram_quantile(0.95, sum by (le, worker) (rate(agentstream_restore_seconds_bucket[15m])))",
      "{{worker}}", "s"),
+    # Rolling out a new agent version (rollout/): each version's completion, and the canary weights.
+    ("Specialist completion by version", 'sum by (agent, variant, behavior_version) '
+     '(rate(agentstream_specialist_runs_total{status="COMPLETED"}[5m])) / '
+     "sum by (agent, variant, behavior_version) (rate(agentstream_specialist_runs_total[5m]))",
+     "{{agent}} {{variant}} {{behavior_version}}", "percentunit"),
+    ("Canary weight", "max by (agent) (agentstream_rollout_weight)", "{{agent}}", "percentunit"),
 )
 
 

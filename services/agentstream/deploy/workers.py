@@ -51,7 +51,8 @@ def workers(topology: Topology) -> list[Worker]:
     """Router first, then specialists, then supervisors: the order of the topology's pipeline."""
     order = {"router": 0, "specialist": 1, "supervisor": 2}
     found = []
-    for name, agent in sorted(topology.agents.items(), key=lambda item: order[item[1].kind]):
+    # topology.workers: a candidate's worker is a Deployment with its own group and KEDA scaler.
+    for name, agent in sorted(topology.workers.items(), key=lambda item: order[item[1].kind]):
         found.append(Worker(
             agent=name, kind=agent.kind, group=topology.group(name), input_topic=topology.topic(agent.input),
             partitions=topology.topic_spec(agent.input).partitions, lag_threshold=agent.scaling.lag_threshold,

@@ -25,7 +25,7 @@ from agentstream.evals.judge import Judge, judge_for
 from agentstream.evals.scorers import Score
 from agentstream.specialist.agent import SpecialistAgent
 from agentstream.specialist.app import build_agent
-from agentstream.specialist.inprocess import InProcessRun, eval_task, run_in_process, version_topology
+from agentstream.specialist.inprocess import InProcessRun, eval_task, run_in_process, version_worker
 from agentstream.topology import Topology
 
 
@@ -105,7 +105,7 @@ def run_command(cases_path: Path, agent_name: str | None, live: Topology, versio
     if agent_type is None:
         raise ConfigurationError(f"No agent to evaluate: pass --agent, or set `agent:` in {cases_path}; "
                                  f"specialists are {live.specialist_types}.")
-    agent = eval_agent(version_topology(live, agent_type, version), agent_type)
+    agent = eval_agent(*version_worker(live, agent_type, version))
     judge = judge_for(cases.judge or agent.settings.model_for(), agent.settings)
     results = asyncio.run(evaluate(cases, agent, judge))
     limit = threshold if threshold is not None else cases.threshold if cases.threshold is not None else DEFAULT_THRESHOLD

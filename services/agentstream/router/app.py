@@ -31,6 +31,8 @@ from agentstream.router.model_route import ModelClassifier
 from agentstream.retry.chain import RetryChain
 from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.headers import REPLAY
+from agentstream.rollout.control import WeightBoard, canary_types
+from agentstream.rollout.split import takes_candidate
 from agentstream.router.session_gate import (
     RECORD_MAX_BYTES, Admission, Canceling, Record, admit, idle_since, missed, new_record, open_task, passed, settle,
 )
@@ -70,6 +72,16 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     if guard is not None:
         app.on_assign(guard.on_assign)  # before any task of a new partition is decided
         app.on_stop(guard.stop)
+    # Canary weights, from the topology and then the rollout topic (rollout/control.py).
+    weights = WeightBoard(settings.bootstrap, topology, schemas).start() if canary_types(topology) else None
+    if weights is not None:
+        app.on_stop(weights.stop)  # its reader closes with the worker, not at interpreter exit
+
+    def destination(agent_type: str, session_id: str) -> tuple[str, str]:
+        """The topic of the version the session's task goes to, and how the event names it."""
+        if weights is not None and takes_candidate(agent_type, session_id, weights.weight(agent_type)):
+            return topology.candidate_topic(agent_type), f"{agent_type}(candidate)"
+        return topology.specialist_topic(agent_type), agent_type
 
     def mark(partition: int) -> int:
         """Now, but later than every earlier mark of the partition (session_gate.missed)."""
@@ -270,6 +282,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     def emit_routed(decided: dict[str, Any], turns: list[dict[str, Any]]) -> None:
         task, route_to, tier = decided["task"], decided["route"], decided["tier"]
         routed_at = now_ms()
+        named = []
         for agent_type in route_to:
             routed = {
                 "task_id": task["task_id"],
@@ -286,9 +299,11 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
                 "history": turns,
                 "router_usage": decided.get("usage"),
             }
-            service.emit_to(topology.specialist_topic(agent_type), ROUTED_TASK, routed)
+            topic, name = destination(agent_type, task["session_id"])
+            named.append(name)
+            service.emit_to(topic, ROUTED_TASK, routed)
         metrics.stage_done(AGENT, "ROUTED", task["submitted_at"], routed_at)
-        service.progress(task, "ROUTED", "QUEUED", f"{','.join(route_to)} tier={tier} {decided.get('by') or 'by rules'}")
+        service.progress(task, "ROUTED", "QUEUED", f"{','.join(named)} tier={tier} {decided.get('by') or 'by rules'}")
 
     async def on_result(raw: bytes, ctx: MessageContext) -> None:
         """A result on the results topic: if it answers its session's open task, remember

@@ -36,6 +36,7 @@ class SpecialistAgent:
     allowlist: list[str]
     max_steps: int
     prompt: str
+    variant: str | None = None  # None: the live version; "candidate" or "shadow" (rollout/)
     version: str = field(init=False)  # the behaviour hash, from all of the above
 
     def __post_init__(self) -> None:
@@ -83,4 +84,7 @@ class SpecialistAgent:
             "submitted_at": task["submitted_at"],
             "started_at": started,
             "finished_at": now_ms(),
+            "variant": self.variant,
+            "steps": outcome.steps,
+            "tool_errors": outcome.tool_errors,
         }

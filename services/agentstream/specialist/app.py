@@ -15,6 +15,9 @@ from agentstream.events import APPROVAL_DECISION, ROUTED_TASK, TASK_CANCEL
 from agentstream.models.base import Model
 from agentstream.models.config import ModelSettings
 from agentstream.retry.chain import RetryChain
+from agentstream.rollout.config import SHADOW, VARIANT_SUFFIX
+from agentstream.rollout.dry_run import dry_run, side_effecting
+from agentstream.rollout.shadow import bind_shadow
 from agentstream.runtime import Table
 from agentstream.runtime.expiry import stamp_now, timestamp_value
 from agentstream.serde import SchemaSet
@@ -41,8 +44,10 @@ def build_specialist(
     model: Model | None = None,
     tools: ToolRegistry | None = None,
 ) -> Service:
-    """The specialist service of ``agent_type``; ``model`` and ``tools`` replace the
+    """The specialist service of ``agent_type`` (or of its candidate's worker,
+    ``<type>.candidate`` / ``<type>.shadow``); ``model`` and ``tools`` replace the
     configured ones (tests)."""
+    live_type, mode = topology.live_of(agent_type)
     runner = build_agent(agent_type, topology, model=model, tools=tools)
     service = Service.build(agent_type, settings, topology, schemas)
     app = service.processor
@@ -63,6 +68,10 @@ def build_specialist(
 
     app.on_assign(share_quotas)
     app.on_assign(lifecycle.resume_in_flight)
+    candidate = topology.candidate_of(live_type)
+    if mode == SHADOW and candidate is not None:
+        bind_shadow(service, lifecycle, live_type, candidate.weight)
+        return service
     # A retried task settles when it finishes (in the lifecycle), not when the tier hands it back.
     lifecycle.retries = RetryChain(
         service, partial(schemas.decode_as, ROUTED_TASK), lifecycle.on_routed, emit_failed_results=False,
@@ -73,10 +82,12 @@ def build_specialist(
 
 def build_agent(agent_type: str, topology: Topology, *, model: Model | None = None,
                 tools: ToolRegistry | None = None) -> SpecialistAgent:
-    """The agent loop of the specialist ``agent_type`` as the topology configures it: what
-    a worker runs, and what replays and evals run in-process (``model`` and ``tools``
-    replace the configured ones)."""
+    """The agent loop of the specialist ``agent_type`` (or of its candidate's worker,
+    ``<type>.candidate`` / ``<type>.shadow``) as the topology configures it: what a worker
+    runs, and what replays and evals run in-process (``model`` and ``tools`` replace the
+    configured ones). A shadow's side-effecting tools are refused (rollout/dry_run.py)."""
     agent = topology.agent(agent_type)
+    live_type, mode = topology.live_of(agent_type)
     if agent.kind != "specialist":
         raise ValueError(f"Agent {agent_type!r} is a {agent.kind}, not a specialist; choose one of {topology.specialist_types}.")
     model_settings = agent.model or ModelSettings()
@@ -84,8 +95,11 @@ def build_agent(agent_type: str, topology: Topology, *, model: Model | None = No
     modules = topology.tools_modules_of(agent_type)
     registry = tools or load_tools(modules, topology.app_dir())
     check_allowlist(agent_type, agent.tools, registry, modules)
-    prompt = model_settings.system_prompt(topology.app_dir()) or default_system_prompt(agent_type)
-    return SpecialistAgent(agent_type, model_settings, models, registry, list(agent.tools), agent.max_steps or 8, prompt)
+    if mode == SHADOW:
+        registry = dry_run(registry, side_effecting(registry, agent.tools, topology.agent(live_type).approvals))
+    prompt = model_settings.system_prompt(topology.app_dir()) or default_system_prompt(live_type)
+    return SpecialistAgent(live_type, model_settings, models, registry, list(agent.tools),
+                           agent.max_steps or 8, prompt, variant=VARIANT_SUFFIX[mode] if mode else None)
 
 
 def _cancellations(service: Service, checkpoints: Table, desk: ApprovalDesk | None) -> Cancellations:

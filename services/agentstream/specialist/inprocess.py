@@ -20,7 +20,7 @@ from agentstream.specialist.agent import SpecialistAgent
 from agentstream.specialist.durable import DurableRun
 from agentstream.specialist.loop import AgentOutcome
 from agentstream.tier import DEFAULT_TIER
-from agentstream.topology import Topology, load_topology
+from agentstream.topology import Topology, load_topology, variant_name
 
 LIVE = "live"
 CANDIDATE = "candidate"
@@ -48,34 +48,29 @@ async def run_in_process(agent: SpecialistAgent, task: Mapping[str, Any]) -> InP
     return InProcessRun(outcome, steps, round((time.monotonic() - began) * 1000))
 
 
-def version_topology(live: Topology, agent_type: str, version: str) -> Topology:
-    """The topology whose settings of ``agent_type`` make up ``version``: ``live`` (the
-    topology as loaded), ``candidate`` (its declared candidate version) or the path of
-    another topology file or app folder."""
+def version_worker(live: Topology, agent_type: str, version: str) -> tuple[Topology, str]:
+    """The topology and worker name whose settings make up ``version`` of ``agent_type``:
+    ``live`` (the topology as loaded), ``candidate`` (its declared candidate version, the
+    worker ``<type>.candidate`` or ``<type>.shadow`` of README "Rolling out a new agent
+    version") or the path of another topology file or app folder."""
     live.agent(agent_type)  # an unknown agent type is refused first
     if version == LIVE:
-        return live
+        return live, agent_type
     if version == CANDIDATE:
-        return _candidate(live, agent_type)
+        candidate = live.candidate_of(agent_type)
+        if candidate is None:
+            raise ConfigurationError(
+                f"This topology declares no candidate version of {agent_type!r} (`candidate:` under the agent); "
+                "declare one, or pass --version with the path of a topology file or app folder that holds the other "
+                "version's settings.")
+        return live, variant_name(agent_type, candidate.mode)
     path = Path(version)
     if not path.exists():
         raise ConfigurationError(
             f"--version {version!r} is neither {LIVE!r}, {CANDIDATE!r} nor an existing topology file or app folder.")
     other = load_topology(path, prefix=live.prefix)
     other.agent(agent_type)
-    return other
-
-
-def _candidate(live: Topology, agent_type: str) -> Topology:
-    """The live topology with ``agent_type`` replaced by its candidate version.
-
-    Candidate versions are declared by the rollout (issue #17 items 1-3, another branch);
-    this is the seam where that declaration is read. Until then, a topology path names
-    the other version.
-    """
-    raise ConfigurationError(
-        f"This topology declares no candidate version of {agent_type!r}; pass --version with the path of a "
-        "topology file or app folder that holds the other version's settings.")
+    return other, agent_type
 
 
 def eval_task(case_id: str, text: str, agent_type: str, tier: str | None = None) -> dict[str, Any]:

@@ -74,6 +74,7 @@ class AgentOutcome:
     model asked for, failed or not); when the model is guarded (``agentstream.controls``)
     also ``retries``, ``fallbacks`` and ``cache_hits``.
     ``steps``: model turns that returned, the unit ``max_steps`` counts.
+    ``tool_errors``: tool calls that returned an error (refused, bad arguments, raised).
     """
 
     status: Literal["COMPLETED", "FAILED"]
@@ -82,6 +83,7 @@ class AgentOutcome:
     tools_used: list[str]
     usage: dict[str, Any]
     steps: int
+    tool_errors: int = 0
 
 
 @dataclass
@@ -94,6 +96,7 @@ class _Tally:
     cost_usd: float = 0.0
     llm_calls: int = 0
     tool_calls: int = 0
+    tool_errors: int = 0
     steps: int = 0
     tools_used: dict[str, None] = field(default_factory=dict)  # ordered set
     controls: ControlStats | None = None
@@ -108,6 +111,7 @@ class _Tally:
 
     def add_tools(self, results: Sequence[ToolResult]) -> None:
         self.tool_calls += len(results)
+        self.tool_errors += sum(not result.ok for result in results)
         self.tools_used.update((result.name, None) for result in results if result.ok)
 
     def outcome(self, output: str | None, error: tuple[str, str] | None = None) -> AgentOutcome:
@@ -121,7 +125,7 @@ class _Tally:
         if self.controls is not None and any(self.controls.as_dict().values()):
             usage.update(self.controls.usage_extras())
         status: Literal["COMPLETED", "FAILED"] = "FAILED" if error else "COMPLETED"
-        return AgentOutcome(status, output, error, list(self.tools_used), usage, self.steps)
+        return AgentOutcome(status, output, error, list(self.tools_used), usage, self.steps, self.tool_errors)
 
     def over_limit(self, budget_usd: float | None, max_tokens: int | None) -> tuple[str, str] | None:
         if budget_usd is not None and self.cost_usd >= budget_usd:

@@ -57,7 +57,9 @@ class Reviser:
         """Send the revision request of the revising ``marker`` (again, after a crash: the
         specialist drops a revision it has already)."""
         request = marker["request"]
-        topic = self.service.topology.specialist_topic(request["agent_type"])
+        # Back to the version that ran it: a canary's task is revised by the canary (rollout/).
+        ran = next((r for r in marker["results"] if r["agent_type"] == request["agent_type"]), {})
+        topic = self.service.topology.version_topic(request["agent_type"], ran.get("variant"))
         encoded = self.service.schemas.encode(ROUTED_TASK, request)
         await self.app.send_acked(topic, encoded, request["session_id"])
         log.info("task %s sent back to %s for revision %d", request["task_id"], request["agent_type"], request["revision"])

@@ -15,7 +15,7 @@ import json
 import re
 import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, overload
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -55,6 +55,8 @@ class Tool:
     is_async: bool
     _adapters: Mapping[str, TypeAdapter[Any]] = field(repr=False)
     _required: frozenset[str] = field(repr=False)
+    # Acts on the world (moves money, sends mail): a shadow run refuses it (rollout/dry_run.py).
+    side_effects: bool = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -84,18 +86,23 @@ class Tool:
 @overload
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
-def tool(*, name: str | None = None, description: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
-    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, description: str | None = None
+    *, name: str | None = None, description: str | None = None, side_effects: bool = False
+) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None, description: str | None = None,
+    side_effects: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Decorator: ``@tool`` or ``@tool(name=..., description=...)`` over a sync or async function.
+    """Decorator: ``@tool`` or ``@tool(name=..., description=..., side_effects=True)`` over a
+    sync or async function. ``side_effects``: the function acts on the world, so a shadow
+    run of a candidate version must not call it.
 
     It only describes the function; adding it to a ``ToolRegistry`` is explicit, so
     importing a module of tools registers nothing anywhere.
     """
 
     def build(function: Callable[..., Any]) -> Tool:
-        return _build_tool(function, name or function.__name__, description)
+        return replace(_build_tool(function, name or function.__name__, description), side_effects=side_effects)
 
     return build(fn) if fn is not None else build
 

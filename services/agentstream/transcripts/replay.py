@@ -23,7 +23,7 @@ from agentstream.controls.registry import ModelControls
 from agentstream.controls.settings import ControlSettings
 from agentstream.specialist.agent import SpecialistAgent
 from agentstream.specialist.app import build_agent
-from agentstream.specialist.inprocess import InProcessRun, run_in_process, version_topology
+from agentstream.specialist.inprocess import InProcessRun, run_in_process, version_worker
 from agentstream.specialist.model_chains import ModelChains
 from agentstream.topology import Topology
 from agentstream.transcripts.divergence import Divergence, first_divergence
@@ -61,7 +61,8 @@ def replaying_agent(transcript: dict[str, Any], live: Topology, version: str | N
         agent.models = ModelChains(agent.settings, ModelControls(ControlSettings(), agent=agent_type),
                                    fixed=RecordedModel(steps))
     else:
-        agent = build_agent(agent_type, version_topology(live, agent_type, version))
+        topology, worker = version_worker(live, agent_type, version)
+        agent = build_agent(worker, topology)
     agent.tools = RecordedTools(agent.tools, steps)
     return agent
 

@@ -29,7 +29,7 @@ def _write(action: str, invoice_id: str) -> str:
     return f"{action} done for {invoice_id}"
 
 
-@tool
+@tool(side_effects=True)
 def refund_payment(invoice_id: str) -> str:
     """Refund the payment of an invoice (writes one ledger line per run).
 
@@ -39,7 +39,7 @@ def refund_payment(invoice_id: str) -> str:
     return _write("refund", invoice_id)
 
 
-@tool
+@tool(side_effects=True)
 def void_payment(invoice_id: str) -> str:
     """Void the pending payment of an invoice (writes one ledger line per run).
 

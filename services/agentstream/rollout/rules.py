@@ -1,0 +1,115 @@
+"""Per-version statistics of specialist results, and the rollback rules over them.
+
+Pure: the report (rollout/report.py) and the watcher (rollout/watch.py) read the
+records from Kafka and hand them here. A record is a SpecialistResult (the supervisor
+topic carries the live and canary runs, the shadow results topic the shadow's).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentstream.rollout.config import LIVE, RollbackRules
+
+Record = Mapping[str, Any]
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    """What one version of an agent type did over a window."""
+
+    tasks: int
+    completion: float  # share of COMPLETED
+    p50_ms: float
+    p95_ms: float
+    cost_per_task: float
+    steps: float  # mean model turns per task
+    tool_error_rate: float  # failed tool calls / tool calls (0 without calls)
+    versions: tuple[str, ...]  # the behaviour versions seen
+
+
+def variant_of(record: Record) -> str:
+    return record.get("variant") or LIVE
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """The nearest-rank percentile (0 for no values): a value that occurred, no interpolation."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return float(ordered[max(0, math.ceil(share * len(ordered)) - 1)])
+
+
+def stats(records: Sequence[Record]) -> VersionStats:
+    if not records:
+        return VersionStats(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ())
+    latencies = [max(0, r["finished_at"] - r["started_at"]) for r in records]
+    tool_calls = sum(r["usage"]["tool_calls"] for r in records)
+    tool_errors = sum(r.get("tool_errors") or 0 for r in records)
+    count = len(records)
+    return VersionStats(
+        tasks=count,
+        completion=sum(r["status"] == "COMPLETED" for r in records) / count,
+        p50_ms=percentile(latencies, 0.5),
+        p95_ms=percentile(latencies, 0.95),
+        cost_per_task=sum(r["usage"]["cost_usd"] for r in records) / count,
+        steps=sum(r.get("steps") or r["usage"]["llm_calls"] for r in records) / count,
+        tool_error_rate=tool_errors / tool_calls if tool_calls else 0.0,
+        versions=tuple(sorted({r["behavior_version"] for r in records})),
+    )
+
+
+def by_variant(records: Iterable[Record], agent_type: str) -> dict[str, list[Record]]:
+    """``agent_type``'s records by variant (live, candidate, shadow), latest run per task
+    (a task retried through the tiers counts once, as its final outcome)."""
+    latest: dict[tuple[str, str], Record] = {}
+    for record in records:
+        if record["agent_type"] == agent_type:
+            latest[(variant_of(record), record["task_id"])] = record
+    grouped: dict[str, list[Record]] = {}
+    for (variant, _), record in latest.items():
+        grouped.setdefault(variant, []).append(record)
+    return grouped
+
+
+def same_answer(left: str | None, right: str | None) -> bool:
+    """Two answers agree when equal after folding case and runs of white space: strict on
+    purpose, a number or a name that differs is a different answer."""
+    if left is None or right is None:
+        return False
+    return _SPACE.sub(" ", left).strip().casefold() == _SPACE.sub(" ", right).strip().casefold()
+
+
+def agreement(live: Sequence[Record], other: Sequence[Record]) -> tuple[float | None, int]:
+    """Share of the tasks both ran whose answers agree, and how many both ran (None: none)."""
+    answers = {r["task_id"]: r.get("output") for r in live}
+    both = [r for r in other if r["task_id"] in answers]
+    if not both:
+        return None, 0
+    return sum(same_answer(answers[r["task_id"]], r.get("output")) for r in both) / len(both), len(both)
+
+
+def breach(rules: RollbackRules, live: VersionStats, candidate: VersionStats) -> str | None:
+    """Why the candidate must be rolled back, or None. The ratio rules need live results
+    to compare with; without them only the absolute rules apply."""
+    if candidate.tasks < rules.min_tasks:
+        return None
+    reasons: list[str] = []
+    if candidate.completion < rules.min_completion:
+        reasons.append(f"completion {candidate.completion:.0%} < {rules.min_completion:.0%}")
+    if candidate.tool_error_rate > rules.max_error_rate:
+        reasons.append(f"tool error rate {candidate.tool_error_rate:.1%} > {rules.max_error_rate:.1%}")
+    if live.tasks and live.p95_ms > 0 and candidate.p95_ms / live.p95_ms > rules.max_p95_ratio:
+        reasons.append(f"p95 {candidate.p95_ms:.0f} ms is {candidate.p95_ms / live.p95_ms:.1f}x live's "
+                       f"{live.p95_ms:.0f} ms > {rules.max_p95_ratio:g}x")
+    if live.tasks and live.cost_per_task > 0 and candidate.cost_per_task / live.cost_per_task > rules.max_cost_ratio:
+        reasons.append(f"cost per task ${candidate.cost_per_task:.6f} is {candidate.cost_per_task / live.cost_per_task:.1f}x "
+                       f"live's > {rules.max_cost_ratio:g}x")
+    if not reasons:
+        return None
+    return f"{'; '.join(reasons)} over {candidate.tasks} tasks"

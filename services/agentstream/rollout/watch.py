@@ -1,0 +1,81 @@
+"""``agentstream rollout watch``: checks every canary's rollback rules as results come,
+and rolls a breaching canary back (weight 0, with the reason) on the control topic.
+
+One small process of its own rather than a part of the router: the router judges no
+results (its path stays short and deterministic), and one watcher sees every result,
+where router replicas would each see a share and all roll back at once. It keeps the
+window of results in memory, fed by a group-less reader that follows the topics; a
+restart reads the window again, so it needs no state of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from agentstream.events import now_ms
+from agentstream.rollout.config import CANARY, VARIANT_SUFFIX
+from agentstream.rollout.control import canary_types, control_record, read_controls, send_control, latest_controls
+from agentstream.rollout.report import build_report, current_weight, decode_results, result_topics
+from agentstream.rollout.rules import by_variant
+from agentstream.rollout.window import TopicFollower
+from agentstream.serde import SchemaSet
+from agentstream.topology import Topology
+
+log = logging.getLogger(__name__)
+
+WATCHER = "rollout-watch"  # set_by of the control records the watcher writes
+
+
+class Watcher:
+    def __init__(self, bootstrap: str, topology: Topology, schemas: SchemaSet, window_s: float) -> None:
+        self.bootstrap = bootstrap
+        self.topology = topology
+        self.schemas = schemas
+        self.window_ms = int(window_s * 1000)
+        self.types = canary_types(topology)
+        self.records: deque[dict[str, Any]] = deque()
+        self.controls = read_controls(bootstrap, topology, schemas)
+        self.started = now_ms()
+
+    def run(self, interval_s: float, stopping: Callable[[], bool]) -> None:
+        results = TopicFollower(self.bootstrap, result_topics(self.topology), since_ms=now_ms() - self.window_ms)
+        controls = TopicFollower(self.bootstrap, [self.topology.topic("rollout")])
+        log.info("rollout watch: judging the canaries of %s every %g s over %g s", self.types, interval_s,
+                 self.window_ms / 1000)
+        next_check = time.monotonic()
+        try:
+            while not stopping():
+                # Only the canaries' types are judged: the window in memory holds only theirs.
+                self.records.extend(r for r in decode_results(results.poll(0.2), self.schemas) if r["agent_type"] in self.types)
+                latest_controls(controls.poll(0), self.schemas, self.controls)
+                if time.monotonic() >= next_check:
+                    self.check()
+                    next_check = time.monotonic() + interval_s
+        finally:
+            results.close()
+            controls.close()
+
+    def check(self) -> None:
+        """Judge every canary with a weight above 0; roll back those that breach."""
+        horizon = now_ms() - self.window_ms
+        while self.records and self.records[0]["finished_at"] < horizon:
+            self.records.popleft()  # near enough in order: results are appended as they finish
+        for agent_type in self.types:
+            candidate = self.topology.candidate_of(agent_type)
+            if candidate is None or current_weight(candidate, self.controls.get(agent_type)) == 0:
+                continue
+            report = build_report(self.topology, agent_type, list(self.records), self.controls)
+            if report.breach is not None:
+                self.roll_back(agent_type, report.breach)
+
+    def roll_back(self, agent_type: str, reason: str) -> None:
+        canary = by_variant(self.records, agent_type).get(VARIANT_SUFFIX[CANARY], [])
+        version = canary[-1]["behavior_version"] if canary else None
+        record = control_record(agent_type, 0.0, f"rolled back: {reason}", WATCHER, version)
+        send_control(self.bootstrap, self.topology, self.schemas, record)
+        self.controls[agent_type] = record
+        log.warning("rollout: %s candidate %s set to weight 0, %s", agent_type, version, record["reason"])

@@ -50,10 +50,18 @@ GROUP_PROTOCOL_ENV = "AGENTSTREAM_GROUP_PROTOCOL"
 METRICS_PORT_ENV = "AGENTSTREAM_METRICS_PORT"
 # Seconds without a completed poll after which /healthz answers 503 (default 30).
 HEALTH_STALL_ENV = "AGENTSTREAM_HEALTH_STALL_S"
+# The tenants file (tenancy/config.py): tenants, their hashed API keys, roles, limits and the
+# JWT settings. Set: the router enforces the tenants' limits (README "Tenants"); unset: no tenancy.
+TENANTS_ENV = "AGENTSTREAM_TENANTS"
 # Another directory of .avsc files (default: the repository's schemas/).
 SCHEMAS_DIR_ENV = "AGENTSTREAM_SCHEMAS_DIR"
 # Where cached downloads go when AGENTSTREAM_KAFKA_CACHE is unset (the XDG standard name).
 XDG_CACHE_HOME_ENV = "XDG_CACHE_HOME"
+
+# The HTTP gateway (gateway/settings.py): its port (default 8080) and the address it binds.
+GATEWAY_PORT_ENV = "AGENTSTREAM_GATEWAY_PORT"
+GATEWAY_HOST_ENV = "AGENTSTREAM_GATEWAY_HOST"
+DEFAULT_GATEWAY_PORT = 8080
 
 # Models (models/config.py, models/*_provider.py).
 MODEL_ENV = "AGENTSTREAM_MODEL"  # provider:model for every agent type, over the config

@@ -108,8 +108,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.kind is None:
         raise ConfigurationError("`worker` needs the service to run: router, specialist or supervisor.")
     stop = _StopSignals()
-    settings = _settings(metrics_port=args.metrics_port)
+    settings = _settings(metrics_port=args.metrics_port, tenants_path=args.tenants)
     topology = _topology(settings)
+    if args.tenants is not None and args.kind != "router":
+        raise ConfigurationError(f"--tenants applies to the router only (it enforces the limits), not to a {args.kind}.")
     if args.kind == "specialist":
         if not args.type:
             raise ConfigurationError(f"`worker specialist` needs --type, one of {', '.join(topology.specialist_types)}.")
@@ -299,6 +301,16 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tenants(args: argparse.Namespace) -> int:
+    from agentstream.tenancy.commands import check_file, hash_key_from
+
+    if args.action == "hash-key":
+        print(hash_key_from(sys.stdin))
+        return 0
+    print(check_file(args.tenants))
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from agentstream.stack import Stack
 
@@ -435,8 +447,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker, "topology": cmd_topology, "submit": cmd_submit, "results": cmd_results, "lag": cmd_lag,
-    "dlq": cmd_dlq, "approvals": cmd_approvals, "gateway": cmd_gateway, "dev": cmd_dev, "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo,
-    "new": cmd_new, "deploy": cmd_deploy,
+    "dlq": cmd_dlq, "approvals": cmd_approvals, "tenants": cmd_tenants, "gateway": cmd_gateway, "dev": cmd_dev,
+    "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo, "new": cmd_new, "deploy": cmd_deploy,
 }
 
 

@@ -10,7 +10,6 @@ from agentstream.broker import BOOTSTRAP_ENV, BOOTSTRAP_FILE, BROKER_KINDS, TANS
 from agentstream.settings import (
     DEFAULT_GATEWAY_PORT,
     GATEWAY_PORT_ENV,
-    TENANTS_ENV,
     HEALTH_STALL_ENV,
     HEALTHZ_PATH,
     LOG_FORMAT_ENV,
@@ -21,6 +20,7 @@ from agentstream.settings import (
     READYZ_PATH,
     PREFIX_ENV,
     STATE_DIR_ENV,
+    TENANTS_ENV,
     TOPOLOGY_ENV,
 )
 
@@ -32,7 +32,7 @@ environment:
   {STATE_DIR_ENV}     state directory of every command (default .state; --state-dir wins)
   {TOPOLOGY_ENV}      an app folder or its topology file (default examples/support_desk)
   {PREFIX_ENV}        rename every topic and group (e.g. per environment)
-  {TENANTS_ENV}       the tenants file of `gateway` and the router (default: none)
+  {TENANTS_ENV}       the tenants file of `gateway`; the router enforces its tenants' limits (default: none)
   {GATEWAY_PORT_ENV}  the port of `agentstream gateway` (default {DEFAULT_GATEWAY_PORT})
   {MAX_INFLIGHT_ENV}  agent loops a specialist runs at once (default 256)
   {METRICS_PORT_ENV}  a worker's HTTP port for {METRICS_PATH}, {HEALTHZ_PATH}, {READYZ_PATH} (default: none)
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--metrics-port", type=int, metavar="PORT",
                         help=f"serve {METRICS_PATH}, {HEALTHZ_PATH} and {READYZ_PATH} on this port "
                              f"(default ${METRICS_PORT_ENV}, else none)")
+    worker.add_argument("--tenants", type=Path, metavar="FILE",
+                        help=f"router: refuse tasks of tenants that are unknown, over their daily budget or their cap "
+                             f"of tasks in flight, as this tenants file says (default ${TENANTS_ENV}, else none)")
     worker.add_argument("--check", nargs="?", const="live", choices=["live", "ready"],
                         help=f"do not run: ask the worker on the metrics port of this host ({HEALTHZ_PATH}, or "
                              f"{READYZ_PATH} with `--check ready`) and exit 0 if it answers OK, 1 if not "
@@ -96,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--port", type=int, help=f"the port (default ${GATEWAY_PORT_ENV}, else {DEFAULT_GATEWAY_PORT})")
     gateway.add_argument("--tenants", type=Path, metavar="FILE",
                          help=f"the tenants file: API key hashes, JWT settings, roles, limits (default ${TENANTS_ENV})")
+
+    _add_tenants(command("tenants", "hash an API key for the tenants file, or check a tenants file"))
 
     dev = command("dev", "a broker, the topology and every worker, until Ctrl-C")
     dev.add_argument("--state-dir", type=Path, help=STATE_DIR_HELP + f"; the broker's address goes to <it>/{BOOTSTRAP_FILE}")
@@ -184,6 +189,15 @@ def _add_approvals(approvals: argparse.ArgumentParser) -> None:
         action.add_argument("id", help="the approval id (first column of `approvals list`)")
     for action in (approve, deny):
         action.add_argument("--who", help="who decides (default: the login name)")
+
+
+def _add_tenants(tenants: argparse.ArgumentParser) -> None:
+    actions = tenants.add_subparsers(dest="action", required=True, metavar="action")
+    actions.add_parser("hash-key", help="read an API key from stdin and print the hash the tenants file stores "
+                                        "(e.g. `printf %%s \"$KEY\" | agentstream tenants hash-key`)")
+    check = actions.add_parser("check", help="load the tenants file (its JWT keys included) and list its tenants; "
+                                             "exit 1 with the problem if it does not load")
+    check.add_argument("--tenants", type=Path, metavar="FILE", help=f"the tenants file (default ${TENANTS_ENV})")
 
 
 def _add_kafka(kafka: argparse.ArgumentParser) -> None:

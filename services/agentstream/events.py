@@ -16,6 +16,7 @@ TASK_RESULT = "TaskResult"
 TASK_EVENT = "TaskEvent"
 APPROVAL_REQUESTED = "ApprovalRequested"
 APPROVAL_DECISION = "ApprovalDecision"
+AUDIT_RECORD = "AuditRecord"
 
 
 def now_ms() -> int:

@@ -16,8 +16,9 @@ Label cardinality (every series lives in every worker's memory and in Prometheus
   fixed set of classes in the code, never a message.
 - ``status``: the TaskResult status enum; ``behavior_version``: one hash per deployed
   behaviour of an agent type (a redeploy retires the old series).
-- ``tenant``: only on two counters (task results, cost) and on no histogram, so a tenant
-  costs about six series. Tenants are a deployment's customers (tens to a few thousand),
+- ``tenant``: only on two counters (task results, cost), on the router's two tenant ledger
+  gauges (the tenants file's tenants only) and on no histogram, so a tenant costs about
+  eight series. Tenants are a deployment's customers (tens to a few thousand),
   which Prometheus handles; never a per-user id (session and task ids are not labels).
   A deployment with unbounded tenant ids should drop the label at scrape time
   (``metric_relabel_configs`` with ``labeldrop: tenant``).
@@ -131,6 +132,18 @@ def approvals_waiting() -> Gauge:
 
 
 @cache
+def tenant_spend_today() -> Gauge:
+    return Gauge("agentstream_tenant_spend_today_usd",
+                 "A tenant's spend this UTC day, as the router's tenant ledger has read it from the results", ["tenant"])
+
+
+@cache
+def tenant_in_flight() -> Gauge:
+    return Gauge("agentstream_tenant_tasks_in_flight",
+                 "A tenant's tasks submitted and not yet answered, as the router's tenant ledger has read them", ["tenant"])
+
+
+@cache
 def tool_calls() -> Counter:
     return Counter("agentstream_tool_calls", "Tool calls a model asked for", ["agent", "tool", "outcome"])
 
@@ -174,7 +187,8 @@ def rate_limit_wait() -> Histogram:
 
 FAMILIES = (
     retries, dead_letters, parked, rebalances, restore_seconds, checkpoint_seconds, task_results, task_duration,
-    task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tool_calls, model_calls, operation_duration,
+    task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tenant_spend_today,
+    tenant_in_flight, tool_calls, model_calls, operation_duration,
     token_usage, model_retries, breaker_state, rate_limit_wait,
 )
 
@@ -229,6 +243,11 @@ def loop_running(agent: str) -> Iterator[None]:
 
 def waiting_for_approval(agent: str, tasks: int) -> None:
     approvals_waiting().labels(agent).set(tasks)
+
+
+def tenant_ledger(tenant: str, spent_today: float, in_flight: int) -> None:
+    tenant_spend_today().labels(tenant).set(spent_today)
+    tenant_in_flight().labels(tenant).set(in_flight)
 
 
 def tool_call(agent: str, tool: str, allowed: bool, ok: bool) -> None:

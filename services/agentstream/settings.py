@@ -96,6 +96,7 @@ _FIELD_ENV = {
     "group_protocol": GROUP_PROTOCOL_ENV,
     "metrics_port": METRICS_PORT_ENV,
     "health_stall_s": HEALTH_STALL_ENV,
+    "tenants_path": TENANTS_ENV,
 }
 
 
@@ -128,6 +129,7 @@ class WorkerSettings(BaseModel):
     # timeout (30 s) on a slow broker before it fails on its own: a shorter stall limit would
     # restart workers that are merely waiting for the broker.
     health_stall_s: float = Field(default=30.0, gt=0)
+    tenants_path: Path | None = None  # the tenants file: the router enforces its limits (None: no tenancy)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -141,6 +143,8 @@ class WorkerSettings(BaseModel):
             values["topology_path"] = Path(env[TOPOLOGY_ENV])
         if env.get(PREFIX_ENV):
             values["prefix"] = env[PREFIX_ENV]
+        if env.get(TENANTS_ENV, "").strip():
+            values["tenants_path"] = Path(env[TENANTS_ENV].strip())
         if env.get(MAX_INFLIGHT_ENV):
             values["max_inflight"] = env[MAX_INFLIGHT_ENV]
         for field, name in (("metrics_port", METRICS_PORT_ENV), ("health_stall_s", HEALTH_STALL_ENV)):

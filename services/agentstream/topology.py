@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
 from pydantic import (
     BaseModel,
     Field,
@@ -31,6 +30,7 @@ from agentstream.controls.settings import ControlSettings
 from agentstream.errors import ConfigurationError
 from agentstream.models.config import ModelSettings
 from agentstream.settings import TOPOLOGY_ENV
+from agentstream.yaml_mapping import yaml_mapping
 from agentstream.topology_sections import (  # re-exported: the sections are part of the topology's API
     MAX_REVISIONS_LIMIT as MAX_REVISIONS_LIMIT,
     RoutingSettings as RoutingSettings,
@@ -492,12 +492,7 @@ def parse_topology(
     yaml_text: str, source: Path, *, prefix: str | None = None, changelogs: Mapping[str, Any] | None = None
 ) -> Topology:
     """Check the topology ``yaml_text`` as if read from ``source`` (see load_topology)."""
-    try:
-        raw = yaml.safe_load(yaml_text)
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"The topology file {source} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigurationError(f"The topology file {source} must hold a mapping at the top level.")
+    raw = yaml_mapping(yaml_text, source, "topology")
     if prefix is not None:
         raw["prefix"] = prefix
     if changelogs:

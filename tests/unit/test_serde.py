@@ -45,6 +45,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "decision": "edit", "arguments_hash": "a" * 64, "edited_arguments_json": '{"invoice_id":"INV-2"}',
         "who": "ops@acme", "why": "wrong invoice", "decided_at": T0 + 9,
     },
+    "AuditRecord": {
+        "audit_id": "0b7c3f5e-1d2a-4c44-9a55-3e2f1a6b7c8d", "at": T0, "tenant_id": "acme", "subject": "key:ci",
+        "action": "task.submit", "target_id": "task-1", "outcome": "accepted", "detail": "über", "source": "gateway",
+    },
     "DeadLetter": {
         "id": "agents.tasks.v1-3-41", "key": b"sess-1", "value": b"\xc3\x01 not avro", "value_size": 12,
         "value_sha256": "0" * 64, "value_truncated": False,

@@ -59,6 +59,7 @@ def test_the_real_file_names_every_topic() -> None:
             "approvals",
             "approval_decisions",
             "dlq",
+            "audit",
         ]
     } == {
         "tasks": "agents.tasks.v1",
@@ -68,6 +69,7 @@ def test_the_real_file_names_every_topic() -> None:
         "approvals": "agents.approvals.v1",
         "approval_decisions": "agents.approval-decisions.v1",
         "dlq": "agents.dlq.v1",
+        "audit": "agents.audit.v1",
     }
     assert topology.specialist_types == SPECIALISTS
     for kind in SPECIALISTS:
@@ -93,8 +95,8 @@ def test_tables_retry_tiers_and_specs() -> None:
 
     specs = {spec.name: spec for spec in topology.all_topics()}
     assert len(specs) == len(topology.all_topics()), "no topic is listed twice"
-    # 10 declared + 3 tiers for each of the 5 stage inputs + 17 changelogs
-    assert len(specs) == 10 + 3 * 5 + 17
+    # 11 declared + 3 tiers for each of the 5 stage inputs + 17 changelogs
+    assert len(specs) == 11 + 3 * 5 + 17
     assert {spec.partitions for spec in specs.values() if spec.per_session} == {6}
     assert all(spec.replication == 1 for spec in specs.values())
     assert specs["agents.specialist.billing.checkpoints.changelog"].cleanup_policy == "compact"
@@ -102,6 +104,8 @@ def test_tables_retry_tiers_and_specs() -> None:
     assert specs["agents.tasks.v1"].config == {"cleanup.policy": "delete", "retention.ms": "604800000"}
     assert specs["agents.specialist.account.v1.retry-2"].cleanup_policy == "delete"
     assert not specs["agents.dlq.v1"].per_session
+    assert specs["agents.audit.v1"].config == {"cleanup.policy": "delete", "retention.ms": "7776000000"}
+    assert not specs["agents.audit.v1"].per_session
 
 
 def test_prefix_override_renames_every_topic_and_group() -> None:

@@ -29,8 +29,9 @@ from agentstream.retry.chain import RetryChain
 from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.headers import REPLAY
 from agentstream.router.session_gate import (
-    RECORD_MAX_BYTES, Admission, Record, admit, idle_since, missed, new_record, open_task, settle,
+    RECORD_MAX_BYTES, Admission, Record, admit, idle_since, missed, new_record, open_task, passed, settle,
 )
+from agentstream.router.tenant_guard import TenantGuard
 from agentstream.router.tier import TierRules, tier_hint
 from agentstream.runtime import MessageContext
 from agentstream.runtime.context import current_context
@@ -39,6 +40,7 @@ from agentstream.serde import SchemaSet, SerdeError
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
 from agentstream.telemetry import tracing
+from agentstream.tenancy.admission import Refusal
 from agentstream.topology import RoutingSettings, Topology
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     tiers = TierRules.from_settings(routing.tiers)
     classifier = ModelClassifier.from_settings(routing, known_types)
     last_mark: dict[int, int] = {}  # partition -> the latest mark given there
+    guard = TenantGuard.build(AGENT, settings, topology, schemas)  # None without a tenants file
+    if guard is not None:
+        app.on_assign(guard.on_assign)  # before any task of a new partition is decided
+        app.on_stop(guard.stop)
 
     def mark(partition: int) -> int:
         """Now, but later than every earlier mark of the partition (session_gate.missed)."""
@@ -92,6 +98,9 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         if recovering:
             log.warning("%s: task %s was seen but is missing from session %s; admitting it again",
                         ctx.where, task_id, task["session_id"])
+        elif guard is not None and (refused := guard.refusal(task)) is not None:
+            refuse_for_tenant(task, ctx, refused, seen_at)
+            return
         admit_to_session(decided, ctx, seen_at)
 
     def keyed_elsewhere(task: dict[str, Any], ctx: MessageContext) -> bool:
@@ -161,11 +170,21 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
                               f"its record may hold ({len(record['waiting'])} wait behind task {open_task(record)}); "
                               "submit more once earlier ones have results")
 
-    def refuse(task: dict[str, Any], ctx: MessageContext, reason: str) -> None:
-        """Refused for now because of its session's queue (the task itself is valid)."""
+    def refuse(task: dict[str, Any], ctx: MessageContext, reason: str, code: str = SESSION_BUSY) -> None:
+        """Refused for now because of its session's queue or its tenant's limits (the task
+        itself is valid, so it is not dead-lettered)."""
         log.warning("%s: task %s rejected: %s", ctx.where, task["task_id"], reason)
         service.progress(task, "STATE", "REJECTED", reason)
-        service.result(task_result(task, "REJECTED", error=(SESSION_BUSY, reason)))
+        service.result(task_result(task, "REJECTED", error=(code, reason)))
+
+    def refuse_for_tenant(task: dict[str, Any], ctx: MessageContext, refused: Refusal, seen_at: int) -> None:
+        assert guard is not None
+        record = sessions.get(task["session_id"]) or new_record()
+        passed(record, seen_at)  # a repeat of the task is one, not a task a crash lost (session_gate.missed)
+        sessions[task["session_id"]] = record
+        refuse(task, ctx, refused.reason, refused.code)
+        key, value = guard.audit(task, refused, AGENT)
+        app.send(guard.audit_topic, value, key)
 
     def let_go(record: Record, partition: int | None = None) -> None:
         """Route the session's open task: at once when its route is decided, else decide it

@@ -60,8 +60,7 @@ def admit(record: Record, decided: Mapping[str, Any], limits: SessionSettings, s
     task = decided["task"]
     if task["task_id"] == open_task(record) or _waiting_index(record, task["task_id"]) is not None:
         return Admission.KNOWN
-    record["at"] = max(record["at"], seen)
-    record["through"] = max(record.get("through", 0), seen)
+    passed(record, seen)
     early = record.setdefault("early", {}).pop(task["task_id"], None)
     if early is not None:
         _remember(record, task["input"], early, limits)
@@ -77,6 +76,14 @@ def admit(record: Record, decided: Mapping[str, Any], limits: SessionSettings, s
         record["waiting"].pop()
         return Admission.OVERSIZE
     return Admission.WAIT
+
+
+def passed(record: Record, seen: int) -> None:
+    """Move the record's marks past a task of the session (mark ``seen``): every task that
+    reaches the gate does, and so does one the router refuses before it (for its tenant's
+    limits), so a repeat of either is known as one (``missed``)."""
+    record["at"] = max(record["at"], seen)
+    record["through"] = max(record.get("through", 0), seen)
 
 
 def record_bytes(record: Record) -> int:

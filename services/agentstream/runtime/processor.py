@@ -116,6 +116,7 @@ class Processor:
         self._committed: dict[TP, int] = {}
         self._spawned = SpawnedWork(self._offsets, self._report)
         self._assign_hooks: list[Callable[[list[int]], Awaitable[None]]] = []
+        self._stop_hooks: list[Callable[[], None]] = []
         self._closing = threading.Event()
         self._draining: set[TP] = set()
         self._holds_due = DueHolds()  # retry-tier partitions held until their head is due
@@ -265,6 +266,10 @@ class Processor:
     def on_assign(self, hook: Callable[[list[int]], Awaitable[None]]) -> None:
         """Call ``hook(partitions)`` after newly assigned partitions are restored."""
         self._assign_hooks.append(hook)
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` once the processor has stopped (its consumer closed, output flushed)."""
+        self._stop_hooks.append(hook)
 
     # -- running -------------------------------------------------------------------------
     async def run(
@@ -628,6 +633,8 @@ class Processor:
                 self._reader.close()
             if self._producer is not None and not self._failed:
                 self._producer.flush(self.flush_timeout)
+            for hook in self._stop_hooks:
+                hook()
             self._closing.set()
             self.health.stopped()
             self._poller.shutdown(wait=False)

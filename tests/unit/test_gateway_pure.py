@@ -16,7 +16,7 @@ from agentstream.gateway.ids import (
     session_of,
 )
 from agentstream.gateway.injection import FLAG, flag_metadata, suspected_injection
-from agentstream.gateway.limits import RateLimiter, budget_left, retry_after_header, seconds_to_next_utc_day
+from agentstream.gateway.limits import RateLimiter, retry_after_header, seconds_to_next_utc_day
 from agentstream.gateway.sse import frame, result_due
 
 
@@ -97,9 +97,7 @@ def test_the_rate_limiter_allows_a_burst_then_says_how_long_to_wait() -> None:
     assert retry_after_header(0.2) == "1" and retry_after_header(19.1) == "20"
 
 
-def test_budget_and_day_boundaries() -> None:
-    assert budget_left(None, 99.0) is None
-    assert budget_left(1.0, 0.25) == 0.75
+def test_the_next_utc_day_begins_at_midnight() -> None:
     assert seconds_to_next_utc_day(86_400 * 3 + 86_000) == 400
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 
 from confluent_kafka.admin import AdminClient
 
@@ -28,7 +27,7 @@ def run_gateway(args: argparse.Namespace, worker: WorkerSettings, topology: Topo
     from agentstream.gateway.settings import GatewaySettings
     from agentstream.tenancy import Tenants
 
-    tenants_path = args.tenants or os.environ.get(TENANTS_ENV, "").strip() or None
+    tenants_path = args.tenants or worker.tenants_path
     if tenants_path is None:
         raise ConfigurationError(f"The gateway needs a tenants file (who may call it): --tenants FILE or {TENANTS_ENV}; "
                                  "README \"Tenants\" shows its format.")

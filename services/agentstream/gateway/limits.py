@@ -1,5 +1,6 @@
-"""Per-tenant limits the gateway applies: requests per minute (a token bucket per tenant)
-and the daily cost budget (the tenant's spend today, from the results in the view).
+"""The per-tenant request rate the gateway applies: a token bucket per tenant, and the
+Retry-After of a refusal. (The daily budget and the cap of tasks in flight are the
+tenancy ledger's decision, the same the router makes: tenancy/admission.py.)
 
 The buckets live in this process: with N replicas behind a load balancer a tenant gets up
 to N times its rate (README "HTTP gateway"). Pure logic with an injected clock.
@@ -50,8 +51,3 @@ def retry_after_header(seconds: float) -> str:
 
 def seconds_to_next_utc_day(now_s: float) -> float:
     return SECONDS_PER_DAY - (now_s % SECONDS_PER_DAY)
-
-
-def budget_left(daily_cost_usd: float | None, spent_today: float) -> float | None:
-    """What the tenant may still spend today (None: no budget set); <= 0 means refuse."""
-    return None if daily_cost_usd is None else daily_cost_usd - spent_today

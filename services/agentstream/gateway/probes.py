@@ -28,10 +28,11 @@ async def healthz(request: Request) -> PlainTextResponse:
 
 @router.get(READYZ_PATH)
 async def readyz(request: Request) -> PlainTextResponse:
-    reader = gateway_of(request).reader
-    if not reader.ready:
-        return _answer(False, f"the view is catching up with the topics ({reader.records} records read)")
-    return _answer(True, f"the view is current ({reader.records} records read)")
+    gateway = gateway_of(request)
+    records = gateway.reader.records
+    if not gateway.ready:
+        return _answer(False, f"the view and the tenant ledger are catching up with the topics ({records} records read)")
+    return _answer(True, f"the view and the tenant ledger are current ({records} records read)")
 
 
 @router.get(METRICS_PATH)

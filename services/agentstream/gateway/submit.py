@@ -15,12 +15,12 @@ from agentstream.gateway.auth import Caller
 from agentstream.gateway.context import Gateway, gateway_of
 from agentstream.gateway.ids import keyed_task_id, random_task_id, session_of
 from agentstream.gateway.injection import flag_metadata
-from agentstream.gateway.limits import budget_left, retry_after_header, seconds_to_next_utc_day
+from agentstream.gateway.limits import retry_after_header, seconds_to_next_utc_day
 from agentstream.gateway.problems import ApiError
-from agentstream.gateway.view_reader import utc_day
-from agentstream.tenancy import ACCEPTED, TASK_SUBMIT, Principal
+from agentstream.tenancy import ACCEPTED, REFUSED, TASK_SUBMIT, TENANT_BUDGET_SPENT, Principal
 
 router = APIRouter()
+BUSY_RETRY_S = 5.0  # a tenant at its cap of tasks in flight: one may finish soon
 REFUSALS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem} for code in (401, 403, 409, 413, 422, 429)}
 
@@ -38,7 +38,6 @@ async def submit_task(
 ) -> TaskAccepted:
     gateway = gateway_of(request)
     _check_agent(gateway, body.agent)
-    _check_budget(gateway, principal)
     task_id = keyed_task_id(principal.tenant_id, idempotency_key) if idempotency_key else random_task_id()
     session_id = session_of(task_id, body.session_id)
     earlier = gateway.task(task_id) if idempotency_key else None
@@ -47,6 +46,7 @@ async def submit_task(
     task = new_task(body.input, session_id, principal.tenant_id, task_id=task_id, requested_agent=body.agent,
                     metadata=flag_metadata(dict(body.metadata), body.input))
     task["budget_usd"] = body.budget_usd
+    _check_admission(gateway, principal, task)
     config = gateway.config
     await gateway.producer.send(config.topology.topic("tasks"), config.schemas.encode(TASK_SUBMITTED, task), session_id)
     gateway.remember(task_view.on_submitted(None, task))
@@ -62,14 +62,16 @@ def _check_agent(gateway: Gateway, agent: str | None) -> None:
         raise ApiError(422, "unknown_agent", f"Unknown agent {agent!r}; the specialist types are {', '.join(types)}.")
 
 
-def _check_budget(gateway: Gateway, principal: Principal) -> None:
-    daily = gateway.config.tenants.tenant(principal.tenant_id).limits.daily_cost_usd
-    now = time.time()
-    left = budget_left(daily, gateway.store.spend(principal.tenant_id, utc_day(int(now * 1000))))
-    if left is not None and left <= 0:
-        raise ApiError(429, "daily_budget_spent",
-                       f"Tenant {principal.tenant_id!r} has spent its daily budget of ${daily:.2f}; new tasks are "
-                       "accepted again at 00:00 UTC.", {"Retry-After": retry_after_header(seconds_to_next_utc_day(now))})
+def _check_admission(gateway: Gateway, principal: Principal, task: dict[str, Any]) -> None:
+    """Refuse a task the router would reject for its tenant (daily budget spent, too many
+    tasks in flight), from the same tenancy ledger, before it is sent."""
+    refused = gateway.ledger.refusal(gateway.config.tenants, task)
+    if refused is None:
+        return
+    wait = seconds_to_next_utc_day(time.time()) if refused.code == TENANT_BUDGET_SPENT else BUSY_RETRY_S
+    gateway.audit.record(principal, TASK_SUBMIT, task["task_id"], REFUSED, detail=refused.code)
+    raise ApiError(429, refused.code.lower(), refused.reason[:1].upper() + refused.reason[1:] + ".",
+                   {"Retry-After": retry_after_header(wait)})
 
 
 def _repeated(earlier: dict[str, Any], session_id: str, principal: Principal, response: Response) -> TaskAccepted:

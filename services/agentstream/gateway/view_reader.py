@@ -10,7 +10,6 @@ it started; from then on it follows them, and wakes whoever waits for news (SSE 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from agentstream.clients import reader_config
 from agentstream.events import APPROVAL_DECISION, APPROVAL_REQUESTED, TASK_EVENT, TASK_RESULT, TASK_SUBMITTED
 from agentstream.gateway import task_view
-from agentstream.gateway.view_store import ViewBatch, ViewStore, approval_key, event_key, spend_key, task_key
+from agentstream.gateway.view_store import ViewBatch, ViewStore, approval_key, event_key, task_key
 from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.topology import Topology
@@ -34,10 +33,6 @@ _BATCH = 1000  # records per consume: one RocksDB write batch each
 _POLL_S = 0.1
 
 
-def utc_day(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d")
-
-
 def fold(batch: ViewBatch, schema: str, record: dict[str, Any], offset: int) -> None:
     """Apply one decoded record (read at ``offset`` of its topic) to the view."""
     if schema == TASK_SUBMITTED:
@@ -48,7 +43,8 @@ def fold(batch: ViewBatch, schema: str, record: dict[str, Any], offset: int) -> 
         batch.put(key, task_view.on_event(batch.get(key), record, offset))
         batch.put(event_key(record["task_id"], offset), record)
     elif schema == TASK_RESULT:
-        _fold_result(batch, record, offset)
+        key = task_key(record["task_id"])
+        batch.put(key, task_view.on_result(batch.get(key), record, offset))
     elif schema == APPROVAL_REQUESTED:
         key = approval_key(record["approval_id"])
         earlier = batch.get(key) or {}
@@ -56,16 +52,6 @@ def fold(batch: ViewBatch, schema: str, record: dict[str, Any], offset: int) -> 
     elif schema == APPROVAL_DECISION:
         key = approval_key(record["approval_id"])
         batch.put(key, {**(batch.get(key) or {"request": None}), "decided": True})
-
-
-def _fold_result(batch: ViewBatch, record: dict[str, Any], offset: int) -> None:
-    key = task_key(record["task_id"])
-    before = batch.get(key)
-    after = task_view.on_result(before, record, offset)
-    batch.put(key, after)
-    if before is None or before.get("result") is None:  # a resent result is not spent twice
-        spent = spend_key(record["tenant_id"], utc_day(record["completed_at"]))
-        batch.put(spent, float(batch.get(spent) or 0.0) + task_view.cost_of(after))
 
 
 class ViewReader:

@@ -1,11 +1,12 @@
-"""The gateway's view in RocksDB (rocksdict): task views, their events, each tenant's daily
-spend and the approval requests. One store per gateway process, rebuilt from the topics
+"""The gateway's view in RocksDB (rocksdict): task views, their events and the approval
+requests. One store per gateway process, rebuilt from the topics
 at every start (``ViewStore.fresh``): the topics are the truth, the store a local index
 that keeps the view out of the heap.
 
 Keys (UTF-8): ``t/<task_id>`` a task's view, ``e/<task_id>/<offset>`` its events by
-task-events offset (zero-padded, so key order is offset order), ``s/<tenant>/<day>`` its
-spend on a UTC day, ``a/<approval_id>`` an approval request and whether it was decided.
+task-events offset (zero-padded, so key order is offset order), ``a/<approval_id>`` an
+approval request and whether it was decided. (Each tenant's spend and tasks in flight are
+the tenancy ledger's, read by its own reader: tenancy/ledger_reader.py.)
 Values are JSON.
 """
 
@@ -28,10 +29,6 @@ def task_key(task_id: str) -> bytes:
 
 def event_key(task_id: str, offset: int) -> bytes:
     return f"e/{task_id}/{offset:0{_OFFSET_DIGITS}d}".encode()
-
-
-def spend_key(tenant_id: str, day: str) -> bytes:
-    return f"s/{tenant_id}/{day}".encode()
 
 
 def approval_key(approval_id: str) -> bytes:
@@ -109,9 +106,6 @@ class ViewStore:
         start = event_key(task_id, offset + 1) if offset >= 0 else None
         prefix = f"e/{task_id}/".encode()
         return [(int(key[len(prefix):]), value) for key, value in self.scan(prefix, start, limit)]
-
-    def spend(self, tenant_id: str, day: str) -> float:
-        return float(self.get(spend_key(tenant_id, day)) or 0.0)
 
     def close(self) -> None:
         self._db.close()

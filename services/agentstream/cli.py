@@ -311,6 +311,13 @@ def cmd_tenants(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from agentstream.cancellation.ops import run_command
+
+    settings = _settings()
+    return run_command(args, settings.bootstrap, _topology(settings))
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from agentstream.stack import Stack
 
@@ -447,8 +454,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker, "topology": cmd_topology, "submit": cmd_submit, "results": cmd_results, "lag": cmd_lag,
-    "dlq": cmd_dlq, "approvals": cmd_approvals, "tenants": cmd_tenants, "gateway": cmd_gateway, "dev": cmd_dev,
-    "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo, "new": cmd_new, "deploy": cmd_deploy,
+    "dlq": cmd_dlq, "approvals": cmd_approvals, "cancel": cmd_cancel, "tenants": cmd_tenants, "gateway": cmd_gateway,
+    "dev": cmd_dev, "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo, "new": cmd_new, "deploy": cmd_deploy,
 }
 
 

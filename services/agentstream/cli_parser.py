@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_tenants(command("tenants", "hash an API key for the tenants file, or check a tenants file"))
 
+    cancel = command("cancel", "cancel a task: stopped at its next step, or while it waits, with a CANCELED result")
+    cancel.add_argument("task_id", help="the task's id (as submitted)")
+    cancel.add_argument("--reason", help="why (kept in the cancel and the result's error message)")
+    cancel.add_argument("--by", help="who cancels (default: the login name)")
+
     dev = command("dev", "a broker, the topology and every worker, until Ctrl-C")
     dev.add_argument("--state-dir", type=Path, help=STATE_DIR_HELP + f"; the broker's address goes to <it>/{BOOTSTRAP_FILE}")
     dev.add_argument("--broker", choices=BROKER_KINDS, default=TANSU,

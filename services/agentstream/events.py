@@ -17,6 +17,7 @@ TASK_EVENT = "TaskEvent"
 APPROVAL_REQUESTED = "ApprovalRequested"
 APPROVAL_DECISION = "ApprovalDecision"
 AUDIT_RECORD = "AuditRecord"
+TASK_CANCEL = "TaskCancel"
 
 
 def now_ms() -> int:

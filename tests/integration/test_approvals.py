@@ -64,10 +64,10 @@ def _topology(tmp_path: Path) -> Path:
 class Approvals:
     """The stack plus readers of its approval and event topics and the CLI."""
 
-    def __init__(self, bootstrap: str, tmp_path: Path) -> None:
+    def __init__(self, bootstrap: str, tmp_path: Path, latency: str = "0") -> None:
         self.ledger = tmp_path / "ledger.txt"
         self.ledger.touch()
-        self.stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path),
+        self.stack = DurableStack(bootstrap, tmp_path, latency=latency, topology_path=_topology(tmp_path),
                                   env={LEDGER_ENV: str(self.ledger)})
         self.bootstrap = bootstrap
         self.env = cli_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, AGENTSTREAM_PREFIX=self.stack.prefix,
@@ -99,6 +99,11 @@ class Approvals:
 
     def cli(self, *args: str) -> str:
         done = run("approvals", *args, env=self.env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    def cli_cancel(self, *args: str) -> str:
+        done = run("cancel", *args, env=self.env)
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 

@@ -31,6 +31,7 @@ NO_BROKER_COMMANDS = [
     ("lag",),
     ("dlq", "list"),
     ("dlq", "show", "some-id"),
+    ("cancel", "some-task"),
     ("worker", "router"),
     ("worker", "specialist", "--type", "billing"),
     ("topology", "plan"),

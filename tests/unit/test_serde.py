@@ -49,6 +49,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "audit_id": "0b7c3f5e-1d2a-4c44-9a55-3e2f1a6b7c8d", "at": T0, "tenant_id": "acme", "subject": "key:ci",
         "action": "task.submit", "target_id": "task-1", "outcome": "accepted", "detail": "über", "source": "gateway",
     },
+    "TaskCancel": {
+        "task_id": "task-1", "session_id": "sess-1", "tenant_id": "acme", "requested_by": "ops@acme",
+        "reason": "the customer withdrew the request ✓", "requested_at": T0 + 11,
+    },
     "DeadLetter": {
         "id": "agents.tasks.v1-3-41", "key": b"sess-1", "value": b"\xc3\x01 not avro", "value_size": 12,
         "value_sha256": "0" * 64, "value_truncated": False,

@@ -58,6 +58,7 @@ def test_the_real_file_names_every_topic() -> None:
             "task_events",
             "approvals",
             "approval_decisions",
+            "control",
             "dlq",
             "audit",
         ]
@@ -68,6 +69,7 @@ def test_the_real_file_names_every_topic() -> None:
         "task_events": "agents.task-events.v1",
         "approvals": "agents.approvals.v1",
         "approval_decisions": "agents.approval-decisions.v1",
+        "control": "agents.control.v1",
         "dlq": "agents.dlq.v1",
         "audit": "agents.audit.v1",
     }
@@ -95,8 +97,8 @@ def test_tables_retry_tiers_and_specs() -> None:
 
     specs = {spec.name: spec for spec in topology.all_topics()}
     assert len(specs) == len(topology.all_topics()), "no topic is listed twice"
-    # 11 declared + 3 tiers for each of the 5 stage inputs + 17 changelogs
-    assert len(specs) == 11 + 3 * 5 + 17
+    # 12 declared (control and audit included) + 3 tiers for each of the 5 stage inputs + 17 changelogs
+    assert len(specs) == 12 + 3 * 5 + 17
     assert {spec.partitions for spec in specs.values() if spec.per_session} == {6}
     assert all(spec.replication == 1 for spec in specs.values())
     assert specs["agents.specialist.billing.checkpoints.changelog"].cleanup_policy == "compact"

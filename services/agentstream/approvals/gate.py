@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentstream.approvals.policy import ApprovalPolicy
-from agentstream.approvals.records import APPROVE, DENY, PENDING, PendingCall, arguments_hash, denial_text
+from agentstream.approvals.records import APPROVE, EDIT, PENDING, PendingCall, arguments_hash, denial_text
 from agentstream.errors import AgentStreamError
 
 
@@ -61,7 +61,7 @@ class ApprovalGate:
         if record is None or record["status"] == PENDING:
             return Cleared(arguments)
         decision = record["decision"]
-        if record["status"] == DENY:
+        if record["status"] not in (APPROVE, EDIT):  # denied, or closed by a cancel: never run
             return Cleared(arguments, denial_text(decision))
         if record["status"] == APPROVE and arguments_hash(arguments) != record["arguments_hash"]:
             # The replayed step asks for another call than the one a human approved.

@@ -3,9 +3,10 @@
 Reads the ``approvals`` topic (ApprovalRequested) and the ``approval_decisions`` topic
 (ApprovalDecision) whole, group-less, and answers a request by producing one
 ApprovalDecision keyed by its session, as a UI or a chat bot would. ``list`` shows the
-requests no decision answers yet; the specialist is the judge of a decision (it refuses
-one for another call's hash, and ignores all but the first), so a request answered by a
-refused decision is listed as answered here: ``show`` gives every decision it got.
+requests no decision answers yet and whose task no cancel names (``control`` topic); the
+specialist is the judge of a decision (it refuses one for another call's hash, and
+ignores all but the first), so a request answered by a refused decision is listed as
+answered here: ``show`` gives every decision it got.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from confluent_kafka import Producer
 from agentstream.approvals.records import APPROVE, DENY, EDIT, approval_decision
 from agentstream.clients import producer_config
 from agentstream.errors import AgentStreamError
-from agentstream.events import APPROVAL_DECISION, APPROVAL_REQUESTED, now_ms
+from agentstream.events import APPROVAL_DECISION, APPROVAL_REQUESTED, TASK_CANCEL, now_ms
 from agentstream.runtime.lag import read_topic
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.topology import Topology
@@ -65,6 +66,10 @@ class ApprovalTopics:
         for decision in read_records(self.bootstrap, topic, APPROVAL_DECISION, self.schemas):
             found.setdefault(decision["approval_id"], []).append(decision)
         return found
+
+    def canceled_tasks(self) -> set[str]:
+        """The tasks a TaskCancel names: their waits were dropped (specialist/canceling.py)."""
+        return {c["task_id"] for c in read_records(self.bootstrap, self.topology.topic("control"), TASK_CANCEL, self.schemas)}
 
     def request(self, ident: str) -> dict[str, Any]:
         found = self.requests().get(ident)
@@ -131,7 +136,8 @@ def run_command(args: argparse.Namespace, bootstrap: str, topology: Topology, sc
 
 def _list(desk: ApprovalTopics, out: TextIO) -> None:
     decided = desk.decisions()
-    pending = [r for ident, r in desk.requests().items() if ident not in decided]
+    canceled = desk.canceled_tasks()
+    pending = [r for ident, r in desk.requests().items() if ident not in decided and r["task_id"] not in canceled]
     now = now_ms()
     out.write(f"{'APPROVAL ID':44} {'TOOL':18} {'AGE':>8} {'DEADLINE':20} {'APPROVERS':12} ARGUMENTS\n")
     for request in sorted(pending, key=lambda r: r["requested_at"]):

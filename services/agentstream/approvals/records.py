@@ -3,8 +3,8 @@ ApprovalDecision records (schemas/), and how a decision is applied to a waiting 
 
 Pure data logic, no Kafka. A waiting call is kept in the specialist's ``checkpoints``
 table as ``a/<approval_id>`` (see :func:`waiting_call`); its ``status`` is ``pending``
-until the first decision, then the decision's kind; later decisions are appended to
-``ignored`` and change nothing.
+until the first decision, then the decision's kind (or ``canceled``: its task was
+canceled); later decisions are appended to ``ignored`` and change nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ APPROVE = "approve"
 DENY = "deny"
 EDIT = "edit"
 PENDING = "pending"
+CANCELED = "canceled"  # the task was canceled while the call waited (cancellation/)
 DECISIONS = (APPROVE, DENY, EDIT)
 
 Verdict = Literal["applied", "duplicate", "hash_mismatch", "bad_edit"]
@@ -134,6 +135,14 @@ def apply_decision(waiting: Mapping[str, Any], decision: Mapping[str, Any], now:
                                                           "arguments_hash": arguments_hash(arguments)},
                    closed_at=now)
     return "applied", updated
+
+
+def closed_by_cancel(waiting: Mapping[str, Any], cancel: Mapping[str, Any], now: int) -> dict[str, Any]:
+    """The waiting call once its task is canceled: closed, so a later decision is
+    recorded and ignored like any second decision ("already decided (canceled by ...)")."""
+    decision = {"decision": "cancel", "who": cancel.get("requested_by") or "", "why": cancel.get("reason") or "",
+                "decided_at": now, "edited_arguments_json": None}
+    return {**waiting, "status": CANCELED, "decision": decision, "closed_at": now}
 
 
 def denial_text(decision: Mapping[str, Any]) -> str:

@@ -20,7 +20,8 @@ from functools import partial
 from typing import Any
 
 from agentstream import metrics
-from agentstream.events import ROUTED_TASK, TASK_RESULT, TASK_SUBMITTED, call_usage, now_ms, task_result
+from agentstream.cancellation.records import CANCELED, cancel_error, cancel_text
+from agentstream.events import ROUTED_TASK, TASK_CANCEL, TASK_RESULT, TASK_SUBMITTED, call_usage, now_ms, task_result
 from agentstream.errors import ConfigurationError, UnknownAgentTypeError
 from agentstream.router.classifier import Decision, choose
 from agentstream.router.decide import Rules, is_usable_id, validate_task
@@ -29,8 +30,9 @@ from agentstream.retry.chain import RetryChain
 from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.headers import REPLAY
 from agentstream.router.session_gate import (
-    RECORD_MAX_BYTES, Admission, Record, admit, idle_since, missed, new_record, open_task, passed, settle,
+    RECORD_MAX_BYTES, Admission, Canceling, Record, admit, idle_since, missed, new_record, open_task, passed, settle,
 )
+from agentstream.router.session_gate import cancel as cancel_in_session
 from agentstream.router.tenant_guard import TenantGuard
 from agentstream.router.tier import TierRules, tier_hint
 from agentstream.runtime import MessageContext
@@ -149,6 +151,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         task = decided["task"]
         tracing.keep(decided)  # the task's trace, for when a later result lets it go
         record = sessions.get(task["session_id"]) or new_record()
+        canceled = record.get("canceled", {}).get(task["task_id"])  # its cancel came first (session_gate.cancel)
         admission = admit(record, decided, topology.sessions, seen_at)
         if admission is Admission.KNOWN:
             log.info("%s: task %s is already in its session's queue; repeat ignored", ctx.where, task["task_id"])
@@ -161,6 +164,8 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         elif admission is Admission.WAIT:
             detail = f"waiting for task {open_task(record)} of its session ({len(record['waiting'])} waiting)"
             service.progress(task, "STATE", "QUEUED", detail)
+        elif admission is Admission.CANCELED:
+            drop(task, canceled or {}, ctx, "its cancel came before it")
         elif admission is Admission.FULL:
             refuse(task, ctx, f"session {task['session_id']} already has {len(record['waiting'])} tasks waiting behind "
                               f"task {open_task(record)}; submit more once earlier ones have results, or raise "
@@ -185,6 +190,36 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         refuse(task, ctx, refused.reason, refused.code)
         key, value = guard.audit(task, refused, AGENT)
         app.send(guard.audit_topic, value, key)
+
+    def drop(task: dict[str, Any], cancel: dict[str, Any], ctx: MessageContext, why: str) -> None:
+        """The task is canceled before it was routed: its CANCELED result, from here."""
+        log.info("%s: task %s canceled at the router (%s): %s", ctx.where, task["task_id"], why, cancel_text(cancel))
+        service.progress(task, "STATE", CANCELED, f"canceled before it started ({why}): {cancel_text(cancel)}")
+        service.result(task_result(task, CANCELED, error=cancel_error(cancel)))
+
+    async def on_cancel(cancel: dict[str, Any], ctx: MessageContext) -> None:
+        """A TaskCancel: drop the task if it waits here; a routed one is its specialists' to
+        stop; a cancel of an ended task is recorded (the event) and ignored."""
+        if not (is_usable_id(cancel["session_id"]) and is_usable_id(cancel["task_id"])):
+            log.warning("%s: a cancel without a usable task or session id ignored: %r", ctx.where, cancel)
+            return
+        if ctx.key != cancel["session_id"].encode():
+            # Another partition holds the session: send it again keyed by session (as a task's).
+            app.send(ctx.topic, schemas.encode(TASK_CANCEL, cancel), cancel["session_id"])
+            log.warning("%s: the cancel of task %s was keyed %r, not by its session; sent again keyed by session %s",
+                        ctx.where, cancel["task_id"], ctx.key, cancel["session_id"])
+            return
+        record = sessions.get(cancel["session_id"]) or new_record()
+        was_open = open_task(record) == cancel["task_id"]
+        found, dropped, following = cancel_in_session(record, cancel, topology.sessions, now_ms())
+        sessions[cancel["session_id"]] = record
+        if dropped is not None:
+            drop(dropped, cancel, ctx, "not routed yet" if was_open else "queued behind its session's open task")
+        if following is not None:
+            let_go(record)
+        if found is Canceling.ENDED:
+            service.progress(cancel, "TEXT", CANCELED, f"cancel ignored: the task has ended ({cancel_text(cancel)})")
+        log.info("%s: cancel of task %s: %s", ctx.where, cancel["task_id"], found.value)
 
     def let_go(record: Record, partition: int | None = None) -> None:
         """Route the session's open task: at once when its route is decided, else decide it
@@ -286,6 +321,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
                 log.info("%s[%d]: sent %d open session tasks again after the assignment", service.input_topic, partition, len(opened))
 
     app.handler(topology.topic("results"))(on_result)
+    app.handler(topology.topic("control"), partial(schemas.decode_as, TASK_CANCEL))(on_cancel)
     app.on_assign(resend_open)
     chain = RetryChain(service, partial(schemas.decode_as, TASK_SUBMITTED), on_task)
     return service

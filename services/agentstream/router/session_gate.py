@@ -11,7 +11,7 @@ the next waiting task goes, carrying that memory.
 The record, one per session in the router's ``sessions`` table::
 
     {"open": Decided | None, "waiting": [Decided, ...], "turns": [...], "at": ms, "through": seen,
-     "early": {task_id: result summary}}
+     "early": {task_id: result summary}, "canceled": {task_id: {requested_by, reason}}}
 
 where Decided is a task with its routing, ``{"task", "route", "tier", "by"}``: kept whole,
 so the router can send the open task again after a crash (see ``knows``/``missed``).
@@ -27,14 +27,16 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
+from agentstream.cancellation.records import CANCELED, cancel_text
 from agentstream.session_memory import clip, remember, turn_from_result
 from agentstream.topology import SessionSettings
 
 Record = dict[str, Any]
 
 
-# Results that came before their task (kept per session, oldest dropped past this).
+# Results that came before their task, and cancels (kept per session, oldest dropped past this).
 EARLY_KEPT = 50
+CANCELS_KEPT = 50
 # A record is one changelog message: well under Kafka's default 1 MB message limit, so
 # a burst of large tasks for one session is refused (OVERSIZE) instead of stopping the
 # router at its next checkpoint.
@@ -48,6 +50,16 @@ class Admission(Enum):
     KNOWN = "known"  # already open or waiting: a repeat, nothing to do
     OVERSIZE = "oversize"  # the session's waiting tasks would outgrow its record: refuse it
     ANSWERED = "answered"  # its result is in already (see settle): remembered, not routed again
+    CANCELED = "canceled"  # a cancel came before the task (see cancel): remembered, not routed
+
+
+class Canceling(Enum):
+    """What a cancel found in the session's record (see ``cancel``)."""
+
+    DROPPED = "dropped"  # waiting, or open but not routed yet: canceled here, never started
+    ROUTED = "routed"  # open and routed: its specialists stop it
+    ENDED = "ended"  # remembered as ended: the cancel is ignored
+    AHEAD = "ahead"  # not seen yet: kept, the task is canceled when it comes
 
 
 def new_record() -> Record:
@@ -66,6 +78,10 @@ def admit(record: Record, decided: Mapping[str, Any], limits: SessionSettings, s
         _remember(record, task["input"], early, limits)
         _fit(record)
         return Admission.ANSWERED
+    canceled = record.get("canceled", {}).pop(task["task_id"], None)
+    if canceled is not None:
+        _remember(record, task["input"], _canceled_turn(task["task_id"], canceled), limits)
+        return Admission.CANCELED
     if record["open"] is None and not record["waiting"]:
         record["open"] = dict(decided)
         return Admission.GO
@@ -116,6 +132,41 @@ def settle(record: Record, result: Mapping[str, Any], limits: SessionSettings, n
             del early[stale]
     _fit(record)
     return following
+
+
+def cancel(record: Record, cancel: Mapping[str, Any], limits: SessionSettings, now: int) -> tuple[Canceling, dict[str, Any] | None, dict[str, Any] | None]:
+    """Take in the TaskCancel ``cancel``, in place: (what it found, the canceled task when
+    it was dropped here, the next task to route when the dropped one was open).
+
+    A task dropped here is remembered as a CANCELED turn, so its result, read back from
+    the results topic, finds it settled. A cancel of a task not seen yet (the cancel came
+    first: two topics, no order between them) is kept under ``canceled`` for admit."""
+    record["at"] = max(record["at"], now)
+    task_id = cancel["task_id"]
+    if task_id == open_task(record):
+        if record["open"].get("route") is not None:
+            return Canceling.ROUTED, None, None
+        dropped = record["open"]["task"]
+        record["open"] = record["waiting"].pop(0) if record["waiting"] else None
+        _remember(record, dropped["input"], _canceled_turn(task_id, cancel), limits)
+        return Canceling.DROPPED, dropped, record["open"]
+    if (index := _waiting_index(record, task_id)) is not None:
+        dropped = record["waiting"].pop(index)["task"]
+        _remember(record, dropped["input"], _canceled_turn(task_id, cancel), limits)
+        return Canceling.DROPPED, dropped, None
+    if any(turn["task_id"] == task_id for turn in record["turns"]):
+        return Canceling.ENDED, None, None
+    kept = record.setdefault("canceled", {})
+    kept[task_id] = {key: cancel.get(key) for key in ("requested_by", "reason")}
+    for stale in list(kept)[:-CANCELS_KEPT]:
+        del kept[stale]
+    _fit(record)
+    return Canceling.AHEAD, None, None
+
+
+def _canceled_turn(task_id: str, cancel: Mapping[str, Any]) -> dict[str, Any]:
+    """The turn of a task canceled here (a TaskResult's fields, as turn_from_result reads them)."""
+    return {"task_id": task_id, "status": CANCELED, "output": cancel_text(cancel), "agents": []}
 
 
 def _fit(record: Record) -> None:

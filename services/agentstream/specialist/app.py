@@ -10,7 +10,8 @@ from functools import partial
 from agentstream.controls.rate_limit import members_from_assignment
 from agentstream.controls.registry import ModelControls
 from agentstream.controls.settings import ControlSettings
-from agentstream.events import APPROVAL_DECISION, ROUTED_TASK
+from agentstream.cancellation.records import recorded_at
+from agentstream.events import APPROVAL_DECISION, ROUTED_TASK, TASK_CANCEL
 from agentstream.models.base import Model
 from agentstream.models.config import ModelSettings
 from agentstream.retry.chain import RetryChain
@@ -21,6 +22,7 @@ from agentstream.service import Service
 from agentstream.settings import WorkerSettings
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.agent import SpecialistAgent
+from agentstream.specialist.canceling import CANCEL, Cancellations
 from agentstream.specialist.lifecycle import TaskLifecycle
 from agentstream.specialist.loop import default_system_prompt
 from agentstream.specialist.model_chains import ModelChains
@@ -61,7 +63,8 @@ def build_specialist(
                              agent.max_steps or 8, prompt)
     service.behavior_version = runner.version
     desk = _approval_desk(service, agent_type, registry, checkpoints)
-    lifecycle = TaskLifecycle(service, runner, checkpoints, service.table("retrying"), desk)
+    lifecycle = TaskLifecycle(service, runner, checkpoints, service.table("retrying"), desk,
+                              _cancellations(service, checkpoints, desk))
 
     async def share_quotas(partitions: list[int]) -> None:
         """Take this member's share of the rate quotas (before the tasks resume)."""
@@ -75,6 +78,16 @@ def build_specialist(
         settle_on_return=False, retrying=lifecycle.retrying,
     )
     return service
+
+
+def _cancellations(service: Service, checkpoints: Table, desk: ApprovalDesk | None) -> Cancellations:
+    """The cancels of the control topic (co-partitioned with the input), recorded in the
+    checkpoints table and expired like done markers."""
+    cancels = Cancellations(service, checkpoints, desk)
+    app = service.processor
+    app.handler(service.topology.topic("control"), partial(service.schemas.decode_as, TASK_CANCEL))(cancels.on_cancel)
+    app.expire(checkpoints, service.topology.dedupe.retention_s, recorded_at, prefix=CANCEL.encode(), write_through=True)
+    return cancels
 
 
 def _approval_desk(service: Service, agent_type: str, registry: ToolRegistry, checkpoints: Table) -> ApprovalDesk | None:

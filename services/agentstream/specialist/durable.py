@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from agentstream.approvals.gate import ApprovalGate, Cleared
+from agentstream.cancellation.records import TaskCanceled
 from agentstream.models.base import Message, Model, ModelResponse
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.loop import StepNotRecorded
@@ -37,9 +38,10 @@ class DurableRun:
 
     def __init__(
         self, task_id: str, epoch: int, chain: ckpt.Chain, persist: Persist, draining: Callable[[], bool] = lambda: False,
-        gate: ApprovalGate | None = None,
+        gate: ApprovalGate | None = None, canceled: Callable[[], Mapping[str, Any] | None] = lambda: None,
     ) -> None:
         self.task_id = task_id
+        self.canceled = canceled  # the task's TaskCancel once one is recorded (specialist/canceling.py)
         self.gate = gate  # tool calls that need a human's approval (approvals/gate.py)
         self.draining = draining
         self.epoch = epoch
@@ -52,6 +54,12 @@ class DurableRun:
         self.replayed_model_calls = 0
         self.new_model_calls = 0
         self._lock = asyncio.Lock()  # sequence numbers are handed out in order
+
+    def stop_if_canceled(self) -> None:
+        """At a step boundary: raise TaskCanceled if the task was canceled meanwhile."""
+        cancel = self.canceled()
+        if cancel is not None:
+            raise TaskCanceled(cancel)
 
     async def record(self, make: Callable[[int], dict[str, Any]]) -> None:
         async with self._lock:
@@ -87,6 +95,7 @@ class DurableModel:
         if self.run.draining():
             # Shutting down: stop at the step boundary; the next owner resumes from here.
             raise asyncio.CancelledError("worker draining")
+        self.run.stop_if_canceled()  # before a new model call, never during one
         response = await self.inner.complete(messages, tools)
         self.run.new_model_calls += 1
         self.run.last_text = response.text or self.run.last_text
@@ -108,6 +117,7 @@ class DurableTools(ToolRegistry):
 
     async def call_many(self, calls: Sequence[tuple[str, object]], timeout_s: float = DEFAULT_TIMEOUT_S) -> list[ToolResult]:
         step = self.run.model_step
+        self.run.stop_if_canceled()  # before any call of the step: a step's calls run all or none
         if self.run.gate is not None:
             # Before any call of the step runs: a step waiting for a human runs nothing yet.
             self.run.gate.check(step, calls, lambda index: (step, index) in self.run.chain.tools, self.run.last_text)

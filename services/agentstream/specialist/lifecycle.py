@@ -15,6 +15,8 @@
 - A model step calling tools that need a human's approval (topology ``approvals:``)
   ends the loop: the task waits, holding its session's place, with nothing in memory
   (specialist/waiting.py); a decision resumes it from its checkpoint.
+- A canceled task (cancellation/) stops at its next step boundary, or at once when it
+  waits for approval, and ends with a CANCELED report (specialist/canceling.py).
 - A task whose models were all unavailable, or whose work crashed (a bug, a checkpoint
   the broker refused), goes to the retry chain at once: the next tier, or the DLQ with a
   FAILED result.
@@ -32,6 +34,7 @@ from typing import Any
 
 from agentstream import metrics
 from agentstream.approvals.gate import AwaitingApproval
+from agentstream.cancellation.records import CANCELED, TaskCanceled, cancel_error
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
 from agentstream.retry.chain import RETRY, RetryChain
 from agentstream.retry.classify import TransientStageError, ValidationFailed
@@ -40,6 +43,7 @@ from agentstream.runtime import MessageContext, Table
 from agentstream.service import Service
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.agent import SpecialistAgent
+from agentstream.specialist.canceling import Cancellations
 from agentstream.specialist.durable import DurableRun
 from agentstream.specialist.loop import AgentOutcome
 from agentstream.specialist.order import SessionOrder, SessionPlaces
@@ -90,11 +94,15 @@ class TaskLifecycle:
 
     def __init__(
         self, service: Service, agent: SpecialistAgent, checkpoints: Table, retrying: Table, desk: ApprovalDesk | None = None,
+        cancels: Cancellations | None = None,
     ) -> None:
         self.service = service
         self.desk = desk
         if desk is not None:
             desk.resume = self.resume_decided
+        self.cancels = cancels
+        if cancels is not None:
+            cancels.resume = self.resume_decided  # a canceled wait resumes, and ends at once
         self.app = service.processor
         self.agent = agent
         self.checkpoints = checkpoints
@@ -217,7 +225,10 @@ class TaskLifecycle:
         started = now_ms()
         draining = partial(self.app.draining, self.service.input_topic, partition)
         gate = self.desk.gate(task, partition) if self.desk is not None else None
-        run = DurableRun(ckpt.run_id(task), epochs[-1][0], chain, self._persist, draining=draining, gate=gate)
+        canceled = partial(self.cancels.requested, task["task_id"], partition) if self.cancels is not None else lambda: None
+        run = DurableRun(ckpt.run_id(task), epochs[-1][0], chain, self._persist, draining=draining, gate=gate,
+                         canceled=canceled)
+        run.stop_if_canceled()  # canceled while it waited for its turn, a decision, or in a retry tier
         begun = f"resumed at step {chain.length}" if chain.length else "started"
         self.service.progress(task, "STATE", "RUNNING",
                               f"{self.agent.agent_type} {begun} tier={task.get('tier')} model={self.agent.model_id(task)}")
@@ -245,9 +256,17 @@ class TaskLifecycle:
                 await self._complete(task, outcome, attempt, started)
                 return DONE
             error: Exception = TransientStageError(outcome.error[1])
+        except TaskCanceled as stop:
+            log.info("%s[%d]: task %s stopped: %s", self.service.input_topic, attempt.partition, task["task_id"], stop)
+            self.service.progress(task, "TEXT", CANCELED, f"{self.agent.agent_type} stopped: {stop}")
+            canceled = stop.outcome or AgentOutcome("FAILED", None, cancel_error(stop.cancel), [], {}, 0)
+            await self._complete(task, canceled, attempt, started)
+            return DONE
         except AwaitingApproval as held:
             assert self.desk is not None  # only a gate raises it
             await self.desk.wait(task, held, attempt.partition)
+            if self.cancels is not None:
+                await self.cancels.end_new_wait(task, attempt.partition)
             return WAITING
         except Exception as exc:  # CancelledError is not one: a drained loop resumes elsewhere
             log.error("%s[%d]: task %s crashed: %s: %s", self.service.input_topic, attempt.partition, task["task_id"],

@@ -21,6 +21,9 @@ Every limit gives the best partial answer in ``output``, as ``MAX_STEPS`` does.
 Tool failures are not task failures: they become ``Error: ...`` text the model reads.
 ``StepNotRecorded`` is no outcome: the run could not record a step (its checkpoint), which
 says nothing about the model, so it propagates and the stage's retry chain decides.
+``TaskCanceled`` is no outcome either: what the loop runs in raises it at a step boundary
+when the task was canceled (cancellation/); it leaves carrying the run's usage and best
+partial answer (``outcome``), and the caller ends the task CANCELED.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentstream import metrics
+from agentstream.cancellation.records import TaskCanceled, cancel_error
 from agentstream.controls.fallback import is_minimum_viable
 from agentstream.controls.stats import ControlStats, collect_stats
 from agentstream.errors import AgentStreamError, ConfigurationError
@@ -187,6 +191,10 @@ async def run_agent(
                 raise  # a TimeoutError of someone else's, not our wall-clock limit
             reason = f"Stopped at the wall-clock limit of {timeout_s:g} s without a final answer."
             return tally.outcome(_partial_answer(messages, reason), (TIMEOUT, reason))
+        except TaskCanceled as stop:
+            # What the run spent and found goes with the stop, as with every limit.
+            stop.outcome = tally.outcome(_partial_answer(messages, str(stop)), cancel_error(stop.cancel))
+            raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +230,8 @@ class _Run:
             await self._compress(messages, tally)
             try:
                 response = await self.model.complete(messages, self.schemas)
-            except StepNotRecorded:
-                raise
+            except (StepNotRecorded, TaskCanceled):
+                raise  # no model's failure: the run could not record the step, or was canceled
             except Exception as exc:  # any provider failure; CancelledError propagates
                 return tally.outcome(None, (MODEL_ERROR, f"{type(exc).__name__}: {exc}"))
             if is_minimum_viable(response):

@@ -32,7 +32,8 @@ from agentstream import metrics
 from agentstream.approvals.gate import ApprovalGate, AwaitingApproval
 from agentstream.approvals.policy import ApprovalPolicy
 from agentstream.approvals.records import (
-    DENY, PENDING, apply_decision, approval_id, approval_prefix, approval_requested, escalated, waiting_call,
+    DENY, PENDING, apply_decision, approval_id, approval_prefix, approval_requested, closed_by_cancel, escalated,
+    waiting_call,
 )
 from agentstream.events import APPROVAL_REQUESTED, now_ms
 from agentstream.runtime import MessageContext, Table
@@ -136,6 +137,22 @@ class ApprovalDesk:
                     await self.service.processor.persist(self.checkpoints, waiting_key(run), None, partition=partition)
             self._waiting[partition] = {run for run in runs if self.waits(run, partition)}
         self._count()
+
+    async def close(self, run: str, partition: int, cancel: Mapping[str, Any]) -> bool:
+        """The task of ``run`` was canceled: close its pending approvals and end its wait
+        (the caller resumes it, which ends it). Whether it was waiting."""
+        async with self._deciding:  # not while a decision or a deadline is being applied
+            ids = self._get(waiting_key(run), partition)
+            if not ids:
+                return False
+            for ident in ids:
+                if self._pending(ident, partition):
+                    record = self._get(approval_key(ident), partition)
+                    await self._persist(approval_key(ident), closed_by_cancel(record, cancel, now_ms()))
+            await self._persist(waiting_key(run), None)
+            self._count(partition, drop=run)
+            log.info("task %s: its wait for %s is dropped: canceled", cancel["task_id"], ids)
+            return True
 
     async def on_decision(self, decision: dict[str, Any], ctx: MessageContext) -> None:
         """The handler of ApprovalDecision records."""

@@ -2,7 +2,9 @@
 them (supervisor/combine.py) — or, with a ``supervision`` section in the topology, have a
 model review them (supervisor/review.py), sending a task back to one specialist when the
 review says revise (supervisor/revision.py) — and publish exactly one TaskResult per task
-(supervisor/emitter.py).
+(supervisor/emitter.py). A specialist that reports a cancel (error code CANCELED, see
+specialist/canceling.py) decides its task at once: the one result is CANCELED, and the
+other specialists' answers, coming later, find it published.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from functools import partial
 from typing import Any
 
+from agentstream.cancellation.records import CANCELED, is_canceled
 from agentstream.events import SPECIALIST_RESULT, task_result
 from agentstream.retry.chain import RetryChain
 from agentstream.retry.headers import REPLAY
@@ -66,7 +69,8 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
             return
         received = [r for r in pending.get(task_id, []) if r["agent_type"] != result["agent_type"]]
         received.append(result)
-        if not is_complete(result["route"], {r["agent_type"] for r in received}):
+        # A canceled specialist decides the task now: the others' answers would come too late.
+        if not is_canceled(result) and not is_complete(result["route"], {r["agent_type"] for r in received}):
             pending[task_id] = received
             service.progress(result, "STATE", "WAITING_CHILD", f"{len(received)}/{len(result['route'])} specialists done")
             return
@@ -90,7 +94,11 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
     def decide(final: dict[str, Any], received: list[dict[str, Any]], earlier: Round, ctx: MessageContext,
                replay: str | None) -> None:
         final = with_spent(final, earlier)
-        if reviewer is not None and final["status"] == COMPLETED:
+        canceled = next((r for r in received if is_canceled(r)), None)
+        if canceled is not None:  # one CANCELED result, its specialists' usage counted; nothing to review
+            final = {**final, "status": CANCELED, "output": None, "error": canceled["error"]}
+            emitter.start(final, received, ctx, replay)
+        elif reviewer is not None and final["status"] == COMPLETED:
             emitter.start(review(reviewer, reviser, service, final, received, earlier, ctx.partition), received, ctx, replay)
         else:  # nothing to review when every specialist failed: the failure is the answer
             emitter.start(final, received, ctx, replay)

@@ -198,10 +198,20 @@ def test_sse_resumes_after_a_dropped_connection_and_an_http_approval_completes_t
     assert audited == [("approval.decide", "key:acme-operator", "approve")], audited
 
 
-def test_cancel_answers_501_until_cancellation_exists(running: Running) -> None:
-    task_id = running.submit("acme", "Please check invoice INV-1001 for me").json()["task_id"]
-    refused = running.http.post(f"/v1/tasks/{task_id}/cancel", json={}, headers=running.tenants.headers("acme", "operator"))
-    assert refused.status_code == 501 and refused.json()["code"] == "not_implemented"
+def test_an_operator_cancels_a_waiting_task_over_http(running: Running) -> None:
+    http, tenants = running.http, running.tenants
+    task_id = running.submit("acme", "Please refund payment INV-1003").json()["task_id"]
+    wait_for(lambda: running.task("acme", task_id).json()["state"] == "WAITING_INPUT", 60, f"{task_id} waiting")
+    url = f"/v1/tasks/{task_id}/cancel"
+    assert http.post(url, json={}, headers=tenants.headers("acme")).status_code == 403
+    assert http.post(url, json={}, headers=tenants.headers("globex", "operator")).status_code == 404
+    sent = http.post(url, json={"reason": "customer withdrew"}, headers=tenants.headers("acme", "operator"))
+    assert sent.status_code == 202 and sent.json() == {"task_id": task_id, "requested_by": "key:acme-operator"}
+    shown = running.finished("acme", task_id)
+    assert shown["state"] == "CANCELED" and "customer withdrew" in shown["result"]["error"]["message"], shown
+    again = http.post(url, json={}, headers=tenants.headers("acme", "operator"))
+    assert again.status_code == 409 and again.json()["code"] == "task_ended"
+    assert not [line for line in running.desk.ledger_lines() if "INV-1003" in line]
 
 
 def test_probes_and_metrics(running: Running) -> None:

@@ -98,7 +98,12 @@ class PendingApproval(BaseModel):
 
 
 class CancelRequest(_Body):
-    reason: str = Field("", max_length=2000)
+    reason: str = Field("", max_length=2000, description="Why (kept in the cancel and the result's error).")
+
+
+class CancelAccepted(BaseModel):
+    task_id: str
+    requested_by: str
 
 
 class Problem(BaseModel):

@@ -14,8 +14,8 @@ from agentstream.serde import SchemaSet
 from agentstream.settings import TENANTS_ENV, WorkerSettings
 from agentstream.topology import Topology
 
-# The topology's topics the gateway reads or writes (the view's, decisions, audit).
-GATEWAY_TOPICS = ("tasks", "task_events", "results", "approvals", "approval_decisions", "audit")
+# The topology's topics the gateway reads or writes (the view's, decisions, cancels, audit).
+GATEWAY_TOPICS = ("tasks", "task_events", "results", "approvals", "approval_decisions", "control", "audit")
 
 
 def run_gateway(args: argparse.Namespace, worker: WorkerSettings, topology: Topology) -> None:

@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import StreamingResponse
 
 from agentstream.gateway import task_view
-from agentstream.gateway.api_models import CancelRequest, Problem, TaskStatus
+from agentstream.cancellation import cancel_record, send_cancel
+from agentstream.gateway.api_models import CancelAccepted, CancelRequest, Problem, TaskStatus
 from agentstream.gateway.auth import Caller, Operator
 from agentstream.gateway.context import Gateway, gateway_of
 from agentstream.gateway.ids import parse_last_event_id
 from agentstream.gateway.problems import ApiError, not_found
 from agentstream.gateway.sse import task_stream
-from agentstream.tenancy import Principal
+from agentstream.tenancy import ACCEPTED, TASK_CANCEL, Principal
 
 router = APIRouter()
 TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The id POST /v1/tasks answered.")]
@@ -55,10 +57,21 @@ async def task_events(
                              headers=SSE_HEADERS)
 
 
-@router.post("/v1/tasks/{task_id}/cancel", status_code=202,
-             responses={**_READ_ERRORS, 501: {"model": Problem}}, summary="Cancel a task (operator)")
-async def cancel_task(task_id: TaskId, request: Request, principal: Operator, body: CancelRequest | None = None) -> None:
-    owned_task(gateway_of(request), principal, task_id)
-    raise ApiError(501, "not_implemented",
-                   "Cancellation is not available in this build yet (it needs agentstream.cancellation); "
-                   "the task runs to its end.")
+@router.post("/v1/tasks/{task_id}/cancel", status_code=202, response_model=CancelAccepted,
+             responses={**_READ_ERRORS, 409: {"model": Problem}}, summary="Cancel a task (operator)")
+async def cancel_task(task_id: TaskId, request: Request, principal: Operator,
+                      body: CancelRequest | None = None) -> CancelAccepted:
+    """A TaskCancel on the control topic (agentstream.cancellation): the router drops the task
+    if it has not started, a specialist stops it at its next step or while it waits; its
+    CANCELED result follows on the results topic (and on this task's SSE stream)."""
+    gateway = gateway_of(request)
+    view = owned_task(gateway, principal, task_id)
+    if view.get("result") is not None:
+        raise ApiError(409, "task_ended", f"Task {task_id!r} has ended already ({view['result']['status']}); "
+                                          "there is nothing to cancel.")
+    config = gateway.config
+    record = cancel_record(task_id, view["session_id"], principal.tenant_id, principal.subject,
+                           body.reason if body else "")
+    await asyncio.to_thread(send_cancel, config.bootstrap, config.topology, config.schemas, record)
+    gateway.audit.record(principal, TASK_CANCEL, task_id, ACCEPTED, detail=record["reason"])
+    return CancelAccepted(task_id=task_id, requested_by=principal.subject)

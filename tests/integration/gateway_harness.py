@@ -1,9 +1,8 @@
 """A running gateway for integration tests: a tenants file with keys per tenant and role,
-the real ``agentstream gateway`` process on a free port, and an SSE reader over httpx."""
+the real ``agentstream gateway`` process on a free port, and SSE read over httpx."""
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 import httpx
 import yaml
 
+from agentstream.gateway_client import GatewayEvent, SseParser
 from agentstream.tenancy import hash_api_key
 
 from .harness import WorkerProcess, free_port, wait_for
@@ -70,23 +70,10 @@ class GatewayProcess:
         return self.process.wait(30)
 
 
-@dataclass(frozen=True)
-class SseEvent:
-    id: str
-    event: str
-    data: dict[str, Any]
-
-
-def sse_events(response: httpx.Response) -> Iterator[SseEvent]:
-    """The messages of an open SSE response, as they come (comments skipped)."""
-    fields: dict[str, str] = {}
+def sse_events(response: httpx.Response) -> Iterator[GatewayEvent]:
+    """The messages of an open SSE response, as they come (the client's parser)."""
+    parser = SseParser()
     for line in response.iter_lines():
-        if line.startswith(":"):
-            continue
-        if line == "":
-            if "data" in fields:
-                yield SseEvent(fields.get("id", ""), fields.get("event", "message"), json.loads(fields["data"]))
-            fields = {}
-            continue
-        name, _, value = line.partition(":")
-        fields[name] = value.removeprefix(" ")
+        event = parser.feed(line)
+        if event is not None:
+            yield event

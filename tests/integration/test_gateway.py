@@ -6,6 +6,7 @@ schemathesis against its OpenAPI document (no 500)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,10 +21,11 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from agentstream.gateway.injection import FLAG
+from agentstream.gateway_client import AsyncGatewayClient, GatewayClient, GatewayError, GatewayEvent
 from agentstream.tenancy import hash_api_key
 
 from .cli import cli_env
-from .gateway_harness import GatewayProcess, SseEvent, TenantsFile, sse_events
+from .gateway_harness import GatewayProcess, TenantsFile, sse_events
 from .harness import wait_for
 from .test_approvals import WORKERS, Approvals
 
@@ -150,7 +152,7 @@ def test_tenants_are_isolated_and_each_refusal_has_its_status(running: Running) 
     assert shown["metadata"][FLAG] == "override,system_prompt"
 
 
-def _read(response: httpx.Response, until: str | None = None) -> list[SseEvent]:
+def _read(response: httpx.Response, until: str | None = None) -> list[GatewayEvent]:
     """Messages until (and with) the first event saying ``until`` in its state, or the end."""
     got = []
     for event in sse_events(response):
@@ -184,11 +186,11 @@ def test_sse_resumes_after_a_dropped_connection_and_an_http_approval_completes_t
 
     with http.stream("GET", url, headers={**tenants.headers("acme"), "Last-Event-ID": before[-1].id}) as response:
         after = _read(response)
-    assert after[-1].event == "result" and after[-1].data["state"] == "COMPLETED", after[-1]
+    assert after[-1].kind == "result" and after[-1].data["state"] == "COMPLETED", after[-1]
     with http.stream("GET", url, headers=tenants.headers("acme")) as response:
         whole = _read(response)
     assert [e.id for e in before + after] == [e.id for e in whole], "a gap or a repeat across the reconnect"
-    assert len({e.id for e in whole}) == len(whole) and [e.event for e in whole].count("result") == 1
+    assert len({e.id for e in whole}) == len(whole) and [e.kind for e in whole].count("result") == 1
     assert running.desk.ledger_lines() == [f"{task_id}:0:0 refund INV-1004"]
     with http.stream("GET", url, headers={**tenants.headers("acme"), "Last-Event-ID": whole[-1].id}) as response:
         assert _read(response) == []  # past the result: nothing more
@@ -212,6 +214,33 @@ def test_an_operator_cancels_a_waiting_task_over_http(running: Running) -> None:
     again = http.post(url, json={}, headers=tenants.headers("acme", "operator"))
     assert again.status_code == 409 and again.json()["code"] == "task_ended"
     assert not [line for line in running.desk.ledger_lines() if "INV-1003" in line]
+
+
+def test_the_python_clients_submit_follow_resume_and_refuse(running: Running) -> None:
+    key = running.tenants.keys[("acme", "submitter")]
+    with GatewayClient(running.gateway.url, api_key=key) as client:
+        task_id = client.submit("Please check invoice INV-1004 for me", agent="billing", idempotency_key="c-1")
+        assert client.submit("Please check invoice INV-1004 for me", agent="billing", idempotency_key="c-1") == task_id
+        events = list(client.events(task_id))
+        assert events[-1].kind == "result" and events[-1].data["state"] == "COMPLETED"
+        resumed = list(client.events(task_id, after=events[0].id))
+        assert resumed == events[1:]
+        assert client.result(task_id, timeout=5)["result"]["status"] == "COMPLETED"
+        with pytest.raises(GatewayError) as refused:
+            client.approvals()
+        assert (refused.value.status, refused.value.code) == (403, "forbidden")
+
+    async def asynchronously() -> None:
+        async with AsyncGatewayClient(running.gateway.url, api_key=key) as client:
+            task_id = await client.submit("Please check invoice INV-1001 for me", agent="billing")
+            shown = await client.result(task_id, timeout=90)
+            assert shown["result"]["status"] == "COMPLETED"
+            assert [e.kind async for e in client.events(task_id)][-1] == "result"
+            with pytest.raises(GatewayError) as missing:
+                await client.task("t-nothing")
+            assert missing.value.status == 404
+
+    asyncio.run(asynchronously())
 
 
 def test_probes_and_metrics(running: Running) -> None:

@@ -109,3 +109,19 @@ def test_an_sse_frame_is_one_message_and_the_result_waits_for_the_terminal_event
     assert result_due(view, 11, 2.5, 2.0)  # ... nor within the grace period
     view = task_view.on_event(view, _event("STATE", "COMPLETED", 4001), 12)
     assert not result_due(view, 11, 0.0, 2.0) and result_due(view, 12, 0.0, 2.0)
+
+
+def test_the_clients_sse_parser_and_refusals() -> None:
+    import httpx
+
+    from agentstream.gateway_client import GatewayError, GatewayEvent, SseParser, _checked
+
+    parser = SseParser()
+    lines = [": keepalive", "", "id: e4", "event: progress", 'data: {"state":"RUNNING"}', ""]
+    assert [parser.feed(line) for line in lines][-1] == GatewayEvent("e4", "progress", {"state": "RUNNING"})
+    refused = httpx.Response(429, json={"code": "rate_limited", "message": "slow down"}, headers={"Retry-After": "7"})
+    with pytest.raises(GatewayError, match="429 rate_limited: slow down") as caught:
+        _checked(refused)
+    assert caught.value.retry_after == 7.0
+    with pytest.raises(GatewayError, match="502 http_error: bad gateway"):
+        _checked(httpx.Response(502, text="bad gateway"))

@@ -26,8 +26,9 @@ class TenantsFile:
     keys: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @classmethod
-    def write(cls, path: Path, tenants: dict[str, dict[str, Any]]) -> TenantsFile:
-        """``tenants``: tenant id -> its limits; every tenant gets a submitter and an operator key."""
+    def write(cls, path: Path, tenants: dict[str, dict[str, Any]], jwt: dict[str, Any] | None = None) -> TenantsFile:
+        """``tenants``: tenant id -> its limits; every tenant gets a submitter and an operator key.
+        ``jwt``: the file's jwt section, if any."""
         made = cls(path)
         sections = {}
         for tenant, limits in tenants.items():
@@ -37,7 +38,7 @@ class TenantsFile:
                 made.keys[(tenant, role)] = key
                 keys.append({"name": f"{tenant}-{role}", "hash": hash_api_key(key), "roles": [role]})
             sections[tenant] = {"limits": limits, "api_keys": keys}
-        path.write_text(yaml.safe_dump({"tenants": sections}))
+        path.write_text(yaml.safe_dump({"tenants": sections, **({"jwt": jwt} if jwt else {})}))
         return made
 
     def headers(self, tenant: str, role: str = "submitter") -> dict[str, str]:

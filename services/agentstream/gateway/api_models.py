@@ -3,14 +3,17 @@ from these, so every field carries its limits and a description."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 MAX_INPUT_CHARS = 32_768  # the router's own limit (WorkerSettings.max_input_bytes) in characters
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_CHARS = 512  # per key and per value
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+MetadataText = Annotated[str, StringConstraints(max_length=MAX_METADATA_CHARS)]
 
 
 class _Body(BaseModel):
@@ -22,7 +25,7 @@ class TaskRequest(_Body):
     session_id: str | None = Field(None, pattern=_ID_PATTERN,
                                    description="The session (tasks of one session run in order); default: one per task.")
     agent: str | None = Field(None, description="Skip classification: a specialist type of the topology.")
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=MAX_METADATA_ENTRIES,
+    metadata: dict[MetadataText, MetadataText] = Field(default_factory=dict, max_length=MAX_METADATA_ENTRIES,
                                      description="Free key/value pairs carried with the task.")
     budget_usd: float | None = Field(None, ge=0, le=1000, description="A cost cap for this task.")
 

@@ -44,6 +44,7 @@ class Running:
     tenants: TenantsFile
     gateway: GatewayProcess
     http: httpx.Client
+    env: dict[str, str]
 
     def submit(self, tenant: str, text: str, key: str | None = None, **body: Any) -> httpx.Response:
         headers = {**self.tenants.headers(tenant), **({"Idempotency-Key": key} if key else {})}
@@ -78,7 +79,7 @@ def running(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     gateway = GatewayProcess(env, tenants.path)
     try:
         with gateway.client() as http:
-            yield Running(desk, tenants, gateway, http)
+            yield Running(desk, tenants, gateway, http, env)
     finally:
         code = gateway.stop()
         codes = desk.stack.stop_all()
@@ -263,6 +264,37 @@ def test_the_python_clients_submit_follow_resume_and_refuse(running: Running) ->
             assert missing.value.status == 404
 
     asyncio.run(asynchronously())
+
+
+def test_a_second_replica_answers_for_the_same_tasks_keys_and_streams(running: Running) -> None:
+    """Replicas share nothing: each reads the topics into its own view. A key sent to two
+    replicas is one task id, and the router's dedupe leaves one result; a stream dropped on
+    one replica resumes on the other from the same event id."""
+    other = GatewayProcess(running.env, running.tenants.path, name="gateway-2")
+    try:
+        with other.client() as second:
+            key, headers = f"two-{uuid.uuid4().hex}", {**running.tenants.headers("acme")}
+            body = {"input": "Please check invoice INV-1002 for me", "agent": "billing"}
+            first = running.http.post("/v1/tasks", json=body, headers={**headers, "Idempotency-Key": key}).json()
+            again = second.post("/v1/tasks", json=body, headers={**headers, "Idempotency-Key": key}).json()
+            task_id = first["task_id"]
+            assert again["task_id"] == task_id
+            shown = running.finished("acme", task_id)
+            wait_for(lambda: second.get(f"/v1/tasks/{task_id}", headers=headers).json().get("result") is not None, 30,
+                     "the second replica's view to have the result")
+            assert second.get(f"/v1/tasks/{task_id}", headers=headers).json() == shown
+            results = [r for r in running.desk.records("results", "TaskResult") if r["task_id"] == task_id]
+            assert len(results) == 1, results
+            with running.http.stream("GET", f"/v1/tasks/{task_id}/events", headers=headers) as response:
+                whole = list(sse_events(response))
+            with second.stream("GET", f"/v1/tasks/{task_id}/events",
+                               headers={**headers, "Last-Event-ID": whole[1].id}) as response:
+                assert list(sse_events(response)) == whole[2:]
+            too_big = second.post("/v1/tasks", content=b"x" * 300_000,
+                                  headers={**headers, "Content-Type": "application/json"})
+            assert too_big.status_code == 413 and too_big.json()["code"] == "body_too_large"
+    finally:
+        assert other.stop() == 0, other.process.tail()
 
 
 def test_probes_and_metrics(running: Running) -> None:

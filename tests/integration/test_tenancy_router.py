@@ -24,10 +24,10 @@ from agentstream.client import new_task
 from agentstream.clients import producer_config
 from agentstream.events import now_ms, task_result
 from agentstream.serde import SchemaSet
-from agentstream.stack import Stack
 from agentstream.tenancy import TENANT_BUDGET_SPENT, TENANT_BUSY, TENANT_UNKNOWN
 
 from .harness import free_port, read_all, wait_for
+from .test_durable import DurableStack
 
 SCHEMAS = SchemaSet.load()
 TENANTS = """
@@ -37,29 +37,18 @@ tenants:
   spender: {limits: {daily_cost_usd: 0.05}}
 """
 HELD = "Please issue a refund for INV-1001"  # billing's refund_invoice always waits for a human
-QUICK = "The app crashes on login"
-
-
-class TenantStack(Stack):
-    """The pipeline with the router enforcing ``tenants_file`` and serving /metrics."""
-
-    def __init__(self, bootstrap: str, base: Path) -> None:
-        super().__init__(base / "state", prefix=f"tn{uuid.uuid4().hex[:8]}", log_dir=base / "logs", bootstrap=bootstrap)
-        self.tenants_file = base / "tenants.yaml"
-        self.tenants_file.write_text(TENANTS)
-        self.metrics_port = free_port()
-
-    def worker_commands(self) -> dict[str, list[str]]:
-        commands = super().worker_commands()
-        commands["router"] += ["--tenants", str(self.tenants_file), "--metrics-port", str(self.metrics_port)]
-        return commands
+QUICK = "Please check invoice INV-1002 for me"
+# The router starts on its own (with --tenants and a metrics port), and again in a test.
+WORKERS = {"billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]}
 
 
 class Upstream:
     """Produces tasks (and, for the budget, a priced result) and reads what comes back."""
 
-    def __init__(self, stack: TenantStack) -> None:
+    def __init__(self, stack: DurableStack, tenants_file: Path) -> None:
         self.stack = stack
+        self.tenants_file = tenants_file
+        self.metrics_port = free_port()
         self.producer = Producer(producer_config(stack.bootstrap))
         self.results = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"it-{uuid.uuid4().hex}",
                                  "enable.auto.commit": False})
@@ -67,12 +56,18 @@ class Upstream:
         self.results.assign([TopicPartition(topic, p, 0) for p in range(stack.topology.topic_spec("results").partitions)])
         self.seen: dict[str, list[dict[str, Any]]] = {}
 
+    def start_router(self) -> None:
+        """The router, enforcing the tenants file and serving /metrics (its state directory
+        is the same on every start)."""
+        self.stack.start("router", "router", "--tenants", str(self.tenants_file), "--metrics-port", str(self.metrics_port))
+        self.stack.workers["router"].wait_for_line(r": assigned ", 120)
+
     def send(self, logical: str, schema: str, record: dict[str, Any]) -> None:
         self.producer.produce(self.stack.topology.topic(logical), SCHEMAS.encode(schema, record), record["session_id"])
         assert self.producer.flush(30) == 0
 
-    def submit(self, text: str, tenant: str, **fields: Any) -> dict[str, Any]:
-        task = new_task(text, f"s-{uuid.uuid4().hex[:10]}", tenant, **fields)
+    def submit(self, text: str, tenant: str) -> dict[str, Any]:
+        task = new_task(text, f"s-{uuid.uuid4().hex[:10]}", tenant, requested_agent="billing")
         self.send("tasks", "TaskSubmitted", task)
         return task
 
@@ -92,7 +87,7 @@ class Upstream:
         return [r for r in (SCHEMAS.decode_as(schema, v) for v in values) if r[field] == task_id]
 
     def gauge(self, name: str, tenant: str) -> float | None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.stack.metrics_port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             found = re.search(rf'^agentstream_{name}{{tenant="{tenant}"}} (\S+)$', response.read().decode(), re.M)
         return float(found.group(1)) if found else None
 
@@ -102,14 +97,18 @@ class Upstream:
 
 @pytest.fixture(scope="module")
 def upstream(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    stack = TenantStack(bootstrap, tmp_path_factory.mktemp("tenancy"))
-    stack.start()
-    upstream = Upstream(stack)
+    base = tmp_path_factory.mktemp("tenancy")
+    tenants_file = base / "tenants.yaml"
+    tenants_file.write_text(TENANTS)
+    stack = DurableStack(bootstrap, base, latency="0")
+    upstream = Upstream(stack, tenants_file)
     try:
+        stack.start_all(WORKERS)
+        upstream.start_router()
         yield upstream
     finally:
         upstream.close()
-        codes = stack.stop()
+        codes = stack.stop_all()
         assert all(code == 0 for code in codes.values()), f"workers did not stop cleanly: {codes}"
 
 
@@ -132,7 +131,7 @@ def test_a_task_of_an_unknown_tenant_is_rejected_once(upstream: Upstream) -> Non
     upstream.send("tasks", "TaskSubmitted", task)  # a repeat: still one result
     assert_refused(upstream, task, TENANT_UNKNOWN, "tenant 'nobody' is not in the tenants file")
     # A later task of the same session travels the same partition behind the repeat.
-    sentinel = new_task(QUICK, task["session_id"], "open")
+    sentinel = new_task(QUICK, task["session_id"], "open", requested_agent="billing")
     upstream.send("tasks", "TaskSubmitted", sentinel)
     assert upstream.result(sentinel["task_id"])["status"] == "COMPLETED"
     assert len(upstream.seen[task["task_id"]]) == 1
@@ -152,7 +151,7 @@ def test_a_tenant_over_its_daily_budget_is_rejected(upstream: Upstream) -> None:
 
 
 def test_a_tenant_at_its_cap_of_tasks_in_flight_is_rejected_until_one_ends(upstream: Upstream) -> None:
-    held = upstream.submit(HELD, "capped", requested_agent="billing")
+    held = upstream.submit(HELD, "capped")
     requests: list[dict[str, Any]] = []
 
     def requested() -> bool:
@@ -169,4 +168,21 @@ def test_a_tenant_at_its_cap_of_tasks_in_flight_is_rejected_until_one_ends(upstr
     assert upstream.result(held["task_id"])["status"] == "COMPLETED"
     wait_for(lambda: upstream.gauge("tenant_tasks_in_flight", "capped") == 0, 60, "the ledger to close the held task")
     after = upstream.submit(QUICK, "capped")
+    assert upstream.result(after["task_id"])["status"] == "COMPLETED"
+
+
+def test_a_restarted_router_keeps_its_ledger_figures(upstream: Upstream) -> None:
+    spent = upstream.submit(QUICK, "spender")
+    upstream.result(spent["task_id"])  # after the budget test: refused, or completed when run alone
+    before = upstream.gauge("tenant_spend_today_usd", "spender")
+    router = upstream.stack.workers["router"]
+    router.stop()
+    assert router.wait() == 0
+    upstream.start_router()
+    wait_for(lambda: upstream.gauge("tenant_spend_today_usd", "spender") is not None, 60, "the restarted router's gauges")
+    assert upstream.gauge("tenant_spend_today_usd", "spender") == before
+    assert upstream.gauge("tenant_tasks_in_flight", "spender") == 0
+    router_log = "\n".join(upstream.stack.workers["router"].matching("tenant ledger"))
+    assert "reading" in router_log and "failed" not in router_log and "not at the topics' end" not in router_log
+    after = upstream.submit(QUICK, "open")
     assert upstream.result(after["task_id"])["status"] == "COMPLETED"

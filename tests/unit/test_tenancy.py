@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -11,7 +12,8 @@ import agentstream.tenancy as tenancy
 from agentstream.errors import ConfigurationError
 from agentstream.tenancy import AuthError, Principal, Tenants, TenantLimits, hash_api_key
 from agentstream.tenancy.commands import hash_key_from
-from agentstream.tenancy.config import parse_tenants
+from agentstream.tenancy.config import Role, parse_tenants
+from agentstream.tenancy.identity import ROLES
 from agentstream.tenancy.keys import check_strength, matches
 
 SOURCE = Path("/etc/agentstream/tenants.yaml")
@@ -152,3 +154,7 @@ def test_hash_key_reads_one_key_from_stdin_without_its_newline() -> None:
         hash_key_from(io.StringIO(""))
     with pytest.raises(ConfigurationError, match="at least 32 characters"):
         hash_key_from(io.StringIO("abc\n"))
+
+
+def test_the_roles_the_file_accepts_are_the_known_roles() -> None:
+    assert set(get_args(Role)) == set(ROLES) == {"submitter", "operator"}

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agentstream.tenancy import TENANT_BUDGET_SPENT, TENANT_BUSY, TENANT_UNKNOWN, Tenant, TenantLedger, TenantLimits, refusal, utc_day
-from agentstream.tenancy.ledger import DAY_MS, DONE_KEPT_MS
+from agentstream.tenancy.ledger import DAY_MS, DONE_KEPT_MS, countable
 
 NOON = 20_000 * DAY_MS + DAY_MS // 2  # a UTC noon
 
@@ -78,11 +78,13 @@ def test_prune_forgets_old_marks_and_days() -> None:
     ledger = TenantLedger(store)
     ledger.answered(result("old", 2.0, at=NOON - 3 * DAY_MS))
     ledger.answered(result("new", 1.0))
-    assert ledger.prune(NOON + DAY_MS) == 1  # the spend of a day before yesterday; today's and yesterday's stay
+    assert ledger.prune_days(NOON + DAY_MS) == 1  # the spend of a day before yesterday; today's and yesterday's stay
     assert ledger.spent("acme", utc_day(NOON - 3 * DAY_MS)) == 0.0
     assert ledger.spent("acme", utc_day(NOON)) == 1.0
-    assert ledger.prune(NOON - 3 * DAY_MS + DONE_KEPT_MS + 1) == 2  # the mark of "old", the spend of NOON's day
+    assert ledger.prune_marks(NOON - 3 * DAY_MS + DONE_KEPT_MS) == 0
+    assert ledger.prune_marks(NOON - 3 * DAY_MS + DONE_KEPT_MS + 1) == 1  # the mark of "old"
     assert store.get(b"done/old") is None and store.get(b"done/new") is not None
+    assert TenantLedger(store).spent("acme", utc_day(NOON - 3 * DAY_MS)) == 0.0
 
 
 def test_in_flight_before_orders_tasks_by_submission() -> None:
@@ -118,3 +120,10 @@ def test_refusals_name_the_tenant_and_the_limit() -> None:
     assert "spent $1.0000 today (UTC), its daily budget is $1.00" in spent.reason
     assert refusal(tenants, ledger, task("t4", at=NOON + 4), NOON + DAY_MS) is None  # the next UTC day
     assert refusal(tenants, ledger, task("x", tenant="free"), NOON) is None
+
+
+def test_only_printable_ids_are_counted() -> None:
+    assert countable(task("t1"))
+    assert not countable(task("t1", tenant=""))
+    assert not countable(task("t\x1f1"))
+    assert not countable({"task_id": "t1", "tenant_id": None})

@@ -26,7 +26,7 @@ from agentstream.gateway.view_reader import ViewReader
 from agentstream.gateway.view_store import ViewStore
 from agentstream.serde import SchemaSet
 from agentstream.tenancy import AuditLog, Tenants
-from agentstream.tenancy.ledger_reader import LedgerReader, ledger_topics
+from agentstream.tenancy.ledger_reader import LedgerReader
 from agentstream.topology import Topology
 
 # Tasks this process submitted, by id, until the view has read them back (a GET right after
@@ -73,8 +73,7 @@ class Gateway:
         changes = Changes(asyncio.get_running_loop())
         reader = ViewReader(config.bootstrap, config.topology, config.schemas, store, changes.notify).start()
         topology = config.topology
-        ledger = LedgerReader(config.bootstrap, ledger_topics(topology.topic("tasks"), topology.topic("results")),
-                              config.schemas, home / "ledger")
+        ledger = LedgerReader.for_topology(config.bootstrap, topology, config.schemas, home / "ledger")
         ledger.start()
         ledger_ready = threading.Event()
         threading.Thread(target=_wait_for_ledger, args=(ledger, ledger_ready), name="gateway-ledger-ready",

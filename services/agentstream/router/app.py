@@ -9,7 +9,9 @@ the source offset is held until the decision is sent, so a crash repeats at most
 classification in flight. The router also reads the results topic (co-partitioned with
 the tasks, so partition p of both is on the same member): a session's next task goes
 only once the previous one has its result, carrying the session's memory
-(router/session_gate.py).
+(router/session_gate.py). With a tenants file, a task of an unknown tenant, or of one over
+its daily budget or its cap of tasks in flight, is refused before the gate
+(router/tenant_guard.py).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from agentstream.settings import TENANTS_ENV, WorkerSettings
 from agentstream.tenancy.admission import Refusal
 from agentstream.tenancy.audit import AUDIT_TOPIC, REFUSED, TASK_REJECT, audit_record, encode_audit
 from agentstream.tenancy.identity import Tenant
-from agentstream.tenancy.ledger_reader import LedgerReader, ledger_topics
+from agentstream.tenancy.ledger_reader import LedgerReader
 from agentstream.tenancy.tenants import load_tenant_limits
 from agentstream.topology import Topology
 
@@ -50,8 +50,7 @@ class TenantGuard:
             raise ConfigurationError(f"{TENANTS_ENV} is set, so the router writes audit records, but the topology declares "
                                      f"no {AUDIT_TOPIC!r} topic; add it under topics (README 'Tenants').")
         path = Path(settings.state_dir) / agent / topology.group(agent) / LEDGER_STORE
-        topics = ledger_topics(topology.topic(topology.agent(agent).input), topology.topic("results"))
-        reader = LedgerReader(settings.bootstrap, topics, schemas, path, observed=sorted(tenants))
+        reader = LedgerReader.for_topology(settings.bootstrap, topology, schemas, path, observed=sorted(tenants))
         return cls(tenants, reader, topology.topic(AUDIT_TOPIC), schemas)
 
     async def on_assign(self, partitions: list[int]) -> None:

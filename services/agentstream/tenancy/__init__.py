@@ -25,6 +25,7 @@ from agentstream.tenancy.errors import FORBIDDEN, UNAUTHENTICATED, AuthError
 from agentstream.tenancy.identity import OPERATOR, ROLES, SUBMITTER, Principal, Tenant, TenantLimits
 from agentstream.tenancy.keys import MIN_KEY_CHARS, hash_api_key
 from agentstream.tenancy.ledger import TenantLedger, utc_day
+from agentstream.tenancy.ledger_reader import LedgerReader
 from agentstream.tenancy.tenants import Tenants, load_tenant_limits
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "UNAUTHENTICATED",
     "AuditLog",
     "AuthError",
+    "LedgerReader",
     "Principal",
     "Refusal",
     "Tenant",

@@ -24,12 +24,10 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, ValidationError, field_validator, model_validator
 
 from agentstream.errors import ConfigurationError
-from agentstream.tenancy.identity import ROLES
 from agentstream.tenancy.keys import SCHEME, is_key_hash
 from agentstream.yaml_mapping import yaml_mapping
 
-Role = Literal["submitter", "operator"]
-assert set(get_args(Role)) == set(ROLES)  # one list of roles (identity.py); the type is for the checks
+Role = Literal["submitter", "operator"]  # identity.ROLES, as a type pydantic checks (a unit test keeps them equal)
 _ID = r"^[A-Za-z0-9._-]{1,128}$"
 
 
@@ -39,7 +37,7 @@ class _Frozen(BaseModel):
 
 class LimitsSection(_Frozen):
     requests_per_minute: PositiveInt | None = None
-    daily_cost_usd: NonNegativeFloat | None = None  # 0: the tenant may run nothing that costs
+    daily_cost_usd: NonNegativeFloat | None = None  # 0: the tenant's tasks are all refused
     max_running_tasks: NonNegativeInt | None = None  # 0: the tenant's tasks are all refused
 
 

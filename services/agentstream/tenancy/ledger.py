@@ -37,6 +37,13 @@ class Store(Protocol):
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]: ...
 
 
+def countable(record: Mapping[str, Any]) -> bool:
+    """Whether a task or result has ids the ledger can key (the router rejects the others:
+    empty ids, or ids with control characters, SEP among them)."""
+    ids = (record.get("tenant_id"), record.get("task_id"))
+    return all(isinstance(value, str) and value and value.isprintable() for value in ids)
+
+
 def utc_day(ms: int) -> int:
     """The UTC day of an epoch-milliseconds time, as days since 1970-01-01."""
     return ms // DAY_MS
@@ -82,19 +89,21 @@ class TenantLedger:
             self._spend[day] = self._spend.get(day, 0.0) + cost
             self._store.put(_spend_key(*day), repr(self._spend[day]).encode())
 
-    def prune(self, now_ms: int) -> int:
-        """Forget result marks older than DONE_KEPT_MS and spend of days before yesterday;
-        returns how many keys went."""
-        dropped = 0
-        for key, value in list(self._store.scan(DONE)):
-            if int(value) < now_ms - DONE_KEPT_MS:
-                self._store.delete(key)
-                dropped += 1
-        for tenant, day in [entry for entry in self._spend if entry[1] < utc_day(now_ms) - 1]:
+    def prune_marks(self, now_ms: int) -> int:
+        """Forget result marks older than DONE_KEPT_MS (a scan of the store, nothing the
+        router reads); returns how many went."""
+        old = [key for key, value in self._store.scan(DONE) if int(value) < now_ms - DONE_KEPT_MS]
+        for key in old:
+            self._store.delete(key)
+        return len(old)
+
+    def prune_days(self, now_ms: int) -> int:
+        """Forget the spend of days before yesterday; returns how many tenant days went."""
+        old = [entry for entry in self._spend if entry[1] < utc_day(now_ms) - 1]
+        for tenant, day in old:
             del self._spend[(tenant, day)]
             self._store.delete(_spend_key(tenant, day))
-            dropped += 1
-        return dropped
+        return len(old)
 
     # -- what the router asks --------------------------------------------------------------
     def spent(self, tenant: str, day: int) -> float:

@@ -1,7 +1,8 @@
 """Cancellation on a real broker with real worker processes (router, billing specialist,
 supervisor): a running loop stops at its next step boundary, a task waiting for approval
 drops its wait (a later decision is answered "already decided"), a task queued behind
-its session's open task is canceled at the router and never starts, a cancel sent while
+its session's open task, or whose cancel came first, is canceled at the router and never
+starts, a cancel sent while
 the specialist is down is applied by its successor, so is one recorded before the
 specialist was killed, and each canceled task gets exactly one CANCELED result. The CLI refuses an unknown task and one that has ended."""
 
@@ -22,7 +23,7 @@ from .test_durable import DurableStack
 SCHEMAS = SchemaSet.load()
 # Every model call takes this long: the cancel of the running task, sent once its first
 # call has started, lands well before that call returns and the loop reaches its next step.
-MODEL_LATENCY_S = "5"
+MODEL_LATENCY_S = "8"
 
 
 def test_cancel_running_waiting_queued_unknown_and_after_a_restart(bootstrap: str, tmp_path: Path) -> None:
@@ -32,6 +33,7 @@ def test_cancel_running_waiting_queued_unknown_and_after_a_restart(bootstrap: st
     waiting = _task("Please refund payment INV-1001", f"s-w-{run_id}", run_id, "waiting")
     queued = _task("Please check invoice INV-1003", f"s-w-{run_id}", run_id, "queued")  # behind waiting
     restarted = _task("Please refund payment INV-1003", f"s-k-{run_id}", run_id, "restarted")
+    ahead = _task("Please check invoice INV-1004", f"s-a-{run_id}", run_id, "ahead")
     crashed = _task("Please check invoice INV-1001", f"s-c-{run_id}", run_id, "crashed")
     stack = desk.stack
     try:
@@ -58,6 +60,13 @@ def test_cancel_running_waiting_queued_unknown_and_after_a_restart(bootstrap: st
         assert [r["status"] for r in canceled] == ["CANCELED"]
         desk.wait_event(queued["task_id"], "STATE", "CANCELED", "queued behind its session's open task")
         assert request["approval_id"] in desk.cli("list")
+        # A cancel that comes before its task (produced directly: the CLI wants the task on
+        # the tasks topic) is kept by the router, which drops the task when it arrives.
+        send_cancel(bootstrap, stack.topology, SCHEMAS, cancel_record(ahead["task_id"], ahead["session_id"], "it", "ops", ""))
+        stack.workers["router"].wait_for_line(rf"cancel of task {ahead['task_id']}: ahead", 30)
+        stack.submit([ahead])
+        assert [r["status"] for r in stack.results({ahead["task_id"]}, timeout=60)[ahead["task_id"]]] == ["CANCELED"]
+        desk.wait_event(ahead["task_id"], "STATE", "CANCELED", "its cancel came before it")
 
         desk.cli_cancel(waiting["task_id"], "--reason", "no longer needed", "--by", "bob")
         result = stack.results({waiting["task_id"]}, timeout=60)[waiting["task_id"]]
@@ -69,13 +78,16 @@ def test_cancel_running_waiting_queued_unknown_and_after_a_restart(bootstrap: st
         desk.wait_event(waiting["task_id"], "ERROR", "REJECTED", "was already decided (canceled by bob)")
         assert desk.ledger_lines() == []
         # The queued task never started: no model call of it, and one model call of the waiting one.
-        assert desk.steps(queued["task_id"]) == [] and desk.steps(waiting["task_id"]) == [0]
+        assert desk.steps(queued["task_id"]) == desk.steps(ahead["task_id"]) == [] and desk.steps(waiting["task_id"]) == [0]
 
         # Unknown and ended tasks: a clear refusal, nothing produced.
         unknown = run("cancel", f"ghost-{run_id}", env=desk.env)
         assert unknown.returncode == 1 and f"No task 'ghost-{run_id}' on {stack.topology.topic('tasks')}" in unknown.stderr
         ended = run("cancel", waiting["task_id"], env=desk.env)
         assert ended.returncode == 1 and "has ended already (CANCELED" in ended.stderr, ended.stderr
+        # The record itself, for an ended task (as a client that does not ask first sends it): ignored.
+        send_cancel(bootstrap, stack.topology, SCHEMAS, cancel_record(running["task_id"], running["session_id"], "it", "ops", ""))
+        desk.wait_event(running["task_id"], "TEXT", "CANCELED", "cancel ignored: the task has ended")
 
         # Restarts. A loop canceled mid-call whose cancel is recorded and its control record
         # committed, then the specialist killed: the successor resumes the task from its

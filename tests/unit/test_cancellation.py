@@ -19,6 +19,7 @@ from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.canceling import is_run_of
 from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools
 from agentstream.specialist.loop import run_agent
+from agentstream.supervisor.combine import canceled
 from agentstream.topology import SessionSettings
 from tests import support_desk
 
@@ -53,6 +54,17 @@ def test_a_specialists_cancel_report_and_a_canceled_result_are_told_apart_from_f
     assert is_canceled({"status": CANCELED, "error": None})
     assert not is_canceled({"status": "FAILED", "error": {"code": "MAX_STEPS", "message": "x"}})
     assert recorded_at({**CANCEL, "at": 9}) == 9 and recorded_at("junk") is None
+
+
+def test_the_supervisor_makes_a_task_canceled_by_any_of_its_specialists() -> None:
+    report = {"task_id": "t", "agent_type": "billing", "status": "FAILED",
+              "error": {"code": CANCELED, "message": "canceled by alice: x"}}
+    answer = {"task_id": "t", "agent_type": "account", "status": "COMPLETED", "output": "done", "error": None}
+    final = {"task_id": "t", "status": "COMPLETED", "output": "Account: done", "error": None, "usage": {"llm_calls": 3}}
+    stopped = canceled(final, [answer, report])
+    assert stopped is not None and (stopped["status"], stopped["output"], stopped["usage"]) == (CANCELED, None, {"llm_calls": 3})
+    assert stopped["error"] == report["error"]
+    assert canceled(final, [answer]) is None
 
 
 # -- the router's gate -------------------------------------------------------------------

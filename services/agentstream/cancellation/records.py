@@ -2,8 +2,8 @@
 events say, and the stop the agent loop raises. Pure: no Kafka.
 
 A cancel names a task and its session; it is keyed by the session on the ``control``
-topic, so partition p of it lands on the router, specialist and supervisor members that
-own partition p of the session's other topics.
+topic, so partition p of it lands on the router and specialist members that own
+partition p of the session's other topics.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import logging
 from functools import partial
 from typing import Any
 
-from agentstream.cancellation.records import CANCELED, is_canceled
+from agentstream.cancellation.records import is_canceled
 from agentstream.events import SPECIALIST_RESULT, task_result
 from agentstream.retry.chain import RetryChain
 from agentstream.retry.headers import REPLAY
@@ -21,7 +21,7 @@ from agentstream.runtime import MessageContext
 from agentstream.serde import SchemaSet
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
-from agentstream.supervisor.combine import COMPLETED, combine, is_complete
+from agentstream.supervisor.combine import COMPLETED, canceled, combine, is_complete
 from agentstream.supervisor.emitter import ResultEmitter, marker_stamp, marker_written_at
 from agentstream.supervisor.review import describe, reviewed
 from agentstream.supervisor.reviewer import Reviewer
@@ -94,10 +94,9 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
     def decide(final: dict[str, Any], received: list[dict[str, Any]], earlier: Round, ctx: MessageContext,
                replay: str | None) -> None:
         final = with_spent(final, earlier)
-        canceled = next((r for r in received if is_canceled(r)), None)
-        if canceled is not None:  # one CANCELED result, its specialists' usage counted; nothing to review
-            final = {**final, "status": CANCELED, "output": None, "error": canceled["error"]}
-            emitter.start(final, received, ctx, replay)
+        stopped = canceled(final, received)
+        if stopped is not None:  # nothing to review
+            emitter.start(stopped, received, ctx, replay)
         elif reviewer is not None and final["status"] == COMPLETED:
             emitter.start(review(reviewer, reviser, service, final, received, earlier, ctx.partition), received, ctx, replay)
         else:  # nothing to review when every specialist failed: the failure is the answer

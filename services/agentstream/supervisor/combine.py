@@ -7,6 +7,9 @@ can tell a partial answer from a full one without parsing text. The task is FAIL
 when every specialist failed; ``error`` then carries their code (``SPECIALISTS_FAILED``
 when they differ), and ``output`` whatever partial answers they left.
 
+A specialist that reports a cancel (error code CANCELED) makes the task CANCELED, whatever
+the others answered (``canceled``).
+
 Delivery is at-least-once, so one agent type may report twice. One result per type is
 kept: a COMPLETED one over a FAILED one, otherwise the later one. Usage is summed over
 the kept results only, so a redelivered result is not counted twice; the router model's
@@ -18,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from agentstream.cancellation.records import CANCELED, is_canceled
 from agentstream.errors import InconsistentResultsError
 
 COMPLETED = "COMPLETED"
@@ -55,6 +59,16 @@ def combine(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             agent: str(chosen[agent]["behavior_version"]) for agent in agents if chosen[agent].get("behavior_version")
         },
     }
+
+
+def canceled(final: Mapping[str, Any], received: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """``final`` as a CANCELED result when a specialist of ``received`` reports a cancel
+    (error code CANCELED): the usage of every specialist still counts, no answer is given;
+    None when none does."""
+    stopped = next((r for r in received if is_canceled(r)), None)
+    if stopped is None:
+        return None
+    return {**final, "status": CANCELED, "output": None, "error": stopped["error"]}
 
 
 def _one_per_type(results: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:

@@ -32,6 +32,7 @@ NO_BROKER_COMMANDS = [
     ("dlq", "list"),
     ("dlq", "show", "some-id"),
     ("cancel", "some-task"),
+    ("gateway", "--tenants", "tenants.yaml"),
     ("worker", "router"),
     ("worker", "specialist", "--type", "billing"),
     ("topology", "plan"),

@@ -27,7 +27,7 @@ from agentstream.gateway.injection import FLAG
 from agentstream.gateway_client import AsyncGatewayClient, GatewayClient, GatewayError, GatewayEvent
 from agentstream.tenancy import hash_api_key
 
-from .cli import cli_env
+from .cli import cli_env, one_line, run
 from .gateway_harness import GatewayProcess, TenantsFile, sse_events
 from .harness import wait_for
 from .test_approvals import WORKERS, Approvals
@@ -295,6 +295,15 @@ def test_a_second_replica_answers_for_the_same_tasks_keys_and_streams(running: R
             assert too_big.status_code == 413 and too_big.json()["code"] == "body_too_large"
     finally:
         assert other.stop() == 0, other.process.tail()
+
+
+def test_the_command_refuses_a_missing_or_bad_tenants_file_in_one_line(running: Running, tmp_path: Path) -> None:
+    missing = run("gateway", "--port", "0", env=running.env, timeout=60)
+    assert missing.returncode == 2 and "needs a tenants file" in one_line(missing.stderr), missing.stderr[-2000:]
+    bad = tmp_path / "tenants.yaml"
+    bad.write_text("tenants:\n  acme:\n    api_keys: [{name: ci, hash: not-a-hash}]\n")
+    refused = run("gateway", "--port", "0", "--tenants", str(bad), env=running.env, timeout=60)
+    assert refused.returncode == 2 and str(bad) in refused.stderr and "not-a-hash" not in refused.stderr, refused.stderr
 
 
 def test_probes_and_metrics(running: Running) -> None:

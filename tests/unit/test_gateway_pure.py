@@ -125,3 +125,15 @@ def test_the_clients_sse_parser_and_refusals() -> None:
     assert caught.value.retry_after == 7.0
     with pytest.raises(GatewayError, match="502 http_error: bad gateway"):
         _checked(httpx.Response(502, text="bad gateway"))
+
+
+def test_a_task_input_is_measured_in_utf8_bytes_as_the_router_does() -> None:
+    from pydantic import ValidationError
+
+    from agentstream.gateway.api_models import MAX_INPUT_BYTES, TaskRequest
+
+    assert TaskRequest(input="a" * MAX_INPUT_BYTES).input
+    with pytest.raises(ValidationError, match="bytes as UTF-8"):
+        TaskRequest(input="é" * (MAX_INPUT_BYTES // 2 + 1))
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        TaskRequest.model_validate({"input": "hi", "tenant_id": "globex"})

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-MAX_INPUT_CHARS = 32_768  # the router's own limit (WorkerSettings.max_input_bytes) in characters
+MAX_INPUT_BYTES = 32_768  # the router's own limit (WorkerSettings.max_input_bytes): a longer input is REJECTED there
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_CHARS = 512  # per key and per value
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -21,13 +21,22 @@ class _Body(BaseModel):
 
 
 class TaskRequest(_Body):
-    input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS, description="The task's text.")
+    input: str = Field(min_length=1, max_length=MAX_INPUT_BYTES, description="The task's text (at most 32 KiB as UTF-8).")
     session_id: str | None = Field(None, pattern=_ID_PATTERN,
                                    description="The session (tasks of one session run in order); default: one per task.")
     agent: str | None = Field(None, description="Skip classification: a specialist type of the topology.")
     metadata: dict[MetadataText, MetadataText] = Field(default_factory=dict, max_length=MAX_METADATA_ENTRIES,
                                      description="Free key/value pairs carried with the task.")
     budget_usd: float | None = Field(None, ge=0, le=1000, description="A cost cap for this task.")
+
+
+    @field_validator("input")
+    @classmethod
+    def _fits_the_router(cls, value: str) -> str:
+        size = len(value.encode("utf-8"))
+        if size > MAX_INPUT_BYTES:
+            raise ValueError(f"is {size} bytes as UTF-8; the pipeline takes at most {MAX_INPUT_BYTES}")
+        return value
 
 
 class Links(BaseModel):

@@ -98,6 +98,9 @@ class Gateway:
         while len(self.recent) > RECENT_TASKS:
             self.recent.popitem(last=False)
 
+    def forget(self, task_id: str) -> None:
+        self.recent.pop(task_id, None)
+
     def task(self, task_id: str) -> dict[str, Any] | None:
         """The task's view: from the store, else as submitted here moments ago."""
         return self.store.task(task_id) or self.recent.get(task_id)

@@ -48,8 +48,13 @@ async def submit_task(
     task["budget_usd"] = body.budget_usd
     _check_admission(gateway, principal, task)
     config = gateway.config
-    await gateway.producer.send(config.topology.topic("tasks"), config.schemas.encode(TASK_SUBMITTED, task), session_id)
-    gateway.remember(task_view.on_submitted(None, task))
+    gateway.remember(task_view.on_submitted(None, task))  # first: a concurrent repeat of the key finds it
+    try:
+        await gateway.producer.send(config.topology.topic("tasks"), config.schemas.encode(TASK_SUBMITTED, task),
+                                    session_id)
+    except BaseException:
+        gateway.forget(task_id)  # not sent: a retry with the key must send it
+        raise
     gateway.audit.record(principal, TASK_SUBMIT, task_id, ACCEPTED)
     metrics.submissions().labels(principal.tenant_id, "new").inc()
     response.headers["Location"] = f"/v1/tasks/{task_id}"

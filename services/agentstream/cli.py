@@ -41,7 +41,7 @@ from agentstream.settings import LOG_FORMAT_ENV, LOG_LEVEL_ENV, STATE_DIR_ENV, T
 log = logging.getLogger("agentstream")
 
 # Commands that run for long and whose logs someone reads: librdkafka's warnings stay on.
-_LONG_RUNNING = ("worker",)
+_LONG_RUNNING = ("worker", "gateway")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -294,6 +294,14 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     return run_command(args, settings.bootstrap, _topology(settings))
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from agentstream.gateway.cli import run_gateway
+
+    settings = _settings()
+    run_gateway(args, settings, _topology(settings))
+    return 0
+
+
 def cmd_tenants(args: argparse.Namespace) -> int:
     from agentstream.tenancy.commands import check_file, hash_key_from
 
@@ -479,8 +487,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "worker": cmd_worker, "topology": cmd_topology, "submit": cmd_submit, "results": cmd_results, "lag": cmd_lag,
-    "dlq": cmd_dlq, "approvals": cmd_approvals, "cancel": cmd_cancel, "tenants": cmd_tenants, "dev": cmd_dev,
-    "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo, "new": cmd_new, "deploy": cmd_deploy,
+    "dlq": cmd_dlq, "approvals": cmd_approvals, "cancel": cmd_cancel, "tenants": cmd_tenants, "gateway": cmd_gateway,
+    "dev": cmd_dev, "kafka": cmd_kafka, "bench": cmd_bench, "demo": cmd_demo, "new": cmd_new, "deploy": cmd_deploy,
     "replay": cmd_replay, "eval": cmd_eval, "rollout": cmd_rollout,
 }
 

@@ -8,6 +8,8 @@ from pathlib import Path
 from agentstream import __version__
 from agentstream.broker import BOOTSTRAP_ENV, BOOTSTRAP_FILE, BROKER_KINDS, TANSU
 from agentstream.settings import (
+    DEFAULT_GATEWAY_PORT,
+    GATEWAY_PORT_ENV,
     HEALTH_STALL_ENV,
     HEALTHZ_PATH,
     LOG_FORMAT_ENV,
@@ -30,7 +32,8 @@ environment:
   {STATE_DIR_ENV}     state directory of every command (default .state; --state-dir wins)
   {TOPOLOGY_ENV}      an app folder or its topology file (default examples/support_desk)
   {PREFIX_ENV}        rename every topic and group (e.g. per environment)
-  {TENANTS_ENV}       the tenants file: the router enforces its tenants' limits (default: none)
+  {TENANTS_ENV}       the tenants file of `gateway`; the router enforces its tenants' limits (default: none)
+  {GATEWAY_PORT_ENV}  the port of `agentstream gateway` (default {DEFAULT_GATEWAY_PORT})
   {MAX_INFLIGHT_ENV}  agent loops a specialist runs at once (default 256)
   {METRICS_PORT_ENV}  a worker's HTTP port for {METRICS_PATH}, {HEALTHZ_PATH}, {READYZ_PATH} (default: none)
   {HEALTH_STALL_ENV}  seconds without a poll before {HEALTHZ_PATH} fails (default 30)
@@ -91,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dlq(command("dlq", "list, show, replay or purge dead letters", with_common=False), common)
 
     _add_approvals(command("approvals", "list, show, approve or deny the tool calls that wait for a human"))
+
+    gateway = command("gateway", "serve the HTTP API (tasks, progress as SSE, approvals) until SIGTERM or Ctrl-C")
+    gateway.add_argument("--port", type=int, help=f"the port (default ${GATEWAY_PORT_ENV}, else {DEFAULT_GATEWAY_PORT})")
+    gateway.add_argument("--tenants", type=Path, metavar="FILE",
+                         help=f"the tenants file: API key hashes, JWT settings, roles, limits (default ${TENANTS_ENV})")
 
     _add_tenants(command("tenants", "hash an API key for the tenants file, or check a tenants file"))
     _add_replay(command("replay", "run a finished task's agent loop again from its transcript; show where the runs diverge"))

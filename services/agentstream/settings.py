@@ -58,6 +58,11 @@ SCHEMAS_DIR_ENV = "AGENTSTREAM_SCHEMAS_DIR"
 # Where cached downloads go when AGENTSTREAM_KAFKA_CACHE is unset (the XDG standard name).
 XDG_CACHE_HOME_ENV = "XDG_CACHE_HOME"
 
+# The HTTP gateway (gateway/settings.py): its port (default 8080) and the address it binds.
+GATEWAY_PORT_ENV = "AGENTSTREAM_GATEWAY_PORT"
+GATEWAY_HOST_ENV = "AGENTSTREAM_GATEWAY_HOST"
+DEFAULT_GATEWAY_PORT = 8080
+
 # Models (models/config.py, models/*_provider.py).
 MODEL_ENV = "AGENTSTREAM_MODEL"  # provider:model for every agent type, over the config
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"  # the SDKs' standard names, so existing setups work

@@ -33,6 +33,7 @@ NO_BROKER_COMMANDS = [
     ("dlq", "show", "some-id"),
     ("replay", "some-task"),
     ("cancel", "some-task"),
+    ("gateway", "--tenants", "tenants.yaml"),
     ("worker", "router"),
     ("worker", "specialist", "--type", "billing"),
     ("topology", "plan"),

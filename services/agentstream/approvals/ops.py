@@ -16,6 +16,7 @@ import datetime as dt
 import getpass
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from confluent_kafka import Producer
@@ -78,9 +79,12 @@ class ApprovalTopics:
                 "`agentstream approvals list` shows the pending ones.")
         return found
 
-    def decide(self, ident: str, decision: str, who: str, why: str, edited: object = None) -> dict[str, Any]:
-        """Produce the decision on ``ident`` (acknowledged before this returns)."""
-        record = approval_decision(self.request(ident), decision, who, why, now_ms(), edited)
+    def decide(self, ident: str, decision: str, who: str, why: str, edited: object = None, *,
+               request: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Produce the decision on ``ident`` (acknowledged before this returns). ``request``:
+        its ApprovalRequested when the caller has it already (the gateway's view), so the
+        topic is not read again."""
+        record = approval_decision(request or self.request(ident), decision, who, why, now_ms(), edited)
         producer = Producer(producer_config(self.bootstrap))
         producer.produce(self.topology.topic("approval_decisions"), self.schemas.encode(APPROVAL_DECISION, record),
                          record["session_id"])

@@ -1,0 +1,67 @@
+"""Errors as HTTP answers: every refusal is a ``Problem`` (a code and a sentence naming the
+bad value and the fix), the same shape for our own refusals, FastAPI's validation errors
+and Starlette's 404/405."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from agentstream.runtime.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A refusal with its status, code and message (and headers such as Retry-After)."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def problem(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=dict(headers or {}))
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    """The same answer whether the thing is missing or another tenant's: nothing leaks."""
+    return ApiError(404, "not_found", f"No {what} {ident!r} for your tenant.")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "Invalid request: " + "; ".join(parts) + "."
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem(422, "invalid_request", _validation_message(exc))
+
+    @app.exception_handler(CheckpointError)
+    async def _not_acknowledged(request: Request, exc: CheckpointError) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return problem(503, "broker_unavailable", f"The broker did not take the record ({exc}); retry with the same "
+                                                  "Idempotency-Key, which cannot submit the task twice.",
+                       {"Retry-After": "5"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))

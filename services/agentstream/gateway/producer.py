@@ -1,0 +1,40 @@
+"""The gateway's producer: ``await send(...)`` returns once the broker acknowledged the
+record (runtime/delivery.py), without blocking the event loop; a thread of its own serves
+the producer's delivery callbacks (the workers' processors do it in their poll loop)."""
+
+from __future__ import annotations
+
+import threading
+
+from confluent_kafka import Producer
+
+from agentstream.clients import producer_config
+from agentstream.runtime.delivery import produce_acked
+
+DELIVERY_TIMEOUT_MS = 30_000  # a request fails after this rather than hang
+
+
+class AsyncProducer:
+    def __init__(self, bootstrap: str) -> None:
+        self._producer = Producer(producer_config(bootstrap, {"delivery.timeout.ms": DELIVERY_TIMEOUT_MS}))
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="gateway-producer", daemon=True)
+        self._thread.start()
+
+    @property
+    def raw(self) -> Producer:
+        """The confluent-kafka producer, for records whose acknowledgement nobody awaits (audit)."""
+        return self._producer
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            self._producer.poll(0.1)
+
+    async def send(self, topic: str, value: bytes, key: str) -> int:
+        """Produce and wait for the acknowledgement; the record's offset (CheckpointError if refused)."""
+        return await produce_acked(self._producer, topic, value, key)
+
+    def close(self) -> None:
+        self._producer.flush(10)
+        self._stopping.set()
+        self._thread.join(5)

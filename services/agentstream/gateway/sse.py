@@ -1,0 +1,68 @@
+"""Server-Sent Events of a task's progress: every TaskEvent of the task in task-events
+order, then the result, then the stream ends.
+
+Each event's id is the record's position (``e<offset>`` of task-events, ``r<offset>`` of
+the result), the same on every replica: a client that reconnects with ``Last-Event-ID``
+(browsers' EventSource does so by itself) gets what follows that position, so it misses
+nothing and sees nothing twice, whichever replica answers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+
+from agentstream.gateway import metrics, task_view
+from agentstream.gateway.ids import Position, event_id, result_id
+
+if TYPE_CHECKING:
+    from agentstream.gateway.context import Gateway
+
+PROGRESS = "progress"
+RESULT = "result"
+
+
+def frame(ident: str, event: str, data: Any) -> str:
+    """One SSE message (the data is one line of JSON, so no line needs splitting)."""
+    return f"id: {ident}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+KEEPALIVE = ": keepalive\n\n"  # a comment: clients ignore it, proxies see traffic
+
+
+def result_due(view: dict[str, Any], sent_offset: int, waited_s: float, grace_s: float) -> bool:
+    """Whether the result may go now: the task has one, and the terminal progress event that
+    follows it (the supervisor's) was sent, or did not come within the grace period."""
+    if view.get("result") is None:
+        return False
+    terminal = view.get("terminal_event_offset")
+    return (terminal is not None and sent_offset >= terminal) or waited_s >= grace_s
+
+
+async def task_stream(gateway: Gateway, request: Request, task_id: str, start: Position) -> AsyncIterator[str]:
+    settings = gateway.config.settings
+    metrics.sse_streams().inc()
+    try:
+        if start.done:
+            return
+        offset, seen, result_since = start.offset, gateway.changes.generation, None
+        while not await request.is_disconnected():
+            for offset, event in gateway.store.events_after(task_id, offset):
+                yield frame(event_id(offset), PROGRESS, event)
+            view = gateway.store.task(task_id) or {}
+            if view.get("result") is not None:
+                result_since = result_since or time.monotonic()
+                if result_due(view, offset, time.monotonic() - result_since, settings.sse_result_grace_s):
+                    yield frame(result_id(view["result"]["offset"]), RESULT, task_view.public(view))
+                    return
+            wait = settings.sse_keepalive_s if result_since is None else settings.sse_result_grace_s / 4
+            before = seen
+            seen = await gateway.changes.wait(seen, wait)
+            if seen == before and result_since is None:
+                yield KEEPALIVE
+    finally:
+        metrics.sse_streams().dec()

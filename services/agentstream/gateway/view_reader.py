@@ -1,0 +1,146 @@
+"""The gateway's Kafka-native materialized view: a reader of the pipeline's topics that
+folds every record into the RocksDB view (``view_store``), in a thread of its own.
+
+Like a global table, each replica reads every partition of the tasks, task-events,
+results, approvals and approval-decisions topics from the beginning, group-less (no
+consumer group, nothing committed): replicas share nothing and any of them answers for
+any task. The view is ready once it has read up to the end offsets the topics had when
+it started; from then on it follows them, and wakes whoever waits for news (SSE streams).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from agentstream.clients import reader_config
+from agentstream.events import APPROVAL_DECISION, APPROVAL_REQUESTED, TASK_EVENT, TASK_RESULT, TASK_SUBMITTED
+from agentstream.gateway import task_view
+from agentstream.gateway.view_store import ViewBatch, ViewStore, approval_key, event_key, task_key
+from agentstream.runtime.lag import end_offsets
+from agentstream.serde import SchemaSet, SerdeError
+from agentstream.topology import Topology
+
+log = logging.getLogger(__name__)
+
+# The topology's logical topics the view reads.
+VIEW_TOPICS = ("tasks", "task_events", "results", "approvals", "approval_decisions")
+_BATCH = 1000  # records per consume: one RocksDB write batch each
+_POLL_S = 0.1
+
+
+def fold(batch: ViewBatch, schema: str, record: dict[str, Any], offset: int) -> None:
+    """Apply one decoded record (read at ``offset`` of its topic) to the view."""
+    if schema == TASK_SUBMITTED:
+        key = task_key(record["task_id"])
+        batch.put(key, task_view.on_submitted(batch.get(key), record))
+    elif schema == TASK_EVENT:
+        key = task_key(record["task_id"])
+        batch.put(key, task_view.on_event(batch.get(key), record, offset))
+        batch.put(event_key(record["task_id"], offset), record)
+    elif schema == TASK_RESULT:
+        key = task_key(record["task_id"])
+        batch.put(key, task_view.on_result(batch.get(key), record, offset))
+    elif schema == APPROVAL_REQUESTED:
+        key = approval_key(record["approval_id"])
+        earlier = batch.get(key) or {}
+        batch.put(key, {"request": record, "decided": bool(earlier.get("decided"))})  # an escalation resends it
+    elif schema == APPROVAL_DECISION:
+        key = approval_key(record["approval_id"])
+        batch.put(key, {**(batch.get(key) or {"request": None}), "decided": True})
+
+
+class ViewReader:
+    """Reads the view's topics into ``store`` until ``stop``; ``on_change`` is called (from
+    the reader's thread) after every batch that changed the view."""
+
+    def __init__(self, bootstrap: str, topology: Topology, schemas: SchemaSet, store: ViewStore,
+                 on_change: Callable[[], None]) -> None:
+        self._bootstrap = bootstrap
+        self._topics = [topology.topic(name) for name in VIEW_TOPICS]
+        self._schemas = schemas
+        self._store = store
+        self._on_change = on_change
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gateway-view", daemon=True)
+        self.records = 0
+        self.skipped = 0
+        self.failure: str | None = None  # why the reader stopped on its own
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> ViewReader:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+    def _run(self) -> None:
+        try:
+            self._read()
+        except Exception as exc:  # the process stays up to say so on /healthz
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.exception("the gateway's view reader stopped")
+
+    def _read(self) -> None:
+        ends = end_offsets(self._bootstrap, self._topics)
+        behind = {tp for tp, end in ends.items() if end > 0}
+        consumer = Consumer(reader_config(self._bootstrap))
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for topic, partition in ends])
+        try:
+            self._mark_ready_if(behind)
+            while not self._stopping.is_set():
+                messages = consumer.consume(_BATCH, _POLL_S)
+                batch = self._store.batch()
+                for msg in messages:
+                    self._take(msg, batch, behind, ends)
+                if len(batch):
+                    batch.commit()
+                    self._on_change()
+                self._mark_ready_if(behind)
+        finally:
+            consumer.close()
+
+    def _take(self, msg: Message, batch: ViewBatch, behind: set[tuple[str, int]], ends: dict[tuple[str, int], int]) -> None:
+        tp = (str(msg.topic()), int(msg.partition() or 0))
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                behind.discard(tp)  # reached the end (also past a compaction gap)
+            else:
+                log.warning("view reader: consumer error on %s[%d]: %s", tp[0], tp[1], err.str())
+            return
+        offset = int(msg.offset() or 0)
+        if offset + 1 >= ends.get(tp, 0):
+            behind.discard(tp)
+        value = msg.value()
+        if value is None:
+            return
+        try:
+            schema, record = self._schemas.decode(value)
+        except SerdeError as exc:
+            self.skipped += 1
+            log.warning("view reader: skipped %s[%d]@%d: %s", tp[0], tp[1], offset, exc)
+            return
+        fold(batch, schema, record, offset)
+        self.records += 1
+
+    def _mark_ready_if(self, behind: set[tuple[str, int]]) -> None:
+        if not behind and not self._ready.is_set():
+            log.info("gateway view caught up: %d records read from %d topics", self.records, len(self._topics))
+            self._ready.set()
+            self._on_change()

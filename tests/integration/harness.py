@@ -24,10 +24,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def create_topics(bootstrap: str, names: Iterable[str], partitions: int = 6, config: dict[str, str] | None = None) -> None:
+    names = list(names)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(n, partitions, 1, config=config or {}) for n in names])
     for future in futures.values():
         future.result(30)
+    # The controller has the topics now; a broker's metadata follows a moment later (longer on
+    # a loaded machine: a worker started at once once found no such topic and exited).
+    wait_for(lambda: _listed(admin, names, partitions), 30, f"topics {names} in the broker's metadata")
+
+
+def _listed(admin: AdminClient, names: list[str], partitions: int) -> bool:
+    topics = admin.list_topics(timeout=10).topics
+    return all(name in topics and len(topics[name].partitions) == partitions for name in names)
 
 
 def fill_compacted(bootstrap: str, topic: str, records: int) -> None:

@@ -17,7 +17,7 @@ from agentstream.serde import SchemaSet
 
 from .cli import run
 from .harness import wait_for
-from .test_approvals import WORKERS, Approvals, _task
+from .test_approvals import WORKERS, Approvals, billing_task
 from .test_durable import DurableStack
 
 SCHEMAS = SchemaSet.load()
@@ -29,12 +29,12 @@ MODEL_LATENCY_S = "8"
 def test_cancel_running_waiting_queued_unknown_and_after_a_restart(bootstrap: str, tmp_path: Path) -> None:
     desk = Approvals(bootstrap, tmp_path, latency=MODEL_LATENCY_S)
     run_id = uuid.uuid4().hex[:6]
-    running = _task("Please check invoice INV-1002", f"s-r-{run_id}", run_id, "running")
-    waiting = _task("Please refund payment INV-1001", f"s-w-{run_id}", run_id, "waiting")
-    queued = _task("Please check invoice INV-1003", f"s-w-{run_id}", run_id, "queued")  # behind waiting
-    restarted = _task("Please refund payment INV-1003", f"s-k-{run_id}", run_id, "restarted")
-    ahead = _task("Please check invoice INV-1004", f"s-a-{run_id}", run_id, "ahead")
-    crashed = _task("Please check invoice INV-1001", f"s-c-{run_id}", run_id, "crashed")
+    running = billing_task("Please check invoice INV-1002", f"s-r-{run_id}", run_id, "running")
+    waiting = billing_task("Please refund payment INV-1001", f"s-w-{run_id}", run_id, "waiting")
+    queued = billing_task("Please check invoice INV-1003", f"s-w-{run_id}", run_id, "queued")  # behind waiting
+    restarted = billing_task("Please refund payment INV-1003", f"s-k-{run_id}", run_id, "restarted")
+    ahead = billing_task("Please check invoice INV-1004", f"s-a-{run_id}", run_id, "ahead")
+    crashed = billing_task("Please check invoice INV-1001", f"s-c-{run_id}", run_id, "crashed")
     stack = desk.stack
     try:
         stack.start_all(WORKERS)

@@ -86,6 +86,20 @@ def test_the_view_accepts_records_in_any_order_and_keeps_the_first_result() -> N
     assert view["submitted_at"] == 1000 and view["result"]["offset"] == 3
 
 
+def test_a_terminal_event_after_the_result_does_not_rewrite_the_state() -> None:
+    # A cancel that arrives once the task has ended gets a CANCELED event "cancel ignored";
+    # a decision refused after the end, a REJECTED one: the result stays the state.
+    view = task_view.on_result(task_view.on_submitted(None, _task()), _result(), 3)
+    view = task_view.on_event(view, _event("STATE", "CANCELED", 5000), 13)
+    view = task_view.on_event(view, _event("ERROR", "REJECTED", 5001), 14)
+    assert task_view.public(view)["state"] == "COMPLETED"
+
+
+def test_a_canary_route_names_the_agent_type() -> None:
+    view = task_view.on_event(None, _event("ROUTED", "QUEUED", 1500, "billing(candidate),technical tier=simple by rules"), 10)
+    assert view["route"] == ["billing", "technical"]
+
+
 def test_the_rate_limiter_allows_a_burst_then_says_how_long_to_wait() -> None:
     now = [0.0]
     limiter = RateLimiter(clock=lambda: now[0])

@@ -46,8 +46,10 @@ def on_event(view: View | None, event: Mapping[str, Any], offset: int) -> View:
     if event["kind"] == "ROUTED":
         out["routed_at"] = out["routed_at"] or event["at"]
         out["route"] = _route_of(event["detail"])
-    if out["result"] is None or event["state"] in TERMINAL_STATES:
-        out["state"] = event["state"]  # a late progress event never hides the final state
+    if out["result"] is None:
+        # Once the result is in, it is the state: a late event (a cancel or a decision
+        # refused after the end, each with a terminal state) does not rewrite it.
+        out["state"] = event["state"]
     if event["kind"] == "STATE" and event["state"] in TERMINAL_STATES:
         out["terminal_event_offset"] = offset
     return out
@@ -74,9 +76,10 @@ def cost_of(view: View) -> float:
 
 
 def _route_of(detail: str) -> list[str]:
-    """The specialist types of a ROUTED event's detail ("billing,technical tier=... by ...")."""
+    """The specialist types of a ROUTED event's detail ("billing,technical tier=... by ...";
+    a canary's share reads "billing(candidate)": the type is the name before the bracket)."""
     first = detail.split(" ", 1)[0]
-    return [name for name in first.split(",") if name]
+    return [name.split("(", 1)[0] for name in first.split(",") if name]
 
 
 def public(view: View) -> dict[str, Any]:

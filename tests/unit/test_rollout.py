@@ -14,7 +14,7 @@ from agentstream.rollout.config import RollbackRules
 from agentstream.rollout.control import control_record
 from agentstream.rollout.dry_run import dry_run, side_effecting
 from agentstream.rollout.report import build_report, format_report
-from agentstream.rollout.rules import agreement, breach, percentile, same_answer, stats
+from agentstream.rollout.rules import agreement, breach, by_variant, percentile, same_answer, stats
 from agentstream.rollout.split import session_bucket, takes_candidate
 from agentstream.tools.registry import ToolRegistry, tool
 from agentstream.topology import DEFAULT_PATH, Topology, parse_topology
@@ -212,3 +212,12 @@ def test_a_canary_is_a_worker_of_its_own_in_the_deploy_files_scaled_on_its_own_t
     assert (canary.name, canary.group, canary.input_topic) == (
         "specialist-billing-candidate", "agents.specialist.billing.candidate", "agents.specialist.billing.v1.candidate")
     assert canary.command == ["worker", "specialist", "--type", "billing.candidate"]
+
+
+def test_canceled_runs_are_left_out_of_a_versions_figures() -> None:
+    # A person stopped them: three canceled canary runs must not read as a 25 % completion.
+    canceled = [{**_result("candidate", n, status="FAILED"), "error": {"code": "CANCELED", "message": "canceled by bob"}}
+                for n in range(3)]
+    grouped = by_variant([_result("candidate", 9), *canceled], "billing")
+    assert [r["task_id"] for r in grouped["candidate"]] == ["t9"]
+    assert stats(grouped["candidate"]).completion == 1.0

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentstream.cancellation.records import is_canceled
 from agentstream.rollout.config import LIVE, RollbackRules
 
 Record = Mapping[str, Any]
@@ -69,7 +70,9 @@ def by_variant(records: Iterable[Record], agent_type: str) -> dict[str, list[Rec
     (a task retried through the tiers counts once, as its final outcome)."""
     latest: dict[tuple[str, str], Record] = {}
     for record in records:
-        if record["agent_type"] == agent_type:
+        # A canceled run says nothing of the version (a person stopped it): not counted, so
+        # cancels on a canary's sessions cannot roll a healthy candidate back.
+        if record["agent_type"] == agent_type and not is_canceled(record):
             latest[(variant_of(record), record["task_id"])] = record
     grouped: dict[str, list[Record]] = {}
     for (variant, _), record in latest.items():

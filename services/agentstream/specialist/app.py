@@ -59,8 +59,13 @@ def build_specialist(
     models = runner.models
     service.behavior_version = runner.version
     desk = _approval_desk(service, agent_type, runner.tools, checkpoints)
+    # A shadow mirrors live runs: a cancel is the live run's to act on, and a dry run's
+    # steps are no record of the task (replay would find them beside the live transcript).
+    shadow = mode == SHADOW
     lifecycle = TaskLifecycle(service, runner, checkpoints, service.table("retrying"), desk,
-                              _cancellations(service, checkpoints, desk))
+                              None if shadow else _cancellations(service, checkpoints, desk))
+    if shadow:
+        lifecycle.transcripts = None
 
     async def share_quotas(partitions: list[int]) -> None:
         """Take this member's share of the rate quotas (before the tasks resume)."""

@@ -1,6 +1,7 @@
-"""The tools of an eval run: the agent's own, except those its topology holds for a human's
-approval (``approvals:``), which act on the world: an eval refuses them instead of running
-them, as no human is there to approve. The model reads the refusal as the tool's result."""
+"""The tools of an eval run: the agent's own, except those that act on the world — held for a
+human's approval (``approvals:``) or declared ``@tool(side_effects=True)`` (the set a shadow
+refuses, rollout/dry_run.py): an eval, which CI runs, refuses them instead of running them.
+The model reads the refusal as the tool's result."""
 
 from __future__ import annotations
 
@@ -17,5 +18,5 @@ class HeldTools(ToolRegistry):
 
     async def call(self, name: str, arguments: object, timeout_s: float = DEFAULT_TIMEOUT_S) -> ToolResult:
         if name in self.held:
-            return ToolResult(name, False, f"Error: {name} needs a human's approval and is not run in an eval.")
+            return ToolResult(name, False, f"Error: {name} needs a human's approval or has side effects, and is not run in an eval.")
         return await self.inner.call(name, arguments, timeout_s)

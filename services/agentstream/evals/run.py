@@ -23,6 +23,7 @@ from agentstream.evals.cases import DEFAULT_THRESHOLD, Case, CaseSet, Check, loa
 from agentstream.evals.held_tools import HeldTools
 from agentstream.evals.judge import Judge, judge_for
 from agentstream.evals.scorers import Score
+from agentstream.rollout.dry_run import side_effecting
 from agentstream.specialist.agent import SpecialistAgent
 from agentstream.specialist.app import build_agent
 from agentstream.specialist.inprocess import InProcessRun, eval_task, run_in_process, version_worker
@@ -74,9 +75,10 @@ async def evaluate(cases: CaseSet, agent: SpecialistAgent, judge: Judge) -> list
 
 
 def eval_agent(topology: Topology, agent_type: str) -> SpecialistAgent:
-    """The agent as its topology builds it, with its approval-held tools refused."""
+    """The agent as its topology builds it, with its side-effecting tools refused."""
     agent = build_agent(agent_type, topology)
-    agent.tools = HeldTools(agent.tools, topology.agent(agent_type).approvals)
+    settings = topology.agent(agent_type)
+    agent.tools = HeldTools(agent.tools, side_effecting(agent.tools, settings.tools, settings.approvals))
     return agent
 
 

@@ -21,18 +21,24 @@ system-packages:
 demo: $(STAMP)
 	$(BIN)/agentstream demo
 
+# The integration suites run two test files at a time (pytest-xdist; each process starts its
+# own broker): most of a test's time is group joins and worker start-up, not CPU. `make test
+# XDIST=` runs them one at a time.
+XDIST ?= -n 2 --dist loadfile
+
 test: $(STAMP) system-packages
-	$(BIN)/python -m pytest tests/unit tests/integration -q --durations=25
+	$(BIN)/python -m pytest tests/unit -q
+	$(BIN)/python -m pytest tests/integration -q $(XDIST) --durations=25
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
 integration: $(STAMP) system-packages
-	$(BIN)/python -m pytest tests/integration -q
+	$(BIN)/python -m pytest tests/integration -q $(XDIST)
 
 # The integration suite on the embedded Tansu broker instead of Apache Kafka.
 integration-tansu: $(STAMP) system-packages
-	AGENTSTREAM_BROKER=tansu $(BIN)/python -m pytest tests/integration -q -m "not kafka_only" --durations=25
+	AGENTSTREAM_BROKER=tansu $(BIN)/python -m pytest tests/integration -q -m "not kafka_only" $(XDIST) --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

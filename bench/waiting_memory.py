@@ -13,6 +13,10 @@ its ``a/`` and ``w/`` records, an ApprovalRequested record, a deadline timer.
 Measured, from the worker's RSS sampled every 0.5 s (psutil):
 - idle: once it owns its partitions and nothing was produced, the median over ``--settle`` s;
 - waiting: once every task logged "waits for approval", the median over ``--settle`` s;
+- restarted: the worker is stopped (SIGTERM) and a new process started on the same state
+  directory while every task still waits: once it owns its partitions, the median over
+  ``--settle`` s. This is what holding the waits costs a process that never ran the tasks
+  (no allocator pools or caches left from running them): restarted minus idle;
 - decided: then every approval is denied (ApprovalDecision records, as a UI sends them),
   each task resumes, the model reads the denial and answers; once every task ended, the
   median over ``--settle`` s. The same worker after the same work with nothing waiting:
@@ -52,6 +56,7 @@ class Result:
     tasks: int
     idle_rss: int = 0
     waiting_rss: int = 0
+    restarted_rss: int = 0
     decided_rss: int = 0
     peak_rss: int = 0
     fill_s: float = 0.0
@@ -63,6 +68,11 @@ class Result:
     @property
     def growth(self) -> int:
         return self.waiting_rss - self.idle_rss
+
+    @property
+    def restarted_growth(self) -> int:
+        """What a fresh process holding every wait costs over a fresh idle one."""
+        return self.restarted_rss - self.idle_rss
 
     @property
     def held(self) -> int:
@@ -116,12 +126,26 @@ def _count_lines(worker: Proc, pattern: str, count: int, timeout: float) -> int:
     return seen
 
 
+def _restart(stack: AgentStack, worker: Proc, sampler: ResourceSampler) -> tuple[ResourceSampler, Proc]:
+    """Stop the worker cleanly and start a new process on its state directory; sample it."""
+    sampler.stop()
+    worker.terminate()
+    if (code := worker.stop(60)) != 0:
+        raise RuntimeError(f"the worker exited {code} on SIGTERM:\n{worker.tail()}")
+    fresh = stack.start(AGENT, "specialist")
+    fresh.wait_for_line(r": assigned .*\[\d\]", 90)
+    restarted = ResourceSampler({AGENT: fresh.pid}, SAMPLE_S)
+    restarted.start()
+    return restarted, fresh
+
+
 def run(bootstrap: str, tasks: int, settle: float) -> Result:
     result = Result(tasks)
     base = Path(tempfile.mkdtemp(prefix="waiting-memory-"))
     stack = AgentStack(bootstrap, base, latency="0", call_log=False)
     worker = stack.start(AGENT, "specialist")
     sampler: ResourceSampler | None = None
+    earlier: list[tuple[float, dict[str, tuple[float, int]]]] = []  # the first process's samples
     try:
         worker.wait_for_line(r": assigned .*\[\d\]", 90)
         sampler = ResourceSampler({AGENT: worker.pid}, SAMPLE_S)
@@ -134,6 +158,9 @@ def run(bootstrap: str, tasks: int, settle: float) -> Result:
         result.waiting = _count_lines(worker, WAITS, tasks, limit)
         result.fill_s = time.monotonic() - filling
         result.waiting_rss = _median_rss(sampler, settle)
+        earlier = sampler.samples
+        sampler, worker = _restart(stack, worker, sampler)
+        result.restarted_rss = _median_rss(sampler, settle)
         _produce(stack, stack.topology.topic("approval_decisions"), APPROVAL_DECISION, [_denial(t) for t in ids])
         result.ended = _count_lines(worker, ENDED, tasks, limit)
         result.decided_rss = _median_rss(sampler, settle)
@@ -142,7 +169,7 @@ def run(bootstrap: str, tasks: int, settle: float) -> Result:
     finally:
         if sampler is not None:
             sampler.stop()
-            rss = [(t, got[AGENT][1]) for t, got in sampler.samples if AGENT in got]
+            rss = [(t, got[AGENT][1]) for t, got in [*earlier, *sampler.samples] if AGENT in got]
             result.peak_rss = max((r for _, r in rss), default=0)
             result.samples = [(round(t - rss[0][0], 1), r) for t, r in rss[::4]] if rss else []
         stack.stop_all(60)
@@ -156,6 +183,8 @@ def print_report(r: Result) -> None:
     print(f"idle worker RSS      {r.idle_rss / mb:8.1f} MB")
     print(f"{r.waiting:>6} waiting RSS  {r.waiting_rss / mb:8.1f} MB  (filled in "
           f"{r.fill_s:.0f} s; peak RSS of the run {r.peak_rss / mb:.1f} MB)")
+    print(f"{r.waiting:>6} waiting, restarted RSS {r.restarted_rss / mb:8.1f} MB  (a new process on the same state; "
+          f"{r.restarted_growth / mb:+.1f} MB over idle)")
     print(f"{r.ended:>6} decided RSS  {r.decided_rss / mb:8.1f} MB  (every task denied and ended)")
     per_task = r.growth / r.waiting if r.waiting else float("nan")
     print(f"waiting - idle       {r.growth / mb:+8.1f} MB  ({per_task:,.0f} B per waiting task)")
@@ -190,7 +219,8 @@ def main(argv: list[str]) -> int:
         "broker": broker_name,
         "broker_kind": broker_kind(broker_name),
         "config": vars(args),
-        "result": {**asdict(result), "growth": result.growth, "held": result.held},
+        "result": {**asdict(result), "growth": result.growth, "held": result.held,
+                   "restarted_growth": result.restarted_growth},
     }
     print(f"\nwrote {write_report('waiting_memory', stamp, report).relative_to(REPO)}")
     return 0 if result.error is None else 1

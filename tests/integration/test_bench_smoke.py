@@ -93,8 +93,9 @@ def test_waiting_memory_measures_the_idle_and_the_waiting_worker(bootstrap: str)
     result = report["result"]
     assert result["error"] is None, result["error"]
     assert result["waiting"] == 20 and result["ended"] == 20
-    assert min(result["idle_rss"], result["waiting_rss"], result["decided_rss"]) > 0
-    assert result["peak_rss"] >= max(result["idle_rss"], result["waiting_rss"], result["decided_rss"])
+    phases = (result["idle_rss"], result["waiting_rss"], result["restarted_rss"], result["decided_rss"])
+    assert min(phases) > 0 and result["peak_rss"] >= max(phases)
+    assert result["restarted_growth"] == result["restarted_rss"] - result["idle_rss"]
 
 
 def test_checkpoint_cost_runs_its_specialist_launcher(bootstrap: str) -> None:

@@ -321,7 +321,7 @@ def test_openapi_no_request_gets_a_server_error(running: Running) -> None:
     schema = schemathesis.openapi.from_url(f"{running.gateway.url}/openapi.json")
     headers = running.tenants.headers("fuzz", "operator")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 6, [op.label for op in operations]
+    assert len(operations) == 10, [op.label for op in operations]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 

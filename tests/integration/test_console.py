@@ -98,9 +98,42 @@ def test_a_task_waits_in_the_page_is_approved_in_the_inbox_and_its_answer_appear
     expect(page.get_by_test_id("task-state")).to_have_text("COMPLETED", timeout=RESULT_MS)
     expect(page.get_by_test_id("task-answer")).not_to_be_empty()
     expect(page.get_by_test_id("task-tools")).to_contain_text("TOOL_CALL: refund_payment")
-    assert running.desk.ledger_lines()[-1] == f"{task_id}:0:0 refund INV-1005"
+    assert f"{task_id}:0:0 refund INV-1005" in running.desk.ledger_lines()
     shown = running.task("acme", task_id).json()
     expect(page.get_by_test_id("task-answer")).to_have_text(shown["result"]["output"])
+
+
+def test_the_inbox_denies_with_a_reason_and_runs_edited_arguments_checked_as_json(
+        running: Running, page: Page) -> None:  # noqa: F811
+    denied = running.submit("acme", "Please refund payment INV-1007").json()["task_id"]
+    edited = running.submit("acme", "Please refund payment INV-1008").json()["task_id"]
+    log_in(page, running.gateway.url, running.tenants.keys[("acme", "operator")])
+    page.get_by_role("link", name="Approvals").click()
+    notice = page.locator("#notice")
+
+    deny = page.locator("[data-approval]", has=page.locator(f"[data-task='{denied}']"))
+    deny.get_by_test_id("reason").fill("over the refund limit")
+    deny.get_by_role("button", name="Deny").click()
+    expect(notice).to_contain_text("deny (by key:acme-operator)")
+
+    edit = page.locator("[data-approval]", has=page.locator(f"[data-task='{edited}']"))
+    edit.get_by_role("button", name="Edit arguments").click()  # opens the editor, sends nothing
+    arguments = edit.get_by_test_id("arguments")
+    expect(arguments).to_have_value('{\n  "invoice_id": "INV-1008"\n}')
+    arguments.fill('{"invoice_id": "INV-1009"')
+    edit.get_by_role("button", name="Edit arguments").click()
+    expect(notice).to_contain_text("The edited arguments are not JSON")
+    expect(edit).to_have_count(1)  # nothing was decided
+    arguments.fill('{"invoice_id": "INV-1009"}')
+    edit.get_by_role("button", name="Edit arguments").click()
+    expect(notice).to_contain_text("edit (by key:acme-operator)")
+    expect(edit).to_have_count(0)
+
+    answer = running.finished("acme", denied)["result"]["output"]
+    assert "over the refund limit" in answer, answer
+    assert running.finished("acme", edited)["state"] == "COMPLETED"
+    lines = running.desk.ledger_lines()
+    assert f"{edited}:0:0 refund INV-1009" in lines and not [line for line in lines if denied in line], lines
 
 
 def dead_letter_of(running: Running, tenant: str) -> dict[str, Any]:  # noqa: F811

@@ -22,7 +22,7 @@ from agentstream.retry.classify import ErrorClass
 from agentstream.retry.dead_letter import build_dead_letter, dead_letter_message
 from agentstream.serde import SchemaSet
 
-from .test_gateway import Running, running  # noqa: F401  (the module's gateway and workers)
+from .test_gateway import Running, bearer, running  # noqa: F401  (the module's gateway and workers)
 
 # A task's answer waits on the model, the tool and the supervisor of a busy shared machine:
 # the budget a result gets elsewhere in these tests (Running.finished), in milliseconds.
@@ -71,13 +71,25 @@ def test_a_wrong_key_and_a_submitters_key_are_refused_with_a_clear_message(runni
     expect(page.locator("#login")).to_be_visible()
 
 
+def test_an_operators_jwt_logs_in_and_is_sent_as_a_bearer_token(running: Running, page: Page) -> None:  # noqa: F811
+    token = bearer("acme", ["operator"])["Authorization"].removeprefix("Bearer ")
+    log_in(page, running.gateway.url, token)
+    expect(page.locator("#who")).to_have_text("signed in with a token")
+    task_id = running.submit("acme", "Please check invoice INV-1001 for me").json()["task_id"]
+    expect(page.locator(f"[data-task-row='{task_id}']")).to_be_visible()
+    page.get_by_role("link", name="Approvals").click()
+    expect(page.get_by_text("Nothing waits for a decision.").or_(page.locator("[data-approval]").first)).to_be_visible()
+    expect(page.locator("#notice")).to_be_hidden()  # every call the pages made was accepted
+
+
 def test_a_task_waits_in_the_page_is_approved_in_the_inbox_and_its_answer_appears(
         running: Running, page: Page) -> None:  # noqa: F811
     markup = "<b id=injected>now</b>"
-    task_id = running.submit("acme", f"Please refund payment INV-1005 {markup}").json()["task_id"]
     log_in(page, running.gateway.url, running.tenants.keys[("acme", "operator")])
+    expect(page.get_by_test_id("tasks")).to_be_visible()
+    task_id = running.submit("acme", f"Please refund payment INV-1005 {markup}").json()["task_id"]
     row = page.locator(f"[data-task-row='{task_id}']")
-    expect(row).to_be_visible()
+    expect(row).to_contain_text("WAITING_INPUT")  # the open list shows the new task, then its wait
 
     row.get_by_role("link", name=task_id).click()
     expect(page.get_by_test_id("task-state")).to_have_text("WAITING_INPUT")

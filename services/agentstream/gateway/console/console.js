@@ -263,7 +263,7 @@ function approvalCard(request, onDecided) {
 
 function approvalsPage(view) {
   const list = el("div", { "data-testid": "approvals" });
-  const empty = el("p", { class: "muted" }, "Nothing waits for a decision.");
+  const empty = el("p", { class: "muted", hidden: "" }, "Nothing waits for a decision."); // until the first answer
   view.append(el("h2", {}, "Approvals"), el("p", { class: "muted" }, "Tool calls that wait for a human; refreshed every 2 s."),
     empty, list);
   const shown = new Map();

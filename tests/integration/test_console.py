@@ -6,6 +6,7 @@ the dead letters of one's tenant shown and replayed."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -58,6 +59,17 @@ def log_in(page: Page, url: str, secret: str) -> None:
     page.goto(f"{url}/console/")
     page.fill("#credential", secret)
     page.click("#login-form button[type=submit]")
+
+
+def test_the_gateway_serves_the_pages_with_a_content_security_policy(running: Running) -> None:  # noqa: F811
+    page = running.http.get("/console", follow_redirects=True)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), page.text[:300]
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    script = running.http.get("/console/console.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    sinks = re.findall(r"\.(?:inner|outer)HTML\b|insertAdjacentHTML|document\.write", script.text)
+    assert sinks == [], sinks  # data is rendered as text only, never parsed as markup
+    assert running.http.get("/console/nothing-here.js").status_code == 404
 
 
 def test_a_wrong_key_and_a_submitters_key_are_refused_with_a_clear_message(running: Running, page: Page) -> None:  # noqa: F811

@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Programs the integration tests run for real (Prometheus); does nothing once they are on PATH.
+# Programs the integration tests run for real (Prometheus, Chromium); does nothing once they are on PATH.
 system-packages:
 	sh scripts/install-debian-packages.sh
 

@@ -1,11 +1,13 @@
 #!/bin/sh
 # System packages the integration tests run for real: `prometheus` (the Debian package),
-# which tests/integration/test_prometheus_scrape.py starts to scrape live workers.
+# which tests/integration/test_prometheus_scrape.py starts to scrape live workers, and
+# `chromium`, the headless browser tests/integration/test_console.py drives through Playwright
+# (Playwright's own browser download is not available here; the Debian build is).
 # Idempotent: does nothing when every command is already on PATH. `make test` calls it.
 set -eu
 
 missing=""
-for package in prometheus; do
+for package in prometheus chromium; do
     command -v "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 [ -z "$missing" ] && exit 0
@@ -17,6 +19,6 @@ fi
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 echo "install-debian-packages: installing$missing"
-# Recommends would pull in the node exporter and friends; the tests need the server alone.
+# Recommends would pull in the node exporter, fonts and friends; the tests need the programs alone.
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing \
     || { $sudo apt-get update && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing; }

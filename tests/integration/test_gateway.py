@@ -38,6 +38,13 @@ JWT_SECRET = secrets.token_urlsafe(32)
 MAX_EXAMPLES = 20  # per operation and mode: bounded, the suite shares two cores
 
 
+def bearer(tenant: str, roles: list[str], secret: str = JWT_SECRET) -> dict[str, str]:
+    """An Authorization header with an HS256 JWT of the fixture's issuer and audience."""
+    claims = {"iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": "maria", "tenant": tenant, "roles": roles,
+              "exp": int(time.time()) + 300}
+    return {"Authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}
+
+
 @dataclass
 class Running:
     desk: Approvals
@@ -157,11 +164,6 @@ def test_tenants_are_isolated_and_each_refusal_has_its_status(running: Running) 
 
     metadata = running.submit("acme", "hello", metadata={"k": "v" * 600})
     assert metadata.status_code == 422 and "metadata" in metadata.json()["message"], metadata.text
-
-    def bearer(tenant: str, roles: list[str], secret: str = JWT_SECRET) -> dict[str, str]:
-        claims = {"iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": "maria", "tenant": tenant, "roles": roles,
-                  "exp": int(time.time()) + 300}
-        return {"Authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}
 
     assert http.get(f"/v1/tasks/{task_id}", headers=bearer("acme", ["submitter"])).json()["state"] == "COMPLETED"
     assert http.get(f"/v1/tasks/{task_id}", headers=bearer("globex", ["submitter"])).status_code == 404
@@ -321,7 +323,7 @@ def test_openapi_no_request_gets_a_server_error(running: Running) -> None:
     schema = schemathesis.openapi.from_url(f"{running.gateway.url}/openapi.json")
     headers = running.tenants.headers("fuzz", "operator")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 6, [op.label for op in operations]
+    assert len(operations) == 10, [op.label for op in operations]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 

@@ -118,6 +118,34 @@ class CancelAccepted(BaseModel):
     requested_by: str
 
 
+class DeadLetterSummary(BaseModel):
+    """A dead letter as `agentstream dlq list` shows it (retry/dlq_ops.py)."""
+
+    id: str
+    dead_lettered_at: int
+    stage: str
+    error_class: str
+    error_type: str
+    error_message: str
+    attempts: int
+    task_id: str | None
+    session_id: str | None
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    value_truncated: bool
+
+
+class DeadLetterDetail(DeadLetterSummary):
+    text: str = Field(description="Everything the letter holds, its event decoded: `agentstream dlq show`'s text.")
+
+
+class DeadLetterReplayed(BaseModel):
+    id: str
+    topic: str
+    partition: int
+
+
 class Problem(BaseModel):
     """Every error: a machine-readable ``code`` and a sentence saying what to do."""
 

@@ -10,13 +10,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from agentstream import __version__
-from agentstream.gateway import approvals, metrics, probes, problems, submit, tasks
+from agentstream.gateway import approvals, console_files, dlq, metrics, probes, problems, submit, tasks
 from agentstream.gateway.context import Gateway, GatewayConfig
 
 DESCRIPTION = """Submit tasks to an agentstream pipeline and follow them over HTTP.
 
 Authenticate with an `X-API-Key` header or an `Authorization: Bearer <JWT>`; the tenant
-comes from the credential. Errors are `{"code", "message"}` objects."""
+comes from the credential. Errors are `{"code", "message"}` objects. The operator console
+is served at `/console/`."""
 
 
 def create_app(config: GatewayConfig) -> FastAPI:
@@ -31,8 +32,9 @@ def create_app(config: GatewayConfig) -> FastAPI:
 
     app = FastAPI(title="agentstream gateway", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
-    for module in (submit, tasks, approvals, probes):
+    for module in (submit, tasks, approvals, dlq, probes):
         app.include_router(module.router)
+    console_files.mount(app)
     app.middleware("http")(_guard(config.settings.max_body_bytes))
     return app
 

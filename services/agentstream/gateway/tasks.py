@@ -1,4 +1,4 @@
-"""``GET /v1/tasks/{id}``, ``GET /v1/tasks/{id}/events`` (SSE) and
+"""``GET /v1/tasks`` (the tenant's latest tasks), ``GET /v1/tasks/{id}``, ``GET /v1/tasks/{id}/events`` (SSE) and
 ``POST /v1/tasks/{id}/cancel``: a task of the caller's tenant, from the view."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from agentstream.gateway import task_view
@@ -24,6 +24,7 @@ TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The id P
 _READ_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 403, 404, 429)}
 # Headers that keep an SSE stream unbuffered through nginx and unchanged by caches.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+MAX_LIST = 500
 
 
 def owned_task(gateway: Gateway, principal: Principal, task_id: str) -> dict[str, Any]:
@@ -33,6 +34,16 @@ def owned_task(gateway: Gateway, principal: Principal, task_id: str) -> dict[str
     if view is None or view.get("tenant_id") != principal.tenant_id:
         raise not_found("task", task_id)
     return view
+
+
+@router.get("/v1/tasks", response_model=list[TaskStatus], responses=_READ_ERRORS,
+            summary="Your tenant's latest tasks, newest first")
+async def list_tasks(
+    request: Request, principal: Caller,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIST, description="How many tasks at most.")] = 50,
+) -> list[dict[str, Any]]:
+    views = gateway_of(request).store.recent_tasks(principal.tenant_id, limit)
+    return [task_view.public(view) for view in views]
 
 
 @router.get("/v1/tasks/{task_id}", response_model=TaskStatus, responses=_READ_ERRORS,

@@ -101,6 +101,14 @@ class ViewStore:
         found: dict[str, Any] | None = self.get(task_key(task_id))
         return found
 
+    def recent_tasks(self, tenant_id: str, limit: int) -> list[dict[str, Any]]:
+        """The tenant's ``limit`` latest task views, newest submission first. A scan of every
+        task view: the view holds what the topics retain, which a console list can afford;
+        a per-tenant time index would be the next step if retention grows large."""
+        found = [view for _, view in self.scan(b"t/") if view.get("tenant_id") == tenant_id]
+        found.sort(key=lambda view: view.get("submitted_at") or view.get("first_event_at") or 0, reverse=True)
+        return found[:limit]
+
     def events_after(self, task_id: str, offset: int, limit: int = 500) -> list[tuple[int, dict[str, Any]]]:
         """The task's events after task-events ``offset``, in offset order."""
         start = event_key(task_id, offset + 1) if offset >= 0 else None

@@ -24,6 +24,7 @@ AUDIT_TOPIC = "audit"  # the topology's logical name of the audit topic
 TASK_SUBMIT = "task.submit"
 TASK_CANCEL = "task.cancel"
 APPROVAL_DECIDE = "approval.decide"
+DLQ_REPLAY = "dlq.replay"  # an operator sent a dead letter back to its source topic
 TASK_REJECT = "task.reject"  # the router refused a task for its tenant
 # Outcomes.
 ACCEPTED = "accepted"

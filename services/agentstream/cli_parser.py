@@ -203,7 +203,7 @@ def _add_tenants(tenants: argparse.ArgumentParser) -> None:
     actions.add_parser("hash-key", help="read an API key from stdin and print the hash the tenants file stores "
                                         "(e.g. `printf %%s \"$KEY\" | agentstream tenants hash-key`)")
     check = actions.add_parser("check", help="load the tenants file (its JWT keys included) and list its tenants; "
-                                             "exit 1 with the problem if it does not load")
+                                             "exit 2 with the problem if it does not load")
     check.add_argument("--tenants", type=Path, metavar="FILE", help=f"the tenants file (default ${TENANTS_ENV})")
 
 

@@ -27,6 +27,9 @@ def suspected_injection(text: str) -> list[str]:
 
 
 def flag_metadata(metadata: dict[str, str], text: str) -> dict[str, str]:
-    """``metadata`` with the injection flag added when ``text`` looks suspicious."""
+    """``metadata`` with the injection flag set when ``text`` looks suspicious. The flag is
+    the gateway's word alone: a caller's own value of the key is dropped, so a task cannot
+    arrive marked clean (or suspicious) by its sender."""
     found = suspected_injection(text)
-    return {**metadata, FLAG: ",".join(found)} if found else metadata
+    kept = {key: value for key, value in metadata.items() if key != FLAG}
+    return {**kept, FLAG: ",".join(found)} if found else kept

@@ -196,7 +196,11 @@ def test_dedupe_table_stays_flat_over_a_long_run(bootstrap: str, tmp_path: Path,
     print("   t(s)   keys   RocksDB bytes   of which WAL")
     for at, keys, size, wal in router.samples:
         print(f"{at:7.1f} {keys:6d} {size:15,d} {wal:14,d}")
-    steady = [keys for at, keys, _, _ in router.samples if retention_s * 2 < at <= seconds]
+    # Judged from two retentions after the router routed its first task: ids are stamped when
+    # the router handles them, so the backlog of a slow first group join (7 s once, on a busy
+    # CI machine: 201 keys at 10 s) is stamped at once and expires a retention after that.
+    began_routing = next((at for at, keys, _, _ in router.samples if keys > 0), seconds)
+    steady = [keys for at, keys, _, _ in router.samples if began_routing + retention_s * 2 < at <= seconds]
     # Live keys are about rate x (retention + the pass interval and a checkpoint), never the total.
     bound = rate * (retention_s + 3)
     assert steady and max(steady) <= bound, f"keys {steady} above {bound:.0f}"

@@ -11,14 +11,16 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from agentstream.runtime.lag import consumer_lag, read_topic
+from agentstream.clients import reader_config
+from agentstream.runtime.lag import consumer_lag, end_offsets, read_topic
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -140,6 +142,48 @@ class WorkerProcess:
 def read_all(bootstrap: str, topic: str, timeout: float = 60.0) -> list[tuple[bytes | None, bytes | None, int]]:
     """Every record of ``topic`` up to its true end: (key, value, partition)."""
     return [(r.key, r.value, r.partition) for r in read_topic(bootstrap, topic, timeout)]
+
+
+class TopicTail:
+    """Every record of ``topic`` since the tail began, kept as it is read.
+
+    ``read_all`` reads a topic from its log start each time: on a topic with a retention.ms of a
+    few seconds the broker's retention check (every 5 min) may delete records between two reads,
+    and a count made again at the end of a test came out short (test_dedupe_retention on CI).
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.records: list[tuple[bytes | None, bytes | None, int]] = []
+        self._at: dict[tuple[str, int], int] = {}  # next offset to read, from records and ends seen
+        partitions = sorted({p for _, p in end_offsets(bootstrap, [topic])})
+        self._consumer = Consumer(reader_config(bootstrap, {"group.id": f"tail-{uuid.uuid4().hex}"}))
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+
+    def read(self, timeout: float = 60.0) -> list[tuple[bytes | None, bytes | None, int]]:
+        """The records so far, once every partition is read up to its end as of this call."""
+        ends = {tp: end for tp, end in end_offsets(self.bootstrap, [self.topic]).items() if end > 0}
+        deadline = time.monotonic() + timeout
+        while any(self._at.get(tp, -1) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.topic} not read to its ends {ends} within {timeout:.0f} s (at {self._at})")
+            for msg in self._consumer.consume(500, 0.2):
+                self._take(msg)
+        return self.records
+
+    def _take(self, msg: Message) -> None:
+        tp = (msg.topic(), msg.partition())
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                raise AssertionError(f"reading {self.topic}[{msg.partition()}] failed: {err}")
+            self._at[tp] = msg.offset()  # the end a fetch reported, past any transaction marker
+            return
+        self.records.append((msg.key(), msg.value(), msg.partition()))
+        self._at[tp] = msg.offset() + 1
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def latest_by_key(records: Iterable[tuple[bytes | None, bytes | None, int]]) -> dict[str, object]:

@@ -199,6 +199,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     topology = _topology(settings)
     schemas = SchemaSet.load()
     task = new_task(args.text, args.session, args.tenant, task_id=args.task_id, requested_agent=args.agent)
+    tracing.setup("submit", os.environ)  # with an OTLP endpoint, the task's trace starts here
     submitter = Submitter(settings.bootstrap, topology, schemas)
     # Reading starts at the current end, before the task is sent, so its result cannot be missed.
     follower = Follower(settings.bootstrap, [topology.topic("results")], schemas) if args.wait else None

@@ -18,6 +18,7 @@ from agentstream.runtime.errors import ProcessorError
 from agentstream.runtime.lag import end_offsets
 from agentstream.runtime.topics import require_topics
 from agentstream.serde import SchemaSet, SerdeError
+from agentstream.telemetry import tracing
 from agentstream.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,11 @@ class Submitter:
             raise ConfigurationError(
                 f"Unknown agent type {agent!r}; the topology's specialist types are {', '.join(self._agent_types)}."
             )
-        self._producer.produce(
-            self._topic, self._schemas.encode(TASK_SUBMITTED, task), task["session_id"], on_delivery=self._delivered
-        )
+        # The task's record starts its trace (or continues the caller's current one): the
+        # router's span of it is the child of this PRODUCER span.
+        with tracing.producing(self._topic, None, None) as traced:
+            self._producer.produce(self._topic, self._schemas.encode(TASK_SUBMITTED, task), task["session_id"],
+                                   on_delivery=self._delivered, headers=traced.headers)
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:

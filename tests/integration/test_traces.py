@@ -6,6 +6,7 @@ carry the record's fields and never the API key in their environment."""
 from __future__ import annotations
 
 import json
+import secrets
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 from agentstream.client import new_task
 from agentstream.telemetry.redact import REDACTED
 
+from .cli import cli_env, run
+from .gateway_harness import GatewayProcess, TenantsFile
 from .harness import wait_for
 from .otlp_receiver import OtlpReceiver, Span
 from .test_durable import DurableStack
@@ -175,3 +178,47 @@ def test_a_task_resumed_after_its_specialist_was_killed_continues_its_trace(boot
     assert resumed.parent_id in {s.span_id for s in consumed}, "the new owner's loop continues the task's trace"
     assert _one(spans, f"send {topic('supervisor')}", "PRODUCER").parent_id == resumed.parent_id, "and so does its result"
     assert _one(spans, f"process {topic('results')}", "CONSUMER").service == "agentstream-router"
+
+
+def test_a_task_sent_through_the_gateway_or_the_cli_joins_the_senders_trace(bootstrap: str, tmp_path: Path) -> None:
+    """The gateway and ``agentstream submit`` send the task's record with a traceparent: the
+    router's span of it is the child of their PRODUCER span, and an HTTP caller's own
+    ``traceparent`` makes the task part of the caller's trace."""
+    caller_trace, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    run_id = uuid.uuid4().hex[:6]
+    with OtlpReceiver() as receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        stack = DurableStack(bootstrap, tmp_path, latency="0", env=env)
+        tasks_topic = stack.topology.topic("tasks")
+        tenants = TenantsFile.write(tmp_path / "tenants.yaml", {"acme": {}})
+        gateway: GatewayProcess | None = None
+        try:
+            stack.start_all({"router": ["router"], "billing": ["specialist", "--type", "billing"],
+                             "supervisor": ["supervisor"]})
+            gateway = GatewayProcess({**cli_env(), **stack.env("gateway")}, tenants.path)
+            with gateway.client() as http:
+                accepted = http.post("/v1/tasks", json={"input": "Is invoice INV-1001 paid?", "agent": "billing",
+                                                        "session_id": f"s-{run_id}-http"},
+                                     headers={**tenants.headers("acme"), "traceparent": f"00-{caller_trace}-{caller_span}-01"})
+            assert accepted.status_code == 202, accepted.text
+            sent = run("submit", "Is invoice INV-1002 paid?", "--session", f"s-{run_id}-cli", "--tenant", "acme",
+                       "--agent", "billing", env={**cli_env(), **stack.env("submit")})
+            assert sent.returncode == 0, sent.stderr
+            stack.results({accepted.json()["task_id"], sent.stdout.strip()}, timeout=120)
+            wait_for(lambda: all(_task_trace(receiver, tasks_topic, f"s-{run_id}-{way}") for way in ("http", "cli")),
+                     60, "the router's spans of both tasks")
+        finally:
+            if gateway is not None:
+                gateway.stop()
+            stack.stop_all()
+    by_id = {span.span_id: span for span in receiver.spans}
+    for way, service in (("http", "agentstream-gateway"), ("cli", "agentstream-submit")):
+        routed = next(s for s in receiver.spans if s.name == f"process {tasks_topic}"
+                      and s.attributes.get("messaging.kafka.message.key") == f"s-{run_id}-{way}")
+        producer = by_id.get(routed.parent_id)
+        assert producer is not None, f"{way}: the router's span has no exported parent ({routed.parent_id!r})"
+        assert (producer.name, producer.kind, producer.service) == (f"send {tasks_topic}", "PRODUCER", service)
+        if way == "http":
+            assert routed.trace_id == caller_trace and producer.parent_id == caller_span, "the caller's trace goes on"
+        else:
+            assert producer.parent_id == "", "the command's record starts the task's trace"

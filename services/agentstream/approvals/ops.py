@@ -27,6 +27,7 @@ from agentstream.errors import AgentStreamError
 from agentstream.events import APPROVAL_DECISION, APPROVAL_REQUESTED, TASK_CANCEL, now_ms
 from agentstream.runtime.lag import read_topic
 from agentstream.serde import SchemaSet, SerdeError
+from agentstream.telemetry import tracing
 from agentstream.topology import Topology
 
 
@@ -86,8 +87,10 @@ class ApprovalTopics:
         topic is not read again."""
         record = approval_decision(request or self.request(ident), decision, who, why, now_ms(), edited)
         producer = Producer(producer_config(self.bootstrap))
-        producer.produce(self.topology.topic("approval_decisions"), self.schemas.encode(APPROVAL_DECISION, record),
-                         record["session_id"])
+        topic = self.topology.topic("approval_decisions")
+        with tracing.producing(topic, None, None) as traced:
+            producer.produce(topic, self.schemas.encode(APPROVAL_DECISION, record), record["session_id"],
+                             headers=traced.headers)
         if producer.flush(30) != 0:
             raise AgentStreamError(f"The decision on {ident!r} was not acknowledged within 30 s; is the broker up?")
         return record

@@ -23,6 +23,7 @@ from agentstream.clients import producer_config
 from agentstream.errors import AgentStreamError
 from agentstream.events import TASK_CANCEL, TASK_RESULT, TASK_SUBMITTED
 from agentstream.serde import SchemaSet
+from agentstream.telemetry import tracing
 from agentstream.topology import Topology
 
 ACK_TIMEOUT_S = 30.0
@@ -36,7 +37,9 @@ def send_cancel(bootstrap: str, topology: Topology, schemas: SchemaSet, record: 
     """Produce the TaskCancel ``record`` (cancellation.records.cancel_record) to the control
     topic, keyed by its session; returns once the broker has acknowledged it."""
     producer = Producer(producer_config(bootstrap))
-    producer.produce(topology.topic("control"), schemas.encode(TASK_CANCEL, record), record["session_id"])
+    topic = topology.topic("control")
+    with tracing.producing(topic, None, None) as traced:
+        producer.produce(topic, schemas.encode(TASK_CANCEL, record), record["session_id"], headers=traced.headers)
     if producer.flush(ACK_TIMEOUT_S) != 0:
         raise AgentStreamError(f"The cancel of task {record['task_id']!r} was not acknowledged within "
                                f"{ACK_TIMEOUT_S:.0f} s; is the broker at {bootstrap} up?")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 
 from confluent_kafka.admin import AdminClient
 
@@ -12,6 +13,7 @@ from agentstream.errors import ConfigurationError
 from agentstream.runtime.topics import require_topics
 from agentstream.serde import SchemaSet
 from agentstream.settings import TENANTS_ENV, WorkerSettings
+from agentstream.telemetry import tracing
 from agentstream.topology import Topology
 
 # The topology's topics the gateway reads or writes (the view's, decisions, cancels, audit).
@@ -35,4 +37,5 @@ def run_gateway(args: argparse.Namespace, worker: WorkerSettings, topology: Topo
     tenants = Tenants.load(settings.tenants_path)
     require_topics(AdminClient(admin_config(worker.bootstrap)), [topology.topic(name) for name in GATEWAY_TOPICS],
                    worker.bootstrap)
+    tracing.setup("gateway", os.environ)  # OTLP export only when an endpoint is set, as for workers
     serve(GatewayConfig(settings, worker.bootstrap, topology, SchemaSet.load(), tenants))

@@ -10,6 +10,7 @@ from confluent_kafka import Producer
 
 from agentstream.clients import producer_config
 from agentstream.runtime.delivery import produce_acked
+from agentstream.telemetry import tracing
 
 DELIVERY_TIMEOUT_MS = 30_000  # a request fails after this rather than hang
 
@@ -31,8 +32,12 @@ class AsyncProducer:
             self._producer.poll(0.1)
 
     async def send(self, topic: str, value: bytes, key: str) -> int:
-        """Produce and wait for the acknowledgement; the record's offset (CheckpointError if refused)."""
-        return await produce_acked(self._producer, topic, value, key)
+        """Produce and wait for the acknowledgement; the record's offset (CheckpointError if refused).
+        The record carries the current trace (a PRODUCER span), as every worker's records do."""
+        with tracing.producing(topic, None, None) as traced:
+            offset = await produce_acked(self._producer, topic, value, key, headers=traced.headers)
+            traced.landed(offset)
+            return offset
 
     def close(self) -> None:
         self._producer.flush(10)

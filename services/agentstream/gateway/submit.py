@@ -17,6 +17,7 @@ from agentstream.gateway.ids import keyed_task_id, random_task_id, session_of
 from agentstream.gateway.injection import flag_metadata
 from agentstream.gateway.limits import retry_after_header, seconds_to_next_utc_day
 from agentstream.gateway.problems import ApiError
+from agentstream.telemetry import tracing
 from agentstream.tenancy import ACCEPTED, REFUSED, TASK_SUBMIT, TENANT_BUDGET_SPENT, Principal
 
 router = APIRouter()
@@ -35,6 +36,8 @@ def links(task_id: str) -> Links:
 async def submit_task(
     body: TaskRequest, request: Request, response: Response, principal: Caller,
     idempotency_key: Annotated[str | None, Header(max_length=255, description="The same key, the same task.")] = None,
+    traceparent: Annotated[str | None, Header(max_length=512, description=(
+        "W3C Trace Context of the caller: the task joins that trace (used when the gateway exports traces)."))] = None,
 ) -> TaskAccepted:
     gateway = gateway_of(request)
     _check_agent(gateway, body.agent)
@@ -50,8 +53,9 @@ async def submit_task(
     config = gateway.config
     gateway.remember(task_view.on_submitted(None, task))  # first: a concurrent repeat of the key finds it
     try:
-        await gateway.producer.send(config.topology.topic("tasks"), config.schemas.encode(TASK_SUBMITTED, task),
-                                    session_id)
+        with tracing.resumed(traceparent):  # an unparsable value starts a trace of its own
+            await gateway.producer.send(config.topology.topic("tasks"), config.schemas.encode(TASK_SUBMITTED, task),
+                                        session_id)
     except BaseException:
         gateway.forget(task_id)  # not sent: a retry with the key must send it
         raise

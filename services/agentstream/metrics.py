@@ -180,6 +180,12 @@ def token_usage() -> Histogram:
 
 
 @cache
+def model_cost() -> Counter:
+    return Counter("agentstream_model_cost_usd", "USD of model calls (each call's tokens at the provider's price)",
+                   ["agent", "model"])
+
+
+@cache
 def model_retries() -> Counter:
     return Counter("agentstream_model_retries", "Model call attempts after the first, by the error retried",
                    ["agent", "model", "error_class"])
@@ -201,7 +207,7 @@ FAMILIES = (
     retries, dead_letters, parked, rebalances, restore_seconds, checkpoint_seconds, task_results, task_duration,
     task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tenant_spend_today,
     tenant_in_flight, tool_calls, model_calls, operation_duration,
-    token_usage, model_retries, breaker_state, rate_limit_wait, specialist_runs, rollout_weight,
+    token_usage, model_cost, model_retries, breaker_state, rate_limit_wait, specialist_runs, rollout_weight,
 )
 
 
@@ -289,9 +295,10 @@ def model_call(agent: str, model: str) -> Iterator[dict[str, str]]:
         operation_duration().labels(agent, model, seen["outcome"]).observe(time.monotonic() - started)
 
 
-def tokens_used(agent: str, model: str, input_tokens: int, output_tokens: int) -> None:
+def tokens_used(agent: str, model: str, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
     token_usage().labels(agent, model, "input").observe(input_tokens)
     token_usage().labels(agent, model, "output").observe(output_tokens)
+    model_cost().labels(agent, model).inc(max(0.0, cost_usd))
 
 
 def model_retry(agent: str, model: str, error: BaseException) -> None:

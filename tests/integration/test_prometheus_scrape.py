@@ -169,6 +169,8 @@ def _check(prometheus: Prometheus, results: list[dict[str, Any]]) -> None:
     assert cost > 0
     assert math.isclose(prometheus.value("sum(agentstream_tenant_cost_usd_total)") or 0, cost, rel_tol=1e-6)
     assert math.isclose(prometheus.value("sum(agentstream_task_cost_usd_sum)") or 0, cost, rel_tol=1e-6)
+    # Every model call's price, counted where it was made: the same money, by model.
+    assert math.isclose(prometheus.value("sum(agentstream_model_cost_usd_total)") or 0, cost, rel_tol=1e-6)
     assert prometheus.value("sum(agentstream_inflight_loops)") == 0
     assert (prometheus.value("sum(agentstream_checkpoint_seconds_count)") or 0) > 0
 
@@ -188,5 +190,6 @@ def _check(prometheus: Prometheus, results: list[dict[str, Any]]) -> None:
     # Every panel of the generated Grafana dashboard is PromQL this Prometheus accepts, and
     # the task panels have data.
     answers = {title: prometheus.vector(expr) for title, expr, _, _ in PANELS}
-    for title in ("Task results /s by status", "Task latency p95 by status", "Tokens /s by model", "Tool success rate"):
+    for title in ("Task results /s by status", "Task latency p95 by status", "Tokens /s by model", "Cost per hour by model",
+                  "Tool success rate"):
         assert answers[title], f"the dashboard's {title!r} panel has no data"

@@ -4,7 +4,9 @@ back from prometheus-client's default registry."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -44,16 +46,29 @@ def test_register_all_lists_every_family_before_any_event() -> None:
         "agentstream_task_results", "agentstream_task_duration_seconds", "agentstream_task_cost_usd",
         "agentstream_tenant_cost_usd", "agentstream_stage_duration_seconds", "agentstream_agent_steps",
         "agentstream_inflight_loops", "agentstream_tool_calls", "agentstream_model_calls",
-        "agentstream_gen_ai_client_operation_duration_seconds", "agentstream_gen_ai_client_token_usage",
+        "agentstream_gen_ai_client_operation_duration_seconds", "agentstream_gen_ai_client_token_usage", "agentstream_model_cost_usd",
         "agentstream_model_retries", "agentstream_circuit_breaker_state", "agentstream_rate_limit_wait_seconds",
         "agentstream_checkpoint_seconds",
     }
     assert expected <= names, sorted(expected - names)
 
 
+class _Priced:
+    """A model whose every answer costs ``USD`` (the scripted model charges nothing)."""
+
+    USD = 0.0025
+
+    def __init__(self, inner: ScriptedModel) -> None:
+        self.inner, self.model_id = inner, inner.model_id
+
+    async def complete(self, messages: Any, tools: Any) -> ModelResponse:
+        response = await self.inner.complete(messages, tools)
+        return dataclasses.replace(response, usage=dataclasses.replace(response.usage, cost_usd=self.USD))
+
+
 def test_a_guarded_call_counts_its_outcome_retries_duration_and_tokens() -> None:
     agent, model_id = _agent(), "openai:gpt-4o"
-    model = FaultyModel(ScriptedModel(model_id=model_id), [RateLimitedError("HTTP 429"), ModelServerError("HTTP 500")])
+    model = FaultyModel(_Priced(ScriptedModel(model_id=model_id)), [RateLimitedError("HTTP 429"), ModelServerError("HTTP 500")])
     guarded = GuardedModel(model, clock=ManualClock(), agent=agent)
     response = asyncio.run(guarded.complete(CONVERSATION, []))
     labels = {"agent": agent, "model": model_id}
@@ -65,6 +80,7 @@ def test_a_guarded_call_counts_its_outcome_retries_duration_and_tokens() -> None
     assert _value("agentstream_gen_ai_client_token_usage_sum", **labels, type="input") == response.usage.input_tokens > 0
     assert _value("agentstream_gen_ai_client_token_usage_sum", **labels, type="output") == response.usage.output_tokens
     assert _value("agentstream_gen_ai_client_token_usage_count", **labels, type="input") == 1
+    assert _value("agentstream_model_cost_usd_total", **labels) == pytest.approx(_Priced.USD) == response.usage.cost_usd
 
 
 def test_a_failed_call_counts_under_its_error_class() -> None:

@@ -172,7 +172,8 @@ class GuardedModel:
             metrics.rate_limit_waited(self.agent, self.model_id, self._clock.now() - waiting_since)
         record(self.stats, "attempts")
         response = await call_with_timeout(lambda: self.model.complete(messages, tools), self.timeout_s, self.model_id)
-        metrics.tokens_used(self.agent, self.model_id, response.usage.input_tokens, response.usage.output_tokens)
+        usage = response.usage
+        metrics.tokens_used(self.agent, self.model_id, usage.input_tokens, usage.output_tokens, usage.cost_usd)
         if self.limiter is not None:
             self.limiter.settle(reserved, response.usage.input_tokens + response.usage.output_tokens)
         return response

@@ -33,6 +33,8 @@ PANELS: tuple[tuple[str, str, str, str], ...] = (
      "USD per task", "currencyUSD"),
     ("Cost per hour by tenant", "sum by (tenant) (increase(agentstream_tenant_cost_usd_total[1h]))", "{{tenant}}",
      "currencyUSD"),
+    ("Cost per hour by model", "sum by (model) (increase(agentstream_model_cost_usd_total[1h]))", "{{model}}",
+     "currencyUSD"),
     ("Tokens /s by model", "sum by (model, type) (rate(agentstream_gen_ai_client_token_usage_sum[5m]))",
      "{{model}} {{type}}", "short"),
     ("Steps per completion p50", "histogram_quantile(0.5, sum by (le, agent) (rate(agentstream_agent_steps_bucket[15m])))",

@@ -39,10 +39,12 @@ class Stack:
     ) -> None:
         self.state_dir = state_dir
         self.topology_path = topology_path
-        self.prefix = prefix
+        # The workers read AGENTSTREAM_PREFIX from the environment they inherit: the stack's
+        # own topology (what it applies, where the demo submits) must use the same one.
+        self.prefix = prefix if prefix is not None else (os.environ.get(PREFIX_ENV) or None)
         self.log_dir = log_dir
         self.extra_env = extra_env or {}
-        self.topology: Topology = load_topology(topology_path, prefix=prefix)
+        self.topology: Topology = load_topology(topology_path, prefix=self.prefix)
         self.bootstrap = bootstrap or ""
         self.broker = broker  # the kind to start when neither bootstrap nor KAFKA_BOOTSTRAP_SERVERS is given
         self.workers: dict[str, subprocess.Popen[bytes]] = {}

@@ -6,12 +6,14 @@ OpenAI-compatible HTTP server, through the official SDK)."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 from agentstream.client import new_task
 from tests.unit.test_providers_openai import LoopbackServer, Reply, completion
 
+from .cli import cli_env, run
 from .harness import REPO
 from .model_server import openai_env
 from .test_durable import DurableStack
@@ -48,3 +50,16 @@ def test_the_document_review_app_runs_from_its_folder_with_its_own_tools_and_pro
     first = server.requests[0]["json"]
     assert first["messages"][0] == {"role": "system", "content": (APP / "prompts" / "contracts.md").read_text(encoding="utf-8")}
     assert sorted(t["function"]["name"] for t in first["tools"]) == ["find_clause", "list_documents", "word_count"]
+
+
+def test_the_document_review_demo_routes_its_tickets_by_the_apps_rules(bootstrap: str, tmp_path: Path) -> None:
+    """``agentstream demo --app examples/document_review`` on the test broker: the app's sample
+    tickets name no agent, so the router's rules from the app's topology route them, and its
+    scripted model calls the app's tools. AGENTSTREAM_PREFIX renames the topics of the demo and
+    of its workers alike (the demo once kept the file's prefix while its workers took the
+    variable's, and no ticket got a result)."""
+    env = cli_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, AGENTSTREAM_PREFIX=f"docs{uuid.uuid4().hex[:8]}")
+    done = run("demo", "--app", str(APP), "--state-dir", str(tmp_path), env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "3/3 tickets got a result; every route as expected" in done.stdout, done.stdout[-3000:]
+    assert "contracts:list_documents" in done.stdout and "contracts:word_count" in done.stdout, done.stdout[-3000:]

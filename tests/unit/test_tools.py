@@ -255,7 +255,7 @@ def test_sync_tools_run_in_threads_and_overlap() -> None:
     assert [(r.ok, r.content) for r in results] == [(True, "x"), (True, "y")]
 
 
-def test_demo_data_is_bundled_with_the_package() -> None:
+def test_the_support_desk_app_reads_its_own_data_file() -> None:
     data = _APP_TOOLS.load_support_data()
     assert len(data["kb_articles"]) >= 8
     assert {"accounts", "orders", "invoices"} <= data.keys()

@@ -30,7 +30,7 @@ from pathlib import Path
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from agentstream.clients import CLASSIC, CONSUMER_PROTOCOL, KAFKA_LOG, admin_config
+from agentstream.clients import CLASSIC, CONSUMER_PROTOCOL, KAFKA_FETCH_WAIT_MS, KAFKA_LOG, TANSU_FETCH_WAIT_MS, admin_config
 from agentstream.errors import BrokerUnavailableError, ConfigurationError
 from agentstream.settings import BOOTSTRAP_ENV, BROKER_ENV
 
@@ -261,6 +261,13 @@ def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
     except Exception:  # a broker that cannot describe its own configs is not Apache Kafka
         return True
     return len(configs) == 0
+
+
+def fetch_wait_for(setting: int | None, bootstrap: str) -> int:
+    """A group member's ``fetch.wait.max.ms``: the setting, else by broker (clients.py says why)."""
+    if setting is not None:
+        return setting
+    return TANSU_FETCH_WAIT_MS if is_tansu(bootstrap) else KAFKA_FETCH_WAIT_MS
 
 
 def group_protocol_for(setting: str, bootstrap: str) -> str:

@@ -9,6 +9,7 @@ from agentstream import __version__
 from agentstream.broker import BOOTSTRAP_ENV, BOOTSTRAP_FILE, BROKER_KINDS, TANSU
 from agentstream.settings import (
     DEFAULT_GATEWAY_PORT,
+    FETCH_WAIT_ENV,
     GATEWAY_PORT_ENV,
     HEALTH_STALL_ENV,
     HEALTHZ_PATH,
@@ -37,6 +38,7 @@ environment:
   {MAX_INFLIGHT_ENV}  agent loops a specialist runs at once (default 256)
   {METRICS_PORT_ENV}  a worker's HTTP port for {METRICS_PATH}, {HEALTHZ_PATH}, {READYZ_PATH} (default: none)
   {HEALTH_STALL_ENV}  seconds without a poll before {HEALTHZ_PATH} fails (default 30)
+  {FETCH_WAIT_ENV}   ms the broker may hold a worker's empty fetch (default 500 on Kafka, 20 on Tansu)
   {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows librdkafka's log
   {LOG_FORMAT_ENV}    text (default) or json: one JSON object per line; secrets are redacted in both
   OTEL_EXPORTER_OTLP_ENDPOINT   export traces over OTLP/HTTP there (default: no tracing)

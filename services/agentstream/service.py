@@ -43,6 +43,7 @@ class Service:
             max_inflight=settings.max_inflight,
             shutdown_grace=settings.shutdown_grace_s,
             group_protocol=settings.group_protocol,
+            fetch_wait_ms=settings.fetch_wait_ms,
             changelog_config=topology.changelog_config,
             health_stall=settings.health_stall_s,
         )

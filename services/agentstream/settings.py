@@ -44,6 +44,11 @@ MAX_INFLIGHT_ENV = "AGENTSTREAM_MAX_INFLIGHT"
 # Consumer group protocol of the workers: "auto" (default: KIP-848 on Apache Kafka, classic
 # on Tansu), "classic" or "consumer" (KIP-848, Apache Kafka 4).
 GROUP_PROTOCOL_ENV = "AGENTSTREAM_GROUP_PROTOCOL"
+# How long (ms) a worker's consumer lets the broker hold a fetch that finds no record.
+# Unset: 500 on Apache Kafka (it answers a waiting fetch as soon as a record arrives, so a long
+# wait costs no latency and an idle consumer asks twice a second instead of 50 times), 20 on
+# Tansu (it holds a fetch for about half the wait even when records are there).
+FETCH_WAIT_ENV = "AGENTSTREAM_FETCH_WAIT_MS"
 # The worker's HTTP port for /metrics, /healthz and /readyz (telemetry/server.py), also what
 # `agentstream worker --check` asks. Unset or 0: no port (the default, so the five workers
 # of `agentstream dev` on one host do not fight over one); the generated deploy files set it.
@@ -94,6 +99,7 @@ _FIELD_ENV = {
     "prefix": PREFIX_ENV,
     "max_inflight": MAX_INFLIGHT_ENV,
     "group_protocol": GROUP_PROTOCOL_ENV,
+    "fetch_wait_ms": FETCH_WAIT_ENV,
     "metrics_port": METRICS_PORT_ENV,
     "health_stall_s": HEALTH_STALL_ENV,
     "tenants_path": TENANTS_ENV,
@@ -124,6 +130,7 @@ class WorkerSettings(BaseModel):
     max_inflight: int = Field(default=256, gt=0)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     group_protocol: Literal["auto", "classic", "consumer"] = "auto"
+    fetch_wait_ms: int | None = Field(default=None, ge=1, le=60_000)  # None: by broker (FETCH_WAIT_ENV)
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no HTTP port
     # A checkpoint's flush runs between two polls and may take up to the processor's flush
     # timeout (30 s) on a slow broker before it fails on its own: a shorter stall limit would
@@ -147,7 +154,8 @@ class WorkerSettings(BaseModel):
             values["tenants_path"] = Path(env[TENANTS_ENV].strip())
         if env.get(MAX_INFLIGHT_ENV):
             values["max_inflight"] = env[MAX_INFLIGHT_ENV]
-        for field, name in (("metrics_port", METRICS_PORT_ENV), ("health_stall_s", HEALTH_STALL_ENV)):
+        for field, name in (("metrics_port", METRICS_PORT_ENV), ("health_stall_s", HEALTH_STALL_ENV),
+                            ("fetch_wait_ms", FETCH_WAIT_ENV)):
             if env.get(name, "").strip():
                 values[field] = env[name].strip()
         if env.get(GROUP_PROTOCOL_ENV):

@@ -105,3 +105,13 @@ def test_checkpoint_cost_runs_its_specialist_launcher(bootstrap: str) -> None:
     result = report["result"]
     assert result["error"] is None, result["error"]
     assert len(result["per_step_bytes"]) == 2 and result["changelog_records"] > 0
+
+
+@pytest.mark.parametrize("broker", ["tansu", pytest.param("kafka", marks=pytest.mark.kafka_only)])
+def test_idle_measures_each_fetch_wait_on_the_broker_it_starts(broker: str) -> None:
+    report = run_bench("idle", "--broker", broker, "--smoke")
+    rows = report["rows"]
+    assert [(r["broker"], r["fetch_wait_ms"]) for r in rows] == [(broker, 0), (broker, 20), (broker, 500)]
+    for row in rows[1:]:
+        assert row["workers_cores"] > 0 and row["fetches_per_s"] > 0, row
+        assert 0 < row["p50_ms"] <= row["p95_ms"], row

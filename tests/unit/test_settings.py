@@ -44,6 +44,21 @@ def test_an_explicit_group_protocol_is_used_as_given() -> None:
     assert group_protocol_for("consumer", "unreachable:1") == "consumer"
 
 
+def test_the_fetch_wait_is_by_broker_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentstream import broker
+    from agentstream.clients import consumer_config
+
+    assert WorkerSettings.from_env({}, bootstrap="b:9092").fetch_wait_ms is None
+    assert WorkerSettings.from_env({"AGENTSTREAM_FETCH_WAIT_MS": "100"}, bootstrap="b:9092").fetch_wait_ms == 100
+    with pytest.raises(ConfigurationError, match="^AGENTSTREAM_FETCH_WAIT_MS='0' is not valid"):
+        WorkerSettings.from_env({"AGENTSTREAM_FETCH_WAIT_MS": "0"}, bootstrap="b:9092")
+    assert broker.fetch_wait_for(100, "unreachable:1") == 100  # set: no broker is asked
+    for tansu, expected in ((False, 500), (True, 20)):
+        monkeypatch.setattr(broker, "is_tansu", lambda bootstrap, tansu=tansu: tansu)
+        assert broker.fetch_wait_for(None, "b:9092") == expected
+    assert consumer_config("b:9092", "g", fetch_wait_ms=500)["fetch.wait.max.ms"] == 500
+
+
 def test_group_protocol_defaults_to_auto_and_rejects_unknown_values() -> None:
     import pydantic
 

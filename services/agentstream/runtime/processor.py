@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agentstream.broker import group_protocol_for
+from agentstream.broker import fetch_wait_for, group_protocol_for
 from agentstream.clients import CLASSIC, admin_config, consumer_config, producer_config, reader_config
 from agentstream.runtime.changelog import RestoreReport, read_partition, restore
 from agentstream import metrics
@@ -92,6 +92,7 @@ class Processor:
         producer_overrides: dict[str, Any] | None = None,
         flush_timeout: float = 30.0,
         group_protocol: str = CLASSIC,
+        fetch_wait_ms: int | None = None,
         changelog_config: dict[str, str] | None = None,
         health_stall: float = 30.0,
     ) -> None:
@@ -106,6 +107,7 @@ class Processor:
         self.shutdown_grace = shutdown_grace
         self.flush_timeout = flush_timeout
         self.group_protocol = group_protocol
+        self.fetch_wait_ms = fetch_wait_ms  # None: by broker (broker.fetch_wait_for)
         self._changelog_config = changelog_config or {}
         self._producer_overrides = producer_overrides or {}
         self._bindings: dict[str, _Binding] = {}
@@ -357,7 +359,8 @@ class Processor:
             # wait for librdkafka's next refresh to learn of it (0.4-0.9 s on Kafka).
             self._reader.list_topics(table.changelog_topic, timeout=10)
         consumer = Consumer(consumer_config(self.bootstrap, self.group_id,
-                                            protocol=group_protocol_for(self.group_protocol, self.bootstrap)))
+                                            protocol=group_protocol_for(self.group_protocol, self.bootstrap),
+                                            fetch_wait_ms=fetch_wait_for(self.fetch_wait_ms, self.bootstrap)))
         consumer.subscribe(
             list(self._bindings), on_assign=self._assign_callback, on_revoke=self._revoke_callback, on_lost=self._lost_callback
         )

@@ -1,0 +1,202 @@
+"""Idle cost of the demo's five workers, and what the consumers' fetch wait costs and buys.
+
+Issue 18: with `agentstream dev` doing nothing, the broker used about a quarter of a core,
+because every group member polled with a 20-ms fetch wait. For each broker (Apache Kafka and
+the embedded Tansu) and each fetch wait (the old 20 ms beside the default the workers now
+pick, ``broker.fetch_wait_for``), in the same run:
+
+- **idle CPU**: the router, the three specialists and the supervisor of the support desk
+  started with ``AGENTSTREAM_FETCH_WAIT_MS``, assigned and settled, then the broker's and
+  the workers' CPU over a window with no task (in cores);
+- **fetches /s**: one group member built by ``clients.consumer_config`` (what a worker's
+  consumer is) on an idle 6-partition topic, counting its Fetch requests from librdkafka's
+  statistics;
+- **latency at low load**: the same member reading records produced one at a time at
+  ``--rate`` per second: p50 and p95 from produce to consume, in ms (what a hop adds).
+
+``python -m bench.idle [--broker kafka|tansu|both] [--window S] [--rate R] [--records N]``
+prints a table; ``--smoke`` runs it at a tiny size (tests/unit cannot: this starts brokers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from agentstream.clients import KAFKA_FETCH_WAIT_MS, TANSU_FETCH_WAIT_MS, admin_config, consumer_config, producer_config
+from agentstream.settings import FETCH_WAIT_ENV
+from bench._procs import REPO, AgentStack, broker, machine, write_report
+from bench.relay import cpu_seconds
+
+WORKERS = {"router": ("router", ""), "billing": ("specialist", "billing"), "technical": ("specialist", "technical"),
+           "account": ("specialist", "account"), "supervisor": ("supervisor", "")}
+SETTLE_S = 3.0  # after every worker is assigned: restores and first commits are behind us
+PROBE_PARTITIONS = 6
+WARMUP_RECORDS = 5  # not counted: the member's first fetches of each partition find its position
+
+
+@dataclass
+class Row:
+    broker: str
+    fetch_wait_ms: int  # 0: the broker alone, no client connected
+    broker_cores: float
+    workers_cores: float
+    fetches_per_s: float
+    p50_ms: float
+    p95_ms: float
+
+
+def idle_cores(bootstrap: str, broker_pid: int | None, wait_ms: int, window: float) -> tuple[float, float]:
+    """(broker cores, the five workers' cores) over ``window`` seconds with nothing to do."""
+    with tempfile.TemporaryDirectory(prefix="bench-idle-") as directory:
+        stack = AgentStack(bootstrap, Path(directory), call_log=False, env={FETCH_WAIT_ENV: str(wait_ms)})
+        try:
+            for name, (kind, agent_type) in WORKERS.items():
+                stack.start(name, kind, agent_type=agent_type or "billing")
+            stack.wait_assigned()
+            time.sleep(SETTLE_S)  # settling: the window must not hold the restores
+            pids = [w.proc.pid for w in stack.workers.values()]
+            before_broker = cpu_seconds(broker_pid) if broker_pid else float("nan")
+            before = sum(cpu_seconds(pid) for pid in pids)
+            began = time.monotonic()
+            time.sleep(window)  # the measured idle window
+            elapsed = time.monotonic() - began
+            workers = (sum(cpu_seconds(pid) for pid in pids) - before) / elapsed
+            brokers = ((cpu_seconds(broker_pid) - before_broker) / elapsed) if broker_pid else float("nan")
+        finally:
+            stack.stop_all()
+    return round(brokers, 4), round(workers, 4)
+
+
+@contextmanager
+def probe_member(bootstrap: str, topic: str, wait_ms: int) -> Iterator[tuple[Consumer, list[int]]]:
+    """A group member as a worker's (``consumer_config``), with librdkafka statistics each
+    second; the list holds its cumulative Fetch request count at each report."""
+    fetches: list[int] = []
+
+    def on_stats(raw: str) -> None:
+        brokers = json.loads(raw).get("brokers", {}).values()
+        fetches.append(sum(int(b.get("req", {}).get("Fetch", 0)) for b in brokers if b.get("nodeid", -1) >= 0))
+
+    config = consumer_config(bootstrap, f"bench-idle-{uuid.uuid4().hex[:8]}", fetch_wait_ms=wait_ms)
+    consumer = Consumer({**config, "statistics.interval.ms": 1000, "stats_cb": on_stats})
+    assigned: list[bool] = []
+    consumer.subscribe([topic], on_assign=lambda c, parts: assigned.append(True))
+    deadline = time.monotonic() + 60
+    while not assigned:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the probe member got no partitions of {topic} within 60 s")
+        consumer.poll(0.1)
+    try:
+        yield consumer, fetches
+    finally:
+        consumer.close()
+
+
+def fetch_rate(consumer: Consumer, fetches: list[int], window: float) -> float:
+    """Fetch requests per second of an idle member, between two statistics reports."""
+    end = time.monotonic() + window + 2.5  # two reports around the window
+    while time.monotonic() < end:
+        consumer.poll(0.1)
+    counted = fetches[-(int(window) + 1):]
+    return round((counted[-1] - counted[0]) / max(1, len(counted) - 1), 1) if len(counted) > 1 else float("nan")
+
+
+def hop_latency(bootstrap: str, consumer: Consumer, topic: str, records: int, rate: float) -> tuple[float, float]:
+    """p50 and p95 (ms) from produce to consume, one record at a time at ``rate`` per second."""
+    producer = Producer(producer_config(bootstrap))
+    taken: list[float] = []
+    for seq in range(records):
+        sent = time.monotonic()
+        producer.produce(topic, str(sent).encode(), f"k{seq}")
+        producer.poll(0)
+        while True:  # this record, before the next one: a latency, not a queue
+            msg = consumer.poll(1.0)
+            if msg is not None and not msg.error() and float(msg.value()) == sent:
+                taken.append((time.monotonic() - sent) * 1000)
+                break
+        time.sleep(max(0.0, 1 / rate - (time.monotonic() - sent)))  # pacing the offered load
+    producer.flush(10)
+    taken = taken[WARMUP_RECORDS:] if len(taken) > 2 * WARMUP_RECORDS else taken
+    cuts = statistics.quantiles(taken, n=20)
+    return round(statistics.median(taken), 1), round(cuts[18], 1)
+
+
+def broker_floor(broker_pid: int | None, window: float) -> float:
+    """The broker's own idle cores, with no client connected (its floor: a JVM's timers, Tansu's)."""
+    if broker_pid is None:
+        return float("nan")
+    before, began = cpu_seconds(broker_pid), time.monotonic()
+    time.sleep(window)  # the measured idle window
+    return round((cpu_seconds(broker_pid) - before) / (time.monotonic() - began), 4)
+
+
+def measure(kind: str, waits: list[int], window: float, rate: float, records: int) -> list[Row]:
+    rows = []
+    with broker(kind) as (bootstrap, broker_pid, _description):
+        floor = broker_floor(broker_pid, window)
+        rows.append(Row(kind, 0, floor, 0.0, 0.0, float("nan"), float("nan")))
+        print(f"| {kind} | no client | {floor:.3f} | - | - | - | - |", flush=True)
+        topic = f"bench.idle.{uuid.uuid4().hex[:8]}"
+        admin = AdminClient(admin_config(bootstrap))  # kept: a dropped client fails its futures
+        admin.create_topics([NewTopic(topic, PROBE_PARTITIONS, 1)])[topic].result(30)
+        for wait_ms in waits:
+            broker_cores, workers_cores = idle_cores(bootstrap, broker_pid, wait_ms, window)
+            with probe_member(bootstrap, topic, wait_ms) as (consumer, fetches):
+                per_s = fetch_rate(consumer, fetches, window)
+                p50, p95 = hop_latency(bootstrap, consumer, topic, records, rate)
+            rows.append(Row(kind, wait_ms, broker_cores, workers_cores, per_s, p50, p95))
+            print(_line(rows[-1]), flush=True)
+    return rows
+
+
+def waits_for(kind: str) -> list[int]:
+    """The old 20 ms (Tansu's default) and Kafka's 500 ms on both brokers, with 100 ms between
+    on Tansu: what a longer wait would cost there (broker.fetch_wait_for picks by broker)."""
+    return [TANSU_FETCH_WAIT_MS, KAFKA_FETCH_WAIT_MS] if kind == "kafka" else [TANSU_FETCH_WAIT_MS, 100, KAFKA_FETCH_WAIT_MS]
+
+
+HEADER = "| broker | fetch wait ms | broker cores idle | 5 workers cores idle | fetches /s (one member) | hop p50 ms | hop p95 ms |"
+
+
+def _line(row: Row) -> str:
+    return (f"| {row.broker} | {row.fetch_wait_ms} | {row.broker_cores:.3f} | {row.workers_cores:.3f} | "
+            f"{row.fetches_per_s} | {row.p50_ms} | {row.p95_ms} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--broker", choices=("kafka", "tansu", "both"), default="both")
+    parser.add_argument("--window", type=float, default=20.0, help="idle seconds measured (default 20)")
+    parser.add_argument("--rate", type=float, default=20.0, help="records per second of the latency probe")
+    parser.add_argument("--records", type=int, default=200, help="records of the latency probe (default 200)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run (3 s windows, 20 records, 20 and 500 ms)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.window, args.records = 3.0, 20
+    kinds = ["kafka", "tansu"] if args.broker == "both" else [args.broker]
+    waits = (lambda kind: [TANSU_FETCH_WAIT_MS, KAFKA_FETCH_WAIT_MS]) if args.smoke else waits_for
+    print(HEADER)
+    print("|---|---|---|---|---|---|---|")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    rows = [row for kind in kinds for row in measure(kind, waits(kind), args.window, args.rate, args.records)]
+    report = {"machine": machine(), "window_s": args.window, "rate": args.rate, "records": args.records,
+              "rows": [asdict(row) for row in rows]}
+    out = write_report("idle", stamp, report)
+    print(f"\nwrote {out.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -244,7 +244,8 @@ def _add_rollout(rollout: argparse.ArgumentParser) -> None:
     weight.add_argument("--reason", default="", help="why (shown by `rollout report`)")
     weight.add_argument("--who", help="who sets it (default: the login name)")
     report = actions.add_parser("report", help="per version: completion, latency, cost, steps, tool errors, agreement")
-    watch = actions.add_parser("watch", help="check the rollback rules continuously; roll a breaching canary back")
+    watch = actions.add_parser("watch", help="check the rollback rules continuously; roll a breaching canary "
+                                "back, step a healthy one up (promote:)")
     for action in (report, watch):
         action.add_argument("--window", type=float, default=3600.0, metavar="S",
                             help="judge the results of the last S seconds (default 3600)")

@@ -4,6 +4,7 @@ sticky split, its automatic rollback when it breaks, and a shadow run that reach
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -121,6 +122,8 @@ def test_a_broken_canary_is_rolled_back_by_its_rule_and_its_sessions_go_back_to_
         assert failed == set(canaried), "exactly the canary's sessions failed"
         (control,) = [c for c in _records(stack, "rollout", ROLLOUT_CONTROL) if c["agent_type"] == "billing"]
         assert (control["weight"], control["set_by"]) == (0.0, "rollout-watch") and control["reason"] in line
+        broke = control["last_rollback"]["breaches"][0]  # the rule, as data beside the words
+        assert (broke["rule"], broke["value"], broke["limit"]) == ("min_completion", 0.0, 0.85)
         second = _tasks(canaried, 2)
         stack.submit(second)
         again = stack.results({t["task_id"] for t in second}, timeout=120)
@@ -129,6 +132,7 @@ def test_a_broken_canary_is_rolled_back_by_its_rule_and_its_sessions_go_back_to_
         assert {ran[t["task_id"]] for t in second} == {None}, "after the rollback the canary's sessions run on live"
         shown = _cli(stack, "report", "--agent", "billing", "--window", "600")
         assert "billing (canary, weight 0; set by rollout-watch at" in shown and "rolled back: completion 0%" in shown
+        assert re.search(rf"last rollback: [-\d: ]+ UTC, candidate {control['candidate_version']}: completion 0% < 85%", shown), shown
         assert any(row.split()[:1] == ["candidate"] and " 0% " in row for row in shown.splitlines()), shown
         watcher.terminate()
         assert watcher.wait(30) == 0, watcher.tail()  # SIGTERM stops the watcher cleanly

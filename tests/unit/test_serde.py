@@ -56,6 +56,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "RolloutControl": {
         "agent_type": "billing", "weight": 0.0, "reason": "rolled back: completion 40% < 85% over 20 tasks",
         "set_by": "rollout-watch", "candidate_version": "0123456789ab", "at": T0 + 11,
+        "last_rollback_at": T0 + 11, "last_rollback": {"candidate_version": "0123456789ab", "tasks": 20, "breaches": [
+            {"rule": "min_completion", "value": 0.4, "limit": 0.85, "text": "completion 40% < 85%"}]},
     },
     "DeadLetter": {
         "id": "agents.tasks.v1-3-41", "key": b"sess-1", "value": b"\xc3\x01 not avro", "value_size": 12,

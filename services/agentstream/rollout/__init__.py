@@ -21,7 +21,8 @@ exactly the live version's tasks, and writing each task twice would double the r
 output for a version that answers nobody (rollout/shadow.py).
 
 Modules: ``config`` (the ``candidate:`` section), ``split`` (sticky per-session split),
-``control`` (weights on the compacted ``rollout`` topic), ``dry_run`` and ``shadow``,
-``rules`` (statistics and rollback rules), ``window`` (reading recent records),
-``report`` and ``watch`` (the CLI's ``rollout report`` and ``rollout watch``).
+``pinning`` (a routed task stays on its version), ``control`` (weights on the compacted
+``rollout`` topic), ``dry_run`` and ``shadow``, ``rules`` (statistics and rollback
+rules), ``promote`` (the steps up), ``window`` (reading recent records), ``report`` and
+``watch`` (the CLI's ``rollout report`` and ``rollout watch``).
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from agentstream.controls.settings import ControlSettings
 from agentstream.models.config import ModelSettings
@@ -39,6 +39,25 @@ class RollbackRules(_Frozen):
     min_tasks: PositiveInt = 20
 
 
+class PromoteRules(_Frozen):
+    """When the watcher (rollout/promote.py) raises a healthy canary's weight: to the next
+    of ``steps`` once the candidate has ``min_tasks`` results and ``min_window_s`` seconds
+    at its current weight with every rollback rule held. It only raises: a weight of 0 (off,
+    or rolled back) stays until an operator sets one, and the last step is where it stops."""
+
+    steps: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0)
+    min_tasks: PositiveInt = 20  # the candidate's results since its weight was last set
+    min_window_s: NonNegativeFloat = 300.0  # seconds at the current weight
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_shares(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if not steps or any(not 0 < w <= 1 for w in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError(f"promote steps {list(steps)} must be increasing weights above 0 and at most 1, "
+                             "e.g. [0.05, 0.2, 0.5, 1.0]")
+        return steps
+
+
 class CandidateSettings(_Frozen):
     """A candidate version of one specialist (README "Rolling out a new agent version").
 
@@ -56,6 +75,14 @@ class CandidateSettings(_Frozen):
     model: ModelSettings | None = None
     controls: ControlSettings | None = None
     rollback: RollbackRules = RollbackRules()
+    promote: PromoteRules | None = None  # None: the weight changes only by hand (and by a rollback)
+
+    @model_validator(mode="after")
+    def _promote_a_canary_only(self) -> CandidateSettings:
+        if self.promote is not None and self.mode != CANARY:
+            raise ValueError(f"promote applies to a canary, not to a {self.mode} (its weight is the share it mirrors); "
+                             "remove promote or set mode: canary")
+        return self
 
     def overrides(self) -> dict[str, object]:
         """The AgentType fields the candidate sets (the rest it inherits)."""

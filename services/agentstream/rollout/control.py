@@ -12,7 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Message, Producer
@@ -23,6 +23,7 @@ from agentstream.errors import ConfigurationError
 from agentstream.runtime.errors import ProcessorError
 from agentstream.events import ROLLOUT_CONTROL, now_ms
 from agentstream.rollout.config import CANARY
+from agentstream.rollout.rules import RuleCheck, in_words
 from agentstream.rollout.window import TopicFollower
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.topology import Topology
@@ -39,11 +40,24 @@ def canary_types(topology: Topology) -> list[str]:
     return [t for t in topology.specialist_types if (c := topology.candidate_of(t)) is not None and c.mode == CANARY]
 
 
-def control_record(agent_type: str, weight: float, reason: str, set_by: str, version: str | None = None) -> dict[str, Any]:
+def control_record(agent_type: str, weight: float, reason: str, set_by: str, version: str | None = None,
+                   previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A new weight for ``agent_type``; the last rollback of ``previous`` (the type's
+    latest record) is carried forward, since compaction keeps only the newest record."""
     if not 0 <= weight <= 1:
         raise ConfigurationError(f"weight {weight!r} is not a share of sessions; give a number from 0 to 1 (0.2: 20 %).")
+    carried = {key: (previous or {}).get(key) for key in ("last_rollback_at", "last_rollback")}
     return {"agent_type": agent_type, "weight": float(weight), "reason": reason, "set_by": set_by,
-            "candidate_version": version, "at": now_ms()}
+            "candidate_version": version, "at": now_ms(), **carried}
+
+
+def rollback_record(agent_type: str, set_by: str, version: str | None, broken: Sequence[RuleCheck], tasks: int) -> dict[str, Any]:
+    """Weight 0 for ``agent_type``, with the rules ``broken`` and their figures, in words
+    (``reason``) and as data (``last_rollback``), for the report and any other reader."""
+    record = control_record(agent_type, 0.0, f"rolled back: {in_words(broken, tasks)}", set_by, version)
+    breaches = [{"rule": c.rule, "value": c.value, "limit": c.limit, "text": c.text} for c in broken]
+    return {**record, "last_rollback_at": record["at"],
+            "last_rollback": {"candidate_version": version, "tasks": tasks, "breaches": breaches}}
 
 
 def check_canary(topology: Topology, agent_type: str) -> None:

@@ -21,7 +21,8 @@ def run_command(args: argparse.Namespace, bootstrap: str, topology: Topology) ->
     schemas = SchemaSet.load()
     if args.action == "set-weight":
         check_canary(topology, args.agent)
-        record = control_record(args.agent, args.weight, args.reason, args.who or getpass.getuser())
+        previous = read_controls(bootstrap, topology, schemas).get(args.agent)  # its last rollback is kept
+        record = control_record(args.agent, args.weight, args.reason, args.who or getpass.getuser(), previous=previous)
         send_control(bootstrap, topology, schemas, record)
         print(f"{args.agent}: canary weight {args.weight:g} (every router applies it as it reads the rollout topic)")
         return 0

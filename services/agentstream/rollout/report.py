@@ -97,13 +97,19 @@ def current_weight(candidate: CandidateSettings, control: Record | None) -> floa
 
 def judge(candidate: CandidateSettings, grouped: Mapping[str, Sequence[Record]], control: Record | None,
           judged_since: int = 0) -> str | None:
-    """A canary's breach of its rollback rules, judged on its results since its weight was
-    last set (an earlier, rolled-back run must not roll back a new one)."""
+    """A canary's breach of its rollback rules (None for a shadow)."""
     if candidate.mode != CANARY:
         return None
+    return breach(candidate.rollback, *judged(grouped, control, judged_since))
+
+
+def judged(grouped: Mapping[str, Sequence[Record]], control: Record | None, judged_since: int = 0) -> tuple[VersionStats, VersionStats]:
+    """What the rules compare: live over the window, and the canary's results since its
+    weight was last set (an earlier, rolled-back run must not roll back a new one, and a
+    step up is earned at the weight it leaves)."""
     since = max(judged_since, int(control["at"]) if control is not None else 0)
     recent = [r for r in grouped.get(VARIANT_SUFFIX[CANARY], []) if r["finished_at"] >= since]
-    return breach(candidate.rollback, stats(grouped.get(LIVE, [])), stats(recent))
+    return stats(grouped.get(LIVE, [])), stats(recent)
 
 
 def format_report(reports: Sequence[AgentReport], window_s: float) -> str:
@@ -131,6 +137,11 @@ def _section(report: AgentReport, window_s: float) -> list[str]:
         lines.append("  (no results in the window)")
     if report.breach:
         lines.append(f"  rollback rule breached: {report.breach}")
+    if report.control is not None and report.control.get("last_rollback"):
+        rolled = report.control["last_rollback"]
+        texts = "; ".join(b["text"] for b in rolled["breaches"])
+        lines.append(f"  last rollback: {_when(report.control['last_rollback_at'])}, candidate "
+                     f"{rolled['candidate_version'] or '?'}: {texts} over {rolled['tasks']} tasks")
     return lines
 
 

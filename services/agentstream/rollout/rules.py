@@ -97,22 +97,53 @@ def agreement(live: Sequence[Record], other: Sequence[Record]) -> tuple[float | 
     return sum(same_answer(answers[r["task_id"]], r.get("output")) for r in both) / len(both), len(both)
 
 
-def breach(rules: RollbackRules, live: VersionStats, candidate: VersionStats) -> str | None:
-    """Why the candidate must be rolled back, or None. The ratio rules need live results
-    to compare with; without them only the absolute rules apply."""
+@dataclass(frozen=True)
+class RuleCheck:
+    """One rollback rule applied to a candidate: its figure, the rule's bound, and whether
+    it held. ``rule`` is the RollbackRules field, so a record of it names the setting."""
+
+    rule: str
+    value: float  # the candidate's figure: a share, or a ratio to live
+    limit: float
+    held: bool
+    text: str  # the figures in words, e.g. "completion 0% < 85%"
+
+
+def checks(rules: RollbackRules, live: VersionStats, candidate: VersionStats) -> list[RuleCheck]:
+    """Every rule that applies to ``candidate``: none before ``min_tasks`` results, and the
+    ratio rules only with live results to compare with."""
     if candidate.tasks < rules.min_tasks:
-        return None
-    reasons: list[str] = []
-    if candidate.completion < rules.min_completion:
-        reasons.append(f"completion {candidate.completion:.0%} < {rules.min_completion:.0%}")
-    if candidate.tool_error_rate > rules.max_error_rate:
-        reasons.append(f"tool error rate {candidate.tool_error_rate:.1%} > {rules.max_error_rate:.1%}")
-    if live.tasks and live.p95_ms > 0 and candidate.p95_ms / live.p95_ms > rules.max_p95_ratio:
-        reasons.append(f"p95 {candidate.p95_ms:.0f} ms is {candidate.p95_ms / live.p95_ms:.1f}x live's "
-                       f"{live.p95_ms:.0f} ms > {rules.max_p95_ratio:g}x")
-    if live.tasks and live.cost_per_task > 0 and candidate.cost_per_task / live.cost_per_task > rules.max_cost_ratio:
-        reasons.append(f"cost per task ${candidate.cost_per_task:.6f} is {candidate.cost_per_task / live.cost_per_task:.1f}x "
-                       f"live's > {rules.max_cost_ratio:g}x")
-    if not reasons:
-        return None
-    return f"{'; '.join(reasons)} over {candidate.tasks} tasks"
+        return []
+    done, errors = candidate.completion, candidate.tool_error_rate
+    found = [
+        RuleCheck("min_completion", done, rules.min_completion, done >= rules.min_completion,
+                  f"completion {done:.0%} {'>=' if done >= rules.min_completion else '<'} {rules.min_completion:.0%}"),
+        RuleCheck("max_error_rate", errors, rules.max_error_rate, errors <= rules.max_error_rate,
+                  f"tool error rate {errors:.1%} {'<=' if errors <= rules.max_error_rate else '>'} {rules.max_error_rate:.1%}"),
+    ]
+    if live.tasks and live.p95_ms > 0:
+        ratio = candidate.p95_ms / live.p95_ms
+        found.append(RuleCheck("max_p95_ratio", ratio, rules.max_p95_ratio, ratio <= rules.max_p95_ratio,
+                               f"p95 {candidate.p95_ms:.0f} ms is {ratio:.1f}x live's {live.p95_ms:.0f} ms "
+                               f"{'<=' if ratio <= rules.max_p95_ratio else '>'} {rules.max_p95_ratio:g}x"))
+    if live.tasks and live.cost_per_task > 0:
+        ratio = candidate.cost_per_task / live.cost_per_task
+        found.append(RuleCheck("max_cost_ratio", ratio, rules.max_cost_ratio, ratio <= rules.max_cost_ratio,
+                               f"cost per task ${candidate.cost_per_task:.6f} is {ratio:.1f}x live's "
+                               f"{'<=' if ratio <= rules.max_cost_ratio else '>'} {rules.max_cost_ratio:g}x"))
+    return found
+
+
+def breached(found: Sequence[RuleCheck]) -> list[RuleCheck]:
+    return [check for check in found if not check.held]
+
+
+def in_words(found: Sequence[RuleCheck], tasks: int) -> str:
+    """The checks' figures as one line: "completion 0% < 85% over 7 tasks"."""
+    return f"{'; '.join(check.text for check in found)} over {tasks} tasks"
+
+
+def breach(rules: RollbackRules, live: VersionStats, candidate: VersionStats) -> str | None:
+    """Why the candidate must be rolled back, or None."""
+    broken = breached(checks(rules, live, candidate))
+    return in_words(broken, candidate.tasks) if broken else None

@@ -1,5 +1,7 @@
 """``agentstream rollout watch``: checks every canary's rollback rules as results come,
-and rolls a breaching canary back (weight 0, with the reason) on the control topic.
+rolls a breaching canary back (weight 0, with the rules and their figures) and, where
+the candidate has ``promote:``, raises a healthy one's weight a step (rollout/promote.py),
+each a record on the control topic and a log line.
 
 One small process of its own rather than a part of the router: the router judges no
 results (its path stays short and deterministic), and one watcher sees every result,
@@ -17,10 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from agentstream.events import now_ms
-from agentstream.rollout.config import CANARY, VARIANT_SUFFIX
-from agentstream.rollout.control import canary_types, control_record, read_controls, send_control, latest_controls
-from agentstream.rollout.report import build_report, current_weight, decode_results, result_topics
-from agentstream.rollout.rules import by_variant
+from agentstream.rollout.config import CANARY, VARIANT_SUFFIX, CandidateSettings
+from agentstream.rollout.control import (
+    canary_types, control_record, latest_controls, read_controls, rollback_record, send_control,
+)
+from agentstream.rollout.promote import Step, promotion
+from agentstream.rollout.report import current_weight, decode_results, judged, result_topics
+from agentstream.rollout.rules import RuleCheck, breached, by_variant, checks
 from agentstream.rollout.window import TopicFollower
 from agentstream.serde import SchemaSet
 from agentstream.topology import Topology
@@ -60,22 +65,41 @@ class Watcher:
             controls.close()
 
     def check(self) -> None:
-        """Judge every canary with a weight above 0; roll back those that breach."""
+        """Judge every canary with a weight above 0: roll back those that breach, step up
+        those with ``promote`` whose rules held long enough."""
         horizon = now_ms() - self.window_ms
         while self.records and self.records[0]["finished_at"] < horizon:
             self.records.popleft()  # near enough in order: results are appended as they finish
         for agent_type in self.types:
             candidate = self.topology.candidate_of(agent_type)
-            if candidate is None or current_weight(candidate, self.controls.get(agent_type)) == 0:
-                continue
-            report = build_report(self.topology, agent_type, list(self.records), self.controls)
-            if report.breach is not None:
-                self.roll_back(agent_type, report.breach)
+            if candidate is not None and current_weight(candidate, self.controls.get(agent_type)) > 0:
+                self.judge(agent_type, candidate)
 
-    def roll_back(self, agent_type: str, reason: str) -> None:
-        canary = by_variant(self.records, agent_type).get(VARIANT_SUFFIX[CANARY], [])
+    def judge(self, agent_type: str, candidate: CandidateSettings) -> None:
+        control = self.controls.get(agent_type)
+        grouped = by_variant(self.records, agent_type)
+        live, recent = judged(grouped, control)
+        canary = grouped.get(VARIANT_SUFFIX[CANARY], [])
         version = canary[-1]["behavior_version"] if canary else None
-        record = control_record(agent_type, 0.0, f"rolled back: {reason}", WATCHER, version)
+        broken = breached(checks(candidate.rollback, live, recent))
+        if broken:
+            self.roll_back(agent_type, version, broken, recent.tasks)
+        elif candidate.promote is not None:
+            # Without a record the topology's weight has held since before this watcher started at least.
+            held_since = int(control["at"]) if control is not None else self.started
+            weight = current_weight(candidate, control)
+            step = promotion(candidate.promote, candidate.rollback, weight, live, recent, now_ms() - held_since)
+            if step is not None:
+                self.step_up(agent_type, version, step)
+
+    def roll_back(self, agent_type: str, version: str | None, broken: list[RuleCheck], tasks: int) -> None:
+        self.write(rollback_record(agent_type, WATCHER, version, broken, tasks))
+        log.warning("rollout: %s candidate %s set to weight 0, %s", agent_type, version, self.controls[agent_type]["reason"])
+
+    def step_up(self, agent_type: str, version: str | None, step: Step) -> None:
+        self.write(control_record(agent_type, step.weight, step.reason, WATCHER, version, self.controls.get(agent_type)))
+        log.warning("rollout: %s candidate %s set to weight %g, %s", agent_type, version, step.weight, step.reason)
+
+    def write(self, record: dict[str, Any]) -> None:
         send_control(self.bootstrap, self.topology, self.schemas, record)
-        self.controls[agent_type] = record
-        log.warning("rollout: %s candidate %s set to weight 0, %s", agent_type, version, record["reason"])
+        self.controls[record["agent_type"]] = record

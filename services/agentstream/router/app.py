@@ -32,7 +32,7 @@ from agentstream.retry.chain import RetryChain
 from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.headers import REPLAY
 from agentstream.rollout.control import WeightBoard, canary_types
-from agentstream.rollout.split import takes_candidate
+from agentstream.rollout.pinning import pin, pinned_variant
 from agentstream.router.session_gate import (
     RECORD_MAX_BYTES, Admission, Canceling, Record, admit, idle_since, missed, new_record, open_task, passed, settle,
 )
@@ -73,15 +73,24 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         app.on_assign(guard.on_assign)  # before any task of a new partition is decided
         app.on_stop(guard.stop)
     # Canary weights, from the topology and then the rollout topic (rollout/control.py).
-    weights = WeightBoard(settings.bootstrap, topology, schemas).start() if canary_types(topology) else None
+    canaries = canary_types(topology)
+    weights = WeightBoard(settings.bootstrap, topology, schemas).start() if canaries else None
     if weights is not None:
         app.on_stop(weights.stop)  # its reader closes with the worker, not at interpreter exit
 
-    def destination(agent_type: str, session_id: str) -> tuple[str, str]:
-        """The topic of the version the session's task goes to, and how the event names it."""
-        if weights is not None and takes_candidate(agent_type, session_id, weights.weight(agent_type)):
-            return topology.candidate_topic(agent_type), f"{agent_type}(candidate)"
-        return topology.specialist_topic(agent_type), agent_type
+    def pin_open(record: Record) -> None:
+        """Pin the versions of the record's newly opened task, before the record is written
+        and the task sent, so a re-send after a rebalance goes where this send goes
+        (rollout/pinning.py)."""
+        if weights is not None and record["open"] is not None:
+            pin(record["open"], canaries, weights.weight)
+
+    def destination(decided: dict[str, Any], agent_type: str) -> tuple[str, str]:
+        """The topic of the version the task's copy for ``agent_type`` goes to (its pin), and
+        how the event names it."""
+        variant = pinned_variant(decided, agent_type)
+        topic = topology.version_topic(agent_type, variant)
+        return topic, agent_type if topic == topology.specialist_topic(agent_type) else f"{agent_type}({variant})"
 
     def mark(partition: int) -> int:
         """Now, but later than every earlier mark of the partition (session_gate.missed)."""
@@ -170,6 +179,8 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         if admission is Admission.KNOWN:
             log.info("%s: task %s is already in its session's queue; repeat ignored", ctx.where, task["task_id"])
             return
+        if admission is Admission.GO:
+            pin_open(record)
         sessions[task["session_id"]] = record
         if admission is Admission.ANSWERED:
             log.info("%s: task %s has its result already; remembered, not routed again", ctx.where, task["task_id"])
@@ -226,6 +237,8 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         record = sessions.get(cancel["session_id"]) or new_record()
         was_open = open_task(record) == cancel["task_id"]
         found, dropped, following = cancel_in_session(record, cancel, topology.sessions, now_ms())
+        if following is not None:
+            pin_open(record)
         sessions[cancel["session_id"]] = record
         if dropped is not None:
             drop(dropped, cancel, ctx, "not routed yet" if was_open else "queued behind its session's open task")
@@ -259,6 +272,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             log.info("%s: task %s was settled or routed meanwhile; route %s dropped", where, task_id, decision.route)
             return
         record["open"].update(_fields(decision))
+        pin_open(record)
         sessions[session_id] = record
         logged = log.info if decision.by == "model" else log.warning
         logged("%s: task %s routed to %s tier=%s %s", where, task_id, ",".join(decision.route), decision.tier, decision.describe())
@@ -299,7 +313,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
                 "history": turns,
                 "router_usage": decided.get("usage"),
             }
-            topic, name = destination(agent_type, task["session_id"])
+            topic, name = destination(decided, agent_type)
             named.append(name)
             service.emit_to(topic, ROUTED_TASK, routed)
         metrics.stage_done(AGENT, "ROUTED", task["submitted_at"], routed_at)
@@ -318,6 +332,8 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             #         task or session id no task of the gate can have (validate_task refuses them)
         record = sessions.get(result["session_id"]) or new_record()
         following = settle(record, result, topology.sessions, now_ms())
+        if following is not None:
+            pin_open(record)
         sessions[result["session_id"]] = record
         if following is not None:
             let_go(record)
@@ -326,8 +342,9 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         """Send each open task of these partitions again: the routed records of a task
         opened just before a crash may not have reached the broker while the session's
         record did. The specialists and the supervisor drop a task they have already.
-        An open task whose route was not decided yet (a crash between opening and
-        deciding) is decided now."""
+        Each copy goes to the version pinned when the task was first let go, not to the
+        one the weights pick now (rollout/pinning.py). An open task whose route was not
+        decided yet (a crash between opening and deciding) is decided now."""
         if classifier is not None:
             classifier.assigned(len(app.assigned_partitions()), app.partition_count)
         for partition in partitions:

@@ -104,7 +104,8 @@ def build_agent(agent_type: str, topology: Topology, *, model: Model | None = No
         registry = dry_run(registry, side_effecting(registry, agent.tools, topology.agent(live_type).approvals))
     prompt = model_settings.system_prompt(topology.app_dir()) or default_system_prompt(live_type)
     return SpecialistAgent(live_type, model_settings, models, registry, list(agent.tools),
-                           agent.max_steps or 8, prompt, variant=VARIANT_SUFFIX[mode] if mode else None)
+                           agent.max_steps or 8, prompt, variant=VARIANT_SUFFIX[mode] if mode else None,
+                           approvals=agent.approvals)
 
 
 def _cancellations(service: Service, checkpoints: Table, desk: ApprovalDesk | None) -> Cancellations:

@@ -45,6 +45,7 @@ def transcript(
         "agent_type": result["agent_type"],
         "revision": int(task.get("revision") or 0),
         "behavior_version": result["behavior_version"],
+        "variant": result.get("variant"),  # which version's settings an exact replay takes
         "model": result.get("model") or "",
         "tier": result.get("tier") or "standard",
         "task": json.dumps(dict(task), sort_keys=True, ensure_ascii=False),

@@ -130,6 +130,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "variant": "candidate",
         "steps": 3,
         "tool_errors": 1,
+        "dry_run": ["refund_invoice: answered from the live run's recorded result"],
     },
     "TaskResult": {
         "task_id": "task-1",

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from agentstream.specialist import checkpoint as ckpt
+from agentstream.transcripts import TRANSCRIPTS  # re-exported: the topic and the record go together
 
 TRANSCRIPT = "Transcript"  # the schema (schemas/Transcript.avsc)
-TRANSCRIPTS = "transcripts"  # the logical topic of the topology; absent: no transcripts are written
 MODEL = "model"
 TOOL = "tool"
 

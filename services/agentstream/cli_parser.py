@@ -214,7 +214,8 @@ def _add_replay(replay: argparse.ArgumentParser) -> None:
     replay.add_argument("--agent", help="the specialist whose run to replay (needed when several ran the task)")
     replay.add_argument("--version", metavar="live|candidate|PATH",
                         help="run this version's model (its prompt and model settings; a topology file or app folder "
-                             "for PATH) against the recorded tool results; default: exact, from the recorded replies")
+                             "for PATH) against the recorded tool results; default: exact, from the recorded replies, "
+                             "under the settings of the version that ran the task (live, or a canary's candidate)")
 
 
 def _unit_interval(text: str) -> float:

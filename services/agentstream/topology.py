@@ -31,6 +31,7 @@ from agentstream.errors import ConfigurationError
 from agentstream.models.config import ModelSettings
 from agentstream.rollout.config import CANARY, CANDIDATE_TOPIC_SUFFIX, SHADOW, VARIANT_SUFFIX, CandidateSettings
 from agentstream.settings import TOPOLOGY_ENV
+from agentstream.transcripts import TRANSCRIPTS
 from agentstream.yaml_mapping import yaml_mapping
 from agentstream.topology_sections import (  # re-exported: the sections are part of the topology's API
     MAX_REVISIONS_LIMIT as MAX_REVISIONS_LIMIT,
@@ -243,11 +244,11 @@ class Topology(_Frozen):
 
     def _resolve_candidates(self) -> None:
         """A canary reads its own topic (rollout/__init__.py says why); a shadow reads the
-        live one in a group of its own. Both need the rollout topics declared."""
+        live runs' transcripts (rollout/shadow.py says why). Both need the rollout topics."""
         for name, agent in self.agents.items():
             if agent.candidate is None:
                 continue
-            needed = ["rollout"] + (["shadow_results"] if agent.candidate.mode == SHADOW else [])
+            needed = ["rollout"] + (["shadow_results", TRANSCRIPTS] if agent.candidate.mode == SHADOW else [])
             missing = [logical for logical in needed if logical not in self._topics]
             if missing:
                 raise ValueError(
@@ -453,7 +454,11 @@ class Topology(_Frozen):
         return specs
 
     def _stage_inputs(self) -> list[str]:
-        return list(dict.fromkeys(agent.input for agent in self.workers.values()))
+        """The topics the stages read, each with retry tiers and marker retention to match:
+        not a shadow's transcripts (a failed shadow run is not retried, and a shadow run of
+        an old transcript again reaches nobody)."""
+        shadows = {name for name, (_, mode) in self._variant_of.items() if mode == SHADOW}
+        return list(dict.fromkeys(agent.input for name, agent in self.workers.items() if name not in shadows))
 
 
 def variant_name(agent_type: str, mode: str) -> str:
@@ -463,8 +468,9 @@ def variant_name(agent_type: str, mode: str) -> str:
 
 def _variant(name: str, live: AgentType, candidate: CandidateSettings) -> AgentType:
     """The candidate as an agent type: the live one's settings with the candidate's own,
-    a group of its own, and (canary) its own input. A shadow asks no human: its
-    side-effecting calls are refused (rollout/dry_run.py), so it has no approvals."""
+    a group of its own and its own input (a canary's topic, a shadow the transcripts). A
+    shadow asks no human: its side-effecting calls are answered from the live run's record
+    or refused (rollout/dry_run.py), so it has no approvals."""
     suffix = VARIANT_SUFFIX[candidate.mode]
     tools = candidate.tools if candidate.tools is not None else live.tools
     approvals = {} if candidate.mode == SHADOW else {t: p for t, p in live.approvals.items() if t in tools}
@@ -472,6 +478,8 @@ def _variant(name: str, live: AgentType, candidate: CandidateSettings) -> AgentT
     fields = {**inherited, **candidate.overrides(), "group": f"{live.group}.{suffix}", "approvals": approvals}
     if candidate.mode == CANARY:
         fields["input"] = live.input + CANDIDATE_TOPIC_SUFFIX
+    else:  # a shadow runs each live run's task again once its transcript is written
+        fields["input"] = TRANSCRIPTS
     try:
         return AgentType.model_validate(fields)
     except ValidationError as exc:

@@ -31,7 +31,7 @@ def test_every_example_apps_case_set_passes() -> None:
         done = _eval(str(app / "evals.yaml"), "--app", str(app))
         assert done.returncode == 0, done.stdout + done.stderr
         header, *rows, summary = done.stdout.strip().splitlines()[1:]
-        assert header.split() == ["case", "score", "pass", "cost", "latency", "steps"]
+        assert header.split() == ["case", "score", "pass", "cost", "judge", "latency", "steps"]
         assert rows and all(" yes " in row for row in rows), done.stdout
         assert summary.startswith(f"{len(rows)}/{len(rows)} passed (100%") and ": PASS;" in summary
 

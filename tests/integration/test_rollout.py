@@ -140,16 +140,19 @@ def test_a_broken_canary_is_rolled_back_by_its_rule_and_its_sessions_go_back_to_
         stack.stop_all()
 
 
-def test_a_shadow_run_reaches_nobody_and_calls_no_side_effecting_tool(bootstrap: str, tmp_path: Path) -> None:
+def test_a_shadow_run_reaches_nobody_and_answers_side_effecting_calls_from_the_live_run(bootstrap: str, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.txt"
     ledger.touch()
     billing = {"tools_modules": [str(LEDGER_TOOLS)],
                "tools": ["lookup_invoice", "lookup_order", "search_kb", "refund_invoice", "refund_payment"]}
-    path = _app(tmp_path, {"mode": "shadow", "weight": 1.0, "tools": billing["tools"]}, **billing)
+    # The candidate also voids the payment it refunds: a side-effecting call the live run never makes.
+    path = _app(tmp_path, {"mode": "shadow", "weight": 1.0, "tools": [*billing["tools"], "void_payment"]}, **billing)
     topology = yaml.safe_load(path.read_text())
-    rule = {"find": r"\brefund payment (INV-\d+)", "call": "refund_payment", "argument": "invoice_id", "case": "upper"}
-    for model in (topology["agents"]["billing"]["model"], topology["agents"]["billing"]["candidate"]["model"]):
-        model["scripted"] = [rule, *model["scripted"]]
+    refund = {"find": r"\brefund payment (INV-\d+)", "call": "refund_payment", "argument": "invoice_id", "case": "upper"}
+    void = {**refund, "call": "void_payment"}
+    live_model, candidate_model = topology["agents"]["billing"]["model"], topology["agents"]["billing"]["candidate"]["model"]
+    candidate_model["scripted"] = [refund, void, *candidate_model["scripted"]]
+    live_model["scripted"] = [refund, *live_model["scripted"]]
     path.write_text(yaml.safe_dump(topology))
     stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=path, env={LEDGER_ENV: str(ledger)})
     try:
@@ -177,13 +180,21 @@ def test_a_shadow_run_reaches_nobody_and_calls_no_side_effecting_tool(bootstrap:
         assert all(found[0]["behavior_versions"]["billing"] != shadow_version for found in results.values())
         stages = {e["stage"] for e in _records(stack, "task_events", TASK_EVENT) if e["task_id"] in wanted}
         assert "billing" in stages and not any("shadow" in stage for stage in stages)
+        # The live runs' refunds, and no other: the shadow ran neither refund_payment nor void_payment.
         assert sorted(line.split()[1:] for line in ledger.read_text().splitlines()) == [
-            ["refund", f"INV-100{n}"] for n in (1, 2, 3)]  # the live runs' refunds, and no other
-        for task in refunds:
-            assert shadow[task["task_id"]]["tool_errors"] == 1 and "dry run" in (shadow[task["task_id"]]["output"] or "")
-        assert "refund_payment" in live[refunds[0]["task_id"]]["tools_used"]
+            ["refund", f"INV-100{n}"] for n in (1, 2, 3)]
+        for n, task in enumerate(refunds, start=1):
+            ran = shadow[task["task_id"]]
+            assert "refund_payment" in live[task["task_id"]]["tools_used"]
+            assert ran["dry_run"] == [
+                "refund_payment: answered from the live run's recorded result",
+                f'void_payment: refused: the live run made no void_payment call with these arguments ({{"invoice_id": "INV-100{n}"}})']
+            # The live run's recorded result reached the shadow's model: the scripted reply quotes it.
+            assert ran["tool_errors"] == 1 and f"refund done for INV-100{n}" in (ran["output"] or "")
+        assert all(shadow[t["task_id"]]["dry_run"] == [] for t in lookups)
+        assert all(r["dry_run"] is None for r in live.values())
         shown = _cli(stack, "report", "--window", "600")
         (row,) = [row for row in shown.splitlines() if row.split()[:1] == ["shadow"]]
-        assert row.endswith("50% of 6"), shown  # the lookups agree; the refused refunds do not
+        assert row.endswith("50% of 6"), shown  # the lookups agree; the refunds, with the void refused, do not
     finally:
         stack.stop_all()

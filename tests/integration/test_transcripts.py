@@ -6,6 +6,7 @@ SIGKILL after the transcript but before its checkpoint is tombstoned still leave
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,9 @@ def _transcripts(stack: DurableStack, task_id: str) -> list[dict[str, Any]]:
 
 def _replay_cli(stack: DurableStack, task_id: str, *options: str) -> subprocess.CompletedProcess[str]:
     env = {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap, "AGENTSTREAM_PREFIX": stack.prefix,
-           "AGENTSTREAM_STATE_DIR": str(stack.base / "cli"), "PATH": "/usr/bin:/bin"}
+           "AGENTSTREAM_STATE_DIR": str(stack.base / "cli"), "PATH": "/usr/bin:/bin",
+           # The code under test, where a checkout runs on another checkout's installed package.
+           **{key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}}
     return subprocess.run([sys.executable, "-m", "agentstream", "replay", task_id, *options], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=120)
 

@@ -53,17 +53,18 @@ def test_a_case_file_with_a_mistake_is_refused_with_what_and_where(tmp_path: Pat
 
 
 class _Grader:
-    """A stand-in judge model answering with one canned grade."""
+    """A stand-in judge model answering with one canned grade (``usage`` tokens, priced as
+    ``model_id`` is in the default price table)."""
 
-    model_id = "openai:judge"
-
-    def __init__(self, arguments: dict[str, Any]) -> None:
+    def __init__(self, arguments: dict[str, Any], model_id: str = "openai:judge", usage: Usage = Usage(10, 5)) -> None:
         self.arguments = arguments
+        self.model_id = model_id
+        self.usage = usage
         self.seen: list[Sequence[Message]] = []
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
         self.seen.append(messages)
-        return ModelResponse(None, (ToolCall("g", "grade", self.arguments),), Usage(10, 5), self.model_id)
+        return ModelResponse(None, (ToolCall("g", "grade", self.arguments),), self.usage, self.model_id)
 
 
 def test_a_model_judge_grades_through_its_tool_and_reads_the_rubric() -> None:
@@ -100,3 +101,22 @@ cases:
     lines = out.getvalue().splitlines()
     assert any(line.startswith("wrong") and "NO" in line and "contains: missing ['refunded']" in line for line in lines)
     assert "2/3 passed (67%; threshold 80%): FAIL" in lines[-1]
+
+
+def test_the_table_shows_what_the_llm_judge_cost_per_case_and_in_all(tmp_path: Path) -> None:
+    cases = load_cases(_write(tmp_path, """
+cases:
+  - {id: judged, input: "Status of INV-1002?", expect: [{llm_judge: {rubric: Says it is overpaid.}}]}
+  - {id: plain, input: "Status of INV-1002?", expect: [{contains: overpaid}]}
+"""))
+    # gpt-4o-mini at $0.15 / $0.60 per 1M tokens: 10,000 in and 1,000 out cost $0.0021 a grade.
+    grader = _Grader({"score": 1, "passed": True, "reason": "says so"}, "openai:gpt-4o-mini", Usage(10_000, 1_000))
+    results = asyncio.run(evaluate(cases, eval_agent(support_desk.topology(), "billing"), ModelJudge(grader)))
+    assert [r.judge_cost_usd for r in results] == [pytest.approx(0.0021), 0.0]
+    assert [r.cost_usd for r in results] == [0.0, 0.0]  # the scripted agent model costs nothing
+    out = io.StringIO()
+    report(results, 0.5, "title", out)
+    header, judged, plain, summary = out.getvalue().splitlines()[1:]
+    assert header.split()[:5] == ["case", "score", "pass", "cost", "judge"]
+    assert judged.split()[3:5] == ["$0.000000", "$0.002100"] and plain.split()[3:5] == ["$0.000000", "$0.000000"]
+    assert "cost $0.002100 (agent $0.000000, judge $0.002100)" in summary

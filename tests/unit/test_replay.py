@@ -205,6 +205,36 @@ def test_the_candidate_version_is_the_candidate_worker_of_the_same_topology(mode
     assert agent.agent_type == "billing" and agent.max_steps == 3  # the candidate's own settings, the live type's name
 
 
+def test_an_exact_replay_of_a_canarys_run_takes_the_candidates_settings() -> None:
+    raw = yaml.safe_load(DEFAULT_PATH.read_text())
+    # Live stops after one model step; the canary may take eight. Its recorded run (a tool
+    # step, then the answer) replays only under its own settings.
+    raw["agents"]["billing"]["max_steps"] = 1
+    raw["agents"]["billing"]["candidate"] = {"mode": "canary", "weight": 0.2, "max_steps": 8}
+    topology = parse_topology(yaml.safe_dump(raw), DEFAULT_PATH)
+    canary = build_agent("billing.candidate", topology)
+    task = eval_task("t1", TEXT, "billing")
+    run = asyncio.run(run_in_process(canary, task))
+    assert run.outcome.status == "COMPLETED"
+    record = transcript(task, canary.result(task, run.outcome, 1), [[0, 0]], run.steps, 2)
+    schemas = SchemaSet.load()
+    record = schemas.decode_as(TRANSCRIPT, schemas.encode(TRANSCRIPT, record))
+    assert record["variant"] == "candidate"
+    done = asyncio.run(replay(record, topology))
+    assert done.reproduced and done.rerun.outcome.output == run.outcome.output
+    out = io.StringIO()
+    assert report(done, out) == 0 and "tool results, candidate settings)" in out.getvalue()
+    # The same record taken for a live run replays under live's one-step limit: it stops
+    # after the first reply's three tool results, where the record has the answer.
+    as_live = asyncio.run(replay({**record, "variant": None}, topology))
+    assert not as_live.reproduced and as_live.divergence is not None
+    assert (as_live.divergence.position, as_live.divergence.replayed) == (4, None)
+    # A canary's run whose candidate the topology no longer declares: said so, not replayed as live.
+    raw["agents"]["billing"].pop("candidate")
+    with pytest.raises(ConfigurationError, match="run by billing's canary candidate .* declares no candidate"):
+        asyncio.run(replay(record, parse_topology(yaml.safe_dump(raw), DEFAULT_PATH)))
+
+
 def test_a_request_digest_changes_with_the_conversation_and_only_with_it() -> None:
     tools = [{"name": "b"}, {"name": "a"}]
     one = ckpt.request_summary([Message("system", "s"), Message("user", "hi")], tools)

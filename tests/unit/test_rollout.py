@@ -12,11 +12,12 @@ import yaml
 from agentstream.errors import ConfigurationError
 from agentstream.rollout.config import RollbackRules
 from agentstream.rollout.control import control_record
-from agentstream.rollout.dry_run import dry_run, side_effecting
+from agentstream.rollout.dry_run import LIVE_RESULTS, DryRunTools, LiveAnswers, answering, shadow_task, side_effecting
 from agentstream.rollout.report import build_report, format_report
 from agentstream.rollout.rules import agreement, breach, by_variant, percentile, same_answer, stats
+from agentstream.rollout.shadow import mirrors
 from agentstream.rollout.split import session_bucket, takes_candidate
-from agentstream.tools.registry import ToolRegistry, tool
+from agentstream.tools.registry import ToolRegistry, ToolResult, tool
 from agentstream.topology import DEFAULT_PATH, Topology, parse_topology
 
 ROLLOUT_TOPICS = {
@@ -140,16 +141,24 @@ def test_a_canary_has_its_own_topic_group_and_settings() -> None:
     assert topology.version_topic("technical", "candidate") == "agents.specialist.technical.v1"  # no canary (any more)
 
 
-def test_a_shadow_reads_the_live_topic_in_its_own_group_and_asks_no_human() -> None:
+def test_a_shadow_reads_the_transcripts_in_its_own_group_and_asks_no_human() -> None:
     topology = _topology({"billing": {"mode": "shadow", "weight": 1}})
     shadow = topology.agent("billing.shadow")
-    assert shadow.input == topology.agent("billing").input and shadow.approvals == {}
+    assert shadow.input == "transcripts" and shadow.approvals == {}
     assert topology.group("billing.shadow") == "agents.specialist.billing.shadow"
+    # A failed shadow run is not retried: the transcripts get no retry tiers.
+    assert not [spec.name for spec in topology.all_topics() if spec.name.startswith("agents.transcripts.v1.retry")]
+    assert "agents.specialist.billing.shadow.checkpoints.changelog" in {spec.name for spec in topology.all_topics()}
 
 
 def test_a_candidate_needs_the_rollout_topics_and_valid_settings() -> None:
     with pytest.raises(ConfigurationError, match=r"needs the topics \['rollout', 'shadow_results'\]"):
         _topology({"billing": {"mode": "shadow"}}, topics={})
+    raw = yaml.safe_load(DEFAULT_PATH.read_text())
+    raw["topics"].pop("transcripts")
+    raw["agents"]["billing"]["candidate"] = {"mode": "shadow"}
+    with pytest.raises(ConfigurationError, match=r"needs the topics \['transcripts'\]"):
+        parse_topology(yaml.safe_dump(raw), DEFAULT_PATH)
     with pytest.raises(ConfigurationError, match="weight"):
         _topology({"billing": {"weight": 2}})
     with pytest.raises(ConfigurationError, match="not in the agent's tools"):
@@ -189,19 +198,54 @@ def mail(to: str) -> str:
     raise AssertionError("a dry run called a tool held for approval")
 
 
-def test_a_dry_run_refuses_side_effecting_and_held_tools_and_runs_the_rest() -> None:
+def _live_steps() -> list[dict[str, Any]]:
+    """A live run's transcript steps: one model step calling pay and look, their results."""
+    calls = [{"id": "c0", "name": "pay", "arguments": {"invoice_id": "INV-1"}},
+             {"id": "c1", "name": "look", "arguments": {"invoice_id": "INV-1"}}]
+    return [{"kind": "model", "step": 0, "seq": 0, "text": None, "tool_calls": calls},
+            {"kind": "tool", "step": 0, "index": 0, "seq": 1, "name": "pay", "ok": True, "content": "paid INV-1"},
+            {"kind": "tool", "step": 0, "index": 1, "seq": 2, "name": "look", "ok": True, "content": "found INV-1"}]
+
+
+def test_a_dry_run_answers_side_effecting_calls_from_the_live_run_and_refuses_the_others() -> None:
     registry = ToolRegistry([pay, look, mail])
     refused = side_effecting(registry, ["pay", "look", "mail"], held=["mail"])
     assert refused == ["mail", "pay"]
-    dry = dry_run(registry, refused)
+    dry = DryRunTools(registry, refused)
     assert dry.schemas(["pay", "look", "mail"]) == registry.schemas(["pay", "look", "mail"])
-    results = asyncio.run(dry.call_many([("pay", {"invoice_id": "INV-1"}), ("look", {"invoice_id": "INV-1"}),
-                                         ("mail", {"to": "a@b.c"})], 5))
+    task = shadow_task({"task_id": "t", "metadata": {"k": "v"}}, _live_steps(), refused)
+    assert task["metadata"]["k"] == "v" and "found INV-1" not in task["metadata"][LIVE_RESULTS]  # only side-effecting results
+    calls: list[tuple[str, object]] = [("pay", {"invoice_id": "INV-1"}), ("pay", {"invoice_id": "INV-2"}),
+                                       ("look", {"invoice_id": "INV-3"}), ("mail", {"to": "a@b.c"})]
+
+    async def shadow_run() -> tuple[list[ToolResult], list[str]]:
+        with answering(LiveAnswers.of_task(task)) as answers:
+            return await dry.call_many(calls, 5), answers.notes
+
+    results, notes = asyncio.run(shadow_run())
     assert [(r.ok, r.content) for r in results] == [
-        (False, "Error: tool pay failed: DryRunRefused: dry run: pay has side effects, and a shadow run calls no such tool"),
-        (True, "found INV-1"),
-        (False, "Error: tool mail failed: DryRunRefused: dry run: mail has side effects, and a shadow run calls no such tool"),
+        (True, "paid INV-1"),  # the live run's result; pay itself raises if called
+        (False, 'Error: dry run: pay has side effects, and a shadow run calls no such tool; the live run made no '
+                'pay call with these arguments ({"invoice_id": "INV-2"}).'),
+        (True, "found INV-3"),  # read-only: runs for real
+        (False, 'Error: dry run: mail has side effects, and a shadow run calls no such tool; the live run made no '
+                'mail call with these arguments ({"to": "a@b.c"}).'),
     ]
+    assert notes == ["pay: answered from the live run's recorded result",
+                     'pay: refused: the live run made no pay call with these arguments ({"invoice_id": "INV-2"})',
+                     'mail: refused: the live run made no mail call with these arguments ({"to": "a@b.c"})']
+    # Outside a shadow run (no live record with the task): refused, saying so.
+    (alone,) = asyncio.run(dry.call_many([("pay", {"invoice_id": "INV-1"})], 5))
+    assert not alone.ok and alone.content.endswith("no record of the live run came with the task.")
+
+
+def test_a_shadow_mirrors_the_live_runs_of_its_type_in_sampled_sessions_only() -> None:
+    live = {"agent_type": "billing", "variant": None, "session_id": "s-1", "status": "COMPLETED", "error": None}
+    assert mirrors(live, "billing", 1.0)
+    assert not mirrors({**live, "variant": "candidate"}, "billing", 1.0)  # a canary's run is no live run
+    assert not mirrors({**live, "agent_type": "account"}, "billing", 1.0)
+    assert not mirrors(live, "billing", 0.0)
+    assert not mirrors({**live, "status": "FAILED", "error": {"code": "CANCELED", "message": "x"}}, "billing", 1.0)
 
 
 def test_a_canary_is_a_worker_of_its_own_in_the_deploy_files_scaled_on_its_own_topic() -> None:

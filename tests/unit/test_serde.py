@@ -71,8 +71,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "Transcript": {
         "run_id": "task-1", "task_id": "task-1", "session_id": "sess-1", "tenant_id": "acme", "agent_type": "billing",
-        "revision": 0, "behavior_version": "0123456789ab", "model": "scripted:default", "tier": "standard",
-        "task": '{"input":"Refund order 42"}', "status": "COMPLETED", "output": "Done ✓", "error": None,
+        "revision": 0, "behavior_version": "0123456789ab", "variant": "candidate", "model": "scripted:default",
+        "tier": "standard", "task": '{"input":"Refund order 42"}', "status": "COMPLETED", "output": "Done ✓", "error": None,
         "usage": {"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.001, "llm_calls": 2, "tool_calls": 1,
                   "retries": 0},
         "steps": '[{"kind":"model","step":0}]', "owners": 1, "started_at": T0, "finished_at": T0 + 3,
@@ -132,6 +132,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "variant": "candidate",
         "steps": 3,
         "tool_errors": 1,
+        "dry_run": ["refund_invoice: answered from the live run's recorded result"],
     },
     "TaskResult": {
         "task_id": "task-1",

@@ -1,6 +1,7 @@
 """The tools of an eval run: the agent's own, except those that act on the world — held for a
 human's approval (``approvals:``) or declared ``@tool(side_effects=True)`` (the set a shadow
-refuses, rollout/dry_run.py): an eval, which CI runs, refuses them instead of running them.
+never calls, rollout/dry_run.py): an eval, which CI runs, refuses them instead of running them
+(an eval case has no live run whose results could answer them).
 The model reads the refusal as the tool's result."""
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from agentstream.evals.cases import Rubric
 from agentstream.evals.scorers import Score
 from agentstream.models.base import Message, Model
 from agentstream.models.config import ModelSettings, parse_model_id
+from agentstream.models.pricing import cost_usd
 from agentstream.models.registry import create_model
 from agentstream.models.structured import MalformedAnswer, is_confidence, tool_arguments
 
@@ -70,14 +71,16 @@ class ModelJudge:
             Message("user", f"Rubric: {rubric.rubric}\n\nRequest:\n{question}\n\nAnswer:\n{answer}"),
         ]
         response = await self.model.complete(messages, [_GRADE_SCHEMA])
+        # Priced like the agent's own calls (the price table), so the table's two costs compare.
+        spent = cost_usd(self.model.model_id, response.usage)
         try:
             grade = tool_arguments(response, GRADE_TOOL)
         except MalformedAnswer as exc:
-            return Score(SCORER, 0.0, False, f"the judge {self.model.model_id} answered no grade: {exc}")
+            return Score(SCORER, 0.0, False, f"the judge {self.model.model_id} answered no grade: {exc}", spent)
         score, passed = grade.get("score"), grade.get("passed")
         if not is_confidence(score) or not isinstance(passed, bool):
-            return Score(SCORER, 0.0, False, f"the judge {self.model.model_id} gave a malformed grade: {dict(grade)}")
-        return Score(SCORER, float(score), passed, str(grade.get("reason") or ""))
+            return Score(SCORER, 0.0, False, f"the judge {self.model.model_id} gave a malformed grade: {dict(grade)}", spent)
+        return Score(SCORER, float(score), passed, str(grade.get("reason") or ""), spent)
 
 
 def judge_for(model_id: str, settings: ModelSettings) -> Judge:

@@ -46,7 +46,13 @@ class CaseResult:
 
     @property
     def cost_usd(self) -> float:
+        """What the agent's run cost."""
         return float(self.run.outcome.usage.get("cost_usd", 0.0))
+
+    @property
+    def judge_cost_usd(self) -> float:
+        """What grading the answer cost (the LLM judge's calls), apart from the run's."""
+        return sum(s.cost_usd for s in self.scores)
 
     def why(self) -> str:
         reasons = [f"status {self.run.outcome.status}, expected {self.case.status}"] \
@@ -86,18 +92,25 @@ def report(results: list[CaseResult], threshold: float, title: str, out: TextIO)
     """The table and the summary; the exit code (1: the pass rate is under ``threshold``)."""
     width = max(len("case"), *(len(r.case.id) for r in results))
     print(title, file=out)
-    print(f"{'case':{width}}  {'score':>5}  {'pass':4}  {'cost':>10}  {'latency':>8}  {'steps':>5}", file=out)
+    print(f"{'case':{width}}  {'score':>5}  {'pass':4}  {'cost':>10}  {'judge':>10}  {'latency':>8}  {'steps':>5}", file=out)
     for r in results:
-        print(f"{r.case.id:{width}}  {r.score:5.2f}  {'yes' if r.passed else 'NO':4}  ${r.cost_usd:9.6f}  "
-              f"{r.run.latency_ms:6d}ms  {r.run.outcome.steps:5d}" + ("" if r.passed else f"  {r.why()}"), file=out)
+        print(f"{r.case.id:{width}}  {r.score:5.2f}  {'yes' if r.passed else 'NO':4}  {_usd(r.cost_usd):>10}  "
+              f"{_usd(r.judge_cost_usd):>10}  {r.run.latency_ms:6d}ms  {r.run.outcome.steps:5d}"
+              + ("" if r.passed else f"  {r.why()}"), file=out)
     passed = sum(r.passed for r in results)
     rate = passed / len(results)
     latencies = [r.run.latency_ms for r in results]
     verdict = "PASS" if rate >= threshold else "FAIL"
+    agent_cost, judge_cost = sum(r.cost_usd for r in results), sum(r.judge_cost_usd for r in results)
     print(f"{passed}/{len(results)} passed ({rate:.0%}; threshold {threshold:.0%}): {verdict}; mean score "
-          f"{statistics.fmean(r.score for r in results):.2f}, cost ${sum(r.cost_usd for r in results):.6f}, "
-          f"latency p50 {statistics.median(latencies):.0f} ms, max {max(latencies)} ms", file=out)
+          f"{statistics.fmean(r.score for r in results):.2f}, cost ${agent_cost + judge_cost:.6f} (agent "
+          f"${agent_cost:.6f}, judge ${judge_cost:.6f}), latency p50 {statistics.median(latencies):.0f} ms, "
+          f"max {max(latencies)} ms", file=out)
     return 0 if rate >= threshold else 1
+
+
+def _usd(amount: float) -> str:
+    return f"${amount:.6f}"
 
 
 def run_command(cases_path: Path, agent_name: str | None, live: Topology, version: str, threshold: float | None,

@@ -19,6 +19,7 @@ class Score:
     score: float
     passed: bool
     detail: str = ""
+    cost_usd: float = 0.0  # what scoring cost: the LLM judge's call (the deterministic scorers cost nothing)
 
 
 def contains(output: str, needles: str | Sequence[str]) -> Score:

@@ -16,9 +16,10 @@ filtering. Why:
 - Isolation. A broken candidate's retries go through its own retry tiers and its
   checkpoints live in its own changelogs; the live group never touches them.
 
-A shadow, by contrast, reads the live topic itself in a group of its own: it must see
-exactly the live version's tasks, and writing each task twice would double the router's
-output for a version that answers nobody (rollout/shadow.py).
+A shadow, by contrast, reads the live runs' transcripts in a group of its own: it must
+run exactly the live version's tasks, after them, so that its side-effecting calls can be
+answered from the live run's recorded results; and writing each task twice would double
+the router's output for a version that answers nobody (rollout/shadow.py).
 
 Modules: ``config`` (the ``candidate:`` section), ``split`` (sticky per-session split),
 ``pinning`` (a routed task stays on its version), ``control`` (weights on the compacted

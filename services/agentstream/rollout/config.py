@@ -63,9 +63,10 @@ class CandidateSettings(_Frozen):
 
     ``mode: canary``: the router sends ``weight`` of the sessions (sticky by a hash of the
     session id) to the candidate's own topic; ``agentstream rollout set-weight`` changes
-    it without a restart. ``mode: shadow``: the candidate reads the live topic in a group
-    of its own and mirrors ``weight`` of the sessions, with side-effecting tools refused,
-    writing to ``shadow_results`` only.
+    it without a restart. ``mode: shadow``: the candidate reads the live runs' transcripts
+    in a group of its own and runs their tasks again for ``weight`` of the sessions, its
+    side-effecting calls answered from the live run's record or refused, writing to
+    ``shadow_results`` only.
     """
 
     weight: float = Field(0.0, ge=0, le=1)

@@ -6,14 +6,17 @@ specialist/lifecycle.py.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel
 
 from agentstream import __version__
 from agentstream.events import now_ms
 from agentstream.models.config import ModelSettings
 from agentstream.models.pricing import cost_usd
-from agentstream.specialist.behavior import behavior_version
+from agentstream.specialist.behavior import behaviour_settings, behavior_version
 from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools
 from agentstream.specialist.history import HistoryCompressor
 from agentstream.specialist.loop import AgentOutcome, run_agent
@@ -37,11 +40,14 @@ class SpecialistAgent:
     max_steps: int
     prompt: str
     variant: str | None = None  # None: the live version; "candidate" or "shadow" (rollout/)
+    approvals: Mapping[str, BaseModel] = field(default_factory=dict)  # tool -> ApprovalPolicy: part of the behaviour
     version: str = field(init=False)  # the behaviour hash, from all of the above
 
     def __post_init__(self) -> None:
         schemas = self.tools.schemas(self.allowlist)
-        self.version = behavior_version(self.agent_type, self.prompt, schemas, ",".join(self.models.model_ids()), __version__)
+        settings = behaviour_settings(self.settings, self.max_steps, self.approvals)
+        self.version = behavior_version(self.agent_type, self.prompt, schemas, ",".join(self.models.model_ids()),
+                                        __version__, settings)
 
     def model_id(self, task: dict[str, Any]) -> str:
         return self.models.model_id(task.get("tier"))

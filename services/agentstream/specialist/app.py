@@ -16,8 +16,8 @@ from agentstream.models.base import Model
 from agentstream.models.config import ModelSettings
 from agentstream.retry.chain import RetryChain
 from agentstream.rollout.config import SHADOW, VARIANT_SUFFIX
-from agentstream.rollout.dry_run import dry_run, side_effecting
-from agentstream.rollout.shadow import bind_shadow
+from agentstream.rollout.dry_run import DryRunTools, side_effecting
+from agentstream.rollout.shadow import ShadowAgent, bind_shadow
 from agentstream.runtime import Table
 from agentstream.runtime.expiry import stamp_now, timestamp_value
 from agentstream.serde import SchemaSet
@@ -90,7 +90,8 @@ def build_agent(agent_type: str, topology: Topology, *, model: Model | None = No
     """The agent loop of the specialist ``agent_type`` (or of its candidate's worker,
     ``<type>.candidate`` / ``<type>.shadow``) as the topology configures it: what a worker
     runs, and what replays and evals run in-process (``model`` and ``tools`` replace the
-    configured ones). A shadow's side-effecting tools are refused (rollout/dry_run.py)."""
+    configured ones). A shadow's side-effecting calls are answered from the live run's
+    record or refused, never run (rollout/dry_run.py)."""
     agent = topology.agent(agent_type)
     live_type, mode = topology.live_of(agent_type)
     if agent.kind != "specialist":
@@ -100,11 +101,14 @@ def build_agent(agent_type: str, topology: Topology, *, model: Model | None = No
     modules = topology.tools_modules_of(agent_type)
     registry = tools or load_tools(modules, topology.app_dir())
     check_allowlist(agent_type, agent.tools, registry, modules)
+    kind = SpecialistAgent
     if mode == SHADOW:
-        registry = dry_run(registry, side_effecting(registry, agent.tools, topology.agent(live_type).approvals))
+        registry = DryRunTools(registry, side_effecting(registry, agent.tools, topology.agent(live_type).approvals))
+        kind = ShadowAgent
     prompt = model_settings.system_prompt(topology.app_dir()) or default_system_prompt(live_type)
-    return SpecialistAgent(live_type, model_settings, models, registry, list(agent.tools),
-                           agent.max_steps or 8, prompt, variant=VARIANT_SUFFIX[mode] if mode else None)
+    return kind(live_type, model_settings, models, registry, list(agent.tools),
+                agent.max_steps or 8, prompt, variant=VARIANT_SUFFIX[mode] if mode else None,
+                approvals=agent.approvals)
 
 
 def _cancellations(service: Service, checkpoints: Table, desk: ApprovalDesk | None) -> Cancellations:

@@ -55,7 +55,7 @@ class Tool:
     is_async: bool
     _adapters: Mapping[str, TypeAdapter[Any]] = field(repr=False)
     _required: frozenset[str] = field(repr=False)
-    # Acts on the world (moves money, sends mail): a shadow run refuses it (rollout/dry_run.py).
+    # Acts on the world (moves money, sends mail): a shadow run never calls it (rollout/dry_run.py).
     side_effects: bool = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -6,3 +6,7 @@
 - read.py: finding a task's transcript on the topic;
 - replay.py: ``agentstream replay``.
 """
+
+# The logical topic of the topology (absent: no transcripts are written). Here, not in
+# record.py, so the topology loader names it without importing the specialist's modules.
+TRANSCRIPTS = "transcripts"

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from agentstream.specialist import checkpoint as ckpt
+from agentstream.transcripts import TRANSCRIPTS  # re-exported: the topic and the record go together
 
 TRANSCRIPT = "Transcript"  # the schema (schemas/Transcript.avsc)
-TRANSCRIPTS = "transcripts"  # the logical topic of the topology; absent: no transcripts are written
 MODEL = "model"
 TOOL = "tool"
 
@@ -45,6 +45,7 @@ def transcript(
         "agent_type": result["agent_type"],
         "revision": int(task.get("revision") or 0),
         "behavior_version": result["behavior_version"],
+        "variant": result.get("variant"),  # which version's settings an exact replay takes
         "model": result.get("model") or "",
         "tier": result.get("tier") or "standard",
         "task": json.dumps(dict(task), sort_keys=True, ensure_ascii=False),

@@ -5,13 +5,15 @@
 - RecordedTools answers a call with the recorded result of the same call — same tool,
   same arguments (by a hash of their canonical JSON) — and refuses any other: nothing
   acts on the world in a replay, whatever the version under test asks for.
+- RecordedCalls is that matching on its own; a shadow run answers its side-effecting
+  calls with it from the live run's transcript (rollout/dry_run.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from agentstream.errors import AgentStreamError
@@ -47,27 +49,62 @@ class RecordedModel:
         return ckpt.response_of(self._replies[call])
 
 
+class RecordedCalls:
+    """A run's recorded tool results by call key, handed out in the order they were made:
+    the same call made more often than recorded gets the last recorded result again."""
+
+    def __init__(self, results: Mapping[str, Sequence[ToolResult]]) -> None:
+        self._results = {key: list(found) for key, found in results.items()}
+        self._used: dict[str, int] = {}
+
+    @classmethod
+    def of_steps(cls, steps: Sequence[Mapping[str, Any]]) -> RecordedCalls:
+        return cls(_recorded_results(steps))
+
+    def answer(self, name: str, arguments: object) -> ToolResult | None:
+        """The recorded result of this call (same tool, same arguments), or None."""
+        key = call_key(name, arguments)
+        results = self._results.get(key)
+        if not results:
+            return None
+        used = self._used.get(key, 0)
+        self._used[key] = used + 1
+        return results[min(used, len(results) - 1)]
+
+    def to_json(self, names: Collection[str]) -> str:
+        """The recorded results of calls to the tools ``names``, as compact JSON."""
+        kept = {key: [[r.ok, r.content] for r in found] for key, found in self._results.items()
+                if _tool_of(key) in names}
+        return json.dumps(kept, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> RecordedCalls:
+        raw: dict[str, list[list[Any]]] = json.loads(text)
+        return cls({key: [ToolResult(_tool_of(key), bool(ok), str(content)) for ok, content in found]
+                    for key, found in raw.items()})
+
+
 class RecordedTools(ToolRegistry):
     """The tools of ``inner`` (their schemas, for the model), answered from the record."""
 
     def __init__(self, inner: ToolRegistry, steps: Sequence[Mapping[str, Any]]) -> None:
         super().__init__(inner.all_tools(), max_result_chars=inner.max_result_chars)
-        self._results = _recorded_results(steps)
-        self._used: dict[str, int] = {}
+        self._calls = RecordedCalls.of_steps(steps)
         self.refused: list[str] = []
 
     async def call(self, name: str, arguments: object, timeout_s: float = DEFAULT_TIMEOUT_S) -> ToolResult:
-        key = call_key(name, arguments)
-        results = self._results.get(key)
-        if not results:
-            self.refused.append(key)
-            shown = json.dumps(arguments, sort_keys=True, default=str)[:200]
-            return ToolResult(name, False, f"Error: replay: {name}({shown}) was not called in the recorded run, so it "
-                                           "has no recorded result; tools do not run in a replay.")
-        used = self._used.get(key, 0)
-        self._used[key] = used + 1
-        # The same call made more often than recorded gets the last recorded result again.
-        return results[min(used, len(results) - 1)]
+        answer = self._calls.answer(name, arguments)
+        if answer is not None:
+            return answer
+        self.refused.append(call_key(name, arguments))
+        shown = json.dumps(arguments, sort_keys=True, default=str)[:200]
+        return ToolResult(name, False, f"Error: replay: {name}({shown}) was not called in the recorded run, so it "
+                                       "has no recorded result; tools do not run in a replay.")
+
+
+def _tool_of(key: str) -> str:
+    """The tool name of a call key (``call_key``: the name, a colon, the hash)."""
+    return key.rsplit(":", 1)[0]
 
 
 def _recorded_results(steps: Sequence[Mapping[str, Any]]) -> dict[str, list[ToolResult]]:

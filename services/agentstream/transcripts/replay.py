@@ -4,8 +4,10 @@ Runs a recorded task's agent loop again, in-process (specialist/inprocess.py), f
 transcript:
 
 - exact (no ``--version``): the model answers with the recorded replies, tools with the
-  recorded results; the run must take the same steps and give the same answer, byte for
-  byte — a check that the loop, the prompt assembly and the record agree;
+  recorded results, under the settings of the version that ran (the transcript's
+  ``variant``: a canary's run replays with the candidate's prompt and limits, a live run
+  with the live ones); the run must take the same steps and give the same answer, byte
+  for byte — a check that the loop, the prompt assembly and the record agree;
 - ``--version V``: the real model of version V (its prompt and model settings) runs,
   tools are answered from the recorded results where the call matches and refused
   otherwise, so nothing acts on the world.
@@ -21,9 +23,11 @@ from typing import Any, TextIO
 
 from agentstream.controls.registry import ModelControls
 from agentstream.controls.settings import ControlSettings
+from agentstream.errors import ConfigurationError
+from agentstream.rollout.config import CANARY, VARIANT_SUFFIX
 from agentstream.specialist.agent import SpecialistAgent
 from agentstream.specialist.app import build_agent
-from agentstream.specialist.inprocess import InProcessRun, run_in_process, version_worker
+from agentstream.specialist.inprocess import CANDIDATE, LIVE, InProcessRun, run_in_process, version_worker
 from agentstream.specialist.model_chains import ModelChains
 from agentstream.topology import Topology
 from agentstream.transcripts.divergence import Divergence, first_divergence
@@ -50,13 +54,33 @@ class Replay:
         return self.same_answer and self.divergence is None and self.rerun.outcome.status == self.transcript["status"]
 
 
+def recorded_version(transcript: dict[str, Any]) -> str:
+    """The version whose settings ran ``transcript``: ``candidate`` for a canary's run, else
+    ``live`` (a shadow writes no transcripts)."""
+    return CANDIDATE if transcript.get("variant") == VARIANT_SUFFIX[CANARY] else LIVE
+
+
+def _recorded_worker(transcript: dict[str, Any], live: Topology) -> tuple[Topology, str]:
+    agent_type = str(transcript["agent_type"])
+    if recorded_version(transcript) == LIVE:
+        return version_worker(live, agent_type, LIVE)
+    try:
+        return version_worker(live, agent_type, CANDIDATE)
+    except ConfigurationError as exc:  # the candidate was promoted or removed since
+        raise ConfigurationError(
+            f"Task {transcript['task_id']!r} was run by {agent_type}'s canary candidate (behavioral version "
+            f"{transcript['behavior_version']}), and an exact replay takes that version's settings, but: {exc}") from None
+
+
 def replaying_agent(transcript: dict[str, Any], live: Topology, version: str | None) -> SpecialistAgent:
-    """The agent that replays ``transcript``: the live settings with the recorded replies
-    (exact), or ``version``'s settings and real model; recorded tools in both."""
+    """The agent that replays ``transcript``: the settings of the version that ran it with
+    the recorded replies (exact), or ``version``'s settings and real model; recorded tools
+    in both."""
     agent_type = str(transcript["agent_type"])
     steps = steps_of(transcript)
     if version is None:
-        agent = build_agent(agent_type, live)
+        topology, worker = _recorded_worker(transcript, live)
+        agent = build_agent(worker, topology)
         # Bare controls: the record holds what the worker's controls let through already.
         agent.models = ModelChains(agent.settings, ModelControls(ControlSettings(), agent=agent_type),
                                    fixed=RecordedModel(steps))
@@ -77,9 +101,9 @@ def report(done: Replay, out: TextIO) -> int:
     """Print the comparison; the exit code (exact: 0 only when reproduced)."""
     t = done.transcript
     recorded_steps = steps_of(t)
-    print(f"task {t['task_id']} (run {t['run_id']}) by {t['agent_type']}: recorded {t['status']} under behavioral "
-          f"version {t['behavior_version']}, {len(recorded_steps)} steps, {t['owners']} owner(s)", file=out)
-    mode = "exact (recorded model replies and tool results)" if done.version is None else \
+    print(f"task {t['task_id']} (run {t['run_id']}) by {t['agent_type']} ({recorded_version(t)}): recorded {t['status']} "
+          f"under behavioral version {t['behavior_version']}, {len(recorded_steps)} steps, {t['owners']} owner(s)", file=out)
+    mode = f"exact (recorded model replies and tool results, {recorded_version(t)} settings)" if done.version is None else \
         f"version {done.version} (behavioral version {done.behavior_version}; its model, recorded tool results)"
     outcome = done.rerun.outcome
     print(f"replayed {mode}: {outcome.status}, {len(done.rerun.steps)} steps, {done.rerun.latency_ms} ms", file=out)

@@ -20,7 +20,8 @@ a session of its own), bounded by ``--seconds``:
   first TaskEvent and its TaskResult seen by a group-less reader of task-events and results
   in this process (``agentstream.client.Follower``);
 - ``gateway``: ``POST /v1/tasks`` then ``GET /v1/tasks/{id}/events`` to its ``result`` event,
-  through ``agentstream.AsyncGatewayClient``, one client (its own connection pool) per caller.
+  through ``agentstream.AsyncGatewayClient``, one client (its own connection pool) per caller,
+  each made before the phases start.
 
 Per task, from the caller's first byte: submit latency (the 202 / the acknowledgement),
 time to the first progress event, time to the result (the SSE result comes after the
@@ -89,6 +90,8 @@ class Phase:
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     gateway_cpu_s: float = 0.0
+    bench_cpu_s: float = 0.0  # this process: the callers (HTTP and SSE parsing, or the producer) and the reader
+    loadavg: str = ""  # the machine's 1-minute load average at the end: other jobs share it
 
     def summary(self) -> dict[str, Any]:
         def quantiles(values: list[float]) -> dict[str, float]:
@@ -102,6 +105,8 @@ class Phase:
             "first_event": quantiles([s.first_event_s for s in self.samples]),
             "result": quantiles([s.result_s for s in self.samples]),
             "gateway_cpu_ms_per_task": 1000 * self.gateway_cpu_s / done if done else math.nan,
+            "bench_cpu_ms_per_task": 1000 * self.bench_cpu_s / done if done else math.nan,
+            "loadavg_1m_at_end": self.loadavg,
         }
 
 
@@ -198,7 +203,7 @@ async def gateway_task(client: Any) -> Sample:
 async def run_phase(path: str, clients: int, rounds: int, seconds: float, ramp: float,
                     caller: Callable[[Phase, int], Awaitable[None]], gateway_cpu: Callable[[], float]) -> Phase:
     phase = Phase(path, clients, rounds)
-    cpu_before, start = gateway_cpu(), time.monotonic()
+    cpu_before, own_before, start = gateway_cpu(), time.process_time(), time.monotonic()
 
     async def staggered(index: int) -> None:
         await asyncio.sleep(ramp * index / clients)  # the callers' start times, spread over the ramp
@@ -211,8 +216,11 @@ async def run_phase(path: str, clients: int, rounds: int, seconds: float, ramp: 
     await asyncio.gather(*pending, return_exceptions=True)
     phase.wall_s = time.monotonic() - start
     phase.gateway_cpu_s = gateway_cpu() - cpu_before
+    phase.bench_cpu_s = time.process_time() - own_before
+    phase.loadavg = Path("/proc/loadavg").read_text().split()[0]
     unfinished = clients * rounds - len(phase.samples) - len(phase.errors)
-    phase.errors += [f"{unfinished} tasks unfinished after {seconds:.0f} s"] * (unfinished > 0)
+    if unfinished > 0:
+        phase.errors.append(f"{unfinished} tasks unfinished after {seconds:.0f} s")
     return phase
 
 
@@ -225,13 +233,14 @@ def kafka_caller(producer: Any, topic: str, schemas: SchemaSet,
     return caller
 
 
-def gateway_caller(url: str, key: str) -> Callable[[Phase, int], Awaitable[None]]:
-    from agentstream import AsyncGatewayClient
+def gateway_caller(clients: list[Any]) -> Callable[[Phase, int], Awaitable[None]]:
+    """Caller ``index`` runs its tasks on ``clients[index]``, made before any phase: building
+    an httpx client loads the CA bundle (~30 ms of CPU), which 200 callers starting at once
+    would otherwise spend on this process's event loop inside the measured window."""
 
     async def caller(phase: Phase, index: int) -> None:
-        async with AsyncGatewayClient(url, api_key=key) as client:
-            for _ in range(phase.rounds):
-                await _recorded(phase, gateway_task(client))
+        for _ in range(phase.rounds):
+            await _recorded(phase, gateway_task(clients[index]))
 
     return caller
 
@@ -309,6 +318,7 @@ def gateway_cpu_reader(pid: int) -> Callable[[], float]:
 
 
 async def measure(stack: AgentStack, url: str, key: str, gateway_pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    from agentstream import AsyncGatewayClient
     from agentstream.gateway.producer import AsyncProducer
 
     topology = stack.topology
@@ -317,7 +327,8 @@ async def measure(stack: AgentStack, url: str, key: str, gateway_pid: int, args:
     topics.start()
     producer = AsyncProducer(stack.bootstrap)
     to_kafka = kafka_caller(producer, topology.topic("tasks"), stack.schemas, topics)
-    to_gateway = gateway_caller(url, key)
+    clients = [AsyncGatewayClient(url, api_key=key) for _ in range(args.clients)]  # one per caller: its own connections
+    to_gateway = gateway_caller(clients)
     cpu = gateway_cpu_reader(gateway_pid)
     try:
         warm = min(WARM_UP_CLIENTS, args.clients)
@@ -331,6 +342,7 @@ async def measure(stack: AgentStack, url: str, key: str, gateway_pid: int, args:
     finally:
         producer.close()
         topics.stop()
+        await asyncio.gather(*(client.aclose() for client in clients))
     return {"baseline": baseline, "gateway": loaded, "streams": streams}
 
 
@@ -358,16 +370,18 @@ def run(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
 def print_report(baseline: dict[str, Any], loaded: dict[str, Any], streams: dict[str, int]) -> None:
     figures = ("submit", "first_event", "result")
     print(f"{'':20} {'submit p50/p99 ms':>20} {'first event p50/p99':>20} {'result p50/p99 ms':>20} "
-          f"{'tasks':>6} {'errors':>6} {'tasks/s':>8}")
+          f"{'tasks':>6} {'errors':>6} {'tasks/s':>8} {'load':>6}")
     for name, row in (("kafka (baseline)", baseline), ("gateway", loaded)):
         cells = [f"{row[f]['p50_ms']:8.1f} / {row[f]['p99_ms']:8.1f}" for f in figures]
         print(f"{name:20} {cells[0]:>20} {cells[1]:>20} {cells[2]:>20} {row['tasks']:6d} {row['errors']:6d} "
-              f"{row['tasks_per_s']:8.1f}")
+              f"{row['tasks_per_s']:8.1f} {row['loadavg_1m_at_end']:>6}")
     added = [f"{loaded[f]['p50_ms'] - baseline[f]['p50_ms']:+8.1f} / {loaded[f]['p99_ms'] - baseline[f]['p99_ms']:+8.1f}"
              for f in figures]
     print(f"{'gateway - baseline':20} {added[0]:>20} {added[1]:>20} {added[2]:>20}")
     print(f"gateway CPU: {loaded['gateway_cpu_ms_per_task']:.1f} ms per task under load "
-          f"(baseline phase: {baseline['gateway_cpu_ms_per_task']:.1f} ms per task, its view reading the topics)")
+          f"(baseline phase: {baseline['gateway_cpu_ms_per_task']:.1f} ms per task, its view reading the topics); "
+          f"this process's CPU: {loaded['bench_cpu_ms_per_task']:.1f} ms per gateway task, "
+          f"{baseline['bench_cpu_ms_per_task']:.1f} ms per baseline task")
     print(f"SSE against task-events: {streams['lost']} events lost, {streams['repeated']} repeated, "
           f"{streams['unseen_on_topic']} not (yet) on the topic")
 

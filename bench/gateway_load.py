@@ -50,7 +50,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -60,6 +60,10 @@ from agentstream.serde import SchemaSet
 from agentstream.settings import GATEWAY_HOST_ENV, STATE_DIR_ENV
 from bench._procs import REPO, AgentStack, Proc, broker, machine, percentile, source_state, write_report
 from bench.relay import add_broker_argument, broker_kind
+
+if TYPE_CHECKING:  # the gateway and client extras: imported where used, after main() checked them
+    from agentstream import AsyncGatewayClient
+    from agentstream.gateway.producer import AsyncProducer
 
 AGENT = "billing"
 TENANT = "bench"
@@ -164,7 +168,7 @@ class TopicTimes(threading.Thread):
 
 
 # -- one task by each path --------------------------------------------------------------------
-async def kafka_task(producer: Any, topic: str, schemas: SchemaSet, topics: TopicTimes) -> Sample:
+async def kafka_task(producer: AsyncProducer, topic: str, schemas: SchemaSet, topics: TopicTimes) -> Sample:
     """Produce the TaskSubmitted as the gateway does; await its first event and its result."""
     task_id = f"task-{uuid.uuid4().hex[:12]}"
     task = new_task(TEXT, f"s-{task_id}", TENANT, task_id=task_id, requested_agent=AGENT)
@@ -179,21 +183,20 @@ async def kafka_task(producer: Any, topic: str, schemas: SchemaSet, topics: Topi
     return Sample(task_id, submitted - start, first - start, seen.done_at - start, seen.events)
 
 
-async def gateway_task(client: Any) -> Sample:
+async def gateway_task(client: AsyncGatewayClient) -> Sample:
     """POST the task, then follow its events to the result."""
     start = time.monotonic()
     task_id = await client.submit(TEXT, agent=AGENT)
     submitted = time.monotonic()
-    first, ids, repeated = math.nan, set(), 0
+    first, ids, repeated = math.nan, set[str](), 0
     async for event in client.events(task_id):
         now = time.monotonic()
+        first = now if math.isnan(first) else first
         if event.kind == "result":
             status = event.data["result"]["status"]
             if status != COMPLETED:
                 raise RuntimeError(f"task {task_id} ended {status}")
-            first = now if math.isnan(first) else first
             return Sample(task_id, submitted - start, first - start, now - start, len(ids), repeated)
-        first = now if math.isnan(first) else first
         repeated += event.id in ids
         ids.add(event.id)
     raise RuntimeError(f"the event stream of task {task_id} ended without its result")
@@ -224,7 +227,7 @@ async def run_phase(path: str, clients: int, rounds: int, seconds: float, ramp: 
     return phase
 
 
-def kafka_caller(producer: Any, topic: str, schemas: SchemaSet,
+def kafka_caller(producer: AsyncProducer, topic: str, schemas: SchemaSet,
                  topics: TopicTimes) -> Callable[[Phase, int], Awaitable[None]]:
     async def caller(phase: Phase, index: int) -> None:
         for _ in range(phase.rounds):
@@ -233,7 +236,7 @@ def kafka_caller(producer: Any, topic: str, schemas: SchemaSet,
     return caller
 
 
-def gateway_caller(clients: list[Any]) -> Callable[[Phase, int], Awaitable[None]]:
+def gateway_caller(clients: list[AsyncGatewayClient]) -> Callable[[Phase, int], Awaitable[None]]:
     """Caller ``index`` runs its tasks on ``clients[index]``, made before any phase: building
     an httpx client loads the CA bundle (~30 ms of CPU), which 200 callers starting at once
     would otherwise spend on this process's event loop inside the measured window."""

@@ -267,9 +267,11 @@ def _add_deploy(deploy: argparse.ArgumentParser) -> None:
     actions = deploy.add_subparsers(dest="action", required=True, metavar="action")
     render = actions.add_parser(
         "render", help="write the deploy files of the topology (default: $AGENTSTREAM_TOPOLOGY, else the default app)",
-        description="compose: Dockerfile, docker-compose.yml, deploy/prometheus.yml and deploy/grafana/; "
-                    "k8s: k8s/ (namespace, topology ConfigMap, Deployments, PodDisruptionBudgets, KEDA "
-                    "ScaledObjects, Strimzi KafkaTopics). Files the topology no longer needs are deleted.")
+        description="compose: Dockerfile, docker-compose.yml (the gateway in the profile gateway), "
+                    "deploy/prometheus.yml and deploy/grafana/; k8s: k8s/ (namespace, topology ConfigMap, "
+                    "Deployments, PodDisruptionBudgets, KEDA ScaledObjects, Strimzi KafkaTopics, the gateway's "
+                    "Service and HorizontalPodAutoscaler). A topology with a canary also gets the rollout "
+                    "watcher. Files the topology no longer needs are deleted.")
     render.add_argument("target", nargs="+", choices=["compose", "k8s"], help="what to render (both: compose k8s)")
     render.add_argument("--out", type=Path, default=Path("."),
                         help="the folder to write into, also the Docker build context (default: the current one)")

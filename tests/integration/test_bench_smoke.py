@@ -115,3 +115,14 @@ def test_idle_measures_each_fetch_wait_on_the_broker_it_starts(broker: str) -> N
     for row in rows[1:]:
         assert row["workers_cores"] > 0 and row["fetches_per_s"] > 0, row
         assert 0 < row["p50_ms"] <= row["p95_ms"], row
+
+
+def test_gateway_load_follows_tasks_over_http_and_straight_on_kafka(bootstrap: str) -> None:
+    report = run_bench("gateway_load", "--clients", "3", "--rounds", "2", "--latency", "0", "--ramp", "0.5",
+                       bootstrap=bootstrap)
+    for phase in (report["baseline"], report["gateway"]):
+        assert phase["errors"] == 0 and phase["tasks"] == 6, report["errors"]
+        assert 0 < phase["submit"]["p50_ms"] <= phase["first_event"]["p50_ms"] <= phase["result"]["p50_ms"]
+    assert report["streams"] == {"lost": 0, "unseen_on_topic": 0, "repeated": 0}
+    assert all(sample["events"] > 0 for sample in report["samples"]["gateway"])  # progress came before the result
+    assert report["gateway"]["gateway_cpu_ms_per_task"] > 0

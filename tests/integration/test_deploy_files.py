@@ -14,8 +14,8 @@ import jsonschema
 import yaml
 
 from agentstream.apache_kafka import kafka_version
-from agentstream.deploy import drift, read_input, render
-from agentstream.topology import DEFAULT_PATH
+from agentstream.deploy import RenderInput, drift, read_input, render, write
+from agentstream.topology import DEFAULT_PATH, parse_topology
 
 from .cli import cli_env, run
 from .harness import REPO
@@ -34,24 +34,42 @@ def test_committed_deploy_files_equal_the_rendering_of_the_default_app() -> None
     )
 
 
-def test_core_kinds_pass_kubernetes_validate_strictly() -> None:
-    files = [REPO / "k8s" / "namespace.yaml", REPO / "k8s" / "topology-configmap.yaml",
-             *sorted((REPO / "k8s" / "workers").glob("*.yaml"))]
-    assert len(files) >= 5
+def _kubernetes_validate(files: list[Path]) -> None:
     done = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", "--quiet", *map(str, files)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def _validate(schema_file: str, pattern: str) -> int:
+def test_core_kinds_pass_kubernetes_validate_strictly() -> None:
+    files = [REPO / "k8s" / "namespace.yaml", REPO / "k8s" / "topology-configmap.yaml", REPO / "k8s" / "gateway.yaml",
+             *sorted((REPO / "k8s" / "workers").glob("*.yaml"))]
+    assert len(files) >= 6
+    _kubernetes_validate(files)
+
+
+def test_a_canary_rendering_passes_the_same_checks(tmp_path: Path) -> None:
+    """The rollout watcher and a candidate's worker and scaler, rendered only with a canary
+    (the default app has none), pass kubernetes-validate and our KEDA schema too."""
+    source = read_input(DEFAULT_PATH, REPO, kafka_version())
+    raw = yaml.safe_load(source.topology_text)
+    raw["agents"]["billing"]["candidate"] = {"mode": "canary", "weight": 0.2}
+    text = yaml.safe_dump(raw, sort_keys=False)
+    canary = RenderInput(parse_topology(text, DEFAULT_PATH), text, source.app_path, source.kafka_version)
+    write("k8s", render("k8s", canary), tmp_path)
+    _kubernetes_validate([tmp_path / "k8s" / "rollout-watch.yaml",
+                          tmp_path / "k8s" / "workers" / "specialist-billing-candidate.yaml"])
+    assert _validate("keda-scaledobject.schema.json", "keda/specialist-billing-candidate.yaml", tmp_path / "k8s") == 1
+
+
+def _validate(schema_file: str, pattern: str, root: Path = REPO / "k8s") -> int:
     schema = json.loads((SCHEMAS / schema_file).read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
     count = 0
-    for path in sorted((REPO / "k8s").glob(pattern)):
+    for path in sorted(root.glob(pattern)):
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
-            assert errors == [], f"{path.relative_to(REPO)}: {errors}"
+            assert errors == [], f"{path.relative_to(root)}: {errors}"
             count += 1
     return count
 

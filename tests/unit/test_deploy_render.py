@@ -11,11 +11,12 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from agentstream import metrics
+from agentstream.gateway import metrics as gateway_metrics
 from agentstream.deploy import RenderInput, compose_files, k8s_files
 from agentstream.deploy.grafana import DASHBOARD_FILE, PANELS
 from agentstream.deploy.workers import drain_seconds
 from agentstream.errors import ConfigurationError
-from agentstream.settings import DEPLOY_METRICS_PORT, WorkerSettings
+from agentstream.settings import DEFAULT_GATEWAY_PORT, DEPLOY_METRICS_PORT, TENANTS_ENV, WorkerSettings
 from agentstream.telemetry.lag_collector import LAG_METRIC
 from agentstream.topology import DEFAULT_PATH, parse_topology
 
@@ -114,15 +115,16 @@ def test_prometheus_scrapes_every_worker_service_on_the_metrics_port() -> None:
     services = _docs(files["docker-compose.yml"])[0]["services"]
     workers = [name for name, s in services.items() if s.get("command", [None])[0] == "worker"]
     assert workers == ["router", "specialist-billing", "specialist-technical", "specialist-account", "supervisor"]
-    sd = _docs(files["deploy/prometheus.yml"])[0]["scrape_configs"][0]["dns_sd_configs"][0]
-    assert sd == {"names": workers, "type": "A", "port": DEPLOY_METRICS_PORT}
+    jobs = _docs(files["deploy/prometheus.yml"])[0]["scrape_configs"]
+    assert [job["dns_sd_configs"] for job in jobs] == [[{"names": workers, "type": "A", "port": DEPLOY_METRICS_PORT}],
+                                                      [{"names": ["gateway"], "type": "A", "port": DEFAULT_GATEWAY_PORT}]]
 
 
-def test_the_dashboard_queries_only_metrics_a_worker_serves() -> None:
+def test_the_dashboard_queries_only_metrics_a_worker_or_the_gateway_serves() -> None:
     registry = CollectorRegistry()
     served = {LAG_METRIC, "up"}
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    for make in metrics.FAMILIES:
+    for make in (*metrics.FAMILIES, *gateway_metrics.FAMILIES):
         metric = make()
         registry.register(metric)
         served |= {family.name + suffix for family in registry.collect() for suffix in suffixes[family.type]}
@@ -138,3 +140,96 @@ def test_the_topology_configmap_holds_the_file_as_written() -> None:
     source = _source()
     configmap = _docs(k8s_files(source)["k8s/topology-configmap.yaml"])[0]
     assert configmap["data"]["topology.yaml"] == source.topology_text
+
+
+def _with_candidate(mode: str) -> Any:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["agents"]["billing"]["candidate"] = {"mode": mode, "weight": 0.1}
+
+    return edit
+
+
+def _k8s_docs(files: dict[str, str], path: str) -> dict[str, dict[str, Any]]:
+    return {doc["kind"]: doc for doc in _docs(files[path])}
+
+
+def test_the_gateway_gets_probes_a_service_a_budget_an_autoscaler_and_its_tenants_from_a_secret() -> None:
+    docs = _k8s_docs(k8s_files(_source()), "k8s/gateway.yaml")
+    assert set(docs) == {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"] == ["gateway"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert {"name": "http", "containerPort": DEFAULT_GATEWAY_PORT} in container["ports"]
+    tenants_env = {e["name"]: e["value"] for e in container["env"]}[TENANTS_ENV]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert tenants_env == f"{mounts['tenants']}/tenants.yaml"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tenants"]["secret"] == {"secretName": "agentstream-tenants"}
+    assert volumes["state"] == {"name": "state", "emptyDir": {}}  # the view is rebuilt on start
+    assert "replicas" not in docs["Deployment"]["spec"]  # the autoscaler owns the count
+    assert docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
+    assert docs["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
+    assert docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == docs["Service"]["spec"]["selector"]
+    annotations = docs["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(DEFAULT_GATEWAY_PORT)
+
+
+def test_the_gateway_grace_period_covers_its_sse_shutdown() -> None:
+    from agentstream.gateway.server import GRACEFUL_SHUTDOWN_S
+
+    pod = _k8s_docs(k8s_files(_source()), "k8s/gateway.yaml")["Deployment"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > GRACEFUL_SHUTDOWN_S
+    gateway = _docs(compose_files(_source())["docker-compose.yml"])[0]["services"]["gateway"]
+    assert gateway["stop_grace_period"] == f"{pod['terminationGracePeriodSeconds']}s"
+
+
+def test_compose_runs_the_gateway_in_its_profile_with_the_tenants_secret_and_a_port() -> None:
+    document = _docs(compose_files(_source())["docker-compose.yml"])[0]
+    gateway = document["services"]["gateway"]
+    assert gateway["command"] == ["gateway"] and gateway["profiles"] == ["gateway"]
+    assert gateway["ports"] == [f"{DEFAULT_GATEWAY_PORT}:{DEFAULT_GATEWAY_PORT}"]
+    assert gateway["secrets"] == [{"source": "tenants", "target": "tenants.yaml"}]
+    assert gateway["environment"][TENANTS_ENV] == "/run/secrets/tenants.yaml"
+    assert document["secrets"] == {"tenants": {"file": "./deploy/tenants.yaml"}}
+    assert "/healthz" in gateway["healthcheck"]["test"][-1]
+    # Prometheus must not wait for a service a plain `docker compose up` does not start.
+    assert "gateway" not in document["services"]["prometheus"]["depends_on"]
+    assert "rollout-watch" not in document["services"]  # no canary in the default app
+
+
+def test_the_image_has_the_gateway_extra_and_exposes_its_port() -> None:
+    text = compose_files(_source())["Dockerfile"]
+    assert re.search(r'pip wheel .*"\.\[[a-z,]*\bgateway\b[a-z,]*\]"', text)
+    assert re.search(rf"^EXPOSE {DEPLOY_METRICS_PORT} {DEFAULT_GATEWAY_PORT}$", text, re.M)
+
+
+def test_a_canary_brings_its_worker_its_scaler_and_the_rollout_watcher() -> None:
+    plain = k8s_files(_source())
+    canary = k8s_files(_source(_with_candidate("canary")))
+    assert set(canary) - set(plain) == {"k8s/workers/specialist-billing-candidate.yaml",
+                                        "k8s/keda/specialist-billing-candidate.yaml", "k8s/rollout-watch.yaml"}
+    trigger = _docs(canary["k8s/keda/specialist-billing-candidate.yaml"])[0]["spec"]["triggers"][0]["metadata"]
+    assert trigger["consumerGroup"] == "agents.specialist.billing.candidate"
+    assert trigger["topic"] == "agents.specialist.billing.v1.candidate"
+    worker = _k8s_docs(canary, "k8s/workers/specialist-billing-candidate.yaml")["Deployment"]
+    assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == \
+        ["worker", "specialist", "--type", "billing.candidate"]
+    watch = _docs(canary["k8s/rollout-watch.yaml"])[0]
+    assert watch["spec"]["replicas"] == 1 and watch["spec"]["strategy"] == {"type": "Recreate"}
+    assert watch["spec"]["template"]["spec"]["containers"][0]["args"] == ["rollout", "watch"]
+    services = _docs(compose_files(_source(_with_candidate("canary")))["docker-compose.yml"])[0]["services"]
+    assert services["rollout-watch"]["command"] == ["rollout", "watch"]
+    assert services["specialist-billing-candidate"]["command"] == ["worker", "specialist", "--type", "billing.candidate"]
+
+
+def test_a_shadow_brings_its_worker_but_no_watcher() -> None:
+    shadow = k8s_files(_source(_with_candidate("shadow")))
+    assert "k8s/rollout-watch.yaml" not in shadow
+    trigger = _docs(shadow["k8s/keda/specialist-billing-shadow.yaml"])[0]["spec"]["triggers"][0]["metadata"]
+    assert trigger["consumerGroup"] == "agents.specialist.billing.shadow"
+    assert trigger["topic"] == "agents.specialist.billing.v1"  # the live topic, in a group of its own
+    assert "rollout-watch" not in _docs(compose_files(_source(_with_candidate("shadow")))["docker-compose.yml"])[0][
+        "services"]

@@ -1,16 +1,23 @@
-"""docker-compose.yml: Apache Kafka (KRaft), the topics, every worker, Prometheus and Grafana."""
+"""docker-compose.yml: Apache Kafka (KRaft), the topics, every worker, the gateway (profile
+``gateway``), the rollout watcher when there is a canary, Prometheus and Grafana."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from agentstream.deploy import gateway, watcher
 from agentstream.deploy.grafana import GRAFANA_IMAGE, grafana_mounts
 from agentstream.deploy.image import IMAGE
 from agentstream.deploy.prometheus import PROMETHEUS_FILE, PROMETHEUS_IMAGE
 from agentstream.deploy.workers import Worker, drain_seconds
-from agentstream.settings import BOOTSTRAP_ENV
+from agentstream.settings import BOOTSTRAP_ENV, DEFAULT_GATEWAY_PORT, HEALTHZ_PATH, TENANTS_ENV
 
 KAFKA_ADDRESS = "kafka:9092"
+# The gateway needs a tenants file you write (never committed: .gitignore); it starts with
+# `docker compose --profile gateway up`, so a plain `up` works without one.
+GATEWAY_PROFILE = "gateway"
+TENANTS_SECRET = "tenants"
+TENANTS_HOST_FILE = "./deploy/tenants.yaml"
 
 
 def kafka_image(version: str) -> str:
@@ -18,10 +25,14 @@ def kafka_image(version: str) -> str:
     return f"apache/kafka:{version}"
 
 
-def compose(workers: list[Worker], kafka_version: str) -> dict[str, Any]:
+def compose(workers: list[Worker], kafka_version: str, *, watch: bool) -> dict[str, Any]:
+    """``watch``: the topology has a canary, so the rollout watcher runs too."""
     services: dict[str, Any] = {"kafka": _kafka(kafka_version), "topology": _topology_apply()}
     for worker in workers:
         services[worker.name] = _worker(worker)
+    services[gateway.GATEWAY] = _gateway()
+    if watch:
+        services[watcher.WATCH_SERVICE] = _watcher()
     services["prometheus"] = {
         "image": PROMETHEUS_IMAGE,
         "volumes": [f"./{PROMETHEUS_FILE}:/etc/prometheus/prometheus.yml:ro"],
@@ -36,7 +47,8 @@ def compose(workers: list[Worker], kafka_version: str) -> dict[str, Any]:
         "ports": ["3000:3000"],
         "depends_on": ["prometheus"],
     }
-    return {"name": "agentstream", "services": services}
+    return {"name": "agentstream", "services": services,
+            "secrets": {TENANTS_SECRET: {"file": TENANTS_HOST_FILE}}}
 
 
 def _kafka(version: str) -> dict[str, Any]:
@@ -80,9 +92,31 @@ def _topology_apply() -> dict[str, Any]:
 
 
 def _worker(worker: Worker) -> dict[str, Any]:
+    return {**_agentstream(worker.command), **_after_topology(), "stop_grace_period": f"{drain_seconds()}s"}
+
+
+def _after_topology() -> dict[str, Any]:
+    return {"depends_on": {"topology": {"condition": "service_completed_successfully"}}, "restart": "unless-stopped"}
+
+
+def _gateway() -> dict[str, Any]:
+    service = _agentstream([gateway.GATEWAY])
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{DEFAULT_GATEWAY_PORT}{HEALTHZ_PATH}', timeout=4)"
     return {
-        **_agentstream(worker.command),
-        "depends_on": {"topology": {"condition": "service_completed_successfully"}},
-        "restart": "unless-stopped",
-        "stop_grace_period": f"{drain_seconds()}s",
+        **service,
+        "profiles": [GATEWAY_PROFILE],
+        # A secret, not a bind mount: compose mounts it read-only at /run/secrets/<target>.
+        "environment": {**service["environment"], TENANTS_ENV: f"/run/secrets/{gateway.TENANTS_FILE}"},
+        "secrets": [{"source": TENANTS_SECRET, "target": gateway.TENANTS_FILE}],
+        "ports": [f"{DEFAULT_GATEWAY_PORT}:{DEFAULT_GATEWAY_PORT}"],
+        **_after_topology(),
+        # The image's check asks a worker's port; the gateway answers on its own (urlopen raises on a 503).
+        "healthcheck": {"test": ["CMD", "python", "-c", probe], "interval": "15s", "timeout": "5s", "retries": 3,
+                        "start_period": "60s"},
+        "stop_grace_period": f"{gateway.GRACE_S}s",
     }
+
+
+def _watcher() -> dict[str, Any]:
+    # It serves no port, so the image's worker check does not apply; a crash restarts it.
+    return {**_agentstream(watcher.COMMAND), **_after_topology(), "healthcheck": {"disable": True}}

@@ -16,6 +16,10 @@ def header(command: str, source: str) -> str:
 class _Dumper(yaml.SafeDumper):
     """Block style, keys in the order written, multi-line strings as literal blocks."""
 
+    def ignore_aliases(self, data: Any) -> bool:
+        # Shared constants (security contexts, resources) appear written out, never as &id001 anchors.
+        return True
+
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     style = "|" if "\n" in value else None

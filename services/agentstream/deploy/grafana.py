@@ -1,9 +1,12 @@
 """Grafana for the compose stack: the Prometheus data source and the agentstream dashboard,
-provisioned from files (no clicking), of the metrics the workers serve (agentstream/metrics.py)."""
+provisioned from files (no clicking), of the metrics the workers serve (agentstream/metrics.py)
+and the gateway's (gateway/metrics.py)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from agentstream.deploy.prometheus import GATEWAY_JOB
 
 GRAFANA_IMAGE = "grafana/grafana:11.6.0"
 DATASOURCE_UID = "prometheus"
@@ -77,6 +80,15 @@ PANELS: tuple[tuple[str, str, str, str], ...] = (
      "sum by (agent, variant, behavior_version) (rate(agentstream_specialist_runs_total[5m]))",
      "{{agent}} {{variant}} {{behavior_version}}", "percentunit"),
     ("Canary weight", "max by (agent) (agentstream_rollout_weight)", "{{agent}}", "percentunit"),
+    # The HTTP gateway (gateway/metrics.py), scraped as its own job.
+    ("Gateway requests /s by route and status", "sum by (route, status) (rate(agentstream_gateway_requests_total[5m]))",
+     "{{route}} {{status}}", "ops"),
+    ("Gateway answer time p95 by route", "histogram_quantile(0.95, sum by (le, method, route) "
+     "(rate(agentstream_gateway_request_duration_seconds_bucket[5m])))", "{{method}} {{route}}", "s"),
+    ("Gateway submissions /s by outcome", "sum by (outcome) (rate(agentstream_gateway_submissions_total[5m]))",
+     "{{outcome}}", "ops"),
+    ("Gateway SSE streams open", "sum(agentstream_gateway_sse_streams)", "streams", "short"),
+    ("Gateway replicas up", f'up{{job="{GATEWAY_JOB}"}}', "{{instance}}", "none"),
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from agentstream import __version__
 from agentstream.deploy.files import header
 from agentstream.settings import (
+    DEFAULT_GATEWAY_PORT,
     DEPLOY_METRICS_PORT,
     METRICS_PORT_ENV,
     SCHEMAS_DIR_ENV,
@@ -17,7 +18,8 @@ PYTHON_IMAGE = "python:3.12-slim"
 APP_ROOT = "/app"  # the app folder and schemas, read-only for the worker
 STATE_ROOT = "/var/lib/agentstream"  # RocksDB stores: caches of the changelogs, rebuilt on a new host
 UID = 10001
-EXTRAS = ("openai", "anthropic", "otel")  # the providers' SDKs and trace export (pyproject extras)
+# The providers' SDKs, trace export and the HTTP gateway (pyproject extras): one image runs every command.
+EXTRAS = ("openai", "anthropic", "otel", "gateway")
 
 
 def image_paths(app_path: str) -> dict[str, str]:
@@ -31,8 +33,8 @@ def dockerfile(app_path: str, source: str) -> str:
     paths = image_paths(app_path)
     return header("compose", source) + f"""\
 # Build stage: wheels of agentstream, its dependencies, both model SDKs (a deployment calls
-# real models) and the OpenTelemetry SDK (traces go out once OTEL_EXPORTER_OTLP_ENDPOINT is
-# set); anything compiled is compiled here.
+# real models), the OpenTelemetry SDK (traces go out once OTEL_EXPORTER_OTLP_ENDPOINT is
+# set) and the gateway's FastAPI and uvicorn; anything compiled is compiled here.
 FROM {PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -55,7 +57,8 @@ WORKDIR {APP_ROOT}
 COPY schemas/ schemas/
 COPY {app_dir}/ {app_dir}/
 USER {UID}
-EXPOSE {DEPLOY_METRICS_PORT}
+# A worker's metrics and probes; the gateway's API (`agentstream gateway`).
+EXPOSE {DEPLOY_METRICS_PORT} {DEFAULT_GATEWAY_PORT}
 # The worker's own probe on its metrics port (exit 0/1); restoring a large state may take a while.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 CMD ["agentstream", "worker", "--check"]
 ENTRYPOINT ["agentstream"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentstream.deploy import compose, grafana, image, k8s, keda, prometheus, strimzi
+from agentstream.deploy import compose, gateway, grafana, image, k8s, keda, prometheus, strimzi, watcher
 from agentstream.deploy.files import to_json, to_yaml
 from agentstream.deploy.workers import workers
 from agentstream.errors import ConfigurationError
@@ -48,7 +48,8 @@ def compose_files(source: RenderInput) -> dict[str, str]:
     return {
         "Dockerfile": image.dockerfile(source.app_path, source.app_path),
         ".dockerignore": image.dockerignore(source.app_path),
-        "docker-compose.yml": as_yaml(compose.compose(found, source.kafka_version)),
+        "docker-compose.yml": as_yaml(compose.compose(found, source.kafka_version,
+                                                      watch=watcher.needs_watcher(source.topology))),
         prometheus.PROMETHEUS_FILE: as_yaml(prometheus.prometheus_config(found)),
         grafana.DATASOURCE_FILE: as_yaml(grafana.datasource("http://prometheus:9090")),
         grafana.PROVIDER_FILE: as_yaml(grafana.dashboard_provider()),
@@ -69,6 +70,9 @@ def k8s_files(source: RenderInput) -> dict[str, str]:
         files[f"{K8S_DIR}/workers/{worker.name}.yaml"] = as_yaml(
             [k8s.deployment(worker, image.IMAGE, source.app_path), k8s.disruption_budget(worker)])
         files[f"{K8S_DIR}/keda/{worker.name}.yaml"] = as_yaml([keda.scaled_object(worker)])
+    files[f"{K8S_DIR}/gateway.yaml"] = as_yaml(gateway.gateway_objects(image.IMAGE, source.app_path))
+    if watcher.needs_watcher(source.topology):
+        files[f"{K8S_DIR}/rollout-watch.yaml"] = as_yaml([watcher.deployment(image.IMAGE, source.app_path)])
     return files
 
 

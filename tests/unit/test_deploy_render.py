@@ -230,6 +230,6 @@ def test_a_shadow_brings_its_worker_but_no_watcher() -> None:
     assert "k8s/rollout-watch.yaml" not in shadow
     trigger = _docs(shadow["k8s/keda/specialist-billing-shadow.yaml"])[0]["spec"]["triggers"][0]["metadata"]
     assert trigger["consumerGroup"] == "agents.specialist.billing.shadow"
-    assert trigger["topic"] == "agents.specialist.billing.v1"  # the live topic, in a group of its own
+    assert trigger["topic"] == "agents.transcripts.v1"  # a shadow runs a task after the live run's transcript
     assert "rollout-watch" not in _docs(compose_files(_source(_with_candidate("shadow")))["docker-compose.yml"])[0][
         "services"]

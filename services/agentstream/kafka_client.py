@@ -48,11 +48,9 @@ from agentstream.gateway.injection import flag_metadata
 from agentstream.gateway.view_store import APPROVALS, approval_key
 from agentstream.serde import SchemaSet
 from agentstream.settings import WorkerSettings, state_dir_from_env
-from agentstream.task_client import StreamEvent, TaskClientError
+from agentstream.task_client import PROGRESS, RESULT, StreamEvent, TaskClientError
 from agentstream.topology import Topology, load_topology
 
-PROGRESS, RESULT = "progress", "result"  # the kinds of StreamEvent, as the gateway's SSE names them
-RESULT_GRACE_S = 2.0  # as the gateway's sse_result_grace_s: how long a result waits for its terminal event
 WAKE_S = 1.0  # events(): how often a waiting iterator looks whether it was closed
 T = TypeVar("T")
 
@@ -154,10 +152,10 @@ class Client:
             found = view.store.task(task_id) or {}
             if found.get("result") is not None:
                 result_since = result_since or time.monotonic()
-                if view_rules.result_due(found, offset, time.monotonic() - result_since, RESULT_GRACE_S):
+                if view_rules.result_due(found, offset, time.monotonic() - result_since, view_rules.RESULT_GRACE_S):
                     yield StreamEvent(result_id(found["result"]["offset"]), RESULT, task_view.public(found))
                     return
-            seen = view.wait(seen, WAKE_S if result_since is None else RESULT_GRACE_S / 4)
+            seen = view.wait(seen, WAKE_S if result_since is None else view_rules.RESULT_GRACE_S / 4)
 
     def approvals(self) -> list[dict[str, Any]]:
         view = self._ready_view()

@@ -16,6 +16,10 @@ from typing import Any, Protocol
 
 from agentstream.errors import AgentStreamError
 
+# The kinds of StreamEvent: the SSE event names of the gateway's stream, and the Kafka client's.
+PROGRESS = "progress"
+RESULT = "result"
+
 
 class TaskClientError(AgentStreamError):
     """A refusal: ``status`` (the HTTP status the gateway answers it with), ``code`` (e.g.

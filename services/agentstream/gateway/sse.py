@@ -19,12 +19,11 @@ from fastapi import Request
 from agentstream.gateway import metrics, task_view
 from agentstream.gateway.ids import Position, event_id, result_id
 from agentstream.gateway.view_rules import result_due
+from agentstream.task_client import PROGRESS, RESULT
 
 if TYPE_CHECKING:
     from agentstream.gateway.context import Gateway
 
-PROGRESS = "progress"
-RESULT = "result"
 
 
 def frame(ident: str, event: str, data: Any) -> str:

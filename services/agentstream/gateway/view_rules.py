@@ -22,6 +22,9 @@ from agentstream.task_client import TaskClientError
 
 View = Mapping[str, Any]
 PENDING_LIMIT = 1000
+# After a task's result, how long its stream waits for the terminal progress event the
+# supervisor sends just after the result (it usually arrives in the same poll).
+RESULT_GRACE_S = 2.0
 
 
 def not_found(what: str, ident: str) -> TaskClientError:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentstream import AsyncClient, AsyncGatewayClient, Client, GatewayClient
+from agentstream.settings import BOOTSTRAP_ENV, PREFIX_ENV, STATE_DIR_ENV, TOPOLOGY_ENV
 from agentstream.task_client import AsyncTaskClient, TaskClient, TaskClientError
 from agentstream.topology import load_topology
 
@@ -134,3 +136,19 @@ def test_the_async_clients_share_the_shape_too(running: Running) -> None:  # noq
     gateway = AsyncGatewayClient(running.gateway.url, api_key=running.tenants.keys[(TENANT, "submitter")])
     for kinds in (asyncio.run(follow(kafka)), asyncio.run(follow(gateway))):
         assert kinds[-1] == "result" and kinds.count("result") == 1 and "progress" in kinds
+
+
+def test_a_client_from_the_environment_finds_what_the_commands_find(running: Running, tmp_path: Path,  # noqa: F811
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Client.from_env`` takes the broker, topology and prefix from the commands' variables,
+    keeps its view under ``<state>/client`` and removes it on close."""
+    for name, value in running.env.items():
+        if name in (BOOTSTRAP_ENV, TOPOLOGY_ENV, PREFIX_ENV):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path))
+    with _gateway(running) as gateway:
+        task_id = gateway.submit("Please check invoice INV-1004 for me", agent="billing")
+        with Client.from_env(tenant_id=TENANT) as kafka:
+            assert kafka.result(task_id, timeout=90)["result"] == gateway.result(task_id, timeout=90)["result"]
+            assert len(list((tmp_path / "client").iterdir())) == 1  # its view's directory
+        assert list((tmp_path / "client").iterdir()) == []

@@ -57,6 +57,16 @@ def test_a_cancel_closes_the_request_though_no_decision_record_says_so() -> None
     assert (refused.value.status, refused.value.code) == (409, "approval_closed")
 
 
+def test_a_refused_decisions_rejected_event_leaves_the_request_pending() -> None:
+    # The specialist refuses a decision for another call's hash with an ERROR event in state
+    # REJECTED; the task still waits for a decision that fits.
+    refused = task_view.on_event(_waiting(), _event("REJECTED", 1500, "ERROR", "approval decision rejected"), 6)
+    assert refused["state"] == "REJECTED"
+    entry = {"request": _request("a1"), "decided": True}
+    other = {"request": _request("a2"), "decided": False}  # a second held call of the step
+    assert [r["approval_id"] for r in view_rules.pending([entry, other], {"t1": refused}.get, "acme", NOW)] == ["a2"]
+
+
 def test_a_passed_deadline_closes_the_request_and_an_escalation_reopens_it() -> None:
     tasks = {"t1": _waiting()}
     late = {"request": _request("a1", deadline=NOW - 1), "decided": False}

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from agentstream.approvals.records import EDIT
-from agentstream.gateway.task_view import TERMINAL_STATES
+from agentstream.cancellation.records import CANCELED
 from agentstream.task_client import TaskClientError
 
 View = Mapping[str, Any]
@@ -40,9 +40,12 @@ def owned(view: View | None, tenant_id: str, task_id: str) -> View:
 
 
 def task_over(view: View | None) -> bool:
-    """Whether the task has ended: a result, or a terminal state (a cancel's event comes
-    before its result)."""
-    return view is not None and (view.get("result") is not None or view.get("state") in TERMINAL_STATES)
+    """Whether the task has ended: a result, a terminal STATE event, or its cancel acted on
+    (the CANCELED event comes before the result). Not any terminal state: a refused
+    decision's ERROR event says REJECTED while the task still waits for the right one."""
+    if view is None:
+        return False
+    return view.get("result") is not None or view.get("terminal_event_offset") is not None or view.get("state") == CANCELED
 
 
 def open_request(entry: Mapping[str, Any] | None, task: View | None, now_ms: int) -> bool:

@@ -12,7 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agentstream.gateway.view_rules import not_found as not_found  # re-exported: the routes raise it
 from agentstream.runtime.errors import CheckpointError
 from agentstream.task_client import TaskClientError
 

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
 
-# The HTTP gateway's clients (agentstream/gateway_client.py), imported on first use: they
-# need httpx (the `client` extra), which a worker does not.
-_GATEWAY_CLIENT = ("GatewayClient", "AsyncGatewayClient", "GatewayError", "GatewayEvent")
+# The task clients, imported on first use (a worker needs none of them): the one shape
+# (task_client.py), over Kafka (kafka_client.py) and over HTTP (gateway_client.py, which
+# needs httpx: the `client` extra).
+_LAZY = {
+    "TaskClient": "task_client", "AsyncTaskClient": "task_client", "TaskClientError": "task_client",
+    "StreamEvent": "task_client", "Client": "kafka_client", "AsyncClient": "kafka_client",
+    "GatewayClient": "gateway_client", "AsyncGatewayClient": "gateway_client", "GatewayError": "gateway_client",
+    "GatewayEvent": "gateway_client",
+}
 
-__all__ = ["__version__", *_GATEWAY_CLIENT]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _GATEWAY_CLIENT:
-        from agentstream import gateway_client
-
-        return getattr(gateway_client, name)
+    if name in _LAZY:
+        module = importlib.import_module(f"agentstream.{_LAZY[name]}")
+        return getattr(module, name)
     raise AttributeError(f"module 'agentstream' has no attribute {name!r}")

@@ -4,11 +4,13 @@ and ``AsyncGatewayClient`` (asyncio), the same methods on both:
     submit(text, ...) -> task_id        (idempotency_key: the same key, the same task)
     task(task_id) -> dict               (state, route, result, cost, timings)
     result(task_id, timeout) -> dict    (the task once it has a result)
-    events(task_id, after=None)         (its progress as GatewayEvents, resumable from an event id)
+    events(task_id, after=None)         (its progress as StreamEvents, resumable from an event id)
     approvals() / approve / deny / edit / cancel
 
 httpx does the HTTP (the ``client`` extra: ``pip install 'agentstream[client]'``); a
-refusal raises GatewayError with the gateway's status, code and message.
+refusal raises GatewayError with the gateway's status, code and message. Both follow the
+shape of task_client.py (TaskClient, AsyncTaskClient), as ``agentstream.Client`` does over
+Kafka.
 """
 
 from __future__ import annotations
@@ -17,34 +19,23 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from agentstream.errors import AgentStreamError
+from agentstream.task_client import StreamEvent, TaskClientError
 
 API_KEY_HEADER = "X-API-Key"
 POLL_S = 0.5  # result(): how often the task is asked for while it has no result
 
 
-class GatewayError(AgentStreamError):
+class GatewayError(TaskClientError):
     """The gateway refused a request: ``status`` (HTTP), ``code`` and the message it sent;
-    ``retry_after`` in seconds when it said (429, 503)."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.retry_after = status, code, retry_after
+    ``retry_after`` in seconds when it said (429, 503). Catch TaskClientError to handle the
+    Kafka client's refusals (the same statuses and codes) too."""
 
 
-@dataclass(frozen=True)
-class GatewayEvent:
-    """One SSE message: ``id`` (pass it as ``after`` to resume), ``kind`` ("progress" or
-    "result") and its JSON ``data``."""
-
-    id: str
-    kind: str
-    data: dict[str, Any]
+GatewayEvent = StreamEvent  # one SSE message; the name the gateway client had before the shared shape
 
 
 class SseParser:
@@ -53,7 +44,7 @@ class SseParser:
     def __init__(self) -> None:
         self._fields: dict[str, str] = {}
 
-    def feed(self, line: str) -> GatewayEvent | None:
+    def feed(self, line: str) -> StreamEvent | None:
         if line.startswith(":"):
             return None
         if line:
@@ -63,7 +54,7 @@ class SseParser:
         fields, self._fields = self._fields, {}
         if "data" not in fields:
             return None
-        return GatewayEvent(fields.get("id", ""), fields.get("event", "message"), json.loads(fields["data"]))
+        return StreamEvent(fields.get("id", ""), fields.get("event", "message"), json.loads(fields["data"]))
 
 
 def _headers(api_key: str | None, token: str | None) -> dict[str, str]:
@@ -128,7 +119,7 @@ class GatewayClient:
                 raise TimeoutError(f"Task {task_id!r} has no result after {timeout:.0f} s (state {found['state']}).")
             time.sleep(POLL_S)
 
-    def events(self, task_id: str, after: str | None = None) -> Iterator[GatewayEvent]:
+    def events(self, task_id: str, after: str | None = None) -> Iterator[StreamEvent]:
         """The task's progress after event ``after``, then its result; ends with the result."""
         parser = SseParser()
         with self._http.stream("GET", f"/v1/tasks/{task_id}/events", headers=_resume(after),
@@ -199,7 +190,7 @@ class AsyncGatewayClient:
                 raise TimeoutError(f"Task {task_id!r} has no result after {timeout:.0f} s (state {found['state']}).")
             await asyncio.sleep(POLL_S)
 
-    async def events(self, task_id: str, after: str | None = None) -> AsyncIterator[GatewayEvent]:
+    async def events(self, task_id: str, after: str | None = None) -> AsyncIterator[StreamEvent]:
         parser = SseParser()
         async with self._http.stream("GET", f"/v1/tasks/{task_id}/events", headers=_resume(after),
                                      timeout=httpx.Timeout(self._http.timeout.connect, read=None)) as response:

@@ -206,6 +206,7 @@ def test_approve_deny_duplicate_unknown_and_a_kill_while_waiting(bootstrap: str,
         late = desk.stack.results({expired["task_id"]}, timeout=VOID_DEADLINE_S + 60)[expired["task_id"]]
         assert late[0]["status"] == "COMPLETED" and "no decision before the deadline" in late[0]["output"]
         assert new_worker.matching(rf"approval {expired_request['approval_id']}: deny by deadline")
+        assert expired_request["approval_id"] not in desk.cli("list")  # closed by its deadline: no record says so
         assert not [line for line in desk.ledger_lines() if "void" in line]
         desk.cli("approve", expired_request["approval_id"], "--who", "too-late")  # an expired approval
         desk.wait_event(expired["task_id"], "ERROR", "REJECTED", "was already decided (deny by deadline)")

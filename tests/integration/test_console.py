@@ -2,7 +2,8 @@
 ``chromium``, driven by Playwright): the running gateway serves the pages, real worker
 processes (router, billing, supervisor) run the tasks on the real broker. Log in, watch a
 task wait for approval, approve it in the inbox, see the answer appear; a refused login;
-the dead letters of one's tenant shown and replayed."""
+the timeline resumed after its stream dropped; the dead letters of one's tenant shown and
+replayed."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from agentstream.client import new_task
 from agentstream.clients import producer_config
 from agentstream.events import TASK_SUBMITTED
+from agentstream.gateway_client import GatewayClient
 from agentstream.retry.classify import ErrorClass
 from agentstream.retry.dead_letter import build_dead_letter, dead_letter_message
 from agentstream.serde import SchemaSet
 
+from .harness import wait_for
+from .stream_cutter import StreamCutter
 from .test_gateway import Running, bearer, running  # noqa: F401  (the module's gateway and workers)
 
 # A task's answer waits on the model, the tool and the supervisor of a busy shared machine:
@@ -158,6 +162,44 @@ def test_the_inbox_denies_with_a_reason_and_runs_edited_arguments_checked_as_jso
     assert running.finished("acme", edited)["state"] == "COMPLETED"
     lines = running.desk.ledger_lines()
     assert f"{edited}:0:0 refund INV-1009" in lines and not [line for line in lines if denied in line], lines
+
+
+def test_the_timeline_resumes_after_its_stream_drops_and_neither_misses_nor_repeats_events(
+        running: Running, page: Page) -> None:  # noqa: F811
+    """The page's event stream is cut while the task waits; the task is approved and ends
+    while the page cannot reach its stream; once it can, the page reconnects with
+    Last-Event-ID and its timeline is the task's whole stream, each event once."""
+    cutter = StreamCutter(running.gateway.port)  # the page's origin: a proxy that can drop its streams
+    try:
+        log_in(page, cutter.url, running.tenants.keys[("acme", "operator")])
+        expect(page.get_by_test_id("tasks")).to_be_visible()
+        task_id = running.submit("acme", "Please refund payment INV-1006").json()["task_id"]
+        page.goto(f"{cutter.url}/console/#/tasks/{task_id}")
+        expect(page.get_by_test_id("timeline")).to_contain_text("waiting for approval of refund_payment")
+        rows = page.locator("[data-event-id]")
+        before = rows.evaluate_all("rows => rows.map((row) => row.dataset.eventId)")
+
+        cutter.cut()
+        ops = running.tenants.headers("acme", "operator")
+        pending = [a for a in running.http.get("/v1/approvals", headers=ops).json() if a["task_id"] == task_id]
+        assert running.http.post(f"/v1/approvals/{pending[0]['approval_id']}", json={"decision": "approve"},
+                                 headers=ops).status_code == 200
+        assert running.finished("acme", task_id)["state"] == "COMPLETED"
+        wait_for(lambda: len(cutter.event_requests) >= 2, 30, "the page trying to reconnect while cut off")
+        expect(page.get_by_test_id("task-state")).to_have_text("WAITING_INPUT")  # it has heard nothing since
+        cutter.mend()
+
+        expect(page.get_by_test_id("task-state")).to_have_text("COMPLETED", timeout=RESULT_MS)
+        with GatewayClient(running.gateway.url, api_key=running.tenants.keys[("acme", "submitter")]) as gateway:
+            whole = [event.id for event in gateway.events(task_id) if event.kind == "progress"]
+        shown = rows.evaluate_all("rows => rows.map((row) => row.dataset.eventId)")
+        assert shown == whole, f"the timeline {shown} is not the stream {whole}"
+        assert len(whole) > len(before) and shown[:len(before)] == before
+        resumed = cutter.last_event_ids()
+        assert resumed[0] is None and set(resumed[1:]) == {before[-1]}, resumed  # every retry resumed there
+        expect(page.get_by_test_id("task-tools")).to_contain_text("TOOL_CALL: refund_payment")
+    finally:
+        cutter.close()
 
 
 def dead_letter_of(running: Running, tenant: str) -> dict[str, Any]:  # noqa: F811

@@ -3,7 +3,8 @@
 Reads the ``approvals`` topic (ApprovalRequested) and the ``approval_decisions`` topic
 (ApprovalDecision) whole, group-less, and answers a request by producing one
 ApprovalDecision keyed by its session, as a UI or a chat bot would. ``list`` shows the
-requests no decision answers yet and whose task no cancel names (``control`` topic); the
+requests no decision answers yet, whose task no cancel names (``control`` topic) and whose
+deadline has not passed (the gateway's rule too: gateway/view_rules.py); the
 specialist is the judge of a decision (it refuses one for another call's hash, and
 ignores all but the first), so a request answered by a refused decision is listed as
 answered here: ``show`` gives every decision it got.
@@ -140,8 +141,11 @@ def run_command(args: argparse.Namespace, bootstrap: str, topology: Topology, sc
 def _list(desk: ApprovalTopics, out: TextIO) -> None:
     decided = desk.decisions()
     canceled = desk.canceled_tasks()
-    pending = [r for ident, r in desk.requests().items() if ident not in decided and r["task_id"] not in canceled]
     now = now_ms()
+    # Past its deadline a call is the specialist's to deny (or to re-send, with a new deadline,
+    # to the escalation group): no human's decision is wanted, though no record says so.
+    pending = [r for ident, r in desk.requests().items()
+               if ident not in decided and r["task_id"] not in canceled and r["deadline"] > now]
     out.write(f"{'APPROVAL ID':44} {'TOOL':18} {'AGE':>8} {'DEADLINE':20} {'APPROVERS':12} ARGUMENTS\n")
     for request in sorted(pending, key=lambda r: r["requested_at"]):
         out.write(f"{request['approval_id']:44} {request['tool']:18} {_age(now - request['requested_at']):>8} "

@@ -10,25 +10,24 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 
-from agentstream.approvals.records import EDIT
+from agentstream.events import now_ms
+from agentstream.gateway import view_rules
 from agentstream.gateway.api_models import ApprovalDecided, ApprovalDecisionRequest, PendingApproval, Problem
 from agentstream.gateway.auth import Operator
-from agentstream.gateway.context import Gateway, gateway_of
-from agentstream.gateway.problems import ApiError, not_found
-from agentstream.gateway.view_store import approval_key
-from agentstream.tenancy import ACCEPTED, APPROVAL_DECIDE, Principal
+from agentstream.gateway.context import gateway_of
+from agentstream.gateway.view_store import APPROVALS, approval_key
+from agentstream.tenancy import ACCEPTED, APPROVAL_DECIDE
 
 router = APIRouter()
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 403, 404, 409, 422, 429)}
-PENDING_LIMIT = 1000
 
 
 @router.get("/v1/approvals", response_model=list[PendingApproval], responses=_ERRORS,
             summary="The tool calls of your tenant that wait for a human (operator)")
 async def pending_approvals(request: Request, principal: Operator) -> list[dict[str, Any]]:
-    found = [entry["request"] for _, entry in gateway_of(request).store.scan(b"a/")
-             if entry.get("request") and not entry["decided"] and entry["request"]["tenant_id"] == principal.tenant_id]
-    return sorted(found, key=lambda r: r["requested_at"])[:PENDING_LIMIT]
+    gateway = gateway_of(request)
+    return view_rules.pending((entry for _, entry in gateway.store.scan(APPROVALS)), gateway.task,
+                              principal.tenant_id, now_ms())
 
 
 @router.post("/v1/approvals/{approval_id}", response_model=ApprovalDecided, responses=_ERRORS,
@@ -38,30 +37,11 @@ async def decide(
     request: Request, principal: Operator,
 ) -> ApprovalDecided:
     gateway = gateway_of(request)
-    wanted = _request_of(gateway, principal, approval_id)
-    _check_arguments(body)
+    wanted = view_rules.decidable(gateway.store.get(approval_key(approval_id)), gateway.task, principal.tenant_id,
+                                  approval_id, now_ms())
+    view_rules.check_decision(body.decision, body.arguments)
     record = await asyncio.to_thread(gateway.approvals.decide, approval_id, body.decision, principal.subject,
                                      body.reason, body.arguments, request=wanted)
     gateway.audit.record(principal, APPROVAL_DECIDE, approval_id, ACCEPTED, detail=body.decision)
     return ApprovalDecided(approval_id=approval_id, task_id=record["task_id"], decision=record["decision"],
                            who=record["who"])
-
-
-def _request_of(gateway: Gateway, principal: Principal, approval_id: str) -> dict[str, Any]:
-    entry = gateway.store.get(approval_key(approval_id)) or {}
-    wanted = entry.get("request")
-    if wanted is None or wanted["tenant_id"] != principal.tenant_id:
-        raise not_found("approval request", approval_id)
-    if entry.get("decided"):
-        raise ApiError(409, "already_decided", f"Approval {approval_id!r} was decided already; only the first "
-                                               "decision counts (GET /v1/approvals lists the pending ones).")
-    return dict(wanted)
-
-
-def _check_arguments(body: ApprovalDecisionRequest) -> None:
-    if body.decision == EDIT and body.arguments is None:
-        raise ApiError(422, "arguments_required", "An edit needs `arguments`: the JSON object the tool runs with.")
-    if body.decision != EDIT and body.arguments is not None:
-        raise ApiError(422, "arguments_unexpected",
-                       f"`arguments` goes with decision \"edit\", not {body.decision!r}; send decision \"edit\" to "
-                       "run the tool with other arguments.")

@@ -19,7 +19,8 @@ from fastapi import APIRouter, Path, Request
 from agentstream.gateway.api_models import DeadLetterDetail, DeadLetterReplayed, DeadLetterSummary, Problem
 from agentstream.gateway.auth import Operator
 from agentstream.gateway.context import Gateway, gateway_of
-from agentstream.gateway.problems import ApiError, not_found
+from agentstream.gateway.problems import ApiError
+from agentstream.gateway.view_rules import not_found
 from agentstream.retry.dead_letter import read_original
 from agentstream.retry.dlq_ops import DeadLetterQueue, DlqError, format_dead_letter
 from agentstream.tenancy import ACCEPTED, DLQ_REPLAY, Principal

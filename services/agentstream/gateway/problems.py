@@ -13,28 +13,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentstream.runtime.errors import CheckpointError
+from agentstream.task_client import TaskClientError
 
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """A refusal with its status, code and message (and headers such as Retry-After)."""
+class ApiError(TaskClientError):
+    """A refusal with its status, code and message (and headers such as Retry-After). The
+    rules both transports share (view_rules.py) raise TaskClientError itself, answered the same."""
 
     def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        super().__init__(status, code, message)
         self.headers = dict(headers or {})
 
 
 def problem(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=dict(headers or {}))
-
-
-def not_found(what: str, ident: str) -> ApiError:
-    """The same answer whether the thing is missing or another tenant's: nothing leaks."""
-    return ApiError(404, "not_found", f"No {what} {ident!r} for your tenant.")
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -46,9 +40,9 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return problem(exc.status, exc.code, exc.message, exc.headers)
+    @app.exception_handler(TaskClientError)
+    async def _api_error(request: Request, exc: TaskClientError) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.message, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentstream.errors import ConfigurationError
+from agentstream.gateway.view_rules import RESULT_GRACE_S
 from agentstream.settings import DEFAULT_GATEWAY_PORT, GATEWAY_HOST_ENV, GATEWAY_PORT_ENV
 
 
@@ -22,9 +23,7 @@ class GatewaySettings(BaseModel):
     state_dir: Path
     max_body_bytes: int = Field(default=256 * 1024, gt=0)  # a bigger request is a 413 before it is parsed
     sse_keepalive_s: float = Field(default=15.0, gt=0)  # a comment line this often keeps proxies from closing
-    # After a task's result, how long an SSE stream waits for the terminal progress event
-    # the supervisor sends just after the result (it usually arrives in the same poll).
-    sse_result_grace_s: float = Field(default=2.0, ge=0)
+    sse_result_grace_s: float = Field(default=RESULT_GRACE_S, ge=0)  # view_rules.RESULT_GRACE_S says why
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> GatewaySettings:

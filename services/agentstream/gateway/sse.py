@@ -18,12 +18,12 @@ from fastapi import Request
 
 from agentstream.gateway import metrics, task_view
 from agentstream.gateway.ids import Position, event_id, result_id
+from agentstream.gateway.view_rules import result_due
+from agentstream.task_client import PROGRESS, RESULT
 
 if TYPE_CHECKING:
     from agentstream.gateway.context import Gateway
 
-PROGRESS = "progress"
-RESULT = "result"
 
 
 def frame(ident: str, event: str, data: Any) -> str:
@@ -32,15 +32,6 @@ def frame(ident: str, event: str, data: Any) -> str:
 
 
 KEEPALIVE = ": keepalive\n\n"  # a comment: clients ignore it, proxies see traffic
-
-
-def result_due(view: dict[str, Any], sent_offset: int, waited_s: float, grace_s: float) -> bool:
-    """Whether the result may go now: the task has one, and the terminal progress event that
-    follows it (the supervisor's) was sent, or did not come within the grace period."""
-    if view.get("result") is None:
-        return False
-    terminal = view.get("terminal_event_offset")
-    return (terminal is not None and sent_offset >= terminal) or waited_s >= grace_s
 
 
 async def task_stream(gateway: Gateway, request: Request, task_id: str, start: Position) -> AsyncIterator[str]:

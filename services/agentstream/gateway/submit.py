@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Request, Response
 
 from agentstream.client import new_task
 from agentstream.events import TASK_SUBMITTED
-from agentstream.gateway import metrics, task_view
+from agentstream.gateway import metrics, task_view, view_rules
 from agentstream.gateway.api_models import Links, Problem, TaskAccepted, TaskRequest
 from agentstream.gateway.auth import Caller
 from agentstream.gateway.context import Gateway, gateway_of
@@ -40,7 +40,7 @@ async def submit_task(
         "W3C Trace Context of the caller: the task joins that trace (used when the gateway exports traces)."))] = None,
 ) -> TaskAccepted:
     gateway = gateway_of(request)
-    _check_agent(gateway, body.agent)
+    view_rules.check_agent(body.agent, gateway.config.topology.specialist_types)
     task_id = keyed_task_id(principal.tenant_id, idempotency_key) if idempotency_key else random_task_id()
     session_id = session_of(task_id, body.session_id)
     earlier = gateway.task(task_id) if idempotency_key else None
@@ -63,12 +63,6 @@ async def submit_task(
     metrics.submissions().labels(principal.tenant_id, "new").inc()
     response.headers["Location"] = f"/v1/tasks/{task_id}"
     return TaskAccepted(task_id=task_id, session_id=session_id, links=links(task_id), repeated=False)
-
-
-def _check_agent(gateway: Gateway, agent: str | None) -> None:
-    types = gateway.config.topology.specialist_types
-    if agent is not None and agent not in types:
-        raise ApiError(422, "unknown_agent", f"Unknown agent {agent!r}; the specialist types are {', '.join(types)}.")
 
 
 def _check_admission(gateway: Gateway, principal: Principal, task: dict[str, Any]) -> None:

@@ -9,13 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from agentstream.gateway import task_view
+from agentstream.gateway import task_view, view_rules
 from agentstream.cancellation import cancel_record, send_cancel
 from agentstream.gateway.api_models import CancelAccepted, CancelRequest, Problem, TaskStatus
 from agentstream.gateway.auth import Caller, Operator
 from agentstream.gateway.context import Gateway, gateway_of
 from agentstream.gateway.ids import parse_last_event_id
-from agentstream.gateway.problems import ApiError, not_found
+from agentstream.gateway.problems import ApiError
 from agentstream.gateway.sse import task_stream
 from agentstream.tenancy import ACCEPTED, TASK_CANCEL, Principal
 
@@ -30,10 +30,7 @@ MAX_LIST = 500
 def owned_task(gateway: Gateway, principal: Principal, task_id: str) -> dict[str, Any]:
     """The task's view if it is the caller's tenant's; 404 otherwise (another tenant's task
     is answered exactly like a missing one)."""
-    view = gateway.task(task_id)
-    if view is None or view.get("tenant_id") != principal.tenant_id:
-        raise not_found("task", task_id)
-    return view
+    return dict(view_rules.owned(gateway.task(task_id), principal.tenant_id, task_id))
 
 
 @router.get("/v1/tasks", response_model=list[TaskStatus], responses=_READ_ERRORS,
@@ -77,9 +74,7 @@ async def cancel_task(task_id: TaskId, request: Request, principal: Operator,
     CANCELED result follows on the results topic (and on this task's SSE stream)."""
     gateway = gateway_of(request)
     view = owned_task(gateway, principal, task_id)
-    if view.get("result") is not None:
-        raise ApiError(409, "task_ended", f"Task {task_id!r} has ended already ({view['result']['status']}); "
-                                          "there is nothing to cancel.")
+    view_rules.cancelable(view, task_id)
     config = gateway.config
     record = cancel_record(task_id, view["session_id"], principal.tenant_id, principal.subject,
                            body.reason if body else "")

@@ -21,6 +21,7 @@ from typing import Any
 from rocksdict import AccessType, Options, Rdict, WriteBatch
 
 _OFFSET_DIGITS = 20
+APPROVALS = b"a/"  # the prefix of approval entries
 
 
 def task_key(task_id: str) -> bytes:
@@ -32,7 +33,7 @@ def event_key(task_id: str, offset: int) -> bytes:
 
 
 def approval_key(approval_id: str) -> bytes:
-    return f"a/{approval_id}".encode()
+    return APPROVALS + approval_id.encode()
 
 
 class ViewBatch:

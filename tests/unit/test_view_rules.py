@@ -1,0 +1,125 @@
+"""What the view answers for both transports (gateway/view_rules.py): which approvals are
+pending — a cancel or a deadline closes one without any decision record —, the refusals
+with the gateway's codes; and the one method shape of the clients (task_client.py)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+from agentstream.gateway import task_view, view_rules
+from agentstream.task_client import AsyncTaskClient, TaskClient, TaskClientError
+
+NOW = 10_000
+
+
+def _request(ident: str, task_id: str = "t1", tenant: str = "acme", requested_at: int = 1000,
+             deadline: int = NOW + 60_000) -> dict[str, Any]:
+    return {"approval_id": ident, "task_id": task_id, "session_id": "s1", "tenant_id": tenant, "agent_type": "billing",
+            "tool": "refund", "arguments_json": "{}", "arguments_hash": "h", "input": "refund it", "answer_so_far": None,
+            "tool_description": "", "requested_at": requested_at, "deadline": deadline, "approvers": ""}
+
+
+def _event(state: str, at: int, kind: str = "STATE", detail: str = "") -> dict[str, Any]:
+    return {"task_id": "t1", "session_id": "s1", "stage": "billing", "kind": kind, "state": state, "detail": detail,
+            "at": at}
+
+
+def _waiting() -> dict[str, Any]:
+    task = {"task_id": "t1", "session_id": "s1", "tenant_id": "acme", "input": "refund it", "submitted_at": 900,
+            "requested_agent": "billing", "metadata": {}, "budget_usd": None}
+    return task_view.on_event(task_view.on_submitted(None, task), _event("WAITING_INPUT", 1001), 5)
+
+
+def test_a_waiting_tasks_request_is_pending_until_a_decision() -> None:
+    tasks = {"t1": _waiting()}
+    entry = {"request": _request("a1"), "decided": False}
+    assert [r["approval_id"] for r in view_rules.pending([entry], tasks.get, "acme", NOW)] == ["a1"]
+    assert view_rules.pending([{**entry, "decided": True}], tasks.get, "acme", NOW) == []
+    assert view_rules.pending([entry], tasks.get, "globex", NOW) == []  # another tenant's
+
+
+def test_a_cancel_closes_the_request_though_no_decision_record_says_so() -> None:
+    # The specialist drops the wait with a CANCELED event (specialist/canceling.py), then the
+    # supervisor publishes the CANCELED result: either closes the request.
+    entry = {"request": _request("a1"), "decided": False}
+    dropped = task_view.on_event(_waiting(), _event("CANCELED", 2000, "TEXT", "wait for approval dropped"), 6)
+    assert view_rules.pending([entry], {"t1": dropped}.get, "acme", NOW) == []
+    result = {"task_id": "t1", "session_id": "s1", "tenant_id": "acme", "status": "CANCELED", "output": None,
+              "error": {"code": "CANCELED", "message": "canceled"}, "agents": ["billing"], "completed_at": 2100,
+              "usage": {}}
+    ended = task_view.on_result(_waiting(), result, 3)  # a result read before the event: closed too
+    assert view_rules.pending([entry], {"t1": ended}.get, "acme", NOW) == []
+    with pytest.raises(TaskClientError) as refused:
+        view_rules.decidable(entry, {"t1": dropped}.get, "acme", "a1", NOW)
+    assert (refused.value.status, refused.value.code) == (409, "approval_closed")
+
+
+def test_a_refused_decisions_rejected_event_leaves_the_request_pending() -> None:
+    # The specialist refuses a decision for another call's hash with an ERROR event in state
+    # REJECTED; the task still waits for a decision that fits.
+    refused = task_view.on_event(_waiting(), _event("REJECTED", 1500, "ERROR", "approval decision rejected"), 6)
+    assert refused["state"] == "REJECTED"
+    entry = {"request": _request("a1"), "decided": True}
+    other = {"request": _request("a2"), "decided": False}  # a second held call of the step
+    assert [r["approval_id"] for r in view_rules.pending([entry, other], {"t1": refused}.get, "acme", NOW)] == ["a2"]
+
+
+def test_a_passed_deadline_closes_the_request_and_an_escalation_reopens_it() -> None:
+    tasks = {"t1": _waiting()}
+    late = {"request": _request("a1", deadline=NOW - 1), "decided": False}
+    assert view_rules.pending([late], tasks.get, "acme", NOW) == []
+    escalated = {"request": _request("a1", deadline=NOW + 30_000), "decided": False}  # re-sent with a new deadline
+    assert len(view_rules.pending([escalated], tasks.get, "acme", NOW)) == 1
+
+
+def test_pending_requests_come_oldest_first_and_unknown_tasks_do_not_close_them() -> None:
+    entries = [{"request": _request("b", requested_at=2000), "decided": False},
+               {"request": _request("a", requested_at=1000), "decided": False},
+               {"request": None, "decided": True}]  # a decision read before its request
+    assert [r["approval_id"] for r in view_rules.pending(entries, lambda _: None, "acme", NOW)] == ["a", "b"]
+
+
+def test_refusals_carry_the_gateways_status_and_code() -> None:
+    entry = {"request": _request("a1"), "decided": False}
+    cases = [
+        (lambda: view_rules.decidable(None, lambda _: None, "acme", "a9", NOW), 404, "not_found"),
+        (lambda: view_rules.decidable(entry, lambda _: None, "globex", "a1", NOW), 404, "not_found"),
+        (lambda: view_rules.decidable({**entry, "decided": True}, lambda _: None, "acme", "a1", NOW), 409,
+         "already_decided"),
+        (lambda: view_rules.check_decision("edit", None), 422, "arguments_required"),
+        (lambda: view_rules.check_decision("approve", {"x": 1}), 422, "arguments_unexpected"),
+        (lambda: view_rules.owned({"tenant_id": "globex"}, "acme", "t1"), 404, "not_found"),
+        (lambda: view_rules.cancelable({"result": {"status": "COMPLETED"}}, "t1"), 409, "task_ended"),
+        (lambda: view_rules.check_agent("sales", ["billing"]), 422, "unknown_agent"),
+    ]
+    for call, status, code in cases:
+        with pytest.raises(TaskClientError) as refused:
+            call()
+        assert (refused.value.status, refused.value.code) == (status, code)
+    assert view_rules.decidable(entry, {"t1": _waiting()}.get, "acme", "a1", NOW)["approval_id"] == "a1"
+
+
+def _methods(protocol: type) -> list[str]:
+    return [name for name in vars(protocol) if not name.startswith("_") and callable(getattr(protocol, name))]
+
+
+@pytest.mark.parametrize(("protocol", "module", "names"), [
+    (TaskClient, "agentstream.kafka_client", ["Client"]),
+    (TaskClient, "agentstream.gateway_client", ["GatewayClient"]),
+    (AsyncTaskClient, "agentstream.kafka_client", ["AsyncClient"]),
+    (AsyncTaskClient, "agentstream.gateway_client", ["AsyncGatewayClient"]),
+])
+def test_both_transports_have_the_protocols_methods_with_its_signatures(protocol: type, module: str,
+                                                                        names: list[str]) -> None:
+    imported = __import__(module, fromlist=names)
+    assert len(_methods(protocol)) == 10  # submit … cancel, and close (aclose)
+    for name in names:
+        cls = getattr(imported, name)
+        for method in _methods(protocol):
+            wanted, got = inspect.signature(getattr(protocol, method)), inspect.signature(getattr(cls, method))
+            assert got == wanted, f"{name}.{method}{got} is not the protocol's {method}{wanted}"
+            is_async = inspect.iscoroutinefunction(getattr(protocol, method))
+            assert inspect.iscoroutinefunction(getattr(cls, method)) == is_async, f"{name}.{method}"

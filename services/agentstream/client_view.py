@@ -40,7 +40,8 @@ class ClientView:
         self.generation = 0
         self.reader = ViewReader(bootstrap, topology, schemas, self.store, self._notify).start()
 
-    def _notify(self) -> None:
+    def _notify(self, _task_ids: frozenset[str] | None) -> None:
+        # One condition for all: a client process follows a handful of tasks, not hundreds.
         with self._changed:
             self.generation += 1
             self._changed.notify_all()

@@ -40,20 +40,22 @@ async def task_stream(gateway: Gateway, request: Request, task_id: str, start: P
     try:
         if start.done:
             return
-        offset, seen, result_since = start.offset, gateway.changes.generation, None
-        while not await request.is_disconnected():
-            for offset, event in gateway.store.events_after(task_id, offset):
-                yield frame(event_id(offset), PROGRESS, event)
-            view = gateway.store.task(task_id) or {}
-            if view.get("result") is not None:
-                result_since = result_since or time.monotonic()
-                if result_due(view, offset, time.monotonic() - result_since, settings.sse_result_grace_s):
-                    yield frame(result_id(view["result"]["offset"]), RESULT, task_view.public(view))
-                    return
-            wait = settings.sse_keepalive_s if result_since is None else settings.sse_result_grace_s / 4
-            before = seen
-            seen = await gateway.changes.wait(seen, wait)
-            if seen == before and result_since is None:
-                yield KEEPALIVE
+        offset, result_since = start.offset, None
+        with gateway.changes.watching(task_id) as watch:  # woken by changes of this task only
+            seen = watch.generation
+            while not await request.is_disconnected():
+                for offset, event in gateway.store.events_after(task_id, offset):
+                    yield frame(event_id(offset), PROGRESS, event)
+                view = gateway.store.task(task_id) or {}
+                if view.get("result") is not None:
+                    result_since = result_since or time.monotonic()
+                    if result_due(view, offset, time.monotonic() - result_since, settings.sse_result_grace_s):
+                        yield frame(result_id(view["result"]["offset"]), RESULT, task_view.public(view))
+                        return
+                wait = settings.sse_keepalive_s if result_since is None else settings.sse_result_grace_s / 4
+                before = seen
+                seen = await watch.wait(seen, wait)
+                if seen == before and result_since is None:
+                    yield KEEPALIVE
     finally:
         metrics.sse_streams().dec()

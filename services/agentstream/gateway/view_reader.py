@@ -56,10 +56,11 @@ def fold(batch: ViewBatch, schema: str, record: dict[str, Any], offset: int) -> 
 
 class ViewReader:
     """Reads the view's topics into ``store`` until ``stop``; ``on_change`` is called (from
-    the reader's thread) after every batch that changed the view."""
+    the reader's thread) after every batch that changed the view, with the ids of the tasks
+    it changed (None once the view has caught up: everything may have)."""
 
     def __init__(self, bootstrap: str, topology: Topology, schemas: SchemaSet, store: ViewStore,
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[frozenset[str] | None], None]) -> None:
         self._bootstrap = bootstrap
         self._topics = [topology.topic(name) for name in VIEW_TOPICS]
         self._schemas = schemas
@@ -106,16 +107,18 @@ class ViewReader:
             while not self._stopping.is_set():
                 messages = consumer.consume(_BATCH, _POLL_S)
                 batch = self._store.batch()
+                changed: set[str] = set()
                 for msg in messages:
-                    self._take(msg, batch, behind, ends)
+                    self._take(msg, batch, behind, ends, changed)
                 if len(batch):
                     batch.commit()
-                    self._on_change()
+                    self._on_change(frozenset(changed))
                 self._mark_ready_if(behind)
         finally:
             consumer.close()
 
-    def _take(self, msg: Message, batch: ViewBatch, behind: set[tuple[str, int]], ends: dict[tuple[str, int], int]) -> None:
+    def _take(self, msg: Message, batch: ViewBatch, behind: set[tuple[str, int]], ends: dict[tuple[str, int], int],
+              changed: set[str]) -> None:
         tp = (str(msg.topic()), int(msg.partition() or 0))
         err = msg.error()
         if err is not None:
@@ -137,10 +140,12 @@ class ViewReader:
             log.warning("view reader: skipped %s[%d]@%d: %s", tp[0], tp[1], offset, exc)
             return
         fold(batch, schema, record, offset)
+        if isinstance(record.get("task_id"), str):
+            changed.add(record["task_id"])
         self.records += 1
 
     def _mark_ready_if(self, behind: set[tuple[str, int]]) -> None:
         if not behind and not self._ready.is_set():
             log.info("gateway view caught up: %d records read from %d topics", self.records, len(self._topics))
             self._ready.set()
-            self._on_change()
+            self._on_change(None)

@@ -6,8 +6,8 @@ reviews escalate every task here (test_supervisor_review.ModelSide).
 An escalated task waits WAITING_INPUT with a ``publish_answer`` request from the
 supervisor on the approvals topic, listed by ``agentstream approvals list``, and no
 result; ``approve`` publishes the draft as its one COMPLETED result, ``approve --args``
-an edited answer, ``deny`` a FAILED NEEDS_HUMAN_REVIEW result with the reason. A second
-decision is recorded and ignored. The billing specialist, which consumes the same
+an edited answer, ``deny`` a FAILED NEEDS_HUMAN_REVIEW result with the reason,
+``agentstream cancel`` a CANCELED one. A second decision is recorded and ignored. The billing specialist, which consumes the same
 decisions topic for its own approvals, says nothing about the supervisor's. And a
 supervisor SIGKILLed while tasks wait keeps the waits: the new one publishes an approval
 and applies the deadline of the other.
@@ -91,7 +91,7 @@ def _tasks(count: int, name: str) -> list[dict[str, Any]]:
 
 
 def test_approve_edit_and_deny_decide_an_escalated_task_once(bootstrap: str, tmp_path: Path) -> None:
-    approved, edited, denied = tasks = _tasks(3, "e")
+    approved, edited, denied, canceled = tasks = _tasks(4, "e")
     with LoopbackServer(ModelSide().answer).running() as server:
         desk = Desk(bootstrap, tmp_path, server)
         try:
@@ -112,17 +112,23 @@ def test_approve_edit_and_deny_decide_an_escalated_task_once(bootstrap: str, tmp
             desk.cli("approve", request["approval_id"], "--who", "ops", "--reason", "checked")
             desk.cli("approve", requests[edited["task_id"]]["approval_id"], "--args", json.dumps({"answer": EDITED}))
             desk.cli("deny", requests[denied["task_id"]]["approval_id"], "--who", "ops", "--reason", "no double refunds")
+            done = run("cancel", canceled["task_id"], "--by", "carol", "--reason", "withdrawn", env=desk.env)
+            assert done.returncode == 0, done.stderr[-3000:]
             results = desk.stack.results({task["task_id"] for task in tasks}, timeout=90)
             assert [(r["status"], r["output"], r["error"]) for r in results[approved["task_id"]]] == [
                 ("COMPLETED", DRAFT, None)]
             assert [(r["status"], r["output"]) for r in results[edited["task_id"]]] == [("COMPLETED", EDITED)]
             assert [(r["status"], r["output"], r["error"]) for r in results[denied["task_id"]]] == [
                 ("FAILED", None, {"code": NEEDS_HUMAN_REVIEW, "message": "denied by ops: no double refunds"})]
+            assert [(r["status"], r["output"], r["error"]) for r in results[canceled["task_id"]]] == [
+                ("CANCELED", None, {"code": "CANCELED", "message": "canceled by carol: withdrawn"})]
             assert results[approved["task_id"]][0]["review"]["verdict"] == "escalate"
 
             # A second decision is recorded and ignored: no second result.
             desk.cli("deny", request["approval_id"], "--who", "late", "--reason", "changed my mind")
             desk.wait_event(approved["task_id"], "supervisor", "REJECTED", "was already decided (approve by ops)")
+            desk.cli("approve", requests[canceled["task_id"]]["approval_id"], "--who", "late")
+            desk.wait_event(canceled["task_id"], "supervisor", "REJECTED", "was already decided (canceled by carol)")
             # A decision for billing's own approvals on the same session: once billing has
             # answered it, billing has read the supervisor's decisions before it, in order.
             probe = f"probe-{uuid.uuid4().hex[:8]}"
@@ -131,7 +137,7 @@ def test_approve_edit_and_deny_decide_an_escalated_task_once(bootstrap: str, tmp
             assert not [e for e in desk.events(probe) if e["stage"] == "supervisor"]  # not the supervisor's
             for task in tasks:  # the specialists never answered the supervisor's decisions
                 assert not [e for e in desk.events(task["task_id"]) if e["state"] == "REJECTED" and e["stage"] != "supervisor"]
-            assert [len(desk.results()[task["task_id"]]) for task in tasks] == [1, 1, 1]
+            assert [len(desk.results()[task["task_id"]]) for task in tasks] == [1, 1, 1, 1]
             assert all(r["approval_id"] not in desk.cli("list") for r in requests.values())
         finally:
             codes = desk.stack.stop_all()

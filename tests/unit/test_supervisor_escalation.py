@@ -13,7 +13,8 @@ import pytest
 
 from agentstream.approvals.policy import DeadlinePolicy
 from agentstream.approvals.records import (
-    APPROVE, DENY, EDIT, PENDING, apply_decision, approval_decision, approval_requested, arguments_hash, escalated,
+    APPROVE, DENY, EDIT, PENDING, apply_decision, approval_decision, approval_requested, arguments_hash, closed_by_cancel,
+    escalated,
 )
 from agentstream.approvals.timers import PartitionDeadlines
 from agentstream.errors import ConfigurationError
@@ -53,7 +54,7 @@ def _decide(record: dict[str, Any], decision: str, who: str = "alice", why: str 
 def test_an_escalation_is_a_pending_publish_answer_call_with_the_draft_and_the_reason() -> None:
     combined, decided = _escalated()
     assert needs_human(decided) and not needs_human(combined)
-    record = _record()
+    record = held("supervisor", decided, combined["error"], "Refund INV-7 twice", POLICY, NOW)
     assert record["approval_id"] == escalation_id("supervisor", "t-1") == "supervisor:t-1:escalate"
     assert (record["tool"], record["arguments"], record["status"]) == (PUBLISH_TOOL, {"answer": DRAFT}, PENDING)
     assert record["deadline"] == NOW + 60_000 and record["on_deadline"] == DENY
@@ -105,6 +106,15 @@ def test_a_second_decision_is_recorded_and_changes_nothing() -> None:
     assert verdict == "duplicate"
     assert second["status"] == APPROVE and [d["who"] for d in second["ignored"]] == ["bob"]
     assert outcome(second) == outcome(first)
+
+
+def test_a_cancel_closes_the_wait_with_a_canceled_result_and_a_later_decision_is_a_second_one() -> None:
+    closed = closed_by_cancel(_record(), {"requested_by": "carol", "reason": "customer withdrew"}, NOW + 9)
+    published = outcome(closed)
+    assert (published["status"], published["output"]) == ("CANCELED", None)
+    assert published["error"] == {"code": "CANCELED", "message": "canceled by carol: customer withdrew"}
+    verdict, after = _decide(closed, APPROVE)
+    assert verdict == "duplicate" and outcome(after) == published
 
 
 def test_at_the_deadline_the_policy_denies_or_asks_the_escalation_group_once() -> None:

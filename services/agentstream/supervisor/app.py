@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from agentstream.cancellation.records import is_canceled
-from agentstream.events import APPROVAL_DECISION, SPECIALIST_RESULT, task_result
+from agentstream.events import APPROVAL_DECISION, SPECIALIST_RESULT, TASK_CANCEL, task_result
 from agentstream.retry.chain import RetryChain
 from agentstream.retry.headers import REPLAY
 from agentstream.runtime import MessageContext, Table
@@ -119,8 +119,8 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
 
 def _escalator(service: Service, markers: Table, pending: Table, emitter: ResultEmitter) -> Escalator | None:
     """The escalator of a supervisor whose escalate verdicts wait for a human
-    (``supervision.escalate: approval``): it consumes the decisions topic (co-partitioned
-    with the input) and, after an assignment, re-arms deadlines and finishes decided
+    (``supervision.escalate: approval``): it consumes the decisions and control topics
+    (co-partitioned with the input) and, after an assignment, re-arms deadlines and finishes decided
     escalations. None when there is no supervision, or escalations are results."""
     supervision = service.topology.agent(AGENT).supervision
     if supervision is None or supervision.escalate != "approval":
@@ -129,6 +129,7 @@ def _escalator(service: Service, markers: Table, pending: Table, emitter: Result
     app = service.processor
     app.handler(service.topology.topic("approval_decisions"), partial(service.schemas.decode_as, APPROVAL_DECISION))(
         escalator.on_decision)
+    app.handler(service.topology.topic("control"), partial(service.schemas.decode_as, TASK_CANCEL))(escalator.on_cancel)
     app.on_assign(escalator.recover)
     return escalator
 

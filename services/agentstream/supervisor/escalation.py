@@ -18,7 +18,9 @@ error, e.g. PARTIAL_FAILURE, not NEEDS_HUMAN_REVIEW); approve with edited argume
 ``{"answer": "<text>"}`` publishes that text instead; deny (by a human, or by the deadline
 with ``on_deadline: deny``) publishes FAILED with error code NEEDS_HUMAN_REVIEW, the
 denial's reason in the message and no output: the draft a human refused is not an answer
-(it stays on the approvals topic for ``agentstream approvals show``).
+(it stays on the approvals topic for ``agentstream approvals show``). A cancel of the task
+(``agentstream cancel``) closes the approval and publishes CANCELED, as for a task that
+waits at a specialist; a decision after it is a second decision.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentstream.approvals.policy import DeadlinePolicy
+from agentstream.approvals.records import CANCELED as CLOSED_BY_CANCEL
 from agentstream.approvals.records import APPROVE, EDIT, PendingCall, approval_prefix, waiting_call
+from agentstream.cancellation.records import CANCELED
 from agentstream.supervisor.combine import COMPLETED, FAILED
 from agentstream.supervisor.review import NEEDS_HUMAN_REVIEW
 
@@ -101,12 +105,17 @@ def edit_refused(decision: Mapping[str, Any]) -> str | None:
 
 
 def outcome(record: Mapping[str, Any]) -> Record:
-    """The one TaskResult of the decided approval ``record``."""
+    """The one TaskResult of the decided approval ``record`` (decided by a human, by its
+    deadline, or closed by a cancel of its task)."""
     draft = dict(record["result"])
     decision = record["decision"]
     if record["status"] in (APPROVE, EDIT):
         return {**draft, "status": COMPLETED, "output": decision["arguments"]["answer"],
                 "error": record.get("combined_error")}
+    if record["status"] == CLOSED_BY_CANCEL:
+        return {**draft, "status": CANCELED, "output": None,
+                "error": {"code": CANCELED, "message": f"canceled by {decision.get('who') or 'unknown'}: "
+                                                        f"{decision.get('why') or 'no reason given'}"}}
     why = decision.get("why") or "no reason given"
     return {**draft, "status": FAILED, "output": None,
             "error": {"code": NEEDS_HUMAN_REVIEW, "message": f"denied by {decision.get('who') or 'unknown'}: {why}"}}

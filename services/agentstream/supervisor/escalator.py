@@ -12,6 +12,9 @@ Deadlines: one event-loop timer per partition (approvals/timers.py), due at the 
 pending deadline of the partition's escalations; set when a task is held and, from the
 pending approval records, after every assignment (so a restart or a rebalance re-arms it). The same
 assignment finishes an escalation a crash left decided but not yet published.
+
+Cancels come on the ``control`` topic, co-partitioned too: a cancel of a task that waits
+here closes its approval and publishes its CANCELED result.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from agentstream.approvals.policy import DeadlinePolicy
-from agentstream.approvals.records import DENY, PENDING, apply_decision, approval_requested, escalated
+from agentstream.approvals.records import (
+    DENY, PENDING, apply_decision, approval_requested, closed_by_cancel, escalated,
+)
 from agentstream.approvals.timers import PartitionDeadlines
 from agentstream.events import APPROVAL_REQUESTED, now_ms
 from agentstream.runtime import MessageContext, Table
@@ -140,6 +145,19 @@ class Escalator:
         self.service.progress(decision, "TEXT", WAITING_STATE,
                               f"{decision['decision']} of {record['tool']} ({ident}) by {decision['who'] or '?'}")
         await self._publish(updated, partition)
+
+    async def on_cancel(self, cancel: dict[str, Any], ctx: MessageContext) -> None:
+        """The handler of TaskCancel records: a task waiting for a human here ends CANCELED
+        (one running at a specialist is that specialist's to stop)."""
+        async with self._deciding:
+            marker = self._get(cancel["task_id"], ctx.partition)
+            record = self.record_of(marker, ctx.partition) if is_escalated(marker) else None
+            if record is None or record["status"] != PENDING:
+                return
+            closed = closed_by_cancel(record, cancel, now_ms())
+            await self.app.persist(self.markers, approval_key(record["approval_id"]), closed, partition=ctx.partition)
+            log.info("%s: task %s: its wait for %s is dropped: canceled", ctx.where, cancel["task_id"], record["approval_id"])
+            await self._publish(closed, ctx.partition)
 
     async def _publish(self, record: Mapping[str, Any], partition: int) -> None:
         """Publish the outcome of the decided ``record`` if its task still waits."""

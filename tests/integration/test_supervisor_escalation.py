@@ -8,7 +8,8 @@ supervisor on the approvals topic, listed by ``agentstream approvals list``, and
 result; ``approve`` publishes the draft as its one COMPLETED result, ``approve --args``
 an edited answer, ``deny`` a FAILED NEEDS_HUMAN_REVIEW result with the reason,
 ``agentstream cancel`` a CANCELED one. A second decision is recorded and ignored. The billing specialist, which consumes the same
-decisions topic for its own approvals, says nothing about the supervisor's. And a
+decisions topic for its own approvals, says nothing about the supervisor's, and the
+supervisor nothing about billing's; each refuses an unknown id addressed to it. And a
 supervisor SIGKILLed while tasks wait keeps the waits: the new one publishes an approval
 and applies the deadline of the other.
 """
@@ -135,6 +136,11 @@ def test_approve_edit_and_deny_decide_an_escalated_task_once(bootstrap: str, tmp
             _produce(desk, {**request, "agent_type": "billing", "approval_id": f"billing:{probe}:0:0", "task_id": probe})
             desk.wait_event(probe, "billing", "REJECTED", "is known to the billing specialist")
             assert not [e for e in desk.events(probe) if e["stage"] == "supervisor"]  # not the supervisor's
+            # And vice versa: an unknown id addressed to the supervisor is the supervisor's to refuse.
+            ghost = f"ghost-{uuid.uuid4().hex[:8]}"
+            _produce(desk, {**request, "approval_id": f"supervisor:{ghost}:escalate", "task_id": ghost})
+            desk.wait_event(ghost, "supervisor", "REJECTED", "is known to the supervisor")
+            assert not [e for e in desk.events(ghost) if e["stage"] != "supervisor"]
             for task in tasks:  # the specialists never answered the supervisor's decisions
                 assert not [e for e in desk.events(task["task_id"]) if e["state"] == "REJECTED" and e["stage"] != "supervisor"]
             assert [len(desk.results()[task["task_id"]]) for task in tasks] == [1, 1, 1, 1]

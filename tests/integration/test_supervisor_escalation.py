@@ -11,7 +11,8 @@ an edited answer, ``deny`` a FAILED NEEDS_HUMAN_REVIEW result with the reason,
 decisions topic for its own approvals, says nothing about the supervisor's, and the
 supervisor nothing about billing's; each refuses an unknown id addressed to it. And a
 supervisor SIGKILLed while tasks wait keeps the waits: the new one publishes an approval
-and applies the deadline of the other.
+and applies the deadline of the other. ``on_deadline: escalate`` asks the ``escalate_to``
+group once more, then denies.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ DEADLINE_S = 40  # past the restart of the killed supervisor, so its successor a
 class Desk:
     """A stack whose reviews escalate, and readers of its topics and the CLI."""
 
-    def __init__(self, bootstrap: str, tmp_path: Path, server: LoopbackServer, deadline_s: float = 3600) -> None:
-        topology = _topology(tmp_path, escalate="approval", approval={"deadline_s": deadline_s})
+    def __init__(self, bootstrap: str, tmp_path: Path, server: LoopbackServer, **approval: Any) -> None:
+        topology = _topology(tmp_path, escalate="approval", approval={"deadline_s": 3600, **approval})
         self.stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=topology, env=openai_env(server))
         self.env = cli_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, AGENTSTREAM_PREFIX=self.stack.prefix,
                            AGENTSTREAM_TOPOLOGY=str(topology))
@@ -173,6 +174,26 @@ def test_a_supervisor_killed_while_tasks_wait_keeps_the_waits_and_their_deadline
         finally:
             codes = desk.stack.stop_all()
     assert all(code in (0, -9) for code in codes.values()), codes
+
+
+def test_at_the_deadline_the_request_goes_to_the_escalation_group_then_the_task_is_denied(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    (task,) = _tasks(1, "d")
+    with LoopbackServer(ModelSide().answer).running() as server:
+        desk = Desk(bootstrap, tmp_path, server, deadline_s=3, on_deadline="escalate", escalate_to="leads")
+        try:
+            desk.stack.start_all(WORKERS)
+            desk.stack.submit([task])
+            got = desk.stack.results({task["task_id"]}, timeout=120)[task["task_id"]]
+            assert len(got) == 1 and (got[0]["status"], got[0]["error"]["code"]) == ("FAILED", NEEDS_HUMAN_REVIEW)
+            assert got[0]["error"]["message"].startswith("denied by deadline: no decision before the deadline")
+            asked = [r["approvers"] for r in desk.records("approvals", "ApprovalRequested") if r["task_id"] == task["task_id"]]
+            assert asked == ["", "leads"], asked
+            desk.wait_event(task["task_id"], "supervisor", "WAITING_INPUT", "passed its deadline; escalated to leads")
+        finally:
+            codes = desk.stack.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
 
 
 def _produce(desk: Desk, request: dict[str, Any]) -> None:

@@ -138,8 +138,9 @@ class Escalator:
                                           f"{(record['decision'] or {}).get('who') or '?'}); this "
                                           f"{decision['decision']} is ignored")
             return
-        if verdict != "applied":
-            self._refuse(decision, where, f"decision for {ident!r} refused: {verdict}; the task still waits")
+        if verdict != "applied":  # hash_mismatch (bad_edit is caught above)
+            self._refuse(decision, where, f"decision for {ident!r} refused: its arguments_hash is not the "
+                                          "requested answer's; the task still waits")
             return
         await self.app.persist(self.markers, key, updated, partition=partition)
         self.service.progress(decision, "TEXT", WAITING_STATE,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
+from agentstream.approvals.policy import DeadlinePolicy
 from agentstream.controls.settings import ControlSettings
 from agentstream.errors import ConfigurationError
 from agentstream.models.config import ModelSettings
@@ -86,6 +88,12 @@ class SupervisionSettings(_Frozen):
     ``max_revisions``: how many times a task may be sent back to a specialist with the
     review's feedback (supervisor/revision.py); a revise asked beyond it is escalated to a
     human. 0 escalates every revise.
+
+    ``escalate``: what an escalate verdict does. ``approval`` (the default): the task waits
+    for a human, who approves the draft answer (or an edited one) or denies it, as a held
+    tool call does (supervisor/escalation.py), with ``approval``'s deadline and outcome;
+    ``result``: a FAILED result with error code NEEDS_HUMAN_REVIEW at once, the draft as
+    its output, for deployments where nobody answers approvals.
     """
 
     model: ModelSettings
@@ -95,6 +103,8 @@ class SupervisionSettings(_Frozen):
     max_result_chars: PositiveInt = 4000
     max_answer_chars: PositiveInt = 8000
     max_revisions: int = Field(1, ge=0, le=MAX_REVISIONS_LIMIT)
+    escalate: Literal["approval", "result"] = "approval"
+    approval: DeadlinePolicy = DeadlinePolicy()
 
     @model_validator(mode="after")
     def _one_rubric(self) -> SupervisionSettings:

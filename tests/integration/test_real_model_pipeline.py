@@ -65,6 +65,7 @@ def _topology(tmp_path: Path) -> Path:
     topology["agents"]["supervisor"]["supervision"] = {
         "model": {"models": {"standard": "scripted:default"}, "timeout_s": 20, "call_timeout_s": 10},
         "rubric": "Quote the clause you rely on.",
+        "escalate": "result",  # the escalated task's result at once (test_supervisor_escalation.py waits for a human)
     }
     path = tmp_path / "topology.yaml"
     path.write_text(yaml.safe_dump(topology))

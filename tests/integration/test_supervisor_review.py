@@ -3,8 +3,8 @@ the supervisor's models one OpenAI-compatible HTTP server (LoopbackServer) reach
 the official SDK, told apart by the tools each request offers.
 
 Three tasks at once, each its own session: the review publishes one answer written from two
-specialists' results; a review escalates (a FAILED result a human must look at, with the
-draft and the reason); and a review answered with 503 falls back to today's combine, after
+specialists' results; a review escalates (with ``supervision.escalate: result``, a FAILED
+result a human must look at, with the draft and the reason); and a review answered with 503 falls back to today's combine, after
 the supervisor's controls retried it, with the reason in the task's MODEL_CALL event.
 
 And a supervisor SIGKILLed while a review is in flight reviews the task again on restart
@@ -61,14 +61,18 @@ REVISED = "Refunded payment P-7 of 42 EUR."
 FINAL = "Payment P-7 (42 EUR) is refunded and your password is changed."
 
 
-def _topology(tmp_path: Path, max_revisions: int | None = None) -> Path:
-    """The real topology with a supervision section: two attempts per review, a short backoff."""
+def _topology(tmp_path: Path, max_revisions: int | None = None, **supervision: Any) -> Path:
+    """The real topology with a supervision section: two attempts per review, a short
+    backoff; an escalation is a FAILED result at once unless ``supervision`` says otherwise
+    (test_supervisor_escalation.py: a human decides)."""
     topology = yaml.safe_load((support_desk.APP / "topology.yaml").read_text())
     topology["agents"]["supervisor"]["supervision"] = {
         "model": {"models": {"standard": "openai:supervisor-model"}, "timeout_s": 20, "call_timeout_s": 10},
         "controls": {"retry": {"max_attempts": REVIEW_ATTEMPTS, "initial_backoff_s": 0.05, "max_backoff_s": 0.1},
                      "breaker": {"failure_threshold": 10}},
         "rubric_file": "rubric.md",
+        "escalate": "result",
+        **supervision,
     }
     if max_revisions is not None:
         topology["agents"]["supervisor"]["supervision"]["max_revisions"] = max_revisions

@@ -48,18 +48,32 @@ class Comparison(BaseModel):
         return bool(_OPS[self.op](actual, self.value))
 
 
-class ApprovalPolicy(BaseModel):
-    """One tool's approval rule, its deadline and what happens when the deadline passes."""
+class DeadlinePolicy(BaseModel):
+    """How long a request waits for a human, and what happens when the deadline passes.
+    Also the supervisor's escalations' (``supervision.approval``, supervisor/escalation.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    require: Literal["always", "never", "when"] = "always"
-    when: tuple[Comparison, ...] = ()
     deadline_s: PositiveFloat = DEFAULT_DEADLINE_S
     on_deadline: Literal["deny", "escalate"] = "deny"
     # escalate: at the deadline the request goes again to this approver group, with a new
     # deadline of deadline_s; at that one the call is denied.
     escalate_to: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _escalate_with_group(self) -> DeadlinePolicy:
+        if (self.on_deadline == "escalate") != (self.escalate_to is not None):
+            raise ValueError("on_deadline: escalate needs escalate_to: <approver group>, and escalate_to goes only "
+                             f"with on_deadline: escalate (got on_deadline: {self.on_deadline}, "
+                             f"escalate_to: {self.escalate_to!r})")
+        return self
+
+
+class ApprovalPolicy(DeadlinePolicy):
+    """One tool's approval rule, its deadline and what happens when the deadline passes."""
+
+    require: Literal["always", "never", "when"] = "always"
+    when: tuple[Comparison, ...] = ()
 
     @model_validator(mode="after")
     def _when_with_rule(self) -> ApprovalPolicy:
@@ -69,10 +83,6 @@ class ApprovalPolicy(BaseModel):
         if self.require != "when" and self.when:
             raise ValueError(f"`when` comparisons apply only with require: when, not require: {self.require}; "
                              "set require: when or drop `when`")
-        if (self.on_deadline == "escalate") != (self.escalate_to is not None):
-            raise ValueError("on_deadline: escalate needs escalate_to: <approver group>, and escalate_to goes only "
-                             f"with on_deadline: escalate (got on_deadline: {self.on_deadline}, "
-                             f"escalate_to: {self.escalate_to!r})")
         return self
 
     def needs_approval(self, arguments: object) -> bool:

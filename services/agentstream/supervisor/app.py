@@ -1,7 +1,8 @@
 """The supervisor's stream processor: gather each task's specialist results, combine
 them (supervisor/combine.py) — or, with a ``supervision`` section in the topology, have a
 model review them (supervisor/review.py), sending a task back to one specialist when the
-review says revise (supervisor/revision.py) — and publish exactly one TaskResult per task
+review says revise (supervisor/revision.py), holding it for a human when the review says
+escalate (supervisor/escalation.py) — and publish exactly one TaskResult per task
 (supervisor/emitter.py). A specialist that reports a cancel (error code CANCELED, see
 specialist/canceling.py) decides its task at once: the one result is CANCELED, and the
 other specialists' answers, coming later, find it published.
@@ -14,15 +15,17 @@ from functools import partial
 from typing import Any
 
 from agentstream.cancellation.records import is_canceled
-from agentstream.events import SPECIALIST_RESULT, task_result
+from agentstream.events import APPROVAL_DECISION, SPECIALIST_RESULT, TASK_CANCEL, task_result
 from agentstream.retry.chain import RetryChain
 from agentstream.retry.headers import REPLAY
-from agentstream.runtime import MessageContext
+from agentstream.runtime import MessageContext, Table
 from agentstream.serde import SchemaSet
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
 from agentstream.supervisor.combine import COMPLETED, canceled, combine, is_complete
 from agentstream.supervisor.emitter import ResultEmitter, marker_stamp, marker_written_at
+from agentstream.supervisor.escalation import is_escalated
+from agentstream.supervisor.escalator import Escalator
 from agentstream.supervisor.review import describe, reviewed
 from agentstream.supervisor.reviewer import Reviewer
 from agentstream.supervisor.reviser import Reviser
@@ -46,6 +49,7 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
     reviewer = Reviewer.from_settings(topology.agent(AGENT).supervision, topology.app_dir())
     reviser = Reviser(service, markers, pending, emitter)
     app.on_assign(emitter.recover)
+    escalator = _escalator(service, markers, pending, emitter)
     if reviewer is not None:
         async def share_quotas(_: list[int]) -> None:  # this member's share of the model quotas
             reviewer.assigned(len(app.assigned_partitions()), app.partition_count)
@@ -62,6 +66,10 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
         marker = markers.get(task_id)
         if is_revising(marker) and task_id not in emitter.emitting:
             on_revision(marker, result, ctx)
+            return
+        if escalator is not None and is_escalated(marker) and replay is None:
+            log.info("%s: task %s waits for a human; its approval request is sent again", ctx.where, task_id)
+            emitter.spawn_guarded(escalator.resend(marker, ctx.partition), [result], ctx)
             return
         # A replayed task (an operator re-ran its dead letter) may publish once more.
         if task_id in emitter.emitting or (marker is not None and (replay is None or marker.get("replay") == replay)):
@@ -98,12 +106,32 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
         if stopped is not None:  # nothing to review
             emitter.start(stopped, received, ctx, replay)
         elif reviewer is not None and final["status"] == COMPLETED:
-            emitter.start(review(reviewer, reviser, service, final, received, earlier, ctx.partition), received, ctx, replay)
+            reviewing = review(reviewer, reviser, service, final, received, earlier, ctx.partition)
+            if escalator is not None:  # an escalate verdict waits for a human
+                reviewing = escalator.after_review(reviewing, final, received, ctx.partition, replay)
+            emitter.start(reviewing, received, ctx, replay)
         else:  # nothing to review when every specialist failed: the failure is the answer
             emitter.start(final, received, ctx, replay)
 
     emitter.retries = RetryChain(service, partial(schemas.decode_as, SPECIALIST_RESULT), on_result)
     return service
+
+
+def _escalator(service: Service, markers: Table, pending: Table, emitter: ResultEmitter) -> Escalator | None:
+    """The escalator of a supervisor whose escalate verdicts wait for a human
+    (``supervision.escalate: approval``): it consumes the decisions and control topics
+    (co-partitioned with the input) and, after an assignment, re-arms deadlines and finishes decided
+    escalations. None when there is no supervision, or escalations are results."""
+    supervision = service.topology.agent(AGENT).supervision
+    if supervision is None or supervision.escalate != "approval":
+        return None
+    escalator = Escalator(service, markers, pending, emitter, supervision.approval)
+    app = service.processor
+    app.handler(service.topology.topic("approval_decisions"), partial(service.schemas.decode_as, APPROVAL_DECISION))(
+        escalator.on_decision)
+    app.handler(service.topology.topic("control"), partial(service.schemas.decode_as, TASK_CANCEL))(escalator.on_cancel)
+    app.on_assign(escalator.recover)
+    return escalator
 
 
 async def review(reviewer: Reviewer, reviser: Reviser, service: Service, final: dict[str, Any],

@@ -31,6 +31,8 @@ from agentstream.runtime import MessageContext, Table
 from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SerdeError
 from agentstream.service import Service
+from agentstream.supervisor.escalation import ESCALATED
+from agentstream.supervisor.escalation import closed_at as escalation_closed_at
 from agentstream.supervisor.revision import REVISING
 from agentstream.telemetry import tracing
 
@@ -46,7 +48,7 @@ def marker_written_at(marker: Record) -> int | None:
     """When a "sent" marker was written; None (never expires) for one still emitting or
     one written before markers held a time (marker_stamp gives it one)."""
     if marker.get("state") != SENT:
-        return None
+        return escalation_closed_at(marker)  # an escalation's approval record, once decided
     at = marker.get("at")
     return at if isinstance(at, int) else None
 
@@ -98,6 +100,20 @@ class ResultEmitter:
         if marker is None or marker.get("state") != EMITTING or task_id in self._in_flight:
             return None
         return marker  # type: ignore[no-any-return]
+
+    async def publish(self, final: Record, partition: int, replay: str | None) -> None:
+        """Emit ``final``, decided with no specialist result in hand (a human's decision on
+        an escalation, supervisor/escalator.py): its marker, then the result. A failure
+        leaves the escalation decided: the partition's next owner finishes it."""
+        task_id = final["task_id"]
+        self._in_flight.add(task_id)  # a specialist result of the task meanwhile must not finish it too
+        try:
+            marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
+            await self.app.persist(self.markers, task_id, marker, partition=partition)
+            await self._send(final, partition, replay)
+        finally:
+            self._in_flight.discard(task_id)
+        log.info("%s[%d]: task %s %s by a human's decision", self.results_topic, partition, task_id, final["status"])
 
     def finish(self, marker: Record, received: list[Record], ctx: MessageContext) -> None:
         """Finish the emission ``marker`` stands for, as spawned work."""
@@ -189,9 +205,9 @@ class ResultEmitter:
 
     def _fail(self, task_id: str, received: list[Record], ctx: MessageContext, exc: Exception) -> None:
         marker = self.markers.get(task_id)
-        # Sent back for a revision counts as decided: the revised result decides the task,
-        # so a FAILED result now could be a second one.
-        decided = marker is not None and marker.get("state") in (EMITTING, REVISING)
+        # Sent back for a revision, or waiting for a human, counts as decided: the revised
+        # result or the human's decision decides the task, so a FAILED result now could be a second one.
+        decided = marker is not None and marker.get("state") in (EMITTING, REVISING, ESCALATED)
         attempt = int(decode_headers(ctx.headers).get(ATTEMPT, "0") or 0)
         raw = self.service.schemas.encode(SPECIALIST_RESULT, received[-1])
         # With a marker, a FAILED result could be a second one (the result may have reached

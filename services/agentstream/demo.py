@@ -3,6 +3,7 @@ tickets (``tickets.json`` in its folder), and a readable account of what happene
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import textwrap
@@ -12,14 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agentstream.client import Follower, Submitter, new_task
 from agentstream.display import shorten
 from agentstream.errors import ConfigurationError
-from agentstream.events import TASK_EVENT, TASK_RESULT
+from agentstream.kafka_client import Client
 from agentstream.models.config import DEFAULT_MODEL_ID, ModelSettings, effective_model_id, parse_model_id
 from agentstream.serde import SchemaSet
 from agentstream.settings import MODEL_ENV, TOPOLOGY_ENV
 from agentstream.stack import Stack
+from agentstream.task_client import PROGRESS
 from agentstream.topology import APP_TOPOLOGY_FILE, Topology
 
 TICKETS_FILE = "tickets.json"  # an app's sample tickets: {"tickets": [{"input", "session_id", ...}]}
@@ -32,6 +33,8 @@ agentstream demo: {app}
 SCRIPTED = """model: ScriptedModel, the offline deterministic test model shipped with agentstream.
          No real LLM is called: its tool calls follow the app's scripted rules, its answers quote the results."""
 ANSWER_CHARS = 600
+DEMO_TENANT = "demo"  # a ticket's tenant when it names none
+RESULT_POLL_S = 0.5  # how long one wait for a result may block before the workers are checked again
 # How long the demo waits for every result. A session's tickets run one after another and
 # a real model takes seconds per call (a local one on a CPU, tens), so it gets longer.
 SCRIPTED_WAIT_S = 120.0
@@ -106,30 +109,26 @@ def load_tickets(app: Path) -> list[dict[str, Any]]:
 
 def run_demo(app: Path, state_dir: Path = Path(".state/demo"), timeout: float | None = None) -> int:
     """Run the app's tickets; wait ``timeout`` seconds for their results (None: SCRIPTED_WAIT_S
-    on the scripted model, REAL_WAIT_S on a real one)."""
-    schemas = SchemaSet.load()
+    on the scripted model, REAL_WAIT_S on a real one). The tickets go through
+    ``agentstream.Client``, the client an upstream service next to the cluster would use."""
     tickets = load_tickets(app)
     run_id = uuid.uuid4().hex[:6]
-    with Stack(state_dir / "workers", log_dir=state_dir / "logs", topology_path=app) as stack:
+    with Stack(state_dir / "workers", log_dir=state_dir / "logs", topology_path=app) as stack, \
+            contextlib.ExitStack() as open_clients:
         topology = stack.topology
         timeout = default_wait(topology) if timeout is None else timeout
         print(BANNER.format(app=app, models=describe_models(topology), broker=stack.bootstrap,
                             workers=", ".join(stack.workers), logs=state_dir / "logs"))
-        follower = Follower(stack.bootstrap, [topology.topic("results"), topology.topic("task_events")], schemas)
-        submitter = Submitter(stack.bootstrap, topology, schemas)
+        clients = _Clients(stack, state_dir / "clients", open_clients)
         tasks: dict[str, dict[str, Any]] = {}
         for number, ticket in enumerate(tickets, 1):
-            task = new_task(
-                ticket["input"], ticket["session_id"], ticket.get("tenant_id") or "demo",
-                task_id=f"demo-{run_id}-{number}", requested_agent=ticket.get("requested_agent"),
-            )
-            tasks[task["task_id"]] = {**ticket, "number": number}
-            submitter.submit(task)
-        submitter.flush()
+            client = clients.of(ticket.get("tenant_id") or DEMO_TENANT)
+            task_id = client.submit(ticket["input"], session_id=ticket["session_id"],
+                                    agent=ticket.get("requested_agent"), idempotency_key=f"demo-{run_id}-{number}")
+            tasks[task_id] = {**ticket, "number": number, "client": client}
         print(f"submitted {len(tasks)} tickets; waiting up to {timeout:.0f} s for their results "
               "(first run: the workers join their groups)\n")
-        results, tools = _collect(follower, stack, set(tasks), timeout)
-        follower.close()
+        results, tools = _collect(tasks, stack, timeout)
     for task_id, ticket in sorted(tasks.items(), key=lambda item: item[1]["number"]):
         _print_ticket(ticket, results.get(task_id), tools.get(task_id, []))
     missing = [task_id for task_id in tasks if task_id not in results]
@@ -142,25 +141,49 @@ def run_demo(app: Path, state_dir: Path = Path(".state/demo"), timeout: float | 
     return 0 if not missing else 1
 
 
-def _collect(follower: Follower, stack: Stack, wanted: set[str], timeout: float) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+class _Clients:
+    """One ``Client`` per tenant of the tickets (a client acts for one tenant), opened once."""
+
+    def __init__(self, stack: Stack, state_dir: Path, exits: contextlib.ExitStack) -> None:
+        self._stack, self._state_dir, self._exits = stack, state_dir, exits
+        self._schemas = SchemaSet.load()
+        self._made: dict[str, Client] = {}
+
+    def of(self, tenant_id: str) -> Client:
+        if tenant_id not in self._made:
+            client = Client(self._stack.bootstrap, self._stack.topology, tenant_id=tenant_id, subject="demo",
+                            schemas=self._schemas, state_dir=self._state_dir)
+            self._made[tenant_id] = self._exits.enter_context(client)
+        return self._made[tenant_id]
+
+
+def _collect(tasks: dict[str, dict[str, Any]], stack: Stack,
+             timeout: float) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """Each task's result as the supervisor published it, and the tools its loop called,
+    read through its client (printed as they come in, in ticket order)."""
     results: dict[str, dict[str, Any]] = {}
     tools: dict[str, list[str]] = {}
     deadline = time.monotonic() + timeout
-    while set(results) != wanted and time.monotonic() < deadline:
-        if stack.dead_workers():
-            print(f"workers exited early: {stack.dead_workers()}")
+    for task_id, ticket in sorted(tasks.items(), key=lambda item: item[1]["number"]):
+        client: Client = ticket["client"]
+        while task_id not in results and time.monotonic() < deadline and not stack.dead_workers():
+            with contextlib.suppress(TimeoutError):  # a short wait, so dead workers are seen
+                results[task_id] = _as_result(client.result(task_id, timeout=RESULT_POLL_S))
+        if task_id not in results:
             break
-        for _, name, record in follower.poll_once(0.2):
-            task_id = record.get("task_id")
-            if task_id not in wanted:
-                continue
-            if name == TASK_RESULT and task_id not in results:
-                results[task_id] = record
-                print(f"  result for {task_id}: {record['status']} ({len(results)}/{len(wanted)})")
-            elif name == TASK_EVENT and record["kind"] == "TOOL_CALL":
-                tools.setdefault(task_id, []).append(f"{record['stage']}:{record['detail']}")
+        tools[task_id] = [f"{event.data['stage']}:{event.data['detail']}" for event in client.events(task_id)
+                          if event.kind == PROGRESS and event.data.get("kind") == "TOOL_CALL"]
+        print(f"  result for {task_id}: {results[task_id]['status']} ({len(results)}/{len(tasks)})")
+    if stack.dead_workers():
+        print(f"workers exited early: {stack.dead_workers()}")
     print()
     return results, tools
+
+
+def _as_result(task: dict[str, Any]) -> dict[str, Any]:
+    """The client's answer (``GET /v1/tasks/{id}``'s shape) as the TaskResult fields shown."""
+    return {**task["result"], "usage": task["usage"], "submitted_at": task["timings"]["submitted_at"],
+            "completed_at": task["timings"]["completed_at"]}
 
 
 def _print_ticket(ticket: dict[str, Any], result: dict[str, Any] | None, tools: list[str]) -> None:

@@ -355,6 +355,10 @@ class Topology(_Frozen):
 
     # -- accessors -------------------------------------------------------------------
 
+    def declares(self, logical: str) -> bool:
+        """Whether the topology has the topic ``logical`` (optional ones: approvals, control ...)."""
+        return logical in self._topics
+
     def topic(self, logical: str) -> str:
         """The physical name of a declared topic, e.g. ``tasks`` -> ``agents.tasks.v1``."""
         return self.topic_spec(logical).name

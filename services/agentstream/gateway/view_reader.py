@@ -62,7 +62,8 @@ class ViewReader:
     def __init__(self, bootstrap: str, topology: Topology, schemas: SchemaSet, store: ViewStore,
                  on_change: Callable[[frozenset[str] | None], None]) -> None:
         self._bootstrap = bootstrap
-        self._topics = [topology.topic(name) for name in VIEW_TOPICS]
+        # An app without human approval declares no approvals topics: its view has none.
+        self._topics = [topology.topic(name) for name in VIEW_TOPICS if topology.declares(name)]
         self._schemas = schemas
         self._store = store
         self._on_change = on_change

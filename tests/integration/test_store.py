@@ -91,6 +91,22 @@ def test_all_stores_read_through_one_block_cache_within_its_budget(tmp_path: Pat
             store.close()
 
 
+def test_a_reopened_store_reads_through_the_shared_block_cache(tmp_path: Path) -> None:
+    """A worker restarted on its state reopens its stores: they use the one cache too
+    (rocksdict once gave each reopened store an 8 MB cache of its own)."""
+    first = PartitionStore(tmp_path / "0")
+    _churn(first, rounds=3)
+    first.close()
+    stores = [PartitionStore(tmp_path / "0"), PartitionStore(tmp_path / "1")]
+    try:
+        assert len(list(stores[0].items())) == 50
+        assert {_cache(store, "capacity") for store in stores} == {BLOCK_CACHE_BYTES}
+        assert _cache(stores[0], "usage") == _cache(stores[1], "usage") > 0  # one cache, holding what was read
+    finally:
+        for store in stores:
+            store.close()
+
+
 def test_the_info_log_of_each_store_is_bounded(tmp_path: Path) -> None:
     """RocksDB's info LOG grows without end by default (a statistics dump every 10 minutes,
     a line per flush and compaction); the options RocksDB wrote for a store bound it."""

@@ -24,6 +24,7 @@ _META_PREFIX = b"\x00agentstream:"
 _CHANGELOG_OFFSET_KEY = _META_PREFIX + b"changelog-offset"
 _OFFSET = struct.Struct(">q")
 _FIRST_USER_KEY = b"\x01"  # every key below it is metadata (or the empty key, which no table writes)
+_DEFAULT_FAMILY = "default"  # RocksDB's column family; a store uses no other
 
 # All stores of a process share one memtable budget. Each store is its own RocksDB, and
 # RocksDB's default memtable (64 MB, with the write-ahead log behind it) is flushed only when
@@ -209,7 +210,12 @@ class PartitionStore:
         options.set_block_based_table_factory(_table_options())
         options.set_max_log_file_size(INFO_LOG_BYTES)
         options.set_keep_log_file_num(INFO_LOG_FILES)
-        return Rdict(str(path), options, access_type=AccessType.read_write())
+        # The column family's options named too: given none, rocksdict opens an existing
+        # store with the column-family options it reads back from the store's OPTIONS file,
+        # where a cache cannot be written, so every reopened store had a block cache of its
+        # own (8 MB each, not the shared one): a worker restarted on its state grew by many
+        # MB more than a fresh one (bench/RESULTS.md "Waiting memory").
+        return Rdict(str(path), options, column_families={_DEFAULT_FAMILY: options}, access_type=AccessType.read_write())
 
     @staticmethod
     def wipe(path: Path) -> None:

@@ -107,6 +107,23 @@ def test_a_reopened_store_reads_through_the_shared_block_cache(tmp_path: Path) -
             store.close()
 
 
+def test_a_scan_leaves_the_block_cache_to_point_reads(tmp_path: Path) -> None:
+    """A scan (a retention walk, the heads and approvals read when a worker takes a
+    partition) reads every block once: it does not fill the cache; a point read does."""
+    first = PartitionStore(tmp_path / "0")
+    _churn(first, rounds=3)
+    first.close()
+    store = PartitionStore(tmp_path / "0")  # reopened: nothing of it is cached yet
+    try:
+        before = _cache(store, "usage")
+        assert len(list(store.scan(b"k"))) == 50
+        assert _cache(store, "usage") - before < len(VALUE), "a scan filled the cache"
+        assert store.get(b"k2-0") == VALUE
+        assert _cache(store, "usage") - before >= len(VALUE)
+    finally:
+        store.close()
+
+
 def test_the_info_log_of_each_store_is_bounded(tmp_path: Path) -> None:
     """RocksDB's info LOG grows without end by default (a statistics dump every 10 minutes,
     a line per flush and compaction); the options RocksDB wrote for a store bound it."""

@@ -151,7 +151,6 @@ def test_a_restart_resumes_the_task_queued_behind_a_wait_and_holds_nothing_for_t
         store.put(ckpt.head_key("t"), {"task": _task("t"), "epochs": [[0, 0]], "offset": 7})  # accepted behind r
         processor.close_spawned()
         restarted, desk, _, processor = _stack(store)
-        await desk.arm_deadlines([0])
         await restarted.resume_in_flight([0])
         assert desk._waiting == {0: 2}
         assert [work.cr_frame.f_locals["head"]["task"]["task_id"] for work in processor.spawned] == ["t"]
@@ -176,8 +175,7 @@ def test_the_gauge_counts_each_waiting_run_once_and_stale_markers_go_at_the_assi
         await desk.wait(_task("x"), _held(), 0)
         _decide(store, "x")
         store.put(waiting_key("x"), ["billing:x:0:0"])  # a crash between the decision and the marker's tombstone
-        await desk.arm_deadlines([0])
-        assert desk._waiting == {0: 0}
+        assert await desk.take_over(0) == set() and desk._waiting == {0: 0}
         assert not [k for k in store.data if k.startswith((b"w/", b"ws/"))], "the stale marker and entry are dropped"
 
     asyncio.run(main())

@@ -145,10 +145,11 @@ class TaskLifecycle:
         except those waiting for a decision (only their keys are read: see _place)."""
         for partition in partitions:
             store = self.checkpoints.partition(partition)
+            waiting = await self.desk.take_over(partition) if self.desk is not None else set()
             placed = {key.decode()[len(ckpt.PLACE):]: json.loads(value) for key, value in store.scan(ckpt.PLACE.encode())}
             self._restore_places(placed, partition)
             heads = [json.loads(value) for key, value in store.scan(ckpt.HEAD.encode())
-                     if not self._waits(key.decode()[len(ckpt.HEAD):], partition)]
+                     if key.decode()[len(ckpt.HEAD):] not in waiting]
             # A retried task goes first: it holds its session's place.
             for head in sorted(heads, key=lambda h: (ckpt.run_id(h["task"]) not in placed, h.get("offset", 0))):
                 self._resume_task(head, partition)
@@ -371,9 +372,6 @@ class TaskLifecycle:
     # -- checkpoint records --------------------------------------------------------------
     def _persist(self, key: str, value: Any) -> Awaitable[None]:
         return self.app.persist(self.checkpoints, key, value)
-
-    def _waits(self, run: str, partition: int) -> bool:
-        return self.desk is not None and self.desk.waits(run, partition)
 
     def _stored(self, key: str, partition: int) -> bool:
         return self.checkpoints.partition(partition).get(key.encode()) is not None

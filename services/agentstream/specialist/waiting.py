@@ -19,7 +19,7 @@ Deadlines: the pending ``a/`` records are the durable timers. The worker owning 
 partition keeps one event-loop timer per partition, due at the earliest pending deadline
 (rounded up to the next second, so calls due together share one firing): it is set when a
 call is held, and from every pending record after an assignment, so a restart or a
-rebalance re-arms it. When it fires, the partition's ``a/`` records are read and every
+rebalance re-arms it (take_over). When it fires, the partition's ``a/`` records are read and every
 pending call past its deadline gets the policy's ``on_deadline``: ``deny`` decides as a
 human's denial would (who = ``deadline``); ``escalate`` sends the request again (same
 approval id) to the ``escalate_to`` approver group with a new deadline, at which the call
@@ -156,36 +156,32 @@ class ApprovalDesk:
         self.service.progress(task, "STATE", WAITING_STATE, f"waiting for approval of {detail}")
         log.info("task %s waits for approval of %s", task["task_id"], detail)
 
-    async def arm_deadlines(self, partitions: list[int]) -> None:
-        """After an assignment: arm the deadline of every pending approval found and count
-        the waiting runs, one record at a time (nothing is kept per waiting run)."""
-        for partition in partitions:
-            for _, value in self.checkpoints.partition(partition).scan(APPROVAL.encode()):
-                record = json.loads(value)
-                if record["status"] == PENDING:
-                    self._arm(record, partition)
-            self._waiting[partition] = await self._drop_stale(partition)
-        self._count()
-
-    async def _drop_stale(self, partition: int) -> int:
-        """Drop the waiting markers a crash left behind once every approval was decided
-        (the task then resumes like any other) and the session entries without a marker;
-        the count of runs that wait."""
+    async def take_over(self, partition: int) -> set[str]:
+        """After an assignment of ``partition``: arm the deadline of every pending approval,
+        drop the waiting markers (and session entries) a crash left behind once every
+        approval was decided (the task then resumes like any other), count the waiting
+        runs. The runs that wait: for the lifecycle, which resumes every other head. Scans
+        only (no read per waiting run); the sets live as long as the assignment."""
         store = self.checkpoints.partition(partition)
-        waiting, stale_runs = 0, set()
+        pending: set[str] = set()
+        for _, value in store.scan(APPROVAL.encode()):
+            record = json.loads(value)
+            if record["status"] == PENDING:
+                self._arm(record, partition)
+                pending.add(record["run"])
+        waiting: set[str] = set()
+        stale: list[str] = []
         for key, _ in store.scan(WAITING.encode()):
             run = key.decode()[len(WAITING):]
-            if self.waits(run, partition):
-                waiting += 1
+            if run in pending:
+                waiting.add(run)
             else:
-                stale_runs.add(run)
-        stale = [waiting_key(run) for run in stale_runs]
-        for key, value in store.scan(WAITING_SESSION.encode()):
-            run = json.loads(value)["run"]
-            if run in stale_runs or self._get(waiting_key(run), partition) is None:
                 stale.append(key.decode())
+        stale += [key.decode() for key, value in store.scan(WAITING_SESSION.encode()) if json.loads(value)["run"] not in waiting]
         for key in stale:
             await self.service.processor.persist(self.checkpoints, key, None, partition=partition)
+        self._waiting[partition] = len(waiting)
+        self._count()
         return waiting
 
     async def close(self, run: str, partition: int, cancel: Mapping[str, Any]) -> bool:

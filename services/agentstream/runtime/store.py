@@ -83,12 +83,16 @@ class PartitionStore:
         value = self._db.get(key)
         return value if value is None else bytes(value)
 
-    def get_value(self, key: bytes, loads: Loads) -> Any:
-        """The decoded value (None if absent); a buffered value is returned as stored."""
+    def get_value(self, key: bytes, loads: Loads, flushed: bytes | None = None) -> Any:
+        """The decoded value (None if absent); a buffered value is returned as stored.
+        ``flushed``: the key's stored bytes, just read by a scan (not read again)."""
         entry = self._pending.get(key, _ABSENT)
         if entry is not _ABSENT:
             return None if entry is None else entry[0]  # type: ignore[index]
-        raw = self._flushing[key] if key in self._flushing else self._db.get(key)
+        if key in self._flushing:
+            raw = self._flushing[key]
+        else:
+            raw = flushed if flushed is not None else self._db.get(key)
         return None if raw is None else loads(bytes(raw))
 
     def put(self, key: bytes, value: bytes) -> None:

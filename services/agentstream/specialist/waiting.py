@@ -18,9 +18,9 @@ arguments, or return the denial to the model.
 Deadlines: the pending ``a/`` records are the durable timers. The worker owning their
 partition keeps one event-loop timer per partition, due at the earliest pending deadline
 (rounded up to the next second, so calls due together share one firing): it is set when a
-call is held, and from every pending record after an assignment, so a restart or a
-rebalance re-arms it (take_over). When it fires, the partition's ``a/`` records are read and every
-pending call past its deadline gets the policy's ``on_deadline``: ``deny`` decides as a
+call is held, and from every pending record after an assignment (take_over), so a
+restart or a rebalance re-arms it. When it fires, the partition's ``a/`` records are read
+and every pending call past its deadline gets the policy's ``on_deadline``: ``deny`` decides as a
 human's denial would (who = ``deadline``); ``escalate`` sends the request again (same
 approval id) to the ``escalate_to`` approver group with a new deadline, at which the call
 is denied. No timer per waiting call: one kept its message's context (the record, its
@@ -161,7 +161,8 @@ class ApprovalDesk:
         drop the waiting markers (and session entries) a crash left behind once every
         approval was decided (the task then resumes like any other), count the waiting
         runs. The runs that wait: for the lifecycle, which resumes every other head. Scans
-        only (no read per waiting run); the sets live as long as the assignment."""
+        only, no read per waiting run; the sets of run ids live only while the partition
+        is taken."""
         store = self.checkpoints.partition(partition)
         pending: set[str] = set()
         for _, value in store.scan(APPROVAL.encode()):

@@ -12,7 +12,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agentstream.runtime.store import BLOCK_CACHE_BYTES, INFO_LOG_BYTES, INFO_LOG_FILES, MEMTABLE_BUDGET_BYTES, PartitionStore
+from agentstream.runtime.expiry import Expiry
+from agentstream.runtime.store import (
+    BLOCK_CACHE_BYTES, INFO_LOG_BYTES, INFO_LOG_FILES, MEMTABLE_BUDGET_BYTES, PartitionStore, _block_cache,
+)
 
 VALUE = b"x" * 4096
 
@@ -89,6 +92,67 @@ def test_all_stores_read_through_one_block_cache_within_its_budget(tmp_path: Pat
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_reopened_store_reads_through_the_shared_block_cache(tmp_path: Path) -> None:
+    """A worker restarted on its state reopens its stores: they use the one cache too
+    (rocksdict once gave each reopened store an 8 MB cache of its own)."""
+    first = PartitionStore(tmp_path / "0")
+    _churn(first, rounds=3)
+    first.close()
+    stores = [PartitionStore(tmp_path / "0"), PartitionStore(tmp_path / "1")]
+    try:
+        assert len(list(stores[0].items())) == 50
+        assert {_cache(store, "capacity") for store in stores} == {BLOCK_CACHE_BYTES}
+        assert _cache(stores[0], "usage") == _cache(stores[1], "usage") > 0  # one cache, holding what was read
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _reopened(path: Path) -> PartitionStore:
+    """A store with a few table files, reopened, with the process's cache emptied first
+    (the other tests fill it to its cap, where a new block only replaces an old one)."""
+    first = PartitionStore(path)
+    _churn(first, rounds=3)
+    first.close()
+    _block_cache().set_capacity(0)
+    _block_cache().set_capacity(BLOCK_CACHE_BYTES)
+    return PartitionStore(path)
+
+
+def test_a_scan_leaves_the_block_cache_to_point_reads(tmp_path: Path) -> None:
+    """A scan (a retention walk, the heads and approvals read when a worker takes a
+    partition) reads every block once: it does not fill the cache; a point read does."""
+    store = _reopened(tmp_path / "0")
+    try:
+        before = _cache(store, "usage")
+        assert len(list(store.scan(b"k"))) == 50
+        assert _cache(store, "usage") - before < len(VALUE), "a scan filled the cache"
+        assert store.get(b"k2-0") == VALUE
+        assert _cache(store, "usage") - before >= len(VALUE)
+    finally:
+        store.close()
+
+
+def test_a_retention_walk_leaves_the_block_cache_as_it_was(tmp_path: Path) -> None:
+    """The walk judges each key by the bytes its scan read (a point read of each would
+    bring every walked block into the cache), and still by a buffered write first."""
+    store = _reopened(tmp_path / "0")
+    try:
+        store.put(b"k2-1", b"fresh")  # buffered: judged by this value, not the flushed one
+        before = _cache(store, "usage")
+        judged: list[bytes] = []
+
+        def written_at(value: bytes) -> int:
+            judged.append(value)
+            return 0  # long ago: every key is past the retention
+
+        sweep = Expiry(1000, written_at, lambda raw: raw, prefix=b"k").sweep(0, store)
+        assert sweep.scanned == 50 and len(sweep.deletes) == 50 and b"fresh" in judged
+        assert _cache(store, "usage") - before < len(VALUE), "the walk filled the cache"
+    finally:
+        store.close()
 
 
 def test_the_info_log_of_each_store_is_bounded(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
-import json
 import weakref
 from collections import defaultdict
 from collections.abc import Coroutine
@@ -18,20 +17,10 @@ from typing import Any
 from agentstream.approvals.records import PENDING
 from agentstream.events import now_ms
 from agentstream.specialist.waiting import ApprovalDesk, approval_key
+from tests.unit.checkpoint_store import MemoryPartition
 
 DAY_MS = 86_400_000
 _message: contextvars.ContextVar[object] = contextvars.ContextVar("message")
-
-
-class _Store:
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def scan(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
-        return [(k, v) for k, v in sorted(self.data.items()) if k.startswith(prefix)]
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
 
 
 class _Processor:
@@ -47,8 +36,8 @@ class _Processor:
         work.close()
 
 
-def _desk(owned: set[int]) -> tuple[ApprovalDesk, dict[int, _Store], _Processor]:
-    stores: dict[int, _Store] = defaultdict(_Store)
+def _desk(owned: set[int]) -> tuple[ApprovalDesk, dict[int, MemoryPartition], _Processor]:
+    stores: dict[int, MemoryPartition] = defaultdict(MemoryPartition)
     processor = _Processor(owned)
     service = SimpleNamespace(topology=SimpleNamespace(topic=lambda name: name), processor=processor, input_topic="in")
     desk = ApprovalDesk(service, "billing", {}, lambda name: "", SimpleNamespace(partition=stores.__getitem__))  # type: ignore[arg-type]
@@ -59,8 +48,8 @@ def _record(ident: str, deadline: int, status: str = PENDING) -> dict[str, Any]:
     return {"approval_id": ident, "deadline": deadline, "status": status}
 
 
-def _store(stores: dict[int, _Store], partition: int, record: dict[str, Any]) -> None:
-    stores[partition].data[approval_key(record["approval_id"]).encode()] = json.dumps(record).encode()
+def _store(stores: dict[int, MemoryPartition], partition: int, record: dict[str, Any]) -> None:
+    stores[partition].put(approval_key(record["approval_id"]), record)
 
 
 def test_one_timer_per_partition_for_any_number_of_waiting_calls_and_none_keeps_the_message() -> None:
@@ -107,6 +96,6 @@ def test_a_deadline_moved_on_by_an_escalation_is_not_applied_early() -> None:
         desk, stores, _ = _desk({0})
         _store(stores, 0, _record("escalated", now_ms() + DAY_MS))
         await desk._deadline("escalated", 0)  # a timer armed before the escalation fires: nothing happens
-        assert json.loads(stores[0].data[approval_key("escalated").encode()])["status"] == PENDING
+        assert stores[0].value(approval_key("escalated"))["status"] == PENDING
 
     asyncio.run(main())

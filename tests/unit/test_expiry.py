@@ -25,11 +25,11 @@ class FakeStore:
             if key >= begin and key.startswith(prefix):
                 yield key, self.flushed[key]
 
-    def get_value(self, key: bytes, loads: Callable[[bytes], Any]) -> Any:
+    def get_value(self, key: bytes, loads: Callable[[bytes], Any], flushed: bytes | None = None) -> Any:
         if key in self.buffered:
             return self.buffered[key]
-        raw = self.flushed.get(key)
-        return None if raw is None else loads(raw)
+        assert flushed == self.flushed.get(key), "the walk passes the bytes it scanned"
+        return None if flushed is None else loads(flushed)
 
 
 class Clock:

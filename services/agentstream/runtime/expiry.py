@@ -24,7 +24,7 @@ Stamp = Callable[[Any, int], Any]  # (old value, now ms) -> value with a write t
 class ScannableStore(Protocol):
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]: ...
 
-    def get_value(self, key: bytes, loads: Callable[[bytes], Any]) -> Any: ...
+    def get_value(self, key: bytes, loads: Callable[[bytes], Any], flushed: bytes | None = None) -> Any: ...
 
 
 def wall_ms() -> int:
@@ -82,16 +82,17 @@ class Expiry:
         cutoff = now - self.retention_ms
         result = Sweep(wrapped=True)
         last = None
-        for key, _ in store.scan(self.prefix, self._cursor.get(partition)):
+        for key, raw in store.scan(self.prefix, self._cursor.get(partition)):
             if result.scanned == self.batch:
                 result.wrapped = False
                 break
             result.scanned += 1
             last = key
             # Decide on the current value, buffered writes included: a key written again
-            # since it was flushed is judged by its new write time.
+            # since it was flushed is judged by its new write time. Else the scanned bytes:
+            # a second read of each key would bring the whole walk into the block cache.
             try:
-                value = store.get_value(key, self._loads)
+                value = store.get_value(key, self._loads, raw)
             except ValueError:
                 continue  # not this table's encoding: not ours to judge
             if value is None:

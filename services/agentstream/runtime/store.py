@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from pathlib import Path
 
-from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
+from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, ReadOptions, WriteBatch, WriteBufferManager
 
 from agentstream.runtime.errors import ProcessorError
 
@@ -24,6 +24,7 @@ _META_PREFIX = b"\x00agentstream:"
 _CHANGELOG_OFFSET_KEY = _META_PREFIX + b"changelog-offset"
 _OFFSET = struct.Struct(">q")
 _FIRST_USER_KEY = b"\x01"  # every key below it is metadata (or the empty key, which no table writes)
+_DEFAULT_FAMILY = "default"  # RocksDB's column family; a store uses no other
 
 # All stores of a process share one memtable budget. Each store is its own RocksDB, and
 # RocksDB's default memtable (64 MB, with the write-ahead log behind it) is flushed only when
@@ -82,12 +83,16 @@ class PartitionStore:
         value = self._db.get(key)
         return value if value is None else bytes(value)
 
-    def get_value(self, key: bytes, loads: Loads) -> Any:
-        """The decoded value (None if absent); a buffered value is returned as stored."""
+    def get_value(self, key: bytes, loads: Loads, flushed: bytes | None = None) -> Any:
+        """The decoded value (None if absent); a buffered value is returned as stored.
+        ``flushed``: the key's stored bytes, just read by a scan (not read again)."""
         entry = self._pending.get(key, _ABSENT)
         if entry is not _ABSENT:
             return None if entry is None else entry[0]  # type: ignore[index]
-        raw = self._flushing[key] if key in self._flushing else self._db.get(key)
+        if key in self._flushing:
+            raw = self._flushing[key]
+        else:
+            raw = flushed if flushed is not None else self._db.get(key)
         return None if raw is None else loads(bytes(raw))
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -176,9 +181,10 @@ class PartitionStore:
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Keys starting with ``prefix`` and their values, in key order (flushed data only),
-        from ``start`` (a key with that prefix) when given. Metadata keys are never listed."""
+        from ``start`` (a key with that prefix) when given. Metadata keys are never listed.
+        What a scan reads stays out of the block cache (_scan_options)."""
         begin = max(prefix if start is None else max(start, prefix), _FIRST_USER_KEY)
-        for key, value in self._db.items(from_key=begin):
+        for key, value in self._db.items(from_key=begin, read_opt=_scan_options()):
             raw = bytes(key)
             if not raw.startswith(prefix):
                 break
@@ -209,7 +215,12 @@ class PartitionStore:
         options.set_block_based_table_factory(_table_options())
         options.set_max_log_file_size(INFO_LOG_BYTES)
         options.set_keep_log_file_num(INFO_LOG_FILES)
-        return Rdict(str(path), options, access_type=AccessType.read_write())
+        # The column family's options named too: given none, rocksdict opens an existing
+        # store with the column-family options it reads back from the store's OPTIONS file,
+        # where a cache cannot be written, so every reopened store had a block cache of its
+        # own (8 MB each, not the shared one): a worker restarted on its state grew by many
+        # MB more than a fresh one (bench/RESULTS.md "Waiting memory").
+        return Rdict(str(path), options, column_families={_DEFAULT_FAMILY: options}, access_type=AccessType.read_write())
 
     @staticmethod
     def wipe(path: Path) -> None:
@@ -226,6 +237,17 @@ def _write_buffer_manager() -> WriteBufferManager:
 def _block_cache() -> Cache:
     """The process's one block cache (made on first use, like the memtable budget)."""
     return Cache(BLOCK_CACHE_BYTES)
+
+
+@functools.cache
+def _scan_options() -> ReadOptions:
+    """Scans read each block once — a retention walk, what a worker reads when it takes a
+    partition (every task head, every waiting approval), the records of one run — so their
+    blocks are not cached: a worker restarted on 10,000 waiting tasks filled 12 MB of the
+    cache with them, pushing out the blocks that point reads come back to."""
+    options = ReadOptions()
+    options.fill_cache(False)
+    return options
 
 
 def _table_options() -> BlockBasedOptions:

@@ -124,7 +124,7 @@ def _cancellations(service: Service, checkpoints: Table, desk: ApprovalDesk | No
 def _approval_desk(service: Service, agent_type: str, registry: ToolRegistry, checkpoints: Table) -> ApprovalDesk | None:
     """The desk of a specialist whose topology holds tool calls for approval: it consumes
     the decisions topic (co-partitioned with the input) and expires decided approvals
-    like done markers, and arms their deadlines. None when no tool of the type needs approval."""
+    like done markers. None when no tool of the type needs approval."""
     policies = service.topology.agent(agent_type).approvals
     if not policies:
         return None
@@ -138,5 +138,4 @@ def _approval_desk(service: Service, agent_type: str, registry: ToolRegistry, ch
     app.handler(service.topology.topic("approval_decisions"), partial(service.schemas.decode_as, APPROVAL_DECISION))(
         desk.on_decision)
     app.expire(checkpoints, service.topology.dedupe.retention_s, closed_at, prefix=APPROVAL.encode(), write_through=True)
-    app.on_assign(desk.arm_deadlines)  # the pending approvals' deadlines, after a restart or a rebalance
-    return desk
+    return desk  # the lifecycle has it take over each assigned partition (deadlines, waiting runs)

@@ -14,8 +14,11 @@
   its own: every record above is keyed by ckpt.run_id, so it is not taken for a duplicate
   of the task, and a repeated request for revision n is one of revision n.
 - A model step calling tools that need a human's approval (topology ``approvals:``)
-  ends the loop: the task waits, holding its session's place, with nothing in memory
-  (specialist/waiting.py); a decision resumes it from its checkpoint.
+  ends the loop: the task waits with nothing in memory (specialist/waiting.py); a
+  decision resumes it from its checkpoint. It keeps its session's place in memory only
+  when a later task of the session already waits behind it; a task of the session that
+  comes later finds the waiting run in the checkpoints and queues behind it then. So a
+  restart reads no waiting task's records beyond its key and markers.
 - A canceled task (cancellation/) stops at its next step boundary, or at once when it
   waits for approval, and ends with a CANCELED report (specialist/canceling.py).
 - A task whose models were all unavailable, or whose work crashed (a bug, a checkpoint
@@ -111,6 +114,7 @@ class TaskLifecycle:
         self.retrying = retrying  # shared with the retry chain
         self.places = SessionPlaces()
         self.accepting: set[str] = set()  # accepted here, head write not yet acknowledged
+        self.looping: set[str] = set()  # runs whose loop has not handed its session place on yet
         self.decided_early: dict[str, tuple[dict[str, Any], int]] = {}  # run -> (head, partition): see resume_decided
         self.supervisor_topic = service.topology.topic("supervisor")
         self.transcripts = TranscriptWriter.of(service, checkpoints)
@@ -132,33 +136,32 @@ class TaskLifecycle:
             log.info("%s: task %s already accepted; duplicate ignored", ctx.where, run)
             return
         self.accepting.add(run)
-        previous, mine = self.places.take(run, task["session_id"])
+        self.looping.add(run)
+        previous, mine = self._place(run, task["session_id"], ctx.partition)
         self.app.spawn(self._accept_and_run(task, ctx, previous, mine))
 
     async def resume_in_flight(self, partitions: list[int]) -> None:
-        """After an assignment: resume every task whose checkpoint head is still there."""
+        """After an assignment: resume every task whose checkpoint head is still there,
+        except those waiting for a decision (only their keys are read: see _place)."""
         for partition in partitions:
             store = self.checkpoints.partition(partition)
-            heads = [json.loads(value) for _, value in store.scan(ckpt.HEAD.encode())]
+            waiting = await self.desk.take_over(partition) if self.desk is not None else set()
             placed = {key.decode()[len(ckpt.PLACE):]: json.loads(value) for key, value in store.scan(ckpt.PLACE.encode())}
-            self._restore_places(placed, {ckpt.run_id(head["task"]) for head in heads}, partition)
-            waiting = {run for run in map(ckpt.run_id, (h["task"] for h in heads)) if self._waits(run, partition)}
-            # A retried or waiting task goes first: it holds its session's place.
-            held = placed.keys() | waiting
-            for head in sorted(heads, key=lambda h: (ckpt.run_id(h["task"]) not in held, h.get("offset", 0))):
-                if ckpt.run_id(head["task"]) in waiting:
-                    self.places.restore(ckpt.run_id(head["task"]), head["task"]["session_id"])
-                else:
-                    self._resume_task(head, partition)
+            self._restore_places(placed, partition)
+            heads = [json.loads(value) for key, value in store.scan(ckpt.HEAD.encode())
+                     if key.decode()[len(ckpt.HEAD):] not in waiting]
+            # A retried task goes first: it holds its session's place.
+            for head in sorted(heads, key=lambda h: (ckpt.run_id(h["task"]) not in placed, h.get("offset", 0))):
+                self._resume_task(head, partition)
 
     def resume_decided(self, head: dict[str, Any], partition: int) -> None:
-        """Every approval the task waited for is decided: resume it in the place it kept
-        (if its loop has not handed the place over yet, as soon as it does)."""
+        """Every approval the task waited for is decided: resume it in its session's
+        place (if its loop has not handed the place on yet, as soon as it does)."""
         run = ckpt.run_id(head["task"])
-        if not self.places.holds(run):
+        if run in self.looping:
             self.decided_early[run] = (head, partition)
             return
-        self._resume_task(head, partition, self.places.take(run, head["task"]["session_id"]))
+        self._resume_task(head, partition)
 
     # -- accepting and resuming ----------------------------------------------------------
     async def _accept_and_run(self, task: Task, ctx: MessageContext, previous: Place | None, mine: Place) -> None:
@@ -181,7 +184,7 @@ class TaskLifecycle:
         await SessionOrder.wait(previous)
         return await self._run(task, epochs, ckpt.Chain(), attempt.partition, attempt.source.where)
 
-    def _resume_task(self, head: dict[str, Any], partition: int, place: tuple[Place | None, Place] | None = None) -> None:
+    def _resume_task(self, head: dict[str, Any], partition: int) -> None:
         """Rebuild the task's step chain from its checkpoint, open a new epoch and resume
         it in its session's place."""
         task = head["task"]
@@ -189,7 +192,8 @@ class TaskLifecycle:
         records = [json.loads(value) for _, value in store.scan(ckpt.step_prefix(ckpt.run_id(task)).encode())]
         chain = ckpt.rebuild(head["epochs"], records)
         head["epochs"].append([max(e for e, _ in head["epochs"]) + 1, chain.length])
-        previous, mine = place or self.places.enter(task["session_id"])
+        self.looping.add(ckpt.run_id(task))
+        previous, mine = self._place(ckpt.run_id(task), task["session_id"], partition)
         self.app.spawn_resumed(self._resume(head, chain, partition, previous, mine), self.service.input_topic, partition)
         log.info("%s[%d]: resuming task %s at step %d", self.service.input_topic, partition, task["task_id"], chain.length)
 
@@ -332,30 +336,42 @@ class TaskLifecycle:
         await self._persist(ckpt.head_key(task_id), None)
 
     # -- session places ------------------------------------------------------------------
+    def _place(self, run: str, session: str, partition: int) -> tuple[Place | None, Place]:
+        """The place of ``run`` in its session's order (the one it kept, else the next).
+        A task waiting for a decision keeps no place unless a task was queued behind it
+        when it began to wait: before a task enters a session with no place in memory,
+        the session's waiting run (from the checkpoints) takes the place it would hold."""
+        if self.desk is not None and not self.places.has_places(session):
+            waiting = self.desk.waiting_run(session, partition)
+            if waiting is not None and waiting != run and not self.places.holds(waiting):
+                self.places.restore(waiting, session)
+        return self.places.take(run, session)
+
     def _leave_or_keep(self, task: Task, mine: Place, verdict: str) -> None:
-        if verdict in (RETRY, WAITING):
+        run = ckpt.run_id(task)
+        self.looping.discard(run)
+        if verdict == RETRY or (verdict == WAITING and self.places.followed(task["session_id"], mine)):
             # Keep the session's place: tasks queued behind this one wait for its retry
             # (or the decision), which takes the place over when it comes back.
-            self.places.keep(ckpt.run_id(task), mine)
-            early = self.decided_early.pop(ckpt.run_id(task), None)
-            if early is not None:
-                self.resume_decided(*early)
+            self.places.keep(run, mine)
         else:
+            # A wait nothing follows holds no place (the next task of the session finds it: _place).
             self.places.leave(task["session_id"], mine)
+        if verdict == WAITING and (early := self.decided_early.pop(run, None)) is not None:
+            self.resume_decided(*early)
 
-    def _restore_places(self, placed: dict[str, str], resumed: set[str], partition: int) -> None:
+    def _restore_places(self, placed: dict[str, str], partition: int) -> None:
         """Take the session place of every task waiting in a retry tier (``placed``: task ->
-        session), so the session's tasks resumed here wait until it comes back and ends."""
+        session), so the session's tasks resumed here wait until it comes back and ends
+        (one with a head is back: it is resumed)."""
         for task_id, session in placed.items():
-            if task_id not in resumed and not self.places.holds(task_id) and not self._stored(ckpt.done_key(task_id), partition):
+            if (not self.places.holds(task_id) and not self._stored(ckpt.head_key(task_id), partition)
+                    and not self._stored(ckpt.done_key(task_id), partition)):
                 self.places.restore(task_id, session)
 
     # -- checkpoint records --------------------------------------------------------------
     def _persist(self, key: str, value: Any) -> Awaitable[None]:
         return self.app.persist(self.checkpoints, key, value)
-
-    def _waits(self, run: str, partition: int) -> bool:
-        return self.desk is not None and self.desk.waits(run, partition)
 
     def _stored(self, key: str, partition: int) -> bool:
         return self.checkpoints.partition(partition).get(key.encode()) is not None

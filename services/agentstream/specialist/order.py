@@ -22,6 +22,14 @@ class SessionOrder:
         if self._tails.get(session) is mine:
             del self._tails[session]
 
+    def has_places(self, session: str) -> bool:
+        """Whether some task of ``session`` holds a place here."""
+        return session in self._tails
+
+    def followed(self, session: str, mine: asyncio.Future[None]) -> bool:
+        """Whether a later task of ``session`` waits behind the place ``mine``."""
+        return session in self._tails and self._tails[session] is not mine
+
     @staticmethod
     async def wait(previous: asyncio.Future[None] | None) -> None:
         if previous is not None and not previous.done():
@@ -29,11 +37,13 @@ class SessionOrder:
 
 
 class SessionPlaces:
-    """The session order of one worker, plus the places of tasks away in a retry tier.
+    """The session order of one worker, plus the places of tasks away in a retry tier or
+    waiting for a decision.
 
     A task that goes to a retry tier keeps its place: the session's later tasks wait for
     it, and its retry takes the place over when it comes back (or the place is restored
-    from its checkpoint record after a rebalance).
+    from its checkpoint record after a rebalance). A task waiting for a decision keeps it
+    only while a later task waits behind it (specialist/lifecycle.py ``_place``).
     """
 
     def __init__(self) -> None:
@@ -55,11 +65,17 @@ class SessionPlaces:
 
     def restore(self, task_id: str, session: str) -> None:
         """Hold a place for ``task_id``, away in a retry tier since before this worker
-        owned the partition."""
+        owned the partition, or waiting for a decision."""
         self._kept[task_id] = self._order.enter(session)[1]
 
     def holds(self, task_id: str) -> bool:
         return task_id in self._kept
+
+    def has_places(self, session: str) -> bool:
+        return self._order.has_places(session)
+
+    def followed(self, session: str, mine: asyncio.Future[None]) -> bool:
+        return self._order.followed(session, mine)
 
     def leave(self, session: str, mine: asyncio.Future[None]) -> None:
         self._order.leave(session, mine)

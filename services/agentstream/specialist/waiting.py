@@ -3,10 +3,13 @@
 When a model step calls tools the topology's ``approvals:`` policy holds back, the loop
 raises AwaitingApproval (approvals/gate.py) and ends; nothing of it stays in memory.
 What stays is in the ``checkpoints`` table: the task's head and steps as for any task,
-one ``a/<approval_id>`` record per held call (approvals/records.py) and the marker
-``w/<run>`` listing the approvals the run waits for. Requests go to the ``approvals``
-topic; decisions come back on ``approval_decisions``, keyed by session like the
-specialist's input, so partition p of both is on this worker.
+one ``a/<approval_id>`` record per held call (approvals/records.py), the marker
+``w/<run>`` listing the approvals the run waits for, and ``ws/<session>/<run>``, which
+finds the session's waiting run when a later task of the session comes (it waits behind
+it: specialist/lifecycle.py; no session place is held in memory for a wait nothing
+follows). Requests go to the ``approvals`` topic; decisions come back on
+``approval_decisions``, keyed by session like the specialist's input, so partition p of
+both is on this worker. The waiting gauge is a count per partition, not a set of runs.
 
 Once every approval of the step is decided the task resumes from its checkpoint: the
 model's step is replayed (not called again), and the held calls run with the approved
@@ -15,9 +18,9 @@ arguments, or return the denial to the model.
 Deadlines: the pending ``a/`` records are the durable timers. The worker owning their
 partition keeps one event-loop timer per partition, due at the earliest pending deadline
 (rounded up to the next second, so calls due together share one firing): it is set when a
-call is held, and from every pending record after an assignment, so a restart or a
-rebalance re-arms it. When it fires, the partition's ``a/`` records are read and every
-pending call past its deadline gets the policy's ``on_deadline``: ``deny`` decides as a
+call is held, and from every pending record after an assignment (take_over), so a
+restart or a rebalance re-arms it. When it fires, the partition's ``a/`` records are read
+and every pending call past its deadline gets the policy's ``on_deadline``: ``deny`` decides as a
 human's denial would (who = ``deadline``); ``escalate`` sends the request again (same
 approval id) to the ``escalate_to`` approver group with a new deadline, at which the call
 is denied. No timer per waiting call: one kept its message's context (the record, its
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 
 APPROVAL = "a/"
 WAITING = "w/"
+WAITING_SESSION = "ws/"  # not under ``w/``: a scan of the markers does not list these
 WAITING_STATE = "WAITING_INPUT"
 DEADLINE_WHO = "deadline"
 DEADLINE_TICK_MS = 1000  # deadlines fire up to this late; calls due within one tick share a read of the partition
@@ -63,6 +67,16 @@ def approval_key(ident: str) -> str:
 
 def waiting_key(run: str) -> str:
     return f"{WAITING}{run}"
+
+
+def session_prefix(session: str) -> str:
+    """What the ``ws/`` keys of ``session``'s waiting runs start with (a session id may
+    hold "/": the record's ``session_id`` is compared too)."""
+    return f"{WAITING_SESSION}{session}/"
+
+
+def session_key(session: str, run: str) -> str:
+    return f"{session_prefix(session)}{run}"
 
 
 def closed_at(value: Any) -> int | None:
@@ -85,7 +99,7 @@ class ApprovalDesk:
         self.checkpoints = checkpoints
         self.requests_topic = service.topology.topic("approvals")
         self._deciding = asyncio.Lock()  # one decision at a time: a human's and a deadline's may race
-        self._waiting: dict[int, set[str]] = {}  # partition -> runs waiting (the gauge's count)
+        self._waiting: dict[int, int] = {}  # partition -> runs waiting (the gauge): a count, nothing per run
         self._timers: dict[int, tuple[int, asyncio.TimerHandle]] = {}  # partition -> (due ms, its one deadline timer)
 
     def gate(self, task: Mapping[str, Any], partition: int) -> ApprovalGate | None:
@@ -106,6 +120,15 @@ class ApprovalDesk:
         ids = self._get(waiting_key(run), partition)
         return bool(ids) and any(self._pending(ident, partition) for ident in ids)
 
+    def waiting_run(self, session: str, partition: int) -> str | None:
+        """The run of ``session`` waiting for a decision on ``partition``, if any (read
+        from the ``ws/`` records: no memory is kept per waiting run)."""
+        for _, value in self.checkpoints.partition(partition).scan(session_prefix(session).encode()):
+            entry = json.loads(value)
+            if entry["session_id"] == session and self.waits(entry["run"], partition):
+                return str(entry["run"])
+        return None
+
     async def wait(self, task: Mapping[str, Any], held: AwaitingApproval, partition: int) -> None:
         """Record the held calls, then ask for decisions: pending records and the waiting
         marker first (a crash after them re-asks on restart), then the requests."""
@@ -119,8 +142,12 @@ class ApprovalDesk:
                 record = waiting_call(call, ident, run, task, now, held.answer_so_far)
                 await self._persist(approval_key(ident), record)
             records.append(record)
+        new = self._get(waiting_key(run), partition) is None
+        # The session's entry before the marker: a marker is always found from its session.
+        await self._persist(session_key(task["session_id"], run), {"session_id": task["session_id"], "run": run})
         await self._persist(waiting_key(run), [r["approval_id"] for r in records])
-        self._count(partition, add=run)
+        if new:
+            self._count(partition, +1)
         for record in records:
             self._arm(record, partition)
         for record in records:
@@ -129,22 +156,34 @@ class ApprovalDesk:
         self.service.progress(task, "STATE", WAITING_STATE, f"waiting for approval of {detail}")
         log.info("task %s waits for approval of %s", task["task_id"], detail)
 
-    async def arm_deadlines(self, partitions: list[int]) -> None:
-        """After an assignment: arm the deadline of every pending approval found, and drop
-        the waiting markers a crash left behind once every approval was decided (the task
-        then resumes like any other)."""
-        for partition in partitions:
-            store = self.checkpoints.partition(partition)
-            for _, value in store.scan(APPROVAL.encode()):
-                record = json.loads(value)
-                if record["status"] == PENDING:
-                    self._arm(record, partition)
-            runs = [key.decode()[len(WAITING):] for key, _ in store.scan(WAITING.encode())]
-            for run in runs:
-                if not self.waits(run, partition):
-                    await self.service.processor.persist(self.checkpoints, waiting_key(run), None, partition=partition)
-            self._waiting[partition] = {run for run in runs if self.waits(run, partition)}
+    async def take_over(self, partition: int) -> set[str]:
+        """After an assignment of ``partition``: arm the deadline of every pending approval,
+        drop the waiting markers (and session entries) a crash left behind once every
+        approval was decided (the task then resumes like any other), count the waiting
+        runs. The runs that wait: for the lifecycle, which resumes every other head. Scans
+        only, no read per waiting run; the sets of run ids live only while the partition
+        is taken."""
+        store = self.checkpoints.partition(partition)
+        pending: set[str] = set()
+        for _, value in store.scan(APPROVAL.encode()):
+            record = json.loads(value)
+            if record["status"] == PENDING:
+                self._arm(record, partition)
+                pending.add(record["run"])
+        waiting: set[str] = set()
+        stale: list[str] = []
+        for key, _ in store.scan(WAITING.encode()):
+            run = key.decode()[len(WAITING):]
+            if run in pending:
+                waiting.add(run)
+            else:
+                stale.append(key.decode())
+        stale += [key.decode() for key, value in store.scan(WAITING_SESSION.encode()) if json.loads(value)["run"] not in waiting]
+        for key in stale:
+            await self.service.processor.persist(self.checkpoints, key, None, partition=partition)
+        self._waiting[partition] = len(waiting)
         self._count()
+        return waiting
 
     async def close(self, run: str, partition: int, cancel: Mapping[str, Any]) -> bool:
         """The task of ``run`` was canceled: close its pending approvals and end its wait
@@ -157,8 +196,7 @@ class ApprovalDesk:
                 if self._pending(ident, partition):
                     record = self._get(approval_key(ident), partition)
                     await self._persist(approval_key(ident), closed_by_cancel(record, cancel, now_ms()))
-            await self._persist(waiting_key(run), None)
-            self._count(partition, drop=run)
+            await self._end_wait(run, ids, partition)
             log.info("task %s: its wait for %s is dropped: canceled", cancel["task_id"], ids)
             return True
 
@@ -256,24 +294,28 @@ class ApprovalDesk:
         if self.waits(run, partition) or self._get(waiting_key(run), partition) is None:
             return  # another approval of the step is pending, or the task is not waiting
         head = self._get(ckpt.head_key(run), partition)
-        await self._persist(waiting_key(run), None)
-        self._count(partition, drop=run)
+        await self._end_wait(run, self._get(waiting_key(run), partition), partition)
         if head is not None:
             self.resume(head, partition)
 
-    def _count(self, partition: int | None = None, add: str | None = None, drop: str | None = None) -> None:
+    async def _end_wait(self, run: str, ids: list[str], partition: int) -> None:
+        """Tombstone the run's waiting marker, then its session entry (a crash between the
+        two leaves an entry that waiting_run ignores and the next assignment drops)."""
+        first = self._get(approval_key(ids[0]), partition) if ids else None
+        await self._persist(waiting_key(run), None)
+        if first is not None:
+            await self._persist(session_key(first["session_id"], run), None)
+        self._count(partition, -1)
+
+    def _count(self, partition: int | None = None, change: int = 0) -> None:
         """Keep the waiting gauge: the runs waiting on the partitions this worker owns now
         (a revoked partition's runs are counted by its new owner; dropped here at the next
         change, not at the revocation)."""
         if partition is not None:
-            runs = self._waiting.setdefault(partition, set())
-            if add:
-                runs.add(add)
-            if drop:
-                runs.discard(drop)
+            self._waiting[partition] = self._waiting.get(partition, 0) + change
         owned = self.service.processor.assigned_partitions()
-        self._waiting = {p: runs for p, runs in self._waiting.items() if p in owned}
-        metrics.waiting_for_approval(self.agent_type, sum(len(runs) for runs in self._waiting.values()))
+        self._waiting = {p: count for p, count in self._waiting.items() if p in owned}
+        metrics.waiting_for_approval(self.agent_type, sum(self._waiting.values()))
 
     def _refuse(self, decision: Mapping[str, Any], ctx: MessageContext, why: str) -> None:
         log.warning("%s: %s", ctx.where, why)

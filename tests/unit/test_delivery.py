@@ -7,7 +7,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agentstream.runtime.delivery import produce_acked
+import pytest
+
+from agentstream.runtime.delivery import produce_acked, produce_all_acked
 from agentstream.runtime.errors import CheckpointError
 
 
@@ -86,3 +88,19 @@ def test_each_event_loop_gets_its_own_reports() -> None:
     # Tests run several loops in one process, one after another; each settles its own.
     for _ in range(2):
         test_reports_after_a_settled_batch_wake_the_loop_again()
+
+
+def test_records_produced_together_are_all_acknowledged_or_the_write_fails() -> None:
+    async def scenario(failing: set[int]) -> list[int]:
+        producer = _Producer()
+        records: list[tuple[bytes | None, bytes | None]] = [(None, f"s/{n}".encode()) for n in range(5)]
+        write = asyncio.ensure_future(produce_all_acked(producer, "c", records, 2))  # type: ignore[arg-type]
+        while len(producer.callbacks) < len(records):
+            await asyncio.sleep(0)
+        assert [partition for _, partition, _ in producer.callbacks] == [2] * len(records)
+        producer.acknowledge(failing)
+        return await write
+
+    assert asyncio.run(scenario(set())) == [0, 1, 2, 3, 4]
+    with pytest.raises(CheckpointError, match=r"c\[2\]"):
+        asyncio.run(scenario({3}))

@@ -63,16 +63,37 @@ async def produce_acked(
     headers: list[tuple[str, bytes]] | None = None,
 ) -> int:
     """Produce and wait for the acknowledgement; return the offset, or raise CheckpointError."""
+    return await (await _produce(producer, topic, value, key, partition, headers))
+
+
+async def produce_all_acked(
+    producer: Producer, topic: str, records: list[tuple[bytes | None, bytes | None]], partition: int,
+) -> list[int]:
+    """Produce ``(value, key)`` records to one partition, in order, and wait until every one
+    is acknowledged; their offsets, or CheckpointError. With the idempotent producer
+    (clients.py) they land in this order, so a later one landing means the earlier ones did."""
+    pending = [await _produce(producer, topic, value, key, partition) for value, key in records]
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)  # every report read: none left unretrieved
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes  # type: ignore[return-value]
+
+
+async def _produce(
+    producer: Producer, topic: str, value: bytes | None, key: str | bytes | None, partition: int | None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> asyncio.Future[int]:
+    """Produce one record; the future its delivery report settles."""
     loop = asyncio.get_running_loop()
     acked: asyncio.Future[int] = loop.create_future()
     delivered = partial(_deliveries(loop).report, acked)
     while True:
         try:
             producer.produce(topic, value, key, -1 if partition is None else partition, delivered, headers=headers)
-            break
+            return acked
         except BufferError:  # the local queue is full: let deliveries drain it
             await asyncio.sleep(0.01)
-    return await acked
 
 
 def _settle(future: asyncio.Future[int], err: KafkaError | None, msg: Message) -> None:

@@ -172,11 +172,17 @@ class PartitionStore:
 
     def put_durable(self, key: bytes, value: bytes | None, changelog_offset: int) -> None:
         """A write-through record the changelog has acknowledged at ``changelog_offset``."""
+        self.put_all_durable([(key, value)], changelog_offset)
+
+    def put_all_durable(self, records: list[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+        """Write-through records (key, value; None deletes) the changelog has acknowledged,
+        the last of them at ``changelog_offset``; in one RocksDB batch."""
         batch = WriteBatch(raw_mode=True)
-        if value is None:
-            batch.delete(key)
-        else:
-            batch.put(key, value)
+        for key, value in records:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         recorded = self.changelog_offset
         newer = recorded is None or changelog_offset > recorded
         if newer:

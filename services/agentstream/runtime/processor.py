@@ -316,6 +316,9 @@ class Processor:
                 if batch:
                     self._last_activity = now
                     for msg in batch:
+                        # Per record, not per batch: a batch holds up to 500 records, and each
+                        # may start a loop (max_inflight would otherwise overshoot by a batch).
+                        await self._wait_for_slot()
                         await self._handle(msg)
                     if max_messages is not None and self.stats.processed + self.stats.failed >= max_messages:
                         break

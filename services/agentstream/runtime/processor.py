@@ -319,6 +319,8 @@ class Processor:
                         # Per record, not per batch: a batch holds up to 500 records, and each
                         # may start a loop (max_inflight would otherwise overshoot by a batch).
                         await self._wait_for_slot()
+                        if self._stopping:
+                            break  # the rest is not seen, so not committed: the next owner takes it
                         await self._handle(msg)
                     if max_messages is not None and self.stats.processed + self.stats.failed >= max_messages:
                         break

@@ -15,7 +15,8 @@ the specialist.
   ``max_inflight`` defaults to 256 and neither ``WorkerSettings.from_env`` nor the CLI can
   change it. Other caps run ``python -m bench._procs specialist --max-inflight N``, which
   builds the same service with ``WorkerSettings(max_inflight=N)``. The cap is checked
-  before each poll of up to 500 records, so in flight can exceed it by a batch.
+  before each record (until commit 74c36d3 only before each poll of up to 500 records, so
+  in flight exceeded it by up to a batch).
 - In flight at time t: tasks whose loop has started (the specialist's RUNNING event, or
   ``started_at`` of its result) and not finished (``finished_at``), sampled every 100 ms
   over the measured window (after a ramp-up) and time-averaged. No call log is written

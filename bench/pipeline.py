@@ -2,7 +2,7 @@
 against the same three hops as a raw confluent-kafka relay and as a faust-streaming relay, in one run.
 
     python -m bench.pipeline [--quick] [--seconds 4] [--levels 100,200,...] [--variants pipeline,raw,faust]
-                             [--profile billing,router,supervisor] [--broker kafka|tansu]
+                             [--profile billing,router,supervisor] [--broker kafka|tansu] [--at-once TASKS]
 
 Variants (each with four 6-partition topics: source → after hop 1 → after hop 2 → sink):
 
@@ -707,7 +707,7 @@ def warm_up(variant: Variant, tap: Tap, producer: Producer) -> float:
 
 
 def sweep(variant: Variant, bootstrap: str, levels: list[int], seconds: float, min_tasks: int, broker_pid: int | None,
-          burst: bool, stretch: float) -> tuple[list[LevelResult], float, Tap, Producer]:
+          burst: bool, stretch: float, at_once: int = 0) -> tuple[list[LevelResult], float, Tap, Producer]:
     producer = Producer(producer_config(bootstrap))
     tap = Tap(bootstrap, variant)
     warmup_s = warm_up(variant, tap, producer)
@@ -725,6 +725,12 @@ def sweep(variant: Variant, bootstrap: str, levels: list[int], seconds: float, m
         print_level(result)
         return result
 
+    if at_once:
+        # Only levels of everything at once: the workers batch as much as they can all the
+        # level long, so CPU per task does not swing with how far other jobs made them lag.
+        for _ in levels:
+            run(None, at_once, 15 + at_once / 100)
+        return results, warmup_s, tap, producer
     for rate in levels:
         tasks = max(min_tasks, round(rate * seconds))
         drain_s = 15 + 2 * tasks / rate  # a level offered at twice the capacity needs as long again to drain
@@ -949,7 +955,8 @@ def run_variant(name: str, bootstrap: str, broker_pid: int | None, args: argpars
             variant = start_relay("hop" if name == "raw" else "faust", bootstrap, work_dir, sizes, args.faust_workers)
         print(f"{name}: {', '.join(f'{w.name} (pid {w.proc.pid})' for w in variant.workers)}", flush=True)
         results, warmup_s, tap, producer = sweep(variant, bootstrap, args.levels, args.seconds, QUICK_MIN_TASKS if args.quick else MIN_LEVEL_TASKS,
-                                                    broker_pid, not args.quick, 0 if args.quick else LEVEL_STRETCH)
+                                                    broker_pid, not args.quick, 0 if args.quick else LEVEL_STRETCH,
+                                                    args.at_once)
         report["variants"][name] = {"warmup_s": round(warmup_s, 1), **variant.notes}
         if name == "pipeline":
             measured = [round(statistics.mean(tap.sizes[s])) for s in range(4) if tap.sizes.get(s)]
@@ -982,6 +989,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--levels", help="offered loads in tasks/s, comma-separated (default %s)" % ",".join(map(str, DEFAULT_LEVELS)))
     parser.add_argument("--variants", default=",".join(VARIANTS), help="which to run, comma-separated (default all)")
     parser.add_argument("--faust-workers", type=int, default=1, help="worker processes of the faust app (default 1)")
+    parser.add_argument("--at-once", type=int, default=0, metavar="TASKS",
+                        help="instead of the sweep: one level per --levels entry (its rate unused) of TASKS tasks "
+                             "produced at once, for CPU per task at saturation (A/B runs)")
     parser.add_argument("--profile", help=f"pipeline workers to profile with py-spy, comma-separated ({','.join(PIPELINE_WORKERS)})")
     parser.add_argument("--quiet-wait", type=float, default=60.0,
                         help="before each variant wait up to this many s for other load to settle (default 60; 0: off)")
@@ -1015,7 +1025,7 @@ def bench_main(argv: list[str]) -> int:
         "machine": host, "runtime_source": {**runtime_source(), **services_source()},
         "config": {"levels": args.levels, "seconds": args.seconds, "variants": args.variants, "partitions": PARTITIONS,
                    "session_keys": SESSION_KEYS, "sample_partition": SAMPLE_PARTITION, "agent_type": AGENT_TYPE,
-                   "texts": list(TEXTS), "faust_workers": args.faust_workers, "saturated_share": SATURATED_SHARE},
+                   "texts": list(TEXTS), "faust_workers": args.faust_workers, "at_once": args.at_once, "saturated_share": SATURATED_SHARE},
         "variants": {},
     }
     results: list[LevelResult] = []

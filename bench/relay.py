@@ -68,7 +68,11 @@ from agentstream.runtime import MessageContext, Processor
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "bench" / "out"
+# py-spy next to the interpreter (the `bench` extra installs it), else the first on PATH (a
+# separate tools venv, so that a shared interpreter need not be changed to profile).
 PY_SPY = Path(sys.executable).with_name("py-spy")
+if not PY_SPY.exists() and shutil.which("py-spy"):
+    PY_SPY = Path(str(shutil.which("py-spy")))
 
 STAGES = ("src", "hop1", "hop2", "sink")
 PARTITIONS = 6
@@ -573,7 +577,7 @@ def run_trial(
 # -- profiling ----------------------------------------------------------------------------
 def start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
     if not PY_SPY.exists():
-        raise RuntimeError(f"--profile needs py-spy next to the interpreter ({PY_SPY}); pip install py-spy.")
+        raise RuntimeError(f"--profile needs py-spy next to the interpreter ({PY_SPY}) or on PATH; pip install py-spy.")
     spy = subprocess.Popen(
         # --gil: sample only the thread holding the GIL, i.e. where the interpreter's time goes.
         [str(PY_SPY), "record", "--pid", str(pid), "--rate", "250", "--threads", "--gil", "--format", "raw",

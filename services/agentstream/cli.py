@@ -101,6 +101,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from agentstream.clients import admin_config
     from agentstream.runtime.topics import require_topics
+    from agentstream.runtime.collector import tune_for_serving
     from agentstream.serde import SchemaSet
 
     if args.check:
@@ -126,6 +127,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if stop.requested:
         return 0
     server = _health_server(service.processor, settings.metrics_port)
+    tune_for_serving()  # runtime/collector.py: fewer collections while loops are in flight
     try:
         stats = asyncio.run(service.processor.run())
     finally:

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from agentstream.stack import Stack
 from tests import support_desk
 
-from .harness import REPO
+from .harness import REPO, latest_by_key, read_all, wait_for
 
 SCHEMAS = REPO / "schemas"
 
@@ -122,6 +122,17 @@ def test_fifty_tasks_get_exactly_fifty_results_with_the_right_routes(pipeline: S
     assert mixed and all({"billing", "technical"} <= set(r["agents"]) for r in mixed)
     assert all("Billing:" in r["output"] and "Technical:" in r["output"] for r in mixed)
     upstream.close()
+    # Each specialist tombstones a finished run's head and steps after its result (one write
+    # of them all, the head last): only the done markers stay in its compacted changelog.
+    def only_done_markers() -> bool:
+        for agent in {a for agents in expected.values() for a in agents}:
+            state = latest_by_key(read_all(pipeline.bootstrap, pipeline.topology.changelog_topic(agent, "checkpoints")))
+            mine = [key for key in state if key.split("/")[1] in expected]
+            if any(not key.startswith("d/") for key in mine) or len(mine) != sum(agent in a for a in expected.values()):
+                return False
+        return True
+
+    wait_for(only_done_markers, 60, "one done marker per run and nothing else of them in the checkpoints changelogs")
 
 
 def test_same_task_id_twice_gives_one_result(pipeline: Stack) -> None:

@@ -6,15 +6,20 @@ emits one output per record, so outputs count how often each event was processed
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+from confluent_kafka import Producer
+
 from agentstream.apache_kafka import KafkaCluster
 from agentstream.broker import EmbeddedBroker, is_tansu
+from agentstream.runtime import MessageContext, Processor
 from agentstream.runtime.lag import consumer_lag
 
 from .harness import (
@@ -273,3 +278,46 @@ def _check_unacknowledged_write(bootstrap: str, broker_pid: int, unique: str, tm
     table = latest_by_key(read_all(bootstrap, f"{names['group']}.counts.changelog"))
     for key, distinct in first.expected_counts().items():
         assert table[key] >= distinct, (key, table[key], distinct)
+
+
+def test_max_inflight_caps_spawned_work_within_a_fetched_batch(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """40 records on one partition come back in a fetch or a few; with max_inflight 3 no more than
+    3 of their spawned loops may run at once, and all 40 still run."""
+    topic = f"cap-in-{unique}"
+    create_topics(bootstrap, [topic], partitions=1)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for n in range(40):
+        producer.produce(topic, str(n).encode(), b"k")
+    assert producer.flush(30) == 0
+    app = Processor("cap", bootstrap, f"cap-{unique}", tmp_path / "state", max_inflight=3)
+    running, peak, done = [0], [0], [0]
+    gates: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []  # opened by the test once the cap is reached
+
+    async def loop(gate: asyncio.Event) -> None:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await gate.wait()
+        running[0] -= 1
+        done[0] += 1
+
+    @app.handler(topic)
+    async def start(value: bytes, ctx: MessageContext) -> None:
+        if not gates:
+            gates.append((asyncio.get_running_loop(), asyncio.Event()))
+        app.spawn(loop(gates[0][1]))
+
+    def open_gate() -> None:
+        if gates:
+            gates[0][0].call_soon_threadsafe(gates[0][1].set)
+
+    runner = threading.Thread(target=lambda: asyncio.run(app.run()), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: running[0] >= 3, 60, "three loops running")
+        open_gate()
+        wait_for(lambda: done[0] == 40, 60, "all 40 loops to finish")
+    finally:
+        open_gate()
+        app.stop()
+        runner.join(60)
+    assert peak[0] == 3, f"{peak[0]} loops ran at once"

@@ -199,3 +199,30 @@ def test_table_files_level_off_under_a_dedupe_churn(tmp_path: Path) -> None:
         assert last <= 1.25 * settled, f"table files {settled:,} -> {last:,} bytes over {rounds} flushes"
     finally:
         store.close()
+
+
+def test_the_recorded_changelog_offset_is_what_the_store_holds_through_every_kind_of_write(tmp_path: Path) -> None:
+    # put_durable keeps the recorded offset in memory (it used to read it back on every
+    # write): each way of writing it, and a reopened store, must agree with RocksDB.
+    path = tmp_path / "p0"
+    store = PartitionStore(path)
+    assert store.changelog_offset is None
+    store.put_durable(b"a", b"1", 5)
+    store.put_durable(b"b", b"2", 3)  # an older acknowledgement does not move it back
+    assert store.changelog_offset == 5
+    store.put(b"c", b"3")
+    store.begin_flush()
+    store.finish_flush(9)
+    assert store.changelog_offset == 9
+    store.apply_changelog([(b"d", b"4")], 12)
+    assert store.changelog_offset == 12
+    store.close()
+    reopened = PartitionStore(path)
+    assert reopened.changelog_offset == 12
+    reopened.put_durable(b"a", None, 13)
+    assert reopened.changelog_offset == 13 and reopened.get(b"a") is None
+    reopened.reset()
+    assert reopened.changelog_offset is None
+    reopened.put_durable(b"e", b"5", 0)
+    reopened.close()
+    assert PartitionStore(path).changelog_offset == 0

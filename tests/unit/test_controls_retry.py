@@ -14,6 +14,7 @@ from agentstream.controls import (
     RetryPolicy,
     call_with_retry,
 )
+from agentstream.controls.retry import Retrier
 from agentstream.controls.timeout import call_with_timeout
 from agentstream.errors import ConfigurationError
 from agentstream.models import Message, ModelResponse
@@ -116,3 +117,29 @@ def test_an_outside_cancellation_is_not_mistaken_for_a_call_timeout() -> None:
     with pytest.raises(TimeoutError) as caught:
         asyncio.run(scenario())
     assert not isinstance(caught.value, ModelTimeoutError)
+
+
+def test_one_retrier_serves_concurrent_calls_each_with_its_own_attempts() -> None:
+    # A model keeps one Retrier: calls that fail and calls that do not, interleaved on one
+    # loop, must each get their own attempt count and waits.
+    clock = ManualClock()
+    waits: list[float] = []
+    retrier = Retrier(RetryPolicy(max_attempts=3, initial_backoff_s=1.0), sleep=clock.sleep, rng=random.Random(3),
+                      on_retry=lambda _error, wait: waits.append(wait))
+    flaky = FaultyModel(script=[ModelServerError("HTTP 503"), ModelServerError("HTTP 503")])
+    failing = FaultyModel(script=[ModelServerError("HTTP 500")] * 3)
+    steady = FaultyModel(script=[])
+
+    async def scenario() -> list[object]:
+        return await asyncio.gather(
+            retrier.call(lambda: flaky.complete(CONVERSATION, [])),
+            retrier.call(lambda: failing.complete(CONVERSATION, [])),
+            retrier.call(lambda: steady.complete(CONVERSATION, [])),
+            return_exceptions=True,
+        )
+
+    ok, failed, first_time = asyncio.run(scenario())
+    assert isinstance(ok, ModelResponse) and flaky.calls == 3
+    assert isinstance(failed, ModelServerError) and failing.calls == 3
+    assert isinstance(first_time, ModelResponse) and steady.calls == 1
+    assert len(waits) == 4  # two retries each for the flaky and the failing call, none for the steady one

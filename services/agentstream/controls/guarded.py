@@ -29,7 +29,7 @@ from agentstream.controls.cache import ResponseCache, cache_allowed, cache_key
 from agentstream.controls.clock import Clock, SystemClock
 from agentstream.controls.errors import CircuitOpenError
 from agentstream.controls.rate_limit import RateLimiter
-from agentstream.controls.retry import RetryPolicy, call_with_retry
+from agentstream.controls.retry import Retrier, RetryPolicy
 from agentstream.controls.stats import ControlStats, record
 from agentstream.controls.timeout import call_with_timeout
 from agentstream.models.base import Message, Model, ModelResponse, Usage
@@ -98,7 +98,7 @@ class GuardedModel:
         self.expected_output_tokens = expected_output_tokens
         self.stats = ControlStats()
         self._clock = clock or SystemClock()
-        self._rng = rng
+        self._retrier = Retrier(self.retry, sleep=self._clock.sleep, rng=rng, on_retry=self._on_retry)
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
         # The span `chat {model}` and the metrics of one call, retries inside both.
@@ -137,13 +137,7 @@ class GuardedModel:
                 record(self.stats, "circuit_rejections")
                 raise
         try:
-            response = await call_with_retry(
-                lambda: self._attempt(messages, tools),
-                self.retry,
-                sleep=self._clock.sleep,
-                rng=self._rng,
-                on_retry=self._on_retry,
-            )
+            response = await self._retrier.call(lambda: self._attempt(messages, tools))
         except Exception as exc:
             if self.breaker is not None:
                 if counts_against_breaker(exc):

@@ -72,28 +72,70 @@ class RetryPolicy:
         return exc.retry_after is None or exc.retry_after <= self.max_retry_after_s
 
 
-async def call_with_retry(
-    fn: Callable[[], Awaitable[T]],
-    policy: RetryPolicy,
-    *,
-    sleep: Sleep = asyncio.sleep,
-    rng: random.Random | None = None,
-    on_retry: OnRetry | None = None,
-) -> T:
-    """``await fn()``, retried under ``policy``; the last error propagates unchanged.
+class Retrier:
+    """The retries of one model's calls under ``policy``, built once per model.
+
+    A call that succeeds at once (nearly every call) costs one ``try``: the first attempt
+    runs outside tenacity, whose ``AsyncRetrying`` (an object per call, with a thread-safe
+    future per attempt) is built only once that attempt failed in a way worth retrying,
+    and then sees that failure as its own attempt 1, so waits, logs and attempt numbers
+    are what they would be had tenacity run the call from the start. One jitter source
+    per model, not one seeded from urandom per call: successive draws still spread
+    concurrent callers.
 
     ``sleep`` is tenacity's sleep hook (tests pass a fake one); ``on_retry(error, wait)``
     is called before each retry, which is how callers count retries.
     """
-    jitter = rng or random.Random()
 
-    def wait(state: RetryCallState) -> float:
+    def __init__(
+        self, policy: RetryPolicy, *, sleep: Sleep = asyncio.sleep, rng: random.Random | None = None,
+        on_retry: OnRetry | None = None,
+    ) -> None:
+        self.policy = policy
+        self._sleep = sleep
+        self._jitter = rng or random.Random()
+        self._on_retry = on_retry
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """``await fn()``, retried under the policy; the last error propagates unchanged."""
+        try:
+            return await fn()
+        except Exception as exc:
+            if self.policy.max_attempts < 2 or not self.policy.is_retryable(exc):
+                raise
+            first = exc
+        return await self._retried(fn, first)
+
+    async def _retried(self, fn: Callable[[], Awaitable[T]], first: Exception) -> T:
+        failed: list[Exception] = [first]
+
+        async def attempt() -> T:
+            if failed:
+                raise failed.pop()  # attempt 1, already made
+            return await fn()
+
+        async for state in self._retrying():
+            with state:
+                return await attempt()
+        raise AssertionError("unreachable: tenacity either returns a result or reraises")  # pragma: no cover
+
+    def _retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.policy.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(self.policy.is_retryable),
+            sleep=self._sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        backoff = policy.backoff(state.attempt_number, jitter)
+        backoff = self.policy.backoff(state.attempt_number, self._jitter)
         hinted = getattr(error, "retry_after", None)
         return max(backoff, hinted) if hinted is not None else backoff
 
-    def before_sleep(state: RetryCallState) -> None:
+    def _before_sleep(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         if error is not None:
@@ -104,18 +146,17 @@ async def call_with_retry(
                 error,
                 delay,
             )
-            if on_retry is not None:
-                on_retry(error, delay)
+            if self._on_retry is not None:
+                self._on_retry(error, delay)
 
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.max_attempts),
-        wait=wait,
-        retry=retry_if_exception(policy.is_retryable),
-        sleep=sleep,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    async for attempt in retrying:
-        with attempt:
-            return await fn()
-    raise AssertionError("unreachable: tenacity either returns a result or reraises")  # pragma: no cover
+
+async def call_with_retry(
+    fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    sleep: Sleep = asyncio.sleep,
+    rng: random.Random | None = None,
+    on_retry: OnRetry | None = None,
+) -> T:
+    """``await fn()``, retried under ``policy`` (one call; a model keeps a :class:`Retrier`)."""
+    return await Retrier(policy, sleep=sleep, rng=rng, on_retry=on_retry).call(fn)

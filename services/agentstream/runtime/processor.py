@@ -38,7 +38,7 @@ from agentstream.runtime.lag import fetched_lag, watermarks
 from agentstream.runtime.context import MessageContext, current_context
 from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError, RestoreInterrupted
-from agentstream.runtime.delivery import produce_acked
+from agentstream.runtime.delivery import produce_acked, produce_all_acked
 from agentstream.runtime.hold import DueHolds
 from agentstream.runtime.offsets import TP, PartitionOffsets, commit_refusal_is_transient
 from agentstream.runtime.retention import Retention
@@ -242,6 +242,17 @@ class Processor:
         if table.stores.get(partition) is store:  # still ours: not revoked while waiting
             store.put_durable(raw_key, raw_value, offset)
 
+    async def persist_all(self, table: Table, items: list[tuple[str | bytes, Any]], *, partition: int) -> None:
+        """persist() of several keys of one partition at once: produced in this order (they
+        land in it: one partition, an idempotent producer), acknowledged together, then
+        stored in one batch. A kill -9 in between leaves a prefix of them in the changelog."""
+        store = table.partition(partition)
+        records = [(table.encode_key(key), None if value is None else table.encode_value(value)) for key, value in items]
+        offsets = await produce_all_acked(self._require_producer(), table.changelog_topic,
+                                          [(value, key) for key, value in records], partition)
+        if table.stores.get(partition) is store and records:  # still ours: not revoked while waiting
+            store.put_all_durable(records, max(offsets))
+
     async def send_acked(
         self, topic: str, value: bytes | None, key: str | bytes | None, *, partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
@@ -307,6 +318,11 @@ class Processor:
                 if batch:
                     self._last_activity = now
                     for msg in batch:
+                        # Per record, not per batch: a batch holds up to 500 records, and each
+                        # may start a loop (max_inflight would otherwise overshoot by a batch).
+                        await self._wait_for_slot()
+                        if self._stopping:
+                            break  # the rest is not seen, so not committed: the next owner takes it
                         await self._handle(msg)
                     if max_messages is not None and self.stats.processed + self.stats.failed >= max_messages:
                         break

@@ -72,6 +72,9 @@ class PartitionStore:
         # Buffered writes: key -> (value, dumps) — serialised once, at the checkpoint.
         self._pending: dict[bytes, tuple[Any, Dumps] | None] = {}
         self._flushing: dict[bytes, bytes | None] = {}
+        # The recorded changelog offset, read once: every write of it goes through this
+        # class, and a write-through put (several per task) would otherwise read it back.
+        self._offset: int | None | object = _ABSENT
 
     # -- reads and writes from handlers ------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
@@ -140,6 +143,8 @@ class PartitionStore:
         if changelog_offset is not None:
             batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(changelog_offset))
         self._db.write(batch)
+        if changelog_offset is not None:
+            self._offset = changelog_offset
         self._flushing = {}
 
     def abort_flush(self) -> None:
@@ -154,8 +159,10 @@ class PartitionStore:
     @property
     def changelog_offset(self) -> int | None:
         """Offset of the last changelog record this store contains, or None."""
-        raw = self._db.get(_CHANGELOG_OFFSET_KEY)
-        return None if raw is None else int(_OFFSET.unpack(bytes(raw))[0])
+        if self._offset is _ABSENT:
+            raw = self._db.get(_CHANGELOG_OFFSET_KEY)
+            self._offset = None if raw is None else int(_OFFSET.unpack(bytes(raw))[0])
+        return self._offset  # type: ignore[return-value]
 
     def apply_changelog(self, records: list[tuple[bytes, bytes | None]], last_offset: int) -> None:
         batch = WriteBatch(raw_mode=True)
@@ -166,18 +173,28 @@ class PartitionStore:
                 batch.put(key, value)
         batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(last_offset))
         self._db.write(batch)
+        self._offset = last_offset
 
     def put_durable(self, key: bytes, value: bytes | None, changelog_offset: int) -> None:
         """A write-through record the changelog has acknowledged at ``changelog_offset``."""
+        self.put_all_durable([(key, value)], changelog_offset)
+
+    def put_all_durable(self, records: list[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+        """Write-through records (key, value; None deletes) the changelog has acknowledged,
+        the last of them at ``changelog_offset``; in one RocksDB batch."""
         batch = WriteBatch(raw_mode=True)
-        if value is None:
-            batch.delete(key)
-        else:
-            batch.put(key, value)
+        for key, value in records:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         recorded = self.changelog_offset
-        if recorded is None or changelog_offset > recorded:
+        newer = recorded is None or changelog_offset > recorded
+        if newer:
             batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(changelog_offset))
         self._db.write(batch)
+        if newer:
+            self._offset = changelog_offset
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Keys starting with ``prefix`` and their values, in key order (flushed data only),
@@ -204,6 +221,7 @@ class PartitionStore:
         self._db.close()
         shutil.rmtree(self.path, ignore_errors=True)
         self._db = self._open(self.path)
+        self._offset = None
 
     @staticmethod
     def _open(path: Path) -> Rdict:

@@ -331,9 +331,10 @@ class TaskLifecycle:
     async def _forget(self, task_id: str, partition: int) -> None:
         """Tombstone every checkpoint record of the run ``task_id`` (ckpt.run_id; head last)."""
         store = self.checkpoints.partition(partition)
-        keys = [key.decode() for key, _ in store.scan(ckpt.step_prefix(task_id).encode())]
-        await asyncio.gather(*(self._persist(key, None) for key in keys))
-        await self._persist(ckpt.head_key(task_id), None)
+        keys: list[str | bytes] = [key for key, _ in store.scan(ckpt.step_prefix(task_id).encode())]
+        # In one go, the head last: it lands after the steps, so no step outlives its head.
+        await self.app.persist_all(self.checkpoints, [(key, None) for key in [*keys, ckpt.head_key(task_id)]],
+                                   partition=partition)
 
     # -- session places ------------------------------------------------------------------
     def _place(self, run: str, session: str, partition: int) -> tuple[Place | None, Place]:

@@ -1,0 +1,106 @@
+"""Delivery reports reach the awaiting coroutines in batches (runtime/delivery.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from agentstream.runtime.delivery import produce_acked, produce_all_acked
+from agentstream.runtime.errors import CheckpointError
+
+
+class _Record:
+    """What librdkafka hands a delivery callback."""
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._where = (topic, partition, offset)
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def offset(self) -> int:
+        return self._where[2]
+
+
+class _Producer:
+    """Keeps each produce's callback; ``acknowledge`` fires them all from another thread,
+    as the delivery thread does, the n-th record landing at offset n (or failing)."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[tuple[str, int, Callable[[Any, _Record], None]]] = []
+
+    def produce(self, topic: str, value: bytes | None, key: object, partition: int, on_delivery: Any,
+                headers: object = None) -> None:
+        self.callbacks.append((topic, partition, on_delivery))
+
+    def acknowledge(self, failing: set[int]) -> None:
+        def serve() -> None:
+            for n, (topic, partition, callback) in enumerate(self.callbacks):
+                callback("broker down" if n in failing else None, _Record(topic, partition, n))
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        thread.join()
+
+
+def test_every_report_of_a_batch_settles_its_own_write() -> None:
+    producer = _Producer()
+
+    async def scenario() -> list[object]:
+        writes = [asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", n % 3)) for n in range(200)]  # type: ignore[arg-type]
+        while len(producer.callbacks) < len(writes):
+            await asyncio.sleep(0)  # let every write reach produce()
+        producer.acknowledge(failing={7})
+        return await asyncio.gather(*writes, return_exceptions=True)
+
+    outcomes = asyncio.run(scenario())
+    assert outcomes[:7] == list(range(7)) and outcomes[8:] == list(range(8, 200))
+    assert isinstance(outcomes[7], CheckpointError) and "t[1]" in str(outcomes[7])
+
+
+def test_reports_after_a_settled_batch_wake_the_loop_again() -> None:
+    producer = _Producer()
+
+    async def scenario() -> tuple[int, int]:
+        first = asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", 0))  # type: ignore[arg-type]
+        while not producer.callbacks:
+            await asyncio.sleep(0)
+        producer.acknowledge(failing=set())
+        landed = await first
+        producer.callbacks.clear()
+        second = asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", 0))  # type: ignore[arg-type]
+        while not producer.callbacks:
+            await asyncio.sleep(0)
+        producer.acknowledge(failing=set())
+        return landed, await asyncio.wait_for(second, 5)
+
+    assert asyncio.run(scenario()) == (0, 0)
+
+
+def test_each_event_loop_gets_its_own_reports() -> None:
+    # Tests run several loops in one process, one after another; each settles its own.
+    for _ in range(2):
+        test_reports_after_a_settled_batch_wake_the_loop_again()
+
+
+def test_records_produced_together_are_all_acknowledged_or_the_write_fails() -> None:
+    async def scenario(failing: set[int]) -> list[int]:
+        producer = _Producer()
+        records: list[tuple[bytes | None, bytes | None]] = [(None, f"s/{n}".encode()) for n in range(5)]
+        write = asyncio.ensure_future(produce_all_acked(producer, "c", records, 2))  # type: ignore[arg-type]
+        while len(producer.callbacks) < len(records):
+            await asyncio.sleep(0)
+        assert [partition for _, partition, _ in producer.callbacks] == [2] * len(records)
+        producer.acknowledge(failing)
+        return await write
+
+    assert asyncio.run(scenario(set())) == [0, 1, 2, 3, 4]
+    with pytest.raises(CheckpointError, match=r"c\[2\]"):
+        asyncio.run(scenario({3}))

@@ -86,7 +86,8 @@ def test_the_timer_applies_deadlines_only_to_pending_calls_past_them_and_is_set_
         desk._deadlines_due(0)
         desk._deadlines_due(1)
         assert processor.spawned == [(0, "late")]
-        assert desk._timers[0][0] >= now + DAY_MS and 1 not in desk._timers
+        due = desk._deadlines.due_at(0)
+        assert due is not None and due >= now + DAY_MS and desk._deadlines.due_at(1) is None
 
     asyncio.run(main())
 

@@ -5,8 +5,8 @@ every assignment. When it fires, the owner reads the partition's records, applie
 deadline past and arms the next. No timer per waiting request: one would keep the
 context of the message that armed it alive until its deadline.
 
-Used by the supervisor's escalations (supervisor/escalator.py); a specialist's approvals
-(specialist/waiting.py) keep the same logic of their own.
+Used by the supervisor's escalations (supervisor/escalator.py) and a specialist's approvals
+(specialist/waiting.py).
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ class PartitionDeadlines:
         # otherwise stay in memory as long as the timer does.
         handle = asyncio.get_running_loop().call_later(delay_s, self._fire, partition, context=contextvars.Context())
         self._timers[partition] = (due, handle)
+
+    def due_at(self, partition: int) -> int | None:
+        """When the partition's timer fires (epoch ms, rounded up to the tick); None: not armed."""
+        armed = self._timers.get(partition)
+        return None if armed is None else armed[0]
 
     def _fire(self, partition: int) -> None:
         self._timers.pop(partition, None)

@@ -31,7 +31,6 @@ log fields) alive until its deadline, decided or not, about 1.3 kB of Python hea
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -44,6 +43,7 @@ from agentstream.approvals.records import (
     DENY, PENDING, apply_decision, approval_id, approval_prefix, approval_requested, closed_by_cancel, escalated,
     waiting_call,
 )
+from agentstream.approvals.timers import PartitionDeadlines
 from agentstream.events import APPROVAL_REQUESTED, now_ms
 from agentstream.runtime import MessageContext, Table
 from agentstream.service import Service
@@ -100,7 +100,7 @@ class ApprovalDesk:
         self.requests_topic = service.topology.topic("approvals")
         self._deciding = asyncio.Lock()  # one decision at a time: a human's and a deadline's may race
         self._waiting: dict[int, int] = {}  # partition -> runs waiting (the gauge): a count, nothing per run
-        self._timers: dict[int, tuple[int, asyncio.TimerHandle]] = {}  # partition -> (due ms, its one deadline timer)
+        self._deadlines = PartitionDeadlines(self._deadlines_due, DEADLINE_TICK_MS)  # one timer per partition
 
     def gate(self, task: Mapping[str, Any], partition: int) -> ApprovalGate | None:
         """The run's gate, with every decision already taken for it; None: no policy."""
@@ -239,22 +239,11 @@ class ApprovalDesk:
     def _arm(self, record: Mapping[str, Any], partition: int) -> None:
         """Have the partition's deadline timer fire by ``record``'s deadline (one timer: it
         fires at the earliest and is set again for the next)."""
-        due = -(-int(record["deadline"]) // DEADLINE_TICK_MS) * DEADLINE_TICK_MS
-        armed = self._timers.get(partition)
-        if armed is not None and armed[0] <= due:
-            return
-        if armed is not None:
-            armed[1].cancel()
-        delay_s = max(0.0, (due - now_ms()) / 1000)
-        # An empty context: the message being handled now (its record, log fields, trace)
-        # would otherwise stay in memory as long as the timer does.
-        handle = asyncio.get_running_loop().call_later(delay_s, self._deadlines_due, partition, context=contextvars.Context())
-        self._timers[partition] = (due, handle)
+        self._deadlines.arm(int(record["deadline"]), partition)
 
     def _deadlines_due(self, partition: int) -> None:
         """Apply the deadline of every pending call of ``partition`` past it; set the timer
         for the next one."""
-        self._timers.pop(partition, None)
         if partition not in self.service.processor.assigned_partitions():
             return  # its new owner armed its deadlines (and so does this worker if it comes back)
         now = now_ms()

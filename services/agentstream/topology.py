@@ -51,6 +51,8 @@ DEFAULT_APP = Path(__file__).resolve().parents[2] / "examples" / "support_desk"
 DEFAULT_PATH = DEFAULT_APP / APP_TOPOLOGY_FILE
 # Topic names whose logical name holds this placeholder exist once per specialist type.
 TYPE_PLACEHOLDER = "{type}"
+# The topics a human's answer travels on: requests, decisions, and cancels of waiting tasks.
+ESCALATION_TOPICS = ("approvals", "approval_decisions", "control")
 # What Kafka accepts in a topic or group name; the embedded broker accepts anything, so check here.
 _LEGAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -269,6 +271,13 @@ class Topology(_Frozen):
                     f"agent {name!r} reads topic {agent.input!r}, which is not declared; "
                     f"declared topics are {sorted(self._topics)}"
                 )
+            missing = [t for t in ESCALATION_TOPICS if t not in self._topics]
+            if agent.supervision is not None and agent.supervision.escalate == "approval" and missing:
+                raise ValueError(
+                    f"agent {name!r} has supervision.escalate: approval, but the topics a human's answer "
+                    f"travels on are not declared: {missing}; declare them (see examples/support_desk) "
+                    "or set escalate: result"
+                )
 
     def _check_scaling(self) -> None:
         for name, agent in self.agents.items():
@@ -354,6 +363,17 @@ class Topology(_Frozen):
         return None if raw is None else int(raw)
 
     # -- accessors -------------------------------------------------------------------
+
+    def escalation(self, agent: str) -> str | None:
+        """What the supervisor ``agent``'s escalate verdict does, ``approval`` or ``result``
+        (None: it has no supervision); unset in the file, ``approval`` when the topics a
+        human's answer travels on are declared."""
+        supervision = self.agent(agent).supervision
+        if supervision is None:
+            return None
+        if supervision.escalate is not None:
+            return supervision.escalate
+        return "approval" if all(self.declares(t) for t in ESCALATION_TOPICS) else "result"
 
     def declares(self, logical: str) -> bool:
         """Whether the topology has the topic ``logical`` (optional ones: approvals, control ...)."""

@@ -89,7 +89,9 @@ class SupervisionSettings(_Frozen):
     review's feedback (supervisor/revision.py); a revise asked beyond it is escalated to a
     human. 0 escalates every revise.
 
-    ``escalate``: what an escalate verdict does. ``approval`` (the default): the task waits
+    ``escalate``: what an escalate verdict does. Unset: ``approval`` when the topology declares
+    the topics a human's answer travels on (approvals, approval_decisions, control), else
+    ``result`` (``Topology.escalation``). ``approval``: the task waits
     for a human, who approves the draft answer (or an edited one) or denies it, as a held
     tool call does (supervisor/escalation.py), with ``approval``'s deadline and outcome;
     ``result``: a FAILED result with error code NEEDS_HUMAN_REVIEW at once, the draft as
@@ -103,7 +105,7 @@ class SupervisionSettings(_Frozen):
     max_result_chars: PositiveInt = 4000
     max_answer_chars: PositiveInt = 8000
     max_revisions: int = Field(1, ge=0, le=MAX_REVISIONS_LIMIT)
-    escalate: Literal["approval", "result"] = "approval"
+    escalate: Literal["approval", "result"] | None = None
     approval: DeadlinePolicy = DeadlinePolicy()
 
     @model_validator(mode="after")

@@ -10,10 +10,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka.admin import AdminClient
+
 from agentstream.client import new_task
+from agentstream.clients import admin_config
+from agentstream.topology import load_topology
+from agentstream.topology_admin import apply
 from tests.unit.test_providers_openai import LoopbackServer, Reply, completion
 
 from .cli import cli_env, run
+from .gateway_harness import GatewayProcess, TenantsFile
 from .harness import REPO
 from .model_server import openai_env
 from .test_durable import DurableStack
@@ -63,3 +69,24 @@ def test_the_document_review_demo_routes_its_tickets_by_the_apps_rules(bootstrap
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "3/3 tickets got a result; every route as expected" in done.stdout, done.stdout[-3000:]
     assert "contracts:list_documents" in done.stdout and "contracts:word_count" in done.stdout, done.stdout[-3000:]
+
+
+def test_the_gateway_serves_an_app_without_approval_topics(bootstrap: str, tmp_path: Path) -> None:
+    """document_review declares no approvals topics: its gateway starts (the deploy files
+    render one for every app), and lists no approvals rather than failing on them."""
+    prefix = f"docs{uuid.uuid4().hex[:8]}"
+    apply(AdminClient(admin_config(bootstrap)), load_topology(APP, prefix=prefix))
+    tenants = TenantsFile.write(tmp_path / "tenants.yaml", {"legal-ops": {}})
+    env = cli_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, AGENTSTREAM_PREFIX=prefix, AGENTSTREAM_TOPOLOGY=str(APP),
+                  AGENTSTREAM_STATE_DIR=str(tmp_path / "gateway"))
+    gateway = GatewayProcess(env, tenants.path)  # ready: /readyz answered 200
+    try:
+        with gateway.client() as http:
+            listed = http.get("/v1/approvals", headers=tenants.headers("legal-ops", "operator"))
+            accepted = http.post("/v1/tasks", json={"input": "Quote the termination clause of MSA-2041"},
+                                 headers=tenants.headers("legal-ops"))
+    finally:
+        code = gateway.stop()
+    assert (listed.status_code, listed.json()) == (200, [])
+    assert accepted.status_code == 202, accepted.text
+    assert code == 0, gateway.process.tail()

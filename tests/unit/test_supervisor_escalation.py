@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agentstream.approvals.policy import DeadlinePolicy
 from agentstream.approvals.records import (
@@ -27,7 +28,7 @@ from agentstream.supervisor.escalation import (
 )
 from agentstream.supervisor.review import NEEDS_HUMAN_REVIEW, Review, reviewed
 from agentstream.topology import SupervisionSettings, load_topology
-from tests.unit.test_supervisor_review import MODEL, RESULTS, _result, _topology_with
+from tests.unit.test_supervisor_review import MODEL, REPO, RESULTS, _result, _topology_with
 
 NOW = 1_700_000_000_000
 DRAFT = "We refund INV-7 twice."
@@ -135,10 +136,26 @@ def test_a_decided_approval_record_expires_like_a_sent_marker_and_a_waiting_one_
     assert marker_written_at({"state": "sent", "at": 7}) == 7
 
 
-def test_escalations_wait_for_a_human_by_default_with_the_approvals_deadline() -> None:
+def test_escalations_wait_for_a_human_by_default_with_the_approvals_deadline(tmp_path: Path) -> None:
     settings = SupervisionSettings.model_validate({"model": MODEL})
-    assert (settings.escalate, settings.approval) == ("approval", DeadlinePolicy())
+    assert (settings.escalate, settings.approval) == (None, DeadlinePolicy())
     assert settings.approval.deadline_s == 86400 and settings.approval.on_deadline == "deny"
+    assert load_topology(_topology_with(tmp_path, "supervisor", {"model": MODEL})).escalation("supervisor") == "approval"
+
+
+def _document_review_with(tmp_path: Path, supervision: dict[str, Any]) -> Path:
+    """The document-review app (no approvals topics) with a supervision section."""
+    raw = yaml.safe_load((REPO / "examples" / "document_review" / "topology.yaml").read_text())
+    raw["agents"]["supervisor"]["supervision"] = supervision
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_an_app_without_the_approval_topics_escalates_as_a_result_and_cannot_ask_for_approval(tmp_path: Path) -> None:
+    assert load_topology(_document_review_with(tmp_path, {"model": MODEL})).escalation("supervisor") == "result"
+    with pytest.raises(ConfigurationError, match=r"escalate: approval.*\['approvals', 'approval_decisions'\]"):
+        load_topology(_document_review_with(tmp_path, {"model": MODEL, "escalate": "approval"}))
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,9 @@ def run_gateway(args: argparse.Namespace, worker: WorkerSettings, topology: Topo
                                  "README \"Tenants\" shows its format.")
     settings = GatewaySettings.from_env(port=args.port, tenants_path=tenants_path, state_dir=worker.state_dir)
     tenants = Tenants.load(settings.tenants_path)
-    require_topics(AdminClient(admin_config(worker.bootstrap)), [topology.topic(name) for name in GATEWAY_TOPICS],
-                   worker.bootstrap)
+    # Of the optional ones (approvals, decisions, control), those the app declares: an app
+    # without human approval has no approvals topics, and its gateway lists no approvals.
+    declared = [topology.topic(name) for name in GATEWAY_TOPICS if topology.declares(name)]
+    require_topics(AdminClient(admin_config(worker.bootstrap)), declared, worker.bootstrap)
     tracing.setup("gateway", os.environ)  # OTLP export only when an endpoint is set, as for workers
     serve(GatewayConfig(settings, worker.bootstrap, topology, SchemaSet.load(), tenants))

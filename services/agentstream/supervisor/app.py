@@ -123,7 +123,7 @@ def _escalator(service: Service, markers: Table, pending: Table, emitter: Result
     (co-partitioned with the input) and, after an assignment, re-arms deadlines and finishes decided
     escalations. None when there is no supervision, or escalations are results."""
     supervision = service.topology.agent(AGENT).supervision
-    if supervision is None or supervision.escalate != "approval":
+    if supervision is None or service.topology.escalation(AGENT) != "approval":
         return None
     escalator = Escalator(service, markers, pending, emitter, supervision.approval)
     app = service.processor

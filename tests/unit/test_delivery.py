@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from agentstream.runtime import delivery
 from agentstream.runtime.delivery import produce_acked, produce_all_acked
 from agentstream.runtime.errors import CheckpointError
 
@@ -104,3 +107,13 @@ def test_records_produced_together_are_all_acknowledged_or_the_write_fails() -> 
     assert asyncio.run(scenario(set())) == [0, 1, 2, 3, 4]
     with pytest.raises(CheckpointError, match=r"c\[2\]"):
         asyncio.run(scenario({3}))
+
+
+def test_a_closed_loop_and_its_delivery_state_are_freed() -> None:
+    loop = asyncio.new_event_loop()
+    delivery._deliveries(loop)
+    collected = weakref.ref(loop)
+    loop.close()
+    del loop
+    gc.collect()
+    assert collected() is None, "the per-loop delivery state kept its loop alive"

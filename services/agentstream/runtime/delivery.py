@@ -25,7 +25,9 @@ class _Deliveries:
     """The delivery reports awaited on one event loop, settled there in batches."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weak: ``_per_loop`` keys on the loop, and a strong reference here would keep every
+        # loop (and its entry) alive for ever.
+        self._loop = weakref.ref(loop)
         self._lock = threading.Lock()  # reports arrive on the delivery thread and on flush()'s
         self._reports: list[_Report] = []
 
@@ -35,7 +37,9 @@ class _Deliveries:
             self._reports.append((future, err, msg))
             if len(self._reports) > 1:
                 return  # the loop is woken already and settles this report with the others
-        self._loop.call_soon_threadsafe(self._settle_all)
+        loop = self._loop()
+        if loop is not None and not loop.is_closed():  # else nobody is left to await the report
+            loop.call_soon_threadsafe(self._settle_all)
 
     def _settle_all(self) -> None:
         with self._lock:

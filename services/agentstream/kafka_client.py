@@ -45,6 +45,7 @@ from agentstream.gateway import task_view, view_rules
 from agentstream.gateway.api_models import ApprovalDecided, CancelAccepted, PendingApproval, TaskRequest, TaskStatus
 from agentstream.gateway.ids import event_id, keyed_task_id, parse_last_event_id, random_task_id, result_id, session_of
 from agentstream.gateway.injection import flag_metadata
+from agentstream.gateway.stream_gate import ResultGate
 from agentstream.gateway.view_store import APPROVALS, approval_key
 from agentstream.serde import SchemaSet
 from agentstream.settings import WorkerSettings, state_dir_from_env
@@ -145,17 +146,16 @@ class Client:
         return self._stream(task_id, start.offset) if not start.done else iter(())
 
     def _stream(self, task_id: str, offset: int) -> Iterator[StreamEvent]:
-        view, result_since, seen = self._view, None, self._view.generation
+        view, seen = self._view, self._view.generation
+        gate = ResultGate(view.reader, view_rules.RESULT_GRACE_S)
         while not self._closed:
             for offset, event in view.store.events_after(task_id, offset):
                 yield StreamEvent(event_id(offset), PROGRESS, event)
             found = view.store.task(task_id) or {}
-            if found.get("result") is not None:
-                result_since = result_since or time.monotonic()
-                if view_rules.result_due(found, offset, time.monotonic() - result_since, view_rules.RESULT_GRACE_S):
-                    yield StreamEvent(result_id(found["result"]["offset"]), RESULT, task_view.public(found))
-                    return
-            seen = view.wait(seen, WAKE_S if result_since is None else view_rules.RESULT_GRACE_S / 4)
+            if gate.due(found, offset):
+                yield StreamEvent(result_id(found["result"]["offset"]), RESULT, task_view.public(found))
+                return
+            seen = view.wait(seen, view_rules.RESULT_GRACE_S / 4 if gate.result_seen else WAKE_S)
 
     def approvals(self) -> list[dict[str, Any]]:
         view = self._ready_view()

@@ -10,7 +10,6 @@ nothing and sees nothing twice, whichever replica answers.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ from fastapi import Request
 
 from agentstream.gateway import metrics, task_view
 from agentstream.gateway.ids import Position, event_id, result_id
-from agentstream.gateway.view_rules import result_due
+from agentstream.gateway.stream_gate import ResultGate
 from agentstream.task_client import PROGRESS, RESULT
 
 if TYPE_CHECKING:
@@ -40,22 +39,20 @@ async def task_stream(gateway: Gateway, request: Request, task_id: str, start: P
     try:
         if start.done:
             return
-        offset, result_since = start.offset, None
+        offset, gate = start.offset, ResultGate(gateway.reader, settings.sse_result_grace_s)
         with gateway.changes.watching(task_id) as watch:  # woken by changes of this task only
             seen = watch.generation
             while not await request.is_disconnected():
                 for offset, event in gateway.store.events_after(task_id, offset):
                     yield frame(event_id(offset), PROGRESS, event)
                 view = gateway.store.task(task_id) or {}
-                if view.get("result") is not None:
-                    result_since = result_since or time.monotonic()
-                    if result_due(view, offset, time.monotonic() - result_since, settings.sse_result_grace_s):
-                        yield frame(result_id(view["result"]["offset"]), RESULT, task_view.public(view))
-                        return
-                wait = settings.sse_keepalive_s if result_since is None else settings.sse_result_grace_s / 4
+                if gate.due(view, offset):
+                    yield frame(result_id(view["result"]["offset"]), RESULT, task_view.public(view))
+                    return
+                wait = settings.sse_result_grace_s / 4 if gate.result_seen else settings.sse_keepalive_s
                 before = seen
                 seen = await watch.wait(seen, wait)
-                if seen == before and result_since is None:
+                if seen == before and not gate.result_seen:
                     yield KEEPALIVE
     finally:
         metrics.sse_streams().dec()

@@ -6,6 +6,13 @@ results, approvals and approval-decisions topics from the beginning, group-less 
 consumer group, nothing committed): replicas share nothing and any of them answers for
 any task. The view is ready once it has read up to the end offsets the topics had when
 it started; from then on it follows them, and wakes whoever waits for news (SSE streams).
+
+A task's result and its progress events are on different topics, and in a burst the
+reader can be seconds behind on task-events while results are read at once. So the reader
+counts its rounds (one consume and its write batch each) and remembers the last round after
+which it had read every task-events partition up to the high watermark of that partition's
+latest fetch response: a stream that saw its result in round r has every event produced
+before the result once that mark passes r (``events_settled_after``; stream_gate.py).
 """
 
 from __future__ import annotations
@@ -70,6 +77,9 @@ class ViewReader:
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway-view", daemon=True)
+        self._events_topic = topology.topic("task_events")
+        self.rounds = 0  # consume rounds done; a stream reads it when it first sees its result
+        self._settled_round = -1  # the last round after which task-events was read to its ends
         self.records = 0
         self.skipped = 0
         self.failure: str | None = None  # why the reader stopped on its own
@@ -81,6 +91,11 @@ class ViewReader:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def events_settled_after(self, round_seen: int) -> bool:
+        """Whether task-events was read to its ends in a round after ``round_seen``: then every
+        task event produced before a record the view had in round ``round_seen`` is in."""
+        return self._settled_round > round_seen
 
     def start(self) -> ViewReader:
         self._thread.start()
@@ -103,6 +118,8 @@ class ViewReader:
         behind = {tp for tp, end in ends.items() if end > 0}
         consumer = Consumer(reader_config(self._bootstrap))
         consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING) for topic, partition in ends])
+        events = [TopicPartition(topic, partition) for topic, partition in ends if topic == self._events_topic]
+        eof: dict[tuple[str, int], int] = {}
         try:
             self._mark_ready_if(behind)
             while not self._stopping.is_set():
@@ -110,21 +127,25 @@ class ViewReader:
                 batch = self._store.batch()
                 changed: set[str] = set()
                 for msg in messages:
-                    self._take(msg, batch, behind, ends, changed)
+                    self._take(msg, batch, behind, ends, changed, eof)
                 if len(batch):
                     batch.commit()
                     self._on_change(frozenset(changed))
+                self.rounds += 1
+                if _read_to_ends(consumer, events, eof):
+                    self._settled_round = self.rounds
                 self._mark_ready_if(behind)
         finally:
             consumer.close()
 
     def _take(self, msg: Message, batch: ViewBatch, behind: set[tuple[str, int]], ends: dict[tuple[str, int], int],
-              changed: set[str]) -> None:
+              changed: set[str], eof: dict[tuple[str, int], int]) -> None:
         tp = (str(msg.topic()), int(msg.partition() or 0))
         err = msg.error()
         if err is not None:
             if err.code() == KafkaError._PARTITION_EOF:
                 behind.discard(tp)  # reached the end (also past a compaction gap)
+                eof[tp] = int(msg.offset() or 0)
             else:
                 log.warning("view reader: consumer error on %s[%d]: %s", tp[0], tp[1], err.str())
             return
@@ -150,3 +171,16 @@ class ViewReader:
             log.info("gateway view caught up: %d records read from %d topics", self.records, len(self._topics))
             self._ready.set()
             self._on_change(None)
+
+
+def _read_to_ends(consumer: Consumer, partitions: list[TopicPartition], eof: dict[tuple[str, int], int]) -> bool:
+    """Whether every partition was read up to the high watermark of its latest fetch response
+    (librdkafka's cached one: no broker request). A partition whose fetches stopped because
+    its queue is full has unread records queued, so its position is below that mark too.
+    Where nothing was consumed yet, the partition-EOF offset stands for the position."""
+    for tp in consumer.position(partitions):
+        low, high = consumer.get_watermark_offsets(tp, cached=True)
+        at = max(tp.offset, eof.get((tp.topic, tp.partition), -1))
+        if high < 0 or (at < high and high > low):
+            return False
+    return True

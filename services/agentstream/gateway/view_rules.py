@@ -22,8 +22,9 @@ from agentstream.task_client import TaskClientError
 
 View = Mapping[str, Any]
 PENDING_LIMIT = 1000
-# After a task's result, how long its stream waits for the terminal progress event the
-# supervisor sends just after the result (it usually arrives in the same poll).
+# Once the view has every event produced before a task's result, how long its stream waits
+# for the terminal progress event the supervisor sends just after the result (it usually
+# arrives in the same poll).
 RESULT_GRACE_S = 2.0
 
 
@@ -100,10 +101,14 @@ def check_agent(agent: str | None, types: Sequence[str]) -> None:
         raise TaskClientError(422, "unknown_agent", f"Unknown agent {agent!r}; the specialist types are {', '.join(types)}.")
 
 
-def result_due(view: View, sent_offset: int, waited_s: float, grace_s: float) -> bool:
+def result_due(view: View, sent_offset: int, settled_for_s: float | None, grace_s: float) -> bool:
     """Whether a stream's result may go now: the task has one, and the terminal progress
-    event that follows it (the supervisor's) was sent, or did not come within the grace period."""
+    event that follows it (the supervisor's) was sent, or did not come within ``grace_s``
+    of the view having every event produced before the result (``settled_for_s`` seconds
+    ago; None: not yet, see gateway/stream_gate.py)."""
     if view.get("result") is None:
         return False
     terminal = view.get("terminal_event_offset")
-    return (terminal is not None and sent_offset >= terminal) or waited_s >= grace_s
+    if terminal is not None and sent_offset >= terminal:
+        return True
+    return settled_for_s is not None and settled_for_s >= grace_s

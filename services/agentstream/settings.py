@@ -56,7 +56,8 @@ METRICS_PORT_ENV = "AGENTSTREAM_METRICS_PORT"
 # Seconds without a completed poll after which /healthz answers 503 (default 30).
 HEALTH_STALL_ENV = "AGENTSTREAM_HEALTH_STALL_S"
 # The tenants file (tenancy/config.py): tenants, their hashed API keys, roles, limits and the
-# JWT settings. Set: the router enforces the tenants' limits (README "Tenants"); unset: no tenancy.
+# JWT settings. Set: the router enforces the tenants' limits (README "Tenants"), and does not
+# start when the file is missing; unset: no tenancy.
 TENANTS_ENV = "AGENTSTREAM_TENANTS"
 # Another directory of .avsc files (default: the repository's schemas/).
 SCHEMAS_DIR_ENV = "AGENTSTREAM_SCHEMAS_DIR"

@@ -9,12 +9,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import yaml
 
 from agentstream.apache_kafka import kafka_version
 from agentstream.deploy import RenderInput, drift, read_input, render, write
+from agentstream.settings import TENANTS_ENV
 from agentstream.topology import DEFAULT_PATH, parse_topology
 
 from .cli import cli_env, run
@@ -93,6 +95,33 @@ def test_docker_compose_matches_the_compose_spec() -> None:
     done = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
                            str(REPO / "docker-compose.yml")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _deployment_pod(path: Path) -> dict[str, Any]:
+    docs = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    return next(doc for doc in docs if doc["kind"] == "Deployment")["spec"]["template"]["spec"]
+
+
+def _tenants(pod: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The pod's AGENTSTREAM_TENANTS, the mount holding that file and the mount's volume."""
+    container = pod["containers"][0]
+    value = {e["name"]: e.get("value") for e in container["env"]}[TENANTS_ENV]
+    mount = next(m for m in container["volumeMounts"] if value.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    return value, mount, volume
+
+
+def test_the_committed_router_reads_the_gateways_tenants_file() -> None:
+    """In a deployed system the router enforces the tenant limits of the gateway's own file:
+    the same Secret, read-only and required, and the same compose secret."""
+    router = _tenants(_deployment_pod(REPO / "k8s" / "workers" / "router.yaml"))
+    assert router == _tenants(_deployment_pod(REPO / "k8s" / "gateway.yaml"))
+    _, mount, volume = router
+    assert mount["readOnly"] is True and "optional" not in volume["secret"] and volume["secret"]["secretName"]
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))["services"]
+    for name in ("router", "gateway"):
+        assert services[name]["secrets"] == [{"source": "tenants", "target": "tenants.yaml"}], name
+        assert services[name]["environment"][TENANTS_ENV] == "/run/secrets/tenants.yaml", name
 
 
 def test_render_writes_an_app_folder_and_check_reports_drift(tmp_path: Path) -> None:

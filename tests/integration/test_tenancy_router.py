@@ -24,8 +24,10 @@ from agentstream.client import new_task
 from agentstream.clients import producer_config
 from agentstream.events import now_ms, task_result
 from agentstream.serde import SchemaSet
+from agentstream.settings import TENANTS_ENV
 from agentstream.tenancy import TENANT_BUDGET_SPENT, TENANT_BUSY, TENANT_UNKNOWN
 
+from .cli import cli_env, run
 from .harness import free_port, read_all, wait_for
 from .test_durable import DurableStack
 
@@ -186,3 +188,15 @@ def test_a_restarted_router_keeps_its_ledger_figures(upstream: Upstream) -> None
     assert "reading" in router_log and "failed" not in router_log and "not at the topics' end" not in router_log
     after = upstream.submit(QUICK, "open")
     assert upstream.result(after["task_id"])["status"] == "COMPLETED"
+
+
+def test_a_router_whose_tenants_file_is_missing_does_not_start(upstream: Upstream) -> None:
+    """As a pod whose tenants Secret is gone would have it: the router names the file and the
+    fix and exits, rather than routing with no tenant limits."""
+    missing = upstream.tenants_file.parent / "gone" / "tenants.yaml"
+    env = cli_env(**upstream.stack.env("router-without-file"), **{TENANTS_ENV: str(missing)})
+    done = run("worker", "router", env=env)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"names the tenants file {missing}, and there is no file there" in done.stderr
+    assert f"unset {TENANTS_ENV} to run without tenant limits" in done.stderr
+    assert ": assigned " not in done.stderr  # it never joined the router's group

@@ -200,6 +200,60 @@ def test_compose_runs_the_gateway_in_its_profile_with_the_tenants_secret_and_a_p
     assert "rollout-watch" not in document["services"]  # no canary in the default app
 
 
+def _tenants_of_pod(pod: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """A pod's AGENTSTREAM_TENANTS value, the mount of its volume and the volume."""
+    container = pod["containers"][0]
+    value = {e["name"]: e["value"] for e in container["env"]}.get(TENANTS_ENV)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mount = next((m for m in container["volumeMounts"] if m["name"] in volumes and "secret" in volumes[m["name"]]), None)
+    return value, mount, None if mount is None else volumes[mount["name"]]
+
+
+def _pod_of(files: dict[str, str], path: str) -> dict[str, Any]:
+    return _k8s_docs(files, path)["Deployment"]["spec"]["template"]["spec"]
+
+
+def test_the_router_reads_the_gateways_tenants_secret_required_and_read_only() -> None:
+    files = k8s_files(_source())
+    router = _tenants_of_pod(_pod_of(files, "k8s/workers/router.yaml"))
+    assert router == _tenants_of_pod(_pod_of(files, "k8s/gateway.yaml"))
+    value, mount, volume = router
+    assert mount is not None and volume is not None
+    assert mount["readOnly"] is True
+    assert value == f"{mount['mountPath']}/tenants.yaml"
+    # Required, not optional: a missing Secret holds the pod back instead of starting a router without limits.
+    assert volume["secret"] == {"secretName": "agentstream-tenants"}
+    for path in files:
+        if path.startswith("k8s/workers/") and path != "k8s/workers/router.yaml":
+            assert _tenants_of_pod(_pod_of(files, path)) == (None, None, None), path
+
+
+def test_compose_gives_the_router_the_gateways_tenants_secret() -> None:
+    document = _docs(compose_files(_source())["docker-compose.yml"])[0]
+    services = document["services"]
+    router, gateway = services["router"], services["gateway"]
+    assert router["secrets"] == gateway["secrets"] == [{"source": "tenants", "target": "tenants.yaml"}]
+    assert router["environment"][TENANTS_ENV] == gateway["environment"][TENANTS_ENV] == "/run/secrets/tenants.yaml"
+    assert "profiles" not in router  # always on: a plain `up` needs ./deploy/tenants.yaml (README)
+    assert document["secrets"] == {"tenants": {"file": "./deploy/tenants.yaml"}}
+    others = [name for name in services if name.startswith(("specialist-", "supervisor"))]
+    assert others and all("secrets" not in services[name] and TENANTS_ENV not in services[name]["environment"]
+                          for name in others)
+
+
+def _without_audit(raw: dict[str, Any]) -> None:
+    del raw["topics"]["audit"]
+
+
+def test_without_an_audit_topic_the_router_gets_no_tenants_file() -> None:
+    # The router refuses a tenants file when the topology cannot take its audit records
+    # (router/tenant_guard.py), so such a topology renders a router without tenancy.
+    pod = _pod_of(k8s_files(_source(_without_audit)), "k8s/workers/router.yaml")
+    assert _tenants_of_pod(pod) == (None, None, None)
+    router = _docs(compose_files(_source(_without_audit))["docker-compose.yml"])[0]["services"]["router"]
+    assert "secrets" not in router and TENANTS_ENV not in router["environment"]
+
+
 def test_the_image_has_the_gateway_extra_and_exposes_its_port() -> None:
     text = compose_files(_source())["Dockerfile"]
     assert re.search(r'pip wheel .*"\.\[[a-z,]*\bgateway\b[a-z,]*\]"', text)

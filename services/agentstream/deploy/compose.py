@@ -5,19 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentstream.deploy import gateway, watcher
+from agentstream.deploy import gateway, tenants, watcher
 from agentstream.deploy.grafana import GRAFANA_IMAGE, grafana_mounts
 from agentstream.deploy.image import IMAGE
 from agentstream.deploy.prometheus import PROMETHEUS_FILE, PROMETHEUS_IMAGE
 from agentstream.deploy.workers import Worker, drain_seconds
-from agentstream.settings import BOOTSTRAP_ENV, DEFAULT_GATEWAY_PORT, HEALTHZ_PATH, TENANTS_ENV
+from agentstream.settings import BOOTSTRAP_ENV, DEFAULT_GATEWAY_PORT, HEALTHZ_PATH
 
 KAFKA_ADDRESS = "kafka:9092"
-# The gateway needs a tenants file you write (never committed: .gitignore); it starts with
-# `docker compose --profile gateway up`, so a plain `up` works without one.
+# The gateway starts with `docker compose --profile gateway up`. Both it and the router read
+# the tenants file you write (deploy/tenants.py), so where the topology has tenancy even a
+# plain `up` needs ./deploy/tenants.yaml: the router's limits fail closed.
 GATEWAY_PROFILE = "gateway"
-TENANTS_SECRET = "tenants"
-TENANTS_HOST_FILE = "./deploy/tenants.yaml"
 
 
 def kafka_image(version: str) -> str:
@@ -48,7 +47,7 @@ def compose(workers: list[Worker], kafka_version: str, *, watch: bool) -> dict[s
         "depends_on": ["prometheus"],
     }
     return {"name": "agentstream", "services": services,
-            "secrets": {TENANTS_SECRET: {"file": TENANTS_HOST_FILE}}}
+            "secrets": tenants.compose_secrets()}
 
 
 def _kafka(version: str) -> dict[str, Any]:
@@ -92,7 +91,10 @@ def _topology_apply() -> dict[str, Any]:
 
 
 def _worker(worker: Worker) -> dict[str, Any]:
-    return {**_agentstream(worker.command), **_after_topology(), "stop_grace_period": f"{drain_seconds()}s"}
+    service = _agentstream(worker.command)
+    if worker.tenants:
+        service = tenants.compose_service(service)
+    return {**service, **_after_topology(), "stop_grace_period": f"{drain_seconds()}s"}
 
 
 def _after_topology() -> dict[str, Any]:
@@ -100,14 +102,11 @@ def _after_topology() -> dict[str, Any]:
 
 
 def _gateway() -> dict[str, Any]:
-    service = _agentstream([gateway.GATEWAY])
+    service = tenants.compose_service(_agentstream([gateway.GATEWAY]))
     probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{DEFAULT_GATEWAY_PORT}{HEALTHZ_PATH}', timeout=4)"
     return {
         **service,
         "profiles": [GATEWAY_PROFILE],
-        # A secret, not a bind mount: compose mounts it read-only at /run/secrets/<target>.
-        "environment": {**service["environment"], TENANTS_ENV: f"/run/secrets/{gateway.TENANTS_FILE}"},
-        "secrets": [{"source": TENANTS_SECRET, "target": gateway.TENANTS_FILE}],
         "ports": [f"{DEFAULT_GATEWAY_PORT}:{DEFAULT_GATEWAY_PORT}"],
         **_after_topology(),
         # The image's check asks a worker's port; the gateway answers on its own (urlopen raises on a 503).

@@ -4,14 +4,15 @@ PodDisruptionBudget and a HorizontalPodAutoscaler; the names compose shares.
 The gateway is stateless apart from its view, a RocksDB copy of the task topics that each
 replica rebuilds from the topics on start (gateway/view_reader.py): an emptyDir and no
 volume claim, any number of replicas behind the Service, so CPU decides their count.
-Its tenants file (API key hashes, JWT settings) comes from a Secret the operator creates;
-nothing secret is rendered.
+Its tenants file (API key hashes, JWT settings) comes from a Secret the operator creates,
+the one the routers read (deploy/tenants.py); nothing secret is rendered.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from agentstream.deploy import tenants
 from agentstream.deploy.k8s import (
     CONTAINER_SECURITY,
     KAFKA_BOOTSTRAP,
@@ -27,16 +28,11 @@ from agentstream.deploy.k8s import (
     probes,
     scrape_annotations,
 )
-from agentstream.settings import BOOTSTRAP_ENV, DEFAULT_GATEWAY_PORT, TENANTS_ENV
+from agentstream.settings import BOOTSTRAP_ENV, DEFAULT_GATEWAY_PORT
 
 GATEWAY = "gateway"  # the compose service, Deployment, Service and scrape target
-TENANTS_FILE = "tenants.yaml"  # its name in the Secret and in the container
-# `kubectl -n agentstream create secret generic agentstream-tenants --from-file=tenants.yaml`
-# (add the RS256 public key file the tenants file names to the same Secret: they share a folder).
-TENANTS_SECRET = "agentstream-tenants"
 # Optional: the variables the tenants file names (hs256_secret_env), e.g. AGENTSTREAM_JWT_SECRET.
 ENV_SECRET = "agentstream-gateway-env"
-TENANTS_DIR = "/etc/agentstream/tenants"
 # After SIGTERM uvicorn stops accepting and gives open SSE streams gateway/server.py's
 # GRACEFUL_SHUTDOWN_S (10 s; a test keeps it below this), then the producer flushes (≤ 10 s).
 GRACE_S = 30
@@ -65,8 +61,7 @@ def _pod(image: str, app_path: str) -> dict[str, Any]:
             "name": GATEWAY,
             "image": image,
             "args": [GATEWAY],
-            "env": [{"name": BOOTSTRAP_ENV, "value": KAFKA_BOOTSTRAP},
-                    {"name": TENANTS_ENV, "value": f"{TENANTS_DIR}/{TENANTS_FILE}"}],
+            "env": [{"name": BOOTSTRAP_ENV, "value": KAFKA_BOOTSTRAP}, tenants.k8s_env()],
             "envFrom": [{"secretRef": {"name": ENV_SECRET, "optional": True}}],
             "ports": [{"name": "http", "containerPort": DEFAULT_GATEWAY_PORT}],
             # /healthz: the view reader runs (also while catching up); /readyz: the view is current.
@@ -74,9 +69,9 @@ def _pod(image: str, app_path: str) -> dict[str, Any]:
             "resources": RESOURCES,
             "securityContext": CONTAINER_SECURITY,
             # The view's RocksDB goes to the state emptyDir: rebuilt by every new pod.
-            "volumeMounts": [*app_mounts(app_path), {"name": "tenants", "mountPath": TENANTS_DIR, "readOnly": True}],
+            "volumeMounts": [*app_mounts(app_path), tenants.k8s_mount()],
         }],
-        "volumes": [*app_volumes(), {"name": "tenants", "secret": {"secretName": TENANTS_SECRET}}],
+        "volumes": [*app_volumes(), tenants.k8s_volume()],
     }
 
 

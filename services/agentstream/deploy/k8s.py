@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentstream.deploy import tenants
 from agentstream.deploy.image import STATE_ROOT, UID, image_paths
 from agentstream.deploy.workers import Worker, drain_seconds
 from agentstream.settings import BOOTSTRAP_ENV, DEPLOY_METRICS_PORT, HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
@@ -70,6 +71,8 @@ def deployment_of(name: str, pod: dict[str, Any], strategy: dict[str, Any], *,
 
 
 def _pod(worker: Worker, image: str, app_path: str) -> dict[str, Any]:
+    # A router reads the gateway's tenants Secret too (deploy/tenants.py: required, read-only).
+    reads = worker.tenants
     return {
         "terminationGracePeriodSeconds": drain_seconds(),
         "securityContext": POD_SECURITY,
@@ -77,16 +80,16 @@ def _pod(worker: Worker, image: str, app_path: str) -> dict[str, Any]:
             "name": "worker",
             "image": image,
             "args": worker.command,
-            "env": [{"name": BOOTSTRAP_ENV, "value": KAFKA_BOOTSTRAP}],
+            "env": [{"name": BOOTSTRAP_ENV, "value": KAFKA_BOOTSTRAP}, *([tenants.k8s_env()] if reads else [])],
             "ports": [{"name": "metrics", "containerPort": DEPLOY_METRICS_PORT}],
             # Live while a long restore runs (runtime/health.py), so no startup probe is needed.
             **probes("metrics"),
             "resources": RESOURCES,
             "securityContext": CONTAINER_SECURITY,
-            "volumeMounts": app_mounts(app_path),
+            "volumeMounts": [*app_mounts(app_path), *([tenants.k8s_mount()] if reads else [])],
         }],
         # The stores are caches of their changelogs: a new pod restores them, so no volume claim.
-        "volumes": app_volumes(),
+        "volumes": [*app_volumes(), *([tenants.k8s_volume()] if reads else [])],
     }
 
 

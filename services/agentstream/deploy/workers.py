@@ -6,6 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from agentstream.deploy.tenants import renders_tenancy
 from agentstream.settings import WorkerSettings
 from agentstream.topology import Topology
 
@@ -32,6 +33,8 @@ class Worker:
     lag_threshold: int
     min_replicas: int
     max_replicas: int
+    # Reads the tenants file (deploy/tenants.py): the router, where the topology has tenancy.
+    tenants: bool = False
 
     @property
     def command(self) -> list[str]:
@@ -57,6 +60,7 @@ def workers(topology: Topology) -> list[Worker]:
             agent=name, kind=agent.kind, group=topology.group(name), input_topic=topology.topic(agent.input),
             partitions=topology.topic_spec(agent.input).partitions, lag_threshold=agent.scaling.lag_threshold,
             min_replicas=agent.scaling.min_replicas, max_replicas=topology.max_replicas(name),
+            tenants=agent.kind == "router" and renders_tenancy(topology),
         ))
     return found
 

@@ -45,6 +45,7 @@ class TenantGuard:
         """The guard of ``settings.tenants_path``, or None without a tenants file."""
         if settings.tenants_path is None:
             return None
+        _require_file(settings.tenants_path)
         tenants = load_tenant_limits(settings.tenants_path)
         if AUDIT_TOPIC not in topology.topics:
             raise ConfigurationError(f"{TENANTS_ENV} is set, so the router writes audit records, but the topology declares "
@@ -72,3 +73,14 @@ class TenantGuard:
         record = audit_record(tenant_id=task["tenant_id"], subject=subject, action=TASK_REJECT, target_id=task["task_id"],
                               outcome=REFUSED, source=subject, detail=f"{refused.code}: {refused.reason}")
         return encode_audit(self._schemas, record)
+
+
+def _require_file(path: Path) -> None:
+    """Named but missing, the tenants file stops the router rather than switching tenancy
+    off: a deleted or misnamed Secret must not lift every tenant's limits unnoticed."""
+    if not path.is_file():
+        raise ConfigurationError(
+            f"{TENANTS_ENV} (or --tenants) names the tenants file {path}, and there is no file there; the router "
+            "enforces the tenants' limits from it and does not start without it. Write the file (README 'Tenants'; "
+            "where the rendered deploy files expect it: README 'Generated deploy files'), or unset "
+            f"{TENANTS_ENV} to run without tenant limits.")

@@ -1,4 +1,4 @@
-"""Shared helpers of the agent-stack benchmarks (concurrency, recovery, restore, checkpoint cost).
+"""Shared helpers of the agent-stack benchmarks (concurrency, scale-out, recovery, restore, checkpoint cost).
 
 - :class:`Proc`: a worker subprocess whose log lines are kept with the (monotonic) time
   this process read them, so "kill → first ``resuming task`` line" is a difference of two
@@ -7,8 +7,12 @@
   prefix on one broker (like ``tests/integration/test_durable.py``'s ``DurableStack``);
 - :class:`CallLogTail`: the scripted model's call log (``<task> <step> <pid>`` per call,
   written by every specialist process) read as it grows, each line timestamped;
-- :class:`TopicWatcher`: decoded records of some topics, as they arrive;
+- :func:`owned_partitions`: what a worker owns now, from its assignment log lines;
+- :class:`Feeder`: keeps a number of billing tasks outstanding (offered faster than they finish);
+- :class:`TopicWatcher`: decoded records of some topics (with their partition), as they arrive;
 - :class:`ResourceSampler`: CPU and RSS of a pid over time (psutil);
+- :func:`report_header`, :func:`add_trial_arguments`: the JSON report's first fields and the
+  ``--window`` / ``--ramp`` / ``--stop-timeout`` / ``--quiet-wait`` / ``--broker`` options;
 - ``python -m bench._procs specialist --type T [--max-inflight N] [--model M] [--tools R]``:
   ``agentstream worker specialist`` with what its CLI does not offer — a ``max_inflight``
   other than the default (``WorkerSettings.from_env`` reads no variable for it and the CLI

@@ -208,6 +208,7 @@ def run_trial(bootstrap: str, broker_pid: int | None, topology_path: Path, load:
         run.sampler = ResourceSampler(pids)
         run.sampler.start()
         run.feeder.start()
+        fed_from = time.monotonic()
         time.sleep(ramp)  # the measured span itself, not a wait for a condition
         marks = [p.line_count() for p in run.specialists]
         owners = {p.name: sorted(owned_partitions(p)) for p in run.specialists}
@@ -217,8 +218,9 @@ def run_trial(bootstrap: str, broker_pid: int | None, topology_path: Path, load:
         trial.rebalances_in_window = sum(
             len([t for t, _ in p.matching(r": (assigned|revoked|lost) ", after=mark) if t <= window_end])
             for p, mark in zip(run.specialists, marks, strict=True))
-        rate = max(1.0, len(run.results("SpecialistResult")) / (window_end - run.started))
-        run.drain(60 + 3 * run.feeder.submitted / rate)  # the backlog at the recent pace, with room to spare
+        finished = len(run.results("SpecialistResult"))
+        rate = max(1.0, finished / (window_end - fed_from))
+        run.drain(60 + 3 * (run.feeder.submitted - finished) / rate)  # the backlog at the pace so far, and room
         summarize(trial, run, owners, window_start, window_end)
     except (TimeoutError, RuntimeError) as exc:
         trial.error = str(exc)

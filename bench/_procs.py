@@ -1,4 +1,4 @@
-"""Shared helpers of the agent-stack benchmarks (concurrency, recovery, restore, checkpoint cost).
+"""Shared helpers of the agent-stack benchmarks (concurrency, scale-out, recovery, restore, checkpoint cost).
 
 - :class:`Proc`: a worker subprocess whose log lines are kept with the (monotonic) time
   this process read them, so "kill → first ``resuming task`` line" is a difference of two
@@ -7,8 +7,12 @@
   prefix on one broker (like ``tests/integration/test_durable.py``'s ``DurableStack``);
 - :class:`CallLogTail`: the scripted model's call log (``<task> <step> <pid>`` per call,
   written by every specialist process) read as it grows, each line timestamped;
-- :class:`TopicWatcher`: decoded records of some topics, as they arrive;
+- :func:`owned_partitions`: what a worker owns now, from its assignment log lines;
+- :class:`Feeder`: keeps a number of billing tasks outstanding (offered faster than they finish);
+- :class:`TopicWatcher`: decoded records of some topics (with their partition), as they arrive;
 - :class:`ResourceSampler`: CPU and RSS of a pid over time (psutil);
+- :func:`report_header`, :func:`add_trial_arguments`: the JSON report's first fields and the
+  ``--window`` / ``--ramp`` / ``--stop-timeout`` / ``--quiet-wait`` / ``--broker`` options;
 - ``python -m bench._procs specialist --type T [--max-inflight N] [--model M] [--tools R]``:
   ``agentstream worker specialist`` with what its CLI does not offer — a ``max_inflight``
   other than the default (``WorkerSettings.from_env`` reads no variable for it and the CLI
@@ -48,6 +52,7 @@ from agentstream.serde import SchemaSet, SerdeError
 from agentstream.settings import PREFIX_ENV, SCRIPTED_CALL_LOG_ENV, SCRIPTED_LATENCY_ENV, STATE_DIR_ENV, TOPOLOGY_ENV
 from agentstream.topology import Topology, load_topology
 from agentstream.topology_admin import apply
+from bench.relay import add_broker_argument, broker_kind
 from bench.relay import broker, machine  # noqa: F401  (re-exported for the benchmarks)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +87,32 @@ def source_state(*packages: str) -> dict[str, Any]:
         "packages": list(packages),
         "sha256": digest,
     }
+
+
+def report_header(name: str, stamp: str, argv: Sequence[str], host: dict[str, Any], broker_name: str,
+                  *packages: str) -> dict[str, Any]:
+    """The fields every benchmark report starts with: what ran, where, on which code and broker."""
+    return {
+        "benchmark": name,
+        "started": stamp,
+        "command": f"python -m bench.{name} " + " ".join(argv),
+        "machine": host,
+        "source": source_state(*packages),
+        "broker": broker_name,
+        "broker_kind": broker_kind(broker_name),
+    }
+
+
+def add_trial_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--window``, ``--ramp``, ``--stop-timeout``, ``--quiet-wait`` and ``--broker`` of the
+    benchmarks that load an agent stack for a while and measure a window of it."""
+    parser.add_argument("--window", type=float, default=20.0, help="measured seconds per trial (default 20)")
+    parser.add_argument("--ramp", type=float, default=10.0, help="seconds of load before the window (default 10)")
+    parser.add_argument("--stop-timeout", type=float, default=15.0,
+                        help="after the window, SIGTERM the workers and SIGKILL them after this many s (default 15)")
+    parser.add_argument("--quiet-wait", type=float, default=15.0,
+                        help="before each trial wait up to this many s for other load to settle (default 15)")
+    add_broker_argument(parser)
 
 
 def write_report(name: str, stamp: str, report: dict[str, Any]) -> Path:
@@ -201,6 +232,30 @@ class Proc:
 def assigned_partitions(line: str) -> set[int]:
     """Partitions of the input topic named in a processor's ``assigned ...`` log line."""
     return {int(p) for p in re.findall(r"\.v1\[(\d+)\]", line.partition(": assigned ")[2])}
+
+
+def owned_partitions(proc: Proc) -> set[int]:
+    """What a processor owns now: its assigned / revoked / lost lines applied in order
+    (eager assignment revokes everything and assigns the whole set; incremental, KIP-848,
+    names only the partitions that move)."""
+    owned: set[int] = set()
+    for _, line in proc.matching(r": (assigned|revoked|lost) "):
+        found = re.search(r": (assigned|revoked|lost) (.*)$", line)
+        assert found is not None
+        named = {int(p) for p in re.findall(r"\.v1\[(\d+)\]", found.group(2))}
+        if found.group(1) == "assigned":
+            owned |= named
+        else:
+            owned -= named
+    return owned
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
 
 
 # -- the stack -----------------------------------------------------------------------------
@@ -415,7 +470,7 @@ class TopicWatcher(threading.Thread):
         self.consumer = Consumer(reader_config(bootstrap, {"enable.partition.eof": False}))
         self.consumer.assign([TopicPartition(t, p, 0) for t in topics for p in range(partitions)])
         self.schemas = schemas
-        self.records: list[tuple[float, str, str, dict[str, Any]]] = []  # (arrival, topic, schema, record)
+        self.records: list[tuple[float, str, int, str, dict[str, Any]]] = []  # (arrival, topic, partition, schema, record)
         self._lock = threading.Lock()
         self._halt = threading.Event()
         self._callbacks: list[Callable[[str, dict[str, Any]], None]] = []
@@ -437,11 +492,11 @@ class TopicWatcher(threading.Thread):
                         name, record = self.schemas.decode(msg.value())
                     except SerdeError:
                         continue
-                    decoded.append((now, msg.topic(), name, record))
+                    decoded.append((now, msg.topic(), msg.partition(), name, record))
                 if decoded:
                     with self._lock:
                         self.records.extend(decoded)
-                    for _, _, name, record in decoded:
+                    for _, _, _, name, record in decoded:
                         for callback in self._callbacks:
                             callback(name, record)
         finally:
@@ -449,11 +504,51 @@ class TopicWatcher(threading.Thread):
 
     def of(self, schema: str) -> list[tuple[float, dict[str, Any]]]:
         with self._lock:
-            return [(at, record) for at, _, name, record in self.records if name == schema]
+            return [(at, record) for at, _, _, name, record in self.records if name == schema]
+
+    def partitioned(self, schema: str) -> list[tuple[int, dict[str, Any]]]:
+        """(partition, record) of ``schema``: on a per-session topic, the partition of its session."""
+        with self._lock:
+            return [(partition, record) for _, _, partition, name, record in self.records if name == schema]
 
     def stop(self) -> None:
         self._halt.set()
         self.join(10)
+
+
+class Feeder(threading.Thread):
+    """Keeps ``outstanding`` billing tasks (one session each) submitted but without a specialist
+    result: a queue always waits in front of the specialists."""
+
+    def __init__(self, stack: AgentStack, outstanding: int, run: str) -> None:
+        super().__init__(name="feeder", daemon=True)
+        self.stack = stack
+        self.outstanding = outstanding
+        self.run_id = run
+        self.submitted = 0
+        self.finished = 0  # specialist results of measured tasks (set by the watcher callback)
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def on_record(self, schema: str, record: dict[str, Any]) -> None:
+        if schema == "SpecialistResult" and record["task_id"].startswith(f"t-{self.run_id}-"):
+            self.finished += 1
+
+    def run(self) -> None:
+        producer = self.stack.producer()
+        try:
+            while not self.stopping.is_set():
+                want = self.outstanding - (self.submitted - self.finished)
+                if want > 0:
+                    batch = [billing_task(self.submitted + i, self.run_id, f"s-{self.run_id}-{self.submitted + i}")
+                             for i in range(want)]
+                    self.stack.submit(batch, producer)
+                    self.submitted += want
+                producer.poll(0)
+                self.stopping.wait(0.05)
+            producer.flush(30)
+        except BaseException as exc:  # reported by the trial
+            self.error = exc
 
 
 class ResourceSampler(threading.Thread):

@@ -40,7 +40,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -48,10 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from bench._procs import (
-    KEEP_LOGS_ENV, OUT_DIR, REPO, AgentStack, ResourceSampler, TopicWatcher, billing_task, broker, machine, percentile,
-    source_state, write_report,
+    KEEP_LOGS_ENV, OUT_DIR, REPO, AgentStack, Feeder, ResourceSampler, TopicWatcher, add_trial_arguments, billing_task,
+    broker, machine, percentile, report_header, write_report,
 )
-from bench.relay import add_broker_argument, broker_kind, start_profiler, stop_profiler, summarize_profile, wait_for_quiet
+from bench.relay import start_profiler, stop_profiler, summarize_profile, wait_for_quiet
 
 TICK = 0.1
 
@@ -87,40 +86,6 @@ class Trial:
     exit_codes: dict[str, int] = field(default_factory=dict)
     stop_seconds: dict[str, float] = field(default_factory=dict)  # SIGTERM → exit, after the window
     error: str | None = None
-
-
-class Feeder(threading.Thread):
-    """Keeps ``outstanding`` tasks submitted but without a specialist result."""
-
-    def __init__(self, stack: AgentStack, outstanding: int, run: str) -> None:
-        super().__init__(name="feeder", daemon=True)
-        self.stack = stack
-        self.outstanding = outstanding
-        self.run_id = run
-        self.submitted = 0
-        self.finished = 0  # specialist results of measured tasks (set by the watcher callback)
-        self.stopping = threading.Event()
-        self.error: BaseException | None = None
-
-    def on_record(self, schema: str, record: dict[str, Any]) -> None:
-        if schema == "SpecialistResult" and record["task_id"].startswith(f"t-{self.run_id}-"):
-            self.finished += 1
-
-    def run(self) -> None:
-        producer = self.stack.producer()
-        try:
-            while not self.stopping.is_set():
-                want = self.outstanding - (self.submitted - self.finished)
-                if want > 0:
-                    batch = [billing_task(self.submitted + i, self.run_id, f"s-{self.run_id}-{self.submitted + i}")
-                             for i in range(want)]
-                    self.stack.submit(batch, producer)
-                    self.submitted += want
-                producer.poll(0)
-                self.stopping.wait(0.05)
-            producer.flush(30)
-        except BaseException as exc:  # reported by the trial
-            self.error = exc
 
 
 def run_trial(bootstrap: str, broker_pid: int | None, cap: int, latency: float, window: float, ramp: float,
@@ -296,15 +261,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--caps", default="256,512,1024,2048",
                         help="max_inflight per trial; 256 = the CLI default (default 256,512,1024,2048)")
     parser.add_argument("--latency", type=float, default=1.0, help="scripted model seconds per call (default 1)")
-    parser.add_argument("--window", type=float, default=20.0, help="measured seconds per trial (default 20)")
-    parser.add_argument("--ramp", type=float, default=10.0, help="seconds of load before the window (default 10)")
     parser.add_argument("--quick", action="store_true", help="smoke run: caps 256,1024, 10 s windows")
     parser.add_argument("--profile", action="store_true", help="py-spy --gil on the specialist of the last trial")
-    parser.add_argument("--stop-timeout", type=float, default=15.0,
-                        help="after the window, SIGTERM the workers and SIGKILL them after this many s (default 15)")
-    parser.add_argument("--quiet-wait", type=float, default=15.0,
-                        help="before each trial wait up to this many s for other load to settle (default 15)")
-    add_broker_argument(parser)
+    add_trial_arguments(parser)
     args = parser.parse_args(argv)
     caps = [int(c) for c in args.caps.split(",")]
     if args.quick:
@@ -339,13 +298,7 @@ def main(argv: list[str]) -> int:
             for name, count in profile[title][:15]:
                 print(f"    {100 * count / total:5.1f}%  {name}")
     report = {
-        "benchmark": "concurrency",
-        "started": stamp,
-        "command": "python -m bench.concurrency " + " ".join(argv),
-        "machine": host,
-        "source": source_state("runtime", "specialist", "models"),
-        "broker": broker_name,
-        "broker_kind": broker_kind(broker_name),
+        **report_header("concurrency", stamp, argv, host, broker_name, "runtime", "specialist", "models"),
         "config": {"caps": caps, "latency_s": args.latency, "window_s": args.window, "ramp_s": args.ramp},
         "trials": [asdict(t) for t in trials],
         "plot": str(png.relative_to(REPO)) if png else None,

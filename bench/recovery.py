@@ -50,7 +50,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -59,7 +58,7 @@ from agentstream.clients import GROUP_PROTOCOLS, admin_config, consumer_config
 from agentstream.settings import GROUP_PROTOCOL_ENV
 from bench._procs import (
     KEEP_LOGS_ENV, REPO, AgentStack, CallLogTail, Proc, TopicWatcher, assigned_partitions, billing_task, broker,
-    group_type, machine, partition_map, source_state, write_report,
+    group_type, machine, owned_partitions, partition_map, source_state, wait_until, write_report,
 )
 from bench.relay import add_broker_argument, broker_kind, wait_for_quiet
 
@@ -129,8 +128,8 @@ def run_baseline(bootstrap: str, protocol: str = "classic") -> BaselineTrial:
     members = [Proc(f"member-{i}", ["-m", "bench.recovery", "member", "--bootstrap", bootstrap, "--topic", topic,
                                     "--group", group, "--protocol", protocol], {}) for i in range(2)]
     try:
-        _wait(lambda: all(_member_partitions(m) for m in members)
-              and set().union(*map(_member_partitions, members)) == set(range(PARTITIONS)), 60, "both members assigned")
+        wait_until(lambda: all(_member_partitions(m) for m in members)
+                   and set().union(*map(_member_partitions, members)) == set(range(PARTITIONS)), 60, "both members assigned")
         result.group_type = group_type(bootstrap, group)
         victim, survivor = members
         mark = survivor.line_count()
@@ -187,30 +186,6 @@ class Trial:
     error: str | None = None
 
 
-def _wait(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _owned(proc: Proc) -> set[int]:
-    """What the processor owns now: its assigned / revoked / lost lines applied in order
-    (eager assignment revokes everything and assigns the whole set; incremental, KIP-848,
-    names only the partitions that move)."""
-    owned: set[int] = set()
-    for _, line in proc.matching(r": (assigned|revoked|lost) "):
-        found = re.search(r": (assigned|revoked|lost) (.*)$", line)
-        assert found is not None
-        named = {int(p) for p in re.findall(r"\.v1\[(\d+)\]", found.group(2))}
-        if found.group(1) == "assigned":
-            owned |= named
-        else:
-            owned -= named
-    return owned
-
-
 def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step: int, protocol: str = "classic") -> Trial:
     trial = Trial(tasks_per_worker, latency, kill_at_step)
     base = Path(tempfile.mkdtemp(prefix="recovery-"))
@@ -223,11 +198,12 @@ def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step:
     calls = CallLogTail(stack.call_log)
     try:
         stack.wait_assigned()
-        _wait(lambda: _owned(victim) and _owned(survivor) and len(_owned(victim) | _owned(survivor)) == PARTITIONS,
-              90, "both specialists to own partitions")
+        wait_until(lambda: owned_partitions(victim) and owned_partitions(survivor)
+                   and len(owned_partitions(victim) | owned_partitions(survivor)) == PARTITIONS,
+                   90, "both specialists to own partitions")
         time.sleep(1.0)  # a settled assignment, not one mid-rebalance
-        victim_parts = _owned(victim)
-        if not victim_parts or len(victim_parts | _owned(survivor)) != PARTITIONS:
+        victim_parts = owned_partitions(victim)
+        if not victim_parts or len(victim_parts | owned_partitions(survivor)) != PARTITIONS:
             raise RuntimeError("the assignment changed while settling; rerun")
         trial.victim_partitions = sorted(victim_parts)
         trial.group_type = group_type(bootstrap, stack.topology.group("billing"))
@@ -247,7 +223,7 @@ def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step:
             reached = {c.task for c in calls.snapshot() if c.pid == victim.pid and c.step >= kill_at_step}
             return victim_tasks <= reached
 
-        _wait(victim_reached, 90, f"every victim task to reach step {kill_at_step}")
+        wait_until(victim_reached, 90, f"every victim task to reach step {kill_at_step}")
         mark = survivor.line_count()
         killed = victim.kill()
         victim.proc.wait(10)
@@ -269,7 +245,7 @@ def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step:
         def survivor_call_for_victim() -> bool:
             return any(c.pid == survivor.pid and c.task in victim_tasks and c.at > killed for c in calls.snapshot())
 
-        _wait(survivor_call_for_victim, 60, "the survivor's first model call for a victim task")
+        wait_until(survivor_call_for_victim, 60, "the survivor's first model call for a victim task")
         first_call = min(c.at for c in calls.snapshot() if c.pid == survivor.pid and c.task in victim_tasks and c.at > killed)
         trial.to_first_resumed_call_s = first_call - killed
         assigned = [(t, line) for t, line in survivor.matching(r": assigned ", after=mark) if assigned_partitions(line) & victim_parts]

@@ -126,3 +126,24 @@ def test_gateway_load_follows_tasks_over_http_and_straight_on_kafka(bootstrap: s
     assert report["streams"] == {"lost": 0, "unseen_on_topic": 0, "repeated": 0}
     assert all(sample["events"] > 0 for sample in report["samples"]["gateway"])  # progress came before the result
     assert report["gateway"]["gateway_cpu_ms_per_task"] > 0
+
+
+def test_scaleout_splits_the_partitions_and_counts_every_process(bootstrap: str) -> None:
+    report = run_bench("scaleout", "--processes", "1,2", "--loads", "wait", "--latency", "0.2", "--max-inflight", "8",
+                       "--window", "3", "--ramp", "2", "--quiet-wait", "0", "--stop-timeout", "10", bootstrap=bootstrap)
+    trials = {t["processes"]: t for t in report["trials"]}
+    assert set(trials) == {1, 2}
+    for n, trial in trials.items():
+        assert trial["error"] is None, trial["error"]
+        assert trial["rebalances_in_window"] == 0
+        owned = [p["partitions"] for p in trial["per_process"]]
+        assert len(owned) == n and sorted(sum(owned, [])) == list(range(trial["partitions"]))  # each partition once
+        assert all(p["tasks"] > 0 and p["cores"] > 0 for p in trial["per_process"]), trial["per_process"]
+        assert sum(p["tasks"] for p in trial["per_process"]) == trial["completed_in_window"] > 0
+        # After the drain every submitted task has exactly one specialist result and one final result.
+        assert trial["specialist_results"] == trial["final_results"] == trial["submitted"]
+        assert trial["duplicate_results"] == 0
+        assert trial["cpu_ms_per_task"]["specialists"] > 0
+    assert trials[1]["scaling"] == 1.0
+    paper = report["on_paper"]["wait"]
+    assert paper["from_processes"] == 2 and paper["tasks_per_s"] > 0

@@ -42,7 +42,8 @@ phase began (steady: after its last due time), a watcher stream that ended. Ever
 the watchers' too, is checked against task-events by event id (``e<offset>``: the record's
 position): TaskEvents of its task it never sent (lost), ids sent twice (repeated), an id
 earlier than one already sent (out of order). Warm-up: a few tasks through each path first,
-not measured. The gateway's CPU seconds per phase are read from /proc (psutil).
+not measured. The gateway's CPU seconds per phase are read from /proc (psutil); in the
+steady gateway phase they include the watchers' keep-alives and the gauge's reads.
 ``--profile`` attaches ``py-spy record --gil`` to the gateway for its measured phase, prints
 its top functions and keeps the raw profile under bench/out/.
 """
@@ -209,7 +210,8 @@ class TopicTimes(threading.Thread):
         # A partition with nothing new since the start has no position yet (librdkafka: -1001).
         while any(self.positions.get(tp, -1) < end for tp, end in ends.items() if end > self.starts.get(tp, 0)):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the reader of {', '.join(self.topic_names)} did not reach {ends} in {timeout:.0f} s")
+                raise TimeoutError(f"the reader of {', '.join(self.topic_names)} did not reach {ends} "
+                                   f"in {timeout:.0f} s")
             await asyncio.sleep(0.1)  # the reader's poll interval
         await asyncio.sleep(0)  # let the loop run the hand-overs the thread queued before its position moved
 
@@ -274,7 +276,8 @@ async def run_phase(path: str, clients: int, rounds: int, seconds: float, ramp: 
     return phase
 
 
-async def run_steady(path: str, rate: float, duration: float, seconds: float, task: TaskOf, gateway_cpu: Callable[[], float]) -> Phase:
+async def run_steady(path: str, rate: float, duration: float, seconds: float, task: TaskOf,
+                     gateway_cpu: Callable[[], float]) -> Phase:
     """Task i started at i / rate s on the clock (gateway_steady.on_schedule); the stragglers
     get ``seconds`` after the last one started."""
     phase = Phase(path, planned_tasks(rate, duration), rate=rate)
@@ -413,7 +416,8 @@ async def measure(stack: AgentStack, url: str, key: str, gateway_pid: int, args:
             if warm_up.errors:
                 raise RuntimeError(f"the {path} warm-up failed: {warm_up.errors[:3]}")
         baseline = await shaped_phase("kafka", to_kafka, args, cpu)
-        loaded, streams, open_streams = await gateway_phase(url, clients, to_gateway, args, cpu, (gateway_pid, profile_to))
+        loaded, streams, open_streams = await gateway_phase(url, clients, to_gateway, args, cpu,
+                                                            (gateway_pid, profile_to))
         checked = await stream_check(streams, topics)
     finally:
         producer.close()
@@ -532,7 +536,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=300.0,
                         help="time limit of each phase; with --rate, after its last task started (default 300)")
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which the callers start (default 2)")
-    parser.add_argument("--rate", type=float, default=0.0, help="steady mode: tasks per second on a clock (default: off)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="steady mode: tasks per second on a clock (default 0: rounds mode)")
     parser.add_argument("--duration", type=float, default=60.0, help="steady mode: seconds of submissions (default 60)")
     parser.add_argument("--profile", action="store_true", help="py-spy --gil on the gateway in its measured phase")
     add_broker_argument(parser)
@@ -540,7 +545,8 @@ def main(argv: list[str]) -> int:
     if args.clients < 1 or args.rounds < 1 or args.seconds <= 0 or args.latency < 0 or args.ramp < 0:
         parser.error("--clients and --rounds must be at least 1, --seconds positive, --latency and --ramp not negative")
     if args.rate < 0 or args.duration <= 0:
-        parser.error(f"--rate must not be negative (0: rounds mode) and --duration positive, not {args.rate}, {args.duration}")
+        parser.error(f"--rate must not be negative (0: rounds mode) and --duration positive, "
+                     f"not {args.rate} and {args.duration}")
     missing = [m for m in ("fastapi", "uvicorn", "httpx", "psutil") if importlib.util.find_spec(m) is None]
     if missing:
         parser.error(f"missing {', '.join(missing)}: pip install -e '.[bench]' (make bench does)")

@@ -91,7 +91,8 @@ def planned_tasks(rate: float, duration: float) -> int:
     return max(1, round(rate * duration))
 
 
-async def on_schedule(rate: float, count: int, start_one: Callable[[int, float], Awaitable[None]]) -> list[asyncio.Task[None]]:
+async def on_schedule(rate: float, count: int,
+                      start_one: Callable[[int, float], Awaitable[None]]) -> list[asyncio.Task[None]]:
     """Start ``start_one(i, behind)`` for i in 0..count-1 at ``i / rate`` s after the start,
     each at its time however long the ones before take (an open schedule: a slow gateway
     does not slow the submissions down). ``behind`` is how late the task began running
@@ -174,7 +175,8 @@ class StreamGauge:
         deadline = time.monotonic() + timeout
         while (now := await self.read()) < streams:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the gateway held {now:.0f} SSE streams, not the {streams} opened, after {timeout:.0f} s")
+                raise TimeoutError(f"the gateway held {now:.0f} SSE streams, not the {streams} opened, "
+                                   f"after {timeout:.0f} s")
             await asyncio.sleep(0.1)  # the poll interval of the check
 
     async def sample(self, stop: asyncio.Event) -> None:

@@ -117,12 +117,22 @@ def test_idle_measures_each_fetch_wait_on_the_broker_it_starts(broker: str) -> N
         assert 0 < row["p50_ms"] <= row["p95_ms"], row
 
 
+def _assert_ordered_times(phase: dict[str, Any]) -> None:
+    """Each task's first event comes no later than its result, so the medians are ordered too.
+    Its submit time comes before its first event only over HTTP (the stream is opened after
+    the 202): straight on Kafka the reader thread may see the router's first event before
+    the producer's acknowledgement reaches the event loop."""
+    assert 0 < phase["submit"]["p50_ms"] and phase["first_event"]["p50_ms"] <= phase["result"]["p50_ms"]
+    if phase["path"] == "gateway":
+        assert phase["submit"]["p50_ms"] <= phase["first_event"]["p50_ms"]
+
+
 def test_gateway_load_follows_tasks_over_http_and_straight_on_kafka(bootstrap: str) -> None:
     report = run_bench("gateway_load", "--clients", "3", "--rounds", "2", "--latency", "0", "--ramp", "0.5",
                        bootstrap=bootstrap)
     for phase in (report["baseline"], report["gateway"]):
         assert phase["errors"] == 0 and phase["tasks"] == 6, report["errors"]
-        assert 0 < phase["submit"]["p50_ms"] <= phase["first_event"]["p50_ms"] <= phase["result"]["p50_ms"]
+        _assert_ordered_times(phase)
     assert report["streams"] == {"streams": 6, "lost": 0, "repeated": 0, "out_of_order": 0, "unseen_on_topic": 0,
                                  "streams_with_faults": 0}
     assert all(sample["events"] > 0 for sample in report["samples"]["gateway"])  # progress came before the result
@@ -136,7 +146,7 @@ def test_gateway_load_steady_rate_with_watcher_streams(bootstrap: str) -> None:
                        bootstrap=bootstrap)
     for phase in (report["baseline"], report["gateway"]):
         assert phase["errors"] == 0 and phase["tasks"] == 15, report["errors"]
-        assert 0 < phase["submit"]["p50_ms"] <= phase["submit"]["p99_ms"] <= phase["result"]["p99_ms"]
+        _assert_ordered_times(phase)
         schedule = phase["schedule"]
         assert 0 <= schedule["behind_p50_ms"] <= schedule["behind_max_ms"]
         assert schedule["achieved_per_s"] > 0

@@ -31,18 +31,17 @@ The load shape, in both phases alike:
   result; how far the starts fell behind their due times is reported (this process late,
   not the gateway). In the gateway phase every client also holds a watcher stream open the
   whole time (bench/gateway_steady.py says how), so at least ``--clients`` SSE streams are
-  open at every moment, plus one per task in flight; the gateway's own gauge of open streams,
-  read every second, is reported. Task i runs on client i mod ``--clients``.
+  open at every moment, plus one per task in flight. Task i runs on client i mod ``--clients``.
 
 Per task, from the caller's first byte: submit latency (the 202 / the acknowledgement),
 time to the first progress event, time to the result (the SSE result comes after the
 task's terminal progress event, the protocol's order). Errors: a refused or failed request,
 a stream without a result, a result not COMPLETED, a task unfinished ``--seconds`` after the
-phase began (steady: after its last due time), a watcher stream that ended. Every stream,
+phase began (steady: after its last task started), a watcher stream that ended. Every stream,
 the watchers' too, is checked against task-events by event id (``e<offset>``: the record's
 position): TaskEvents of its task it never sent (lost), ids sent twice (repeated), an id
-earlier than one already sent (out of order). Warm-up: a few tasks through each path first,
-not measured. The gateway's CPU seconds per phase are read from /proc (psutil); in the
+earlier than one already sent (out of order). The gateway's own gauge of open SSE streams is
+read every second of its phase. Warm-up: a few tasks through each path first, not measured. The gateway's CPU seconds per phase are read from /proc (psutil); in the
 steady gateway phase they include the watchers' keep-alives and the gauge's reads.
 ``--profile`` attaches ``py-spy record --gil`` to the gateway for its measured phase, prints
 its top functions and keeps the raw profile under bench/out/.

@@ -41,8 +41,9 @@ phase began (steady: after its last task started), a watcher stream that ended. 
 the watchers' too, is checked against task-events by event id (``e<offset>``: the record's
 position): TaskEvents of its task it never sent (lost), ids sent twice (repeated), an id
 earlier than one already sent (out of order). The gateway's own gauge of open SSE streams is
-read every second of its phase. Warm-up: a few tasks through each path first, not measured. The gateway's CPU seconds per phase are read from /proc (psutil); in the
-steady gateway phase they include the watchers' keep-alives and the gauge's reads.
+read every second of its phase. Warm-up: a few tasks through each path first, not measured.
+The gateway's CPU seconds per phase are read from /proc (psutil); in the steady gateway
+phase they include the watchers' keep-alives and the gauge's reads.
 ``--profile`` attaches ``py-spy record --gil`` to the gateway for its measured phase, prints
 its top functions and keeps the raw profile under bench/out/.
 """

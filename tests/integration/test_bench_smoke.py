@@ -117,13 +117,24 @@ def test_idle_measures_each_fetch_wait_on_the_broker_it_starts(broker: str) -> N
         assert 0 < row["p50_ms"] <= row["p95_ms"], row
 
 
+def _assert_ordered_times(phase: dict[str, Any]) -> None:
+    """Each task's first event comes no later than its result, so the medians are ordered too.
+    Its submit time comes before its first event only over HTTP (the stream is opened after
+    the 202): straight on Kafka the reader thread may see the router's first event before
+    the producer's acknowledgement reaches the event loop."""
+    assert 0 < phase["submit"]["p50_ms"] and phase["first_event"]["p50_ms"] <= phase["result"]["p50_ms"]
+    if phase["path"] == "gateway":
+        assert phase["submit"]["p50_ms"] <= phase["first_event"]["p50_ms"]
+
+
 def test_gateway_load_follows_tasks_over_http_and_straight_on_kafka(bootstrap: str) -> None:
     report = run_bench("gateway_load", "--clients", "3", "--rounds", "2", "--latency", "0", "--ramp", "0.5",
                        bootstrap=bootstrap)
     for phase in (report["baseline"], report["gateway"]):
         assert phase["errors"] == 0 and phase["tasks"] == 6, report["errors"]
-        assert 0 < phase["submit"]["p50_ms"] <= phase["first_event"]["p50_ms"] <= phase["result"]["p50_ms"]
-    assert report["streams"] == {"lost": 0, "unseen_on_topic": 0, "repeated": 0}
+        _assert_ordered_times(phase)
+    assert report["streams"] == {"streams": 6, "lost": 0, "repeated": 0, "out_of_order": 0, "unseen_on_topic": 0,
+                                 "streams_with_faults": 0}
     assert all(sample["events"] > 0 for sample in report["samples"]["gateway"])  # progress came before the result
     assert report["gateway"]["gateway_cpu_ms_per_task"] > 0
 
@@ -147,3 +158,24 @@ def test_scaleout_splits_the_partitions_and_counts_every_process(bootstrap: str)
     assert trials[1]["scaling"] == 1.0
     paper = report["on_paper"]["wait"]
     assert paper["from_processes"] == 2 and paper["tasks_per_s"] > 0
+
+
+def test_gateway_load_steady_rate_with_watcher_streams(bootstrap: str) -> None:
+    """Issue 16's shape at a tiny size: 5 tasks/s for 3 s on a clock, each followed on its
+    own SSE stream, while 10 watcher streams stay open all along."""
+    report = run_bench("gateway_load", "--rate", "5", "--duration", "3", "--clients", "10", "--latency", "0",
+                       bootstrap=bootstrap)
+    for phase in (report["baseline"], report["gateway"]):
+        assert phase["errors"] == 0 and phase["tasks"] == 15, report["errors"]
+        _assert_ordered_times(phase)
+        schedule = phase["schedule"]
+        assert 0 <= schedule["behind_p50_ms"] <= schedule["behind_max_ms"]
+        assert schedule["achieved_per_s"] > 0
+    gateway_tasks = report["samples"]["gateway"]
+    assert len({sample["task_id"] for sample in gateway_tasks}) == 15  # every task its result (only then a sample)
+    assert all(sample["events"] > 0 and sample["repeated"] == 0 for sample in gateway_tasks)
+    # 15 task streams and 10 watchers, each against task-events: nothing lost, repeated or out of order.
+    assert report["streams"] == {"streams": 25, "lost": 0, "repeated": 0, "out_of_order": 0, "unseen_on_topic": 0,
+                                 "streams_with_faults": 0}
+    assert report["open_streams"]["min"] >= 10  # the watchers held open the whole phase, by the gateway's count
+    assert report["gateway"]["gateway_cpu_ms_per_task"] > 0

@@ -18,7 +18,8 @@ TASK = {"task_id": "task-t", "session_id": "s", "input": "refund INV-1 and look 
 
 def test_a_tool_record_with_more_holds_one_result_per_call_and_its_first_reads_as_before() -> None:
     timing = ckpt.Timing(1_000, 5)
-    more = [ckpt.Finished(0, ToolResult("lookup", True, "a"), timing), ckpt.Finished(2, ToolResult("kb", False, "Error: x"))]
+    more = [ckpt.Finished(0, ToolResult("lookup", True, "a"), timing),
+            ckpt.Finished(2, ToolResult("kb", False, "Error: x"))]
     record = ckpt.tool_step(3, 1, ToolResult("refund", True, "done"), 0, 7, timing=timing, more=more)
     single = ckpt.tool_step(3, 1, ToolResult("refund", True, "done"), 0, 7, timing=timing)
     assert ckpt.MORE not in single, "a result alone is written as before merging existed"
@@ -104,7 +105,10 @@ class _Tools:
         self.registry = ToolRegistry([refund, lookup])
 
 
-async def _run(tools: _Tools, log: _Log, epoch: int, chain: ckpt.Chain, calls: list[tuple[str, dict[str, Any]]]) -> str | None:
+Calls = list[tuple[str, dict[str, Any]]]
+
+
+async def _run(tools: _Tools, log: _Log, epoch: int, chain: ckpt.Chain, calls: Calls) -> str | None:
     run = DurableRun(TASK["task_id"], epoch, chain, log.persist)
     outcome = await run_agent(TASK, "billing", DurableModel(_Turn(calls), run), DurableTools(tools.registry, run),
                               ["refund", "lookup"])

@@ -12,10 +12,10 @@ session):
   transcripts/record.py). A tool record may carry, under ``more``, results of other calls
   of the same model turn that have no side effects (specialist/durable.py says when), so a
   turn of read-only calls costs one record, not one per call. The first result stays at
-  the top level, as it always was: a record without ``more`` is one the code before it
-  wrote (a worker upgraded mid-task resumes it), and that code, reading a record with
-  ``more``, sees only the first result and runs the others again — harmless, they have
-  no side effects;
+  the top level, in the shape every tool record had before ``more`` existed: records of
+  the older code (a worker upgraded mid-task) still resume, and the older code, reading
+  a record with ``more``, sees only its first result and runs the others again —
+  harmless, they have no side effects;
 - done ``d/<task_id>``: the task finished; a redelivered copy is ignored;
 - place ``p/<task_id>``: the task's session id while the task is in the retry tiers, so
   a new owner keeps the session's later tasks behind it.
@@ -187,7 +187,8 @@ class Chain:
     """The valid steps of a task, indexed for replay."""
 
     models: dict[int, dict[str, Any]] = field(default_factory=dict)  # model step -> record
-    tools: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # (model step, index) -> one result (step_entries)
+    # (model step, index) -> that call's result, one per result (step_entries)
+    tools: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     length: int = 0  # the next sequence number
 
     @property

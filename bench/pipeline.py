@@ -589,7 +589,7 @@ def quantiles(values: list[float]) -> dict[str, float]:
 # (ms) and the records' CreateTime (stage index): (name, start, end).
 PHASES = (
     ("billing: fetch + accept (head write-through) + session order", 1, "started_at"),
-    ("billing: agent loop (2 model calls, 2 tool calls, 4 step checkpoints)", "started_at", "finished_at"),
+    ("billing: agent loop (2 model calls, 2 tool calls, 3 step checkpoints)", "started_at", "finished_at"),
     ("billing: result send", "finished_at", 2),
     ("supervisor: fetch + decide", 2, "completed_at"),
     ("supervisor: marker write-through + result send", "completed_at", 3),

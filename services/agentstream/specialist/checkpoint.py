@@ -6,10 +6,16 @@ session):
 
 - head ``t/<task_id>``: the routed task, and the list of ownership epochs as
   ``[epoch, first_seq]`` pairs — a new owner that resumes the task appends one;
-- step ``s/<task_id>/<epoch>/<seq>``: what one step added — a model reply, or one tool
+- step ``s/<task_id>/<epoch>/<seq>``: what one step added — a model reply, or a tool
   result — so bytes per step do not grow with the history; with its start time and
   latency, and for a reply the essentials of its request (kept for the run's transcript,
-  transcripts/record.py);
+  transcripts/record.py). A tool record may carry, under ``more``, results of other calls
+  of the same model turn that have no side effects (specialist/durable.py says when), so a
+  turn of read-only calls costs one record, not one per call. The first result stays at
+  the top level, in the shape every tool record had before ``more`` existed: records of
+  the older code (a worker upgraded mid-task) still resume, and the older code, reading
+  a record with ``more``, sees only its first result and runs the others again —
+  harmless, they have no side effects;
 - done ``d/<task_id>``: the task finished; a redelivered copy is ignored;
 - place ``p/<task_id>``: the task's session id while the task is in the retry tiers, so
   a new owner keeps the session's later tasks behind it.
@@ -41,6 +47,7 @@ HEAD = "t/"
 STEP = "s/"
 DONE = "d/"
 PLACE = "p/"
+MORE = "more"  # a tool record's further results of the same turn (read-only calls)
 
 # The newest message of a model request is kept in its step (what the step was asked);
 # clipped so a step's bytes stay bounded by what it added.
@@ -127,9 +134,38 @@ def model_step(
     return _timed(record, timing)
 
 
-def tool_step(step: int, index: int, result: ToolResult, epoch: int, seq: int, *, timing: Timing | None = None) -> dict[str, Any]:
-    return _timed({"epoch": epoch, "seq": seq, "kind": "tool", "step": step, "index": index,
-                   "name": result.name, "ok": result.ok, "content": result.content}, timing)
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A tool call of a model turn that returned: its index in the turn and its result."""
+
+    index: int
+    result: ToolResult
+    timing: Timing | None = None
+
+
+def _tool_fields(index: int, result: ToolResult, timing: Timing | None) -> dict[str, Any]:
+    return _timed({"index": index, "name": result.name, "ok": result.ok, "content": result.content}, timing)
+
+
+def tool_step(
+    step: int, index: int, result: ToolResult, epoch: int, seq: int, *,
+    timing: Timing | None = None, more: Sequence[Finished] = (),
+) -> dict[str, Any]:
+    """The record of tool results of model step ``step``: call ``index``'s, and under
+    ``more`` those of other calls of the step without side effects (only when there are)."""
+    record = {"epoch": epoch, "seq": seq, "kind": "tool", "step": step, **_tool_fields(index, result, timing)}
+    if more:
+        record[MORE] = [_tool_fields(done.index, done.result, done.timing) for done in more]
+    return record
+
+
+def step_entries(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The steps a step record holds, each as a record of its own: a model reply's record
+    is one; a tool record is its first result, then each under ``more`` (in the shape of
+    a record without ``more``). Transcripts list these, one per model reply or tool result."""
+    first = {key: value for key, value in record.items() if key != MORE}
+    shared = {key: record[key] for key in ("epoch", "seq", "kind", "step")}
+    return [first, *({**shared, **extra} for extra in record.get(MORE, ()))]
 
 
 def response_of(record: Mapping[str, Any]) -> ModelResponse:
@@ -151,7 +187,8 @@ class Chain:
     """The valid steps of a task, indexed for replay."""
 
     models: dict[int, dict[str, Any]] = field(default_factory=dict)  # model step -> record
-    tools: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # (model step, index) -> record
+    # (model step, index) -> that call's result, one per result (step_entries)
+    tools: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     length: int = 0  # the next sequence number
 
     @property
@@ -177,7 +214,8 @@ def rebuild(epochs: Sequence[Sequence[int]], records: Iterable[Mapping[str, Any]
         if record["kind"] == "model":
             chain.models[int(record["step"])] = dict(record)
         else:
-            chain.tools[(int(record["step"]), int(record["index"]))] = dict(record)
+            for entry in step_entries(record):
+                chain.tools[(int(entry["step"]), int(entry["index"]))] = entry
         chain.length += 1
     return chain
 

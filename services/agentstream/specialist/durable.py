@@ -7,6 +7,16 @@ wrappers answer its model and tool calls from the checkpoint chain while there i
 So after a kill -9 at most the model call in flight is made again; a tool call in flight
 is repeated with the same idempotency key, which tools can read with
 :func:`idempotency_key` to recognise the repeat.
+
+The calls of one model turn run concurrently. A call with side effects (``@tool(
+side_effects=True)``, or held for a human's approval) is checkpointed the moment it
+returns, so once it has returned a kill -9 never runs it again. The results of calls
+without side effects wait and go into the same record — the next side-effecting
+result's, or one at the end of the turn: a turn of two lookups is one record, not two.
+All of a turn's results are durable before its tool step returns, so the next model call
+never starts on a result that could be lost. The price: a kill -9 in the middle of a turn
+also repeats the turn's read-only calls that had returned — calls that by their own
+declaration change nothing, so only their time is spent again.
 """
 
 from __future__ import annotations
@@ -122,9 +132,28 @@ class DurableTools(ToolRegistry):
         if self.run.gate is not None:
             # Before any call of the step runs: a step waiting for a human runs nothing yet.
             self.run.gate.check(step, calls, lambda index: (step, index) in self.run.chain.tools, self.run.last_text)
-        return list(await asyncio.gather(*(self._one(step, i, name, args, timeout_s) for i, (name, args) in enumerate(calls))))
+        unrecorded: list[ckpt.Finished] = []  # read-only results of this turn not yet in a record
+        results = await asyncio.gather(*(self._one(step, i, name, args, timeout_s, unrecorded)
+                                         for i, (name, args) in enumerate(calls)))
+        if unrecorded:
+            await self._record(step, _take(unrecorded))
+        return list(results)
 
-    async def _one(self, step: int, index: int, name: str, arguments: object, timeout_s: float) -> ToolResult:
+    def _without_side_effects(self, name: str) -> bool:
+        """Whether a call of ``name`` may wait for its turn's record: the tool says it acts
+        on nothing (an unknown tool is taken to act) and no human must approve it."""
+        found = self.inner.get(name)
+        held = self.run.gate is not None and name in self.run.gate.policies
+        return found is not None and not found.side_effects and not held
+
+    async def _record(self, step: int, finished: list[ckpt.Finished]) -> None:
+        first, *more = finished
+        await self.run.record(lambda seq: ckpt.tool_step(step, first.index, first.result, self.run.epoch, seq,
+                                                         timing=first.timing, more=more))
+
+    async def _one(
+        self, step: int, index: int, name: str, arguments: object, timeout_s: float, unrecorded: list[ckpt.Finished],
+    ) -> ToolResult:
         recorded = self.run.chain.tools.get((step, index))
         if recorded is not None:
             return ckpt.tool_result_of(recorded)
@@ -140,6 +169,18 @@ class DurableTools(ToolRegistry):
                 result = await self.inner.call(name, cleared.arguments, timeout_s)
             finally:
                 _idempotency_key.reset(token)
-        timing = ckpt.Timing(began, round((time.monotonic() - clock) * 1000))
-        await self.run.record(lambda seq: ckpt.tool_step(step, index, result, self.run.epoch, seq, timing=timing))
+        finished = ckpt.Finished(index, result, ckpt.Timing(began, round((time.monotonic() - clock) * 1000)))
+        if self._without_side_effects(name):
+            unrecorded.append(finished)  # recorded with the turn's next record
+        else:
+            # Durable before this call returns: the read-only results so far ride along.
+            await self._record(step, [finished, *_take(unrecorded)])
         return result
+
+
+def _take(items: list[ckpt.Finished]) -> list[ckpt.Finished]:
+    """Empty ``items`` and return what it held (no await in between: no other call of the
+    turn can add to it or take it meanwhile)."""
+    taken = list(items)
+    items.clear()
+    return taken

@@ -40,7 +40,7 @@ async def run_in_process(agent: SpecialistAgent, task: Mapping[str, Any]) -> InP
     steps: list[dict[str, Any]] = []
 
     async def keep(key: str, value: dict[str, Any]) -> None:
-        steps.append(value)
+        steps.extend(ckpt.step_entries(value))  # as a transcript lists them
 
     run = DurableRun(ckpt.run_id(task), 0, ckpt.Chain(), keep)
     began = time.monotonic()

@@ -1,0 +1,184 @@
+"""A model turn's tool results in checkpoint records: read-only results share one record,
+a side-effecting result is durable the moment its call returns, and records written
+before results were merged (one per call) still resume."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agentstream.models.base import Message, ModelResponse, ToolCall, Usage
+from agentstream.specialist import checkpoint as ckpt
+from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools
+from agentstream.specialist.loop import run_agent
+from agentstream.tools.registry import ToolRegistry, ToolResult, tool
+
+TASK = {"task_id": "task-t", "session_id": "s", "input": "refund INV-1 and look it up"}
+
+
+def test_a_tool_record_with_more_holds_one_result_per_call_and_its_first_reads_as_before() -> None:
+    timing = ckpt.Timing(1_000, 5)
+    more = [ckpt.Finished(0, ToolResult("lookup", True, "a"), timing),
+            ckpt.Finished(2, ToolResult("kb", False, "Error: x"))]
+    record = ckpt.tool_step(3, 1, ToolResult("refund", True, "done"), 0, 7, timing=timing, more=more)
+    single = ckpt.tool_step(3, 1, ToolResult("refund", True, "done"), 0, 7, timing=timing)
+    assert ckpt.MORE not in single, "a result alone is written as before merging existed"
+    first, *others = ckpt.step_entries(record)
+    assert first == single, "the first result is where code without `more` reads it"
+    assert others == [
+        {"epoch": 0, "seq": 7, "kind": "tool", "step": 3, "index": 0, "name": "lookup", "ok": True, "content": "a",
+         "at": 1_000, "latency_ms": 5},
+        {"epoch": 0, "seq": 7, "kind": "tool", "step": 3, "index": 2, "name": "kb", "ok": False, "content": "Error: x"},
+    ]
+
+
+def test_rebuild_indexes_every_result_of_a_merged_record_by_step_and_call() -> None:
+    more = [ckpt.Finished(0, ToolResult("lookup", True, "a"))]
+    records = [
+        ckpt.model_step(0, ModelResponse(None, (), Usage(1, 1), "m"), 0, 0),
+        ckpt.tool_step(0, 1, ToolResult("refund", True, "done"), 0, 1, more=more),
+    ]
+    chain = ckpt.rebuild([[0, 0]], records)
+    assert chain.length == 2, "one record, one sequence number"
+    assert {key: ckpt.tool_result_of(entry) for key, entry in chain.tools.items()} == {
+        (0, 1): ToolResult("refund", True, "done"), (0, 0): ToolResult("lookup", True, "a"),
+    }
+
+
+class _Turn:
+    """Asks for ``calls`` (name, arguments) in its first turn, then answers."""
+
+    model_id = "fake:turn"
+
+    def __init__(self, calls: list[tuple[str, dict[str, Any]]]) -> None:
+        self.calls = calls
+        self.made = 0
+
+    async def complete(self, messages: list[Message], tools: Any) -> ModelResponse:
+        self.made += 1
+        if messages[-1].role == "tool":
+            return ModelResponse("done: " + ", ".join(m.content or "" for m in messages if m.role == "tool"), (),
+                                 Usage(1, 1), self.model_id)
+        return ModelResponse(None, tuple(ToolCall(f"c{i}", n, a) for i, (n, a) in enumerate(self.calls)), Usage(1, 1),
+                             self.model_id)
+
+
+class _Log:
+    """The checkpoint records a run wrote; ``landed`` is set whenever one lands."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self.landed = asyncio.Event()
+
+    async def persist(self, key: str, value: dict[str, Any]) -> None:
+        self.records[key] = value
+        self.landed.set()
+
+    def tool_names(self) -> list[list[str]]:
+        """The results' tool names, per tool record in write order."""
+        return [[e["name"] for e in ckpt.step_entries(v)] for v in self.records.values() if v["kind"] == "tool"]
+
+
+class _Tools:
+    """A refund (side effects) and a lookup (none) that count their calls; the lookup
+    waits for ``release`` while it is set."""
+
+    def __init__(self) -> None:
+        self.refunds = 0
+        self.lookups = 0
+        self.release: asyncio.Event | None = None
+
+        @tool(side_effects=True)
+        async def refund(invoice_id: str) -> str:
+            """Refund an invoice."""
+            self.refunds += 1
+            return f"refunded {invoice_id}"
+
+        @tool
+        async def lookup(invoice_id: str) -> str:
+            """Look an invoice up."""
+            self.lookups += 1
+            if self.release is not None:
+                await self.release.wait()
+            return f"{invoice_id} is paid"
+
+        self.registry = ToolRegistry([refund, lookup])
+
+
+Calls = list[tuple[str, dict[str, Any]]]
+
+
+async def _run(tools: _Tools, log: _Log, epoch: int, chain: ckpt.Chain, calls: Calls) -> str | None:
+    run = DurableRun(TASK["task_id"], epoch, chain, log.persist)
+    outcome = await run_agent(TASK, "billing", DurableModel(_Turn(calls), run), DurableTools(tools.registry, run),
+                              ["refund", "lookup"])
+    return outcome.output
+
+
+def _resumed_chain(log: _Log) -> ckpt.Chain:
+    return ckpt.rebuild([[0, 0], [1, len(log.records)]], list(log.records.values()))
+
+
+def test_read_only_results_of_a_turn_share_one_record_and_a_side_effecting_one_takes_them_along() -> None:
+    both_lookups = [("lookup", {"invoice_id": "INV-1"}), ("lookup", {"invoice_id": "INV-2"})]
+    lookup_then_refund = [("lookup", {"invoice_id": "INV-1"}), ("refund", {"invoice_id": "INV-1"})]
+
+    async def scenario() -> tuple[list[list[str]], list[list[str]]]:
+        first, second = _Log(), _Log()
+        await _run(_Tools(), first, 0, ckpt.Chain(), both_lookups)
+        await _run(_Tools(), second, 0, ckpt.Chain(), lookup_then_refund)
+        return first.tool_names(), second.tool_names()
+
+    read_only, mixed = asyncio.run(scenario())
+    assert read_only == [["lookup", "lookup"]]
+    # The lookup returns first (no await inside before the refund's): it rides with the refund.
+    assert mixed == [["refund", "lookup"]]
+
+
+def test_a_kill_after_a_side_effecting_call_returned_never_runs_it_again() -> None:
+    """The refund returns while the turn's lookup still runs: its record must be durable
+    then, so a worker killed at that moment leaves a resumable run that does not refund twice."""
+    calls = [("refund", {"invoice_id": "INV-1"}), ("lookup", {"invoice_id": "INV-1"})]
+
+    async def scenario() -> tuple[_Tools, _Log, str | None]:
+        tools, log = _Tools(), _Log()
+        tools.release = asyncio.Event()  # the lookup hangs until the "kill"
+        loop = asyncio.create_task(_run(tools, log, 0, ckpt.Chain(), calls))
+        while not log.tool_names():  # the model's record lands first, the refund's after it
+            log.landed.clear()
+            await log.landed.wait()
+        loop.cancel()  # kill -9: the worker writes nothing more
+        await asyncio.gather(loop, return_exceptions=True)
+        assert tools.lookups == 1 and tools.refunds == 1, "killed while the lookup was in flight"
+        tools.release = None
+        output = await _run(tools, log, 1, _resumed_chain(log), calls)
+        return tools, log, output
+
+    tools, log, output = asyncio.run(scenario())
+    assert tools.refunds == 1, "the refund that returned before the kill was not run again"
+    assert tools.lookups == 2, "the lookup in flight ran again"
+    assert output == "done: refunded INV-1, INV-1 is paid"
+
+
+def test_a_checkpoint_written_one_record_per_tool_result_still_resumes_without_calling_a_tool() -> None:
+    """Records as the code before merged turns wrote them (a worker upgraded mid-task)."""
+    tool_calls = [{"id": "c0", "name": "refund", "arguments": {"invoice_id": "INV-1"}},
+                  {"id": "c1", "name": "lookup", "arguments": {"invoice_id": "INV-1"}}]
+    old_records = [
+        {"epoch": 0, "seq": 0, "kind": "model", "step": 0, "text": None, "tool_calls": tool_calls,
+         "usage": {"input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0}, "model": "fake:turn"},
+        {"epoch": 0, "seq": 1, "kind": "tool", "step": 0, "index": 1, "name": "lookup", "ok": True,
+         "content": "INV-1 is paid", "at": 1, "latency_ms": 0},
+        {"epoch": 0, "seq": 2, "kind": "tool", "step": 0, "index": 0, "name": "refund", "ok": True,
+         "content": "refunded INV-1", "at": 1, "latency_ms": 0},
+    ]
+
+    async def scenario() -> tuple[_Tools, str | None]:
+        tools, log = _Tools(), _Log()
+        chain = ckpt.rebuild([[0, 0], [1, 3]], old_records)
+        calls = [(c["name"], c["arguments"]) for c in tool_calls]
+        return tools, await _run(tools, log, 1, chain, calls)
+
+    tools, output = asyncio.run(scenario())
+    assert (tools.refunds, tools.lookups) == (0, 0), "both results were replayed"
+    assert output == "done: refunded INV-1, INV-1 is paid"

@@ -24,9 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from agentstream import Client
 from agentstream.gateway.injection import FLAG
 from agentstream.gateway_client import AsyncGatewayClient, GatewayClient, GatewayError, GatewayEvent
 from agentstream.tenancy import hash_api_key
+from agentstream.topology import load_topology
 
 from .cli import cli_env, one_line, run
 from .gateway_harness import GatewayProcess, TenantsFile, sse_events
@@ -237,6 +239,10 @@ def test_a_decision_the_specialist_refused_leaves_the_approval_open_over_http(ru
     # before it no longer counts there.
     wait_for(lambda: running.task("acme", task_id).json()["state"] == "REJECTED", 30, f"the refusal in {task_id}'s view")
     assert ident in [a["approval_id"] for a in http.get("/v1/approvals", headers=ops).json()]
+    stack = running.desk.stack
+    # agentstream.Client's view, ready once it has read both records, folds them the same way.
+    with Client(stack.bootstrap, load_topology(stack.topology_path, prefix=stack.prefix), tenant_id="acme") as kafka:
+        assert ident in [a["approval_id"] for a in kafka.approvals()]
     decided = http.post(f"/v1/approvals/{ident}", json={"decision": "approve", "reason": "right call"}, headers=ops)
     assert decided.status_code == 200, decided.text
     assert running.finished("acme", task_id)["state"] == "COMPLETED"

@@ -1,7 +1,8 @@
 """The HTTP gateway on a real broker with real worker processes (router, billing,
 supervisor) and the real ``agentstream gateway`` process, driven over HTTP with httpx:
 submit → result, idempotency, two tenants kept apart, the 401/403/404/422/429 answers,
-SSE resumed after a dropped connection (no gap, no repeat), approval over HTTP, and
+SSE resumed after a dropped connection (no gap, no repeat), approval over HTTP (also after
+a decision the specialist refused), and
 schemathesis against its OpenAPI document (no 500)."""
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from agentstream import Client
 from agentstream.gateway.injection import FLAG
 from agentstream.gateway_client import AsyncGatewayClient, GatewayClient, GatewayError, GatewayEvent
 from agentstream.tenancy import hash_api_key
+from agentstream.topology import load_topology
 
 from .cli import cli_env, one_line, run
 from .gateway_harness import GatewayProcess, TenantsFile, sse_events
 from .harness import wait_for
-from .test_approvals import WORKERS, Approvals
+from .test_approvals import WORKERS, Approvals, produce_decisions
 
 SUBMITTED = "TaskSubmitted"
 JWT_ISSUER, JWT_AUDIENCE, JWT_SECRET_ENV = "https://login.test/", "agentstream", "GATEWAY_TEST_JWT_SECRET"
@@ -223,6 +226,29 @@ def test_sse_resumes_after_a_dropped_connection_and_an_http_approval_completes_t
     audited = [(r["action"], r["subject"], r["detail"]) for r in running.desk.records("audit", "AuditRecord")
                if r["target_id"] == ident]
     assert audited == [("approval.decide", "key:acme-operator", "approve")], audited
+
+
+def test_a_decision_the_specialist_refused_leaves_the_approval_open_over_http(running: Running) -> None:
+    http, ops = running.http, running.tenants.headers("acme", "operator")
+    task_id = running.submit("acme", "Please refund payment INV-1006").json()["task_id"]
+    request = running.desk.request_of(task_id)
+    ident = request["approval_id"]
+    produce_decisions(running.desk, [{**request, "arguments_hash": "0" * 64}])  # a UI that showed another call
+    running.desk.wait_event(task_id, "ERROR", "REJECTED", "its arguments_hash is not the requested call's")
+    # Once the gateway's view has read the refusal (the task's latest event), the decision
+    # before it no longer counts there.
+    wait_for(lambda: running.task("acme", task_id).json()["state"] == "REJECTED", 30, f"the refusal in {task_id}'s view")
+    assert ident in [a["approval_id"] for a in http.get("/v1/approvals", headers=ops).json()]
+    stack = running.desk.stack
+    # agentstream.Client's view, ready once it has read both records, folds them the same way.
+    with Client(stack.bootstrap, load_topology(stack.topology_path, prefix=stack.prefix), tenant_id="acme") as kafka:
+        assert ident in [a["approval_id"] for a in kafka.approvals()]
+    decided = http.post(f"/v1/approvals/{ident}", json={"decision": "approve", "reason": "right call"}, headers=ops)
+    assert decided.status_code == 200, decided.text
+    assert running.finished("acme", task_id)["state"] == "COMPLETED"
+    assert [line for line in running.desk.ledger_lines() if "INV-1006" in line] == [f"{task_id}:0:0 refund INV-1006"]
+    again = http.post(f"/v1/approvals/{ident}", json={"decision": "deny", "reason": "late"}, headers=ops)
+    assert (again.status_code, again.json()["code"]) == (409, "already_decided"), again.text
 
 
 def test_an_operator_cancels_a_waiting_task_over_http(running: Running) -> None:

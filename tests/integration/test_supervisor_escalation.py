@@ -7,7 +7,9 @@ An escalated task waits WAITING_INPUT with a ``publish_answer`` request from the
 supervisor on the approvals topic, listed by ``agentstream approvals list``, and no
 result; ``approve`` publishes the draft as its one COMPLETED result, ``approve --args``
 an edited answer, ``deny`` a FAILED NEEDS_HUMAN_REVIEW result with the reason,
-``agentstream cancel`` a CANCELED one. A second decision is recorded and ignored. The billing specialist, which consumes the same
+``agentstream cancel`` a CANCELED one. A second decision is recorded and ignored; one the
+supervisor refuses (an edit not shaped ``{"answer": ...}``) leaves the approval open in the
+gateway's view, so the next decision over HTTP is taken. The billing specialist, which consumes the same
 decisions topic for its own approvals, says nothing about the supervisor's, and the
 supervisor nothing about billing's; each refuses an unknown id addressed to it. And a
 supervisor SIGKILLed while tasks wait keeps the waits: the new one publishes an approval
@@ -31,6 +33,7 @@ from agentstream.supervisor.review import NEEDS_HUMAN_REVIEW
 from tests.unit.test_providers_openai import LoopbackServer
 
 from .cli import cli_env, run
+from .gateway_harness import GatewayProcess, TenantsFile
 from .harness import read_all, wait_for
 from .model_server import openai_env
 from .test_durable import SCHEMAS, DurableStack
@@ -149,6 +152,44 @@ def test_approve_edit_and_deny_decide_an_escalated_task_once(bootstrap: str, tmp
         finally:
             codes = desk.stack.stop_all()
     assert all(code == 0 for code in codes.values()), codes
+
+
+def test_an_edit_the_supervisor_refused_leaves_the_approval_open_in_the_gateway(bootstrap: str, tmp_path: Path) -> None:
+    [task] = _tasks(1, "r")
+    task_id = task["task_id"]
+    tenants = TenantsFile.write(tmp_path / "tenants.yaml", {"acme": {}})
+    ops = tenants.headers("acme", "operator")
+    with LoopbackServer(ModelSide().answer).running() as server:
+        desk = Desk(bootstrap, tmp_path, server)
+        gateway: GatewayProcess | None = None
+        try:
+            desk.stack.start_all(WORKERS)
+            gateway = GatewayProcess({**desk.env, "AGENTSTREAM_STATE_DIR": str(tmp_path / "gw")}, tenants.path)
+            desk.stack.submit([task])
+            ident = desk.requests_of([task])[task_id]["approval_id"]
+            with gateway.client() as http:
+                def listed() -> bool:
+                    return ident in [a["approval_id"] for a in http.get("/v1/approvals", headers=ops).json()]
+
+                wait_for(listed, 60, f"{ident} listed by the gateway")
+                wrong = http.post(f"/v1/approvals/{ident}", json={"decision": "edit", "arguments": {"text": EDITED}},
+                                  headers=ops)
+                assert wrong.status_code == 200, wrong.text
+                desk.wait_event(task_id, "supervisor", "REJECTED", "the task still waits")
+                wait_for(lambda: http.get(f"/v1/tasks/{task_id}", headers=tenants.headers("acme")).json()["state"]
+                         == "REJECTED", 30, f"the refusal in {task_id}'s view")
+                assert listed()
+                approved = http.post(f"/v1/approvals/{ident}", json={"decision": "approve"}, headers=ops)
+                assert approved.status_code == 200, approved.text
+                results = desk.stack.results({task_id}, timeout=90)
+                assert [(r["status"], r["output"]) for r in results[task_id]] == [("COMPLETED", DRAFT)]
+                wait_for(lambda: not listed(), 30, f"{ident} decided in the gateway's view")
+                again = http.post(f"/v1/approvals/{ident}", json={"decision": "deny", "reason": "late"}, headers=ops)
+                assert (again.status_code, again.json()["code"]) == (409, "already_decided"), again.text
+        finally:
+            code = gateway.stop() if gateway is not None else 0
+            codes = desk.stack.stop_all()
+    assert code == 0 and all(c == 0 for c in codes.values()), (code, codes)
 
 
 def test_a_supervisor_killed_while_tasks_wait_keeps_the_waits_and_their_deadline(bootstrap: str, tmp_path: Path) -> None:

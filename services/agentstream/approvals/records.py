@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,6 +24,13 @@ CANCELED = "canceled"  # the task was canceled while the call waited (cancellati
 DECISIONS = (APPROVE, DENY, EDIT)
 
 Verdict = Literal["applied", "duplicate", "hash_mismatch", "bad_edit"]
+
+# The end of a refused decision's TaskEvent detail while its call still waits: the approval
+# id as a JSON string and the decision record's offset on the approval-decisions topic,
+# which is all a view needs to reopen the approval (gateway/view_rules.py). A JSON string
+# cannot hold an unescaped quote, so text the decider quoted earlier in the detail (an
+# edit's arguments) cannot pass for this end.
+_STILL_WAITS = re.compile(r'; the task still waits \(decision ("(?:[^"\\]|\\.)*") at offset (\d+)\)$')
 
 
 def arguments_json(arguments: object) -> str:
@@ -135,6 +143,26 @@ def apply_decision(waiting: Mapping[str, Any], decision: Mapping[str, Any], now:
                                                           "arguments_hash": arguments_hash(arguments)},
                    closed_at=now)
     return "applied", updated
+
+
+def still_waits(ident: str, why: str, offset: int) -> str:
+    """The detail of a decision refused while its call still waits (a wrong arguments hash,
+    a bad edit); ``offset`` is the decision record's on the approval-decisions topic (-1: a
+    decision that came from no record, which names none)."""
+    text = f"decision for {ident!r} refused: {why}; the task still waits"
+    return text if offset < 0 else f"{text} (decision {json.dumps(ident)} at offset {offset})"
+
+
+def refused_decision(detail: str) -> tuple[str, int] | None:
+    """The approval id and decision offset a :func:`still_waits` detail names, else None."""
+    found = _STILL_WAITS.search(detail)
+    if found is None:
+        return None
+    try:
+        ident = json.loads(found.group(1))
+    except ValueError:
+        return None
+    return (ident, int(found.group(2))) if isinstance(ident, str) else None
 
 
 def closed_by_cancel(waiting: Mapping[str, Any], cancel: Mapping[str, Any], now: int) -> dict[str, Any]:

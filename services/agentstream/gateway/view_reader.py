@@ -24,9 +24,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
+from agentstream.approvals.records import refused_decision
 from agentstream.clients import reader_config
 from agentstream.events import APPROVAL_DECISION, APPROVAL_REQUESTED, TASK_EVENT, TASK_RESULT, TASK_SUBMITTED
-from agentstream.gateway import task_view
+from agentstream.gateway import task_view, view_rules
 from agentstream.gateway.view_store import ViewBatch, ViewStore, approval_key, event_key, task_key
 from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SchemaSet, SerdeError
@@ -49,16 +50,27 @@ def fold(batch: ViewBatch, schema: str, record: dict[str, Any], offset: int) -> 
         key = task_key(record["task_id"])
         batch.put(key, task_view.on_event(batch.get(key), record, offset))
         batch.put(event_key(record["task_id"], offset), record)
+        _fold_refusal(batch, record)
     elif schema == TASK_RESULT:
         key = task_key(record["task_id"])
         batch.put(key, task_view.on_result(batch.get(key), record, offset))
     elif schema == APPROVAL_REQUESTED:
         key = approval_key(record["approval_id"])
-        earlier = batch.get(key) or {}
-        batch.put(key, {"request": record, "decided": bool(earlier.get("decided"))})  # an escalation resends it
+        batch.put(key, view_rules.on_request(batch.get(key), record))
     elif schema == APPROVAL_DECISION:
         key = approval_key(record["approval_id"])
-        batch.put(key, {**(batch.get(key) or {"request": None}), "decided": True})
+        batch.put(key, view_rules.on_decision(batch.get(key), offset))
+
+
+def _fold_refusal(batch: ViewBatch, event: dict[str, Any]) -> None:
+    """Reopen the approval whose decision the event says its agent refused (the call waits)."""
+    refused = refused_decision(event["detail"]) if event["kind"] == "ERROR" else None
+    if refused is None:
+        return
+    key = approval_key(refused[0])
+    entry = view_rules.on_refusal(batch.get(key), event["task_id"], refused[1])
+    if entry is not None:
+        batch.put(key, entry)
 
 
 class ViewReader:

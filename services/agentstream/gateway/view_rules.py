@@ -4,7 +4,13 @@ the pending list, whether a task may be canceled, when a stream's result may go.
 logic over view entries, no Kafka, no HTTP; refusals are TaskClientErrors with the
 gateway's status and code.
 
-An approval is closed by a decision on the approval-decisions topic, and also by what no
+An approval is decided by a decision on the approval-decisions topic as soon as the view
+reads it (a second click gets 409 at once), unless the agent that owns it refuses that
+decision while the call still waits (a wrong arguments hash, an edit of the wrong shape):
+its ERROR event names the decision record by its offset (approvals/records.py
+``still_waits``), and the approval is open again. An entry keeps the offsets of its
+decisions and of the refused ones, not a flag, because the decision and its refusal travel
+on two topics that the view reads in either order. An approval is also closed by what no
 decision record says: its task was canceled while it waited (the specialist closes the
 wait and emits a CANCELED event, then the supervisor a CANCELED result), its deadline
 passed (the specialist denies it, or re-sends the request to the escalation group with a
@@ -49,9 +55,38 @@ def task_over(view: View | None) -> bool:
     return view.get("result") is not None or view.get("terminal_event_offset") is not None or view.get("state") == CANCELED
 
 
+def on_request(entry: Mapping[str, Any] | None, request: Mapping[str, Any]) -> dict[str, Any]:
+    """The approval entry after an ApprovalRequested (an escalation resends it: its
+    decisions stay)."""
+    return {**(entry or {}), "request": dict(request)}
+
+
+def on_decision(entry: Mapping[str, Any] | None, offset: int) -> dict[str, Any]:
+    """The approval entry after a decision record read at ``offset`` of its topic."""
+    found = dict(entry or {"request": None})
+    found["decisions"] = sorted({*found.get("decisions", ()), offset})
+    return found
+
+
+def on_refusal(entry: Mapping[str, Any] | None, task_id: str, offset: int) -> dict[str, Any] | None:
+    """The approval entry after its agent refused the decision at ``offset`` while the call
+    still waits; None (nothing to change) when the entry's request is another task's."""
+    found = dict(entry or {"request": None})
+    if found["request"] is not None and found["request"]["task_id"] != task_id:
+        return None
+    found["refused"] = sorted({*found.get("refused", ()), offset})
+    return found
+
+
+def decided(entry: Mapping[str, Any]) -> bool:
+    """Whether a decision of the entry counts: one its agent accepted, or has not judged yet."""
+    return bool(set(entry.get("decisions", ())) - set(entry.get("refused", ())))
+
+
 def open_request(entry: Mapping[str, Any] | None, task: View | None, now_ms: int) -> bool:
-    """Whether the approval entry (``{"request", "decided"}`` of the view) waits for a human."""
-    if not entry or entry.get("request") is None or entry.get("decided"):
+    """Whether the approval entry (``{"request", "decisions", "refused"}`` of the view)
+    waits for a human."""
+    if not entry or entry.get("request") is None or decided(entry):
         return False
     return not task_over(task) and int(entry["request"]["deadline"]) > now_ms
 
@@ -72,9 +107,10 @@ def decidable(entry: Mapping[str, Any] | None, task_of: Callable[[str], View | N
     wanted = (entry or {}).get("request")
     if entry is None or wanted is None or wanted["tenant_id"] != tenant_id:
         raise not_found("approval request", approval_id)
-    if entry.get("decided"):
+    if decided(entry):
         raise TaskClientError(409, "already_decided", f"Approval {approval_id!r} was decided already; only the first "
-                                                      "decision counts (GET /v1/approvals lists the pending ones).")
+                                                      "decision its agent accepts counts (GET /v1/approvals lists the "
+                                                      "pending ones).")
     if not open_request(entry, task_of(wanted["task_id"]), now_ms):
         raise TaskClientError(409, "approval_closed", f"Approval {approval_id!r} is closed: its task ended or its "
                                                       "deadline passed (GET /v1/approvals lists the pending ones).")

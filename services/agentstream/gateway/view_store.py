@@ -5,8 +5,9 @@ that keeps the view out of the heap.
 
 Keys (UTF-8): ``t/<task_id>`` a task's view, ``e/<task_id>/<offset>`` its events by
 task-events offset (zero-padded, so key order is offset order), ``a/<approval_id>`` an
-approval request and whether it was decided. (Each tenant's spend and tasks in flight are
-the tenancy ledger's, read by its own reader: tenancy/ledger_reader.py.)
+approval request and the offsets of its decisions (and of those its agent refused).
+(Each tenant's spend and tasks in flight are the tenancy ledger's, read by its own
+reader: tenancy/ledger_reader.py.)
 Values are JSON.
 """
 

@@ -41,7 +41,7 @@ from agentstream.approvals.gate import ApprovalGate, AwaitingApproval
 from agentstream.approvals.policy import ApprovalPolicy
 from agentstream.approvals.records import (
     DENY, PENDING, apply_decision, approval_id, approval_prefix, approval_requested, closed_by_cancel, escalated,
-    waiting_call,
+    still_waits, waiting_call,
 )
 from agentstream.approvals.timers import PartitionDeadlines
 from agentstream.events import APPROVAL_REQUESTED, now_ms
@@ -223,7 +223,7 @@ class ApprovalDesk:
         if verdict != "applied":
             why = ("its arguments_hash is not the requested call's" if verdict == "hash_mismatch"
                    else "edited_arguments_json is not a JSON object")
-            self._refuse(decision, ctx, f"decision for {ident!r} refused: {why}; the task still waits")
+            self._refuse(decision, ctx, still_waits(ident, why, ctx.offset))
             return
         await self._persist(approval_key(ident), updated)
         self.service.progress(decision, "TEXT", WAITING_STATE,

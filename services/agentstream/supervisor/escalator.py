@@ -26,7 +26,7 @@ from typing import Any
 
 from agentstream.approvals.policy import DeadlinePolicy
 from agentstream.approvals.records import (
-    DENY, PENDING, apply_decision, approval_requested, closed_by_cancel, escalated,
+    DENY, PENDING, apply_decision, approval_requested, closed_by_cancel, escalated, still_waits,
 )
 from agentstream.approvals.timers import PartitionDeadlines
 from agentstream.events import APPROVAL_REQUESTED, now_ms
@@ -117,9 +117,10 @@ class Escalator:
         if decision["agent_type"] != self.agent:
             return  # a specialist's approval: its desk answers it
         async with self._deciding:
-            await self._decide(decision, ctx.partition, ctx.where)
+            await self._decide(decision, ctx.partition, ctx.where, ctx.offset)
 
-    async def _decide(self, decision: Mapping[str, Any], partition: int, where: str) -> None:
+    async def _decide(self, decision: Mapping[str, Any], partition: int, where: str, offset: int = -1) -> None:
+        """Apply ``decision`` (read at ``offset`` of the decisions topic; -1: a deadline's)."""
         ident = decision["approval_id"]
         key = approval_key(ident)
         record = self._get(key, partition)
@@ -129,7 +130,7 @@ class Escalator:
             return
         refused = edit_refused(decision) if record["status"] == PENDING else None
         if refused is not None:
-            self._refuse(decision, where, f"decision for {ident!r} refused: {refused}; the task still waits")
+            self._refuse(decision, where, still_waits(ident, refused, offset))
             return
         verdict, updated = apply_decision(record, decision, now_ms())
         if verdict == "duplicate":
@@ -139,8 +140,7 @@ class Escalator:
                                           f"{decision['decision']} is ignored")
             return
         if verdict != "applied":  # hash_mismatch (bad_edit is caught above)
-            self._refuse(decision, where, f"decision for {ident!r} refused: its arguments_hash is not the "
-                                          "requested answer's; the task still waits")
+            self._refuse(decision, where, still_waits(ident, "its arguments_hash is not the requested answer's", offset))
             return
         await self.app.persist(self.markers, key, updated, partition=partition)
         self.service.progress(decision, "TEXT", WAITING_STATE,

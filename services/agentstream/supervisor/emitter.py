@@ -123,6 +123,16 @@ class ResultEmitter:
         self._in_flight.add(task_id)
         self.app.spawn(self._guarded(self._settle([marker], ctx.partition), task_id, received, ctx))
 
+    async def settle(self, marker: Record, partition: int) -> None:
+        """Finish the "emitting" ``marker`` of a failed emission: send its result unless
+        the results topic has it already."""
+        task_id = marker["result"]["task_id"]
+        self._in_flight.add(task_id)
+        try:
+            await self._settle([marker], partition)
+        finally:
+            self._in_flight.discard(task_id)
+
     async def recover(self, partitions: list[int]) -> None:
         """Finish what a previous owner left "emitting": send only what never arrived."""
         # Off the event loop: the broker may take up to its timeout (30 s) to answer, and

@@ -16,8 +16,8 @@ group once more, then denies.
 
 A cancel that comes while the supervisor's review is still running (the model's answer
 held back) ends the task CANCELED once the review ends: no escalation is held, no request
-sent; and one recorded just before a SIGKILL of the supervisor is applied by its successor,
-which does not review the task again.
+sent; and one the supervisor has committed before a SIGKILL (its review still running) is
+applied by its successor, which does not review the task again.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from confluent_kafka import Producer
 from agentstream.approvals.records import approval_decision
 from agentstream.client import new_task
 from agentstream.clients import producer_config
+from agentstream.runtime.lag import consumer_lag
 from agentstream.supervisor.review import NEEDS_HUMAN_REVIEW
 from tests.unit.test_providers_openai import LoopbackServer
 
@@ -215,8 +216,10 @@ def test_a_cancel_during_the_review_ends_the_task_canceled_and_survives_a_kill(b
                 wait_for(lambda n=reviews: len(side.reviews) == n, 90, f"the review call of {task['task_id']}")
                 done = run("cancel", task["task_id"], "--by", by, "--reason", "withdrawn", env=desk.env)
                 assert done.returncode == 0, done.stderr[-3000:]
-                desk.stack.workers["supervisor"].wait_for_line(rf"cancel of task {task['task_id']} recorded", 60)
-                if task is killed:  # recorded, its review still in flight: the successor must apply it
+                # The supervisor has handled the cancel (committed it: it is not read again)
+                # while the review is still held back.
+                wait_for(lambda: _cancels_committed(desk), 60, "the supervisor group's commit of the cancel")
+                if task is killed:  # committed, its review still in flight: the successor must apply it
                     kill_and_restart(desk.stack, "supervisor", side.release, r": assigned ")
                 else:
                     side.release.set()
@@ -237,6 +240,12 @@ def test_a_cancel_during_the_review_ends_the_task_canceled_and_survives_a_kill(b
             side.release.set()
             codes = desk.stack.stop_all()
     assert all(code in (0, -9) for code in codes.values()), codes
+
+
+def _cancels_committed(desk: Desk) -> bool:
+    """Whether the supervisor group has committed every record of the control topic."""
+    rows = consumer_lag(desk.stack.bootstrap, desk.stack.topology.group("supervisor"), [desk.stack.topology.topic("control")])
+    return all(row.committed == row.end for row in rows if row.end > 0)
 
 
 def _produce(desk: Desk, request: dict[str, Any]) -> None:

@@ -1,7 +1,10 @@
-"""The supervisor's escalator when the broker refuses a write, without Kafka: a deadline
-that fails to apply is retried with back-off while the partition's other deadlines are
-applied, and a decided escalation whose result fails to publish is published again in the
-background instead of waiting for the next assignment (supervisor/retried.py)."""
+"""The supervisor's escalator without Kafka. A cancel that comes during a task's review is
+recorded and makes the review's escalation a CANCELED result (no request sent); one that
+comes after the hold closes the approval; one of a task with its result is ignored. And
+when the broker refuses a write: a deadline that fails to apply is retried with back-off
+while the partition's other deadlines are applied, and a decided escalation whose result
+fails to publish is published again in the background instead of waiting for the next
+assignment (supervisor/retried.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,11 @@ from typing import Any
 
 from agentstream.approvals.policy import DeadlinePolicy
 from agentstream.approvals.records import PENDING, approval_decision, approval_requested
-from agentstream.supervisor.escalation import approval_key, escalated_marker, held, outcome, request_task
+from agentstream.cancellation.records import cancel_record
+from agentstream.supervisor.cancels import cancel_key
+from agentstream.supervisor.escalation import (
+    approval_key, escalated_marker, escalation_id, held, is_escalated, outcome, request_task,
+)
 from agentstream.supervisor.escalator import Escalator
 from agentstream.supervisor.review import Review, reviewed
 from agentstream.supervisor.app import final_result
@@ -59,6 +66,9 @@ class _App:
     def spawn_resumed(self, work: Coroutine[Any, Any, None], topic: str, partition: int) -> None:
         self.spawned.append(asyncio.get_running_loop().create_task(work))
 
+    def release(self) -> None:
+        pass
+
 
 class _Emitter:
     """Publishes into ``published``; fails the first ``failures`` publishes."""
@@ -66,6 +76,7 @@ class _Emitter:
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
         self.published: list[dict[str, Any]] = []
+        self.emitting: set[str] = set()
 
     async def publish(self, final: dict[str, Any], partition: int, replay: str | None) -> None:
         if self.failures > 0:
@@ -94,16 +105,66 @@ def _escalator(emitter: _Emitter) -> tuple[Escalator, _App, list[float]]:
     return escalator, app, waits
 
 
-def _waiting(escalator: Escalator, task_id: str) -> dict[str, Any]:
-    """Hold an escalation of ``task_id`` (written straight into the store)."""
+def _reviewed(task_id: str) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """A task's specialist results, their combine, and the review's escalation of it."""
     results = [{**_result("billing", "Refunded."), "task_id": task_id, "session_id": f"s-{task_id}"}]
     combined = final_result(results, results)
-    decided = reviewed(combined, Review("escalate", "We refund twice.", "Needs a manager.", None, 0.7), "openai:m")
+    return results, combined, reviewed(combined, Review("escalate", "We refund twice.", "Needs a manager.", None, 0.7),
+                                       "openai:m")
+
+
+async def _review(decided: dict[str, Any]) -> dict[str, Any]:
+    return decided
+
+
+def _cancel(task_id: str) -> dict[str, Any]:
+    return cancel_record(task_id, f"s-{task_id}", "acme", "carol", "withdrawn", LONG_AGO)
+
+
+CTX = SimpleNamespace(partition=0, where="in[0]")
+
+
+def _waiting(escalator: Escalator, task_id: str) -> dict[str, Any]:
+    """Hold an escalation of ``task_id`` (written straight into the store)."""
+    _, _, decided = _reviewed(task_id)
     record = held("supervisor", decided, None, "Refund twice", DeadlinePolicy(deadline_s=60), LONG_AGO)
     store = escalator.markers.partition(0)
     store.put(approval_key(record["approval_id"]), record)
     store.put(task_id, escalated_marker(record, None))
     return record
+
+
+def test_a_cancel_during_the_review_makes_its_escalation_a_canceled_result_and_sends_no_request() -> None:
+    async def main() -> None:
+        escalator, app, _ = _escalator(_Emitter())
+        results, combined, decided = _reviewed("t-1")
+        await escalator.on_cancel(_cancel("t-1"), CTX)  # type: ignore[arg-type]  # the review still runs
+        assert app.store.value(cancel_key("t-1"))["cancel"]["requested_by"] == "carol"
+        assert escalator.canceled(combined, 0)["status"] == "CANCELED"  # read before a review, too
+        got = await escalator.after_review(_review(decided), combined, results, 0, None)
+        assert got is not None and (got["status"], got["output"]) == ("CANCELED", None)
+        assert got["error"] == {"code": "CANCELED", "message": "canceled by carol: withdrawn"}
+        assert app.requests == [] and approval_key(escalation_id("supervisor", "t-1")).encode() not in app.store.data
+
+    asyncio.run(main())
+
+
+def test_a_cancel_after_the_hold_closes_the_approval_and_one_of_a_published_task_is_ignored() -> None:
+    async def main() -> None:
+        emitter = _Emitter()
+        escalator, app, _ = _escalator(emitter)
+        results, combined, decided = _reviewed("t-2")
+        assert await escalator.after_review(_review(decided), combined, results, 0, None) is None  # held
+        assert len(app.requests) == 1 and is_escalated(app.store.value("t-2"))
+        await escalator.on_cancel(_cancel("t-2"), CTX)  # type: ignore[arg-type]
+        closed = app.store.value(approval_key(escalation_id("supervisor", "t-2")))
+        assert closed["status"] == "canceled" and emitter.published == [outcome(closed)]
+        assert emitter.published[0]["status"] == "CANCELED" and cancel_key("t-2").encode() not in app.store.data
+        app.store.put("t-3", {"state": "sent", "offset": 4, "at": LONG_AGO})
+        await escalator.on_cancel(_cancel("t-3"), CTX)  # type: ignore[arg-type]
+        assert cancel_key("t-3").encode() not in app.store.data  # it has its result: nothing recorded
+
+    asyncio.run(main())
 
 
 def test_a_deadline_that_fails_to_apply_is_retried_with_back_off_and_the_others_are_applied() -> None:
@@ -132,7 +193,7 @@ def test_a_decided_escalation_whose_publish_fails_is_published_in_the_background
         record = _waiting(escalator, "t-9")
         request = approval_requested(record, request_task(record), "supervisor")
         decision = approval_decision(request, "approve", "ops", "checked", LONG_AGO + 5)
-        await escalator.on_decision(decision, SimpleNamespace(partition=0, where="in[0]"))  # type: ignore[arg-type]
+        await escalator.on_decision(decision, CTX)  # type: ignore[arg-type]
         assert emitter.published == []  # refused; the handler went on, the decision is recorded
         decided = app.store.value(approval_key(record["approval_id"]))
         assert decided["status"] == "approve"

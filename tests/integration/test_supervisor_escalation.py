@@ -15,6 +15,11 @@ supervisor nothing about billing's; each refuses an unknown id addressed to it. 
 supervisor SIGKILLed while tasks wait keeps the waits: the new one publishes an approval
 and applies the deadline of the other. ``on_deadline: escalate`` asks the ``escalate_to``
 group once more, then denies.
+
+A cancel that comes while the supervisor's review is still running (the model's answer
+held back) ends the task CANCELED once the review ends: no escalation is held, no request
+sent; and one the supervisor has committed before a SIGKILL (its review still running) is
+applied by its successor, which does not review the task again.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from confluent_kafka import Producer
 from agentstream.approvals.records import approval_decision
 from agentstream.client import new_task
 from agentstream.clients import producer_config
+from agentstream.runtime.lag import consumer_lag
 from agentstream.supervisor.review import NEEDS_HUMAN_REVIEW
 from tests.unit.test_providers_openai import LoopbackServer
 
@@ -37,7 +43,7 @@ from .gateway_harness import GatewayProcess, TenantsFile
 from .harness import read_all, wait_for
 from .model_server import openai_env
 from .test_durable import SCHEMAS, DurableStack
-from .test_llm_router import WORKERS
+from .test_llm_router import WORKERS, kill_and_restart
 from .test_supervisor_review import DRAFT, RISKY, WHY, ModelSide, _topology
 
 EDITED = "We refund INV-77 once; a manager will call you about the second."
@@ -235,6 +241,52 @@ def test_at_the_deadline_the_request_goes_to_the_escalation_group_then_the_task_
         finally:
             codes = desk.stack.stop_all()
     assert all(code == 0 for code in codes.values()), codes
+
+
+def test_a_cancel_during_the_review_ends_the_task_canceled_and_survives_a_kill(bootstrap: str, tmp_path: Path) -> None:
+    during, killed = tasks = _tasks(2, "c")
+    side = ModelSide()
+    with LoopbackServer(side.answer).running() as server:
+        desk = Desk(bootstrap, tmp_path, server)
+        try:
+            desk.stack.start_all(WORKERS)
+            for reviews, (task, by) in enumerate(((during, "carol"), (killed, "dave")), start=1):
+                side.release.clear()
+                side.hold_review.set()  # the review of this task stalls until released
+                desk.stack.submit([task])
+                wait_for(lambda n=reviews: len(side.reviews) == n, 90, f"the review call of {task['task_id']}")
+                done = run("cancel", task["task_id"], "--by", by, "--reason", "withdrawn", env=desk.env)
+                assert done.returncode == 0, done.stderr[-3000:]
+                # The supervisor has handled the cancel (committed it: it is not read again)
+                # while the review is still held back.
+                wait_for(lambda: _cancels_committed(desk), 60, "the supervisor group's commit of the cancel")
+                if task is killed:  # committed, its review still in flight: the successor must apply it
+                    kill_and_restart(desk.stack, "supervisor", side.release, r": assigned ")
+                else:
+                    side.release.set()
+            results = desk.stack.results({task["task_id"] for task in tasks}, timeout=90)
+            for task, by in ((during, "carol"), (killed, "dave")):
+                assert [(r["status"], r["output"], r["error"]) for r in results[task["task_id"]]] == [
+                    ("CANCELED", None, {"code": "CANCELED", "message": f"canceled by {by}: withdrawn"})]
+                desk.wait_event(task["task_id"], "supervisor", "CANCELED", "")
+            # Never held: no approval request on the topic, none listed, nothing waiting.
+            asked = {r["task_id"] for r in desk.records("approvals", "ApprovalRequested")}
+            assert not asked & {task["task_id"] for task in tasks}, asked
+            listed = desk.cli("list")
+            assert all(task["task_id"] not in listed for task in tasks), listed
+            assert not [e for task in tasks for e in desk.events(task["task_id"]) if e["state"] == "WAITING_INPUT"]
+            # The successor did not review the killed one's task again: the cancel came first.
+            assert len(side.reviews) == 2, len(side.reviews)
+        finally:
+            side.release.set()
+            codes = desk.stack.stop_all()
+    assert all(code in (0, -9) for code in codes.values()), codes
+
+
+def _cancels_committed(desk: Desk) -> bool:
+    """Whether the supervisor group has committed every record of the control topic."""
+    rows = consumer_lag(desk.stack.bootstrap, desk.stack.topology.group("supervisor"), [desk.stack.topology.topic("control")])
+    return all(row.committed == row.end for row in rows if row.end > 0)
 
 
 def _produce(desk: Desk, request: dict[str, Any]) -> None:

@@ -18,9 +18,11 @@ from agentstream.approvals.records import (
     escalated,
 )
 from agentstream.approvals.timers import PartitionDeadlines
+from agentstream.cancellation.records import cancel_record
 from agentstream.errors import ConfigurationError
 from agentstream.events import now_ms
 from agentstream.supervisor.app import final_result
+from agentstream.supervisor.cancels import cancel_entry, cancel_key, cancel_recorded_at, canceled_result
 from agentstream.supervisor.combine import PARTIAL_FAILURE
 from agentstream.supervisor.emitter import marker_written_at
 from agentstream.supervisor.escalation import (
@@ -116,6 +118,20 @@ def test_a_cancel_closes_the_wait_with_a_canceled_result_and_a_later_decision_is
     assert published["error"] == {"code": "CANCELED", "message": "canceled by carol: customer withdrew"}
     verdict, after = _decide(closed, APPROVE)
     assert verdict == "duplicate" and outcome(after) == published
+
+
+def test_a_cancel_recorded_before_the_hold_makes_the_draft_a_canceled_result_and_expires() -> None:
+    cancel = cancel_record("t-1", "s-1", "acme", "carol", "customer withdrew", NOW)
+    entry = cancel_entry(cancel, NOW + 3)
+    assert cancel_key("t-1") == "c/t-1"
+    _, decided = _escalated()
+    stopped = canceled_result(decided, entry)
+    assert (stopped["status"], stopped["output"]) == ("CANCELED", None) and not needs_human(stopped)
+    assert stopped["error"] == {"code": "CANCELED", "message": "canceled by carol: customer withdrew"}
+    assert stopped["usage"] == decided["usage"] and stopped["task_id"] == "t-1"  # the review's call still counts
+    # Expires like a "sent" marker, from when it was written; nothing else counts as one.
+    assert marker_written_at(entry) == cancel_recorded_at(entry) == NOW + 3
+    assert cancel_recorded_at(_record()) is None and cancel_recorded_at({"cancel": "x", "at": 1}) is None
 
 
 def test_at_the_deadline_the_policy_denies_or_asks_the_escalation_group_once() -> None:

@@ -103,6 +103,8 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
                replay: str | None) -> None:
         final = with_spent(final, earlier)
         stopped = canceled(final, received)
+        if stopped is None and escalator is not None:  # a cancel recorded before the review
+            stopped = escalator.canceled(final, ctx.partition)
         if stopped is not None:  # nothing to review
             emitter.start(stopped, received, ctx, replay)
         elif reviewer is not None and final["status"] == COMPLETED:

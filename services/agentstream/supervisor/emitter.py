@@ -31,6 +31,7 @@ from agentstream.runtime import MessageContext, Table
 from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SerdeError
 from agentstream.service import Service
+from agentstream.supervisor.cancels import cancel_recorded_at
 from agentstream.supervisor.escalation import ESCALATED
 from agentstream.supervisor.escalation import closed_at as escalation_closed_at
 from agentstream.supervisor.revision import REVISING
@@ -48,7 +49,8 @@ def marker_written_at(marker: Record) -> int | None:
     """When a "sent" marker was written; None (never expires) for one still emitting or
     one written before markers held a time (marker_stamp gives it one)."""
     if marker.get("state") != SENT:
-        return escalation_closed_at(marker)  # an escalation's approval record, once decided
+        # an escalation's approval record, once decided, or a cancel's record (supervisor/cancels.py)
+        return escalation_closed_at(marker) or cancel_recorded_at(marker)
     at = marker.get("at")
     return at if isinstance(at, int) else None
 
@@ -120,6 +122,16 @@ class ResultEmitter:
         task_id = marker["result"]["task_id"]
         self._in_flight.add(task_id)
         self.app.spawn(self._guarded(self._settle([marker], ctx.partition), task_id, received, ctx))
+
+    async def settle(self, marker: Record, partition: int) -> None:
+        """Finish the "emitting" ``marker`` of a failed emission: send its result unless
+        the results topic has it already."""
+        task_id = marker["result"]["task_id"]
+        self._in_flight.add(task_id)
+        try:
+            await self._settle([marker], partition)
+        finally:
+            self._in_flight.discard(task_id)
 
     async def recover(self, partitions: list[int]) -> None:
         """Finish what a previous owner left "emitting": send only what never arrived."""

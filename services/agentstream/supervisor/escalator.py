@@ -11,10 +11,18 @@ for a specialist by the supervisor.
 Deadlines: one event-loop timer per partition (approvals/timers.py), due at the earliest
 pending deadline of the partition's escalations; set when a task is held and, from the
 pending approval records, after every assignment (so a restart or a rebalance re-arms it). The same
-assignment finishes an escalation a crash left decided but not yet published.
+assignment finishes an escalation a crash left decided but not yet published. A deadline
+that fails to apply (a broker error), or a decided escalation whose result fails to
+publish, is retried in the background with back-off (supervisor/retried.py) while the
+partition's other deadlines go on.
 
 Cancels come on the ``control`` topic, co-partitioned too: a cancel of a task that waits
-here closes its approval and publishes its CANCELED result.
+here closes its approval and publishes its CANCELED result. A cancel of a task not decided
+yet (its review running, a specialist or a revision still out) is recorded
+(supervisor/cancels.py) before its record is committed, and the task's decision reads it
+before its review and after it, so it ends CANCELED and is never held. A cancel and a hold
+take the same lock: the cancel comes before the hold (no request is sent) or after it (the
+approval is closed).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Mapping
+from functools import partial
 from typing import Any
 
 from agentstream.approvals.policy import DeadlinePolicy
@@ -33,11 +42,14 @@ from agentstream.events import APPROVAL_REQUESTED, now_ms
 from agentstream.runtime import MessageContext, Table
 from agentstream.service import Service
 from agentstream.specialist.waiting import DEADLINE_WHO, WAITING_STATE
+from agentstream.supervisor.cancels import cancel_entry, cancel_key, canceled_result
 from agentstream.supervisor.emitter import ResultEmitter
 from agentstream.supervisor.escalation import (
     APPROVAL_KEY, approval_key, edit_refused, escalated_marker, held, is_escalated, needs_human, outcome,
     request_task,
 )
+from agentstream.supervisor.retried import Retried
+from agentstream.supervisor.revision import is_revising
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +71,7 @@ class Escalator:
         self.requests_topic = service.topology.topic("approvals")
         self._deciding = asyncio.Lock()  # a human's decision and a deadline may race
         self.deadlines = PartitionDeadlines(self._due)
+        self.retried = Retried(self.app, service.input_topic)
 
     async def hold(self, decided: Record, combined: Mapping[str, Any], received: list[Record], partition: int,
                    replay: str | None) -> None:
@@ -85,12 +98,25 @@ class Escalator:
     async def after_review(self, reviewing: Awaitable[Record | None], combined: Mapping[str, Any],
                            received: list[Record], partition: int, replay: str | None) -> Record | None:
         """The review's TaskResult to publish now, or None: the review sent the task back
-        for a revision, or escalated it and the task now waits for a human."""
+        for a revision, or escalated it and the task now waits for a human. A cancel
+        recorded while the review ran makes it the task's CANCELED result instead."""
         decided = await reviewing
-        if decided is None or not needs_human(decided):
-            return decided
-        await self.hold(decided, combined, received, partition, replay)
+        if decided is None:
+            return None
+        async with self._deciding:  # a cancel is applied before the hold or after it, never between
+            stopped = self.canceled(decided, partition)
+            if stopped is not None:
+                log.info("task %s was canceled during its review: %s", decided["task_id"], stopped["error"]["message"])
+                return stopped
+            if not needs_human(decided):
+                return decided
+            await self.hold(decided, combined, received, partition, replay)
         return None
+
+    def canceled(self, final: Mapping[str, Any], partition: int) -> Record | None:
+        """``final`` as a CANCELED result if a cancel of its task is recorded, else None."""
+        entry = self._get(cancel_key(final["task_id"]), partition)
+        return canceled_result(final, entry) if isinstance(entry, dict) else None
 
     async def resend(self, marker: Mapping[str, Any], partition: int) -> None:
         """A specialist result of the ``escalated`` task came again: a crash may have come
@@ -148,24 +174,52 @@ class Escalator:
         await self._publish(updated, partition)
 
     async def on_cancel(self, cancel: dict[str, Any], ctx: MessageContext) -> None:
-        """The handler of TaskCancel records: a task waiting for a human here ends CANCELED
-        (one running at a specialist is that specialist's to stop)."""
+        """The handler of TaskCancel records: a task waiting for a human here ends CANCELED;
+        one not decided yet gets its cancel recorded, written through before this handler
+        returns (so before the record's offset is committed), for its decision to read. A
+        task decided already keeps its result (one running at a specialist is also that
+        specialist's to stop)."""
+        task_id = cancel["task_id"]
         async with self._deciding:
-            marker = self._get(cancel["task_id"], ctx.partition)
-            record = self.record_of(marker, ctx.partition) if is_escalated(marker) else None
-            if record is None or record["status"] != PENDING:
-                return
-            closed = closed_by_cancel(record, cancel, now_ms())
-            await self.app.persist(self.markers, approval_key(record["approval_id"]), closed, partition=ctx.partition)
-            log.info("%s: task %s: its wait for %s is dropped: canceled", ctx.where, cancel["task_id"], record["approval_id"])
-            await self._publish(closed, ctx.partition)
+            marker = self._get(task_id, ctx.partition)
+            if is_escalated(marker):
+                await self._close(marker, cancel, ctx)
+            elif marker is None or is_revising(marker):
+                await self.app.persist(self.markers, cancel_key(task_id), cancel_entry(cancel, now_ms()),
+                                       partition=ctx.partition)
+                log.info("%s: cancel of task %s recorded: it ends CANCELED when it is decided", ctx.where, task_id)
+            else:
+                log.info("%s: task %s has its result already; its cancel is ignored", ctx.where, task_id)
+
+    async def _close(self, marker: Mapping[str, Any], cancel: Mapping[str, Any], ctx: MessageContext) -> None:
+        """Close the pending approval the ``escalated`` marker waits on, and publish CANCELED."""
+        record = self.record_of(marker, ctx.partition)
+        if record is None or record["status"] != PENDING:
+            return
+        closed = closed_by_cancel(record, cancel, now_ms())
+        await self.app.persist(self.markers, approval_key(record["approval_id"]), closed, partition=ctx.partition)
+        log.info("%s: task %s: its wait for %s is dropped: canceled", ctx.where, cancel["task_id"], record["approval_id"])
+        await self._publish(closed, ctx.partition)
 
     async def _publish(self, record: Mapping[str, Any], partition: int) -> None:
-        """Publish the outcome of the decided ``record`` if its task still waits."""
-        marker = self._get(record["task_id"], partition)
-        if not is_escalated(marker):
-            return  # published already (a crash after the marker moved on)
-        await self.emitter.publish(outcome(record), partition, marker.get("replay"))
+        """Publish the outcome of the decided ``record`` if its task still waits; if that
+        fails (a broker error), again in the background until it is out: the decision is
+        recorded already, so nothing else would publish it before the next assignment."""
+        task_id = record["task_id"]
+        await self.retried.run(partial(self._finish, task_id, partition),
+                               f"publishing the {record['status']} result of task {task_id}", partition)
+
+    async def _finish(self, task_id: str, partition: int) -> None:
+        """Publish the result of the task's decided escalation, unless it is out already:
+        a task still marked escalated is published; one marked emitting (a failure after
+        its marker) is sent only if the results topic lacks it (emitter.settle)."""
+        marker = self._get(task_id, partition)
+        if is_escalated(marker):
+            record = self.record_of(marker, partition)
+            if record is not None and record["status"] != PENDING:
+                await self.emitter.publish(outcome(record), partition, marker.get("replay"))
+        elif (unfinished := self.emitter.unfinished(task_id)) is not None:  # not being finished meanwhile
+            await self.emitter.settle(unfinished, partition)
 
     def _refuse(self, decision: Mapping[str, Any], where: str, why: str) -> None:
         log.warning("%s: %s", where, why)
@@ -196,24 +250,34 @@ class Escalator:
 
     async def _deadlines(self, partition: int) -> None:
         """Apply ``on_deadline`` to every escalation of ``partition`` past its deadline;
-        arm the timer for the next."""
+        arm the timer for the next. One that fails (a broker error) is retried in the
+        background; the others are applied meanwhile."""
         for found in self._records(partition):
             if found["status"] != PENDING:
                 continue
             if found["deadline"] > now_ms():
                 self.deadlines.arm(found["deadline"], partition)
                 continue
-            async with self._deciding:
-                record = self._get(approval_key(found["approval_id"]), partition)
-                if record is not None and record["status"] == PENDING and record["deadline"] <= now_ms():
-                    await self._deadline(record, partition)
+            ident = found["approval_id"]
+            await self.retried.run(partial(self._apply_deadline, ident, partition), f"applying the deadline of {ident}",
+                                   partition)
+
+    async def _apply_deadline(self, ident: str, partition: int) -> None:
+        """Apply the deadline of approval ``ident`` if it is still pending and past it."""
+        async with self._deciding:
+            record = self._get(approval_key(ident), partition)
+            if record is not None and record["status"] == PENDING and record["deadline"] <= now_ms():
+                await self._deadline(record, partition)
 
     async def _deadline(self, record: Record, partition: int) -> None:
         raised = escalated(record, now_ms())
         if raised is not None:
+            # The request first: if the record's write then fails, the retry (which finds
+            # the deadline still past) asks again; the other way round, a failed request
+            # would be lost behind a record already moved on.
+            await self.request(raised)
             await self.app.persist(self.markers, approval_key(record["approval_id"]), raised, partition=partition)
             self.deadlines.arm(raised["deadline"], partition)
-            await self.request(raised)
             self.service.progress(record, "TEXT", WAITING_STATE,
                                   f"approval {record['approval_id']} passed its deadline; escalated to {raised['approvers']}")
             return

@@ -121,7 +121,7 @@ def _cancel(task_id: str) -> dict[str, Any]:
     return cancel_record(task_id, f"s-{task_id}", "acme", "carol", "withdrawn", LONG_AGO)
 
 
-CTX = SimpleNamespace(partition=0, where="in[0]")
+CTX = SimpleNamespace(partition=0, where="in[0]", offset=7)
 
 
 def _waiting(escalator: Escalator, task_id: str) -> dict[str, Any]:

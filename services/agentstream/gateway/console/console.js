@@ -217,16 +217,25 @@ function taskPage(view, taskId) {
       el("thead", {}, el("tr", {}, ...["At", "Stage", "Kind", "State", "Detail"].map((h) => el("th", {}, h)))),
       timeline));
   const controller = new AbortController();
-  api("GET", "/v1/tasks/" + encodeURIComponent(taskId)).then((task) => renderSummary(summary, task))
-    .catch((err) => { if (err.status !== 401) notice(explain(err)); });
+  // The summary's request and the stream race: events the stream delivered before the
+  // summary came are newer than its state, so their latest state is kept and applied to it.
+  let streamedState = null;
+  const showState = (text) => {
+    const state = summary.querySelector("[data-testid=task-state]");
+    if (state) state.textContent = text;
+  };
+  api("GET", "/v1/tasks/" + encodeURIComponent(taskId)).then((task) => {
+    renderSummary(summary, task);
+    if (streamedState !== null && !task.result) showState(streamedState);
+  }).catch((err) => { if (err.status !== 401) notice(explain(err)); });
   streamEvents(taskId, (message) => {
     const data = JSON.parse(message.data);
     if (message.event === "result") { renderSummary(summary, data); return; }
     timeline.append(el("tr", { "data-event-id": message.id }, el("td", {}, when(data.at)), el("td", {}, data.stage),
       el("td", {}, data.kind), el("td", {}, data.state), el("td", {}, data.detail)));
     if (data.kind === "TOOL_CALL" || data.kind === "TOOL_RESULT") tools.append(el("li", {}, data.kind + ": " + data.detail));
-    const state = summary.querySelector("[data-testid=task-state]");
-    if (state) state.textContent = data.state;
+    streamedState = data.state;
+    showState(data.state);
   }, controller.signal);
   return () => controller.abort();
 }

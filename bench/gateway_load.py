@@ -77,10 +77,11 @@ from agentstream.events import TASK_EVENT, TASK_RESULT, TASK_SUBMITTED
 from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SchemaSet
 from agentstream.settings import GATEWAY_HOST_ENV, STATE_DIR_ENV
-from bench._procs import OUT_DIR, REPO, AgentStack, Proc, broker, machine, percentile, source_state, write_report
+from bench._procs import OUT_DIR, REPO, AgentStack, Proc, broker, machine, percentile, report_header, write_report
 from bench.gateway_steady import (StreamGauge, Watchers, faults_total, on_schedule, planned_tasks, schedule_summary,
                                   stream_faults)
-from bench.relay import PY_SPY, add_broker_argument, broker_kind, start_profiler, stop_profiler, summarize_profile
+from bench.relay import PY_SPY, add_broker_argument, start_profiler, stop_profiler, summarize_profile
+from tests.integration.harness import free_port
 
 if TYPE_CHECKING:  # the gateway and client extras: imported where used, after main() checked them
     from agentstream import AsyncGatewayClient
@@ -353,14 +354,6 @@ def write_tenants(path: Path) -> str:
     return key
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_gateway(stack: AgentStack, tenants: Path) -> tuple[Proc, str]:
     port = free_port()
     env = {**stack.env, STATE_DIR_ENV: str(stack.base / "gateway"), GATEWAY_HOST_ENV: "127.0.0.1"}
@@ -574,15 +567,13 @@ def main(argv: list[str]) -> int:
         print(f"ERROR: {error}")
     streams = measured["streams"]
     report = {
-        "benchmark": "gateway_load", "started": stamp, "command": "python -m bench.gateway_load " + " ".join(argv),
-        "machine": host, "source": source_state("gateway"), "broker": broker_name, "broker_kind": broker_kind(broker_name),
+        **report_header("gateway_load", stamp, argv, host, broker_name, "gateway"),
         "config": vars(args), "baseline": baseline, "gateway": loaded, "streams": streams,
         "open_streams": measured["open_streams"], "profile": profile, "errors": errors[:50],
         "samples": {name: [asdict(s) for s in measured[name].samples] for name in ("baseline", "gateway")},
     }
     print(f"\nwrote {write_report('gateway_load', stamp, report).relative_to(REPO)}")
-    faults = streams["lost"] + streams["repeated"] + streams["out_of_order"]
-    return 0 if not errors and faults == 0 else 1
+    return 0 if not errors and streams["streams_with_faults"] == 0 else 1
 
 
 if __name__ == "__main__":

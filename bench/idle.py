@@ -44,6 +44,7 @@ WORKERS = {"router": ("router", ""), "billing": ("specialist", "billing"), "tech
 SETTLE_S = 3.0  # after every worker is assigned: restores and first commits are behind us
 PROBE_PARTITIONS = 6
 WARMUP_RECORDS = 5  # not counted: the member's first fetches of each partition find its position
+RECORD_TIMEOUT_S = 30.0  # one record of the hop probe not read by then: the probe is broken, not slow
 
 
 @dataclass
@@ -121,11 +122,14 @@ def hop_latency(bootstrap: str, consumer: Consumer, topic: str, records: int, ra
         sent = time.monotonic()
         producer.produce(topic, str(sent).encode(), f"k{seq}")
         producer.poll(0)
+        deadline = sent + RECORD_TIMEOUT_S
         while True:  # this record, before the next one: a latency, not a queue
             msg = consumer.poll(1.0)
             if msg is not None and not msg.error() and float(msg.value()) == sent:
                 taken.append((time.monotonic() - sent) * 1000)
                 break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"record {seq} of the hop probe on {topic} was not read within {RECORD_TIMEOUT_S:.0f} s")
         time.sleep(max(0.0, 1 / rate - (time.monotonic() - sent)))  # pacing the offered load
     producer.flush(10)
     taken = taken[WARMUP_RECORDS:] if len(taken) > 2 * WARMUP_RECORDS else taken

@@ -2,7 +2,7 @@
 same partitions, on one machine: completed tasks/s in total and per process, and what each
 process costs.
 
-    python -m bench.scaleout [--processes 1,2,3] [--loads cpu,wait] [--latency 1] [--max-inflight 32]
+    python -m bench.scaleout [--processes 1,2,3] [--loads cpu,wait] [--latency 1] [--max-inflight 64]
                              [--window 20] [--ramp 10] [--partitions 12] [--quick]
 
 One trial per load and process count N: a fresh topic prefix and topics, one router, one
@@ -209,7 +209,7 @@ def run_trial(bootstrap: str, broker_pid: int | None, topology_path: Path, load:
         run.sampler.start()
         run.feeder.start()
         fed_from = time.monotonic()
-        time.sleep(ramp)  # the measured span itself, not a wait for a condition
+        time.sleep(ramp)  # the warm-up before the window: a span of load, not a wait for a condition
         marks = [p.line_count() for p in run.specialists]
         owners = {p.name: sorted(owned_partitions(p)) for p in run.specialists}
         window_start = time.monotonic()
@@ -222,6 +222,7 @@ def run_trial(bootstrap: str, broker_pid: int | None, topology_path: Path, load:
         rate = max(1.0, finished / (window_end - fed_from))
         run.drain(60 + 3 * (run.feeder.submitted - finished) / rate)  # the backlog at the pace so far, and room
         summarize(trial, run, owners, window_start, window_end)
+        trial.error = why_invalid(trial)
     except (TimeoutError, RuntimeError) as exc:
         trial.error = str(exc)
     finally:
@@ -230,6 +231,19 @@ def run_trial(bootstrap: str, broker_pid: int | None, topology_path: Path, load:
             run.stack.keep_logs(Path(os.environ[KEEP_LOGS_ENV]) / f"scaleout-{load.name}-{n}-{run.run_id}")
         shutil.rmtree(base, ignore_errors=True)
     return trial
+
+
+def why_invalid(trial: Trial) -> str | None:
+    """Why the trial's figures cannot stand, if they cannot: a rebalance in the window makes
+    the split by owner wrong; every submitted task must have one specialist and one final result."""
+    if trial.rebalances_in_window:
+        return f"{trial.rebalances_in_window} assignment changes in the window: the split by owner is wrong"
+    if trial.duplicate_results:
+        return f"{trial.duplicate_results} duplicate results"
+    if not trial.specialist_results == trial.final_results == trial.submitted:
+        return (f"{trial.submitted} submitted, {trial.specialist_results} specialist results, "
+                f"{trial.final_results} final results")
+    return None
 
 
 def summarize(trial: Trial, run: Run, owners: dict[str, list[int]], start: float, end: float) -> None:

@@ -29,6 +29,7 @@ import asyncio
 import getpass
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,15 +39,15 @@ from agentstream.approvals.ops import ApprovalTopics
 from agentstream.approvals.records import APPROVE, DENY, EDIT
 from agentstream.broker import find_bootstrap
 from agentstream.cancellation import cancel_record, send_cancel
-from agentstream.client import SubmitError, Submitter, new_task
+from agentstream.client import SubmitError, Submitter
 from agentstream.client_view import ClientView
 from agentstream.events import now_ms
 from agentstream.gateway import task_view, view_rules
 from agentstream.gateway.api_models import ApprovalDecided, CancelAccepted, PendingApproval, TaskRequest, TaskStatus
 from agentstream.gateway.ids import event_id, keyed_task_id, parse_last_event_id, random_task_id, result_id, session_of
-from agentstream.gateway.injection import flag_metadata
 from agentstream.gateway.stream_gate import ResultGate
 from agentstream.gateway.view_store import APPROVALS, approval_key
+from agentstream.runtime.errors import CheckpointError
 from agentstream.serde import SchemaSet
 from agentstream.settings import WorkerSettings, state_dir_from_env
 from agentstream.task_client import PROGRESS, RESULT, StreamEvent, TaskClientError
@@ -55,6 +56,15 @@ from agentstream.topology import Topology, load_topology
 WAKE_S = 1.0  # events(): how often a waiting iterator looks whether it was closed
 T = TypeVar("T")
 
+
+
+@contextmanager
+def _broker_unavailable() -> Iterator[None]:
+    """A record the broker did not acknowledge is the gateway's 503 here too (TaskClientError)."""
+    try:
+        yield
+    except (SubmitError, CheckpointError) as exc:
+        raise TaskClientError(503, "broker_unavailable", f"{exc}", 5.0) from exc
 
 class Client:
     """The pipeline of ``topology`` on the broker at ``bootstrap``, as tenant ``tenant_id``;
@@ -95,14 +105,10 @@ class Client:
         session = session_of(task_id, session_id)
         if idempotency_key and self._repeated(task_id, session):
             return task_id
-        task = new_task(body.input, session, self.tenant_id, task_id=task_id, requested_agent=agent,
-                        metadata=flag_metadata(dict(body.metadata), body.input))
-        task["budget_usd"] = budget_usd
+        task = view_rules.new_submission(body.input, session, self.tenant_id, task_id, agent, body.metadata, budget_usd)
         self._submitter.submit(task)
-        try:
+        with _broker_unavailable():
             self._submitter.flush()
-        except SubmitError as exc:
-            raise TaskClientError(503, "broker_unavailable", f"{exc}", 5.0) from exc
         self._view.remember(task_view.on_submitted(None, task))
         return task_id
 
@@ -111,10 +117,7 @@ class Client:
         earlier = self._ready_view().task(task_id)
         if earlier is None:
             return False
-        if earlier.get("session_id") not in (None, session_id):
-            raise TaskClientError(409, "idempotency_key_reused",
-                                  f"This Idempotency-Key was used for task {task_id!r} in session "
-                                  f"{earlier.get('session_id')!r}; use a new key for a different task.")
+        view_rules.check_same_session(earlier, session_id)
         return True
 
     def _owned(self, task_id: str) -> dict[str, Any]:
@@ -176,7 +179,8 @@ class Client:
         wanted = view_rules.decidable(view.store.get(approval_key(approval_id)), view.task, self.tenant_id,
                                       approval_id, now_ms())
         view_rules.check_decision(decision, arguments)
-        record = self._desk.decide(approval_id, decision, self.subject, reason, arguments, request=wanted)
+        with _broker_unavailable():
+            record = self._desk.decide(approval_id, decision, self.subject, reason, arguments, request=wanted)
         return ApprovalDecided(approval_id=approval_id, task_id=record["task_id"], decision=record["decision"],
                                who=record["who"]).model_dump()
 
@@ -184,7 +188,8 @@ class Client:
         view = self._owned(task_id)
         view_rules.cancelable(view, task_id)
         record = cancel_record(task_id, view["session_id"], self.tenant_id, self.subject, reason)
-        send_cancel(self._bootstrap, self._topology, self._schemas, record)
+        with _broker_unavailable():
+            send_cancel(self._bootstrap, self._topology, self._schemas, record)
         return CancelAccepted(task_id=task_id, requested_by=self.subject).model_dump()
 
     def close(self) -> None:

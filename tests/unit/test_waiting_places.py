@@ -33,6 +33,10 @@ class _Processor:
     async def persist(self, table: object, key: str, value: Any, partition: int | None = None) -> None:
         self.store.put(key, value)
 
+    async def persist_all(self, table: object, items: list[tuple[str, Any]], partition: int) -> None:
+        for key, value in items:
+            self.store.put(key, value)
+
     async def send_acked(self, topic: str, value: bytes, key: str) -> None:
         return None
 

@@ -25,6 +25,7 @@ from confluent_kafka import Producer
 from agentstream.approvals.records import APPROVE, DENY, EDIT, approval_decision
 from agentstream.clients import producer_config
 from agentstream.errors import AgentStreamError
+from agentstream.runtime.errors import CheckpointError
 from agentstream.events import APPROVAL_DECISION, APPROVAL_REQUESTED, TASK_CANCEL, now_ms
 from agentstream.runtime.lag import read_topic
 from agentstream.serde import SchemaSet, SerdeError
@@ -93,7 +94,8 @@ class ApprovalTopics:
             producer.produce(topic, self.schemas.encode(APPROVAL_DECISION, record), record["session_id"],
                              headers=traced.headers)
         if producer.flush(30) != 0:
-            raise AgentStreamError(f"The decision on {ident!r} was not acknowledged within 30 s; is the broker up?")
+            # CheckpointError: the broker did not take it (the gateway's 503, the Client's TaskClientError).
+            raise CheckpointError(f"The decision on {ident!r} was not acknowledged within 30 s; is the broker up?")
         return record
 
 

@@ -21,6 +21,7 @@ from agentstream.approvals.ops import read_records
 from agentstream.cancellation.records import cancel_record
 from agentstream.clients import producer_config
 from agentstream.errors import AgentStreamError
+from agentstream.runtime.errors import CheckpointError
 from agentstream.events import TASK_CANCEL, TASK_RESULT, TASK_SUBMITTED
 from agentstream.serde import SchemaSet
 from agentstream.telemetry import tracing
@@ -41,7 +42,7 @@ def send_cancel(bootstrap: str, topology: Topology, schemas: SchemaSet, record: 
     with tracing.producing(topic, None, None) as traced:
         producer.produce(topic, schemas.encode(TASK_CANCEL, record), record["session_id"], headers=traced.headers)
     if producer.flush(ACK_TIMEOUT_S) != 0:
-        raise AgentStreamError(f"The cancel of task {record['task_id']!r} was not acknowledged within "
+        raise CheckpointError(f"The cancel of task {record['task_id']!r} was not acknowledged within "
                                f"{ACK_TIMEOUT_S:.0f} s; is the broker at {bootstrap} up?")
 
 

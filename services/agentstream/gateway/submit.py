@@ -7,14 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 
-from agentstream.client import new_task
 from agentstream.events import TASK_SUBMITTED
 from agentstream.gateway import metrics, task_view, view_rules
 from agentstream.gateway.api_models import Links, Problem, TaskAccepted, TaskRequest
 from agentstream.gateway.auth import Caller
 from agentstream.gateway.context import Gateway, gateway_of
 from agentstream.gateway.ids import keyed_task_id, random_task_id, session_of
-from agentstream.gateway.injection import flag_metadata
 from agentstream.gateway.limits import retry_after_header, seconds_to_next_utc_day
 from agentstream.gateway.problems import ApiError
 from agentstream.telemetry import tracing
@@ -46,9 +44,8 @@ async def submit_task(
     earlier = gateway.task(task_id) if idempotency_key else None
     if earlier is not None:
         return _repeated(earlier, session_id, principal, response)
-    task = new_task(body.input, session_id, principal.tenant_id, task_id=task_id, requested_agent=body.agent,
-                    metadata=flag_metadata(dict(body.metadata), body.input))
-    task["budget_usd"] = body.budget_usd
+    task = view_rules.new_submission(body.input, session_id, principal.tenant_id, task_id, body.agent, body.metadata,
+                                     body.budget_usd)
     _check_admission(gateway, principal, task)
     config = gateway.config
     gateway.remember(task_view.on_submitted(None, task))  # first: a concurrent repeat of the key finds it
@@ -79,10 +76,7 @@ def _check_admission(gateway: Gateway, principal: Principal, task: dict[str, Any
 
 def _repeated(earlier: dict[str, Any], session_id: str, principal: Principal, response: Response) -> TaskAccepted:
     """The key named a task seen before: the same answer, nothing sent again."""
-    if earlier.get("session_id") not in (None, session_id):  # the id is the tenant's own: only the session can differ
-        raise ApiError(409, "idempotency_key_reused",
-                       f"This Idempotency-Key was used for task {earlier['task_id']!r} in session "
-                       f"{earlier.get('session_id')!r}; use a new key for a different task.")
+    view_rules.check_same_session(earlier, session_id)
     metrics.submissions().labels(principal.tenant_id, "repeated").inc()
     response.headers["Location"] = f"/v1/tasks/{earlier['task_id']}"
     return TaskAccepted(task_id=earlier["task_id"], session_id=session_id, links=links(earlier["task_id"]), repeated=True)

@@ -24,6 +24,8 @@ from typing import Any
 
 from agentstream.approvals.records import EDIT
 from agentstream.cancellation.records import CANCELED
+from agentstream.client import new_task
+from agentstream.gateway.injection import flag_metadata
 from agentstream.task_client import TaskClientError
 
 View = Mapping[str, Any]
@@ -130,6 +132,24 @@ def cancelable(view: View, task_id: str) -> None:
     if view.get("result") is not None:
         raise TaskClientError(409, "task_ended", f"Task {task_id!r} has ended already ({view['result']['status']}); "
                                                  "there is nothing to cancel.")
+
+
+def new_submission(text: str, session_id: str, tenant_id: str, task_id: str, agent: str | None,
+                   metadata: Mapping[str, str], budget_usd: float | None) -> dict[str, Any]:
+    """The TaskSubmitted of a request, the same from both doors: the injection heuristic's
+    flag in its metadata, the caller's budget."""
+    task = new_task(text, session_id, tenant_id, task_id=task_id, requested_agent=agent,
+                    metadata=flag_metadata(dict(metadata), text))
+    task["budget_usd"] = budget_usd
+    return task
+
+
+def check_same_session(earlier: View, session_id: str) -> None:
+    """A repeated Idempotency-Key is the same task only in the session it named first (409)."""
+    if earlier.get("session_id") not in (None, session_id):  # the id is the tenant's own: only the session can differ
+        raise TaskClientError(409, "idempotency_key_reused",
+                              f"This Idempotency-Key was used for task {earlier['task_id']!r} in session "
+                              f"{earlier.get('session_id')!r}; use a new key for a different task.")
 
 
 def check_agent(agent: str | None, types: Sequence[str]) -> None:

@@ -143,9 +143,10 @@ class ApprovalDesk:
                 await self._persist(approval_key(ident), record)
             records.append(record)
         new = self._get(waiting_key(run), partition) is None
-        # The session's entry before the marker: a marker is always found from its session.
-        await self._persist(session_key(task["session_id"], run), {"session_id": task["session_id"], "run": run})
-        await self._persist(waiting_key(run), [r["approval_id"] for r in records])
+        # The session's entry before the marker (in one write, a kill leaves a prefix): a
+        # marker is always found from its session.
+        await self._persist_all([(session_key(task["session_id"], run), {"session_id": task["session_id"], "run": run}),
+                                 (waiting_key(run), [r["approval_id"] for r in records])], partition)
         if new:
             self._count(partition, +1)
         for record in records:
@@ -179,8 +180,8 @@ class ApprovalDesk:
             else:
                 stale.append(key.decode())
         stale += [key.decode() for key, value in store.scan(WAITING_SESSION.encode()) if json.loads(value)["run"] not in waiting]
-        for key in stale:
-            await self.service.processor.persist(self.checkpoints, key, None, partition=partition)
+        if stale:
+            await self._persist_all([(key, None) for key in stale], partition)
         self._waiting[partition] = len(waiting)
         self._count()
         return waiting
@@ -266,9 +267,11 @@ class ApprovalDesk:
             raised = escalated(record, now_ms())
             head = self._get(ckpt.head_key(record["run"]), partition)
             if raised is not None and head is not None:
+                # The request before the record that says it was sent: a kill between the two
+                # escalates (and asks) again on the next assignment, rather than never asking.
+                await self._request(raised, head["task"])
                 await self._persist(approval_key(ident), raised)
                 self._arm(raised, partition)
-                await self._request(raised, head["task"])
                 self.service.progress(task, "TEXT", WAITING_STATE,
                                       f"approval {ident} passed its deadline; escalated to {raised['approvers']}")
                 log.info("approval %s passed its deadline; escalated to %s", ident, raised["approvers"])
@@ -291,9 +294,8 @@ class ApprovalDesk:
         """Tombstone the run's waiting marker, then its session entry (a crash between the
         two leaves an entry that waiting_run ignores and the next assignment drops)."""
         first = self._get(approval_key(ids[0]), partition) if ids else None
-        await self._persist(waiting_key(run), None)
-        if first is not None:
-            await self._persist(session_key(first["session_id"], run), None)
+        entries = [(session_key(first["session_id"], run), None)] if first is not None else []
+        await self._persist_all([(waiting_key(run), None), *entries], partition)
         self._count(partition, -1)
 
     def _count(self, partition: int | None = None, change: int = 0) -> None:
@@ -320,3 +322,7 @@ class ApprovalDesk:
 
     async def _persist(self, key: str, value: Any) -> None:
         await self.service.processor.persist(self.checkpoints, key, value)
+
+    async def _persist_all(self, items: list[tuple[str, Any]], partition: int) -> None:
+        """Several keys in this order, in one acknowledged write (a kill leaves a prefix)."""
+        await self.service.processor.persist_all(self.checkpoints, items, partition=partition)

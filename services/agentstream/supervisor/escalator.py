@@ -82,8 +82,9 @@ class Escalator:
         task_id = decided["task_id"]
         task_input = next((str(r["input"]) for r in received if r.get("input")), "")
         record = held(self.agent, decided, combined.get("error"), task_input, self.policy, now_ms())
-        await self.app.persist(self.markers, approval_key(record["approval_id"]), record, partition=partition)
-        await self.app.persist(self.markers, task_id, escalated_marker(record, replay), partition=partition)
+        # One write, in this order (a kill leaves a prefix): the record before the marker.
+        await self.app.persist_all(self.markers, [(approval_key(record["approval_id"]), record),
+                                                  (task_id, escalated_marker(record, replay))], partition=partition)
         self.emitter.emitting.discard(task_id)  # decided by the human from now on
         if task_id in self.pending:  # after the marker, as emitter.py does
             del self.pending[task_id]

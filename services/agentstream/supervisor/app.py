@@ -59,11 +59,10 @@ def build_supervisor(settings: WorkerSettings, topology: Topology, schemas: Sche
     async def on_result(result: dict[str, Any], ctx: MessageContext) -> None:
         task_id = result["task_id"]
         replay = (ctx.header(REPLAY) or b"").decode() or None
-        unfinished = emitter.unfinished(task_id)
-        if unfinished is not None:  # its emission failed: finish it now
-            emitter.finish(unfinished, [result], ctx)
+        marker = markers.get(task_id)  # read once: a point-get decodes the whole marker
+        if emitter.is_unfinished(task_id, marker):  # its emission failed: finish it now
+            emitter.finish(marker, [result], ctx)
             return
-        marker = markers.get(task_id)
         if is_revising(marker) and task_id not in emitter.emitting:
             on_revision(marker, result, ctx)
             return

@@ -34,6 +34,7 @@ from agentstream.service import Service
 from agentstream.supervisor.cancels import cancel_recorded_at
 from agentstream.supervisor.escalation import ESCALATED
 from agentstream.supervisor.escalation import closed_at as escalation_closed_at
+from agentstream.supervisor.marker_writes import MarkerWrites
 from agentstream.supervisor.revision import REVISING
 from agentstream.telemetry import tracing
 
@@ -69,6 +70,7 @@ class ResultEmitter:
         self.service = service
         self.app = service.processor
         self.markers = markers  # task_id -> {state, result, results_from | offset, replay, at}: written through
+        self.writes = MarkerWrites(self.app, markers)  # the markers of concurrent emissions share round trips
         self.pending = pending  # task_id -> specialist results received so far
         self.results_topic = service.topology.topic("results")
         self.emitting: set[str] = set()  # decided here, marker not yet acknowledged
@@ -99,9 +101,11 @@ class ResultEmitter:
         """The marker of an emission decided but not finished, and not running here (it
         failed, or a crash left it): the next specialist result of the task finishes it."""
         marker = self.markers.get(task_id)
-        if marker is None or marker.get("state") != EMITTING or task_id in self._in_flight:
-            return None
-        return marker  # type: ignore[no-any-return]
+        return marker if self.is_unfinished(task_id, marker) else None
+
+    def is_unfinished(self, task_id: str, marker: Record | None) -> bool:
+        """unfinished() of the task's ``marker`` the caller has just read."""
+        return marker is not None and marker.get("state") == EMITTING and task_id not in self._in_flight
 
     async def publish(self, final: Record, partition: int, replay: str | None) -> None:
         """Emit ``final``, decided with no specialist result in hand (a human's decision on
@@ -111,7 +115,7 @@ class ResultEmitter:
         self._in_flight.add(task_id)  # a specialist result of the task meanwhile must not finish it too
         try:
             marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
-            await self.app.persist(self.markers, task_id, marker, partition=partition)
+            await self.writes.write(task_id, marker, partition=partition)
             await self._send(final, partition, replay)
         finally:
             self._in_flight.discard(task_id)
@@ -155,7 +159,7 @@ class ResultEmitter:
                 return
             marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
             tracing.keep(marker)  # a resend after a crash continues the task's trace
-            await self.app.persist(self.markers, task_id, marker, partition=partition)
+            await self.writes.write(task_id, marker, partition=partition)
         finally:
             self.emitting.discard(task_id)
         # Only now: the deletion would reach the changelog at the next checkpoint while the
@@ -174,19 +178,20 @@ class ResultEmitter:
         self._results_end[partition] = max(self._results_end.get(partition, 0), offset + 1)
         metrics.task_result(self.service.agent, final)
         sent = {"state": SENT, "offset": offset, "replay": replay, "at": now_ms()}
-        await self.app.persist(self.markers, final["task_id"], sent, partition=partition)
+        await self.writes.write(final["task_id"], sent, partition=partition)
         self.service.progress(final, "STATE", final["status"], ",".join(final["agents"]))
 
     async def _settle(self, unsure: list[Record], partition: int) -> None:
         """Send the result of each "emitting" marker in ``unsure`` unless the results
         topic has it already (from the earliest offset they noted)."""
         published = await self._published(partition, min(m["results_from"] for m in unsure))
+        arrived = [m["result"]["task_id"] for m in unsure if m["result"]["task_id"] in published]
+        if arrived:  # one write for all of them (a recovery may find many)
+            sent = {"state": SENT, "offset": -1, "at": now_ms()}
+            await self.app.persist_all(self.markers, [(task_id, sent) for task_id in arrived], partition=partition)
         for marker in unsure:
             final = marker["result"]
-            if final["task_id"] in published:
-                await self.app.persist(self.markers, final["task_id"], {"state": SENT, "offset": -1, "at": now_ms()},
-                                       partition=partition)
-            else:
+            if final["task_id"] not in published:
                 log.info("%s[%d]: resending the result of task %s", self.results_topic, partition, final["task_id"])
                 with tracing.resumed(marker.get("trace")):
                     await self._send(final, partition, marker.get("replay"))

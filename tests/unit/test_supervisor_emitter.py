@@ -1,0 +1,75 @@
+"""Settling "emitting" markers (supervisor/emitter.py) without Kafka: a task whose result
+the results topic has gets its "sent" marker and nothing sent; one whose result is
+missing gets it sent, then its "sent" marker with the result's offset, then its STATE
+event; the markers of the tasks found published are written in one round trip."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from agentstream.events import TASK_RESULT
+from agentstream.serde import SchemaSet
+from agentstream.supervisor.app import final_result
+from agentstream.supervisor.emitter import EMITTING, SENT, ResultEmitter
+from tests.unit.test_supervisor_review import _result
+
+SCHEMAS = SchemaSet.load()
+RESULTS_OFFSET = 41  # where the fake results topic puts a result sent to it
+
+
+class _App:
+    """The processor: the results topic holds ``published``; every write and send is logged in order."""
+
+    def __init__(self, published: list[dict[str, Any]]) -> None:
+        self.published = [SCHEMAS.encode(TASK_RESULT, r) for r in published]
+        self.log: list[tuple[str, Any]] = []
+
+    async def read_to_end(self, topic: str, partition: int, from_offset: int) -> list[tuple[None, bytes, int]]:
+        return [(None, value, offset) for offset, value in enumerate(self.published) if offset >= from_offset]
+
+    async def persist_all(self, table: Any, items: list[tuple[str, Any]], *, partition: int) -> None:
+        self.log.append(("markers", [(key, value["state"], value["offset"]) for key, value in items]))
+
+    async def persist(self, table: Any, key: str, value: Any, *, partition: int) -> None:
+        await self.persist_all(table, [(key, value)], partition=partition)
+
+    async def send_acked(self, topic: str, value: bytes, key: str, *, partition: int) -> int:
+        self.log.append(("result", SCHEMAS.decode_as(TASK_RESULT, value)["task_id"]))
+        return RESULTS_OFFSET
+
+
+def _emitter(app: _App) -> ResultEmitter:
+    service = SimpleNamespace(
+        processor=app, agent="supervisor", schemas=SCHEMAS, topology=SimpleNamespace(topic=lambda name: name),
+        progress=lambda task, kind, state, detail="": app.log.append(("event", (task["task_id"], kind, state))))
+    markers = SimpleNamespace(name="dedupe", stores={0: object()}, partition=lambda p: markers.stores[p])
+    return ResultEmitter(service, markers, {})  # type: ignore[arg-type]
+
+
+def _final(task_id: str) -> dict[str, Any]:
+    results = [{**_result("billing", "Refunded."), "task_id": task_id, "route": ["billing"]}]
+    return final_result(results, results)
+
+
+def _marker(task_id: str) -> dict[str, Any]:
+    return {"state": EMITTING, "result": _final(task_id), "results_from": 0, "replay": None}
+
+
+def test_settling_sends_only_the_missing_results_and_marks_the_published_ones_in_one_write() -> None:
+    app = _App(published=[_final("t-out"), _final("t-also-out")])
+    unsure = [_marker("t-out"), _marker("t-missing"), _marker("t-also-out")]
+    asyncio.run(_emitter(app)._settle(unsure, 0))
+    assert app.log == [
+        ("markers", [("t-out", SENT, -1), ("t-also-out", SENT, -1)]),  # one round trip for both
+        ("result", "t-missing"),  # the one result not on the topic, sent once
+        ("markers", [("t-missing", SENT, RESULTS_OFFSET)]),  # after its result is acknowledged
+        ("event", ("t-missing", "STATE", "COMPLETED")),
+    ]
+
+
+def test_a_marker_whose_result_is_on_the_topic_is_settled_without_sending() -> None:
+    app = _App(published=[_final("t-out")])
+    asyncio.run(_emitter(app).settle(_marker("t-out"), 0))
+    assert app.log == [("markers", [("t-out", SENT, -1)])]

@@ -10,8 +10,10 @@ nothing already written, hashed or compared changes meaning:
   strings with lone surrogates, dataclasses and datetimes (passed through, see below): those
   values fall back to the standard encoder (compact, ASCII-escaped, as the checkpoint table
   always wrote), so no value that encoded before fails now. One difference stays: NaN and
-  ±Infinity become ``null`` (standard JSON has no such tokens; the standard library wrote
-  non-standard ``NaN``), which no reader here distinguishes from a missing number.
+  ±Infinity are written as ``null`` (standard JSON has no such tokens; the standard library
+  wrote non-standard ``NaN``), so such a float in a table value reads back as None (our code
+  computes none; one could only come from outside, e.g. in a provider's tool arguments).
+  Finding them first would cost a walk of every value in Python, more than orjson saves.
 - ``loads``: reads what either encoder wrote. orjson refuses ``NaN``/``Infinity`` tokens and
   lone-surrogate escapes (the standard reader takes them), and it reads an integer beyond
   64 bits as a float, silently: text with a run of 19 or more digits goes to the standard

@@ -35,6 +35,8 @@ _STILL_WAITS = re.compile(r'; the task still waits \(decision ("(?:[^"\\]|\\.)*"
 
 def arguments_json(arguments: object) -> str:
     """Canonical JSON of a call's arguments: the same arguments give the same text."""
+    # The standard library, not jsoncodec: approval records an older worker wrote hold this
+    # text's hash, and orjson spells some floats otherwise (and it is one call per approval).
     return json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -56,6 +56,8 @@ def cache_key(
         "messages": [asdict(message) for message in messages],
         "tools": list(tools),
     }
+    # The standard library, not jsoncodec: the key of entries a worker before it cached, and
+    # ``default=str`` spells dataclasses, datetimes and enums otherwise than orjson does.
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode("utf-8")).digest()
 

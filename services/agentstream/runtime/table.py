@@ -2,34 +2,27 @@
 
 Inside a handler a table reads and writes the store of the partition the record came
 from (like a faust table), so all of a session's state sits next to its events.
-Values are JSON by default; pass ``dumps``/``loads`` for another encoding.
+Values are JSON by default (agentstream.jsoncodec); pass ``dumps``/``loads`` for another encoding.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from agentstream import jsoncodec
 from agentstream.runtime.context import current_context
 from agentstream.runtime.errors import ProcessorError
 from agentstream.runtime.store import PartitionStore
 
 _MISSING = object()
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps(separators=) builds one per call
-
-
-def _json_dumps(value: Any) -> bytes:
-    return _ENCODER.encode(value).encode()
-
-
 class Table:
     def __init__(
         self,
         name: str,
         changelog_topic: str,
-        dumps: Callable[[Any], bytes] = _json_dumps,
-        loads: Callable[[bytes], Any] = json.loads,
+        dumps: Callable[[Any], bytes] = jsoncodec.dumps,
+        loads: Callable[[bytes], Any] = jsoncodec.loads,
     ) -> None:
         self.name = name
         self.changelog_topic = changelog_topic

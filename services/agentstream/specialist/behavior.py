@@ -54,6 +54,8 @@ def behavior_version(
     the same behaviour the same way. Tool order does not matter; schema contents do (the
     allowlist is the set of schemas). ``settings`` is ``behaviour_settings(...)``.
     """
+    # The standard library, not jsoncodec: versions are stored in results, transcripts and
+    # rollout records and compared across releases; computed once at start-up.
     canonical = json.dumps(
         {
             "agent_type": agent_type,

@@ -35,11 +35,11 @@ next epoch's). A zombie's late steps fall outside its range and are ignored.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentstream import jsoncodec
 from agentstream.models.base import Message, ModelResponse, ToolCall, Usage
 from agentstream.tools.registry import ToolResult
 
@@ -95,14 +95,15 @@ class Timing:
 def request_summary(messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The essentials of a model request: its size, a digest of the whole conversation
     (equal digests: the model saw the same thing), the tools offered and the newest message."""
-    canonical = json.dumps(
-        [[m.role, m.content, [[c.name, c.arguments] for c in m.tool_calls], m.tool_call_id] for m in messages],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
+    # canonical: the bytes json.dumps(sort_keys, compact, ensure_ascii=False, default=str)
+    # wrote, so the digests of transcripts older workers recorded still compare.
+    canonical = jsoncodec.canonical(
+        [[m.role, m.content, [[c.name, c.arguments] for c in m.tool_calls], m.tool_call_id] for m in messages]
     )
     newest = messages[-1] if messages else None
     return {
         "messages": len(messages),
-        "digest": hashlib.sha256(canonical.encode()).hexdigest()[:_DIGEST_HEX],
+        "digest": hashlib.sha256(canonical).hexdigest()[:_DIGEST_HEX],
         "tools": sorted(str(t.get("name")) for t in tools),
         "newest": None if newest is None else {"role": newest.role, "content": (newest.content or "")[:_NEWEST_CHARS]},
     }

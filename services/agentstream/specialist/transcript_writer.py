@@ -10,7 +10,6 @@ the producer refuses outright (over the message size) is logged and left out.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -47,8 +46,8 @@ class TranscriptWriter:
         run = ckpt.run_id(task)
         store = self.checkpoints.partition(partition)
         raw_head = store.get(ckpt.head_key(run).encode())
-        epochs = json.loads(raw_head)["epochs"] if raw_head is not None else [[0, 0]]
-        records = [json.loads(value) for _, value in store.scan(ckpt.step_prefix(run).encode())]
+        epochs = self.checkpoints.decode_value(raw_head)["epochs"] if raw_head is not None else [[0, 0]]
+        records = [self.checkpoints.decode_value(value) for _, value in store.scan(ckpt.step_prefix(run).encode())]
         record = transcript(task, result, epochs, ordered_steps(epochs, records), now_ms())
         encoded = self.service.schemas.encode(TRANSCRIPT, record)
         try:

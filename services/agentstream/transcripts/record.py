@@ -7,10 +7,10 @@ JSON string (see the schema's doc: their shape follows the loop, not a stream co
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from agentstream import jsoncodec
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.transcripts import TRANSCRIPTS  # re-exported: the topic and the record go together
 
@@ -48,12 +48,12 @@ def transcript(
         "variant": result.get("variant"),  # which version's settings an exact replay takes
         "model": result.get("model") or "",
         "tier": result.get("tier") or "standard",
-        "task": json.dumps(dict(task), sort_keys=True, ensure_ascii=False),
+        "task": jsoncodec.dumps(dict(task), sort_keys=True).decode(),
         "status": result["status"],
         "output": result.get("output"),
         "error": result.get("error"),
         "usage": dict(result["usage"]),
-        "steps": json.dumps(list(steps), ensure_ascii=False),
+        "steps": jsoncodec.dumps(list(steps)).decode(),
         "owners": max(len(epochs), 1),
         "started_at": result["started_at"],
         "finished_at": result["finished_at"],
@@ -63,11 +63,11 @@ def transcript(
 
 def steps_of(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The steps of a Transcript record."""
-    steps: list[dict[str, Any]] = json.loads(record["steps"])
+    steps: list[dict[str, Any]] = jsoncodec.loads(record["steps"])
     return steps
 
 
 def task_of(record: Mapping[str, Any]) -> dict[str, Any]:
     """The routed task a Transcript record ran."""
-    task: dict[str, Any] = json.loads(record["task"])
+    task: dict[str, Any] = jsoncodec.loads(record["task"])
     return task

@@ -29,6 +29,8 @@ class OffTheRecord(AgentStreamError):
 
 def call_key(name: str, arguments: object) -> str:
     """A tool call's identity: its name and a hash of its arguments' canonical JSON."""
+    # The standard library, not jsoncodec: keys travel in shadow tasks (to_json) across worker
+    # versions, and a replay is not a per-task hot path.
     canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return f"{name}:{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 

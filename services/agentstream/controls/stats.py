@@ -46,12 +46,19 @@ class ControlStats:
         setattr(self, counter, getattr(self, counter) + n)
 
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _COUNTERS}
+
+    def acted(self) -> bool:
+        """Whether any control acted (every run asks; cheaper than ``as_dict``)."""
+        return any(getattr(self, name) for name in _COUNTERS)
 
     def usage_extras(self) -> dict[str, int]:
         """The counters a task's usage carries next to tokens and cost."""
         return {"retries": self.retries, "fallbacks": self.fallbacks, "cache_hits": self.cache_hits}
 
+
+# The counter names, read once: ``dataclasses.fields`` builds its answer on every call.
+_COUNTERS = tuple(f.name for f in fields(ControlStats))
 
 _scope: ContextVar[ControlStats | None] = ContextVar("agentstream_control_stats", default=None)
 

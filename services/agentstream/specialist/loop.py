@@ -122,7 +122,7 @@ class _Tally:
             "llm_calls": self.llm_calls,
             "tool_calls": self.tool_calls,
         }
-        if self.controls is not None and any(self.controls.as_dict().values()):
+        if self.controls is not None and self.controls.acted():
             usage.update(self.controls.usage_extras())
         status: Literal["COMPLETED", "FAILED"] = "FAILED" if error else "COMPLETED"
         return AgentOutcome(status, output, error, list(self.tools_used), usage, self.steps, self.tool_errors)

@@ -177,6 +177,22 @@ def test_every_problem_is_named_unexpected_then_missing_then_invalid() -> None:
     assert found.validate(types.MappingProxyType({"name": "Ann", "limit": "2"})) == ({"name": "Ann", "limit": 2}, None)
 
 
+def test_a_registry_that_adopts_another_holds_its_tools_and_registers_on_its_own() -> None:
+    inner = support_desk.registry()
+    view = ToolRegistry()
+    view.adopt(inner)  # what the per-task durable view does
+    assert view.names() == inner.names() and view.schemas() == inner.schemas()
+    assert view.get("search_kb") is inner.get("search_kb")
+
+    @tool
+    def extra(note: str) -> str:
+        """Only on the view."""
+        return note
+
+    view.register(extra)
+    assert "extra" in view and "extra" not in inner
+
+
 def test_an_exception_in_a_tool_becomes_an_error_result() -> None:
     @tool
     def explode(reason: str) -> str:

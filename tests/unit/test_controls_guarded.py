@@ -16,6 +16,7 @@ from agentstream.controls import (
     MINIMUM_VIABLE_MODEL_ID,
     CircuitState,
     ControlSettings,
+    ControlStats,
     FallbackChain,
     FaultyModel,
     GuardedModel,
@@ -27,7 +28,6 @@ from agentstream.controls import (
     collect_stats,
     is_minimum_viable,
 )
-from agentstream.controls.stats import ControlStats
 from agentstream.models import Message, ModelResponse, ScriptedModel, ToolCall
 from agentstream.models.errors import (
     BadRequestError,

@@ -203,6 +203,27 @@ def rate_limit_wait() -> Histogram:
                      ["agent", "model"], buckets=(0, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60))
 
 
+# -- label children of the per-call series ---------------------------------------------------
+# Every model and tool call adds to these; ``labels(...)`` checks and hashes its values each
+# time, so the children are looked up once per label values and kept. Nothing here ever
+# removes a child from its family, so a kept child is the one the family exports; the label
+# values are the bounded ones above, so these caches hold no more than the families do.
+@cache
+def _tool_series(agent: str, tool: str, outcome: str) -> Counter:
+    return tool_calls().labels(agent, tool, outcome)
+
+
+@cache
+def _call_series(agent: str, model: str, outcome: str) -> tuple[Counter, Histogram]:
+    return model_calls().labels(agent, model, outcome), operation_duration().labels(agent, model, outcome)
+
+
+@cache
+def _token_series(agent: str, model: str) -> tuple[Histogram, Histogram, Counter]:
+    usage = token_usage()
+    return usage.labels(agent, model, "input"), usage.labels(agent, model, "output"), model_cost().labels(agent, model)
+
+
 FAMILIES = (
     retries, dead_letters, parked, rebalances, restore_seconds, checkpoint_seconds, task_results, task_duration,
     task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tenant_spend_today,
@@ -276,7 +297,7 @@ def tenant_ledger(tenant: str, spent_today: float, in_flight: int) -> None:
 
 def tool_call(agent: str, tool: str, allowed: bool, ok: bool) -> None:
     outcome = ("ok" if ok else "error") if allowed else "refused"
-    tool_calls().labels(agent, tool if allowed else NOT_ALLOWED, outcome).inc()
+    _tool_series(agent, tool if allowed else NOT_ALLOWED, outcome).inc()
 
 
 @contextmanager
@@ -291,14 +312,16 @@ def model_call(agent: str, model: str) -> Iterator[dict[str, str]]:
         seen["outcome"] = type(exc).__name__
         raise
     finally:
-        model_calls().labels(agent, model, seen["outcome"]).inc()
-        operation_duration().labels(agent, model, seen["outcome"]).observe(time.monotonic() - started)
+        calls, duration = _call_series(agent, model, seen["outcome"])
+        calls.inc()
+        duration.observe(time.monotonic() - started)
 
 
 def tokens_used(agent: str, model: str, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
-    token_usage().labels(agent, model, "input").observe(input_tokens)
-    token_usage().labels(agent, model, "output").observe(output_tokens)
-    model_cost().labels(agent, model).inc(max(0.0, cost_usd))
+    inputs, outputs, cost = _token_series(agent, model)
+    inputs.observe(input_tokens)
+    outputs.observe(output_tokens)
+    cost.inc(max(0.0, cost_usd))
 
 
 def model_retry(agent: str, model: str, error: BaseException) -> None:

@@ -16,6 +16,7 @@ from agentstream.controls import (
     MINIMUM_VIABLE_MODEL_ID,
     CircuitState,
     ControlSettings,
+    ControlStats,
     FallbackChain,
     FaultyModel,
     GuardedModel,
@@ -59,6 +60,15 @@ def test_transient_errors_are_retried_and_counted() -> None:
     assert guarded.stats.calls == 1 and guarded.stats.attempts == 3 and guarded.stats.retries == 2
     assert clock.slept[0] >= 2.0  # retry-after honoured
     assert model.calls == 3
+
+
+def test_a_run_knows_whether_any_control_acted_counter_by_counter() -> None:
+    stats = ControlStats()
+    assert not stats.acted() and not any(stats.as_dict().values())
+    for name in stats.as_dict():
+        counted = ControlStats()
+        counted.add(name)  # type: ignore[arg-type]
+        assert counted.acted() and counted.as_dict()[name] == 1 and sum(counted.as_dict().values()) == 1
 
 
 def test_a_hanging_call_times_out_and_is_retried() -> None:

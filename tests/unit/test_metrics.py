@@ -83,6 +83,28 @@ def test_a_guarded_call_counts_its_outcome_retries_duration_and_tokens() -> None
     assert _value("agentstream_model_cost_usd_total", **labels) == pytest.approx(_Priced.USD) == response.usage.cost_usd
 
 
+def test_kept_series_are_the_exported_ones_per_label_values() -> None:
+    """The per-call series are looked up once per label values and kept: repeated calls
+    add to the series a scrape reads, and other label values get series of their own."""
+    first, second, model_id = _agent(), _agent(), "openai:gpt-4o-mini"
+    for _ in range(3):
+        metrics.tokens_used(first, model_id, 10, 2, 0.5)
+        metrics.tool_call(first, "search_kb", True, True)
+        with metrics.model_call(first, model_id):
+            pass
+    metrics.tokens_used(second, model_id, 7, 1, 0.25)
+    metrics.tool_call(first, "search_kb", True, False)
+    assert _value("agentstream_gen_ai_client_token_usage_sum", agent=first, model=model_id, type="input") == 30
+    assert _value("agentstream_gen_ai_client_token_usage_sum", agent=first, model=model_id, type="output") == 6
+    assert _value("agentstream_model_cost_usd_total", agent=first, model=model_id) == pytest.approx(1.5)
+    assert _value("agentstream_gen_ai_client_token_usage_sum", agent=second, model=model_id, type="input") == 7
+    assert _value("agentstream_model_cost_usd_total", agent=second, model=model_id) == pytest.approx(0.25)
+    assert _value("agentstream_tool_calls_total", agent=first, tool="search_kb", outcome="ok") == 3
+    assert _value("agentstream_tool_calls_total", agent=first, tool="search_kb", outcome="error") == 1
+    assert _value("agentstream_model_calls_total", agent=first, model=model_id, outcome="ok") == 3
+    assert _value("agentstream_gen_ai_client_operation_duration_seconds_count", agent=first, model=model_id, outcome="ok") == 3
+
+
 def test_a_failed_call_counts_under_its_error_class() -> None:
     agent, model_id = _agent(), "openai:gpt-4o"
     guarded = GuardedModel(FaultyModel(ScriptedModel(model_id=model_id), [ModelAuthError("HTTP 401")]),

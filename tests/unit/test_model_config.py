@@ -83,6 +83,23 @@ def test_price_table_defaults_and_overrides() -> None:
         PriceTable({"openai:x": {"input": 1.0, "outptu": 2.0}})
 
 
+def test_each_table_keeps_its_own_answer_per_model_id() -> None:
+    """Prices are looked up once per model id and table (every call is priced): a lookup
+    answered before must not leak into another table, nor shadow a model id seen later."""
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    default = PriceTable()
+    assert default.cost_usd("openai:gpt-4o", usage) == pytest.approx(12.5)
+    assert default.cost_usd("openai:gpt-4o", usage) == pytest.approx(12.5)  # the kept answer
+    assert default.cost_usd("openai:gpt-4o-2024-08-06", usage) == pytest.approx(12.5)  # a new id: its pattern
+    assert default.cost_usd("openai:gpt-4o-mini", usage) == pytest.approx(0.75)  # not gpt-4o's kept price
+    changed = PriceTable({"openai:gpt-4o": {"input": 1.0, "output": 1.0}})
+    assert changed.cost_usd("openai:gpt-4o", usage) == pytest.approx(2.0)  # the override, not the default's answer
+    assert changed.cost_usd("openai:gpt-4o-2024-08-06", usage) == pytest.approx(12.5)
+    assert default.cost_usd("openai:gpt-4o", usage) == pytest.approx(12.5)
+    assert default.price_for("openai:nothing-like-it") is None
+    assert default.price_for("openai:nothing-like-it") is None  # a miss is kept as a miss
+
+
 def test_unpriced_model_costs_nothing_but_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     table = PriceTable()
     with caplog.at_level(logging.WARNING, logger="agentstream.models.pricing"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import types
 from typing import Literal, Optional
 
 import pytest
@@ -163,6 +164,33 @@ def test_invalid_arguments_become_an_error_result(arguments: object, expected: s
     assert result.content.startswith("Error: invalid arguments for find_customer:")
     assert expected in result.content
     assert "Expected arguments: name (string, required), limit (integer)" in result.content
+
+
+def test_every_problem_is_named_unexpected_then_missing_then_invalid() -> None:
+    found = ToolRegistry([find_customer]).get("find_customer")
+    assert found is not None
+    _, problem = found.validate({"limit": "many", "colour": "red", "tier": "gold", "size": 3})
+    assert problem is not None
+    assert [part.split(":")[0] for part in problem.split("; ")] == [
+        "unexpected argument 'colour'", "unexpected argument 'size'", "name", "limit", "tier"]
+    # Any mapping is an object, not only a dict.
+    assert found.validate(types.MappingProxyType({"name": "Ann", "limit": "2"})) == ({"name": "Ann", "limit": 2}, None)
+
+
+def test_a_registry_that_adopts_another_holds_its_tools_and_registers_on_its_own() -> None:
+    inner = support_desk.registry()
+    view = ToolRegistry()
+    view.adopt(inner)  # what the per-task durable view does
+    assert view.names() == inner.names() and view.schemas() == inner.schemas()
+    assert view.get("search_kb") is inner.get("search_kb")
+
+    @tool
+    def extra(note: str) -> str:
+        """Only on the view."""
+        return note
+
+    view.register(extra)
+    assert "extra" in view and "extra" not in inner
 
 
 def test_an_exception_in_a_tool_becomes_an_error_result() -> None:

@@ -43,15 +43,22 @@ class ControlStats:
     minimum_viable: int = 0
 
     def add(self, counter: Counter, n: int = 1) -> None:
-        setattr(self, counter, getattr(self, counter) + n)
+        self.__dict__[counter] += n  # a field's value, without two attribute calls (every model call counts)
 
     def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _COUNTERS}
+
+    def acted(self) -> bool:
+        """Whether any control acted (every run asks; cheaper than ``as_dict``)."""
+        return any(getattr(self, name) for name in _COUNTERS)
 
     def usage_extras(self) -> dict[str, int]:
         """The counters a task's usage carries next to tokens and cost."""
         return {"retries": self.retries, "fallbacks": self.fallbacks, "cache_hits": self.cache_hits}
 
+
+# The counter names, read once: ``dataclasses.fields`` builds its answer on every call.
+_COUNTERS = tuple(f.name for f in fields(ControlStats))
 
 _scope: ContextVar[ControlStats | None] = ContextVar("agentstream_control_stats", default=None)
 

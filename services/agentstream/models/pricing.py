@@ -70,8 +70,20 @@ class PriceTable:
         # An override beats every default; within each, the most specific key decides.
         self._prices = _by_specificity(mine) + _by_specificity(defaults)
         self._warned: set[str] = set()
+        # The answer per model id: every model call is priced, and matching it against each
+        # pattern cost more than the rest of the pricing. The table never changes after
+        # construction, and model ids are few (a topology's models), so the cache is exact
+        # and small.
+        self._found: dict[str, ModelPrice | None] = {}
 
     def price_for(self, model_id: str) -> ModelPrice | None:
+        try:
+            return self._found[model_id]
+        except KeyError:
+            price = self._found[model_id] = self._match(model_id)
+            return price
+
+    def _match(self, model_id: str) -> ModelPrice | None:
         for pattern, price in self._prices:
             if fnmatch.fnmatchcase(model_id, pattern):
                 return price

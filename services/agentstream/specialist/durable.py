@@ -122,7 +122,8 @@ class DurableTools(ToolRegistry):
     """A ToolRegistry view whose calls are replayed from, or recorded to, the chain."""
 
     def __init__(self, inner: ToolRegistry, run: DurableRun) -> None:
-        super().__init__(inner.all_tools(), max_result_chars=inner.max_result_chars)
+        super().__init__(max_result_chars=inner.max_result_chars)
+        self.adopt(inner)
         self.inner = inner
         self.run = run
 

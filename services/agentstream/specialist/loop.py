@@ -122,7 +122,7 @@ class _Tally:
             "llm_calls": self.llm_calls,
             "tool_calls": self.tool_calls,
         }
-        if self.controls is not None and any(self.controls.as_dict().values()):
+        if self.controls is not None and self.controls.acted():
             usage.update(self.controls.usage_extras())
         status: Literal["COMPLETED", "FAILED"] = "FAILED" if error else "COMPLETED"
         return AgentOutcome(status, output, error, list(self.tools_used), usage, self.steps, self.tool_errors)
@@ -286,14 +286,16 @@ async def _run_tools(
     """Results in call order; the allowed calls run concurrently, refusals cost nothing."""
     runnable = [(call.name, call.arguments) for call in calls if call.name in allowed]
     ran = iter(await tools.call_many(runnable, timeout_s))
-    refused = f"is not available to the {agent_type} agent; available tools are {sorted(allowed)}."
-    results = [
-        next(ran) if call.name in allowed else ToolResult(call.name, False, f"Error: tool {call.name!r} {refused}")
-        for call in calls
-    ]
+    results = [next(ran) if call.name in allowed else _refused(call.name, agent_type, allowed) for call in calls]
     for call, result in zip(calls, results, strict=True):
         metrics.tool_call(agent_type, call.name, call.name in allowed, result.ok)
     return results
+
+
+def _refused(name: str, agent_type: str, allowed: frozenset[str]) -> ToolResult:
+    """The result of a call outside the allowlist (built only then: it lists every tool)."""
+    reason = f"is not available to the {agent_type} agent; available tools are {sorted(allowed)}."
+    return ToolResult(name, False, f"Error: tool {name!r} {reason}")
 
 
 def _partial_answer(messages: Sequence[Message], reason: str) -> str:

@@ -67,20 +67,26 @@ class Tool:
 
     def validate(self, arguments: object) -> tuple[dict[str, Any], str | None]:
         """The validated keyword arguments, or a one-line description of what is wrong."""
-        if not isinstance(arguments, Mapping):
+        if type(arguments) is not dict and not isinstance(arguments, Mapping):  # a dict skips the ABC check
             return {}, f"arguments must be a JSON object, got {type(arguments).__name__}"
-        problems = [f"unexpected argument {key!r}" for key in arguments if key not in self._adapters]
-        problems += [f"{key}: field required" for key in sorted(self._required) if key not in arguments]
+        # One pass over the arguments (this runs on every tool call); the problems are still
+        # listed unexpected arguments first, then missing ones, then invalid values.
+        unexpected: list[str] = []
+        invalid: list[str] = []
         values: dict[str, Any] = {}
         for key, value in arguments.items():
             adapter = self._adapters.get(key)
             if adapter is None:
+                unexpected.append(f"unexpected argument {key!r}")
                 continue
             try:
                 values[key] = adapter.validate_python(value)
             except ValidationError as exc:
-                problems.append(f"{key}: {exc.errors()[0]['msg']} (got {_clip(repr(value), 80)})")
-        return values, "; ".join(problems) or None
+                invalid.append(f"{key}: {exc.errors()[0]['msg']} (got {_clip(repr(value), 80)})")
+        if not (unexpected or invalid) and arguments.keys() >= self._required:
+            return values, None
+        missing = [f"{key}: field required" for key in sorted(self._required) if key not in arguments]
+        return values, "; ".join(unexpected + missing + invalid) or None
 
 
 @overload
@@ -117,6 +123,11 @@ class ToolRegistry:
         self.max_result_chars = max_result_chars
         for item in tools:
             self.register(item)
+
+    def adopt(self, other: ToolRegistry) -> None:
+        """Hold the tools of ``other``, as registered there: a view built per task (the
+        durable one is) copies the table instead of registering every tool again."""
+        self._tools = dict(other._tools)
 
     def register(self, item: Tool | Callable[..., Any]) -> Tool:
         """Add a ``Tool`` (or a plain function, described as ``@tool`` would)."""

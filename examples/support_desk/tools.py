@@ -40,7 +40,7 @@ def _find(collection: str, key: str, value: str) -> dict[str, Any] | None:
     return copy.deepcopy(record)
 
 
-@tool
+@tool(inline=True)  # a lookup in memory: no thread needed
 def lookup_invoice(invoice_id: str) -> dict[str, Any] | str:
     """Look up an invoice: amounts due and paid, status, and every card charge.
 
@@ -67,7 +67,7 @@ def refund_invoice(invoice_id: str) -> dict[str, Any] | str:
             "status": "refund issued"}
 
 
-@tool
+@tool(inline=True)  # a lookup in memory: no thread needed
 def lookup_order(order_id: str) -> dict[str, Any] | str:
     """Look up an order: item, total, status and the invoice it was billed on.
 
@@ -78,7 +78,7 @@ def lookup_order(order_id: str) -> dict[str, Any] | str:
     return _find("orders", "order_id", digits) or f"No order with id {order_id!r} was found."
 
 
-@tool
+@tool(inline=True)  # a lookup in memory: no thread needed
 def lookup_account(email: str) -> dict[str, Any] | str:
     """Look up a customer account by e-mail: plan, status, two-factor set-up and last login.
 
@@ -88,7 +88,7 @@ def lookup_account(email: str) -> dict[str, Any] | str:
     return _find("accounts", "email", email.strip()) or f"No account is registered with {email!r}."
 
 
-@tool
+@tool(inline=True)  # a lookup in memory: no thread needed
 def search_kb(query: str, category: str | None = None, limit: int = 3) -> list[dict[str, str]]:
     """Search the help-centre knowledge base; returns the best matching articles.
 

@@ -283,6 +283,44 @@ def test_sync_tools_run_in_threads_and_overlap() -> None:
     assert [(r.ok, r.content) for r in results] == [(True, "x"), (True, "y")]
 
 
+def test_an_inline_tool_runs_on_the_event_loops_thread_and_its_failure_is_a_result() -> None:
+    threads: list[int] = []
+
+    @tool(inline=True)
+    def lookup(key: str) -> dict[str, str]:
+        """A lookup in memory."""
+        threads.append(threading.get_ident())
+        if key == "bad":
+            raise KeyError(key)
+        return {"key": key}
+
+    async def scenario() -> tuple[int, list[ToolResult]]:
+        registry = ToolRegistry([lookup])
+        results = await registry.call_many([("lookup", {"key": "a"}), ("lookup", {"key": "bad"})], 10)
+        return threading.get_ident(), results
+
+    loop_thread, results = asyncio.run(scenario())
+    assert threads == [loop_thread, loop_thread]
+    assert results == [ToolResult("lookup", True, '{"key": "a"}'),
+                       ToolResult("lookup", False, "Error: tool lookup failed: KeyError: 'bad'")]
+
+
+def test_inline_is_refused_for_an_async_tool_with_the_fix() -> None:
+    async def fetch(url: str) -> str:
+        """Fetches a page."""
+        return url
+
+    with pytest.raises(ToolDefinitionError, match=r"'fetch' is async; inline=True is for sync functions.*Drop inline=True"):
+        tool(inline=True)(fetch)
+
+
+def test_the_support_desk_lookups_are_inline_and_the_refund_is_not() -> None:
+    registry = support_desk.registry()
+    inline = {name: getattr(registry.get(name), "inline", None) for name in registry.names()}
+    assert inline == {"lookup_account": True, "lookup_invoice": True, "lookup_order": True,
+                      "refund_invoice": False, "search_kb": True}
+
+
 def test_the_support_desk_app_reads_its_own_data_file() -> None:
     data = _APP_TOOLS.load_support_data()
     assert len(data["kb_articles"]) >= 8

@@ -57,6 +57,9 @@ class Tool:
     _required: frozenset[str] = field(repr=False)
     # Acts on the world (moves money, sends mail): a shadow run never calls it (rollout/dry_run.py).
     side_effects: bool = False
+    # A sync function that never waits (a lookup in memory, a computation): called on the
+    # event loop instead of a thread (see ToolRegistry._call).
+    inline: bool = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -93,22 +96,28 @@ class Tool:
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, side_effects: bool = False
+    *, name: str | None = None, description: str | None = None, side_effects: bool = False, inline: bool = False
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None, /, *, name: str | None = None, description: str | None = None,
-    side_effects: bool = False,
+    side_effects: bool = False, inline: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Decorator: ``@tool`` or ``@tool(name=..., description=..., side_effects=True)`` over a
     sync or async function. ``side_effects``: the function acts on the world, so a shadow
-    run of a candidate version must not call it.
+    run of a candidate version must not call it. ``inline``: a sync function that never
+    blocks (no I/O, no sleep, a few milliseconds at most) runs on the event loop rather than
+    on a thread, which saves the hand-over; its timeout cannot interrupt it.
 
     It only describes the function; adding it to a ``ToolRegistry`` is explicit, so
     importing a module of tools registers nothing anywhere.
     """
 
     def build(function: Callable[..., Any]) -> Tool:
-        return replace(_build_tool(function, name or function.__name__, description), side_effects=side_effects)
+        built = _build_tool(function, name or function.__name__, description)
+        if inline and built.is_async:
+            raise ToolDefinitionError(f"Tool {built.name!r} is async; inline=True is for sync functions that "
+                                      "never block. Drop inline=True (an async tool already runs on the event loop).")
+        return replace(built, side_effects=side_effects, inline=inline)
 
     return build(fn) if fn is not None else build
 
@@ -184,6 +193,15 @@ class ToolRegistry:
         kwargs, problem = found.validate(arguments)
         if problem:
             return ToolResult(name, False, f"Error: invalid arguments for {name}: {problem}. {_signature_hint(found)}")
+        if found.inline:
+            # Declared never to block: called here, with no thread (a wake-up and two
+            # hand-overs of the GIL per call cost more than the call) and no timeout armed
+            # (nothing could interrupt it).
+            try:
+                value = found.fn(**kwargs)
+            except Exception as exc:
+                return _failed(name, exc)
+            return ToolResult(name, True, self._render(value))
         scope = asyncio.timeout(timeout_s)
         try:
             async with scope:
@@ -191,7 +209,7 @@ class ToolRegistry:
         except Exception as exc:  # CancelledError is a BaseException and propagates
             if isinstance(exc, TimeoutError) and scope.expired():
                 return ToolResult(name, False, f"Error: tool {name} timed out after {timeout_s:g} s.")
-            return ToolResult(name, False, f"Error: tool {name} failed: {type(exc).__name__}: {exc}")
+            return _failed(name, exc)
         return ToolResult(name, True, self._render(value))
 
     async def call_many(
@@ -217,6 +235,10 @@ def _invoke(found: Tool, kwargs: dict[str, Any]) -> Awaitable[Any]:
     # Sync tools may block on I/O; a thread keeps the event loop, shared by many sessions,
     # responsive. On timeout the thread runs on to its end: Python cannot kill it.
     return asyncio.to_thread(found.fn, **kwargs)
+
+
+def _failed(name: str, exc: Exception) -> ToolResult:
+    return ToolResult(name, False, f"Error: tool {name} failed: {type(exc).__name__}: {exc}")
 
 
 def _signature_hint(found: Tool) -> str:

@@ -48,7 +48,7 @@ from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
 from agentstream.runtime.topics import co_partitioned_inputs, ensure_changelogs
 from agentstream.telemetry import log_context, tracing
-from agentstream.telemetry.handling import handling
+from agentstream.telemetry.handling import Handling
 
 log = logging.getLogger(__name__)
 
@@ -205,14 +205,21 @@ class Processor:
         """Queue an output record; it is acknowledged before the source offset is committed."""
         producer = self._require_producer()
         target = -1 if partition is None else partition  # -1: the partitioner decides
+        if not tracing.enabled():  # the default: no span, and the caller's headers as they are
+            self._produce_output(producer, topic, value, key, target, headers)
+            return
         with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
-            while True:
-                try:
-                    producer.produce(topic, value, key, target, self._on_output_delivery, headers=traced.headers)
-                    return
-                except BufferError:
-                    # The local queue is full: serve delivery reports until there is room.
-                    producer.poll(0.05)
+            self._produce_output(producer, topic, value, key, target, traced.headers)
+
+    def _produce_output(self, producer: Producer, topic: str, value: bytes | None, key: str | bytes | None,
+                        partition: int, headers: list[tuple[str, bytes]] | None) -> None:
+        while True:
+            try:
+                producer.produce(topic, value, key, partition, self._on_output_delivery, headers=headers)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room.
+                producer.poll(0.05)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` beside the partition; its record's offset is committed when it ends
@@ -258,6 +265,8 @@ class Processor:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> int:
         """Send one record and wait until the broker acknowledges it; return its offset."""
+        if not tracing.enabled():
+            return await produce_acked(self._require_producer(), topic, value, key, partition, headers)
         with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
             offset = await produce_acked(self._require_producer(), topic, value, key, partition, traced.headers)
             traced.landed(offset)
@@ -424,7 +433,7 @@ class Processor:
         try:
             value = msg.value()
             decoded = binding.decode(value if value is not None else b"")
-            with handling(self.name, self.group_id, ctx, decoded):  # log fields, CONSUMER span
+            with Handling(self.name, self.group_id, ctx, decoded):  # log fields, CONSUMER span
                 await binding.handler(decoded, ctx)
             self.stats.processed += 1
         except Exception as exc:

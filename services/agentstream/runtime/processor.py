@@ -21,7 +21,6 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +39,7 @@ from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError, RestoreInterrupted
 from agentstream.runtime.delivery import produce_acked, produce_all_acked
 from agentstream.runtime.hold import DueHolds
+from agentstream.runtime.lane import ThreadLane
 from agentstream.runtime.offsets import TP, PartitionOffsets, commit_refusal_is_transient
 from agentstream.runtime.retention import Retention
 from agentstream.runtime.spawned import SpawnedWork
@@ -132,7 +132,7 @@ class Processor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
-        self._poller = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-poll")
+        self._poller = ThreadLane(f"{name}-poll")  # the consumer's thread: poll, commit, close
         self._partition_count = 0
         self._retention = Retention(name, self.stats, self.persist)
 
@@ -321,7 +321,7 @@ class Processor:
         try:
             while not self._stopping:
                 await self._wait_for_slot()
-                batch = await self._loop.run_in_executor(self._poller, self._poll_batch)
+                batch = await self._poller.run(self._poll_batch)
                 self.health.beat()
                 now = time.monotonic()
                 if batch:
@@ -329,7 +329,8 @@ class Processor:
                     for msg in batch:
                         # Per record, not per batch: a batch holds up to 500 records, and each
                         # may start a loop (max_inflight would otherwise overshoot by a batch).
-                        await self._wait_for_slot()
+                        if self._spawned.running >= self.max_inflight:  # no coroutine per record otherwise
+                            await self._wait_for_slot()
                         if self._stopping:
                             break  # the rest is not seen, so not committed: the next owner takes it
                         await self._handle(msg)
@@ -467,7 +468,7 @@ class Processor:
         plan = await self._prepare_checkpoint()
         if plan is None:
             return
-        if plan.offsets and not await asyncio.get_running_loop().run_in_executor(self._poller, self._commit, plan.offsets):
+        if plan.offsets and not await self._poller.run(self._commit, plan.offsets):
             plan = _CheckpointPlan([], plan.flushing)
         self._finish_checkpoint(plan)
         metrics.checkpoint_seconds().labels(self.name).observe(time.monotonic() - started)
@@ -643,7 +644,6 @@ class Processor:
 
     # -- shutdown ------------------------------------------------------------------------
     async def _shutdown(self) -> None:
-        loop = asyncio.get_running_loop()
         pending = self._spawned.pending()
         if pending and not self._failed:
             await asyncio.wait(pending, timeout=self.shutdown_grace)
@@ -652,7 +652,7 @@ class Processor:
         finally:
             if self._consumer is not None:
                 # close() revokes the assignment, which runs _revoked() on this loop.
-                await loop.run_in_executor(self._poller, self._consumer.close)
+                await self._poller.run(self._consumer.close)
             for table in self.tables.values():
                 for store in table.stores.values():
                     store.close()
@@ -665,7 +665,7 @@ class Processor:
                 hook()
             self._closing.set()
             self.health.stopped()
-            self._poller.shutdown(wait=False)
+            self._poller.close()
             log.info("%s: stopped after %d records (%d failed)", self.name, self.stats.processed, self.stats.failed)
 
     def _require_producer(self) -> Producer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agentstream import metrics
@@ -31,6 +31,11 @@ class Service:
     settings: WorkerSettings
     behavior_version: str = ""  # stamped as a header on every event this agent emits
     quiet: bool = False  # a shadow (rollout/shadow.py): its runs emit no task events
+    # Per-record costs paid once (issue #18): a topology is immutable once loaded, yet each
+    # lookup through it costs ~2 us (pydantic's __getattr__ for its private topic map).
+    _topic_names: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _headers: list[tuple[str, bytes]] | None = field(default=None, init=False, repr=False)
+    _headers_of: str = field(default="", init=False, repr=False)  # the version _headers carry
 
     @classmethod
     def build(cls, agent: str, settings: WorkerSettings, topology: Topology, schemas: SchemaSet) -> Service:
@@ -57,17 +62,29 @@ class Service:
         """A table declared for this agent in the topology, with its changelog topic."""
         return self.processor.table(name, changelog_topic=self.topology.changelog_topic(self.agent, name))
 
+    def topic(self, logical_topic: str) -> str:
+        """``topology.topic(logical_topic)``, remembered (unknown names raise there, uncached)."""
+        name = self._topic_names.get(logical_topic)
+        if name is None:
+            name = self._topic_names[logical_topic] = self.topology.topic(logical_topic)
+        return name
+
     def emit(self, logical_topic: str, schema: str, record: Mapping[str, Any]) -> None:
         """Send ``record`` keyed by its session (co-partitioned with every per-session topic)."""
-        self.emit_to(self.topology.topic(logical_topic), schema, record)
+        self.emit_to(self.topic(logical_topic), schema, record)
 
     def emit_to(self, topic: str, schema: str, record: Mapping[str, Any]) -> None:
         self.processor.send(topic, self.schemas.encode(schema, record), record["session_id"], headers=self.headers())
 
     def headers(self) -> list[tuple[str, bytes]] | None:
+        """The headers of every record this agent emits; one list shared by all of them
+        (built again only when behavior_version changes), so callers must not modify it."""
         if not self.behavior_version:
             return None
-        return [(BEHAVIOR_VERSION_HEADER, self.behavior_version.encode())]
+        if self._headers is None or self._headers_of != self.behavior_version:
+            self._headers = [(BEHAVIOR_VERSION_HEADER, self.behavior_version.encode())]
+            self._headers_of = self.behavior_version
+        return self._headers
 
     def progress(self, task: Mapping[str, Any], kind: str, state: str, detail: str = "") -> None:
         if self.quiet:

@@ -247,6 +247,26 @@ def test_decode_as_rejects_another_schema(schemas: SchemaSet) -> None:
     assert (caught.value.expected, caught.value.actual) == ("TaskResult", "TaskEvent")
 
 
+def test_decode_head_reads_the_leading_fields_through_the_one_named(schemas: SchemaSet) -> None:
+    data = schemas.encode("TaskResult", SAMPLES["TaskResult"])
+    whole = schemas.decode_as("TaskResult", data)
+    head = schemas.decode_head("TaskResult", data, through="agents")
+    names = [field["name"] for field in _raw("TaskResult")["fields"]]
+    assert list(head) == names[: names.index("agents") + 1]
+    assert head == {name: whole[name] for name in head}
+    assert schemas.decode_head("TaskResult", data, through=names[-1]) == whole
+
+
+def test_decode_head_keeps_the_checks_on_what_it_reads(schemas: SchemaSet) -> None:
+    data = schemas.encode("TaskResult", SAMPLES["TaskResult"])
+    with pytest.raises(WrongSchemaError, match=r"Expected a TaskResult record.*TaskEvent"):
+        schemas.decode_head("TaskResult", schemas.encode("TaskEvent", SAMPLES["TaskEvent"]), through="task_id")
+    with pytest.raises(UndecodableError, match="TaskResult"):
+        schemas.decode_head("TaskResult", data[:14], through="agents")
+    with pytest.raises(UnknownSchemaError, match=r"TaskResult has no field 'agent'.*'agents'"):
+        schemas.decode_head("TaskResult", data, through="agent")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

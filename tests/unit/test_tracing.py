@@ -5,11 +5,8 @@ span its child, and the model and tool spans carry the GenAI attributes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -18,18 +15,6 @@ from agentstream.models.base import Message
 from agentstream.models.scripted import ScriptedModel
 from agentstream.telemetry import tracing
 from agentstream.tools.registry import ToolRegistry, tool
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use(provider)
-    try:
-        yield exporter
-    finally:
-        tracing.use(None)
 
 
 def _named(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:

@@ -36,7 +36,7 @@ from agentstream.retry.dead_letter import (
 )
 from agentstream.service import Service
 from agentstream.telemetry import log_context
-from agentstream.telemetry.handling import handling
+from agentstream.telemetry.handling import Handling
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class RetryChain:
                 record["topic"], record["partition"], record["offset"], _unb64(record["key"]),
                 tuple((name, _unb64(value) or b"") for name, value in record["headers"]), record["timestamp"],
             )
-            with handling(self.service.processor.name, self.service.processor.group_id, ctx, None):  # its own trace
+            with Handling(self.service.processor.name, self.service.processor.group_id, ctx, None):  # its own trace
                 verdict = await self.attempt(_unb64(record["value"]) or b"", ctx, 0)
             if verdict == RETRY:
                 self.retrying[session] = 1

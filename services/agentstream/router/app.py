@@ -323,7 +323,9 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         """A result on the results topic: if it answers its session's open task, remember
         the turn and let the session's next task go."""
         try:
-            result = schemas.decode_as(TASK_RESULT, raw)
+            # Only the head of the record: the gate reads ids, status, output and agents,
+            # which precede a TaskResult's usage, versions and the rest (see decode_head).
+            result = schemas.decode_head(TASK_RESULT, raw, through="agents")
         except SerdeError as exc:
             log.warning("%s: not a TaskResult, ignored by the session gate: %s", ctx.where, exc)
             return

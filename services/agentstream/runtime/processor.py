@@ -21,7 +21,6 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +39,7 @@ from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError, RestoreInterrupted
 from agentstream.runtime.delivery import produce_acked, produce_all_acked
 from agentstream.runtime.hold import DueHolds
+from agentstream.runtime.lane import ThreadLane
 from agentstream.runtime.offsets import TP, PartitionOffsets, commit_refusal_is_transient
 from agentstream.runtime.retention import Retention
 from agentstream.runtime.spawned import SpawnedWork
@@ -48,7 +48,7 @@ from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
 from agentstream.runtime.topics import co_partitioned_inputs, ensure_changelogs
 from agentstream.telemetry import log_context, tracing
-from agentstream.telemetry.handling import handling
+from agentstream.telemetry.handling import Handling
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Processor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
-        self._poller = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-poll")
+        self._poller = ThreadLane(f"{name}-poll")  # the consumer's thread: poll, commit, close
         self._partition_count = 0
         self._retention = Retention(name, self.stats, self.persist)
 
@@ -205,14 +205,21 @@ class Processor:
         """Queue an output record; it is acknowledged before the source offset is committed."""
         producer = self._require_producer()
         target = -1 if partition is None else partition  # -1: the partitioner decides
+        if not tracing.enabled():  # the default: no span, and the caller's headers as they are
+            self._produce_output(producer, topic, value, key, target, headers)
+            return
         with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
-            while True:
-                try:
-                    producer.produce(topic, value, key, target, self._on_output_delivery, headers=traced.headers)
-                    return
-                except BufferError:
-                    # The local queue is full: serve delivery reports until there is room.
-                    producer.poll(0.05)
+            self._produce_output(producer, topic, value, key, target, traced.headers)
+
+    def _produce_output(self, producer: Producer, topic: str, value: bytes | None, key: str | bytes | None,
+                        partition: int, headers: list[tuple[str, bytes]] | None) -> None:
+        while True:
+            try:
+                producer.produce(topic, value, key, partition, self._on_output_delivery, headers=headers)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports until there is room.
+                producer.poll(0.05)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` beside the partition; its record's offset is committed when it ends
@@ -258,6 +265,8 @@ class Processor:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> int:
         """Send one record and wait until the broker acknowledges it; return its offset."""
+        if not tracing.enabled():
+            return await produce_acked(self._require_producer(), topic, value, key, partition, headers)
         with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
             offset = await produce_acked(self._require_producer(), topic, value, key, partition, traced.headers)
             traced.landed(offset)
@@ -312,7 +321,7 @@ class Processor:
         try:
             while not self._stopping:
                 await self._wait_for_slot()
-                batch = await self._loop.run_in_executor(self._poller, self._poll_batch)
+                batch = await self._poller.run(self._poll_batch)
                 self.health.beat()
                 now = time.monotonic()
                 if batch:
@@ -320,7 +329,8 @@ class Processor:
                     for msg in batch:
                         # Per record, not per batch: a batch holds up to 500 records, and each
                         # may start a loop (max_inflight would otherwise overshoot by a batch).
-                        await self._wait_for_slot()
+                        if self._spawned.running >= self.max_inflight:  # no coroutine per record otherwise
+                            await self._wait_for_slot()
                         if self._stopping:
                             break  # the rest is not seen, so not committed: the next owner takes it
                         await self._handle(msg)
@@ -424,7 +434,7 @@ class Processor:
         try:
             value = msg.value()
             decoded = binding.decode(value if value is not None else b"")
-            with handling(self.name, self.group_id, ctx, decoded):  # log fields, CONSUMER span
+            with Handling(self.name, self.group_id, ctx, decoded):  # log fields, CONSUMER span
                 await binding.handler(decoded, ctx)
             self.stats.processed += 1
         except Exception as exc:
@@ -458,7 +468,7 @@ class Processor:
         plan = await self._prepare_checkpoint()
         if plan is None:
             return
-        if plan.offsets and not await asyncio.get_running_loop().run_in_executor(self._poller, self._commit, plan.offsets):
+        if plan.offsets and not await self._poller.run(self._commit, plan.offsets):
             plan = _CheckpointPlan([], plan.flushing)
         self._finish_checkpoint(plan)
         metrics.checkpoint_seconds().labels(self.name).observe(time.monotonic() - started)
@@ -634,7 +644,6 @@ class Processor:
 
     # -- shutdown ------------------------------------------------------------------------
     async def _shutdown(self) -> None:
-        loop = asyncio.get_running_loop()
         pending = self._spawned.pending()
         if pending and not self._failed:
             await asyncio.wait(pending, timeout=self.shutdown_grace)
@@ -643,7 +652,7 @@ class Processor:
         finally:
             if self._consumer is not None:
                 # close() revokes the assignment, which runs _revoked() on this loop.
-                await loop.run_in_executor(self._poller, self._consumer.close)
+                await self._poller.run(self._consumer.close)
             for table in self.tables.values():
                 for store in table.stores.values():
                     store.close()
@@ -656,7 +665,7 @@ class Processor:
                 hook()
             self._closing.set()
             self.health.stopped()
-            self._poller.shutdown(wait=False)
+            self._poller.close()
             log.info("%s: stopped after %d records (%d failed)", self.name, self.stats.processed, self.stats.failed)
 
     def _require_producer(self) -> Producer:

@@ -29,7 +29,13 @@ def current() -> Mapping[str, Any]:
 def bind(**fields: Any) -> Token[Mapping[str, Any]]:
     """Add ``fields`` (None values are left out) for the rest of the current context;
     ``unbind(token)`` undoes it."""
-    return _fields.set({**_fields.get(), **{k: v for k, v in fields.items() if v is not None}})
+    return bind_fields({k: v for k, v in fields.items() if v is not None})
+
+
+def bind_fields(fields: Mapping[str, Any]) -> Token[Mapping[str, Any]]:
+    """:func:`bind` of fields known to hold no None (e.g. :func:`record_fields`): the
+    runtime binds a record's fields for every record, so it skips the filtering."""
+    return _fields.set({**_fields.get(), **fields})
 
 
 def unbind(token: Token[Mapping[str, Any]]) -> None:
@@ -52,16 +58,26 @@ def record_fields(worker: str, where: str, key: bytes | None, value: object) -> 
     fields: dict[str, Any] = {"worker": worker, "record": where}
     if key is not None:
         fields["session_id"] = key.decode("utf-8", "replace")
-    fields.update(task_fields(value))
+    _add_task_fields(fields, value)  # a value's own session_id wins over the key
     return fields
 
 
 def task_fields(value: object) -> dict[str, Any]:
     """The ids ``value`` holds when it is a decoded task, routed task or result (nothing
     for anything else, e.g. bytes a handler decodes itself)."""
-    if not isinstance(value, Mapping):
-        return {}
-    fields = {name: value[name] for name in _VALUE_FIELDS if isinstance(value.get(name), str)}
-    if isinstance(value.get("agent_type"), str):
-        fields["agent"] = value["agent_type"]
+    fields: dict[str, Any] = {}
+    _add_task_fields(fields, value)
     return fields
+
+
+def _add_task_fields(fields: dict[str, Any], value: object) -> None:
+    # A plain loop, not a comprehension: this runs for every record handled (issue #18).
+    if not isinstance(value, Mapping):
+        return
+    for name in _VALUE_FIELDS:
+        field = value.get(name)
+        if isinstance(field, str):
+            fields[name] = field
+    agent = value.get("agent_type")
+    if isinstance(agent, str):
+        fields["agent"] = agent

@@ -226,3 +226,21 @@ def test_the_recorded_changelog_offset_is_what_the_store_holds_through_every_kin
     reopened.put_durable(b"e", b"5", 0)
     reopened.close()
     assert PartitionStore(path).changelog_offset == 0
+
+
+def test_a_scan_stops_at_the_end_of_its_prefix_among_tombstones(tmp_path: Path) -> None:
+    """A scan's iterator is bounded by the prefix's end (prefix_read_options): what it
+    yields is what an unbounded walk of every key gives, with the prefix's neighbours live,
+    deleted, or the bound itself."""
+    store = PartitionStore(tmp_path / "p0")
+    try:
+        live = [b"s/run-1/0", b"s/run-1/1", b"s/run-10/0", b"s/run-2/0", b"s/run-1\xff", b"s/run-2"]
+        dead = [f"s/run-{i}/{k}".encode() for i in range(3, 300) for k in range(3)]
+        store.put_all_durable([(key, VALUE) for key in live + dead], 1)
+        store.put_all_durable([(key, None) for key in dead], 2)
+        everything = [key for key, _ in store.items()]
+        for prefix in (b"s/run-1/", b"s/run-1", b"s/run-2/", b"s/run-3/", b"s/", b"s/run-1\xff", b"t/"):
+            assert [key for key, _ in store.scan(prefix)] == [k for k in everything if k.startswith(prefix)], prefix
+        assert [key for key, _ in store.scan(b"s/run-1/", start=b"s/run-1/1")] == [b"s/run-1/1"]
+    finally:
+        store.close()

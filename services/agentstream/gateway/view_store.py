@@ -21,6 +21,8 @@ from typing import Any
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch
 
+from agentstream.runtime.store import prefix_read_options
+
 _OFFSET_DIGITS = 20
 APPROVALS = b"a/"  # the prefix of approval entries
 
@@ -92,7 +94,8 @@ class ViewStore:
     def scan(self, prefix: bytes, start: bytes | None = None, limit: int | None = None) -> Iterator[tuple[bytes, Any]]:
         """Keys with ``prefix`` in key order (from ``start`` when given) and their values."""
         count = 0
-        for key, value in self._db.items(from_key=start or prefix):
+        options = prefix_read_options(prefix, fill_cache=True)  # held while the iterator lives (its bound is in it)
+        for key, value in self._db.items(from_key=start or prefix, read_opt=options):
             raw = bytes(key)
             if not raw.startswith(prefix) or (limit is not None and count >= limit):
                 return

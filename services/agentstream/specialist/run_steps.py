@@ -11,8 +11,10 @@ worker's store either), so at the end these are the records a scan would find:
 - ``keys``: every step key written or read; a key is noted before its write, so a write
   that landed without its acknowledgement is tombstoned too;
 - ``records``: the records read, and each written one once acknowledged — what a decode
-  of the stored values returns (a record is JSON data, built fresh for its write and never
-  changed after).
+  of the stored values returns: a record is JSON data built for its write
+  (checkpoint.model_step, tool_step) and not changed after it. (What it shares with the
+  loop — a tool call's arguments — the loop does not change; a tool gets validated
+  copies of its arguments.)
 
 The transcript (specialist/transcript_writer.py) is built from ``epochs`` and ``records``,
 the tombstones of the run's end (specialist/lifecycle.py) from ``keys``. Nothing is kept

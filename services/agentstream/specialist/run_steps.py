@@ -12,9 +12,11 @@ worker's store either), so at the end these are the records a scan would find:
   that landed without its acknowledgement is tombstoned too;
 - ``records``: the records read, and each written one once acknowledged — what a decode
   of the stored values returns: a record is JSON data built for its write
-  (checkpoint.model_step, tool_step) and not changed after it. (What it shares with the
-  loop — a tool call's arguments — the loop does not change; a tool gets validated
-  copies of its arguments.)
+  (checkpoint.model_step, tool_step) and not changed after it. What it shares with the
+  loop is a reply's tool-call arguments, which nothing changes: the loop reads them, and
+  a tool gets its arguments through validation (a copy, except for a parameter typed
+  ``Any`` or values nested in one: a tool changing those in place would change the
+  conversation the loop goes on with as well).
 
 The transcript (specialist/transcript_writer.py) is built from ``epochs`` and ``records``,
 the tombstones of the run's end (specialist/lifecycle.py) from ``keys``. Nothing is kept

@@ -226,3 +226,22 @@ def test_the_recorded_changelog_offset_is_what_the_store_holds_through_every_kin
     reopened.put_durable(b"e", b"5", 0)
     reopened.close()
     assert PartitionStore(path).changelog_offset == 0
+
+
+def test_a_prefix_scan_lists_the_keys_of_its_prefix_in_order_and_stops_at_its_end(tmp_path: Path) -> None:
+    # The scan is bounded inside RocksDB (its first key past the prefix): it must still list
+    # every key of the prefix, 0xff bytes included, past the tombstones of its neighbours.
+    store = PartitionStore(tmp_path / "p0")
+    try:
+        keys = [b"s/t1/a", b"s/t1/b", b"s/t1/\xff\xff", b"s/t10/a", b"s/t1\xff", b"s/t2/a", b"\xff\xff"]
+        store.put_all_durable([(key, b"v") for key in keys], 1)
+        store.put_all_durable([(f"s/t1{i}/{j}".encode(), b"v") for i in range(3) for j in range(50)], 2)
+        store.put_all_durable([(f"s/t1{i}/{j}".encode(), None) for i in range(3) for j in range(50)], 3)
+        assert [key for key, _ in store.scan(b"s/t1/")] == [b"s/t1/a", b"s/t1/b", b"s/t1/\xff\xff"]
+        assert [key for key, _ in store.scan(b"s/t1")] == [b"s/t1/a", b"s/t1/b", b"s/t1/\xff\xff", b"s/t10/a", b"s/t1\xff"]
+        assert [key for key, _ in store.scan(b"s/", start=b"s/t10")] == [b"s/t10/a", b"s/t1\xff", b"s/t2/a"]
+        assert [key for key, _ in store.scan(b"\xff")] == [b"\xff\xff"]
+        assert [key for key, _ in store.scan(b"")] == sorted(keys)
+        assert list(store.scan(b"s/t3/")) == []
+    finally:
+        store.close()

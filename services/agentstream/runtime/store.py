@@ -201,7 +201,7 @@ class PartitionStore:
         from ``start`` (a key with that prefix) when given. Metadata keys are never listed.
         What a scan reads stays out of the block cache (_scan_options)."""
         begin = max(prefix if start is None else max(start, prefix), _FIRST_USER_KEY)
-        for key, value in self._db.items(from_key=begin, read_opt=_scan_options()):
+        for key, value in self._db.items(from_key=begin, read_opt=_scan_options(_prefix_end(prefix))):
             raw = bytes(key)
             if not raw.startswith(prefix):
                 break
@@ -258,14 +258,28 @@ def _block_cache() -> Cache:
 
 
 @functools.cache
-def _scan_options() -> ReadOptions:
+def _scan_options(end: bytes | None) -> ReadOptions:
     """Scans read each block once — a retention walk, what a worker reads when it takes a
     partition (every task head, every waiting approval), the records of one run — so their
     blocks are not cached: a worker restarted on 10,000 waiting tasks filled 12 MB of the
-    cache with them, pushing out the blocks that point reads come back to."""
+    cache with them, pushing out the blocks that point reads come back to.
+
+    ``end`` bounds the scan inside RocksDB: without it, the iterator looking for the first
+    key past the prefix steps over every deleted key that follows (the tombstones of
+    finished runs, until compaction drops them): a scan of one run's approvals took
+    ~1 ms with 9,000 tombstones after it, ~3 us with the bound."""
     options = ReadOptions()
     options.fill_cache(False)
+    if end is not None:
+        options.set_iterate_upper_bound(end)
     return options
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The first key above every key starting with ``prefix``; None: there is none (an
+    empty prefix, or one of 0xff bytes only)."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
 
 
 def _table_options() -> BlockBasedOptions:

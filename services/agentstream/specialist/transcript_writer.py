@@ -2,8 +2,9 @@
 
 Called when the run ends, after its last step is checkpointed and before anything of it
 is tombstoned, with the run's epochs and step records as the lifecycle holds them
-(specialist/run_steps.py: what the checkpoint holds, without reading it again), and acknowledged before the lifecycle goes on: a worker killed between the
-two leaves the checkpoint in place, the next owner resumes the run (replaying every step,
+(specialist/run_steps.py: what the checkpoint holds, without reading it again), and
+acknowledged before the lifecycle goes on: a worker killed between the two leaves the
+checkpoint in place, the next owner resumes the run (replaying every step,
 calling nothing), finishes it and writes the transcript again. So a finished run has at
 least one transcript, sometimes two alike: readers keep one per ``run_id``. A transcript
 the producer refuses outright (over the message size) is logged and left out.

@@ -242,5 +242,20 @@ def test_a_scan_stops_at_the_end_of_its_prefix_among_tombstones(tmp_path: Path) 
         for prefix in (b"s/run-1/", b"s/run-1", b"s/run-2/", b"s/run-3/", b"s/", b"s/run-1\xff", b"t/"):
             assert [key for key, _ in store.scan(prefix)] == [k for k in everything if k.startswith(prefix)], prefix
         assert [key for key, _ in store.scan(b"s/run-1/", start=b"s/run-1/1")] == [b"s/run-1/1"]
+def test_a_prefix_scan_lists_the_keys_of_its_prefix_in_order_and_stops_at_its_end(tmp_path: Path) -> None:
+    # The scan is bounded inside RocksDB (its first key past the prefix): it must still list
+    # every key of the prefix, 0xff bytes included, past the tombstones of its neighbours.
+    store = PartitionStore(tmp_path / "p0")
+    try:
+        keys = [b"s/t1/a", b"s/t1/b", b"s/t1/\xff\xff", b"s/t10/a", b"s/t1\xff", b"s/t2/a", b"\xff\xff"]
+        store.put_all_durable([(key, b"v") for key in keys], 1)
+        store.put_all_durable([(f"s/t1{i}/{j}".encode(), b"v") for i in range(3) for j in range(50)], 2)
+        store.put_all_durable([(f"s/t1{i}/{j}".encode(), None) for i in range(3) for j in range(50)], 3)
+        assert [key for key, _ in store.scan(b"s/t1/")] == [b"s/t1/a", b"s/t1/b", b"s/t1/\xff\xff"]
+        assert [key for key, _ in store.scan(b"s/t1")] == [b"s/t1/a", b"s/t1/b", b"s/t1/\xff\xff", b"s/t10/a", b"s/t1\xff"]
+        assert [key for key, _ in store.scan(b"s/", start=b"s/t10")] == [b"s/t10/a", b"s/t1\xff", b"s/t2/a"]
+        assert [key for key, _ in store.scan(b"\xff")] == [b"\xff\xff"]
+        assert [key for key, _ in store.scan(b"")] == sorted(keys)
+        assert list(store.scan(b"s/t3/")) == []
     finally:
         store.close()

@@ -9,8 +9,9 @@
   partition resumes every task it finds in the checkpoints, replaying finished steps.
 - One task at a time per session, in arrival order (specialist/order.py).
 - At the end: the transcript (specialist/transcript_writer.py) and then the result are
-  sent and acknowledged, a done marker is written and the task's checkpoint records are
-  tombstoned.
+  sent and acknowledged; then one write holds the done marker and the tombstones of the
+  task's checkpoint records (_finish). The run's step records are kept in memory while it
+  runs (specialist/run_steps.py), so its end reads nothing back from the checkpoint.
 - A revision (the supervisor sent the task back, RoutedTask.revision n > 0) is a run of
   its own: every record above is keyed by ckpt.run_id, so it is not taken for a duplicate
   of the task, and a repeated request for revision n is one of revision n.
@@ -52,6 +53,7 @@ from agentstream.specialist.canceling import Cancellations
 from agentstream.specialist.durable import DurableRun
 from agentstream.specialist.loop import AgentOutcome
 from agentstream.specialist.order import SessionOrder, SessionPlaces
+from agentstream.specialist.run_steps import RunSteps
 from agentstream.specialist.transcript_writer import TranscriptWriter
 from agentstream.telemetry import log_context, tracing
 from agentstream.specialist.waiting import ApprovalDesk
@@ -76,17 +78,19 @@ Work = Awaitable[tuple[AgentOutcome, int] | None]
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One run of a task: the record it came from (a routed task, a retry tier's copy,
-    or a stand-in for a task resumed from its checkpoint), its retry attempt and, for an
-    operator's replay of a dead letter, the replay id."""
+    or a stand-in for a task resumed from its checkpoint), its retry attempt, for an
+    operator's replay of a dead letter the replay id, and its checkpoint as known here."""
 
     source: MessageContext
     number: int
     replay: str | None
+    steps: RunSteps
 
     @classmethod
     def of(cls, ctx: MessageContext) -> Attempt:
+        """A new run (its first epoch, no steps yet) of the task in ``ctx``."""
         seen = decode_headers(ctx.headers)
-        return cls(ctx, int(seen.get(ATTEMPT, "0") or 0), seen.get(REPLAY) or None)
+        return cls(ctx, int(seen.get(ATTEMPT, "0") or 0), seen.get(REPLAY) or None, RunSteps([[0, 0]]))
 
     @property
     def partition(self) -> int:
@@ -118,7 +122,7 @@ class TaskLifecycle:
         self.looping: set[str] = set()  # runs whose loop has not handed its session place on yet
         self.decided_early: dict[str, tuple[dict[str, Any], int]] = {}  # run -> (head, partition): see resume_decided
         self.supervisor_topic = service.topology.topic("supervisor")
-        self.transcripts = TranscriptWriter.of(service, checkpoints)
+        self.transcripts = TranscriptWriter.of(service)
 
     # -- entry points --------------------------------------------------------------------
     async def on_routed(self, task: Task, ctx: MessageContext) -> None:
@@ -174,68 +178,68 @@ class TaskLifecycle:
             self._leave_or_keep(task, mine, verdict)
 
     async def _accept(self, task: Task, attempt: Attempt, previous: Place | None) -> tuple[AgentOutcome, int]:
-        epochs = [[0, 0]]
         try:
-            head = {"task": task, "epochs": epochs, "offset": attempt.source.offset, "attempt": attempt.number,
+            head = {"task": task, "epochs": attempt.steps.epochs, "offset": attempt.source.offset, "attempt": attempt.number,
                     "replay": attempt.replay, "trace": tracing.traceparent()}  # a resumed run continues the trace
             await self._persist(ckpt.head_key(ckpt.run_id(task)), head)
         finally:
             self.accepting.discard(ckpt.run_id(task))
         self.app.release()  # the task is durable now: its source offset may be committed
         await SessionOrder.wait(previous)
-        return await self._run(task, epochs, ckpt.Chain(), attempt.partition, attempt.source.where)
+        return await self._run(task, ckpt.Chain(), attempt, attempt.source.where)
 
     def _resume_task(self, head: dict[str, Any], partition: int) -> None:
         """Rebuild the task's step chain from its checkpoint, open a new epoch and resume
         it in its session's place."""
         task = head["task"]
-        store = self.checkpoints.partition(partition)
-        records = [json.loads(value) for _, value in store.scan(ckpt.step_prefix(ckpt.run_id(task)).encode())]
-        chain = ckpt.rebuild(head["epochs"], records)
+        steps = RunSteps.read(self.checkpoints.partition(partition), ckpt.run_id(task), head["epochs"])
+        chain = ckpt.rebuild(head["epochs"], steps.records)
         head["epochs"].append([max(e for e, _ in head["epochs"]) + 1, chain.length])
         self.looping.add(ckpt.run_id(task))
         previous, mine = self._place(ckpt.run_id(task), task["session_id"], partition)
-        self.app.spawn_resumed(self._resume(head, chain, partition, previous, mine), self.service.input_topic, partition)
+        self.app.spawn_resumed(self._resume(head, chain, steps, partition, previous, mine), self.service.input_topic, partition)
         log.info("%s[%d]: resuming task %s at step %d", self.service.input_topic, partition, task["task_id"], chain.length)
 
-    async def _resume(self, head: dict[str, Any], chain: ckpt.Chain, partition: int, previous: Place | None, mine: Place) -> None:
+    async def _resume(
+        self, head: dict[str, Any], chain: ckpt.Chain, steps: RunSteps, partition: int, previous: Place | None, mine: Place,
+    ) -> None:
         task = head["task"]
         tracing.adopt(head.get("trace"))  # the task's trace goes on where the crashed owner left it
         log_context.bind(worker=self.app.name, **log_context.task_fields(task))  # no record to take them from
         source = MessageContext(self.service.input_topic, partition, -1, task["session_id"].encode(), (), 0)
         verdict = ""
         try:
-            attempt = Attempt(source, int(head.get("attempt", 0)), head.get("replay"))
-            verdict = await self._conclude(task, attempt, self._resume_loop(head, chain, partition, previous))
+            attempt = Attempt(source, int(head.get("attempt", 0)), head.get("replay"), steps)
+            verdict = await self._conclude(task, attempt, self._resume_loop(head, chain, attempt, previous))
         finally:
             self._leave_or_keep(task, mine, verdict)
 
     async def _resume_loop(
-        self, head: dict[str, Any], chain: ckpt.Chain, partition: int, previous: Place | None,
+        self, head: dict[str, Any], chain: ckpt.Chain, attempt: Attempt, previous: Place | None,
     ) -> tuple[AgentOutcome, int] | None:
         task = head["task"]
         epochs = head["epochs"]
         await self._persist(ckpt.head_key(ckpt.run_id(task)), head)
         await SessionOrder.wait(previous)
-        where = f"{self.service.input_topic}[{partition}] task {task['task_id']}"
+        where = f"{self.service.input_topic}[{attempt.partition}] task {task['task_id']}"
         if ckpt.resumes_at_same_step(epochs) > MAX_REDELIVERIES:
             reason = f"{MAX_REDELIVERIES} workers in a row stopped at step {epochs[-1][1]} of this task; it is not retried again."
             log.error("%s: %s", where, reason)
             failed = AgentOutcome("FAILED", None, (REDELIVERY_LIMIT, reason), [], {}, 0)
-            await self._finish(task, self.agent.result(task, failed, now_ms()), partition)
+            await self._finish(task, self.agent.result(task, failed, now_ms()), attempt.partition, attempt.steps)
             return None
-        return await self._run(task, epochs, chain, partition, where)
+        return await self._run(task, chain, attempt, where)
 
-    async def _run(
-        self, task: Task, epochs: list[list[int]], chain: ckpt.Chain, partition: int, where: str,
-    ) -> tuple[AgentOutcome, int]:
-        """The task's agent loop, every step checkpointed; its outcome and start time."""
+    async def _run(self, task: Task, chain: ckpt.Chain, attempt: Attempt, where: str) -> tuple[AgentOutcome, int]:
+        """The task's agent loop, every step checkpointed (and noted in ``attempt.steps``);
+        its outcome and start time."""
         started = now_ms()
+        partition = attempt.partition
         draining = partial(self.app.draining, self.service.input_topic, partition)
         gate = self.desk.gate(task, partition) if self.desk is not None else None
         canceled = partial(self.cancels.requested, task["task_id"], partition) if self.cancels is not None else lambda: None
-        run = DurableRun(ckpt.run_id(task), epochs[-1][0], chain, self._persist, draining=draining, gate=gate,
-                         canceled=canceled)
+        run = DurableRun(ckpt.run_id(task), attempt.steps.epochs[-1][0], chain, attempt.steps.recording(self._persist),
+                         draining=draining, gate=gate, canceled=canceled)
         run.stop_if_canceled()  # canceled while it waited for its turn, a decision, or in a retry tier
         begun = f"resumed at step {chain.length}" if chain.length else "started"
         self.service.progress(task, "STATE", "RUNNING",
@@ -299,43 +303,50 @@ class TaskLifecycle:
         if attempt.number == 0:
             self.retrying[task["session_id"]] = self.retrying.get(task["session_id"], 0) + 1
         run = ckpt.run_id(task)
-        if not self._stored(ckpt.place_key(run), attempt.partition):
-            # Durable before the head goes, so a new owner after a crash still keeps the
-            # session's later tasks behind this one while it waits in a tier.
-            await self._persist(ckpt.place_key(run), task["session_id"])
-        await self._forget(run, attempt.partition)  # it comes back through the retry tier
+        # The place before the head goes (in the same write), so a new owner after a crash
+        # still keeps the session's later tasks behind this one while it waits in a tier.
+        place = [] if self._stored(ckpt.place_key(run), attempt.partition) else [(ckpt.place_key(run), task["session_id"])]
+        await self._forget(run, attempt.partition, attempt.steps, place)  # it comes back through the retry tier
 
     async def _complete(self, task: Task, outcome: AgentOutcome, attempt: Attempt, started: int) -> None:
         for tool_name in outcome.tools_used:
             self.service.progress(task, "TOOL_CALL", "RUNNING", tool_name)
         result = self.agent.result(task, outcome, started)
         metrics.specialist_run(result, outcome.steps)
-        await self._finish(task, result, attempt.partition, attempt.replay)
+        await self._finish(task, result, attempt.partition, attempt.steps, attempt.replay)
         if attempt.number > 0:  # it came through the tiers: the session's parked tasks may go now
             await self.retries.settled(task["session_id"])
 
-    async def _finish(self, task: Task, result: dict[str, Any], partition: int, replay: str | None = None) -> None:
-        """Transcript acknowledged → result acknowledged → done marker → tombstones of the
-        task's checkpoint records. The transcript goes first: once a result is out, its
-        transcript is readable (a replay right after the result finds it)."""
+    async def _finish(
+        self, task: Task, result: dict[str, Any], partition: int, steps: RunSteps, replay: str | None = None,
+    ) -> None:
+        """Transcript acknowledged → result acknowledged → done marker, end of the session
+        place the run held in the retry tiers, tombstones of its records (one write: see
+        _forget). The transcript goes first: once a result is out, its transcript is
+        readable (a replay right after the result finds it); the done marker after the
+        result: a run marked done has sent its result."""
         if self.transcripts is not None:
-            await self.transcripts.write(task, result, partition)
+            await self.transcripts.write(task, result, steps.epochs, steps.records)
         headers = [(REPLAY, replay.encode())] if replay else None  # lets the supervisor take it again
         encoded = self.service.schemas.encode(SPECIALIST_RESULT, result)
         await self.app.send_acked(self.supervisor_topic, encoded, task["session_id"], headers=headers)
         run = ckpt.run_id(task)
-        await self._persist(ckpt.done_key(run), now_ms())
+        ended: list[tuple[str, Any]] = [(ckpt.done_key(run), now_ms())]
         if self._stored(ckpt.place_key(run), partition):  # out of the tiers: its session place goes
-            await self._persist(ckpt.place_key(run), None)
-        await self._forget(run, partition)
+            ended.append((ckpt.place_key(run), None))
+        await self._forget(run, partition, steps, ended)
 
-    async def _forget(self, task_id: str, partition: int) -> None:
-        """Tombstone every checkpoint record of the run ``task_id`` (ckpt.run_id; head last)."""
-        store = self.checkpoints.partition(partition)
-        keys: list[str | bytes] = [key for key, _ in store.scan(ckpt.step_prefix(task_id).encode())]
-        # In one go, the head last: it lands after the steps, so no step outlives its head.
-        await self.app.persist_all(self.checkpoints, [(key, None) for key in [*keys, ckpt.head_key(task_id)]],
-                                   partition=partition)
+    async def _forget(self, run: str, partition: int, steps: RunSteps, first: list[tuple[str, Any]]) -> None:
+        """Write ``first``, then tombstone every step record of ``run`` and its head, in one
+        acknowledged write. Produced in this order to one partition, so a kill leaves a
+        prefix: ``first`` lands before any tombstone (the done marker before the head goes:
+        a redelivered copy is never taken for a new task; a place before the head goes: a
+        new owner keeps the session waiting for the task in a tier), and the head last (no
+        step outlives its head). Those prefixes are the states the writes one after the
+        other left too; a reader in this worker sees the whole write at once, once it is
+        acknowledged."""
+        tombstones = [(key, None) for key in [*steps.keys, ckpt.head_key(run)]]
+        await self.app.persist_all(self.checkpoints, [*first, *tombstones], partition=partition)
 
     # -- session places ------------------------------------------------------------------
     def _place(self, run: str, session: str, partition: int) -> tuple[Place | None, Place]:

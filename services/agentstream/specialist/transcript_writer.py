@@ -1,8 +1,10 @@
 """Writes a finished run's transcript (transcripts/record.py) to the ``transcripts`` topic.
 
 Called when the run ends, after its last step is checkpointed and before anything of it
-is tombstoned, and acknowledged before the lifecycle goes on: a worker killed between the
-two leaves the checkpoint in place, the next owner resumes the run (replaying every step,
+is tombstoned, with the run's epochs and step records as the lifecycle holds them
+(specialist/run_steps.py: what the checkpoint holds, without reading it again), and
+acknowledged before the lifecycle goes on: a worker killed between the two leaves the
+checkpoint in place, the next owner resumes the run (replaying every step,
 calling nothing), finishes it and writes the transcript again. So a finished run has at
 least one transcript, sometimes two alike: readers keep one per ``run_id``. A transcript
 the producer refuses outright (over the message size) is logged and left out.
@@ -11,13 +13,12 @@ the producer refuses outright (over the message size) is logged and left out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaException
 
 from agentstream.events import now_ms
-from agentstream.runtime import Table
 from agentstream.service import Service
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.transcripts.record import TRANSCRIPT, TRANSCRIPTS, ordered_steps, transcript
@@ -26,28 +27,27 @@ log = logging.getLogger(__name__)
 
 
 class TranscriptWriter:
-    """The transcripts of one specialist's runs, read from its checkpoints table."""
+    """The transcripts of one specialist's runs."""
 
-    def __init__(self, service: Service, checkpoints: Table) -> None:
+    def __init__(self, service: Service) -> None:
         self.service = service
-        self.checkpoints = checkpoints
         self.topic = service.topology.topic(TRANSCRIPTS)
 
     @classmethod
-    def of(cls, service: Service, checkpoints: Table) -> TranscriptWriter | None:
+    def of(cls, service: Service) -> TranscriptWriter | None:
         """The writer, or None when the topology declares no ``transcripts`` topic."""
         if TRANSCRIPTS not in service.topology.topics:
             log.info("%s: the topology declares no %r topic; finished runs leave no transcript", service.agent, TRANSCRIPTS)
             return None
-        return cls(service, checkpoints)
+        return cls(service)
 
-    async def write(self, task: Mapping[str, Any], result: Mapping[str, Any], partition: int) -> None:
-        """Send the transcript of ``task``'s run and wait for the broker's acknowledgement."""
+    async def write(
+        self, task: Mapping[str, Any], result: Mapping[str, Any], epochs: Sequence[Sequence[int]],
+        records: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Send the transcript of ``task``'s run (its head's ``epochs``, its step
+        ``records``) and wait for the broker's acknowledgement."""
         run = ckpt.run_id(task)
-        store = self.checkpoints.partition(partition)
-        raw_head = store.get(ckpt.head_key(run).encode())
-        epochs = self.checkpoints.decode_value(raw_head)["epochs"] if raw_head is not None else [[0, 0]]
-        records = [self.checkpoints.decode_value(value) for _, value in store.scan(ckpt.step_prefix(run).encode())]
         record = transcript(task, result, epochs, ordered_steps(epochs, records), now_ms())
         encoded = self.service.schemas.encode(TRANSCRIPT, record)
         try:

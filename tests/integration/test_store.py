@@ -242,6 +242,10 @@ def test_a_scan_stops_at_the_end_of_its_prefix_among_tombstones(tmp_path: Path) 
         for prefix in (b"s/run-1/", b"s/run-1", b"s/run-2/", b"s/run-3/", b"s/", b"s/run-1\xff", b"t/"):
             assert [key for key, _ in store.scan(prefix)] == [k for k in everything if k.startswith(prefix)], prefix
         assert [key for key, _ in store.scan(b"s/run-1/", start=b"s/run-1/1")] == [b"s/run-1/1"]
+    finally:
+        store.close()
+
+
 def test_a_prefix_scan_lists_the_keys_of_its_prefix_in_order_and_stops_at_its_end(tmp_path: Path) -> None:
     # The scan is bounded inside RocksDB (its first key past the prefix): it must still list
     # every key of the prefix, 0xff bytes included, past the tombstones of its neighbours.

@@ -162,7 +162,7 @@ def test_the_transcript_from_memory_is_the_one_a_read_of_the_checkpoint_gives() 
     processor = asyncio.run(_run_task(_Store()))
     record, stored = processor.sent[TRANSCRIPT], processor.stored_at_send["transcripts"]
     assert len(stored) == 2 and len(steps_of(record)) == 3, "a reply and two results of one tool record"
-    assert record["steps"] == json.dumps(ordered_steps([[0, 0]], stored), ensure_ascii=False)
+    assert json.loads(record["steps"]) == ordered_steps([[0, 0]], stored)
 
 
 def test_a_run_back_from_the_tiers_drops_its_session_place_in_the_same_write_after_the_done_marker() -> None:

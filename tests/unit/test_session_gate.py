@@ -150,3 +150,11 @@ def test_early_results_and_old_turns_give_way_before_the_record_outgrows_a_messa
         settle(record, _result(f"e{i}", output=wide), _limits(), i)
     assert record_bytes(record) <= RECORD_MAX_BYTES
     assert 0 < len(record["early"]) < EARLY_KEPT and f"e{EARLY_KEPT - 1}" in record["early"]  # the newest kept
+
+
+def test_the_measured_size_is_the_size_the_sessions_table_stores() -> None:
+    from agentstream.runtime.table import Table
+
+    record = new_record()
+    record["turns"] = [{"input": "Rückerstattung für Rechnung INV-1001 — bitte", "output": "erledigt ✓"}]
+    assert record_bytes(record) == len(Table("sessions", changelog_topic="x").encode_value(record))

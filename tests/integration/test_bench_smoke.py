@@ -97,6 +97,16 @@ def test_store_memory_runs_both_variants() -> None:
         assert trial["block_cache_bytes"] > 0  # the churn read through a cache
 
 
+def test_store_scan_compares_the_bounded_scan_with_the_unbounded_walk() -> None:
+    result = run_bench("store_scan", "--runs", "400", "--scans", "400")["result"]
+    trials = {t["variant"]: t for t in result["trials"]}
+    assert set(trials) == {"bounded", "unbounded"}
+    assert result["tombstones"] == 396 * 4
+    # Four of the 400 runs stay open, three steps each: both scans find exactly those.
+    assert trials["bounded"]["keys_found"] == trials["unbounded"]["keys_found"] == 12
+    assert all(t["us_per_scan"] > 0 for t in trials.values())
+
+
 def test_waiting_memory_measures_the_idle_and_the_waiting_worker(bootstrap: str) -> None:
     report = run_bench("waiting_memory", "--tasks", "20", "--settle", "1", bootstrap=bootstrap)
     result = report["result"]

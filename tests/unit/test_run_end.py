@@ -14,6 +14,7 @@ from typing import Any
 from agentstream.events import SPECIALIST_RESULT
 from agentstream.models.base import ModelResponse, ToolCall, Usage
 from agentstream.runtime import MessageContext
+from agentstream.runtime.errors import CheckpointError
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.durable import DurableRun
 from agentstream.specialist.lifecycle import TaskLifecycle
@@ -209,6 +210,21 @@ def test_every_prefix_of_the_end_write_a_kill_leaves_is_handled_by_the_next_owne
         resumed, redelivered = asyncio.run(_restart(store))
         assert resumed == int(head), f"prefix {landed}: resumed {resumed}"
         assert redelivered == 0, f"prefix {landed}: a redelivered copy ran again"
+        calls, results = asyncio.run(_take_over(store))
+        assert calls == [], f"prefix {landed}: the next owner called again what was recorded: {calls}"
+        assert results == int(landed == 0), f"prefix {landed}: {results} results sent again"
+        assert set(store.data) == {ckpt.done_key(RUN).encode()}, f"prefix {landed}: {sorted(store.data)} left"
+
+
+async def _take_over(store: _Store) -> tuple[list[str], int]:
+    """A new owner of ``store``'s partition runs what it takes up to its end: the step
+    records it wrote (calls made again) and the results it sent."""
+    lifecycle, processor = _worker(store)
+    await lifecycle.resume_in_flight([0])
+    while processor.spawned:
+        await processor.spawned.pop()
+    calls = [key for kind, key in processor.trips if kind == "persist" and key.startswith(ckpt.STEP)]
+    return calls, sum(1 for kind, topic in processor.trips if kind == "send_acked" and topic == "supervisor")
 
 
 async def _restart(store: _Store) -> tuple[int, int]:
@@ -245,3 +261,39 @@ def test_a_resumed_run_ends_with_every_step_of_its_checkpoint_read_once_at_the_r
     record = processor.sent[TRANSCRIPT]
     assert [(s["epoch"], s["seq"], s["kind"]) for s in steps_of(record)] == [(0, 0, "model"), (1, 1, "tool"), (1, 1, "tool")]
     assert record["owners"] == 2 and processor.sent[SPECIALIST_RESULT]["status"] == "COMPLETED"
+
+
+def test_an_end_write_the_broker_refuses_after_the_result_is_retried_and_the_task_never_runs_again() -> None:
+    """Once the result is out, a failed end write is no failure of the task: the task goes
+    to no retry tier (its copy would find no done marker and call everything again); the
+    head stays, and the write is retried beside the partition until it lands."""
+    store = _Store()
+    lifecycle, processor = _worker(store)
+    tiers: list[str] = []
+    lifecycle.retries = SimpleNamespace(failed=lambda *args: tiers.append("failed"))  # type: ignore[assignment]
+    processor.assigned_partitions = lambda: {0}  # type: ignore[attr-defined]
+    landed = processor.persist_all
+    refusals = [CheckpointError("write to checkpoints[0] was not acknowledged: timed out")]
+
+    async def refused_once(table: object, items: list[tuple[str, Any]], partition: int) -> None:
+        if refusals:
+            raise refusals.pop()
+        await landed(table, items, partition)
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    async def main() -> list[str]:
+        processor.persist_all = refused_once  # type: ignore[method-assign]
+        lifecycle.ended_later._sleep = no_wait
+        await lifecycle.on_routed(dict(TASK), MessageContext("in", 0, 7, b"s", (), 0))
+        await processor.spawned.pop()  # the run: its end write refused
+        left = sorted(key.decode() for key in store.data)
+        await processor.spawned.pop()  # the retry beside the partition
+        return left
+
+    left_after_refusal = asyncio.run(main())
+    assert tiers == [], "the task went to a retry tier after its result was out"
+    assert ckpt.head_key(RUN) in left_after_refusal and ckpt.done_key(RUN) not in left_after_refusal
+    assert [topic for kind, topic in processor.trips if kind == "send_acked"] == ["transcripts", "supervisor"]
+    assert set(store.data) == {ckpt.done_key(RUN).encode()}

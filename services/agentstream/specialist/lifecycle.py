@@ -42,6 +42,7 @@ from agentstream import metrics
 from agentstream.approvals.gate import AwaitingApproval
 from agentstream.cancellation.records import CANCELED, TaskCanceled, cancel_error
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
+from agentstream.retry.background import Retried
 from agentstream.retry.chain import RETRY, RetryChain
 from agentstream.retry.classify import TransientStageError, ValidationFailed
 from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
@@ -123,6 +124,7 @@ class TaskLifecycle:
         self.decided_early: dict[str, tuple[dict[str, Any], int]] = {}  # run -> (head, partition): see resume_decided
         self.supervisor_topic = service.topology.topic("supervisor")
         self.transcripts = TranscriptWriter.of(service)
+        self.ended_later = Retried(self.app, service.input_topic)  # end writes the broker refused once
 
     # -- entry points --------------------------------------------------------------------
     async def on_routed(self, task: Task, ctx: MessageContext) -> None:
@@ -157,7 +159,33 @@ class TaskLifecycle:
                      if key.decode()[len(ckpt.HEAD):] not in waiting]
             # A retried task goes first: it holds its session's place.
             for head in sorted(heads, key=lambda h: (ckpt.run_id(h["task"]) not in placed, h.get("offset", 0))):
-                self._resume_task(head, partition)
+                if self._ended(head, partition):
+                    self.app.spawn_resumed(self._end_again(head, partition), self.service.input_topic, partition)
+                else:
+                    self._resume_task(head, partition)
+
+    def _ended(self, head: dict[str, Any], partition: int) -> bool:
+        """Whether the run of ``head`` sent its result and a kill cut its end write short:
+        its done marker is stored, and is its own (not one of the run an operator's replay
+        runs again: a replay's head was accepted after that marker)."""
+        raw = self.checkpoints.partition(partition).get(ckpt.done_key(ckpt.run_id(head["task"])).encode())
+        if raw is None:
+            return False
+        return head.get("replay") is None or int(self.checkpoints.decode_value(raw)) >= int(head.get("accepted_at", now_ms()))
+
+    async def _end_again(self, head: dict[str, Any], partition: int) -> None:
+        """Finish the end write of a run that ended (see _ended) instead of running it again:
+        a resume would rebuild its chain from the step records left and call again what the
+        tombstones that landed had removed. The tombstones that are left, the head last."""
+        task = head["task"]
+        run = ckpt.run_id(task)
+        steps = RunSteps.read(self.checkpoints.partition(partition), run, head["epochs"])
+        place = [(ckpt.place_key(run), None)] if self._stored(ckpt.place_key(run), partition) else []
+        log.info("%s[%d]: task %s had ended (its done marker is stored); its end write is finished", self.service.input_topic,
+                 partition, task["task_id"])
+        await self._forget(run, partition, steps, place)
+        if int(head.get("attempt", 0)) > 0:  # as _complete: the session's parked tasks may go now
+            await self.retries.settled(task["session_id"])
 
     def resume_decided(self, head: dict[str, Any], partition: int) -> None:
         """Every approval the task waited for is decided: resume it in its session's
@@ -180,7 +208,14 @@ class TaskLifecycle:
     async def _accept(self, task: Task, attempt: Attempt, previous: Place | None) -> tuple[AgentOutcome, int]:
         try:
             head = {"task": task, "epochs": attempt.steps.epochs, "offset": attempt.source.offset, "attempt": attempt.number,
-                    "replay": attempt.replay, "trace": tracing.traceparent()}  # a resumed run continues the trace
+                    "replay": attempt.replay, "trace": tracing.traceparent(),  # a resumed run continues the trace
+                    "accepted_at": now_ms()}  # a done marker older than it is another run's (_ended)
+            if attempt.number or attempt.replay:
+                # Its earlier attempt's step keys were tombstoned when it went to a tier; a late
+                # write of a worker that had lost the partition may have left one since: the
+                # end of this attempt tombstones it too (a scan, as the end of a run used to).
+                attempt.steps.keys.extend(key.decode() for key, _ in self.checkpoints.partition(attempt.partition).scan(
+                    ckpt.step_prefix(ckpt.run_id(task)).encode()))
             await self._persist(ckpt.head_key(ckpt.run_id(task)), head)
         finally:
             self.accepting.discard(ckpt.run_id(task))
@@ -334,7 +369,11 @@ class TaskLifecycle:
         ended: list[tuple[str, Any]] = [(ckpt.done_key(run), now_ms())]
         if self._stored(ckpt.place_key(run), partition):  # out of the tiers: its session place goes
             ended.append((ckpt.place_key(run), None))
-        await self._forget(run, partition, steps, ended)
+        # The result is out: a failed end write must not fail the task into a tier (its copy
+        # would find no done marker here and run every call again). It is retried beside
+        # the partition; the head stays meanwhile, and a new owner finishes it (_ended).
+        await self.ended_later.run(partial(self._forget, run, partition, steps, ended), f"the end write of task {run}",
+                                   partition)
 
     async def _forget(self, run: str, partition: int, steps: RunSteps, first: list[tuple[str, Any]]) -> None:
         """Write ``first``, then tombstone every step record of ``run`` and its head, in one

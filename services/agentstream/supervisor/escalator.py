@@ -48,7 +48,7 @@ from agentstream.supervisor.escalation import (
     APPROVAL_KEY, approval_key, edit_refused, escalated_marker, held, is_escalated, needs_human, outcome,
     request_task,
 )
-from agentstream.supervisor.retried import Retried
+from agentstream.retry.background import Retried
 from agentstream.supervisor.revision import is_revising
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,14 @@
-"""Escalation work that one broker error must not strand — a deadline to apply, the result
-of a decided escalation to publish — run again beside its partition with exponential
-back-off and jitter until it succeeds, or until the partition goes (its work is then
-cancelled, and the new owner's assignment finds the same records: escalator.recover).
-Nothing waits for it: the partition's other deadlines, decisions and cancels go on.
+"""Work that one broker error must not strand, run again beside its partition with
+exponential back-off and jitter until it succeeds, or until the partition goes (its work is
+then cancelled, and the new owner's assignment finds the same records). Nothing waits for
+it: the partition's other work goes on. Used for a supervisor's escalation deadlines and
+decided escalations (supervisor/escalator.py: its recover finds them) and for the end of
+a specialist's run once its result is out (specialist/lifecycle.py: the head stays until
+the end is written, and a new owner ends the run again).
 
-The work is durable before it is retried (the approval record says what is due), so the
-retries need no record of their own. tenacity drives them, as it drives the retries of
-model calls (controls/retry.py).
+The work is durable before it is retried (an approval record, a run's head and done
+marker say what is due), so the retries need no record of their own. tenacity drives them,
+as it drives the retries of model calls (controls/retry.py).
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ _STD_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_
 _DIGIT_BYTES = frozenset(b"0123456789")
 _DIGITS_AS_ZEROS = bytes(ord("0") if byte in _DIGIT_BYTES else ord(" ") for byte in range(256))
 _LONG_NUMBER = b"0" * 19
+_EXPONENT_STARTS = frozenset((b"-", b"+", *(bytes([d]) for d in b"0123456789")))  # what follows the e of an exponent
 
 
 def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
@@ -83,25 +84,29 @@ def _refuse(value: object) -> Any:
 
 def canonical(value: Any) -> bytes:
     """The standard library's sorted, compact, unescaped JSON of ``value`` (``default=str``),
-    byte for byte: for hashing, where older workers' hashes must still match."""
+    byte for byte: for hashing, where older workers' hashes must still match. One known
+    difference: a NaN or an infinity is ``null`` here (``NaN`` there); a provider's JSON
+    holds none, so only a value built in Python could, and its digest then differs from an
+    older worker's."""
     try:
         encoded = orjson.dumps(value, default=_refuse, option=_CANONICAL)
     except orjson.JSONEncodeError:
         encoded = None
-    if encoded is None or _has_small_float(encoded):
+    if encoded is None or _may_spell_a_float_otherwise(encoded):
         return _STD_CANONICAL.encode(value).encode()
     return encoded
 
 
-def _has_small_float(encoded: bytes) -> bool:
-    """Whether orjson may have written a float below 1e-4, which it spells ``1e-5`` or
-    ``0.00001`` where the standard library writes ``1e-05`` (a string holding such text
-    counts too: it only costs the standard path)."""
+def _may_spell_a_float_otherwise(encoded: bytes) -> bool:
+    """Whether orjson may have written a float the standard library spells differently:
+    one below 1e-4 (``1e-5`` or ``0.00001`` against ``1e-05``) or with an exponent at all
+    (orjson before 3.11.7 wrote ``1e16`` against ``1e+16``). A string holding such text
+    counts too: it only costs the standard path."""
     if b"0.0000" in encoded:
         return True
-    at = encoded.find(b"e-")
+    at = encoded.find(b"e")
     while at > 0:
-        if encoded[at - 1] in _DIGIT_BYTES:
+        if encoded[at - 1] in _DIGIT_BYTES and encoded[at + 1:at + 2] in _EXPONENT_STARTS:
             return True
-        at = encoded.find(b"e-", at + 2)
+        at = encoded.find(b"e", at + 1)
     return False

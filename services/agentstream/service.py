@@ -74,11 +74,16 @@ class Service:
         self.emit_to(self.topic(logical_topic), schema, record)
 
     def emit_to(self, topic: str, schema: str, record: Mapping[str, Any]) -> None:
-        self.processor.send(topic, self.schemas.encode(schema, record), record["session_id"], headers=self.headers())
+        self.processor.send(topic, self.schemas.encode(schema, record), record["session_id"], headers=self._shared_headers())
 
     def headers(self) -> list[tuple[str, bytes]] | None:
-        """The headers of every record this agent emits; one list shared by all of them
-        (built again only when behavior_version changes), so callers must not modify it."""
+        """The headers of every record this agent emits (a list of the caller's own)."""
+        shared = self._shared_headers()
+        return None if shared is None else list(shared)
+
+    def _shared_headers(self) -> list[tuple[str, bytes]] | None:
+        """headers() as one list for every emitted record (built again only when
+        behavior_version changes): only emit_to hands it on, to a send that does not keep it."""
         if not self.behavior_version:
             return None
         if self._headers is None or self._headers_of != self.behavior_version:

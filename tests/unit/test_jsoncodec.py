@@ -202,3 +202,15 @@ def test_a_transcript_keeps_its_task_and_steps() -> None:
     # Text a worker before the codec wrote reads the same.
     older = {"task": json.dumps(task, sort_keys=True, ensure_ascii=False), "steps": json.dumps(steps)}
     assert task_of(older) == task and steps_of(older) == steps
+
+
+def test_canonical_spells_large_exponents_as_the_standard_library_does() -> None:
+    # orjson before 3.11.7 wrote 1e16 where the standard library writes 1e+16: any exponent
+    # takes the standard path, whatever orjson is installed.
+    value = {"amount": 1e16, "more": [1e20, -3.5e300, 2e-7]}
+    assert jsoncodec.canonical(value) == _std_canonical(value) == b'{"amount":1e+16,"more":[1e+20,-3.5e+300,2e-07]}'
+
+
+def test_canonical_writes_a_nan_as_null_the_one_documented_difference() -> None:
+    assert jsoncodec.canonical({"x": float("nan")}) == b'{"x":null}'
+    assert _std_canonical({"x": float("nan")}) == b'{"x":NaN}'

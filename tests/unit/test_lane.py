@@ -62,3 +62,23 @@ def test_close_ends_the_thread_and_refuses_more_calls() -> None:
     assert lane._thread is not None
     lane._thread.join(timeout=5)
     assert not lane._thread.is_alive()
+
+
+def test_a_call_cancelled_before_it_began_is_not_made() -> None:
+    lane = ThreadLane("unit-poll")
+    release = threading.Event()
+    made: list[str] = []
+
+    async def main() -> None:
+        blocking = lane.run(release.wait, 5)  # holds the thread until released
+        skipped = lane.run(made.append, "cancelled")
+        skipped.cancel()
+        release.set()
+        await blocking
+        await lane.run(made.append, "after")
+
+    try:
+        asyncio.run(main())
+    finally:
+        lane.close()
+    assert made == ["after"]

@@ -40,7 +40,8 @@ def test_the_headers_follow_the_behavior_version() -> None:
     assert billing.headers() is None
     billing.behavior_version = "v1"
     assert billing.headers() == [(BEHAVIOR_VERSION_HEADER, b"v1")]
-    assert billing.headers() is billing.headers(), "built once per version"
+    assert billing._shared_headers() is billing._shared_headers(), "built once per version"
+    assert billing.headers() is not billing.headers(), "each caller gets a list of its own"
     billing.behavior_version = "v2"
     assert billing.headers() == [(BEHAVIOR_VERSION_HEADER, b"v2")]
     billing.behavior_version = ""

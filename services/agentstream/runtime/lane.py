@@ -55,6 +55,8 @@ class ThreadLane:
     def _serve(self) -> None:
         while (call := self._calls.get()) is not _CLOSE:
             loop, future, fn, args = call
+            if future.cancelled():
+                continue  # as an executor does: a call cancelled before it began is not made
             try:
                 outcome: tuple[Any, BaseException | None] = (fn(*args), None)
             except BaseException as exc:  # handed to the awaiting coroutine, which raises it

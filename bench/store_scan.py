@@ -2,16 +2,18 @@
 the end of its prefix (the runtime's scan) against the same walk without the bound, in the
 same run.
 
-    python -m bench.store_scan [--runs 6000] [--scans 2000]
+    python -m bench.store_scan [--runs 6000] [--scans 2000] [--open-every 0]
 
 One store (runtime/store.py) lives through ``--runs`` specialist runs the way a checkpoints
 table does: each run writes its head, three step records and, when it ends, a done marker
-and the tombstones of its steps and head, each an acknowledged write of its own; one run in
-``LIVE_EVERY`` stays open (one waiting for a decision, say). Then the
+and the tombstones of its steps and head, each an acknowledged write of its own; with
+``--open-every N`` one run in N stays open (its steps live: a run in flight or waiting for
+a decision). Then the
 steps of ``--scans`` of those runs are scanned (what the end of a run, the approval gate and
 a resume read): ``bounded`` is ``PartitionStore.scan``; ``unbounded`` is the same iterator
 with the cache setting only, which walks on until it meets a live key past the prefix and so
-steps over every tombstone of the later runs. Reported: CPU microseconds per scan, and the
+steps over the tombstones of the later runs up to the next open one (all of them when none
+is open: the worst case). Reported: CPU microseconds per scan, and the
 keys each variant found (the open runs' steps: they must be the same). No broker.
 """
 
@@ -29,10 +31,9 @@ from bench._procs import REPO, machine, source_state, write_report
 
 STEPS = 3
 VALUE = b"x" * 700  # about a model step's checkpoint record
-LIVE_EVERY = 100
 
 
-def live_through_runs(store: Any, runs: int) -> None:
+def live_through_runs(store: Any, runs: int, open_every: int) -> None:
     """Each run's records written and then tombstoned, as the specialist does."""
     offset = 0
     for number in range(runs):
@@ -41,7 +42,7 @@ def live_through_runs(store: Any, runs: int) -> None:
         for key in [f"h/{run}".encode(), *steps]:
             offset += 1
             store.put_all_durable([(key, VALUE)], offset)
-        if number % LIVE_EVERY == LIVE_EVERY - 1:
+        if open_every and number % open_every == open_every - 1:
             continue  # still open
         offset += 1
         ends = [(f"d/{run}".encode(), b"1"), *((key, None) for key in steps), (f"h/{run}".encode(), None)]
@@ -74,13 +75,13 @@ def time_scans(scan: Callable[[bytes], Iterable[tuple[bytes, bytes]]], prefixes:
     return (time.process_time() - started) / len(prefixes) * 1e6, found
 
 
-def run(runs: int, scans: int) -> dict[str, Any]:
+def run(runs: int, scans: int, open_every: int) -> dict[str, Any]:
     from agentstream.runtime.store import PartitionStore
 
     with tempfile.TemporaryDirectory(prefix="store-scan-") as root:
         store = PartitionStore(Path(root) / "p0")
         try:
-            live_through_runs(store, runs)
+            live_through_runs(store, runs, open_every)
             prefixes = [f"s/billing-{number:07d}/".encode() for number in range(min(scans, runs))]
             variants = {"bounded": store.scan, "unbounded": unbounded_scan(store)}
             trials = []
@@ -90,8 +91,8 @@ def run(runs: int, scans: int) -> dict[str, Any]:
             files = store._db.property_value("rocksdb.num-files-at-level0")
         finally:
             store.close()
-    finished = runs - runs // LIVE_EVERY
-    return {"runs": runs, "scans": len(prefixes), "tombstones": finished * (STEPS + 1), "level0_files": files,
+    finished = runs - (runs // open_every if open_every else 0)
+    return {"runs": runs, "open_every": open_every, "scans": len(prefixes), "tombstones": finished * (STEPS + 1), "level0_files": files,
             "trials": trials}
 
 
@@ -99,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=6000, help="runs the store lives through (default 6000)")
     parser.add_argument("--scans", type=int, default=2000, help="runs whose steps are scanned (default 2000)")
+    parser.add_argument("--open-every", type=int, default=0,
+                        help="one run in this many stays open (default 0: every run ends, the worst case)")
     args = parser.parse_args(argv)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    result = run(args.runs, args.scans)
+    result = run(args.runs, args.scans, args.open_every)
     print(f"store scan: {result['scans']} scans of one run's steps, {result['tombstones']} tombstones in the store")
     for trial in result["trials"]:
         print(f"  {trial['variant']:10s} {trial['us_per_scan']:8.1f} µs CPU per scan  ({trial['keys_found']} keys found)")

@@ -98,7 +98,7 @@ def test_store_memory_runs_both_variants() -> None:
 
 
 def test_store_scan_compares_the_bounded_scan_with_the_unbounded_walk() -> None:
-    result = run_bench("store_scan", "--runs", "400", "--scans", "400")["result"]
+    result = run_bench("store_scan", "--runs", "400", "--scans", "400", "--open-every", "100")["result"]
     trials = {t["variant"]: t for t in result["trials"]}
     assert set(trials) == {"bounded", "unbounded"}
     assert result["tombstones"] == 396 * 4

@@ -265,8 +265,9 @@ def prefix_read_options(prefix: bytes, *, fill_cache: bool) -> ReadOptions:
     whose prefix holds no live key after the last one it yields skips every deleted key
     that follows in key order before it reaches a live one: the runs a specialist finished
     leave their step and head tombstones until compaction drops them, so a scan of one run's
-    records took ~160 µs over 18,000 tombstones and ~11 µs with the bound (bench/RESULTS.md,
-    "Worker CPU per task", session 8).
+    records with no live key after it took ~100 µs over 24,000 tombstones and ~11 µs with
+    the bound (`python -m bench.store_scan`; with a live key close after the prefix both
+    take ~14 µs).
 
     ``fill_cache=False`` for the worker's scans, which read each block once (a retention
     walk, what a worker reads when it takes a partition, the records of one run): a worker

@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from types import SimpleNamespace
 from typing import Any
 
-from agentstream.events import SPECIALIST_RESULT
+from agentstream.events import SPECIALIST_RESULT, now_ms
 from agentstream.models.base import ModelResponse, ToolCall, Usage
 from agentstream.runtime import MessageContext
 from agentstream.runtime.errors import CheckpointError
@@ -263,14 +263,8 @@ def test_a_resumed_run_ends_with_every_step_of_its_checkpoint_read_once_at_the_r
     assert record["owners"] == 2 and processor.sent[SPECIALIST_RESULT]["status"] == "COMPLETED"
 
 
-def test_an_end_write_the_broker_refuses_after_the_result_is_retried_and_the_task_never_runs_again() -> None:
-    """Once the result is out, a failed end write is no failure of the task: the task goes
-    to no retry tier (its copy would find no done marker and call everything again); the
-    head stays, and the write is retried beside the partition until it lands."""
-    store = _Store()
-    lifecycle, processor = _worker(store)
-    tiers: list[str] = []
-    lifecycle.retries = SimpleNamespace(failed=lambda *args: tiers.append("failed"))  # type: ignore[assignment]
+def _refuse_the_next_write_once(lifecycle: TaskLifecycle, processor: _Processor) -> None:
+    """The broker refuses the next acknowledged write; the background retry does not wait."""
     processor.assigned_partitions = lambda: {0}  # type: ignore[attr-defined]
     landed = processor.persist_all
     refusals = [CheckpointError("write to checkpoints[0] was not acknowledged: timed out")]
@@ -283,9 +277,21 @@ def test_an_end_write_the_broker_refuses_after_the_result_is_retried_and_the_tas
     async def no_wait(seconds: float) -> None:
         return None
 
+    processor.persist_all = refused_once  # type: ignore[method-assign]
+    lifecycle.ended_later._sleep = no_wait
+
+
+def test_an_end_write_the_broker_refuses_after_the_result_is_retried_and_the_task_never_runs_again() -> None:
+    """Once the result is out, a failed end write is no failure of the task: the task goes
+    to no retry tier (its copy would find no done marker and call everything again); the
+    head stays, and the write is retried beside the partition until it lands."""
+    store = _Store()
+    lifecycle, processor = _worker(store)
+    tiers: list[str] = []
+    lifecycle.retries = SimpleNamespace(failed=lambda *args: tiers.append("failed"))  # type: ignore[assignment]
+    _refuse_the_next_write_once(lifecycle, processor)
+
     async def main() -> list[str]:
-        processor.persist_all = refused_once  # type: ignore[method-assign]
-        lifecycle.ended_later._sleep = no_wait
         await lifecycle.on_routed(dict(TASK), MessageContext("in", 0, 7, b"s", (), 0))
         await processor.spawned.pop()  # the run: its end write refused
         left = sorted(key.decode() for key in store.data)
@@ -296,4 +302,28 @@ def test_an_end_write_the_broker_refuses_after_the_result_is_retried_and_the_tas
     assert tiers == [], "the task went to a retry tier after its result was out"
     assert ckpt.head_key(RUN) in left_after_refusal and ckpt.done_key(RUN) not in left_after_refusal
     assert [topic for kind, topic in processor.trips if kind == "send_acked"] == ["transcripts", "supervisor"]
+    assert set(store.data) == {ckpt.done_key(RUN).encode()}
+
+
+def test_an_end_write_finished_by_the_next_owner_is_retried_when_the_broker_refuses_it() -> None:
+    """The next owner of a run whose end write a kill cut short finishes that write; a
+    refusal there is retried beside the partition too, not left for the next assignment."""
+    store = _Store()
+    store.put(ckpt.head_key(RUN), {"task": dict(TASK), "epochs": [[0, 0]], "offset": 7, "attempt": 0, "replay": None})
+    store.put(ckpt.step_key(RUN, 0, 0), ckpt.model_step(0, REPLY, 0, 0))
+    store.put(ckpt.done_key(RUN), now_ms())
+    lifecycle, processor = _worker(store)
+    _refuse_the_next_write_once(lifecycle, processor)
+
+    async def main() -> list[str]:
+        await lifecycle.resume_in_flight([0])
+        await processor.spawned.pop()  # the end write again: refused
+        left = sorted(key.decode() for key in store.data)
+        assert len(processor.spawned) == 1, "the refused end write was not retried"
+        await processor.spawned.pop()  # the retry beside the partition
+        return left
+
+    left_after_refusal = asyncio.run(main())
+    assert ckpt.head_key(RUN) in left_after_refusal
+    assert [kind for kind, _ in processor.trips] == ["persist_all"], "nothing but the end write: no call, no result"
     assert set(store.data) == {ckpt.done_key(RUN).encode()}

@@ -183,7 +183,9 @@ class TaskLifecycle:
         place = [(ckpt.place_key(run), None)] if self._stored(ckpt.place_key(run), partition) else []
         log.info("%s[%d]: task %s had ended (its done marker is stored); its end write is finished", self.service.input_topic,
                  partition, task["task_id"])
-        await self._forget(run, partition, steps, place)
+        # Retried beside the partition as _finish's end write is: the head stays until it lands.
+        await self.ended_later.run(partial(self._forget, run, partition, steps, place), f"the end write of task {run}",
+                                   partition)
         if int(head.get("attempt", 0)) > 0:  # as _complete: the session's parked tasks may go now
             await self.retries.settled(task["session_id"])
 

@@ -9,6 +9,7 @@ import datetime
 import enum
 import json
 import math
+import re
 from typing import Any, NamedTuple
 
 import pytest
@@ -103,6 +104,14 @@ class Cents(float):
 ])
 def test_canonical_takes_the_standard_path_wherever_orjson_would_write_otherwise(value: Any) -> None:
     assert jsoncodec.canonical(value) == _std_canonical(value)
+
+
+_MAYBE_ANOTHER_FLOAT = re.compile(rb"0\.0000|[0-9]e[-+0-9]")  # the rule, as a regex
+
+
+@given(st.binary(max_size=40) | st.text("0123456789e+-.E ,x", max_size=40).map(str.encode))
+def test_the_float_check_finds_every_small_float_and_exponent_a_regex_finds(encoded: bytes) -> None:
+    assert jsoncodec._may_spell_a_float_otherwise(encoded) == bool(_MAYBE_ANOTHER_FLOAT.search(encoded))
 
 
 def test_request_digests_match_those_older_workers_recorded() -> None:

@@ -135,6 +135,14 @@ SAMPLE_PARTITION = 0  # the earlier stages are read on this partition only
 DEFAULT_LEVELS = (100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10_000, 15_000, 20_000, 30_000, 50_000)
 QUICK_LEVELS = (100, 1000, 10_000)
 WARMUP_TASKS = 60  # sessions spread over every partition (murmur2 of 60 keys misses none in practice)
+# Tasks produced at once before the measured levels (--broker-warm-up), not measured. A broker
+# started by the run is cold: Apache Kafka's JVM compiles its hot paths while the first levels
+# run, and four levels of 1,500 tasks at 150/s on one fresh broker cost it 10.9, 9.8, 7.5 and
+# 6.4 CPU-s, with the hop latencies falling in step (billing p50 150 -> 63 ms). 12,000 tasks
+# also give each of the SESSION_KEYS sessions the 10 turns of memory a long-lived session
+# carries (topology sessions.remember_turns), which the workers' CPU per task grows with.
+BROKER_WARMUP_TASKS = 12_000
+BROKER_WARMUP_LEVEL = 9999  # its tasks' level number: apart from every measured level
 SATURATED_SHARE = 0.9  # achieved below this share of the offered rate: saturated
 BURST_MAX_TASKS = 300_000
 MIN_LEVEL_TASKS = 400  # low levels last longer, so that partition 0 yields ~65 sampled chains
@@ -706,16 +714,30 @@ def warm_up(variant: Variant, tap: Tap, producer: Producer) -> float:
     return time.monotonic() - started
 
 
+def warm_the_broker(variant: Variant, tap: Tap, producer: Producer, tasks: int, broker_pid: int | None) -> None:
+    """``tasks`` at once through the variant, not measured: the broker (and the workers) run
+    their hot paths before the clock starts, as a broker that has been up for a while has."""
+    warmed = run_level(variant, tap, producer, BROKER_WARMUP_LEVEL, None, tasks, 15 + tasks / 100, broker_pid)
+    variant.notes["broker_warm_up"] = {"tasks": tasks, "received": warmed.received, "window_s": warmed.window_s,
+                                       "cpu_s": warmed.cpu_s}
+    print(f"  {variant.name}: broker warm-up, {warmed.received:,} of {tasks:,} tasks at once in {warmed.window_s:.1f} s "
+          f"(broker {warmed.cpu_s.get('broker', 0.0):.1f} CPU-s; not measured)", flush=True)
+
+
 def sweep(variant: Variant, bootstrap: str, levels: list[int], seconds: float, min_tasks: int, broker_pid: int | None,
-          burst: bool, stretch: float, at_once: int = 0) -> tuple[list[LevelResult], float, Tap, Producer]:
+          burst: bool, stretch: float, at_once: int = 0, broker_warmup: int = 0,
+          ) -> tuple[list[LevelResult], float, Tap, Producer]:
     producer = Producer(producer_config(bootstrap))
     tap = Tap(bootstrap, variant)
     warmup_s = warm_up(variant, tap, producer)
     tap.drain(0.5)  # the warm-up's last records on the sampled stages
+    print(f"  {variant.name}: workers ready, warm-up took {warmup_s:.1f} s", flush=True)
+    if broker_warmup:
+        warm_the_broker(variant, tap, producer, broker_warmup, broker_pid)
     idle = idle_cores(variant, broker_pid, IDLE_SECONDS)
     variant.notes["idle_cores"] = idle
-    print(f"  {variant.name}: workers ready, warm-up took {warmup_s:.1f} s; idle CPU (cores): "
-          + ", ".join(f"{name} {cores:.2f}" for name, cores in idle.items()), flush=True)
+    print(f"  {variant.name}: idle CPU (cores): " + ", ".join(f"{name} {cores:.2f}" for name, cores in idle.items()),
+          flush=True)
     results: list[LevelResult] = []
 
     def run(rate: float | None, tasks: int, drain_s: float) -> LevelResult:
@@ -956,7 +978,7 @@ def run_variant(name: str, bootstrap: str, broker_pid: int | None, args: argpars
         print(f"{name}: {', '.join(f'{w.name} (pid {w.proc.pid})' for w in variant.workers)}", flush=True)
         results, warmup_s, tap, producer = sweep(variant, bootstrap, args.levels, args.seconds, QUICK_MIN_TASKS if args.quick else MIN_LEVEL_TASKS,
                                                     broker_pid, not args.quick, 0 if args.quick else LEVEL_STRETCH,
-                                                    args.at_once)
+                                                    args.at_once, args.broker_warm_up)
         report["variants"][name] = {"warmup_s": round(warmup_s, 1), **variant.notes}
         if name == "pipeline":
             measured = [round(statistics.mean(tap.sizes[s])) for s in range(4) if tap.sizes.get(s)]
@@ -992,6 +1014,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--at-once", type=int, default=0, metavar="TASKS",
                         help="instead of the sweep: one level per --levels entry (its rate unused) of TASKS tasks "
                              "produced at once, for CPU per task at saturation (A/B runs)")
+    parser.add_argument("--broker-warm-up", type=int, default=BROKER_WARMUP_TASKS, metavar="TASKS",
+                        help=f"before the measured levels of each variant, TASKS tasks at once, not measured: a "
+                             f"freshly started broker is slower while it warms up (default {BROKER_WARMUP_TASKS}; 0: off)")
     parser.add_argument("--profile", help=f"pipeline workers to profile with py-spy, comma-separated ({','.join(PIPELINE_WORKERS)})")
     parser.add_argument("--quiet-wait", type=float, default=60.0,
                         help="before each variant wait up to this many s for other load to settle (default 60; 0: off)")
@@ -1007,6 +1032,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"unknown workers to profile {unknown}; valid workers are {list(PIPELINE_WORKERS)}")
     if args.seconds <= 0 or any(level <= 0 for level in args.levels) or args.faust_workers < 1:
         parser.error("--seconds, every level and --faust-workers must be > 0")
+    if args.broker_warm_up < 0:
+        parser.error(f"--broker-warm-up {args.broker_warm_up}: give a number of tasks >= 0 (0: no warm-up)")
     # The pipeline runs first: the relays copy the record sizes it writes at each stage.
     args.variants.sort(key=VARIANTS.index)
     return args
@@ -1025,7 +1052,8 @@ def bench_main(argv: list[str]) -> int:
         "machine": host, "runtime_source": {**runtime_source(), **services_source()},
         "config": {"levels": args.levels, "seconds": args.seconds, "variants": args.variants, "partitions": PARTITIONS,
                    "session_keys": SESSION_KEYS, "sample_partition": SAMPLE_PARTITION, "agent_type": AGENT_TYPE,
-                   "texts": list(TEXTS), "faust_workers": args.faust_workers, "at_once": args.at_once, "saturated_share": SATURATED_SHARE},
+                   "texts": list(TEXTS), "faust_workers": args.faust_workers, "at_once": args.at_once, "broker_warm_up": args.broker_warm_up,
+                   "saturated_share": SATURATED_SHARE},
         "variants": {},
     }
     results: list[LevelResult] = []

@@ -1,19 +1,21 @@
-"""Restore benchmark: time for a fresh specialist worker to restore N sessions from its
-table changelog, against a bare confluent-kafka read of the same changelog.
+"""Restore benchmark: time for a fresh router worker to restore N sessions from its table
+changelog, against a bare confluent-kafka read of the same changelog.
 
     python -m bench.restore [--sessions 10000,100000] [--turns 2] [--quick] [--profile]
 
 Per size N, under a fresh topic prefix:
 
-1. N session records are produced to ``<prefix>.specialist.billing.sessions.changelog``
-   exactly as the specialist's ``sessions`` table writes them: key = session id, value =
-   the table's JSON encoding (``Table.encode_value``) of a history of ``--turns`` turns
-   ``{task_id, input, output}`` (the specialist keeps up to 10), partition = the session's
-   partition (our producer's murmur2 partitioner, as the app's input topic uses).
+1. N session records are produced to the changelog of the router's ``sessions`` table
+   exactly as the table writes them: key = session id, value = the table's JSON encoding
+   (``Table.encode_value``) of an idle session's record (router/session_gate.py: no task
+   open or waiting) whose memory holds ``--turns`` turns (the topology's
+   ``sessions.remember_turns`` keeps up to 10), partition = the session's partition (our
+   producer's murmur2 partitioner, as the app's input topic uses). Sessions moved from the
+   specialists to the router (session_memory.py); this benchmark followed.
 2. Baseline: a group-less confluent-kafka reader (``clients.reader_config``, the settings
    the restore uses) assigns every partition at offset 0 and consumes to the end
    (partition EOF), batch by batch, keeping nothing. Run before and after the worker.
-3. A fresh ``agentstream worker specialist --type billing`` with an empty state dir:
+3. A fresh ``agentstream worker router`` with an empty state dir:
    from process start to its ``assigned`` line (start-up, group join, restore, resume
    hooks), and the restore alone from its ``restored <topic>[p] ... in S s`` lines. The
    restored stores are counted afterwards (every session must be there).
@@ -40,14 +42,17 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from agentstream.clients import producer_config, reader_config
+from agentstream.router.session_gate import new_record
+from agentstream.session_memory import turn_from_result
 from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
 from agentstream.settings import STATE_DIR_ENV
 from bench._procs import OUT_DIR, REPO, AgentStack, Proc, broker, machine, source_state, write_report
 from bench.relay import add_broker_argument, broker_kind, start_profiler, stop_profiler, summarize_profile, wait_for_quiet
 
-AGENT = "billing"
+AGENT = "router"
 TABLE = "sessions"
+BILLING = "billing"  # the specialist the remembered tasks went to
 
 
 @dataclass
@@ -78,19 +83,20 @@ class SizeResult:
 
 
 def session_value(table: Table, i: int, run: str, turns: int) -> bytes:
-    history = [
-        {
-            "task_id": f"t-{run}-{i}-{turn}",
-            "input": f"Please check invoice INV-{1000 + (i + turn) % 4} for me (ticket {i}, turn {turn})",
-            "output": ("[scripted model] Reply to: \"Please check invoice for me\"\n"
-                       f"- According to lookup_invoice: invoice_id=INV-{1000 + (i + turn) % 4}, status=paid, "
-                       "amount_eur=129.0, due_date=2026-10-01, customer=ACME GmbH\n- According to search_kb: "
-                       "KB-12 \"Invoices and receipts\": Download invoices from the billing page; corrections "
-                       "take 3 business days."),
-        }
+    """An idle session's record in the router's table, remembering ``turns`` finished tasks."""
+    memory = [
+        turn_from_result(
+            f"Please check invoice INV-{1000 + (i + turn) % 4} for me (ticket {i}, turn {turn})",
+            {"task_id": f"t-{run}-{i}-{turn}", "status": "COMPLETED", "agents": [BILLING],
+             "output": ("[scripted model] Reply to: \"Please check invoice for me\"\n"
+                        f"- According to lookup_invoice: invoice_id=INV-{1000 + (i + turn) % 4}, status=paid, "
+                        "amount_eur=129.0, due_date=2026-10-01, customer=ACME GmbH\n- According to search_kb: "
+                        "KB-12 \"Invoices and receipts\": Download invoices from the billing page; corrections "
+                        "take 3 business days.")},
+        )
         for turn in range(turns)
     ]
-    return table.encode_value(history)
+    return table.encode_value({**new_record(), "turns": memory, "at": int(time.time() * 1000)})
 
 
 def produce_sessions(bootstrap: str, topic: str, count: int, turns: int) -> tuple[float, int]:
@@ -150,7 +156,7 @@ _RESTORED = re.compile(r"restored (\S+)\[(\d+)\] from offset (\d+): (\d+) record
 
 
 def start_worker(stack: AgentStack, state_dir: Path, name: str) -> Proc:
-    return Proc(name, ["-m", "agentstream", "worker", "specialist", "--type", AGENT],
+    return Proc(name, ["-m", "agentstream", "worker", AGENT],
                 {**stack.env, STATE_DIR_ENV: str(state_dir)}, stack.base / f"{name}.log")
 
 

@@ -198,3 +198,38 @@ def test_gateway_load_steady_rate_with_watcher_streams(bootstrap: str) -> None:
                                  "streams_with_faults": 0}
     assert report["open_streams"]["min"] >= 10  # the watchers held open the whole phase, by the gateway's count
     assert report["gateway"]["gateway_cpu_ms_per_task"] > 0
+
+
+def test_pipeline_compares_the_runtime_with_the_raw_and_faust_relays(bootstrap: str) -> None:
+    report = run_bench("pipeline", "--quick", "--levels", "20", "--seconds", "1", "--broker-warm-up", "40",
+                       "--quiet-wait", "0", bootstrap=bootstrap, timeout=420)
+    levels = {level["variant"]: level for level in report["levels"]}
+    assert set(levels) == {"pipeline", "raw", "faust"}
+    for name, level in levels.items():
+        assert level["error"] is None and level["complete"], level
+        assert level["received"] == level["tasks"] and level["duplicates"] == 0, level
+        assert report["variants"][name]["broker_warm_up"]["received"] == 40  # not counted in the level
+    pipeline = report["variants"]["pipeline"]
+    assert set(levels["pipeline"]["hops_ms"]) >= {"router", "billing", "supervisor"}
+    # Every task writes its checkpoints, events and results: far more records than the relays' 4.
+    assert pipeline["records_per_task"]["all topics"] > 10
+    assert levels["pipeline"]["cpu_s"]["billing"] > 0
+
+
+def test_concurrency_holds_loops_in_flight_up_to_the_cap(bootstrap: str) -> None:
+    report = run_bench("concurrency", "--caps", "8", "--latency", "0.2", "--window", "2", "--ramp", "1",
+                       "--quiet-wait", "0", "--stop-timeout", "10", bootstrap=bootstrap)
+    (trial,) = report["trials"]
+    assert trial["error"] is None, trial["error"]
+    assert 0 < trial["inflight_mean"] <= trial["inflight_max"] <= 8
+    assert trial["completed_in_window"] > 0 and trial["efficiency"] > 0
+    assert trial["specialist_cpu_ms_per_task"] > 0
+
+
+def test_restore_reads_every_session_back_into_a_fresh_worker(bootstrap: str) -> None:
+    report = run_bench("restore", "--sessions", "200", "--quiet-wait", "0", bootstrap=bootstrap)
+    (result,) = report["results"]
+    assert result["error"] is None, result["error"]
+    assert result["sessions"] == 200 and result["restored_keys"] >= 200
+    assert result["restore_s"] >= 0 and result["start_to_assigned_s"] > 0
+    assert all(read.get("records", 0) >= 200 for read in result["raw"])

@@ -44,6 +44,7 @@ def run_bench(module: str, *args: str, bootstrap: str | None = None, timeout: fl
         return dict(json.loads(path.read_text()))
     finally:
         path.unlink(missing_ok=True)
+        path.with_suffix(".png").unlink(missing_ok=True)  # the plot some benchmarks draw beside it
 
 
 def test_relay_on_the_broker_it_starts() -> None:
@@ -210,19 +211,19 @@ def test_pipeline_compares_the_runtime_with_the_raw_and_faust_relays(bootstrap: 
         assert level["received"] == level["tasks"] and level["duplicates"] == 0, level
         assert report["variants"][name]["broker_warm_up"]["received"] == 40  # not counted in the level
     pipeline = report["variants"]["pipeline"]
-    assert set(levels["pipeline"]["hops_ms"]) >= {"router", "billing", "supervisor"}
+    assert levels["pipeline"]["sampled_chains"] > 0
+    assert all(levels["pipeline"]["hops_ms"][hop]["p50"] > 0 for hop in ("router", "billing", "supervisor"))
     # Every task writes its checkpoints, events and results: far more records than the relays' 4.
     assert pipeline["records_per_task"]["all topics"] > 10
     assert levels["pipeline"]["cpu_s"]["billing"] > 0
 
 
-def test_concurrency_holds_loops_in_flight_up_to_the_cap(bootstrap: str) -> None:
+def test_concurrency_keeps_loops_in_flight_and_finishes_tasks(bootstrap: str) -> None:
     report = run_bench("concurrency", "--caps", "8", "--latency", "0.2", "--window", "2", "--ramp", "1",
                        "--quiet-wait", "0", "--stop-timeout", "10", bootstrap=bootstrap)
     (trial,) = report["trials"]
     assert trial["error"] is None, trial["error"]
-    assert 0 < trial["inflight_mean"] <= trial["inflight_max"] <= 8
-    assert trial["completed_in_window"] > 0 and trial["efficiency"] > 0
+    assert trial["inflight_mean"] > 0 and trial["completed_in_window"] > 0 and trial["calls_per_task"] == 2
     assert trial["specialist_cpu_ms_per_task"] > 0
 
 
@@ -230,6 +231,5 @@ def test_restore_reads_every_session_back_into_a_fresh_worker(bootstrap: str) ->
     report = run_bench("restore", "--sessions", "200", "--quiet-wait", "0", bootstrap=bootstrap)
     (result,) = report["results"]
     assert result["error"] is None, result["error"]
-    assert result["sessions"] == 200 and result["restored_keys"] >= 200
-    assert result["restore_s"] >= 0 and result["start_to_assigned_s"] > 0
+    assert result["sessions"] == 200 and result["restored_keys"] == 200 and result["restored_records"] == 200
     assert all(read.get("records", 0) >= 200 for read in result["raw"])

@@ -114,6 +114,12 @@ def test_the_float_check_finds_every_small_float_and_exponent_a_regex_finds(enco
     assert jsoncodec._may_spell_a_float_otherwise(encoded) == bool(_MAYBE_ANOTHER_FLOAT.search(encoded))
 
 
+def test_the_float_check_maps_every_byte_around_an_e_as_the_rule_says() -> None:
+    for byte in (bytes([b]) for b in range(256)):
+        for text in (b"[1" + byte + b"5]", b"[" + byte + b"e5]", b"[1e" + byte + b"]", b'"0.000' + byte + b'"'):
+            assert jsoncodec._may_spell_a_float_otherwise(text) == bool(_MAYBE_ANOTHER_FLOAT.search(text)), text
+
+
 def test_request_digests_match_those_older_workers_recorded() -> None:
     # Digests computed by the code before the codec (main at 96e6552, json.dumps), pinned:
     # a transcript an older worker wrote still shows the digest a new worker computes.

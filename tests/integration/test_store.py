@@ -174,6 +174,19 @@ def _table_file_bytes(store: PartitionStore) -> int:
     return int(store._db.property_int_value("rocksdb.total-sst-files-size") or 0)
 
 
+_BACKGROUND_WORK = ("rocksdb.compaction-pending", "rocksdb.num-running-compactions", "rocksdb.num-running-flushes")
+
+
+def _wait_for_compactions(store: PartitionStore, timeout_s: float = 60.0) -> None:
+    """Until RocksDB has no flush or compaction running or due: its background threads lag
+    on a busy machine, and files measured before they catch up are not the settled size
+    (a CI run with three test files at a time measured 33 -> 44 kB that way)."""
+    deadline = time.monotonic() + timeout_s
+    while any(store._db.property_int_value(name) for name in _BACKGROUND_WORK):
+        assert time.monotonic() < deadline, f"RocksDB's background work did not finish within {timeout_s:.0f} s"
+        time.sleep(0.005)
+
+
 def test_table_files_level_off_under_a_dedupe_churn(tmp_path: Path) -> None:
     """A dedupe table's steady churn: each round puts new keys and deletes those of a few
     rounds ago (live keys stay flat, as with a retention), then RocksDB flushes. In the
@@ -192,6 +205,7 @@ def test_table_files_level_off_under_a_dedupe_churn(tmp_path: Path) -> None:
             store.begin_flush()
             store.finish_flush(r)
             store._db.flush()  # what a full memtable does, every round instead of once an hour
+            _wait_for_compactions(store)
             sizes.append(_table_file_bytes(store))
         assert len(list(store.items())) == kept_rounds * per_round
         settled, last = max(sizes[20:60]), max(sizes[-40:])

@@ -21,11 +21,12 @@ system-packages:
 demo: $(STAMP)
 	$(BIN)/agentstream demo
 
-# The integration suites run three test files at a time (pytest-xdist; each process starts its
-# own broker): most of a test's time is group joins, worker start-up and waits, not CPU, so
-# three on two cores beat two (a fresh-clone CI: Kafka pass 16.6 -> 13.3 min, Tansu pass
-# 20.5 -> 12.8 min, all green). `make test XDIST=` runs them one at a time.
-XDIST ?= -n 3 --dist loadfile
+# The integration suites run two test files at a time (pytest-xdist; each process starts its
+# own broker): most of a test's time is group joins and worker start-up, not CPU. Three at a
+# time cut a fresh-clone CI from ~39 to ~29 min once, and failed the next run on two tests
+# that lean on timing (both since made to wait for their condition): not yet the default,
+# try `make test XDIST="-n 3 --dist loadfile"`. `make test XDIST=` runs them one at a time.
+XDIST ?= -n 2 --dist loadfile
 
 test: $(STAMP) system-packages
 	$(BIN)/python -m pytest tests/unit -q

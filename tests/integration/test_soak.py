@@ -1,6 +1,9 @@
 """The soak benchmark (bench/soak.py) at a tiny size: 90 s of load through router, specialists
 and supervisor processes with 1 % model faults and one SIGKILL (the router, first in the
-rotation), on the session's broker. What 90 s can show is checked: every task ends once, the
+rotation), on the session's broker. What 90 s can show is checked: every task ends once
+within the dedupe retention (a router down longer than the 20-s retention sends its open
+tasks again when it returns, and a copy that late is outside the dedupe window: counted
+apart, as on Tansu once after a 20-s outage, 33 tasks 22-37 s after their first result), the
 killed worker comes back and handles what arrives after the kill, lag returns to 0, and the
 router's dedupe table holds about a retention's worth of task ids, not all of them. Flatness
 of RSS and of the dedupe tables needs the long run (`python -m bench.soak`)."""

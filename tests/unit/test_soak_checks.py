@@ -91,3 +91,16 @@ def test_rss_that_keeps_growing_after_the_state_filled_fails() -> None:
     leaking = [(float(t), 70 + 0.05 * t) for t in range(0, 1800, 10)]
     (check,) = _rss_checks(_rss_report({1: leaking}), "router")
     assert check.ok is False, check.detail
+
+
+def test_repeats_within_the_dedupe_retention_are_duplicates_and_later_ones_are_told_apart() -> None:
+    from bench.soak import count_repeats
+
+    def result(task: str, at_s: float) -> dict[str, object]:
+        return {"task_id": task, "completed_at": int(at_s * 1000)}
+
+    results = [result("a", 0), result("a", 5),  # again within 20 s: a duplicate
+               result("b", 0), result("b", 37),  # again after 20 s: outside the dedupe window
+               result("c", 1), result("d", 2)]
+    letters = [{"task_id": "d"}]  # a result and a dead letter: judged strictly
+    assert count_repeats(results, letters, retention_s=20) == (2, 1)

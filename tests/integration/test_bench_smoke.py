@@ -108,6 +108,18 @@ def test_store_scan_compares_the_bounded_scan_with_the_unbounded_walk() -> None:
     assert all(t["us_per_scan"] > 0 for t in trials.values())
 
 
+def test_expiry_schedule_compares_per_table_schedules_with_one() -> None:
+    # 2,500 marks a partition: the dedupe walk takes three passes (1,000 keys each), one a
+    # second; the 20 sessions a partition fit in one.
+    result = run_bench("expiry_schedule", "--partitions", "2", "--sessions", "20", "--marks", "2500",
+                       "--turns", "2", "--seconds", "5")["result"]
+    trials = {t["variant"]: t for t in result["trials"]}
+    assert set(trials) == {"one schedule", "per table"}
+    assert trials["one schedule"]["decoded"] == {"dedupe": 5000, "sessions": 3 * 40}
+    assert trials["per table"]["decoded"] == {"dedupe": 5000, "sessions": 40}
+    assert all(t["cpu_s"] > 0 for t in trials.values())
+
+
 def test_waiting_memory_measures_the_idle_and_the_waiting_worker(bootstrap: str) -> None:
     report = run_bench("waiting_memory", "--tasks", "20", "--settle", "1", bootstrap=bootstrap)
     result = report["result"]

@@ -134,7 +134,7 @@ class Processor:
         self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
         self._poller = ThreadLane(f"{name}-poll")  # the consumer's thread: poll, commit, close
         self._partition_count = 0
-        self._retention = Retention(name, self.stats, self.persist)
+        self._retention = Retention(name, self.stats, self.persist, resume_s=commit_interval)
 
     # -- declaration ---------------------------------------------------------------------
     def table(
@@ -169,7 +169,8 @@ class Processor:
     ) -> Expiry:
         """Delete entries of ``table`` written more than ``retention_s`` ago (see
         runtime/expiry.py): a bounded walk per partition, every ``retention_s / 10`` (between
-        0.5 s and 60 s), sooner while a walk finds more keys than its batch. The deletes go
+        0.5 s and 60 s), and every commit interval while this table's walk finds more keys
+        than its batch (runtime/retention.py: each table on its own schedule). The deletes go
         through the checkpoint like a handler's, or, for a ``write_through`` table (one
         written with persist()), are persisted the same way."""
         return self._retention.add(table, retention_s, written_at, stamp=stamp, prefix=prefix, write_through=write_through)
@@ -317,7 +318,7 @@ class Processor:
         await self._loop.run_in_executor(None, self._start)
         self._last_activity = time.monotonic()
         next_checkpoint = self._last_activity + self.commit_interval
-        next_expiry = self._last_activity + self._retention.interval
+        self._retention.start()
         try:
             while not self._stopping:
                 await self._wait_for_slot()
@@ -341,9 +342,8 @@ class Processor:
                 if now >= next_checkpoint:
                     await self._checkpoint()
                     next_checkpoint = time.monotonic() + self.commit_interval
-                if self._retention and now >= next_expiry:
-                    more = await self._retention.run_pass(self.assigned_partitions(), lambda: self._failed)
-                    next_expiry = time.monotonic() + (self.commit_interval if more else self._retention.interval)
+                if now >= self._retention.next_due:
+                    await self._retention.run_due(self.assigned_partitions(), lambda: self._failed)
         finally:
             await self._shutdown()
         return self.stats

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
 from agentstream.errors import ConfigurationError
 from agentstream.telemetry import log_context
 from agentstream.telemetry.logs import formatter
-from agentstream.telemetry.redact import REDACTED, Redactor, secret_values
+from agentstream.telemetry.redact import PATTERN_WORDS, REDACTED, Redactor, may_match_a_pattern, secret_values
 
 KEY = "sk-test-4f9a8b7c6d5e4f3a2b1c"
 
@@ -91,3 +92,39 @@ def test_an_unknown_log_format_names_the_valid_ones() -> None:
 def test_record_fields_take_the_session_from_the_key_and_ignore_non_mappings() -> None:
     assert log_context.record_fields("router", "t[0]@1", b"s-9", b"raw") == {
         "worker": "router", "record": "t[0]@1", "session_id": "s-9"}
+
+
+EVERY_CHARACTER = "".join(map(chr, range(0x110000)))
+
+
+def test_the_patterns_word_check_keeps_every_character_the_patterns_match() -> None:
+    # A pattern matching means its word is in the line, each letter as any character that
+    # IGNORECASE takes for it (the long s for "s", the Kelvin sign for "k"); the check
+    # compares the casefolded line, so each such character must fold to exactly its letter.
+    for letter in sorted(set("".join(PATTERN_WORDS))):
+        matched = re.findall("(?i)" + re.escape(letter), EVERY_CHARACTER)
+        assert matched and all(character.casefold() == letter for character in matched), letter
+
+
+def test_the_word_start_check_takes_the_word_characters_of_the_patterns() -> None:
+    # "sk-" must follow a non-word character (\b); the check takes isalnum() or "_" for
+    # the word characters: the same set as the patterns' \w.
+    assert re.findall(r"\w", EVERY_CHARACTER) == [c for c in EVERY_CHARACTER if c.isalnum() or c == "_"]
+
+
+@pytest.mark.parametrize("text", [
+    "key: Authorization BEARER abc.def-ghi", "api_key=abcd1234", "sk-abcdefghijkl in a traceback",
+    "\"password\": \"hunter22\"", "paſſword=hunter22", "TOKEN: 0123456789", "a ſecret=abcdefgh",
+    "task-1 failed: sk-abcdefghijkl", "(sk-abcdefghijkl)",
+])
+def test_a_line_a_pattern_matches_passes_the_word_check(text: str) -> None:
+    assert may_match_a_pattern(text)
+    assert Redactor()(text) != text  # and is redacted
+
+
+@pytest.mark.parametrize("text", [
+    "billing.v1[3]@1234: task t-1 COMPLETED via billing", "task-abc-123 of support_desk-1 COMPLETED",
+])
+def test_a_line_without_the_patterns_words_is_left_as_it_is(text: str) -> None:
+    assert not may_match_a_pattern(text)
+    assert Redactor()(text) == text

@@ -26,6 +26,14 @@ _PATTERNS = (
     # key=value / key: value pairs whose name says secret (api_key=..., "password": "...").
     (re.compile(r"(?i)\b((?:api[_-]?key|token|secret|password)[\"']?\s*[=:]\s*[\"']?)[^\s\"',;}]{4,}"), rf"\1{REDACTED}"),
 )
+# Each pattern above needs "sk-" at the start of a word, or one of these words in any case:
+# a line without them (most lines) skips the patterns. The words are looked for in the
+# line's casefold(), which maps every character the patterns' IGNORECASE takes for one of
+# their letters (the long s, the Kelvin sign) to that letter (tests/unit/test_logs.py
+# checks every code point). The patterns cost ~10 µs per log line, the check well under 1;
+# the specialist and the supervisor each log a line per task.
+KEY_PREFIX = "sk-"
+PATTERN_WORDS = ("bearer", "key", "token", "secret", "password")
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -59,6 +67,24 @@ class Redactor:
         for value in self._values:
             if value in text:
                 text = text.replace(value, REDACTED)
-        for pattern, replacement in _PATTERNS:
-            text = pattern.sub(replacement, text)
+        if may_match_a_pattern(text):
+            for pattern, replacement in _PATTERNS:
+                text = pattern.sub(replacement, text)
         return text
+
+
+def may_match_a_pattern(text: str) -> bool:
+    """False when no secret-looking pattern can match ``text`` (it holds none of their words)."""
+    folded = text.casefold()
+    return any(word in folded for word in PATTERN_WORDS) or _starts_a_word(text, KEY_PREFIX)
+
+
+def _starts_a_word(text: str, prefix: str) -> bool:
+    """``prefix`` somewhere in ``text`` after a non-word character or at its start (``\\b``:
+    "task-1" holds "sk-", but not at a word's start)."""
+    at = text.find(prefix)
+    while at != -1:
+        if at == 0 or not (text[at - 1].isalnum() or text[at - 1] == "_"):
+            return True
+        at = text.find(prefix, at + 1)
+    return False

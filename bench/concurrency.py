@@ -28,6 +28,13 @@ the specialist.
   task, RSS growth over the idle process per in-flight task. Cores used by the router,
   supervisor, broker, this process and everything else on the machine are recorded too.
 
+- ``--broker-warm-up S`` (default 30): before the measured trials, one trial at the
+  largest cap runs S seconds and is not reported. A freshly started Kafka broker's JVM
+  compiles its hot paths under the first thousands of tasks, and its CPU per task falls by
+  ~40 % meanwhile (bench/RESULTS.md "A freshly started Kafka broker is slow"): on the 2
+  cores it shares with the workers, the first trial would otherwise measure that too.
+  ``--broker-warm-up 0`` skips it.
+
 Output: a table, ``bench/out/concurrency-<timestamp>.json`` and a PNG of in-flight over time.
 ``--profile`` attaches ``py-spy record --gil`` to the specialist of the last trial.
 """
@@ -256,6 +263,19 @@ def plot(trials: list[Trial], path: Path) -> Path | None:
     return path
 
 
+def warm_the_broker(bootstrap: str, broker_pid: int | None, cap: int, args: argparse.Namespace) -> Trial:
+    """One trial of ``args.broker_warm_up`` seconds that is not reported (see the module's
+    docstring); raises if it failed, since the trials after it would run on a broker in an
+    unknown state."""
+    trial = run_trial(bootstrap, broker_pid, cap, args.latency, args.broker_warm_up, min(args.ramp, 5.0), None,
+                      args.stop_timeout)
+    if trial.error is not None:
+        raise RuntimeError(f"the broker warm-up trial failed: {trial.error}; rerun, or skip it with --broker-warm-up 0")
+    print(f"  broker warm-up: cap {cap}, {args.broker_warm_up:g} s, {trial.submitted} tasks submitted (not reported)",
+          flush=True)
+    return trial
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.concurrency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--caps", default="256,512,1024,2048",
@@ -263,8 +283,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--latency", type=float, default=1.0, help="scripted model seconds per call (default 1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: caps 256,1024, 10 s windows")
     parser.add_argument("--profile", action="store_true", help="py-spy --gil on the specialist of the last trial")
+    parser.add_argument("--broker-warm-up", type=float, default=30.0,
+                        help="seconds of an unreported trial at the largest cap before the measured ones, so the "
+                             "broker is warm (default 30; 0: none)")
     add_trial_arguments(parser)
     args = parser.parse_args(argv)
+    if args.broker_warm_up < 0:
+        parser.error(f"--broker-warm-up {args.broker_warm_up:g}: give seconds >= 0 (0: no warm-up trial)")
     caps = [int(c) for c in args.caps.split(",")]
     if args.quick:
         caps, args.window, args.ramp, args.quiet_wait, args.stop_timeout = [256, 1024], 10.0, 8.0, 5.0, 10.0
@@ -275,6 +300,7 @@ def main(argv: list[str]) -> int:
     with broker(args.broker) as (bootstrap, broker_pid, broker_name):
         print(f"concurrency bench: caps {caps}, model latency {args.latency:g} s, window {args.window:g} s after "
               f"{args.ramp:g} s ramp; broker {broker_name}; {host['nproc']} x {host['cpu_model']}")
+        warm_up = warm_the_broker(bootstrap, broker_pid, max(caps), args) if args.broker_warm_up else None
         for i, cap in enumerate(caps):
             waited = wait_for_quiet(args.quiet_wait)
             profile_to = OUT_DIR / f"concurrency-{stamp}-profile-cap{cap}.txt" if args.profile and i == len(caps) - 1 else None
@@ -299,7 +325,9 @@ def main(argv: list[str]) -> int:
                 print(f"    {100 * count / total:5.1f}%  {name}")
     report = {
         **report_header("concurrency", stamp, argv, host, broker_name, "runtime", "specialist", "models"),
-        "config": {"caps": caps, "latency_s": args.latency, "window_s": args.window, "ramp_s": args.ramp},
+        "config": {"caps": caps, "latency_s": args.latency, "window_s": args.window, "ramp_s": args.ramp,
+                   "broker_warm_up_s": args.broker_warm_up},
+        "broker_warm_up": asdict(warm_up) if warm_up is not None else None,
         "trials": [asdict(t) for t in trials],
         "plot": str(png.relative_to(REPO)) if png else None,
         "profile": profile,

@@ -232,8 +232,9 @@ def test_pipeline_compares_the_runtime_with_the_raw_and_faust_relays(bootstrap: 
 
 def test_concurrency_keeps_loops_in_flight_and_finishes_tasks(bootstrap: str) -> None:
     report = run_bench("concurrency", "--caps", "8", "--latency", "0.2", "--window", "2", "--ramp", "1",
-                       "--quiet-wait", "0", "--stop-timeout", "10", bootstrap=bootstrap)
-    (trial,) = report["trials"]
+                       "--quiet-wait", "0", "--stop-timeout", "10", "--broker-warm-up", "1", bootstrap=bootstrap)
+    (trial,) = report["trials"]  # the warm-up trial is apart, not among the reported ones
+    assert report["broker_warm_up"]["submitted"] > 0 and report["broker_warm_up"]["window_s"] == 1
     assert trial["error"] is None, trial["error"]
     assert trial["inflight_mean"] > 0 and trial["completed_in_window"] > 0 and trial["calls_per_task"] == 2
     assert trial["specialist_cpu_ms_per_task"] > 0

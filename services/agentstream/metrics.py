@@ -40,6 +40,9 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 COST_BUCKETS = (0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5)
 STEP_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
+# Seconds: an acknowledgement or a callback's wait on a worker's event loop, from a
+# millisecond (idle) to seconds (a saturated loop or a broker in trouble).
+LOOP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 # agentstream_circuit_breaker_state: the value per state (controls/breaker.py CircuitState values).
 BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2}
 # The TaskResult status enum (schemas/TaskResult.avsc): series made at start, see register_all.
@@ -203,6 +206,20 @@ def rate_limit_wait() -> Histogram:
                      ["agent", "model"], buckets=(0, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60))
 
 
+@cache
+def acked_write_seconds() -> Histogram:
+    return Histogram("agentstream_acked_write_seconds",
+                     "Time from producing a record the worker waits for (a checkpoint, an acknowledged send) to "
+                     "its acknowledgement reaching the worker's event loop", ["worker"], buckets=LOOP_BUCKETS)
+
+
+@cache
+def event_loop_lag_seconds() -> Histogram:
+    return Histogram("agentstream_event_loop_lag_seconds",
+                     "How late the worker's event loop ran a timer: what a callback made ready then waits "
+                     "(an acknowledgement, a model reply) before it runs", ["worker"], buckets=LOOP_BUCKETS)
+
+
 # -- label children of the per-call series ---------------------------------------------------
 # Every model and tool call adds to these; ``labels(...)`` checks and hashes its values each
 # time, so the children are looked up once per label values and kept. Nothing here ever
@@ -229,6 +246,7 @@ FAMILIES = (
     task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tenant_spend_today,
     tenant_in_flight, tool_calls, model_calls, operation_duration,
     token_usage, model_cost, model_retries, breaker_state, rate_limit_wait, specialist_runs, rollout_weight,
+    acked_write_seconds, event_loop_lag_seconds,
 )
 
 

@@ -62,6 +62,11 @@ PANELS: tuple[tuple[str, str, str, str], ...] = (
      "{{model}}", "s"),
     ("Checkpoint duration p95", "histogram_quantile(0.95, sum by (le, worker) (rate(agentstream_checkpoint_seconds_bucket[5m])))",
      "{{worker}}", "s"),
+    # Where a loop waits besides its model: the broker (acknowledgements) or its own worker (loop lag).
+    ("Acknowledged write p95", "histogram_quantile(0.95, sum by (le, worker) (rate(agentstream_acked_write_seconds_bucket[5m])))",
+     "{{worker}}", "s"),
+    ("Event loop lag p95", "histogram_quantile(0.95, sum by (le, worker) (rate(agentstream_event_loop_lag_seconds_bucket[5m])))",
+     "{{worker}}", "s"),
     ("Workers up", 'up{job="agentstream"}', "{{service}} {{instance}}", "none"),
     ("Consumer lag by group", "sum by (group) (agentstream_consumer_lag)", "{{group}}", "short"),
     ("Consumer lag by partition", "agentstream_consumer_lag", "{{topic}}[{{partition}}]", "short"),

@@ -40,6 +40,7 @@ from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorE
 from agentstream.runtime.delivery import produce_acked, produce_all_acked
 from agentstream.runtime.hold import DueHolds
 from agentstream.runtime.lane import ThreadLane
+from agentstream.runtime.loop_lag import LoopLagProbe
 from agentstream.runtime.offsets import TP, PartitionOffsets, commit_refusal_is_transient
 from agentstream.runtime.retention import Retention
 from agentstream.runtime.spawned import SpawnedWork
@@ -135,6 +136,8 @@ class Processor:
         self._poller = ThreadLane(f"{name}-poll")  # the consumer's thread: poll, commit, close
         self._partition_count = 0
         self._retention = Retention(name, self.stats, self.persist, resume_s=commit_interval)
+        self._ack_seconds = metrics.acked_write_seconds().labels(name)
+        self._loop_lag = LoopLagProbe(metrics.event_loop_lag_seconds().labels(name).observe)
 
     # -- declaration ---------------------------------------------------------------------
     def table(
@@ -246,7 +249,8 @@ class Processor:
         raw_key = table.encode_key(key)
         raw_value = None if value is None else table.encode_value(value)
         # Not send_acked: a changelog record is state, not a message of the task's trace.
-        offset = await produce_acked(self._require_producer(), table.changelog_topic, raw_value, raw_key, partition)
+        offset = await self._acknowledged(
+            produce_acked(self._require_producer(), table.changelog_topic, raw_value, raw_key, partition))
         if table.stores.get(partition) is store:  # still ours: not revoked while waiting
             store.put_durable(raw_key, raw_value, offset)
 
@@ -256,8 +260,8 @@ class Processor:
         stored in one batch. A kill -9 in between leaves a prefix of them in the changelog."""
         store = table.partition(partition)
         records = [(table.encode_key(key), None if value is None else table.encode_value(value)) for key, value in items]
-        offsets = await produce_all_acked(self._require_producer(), table.changelog_topic,
-                                          [(value, key) for key, value in records], partition)
+        offsets = await self._acknowledged(produce_all_acked(self._require_producer(), table.changelog_topic,
+                                                             [(value, key) for key, value in records], partition))
         if table.stores.get(partition) is store and records:  # still ours: not revoked while waiting
             store.put_all_durable(records, max(offsets))
 
@@ -267,11 +271,20 @@ class Processor:
     ) -> int:
         """Send one record and wait until the broker acknowledges it; return its offset."""
         if not tracing.enabled():
-            return await produce_acked(self._require_producer(), topic, value, key, partition, headers)
+            return await self._acknowledged(produce_acked(self._require_producer(), topic, value, key, partition, headers))
         with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
-            offset = await produce_acked(self._require_producer(), topic, value, key, partition, traced.headers)
+            offset = await self._acknowledged(
+                produce_acked(self._require_producer(), topic, value, key, partition, traced.headers))
             traced.landed(offset)
         return offset
+
+    async def _acknowledged(self, acked: Awaitable[_T]) -> _T:
+        """``acked`` (a produce awaiting its acknowledgement), timed into agentstream_acked_write_seconds."""
+        started = time.perf_counter()
+        try:
+            return await acked
+        finally:
+            self._ack_seconds.observe(time.perf_counter() - started)
 
     async def read_to_end(self, topic: str, partition: int, from_offset: int) -> list[tuple[bytes | None, bytes | None, int]]:
         """Records of one partition from ``from_offset`` to its end (for recovery checks)."""
@@ -316,6 +329,7 @@ class Processor:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, frame: self.stop())
         await self._loop.run_in_executor(None, self._start)
+        self._loop_lag.start(self._loop)
         self._last_activity = time.monotonic()
         next_checkpoint = self._last_activity + self.commit_interval
         self._retention.start()
@@ -663,6 +677,7 @@ class Processor:
                 self._producer.flush(self.flush_timeout)
             for hook in self._stop_hooks:
                 hook()
+            self._loop_lag.stop()
             self._closing.set()
             self.health.stopped()
             self._poller.close()

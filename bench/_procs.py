@@ -14,9 +14,9 @@
 - :func:`report_header`, :func:`add_trial_arguments`: the JSON report's first fields and the
   ``--window`` / ``--ramp`` / ``--stop-timeout`` / ``--quiet-wait`` / ``--broker`` options;
 - ``python -m bench._procs specialist --type T [--max-inflight N] [--model M] [--tools R]``:
-  ``agentstream worker specialist`` with what its CLI does not offer — a ``max_inflight``
-  other than the default (``WorkerSettings.from_env`` reads no variable for it and the CLI
-  has no flag) and an injected model / tool registry (``module:attribute`` factories).
+  ``agentstream worker specialist`` with what its CLI does not offer, an injected model /
+  tool registry (``module:attribute`` factories). A ``max_inflight`` alone needs no launcher:
+  the CLI reads ``AGENTSTREAM_MAX_INFLIGHT``, and ``AgentStack.start`` sets it.
 
 Machine facts, the broker choice and py-spy helpers come from ``bench.relay``.
 """
@@ -49,7 +49,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from agentstream.clients import admin_config, producer_config, reader_config
 from agentstream.serde import SchemaSet, SerdeError
-from agentstream.settings import PREFIX_ENV, SCRIPTED_CALL_LOG_ENV, SCRIPTED_LATENCY_ENV, STATE_DIR_ENV, TOPOLOGY_ENV
+from agentstream.settings import (
+    MAX_INFLIGHT_ENV, PREFIX_ENV, SCRIPTED_CALL_LOG_ENV, SCRIPTED_LATENCY_ENV, STATE_DIR_ENV, TOPOLOGY_ENV,
+)
 from agentstream.topology import Topology, load_topology
 from agentstream.topology_admin import apply
 from bench.relay import add_broker_argument, broker_kind
@@ -289,17 +291,18 @@ class AgentStack:
     def start(self, name: str, kind: str, *, agent_type: str = "billing", max_inflight: int | None = None,
               model: str | None = None, tools: str | None = None, env: dict[str, str] | None = None) -> Proc:
         """``kind`` router / supervisor / specialist. A specialist runs through the real CLI
-        unless ``max_inflight``, ``model`` or ``tools`` asks for this module's launcher."""
-        if kind == "specialist" and (max_inflight or model or tools):
+        (``max_inflight`` through its environment variable) unless ``model`` or ``tools``
+        asks for this module's launcher."""
+        if kind == "specialist" and (model or tools):
             args = ["-m", "bench._procs", "specialist", "--type", agent_type]
-            args += ["--max-inflight", str(max_inflight)] if max_inflight else []
             args += ["--model", model] if model else []
             args += ["--tools", tools] if tools else []
         elif kind == "specialist":
             args = ["-m", "agentstream", "worker", "specialist", "--type", agent_type]
         else:
             args = ["-m", "agentstream", "worker", kind]
-        worker_env = {**self.env, STATE_DIR_ENV: str(self.base / name), **(env or {})}
+        cap = {MAX_INFLIGHT_ENV: str(max_inflight)} if max_inflight else {}
+        worker_env = {**self.env, STATE_DIR_ENV: str(self.base / name), **cap, **(env or {})}
         proc = Proc(name, args, worker_env, self.base / f"{name}.log")
         self.workers[name] = proc
         return proc
@@ -605,7 +608,8 @@ def _load(ref: str) -> Any:
 
 def specialist_main(argv: list[str]) -> int:
     """``agentstream worker specialist`` (cli.cmd_worker) with overrides its CLI lacks."""
-    from agentstream.cli import _settings, _setup_logging
+    from agentstream.cli import _health_server, _settings, _setup_logging
+    from agentstream.runtime.collector import tune_for_serving
     from agentstream.specialist.app import build_specialist
     from agentstream.topology import load_topology as load
 
@@ -625,7 +629,17 @@ def specialist_main(argv: list[str]) -> int:
         model=_load(args.model) if args.model else None, tools=_load(args.tools) if args.tools else None,
     )
     logging.getLogger("bench").info("specialist %s: max_inflight=%d", args.type, settings.max_inflight)
-    stats = asyncio.run(service.processor.run(handle_signals=True))
+    # As cmd_worker serves: its metrics port (when AGENTSTREAM_METRICS_PORT is set) and the
+    # collector tuned for serving. Without the tuning (until session 10) the bench measured
+    # a specialist the CLI never runs: one collecting its youngest generation every 700
+    # allocations, with every loop in flight walked again by the older ones.
+    server = _health_server(service.processor, settings.metrics_port)
+    tune_for_serving()
+    try:
+        stats = asyncio.run(service.processor.run(handle_signals=True))
+    finally:
+        if server is not None:
+            server.stop()
     logging.getLogger("agentstream").info("worker %s exiting: %d processed, %d failed", service.agent, stats.processed, stats.failed)
     return 0
 

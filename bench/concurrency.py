@@ -11,12 +11,12 @@ are offered faster than they can finish: the feeder keeps ``cap + max(100, cap/2
 outstanding (submitted, no specialist result yet), so a queue always waits in front of
 the specialist.
 
-- cap 256 runs the specialist through the real CLI (``agentstream worker specialist``):
-  ``max_inflight`` defaults to 256 and neither ``WorkerSettings.from_env`` nor the CLI can
-  change it. Other caps run ``python -m bench._procs specialist --max-inflight N``, which
-  builds the same service with ``WorkerSettings(max_inflight=N)``. The cap is checked
-  before each record (until commit 74c36d3 only before each poll of up to 500 records, so
-  in flight exceeded it by up to a batch).
+- Every cap runs the specialist through the real CLI (``agentstream worker specialist``)
+  with ``AGENTSTREAM_MAX_INFLIGHT``. Until session 10 caps other than the default (256)
+  ran ``python -m bench._procs specialist --max-inflight N``, which then lacked the CLI's
+  garbage-collector tuning (runtime/collector.py). The cap is checked before each record
+  (until commit 74c36d3 only before each poll of up to 500 records, so in flight exceeded
+  it by up to a batch).
 - In flight at time t: tasks whose loop has started (the specialist's RUNNING event, or
   ``started_at`` of its result) and not finished (``finished_at``), sampled every 100 ms
   over the measured window (after a ramp-up) and time-averaged. No call log is written
@@ -24,6 +24,9 @@ the specialist.
 - Ideal throughput (the baseline, from the same window): in-flight ÷ (model calls per
   task × latency), i.e. what the measured concurrency would give if nothing but the model
   took time. Efficiency = measured ÷ ideal (= ideal task time ÷ measured task time).
+- Where a loop waits besides its model, from the specialist's own histograms over the
+  window (its metrics port, bench/_worker_metrics.py): the time from producing an
+  acknowledged write to its acknowledgement on the loop, and the loop's lag.
 - CPU and RSS of the specialist (psutil, every 0.5 s): cores used, CPU ms per completed
   task, RSS growth over the idle process per in-flight task. Cores used by the router,
   supervisor, broker, this process and everything else on the machine are recorded too.
@@ -53,11 +56,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentstream.settings import METRICS_PORT_ENV
 from bench._procs import (
     KEEP_LOGS_ENV, OUT_DIR, REPO, AgentStack, Feeder, ResourceSampler, TopicWatcher, add_trial_arguments, billing_task,
     broker, machine, percentile, report_header, write_report,
 )
 from bench.relay import start_profiler, stop_profiler, summarize_profile, wait_for_quiet
+from bench._worker_metrics import ACKED_WRITE, LOOP_LAG, Buckets, free_port, quantile, scrape
 
 TICK = 0.1
 
@@ -83,6 +88,9 @@ class Trial:
     task_seconds_p50: float = 0.0
     task_seconds_p95: float = 0.0
     queue_seconds_p50: float = 0.0  # routed → loop started (waiting for a slot)
+    # The specialist's own histograms over the window (bench/_worker_metrics.py), ms:
+    acked_write_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99 produce → acknowledged on its loop
+    loop_lag_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99 how late its loop ran a timer
     cores: dict[str, float] = field(default_factory=dict)
     specialist_cpu_ms_per_task: float = 0.0
     specialist_cpu_ms_per_inflight_task_s: float = 0.0
@@ -97,14 +105,15 @@ class Trial:
 
 def run_trial(bootstrap: str, broker_pid: int | None, cap: int, latency: float, window: float, ramp: float,
               profile_to: Path | None, stop_timeout: float = 15.0) -> Trial:
-    launcher = "cli" if cap == 256 else "bench._procs"
+    launcher = "cli"
     trial = Trial(cap, launcher, latency, window, ramp)
     base = Path(tempfile.mkdtemp(prefix=f"concurrency-{cap}-"))
     # No call log: its file append per model call would load the loop being measured.
     stack = AgentStack(bootstrap, base, latency=f"{latency:g}", call_log=False)
     stack.start("router", "router")
     stack.start("supervisor", "supervisor")
-    specialist = stack.start("billing", "specialist", max_inflight=None if cap == 256 else cap)
+    metrics_port = free_port()
+    specialist = stack.start("billing", "specialist", max_inflight=cap, env={METRICS_PORT_ENV: str(metrics_port)})
     partitions = stack.topology.topic_spec("supervisor").partitions
     topics = [stack.topology.topic(name) for name in ("supervisor", "results", "task_events")]
     watcher = TopicWatcher(bootstrap, topics, stack.schemas, partitions)
@@ -136,8 +145,10 @@ def run_trial(bootstrap: str, broker_pid: int | None, cap: int, latency: float, 
         feeder.start()
         time.sleep(ramp)
         window_start = time.monotonic()
+        histograms_before = scrape(metrics_port)
         time.sleep(window)
         window_end = time.monotonic()
+        waits(trial, histograms_before, scrape(metrics_port))
         feeder.stopping.set()
         feeder.join(30)
         if feeder.error is not None:
@@ -162,6 +173,14 @@ def run_trial(bootstrap: str, broker_pid: int | None, cap: int, latency: float, 
         shutil.rmtree(base, ignore_errors=True)
         trial.exit_codes = codes
     return trial
+
+
+def waits(trial: Trial, before: dict[str, Buckets], after: dict[str, Buckets]) -> None:
+    """Where the specialist's loops waited besides the model, over the window: its acked
+    writes (6 of them in each task's path: head, 3 steps, transcript, result) and its loop."""
+    for name, into in ((ACKED_WRITE, trial.acked_write_ms), (LOOP_LAG, trial.loop_lag_ms)):
+        for q in (0.5, 0.9, 0.99):
+            into[f"p{round(q * 100)}"] = round(quantile(before[name], after[name], q) * 1000, 1)
 
 
 def summarize(trial: Trial, watcher: TopicWatcher, sampler: ResourceSampler,
@@ -234,6 +253,9 @@ def print_table(trials: list[Trial]) -> None:
             cores = ", ".join(f"{name} {c:.2f}" for name, c in sorted(t.cores.items()))
             print(f"  cap {t.cap}: {t.model_calls_per_s:.0f} model calls/s, {t.calls_per_task:.2f} per task, "
                   f"{t.submitted} submitted; cores used: {cores}")
+            acked, lag = (" / ".join(f"{v:g}" for v in d.values()) for d in (t.acked_write_ms, t.loop_lag_ms))
+            print(f"  cap {t.cap}: the specialist's acknowledged writes {acked} ms, its event loop's lag {lag} ms "
+                  "(p50 / p90 / p99)")
             if any(code != 0 for code in t.exit_codes.values()):
                 print(f"  cap {t.cap}: stopping the workers after the window: exit codes {t.exit_codes}, "
                       f"SIGTERM → exit s {t.stop_seconds} (-9: killed after --stop-timeout)")

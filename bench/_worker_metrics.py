@@ -1,0 +1,63 @@
+"""A worker's Prometheus histograms over a benchmark's window: scraped from its metrics port
+at the window's start and end, and the quantiles of what was observed in between,
+interpolated within a bucket as PromQL's ``histogram_quantile`` does.
+
+Used for the two histograms that say where an agent loop waits besides its model:
+``agentstream_acked_write_seconds`` (produce to acknowledgement, as the loop sees it) and
+``agentstream_event_loop_lag_seconds`` (how late the loop runs what is due).
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from agentstream.settings import METRICS_PATH
+
+ACKED_WRITE = "agentstream_acked_write_seconds"
+LOOP_LAG = "agentstream_event_loop_lag_seconds"
+
+Buckets = dict[float, float]  # upper bound -> cumulative count
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int, families: tuple[str, ...] = (ACKED_WRITE, LOOP_LAG)) -> dict[str, Buckets]:
+    """The cumulative buckets of each histogram in ``families``, summed over its series."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{METRICS_PATH}", timeout=10) as response:
+        text = response.read().decode()
+    found: dict[str, Buckets] = {name: {} for name in families}
+    for family in text_string_to_metric_families(text):
+        if family.name not in found:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{family.name}_bucket":
+                bound = float(sample.labels["le"])
+                found[family.name][bound] = found[family.name].get(bound, 0.0) + sample.value
+    return found
+
+
+def quantile(before: Buckets, after: Buckets, q: float) -> float:
+    """The ``q`` quantile of the observations between two scrapes (NaN if none): the bucket
+    holding it, and a linear guess inside it (the +Inf bucket answers its lower bound)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return math.nan
+    rank = q * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts):
+        if count >= rank:
+            if math.isinf(bound):
+                return lower
+            share = (rank - below) / (count - below) if count > below else 1.0
+            return lower + (bound - lower) * share
+        lower, below = bound, count
+    return lower

@@ -57,11 +57,14 @@ class JsonFormatter(logging.Formatter):
         }
         line.update(_ordered(log_context.current()))
         line.update(trace_ids())
-        line["message"] = record.getMessage()
+        # The message and the traceback are redacted before JSON escapes them (a quote
+        # becomes \", which the patterns' quotes do not take, nor does a secret value that
+        # holds one), and the finished line again for the context fields.
+        line["message"] = self._redact(record.getMessage())
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = self._redact(self.formatException(record.exc_info))
         elif record.exc_text:
-            line["exception"] = record.exc_text
+            line["exception"] = self._redact(record.exc_text)
         return self._redact(json.dumps(line, ensure_ascii=False, default=str))
 
 

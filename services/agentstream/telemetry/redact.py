@@ -30,7 +30,7 @@ _PATTERNS = (
 # a line without them (most lines) skips the patterns. The words are looked for in the
 # line's casefold(), which maps every character the patterns' IGNORECASE takes for one of
 # their letters (the long s, the Kelvin sign) to that letter (tests/unit/test_logs.py
-# checks every code point). The patterns cost ~10 µs per log line, the check well under 1;
+# checks every code point). The patterns cost ~10 µs per log line, the check about 1;
 # the specialist and the supervisor each log a line per task.
 KEY_PREFIX = "sk-"
 PATTERN_WORDS = ("bearer", "key", "token", "secret", "password")

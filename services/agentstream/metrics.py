@@ -210,14 +210,16 @@ def rate_limit_wait() -> Histogram:
 def acked_write_seconds() -> Histogram:
     return Histogram("agentstream_acked_write_seconds",
                      "Time from producing a record the worker waits for (a checkpoint, an acknowledged send) to "
-                     "its acknowledgement reaching the worker's event loop", ["worker"], buckets=LOOP_BUCKETS)
+                     "its acknowledgement reaching the worker's event loop; acknowledged writes only, the expiry "
+                     "passes' deletes left out", ["worker"], buckets=LOOP_BUCKETS)
 
 
 @cache
 def event_loop_lag_seconds() -> Histogram:
     return Histogram("agentstream_event_loop_lag_seconds",
-                     "How late the worker's event loop ran a timer: what a callback made ready then waits "
-                     "(an acknowledgement, a model reply) before it runs", ["worker"], buckets=LOOP_BUCKETS)
+                     "How late the worker's event loop ran a timer, one sample every 0.1 s: what a callback made "
+                     "ready then waits (an acknowledgement, a model reply) before it runs", ["worker"],
+                     buckets=LOOP_BUCKETS)
 
 
 # -- label children of the per-call series ---------------------------------------------------

@@ -197,5 +197,5 @@ def _check(prometheus: Prometheus, results: list[dict[str, Any]]) -> None:
     # the task panels have data.
     answers = {title: prometheus.vector(expr) for title, expr, _, _ in PANELS}
     for title in ("Task results /s by status", "Task latency p95 by status", "Tokens /s by model", "Cost per hour by model",
-                  "Tool success rate"):
+                  "Tool success rate", "Event loop lag p95"):
         assert answers[title], f"the dashboard's {title!r} panel has no data"

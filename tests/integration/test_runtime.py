@@ -321,3 +321,4 @@ def test_max_inflight_caps_spawned_work_within_a_fetched_batch(bootstrap: str, u
         app.stop()
         runner.join(60)
     assert peak[0] == 3, f"{peak[0]} loops ran at once"
+    assert not runner.is_alive() and not app._loop_lag.running  # run() ended and stopped its loop-lag timer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-
 import pytest
 
 from agentstream.runtime.loop_lag import LoopLagProbe
@@ -51,7 +50,7 @@ def _started(observed: list[float]) -> tuple[LoopLagProbe, FakeLoop]:
 
 def test_a_timer_run_late_reports_how_late() -> None:
     observed: list[float] = []
-    probe, loop = _started(observed)
+    _, loop = _started(observed)
     assert [t.when for t in loop.timers] == [0.1]
     loop.run_due_at(0.35)  # a callback held the loop 0.25 s past the timer
     assert observed == [pytest.approx(0.25)]
@@ -63,7 +62,9 @@ def test_a_timer_run_late_reports_how_late() -> None:
 def test_stop_cancels_the_timer() -> None:
     observed: list[float] = []
     probe, loop = _started(observed)
+    assert probe.running
     probe.stop()
+    assert not probe.running
     loop.run_due_at(10.0)
     assert observed == []
 
@@ -74,3 +75,21 @@ def test_the_interval_must_be_positive(interval: float) -> None:
         LoopLagProbe(lambda lag: None, interval=interval)
 
 
+def test_a_running_probe_refuses_a_second_start() -> None:
+    probe, loop = _started([])
+    with pytest.raises(RuntimeError, match="running already; stop"):
+        probe.start(loop)  # type: ignore[arg-type]
+    probe.stop()
+    probe.start(loop)  # type: ignore[arg-type]  # stopped: it may start again
+
+
+def test_an_observer_that_raises_leaves_the_next_timer_armed() -> None:
+    def refuse(lag: float) -> None:
+        raise ValueError("observer failed")
+
+    probe = LoopLagProbe(refuse, interval=0.1)
+    loop = FakeLoop()
+    probe.start(loop)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        loop.run_due_at(0.1)
+    assert [t.when for t in loop.timers if not t.cancelled] == [pytest.approx(0.2)]

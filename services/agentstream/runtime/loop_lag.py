@@ -3,11 +3,14 @@ and the time between when it was due and when it ran.
 
 A callback made ready (a delivery acknowledgement settled, a model reply, a timer) runs
 after every callback ahead of it in the loop's queue; with hundreds of agent loops in one
-worker that queue fills in bursts. The lag is what such a callback waits: measured on the
-2-core machine with 1,000 loops of a 1-s model, an acknowledgement reached the loop ~18 ms
-after it was produced and its awaiting loop ran ~20-30 ms after that (bench/RESULTS.md,
-session 10). The timer is cheap (a handful of callbacks per second) and says nothing
-while the loop is idle but ~0.
+worker that queue fills in bursts. The lag is what such a callback waits: on the 2-core
+machine with 1,000 loops of a 1-s model, a delivery report reached Python 17-23 ms after
+its record was produced, and the loop settled it another ~15-30 ms later (bench/RESULTS.md,
+session 10). The timer is cheap (ten callbacks a second) and reads ~0 while the loop is idle.
+
+One sample per timer: a stall of L seconds gives one sample of about L, not one per
+``interval`` it covered, so the quantiles are those of the samples, and long stalls weigh
+less in them than in what a callback made ready at a random moment waits.
 """
 
 from __future__ import annotations
@@ -31,8 +34,14 @@ class LoopLagProbe:
         self._due = 0.0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None:
+            raise RuntimeError("the loop lag probe is running already; stop() it before starting it again")
         self._loop = loop
         self._arm()
+
+    @property
+    def running(self) -> bool:
+        return self._timer is not None
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -46,5 +55,6 @@ class LoopLagProbe:
 
     def _tick(self) -> None:
         assert self._loop is not None
-        self._observe(max(0.0, self._loop.time() - self._due))
-        self._arm()
+        lag = max(0.0, self._loop.time() - self._due)
+        self._arm()  # before observing: an observer that raises does not stop the probe
+        self._observe(lag)

@@ -135,8 +135,8 @@ class Processor:
         self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
         self._poller = ThreadLane(f"{name}-poll")  # the consumer's thread: poll, commit, close
         self._partition_count = 0
-        self._retention = Retention(name, self.stats, self.persist, resume_s=commit_interval)
-        self._ack_seconds = metrics.acked_write_seconds().labels(name)
+        self._retention = Retention(name, self.stats, self._persist_expired, resume_s=commit_interval)
+        self._observe_ack = metrics.acked_write_seconds().labels(name).observe
         self._loop_lag = LoopLagProbe(metrics.event_loop_lag_seconds().labels(name).observe)
 
     # -- declaration ---------------------------------------------------------------------
@@ -244,13 +244,24 @@ class Processor:
         until the broker acknowledges it, then store it. For state that must survive a
         kill -9 at once (step checkpoints); do not mix with buffered writes on one table.
         ``partition`` defaults to the partition of the record being handled."""
+        await self._persist(table, key, value, partition, self._observe_ack)
+
+    async def _persist_expired(self, table: Table, key: str | bytes, value: Any, *, partition: int | None = None) -> None:
+        """persist() of an expiry pass's writes, left out of agentstream_acked_write_seconds:
+        a pass writes up to a thousand at once per partition, which would outweigh the
+        writes the worker's tasks wait for."""
+        await self._persist(table, key, value, partition, None)
+
+    async def _persist(
+        self, table: Table, key: str | bytes, value: Any, partition: int | None, observe: Callable[[float], None] | None,
+    ) -> None:
         partition = current_context.get().partition if partition is None else partition
         store = table.partition(partition)
         raw_key = table.encode_key(key)
         raw_value = None if value is None else table.encode_value(value)
         # Not send_acked: a changelog record is state, not a message of the task's trace.
         offset = await self._acknowledged(
-            produce_acked(self._require_producer(), table.changelog_topic, raw_value, raw_key, partition))
+            produce_acked(self._require_producer(), table.changelog_topic, raw_value, raw_key, partition), observe)
         if table.stores.get(partition) is store:  # still ours: not revoked while waiting
             store.put_durable(raw_key, raw_value, offset)
 
@@ -261,7 +272,8 @@ class Processor:
         store = table.partition(partition)
         records = [(table.encode_key(key), None if value is None else table.encode_value(value)) for key, value in items]
         offsets = await self._acknowledged(produce_all_acked(self._require_producer(), table.changelog_topic,
-                                                             [(value, key) for key, value in records], partition))
+                                                             [(value, key) for key, value in records], partition),
+                                           self._observe_ack)
         if table.stores.get(partition) is store and records:  # still ours: not revoked while waiting
             store.put_all_durable(records, max(offsets))
 
@@ -271,20 +283,24 @@ class Processor:
     ) -> int:
         """Send one record and wait until the broker acknowledges it; return its offset."""
         if not tracing.enabled():
-            return await self._acknowledged(produce_acked(self._require_producer(), topic, value, key, partition, headers))
+            return await self._acknowledged(
+                produce_acked(self._require_producer(), topic, value, key, partition, headers), self._observe_ack)
         with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
             offset = await self._acknowledged(
-                produce_acked(self._require_producer(), topic, value, key, partition, traced.headers))
+                produce_acked(self._require_producer(), topic, value, key, partition, traced.headers), self._observe_ack)
             traced.landed(offset)
         return offset
 
-    async def _acknowledged(self, acked: Awaitable[_T]) -> _T:
-        """``acked`` (a produce awaiting its acknowledgement), timed into agentstream_acked_write_seconds."""
-        started = time.perf_counter()
-        try:
+    @staticmethod
+    async def _acknowledged(acked: Awaitable[_T], observe: Callable[[float], None] | None) -> _T:
+        """``acked`` (a produce awaiting its acknowledgement); its time to ``observe`` once
+        acknowledged (a refused or cancelled write is not a time it took to land)."""
+        if observe is None:
             return await acked
-        finally:
-            self._ack_seconds.observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        landed = await acked
+        observe(time.perf_counter() - started)
+        return landed
 
     async def read_to_end(self, topic: str, partition: int, from_offset: int) -> list[tuple[bytes | None, bytes | None, int]]:
         """Records of one partition from ``from_offset`` to its end (for recovery checks)."""
@@ -658,6 +674,7 @@ class Processor:
 
     # -- shutdown ------------------------------------------------------------------------
     async def _shutdown(self) -> None:
+        self._loop_lag.stop()  # first: whatever below raises, no timer outlives run()
         pending = self._spawned.pending()
         if pending and not self._failed:
             await asyncio.wait(pending, timeout=self.shutdown_grace)
@@ -677,7 +694,6 @@ class Processor:
                 self._producer.flush(self.flush_timeout)
             for hook in self._stop_hooks:
                 hook()
-            self._loop_lag.stop()
             self._closing.set()
             self.health.stopped()
             self._poller.close()

@@ -4,9 +4,12 @@ partitions this worker owns, a bounded walk at a time, each table on its own sch
 Each table is walked again ``retention / 10`` after its walk reached the end of its keys,
 and ``resume_s`` after a pass that stopped at its bound (more keys wait). The schedules
 are apart because the tables are: a dedupe table seven days deep is never walked to its
-end, while the router's sessions table is walked to its end in one pass; on one schedule
-the sessions (each record a session's memory, decoded to judge it) were read again every
-``resume_s`` for as long as the dedupe walk went on, which on a busy worker is always.
+end, while the router's sessions table (up to 1,000 sessions a partition) is walked to its
+end in one pass; on one schedule the sessions (each record a session's memory, decoded to
+judge it) were read again every ``resume_s`` for as long as the dedupe walk went on, which
+on a busy worker is always. The schedule is per table, not per partition: while one
+partition's walk goes on, the table's other partitions, walked to their end, are walked
+again from their start at each pass (a skewed table pays that).
 
 The deletes of a buffered table go through the checkpoint like a handler's writes; those
 of a write-through table (one written with ``Processor.persist``) are persisted the same
@@ -62,9 +65,6 @@ class Retention:
         self._persist = persist
         self._clock = clock
         self._scheduled: list[_Scheduled] = []
-
-    def __bool__(self) -> bool:
-        return bool(self._scheduled)
 
     def add(
         self, table: Table, retention_s: float, written_at: WrittenAt, *, stamp: Stamp | None, prefix: bytes,

@@ -10,7 +10,6 @@ Used for the two histograms that say where an agent loop waits besides its model
 from __future__ import annotations
 
 import math
-import socket
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,12 +20,6 @@ ACKED_WRITE = "agentstream_acked_write_seconds"
 LOOP_LAG = "agentstream_event_loop_lag_seconds"
 
 Buckets = dict[float, float]  # upper bound -> cumulative count
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape(port: int, families: tuple[str, ...] = (ACKED_WRITE, LOOP_LAG)) -> dict[str, Buckets]:

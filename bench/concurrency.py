@@ -56,13 +56,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentstream.broker import free_port
 from agentstream.settings import METRICS_PORT_ENV
 from bench._procs import (
     KEEP_LOGS_ENV, OUT_DIR, REPO, AgentStack, Feeder, ResourceSampler, TopicWatcher, add_trial_arguments, billing_task,
     broker, machine, percentile, report_header, write_report,
 )
 from bench.relay import start_profiler, stop_profiler, summarize_profile, wait_for_quiet
-from bench._worker_metrics import ACKED_WRITE, LOOP_LAG, Buckets, free_port, quantile, scrape
+from bench._worker_metrics import ACKED_WRITE, LOOP_LAG, Buckets, quantile, scrape
 
 TICK = 0.1
 
@@ -157,6 +158,9 @@ def run_trial(bootstrap: str, broker_pid: int | None, cap: int, latency: float, 
         summarize(trial, watcher, sampler, idle, window_start, window_end, run, feeder.submitted)
     except (TimeoutError, RuntimeError) as exc:
         trial.error = str(exc)
+    except OSError as exc:  # the specialist's metrics port did not answer
+        trial.error = (f"reading the specialist's metrics on port {metrics_port}: {exc}; its log is "
+                       f"{base / 'billing.log'} (set {KEEP_LOGS_ENV} to keep it)")
     finally:
         codes = stack.stop_all(stop_timeout)  # first: nothing below may leave workers running
         trial.stop_seconds = {name: round(w.stop_seconds, 1) for name, w in stack.workers.items()}
@@ -303,7 +307,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--caps", default="256,512,1024,2048",
                         help="max_inflight per trial; 256 = the CLI default (default 256,512,1024,2048)")
     parser.add_argument("--latency", type=float, default=1.0, help="scripted model seconds per call (default 1)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: caps 256,1024, 10 s windows")
+    parser.add_argument("--quick", action="store_true", help="smoke run: caps 256,1024, 10 s windows, 10 s warm-up")
     parser.add_argument("--profile", action="store_true", help="py-spy --gil on the specialist of the last trial")
     parser.add_argument("--broker-warm-up", type=float, default=30.0,
                         help="seconds of an unreported trial at the largest cap before the measured ones, so the "
@@ -315,6 +319,7 @@ def main(argv: list[str]) -> int:
     caps = [int(c) for c in args.caps.split(",")]
     if args.quick:
         caps, args.window, args.ramp, args.quiet_wait, args.stop_timeout = [256, 1024], 10.0, 8.0, 5.0, 10.0
+        args.broker_warm_up = min(args.broker_warm_up, 10.0)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     host = machine()
     trials: list[Trial] = []

@@ -6,8 +6,9 @@ process costs.
                              [--window 20] [--ramp 10] [--partitions 12] [--quick]
 
 One trial per load and process count N: a fresh topic prefix and topics, one router, one
-supervisor and N specialists (real processes, ``agentstream worker specialist`` or
-``python -m bench._procs specialist`` for a cap), each billing task in its own session so
+supervisor and N specialists (real processes, ``agentstream worker specialist``, a cap
+through ``AGENTSTREAM_MAX_INFLIGHT``; until session 10 a capped one ran ``python -m
+bench._procs specialist``, without the CLI's collector tuning), each billing task in its own session so
 per-session order serialises nothing. Tasks are offered faster than they finish (the
 :class:`bench._procs.Feeder` keeps ``N × outstanding-per-process`` tasks without a
 specialist result), so a queue always waits in front of every process.

@@ -239,7 +239,8 @@ def test_concurrency_keeps_loops_in_flight_and_finishes_tasks(bootstrap: str) ->
     assert trial["inflight_mean"] > 0 and trial["completed_in_window"] > 0 and trial["calls_per_task"] == 2
     assert trial["specialist_cpu_ms_per_task"] > 0
     # The specialist's own histograms over the window: it waited for acknowledged writes.
-    assert trial["acked_write_ms"]["p50"] > 0 and trial["loop_lag_ms"]["p99"] >= trial["loop_lag_ms"]["p50"] >= 0
+    # (NaN would mean no observation in the window: the lag timer samples ten times a second.)
+    assert trial["acked_write_ms"]["p50"] > 0 and math.isfinite(trial["loop_lag_ms"]["p50"])
 
 
 def test_restore_reads_every_session_back_into_a_fresh_worker(bootstrap: str) -> None:

@@ -110,9 +110,13 @@ class DurableStack:
         return rows
 
     def stop_all(self) -> dict[str, int | None]:
+        """Stop every worker; leave each one's log in the test's directory for a failure's reader."""
         for worker in self.workers.values():
             worker.terminate()
-        return {name: worker.wait(60) for name, worker in self.workers.items()}
+        codes = {name: worker.wait(60) for name, worker in self.workers.items()}
+        for name, worker in self.workers.items():
+            (self.base / f"{name}.log").write_text(worker.tail(n=len(worker.lines)) + "\n")
+        return codes
 
 
 def _tasks(count: int, sessions: int, agent: str = "billing") -> list[dict[str, Any]]:
@@ -193,6 +197,52 @@ def test_sigterm_during_load_exits_zero_loses_nothing_and_repeats_nothing(bootst
     assert all(len(got) == 1 for got in results.values())
     calls = Counter((task, step) for task, step, _ in stack.calls())
     assert not [key for key, n in calls.items() if n > 1], "a graceful stop repeats no model call"
+
+
+def test_tasks_whose_marks_outlived_their_sessions_record_all_run(bootstrap: str, tmp_path: Path) -> None:
+    """The broker as a router killed mid-checkpoint leaves it: the dedupe marks of a
+    session's three tasks reached the changelog, the session's record did not, and no
+    offset was committed. A new router re-reads the three tasks: all three must run, in
+    order (a fresh mark for the first once made the other two pass for repeats)."""
+    stack = DurableStack(bootstrap, tmp_path, latency="0.05-0.2")
+    run = uuid.uuid4().hex[:6]
+    session = f"lost-{run}"
+    tasks = [new_task(f"INV-1001 question {i}", session, "it", task_id=f"m-{run}-{i}", requested_agent="billing")
+             for i in range(3)]
+    stack.submit(tasks)
+    partition = _partition_of(stack, "tasks", session)
+    first_marks = int(time.time() * 1000) - 5_000
+    producer = Producer(producer_config(bootstrap))
+    for i, task in enumerate(tasks):  # as the router's checkpoint wrote them: jsoncodec ints, keyed by task id
+        producer.produce(stack.topology.changelog_topic("router", "dedupe"), str(first_marks + i).encode(),
+                         task["task_id"].encode(), partition=partition)
+    assert producer.flush(30) == 0
+    try:
+        stack.start_all({"router": ["router"], "billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]})
+        results = stack.results({t["task_id"] for t in tasks}, timeout=90)
+    finally:
+        stack.stop_all()
+    finished = sorted(tasks, key=lambda t: results[t["task_id"]][0]["completed_at"])
+    assert [t["task_id"] for t in finished] == [t["task_id"] for t in tasks]
+    assert all(len(got) == 1 and got[0]["status"] == "COMPLETED" for got in results.values())
+    recovered = stack.workers["router"].matching(r"was seen but is missing from session")
+    assert len(recovered) == 3, "\n".join(recovered)
+
+
+def _partition_of(stack: DurableStack, logical_topic: str, key: str) -> int:
+    """The partition the key's records landed on (read back, not recomputed)."""
+    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"p-{uuid.uuid4().hex}"})
+    topic = stack.topology.topic(logical_topic)
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(stack.topology.topic_spec(logical_topic).partitions)])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None and msg.key() == key.encode():
+                return msg.partition()
+    finally:
+        consumer.close()
+    raise AssertionError(f"no record keyed {key!r} on {topic} within 30 s")
 
 
 def test_a_sessions_tasks_complete_in_submission_order(bootstrap: str, tmp_path: Path) -> None:

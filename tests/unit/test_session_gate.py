@@ -3,10 +3,14 @@ and each finished task becomes a turn of the session's memory."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from typing import Any
 
 from agentstream.topology import SessionSettings
-from agentstream.router.session_gate import EARLY_KEPT, RECORD_MAX_BYTES, Admission, record_bytes, admit, idle_since, missed, new_record, open_task, settle
+from agentstream.router.session_gate import (
+    EARLY_KEPT, RECORD_MAX_BYTES, Admission, Arrival, admit, arrive, idle_since, missed, new_record, open_task, record_bytes, settle,
+)
 
 
 def _limits(waiting: int = 10, turns: int = 10) -> SessionSettings:
@@ -120,6 +124,40 @@ def test_a_mark_without_the_records_update_is_a_missed_task() -> None:
     assert missed(durable, 101)  # the record never took t2: admit it again
     assert not missed(record, 101) and not missed(record, 100)  # a true repeat
     assert missed(None, 5)  # the session's first record was lost too
+
+
+def _marks(start: int) -> Callable[[], int]:
+    """A router's fresh marks from ``start`` on, as its ``mark`` gives them."""
+    return itertools.count(start).__next__
+
+
+def test_a_new_task_gets_a_fresh_mark_and_its_repeat_is_one() -> None:
+    record, fresh = new_record(), _marks(100)
+    arrival = arrive(None, None, fresh)
+    assert arrival == Arrival(100, recovering=False)
+    admit(record, _decided("t1"), _limits(), arrival.mark)
+    assert arrive(record, arrival.mark, fresh) is None
+
+
+def test_every_task_of_a_session_whose_record_a_crash_lost_is_admitted_again_in_order() -> None:
+    # Three tasks of a session got marks 10, 11, 12 and their dedupe entries reached the
+    # changelog; the session's record did not. The new owner re-reads them in order, its
+    # own marks far later: each is recovered under its first mark, none passes for a repeat.
+    fresh, record = _marks(5_000), None
+    admissions = []
+    for task_id, first_mark in (("t1", 10), ("t2", 11), ("t3", 12)):
+        arrival = arrive(record, first_mark, fresh)
+        assert arrival is not None and arrival.recovering, f"{task_id} was taken for a repeat and would never run"
+        record = record or new_record()
+        admissions.append(admit(record, _decided(task_id), _limits(), arrival.mark))
+    assert record is not None
+    assert admissions == [Admission.GO, Admission.WAIT, Admission.WAIT]
+    assert [open_task(record)] + [w["task"]["task_id"] for w in record["waiting"]] == ["t1", "t2", "t3"]
+    assert all(arrive(record, first_mark, fresh) is None for first_mark in (10, 11, 12))  # now true repeats
+
+
+def test_a_dedupe_entry_without_a_mark_is_recovered_under_a_fresh_one() -> None:
+    assert arrive(None, True, _marks(7)) == Arrival(7, recovering=True)
 
 
 def test_a_refusal_counts_as_taken() -> None:

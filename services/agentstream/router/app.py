@@ -34,7 +34,7 @@ from agentstream.retry.headers import REPLAY
 from agentstream.rollout.control import WeightBoard, canary_types
 from agentstream.rollout.pinning import pin, pinned_variant
 from agentstream.router.session_gate import (
-    RECORD_MAX_BYTES, Admission, Canceling, Record, admit, idle_since, missed, new_record, open_task, passed, settle,
+    RECORD_MAX_BYTES, Admission, Canceling, Record, admit, arrive, idle_since, new_record, open_task, passed, settle,
 )
 from agentstream.router.session_gate import cancel as cancel_in_session
 from agentstream.router.tenant_guard import TenantGuard
@@ -101,17 +101,18 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         if validate_task(task, settings.max_input_bytes) is None and keyed_elsewhere(task, ctx):
             return  # an invalid task is refused where it is: it never reaches a session's state
         task_id = task["task_id"]
-        recovering = False
         # A blank id is no id, and an over-long one no key: validate_task rejects both, and
         # neither may shadow the next such task (or outgrow a changelog message).
         dedupable = is_usable_id(task_id)
-        if dedupable and task_id in seen and ctx.header(REPLAY) is None:
-            if not missed(sessions.get(task["session_id"]), seen[task_id]):
-                log.info("%s: task %s already routed, duplicate ignored", ctx.where, task_id)
-                return
-            recovering = True  # seen, but a crash lost its session's record of it: admit it again
-        seen_at = mark(ctx.partition)
-        if dedupable:
+        first_mark = seen.get(task_id) if dedupable and ctx.header(REPLAY) is None else None
+        record = sessions.get(task["session_id"]) if first_mark is not None else None
+        arrival = arrive(record, first_mark, partial(mark, ctx.partition))
+        if arrival is None:
+            log.info("%s: task %s already routed, duplicate ignored", ctx.where, task_id)
+            return
+        # recovering: seen, but a crash lost its session's record of it: admit it again
+        seen_at, recovering = arrival
+        if dedupable and seen_at != first_mark:
             seen[task_id] = seen_at
         decided, reason = decide(task)
         if decided is None:

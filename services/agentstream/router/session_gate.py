@@ -14,7 +14,7 @@ The record, one per session in the router's ``sessions`` table::
      "early": {task_id: result summary}, "canceled": {task_id: {requested_by, reason}}}
 
 where Decided is a task with its routing, ``{"task", "route", "tier", "by"}``: kept whole,
-so the router can send the open task again after a crash (see ``knows``/``missed``).
+so the router can send the open task again after a crash (see ``missed``/``arrive``).
 With a router model, route, tier and by stay None until the task leaves the gate (the
 open entry is then decided and updated: router/app.py). Pure functions over that
 record: the router's handlers do the I/O.
@@ -22,9 +22,9 @@ record: the router's handlers do the I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentstream import jsoncodec
 from agentstream.cancellation.records import CANCELED, cancel_text
@@ -205,6 +205,34 @@ def missed(record: Record | None, seen: int) -> bool:
     if record is None:
         return True  # the session's first task: its record never reached the changelog
     return bool(record.get("through", 0) < seen)
+
+
+class Arrival(NamedTuple):
+    """How a task reaches the gate (see ``arrive``)."""
+
+    mark: int  # its dedupe mark: a new one, or the first one of a task a crash lost
+    recovering: bool  # seen before, but its session's record never took it
+
+
+def arrive(record: Record | None, first_mark: Any, fresh: Callable[[], int]) -> Arrival | None:
+    """A task reaches the gate: None when it is a repeat its session's ``record`` took
+    already; else the mark it is admitted with. ``first_mark`` is its dedupe entry (None:
+    never seen, or an operator's replay); ``fresh`` gives a new mark (only called when one
+    is needed: marks are strictly increasing per partition).
+
+    A task seen before whose record never took it (``missed``) is admitted again under its
+    first mark, not a new one. A crash may lose the record's updates of several tasks of
+    a session whose marks it kept; the new owner re-reads them in their partition's order,
+    and each must still find ``through`` below its mark. A new mark for the first of them
+    would move ``through`` past the others, which would then pass for repeats and never
+    run (found by the router SIGKILL test: 18 of 200 tasks, the 2nd and 3rd of 9 sessions)."""
+    if first_mark is None:
+        return Arrival(fresh(), recovering=False)
+    if not missed(record, first_mark):
+        return None
+    if isinstance(first_mark, int) and not isinstance(first_mark, bool):
+        return Arrival(first_mark, recovering=True)
+    return Arrival(fresh(), recovering=True)  # an entry without a mark (an older router's): a new one
 
 
 def idle_since(record: Any) -> int | None:

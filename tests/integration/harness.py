@@ -119,6 +119,13 @@ class WorkerProcess:
         with self._lock:
             return "\n".join(self.lines[-n:])
 
+    def save_log(self, path: Path) -> None:
+        """Every line so far to ``path``; from an exited process, its last lines too."""
+        if self.proc.poll() is not None:
+            self._reader.join(5)  # the pump ends at the output's end
+        with self._lock:
+            path.write_text("\n".join(self.lines) + "\n")
+
     def terminate(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -15,8 +15,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from agentstream import jsoncodec
 from agentstream.client import new_task
 from agentstream.clients import admin_config, producer_config
+from agentstream.router.session_gate import admit, new_record
 from agentstream.serde import SchemaSet
 from agentstream.topology import Topology, load_topology
 from agentstream.topology_admin import apply
@@ -113,10 +115,11 @@ class DurableStack:
         """Stop every worker; leave each one's log in the test's directory for a failure's reader."""
         for worker in self.workers.values():
             worker.terminate()
-        codes = {name: worker.wait(60) for name, worker in self.workers.items()}
-        for name, worker in self.workers.items():
-            (self.base / f"{name}.log").write_text(worker.tail(n=len(worker.lines)) + "\n")
-        return codes
+        try:
+            return {name: worker.wait(60) for name, worker in self.workers.items()}
+        finally:
+            for name, worker in self.workers.items():
+                worker.save_log(self.base / f"{name}.log")
 
 
 def _tasks(count: int, sessions: int, agent: str = "billing") -> list[dict[str, Any]]:
@@ -212,11 +215,9 @@ def test_tasks_whose_marks_outlived_their_sessions_record_all_run(bootstrap: str
     stack.submit(tasks)
     partition = _partition_of(stack, "tasks", session)
     first_marks = int(time.time() * 1000) - 5_000
-    producer = Producer(producer_config(bootstrap))
     for i, task in enumerate(tasks):  # as the router's checkpoint wrote them: jsoncodec ints, keyed by task id
-        producer.produce(stack.topology.changelog_topic("router", "dedupe"), str(first_marks + i).encode(),
-                         task["task_id"].encode(), partition=partition)
-    assert producer.flush(30) == 0
+        _produce_checked(bootstrap, stack.topology.changelog_topic("router", "dedupe"), task["task_id"],
+                         jsoncodec.dumps(first_marks + i), partition)
     try:
         stack.start_all({"router": ["router"], "billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]})
         results = stack.results({t["task_id"] for t in tasks}, timeout=90)
@@ -227,6 +228,41 @@ def test_tasks_whose_marks_outlived_their_sessions_record_all_run(bootstrap: str
     assert all(len(got) == 1 and got[0]["status"] == "COMPLETED" for got in results.values())
     recovered = stack.workers["router"].matching(r"was seen but is missing from session")
     assert len(recovered) == 3, "\n".join(recovered)
+
+
+def test_a_task_whose_record_outlived_its_mark_is_not_run_twice(bootstrap: str, tmp_path: Path) -> None:
+    """The other order: a kill kept the session's record (t1 open, routed) and lost t1's
+    dedupe mark. The new router re-reads t1 and gives it a new mark, which the record must
+    take too: otherwise a later copy of t1 (a client's retry) passes for a task the crash
+    lost, is routed again after its result, and the specialist drops it as done, so no
+    result ever comes and the session's next task waits for ever."""
+    stack = DurableStack(bootstrap, tmp_path, latency="0.05-0.2")
+    run = uuid.uuid4().hex[:6]
+    session = f"kept-{run}"
+    first, then = (new_task(f"INV-1001 question {i}", session, "it", task_id=f"k-{run}-{i}", requested_agent="billing")
+                   for i in range(2))
+    stack.submit([first])
+    partition = _partition_of(stack, "tasks", session)
+    record = new_record()  # as the router's checkpoint wrote it: t1 open and routed, marked after it was produced
+    task = SCHEMAS.decode_as("TaskSubmitted", SCHEMAS.encode("TaskSubmitted", first))
+    admit(record, {"task": task, "route": ["billing"], "tier": "simple", "by": "request"},
+          stack.topology.sessions, int(time.time() * 1000))
+    _produce_checked(bootstrap, stack.topology.changelog_topic("router", "sessions"), session, jsoncodec.dumps(record), partition)
+    try:
+        stack.start_all({"router": ["router"], "billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]})
+        stack.results({first["task_id"]}, timeout=60)
+        stack.submit([first, then])  # t1 again, as a client retrying would, then the session's next task
+        results = stack.results({first["task_id"], then["task_id"]}, timeout=60)
+    finally:
+        stack.stop_all()
+    assert {task_id: len(got) for task_id, got in results.items()} == {first["task_id"]: 1, then["task_id"]: 1}
+    assert stack.workers["router"].matching(rf"task {first['task_id']} already routed, duplicate ignored")
+
+
+def _produce_checked(bootstrap: str, topic: str, key: str, value: bytes, partition: int) -> None:
+    producer, refused = Producer(producer_config(bootstrap)), []
+    producer.produce(topic, value, key.encode(), partition=partition, on_delivery=lambda err, _: refused.append(err) if err else None)
+    assert producer.flush(30) == 0 and not refused, refused
 
 
 def _partition_of(stack: DurableStack, logical_topic: str, key: str) -> int:

@@ -106,14 +106,29 @@ def test_only_an_idle_session_may_expire() -> None:
     assert idle_since("not a record") is None
 
 
-def test_a_task_already_open_or_waiting_is_known_and_changes_nothing() -> None:
+def test_a_task_already_open_or_waiting_is_known_and_only_its_mark_is_taken() -> None:
     record = new_record()
     admit(record, _decided("t1"), _limits(waiting=10), 1)
     admit(record, _decided("t2"), _limits(waiting=10), 2)
-    before = repr(record)
+    before = {**record, "through": None, "at": None}
     assert admit(record, _decided("t1"), _limits(waiting=10), 3) is Admission.KNOWN
     assert admit(record, _decided("t2"), _limits(waiting=10), 4) is Admission.KNOWN
-    assert repr(record) == before
+    assert {**record, "through": None, "at": None} == before  # queue and memory unchanged
+    # A crash kept the record and lost t1's mark: re-read, t1 got mark 4 (here 3 and 4),
+    # and a later copy with that mark is a repeat, not a task to run again.
+    assert not missed(record, 4)
+
+
+def test_an_ended_tasks_record_read_again_is_known_and_a_later_submission_runs() -> None:
+    # A crash kept the record and lost t1's mark (100; its record produced at 90); the new
+    # owner read t1's result before t1.
+    record = new_record()
+    admit(record, _decided("t1"), _limits(), 100, produced_at=90)
+    settle(record, _result("t1"), _limits(), 150)
+    assert admit(record, _decided("t1"), _limits(), 200, produced_at=90) is Admission.KNOWN  # not opened again
+    assert open_task(record) is None and not missed(record, 200)
+    # The same id produced again later (its mark expired, or an operator replays it): it runs.
+    assert admit(record, _decided("t1"), _limits(), 300, produced_at=250) is Admission.GO
 
 
 def test_a_mark_without_the_records_update_is_a_missed_task() -> None:
@@ -134,7 +149,7 @@ def _marks(start: int) -> Callable[[], int]:
 def test_a_new_task_gets_a_fresh_mark_and_its_repeat_is_one() -> None:
     record, fresh = new_record(), _marks(100)
     arrival = arrive(None, None, fresh)
-    assert arrival == Arrival(100, recovering=False)
+    assert arrival == Arrival(100, recovering=False, new_mark=True)
     admit(record, _decided("t1"), _limits(), arrival.mark)
     assert arrive(record, arrival.mark, fresh) is None
 
@@ -156,8 +171,37 @@ def test_every_task_of_a_session_whose_record_a_crash_lost_is_admitted_again_in_
     assert all(arrive(record, first_mark, fresh) is None for first_mark in (10, 11, 12))  # now true repeats
 
 
-def test_a_dedupe_entry_without_a_mark_is_recovered_under_a_fresh_one() -> None:
-    assert arrive(None, True, _marks(7)) == Arrival(7, recovering=True)
+def test_a_dedupe_entry_without_a_mark_is_recovered_under_a_fresh_one_only_without_a_record() -> None:
+    assert arrive(None, True, _marks(7)) == Arrival(7, recovering=True, new_mark=True)
+    record = new_record()
+    admit(record, _decided("t1"), _limits(), 5)
+    assert arrive(record, True, _marks(7)) is None  # the session's record has it: an old repeat
+
+
+def test_a_lost_task_behind_a_restored_record_keeps_its_mark() -> None:
+    # The record reached the changelog with t1 (mark 10); t2 and t3 (11, 12) did not.
+    record = new_record()
+    admit(record, _decided("t1"), _limits(), 10)
+    fresh = _marks(5_000)
+    assert arrive(record, 10, fresh) is None
+    for task_id, first_mark in (("t2", 11), ("t3", 12)):
+        arrival = arrive(record, first_mark, fresh)
+        assert arrival == Arrival(first_mark, recovering=True, new_mark=False), task_id
+        assert admit(record, _decided(task_id), _limits(), arrival.mark) is Admission.WAIT
+
+
+def test_a_replay_is_no_repeat_and_keeps_its_own_mark_when_a_crash_lost_the_record_of_it() -> None:
+    record = new_record()
+    admit(record, _decided("t0"), _limits(), 10)
+    settle(record, _result("t0", status="FAILED"), _limits(), 11)
+    fresh = _marks(20)
+    # The record took t0's mark: a replay is admitted under a new mark, written.
+    assert arrive(record, 10, fresh, replay=True) == Arrival(20, recovering=False, new_mark=True)
+    # Its mark (30) reached the dedupe table and the record's update did not: re-read after
+    # the crash, it keeps 30, so t1 (31), lost with it, is not taken for a repeat.
+    assert arrive(record, 30, fresh, replay=True) == Arrival(30, recovering=False, new_mark=False)
+    admit(record, _decided("t0"), _limits(), 30)
+    assert arrive(record, 31, fresh) == Arrival(31, recovering=True, new_mark=False)
 
 
 def test_a_refusal_counts_as_taken() -> None:

@@ -97,6 +97,11 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         last_mark[partition] = max(now_ms(), last_mark.get(partition, 0) + 1)
         return last_mark[partition]
 
+    def mark_at_least(partition: int, given: int) -> None:
+        """Later marks of the partition come after ``given``, a mark another owner gave
+        (whose clock may run ahead of this host's)."""
+        last_mark[partition] = max(last_mark.get(partition, 0), given)
+
     async def on_task(task: dict[str, Any], ctx: MessageContext) -> None:
         if validate_task(task, settings.max_input_bytes) is None and keyed_elsewhere(task, ctx):
             return  # an invalid task is refused where it is: it never reaches a session's state
@@ -104,15 +109,16 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         # A blank id is no id, and an over-long one no key: validate_task rejects both, and
         # neither may shadow the next such task (or outgrow a changelog message).
         dedupable = is_usable_id(task_id)
-        first_mark = seen.get(task_id) if dedupable and ctx.header(REPLAY) is None else None
-        record = sessions.get(task["session_id"]) if first_mark is not None else None
-        arrival = arrive(record, first_mark, partial(mark, ctx.partition))
+        entry = seen.get(task_id) if dedupable else None
+        record = sessions.get(task["session_id"]) if entry is not None else None
+        arrival = arrive(record, entry, partial(mark, ctx.partition), replay=ctx.header(REPLAY) is not None)
         if arrival is None:
             log.info("%s: task %s already routed, duplicate ignored", ctx.where, task_id)
             return
-        # recovering: seen, but a crash lost its session's record of it: admit it again
-        seen_at, recovering = arrival
-        if dedupable and seen_at != first_mark:
+        seen_at, recovering = arrival.mark, arrival.recovering
+        if not arrival.new_mark:
+            mark_at_least(ctx.partition, seen_at)  # kept from the previous owner, whose clock may run ahead
+        elif dedupable:
             seen[task_id] = seen_at
         decided, reason = decide(task)
         if decided is None:
@@ -176,9 +182,10 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         tracing.keep(decided)  # the task's trace, for when a later result lets it go
         record = sessions.get(task["session_id"]) or new_record()
         canceled = record.get("canceled", {}).get(task["task_id"])  # its cancel came first (session_gate.cancel)
-        admission = admit(record, decided, topology.sessions, seen_at)
+        admission = admit(record, decided, topology.sessions, seen_at, produced_at=ctx.timestamp_ms)
         if admission is Admission.KNOWN:
-            log.info("%s: task %s is already in its session's queue; repeat ignored", ctx.where, task["task_id"])
+            sessions[task["session_id"]] = record  # its mark taken: a later copy is a repeat too
+            log.info("%s: task %s is open, waiting or ended in its session already; repeat ignored", ctx.where, task["task_id"])
             return
         if admission is Admission.GO:
             pin_open(record)
@@ -351,7 +358,10 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         if classifier is not None:
             classifier.assigned(len(app.assigned_partitions()), app.partition_count)
         for partition in partitions:
-            opened = [record for _, record in sessions.items_of(partition) if isinstance(record, dict) and record.get("open")]
+            records = [record for _, record in sessions.items_of(partition) if isinstance(record, dict)]
+            # Marks after every one the records took, whatever the clock of the host that gave them.
+            mark_at_least(partition, max((record.get("through", 0) for record in records), default=0))
+            opened = [record for record in records if record.get("open")]
             for record in opened:
                 let_go(record, partition)
             if opened:

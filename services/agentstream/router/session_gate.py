@@ -14,7 +14,7 @@ The record, one per session in the router's ``sessions`` table::
      "early": {task_id: result summary}, "canceled": {task_id: {requested_by, reason}}}
 
 where Decided is a task with its routing, ``{"task", "route", "tier", "by"}``: kept whole,
-so the router can send the open task again after a crash (see ``missed``/``arrive``).
+so the router can send the open task again after a crash (see ``missed`` and ``arrive``).
 With a router model, route, tier and by stay None until the task leaves the gate (the
 open entry is then decided and updated: router/app.py). Pure functions over that
 record: the router's handlers do the I/O.
@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from agentstream import jsoncodec
 from agentstream.cancellation.records import CANCELED, cancel_text
+from agentstream.runtime.expiry import timestamp_value
 from agentstream.session_memory import clip, remember, turn_from_result
 from agentstream.topology import SessionSettings
 
@@ -47,7 +48,7 @@ class Admission(Enum):
     GO = "go"  # the session was idle: route it now
     WAIT = "wait"  # held behind the session's open task
     FULL = "full"  # too many waiting already: refuse it
-    KNOWN = "known"  # already open or waiting: a repeat, nothing to do
+    KNOWN = "known"  # open, waiting or ended already: a repeat; only its mark is taken (the record is to be written)
     OVERSIZE = "oversize"  # the session's waiting tasks would outgrow its record: refuse it
     ANSWERED = "answered"  # its result is in already (see settle): remembered, not routed again
     CANCELED = "canceled"  # a cancel came before the task (see cancel): remembered, not routed
@@ -66,13 +67,30 @@ def new_record() -> Record:
     return {"open": None, "waiting": [], "turns": [], "at": 0, "through": 0, "early": {}}
 
 
-def admit(record: Record, decided: Mapping[str, Any], limits: SessionSettings, seen: int) -> Admission:
+def admit(
+    record: Record, decided: Mapping[str, Any], limits: SessionSettings, seen: int, *, produced_at: int | None = None,
+) -> Admission:
     """Let ``decided`` (a task with its routing: {"task", "route", "tier"}) in, in place;
-    ``seen`` is the task's dedupe mark (strictly increasing per partition, see ``missed``)."""
+    ``seen`` is the task's dedupe mark (strictly increasing per partition, see ``missed``),
+    ``produced_at`` the time its record was produced (epoch ms).
+
+    A task open or waiting is KNOWN: a repeat. So is one remembered as ended whose record
+    was produced before the session's last admitted task was marked: the record is read
+    again. The dedupe table catches repeats first, but a crash may keep the session's
+    record and lose the task's mark; the next owner re-reads the task, perhaps after its
+    result: opened again, it would go to specialists that drop it as done, and its session
+    would wait for ever. The record takes the new mark even so, so a later copy is a
+    repeat to the dedupe check as well. A task id submitted again later (after its mark
+    expired, or an operator's replay) is produced after that and runs again. (A task that
+    ended more than ``remember_turns`` tasks ago is not remembered here.)"""
     task = decided["task"]
-    if task["task_id"] == open_task(record) or _waiting_index(record, task["task_id"]) is not None:
-        return Admission.KNOWN
+    task_id = task["task_id"]
+    read_again = produced_at is not None and produced_at <= record.get("through", 0)
     passed(record, seen)
+    if task_id == open_task(record) or _waiting_index(record, task_id) is not None:
+        return Admission.KNOWN
+    if read_again and any(turn["task_id"] == task_id for turn in record["turns"]):
+        return Admission.KNOWN
     early = record.setdefault("early", {}).pop(task["task_id"], None)
     if early is not None:
         _remember(record, task["input"], early, limits)
@@ -210,29 +228,33 @@ def missed(record: Record | None, seen: int) -> bool:
 class Arrival(NamedTuple):
     """How a task reaches the gate (see ``arrive``)."""
 
-    mark: int  # its dedupe mark: a new one, or the first one of a task a crash lost
+    mark: int  # its dedupe mark
     recovering: bool  # seen before, but its session's record never took it
+    new_mark: bool  # the mark is new: the dedupe table is to hold it
 
 
-def arrive(record: Record | None, first_mark: Any, fresh: Callable[[], int]) -> Arrival | None:
+def arrive(record: Record | None, entry: Any, fresh: Callable[[], int], *, replay: bool = False) -> Arrival | None:
     """A task reaches the gate: None when it is a repeat its session's ``record`` took
-    already; else the mark it is admitted with. ``first_mark`` is its dedupe entry (None:
-    never seen, or an operator's replay); ``fresh`` gives a new mark (only called when one
-    is needed: marks are strictly increasing per partition).
+    already; else the mark it is admitted with. ``entry`` is the task's dedupe entry (None:
+    never seen); ``fresh`` gives a new mark (called only when one is needed: marks are
+    strictly increasing per partition); ``replay``: an operator replays it, so it is no
+    repeat.
 
-    A task seen before whose record never took it (``missed``) is admitted again under its
-    first mark, not a new one. A crash may lose the record's updates of several tasks of
-    a session whose marks it kept; the new owner re-reads them in their partition's order,
-    and each must still find ``through`` below its mark. A new mark for the first of them
-    would move ``through`` past the others, which would then pass for repeats and never
-    run (found by the router SIGKILL test: 18 of 200 tasks, the 2nd and 3rd of 9 sessions)."""
-    if first_mark is None:
-        return Arrival(fresh(), recovering=False)
-    if not missed(record, first_mark):
+    A task whose record never took it (``missed``) keeps the mark it has, not a new one. A
+    crash may keep the marks of several tasks of a session and lose the record's updates
+    of them; the new owner re-reads the tasks in their partition's order, and each must
+    still find ``through`` below its mark. A new mark for the first would move ``through``
+    past the others, which would then pass for repeats and never run. (Tasks re-read from
+    the retry tiers come in another order: see the README, "Sessions".)"""
+    if entry is None:
+        return Arrival(fresh(), recovering=False, new_mark=True)
+    first_mark = timestamp_value(entry)  # None: an entry of an older router, without a mark
+    lost = missed(record, first_mark or 0)
+    if replay:  # its entry is this replay's own mark when the record lost the replay
+        return Arrival(first_mark, False, False) if lost and first_mark is not None else Arrival(fresh(), False, True)
+    if not lost:
         return None
-    if isinstance(first_mark, int) and not isinstance(first_mark, bool):
-        return Arrival(first_mark, recovering=True)
-    return Arrival(fresh(), recovering=True)  # an entry without a mark (an older router's): a new one
+    return Arrival(first_mark, True, False) if first_mark is not None else Arrival(fresh(), True, True)
 
 
 def idle_since(record: Any) -> int | None:

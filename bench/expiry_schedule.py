@@ -1,21 +1,27 @@
-"""Expiry schedule benchmark: the router's two expiring tables walked each on its own
-schedule (the runtime's ``Retention``) against both on one schedule (the rule before it),
-in the same run, over the same RocksDB stores.
+"""Expiry schedule benchmark: the router's two expiring tables under the runtime's
+``Retention`` (each table and partition on its own schedule, a deep walk paced to end
+within a tenth of its retention) against the two rules before it, in the same run, over
+the same RocksDB stores.
 
-    python -m bench.expiry_schedule [--partitions 6] [--sessions 1000] [--marks 30000] [--turns 10] [--seconds 20]
+    python -m bench.expiry_schedule [--partitions 6] [--sessions 1000] [--marks 30000] [--turns 10] [--seconds 300]
 
 The router expires two tables (router/app.py): ``dedupe`` (a mark per task, kept
 ``dedupe.retention_s``, seven days by default) and ``sessions`` (a record per session
 holding its memory, kept ``sessions.idle_retention_s`` after its last task). A walk visits
-at most 1,000 keys of a partition per pass and goes on one commit interval (1 s) later
-while keys remain. A busy router's dedupe table is far deeper than that (seven days of
-marks), so its walk never ends. On one schedule every pass also walked the sessions table,
-decoding each session's record (its memory: ``--turns`` turns) to read when it was last
-active: all of a partition's sessions, up to 1,000, every second. On its own schedule the
-sessions table is walked once per interval (60 s at these retentions).
+at most 1,000 keys of a partition per pass. The rules compared:
+
+- ``one schedule`` (until session 10): every table walked at every pass; the next pass one
+  commit interval (1 s) later while any walk stopped at its bound, else an interval
+  (60 s at these retentions) later. A busy router's dedupe walk never ends, so each
+  session's record (its memory: ``--turns`` turns) was decoded every second.
+- ``per table`` (session 10): each table on its own schedule; a walk that stopped at its
+  bound goes on one commit interval later, for ever on a deep table.
+- ``paced`` (the runtime now): each partition on its own schedule; once a walk's length
+  is known, its passes are an interval apart unless that would not end it within a tenth
+  of the retention.
 
 Each partition gets one store per table, filled with ``--sessions`` idle session records
-and ``--marks`` dedupe marks, none old enough to expire (so both variants only read).
+and ``--marks`` dedupe marks, none old enough to expire (so every variant only reads).
 Then each variant serves ``--seconds`` of simulated time from its first pass (a fake
 clock: the passes run for real, back to back, and their CPU is measured). Reported per
 variant: passes, records of each table decoded, CPU seconds, and that CPU as a share of a
@@ -109,8 +115,8 @@ async def _not_persisted(table: Any, key: str | bytes, value: Any, *, partition:
     raise AssertionError("nothing here expires, and the router's tables are buffered")
 
 
-def per_table(stores: dict[str, list[Any]], seconds: float) -> dict[str, Any]:
-    """The runtime's Retention: each table on its own schedule."""
+def paced(stores: dict[str, list[Any]], seconds: float) -> dict[str, Any]:
+    """The runtime's Retention."""
     from agentstream.runtime.retention import Retention
     from agentstream.runtime.stats import ProcessorStats
 
@@ -128,6 +134,25 @@ def per_table(stores: dict[str, list[Any]], seconds: float) -> dict[str, Any]:
         clock.now = retention.next_due
         asyncio.run(retention.run_due(owned, lambda: False))
         passes += 1
+    return _outcome("paced", passes, time.process_time() - started, seconds, tables)
+
+
+def per_table(stores: dict[str, list[Any]], seconds: float) -> dict[str, Any]:
+    """Session 10's rule, over the same Expiry walks: each table on its own schedule, the
+    next pass of a table RESUME_S later while any of its walks stopped at its bound, else
+    its interval later."""
+    tables = router_tables(stores)
+    walks = _walks(tables)
+    due = [interval for _, _, interval in walks]
+    start, passes = min(due), 0
+    started = time.process_time()
+    while min(due) < start + seconds:
+        now = min(due)
+        for i, (table, expiry, interval) in enumerate(walks):
+            if due[i] <= now:
+                more = [expiry.sweep(partition, store).full for partition, store in table.stores.items()]
+                due[i] = now + (RESUME_S if any(more) else interval)
+        passes += 1
     return _outcome("per table", passes, time.process_time() - started, seconds, tables)
 
 
@@ -135,21 +160,27 @@ def one_schedule(stores: dict[str, list[Any]], seconds: float) -> dict[str, Any]
     """The rule before per-table schedules, over the same Expiry walks: every table is
     walked at every pass, and the next pass comes RESUME_S later while any walk stopped at
     its bound, else the shortest interval later."""
-    from agentstream.runtime.expiry import Expiry
-
     tables = router_tables(stores)
-    expiries = [(table, Expiry(int(r * 1000), w, table.decode_value, stamp=s)) for table, r, w, s, _ in tables]
-    interval = min(60.0, max(0.5, min(retention_s for _, retention_s, _, _, _ in tables) / 10))
+    walks = _walks(tables)
+    interval = min(interval for _, _, interval in walks)
     now, end, passes = interval, interval + seconds, 0
     started = time.process_time()
     while now < end:
         more = False
-        for table, expiry in expiries:
+        for table, expiry, _ in walks:
             for partition, store in table.stores.items():
                 more = expiry.sweep(partition, store).full or more
         passes += 1
         now += RESUME_S if more else interval
     return _outcome("one schedule", passes, time.process_time() - started, seconds, tables)
+
+
+def _walks(tables: list[Any]) -> list[tuple[Any, Any, float]]:
+    """(table, its Expiry, its interval) as Retention.add makes them."""
+    from agentstream.runtime.expiry import Expiry
+
+    return [(table, Expiry(int(r * 1000), w, table.decode_value, stamp=s), min(60.0, max(0.5, r / 10)))
+            for table, r, w, s, _ in tables]
 
 
 def _outcome(variant: str, passes: int, cpu_s: float, seconds: float, tables: list[Any]) -> dict[str, Any]:
@@ -162,7 +193,7 @@ def run(partitions: int, sessions: int, marks: int, turns: int, seconds: float) 
         stores = fill(Path(root), partitions, sessions, marks, turns)
         try:
             record_bytes = len(stores["sessions"][0].get(b"session-0-000000") or b"")
-            trials = [one_schedule(stores, seconds), per_table(stores, seconds)]
+            trials = [variant(stores, seconds) for variant in (one_schedule, per_table, paced)]
         finally:
             for group in stores.values():
                 for store in group:
@@ -177,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=1000, help="idle sessions per partition (default 1000)")
     parser.add_argument("--marks", type=int, default=30_000, help="dedupe marks per partition (default 30000)")
     parser.add_argument("--turns", type=int, default=10, help="turns of memory per session (default 10, the topology's)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="simulated seconds of serving (default 20)")
+    parser.add_argument("--seconds", type=float, default=300.0, help="simulated seconds of serving (default 300)")
     args = parser.parse_args(argv)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     result = run(args.partitions, args.sessions, args.marks, args.turns, args.seconds)

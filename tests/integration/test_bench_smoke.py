@@ -108,15 +108,18 @@ def test_store_scan_compares_the_bounded_scan_with_the_unbounded_walk() -> None:
     assert all(t["us_per_scan"] > 0 for t in trials.values())
 
 
-def test_expiry_schedule_compares_per_table_schedules_with_one() -> None:
-    # 2,500 marks a partition: the dedupe walk takes three passes (1,000 keys each), one a
-    # second; the 20 sessions a partition fit in one.
+def test_expiry_schedule_compares_the_paced_schedule_with_the_rules_before() -> None:
+    # 2,500 marks a partition: the dedupe walk takes three passes (1,000 keys each); the 20
+    # sessions a partition fit in one. Both tables' intervals are 60 s. In 130 s the older
+    # rules walk the marks twice (passes at 0-2 s, 62-64 s, 124-126 s: three walks), the
+    # paced one walks them once at the commit pace (0-2 s), then a pass a minute (62, 122).
     result = run_bench("expiry_schedule", "--partitions", "2", "--sessions", "20", "--marks", "2500",
-                       "--turns", "2", "--seconds", "5")["result"]
+                       "--turns", "2", "--seconds", "130")["result"]
     trials = {t["variant"]: t for t in result["trials"]}
-    assert set(trials) == {"one schedule", "per table"}
-    assert trials["one schedule"]["decoded"] == {"dedupe": 5000, "sessions": 3 * 40}
-    assert trials["per table"]["decoded"] == {"dedupe": 5000, "sessions": 40}
+    assert set(trials) == {"one schedule", "per table", "paced"}
+    assert trials["one schedule"]["decoded"] == {"dedupe": 3 * 5000, "sessions": 9 * 40}
+    assert trials["per table"]["decoded"] == {"dedupe": 3 * 5000, "sessions": 3 * 40}
+    assert trials["paced"]["decoded"] == {"dedupe": 5000 + 2 * 2000, "sessions": 3 * 40}
     assert all(t["cpu_s"] > 0 for t in trials.values())
 
 

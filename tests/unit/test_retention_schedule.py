@@ -40,10 +40,11 @@ class CountingStore:
 
 
 class FakeTable:
-    def __init__(self, name: str, keys: int) -> None:
+    def __init__(self, name: str, keys: int, *more_partitions: int) -> None:
+        """``keys`` in partition 0, and ``more_partitions``' key counts in partitions 1, 2…"""
         self.name = name
         self.changelog_topic = f"{name}.changelog"
-        self.stores: dict[int, Any] = {0: CountingStore(keys)}
+        self.stores: dict[int, Any] = {p: CountingStore(n) for p, n in enumerate((keys, *more_partitions))}
 
     @staticmethod
     def decode_value(raw: bytes) -> Any:
@@ -73,16 +74,31 @@ async def _never_persisted(table: Any, key: str | bytes, value: Any, *, partitio
 def _retention(clock: Clock, *tables: tuple[FakeTable, float]) -> Retention:
     retention = Retention("worker", ProcessorStats(), _never_persisted, resume_s=RESUME_S, clock=clock)
     for table, retention_s in tables:
-        retention.add(table, retention_s, timestamp_value, stamp=None, prefix=b"", write_through=False)  # type: ignore[arg-type]
+        expiry = retention.add(table, retention_s, timestamp_value, stamp=None, prefix=b"", write_through=False)  # type: ignore[arg-type]
+        expiry.clock = lambda: NOW_MS  # the keys were written now: none expires, every walk reads them all
     retention.start()
     return retention
 
 
-def _run_until(retention: Retention, clock: Clock, end_s: float) -> None:
+def _run_until(retention: Retention, clock: Clock, end_s: float, owned: frozenset[int] = frozenset({0})) -> None:
     """Serve as the processor does: a pass whenever the earliest table is due."""
     while retention.next_due <= end_s:
         clock.now = retention.next_due
-        asyncio.run(retention.run_due({0}, lambda: False))
+        asyncio.run(retention.run_due(set(owned), lambda: False))
+
+
+def _walk_times(table: FakeTable, retention_s: float, end_s: float, partition: int = 0) -> list[float]:
+    """When the partition's store was walked (a pass each), serving until ``end_s``."""
+    clock = Clock()
+    retention = _retention(clock, (table, retention_s))
+    store, times = table.stores[partition], []
+    while retention.next_due <= end_s:
+        clock.now = retention.next_due
+        walks = store.walks
+        asyncio.run(retention.run_due(set(table.stores), lambda: False))
+        if store.walks > walks:
+            times.append(clock.now)
+    return times
 
 
 def test_a_table_walked_to_its_end_waits_its_interval_while_another_walk_goes_on() -> None:
@@ -131,3 +147,43 @@ def test_expired_entries_are_deleted_by_the_pass() -> None:
     _run_until(retention, clock, 10.0)
     assert sorted(store.flushed) == [b"k00001", b"k00002"]
     assert retention.stats.expired == 1
+
+
+def test_a_deep_walk_goes_on_at_the_interval_once_its_length_is_known() -> None:
+    # A seven-day table (interval 60 s, a tenth of the retention 16.8 h) of three passes:
+    # its first walk goes on every resume_s (its length unknown), later ones every 60 s,
+    # which ends each walk well within the tenth. Before, it was read every second for ever.
+    times = _walk_times(FakeTable("dedupe", keys=2_500), 7 * 24 * 3600.0, 400.0)
+    assert times == [60.0, 61.0, 62.0, 122.0, 182.0, 242.0, 302.0, 362.0]
+
+
+def test_a_walk_too_long_for_the_interval_pace_is_paced_to_end_within_a_tenth_of_the_retention() -> None:
+    # Retention 100 s: interval and budget 10 s. Five passes a walk: every 2 s once known.
+    times = _walk_times(FakeTable("dedupe", keys=4_500), 100.0, 40.0)
+    assert times[:5] == [10.0, 11.0, 12.0, 13.0, 14.0]  # the first walk, at resume_s
+    assert times[5:] == [24.0, 26.0, 28.0, 30.0, 32.0]  # whole walks end 10 s apart (a tenth)
+
+
+def test_a_walk_never_goes_slower_than_resume_s() -> None:
+    # 20 passes a walk, budget 10 s: 0.5 s apart would be needed; resume_s (1 s) is the floor.
+    times = _walk_times(FakeTable("dedupe", keys=19_500), 100.0, 80.0)
+    assert all(later - earlier >= RESUME_S for earlier, later in zip(times, times[1:]))
+    assert times[20:25] == [39.0 + RESUME_S * i for i in range(5)]  # the second walk, from 39 s (29 + 10)
+
+
+def test_a_skewed_tables_small_partition_waits_its_interval_while_the_big_one_walks_on() -> None:
+    table = FakeTable("dedupe", 4_500, 10)  # partition 0: five passes a walk; partition 1: one
+    assert _walk_times(table, 600.0, 125.0, partition=1) == [60.0, 120.0]
+    assert table.stores[0].walks > 5  # the big one walked on meanwhile
+
+
+def test_a_partition_assigned_again_walks_at_the_commit_pace_until_its_length_is_known() -> None:
+    table = FakeTable("dedupe", keys=2_500)
+    clock = Clock()
+    retention = _retention(clock, (table, 7 * 24 * 3600.0))
+    _run_until(retention, clock, 130.0)  # one whole walk (60, 61, 62) and one pass at 122
+    assert retention.next_due == 182.0
+    retention.forget([0])  # revoked; its next owner (here, this worker again) starts over
+    assert retention.next_due == 182.0  # the table's pass is still scheduled
+    _run_until(retention, clock, 184.0)
+    assert table.stores[0].walks == 4 + 3  # then 182, 183, 184: the commit pace again

@@ -1,15 +1,22 @@
 """The processor's expiry passes: every table's Expiry (runtime/expiry.py) applied to the
-partitions this worker owns, a bounded walk at a time, each table on its own schedule.
+partitions this worker owns, a bounded walk at a time, each table and partition on its own
+schedule.
 
-Each table is walked again ``retention / 10`` after its walk reached the end of its keys,
-and ``resume_s`` after a pass that stopped at its bound (more keys wait). The schedules
-are apart because the tables are: a dedupe table seven days deep is never walked to its
-end, while the router's sessions table (up to 1,000 sessions a partition) is walked to its
-end in one pass; on one schedule the sessions (each record a session's memory, decoded to
-judge it) were read again every ``resume_s`` for as long as the dedupe walk went on, which
-on a busy worker is always. The schedule is per table, not per partition: while one
-partition's walk goes on, the table's other partitions, walked to their end, are walked
-again from their start at each pass (a skewed table pays that).
+A partition's walk starts again ``interval`` (retention / 10, between 0.5 and 60 s) after
+it reached the end of its keys. A walk that stopped at its bound (more keys wait) goes on
+``interval`` later too, or sooner when at that pace it would take longer than the
+retention's tenth (its length in passes is known from the partition's last walk; before
+one has ended, and never sooner than ``resume_s``). So an expired entry is deleted within
+about a tenth of its retention, and a deep table is not read faster than that needs: a
+router's seven-day dedupe table of 30,000 marks a partition was read at 1,000 keys a
+second for ever (its walk never ended), and is now read at 1,000 a minute once its first
+walk has ended. Six million marks a partition (ten tasks a second for seven days) need
+a pass every 10 s.
+
+The schedules are apart because the tables and partitions are: the router's sessions
+table (a record per session, its memory decoded to judge it) is walked to its end in one
+pass, once per interval, whatever the dedupe walk does; a skewed table's small partitions
+are not walked again each time its big one goes on.
 
 The deletes of a buffered table go through the checkpoint like a handler's writes; those
 of a write-through table (one written with ``Processor.persist``) are persisted the same
@@ -22,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
@@ -43,13 +50,32 @@ class Persist(Protocol):
 
 @dataclass
 class _Scheduled:
-    """One table's expiry and when its next pass is due (the clock's seconds)."""
+    """One table's expiry and when its partitions' next passes are due (the clock's seconds)."""
 
     table: Table
     expiry: Expiry
     write_through: bool
-    interval: float  # between walks that reached the end of the keys
-    due: float
+    interval: float  # between walks; also between the passes of a walk, unless that is too slow
+    budget: float  # a walk should end within this (retention / 10, uncapped)
+    due: float  # the table's earliest partition (or, with none scheduled, the table's next pass)
+    partition_due: dict[int, float] = field(default_factory=dict)
+    passes: dict[int, int] = field(default_factory=dict)  # partition -> passes of its walk so far
+    walk_passes: dict[int, int] = field(default_factory=dict)  # partition -> passes its last whole walk took
+
+    def after(self, partition: int, stopped_at_bound: bool, resume_s: float) -> float:
+        """Seconds from one of the partition's passes to its next (and count the pass)."""
+        self.passes[partition] = self.passes.get(partition, 0) + 1
+        if not stopped_at_bound:
+            self.walk_passes[partition] = self.passes.pop(partition)
+            return self.interval
+        known = self.walk_passes.get(partition)
+        if known is None:  # its length unknown: walk on at the commit pace, as before
+            return resume_s
+        return max(resume_s, min(self.interval, self.budget / known))
+
+    def forget(self, partition: int) -> None:
+        for schedule in (self.partition_due, self.passes, self.walk_passes):
+            schedule.pop(partition, None)
 
 
 class Retention:
@@ -74,7 +100,8 @@ class Retention:
         Its first pass is due one interval from now."""
         expiry = Expiry(int(retention_s * 1000), written_at, table.decode_value, stamp=stamp, prefix=prefix)
         interval = min(_MAX_INTERVAL_S, max(_MIN_INTERVAL_S, retention_s / 10))
-        self._scheduled.append(_Scheduled(table, expiry, write_through, interval, self._clock() + interval))
+        budget = max(interval, retention_s / 10)
+        self._scheduled.append(_Scheduled(table, expiry, write_through, interval, budget, self._clock() + interval))
         return expiry
 
     def start(self) -> None:
@@ -82,6 +109,7 @@ class Retention:
         now = self._clock()
         for scheduled in self._scheduled:
             scheduled.due = now + scheduled.interval
+            scheduled.partition_due.clear()
 
     @property
     def next_due(self) -> float:
@@ -89,38 +117,40 @@ class Retention:
         return min((scheduled.due for scheduled in self._scheduled), default=float("inf"))
 
     async def run_due(self, owned: set[int], stopped: Callable[[], bool]) -> None:
-        """A bounded pass over every partition in ``owned`` of each table whose pass is due,
-        and the table's next due time. ``stopped``: the processor failed, so nothing more
-        is written."""
+        """A bounded pass over each partition in ``owned`` whose pass is due, of each table
+        whose earliest partition is due. A partition new to a table's schedule (just
+        assigned) is walked at the table's next pass. ``stopped``: the processor failed,
+        so nothing more is written."""
         now = self._clock()
         for scheduled in self._scheduled:
             if scheduled.due > now:
                 continue
-            more = await self._pass(scheduled, owned, stopped)
-            scheduled.due = self._clock() + (self.resume_s if more else scheduled.interval)
+            await self._pass(scheduled, owned, stopped, now)
+            after = self._clock()
+            dues = [due for partition, due in scheduled.partition_due.items() if partition in owned]
+            scheduled.due = min(dues, default=after + scheduled.interval)
 
-    async def _pass(self, scheduled: _Scheduled, owned: set[int], stopped: Callable[[], bool]) -> bool:
-        """One table's pass; True if a partition's walk stopped at its bound."""
-        more = False
+    async def _pass(self, scheduled: _Scheduled, owned: set[int], stopped: Callable[[], bool], now: float) -> None:
+        """One table's pass over its due partitions; each one's next pass scheduled."""
         table = scheduled.table
         for partition, store in list(table.stores.items()):
-            if partition not in owned or stopped():
+            if partition not in owned or stopped() or scheduled.partition_due.get(partition, now) > now:
                 continue
             sweep = scheduled.expiry.sweep(partition, store)
-            more = more or sweep.full
             writes: list[tuple[bytes, Any]] = [(key, None) for key in sweep.deletes] + sweep.stamps
             if scheduled.write_through:
                 await self._persist_writes(table, partition, writes)
             else:
                 _buffer_writes(table, store, writes)
             self.stats.expired += len(sweep.deletes)
-        return more
+            scheduled.partition_due[partition] = self._clock() + scheduled.after(partition, sweep.full, self.resume_s)
 
     def forget(self, partitions: list[int]) -> None:
         """The partitions left this worker: their next owner starts its own walks."""
         for scheduled in self._scheduled:
             for partition in partitions:
                 scheduled.expiry.forget(partition)
+                scheduled.forget(partition)
 
     async def _persist_writes(self, table: Table, partition: int, writes: list[tuple[bytes, Any]]) -> None:
         # A refused write is not fatal: the entry is still old on the next pass.

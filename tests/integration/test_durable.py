@@ -119,6 +119,7 @@ class DurableStack:
             return {name: worker.wait(60) for name, worker in self.workers.items()}
         finally:
             for name, worker in self.workers.items():
+                worker.kill()  # one that outlived its wait must not run on into later tests
                 worker.save_log(self.base / f"{name}.log")
 
 
@@ -213,7 +214,7 @@ def test_tasks_whose_marks_outlived_their_sessions_record_all_run(bootstrap: str
     tasks = [new_task(f"INV-1001 question {i}", session, "it", task_id=f"m-{run}-{i}", requested_agent="billing")
              for i in range(3)]
     stack.submit(tasks)
-    partition = _partition_of(stack, "tasks", session)
+    partition, _ = _position_of(stack, "tasks", session)
     first_marks = int(time.time() * 1000) - 5_000
     for i, task in enumerate(tasks):  # as the router's checkpoint wrote them: jsoncodec ints, keyed by task id
         _produce_checked(bootstrap, stack.topology.changelog_topic("router", "dedupe"), task["task_id"],
@@ -232,21 +233,21 @@ def test_tasks_whose_marks_outlived_their_sessions_record_all_run(bootstrap: str
 
 def test_a_task_whose_record_outlived_its_mark_is_not_run_twice(bootstrap: str, tmp_path: Path) -> None:
     """The other order: a kill kept the session's record (t1 open, routed) and lost t1's
-    dedupe mark. The new router re-reads t1 and gives it a new mark, which the record must
-    take too: otherwise a later copy of t1 (a client's retry) passes for a task the crash
-    lost, is routed again after its result, and the specialist drops it as done, so no
-    result ever comes and the session's next task waits for ever."""
+    dedupe mark. The new router re-reads t1 (before or after its result) and must know it
+    for taken, and mark it again: otherwise t1, or a later copy of it (a client's retry),
+    is opened again after its result and goes to a specialist that drops it as done, so
+    no result comes and the session's next task waits for ever."""
     stack = DurableStack(bootstrap, tmp_path, latency="0.05-0.2")
     run = uuid.uuid4().hex[:6]
     session = f"kept-{run}"
     first, then = (new_task(f"INV-1001 question {i}", session, "it", task_id=f"k-{run}-{i}", requested_agent="billing")
                    for i in range(2))
     stack.submit([first])
-    partition = _partition_of(stack, "tasks", session)
-    record = new_record()  # as the router's checkpoint wrote it: t1 open and routed, marked after it was produced
+    partition, offset = _position_of(stack, "tasks", session)
+    record = new_record()  # as the router's checkpoint wrote it: t1 open and routed
     task = SCHEMAS.decode_as("TaskSubmitted", SCHEMAS.encode("TaskSubmitted", first))
     admit(record, {"task": task, "route": ["billing"], "tier": "simple", "by": "request"},
-          stack.topology.sessions, int(time.time() * 1000))
+          stack.topology.sessions, int(time.time() * 1000), offset)
     _produce_checked(bootstrap, stack.topology.changelog_topic("router", "sessions"), session, jsoncodec.dumps(record), partition)
     try:
         stack.start_all({"router": ["router"], "billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]})
@@ -265,8 +266,8 @@ def _produce_checked(bootstrap: str, topic: str, key: str, value: bytes, partiti
     assert producer.flush(30) == 0 and not refused, refused
 
 
-def _partition_of(stack: DurableStack, logical_topic: str, key: str) -> int:
-    """The partition the key's records landed on (read back, not recomputed)."""
+def _position_of(stack: DurableStack, logical_topic: str, key: str) -> tuple[int, int]:
+    """The partition and offset of the key's first record (read back, not recomputed)."""
     consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"p-{uuid.uuid4().hex}"})
     topic = stack.topology.topic(logical_topic)
     consumer.assign([TopicPartition(topic, p, 0) for p in range(stack.topology.topic_spec(logical_topic).partitions)])
@@ -275,7 +276,7 @@ def _partition_of(stack: DurableStack, logical_topic: str, key: str) -> int:
         while time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is not None and msg.error() is None and msg.key() == key.encode():
-                return msg.partition()
+                return msg.partition(), msg.offset()
     finally:
         consumer.close()
     raise AssertionError(f"no record keyed {key!r} on {topic} within 30 s")

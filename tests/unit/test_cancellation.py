@@ -35,7 +35,7 @@ def _decided(task_id: str) -> dict[str, Any]:
 def _session(*task_ids: str) -> dict[str, Any]:
     record = new_record()
     for seen, task_id in enumerate(task_ids, 1):
-        admit(record, _decided(task_id), LIMITS, seen)
+        admit(record, _decided(task_id), LIMITS, seen, None)
     return record
 
 
@@ -100,7 +100,7 @@ def test_a_routed_task_is_left_to_its_specialists_and_an_ended_one_is_ignored() 
 def test_a_cancel_that_comes_before_its_task_cancels_it_on_admission() -> None:
     record = _session("t1")
     assert cancel(record, CANCEL, LIMITS, 10)[0] is Canceling.AHEAD
-    assert admit(record, _decided("t2"), LIMITS, 11) is Admission.CANCELED
+    assert admit(record, _decided("t2"), LIMITS, 11, None) is Admission.CANCELED
     assert record["waiting"] == [] and record["canceled"] == {} and record["turns"][-1]["status"] == CANCELED
 
 

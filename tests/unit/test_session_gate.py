@@ -10,6 +10,7 @@ from typing import Any
 from agentstream.topology import SessionSettings
 from agentstream.router.session_gate import (
     EARLY_KEPT, RECORD_MAX_BYTES, Admission, Arrival, admit, arrive, idle_since, missed, new_record, open_task, record_bytes, settle,
+    taken,
 )
 
 
@@ -27,9 +28,9 @@ def _result(task_id: str, status: str = "COMPLETED", output: str | None = "answe
 
 def test_an_idle_session_lets_a_task_go_and_later_ones_wait_in_order() -> None:
     record = new_record()
-    assert admit(record, _decided("t1"), _limits(waiting=10), 1) is Admission.GO
-    assert admit(record, _decided("t2"), _limits(waiting=10), 2) is Admission.WAIT
-    assert admit(record, _decided("t3"), _limits(waiting=10), 3) is Admission.WAIT
+    assert admit(record, _decided("t1"), _limits(waiting=10), 1, None) is Admission.GO
+    assert admit(record, _decided("t2"), _limits(waiting=10), 2, None) is Admission.WAIT
+    assert admit(record, _decided("t3"), _limits(waiting=10), 3, None) is Admission.WAIT
     assert open_task(record) == "t1"
     assert [w["task"]["task_id"] for w in record["waiting"]] == ["t2", "t3"]
 
@@ -37,7 +38,7 @@ def test_an_idle_session_lets_a_task_go_and_later_ones_wait_in_order() -> None:
 def test_the_open_tasks_result_becomes_a_turn_and_opens_the_next() -> None:
     record = new_record()
     for task_id in ("t1", "t2", "t3"):
-        admit(record, _decided(task_id), _limits(waiting=10), 1)
+        admit(record, _decided(task_id), _limits(waiting=10), 1, None)
     following = settle(record, _result("t1", output="refunded INV-1002"), _limits(turns=10), 5)
     assert following is not None and following["task"]["task_id"] == "t2"
     assert open_task(record) == "t2"
@@ -53,7 +54,7 @@ def test_the_open_tasks_result_becomes_a_turn_and_opens_the_next() -> None:
 def test_a_result_for_a_waiting_task_closes_it_in_place() -> None:
     record = new_record()
     for task_id in ("t1", "t2", "t3"):
-        admit(record, _decided(task_id), _limits(), 1)
+        admit(record, _decided(task_id), _limits(), 1, None)
     assert settle(record, _result("t2"), _limits(), 9) is None  # routed by an earlier owner
     assert open_task(record) == "t1" and [w["task"]["task_id"] for w in record["waiting"]] == ["t3"]
     assert [t["task_id"] for t in record["turns"]] == ["t2"]
@@ -65,12 +66,12 @@ def test_a_result_before_its_task_answers_it_when_it_comes() -> None:
     # After a crash the new owner may read the result before re-reading the task.
     record = new_record()
     assert settle(record, _result("t1", output="refunded"), _limits(), 5) is None
-    assert admit(record, _decided("t1"), _limits(), 6) is Admission.ANSWERED
+    assert admit(record, _decided("t1"), _limits(), 6, None) is Admission.ANSWERED
     assert open_task(record) is None and not record["early"]
     assert record["turns"] == [
         {"task_id": "t1", "input": "question t1", "output": "refunded", "status": "COMPLETED", "agents": ["billing"]}
     ]
-    assert admit(record, _decided("t2"), _limits(), 7) is Admission.GO  # the session is free
+    assert admit(record, _decided("t2"), _limits(), 7, None) is Admission.GO  # the session is free
 
 
 def test_early_results_are_bounded() -> None:
@@ -82,24 +83,24 @@ def test_early_results_are_bounded() -> None:
 
 def test_a_full_session_refuses_without_losing_the_waiting_ones() -> None:
     record = new_record()
-    admit(record, _decided("t1"), _limits(waiting=2), 1)
-    admit(record, _decided("t2"), _limits(waiting=2), 1)
-    admit(record, _decided("t3"), _limits(waiting=2), 1)
-    assert admit(record, _decided("t4"), _limits(waiting=2), 1) is Admission.FULL
+    admit(record, _decided("t1"), _limits(waiting=2), 1, None)
+    admit(record, _decided("t2"), _limits(waiting=2), 1, None)
+    admit(record, _decided("t3"), _limits(waiting=2), 1, None)
+    assert admit(record, _decided("t4"), _limits(waiting=2), 1, None) is Admission.FULL
     assert [w["task"]["task_id"] for w in record["waiting"]] == ["t2", "t3"]
 
 
 def test_memory_keeps_the_latest_turns_only() -> None:
     record = new_record()
     for i in range(5):
-        admit(record, _decided(f"t{i}"), _limits(waiting=10), i)
+        admit(record, _decided(f"t{i}"), _limits(waiting=10), i, None)
         settle(record, _result(f"t{i}"), _limits(turns=3), i)
     assert [t["task_id"] for t in record["turns"]] == ["t2", "t3", "t4"]
 
 
 def test_only_an_idle_session_may_expire() -> None:
     record = new_record()
-    admit(record, _decided("t1"), _limits(waiting=10), 100)
+    admit(record, _decided("t1"), _limits(waiting=10), 100, None)
     assert idle_since(record) is None
     settle(record, _result("t1"), _limits(turns=10), 200)
     assert idle_since(record) == 200
@@ -108,34 +109,43 @@ def test_only_an_idle_session_may_expire() -> None:
 
 def test_a_task_already_open_or_waiting_is_known_and_only_its_mark_is_taken() -> None:
     record = new_record()
-    admit(record, _decided("t1"), _limits(waiting=10), 1)
-    admit(record, _decided("t2"), _limits(waiting=10), 2)
+    admit(record, _decided("t1"), _limits(waiting=10), 1, None)
+    admit(record, _decided("t2"), _limits(waiting=10), 2, None)
     before = {**record, "through": None, "at": None}
-    assert admit(record, _decided("t1"), _limits(waiting=10), 3) is Admission.KNOWN
-    assert admit(record, _decided("t2"), _limits(waiting=10), 4) is Admission.KNOWN
+    assert admit(record, _decided("t1"), _limits(waiting=10), 3, None) is Admission.KNOWN
+    assert admit(record, _decided("t2"), _limits(waiting=10), 4, None) is Admission.KNOWN
     assert {**record, "through": None, "at": None} == before  # queue and memory unchanged
     # A crash kept the record and lost t1's mark: re-read, t1 got mark 4 (here 3 and 4),
     # and a later copy with that mark is a repeat, not a task to run again.
     assert not missed(record, 4)
 
 
-def test_an_ended_tasks_record_read_again_is_known_and_a_later_submission_runs() -> None:
-    # A crash kept the record and lost t1's mark (100; its record produced at 90); the new
-    # owner read t1's result before t1.
+def test_a_task_record_the_session_took_is_taken_when_read_again_and_a_later_one_is_not() -> None:
+    # t1's record is at offset 7 of the tasks topic; t1 ended. A crash kept the session's
+    # record and lost t1's mark: read again (offset 7), perhaps after its result, it is
+    # taken and not opened again. The same id at a later offset (a client re-using it after
+    # its mark expired, an operator's replay) is a new record: not taken.
     record = new_record()
-    admit(record, _decided("t1"), _limits(), 100, produced_at=90)
+    admit(record, _decided("t1"), _limits(), 100, 7)
+    assert taken(record, "t1", 7)  # open
     settle(record, _result("t1"), _limits(), 150)
-    assert admit(record, _decided("t1"), _limits(), 200, produced_at=90) is Admission.KNOWN  # not opened again
-    assert open_task(record) is None and not missed(record, 200)
-    # The same id produced again later (its mark expired, or an operator replays it): it runs.
-    assert admit(record, _decided("t1"), _limits(), 300, produced_at=250) is Admission.GO
+    assert taken(record, "t1", 7)  # ended, among the turns
+    assert not taken(record, "t1", 8) and not taken(record, "t1", None)  # a later record, a tier's copy
+    assert not taken(record, "t9", 3)  # not held: a recreated topic's offsets start again
+    assert not taken(None, "t1", 7)
+
+
+def test_a_replay_is_routed_even_when_its_own_dead_letter_result_came_first() -> None:
+    record = new_record()
+    settle(record, _result("t1", status="FAILED"), _limits(), 5)  # the router dead-lettered t1: kept as early
+    assert admit(record, _decided("t1"), _limits(), 10, 3, replay=True) is Admission.GO
 
 
 def test_a_mark_without_the_records_update_is_a_missed_task() -> None:
     record = new_record()
-    admit(record, _decided("t1"), _limits(waiting=10), 100)
+    admit(record, _decided("t1"), _limits(waiting=10), 100, None)
     durable = {**record, "waiting": list(record["waiting"])}  # what the changelog holds
-    admit(record, _decided("t2"), _limits(waiting=10), 101)  # lost in a crash: only t2's mark reached the broker
+    admit(record, _decided("t2"), _limits(waiting=10), 101, None)  # lost in a crash: only t2's mark reached the broker
     assert missed(durable, 101)  # the record never took t2: admit it again
     assert not missed(record, 101) and not missed(record, 100)  # a true repeat
     assert missed(None, 5)  # the session's first record was lost too
@@ -150,7 +160,7 @@ def test_a_new_task_gets_a_fresh_mark_and_its_repeat_is_one() -> None:
     record, fresh = new_record(), _marks(100)
     arrival = arrive(None, None, fresh)
     assert arrival == Arrival(100, recovering=False, new_mark=True)
-    admit(record, _decided("t1"), _limits(), arrival.mark)
+    admit(record, _decided("t1"), _limits(), arrival.mark, None)
     assert arrive(record, arrival.mark, fresh) is None
 
 
@@ -164,7 +174,7 @@ def test_every_task_of_a_session_whose_record_a_crash_lost_is_admitted_again_in_
         arrival = arrive(record, first_mark, fresh)
         assert arrival is not None and arrival.recovering, f"{task_id} was taken for a repeat and would never run"
         record = record or new_record()
-        admissions.append(admit(record, _decided(task_id), _limits(), arrival.mark))
+        admissions.append(admit(record, _decided(task_id), _limits(), arrival.mark, None))
     assert record is not None
     assert admissions == [Admission.GO, Admission.WAIT, Admission.WAIT]
     assert [open_task(record)] + [w["task"]["task_id"] for w in record["waiting"]] == ["t1", "t2", "t3"]
@@ -174,25 +184,25 @@ def test_every_task_of_a_session_whose_record_a_crash_lost_is_admitted_again_in_
 def test_a_dedupe_entry_without_a_mark_is_recovered_under_a_fresh_one_only_without_a_record() -> None:
     assert arrive(None, True, _marks(7)) == Arrival(7, recovering=True, new_mark=True)
     record = new_record()
-    admit(record, _decided("t1"), _limits(), 5)
+    admit(record, _decided("t1"), _limits(), 5, None)
     assert arrive(record, True, _marks(7)) is None  # the session's record has it: an old repeat
 
 
 def test_a_lost_task_behind_a_restored_record_keeps_its_mark() -> None:
     # The record reached the changelog with t1 (mark 10); t2 and t3 (11, 12) did not.
     record = new_record()
-    admit(record, _decided("t1"), _limits(), 10)
+    admit(record, _decided("t1"), _limits(), 10, None)
     fresh = _marks(5_000)
     assert arrive(record, 10, fresh) is None
     for task_id, first_mark in (("t2", 11), ("t3", 12)):
         arrival = arrive(record, first_mark, fresh)
         assert arrival == Arrival(first_mark, recovering=True, new_mark=False), task_id
-        assert admit(record, _decided(task_id), _limits(), arrival.mark) is Admission.WAIT
+        assert admit(record, _decided(task_id), _limits(), arrival.mark, None) is Admission.WAIT
 
 
 def test_a_replay_is_no_repeat_and_keeps_its_own_mark_when_a_crash_lost_the_record_of_it() -> None:
     record = new_record()
-    admit(record, _decided("t0"), _limits(), 10)
+    admit(record, _decided("t0"), _limits(), 10, None)
     settle(record, _result("t0", status="FAILED"), _limits(), 11)
     fresh = _marks(20)
     # The record took t0's mark: a replay is admitted under a new mark, written.
@@ -200,15 +210,15 @@ def test_a_replay_is_no_repeat_and_keeps_its_own_mark_when_a_crash_lost_the_reco
     # Its mark (30) reached the dedupe table and the record's update did not: re-read after
     # the crash, it keeps 30, so t1 (31), lost with it, is not taken for a repeat.
     assert arrive(record, 30, fresh, replay=True) == Arrival(30, recovering=False, new_mark=False)
-    admit(record, _decided("t0"), _limits(), 30)
+    admit(record, _decided("t0"), _limits(), 30, None)
     assert arrive(record, 31, fresh) == Arrival(31, recovering=True, new_mark=False)
 
 
 def test_a_refusal_counts_as_taken() -> None:
     record = new_record()
-    admit(record, _decided("t1"), _limits(waiting=1), 1)
-    admit(record, _decided("t2"), _limits(waiting=1), 2)
-    assert admit(record, _decided("t3"), _limits(waiting=1), 3) is Admission.FULL
+    admit(record, _decided("t1"), _limits(waiting=1), 1, None)
+    admit(record, _decided("t2"), _limits(waiting=1), 2, None)
+    assert admit(record, _decided("t3"), _limits(waiting=1), 3, None) is Admission.FULL
     assert not missed(record, 3)  # its repeat is not admitted after the refusal
 
 
@@ -216,7 +226,7 @@ def test_a_session_record_never_outgrows_a_kafka_message() -> None:
     # 30 kB tasks: the waiting list reaches the byte bound long before max_waiting.
     record = new_record()
     big = "x" * 30_000
-    outcomes = [admit(record, {**_decided(f"t{i}"), "task": {"task_id": f"t{i}", "session_id": "s", "input": big}}, _limits(waiting=100), i)
+    outcomes = [admit(record, {**_decided(f"t{i}"), "task": {"task_id": f"t{i}", "session_id": "s", "input": big}}, _limits(waiting=100), i, None)
                 for i in range(40)]
     assert outcomes[0] is Admission.GO and Admission.OVERSIZE in outcomes
     first_refused = outcomes.index(Admission.OVERSIZE)

@@ -34,7 +34,7 @@ from agentstream.retry.headers import REPLAY
 from agentstream.rollout.control import WeightBoard, canary_types
 from agentstream.rollout.pinning import pin, pinned_variant
 from agentstream.router.session_gate import (
-    RECORD_MAX_BYTES, Admission, Canceling, Record, admit, arrive, idle_since, new_record, open_task, passed, settle,
+    RECORD_MAX_BYTES, Admission, Canceling, Record, admit, arrive, idle_since, new_record, open_task, passed, settle, taken,
 )
 from agentstream.router.session_gate import cancel as cancel_in_session
 from agentstream.router.tenant_guard import TenantGuard
@@ -105,12 +105,18 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     async def on_task(task: dict[str, Any], ctx: MessageContext) -> None:
         if validate_task(task, settings.max_input_bytes) is None and keyed_elsewhere(task, ctx):
             return  # an invalid task is refused where it is: it never reaches a session's state
-        task_id = task["task_id"]
+        task_id, session_id = task["task_id"], task["session_id"]
         # A blank id is no id, and an over-long one no key: validate_task rejects both, and
         # neither may shadow the next such task (or outgrow a changelog message).
         dedupable = is_usable_id(task_id)
+        record = sessions.get(session_id) if is_usable_id(session_id) else None  # read once per task
         entry = seen.get(task_id) if dedupable else None
-        record = sessions.get(task["session_id"]) if entry is not None else None
+        offset = ctx.offset if ctx.topic == service.input_topic else None  # a tier's copy has its own topic's
+        if taken(record, task_id, offset):
+            if dedupable and entry is None:  # a crash kept the record and lost the mark: mark it again,
+                keep_mark(task_id, session_id, record, ctx.partition)  # so a later copy is a repeat too
+            log.info("%s: task %s was taken by its session already; read again, ignored", ctx.where, task_id)
+            return
         arrival = arrive(record, entry, partial(mark, ctx.partition), replay=ctx.header(REPLAY) is not None)
         if arrival is None:
             log.info("%s: task %s already routed, duplicate ignored", ctx.where, task_id)
@@ -129,11 +135,16 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             return
         if recovering:
             log.warning("%s: task %s was seen but is missing from session %s; admitting it again",
-                        ctx.where, task_id, task["session_id"])
+                        ctx.where, task_id, session_id)
         elif guard is not None and (refused := guard.refusal(task)) is not None:
-            refuse_for_tenant(task, ctx, refused, seen_at)
+            refuse_for_tenant(task, ctx, refused, record or new_record(), (seen_at, offset))
             return
-        admit_to_session(decided, ctx, seen_at)
+        admit_to_session(decided, ctx, record or new_record(), (seen_at, offset))
+
+    def keep_mark(task_id: str, session_id: str, record: Record, partition: int) -> None:
+        seen[task_id] = kept = mark(partition)
+        passed(record, kept)
+        sessions[session_id] = record
 
     def keyed_elsewhere(task: dict[str, Any], ctx: MessageContext) -> bool:
         """A task not keyed by its session (no key, another key) may sit on a partition
@@ -176,16 +187,16 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         raw = schemas.encode(TASK_SUBMITTED, task)
         chain.dead_letter(raw, ctx, ValidationFailed(reason), ErrorClass.PERMANENT, 1, result=False)
 
-    def admit_to_session(decided: dict[str, Any], ctx: MessageContext, seen_at: int) -> None:
-        """Route the task now if its session is idle, else hold it behind the open task."""
+    def admit_to_session(decided: dict[str, Any], ctx: MessageContext, record: Record, at: tuple[int, int | None]) -> None:
+        """Route the task now if its session is idle, else hold it behind the open task.
+        ``record``: its session's; ``at``: the task's mark and source offset."""
         task = decided["task"]
         tracing.keep(decided)  # the task's trace, for when a later result lets it go
-        record = sessions.get(task["session_id"]) or new_record()
         canceled = record.get("canceled", {}).get(task["task_id"])  # its cancel came first (session_gate.cancel)
-        admission = admit(record, decided, topology.sessions, seen_at, produced_at=ctx.timestamp_ms)
+        admission = admit(record, decided, topology.sessions, *at, replay=ctx.header(REPLAY) is not None)
         if admission is Admission.KNOWN:
             sessions[task["session_id"]] = record  # its mark taken: a later copy is a repeat too
-            log.info("%s: task %s is open, waiting or ended in its session already; repeat ignored", ctx.where, task["task_id"])
+            log.info("%s: task %s is open or waiting in its session already; repeat ignored", ctx.where, task["task_id"])
             return
         if admission is Admission.GO:
             pin_open(record)
@@ -215,10 +226,11 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         service.progress(task, "STATE", "REJECTED", reason)
         service.result(task_result(task, "REJECTED", error=(code, reason)))
 
-    def refuse_for_tenant(task: dict[str, Any], ctx: MessageContext, refused: Refusal, seen_at: int) -> None:
+    def refuse_for_tenant(
+        task: dict[str, Any], ctx: MessageContext, refused: Refusal, record: Record, at: tuple[int, int | None],
+    ) -> None:
         assert guard is not None
-        record = sessions.get(task["session_id"]) or new_record()
-        passed(record, seen_at)  # a repeat of the task is one, not a task a crash lost (session_gate.missed)
+        passed(record, *at)  # a repeat of the task is one, not a task a crash lost (session_gate.missed, taken)
         sessions[task["session_id"]] = record
         refuse(task, ctx, refused.reason, refused.code)
         key, value = guard.audit(task, refused, AGENT)

@@ -11,7 +11,7 @@ the next waiting task goes, carrying that memory.
 The record, one per session in the router's ``sessions`` table::
 
     {"open": Decided | None, "waiting": [Decided, ...], "turns": [...], "at": ms, "through": seen,
-     "early": {task_id: result summary}, "canceled": {task_id: {requested_by, reason}}}
+     "through_offset": offset, "early": {task_id: result summary}, "canceled": {task_id: {requested_by, reason}}}
 
 where Decided is a task with its routing, ``{"task", "route", "tier", "by"}``: kept whole,
 so the router can send the open task again after a crash (see ``missed`` and ``arrive``).
@@ -48,7 +48,7 @@ class Admission(Enum):
     GO = "go"  # the session was idle: route it now
     WAIT = "wait"  # held behind the session's open task
     FULL = "full"  # too many waiting already: refuse it
-    KNOWN = "known"  # open, waiting or ended already: a repeat; only its mark is taken (the record is to be written)
+    KNOWN = "known"  # open or waiting already: a repeat; the record takes its mark (and is to be written)
     OVERSIZE = "oversize"  # the session's waiting tasks would outgrow its record: refuse it
     ANSWERED = "answered"  # its result is in already (see settle): remembered, not routed again
     CANCELED = "canceled"  # a cancel came before the task (see cancel): remembered, not routed
@@ -68,29 +68,25 @@ def new_record() -> Record:
 
 
 def admit(
-    record: Record, decided: Mapping[str, Any], limits: SessionSettings, seen: int, *, produced_at: int | None = None,
+    record: Record, decided: Mapping[str, Any], limits: SessionSettings, seen: int, offset: int | None, *,
+    replay: bool = False,
 ) -> Admission:
     """Let ``decided`` (a task with its routing: {"task", "route", "tier"}) in, in place;
     ``seen`` is the task's dedupe mark (strictly increasing per partition, see ``missed``),
-    ``produced_at`` the time its record was produced (epoch ms).
+    ``offset`` its record's offset on the tasks topic (None: a retry tier's copy), and
+    ``replay`` whether an operator replays it from the dead letters.
 
-    A task open or waiting is KNOWN: a repeat. So is one remembered as ended whose record
-    was produced before the session's last admitted task was marked: the record is read
-    again. The dedupe table catches repeats first, but a crash may keep the session's
-    record and lose the task's mark; the next owner re-reads the task, perhaps after its
-    result: opened again, it would go to specialists that drop it as done, and its session
-    would wait for ever. The record takes the new mark even so, so a later copy is a
-    repeat to the dedupe check as well. A task id submitted again later (after its mark
-    expired, or an operator's replay) is produced after that and runs again. (A task that
-    ended more than ``remember_turns`` tasks ago is not remembered here.)"""
+    A task open or waiting is KNOWN: a repeat; the record takes its mark even so (a crash
+    may have kept the record and lost the task's mark), so a later copy is a repeat to the
+    dedupe check as well. A replay is routed again even if a result of it came first: the
+    router's own dead-lettering of it publishes one."""
     task = decided["task"]
     task_id = task["task_id"]
-    read_again = produced_at is not None and produced_at <= record.get("through", 0)
-    passed(record, seen)
+    passed(record, seen, offset)
     if task_id == open_task(record) or _waiting_index(record, task_id) is not None:
         return Admission.KNOWN
-    if read_again and any(turn["task_id"] == task_id for turn in record["turns"]):
-        return Admission.KNOWN
+    if replay:
+        record.setdefault("early", {}).pop(task_id, None)
     early = record.setdefault("early", {}).pop(task["task_id"], None)
     if early is not None:
         _remember(record, task["input"], early, limits)
@@ -112,12 +108,31 @@ def admit(
     return Admission.WAIT
 
 
-def passed(record: Record, seen: int) -> None:
-    """Move the record's marks past a task of the session (mark ``seen``): every task that
-    reaches the gate does, and so does one the router refuses before it (for its tenant's
-    limits), so a repeat of either is known as one (``missed``)."""
+def passed(record: Record, seen: int, offset: int | None = None) -> None:
+    """Move the record's marks past a task of the session (mark ``seen``, its record's
+    ``offset`` on the tasks topic): every task that reaches the gate does, and so does one
+    the router refuses before it (for its tenant's limits), so a repeat of either is known
+    as one (``missed``, ``taken``)."""
     record["at"] = max(record["at"], seen)
     record["through"] = max(record.get("through", 0), seen)
+    if offset is not None:
+        record["through_offset"] = max(record.get("through_offset", -1), offset)
+
+
+def taken(record: Record | None, task_id: str, offset: int | None) -> bool:
+    """Whether the session's ``record`` took the task record at ``offset`` of the tasks
+    topic already (at or below the last offset it took) and still holds the task (open,
+    waiting, or among the remembered turns): the task is read again after a crash,
+    whatever the dedupe table says. The dedupe marks and the session records are two
+    changelogs; a kill in the middle of a checkpoint may keep the record and lose the
+    task's mark, and the task, read again perhaps after its result, would be opened again
+    and go to specialists that drop it as done: its session would wait for ever. (None: a
+    retry tier's copy, whose offset is its tier's. Holding the task too: a recreated tasks
+    topic starts its offsets again.)"""
+    if offset is None or record is None or offset > record.get("through_offset", -1):
+        return False
+    return (task_id == open_task(record) or _waiting_index(record, task_id) is not None
+            or any(turn["task_id"] == task_id for turn in record["turns"]))
 
 
 def record_bytes(record: Record) -> int:
@@ -251,10 +266,14 @@ def arrive(record: Record | None, entry: Any, fresh: Callable[[], int], *, repla
     first_mark = timestamp_value(entry)  # None: an entry of an older router, without a mark
     lost = missed(record, first_mark or 0)
     if replay:  # its entry is this replay's own mark when the record lost the replay
-        return Arrival(first_mark, False, False) if lost and first_mark is not None else Arrival(fresh(), False, True)
+        if lost and first_mark is not None:
+            return Arrival(first_mark, recovering=False, new_mark=False)
+        return Arrival(fresh(), recovering=False, new_mark=True)
     if not lost:
         return None
-    return Arrival(first_mark, True, False) if first_mark is not None else Arrival(fresh(), True, True)
+    if first_mark is not None:
+        return Arrival(first_mark, recovering=True, new_mark=False)
+    return Arrival(fresh(), recovering=True, new_mark=True)
 
 
 def idle_since(record: Any) -> int | None:

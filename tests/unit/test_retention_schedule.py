@@ -157,18 +157,35 @@ def test_a_deep_walk_goes_on_at_the_interval_once_its_length_is_known() -> None:
     assert times == [60.0, 61.0, 62.0, 122.0, 182.0, 242.0, 302.0, 362.0]
 
 
-def test_a_walk_too_long_for_the_interval_pace_is_paced_to_end_within_a_tenth_of_the_retention() -> None:
-    # Retention 100 s: interval and budget 10 s. Five passes a walk: every 2 s once known.
+def test_a_walk_too_long_for_the_interval_pace_is_paced_so_a_key_waits_at_most_a_tenth_of_the_retention() -> None:
+    # Retention 1,000 s: interval 60 s (capped), a tenth 100 s, so a walk gets 40 s. Five
+    # passes a walk: every 8 s once its length is known; a key is read again within 92 s.
+    times = _walk_times(FakeTable("dedupe", keys=4_500), 1_000.0, 250.0)
+    assert times[:5] == [60.0, 61.0, 62.0, 63.0, 64.0]  # the first walk, at resume_s
+    assert times[5:10] == [124.0, 132.0, 140.0, 148.0, 156.0]
+    assert times[10] == 216.0 and times[10] - times[5] <= 100.0
+
+
+def test_a_walk_never_goes_faster_than_resume_s_nor_slower_when_no_time_is_left_beyond_the_interval() -> None:
+    # Retention 100 s: interval and tenth both 10 s, nothing left for the walk: the commit pace.
     times = _walk_times(FakeTable("dedupe", keys=4_500), 100.0, 40.0)
-    assert times[:5] == [10.0, 11.0, 12.0, 13.0, 14.0]  # the first walk, at resume_s
-    assert times[5:] == [24.0, 26.0, 28.0, 30.0, 32.0]  # whole walks end 10 s apart (a tenth)
+    assert times[:10] == [10.0, 11.0, 12.0, 13.0, 14.0, 24.0, 25.0, 26.0, 27.0, 28.0]
+    # 50 passes a walk would need 0.8 s apart in the 40 s a 1,000-s retention leaves: 1 s, the floor.
+    deep = _walk_times(FakeTable("dedupe", keys=49_500), 1_000.0, 230.0)
+    assert deep[50:55] == [169.0, 170.0, 171.0, 172.0, 173.0]  # the second walk, from 109 + 60 s
 
 
-def test_a_walk_never_goes_slower_than_resume_s() -> None:
-    # 20 passes a walk, budget 10 s: 0.5 s apart would be needed; resume_s (1 s) is the floor.
-    times = _walk_times(FakeTable("dedupe", keys=19_500), 100.0, 80.0)
-    assert all(later - earlier >= RESUME_S for earlier, later in zip(times, times[1:]))
-    assert times[20:25] == [39.0 + RESUME_S * i for i in range(5)]  # the second walk, from 39 s (29 + 10)
+def test_a_walk_longer_than_the_last_goes_on_at_the_commit_pace() -> None:
+    table = FakeTable("dedupe", keys=1_500)  # two passes a walk
+    clock = Clock()
+    retention = _retention(clock, (table, 7 * 24 * 3600.0))
+    _run_until(retention, clock, 125.0)  # walks at 60-61, 121-: its length is known (2)
+    table.stores[0].flushed.update({f"z{i:05d}".encode(): json.dumps(NOW_MS).encode() for i in range(3_000)})
+    _run_until(retention, clock, 181.0)  # the walk from 121 s, its second pass a minute later: more keys wait
+    before = table.stores[0].walks
+    _run_until(retention, clock, 185.0)
+    assert table.stores[0].walks - before == 3  # 182, 183, 184 s (its end): the commit pace, not a minute apart
+    assert retention.next_due == 184.0 + 60.0
 
 
 def test_a_skewed_tables_small_partition_waits_its_interval_while_the_big_one_walks_on() -> None:

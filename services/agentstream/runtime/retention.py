@@ -4,14 +4,15 @@ schedule.
 
 A partition's walk starts again ``interval`` (retention / 10, between 0.5 and 60 s) after
 it reached the end of its keys. A walk that stopped at its bound (more keys wait) goes on
-``interval`` later too, or sooner when at that pace it would take longer than the
-retention's tenth (its length in passes is known from the partition's last walk; before
-one has ended, and never sooner than ``resume_s``). So an expired entry is deleted within
-about a tenth of its retention, and a deep table is not read faster than that needs: a
-router's seven-day dedupe table of 30,000 marks a partition was read at 1,000 keys a
-second for ever (its walk never ended), and is now read at 1,000 a minute once its first
-walk has ended. Six million marks a partition (ten tasks a second for seven days) need
-a pass every 10 s.
+``interval`` later too, or sooner when at that pace a key would wait longer than the
+retention's tenth between two visits (a walk plus an interval); at ``resume_s`` (the
+commit interval) while its length is unknown (its first walk, or one longer than the
+last), and when the tenth leaves no time beyond the interval (retentions up to 600 s). So
+an expired entry is deleted within about a tenth of its retention, and a deep table is
+not read faster than that needs: a router's seven-day dedupe table of 30,000 marks a
+partition was read at 1,000 keys a second for ever (its walk never ended), and is now
+read at 1,000 a minute once its first walk has ended; six million marks a partition (ten
+tasks a second for seven days) get a pass every 10 s.
 
 The schedules are apart because the tables and partitions are: the router's sessions
 table (a record per session, its memory decoded to judge it) is walked to its end in one
@@ -63,15 +64,18 @@ class _Scheduled:
     walk_passes: dict[int, int] = field(default_factory=dict)  # partition -> passes its last whole walk took
 
     def after(self, partition: int, stopped_at_bound: bool, resume_s: float) -> float:
-        """Seconds from one of the partition's passes to its next (and count the pass)."""
-        self.passes[partition] = self.passes.get(partition, 0) + 1
+        """Seconds from one of the partition's passes to its next (and count the pass).
+        A key is visited again a walk plus an interval later: the walk gets what the
+        budget leaves after the interval."""
+        walked = self.passes[partition] = self.passes.get(partition, 0) + 1
         if not stopped_at_bound:
             self.walk_passes[partition] = self.passes.pop(partition)
             return self.interval
         known = self.walk_passes.get(partition)
-        if known is None:  # its length unknown: walk on at the commit pace, as before
-            return resume_s
-        return max(resume_s, min(self.interval, self.budget / known))
+        walk_budget = self.budget - self.interval
+        if known is None or walked >= known or walk_budget <= 0:
+            return resume_s  # its length unknown (or outgrown), or no time to spare: the commit pace
+        return max(resume_s, min(self.interval, walk_budget / known))
 
     def forget(self, partition: int) -> None:
         for schedule in (self.partition_due, self.passes, self.walk_passes):
@@ -153,7 +157,7 @@ class Retention:
                 scheduled.forget(partition)
 
     async def _persist_writes(self, table: Table, partition: int, writes: list[tuple[bytes, Any]]) -> None:
-        # A refused write is not fatal: the entry is still old on the next pass.
+        # A refused write is not fatal: the entry is still old on the next walk.
         # (A handler's write of the same key between the sweep and this delete's
         # acknowledgement would be lost; the entry is a retention old, so only a
         # replay could write it, and not within these milliseconds in practice.)

@@ -12,10 +12,11 @@ at most 1,000 keys of a partition per pass. The rules compared:
 
 - ``one schedule`` (until session 10): every table walked at every pass; the next pass one
   commit interval (1 s) later while any walk stopped at its bound, else an interval
-  (60 s at these retentions) later. A busy router's dedupe walk never ends, so each
-  session's record (its memory: ``--turns`` turns) was decoded every second.
+  (60 s at these retentions) later. While the dedupe walk went on (30 passes for 30,000
+  marks), each session's record (its memory: ``--turns`` turns) was decoded every second.
 - ``per table`` (session 10): each table on its own schedule; a walk that stopped at its
-  bound goes on one commit interval later, for ever on a deep table.
+  bound goes on one commit interval later: a deep table is walked at 1,000 keys a second
+  per partition, then again an interval after each walk ends.
 - ``paced`` (the runtime now): each partition on its own schedule; once a walk's length
   is known, its passes are an interval apart unless that would not end it within a tenth
   of the retention.

@@ -163,7 +163,7 @@ def test_a_walk_too_long_for_the_interval_pace_is_paced_so_a_key_waits_at_most_a
     times = _walk_times(FakeTable("dedupe", keys=4_500), 1_000.0, 250.0)
     assert times[:5] == [60.0, 61.0, 62.0, 63.0, 64.0]  # the first walk, at resume_s
     assert times[5:10] == [124.0, 132.0, 140.0, 148.0, 156.0]
-    assert times[10] == 216.0 and times[10] - times[5] <= 100.0
+    assert times[10] == 216.0  # the third walk: a key read again 92 s after (within the tenth, 100 s)
 
 
 def test_a_walk_never_goes_faster_than_resume_s_nor_slower_when_no_time_is_left_beyond_the_interval() -> None:

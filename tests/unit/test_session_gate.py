@@ -9,7 +9,8 @@ from typing import Any
 
 from agentstream.topology import SessionSettings
 from agentstream.router.session_gate import (
-    EARLY_KEPT, RECORD_MAX_BYTES, Admission, Arrival, admit, arrive, idle_since, missed, new_record, open_task, record_bytes, settle,
+    ENDED_KEPT, EARLY_KEPT, RECORD_MAX_BYTES, Admission, Arrival, admit, arrive, idle_since, missed, new_record, open_task,
+    record_bytes, settle,
     taken,
 )
 
@@ -141,6 +142,22 @@ def test_a_replay_is_routed_even_when_its_own_dead_letter_result_came_first() ->
     assert admit(record, _decided("t1"), _limits(), 10, 3, replay=True) is Admission.GO
 
 
+def test_a_replay_whose_completed_result_came_first_is_answered_not_routed_again() -> None:
+    # The replay ran and completed; a crash lost the record's update; the new owner read
+    # its result before the replay's record: routed again, the specialists would drop it.
+    record = new_record()
+    settle(record, _result("t1"), _limits(), 5)
+    assert admit(record, _decided("t1"), _limits(), 10, 3, replay=True) is Admission.ANSWERED
+
+
+def test_the_record_keeps_the_largest_offset_it_took() -> None:
+    record = new_record()
+    admit(record, _decided("t1"), _limits(), 1, 7)
+    admit(record, _decided("t2"), _limits(), 2, 3)  # a parked record released late, say
+    admit(record, _decided("t3"), _limits(), 3, None)  # a retry tier's copy
+    assert record["through_offset"] == 7 and taken(record, "t2", 3) and not taken(record, "t3", 8)
+
+
 def test_a_mark_without_the_records_update_is_a_missed_task() -> None:
     record = new_record()
     admit(record, _decided("t1"), _limits(waiting=10), 100, None)
@@ -250,3 +267,24 @@ def test_the_measured_size_is_the_size_the_sessions_table_stores() -> None:
     record = new_record()
     record["turns"] = [{"input": "Rückerstattung für Rechnung INV-1001 — bitte", "output": "erledigt ✓"}]
     assert record_bytes(record) == len(Table("sessions", changelog_topic="x").encode_value(record))
+
+
+def test_without_remembered_turns_the_last_ended_task_ids_are_kept_for_a_re_read() -> None:
+    # remember_turns 0: no memory, but a task re-read after a crash must still be known as ended.
+    record = new_record()
+    for i in range(ENDED_KEPT + 2):
+        admit(record, _decided(f"t{i}"), _limits(turns=0), i, i)
+        settle(record, _result(f"t{i}"), _limits(turns=0), 100 + i)
+    assert record["turns"] == []
+    assert record["ended"] == [f"t{i}" for i in range(2, ENDED_KEPT + 2)]  # the latest, bounded
+    assert taken(record, f"t{ENDED_KEPT + 1}", ENDED_KEPT + 1) and not taken(record, "t0", 0)
+    settle(record, _result("t5"), _limits(turns=0), 500)  # a repeat of its result: not kept as early
+    assert "t5" not in record["early"]
+
+
+def test_with_a_full_memory_no_ended_ids_are_kept_beside_the_turns() -> None:
+    record = new_record()
+    for i in range(12):
+        admit(record, _decided(f"t{i}"), _limits(turns=10), i, i)
+        settle(record, _result(f"t{i}"), _limits(turns=10), 100 + i)
+    assert len(record["turns"]) == 10 and record.get("ended", []) == []  # the turns know the latest ten

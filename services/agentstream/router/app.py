@@ -34,7 +34,8 @@ from agentstream.retry.headers import REPLAY
 from agentstream.rollout.control import WeightBoard, canary_types
 from agentstream.rollout.pinning import pin, pinned_variant
 from agentstream.router.session_gate import (
-    RECORD_MAX_BYTES, Admission, Canceling, Record, admit, arrive, idle_since, new_record, open_task, passed, settle, taken,
+    RECORD_MAX_BYTES, Admission, Canceling, Record, admit, arrive, idle_since, missed, new_record, open_task, passed, settle,
+    taken,
 )
 from agentstream.router.session_gate import cancel as cancel_in_session
 from agentstream.router.tenant_guard import TenantGuard
@@ -113,8 +114,9 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         entry = seen.get(task_id) if dedupable else None
         offset = ctx.offset if ctx.topic == service.input_topic else None  # a tier's copy has its own topic's
         if taken(record, task_id, offset):
-            if dedupable and entry is None:  # a crash kept the record and lost the mark: mark it again,
-                keep_mark(task_id, session_id, record, ctx.partition)  # so a later copy is a repeat too
+            assert record is not None  # taken() holds it
+            if dedupable:
+                keep_mark(task_id, session_id, record, entry, ctx.partition)
             log.info("%s: task %s was taken by its session already; read again, ignored", ctx.where, task_id)
             return
         arrival = arrive(record, entry, partial(mark, ctx.partition), replay=ctx.header(REPLAY) is not None)
@@ -141,8 +143,17 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             return
         admit_to_session(decided, ctx, record or new_record(), (seen_at, offset))
 
-    def keep_mark(task_id: str, session_id: str, record: Record, partition: int) -> None:
-        seen[task_id] = kept = mark(partition)
+    def keep_mark(task_id: str, session_id: str, record: Record, entry: Any, partition: int) -> None:
+        """The record took the task: a later copy must be a repeat to the dedupe check too.
+        A crash may have lost the task's mark (mark it again) or kept a mark the record
+        lacks (the record takes it)."""
+        kept = timestamp_value(entry)
+        if kept is None:
+            seen[task_id] = kept = mark(partition)
+        elif not missed(record, kept):
+            return
+        else:
+            mark_at_least(partition, kept)
         passed(record, kept)
         sessions[session_id] = record
 

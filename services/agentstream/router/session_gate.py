@@ -11,7 +11,8 @@ the next waiting task goes, carrying that memory.
 The record, one per session in the router's ``sessions`` table::
 
     {"open": Decided | None, "waiting": [Decided, ...], "turns": [...], "at": ms, "through": seen,
-     "through_offset": offset, "early": {task_id: result summary}, "canceled": {task_id: {requested_by, reason}}}
+     "through_offset": offset, "early": {task_id: result summary}, "canceled": {task_id: {requested_by, reason}},
+     "ended": [task_id, ...]}
 
 where Decided is a task with its routing, ``{"task", "route", "tier", "by"}``: kept whole,
 so the router can send the open task again after a crash (see ``missed`` and ``arrive``).
@@ -38,6 +39,11 @@ Record = dict[str, Any]
 # Results that came before their task, and cancels (kept per session, oldest dropped past this).
 EARLY_KEPT = 50
 CANCELS_KEPT = 50
+# Ended tasks the record knows by id, turns included: a task read again after a crash is
+# known as ended (``taken``) while among the latest ones. With fewer turns than this
+# (``remember_turns`` below it, or turns given way to the record's size), the ids of the
+# ended tasks beyond the turns are kept in ``ended``; with a full memory, none.
+ENDED_KEPT = 10
 # A record is one changelog message: well under Kafka's default 1 MB message limit, so
 # a burst of large tasks for one session is refused (OVERSIZE) instead of stopping the
 # router at its next checkpoint.
@@ -78,15 +84,15 @@ def admit(
 
     A task open or waiting is KNOWN: a repeat; the record takes its mark even so (a crash
     may have kept the record and lost the task's mark), so a later copy is a repeat to the
-    dedupe check as well. A replay is routed again even if a result of it came first: the
-    router's own dead-lettering of it publishes one."""
+    dedupe check as well. A replay is routed again even if a FAILED result of it came first
+    (the router's own dead-lettering of it publishes one); a COMPLETED one answers it."""
     task = decided["task"]
     task_id = task["task_id"]
     passed(record, seen, offset)
     if task_id == open_task(record) or _waiting_index(record, task_id) is not None:
         return Admission.KNOWN
-    if replay:
-        record.setdefault("early", {}).pop(task_id, None)
+    if replay and record.get("early", {}).get(task_id, {}).get("status") == "FAILED":
+        del record["early"][task_id]  # the router's own dead-lettering of it: no answer to the replay
     early = record.setdefault("early", {}).pop(task["task_id"], None)
     if early is not None:
         _remember(record, task["input"], early, limits)
@@ -121,18 +127,19 @@ def passed(record: Record, seen: int, offset: int | None = None) -> None:
 
 def taken(record: Record | None, task_id: str, offset: int | None) -> bool:
     """Whether the session's ``record`` took the task record at ``offset`` of the tasks
-    topic already (at or below the last offset it took) and still holds the task (open,
-    waiting, or among the remembered turns): the task is read again after a crash,
+    topic already (at or below the last offset it took) and still knows the task (open,
+    waiting, or among the latest ENDED_KEPT ended): the task is read again after a crash,
     whatever the dedupe table says. The dedupe marks and the session records are two
     changelogs; a kill in the middle of a checkpoint may keep the record and lose the
     task's mark, and the task, read again perhaps after its result, would be opened again
     and go to specialists that drop it as done: its session would wait for ever. (None: a
-    retry tier's copy, whose offset is its tier's. Holding the task too: a recreated tasks
-    topic starts its offsets again.)"""
+    retry tier's copy, whose offset is its tier's. The task must be held too, so a new task
+    id on a recreated tasks topic, whose offsets start again, is not taken; an id re-used
+    there while the record still knows it would be.)"""
     if offset is None or record is None or offset > record.get("through_offset", -1):
         return False
     return (task_id == open_task(record) or _waiting_index(record, task_id) is not None
-            or any(turn["task_id"] == task_id for turn in record["turns"]))
+            or _has_ended(record, task_id))
 
 
 def record_bytes(record: Record) -> int:
@@ -159,7 +166,7 @@ def settle(record: Record, result: Mapping[str, Any], limits: SessionSettings, n
         record["open"] = following
     elif (index := _waiting_index(record, task_id)) is not None:
         _remember(record, record["waiting"].pop(index)["task"]["input"], result, limits)
-    elif not any(turn["task_id"] == task_id for turn in record["turns"]):
+    elif not _has_ended(record, task_id):
         early = record.setdefault("early", {})
         early[task_id] = {**{key: result.get(key) for key in ("task_id", "status", "agents")}, "output": clip(result.get("output"))}
         for stale in list(early)[:-EARLY_KEPT]:
@@ -188,7 +195,7 @@ def cancel(record: Record, cancel: Mapping[str, Any], limits: SessionSettings, n
         dropped = record["waiting"].pop(index)["task"]
         _remember(record, dropped["input"], _canceled_turn(task_id, cancel), limits)
         return Canceling.DROPPED, dropped, None
-    if any(turn["task_id"] == task_id for turn in record["turns"]):
+    if _has_ended(record, task_id):
         return Canceling.ENDED, None, None
     kept = record.setdefault("canceled", {})
     kept[task_id] = {key: cancel.get(key) for key in ("requested_by", "reason")}
@@ -211,13 +218,29 @@ def _fit(record: Record) -> None:
         if record.get("early"):
             del record["early"][next(iter(record["early"]))]
         elif record["turns"]:
-            record["turns"].pop(0)
+            _keep_ended(record, [record["turns"].pop(0)["task_id"]])
         else:
             return
 
 
 def _remember(record: Record, task_input: str, result: Mapping[str, Any], limits: SessionSettings) -> None:
-    record["turns"] = remember(record["turns"], turn_from_result(task_input, result), limits.remember_turns)
+    turn = turn_from_result(task_input, result)
+    before = [*record["turns"], turn]
+    record["turns"] = remember(record["turns"], turn, limits.remember_turns)
+    kept = {kept_turn["task_id"] for kept_turn in record["turns"]}
+    _keep_ended(record, [old["task_id"] for old in before if old["task_id"] not in kept])
+
+
+def _keep_ended(record: Record, task_ids: list[str]) -> None:
+    """Ended tasks' ids dropped from the turns: kept while the turns are fewer than ENDED_KEPT."""
+    room = ENDED_KEPT - len(record["turns"])
+    ended = [*record.get("ended", []), *task_ids][-room:] if room > 0 else []
+    if ended or "ended" in record:
+        record["ended"] = ended
+
+
+def _has_ended(record: Record, task_id: str) -> bool:
+    return task_id in record.get("ended", ()) or any(turn["task_id"] == task_id for turn in record["turns"])
 
 
 def _waiting_index(record: Record, task_id: str) -> int | None:

@@ -288,3 +288,22 @@ def test_with_a_full_memory_no_ended_ids_are_kept_beside_the_turns() -> None:
         admit(record, _decided(f"t{i}"), _limits(turns=10), i, i)
         settle(record, _result(f"t{i}"), _limits(turns=10), 100 + i)
     assert len(record["turns"]) == 10 and record.get("ended", []) == []  # the turns know the latest ten
+
+
+def test_an_ended_task_id_is_kept_once() -> None:
+    record = new_record()
+    for task_id, seen in (("t0", 1), ("t1", 2), ("t1", 3)):  # t1 ends twice (a replay, say)
+        admit(record, _decided(task_id), _limits(turns=0), seen, seen, replay=True)
+        settle(record, _result(task_id), _limits(turns=0), 10 + seen)
+    assert record["ended"] == ["t0", "t1"]
+
+
+def test_a_replay_read_again_after_a_crash_is_a_repeat_once_its_record_took_it() -> None:
+    record = new_record()
+    admit(record, _decided("t1"), _limits(), 10, 4)
+    settle(record, _result("t1"), _limits(), 11)
+    arrival = arrive(record, 10, _marks(20), replay=True, offset=9)  # the replay's record, offset 9
+    assert arrival == Arrival(20, recovering=False, new_mark=True)
+    admit(record, _decided("t1"), _limits(), arrival.mark, 9, replay=True)
+    assert arrive(record, 20, _marks(30), replay=True, offset=9) is None  # read again: a repeat
+    assert arrive(record, 20, _marks(30), replay=True, offset=12) is not None  # replayed again later: runs

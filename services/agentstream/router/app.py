@@ -119,7 +119,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
                 keep_mark(task_id, session_id, record, entry, ctx.partition)
             log.info("%s: task %s was taken by its session already; read again, ignored", ctx.where, task_id)
             return
-        arrival = arrive(record, entry, partial(mark, ctx.partition), replay=ctx.header(REPLAY) is not None)
+        arrival = arrive(record, entry, partial(mark, ctx.partition), replay=ctx.header(REPLAY) is not None, offset=offset)
         if arrival is None:
             log.info("%s: task %s already routed, duplicate ignored", ctx.where, task_id)
             return
@@ -381,10 +381,13 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         if classifier is not None:
             classifier.assigned(len(app.assigned_partitions()), app.partition_count)
         for partition in partitions:
-            records = [record for _, record in sessions.items_of(partition) if isinstance(record, dict)]
-            # Marks after every one the records took, whatever the clock of the host that gave them.
-            mark_at_least(partition, max((record.get("through", 0) for record in records), default=0))
-            opened = [record for record in records if record.get("open")]
+            opened, latest = [], 0  # one pass: an idle session's record is not kept (up to 512 KB each)
+            for _, record in sessions.items_of(partition):
+                if isinstance(record, dict):
+                    latest = max(latest, record.get("through", 0))
+                    if record.get("open"):
+                        opened.append(record)
+            mark_at_least(partition, latest)  # later marks follow every one the records took, whatever clock gave it
             for record in opened:
                 let_go(record, partition)
             if opened:

@@ -234,7 +234,8 @@ def _remember(record: Record, task_input: str, result: Mapping[str, Any], limits
 def _keep_ended(record: Record, task_ids: list[str]) -> None:
     """Ended tasks' ids dropped from the turns: kept while the turns are fewer than ENDED_KEPT."""
     room = ENDED_KEPT - len(record["turns"])
-    ended = [*record.get("ended", []), *task_ids][-room:] if room > 0 else []
+    kept = [task_id for task_id in record.get("ended", []) if task_id not in task_ids]  # once each
+    ended = [*kept, *task_ids][-room:] if room > 0 else []
     if ended or "ended" in record:
         record["ended"] = ended
 
@@ -271,12 +272,15 @@ class Arrival(NamedTuple):
     new_mark: bool  # the mark is new: the dedupe table is to hold it
 
 
-def arrive(record: Record | None, entry: Any, fresh: Callable[[], int], *, replay: bool = False) -> Arrival | None:
+def arrive(
+    record: Record | None, entry: Any, fresh: Callable[[], int], *, replay: bool = False, offset: int | None = None,
+) -> Arrival | None:
     """A task reaches the gate: None when it is a repeat its session's ``record`` took
     already; else the mark it is admitted with. ``entry`` is the task's dedupe entry (None:
     never seen); ``fresh`` gives a new mark (called only when one is needed: marks are
     strictly increasing per partition); ``replay``: an operator replays it, so it is no
-    repeat.
+    repeat, unless the record took this very record (``offset`` on the tasks topic at or
+    below its ``through_offset``: the replay read again after a crash).
 
     A task whose record never took it (``missed``) keeps the mark it has, not a new one. A
     crash may keep the marks of several tasks of a session and lose the record's updates
@@ -288,6 +292,8 @@ def arrive(record: Record | None, entry: Any, fresh: Callable[[], int], *, repla
         return Arrival(fresh(), recovering=False, new_mark=True)
     first_mark = timestamp_value(entry)  # None: an entry of an older router, without a mark
     lost = missed(record, first_mark or 0)
+    if replay and not lost and offset is not None and record is not None and offset <= record.get("through_offset", -1):
+        return None
     if replay:  # its entry is this replay's own mark when the record lost the replay
         if lost and first_mark is not None:
             return Arrival(first_mark, recovering=False, new_mark=False)

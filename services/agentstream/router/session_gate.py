@@ -136,7 +136,7 @@ def taken(record: Record | None, task_id: str, offset: int | None) -> bool:
     retry tier's copy, whose offset is its tier's. The task must be held too, so a new task
     id on a recreated tasks topic, whose offsets start again, is not taken; an id re-used
     there while the record still knows it would be.)"""
-    if offset is None or record is None or offset > record.get("through_offset", -1):
+    if record is None or not _took_offset(record, offset):
         return False
     return (task_id == open_task(record) or _waiting_index(record, task_id) is not None
             or _has_ended(record, task_id))
@@ -240,6 +240,11 @@ def _keep_ended(record: Record, task_ids: list[str]) -> None:
         record["ended"] = ended
 
 
+def _took_offset(record: Record, offset: int | None) -> bool:
+    """Whether the record took the tasks topic's record at ``offset`` (or a later one)."""
+    return offset is not None and offset <= record.get("through_offset", -1)
+
+
 def _has_ended(record: Record, task_id: str) -> bool:
     return task_id in record.get("ended", ()) or any(turn["task_id"] == task_id for turn in record["turns"])
 
@@ -292,7 +297,7 @@ def arrive(
         return Arrival(fresh(), recovering=False, new_mark=True)
     first_mark = timestamp_value(entry)  # None: an entry of an older router, without a mark
     lost = missed(record, first_mark or 0)
-    if replay and not lost and offset is not None and record is not None and offset <= record.get("through_offset", -1):
+    if replay and not lost and record is not None and _took_offset(record, offset):
         return None
     if replay:  # its entry is this replay's own mark when the record lost the replay
         if lost and first_mark is not None:

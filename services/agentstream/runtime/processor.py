@@ -172,11 +172,11 @@ class Processor:
     ) -> Expiry:
         """Delete entries of ``table`` written more than ``retention_s`` ago (see
         runtime/expiry.py): a bounded walk per partition, every ``retention_s / 10`` (between
-        0.5 s and 60 s); a walk longer than its batch goes on at a pace that ends it within
-        a tenth of the retention (runtime/retention.py: each table and partition on its own
-        schedule). The deletes go
-        through the checkpoint like a handler's, or, for a ``write_through`` table (one
-        written with persist()), are persisted the same way."""
+        0.5 s and 60 s); a walk longer than its batch goes on at a pace that visits each key
+        again within about a tenth of the retention (runtime/retention.py: each table and
+        partition on its own schedule). The deletes go through the checkpoint like a
+        handler's, or, for a ``write_through`` table (one written with persist()), are
+        persisted the same way."""
         return self._retention.add(table, retention_s, written_at, stamp=stamp, prefix=prefix, write_through=write_through)
 
     def handler(

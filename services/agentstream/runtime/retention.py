@@ -58,7 +58,7 @@ class _Scheduled:
     expiry: Expiry
     write_through: bool
     interval: float  # between walks; also between the passes of a walk, unless that is too slow
-    budget: float  # a walk should end within this (retention / 10, uncapped)
+    budget: float  # a key is visited again within this (retention / 10, uncapped): a walk plus an interval
     due: float  # the table's earliest partition (or, with none scheduled, the table's next pass)
     partition_due: dict[int, float] = field(default_factory=dict)
     passes: dict[int, int] = field(default_factory=dict)  # partition -> passes of its walk so far

@@ -21,12 +21,13 @@ system-packages:
 demo: $(STAMP)
 	$(BIN)/agentstream demo
 
-# The integration suites run two test files at a time (pytest-xdist; each process starts its
-# own broker): most of a test's time is group joins and worker start-up, not CPU. Three at a
-# time cut a fresh-clone CI from ~39 to ~29 min once, and failed the next run on two tests
-# that lean on timing (both since made to wait for their condition): not yet the default,
-# try `make test XDIST="-n 3 --dist loadfile"`. `make test XDIST=` runs them one at a time.
-XDIST ?= -n 2 --dist loadfile
+# The integration suites run three test files at a time (pytest-xdist; each process starts
+# its own broker): most of a test's time is group joins and worker start-up, not CPU. On the
+# 2-core CI machine a fresh-clone .ci/run took ~40 min with two at a time and 28.6 min with
+# three (2026-12-02: Kafka pass 13:28, Tansu pass 13:53). An earlier try at three failed two
+# tests that leaned on timing; both wait for their condition since. `make test XDIST="-n 2
+# --dist loadfile"` if a slower machine needs it; `make test XDIST=` runs them one at a time.
+XDIST ?= -n 3 --dist loadfile
 
 test: $(STAMP) system-packages
 	$(BIN)/python -m pytest tests/unit -q

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from agentstream.models.base import Message, ModelResponse, ToolCall, Usage
 from agentstream.specialist import checkpoint as ckpt
-from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools
-from agentstream.specialist.loop import run_agent
+from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools, landed_at_exit
+from agentstream.specialist.loop import StepNotRecorded, run_agent
 from agentstream.tools.registry import ToolRegistry, ToolResult, tool
 
 TASK = {"task_id": "task-t", "session_id": "s", "input": "refund INV-1 and look it up"}
@@ -182,3 +184,166 @@ def test_a_checkpoint_written_one_record_per_tool_result_still_resumes_without_c
     tools, output = asyncio.run(scenario())
     assert (tools.refunds, tools.lookups) == (0, 0), "both results were replayed"
     assert output == "done: refunded INV-1, INV-1 is paid"
+
+
+class _Slow(_Log):
+    """A log whose tool records land only once ``open`` is set (the broker's acknowledgement
+    still on its way), or are refused when ``refuse`` is set; ``order`` lists landings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = asyncio.Event()
+        self.refuse = False
+        self.order: list[str] = []
+
+    async def persist(self, key: str, value: dict[str, Any]) -> None:
+        if value["kind"] == "tool":
+            await self.open.wait()
+            if self.refuse:
+                raise RuntimeError("write to checkpoints[0] was not acknowledged")
+        self.order.append(value["kind"])
+        await super().persist(key, value)
+
+
+class _Watching(_Turn):
+    """A _Turn that notes, at each call, whether a tool record had landed, and opens the
+    log's gate on its second call (what the broker's acknowledgement would do meanwhile)."""
+
+    def __init__(self, calls: Calls, log: _Slow) -> None:
+        super().__init__(calls)
+        self.log = log
+        self.tool_record_landed_at_call: list[bool] = []
+
+    async def complete(self, messages: list[Message], tools: Any) -> ModelResponse:
+        self.tool_record_landed_at_call.append(bool(self.log.tool_names()))
+        if self.made == 1:
+            self.log.open.set()
+        return await super().complete(messages, tools)
+
+
+def _watched_run(log: _Slow, calls: Calls, max_steps: int = 8) -> tuple[DurableRun, _Watching, Any]:
+    run = DurableRun(TASK["task_id"], 0, ckpt.Chain(), log.persist)
+    model = _Watching(calls, log)
+    loop = run_agent(TASK, "billing", DurableModel(model, run), DurableTools(_Tools().registry, run), ["refund", "lookup"],
+                     max_steps)
+    return run, model, loop
+
+
+def test_the_next_model_call_does_not_wait_for_a_read_only_turns_record_and_its_own_record_lands_after_it() -> None:
+    async def scenario() -> tuple[_Watching, _Slow, str | None]:
+        log = _Slow()
+        run, model, loop = _watched_run(log, [("lookup", {"invoice_id": "INV-1"}), ("lookup", {"invoice_id": "INV-2"})])
+        # Bounded: a loop that waited for the turn's record would wait for ever (the gate
+        # opens on the second model call).
+        outcome = await asyncio.wait_for(landed_at_exit(run, loop), 10)
+        return model, log, outcome.output
+
+    model, log, output = asyncio.run(scenario())
+    assert model.tool_record_landed_at_call == [False, False], "the second call began before the turn's record landed"
+    assert log.order == ["model", "tool", "model"], "the second reply's record waited for the turn's"
+    assert [v["seq"] for v in log.records.values()] == [0, 1, 2]
+    assert output == "done: INV-1 is paid, INV-2 is paid"
+
+
+def test_a_side_effecting_turn_is_still_recorded_before_the_next_model_call() -> None:
+    async def scenario() -> _Watching:
+        log = _Slow()
+        log.open.set()
+        run, model, loop = _watched_run(log, [("refund", {"invoice_id": "INV-1"})])
+        await landed_at_exit(run, loop)
+        return model
+
+    assert asyncio.run(scenario()).tool_record_landed_at_call == [False, True]
+
+
+def test_a_refused_read_only_record_fails_the_run_at_its_next_record() -> None:
+    async def scenario() -> None:
+        log = _Slow()
+        log.refuse = True
+        run, _, loop = _watched_run(log, [("lookup", {"invoice_id": "INV-1"})])
+        await asyncio.wait_for(landed_at_exit(run, loop), 10)  # bounded, as in the test above
+
+    with pytest.raises(StepNotRecorded, match="Step 1 of task task-t could not be checkpointed: write to checkpoints"):
+        asyncio.run(scenario())
+
+
+def test_a_run_that_stops_right_after_a_read_only_turn_returns_once_its_record_landed() -> None:
+    """max_steps 1: the loop ends after the turn, with no record after it to wait."""
+
+    async def scenario() -> tuple[list[list[str]], str | None]:
+        log = _Slow()
+        log.open.set()
+        run, _, loop = _watched_run(log, [("lookup", {"invoice_id": "INV-1"})], max_steps=1)
+        outcome = await landed_at_exit(run, loop)
+        return log.tool_names(), outcome.output
+
+    tool_records, output = asyncio.run(scenario())
+    assert tool_records == [["lookup"]]
+    assert output is not None and output.startswith("(incomplete) Stopped after 1 model turns")
+
+
+def test_a_kill_before_a_read_only_turns_record_landed_repeats_only_the_lookups_and_the_call_in_flight() -> None:
+    calls = [("lookup", {"invoice_id": "INV-1"})]
+
+    async def scenario() -> tuple[_Tools, _Log, int, str | None]:
+        tools, log = _Tools(), _Slow()  # the lookup's record never lands before the kill
+        run = DurableRun(TASK["task_id"], 0, ckpt.Chain(), log.persist)
+        model = _Turn(calls)
+        in_flight = asyncio.Event()
+        answer = asyncio.Event()  # never set: the second model call hangs until the kill
+
+        async def complete(messages: list[Message], schemas: Any) -> ModelResponse:
+            if model.made == 1:
+                in_flight.set()
+                await answer.wait()
+            return await _Turn.complete(model, messages, schemas)
+
+        model.complete = complete  # type: ignore[method-assign]
+        loop = asyncio.create_task(run_agent(TASK, "billing", DurableModel(model, run), DurableTools(tools.registry, run),
+                                             ["refund", "lookup"]))
+        await asyncio.wait_for(in_flight.wait(), 10)  # bounded: a loop waiting for the record never gets there
+        loop.cancel()  # kill -9 during the second model call
+        await asyncio.gather(loop, return_exceptions=True)
+        assert list(log.records) == [ckpt.step_key(TASK["task_id"], 0, 0)], "only the first reply landed"
+        resumed = _Log()
+        resumed.records = dict(log.records)
+        again = _Turn(calls)
+        run = DurableRun(TASK["task_id"], 1, _resumed_chain(resumed), resumed.persist)
+        outcome = await run_agent(TASK, "billing", DurableModel(again, run), DurableTools(tools.registry, run),
+                                  ["refund", "lookup"])
+        return tools, resumed, again.made, outcome.output
+
+    tools, log, made, output = asyncio.run(scenario())
+    assert tools.lookups == 2, "the turn's lookup ran again"
+    assert made == 1, "the first reply was replayed; only the call that was in flight was made again"
+    assert output == "done: INV-1 is paid"
+    assert log.tool_names() == [["lookup"]]
+
+
+def test_a_loop_stopping_for_a_drain_waits_for_a_read_only_turns_record_first() -> None:
+    """The partition is handed over once the loop stops: no write of the run may still be
+    on its way then (a late one would outlive the next owner's tombstones)."""
+
+    async def scenario() -> tuple[bool, list[list[str]]]:
+        log, tools, model = _Slow(), _Tools(), _Turn([("lookup", {"invoice_id": "INV-1"})])
+        drain_checked = asyncio.Event()
+
+        def draining() -> bool:  # the worker starts draining once the turn's tools have run
+            if tools.lookups == 0:
+                return False
+            drain_checked.set()
+            return True
+
+        run = DurableRun(TASK["task_id"], 0, ckpt.Chain(), log.persist, draining=draining)
+        loop = asyncio.create_task(landed_at_exit(run, run_agent(
+            TASK, "billing", DurableModel(model, run), DurableTools(tools.registry, run), ["refund", "lookup"])))
+        await drain_checked.wait()
+        stopped_before_the_record_landed = loop.done()
+        log.open.set()  # the broker acknowledges the turn's record
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+        return stopped_before_the_record_landed, log.tool_names()
+
+    stopped_early, tool_records = asyncio.run(scenario())
+    assert not stopped_early, "the loop waited at its drain for the record on its way"
+    assert tool_records == [["lookup"]]

@@ -17,7 +17,7 @@ from agentstream.events import now_ms
 from agentstream.models.config import ModelSettings
 from agentstream.models.pricing import cost_usd
 from agentstream.specialist.behavior import behaviour_settings, behavior_version
-from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools
+from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools, landed_at_exit
 from agentstream.specialist.history import HistoryCompressor
 from agentstream.specialist.loop import AgentOutcome, run_agent
 from agentstream.specialist.model_chains import ModelChains
@@ -54,19 +54,20 @@ class SpecialistAgent:
 
     async def run(self, task: dict[str, Any], run: DurableRun) -> AgentOutcome:
         """The task's agent loop, every model reply and tool result checkpointed (or
-        replayed) through ``run``."""
+        replayed) through ``run``; every record has landed when it returns or raises
+        (unless cancelled: durable.landed_at_exit)."""
         model = DurableModel(self.models.for_tier(task.get("tier")), run)
         history = None
         if self.settings.history_max_tokens:
             # The summary call goes through the same controls and is checkpointed like any step.
             history = HistoryCompressor(self.settings.history_max_tokens, self.settings.history_keep_recent, model)
         with tracing.agent_run(self.agent_type):  # the span `invoke_agent {type}` over its model and tool spans
-            return await run_agent(
+            return await landed_at_exit(run, run_agent(
                 task, self.agent_type, model, DurableTools(self.tools, run),
                 self.allowlist, self.max_steps, self.prompt,
                 timeout_s=self.settings.timeout_s, budget_usd=task.get("budget_usd") or self.settings.budget_usd,
                 price=cost_usd, history=history,
-            )
+            ))
 
     def result(self, task: dict[str, Any], outcome: AgentOutcome, started: int) -> dict[str, Any]:
         """The SpecialistResult record of ``task``'s ``outcome``."""

@@ -1,6 +1,8 @@
 """Durable execution of one agent loop: every model reply and tool result is checkpointed
-(acknowledged by the broker) before the loop goes on, and a resumed loop replays them
-instead of calling the model or the tool again.
+(acknowledged by the broker) before anything that depends on it happens — a reply before
+its turn's tools run, a side-effecting result before the call returns, a turn's read-only
+results before the run's next record (below) — and a resumed loop replays them instead of
+calling the model or the tool again.
 
 The loop itself (specialist/loop.py) is unchanged: it runs from the start, and these
 wrappers answer its model and tool calls from the checkpoint chain while there is one.
@@ -13,19 +15,26 @@ side_effects=True)``, or held for a human's approval) is checkpointed the moment
 returns, so once it has returned a kill -9 never runs it again. The results of calls
 without side effects wait and go into the same record — the next side-effecting
 result's, or one at the end of the turn: a turn of two lookups is one record, not two.
-All of a turn's results are durable before its tool step returns, so the next model call
-never starts on a result that could be lost. The price: a kill -9 in the middle of a turn
-also repeats the turn's read-only calls that had returned — calls that by their own
-declaration change nothing, so only their time is spent again.
+The end-of-turn record (read-only results only) is not waited for: the next model call
+starts while the broker acknowledges it, and the run's next record, or the end of the
+run (:func:`landed_at_exit`), or a loop stopping for a drain, waits for it first: records
+land and are noted in order, and a refused one fails the run at its next record (one model
+call later than before; that call's reply is not kept). A kill -9 before it lands costs
+what a kill mid-turn always could: the resume runs the turn's read-only calls again, and
+the model call that was in flight. The price: read-only calls run again after a kill —
+calls that by their own declaration change nothing, so only their time is spent again.
+(Waiting for the end-of-turn record put one acknowledged write between every tool turn and
+the next model call: bench/RESULTS.md, session 12.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from agentstream.approvals.gate import ApprovalGate, Cleared
 from agentstream.cancellation.records import TaskCanceled
@@ -36,6 +45,8 @@ from agentstream.specialist.loop import StepNotRecorded
 from agentstream.tools.registry import DEFAULT_TIMEOUT_S, ToolRegistry, ToolResult
 
 Persist = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+_T = TypeVar("_T")
 
 _idempotency_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("agentstream_idempotency_key", default=None)
 
@@ -66,6 +77,7 @@ class DurableRun:
         self.replayed_model_calls = 0
         self.new_model_calls = 0
         self._lock = asyncio.Lock()  # sequence numbers are handed out in order
+        self._landing: asyncio.Task[None] | None = None  # a record written without waiting, until it is awaited
 
     def stop_if_canceled(self) -> None:
         """At a step boundary: raise TaskCanceled if the task was canceled meanwhile."""
@@ -73,14 +85,66 @@ class DurableRun:
         if cancel is not None:
             raise TaskCanceled(cancel)
 
-    async def record(self, make: Callable[[int], dict[str, Any]]) -> None:
+    async def record(self, make: Callable[[int], dict[str, Any]], *, wait: bool = True) -> None:
+        """Write the next step record. ``wait=False``: return at once (the write goes on in
+        a task of its own); the next record, or :meth:`landed`, waits for it."""
         async with self._lock:
+            await self.landed()  # one written without waiting lands first: records land in order
             seq = self.seq
             self.seq += 1
-            try:
-                await self.persist(ckpt.step_key(self.task_id, self.epoch, seq), make(seq))
-            except Exception as exc:
-                raise StepNotRecorded(f"Step {seq} of task {self.task_id} could not be checkpointed: {exc}") from exc
+            write = self._write(seq, make)
+            if wait:
+                await write
+                return
+            self._landing = asyncio.create_task(write)
+            self._landing.add_done_callback(_retrieved)  # a run that stops without awaiting it logs no warning
+
+    async def landed(self) -> None:
+        """Return once the record written without waiting, if any, has landed; raise
+        StepNotRecorded if it was refused. Shielded: a cancelled waiter leaves the write to
+        land or fail on its own."""
+        landing = self._landing
+        if landing is None:
+            return
+        try:
+            await asyncio.shield(landing)
+        finally:
+            if landing.done() and self._landing is landing:
+                self._landing = None
+
+    async def stop_for_drain(self) -> NoReturn:
+        """Stop the loop at this step boundary because the worker drains: once a record
+        written without waiting has landed (or failed: the next owner resumes from what
+        landed), so the partition is handed over with no write of this run still to come."""
+        with contextlib.suppress(StepNotRecorded):
+            await self.landed()
+        raise asyncio.CancelledError("worker draining")
+
+    async def _write(self, seq: int, make: Callable[[int], dict[str, Any]]) -> None:
+        try:
+            await self.persist(ckpt.step_key(self.task_id, self.epoch, seq), make(seq))
+        except Exception as exc:
+            raise StepNotRecorded(f"Step {seq} of task {self.task_id} could not be checkpointed: {exc}") from exc
+
+
+async def landed_at_exit(run: DurableRun, loop: Awaitable[_T]) -> _T:
+    """``loop``'s outcome once every step record it wrote has landed, also when it raises
+    (a run canceled or held for approval has its steps in the checkpoint before its end is
+    written). A cancelled loop does not wait: a drained one waited where it stopped
+    (DurableRun.stop_for_drain), and one cancelled outright (its partition lost) leaves the
+    record to land or not; the next owner reads what landed."""
+    try:
+        outcome = await loop
+    except Exception:
+        await run.landed()
+        raise
+    await run.landed()
+    return outcome
+
+
+def _retrieved(landing: asyncio.Future[None]) -> None:
+    if not landing.cancelled():
+        landing.exception()
 
 
 class DurableModel:
@@ -106,7 +170,7 @@ class DurableModel:
             return replayed
         if self.run.draining():
             # Shutting down: stop at the step boundary; the next owner resumes from here.
-            raise asyncio.CancelledError("worker draining")
+            await self.run.stop_for_drain()
         self.run.stop_if_canceled()  # before a new model call, never during one
         began, clock = now_ms(), time.monotonic()
         response = await self.inner.complete(messages, tools)
@@ -136,8 +200,8 @@ class DurableTools(ToolRegistry):
         unrecorded: list[ckpt.Finished] = []  # read-only results of this turn not yet in a record
         results = await asyncio.gather(*(self._one(step, i, name, args, timeout_s, unrecorded)
                                          for i, (name, args) in enumerate(calls)))
-        if unrecorded:
-            await self._record(step, _take(unrecorded))
+        if unrecorded:  # read-only results only: the next model call need not wait for them
+            await self._record(step, _take(unrecorded), wait=False)
         return list(results)
 
     def _without_side_effects(self, name: str) -> bool:
@@ -147,10 +211,10 @@ class DurableTools(ToolRegistry):
         held = self.run.gate is not None and name in self.run.gate.policies
         return found is not None and not found.side_effects and not held
 
-    async def _record(self, step: int, finished: list[ckpt.Finished]) -> None:
+    async def _record(self, step: int, finished: list[ckpt.Finished], *, wait: bool = True) -> None:
         first, *more = finished
         await self.run.record(lambda seq: ckpt.tool_step(step, first.index, first.result, self.run.epoch, seq,
-                                                         timing=first.timing, more=more))
+                                                         timing=first.timing, more=more), wait=wait)
 
     async def _one(
         self, step: int, index: int, name: str, arguments: object, timeout_s: float, unrecorded: list[ckpt.Finished],
@@ -159,7 +223,7 @@ class DurableTools(ToolRegistry):
         if recorded is not None:
             return ckpt.tool_result_of(recorded)
         if self.run.draining():
-            raise asyncio.CancelledError("worker draining")
+            await self.run.stop_for_drain()
         cleared = self.run.gate.clear(step, index, arguments) if self.run.gate is not None else Cleared(arguments)
         began, clock = now_ms(), time.monotonic()
         if cleared.denial is not None:

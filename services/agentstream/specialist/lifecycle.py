@@ -3,8 +3,9 @@
 - The handler only checks for duplicates and schedules; the loop runs as spawned work.
 - Acceptance is a write-through checkpoint head; once the broker has it, the source
   offset is released, so offsets keep advancing while long loops run.
-- Every model reply and tool result is checkpointed before the loop goes on (the
-  read-only results of a turn in one record: specialist/durable.py); after a kill -9 or
+- Every model reply and tool result is checkpointed before anything that depends on it
+  (the read-only results of a turn in one record, landing while the next model call
+  runs: specialist/durable.py); after a kill -9 or
   a rebalance, the new owner of the
   partition resumes every task it finds in the checkpoints, replaying finished steps.
 - One task at a time per session, in arrival order (specialist/order.py).

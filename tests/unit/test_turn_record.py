@@ -257,14 +257,17 @@ def test_a_side_effecting_turn_is_still_recorded_before_the_next_model_call() ->
 
 
 def test_a_refused_read_only_record_fails_the_run_at_its_next_record() -> None:
-    async def scenario() -> None:
+    async def scenario() -> tuple[str, list[int]]:
         log = _Slow()
         log.refuse = True
         run, _, loop = _watched_run(log, [("lookup", {"invoice_id": "INV-1"})])
-        await asyncio.wait_for(landed_at_exit(run, loop), 10)  # bounded, as in the test above
+        with pytest.raises(StepNotRecorded) as refused:
+            await asyncio.wait_for(landed_at_exit(run, loop), 10)  # bounded, as in the test above
+        return str(refused.value), [v["seq"] for v in log.records.values()]
 
-    with pytest.raises(StepNotRecorded, match="Step 1 of task task-t could not be checkpointed: write to checkpoints"):
-        asyncio.run(scenario())
+    error, landed = asyncio.run(scenario())
+    assert error.startswith("Step 1 of task task-t could not be checkpointed: write to checkpoints")
+    assert landed == [0], "the second reply, answered after the refusal, was not written"
 
 
 def test_a_run_that_stops_right_after_a_read_only_turn_returns_once_its_record_landed() -> None:
@@ -337,7 +340,7 @@ def test_a_loop_stopping_for_a_drain_waits_for_a_read_only_turns_record_first() 
         run = DurableRun(TASK["task_id"], 0, ckpt.Chain(), log.persist, draining=draining)
         loop = asyncio.create_task(landed_at_exit(run, run_agent(
             TASK, "billing", DurableModel(model, run), DurableTools(tools.registry, run), ["refund", "lookup"])))
-        await drain_checked.wait()
+        await asyncio.wait_for(drain_checked.wait(), 10)  # bounded: a loop waiting for the record never drains
         stopped_before_the_record_landed = loop.done()
         log.open.set()  # the broker acknowledges the turn's record
         with pytest.raises(asyncio.CancelledError):
@@ -347,3 +350,32 @@ def test_a_loop_stopping_for_a_drain_waits_for_a_read_only_turns_record_first() 
     stopped_early, tool_records = asyncio.run(scenario())
     assert not stopped_early, "the loop waited at its drain for the record on its way"
     assert tool_records == [["lookup"]]
+
+
+def test_a_refusal_that_lands_as_its_waiter_is_cancelled_is_still_reported_to_the_next_waiter() -> None:
+    """The run's wall-clock limit may cancel a record waiting for the one before it in the
+    very step that one was refused: the refusal must not be dropped with the waiter."""
+
+    async def scenario() -> None:
+        refuse = asyncio.Event()
+
+        async def persist(key: str, value: dict[str, Any]) -> None:
+            await refuse.wait()
+            raise RuntimeError("write to checkpoints[0] was not acknowledged")
+
+        run = DurableRun(TASK["task_id"], 0, ckpt.Chain(), persist)
+        await run.record(lambda seq: {"seq": seq}, wait=False)
+        waiter = asyncio.create_task(run.landed())
+        await asyncio.sleep(0)  # the waiter starts and waits for the write
+        landing = run._landing
+        assert landing is not None
+        # Cancelled right after the write failed, before the waiter could see it.
+        landing.add_done_callback(lambda _: waiter.cancel())
+        refuse.set()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert landing.done(), "the write had failed when its waiter was cancelled"
+        await run.landed()
+
+    with pytest.raises(StepNotRecorded, match="Step 0 of task task-t could not be checkpointed"):
+        asyncio.run(scenario())

@@ -19,10 +19,11 @@ The end-of-turn record (read-only results only) is not waited for: the next mode
 starts while the broker acknowledges it, and the run's next record, or the end of the
 run (:func:`landed_at_exit`), or a loop stopping for a drain, waits for it first: records
 land and are noted in order, and a refused one fails the run at its next record (one model
-call later than before; that call's reply is not kept). A kill -9 before it lands costs
-what a kill mid-turn always could: the resume runs the turn's read-only calls again, and
-the model call that was in flight. The price: read-only calls run again after a kill —
-calls that by their own declaration change nothing, so only their time is spent again.
+call later than before; that call's reply is not kept). A kill -9 before it lands — mid-turn,
+as before, or now also during the next model call — makes the resume run the turn's
+read-only calls again, with the model call that was in flight. The price: read-only calls
+run again after a kill — calls that by their own declaration change nothing, so only their
+time is spent again.
 (Waiting for the end-of-turn record put one acknowledged write between every tool turn and
 the next model call: bench/RESULTS.md, session 12.)
 """
@@ -102,15 +103,22 @@ class DurableRun:
     async def landed(self) -> None:
         """Return once the record written without waiting, if any, has landed; raise
         StepNotRecorded if it was refused. Shielded: a cancelled waiter leaves the write to
-        land or fail on its own."""
+        land or fail on its own, and to be awaited again (its refusal still to report)."""
         landing = self._landing
         if landing is None:
             return
         try:
             await asyncio.shield(landing)
-        finally:
-            if landing.done() and self._landing is landing:
-                self._landing = None
+        except asyncio.CancelledError:
+            raise  # kept: the waiter was cancelled, even if the write ended meanwhile
+        except Exception:
+            self._landed(landing)
+            raise
+        self._landed(landing)
+
+    def _landed(self, landing: asyncio.Task[None]) -> None:
+        if self._landing is landing:
+            self._landing = None
 
     async def stop_for_drain(self) -> NoReturn:
         """Stop the loop at this step boundary because the worker drains: once a record
@@ -130,9 +138,11 @@ class DurableRun:
 async def landed_at_exit(run: DurableRun, loop: Awaitable[_T]) -> _T:
     """``loop``'s outcome once every step record it wrote has landed, also when it raises
     (a run canceled or held for approval has its steps in the checkpoint before its end is
-    written). A cancelled loop does not wait: a drained one waited where it stopped
-    (DurableRun.stop_for_drain), and one cancelled outright (its partition lost) leaves the
-    record to land or not; the next owner reads what landed."""
+    written). Outside the run's wall-clock limit: a slow acknowledgement can hold the run
+    past it. A cancelled loop does not wait: a drained one waited where it stopped
+    (DurableRun.stop_for_drain), and one cancelled outright (its partition lost, or still
+    running when the drain's grace ran out) leaves the record to land or not, as a
+    cancelled write-through always did; the next owner reads what landed."""
     try:
         outcome = await loop
     except Exception:

@@ -109,9 +109,7 @@ class DurableRun:
             return
         try:
             await asyncio.shield(landing)
-        except asyncio.CancelledError:
-            raise  # kept: the waiter was cancelled, even if the write ended meanwhile
-        except Exception:
+        except Exception:  # not a CancelledError: a cancelled waiter keeps it, even if it ended meanwhile
             self._landed(landing)
             raise
         self._landed(landing)

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from agentstream import __version__
 from agentstream.broker import BOOTSTRAP_ENV, BOOTSTRAP_FILE, BROKER_KINDS, TANSU
+from agentstream.clients import DEFAULT_LINGER_MS
 from agentstream.settings import (
     DEFAULT_GATEWAY_PORT,
     FETCH_WAIT_ENV,
     GATEWAY_PORT_ENV,
     HEALTH_STALL_ENV,
     HEALTHZ_PATH,
+    LINGER_ENV,
     LOG_FORMAT_ENV,
     LOG_LEVEL_ENV,
     MAX_INFLIGHT_ENV,
@@ -39,6 +41,7 @@ environment:
   {METRICS_PORT_ENV}  a worker's HTTP port for {METRICS_PATH}, {HEALTHZ_PATH}, {READYZ_PATH} (default: none)
   {HEALTH_STALL_ENV}  seconds without a poll before {HEALTHZ_PATH} fails (default 30)
   {FETCH_WAIT_ENV}   ms the broker may hold a worker's empty fetch (default 500 on Kafka, 20 on Tansu)
+  {LINGER_ENV}       ms a worker's producer waits to batch records (default {DEFAULT_LINGER_MS}; 0: lowest latency, more CPU)
   {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows librdkafka's log
   {LOG_FORMAT_ENV}    text (default) or json: one JSON object per line; secrets are redacted in both
   OTEL_EXPORTER_OTLP_ENDPOINT   export traces over OTLP/HTTP there (default: no tracing)

@@ -9,6 +9,10 @@ Why these values (measured on Tansu, harmless on Kafka):
   and an idle member asks 2 times a second instead of 50 (``broker.fetch_wait_for``,
   bench/idle.py).
 - Producers are idempotent with ``acks=all`` so a retried send never duplicates.
+- A producer waits 2 ms (``linger.ms``) to batch records: under a burst that is ~20 % less
+  worker CPU per task than sending at once; at a low rate it adds up to 2 ms per
+  acknowledged write, and a task makes ~7 in a row (``AGENTSTREAM_LINGER_MS=0`` for the
+  lowest latency; bench/RESULTS.md "Session 13").
 Every value can be overridden by the caller's configuration.
 
 Security settings (SASL, SSL) come from the environment and are passed to librdkafka
@@ -51,10 +55,13 @@ CONSUMER: dict[str, Any] = {
 KAFKA_FETCH_WAIT_MS = 500  # librdkafka's default
 TANSU_FETCH_WAIT_MS = 20
 
+LINGER = "linger.ms"
+DEFAULT_LINGER_MS = 2  # settings.LINGER_ENV overrides it per worker
+
 PRODUCER: dict[str, Any] = {
     "enable.idempotence": True,
     "acks": "all",
-    "linger.ms": 2,
+    LINGER: DEFAULT_LINGER_MS,
     "compression.type": "none",
     # murmur2, as the Java client and aiokafka (faust) use: a session keyed by any of them
     # lands on the same partition, which per-session order and dedupe rely on.

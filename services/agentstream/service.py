@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentstream import metrics
+from agentstream.clients import LINGER
 from agentstream.events import TASK_EVENT, TASK_RESULT, task_event
 from agentstream.runtime import Processor, Table
 from agentstream.serde import SchemaSet
@@ -49,6 +50,7 @@ class Service:
             shutdown_grace=settings.shutdown_grace_s,
             group_protocol=settings.group_protocol,
             fetch_wait_ms=settings.fetch_wait_ms,
+            producer_overrides=None if settings.linger_ms is None else {LINGER: settings.linger_ms},
             changelog_config=topology.changelog_config,
             health_stall=settings.health_stall_s,
         )

@@ -46,3 +46,14 @@ def test_the_headers_follow_the_behavior_version() -> None:
     assert billing.headers() == [(BEHAVIOR_VERSION_HEADER, b"v2")]
     billing.behavior_version = ""
     assert billing.headers() is None
+
+
+def test_a_set_linger_reaches_the_workers_producer() -> None:
+    from agentstream.clients import LINGER
+
+    topology = parse_topology(DEFAULT_PATH.read_text(encoding="utf-8"), DEFAULT_PATH)
+    schemas = SchemaSet.load(SCHEMAS_DIR)
+    unset = Service.build("billing", WorkerSettings(bootstrap="localhost:9092"), topology, schemas)
+    assert LINGER not in unset.processor._producer_overrides  # clients.PRODUCER's default holds
+    at_once = Service.build("billing", WorkerSettings(bootstrap="localhost:9092", linger_ms=0), topology, schemas)
+    assert at_once.processor._producer_overrides == {LINGER: 0}

@@ -90,3 +90,16 @@ def _env_names_outside_settings() -> list[str]:
 
 def test_every_environment_variable_is_named_in_settings() -> None:
     assert _env_names_outside_settings() == [], "name these in agentstream/settings.py and import them"
+
+
+def test_the_producers_linger_is_the_default_unless_set() -> None:
+    from agentstream.clients import DEFAULT_LINGER_MS, LINGER, producer_config
+
+    assert WorkerSettings.from_env({}, bootstrap="b:9092").linger_ms is None
+    assert WorkerSettings.from_env({"AGENTSTREAM_LINGER_MS": "0"}, bootstrap="b:9092").linger_ms == 0
+    assert WorkerSettings.from_env({"AGENTSTREAM_LINGER_MS": " 0.5 "}, bootstrap="b:9092").linger_ms == 0.5
+    for bad in ("-1", "soon"):
+        with pytest.raises(ConfigurationError, match=f"^AGENTSTREAM_LINGER_MS='{bad}' is not valid"):
+            WorkerSettings.from_env({"AGENTSTREAM_LINGER_MS": bad}, bootstrap="b:9092")
+    assert producer_config("b:9092")[LINGER] == DEFAULT_LINGER_MS
+    assert producer_config("b:9092", {LINGER: 0})[LINGER] == 0

@@ -9,8 +9,8 @@ Why these values (measured on Tansu, harmless on Kafka):
   and an idle member asks 2 times a second instead of 50 (``broker.fetch_wait_for``,
   bench/idle.py).
 - Producers are idempotent with ``acks=all`` so a retried send never duplicates.
-- A producer waits 2 ms (``linger.ms``) to batch records: under a burst that is ~20 % less
-  worker CPU per task than sending at once; at a low rate it adds up to 2 ms per
+- A producer waits 2 ms (``linger.ms``) to batch records: under a burst, sending at once
+  cost the workers ~12 % more CPU per task; at a low rate the wait adds up to 2 ms per
   acknowledged write, and a task makes ~7 in a row (``AGENTSTREAM_LINGER_MS=0`` for the
   lowest latency; bench/RESULTS.md "Session 13").
 Every value can be overridden by the caller's configuration.

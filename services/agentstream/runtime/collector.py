@@ -10,21 +10,27 @@ and 10 full collections; measured with gc.callbacks). With the youngest threshol
 20,000 most of a task's objects are freed by reference counting before any collection sees
 them; the same run made 33 young and 1 middle collection, 0.26 s instead of 0.97 s.
 
-At 20,000 young collections still ran while a burst of tasks arrived, and found nothing:
-a collection is triggered by a net growth of the youngest generation, and while loops pile
-up everything in it is alive. In bench.pipeline on Apache Kafka (two levels of 1,500 tasks
-at once after a warm-up of 12,000; gc.callbacks, bench/RESULTS.md "Session 13") the billing
-worker made 12-14 young collections of ~20 ms each during the two levels (253-297 ms, 4-5 %
-of its CPU there; 0.8-1.1 s more in the warm-up) and the router 2 (31-38 ms), collecting no
-object: 95-112 us of the workers' ~3 ms per task. At 100,000 neither made one while
-serving: the billing worker's ~250 loops in flight (70-120 objects each in samples of its
-young generation) stay below the threshold, and their objects are freed by reference
-counting as their tasks end (the count goes down as objects are freed). A worker holding
-more (1,000 loops: ~100,000 objects) still collects as it grows, each young collection
-walking up to ~100,000 live objects (~1 us each: a pause of ~0.1 s). The price is memory:
-cyclic garbage, which only a collection frees, may grow to ~100,000 container objects (some
-10-20 MB at 100-200 bytes each) before one runs; these workers made 11 such objects in a
-whole run (15,000 tasks).
+At 20,000 young collections still ran while a burst of tasks arrived, and found nothing.
+CPython starts one when the container objects allocated since the last one, less those
+freed meanwhile (from any generation), pass the threshold; while loops pile up, all of the
+young generation is alive. In bench.pipeline on Apache Kafka (two levels of 1,500 tasks at
+once after a warm-up of 12,000; gc.callbacks, bench/RESULTS.md "Session 13") the billing
+worker made 12-14 young collections of ~20 ms each during the two levels (253-297 ms, 4.1
+and 5.4 % of its CPU there; 0.8-1.1 s more in the warm-up) and the router 2 (31-38 ms),
+collecting no object: 95-112 us of the workers' ~3 ms per task. At 100,000 neither made
+one while serving: the billing worker's ~250 loops in flight (70-120 objects each in
+samples of its young generation) stay below the threshold, and their objects are freed by
+reference counting as their tasks end. A worker holding more (1,000 loops: ~100,000
+objects) still collects as it grows, each young collection walking up to ~100,000 live
+objects (~1 us each: a pause of ~0.1 s, against ~20-50 ms at 20,000).
+
+The price is memory: cyclic garbage waits longer. A young collection comes five times
+more rarely, and so do the middle and full ones (every 10th of the one below), which free
+the garbage that was still alive at a young one; what that holds depends on the app's
+cycles and what they keep alive (a traceback holds its frames). In the benchmarks' runs
+(scripted model, no errors) the collections that ran found 11 objects in a whole run of
+15,000 tasks and the RSS stayed within 3 MB; at 100,000 none ran while serving, so garbage
+made then was not counted.
 
 What was built before serving (modules, the topology, schemas, compiled tools) lives as
 long as the process: gc.freeze() moves it out of the generations, so that no collection

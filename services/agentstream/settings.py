@@ -49,10 +49,10 @@ GROUP_PROTOCOL_ENV = "AGENTSTREAM_GROUP_PROTOCOL"
 # wait costs no latency and an idle consumer asks twice a second instead of 50 times), 20 on
 # Tansu (it holds a fetch for about half the wait even when records are there).
 FETCH_WAIT_ENV = "AGENTSTREAM_FETCH_WAIT_MS"
-# How long (ms, fractions allowed) a worker's producer waits to batch records before it sends
-# them (librdkafka's linger.ms). Unset: clients.DEFAULT_LINGER_MS (2). 0 sends at once: at a low rate
-# every hop is faster (a task makes ~7 acknowledged writes in a row, each waiting the linger),
-# under a burst every record costs more CPU (bench/RESULTS.md "Session 13").
+# How long (ms, fractions allowed) a worker's producer waits to batch records before it
+# sends them (librdkafka's linger.ms). Unset: clients.DEFAULT_LINGER_MS (2). 0 sends at once:
+# at a low rate every hop is faster (a task makes ~7 acknowledged writes in a row, each
+# waiting the linger), under a burst every record costs more CPU (bench/RESULTS.md "Session 13").
 LINGER_ENV = "AGENTSTREAM_LINGER_MS"
 # The worker's HTTP port for /metrics, /healthz and /readyz (telemetry/server.py), also what
 # `agentstream worker --check` asks. Unset or 0: no port (the default, so the five workers
@@ -138,7 +138,7 @@ class WorkerSettings(BaseModel):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     group_protocol: Literal["auto", "classic", "consumer"] = "auto"
     fetch_wait_ms: int | None = Field(default=None, ge=1, le=60_000)  # None: by broker (FETCH_WAIT_ENV)
-    linger_ms: float | None = Field(default=None, ge=0, le=60_000)  # None: clients.PRODUCER's (LINGER_ENV)
+    linger_ms: float | None = Field(default=None, ge=0, le=60_000)  # None: clients.DEFAULT_LINGER_MS (LINGER_ENV)
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no HTTP port
     # A checkpoint's flush runs between two polls and may take up to the processor's flush
     # timeout (30 s) on a slow broker before it fails on its own: a shorter stall limit would

@@ -103,7 +103,7 @@ class WorkerProcess:
                     if regex.search(line):
                         return line
             if self.proc.poll() is not None:
-                time.sleep(0.2)  # let the pump read the last lines before failing
+                self._reader.join(timeout=5)  # the pump reads the last lines (to EOF) before we fail
                 with self._lock:
                     if any(regex.search(line) for line in self.lines[after:]):
                         continue

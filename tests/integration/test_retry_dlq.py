@@ -139,7 +139,10 @@ def test_a_permanent_error_is_dead_lettered_within_a_second_and_the_partition_go
 def test_a_session_waits_behind_its_event_in_retry_while_others_do_not(retry_stack: DurableStack) -> None:
     reader = Reader(retry_stack, ["results", "task_events"])
     session = f"o-{uuid.uuid4().hex[:6]}"
-    first = new_task("INV-1001 #fail-transient=1", session, "it", requested_agent="billing")
+    # Three failures keep the first task in the tiers for 1 + 2 + 3 s: the other session's task has
+    # six seconds, not one, to go through all three agents on a loaded CI machine (a 1-s tier lost
+    # that race once on Tansu).
+    first = new_task("INV-1001 #fail-transient=3", session, "it", requested_agent="billing")
     queued = new_task("INV-1002 queued behind the first before it failed", session, "it", requested_agent="billing")
     retry_stack.submit([first, queued])
     reader.until(lambda rs: _events(rs, first["task_id"], "BACKING_OFF"), 60, "the first task to enter a tier")

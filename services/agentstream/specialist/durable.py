@@ -25,7 +25,9 @@ read-only calls again, with the model call that was in flight. The price: read-o
 run again after a kill — calls that by their own declaration change nothing, so only their
 time is spent again.
 (Waiting for the end-of-turn record put one acknowledged write between every tool turn and
-the next model call: bench/RESULTS.md, session 12.)
+the next model call: bench/RESULTS.md, session 12.) A new task's head is such a record
+too: the run starts with its write on its way (specialist/lifecycle.py _accept), and its
+first record waits for it.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class DurableRun:
     def __init__(
         self, task_id: str, epoch: int, chain: ckpt.Chain, persist: Persist, draining: Callable[[], bool] = lambda: False,
         gate: ApprovalGate | None = None, canceled: Callable[[], Mapping[str, Any] | None] = lambda: None,
+        landing: asyncio.Future[None] | None = None,
     ) -> None:
         self.task_id = task_id
         self.canceled = canceled  # the task's TaskCancel once one is recorded (specialist/canceling.py)
@@ -78,7 +81,11 @@ class DurableRun:
         self.replayed_model_calls = 0
         self.new_model_calls = 0
         self._lock = asyncio.Lock()  # sequence numbers are handed out in order
-        self._landing: asyncio.Task[None] | None = None  # a record written without waiting, until it is awaited
+        # A record written without waiting, until it is awaited: from the start, the task's
+        # head when its write may still be on its way (specialist/lifecycle.py _accept).
+        self._landing: asyncio.Future[None] | None = landing
+        if landing is not None:
+            landing.add_done_callback(_retrieved)
 
     def stop_if_canceled(self) -> None:
         """At a step boundary: raise TaskCanceled if the task was canceled meanwhile."""
@@ -114,7 +121,7 @@ class DurableRun:
             raise
         self._landed(landing)
 
-    def _landed(self, landing: asyncio.Task[None]) -> None:
+    def _landed(self, landing: asyncio.Future[None]) -> None:
         if self._landing is landing:
             self._landing = None
 

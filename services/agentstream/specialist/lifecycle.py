@@ -2,7 +2,10 @@
 
 - The handler only checks for duplicates and schedules; the loop runs as spawned work.
 - Acceptance is a write-through checkpoint head; once the broker has it, the source
-  offset is released, so offsets keep advancing while long loops run.
+  offset is released, so offsets keep advancing while long loops run. The head's write
+  goes on while the task waits for its session's turn and its first model call runs: the
+  run's first record waits for it (records land in order), so a kill before it lands
+  repeats only that call, the task being redelivered from its uncommitted offset.
 - Every model reply and tool result is checkpointed before anything that depends on it
   (the read-only results of a turn in one record, landing while the next model call
   runs: specialist/durable.py); after a kill -9 or
@@ -53,7 +56,7 @@ from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.agent import SpecialistAgent
 from agentstream.specialist.canceling import Cancellations
 from agentstream.specialist.durable import DurableRun
-from agentstream.specialist.loop import AgentOutcome
+from agentstream.specialist.loop import AgentOutcome, StepNotRecorded
 from agentstream.specialist.order import SessionOrder, SessionPlaces
 from agentstream.specialist.run_steps import RunSteps
 from agentstream.specialist.transcript_writer import TranscriptWriter
@@ -219,12 +222,27 @@ class TaskLifecycle:
                 # end of this attempt tombstones it too (a scan, as the end of a run used to).
                 attempt.steps.keys.extend(key.decode() for key, _ in self.checkpoints.partition(attempt.partition).scan(
                     ckpt.step_prefix(ckpt.run_id(task)).encode()))
-            await self._persist(ckpt.head_key(ckpt.run_id(task)), head)
-        finally:
+        except BaseException:
             self.accepting.discard(ckpt.run_id(task))
-        self.app.release()  # the task is durable now: its source offset may be committed
+            raise
+        # The head lands while the task waits for its session's turn and its first model call
+        # runs: the run's first record waits for it (DurableRun: records land in order).
+        accepted = asyncio.ensure_future(self._accepted(ckpt.run_id(task), head))
         await SessionOrder.wait(previous)
-        return await self._run(task, ckpt.Chain(), attempt, attempt.source.where)
+        return await self._run(task, ckpt.Chain(), attempt, attempt.source.where, accepted)
+
+    async def _accepted(self, run: str, head: dict[str, Any]) -> None:
+        """Write the head of ``run``; once the broker has it, the task is accepted and its
+        source offset may be committed. A refused head is the run's StepNotRecorded: the
+        loop's next record raises it, and the task's work fails into the retry chain as it
+        would for any refused checkpoint (its offset is released when the work ends)."""
+        try:
+            await self._persist(ckpt.head_key(run), head)
+        except Exception as exc:
+            raise StepNotRecorded(f"The head of task {run} could not be checkpointed: {exc}") from exc
+        finally:
+            self.accepting.discard(run)
+        self.app.release()  # the task is durable now: its source offset may be committed
 
     def _resume_task(self, head: dict[str, Any], partition: int) -> None:
         """Rebuild the task's step chain from its checkpoint, open a new epoch and resume
@@ -268,16 +286,19 @@ class TaskLifecycle:
             return None
         return await self._run(task, chain, attempt, where)
 
-    async def _run(self, task: Task, chain: ckpt.Chain, attempt: Attempt, where: str) -> tuple[AgentOutcome, int]:
+    async def _run(
+        self, task: Task, chain: ckpt.Chain, attempt: Attempt, where: str, accepted: asyncio.Future[None] | None = None,
+    ) -> tuple[AgentOutcome, int]:
         """The task's agent loop, every step checkpointed (and noted in ``attempt.steps``);
-        its outcome and start time."""
+        its outcome and start time. ``accepted``: the head's write, when it may still be on
+        its way (the run's records land after it)."""
         started = now_ms()
         partition = attempt.partition
         draining = partial(self.app.draining, self.service.input_topic, partition)
         gate = self.desk.gate(task, partition) if self.desk is not None else None
         canceled = partial(self.cancels.requested, task["task_id"], partition) if self.cancels is not None else lambda: None
         run = DurableRun(ckpt.run_id(task), attempt.steps.epochs[-1][0], chain, attempt.steps.recording(self._persist),
-                         draining=draining, gate=gate, canceled=canceled)
+                         draining=draining, gate=gate, canceled=canceled, landing=accepted)
         run.stop_if_canceled()  # canceled while it waited for its turn, a decision, or in a retry tier
         begun = f"resumed at step {chain.length}" if chain.length else "started"
         self.service.progress(task, "STATE", "RUNNING",

@@ -1,0 +1,148 @@
+"""A routed task's checkpoint head lands while its first model call runs (specialist/
+lifecycle.py _accept): the call does not wait for the broker, the run's first record
+does, the source offset is released only once the head has landed, a copy of the task
+arriving meanwhile is a duplicate, and a refused head fails the run into the retry chain
+(not as a model's error)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agentstream.models.base import Message, ModelResponse, Usage
+from agentstream.retry.chain import RETRY
+from agentstream.runtime import MessageContext
+from agentstream.runtime.errors import CheckpointError
+from agentstream.specialist import checkpoint as ckpt
+from agentstream.specialist.durable import DurableModel, DurableRun, landed_at_exit
+from agentstream.specialist.lifecycle import TaskLifecycle
+from agentstream.specialist.loop import AgentOutcome, StepNotRecorded
+from tests.unit import test_run_end as ends
+
+RUN = ends.RUN
+HEAD = ckpt.head_key(RUN)
+
+
+class _Processor(ends._Processor):
+    """The head's write is acknowledged when the test opens ``head_gate`` (or refused)."""
+
+    def __init__(self, store: ends._Store, *, refuse_head: bool = False) -> None:
+        super().__init__(store)
+        self.head_gate = asyncio.Event()
+        self.refuse_head = refuse_head
+
+    async def persist(self, table: object, key: str, value: Any, partition: int | None = None) -> None:
+        if key == HEAD:
+            self.trips.append(("produce", key))
+            await self.head_gate.wait()
+            if self.refuse_head:
+                raise CheckpointError(f"write to checkpoints[0] was not acknowledged: refused ({key})")
+        await super().persist(table, key, value, partition)
+
+    def release(self) -> None:
+        self.trips.append(("release", None))
+
+
+class _Agent(ends._Agent):
+    """One model call (a final answer), through the durable model as the real agent makes it."""
+
+    def __init__(self, store: ends._Store) -> None:
+        self.store = store
+        self.calling = asyncio.Event()
+        self.head_stored_at_call: bool | None = None
+
+    async def complete(self, messages: list[Message], tools: Any) -> ModelResponse:
+        self.head_stored_at_call = self.store.get(HEAD.encode()) is not None
+        self.calling.set()
+        return ModelResponse("refunded", (), Usage(1, 1), "m")
+
+    async def run(self, task: dict[str, Any], run: DurableRun) -> AgentOutcome:
+        async def loop() -> AgentOutcome:
+            model = DurableModel(self, run)  # type: ignore[arg-type]
+            response = await model.complete([Message("user", "Refund INV-1")], [])
+            return AgentOutcome("COMPLETED", response.text, None, [], {}, 1)
+
+        return await landed_at_exit(run, loop())
+
+
+class _Retries:
+    def __init__(self) -> None:
+        self.errors: list[Exception] = []
+
+    def failed(self, value: bytes, source: MessageContext, error: Exception, attempt: int) -> str:
+        self.errors.append(error)
+        return RETRY
+
+
+def _worker(*, refuse_head: bool = False) -> tuple[TaskLifecycle, _Processor, _Agent, _Retries]:
+    store = ends._Store()
+    lifecycle, _ = ends._worker(store)
+    processor = _Processor(store, refuse_head=refuse_head)
+    agent = _Agent(store)
+    lifecycle.app = lifecycle.service.processor = processor  # type: ignore[misc]
+    lifecycle.agent = agent  # type: ignore[assignment]
+    lifecycle.retries = _Retries()  # type: ignore[assignment]
+    return lifecycle, processor, agent, lifecycle.retries  # type: ignore[return-value]
+
+
+async def _called(agent: _Agent) -> None:
+    """Return once the model is called; fail if it is not within 5 s (it would wait for the head)."""
+    try:
+        await asyncio.wait_for(agent.calling.wait(), 5)
+    except TimeoutError:
+        raise AssertionError("the first model call did not start while the head was on its way") from None
+
+
+def _routed() -> tuple[dict[str, Any], MessageContext]:
+    return dict(ends.TASK), MessageContext("in", 0, 7, b"s", (), 0)
+
+
+def test_the_first_model_call_runs_while_the_head_lands_and_its_record_waits_for_the_head() -> None:
+    async def scenario() -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], _Agent]:
+        lifecycle, processor, agent, _ = _worker()
+        await lifecycle.on_routed(*_routed())
+        work = asyncio.ensure_future(processor.spawned.pop())
+        await _called(agent)
+        for _ in range(5):  # let anything that would go on without the head go on
+            await asyncio.sleep(0)
+        before = list(processor.trips)
+        processor.head_gate.set()
+        await work
+        return before, processor.trips, agent
+
+    before, trips, agent = asyncio.run(scenario())
+    assert agent.head_stored_at_call is False, "the model was called while the head was still on its way"
+    assert before == [("produce", HEAD)], "no step record and no release before the head lands"
+    assert trips[:4] == [("produce", HEAD), ("persist", HEAD), ("release", None), ("persist", ckpt.step_key(RUN, 0, 0))]
+
+
+def test_a_copy_of_the_task_arriving_while_its_head_lands_is_a_duplicate() -> None:
+    async def scenario() -> int:
+        lifecycle, processor, agent, _ = _worker()
+        await lifecycle.on_routed(*_routed())
+        work = asyncio.ensure_future(processor.spawned.pop())
+        await _called(agent)
+        await lifecycle.on_routed(*_routed())  # redelivered before the head landed
+        processor.head_gate.set()
+        await work
+        return len(processor.spawned)
+
+    assert asyncio.run(scenario()) == 0, "the copy started no second run"
+
+
+def test_a_refused_head_fails_the_run_into_the_retry_chain_not_as_the_models_error() -> None:
+    async def scenario() -> tuple[TaskLifecycle, _Processor, _Retries]:
+        lifecycle, processor, agent, retries = _worker(refuse_head=True)
+        await lifecycle.on_routed(*_routed())
+        work = asyncio.ensure_future(processor.spawned.pop())
+        await _called(agent)
+        processor.head_gate.set()
+        await work
+        return lifecycle, processor, retries
+
+    lifecycle, processor, retries = asyncio.run(scenario())
+    [error] = retries.errors
+    assert isinstance(error, StepNotRecorded) and f"head of task {RUN}" in str(error), error
+    assert ("release", None) not in processor.trips, "the offset is released only when the work ends"
+    assert not any(kind == "persist" and key.startswith(ckpt.STEP) for kind, key in processor.trips[:-1])
+    assert RUN not in lifecycle.accepting, "a redelivered copy is accepted again"

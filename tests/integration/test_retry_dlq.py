@@ -269,7 +269,10 @@ def _route_directly(stack: DurableStack, tasks: list[dict[str, Any]]) -> None:
 
 
 def test_sigkill_while_an_event_waits_in_a_tier_and_another_is_parked_loses_nothing(bootstrap: str, tmp_path: Path) -> None:
-    stack, victim = _crash_stack(bootstrap, tmp_path, {"delays_s": [4.0, 4.0, 4.0], "max_attempts": 4})
+    # The first tier is the window in which the later task must reach the worker and be parked
+    # behind the first (a reader seeing BACKING_OFF, a new producer, a fetch): 10 s, not 4, for
+    # a loaded CI machine.
+    stack, victim = _crash_stack(bootstrap, tmp_path, {"delays_s": [10.0, 4.0, 4.0], "max_attempts": 4})
     reader = Reader(stack, ["results", "task_events"])
     session = f"k-{uuid.uuid4().hex[:6]}"
     first = new_task("INV-1001 #fail-transient=1", session, "it", requested_agent="billing")

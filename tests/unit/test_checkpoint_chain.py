@@ -10,7 +10,7 @@ import pytest
 from agentstream.models.base import ModelResponse, ToolCall, Usage
 from agentstream.runtime.errors import CheckpointError
 from agentstream.specialist import checkpoint as ckpt
-from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools, idempotency_key
+from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools, idempotency_key, landed_at_exit
 from agentstream.specialist.loop import StepNotRecorded, run_agent
 from tests import support_desk
 from agentstream.tools.registry import ToolRegistry, ToolResult, tool
@@ -91,7 +91,9 @@ def test_each_checkpoint_holds_only_what_its_step_added() -> None:
     async def scenario() -> None:
         log = _Log()
         run = DurableRun("task-1", 0, ckpt.Chain(), log.persist)
-        await run_agent(_task(), "billing", DurableModel(support_desk.scripted_model("billing"), run), DurableTools(support_desk.registry(), run), ["lookup_invoice", "search_kb"])
+        # As the agent runs it (agent.py): the answer's record lands before landed_at_exit returns.
+        await landed_at_exit(run, run_agent(_task(), "billing", DurableModel(support_desk.scripted_model("billing"), run),
+                                            DurableTools(support_desk.registry(), run), ["lookup_invoice", "search_kb"]))
         kinds = [v["kind"] for v in log.records.values()]
         assert kinds == ["model", "tool", "model"], "the turn's two read-only results share one record"
         turn = next(v for v in log.records.values() if v["kind"] == "tool")
@@ -166,8 +168,9 @@ def test_a_resumed_loop_with_history_compression_replays_to_the_same_answer() ->
         run = DurableRun("task-h", epoch, chain, log.persist)
         model = DurableModel(talker, run)
         history = HistoryCompressor(max_tokens=200, keep_recent=2, summarizer=model)
-        outcome = await run_agent({"task_id": "task-h", "session_id": "s", "input": "refund?"}, "billing", model,
-                                  DurableTools(support_desk.registry(), run), ["search_kb"], max_steps=10, history=history)
+        outcome = await landed_at_exit(run, run_agent(
+            {"task_id": "task-h", "session_id": "s", "input": "refund?"}, "billing", model,
+            DurableTools(support_desk.registry(), run), ["search_kb"], max_steps=10, history=history))
         return outcome.output, talker.calls
 
     async def scenario() -> None:

@@ -76,8 +76,9 @@ class _Retries:
 
 def _worker(*, refuse_head: bool = False) -> tuple[TaskLifecycle, _Processor, _Agent, _Retries]:
     store = ends._Store()
-    lifecycle, _ = ends._worker(store)
+    lifecycle, encoding = ends._worker(store)
     processor = _Processor(store, refuse_head=refuse_head)
+    processor.sent = encoding.sent  # what the service's encoder keeps (ends._worker)
     agent = _Agent(store)
     lifecycle.app = lifecycle.service.processor = processor  # type: ignore[misc]
     lifecycle.agent = agent  # type: ignore[assignment]

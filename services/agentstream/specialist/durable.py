@@ -4,6 +4,10 @@ its turn's tools run, a side-effecting result before the call returns, a turn's 
 results before the run's next record (below) — and a resumed loop replays them instead of
 calling the model or the tool again.
 
+A reply without tool calls (the answer, or a history summary) is written without waiting too: the
+next model call waits for it (a summary is in that call's messages), and the end of the run
+before the result (specialist/lifecycle.py sends the transcript while it lands).
+
 The loop itself (specialist/loop.py) is unchanged: it runs from the start, and these
 wrappers answer its model and tool calls from the checkpoint chain while there is one.
 So after a kill -9 at most the model call in flight is made again; a tool call in flight
@@ -65,7 +69,7 @@ class DurableRun:
     def __init__(
         self, task_id: str, epoch: int, chain: ckpt.Chain, persist: Persist, draining: Callable[[], bool] = lambda: False,
         gate: ApprovalGate | None = None, canceled: Callable[[], Mapping[str, Any] | None] = lambda: None,
-        landing: asyncio.Future[None] | None = None,
+        landing: asyncio.Future[None] | None = None, last_awaited_by_caller: bool = False,
     ) -> None:
         self.task_id = task_id
         self.canceled = canceled  # the task's TaskCancel once one is recorded (specialist/canceling.py)
@@ -86,6 +90,11 @@ class DurableRun:
         self._landing: asyncio.Future[None] | None = landing
         if landing is not None:
             landing.add_done_callback(_retrieved)
+        # A reply without tool calls written without waiting: the next model call (after a
+        # history summary) waits for it; after the answer, the end of the run does.
+        self.reply_on_its_way = False
+        # The run's caller awaits landed() itself once the loop returns (landed_at_exit).
+        self.last_awaited_by_caller = last_awaited_by_caller
 
     def stop_if_canceled(self) -> None:
         """At a step boundary: raise TaskCanceled if the task was canceled meanwhile."""
@@ -143,17 +152,21 @@ class DurableRun:
 async def landed_at_exit(run: DurableRun, loop: Awaitable[_T]) -> _T:
     """``loop``'s outcome once every step record it wrote has landed, also when it raises
     (a run canceled or held for approval has its steps in the checkpoint before its end is
-    written). Outside the run's wall-clock limit: a slow acknowledgement can hold the run
-    past it. A cancelled loop does not wait: a drained one waited where it stopped
-    (DurableRun.stop_for_drain), and one cancelled outright (its partition lost, or still
-    running when the drain's grace ran out) leaves the record to land or not, as a
-    cancelled write-through always did; the next owner reads what landed."""
+    written). A run whose ``last_awaited_by_caller`` is set returns with its last record
+    (its answer) maybe still on its way: the caller awaits ``run.landed()`` before anything
+    that depends on it (the lifecycle sends the run's transcript meanwhile). Outside the run's
+    wall-clock limit: a slow acknowledgement can hold the run past it. A cancelled loop
+    does not wait: a drained one waited where it stopped (DurableRun.stop_for_drain), and
+    one cancelled outright (its partition lost, or still running when the drain's grace
+    ran out) leaves the record to land or not, as a cancelled write-through always did;
+    the next owner reads what landed."""
     try:
         outcome = await loop
     except Exception:
         await run.landed()
         raise
-    await run.landed()
+    if not run.last_awaited_by_caller:
+        await run.landed()
     return outcome
 
 
@@ -187,13 +200,22 @@ class DurableModel:
             # Shutting down: stop at the step boundary; the next owner resumes from here.
             await self.run.stop_for_drain()
         self.run.stop_if_canceled()  # before a new model call, never during one
+        if self.run.reply_on_its_way:  # a history summary: this call's messages hold it
+            self.run.reply_on_its_way = False
+            await self.run.landed()
         began, clock = now_ms(), time.monotonic()
         response = await self.inner.complete(messages, tools)
         timing = ckpt.Timing(began, round((time.monotonic() - clock) * 1000))
         self.run.new_model_calls += 1
         self.run.last_text = response.text or self.run.last_text
         request = ckpt.request_summary(messages, tools)  # for the task's transcript
-        await self.run.record(lambda seq: ckpt.model_step(step, response, self.run.epoch, seq, timing=timing, request=request))
+        # A reply's tools run once it has landed. A reply without tool calls (the answer, or
+        # a history summary) is awaited by what depends on it: the next model call, or the
+        # end of the run before the result (landed_at_exit, the lifecycle's _finish).
+        calls_tools = bool(response.tool_calls)
+        await self.run.record(lambda seq: ckpt.model_step(step, response, self.run.epoch, seq, timing=timing, request=request),
+                              wait=calls_tools)
+        self.run.reply_on_its_way = not calls_tools
         return response
 
 

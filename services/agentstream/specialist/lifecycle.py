@@ -12,10 +12,11 @@
   a rebalance, the new owner of the
   partition resumes every task it finds in the checkpoints, replaying finished steps.
 - One task at a time per session, in arrival order (specialist/order.py).
-- At the end: the transcript (specialist/transcript_writer.py) and then the result are
-  sent and acknowledged; then one write holds the done marker and the tombstones of the
-  task's checkpoint records (_finish). The run's step records are kept in memory while it
-  runs (specialist/run_steps.py), so its end reads nothing back from the checkpoint.
+- At the end: the transcript (specialist/transcript_writer.py), sent while the run's
+  answer lands, and then the result are sent and acknowledged; then one write holds the
+  done marker and the tombstones of the task's checkpoint records (_finish). The run's
+  step records are kept in memory while it runs (specialist/run_steps.py), so its end
+  reads nothing back from the checkpoint.
 - A revision (the supervisor sent the task back, RoutedTask.revision n > 0) is a run of
   its own: every record above is keyed by ckpt.run_id, so it is not taken for a duplicate
   of the task, and a repeated request for revision n is one of revision n.
@@ -298,7 +299,8 @@ class TaskLifecycle:
         gate = self.desk.gate(task, partition) if self.desk is not None else None
         canceled = partial(self.cancels.requested, task["task_id"], partition) if self.cancels is not None else lambda: None
         run = DurableRun(ckpt.run_id(task), attempt.steps.epochs[-1][0], chain, attempt.steps.recording(self._persist),
-                         draining=draining, gate=gate, canceled=canceled, landing=accepted)
+                         draining=draining, gate=gate, canceled=canceled, landing=accepted, last_awaited_by_caller=True)
+        attempt.steps.landed = run.landed  # the answer lands while the transcript is sent (_finish)
         run.stop_if_canceled()  # canceled while it waited for its turn, a decision, or in a retry tier
         begun = f"resumed at step {chain.length}" if chain.length else "started"
         self.service.progress(task, "STATE", "RUNNING",
@@ -326,6 +328,7 @@ class TaskLifecycle:
             if not (outcome.error and outcome.error[0] in TRANSIENT_CODES):
                 await self._complete(task, outcome, attempt, started)
                 return DONE
+            await attempt.steps.landed()  # the run's last record, before it goes to a tier
             error: Exception = TransientStageError(outcome.error[1])
         except TaskCanceled as stop:
             log.info("%s[%d]: task %s stopped: %s", self.service.input_topic, attempt.partition, task["task_id"], stop)
@@ -379,13 +382,14 @@ class TaskLifecycle:
     async def _finish(
         self, task: Task, result: dict[str, Any], partition: int, steps: RunSteps, replay: str | None = None,
     ) -> None:
-        """Transcript acknowledged → result acknowledged → done marker, end of the session
-        place the run held in the retry tiers, tombstones of its records (one write: see
-        _forget). The transcript goes first: once a result is out, its transcript is
+        """Transcript and the run's last step record (its answer, sent without waiting:
+        specialist/durable.py) acknowledged → result acknowledged → done marker, end of
+        the session place the run held in the retry tiers, tombstones of its records (one
+        write: see _forget). The transcript goes first: once a result is out, its transcript is
         readable (a replay right after the result finds it); the done marker after the
         result: a run marked done has sent its result."""
-        if self.transcripts is not None:
-            await self.transcripts.write(task, result, steps.epochs, steps.records)
+        transcript = self.transcripts.write(task, result, steps.epochs, steps.records) if self.transcripts else None
+        await _together(steps.landed(), transcript)  # the run's answer lands while its transcript is sent
         headers = [(REPLAY, replay.encode())] if replay else None  # lets the supervisor take it again
         encoded = self.service.schemas.encode(SPECIALIST_RESULT, result)
         await self.app.send_acked(self.supervisor_topic, encoded, task["session_id"], headers=headers)
@@ -451,3 +455,12 @@ class TaskLifecycle:
 
     def _stored(self, key: str, partition: int) -> bool:
         return self.checkpoints.partition(partition).get(key.encode()) is not None
+
+
+async def _together(first: Awaitable[None], second: Awaitable[None] | None) -> None:
+    """Await both at once; raise the first's error, else the second's (both are awaited
+    to the end either way: no write is left unretrieved)."""
+    outcomes = await asyncio.gather(first, *([second] if second is not None else []), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome

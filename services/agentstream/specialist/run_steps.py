@@ -10,9 +10,10 @@ worker's store either), so at the end these are the records a scan would find:
 
 - ``keys``: every step key written or read; a key is noted before its write, so a write
   that landed without its acknowledgement is tombstoned too;
-- ``records``: the records read, and each written one once acknowledged — what a decode
-  of the stored values returns: a record is JSON data built for its write
-  (checkpoint.model_step, tool_step) and not changed after it. What it shares with the
+- ``records``: the records read, and each written one from its send (dropped again if
+  the broker refuses it: the run then fails before its end) — what a decode of the
+  stored values returns once the writes have landed: a record is JSON data built for
+  its write (checkpoint.model_step, tool_step) and not changed after it. What it shares with the
   loop is a reply's tool-call arguments, which nothing changes: the loop reads them, and
   a tool gets its arguments through validation (a copy, except for a parameter typed
   ``Any`` or values nested in one: a tool changing those in place would change the
@@ -44,6 +45,9 @@ class RunSteps:
 
     def __init__(self, epochs: list[list[int]], stored: Iterable[tuple[str, dict[str, Any]]] = ()) -> None:
         self.epochs = epochs  # the head's own list: a resume appends its epoch to it
+        # Returns once the run's last record has landed (its loop's DurableRun.landed, set
+        # when the loop starts): a loop's answer may still be on its way when it returns.
+        self.landed: Callable[[], Awaitable[None]] = _nothing_on_its_way
         self.keys: list[str] = []
         self.records: list[dict[str, Any]] = []
         for key, record in stored:
@@ -61,7 +65,15 @@ class RunSteps:
 
         async def persist_step(key: str, record: dict[str, Any]) -> None:
             self.keys.append(key)
-            await persist(key, record)
-            self.records.append(record)
+            self.records.append(record)  # a transcript sent while it lands holds it (lifecycle _finish)
+            try:
+                await persist(key, record)
+            except BaseException:
+                self.records.remove(record)
+                raise
 
         return persist_step
+
+
+async def _nothing_on_its_way() -> None:
+    return None

@@ -1,0 +1,163 @@
+"""A run's answer (a model reply without tool calls) is checkpointed without waiting:
+the lifecycle sends the run's transcript while it lands and the result only after both
+(specialist/lifecycle.py _finish); a refused answer fails the run into the retry chain
+with no result; a history summary (a reply without tool calls too) lands before the next
+model call starts; and a run whose caller does not await its last record itself (the
+in-process runs of evals and replay) returns only once it has landed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agentstream.models.base import Message, ModelResponse, Usage
+from agentstream.runtime.errors import CheckpointError
+from agentstream.specialist import checkpoint as ckpt
+from agentstream.specialist.durable import DurableModel, DurableRun, landed_at_exit
+from agentstream.specialist.loop import StepNotRecorded
+from tests.unit import test_head_landing as heads
+from tests.unit import test_run_end as ends
+
+ANSWER = ckpt.step_key(ends.RUN, 0, 0)  # the one model call of heads._Agent is the answer
+
+
+class _Processor(heads._Processor):
+    """The head lands at once; the answer's record when the test opens ``answer_gate``."""
+
+    def __init__(self, store: ends._Store, *, refuse_answer: bool = False) -> None:
+        super().__init__(store)
+        self.head_gate.set()
+        self.answer_gate = asyncio.Event()
+        self.refuse_answer = refuse_answer
+
+    async def persist(self, table: object, key: str, value: Any, partition: int | None = None) -> None:
+        if key == ANSWER:
+            self.trips.append(("produce", key))
+            await self.answer_gate.wait()
+            if self.refuse_answer:
+                raise CheckpointError(f"write to checkpoints[0] was not acknowledged: refused ({key})")
+        await super().persist(table, key, value, partition)
+
+
+def _worker(*, refuse_answer: bool = False) -> tuple[Any, _Processor, heads._Retries]:
+    lifecycle, first, agent, retries = heads._worker()
+    processor = _Processor(agent.store, refuse_answer=refuse_answer)
+    processor.sent = first.sent
+    lifecycle.app = lifecycle.service.processor = processor
+    return lifecycle, processor, retries
+
+
+async def _until(condition: Any, what: str) -> None:
+    """Let the loop run until ``condition()``; fail after 5 s."""
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0)
+
+    try:
+        await asyncio.wait_for(poll(), 5)
+    except TimeoutError:
+        raise AssertionError(f"not seen within 5 s: {what}") from None
+
+
+def test_the_transcript_is_sent_while_the_answer_lands_and_the_result_after_both() -> None:
+    async def scenario() -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+        lifecycle, processor, _ = _worker()
+        await lifecycle.on_routed(*heads._routed())
+        work = asyncio.ensure_future(processor.spawned.pop())
+        await _until(lambda: ("send_acked", "transcripts") in processor.trips, "the transcript sent before the answer landed")
+        before = list(processor.trips)
+        processor.answer_gate.set()
+        await work
+        return before, processor.trips
+
+    before, trips = asyncio.run(scenario())
+    assert ("persist", ANSWER) not in before and ("send_acked", "supervisor") not in before, before
+    assert trips.index(("persist", ANSWER)) < trips.index(("send_acked", "supervisor")), "the result after the answer landed"
+
+
+def test_the_transcript_holds_the_answer_that_was_still_on_its_way() -> None:
+    async def scenario() -> _Processor:
+        lifecycle, processor, _ = _worker()
+        processor.answer_gate.set()
+        await lifecycle.on_routed(*heads._routed())
+        await processor.spawned.pop()
+        return processor
+
+    processor = asyncio.run(scenario())
+    steps = ends.steps_of(processor.sent[ends.TRANSCRIPT])
+    assert [step["kind"] for step in steps] == ["model"] and steps[0]["text"] == "refunded"
+
+
+def test_a_refused_answer_fails_the_run_into_the_retry_chain_and_sends_no_result() -> None:
+    async def scenario() -> tuple[_Processor, heads._Retries]:
+        lifecycle, processor, retries = _worker(refuse_answer=True)
+        processor.answer_gate.set()
+        await lifecycle.on_routed(*heads._routed())
+        await processor.spawned.pop()
+        return processor, retries
+
+    processor, retries = asyncio.run(scenario())
+    [error] = retries.errors
+    assert isinstance(error, StepNotRecorded) and "Step 0" in str(error), error
+    assert ("send_acked", "supervisor") not in processor.trips
+
+
+class _Summarizer:
+    """Replies without tool calls (as a history summary does), noting what had landed when called."""
+
+    model_id = "fake:summary"
+
+    def __init__(self, landed: list[str]) -> None:
+        self.landed = landed
+        self.seen: list[list[str]] = []
+
+    async def complete(self, messages: Any, tools: Any) -> ModelResponse:
+        self.seen.append(list(self.landed))
+        return ModelResponse(f"summary {len(self.seen)}", (), Usage(1, 1), "m")
+
+
+def _gated_run(gate: asyncio.Event, landed: list[str], *, caller_awaits: bool = False) -> DurableRun:
+    async def persist(key: str, record: dict[str, Any]) -> None:
+        await gate.wait()
+        landed.append(key)
+
+    return DurableRun("t1", 0, ckpt.Chain(), persist, last_awaited_by_caller=caller_awaits)
+
+
+def test_a_reply_without_tool_calls_lands_before_the_next_model_call_starts() -> None:
+    async def scenario() -> _Summarizer:
+        gate, landed = asyncio.Event(), []
+        run = _gated_run(gate, landed, caller_awaits=True)
+        summarizer = _Summarizer(landed)
+        model = DurableModel(summarizer, run)  # type: ignore[arg-type]
+        await model.complete([Message("user", "summarize")], [])  # returns with its record on its way
+        second = asyncio.ensure_future(model.complete([Message("user", "go on")], []))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(summarizer.seen) == 1, "the next call waited for the reply's record"
+        gate.set()
+        await second
+        await run.landed()
+        return summarizer
+
+    assert asyncio.run(scenario()).seen == [[], [ckpt.step_key("t1", 0, 0)]]
+
+
+def test_a_run_whose_caller_does_not_await_its_last_record_returns_once_it_has_landed() -> None:
+    async def scenario() -> list[str]:
+        gate, landed = asyncio.Event(), []
+        run = _gated_run(gate, landed)
+        model = DurableModel(_Summarizer(landed), run)  # type: ignore[arg-type]
+
+        async def loop() -> None:
+            await model.complete([Message("user", "answer")], [])
+
+        done = asyncio.ensure_future(landed_at_exit(run, loop()))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not done.done(), "returned before the answer landed"
+        gate.set()
+        await done
+        return landed
+
+    assert asyncio.run(scenario()) == [ckpt.step_key("t1", 0, 0)]

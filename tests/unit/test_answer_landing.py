@@ -11,7 +11,6 @@ import asyncio
 from typing import Any
 
 from agentstream.models.base import Message, ModelResponse, Usage
-from agentstream.runtime.errors import CheckpointError
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.durable import DurableModel, DurableRun, landed_at_exit
 from agentstream.specialist.loop import StepNotRecorded
@@ -21,27 +20,10 @@ from tests.unit import test_run_end as ends
 ANSWER = ckpt.step_key(ends.RUN, 0, 0)  # the one model call of heads._Agent is the answer
 
 
-class _Processor(heads._Processor):
-    """The head lands at once; the answer's record when the test opens ``answer_gate``."""
-
-    def __init__(self, store: ends._Store, *, refuse_answer: bool = False) -> None:
-        super().__init__(store)
-        self.head_gate.set()
-        self.answer_gate = asyncio.Event()
-        self.refuse_answer = refuse_answer
-
-    async def persist(self, table: object, key: str, value: Any, partition: int | None = None) -> None:
-        if key == ANSWER:
-            self.trips.append(("produce", key))
-            await self.answer_gate.wait()
-            if self.refuse_answer:
-                raise CheckpointError(f"write to checkpoints[0] was not acknowledged: refused ({key})")
-        await super().persist(table, key, value, partition)
-
-
-def _worker(*, refuse_answer: bool = False) -> tuple[Any, _Processor, heads._Retries]:
+def _worker(*, refuse_answer: bool = False) -> tuple[Any, heads._Processor, heads._Retries]:
+    """A worker whose head lands at once and whose answer's record when the test opens the gate."""
     lifecycle, first, agent, retries = heads._worker()
-    processor = _Processor(agent.store, refuse_answer=refuse_answer)
+    processor = heads._Processor(agent.store, gated=ANSWER, refuse=refuse_answer)
     processor.sent = first.sent
     lifecycle.app = lifecycle.service.processor = processor
     return lifecycle, processor, retries
@@ -66,7 +48,7 @@ def test_the_transcript_is_sent_while_the_answer_lands_and_the_result_after_both
         work = asyncio.ensure_future(processor.spawned.pop())
         await _until(lambda: ("send_acked", "transcripts") in processor.trips, "the transcript sent before the answer landed")
         before = list(processor.trips)
-        processor.answer_gate.set()
+        processor.gate.set()
         await work
         return before, processor.trips
 
@@ -76,9 +58,9 @@ def test_the_transcript_is_sent_while_the_answer_lands_and_the_result_after_both
 
 
 def test_the_transcript_holds_the_answer_that_was_still_on_its_way() -> None:
-    async def scenario() -> _Processor:
+    async def scenario() -> heads._Processor:
         lifecycle, processor, _ = _worker()
-        processor.answer_gate.set()
+        processor.gate.set()
         await lifecycle.on_routed(*heads._routed())
         await processor.spawned.pop()
         return processor
@@ -89,9 +71,9 @@ def test_the_transcript_holds_the_answer_that_was_still_on_its_way() -> None:
 
 
 def test_a_refused_answer_fails_the_run_into_the_retry_chain_and_sends_no_result() -> None:
-    async def scenario() -> tuple[_Processor, heads._Retries]:
+    async def scenario() -> tuple[heads._Processor, heads._Retries]:
         lifecycle, processor, retries = _worker(refuse_answer=True)
-        processor.answer_gate.set()
+        processor.gate.set()
         await lifecycle.on_routed(*heads._routed())
         await processor.spawned.pop()
         return processor, retries

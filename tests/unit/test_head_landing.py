@@ -24,18 +24,20 @@ HEAD = ckpt.head_key(RUN)
 
 
 class _Processor(ends._Processor):
-    """The head's write is acknowledged when the test opens ``head_gate`` (or refused)."""
+    """The write of ``gated`` (the head, unless told) is acknowledged when the test opens
+    ``gate``, or refused then."""
 
-    def __init__(self, store: ends._Store, *, refuse_head: bool = False) -> None:
+    def __init__(self, store: ends._Store, *, gated: str = HEAD, refuse: bool = False) -> None:
         super().__init__(store)
-        self.head_gate = asyncio.Event()
-        self.refuse_head = refuse_head
+        self.gated = gated
+        self.gate = asyncio.Event()
+        self.refuse = refuse
 
     async def persist(self, table: object, key: str, value: Any, partition: int | None = None) -> None:
-        if key == HEAD:
+        if key == self.gated:
             self.trips.append(("produce", key))
-            await self.head_gate.wait()
-            if self.refuse_head:
+            await self.gate.wait()
+            if self.refuse:
                 raise CheckpointError(f"write to checkpoints[0] was not acknowledged: refused ({key})")
         await super().persist(table, key, value, partition)
 
@@ -77,7 +79,7 @@ class _Retries:
 def _worker(*, refuse_head: bool = False) -> tuple[TaskLifecycle, _Processor, _Agent, _Retries]:
     store = ends._Store()
     lifecycle, encoding = ends._worker(store)
-    processor = _Processor(store, refuse_head=refuse_head)
+    processor = _Processor(store, refuse=refuse_head)
     processor.sent = encoding.sent  # what the service's encoder keeps (ends._worker)
     agent = _Agent(store)
     lifecycle.app = lifecycle.service.processor = processor  # type: ignore[misc]
@@ -107,7 +109,7 @@ def test_the_first_model_call_runs_while_the_head_lands_and_its_record_waits_for
         for _ in range(5):  # let anything that would go on without the head go on
             await asyncio.sleep(0)
         before = list(processor.trips)
-        processor.head_gate.set()
+        processor.gate.set()
         await work
         return before, processor.trips, agent
 
@@ -124,7 +126,7 @@ def test_a_copy_of_the_task_arriving_while_its_head_lands_is_a_duplicate() -> No
         work = asyncio.ensure_future(processor.spawned.pop())
         await _called(agent)
         await lifecycle.on_routed(*_routed())  # redelivered before the head landed
-        processor.head_gate.set()
+        processor.gate.set()
         await work
         return len(processor.spawned)
 
@@ -137,7 +139,7 @@ def test_a_refused_head_fails_the_run_into_the_retry_chain_not_as_the_models_err
         await lifecycle.on_routed(*_routed())
         work = asyncio.ensure_future(processor.spawned.pop())
         await _called(agent)
-        processor.head_gate.set()
+        processor.gate.set()
         await work
         return lifecycle, processor, retries
 

@@ -8,6 +8,8 @@ in-process runs of evals and replay) returns only once it has landed."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 from agentstream.models.base import Message, ModelResponse, Usage
@@ -58,16 +60,46 @@ def test_the_transcript_is_sent_while_the_answer_lands_and_the_result_after_both
 
 
 def test_the_transcript_holds_the_answer_that_was_still_on_its_way() -> None:
-    async def scenario() -> heads._Processor:
+    async def scenario() -> dict[str, Any]:
         lifecycle, processor, _ = _worker()
+        await lifecycle.on_routed(*heads._routed())
+        work = asyncio.ensure_future(processor.spawned.pop())
+        await _until(lambda: ends.TRANSCRIPT in processor.sent, "the transcript built before the answer landed")
+        transcript = processor.sent[ends.TRANSCRIPT]
+        processor.gate.set()
+        await work
+        return transcript
+
+    steps = ends.steps_of(asyncio.run(scenario()))
+    assert [step["kind"] for step in steps] == ["model"] and steps[0]["text"] == "refunded"
+
+
+def test_a_finished_run_leaves_no_cycle_for_the_collector() -> None:
+    """RunSteps holds the run's DurableRun while it runs (its answer may be on its way), and
+    the DurableRun holds the RunSteps through its persist: the end lets go, so a finished
+    run is freed at once, not at the collector's next pass (its records with it)."""
+
+    async def scenario() -> weakref.ref[Any]:
+        lifecycle, processor, agent = heads._worker()[:3]
+        runs: list[weakref.ref[Any]] = []
+        run_once = agent.run
+
+        async def noted(task: dict[str, Any], run: Any) -> Any:
+            runs.append(weakref.ref(run))
+            return await run_once(task, run)
+
+        agent.run = noted  # type: ignore[method-assign]
         processor.gate.set()
         await lifecycle.on_routed(*heads._routed())
         await processor.spawned.pop()
-        return processor
+        return runs[0]
 
-    processor = asyncio.run(scenario())
-    steps = ends.steps_of(processor.sent[ends.TRANSCRIPT])
-    assert [step["kind"] for step in steps] == ["model"] and steps[0]["text"] == "refunded"
+    gc.disable()
+    try:
+        run = asyncio.run(scenario())
+        assert run() is None, "the finished run's DurableRun is still alive without a collection"
+    finally:
+        gc.enable()
 
 
 def test_a_refused_answer_fails_the_run_into_the_retry_chain_and_sends_no_result() -> None:

@@ -7,8 +7,10 @@ arriving meanwhile is a duplicate, and a refused head fails the run into the ret
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
+from agentstream.cancellation.records import cancel_record
 from agentstream.models.base import Message, ModelResponse, Usage
 from agentstream.retry.chain import RETRY
 from agentstream.runtime import MessageContext
@@ -149,3 +151,75 @@ def test_a_refused_head_fails_the_run_into_the_retry_chain_not_as_the_models_err
     assert ("release", None) not in processor.trips, "the offset is released only when the work ends"
     assert not any(kind == "persist" and key.startswith(ckpt.STEP) for kind, key in processor.trips[:-1])
     assert RUN not in lifecycle.accepting, "a redelivered copy is accepted again"
+
+
+async def _spin(times: int = 10) -> None:
+    """Let every task that can go on without the broker's acknowledgement go on."""
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+def test_a_task_canceled_while_its_head_is_refused_goes_to_the_retry_chain_not_lost() -> None:
+    """Canceled before its loop began, it would end CANCELED; a refused head must fail it
+    into the retry chain first (its CANCELED end would otherwise raise from the cancel's
+    handler, and the work's end commit the offset of a task that has no head)."""
+
+    async def scenario() -> tuple[_Processor, _Retries]:
+        lifecycle, processor, _, retries = _worker(refuse_head=True)
+        cancel = cancel_record(RUN, "s", "acme", "ops", "customer hung up")
+        lifecycle.cancels = SimpleNamespace(requested=lambda task_id, partition: cancel)  # type: ignore[assignment]
+        await lifecycle.on_routed(*_routed())
+        work = asyncio.ensure_future(processor.spawned.pop())
+        await _spin()
+        processor.gate.set()
+        await asyncio.wait_for(work, 5)
+        return processor, retries
+
+    processor, retries = asyncio.run(scenario())
+    assert [type(error) for error in retries.errors] == [StepNotRecorded], retries.errors
+    assert ("send_acked", "supervisor") not in processor.trips
+
+
+def test_work_cancelled_while_its_head_lands_takes_the_write_along_and_a_copy_is_accepted_again() -> None:
+    """The partition went: as when the head was awaited inline, its write is cancelled with
+    the work, so a copy redelivered to this worker is not taken for a duplicate."""
+
+    async def scenario() -> tuple[TaskLifecycle, _Processor]:
+        lifecycle, processor, agent, _ = _worker()
+        await lifecycle.on_routed(*_routed())
+        work = asyncio.ensure_future(processor.spawned.pop())
+        await _called(agent)
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        await _spin()
+        await lifecycle.on_routed(*_routed())  # the partition came back with the record
+        return lifecycle, processor
+
+    lifecycle, processor = asyncio.run(scenario())
+    assert ("persist", HEAD) not in processor.trips and ("release", None) not in processor.trips
+    assert len(processor.spawned) == 1, "the redelivered copy started a run"
+    processor.spawned.pop().close()
+
+
+def test_a_run_failing_before_its_loop_goes_to_a_tier_only_once_its_head_has_landed() -> None:
+    """The tier's tombstone of the head must come after the head (one partition, in order):
+    a head landing after it would make the task's copy from the tier a duplicate."""
+
+    def broken_progress(*args: Any) -> None:
+        raise RuntimeError("progress could not be queued")
+
+    async def scenario() -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+        lifecycle, processor, _, _ = _worker()
+        lifecycle.service.progress = broken_progress  # raises in _run, before the loop
+        await lifecycle.on_routed(*_routed())
+        work = asyncio.ensure_future(processor.spawned.pop())
+        await _spin()
+        before = list(processor.trips)
+        processor.gate.set()
+        await asyncio.wait_for(work, 5)
+        return before, processor.trips
+
+    before, trips = asyncio.run(scenario())
+    assert before == [("produce", HEAD)], "nothing of the tier before the head landed"
+    ended = next(i for i, (kind, _) in enumerate(trips) if kind == "persist_all")
+    assert trips.index(("persist", HEAD)) < ended and (ckpt.head_key(RUN), None) in trips[ended][1]

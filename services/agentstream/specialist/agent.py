@@ -55,7 +55,8 @@ class SpecialistAgent:
     async def run(self, task: dict[str, Any], run: DurableRun) -> AgentOutcome:
         """The task's agent loop, every model reply and tool result checkpointed (or
         replayed) through ``run``; every record has landed when it returns or raises
-        (unless cancelled: durable.landed_at_exit)."""
+        (unless cancelled, or, when it returns, unless ``run.last_awaited_by_caller``: the
+        lifecycle awaits the answer's record itself; durable.landed_at_exit)."""
         model = DurableModel(self.models.for_tier(task.get("tier")), run)
         history = None
         if self.settings.history_max_tokens:

@@ -89,7 +89,7 @@ class DurableRun:
         # head when its write may still be on its way (specialist/lifecycle.py _accept).
         self._landing: asyncio.Future[None] | None = landing
         if landing is not None:
-            landing.add_done_callback(_retrieved)
+            landing.add_done_callback(retrieved)
         # A reply without tool calls written without waiting: the next model call (after a
         # history summary) waits for it; after the answer, the end of the run does.
         self.reply_on_its_way = False
@@ -114,7 +114,7 @@ class DurableRun:
                 await write
                 return
             self._landing = asyncio.create_task(write)
-            self._landing.add_done_callback(_retrieved)  # a run that stops without awaiting it logs no warning
+            self._landing.add_done_callback(retrieved)  # a run that stops without awaiting it logs no warning
 
     async def landed(self) -> None:
         """Return once the record written without waiting, if any, has landed; raise
@@ -170,7 +170,8 @@ async def landed_at_exit(run: DurableRun, loop: Awaitable[_T]) -> _T:
     return outcome
 
 
-def _retrieved(landing: asyncio.Future[None]) -> None:
+def retrieved(landing: asyncio.Future[None]) -> None:
+    """A done callback: reads the write's outcome, so a refusal nobody awaited logs no warning."""
     if not landing.cancelled():
         landing.exception()
 

@@ -36,6 +36,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable
@@ -56,7 +57,7 @@ from agentstream.service import Service
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.agent import SpecialistAgent
 from agentstream.specialist.canceling import Cancellations
-from agentstream.specialist.durable import DurableRun
+from agentstream.specialist.durable import DurableRun, retrieved
 from agentstream.specialist.loop import AgentOutcome, StepNotRecorded
 from agentstream.specialist.order import SessionOrder, SessionPlaces
 from agentstream.specialist.run_steps import RunSteps
@@ -227,10 +228,19 @@ class TaskLifecycle:
             self.accepting.discard(ckpt.run_id(task))
             raise
         # The head lands while the task waits for its session's turn and its first model call
-        # runs: the run's first record waits for it (DurableRun: records land in order).
+        # runs: the run's first record waits for it (DurableRun: records land in order), and
+        # an end before the loop's (_fail) too.
         accepted = asyncio.ensure_future(self._accepted(ckpt.run_id(task), head))
-        await SessionOrder.wait(previous)
-        return await self._run(task, ckpt.Chain(), attempt, attempt.source.where, accepted)
+        accepted.add_done_callback(retrieved)
+        attempt.steps.wait_for(partial(asyncio.shield, accepted))  # until the run's loop takes it over (_run)
+        try:
+            await SessionOrder.wait(previous)
+            return await self._run(task, ckpt.Chain(), attempt, attempt.source.where, accepted)
+        except asyncio.CancelledError:
+            # The partition went (or a drain's grace ran out): the head's write goes with the
+            # work, as when it was awaited here, and a copy redelivered here is accepted again.
+            accepted.cancel()
+            raise
 
     async def _accepted(self, run: str, head: dict[str, Any]) -> None:
         """Write the head of ``run``; once the broker has it, the task is accepted and its
@@ -300,7 +310,9 @@ class TaskLifecycle:
         canceled = partial(self.cancels.requested, task["task_id"], partition) if self.cancels is not None else lambda: None
         run = DurableRun(ckpt.run_id(task), attempt.steps.epochs[-1][0], chain, attempt.steps.recording(self._persist),
                          draining=draining, gate=gate, canceled=canceled, landing=accepted, last_awaited_by_caller=True)
-        attempt.steps.landed = run.landed  # the answer lands while the transcript is sent (_finish)
+        attempt.steps.wait_for(run.landed)  # the answer lands while the transcript is sent (_finish)
+        if run.canceled() is not None:
+            await run.landed()  # a head on its way lands first: a refused one fails the task into the retry chain
         run.stop_if_canceled()  # canceled while it waited for its turn, a decision, or in a retry tier
         begun = f"resumed at step {chain.length}" if chain.length else "started"
         self.service.progress(task, "STATE", "RUNNING",
@@ -315,6 +327,14 @@ class TaskLifecycle:
 
     # -- ending --------------------------------------------------------------------------
     async def _conclude(self, task: Task, attempt: Attempt, work: Work) -> str:
+        """_conclude_run, then the run's DurableRun is let go of (RunSteps.wait_for: a cycle
+        that would otherwise wait for the collector)."""
+        try:
+            return await self._conclude_run(task, attempt, work)
+        finally:
+            attempt.steps.wait_for(None)
+
+    async def _conclude_run(self, task: Task, attempt: Attempt, work: Work) -> str:
         """Run ``work`` and end the task: done, into the next retry tier, or dead-lettered.
         A crash of the work — a bug, a checkpoint the broker refused — fails the task into
         the retry chain at once, as a transient model outage does, instead of leaving it
@@ -328,7 +348,6 @@ class TaskLifecycle:
             if not (outcome.error and outcome.error[0] in TRANSIENT_CODES):
                 await self._complete(task, outcome, attempt, started)
                 return DONE
-            await attempt.steps.landed()  # the run's last record, before it goes to a tier
             error: Exception = TransientStageError(outcome.error[1])
         except TaskCanceled as stop:
             log.info("%s[%d]: task %s stopped: %s", self.service.input_topic, attempt.partition, task["task_id"], stop)
@@ -350,7 +369,12 @@ class TaskLifecycle:
 
     async def _fail(self, task: Task, error: Exception, outcome: AgentOutcome, attempt: Attempt, started: int) -> str:
         """The task failed with ``error``: on to the next retry tier, or a dead letter and a
-        FAILED result (error DEAD_LETTERED) so nothing waits for it."""
+        FAILED result (error DEAD_LETTERED) so nothing waits for it. A write of the run still
+        on its way settles first (a head or a record refused changes nothing now: the run
+        has failed), so the end's writes come after it."""
+        with contextlib.suppress(StepNotRecorded):
+            await attempt.steps.landed()
+        attempt.steps.wait_for(None)
         verdict = self.retries.failed(self.service.schemas.encode(ROUTED_TASK, task), attempt.source, error, attempt.number)
         if verdict == RETRY:
             await self._park(task, attempt)

@@ -45,9 +45,7 @@ class RunSteps:
 
     def __init__(self, epochs: list[list[int]], stored: Iterable[tuple[str, dict[str, Any]]] = ()) -> None:
         self.epochs = epochs  # the head's own list: a resume appends its epoch to it
-        # Returns once the run's last record has landed (its loop's DurableRun.landed, set
-        # when the loop starts): a loop's answer may still be on its way when it returns.
-        self.landed: Callable[[], Awaitable[None]] = _nothing_on_its_way
+        self._landing: Callable[[], Awaitable[None]] | None = None  # see wait_for
         self.keys: list[str] = []
         self.records: list[dict[str, Any]] = []
         for key, record in stored:
@@ -59,6 +57,18 @@ class RunSteps:
         """The step records of ``run`` in its checkpoint (one partition's store)."""
         scanned = store.scan(ckpt.step_prefix(run).encode())
         return cls(epochs, ((key.decode(), json.loads(value)) for key, value in scanned))
+
+    def wait_for(self, landing: Callable[[], Awaitable[None]] | None) -> None:
+        """What :meth:`landed` awaits: the head's write until the run's loop starts, then the
+        loop's DurableRun.landed (a loop's answer may still be on its way when it returns);
+        None once the run has ended (the DurableRun holds this object through ``persist``:
+        letting go of it breaks that cycle)."""
+        self._landing = landing
+
+    async def landed(self) -> None:
+        """Return once the run's last write has landed; StepNotRecorded if it was refused."""
+        if self._landing is not None:
+            await self._landing()
 
     def recording(self, persist: Persist) -> Persist:
         """``persist`` noting each step it writes."""
@@ -73,7 +83,3 @@ class RunSteps:
                 raise
 
         return persist_step
-
-
-async def _nothing_on_its_way() -> None:
-    return None

@@ -1,12 +1,14 @@
 """Writes a finished run's transcript (transcripts/record.py) to the ``transcripts`` topic.
 
-Called when the run ends, after its last step is checkpointed and before anything of it
-is tombstoned, with the run's epochs and step records as the lifecycle holds them
-(specialist/run_steps.py: what the checkpoint holds, without reading it again), and
-acknowledged before the lifecycle goes on: a worker killed between the two leaves the
-checkpoint in place, the next owner resumes the run (replaying every step,
-calling nothing), finishes it and writes the transcript again. So a finished run has at
-least one transcript, sometimes two alike: readers keep one per ``run_id``. A transcript
+Called when the run ends, while its last step record (the answer) lands and before
+anything of it is tombstoned, with the run's epochs and step records as the lifecycle
+holds them (specialist/run_steps.py: what the checkpoint holds once that record has
+landed, without reading it again), and acknowledged before the lifecycle goes on: a
+worker killed between the two leaves the checkpoint in place, the next owner resumes the
+run (replaying every step; the final model call again if the answer had not landed),
+finishes it and writes the transcript again. So a finished run has at least one
+transcript, sometimes two (alike unless the answer was made again): readers keep one per
+``run_id``, the latest. A transcript
 the producer refuses outright (over the message size) is logged and left out.
 """
 

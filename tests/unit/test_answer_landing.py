@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import weakref
 from typing import Any
+
+import pytest
 
 from agentstream.models.base import Message, ModelResponse, Usage
 from agentstream.specialist import checkpoint as ckpt
@@ -74,31 +77,41 @@ def test_the_transcript_holds_the_answer_that_was_still_on_its_way() -> None:
     assert [step["kind"] for step in steps] == ["model"] and steps[0]["text"] == "refunded"
 
 
-def test_a_finished_run_leaves_no_cycle_for_the_collector() -> None:
+@pytest.mark.parametrize("end", ["completed", "answer refused", "crashed"])
+def test_a_finished_run_leaves_no_cycle_for_the_collector(end: str) -> None:
     """RunSteps holds the run's DurableRun while it runs (its answer may be on its way), and
     the DurableRun holds the RunSteps through its persist: the end lets go, so a finished
-    run is freed at once, not at the collector's next pass (its records with it)."""
+    run is freed at once, not at the collector's next pass (its records with it); and an
+    error that failed the run (its traceback holds the run's frames) is let go of too."""
 
     async def scenario() -> weakref.ref[Any]:
-        lifecycle, processor, agent = heads._worker()[:3]
+        lifecycle, processor, agent, retries = heads._worker()
+        if end == "answer refused":
+            processor.gated, processor.refuse = ANSWER, True
         runs: list[weakref.ref[Any]] = []
         run_once = agent.run
 
         async def noted(task: dict[str, Any], run: Any) -> Any:
             runs.append(weakref.ref(run))
-            return await run_once(task, run)
+            outcome = await run_once(task, run)
+            if end == "crashed":
+                raise RuntimeError("a bug after the loop")
+            return outcome
 
         agent.run = noted  # type: ignore[method-assign]
         processor.gate.set()
         await lifecycle.on_routed(*heads._routed())
         await processor.spawned.pop()
+        retries.errors.clear()  # the fake retry chain keeps the error (and so its traceback)
         return runs[0]
 
     gc.disable()
+    logging.disable(logging.CRITICAL)  # a captured log record keeps a crash's traceback too
     try:
         run = asyncio.run(scenario())
         assert run() is None, "the finished run's DurableRun is still alive without a collection"
     finally:
+        logging.disable(logging.NOTSET)
         gc.enable()
 
 

@@ -223,3 +223,32 @@ def test_a_run_failing_before_its_loop_goes_to_a_tier_only_once_its_head_has_lan
     assert before == [("produce", HEAD)], "nothing of the tier before the head landed"
     ended = next(i for i, (kind, _) in enumerate(trips) if kind == "persist_all")
     assert trips.index(("persist", HEAD)) < ended and (ckpt.head_key(RUN), None) in trips[ended][1]
+
+
+def test_work_cancelled_at_its_end_while_the_head_lands_takes_the_write_along_too() -> None:
+    """A loop that ends without a record (its first model call failed at once) leaves the
+    head on its way into the end, which waits for it: a partition lost then cancels it as well."""
+
+    async def scenario() -> tuple[TaskLifecycle, _Processor]:
+        lifecycle, processor, agent, _ = _worker()
+
+        async def failed_at_once(task: dict[str, Any], run: DurableRun) -> AgentOutcome:
+            agent.calling.set()
+            return AgentOutcome("FAILED", None, ("MODEL_ERROR", "HTTP 400"), [], {}, 0)
+
+        agent.run = failed_at_once  # type: ignore[method-assign]
+        await lifecycle.on_routed(*_routed())
+        work = asyncio.ensure_future(processor.spawned.pop())
+        await _called(agent)
+        await _spin()  # the end waits for the head now
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        await _spin()
+        assert RUN not in lifecycle.accepting, "the head's write was cancelled with the work"
+        await lifecycle.on_routed(*_routed())
+        return lifecycle, processor
+
+    lifecycle, processor = asyncio.run(scenario())
+    assert ("persist", HEAD) not in processor.trips
+    assert len(processor.spawned) == 1, "the redelivered copy started a run"
+    processor.spawned.pop().close()

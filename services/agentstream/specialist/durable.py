@@ -127,6 +127,9 @@ class DurableRun:
             await asyncio.shield(landing)
         except Exception:  # not a CancelledError: a cancelled waiter keeps it, even if it ended meanwhile
             self._landed(landing)
+            # The refusal's traceback holds this frame, and the write holds the refusal: no
+            # cycle left for the collector (it would keep the run and its records).
+            del landing
             raise
         self._landed(landing)
 

@@ -209,11 +209,23 @@ class TaskLifecycle:
         verdict = ""
         try:
             attempt = Attempt.of(ctx)
-            verdict = await self._conclude(task, attempt, self._accept(task, attempt, previous))
+            accepted = self._write_head(task, attempt)
+            try:
+                verdict = await self._conclude(task, attempt, self._accept(task, attempt, previous, accepted))
+            except asyncio.CancelledError:
+                # The partition went (or a drain's grace ran out): the head's write goes with
+                # the work, as when it was awaited inline, and a copy redelivered here is
+                # accepted again.
+                accepted.cancel()
+                raise
         finally:
             self._leave_or_keep(task, mine, verdict)
 
-    async def _accept(self, task: Task, attempt: Attempt, previous: Place | None) -> tuple[AgentOutcome, int]:
+    def _write_head(self, task: Task, attempt: Attempt) -> asyncio.Future[None]:
+        """Start the write of the task's checkpoint head. It lands while the task waits for
+        its session's turn and its first model call runs: the run's first record waits for
+        it (DurableRun: records land in order), and so does an end before the loop's (_fail)."""
+        run = ckpt.run_id(task)
         try:
             head = {"task": task, "epochs": attempt.steps.epochs, "offset": attempt.source.offset, "attempt": attempt.number,
                     "replay": attempt.replay, "trace": tracing.traceparent(),  # a resumed run continues the trace
@@ -223,24 +235,20 @@ class TaskLifecycle:
                 # write of a worker that had lost the partition may have left one since: the
                 # end of this attempt tombstones it too (a scan, as the end of a run used to).
                 attempt.steps.keys.extend(key.decode() for key, _ in self.checkpoints.partition(attempt.partition).scan(
-                    ckpt.step_prefix(ckpt.run_id(task)).encode()))
+                    ckpt.step_prefix(run).encode()))
         except BaseException:
-            self.accepting.discard(ckpt.run_id(task))
+            self.accepting.discard(run)
             raise
-        # The head lands while the task waits for its session's turn and its first model call
-        # runs: the run's first record waits for it (DurableRun: records land in order), and
-        # an end before the loop's (_fail) too.
-        accepted = asyncio.ensure_future(self._accepted(ckpt.run_id(task), head))
+        accepted = asyncio.ensure_future(self._accepted(run, head))
         accepted.add_done_callback(retrieved)
         attempt.steps.wait_for(partial(asyncio.shield, accepted))  # until the run's loop takes it over (_run)
-        try:
-            await SessionOrder.wait(previous)
-            return await self._run(task, ckpt.Chain(), attempt, attempt.source.where, accepted)
-        except asyncio.CancelledError:
-            # The partition went (or a drain's grace ran out): the head's write goes with the
-            # work, as when it was awaited here, and a copy redelivered here is accepted again.
-            accepted.cancel()
-            raise
+        return accepted
+
+    async def _accept(
+        self, task: Task, attempt: Attempt, previous: Place | None, accepted: asyncio.Future[None],
+    ) -> tuple[AgentOutcome, int]:
+        await SessionOrder.wait(previous)
+        return await self._run(task, ckpt.Chain(), attempt, attempt.source.where, accepted)
 
     async def _accepted(self, run: str, head: dict[str, Any]) -> None:
         """Write the head of ``run``; once the broker has it, the task is accepted and its
@@ -365,7 +373,10 @@ class TaskLifecycle:
             log.error("%s[%d]: task %s crashed: %s: %s", self.service.input_topic, attempt.partition, task["task_id"],
                       type(exc).__name__, exc, exc_info=exc)
             error, outcome = exc, AgentOutcome("FAILED", None, (CRASHED, f"{type(exc).__name__}: {exc}"), [], {}, 0)
-        return await self._fail(task, error, outcome, attempt, started)
+        try:
+            return await self._fail(task, error, outcome, attempt, started)
+        finally:
+            del error  # its traceback holds this frame (and the run's): no cycle left for the collector
 
     async def _fail(self, task: Task, error: Exception, outcome: AgentOutcome, attempt: Attempt, started: int) -> str:
         """The task failed with ``error``: on to the next retry tier, or a dead letter and a
@@ -485,6 +496,10 @@ async def _together(first: Awaitable[None], second: Awaitable[None] | None) -> N
     """Await both at once; raise the first's error, else the second's (both are awaited
     to the end either way: no write is left unretrieved)."""
     outcomes = await asyncio.gather(first, *([second] if second is not None else []), return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    failed = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+    del outcomes
+    if failed is not None:
+        try:
+            raise failed
+        finally:
+            del failed  # its traceback holds this frame: no cycle left for the collector

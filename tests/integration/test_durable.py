@@ -330,14 +330,18 @@ def test_a_zombie_owners_late_checkpoint_does_not_roll_the_task_back(bootstrap: 
         other = b if owner is a else a
         owner.kill()
         owner.wait(10)
-        # Steps 0 and 1 are the first reply and its turn's two lookups (read-only: one record).
-        other.wait_for_line(rf"resuming task {task['task_id']} at step 2", 60)
+        # Steps 0 and 1 are the first reply and its turn's two lookups (read-only: one record,
+        # which may not have landed yet when the kill comes during the second model call: the
+        # resume is then at step 1). The zombie writes the first sequence number its epoch no
+        # longer owns, as a late write of the killed owner would.
+        resumed = other.wait_for_line(rf"resuming task {task['task_id']} at step [12]\b", 60)
+        seq = int(resumed.rsplit(" ", 1)[-1])
         records = read_all(bootstrap, changelog)
         partition = next(p for key, _, p in records if key == f"t/{task['task_id']}".encode())
-        zombie = {"epoch": 0, "seq": 2, "kind": "model", "step": 1, "text": "ZOMBIE ANSWER", "tool_calls": [],
+        zombie = {"epoch": 0, "seq": seq, "kind": "model", "step": 1, "text": "ZOMBIE ANSWER", "tool_calls": [],
                   "usage": {"input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0}, "model": "zombie"}
         producer = Producer({"bootstrap.servers": bootstrap})
-        producer.produce(changelog, json.dumps(zombie).encode(), f"s/{task['task_id']}/000000/000002".encode(), partition)
+        producer.produce(changelog, json.dumps(zombie).encode(), f"s/{task['task_id']}/000000/{seq:06d}".encode(), partition)
         assert producer.flush(10) == 0
         other.kill()
         other.wait(10)

@@ -159,8 +159,7 @@ def test_a_reply_without_tool_calls_lands_before_the_next_model_call_starts() ->
         model = DurableModel(summarizer, run)  # type: ignore[arg-type]
         await model.complete([Message("user", "summarize")], [])  # returns with its record on its way
         second = asyncio.ensure_future(model.complete([Message("user", "go on")], []))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await heads._spin()
         assert len(summarizer.seen) == 1, "the next call waited for the reply's record"
         gate.set()
         await second
@@ -180,8 +179,7 @@ def test_a_run_whose_caller_does_not_await_its_last_record_returns_once_it_has_l
             await model.complete([Message("user", "answer")], [])
 
         done = asyncio.ensure_future(landed_at_exit(run, loop()))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await heads._spin()
         assert not done.done(), "returned before the answer landed"
         gate.set()
         await done

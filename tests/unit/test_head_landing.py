@@ -108,8 +108,7 @@ def test_the_first_model_call_runs_while_the_head_lands_and_its_record_waits_for
         await lifecycle.on_routed(*_routed())
         work = asyncio.ensure_future(processor.spawned.pop())
         await _called(agent)
-        for _ in range(5):  # let anything that would go on without the head go on
-            await asyncio.sleep(0)
+        await _spin()  # let anything that would go on without the head go on
         before = list(processor.trips)
         processor.gate.set()
         await work

@@ -117,3 +117,74 @@ def test_a_closed_loop_and_its_delivery_state_are_freed() -> None:
     del loop
     gc.collect()
     assert collected() is None, "the per-loop delivery state kept its loop alive"
+
+
+def test_a_landed_hook_runs_as_its_report_is_settled_before_the_writer_wakes() -> None:
+    producer = _Producer()
+    seen: list[tuple[int, bool]] = []
+
+    async def scenario() -> int:
+        woken = False
+
+        async def writer() -> int:
+            nonlocal woken
+            offset = await produce_acked(producer, "t", b"v", b"k", 0,  # type: ignore[arg-type]
+                                         landed=lambda at: seen.append((at, woken)))
+            woken = True
+            return offset
+
+        write = asyncio.ensure_future(writer())
+        while not producer.callbacks:
+            await asyncio.sleep(0)
+        producer.acknowledge(failing=set())
+        return await write
+
+    assert asyncio.run(scenario()) == 0
+    assert seen == [(0, False)]
+
+
+def test_a_writes_hook_runs_once_with_its_last_offset_only_if_every_record_landed() -> None:
+    async def scenario(failing: set[int]) -> tuple[list[int], list[int] | BaseException]:
+        producer = _Producer()
+        landed: list[int] = []
+        records: list[tuple[bytes | None, bytes | None]] = [(b"v", f"s/{n}".encode()) for n in range(3)]
+        write = asyncio.ensure_future(produce_all_acked(producer, "c", records, 0, landed=landed.append))  # type: ignore[arg-type]
+        while len(producer.callbacks) < len(records):
+            await asyncio.sleep(0)
+        producer.acknowledge(failing)
+        outcome = (await asyncio.gather(write, return_exceptions=True))[0]
+        return landed, outcome
+
+    assert asyncio.run(scenario(set())) == ([2], [0, 1, 2])
+    landed, outcome = asyncio.run(scenario({1}))
+    assert landed == [] and isinstance(outcome, CheckpointError) and "c[0]" in str(outcome)
+
+
+def test_a_hook_that_raises_fails_its_write_and_a_write_given_up_runs_none() -> None:
+    def refuse(offset: int) -> None:
+        raise OSError(f"store closed at {offset}")
+
+    async def raising() -> BaseException | int:
+        producer = _Producer()
+        write = asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", 0, landed=refuse))  # type: ignore[arg-type]
+        while not producer.callbacks:
+            await asyncio.sleep(0)
+        producer.acknowledge(failing=set())
+        return (await asyncio.gather(write, return_exceptions=True))[0]
+
+    outcome = asyncio.run(raising())
+    assert isinstance(outcome, OSError) and "store closed at 0" in str(outcome)
+
+    async def given_up() -> list[int]:
+        producer = _Producer()
+        landed: list[int] = []
+        write = asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", 0, landed=landed.append))  # type: ignore[arg-type]
+        while not producer.callbacks:
+            await asyncio.sleep(0)
+        write.cancel()  # the work went (its partition was revoked): nothing is stored for it
+        await asyncio.gather(write, return_exceptions=True)
+        producer.acknowledge(failing=set())
+        await asyncio.sleep(0)  # the batch's settling, had it been scheduled
+        return landed
+
+    assert asyncio.run(given_up()) == []

@@ -5,6 +5,14 @@ handed to the event loop that is waiting for them in batches: the first report o
 wakes the loop (one ``call_soon_threadsafe``, one byte in asyncio's self-pipe), later ones
 only join the batch until the loop settles it. One wake-up per acknowledged record cost a
 handle and a pipe write each, and under load filled the self-pipe.
+
+A write may carry a ``landed`` hook, run with the record's offset as its report is settled,
+before the awaiting coroutine is woken. A batch is settled in the order librdkafka reported
+it, which for one partition is the order of the offsets; the coroutines resume in another
+order (one awaiting through ``gather`` an iteration later than one awaiting its future).
+The processor stores a write-through record in its hook: a store records the highest
+changelog offset it holds, and a later offset stored before an earlier one left, for a
+kill -9 in between, a store at that offset without the earlier write (never restored).
 """
 
 from __future__ import annotations
@@ -12,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import Callable
 from functools import partial
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from agentstream.runtime.errors import CheckpointError
 
-_Report = tuple["asyncio.Future[int]", "KafkaError | None", Message]
+Landed = Callable[[int], None]  # run with the record's offset once the broker has it
+_Report = tuple["asyncio.Future[int]", "Landed | None", "KafkaError | None", Message]
 
 
 class _Deliveries:
@@ -31,10 +41,10 @@ class _Deliveries:
         self._lock = threading.Lock()  # reports arrive on the delivery thread and on flush()'s
         self._reports: list[_Report] = []
 
-    def report(self, future: asyncio.Future[int], err: KafkaError | None, msg: Message) -> None:
+    def report(self, future: asyncio.Future[int], landed: Landed | None, err: KafkaError | None, msg: Message) -> None:
         """A delivery callback (any thread)."""
         with self._lock:
-            self._reports.append((future, err, msg))
+            self._reports.append((future, landed, err, msg))
             if len(self._reports) > 1:
                 return  # the loop is woken already and settles this report with the others
         loop = self._loop()
@@ -44,8 +54,8 @@ class _Deliveries:
     def _settle_all(self) -> None:
         with self._lock:
             reports, self._reports = self._reports, []
-        for future, err, msg in reports:
-            _settle(future, err, msg)
+        for future, landed, err, msg in reports:
+            _settle(future, landed, err, msg)
 
 
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deliveries] = weakref.WeakKeyDictionary()
@@ -65,18 +75,27 @@ async def produce_acked(
     key: str | bytes | None,
     partition: int | None = None,
     headers: list[tuple[str, bytes]] | None = None,
+    landed: Landed | None = None,
 ) -> int:
-    """Produce and wait for the acknowledgement; return the offset, or raise CheckpointError."""
-    return await (await _produce(producer, topic, value, key, partition, headers))
+    """Produce and wait for the acknowledgement; return the offset, or raise CheckpointError.
+    ``landed``: run with the offset as the report is settled (module docstring); what it
+    raises is raised here."""
+    return await (await _produce(producer, topic, value, key, partition, headers, landed))
 
 
 async def produce_all_acked(
     producer: Producer, topic: str, records: list[tuple[bytes | None, bytes | None]], partition: int,
+    landed: Landed | None = None,
 ) -> list[int]:
     """Produce ``(value, key)`` records to one partition, in order, and wait until every one
     is acknowledged; their offsets, or CheckpointError. With the idempotent producer
-    (clients.py) they land in this order, so a later one landing means the earlier ones did."""
-    pending = [await _produce(producer, topic, value, key, partition) for value, key in records]
+    (clients.py) they land in this order, so a later one landing means the earlier ones did.
+    ``landed``: run with the last offset as the last report is settled, if every earlier
+    record was acknowledged (they are reported first)."""
+    pending: list[asyncio.Future[int]] = []
+    for n, (value, key) in enumerate(records):
+        hook = partial(_after_all, list(pending), landed) if landed is not None and n == len(records) - 1 else None
+        pending.append(await _produce(producer, topic, value, key, partition, landed=hook))
     outcomes = await asyncio.gather(*pending, return_exceptions=True)  # every report read: none left unretrieved
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
@@ -84,14 +103,22 @@ async def produce_all_acked(
     return outcomes  # type: ignore[return-value]
 
 
+def _after_all(earlier: list[asyncio.Future[int]], landed: Landed, offset: int) -> None:
+    """``landed`` of a write's last record: only if the records before it were acknowledged."""
+    for future in earlier:
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            raise CheckpointError(f"record {offset} landed, but a record written before it in the same write did not")
+    landed(offset)
+
+
 async def _produce(
     producer: Producer, topic: str, value: bytes | None, key: str | bytes | None, partition: int | None,
-    headers: list[tuple[str, bytes]] | None = None,
+    headers: list[tuple[str, bytes]] | None = None, landed: Landed | None = None,
 ) -> asyncio.Future[int]:
     """Produce one record; the future its delivery report settles."""
     loop = asyncio.get_running_loop()
     acked: asyncio.Future[int] = loop.create_future()
-    delivered = partial(_deliveries(loop).report, acked)
+    delivered = partial(_deliveries(loop).report, acked, landed)
     while True:
         try:
             producer.produce(topic, value, key, -1 if partition is None else partition, delivered, headers=headers)
@@ -100,10 +127,17 @@ async def _produce(
             await asyncio.sleep(0.01)
 
 
-def _settle(future: asyncio.Future[int], err: KafkaError | None, msg: Message) -> None:
-    if future.done():
+def _settle(future: asyncio.Future[int], landed: Landed | None, err: KafkaError | None, msg: Message) -> None:
+    if future.done():  # its awaiter was cancelled: nothing is stored for a write given up
         return
     if err is not None:
         future.set_exception(CheckpointError(f"write to {msg.topic()}[{msg.partition()}] was not acknowledged: {err}"))
-    else:
-        future.set_result(msg.offset())
+        return
+    offset = msg.offset()
+    if landed is not None:
+        try:
+            landed(offset)
+        except Exception as exc:  # the awaiter gets it, as if it had run the hook itself
+            future.set_exception(exc)
+            return
+    future.set_result(offset)

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +62,16 @@ _T = TypeVar("_T")
 
 def _raw(value: bytes) -> bytes:
     return value
+
+
+def _store_landed(
+    table: Table, partition: int, store: PartitionStore, records: list[tuple[bytes, bytes | None]], offset: int,
+) -> None:
+    """Store a write-through write the changelog has acknowledged up to ``offset``. Run as
+    its delivery report is settled (runtime/delivery.py), so a partition's writes reach
+    its store in the order of their offsets."""
+    if table.stores.get(partition) is store:  # still ours: not revoked while the write was on its way
+        store.put_all_durable(records, offset)
 
 
 @dataclass(slots=True)
@@ -242,8 +253,9 @@ class Processor:
 
     async def persist(self, table: Table, key: str | bytes, value: Any, *, partition: int | None = None) -> None:
         """Write-through: send ``key → value`` (None deletes) to the table's changelog, wait
-        until the broker acknowledges it, then store it. For state that must survive a
-        kill -9 at once (step checkpoints); do not mix with buffered writes on one table.
+        until the broker acknowledges it; it is stored as its acknowledgement is settled,
+        in offset order (_store_landed). For state that must survive a kill -9 at once
+        (step checkpoints); do not mix with buffered writes on one table.
         ``partition`` defaults to the partition of the record being handled."""
         await self._persist(table, key, value, partition, self._observe_ack)
 
@@ -257,26 +269,23 @@ class Processor:
         self, table: Table, key: str | bytes, value: Any, partition: int | None, observe: Callable[[float], None] | None,
     ) -> None:
         partition = current_context.get().partition if partition is None else partition
-        store = table.partition(partition)
-        raw_key = table.encode_key(key)
-        raw_value = None if value is None else table.encode_value(value)
+        records = [(table.encode_key(key), None if value is None else table.encode_value(value))]
+        landed = partial(_store_landed, table, partition, table.partition(partition), records)
         # Not send_acked: a changelog record is state, not a message of the task's trace.
-        offset = await self._acknowledged(
-            produce_acked(self._require_producer(), table.changelog_topic, raw_value, raw_key, partition), observe)
-        if table.stores.get(partition) is store:  # still ours: not revoked while waiting
-            store.put_durable(raw_key, raw_value, offset)
+        await self._acknowledged(produce_acked(self._require_producer(), table.changelog_topic, records[0][1],
+                                               records[0][0], partition, landed=landed), observe)
 
     async def persist_all(self, table: Table, items: list[tuple[str | bytes, Any]], *, partition: int) -> None:
         """persist() of several keys of one partition at once: produced in this order (they
         land in it: one partition, an idempotent producer), acknowledged together, then
         stored in one batch. A kill -9 in between leaves a prefix of them in the changelog."""
-        store = table.partition(partition)
+        if not items:
+            return
         records = [(table.encode_key(key), None if value is None else table.encode_value(value)) for key, value in items]
-        offsets = await self._acknowledged(produce_all_acked(self._require_producer(), table.changelog_topic,
-                                                             [(value, key) for key, value in records], partition),
-                                           self._observe_ack)
-        if table.stores.get(partition) is store and records:  # still ours: not revoked while waiting
-            store.put_all_durable(records, max(offsets))
+        landed = partial(_store_landed, table, partition, table.partition(partition), records)
+        await self._acknowledged(produce_all_acked(self._require_producer(), table.changelog_topic,
+                                                   [(value, key) for key, value in records], partition, landed=landed),
+                                 self._observe_ack)
 
     async def send_acked(
         self, topic: str, value: bytes | None, key: str | bytes | None, *, partition: int | None = None,

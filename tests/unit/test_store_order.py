@@ -1,0 +1,87 @@
+"""A partition's write-through writes reach its store in the order of their changelog
+offsets (runtime/processor.py ``_store_landed``), whatever order their writers wake in.
+
+A store records the highest offset it holds. When a later write was stored first (a
+``persist`` awaits its report directly; a ``persist_all`` through ``gather``, an event-loop
+iteration later), a kill -9 before the earlier one was stored left the store at the later
+offset without it, and a start on that state never restored it: a run's done marker and
+tombstones, say, with the run then resumed as if it had never ended."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agentstream.runtime.processor import Processor
+
+from .test_delivery import _Producer
+
+
+class _Store:
+    """Records what reaches it, as (keys, recorded offset)."""
+
+    def __init__(self) -> None:
+        self.puts: list[tuple[list[bytes], int]] = []
+
+    def put_all_durable(self, records: list[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+        self.puts.append(([key for key, _ in records], changelog_offset))
+
+    def put_durable(self, key: bytes, value: bytes | None, changelog_offset: int) -> None:
+        self.put_all_durable([(key, value)], changelog_offset)
+
+
+class _Table:
+    changelog_topic = "billing.checkpoints.changelog"
+
+    def __init__(self, store: _Store) -> None:
+        self.stores = {0: store}
+
+    def partition(self, partition: int) -> _Store:
+        return self.stores[partition]
+
+    @staticmethod
+    def encode_key(key: str | bytes) -> bytes:
+        return key.encode() if isinstance(key, str) else key
+
+    @staticmethod
+    def encode_value(value: Any) -> bytes:
+        return str(value).encode()
+
+
+def _processor(producer: _Producer) -> Processor:
+    processor = Processor("order", "localhost:9", "order", "unused-state-dir")  # no I/O until run()
+    processor._producer = producer  # type: ignore[assignment]
+    return processor
+
+
+def test_a_partitions_writes_reach_its_store_in_offset_order_whatever_order_their_writers_wake() -> None:
+    producer, store = _Producer(), _Store()
+    processor, table = _processor(producer), _Table(store)
+
+    async def scenario() -> None:
+        end = asyncio.ensure_future(processor.persist_all(
+            table, [("d/run-a", 1), ("s/run-a/1", None), ("h/run-a", None)], partition=0))  # type: ignore[arg-type]
+        step = asyncio.ensure_future(processor.persist(table, "s/run-b/1", "step", partition=0))  # type: ignore[arg-type]
+        while len(producer.callbacks) < 4:
+            await asyncio.sleep(0)
+        producer.acknowledge(failing=set())  # one batch of reports: offsets 0-2 (the end), 3 (the step)
+        await asyncio.gather(end, step)
+
+    asyncio.run(scenario())
+    assert store.puts == [([b"d/run-a", b"s/run-a/1", b"h/run-a"], 2), ([b"s/run-b/1"], 3)]
+
+
+def test_a_write_to_a_partition_revoked_meanwhile_is_not_stored() -> None:
+    producer, store = _Producer(), _Store()
+    processor, table = _processor(producer), _Table(store)
+
+    async def scenario() -> None:
+        write = asyncio.ensure_future(processor.persist(table, "s/run-c/1", "step", partition=0))  # type: ignore[arg-type]
+        while not producer.callbacks:
+            await asyncio.sleep(0)
+        table.stores[0] = _Store()  # revoked and assigned again: another store now
+        producer.acknowledge(failing=set())
+        await write
+
+    asyncio.run(scenario())
+    assert store.puts == []

@@ -43,9 +43,11 @@ class _Producer:
                 headers: object = None) -> None:
         self.callbacks.append((topic, partition, on_delivery))
 
-    def acknowledge(self, failing: set[int]) -> None:
+    def acknowledge(self, failing: set[int], only: list[int] | None = None) -> None:
+        """Report every record (or those of ``only``, in that order)."""
         def serve() -> None:
-            for n, (topic, partition, callback) in enumerate(self.callbacks):
+            for n in range(len(self.callbacks)) if only is None else only:
+                topic, partition, callback = self.callbacks[n]
                 callback("broker down" if n in failing else None, _Record(topic, partition, n))
 
         thread = threading.Thread(target=serve)
@@ -188,3 +190,21 @@ def test_a_hook_that_raises_fails_its_write_and_a_write_given_up_runs_none() -> 
         return landed
 
     assert asyncio.run(given_up()) == []
+
+
+def test_a_writes_last_report_served_before_an_earlier_one_stores_the_write_once_all_landed() -> None:
+    # Another thread (a checkpoint's flush) may hand an earlier record's report over later.
+    async def scenario() -> tuple[list[int], list[int], list[int]]:
+        producer = _Producer()
+        landed: list[int] = []
+        records: list[tuple[bytes | None, bytes | None]] = [(b"v", f"s/{n}".encode()) for n in range(3)]
+        write = asyncio.ensure_future(produce_all_acked(producer, "c", records, 0, landed=landed.append))  # type: ignore[arg-type]
+        while len(producer.callbacks) < len(records):
+            await asyncio.sleep(0)
+        producer.acknowledge(set(), only=[0, 2])
+        await asyncio.sleep(0)  # that batch settles: the last record's report, before record 1's
+        before = list(landed)
+        producer.acknowledge(set(), only=[1])
+        return before, landed, await write
+
+    assert asyncio.run(scenario()) == ([], [2], [0, 1, 2])

@@ -69,7 +69,8 @@ def _store_landed(
 ) -> None:
     """Store a write-through write the changelog has acknowledged up to ``offset``. Run as
     its delivery report is settled (runtime/delivery.py), so a partition's writes reach
-    its store in the order of their offsets."""
+    its store in the order of their offsets (but for the cases delivery.py names), not in
+    the order their writers wake."""
     if table.stores.get(partition) is store:  # still ours: not revoked while the write was on its way
         store.put_all_durable(records, offset)
 
@@ -253,8 +254,8 @@ class Processor:
 
     async def persist(self, table: Table, key: str | bytes, value: Any, *, partition: int | None = None) -> None:
         """Write-through: send ``key → value`` (None deletes) to the table's changelog, wait
-        until the broker acknowledges it; it is stored as its acknowledgement is settled,
-        in offset order (_store_landed). For state that must survive a kill -9 at once
+        until the broker acknowledges it; it is stored as its acknowledgement is settled
+        (_store_landed). For state that must survive a kill -9 at once
         (step checkpoints); do not mix with buffered writes on one table.
         ``partition`` defaults to the partition of the record being handled."""
         await self._persist(table, key, value, partition, self._observe_ack)

@@ -145,14 +145,20 @@ def test_a_landed_hook_runs_as_its_report_is_settled_before_the_writer_wakes() -
     assert seen == [(0, False)]
 
 
+async def _three_records_produced(producer: _Producer, landed: list[int]) -> asyncio.Future[list[int]]:
+    """A write of three records to partition 0 whose hook appends to ``landed``, produced."""
+    records: list[tuple[bytes | None, bytes | None]] = [(b"v", f"s/{n}".encode()) for n in range(3)]
+    write = asyncio.ensure_future(produce_all_acked(producer, "c", records, 0, landed=landed.append))  # type: ignore[arg-type]
+    while len(producer.callbacks) < len(records):
+        await asyncio.sleep(0)
+    return write
+
+
 def test_a_writes_hook_runs_once_with_its_last_offset_only_if_every_record_landed() -> None:
     async def scenario(failing: set[int]) -> tuple[list[int], list[int] | BaseException]:
         producer = _Producer()
         landed: list[int] = []
-        records: list[tuple[bytes | None, bytes | None]] = [(b"v", f"s/{n}".encode()) for n in range(3)]
-        write = asyncio.ensure_future(produce_all_acked(producer, "c", records, 0, landed=landed.append))  # type: ignore[arg-type]
-        while len(producer.callbacks) < len(records):
-            await asyncio.sleep(0)
+        write = await _three_records_produced(producer, landed)
         producer.acknowledge(failing)
         outcome = (await asyncio.gather(write, return_exceptions=True))[0]
         return landed, outcome
@@ -197,10 +203,7 @@ def test_a_writes_last_report_served_before_an_earlier_one_stores_the_write_once
     async def scenario() -> tuple[list[int], list[int], list[int]]:
         producer = _Producer()
         landed: list[int] = []
-        records: list[tuple[bytes | None, bytes | None]] = [(b"v", f"s/{n}".encode()) for n in range(3)]
-        write = asyncio.ensure_future(produce_all_acked(producer, "c", records, 0, landed=landed.append))  # type: ignore[arg-type]
-        while len(producer.callbacks) < len(records):
-            await asyncio.sleep(0)
+        write = await _three_records_produced(producer, landed)
         producer.acknowledge(set(), only=[0, 2])
         await asyncio.sleep(0)  # that batch settles: the last record's report, before record 1's
         before = list(landed)

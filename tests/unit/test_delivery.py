@@ -36,11 +36,16 @@ class _Producer:
     """Keeps each produce's callback; ``acknowledge`` fires them all from another thread,
     as the delivery thread does, the n-th record landing at offset n (or failing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, full_at: frozenset[int] = frozenset()) -> None:
         self.callbacks: list[tuple[str, int, Callable[[Any, _Record], None]]] = []
+        self.full_at = full_at  # the produce calls (counted from 0) refused with a full queue
+        self.calls = 0
 
     def produce(self, topic: str, value: bytes | None, key: object, partition: int, on_delivery: Any,
                 headers: object = None) -> None:
+        self.calls += 1
+        if self.calls - 1 in self.full_at:
+            raise BufferError("Local: Queue full")
         self.callbacks.append((topic, partition, on_delivery))
 
     def acknowledge(self, failing: set[int], only: list[int] | None = None) -> None:

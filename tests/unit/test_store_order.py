@@ -10,6 +10,8 @@ tombstones, say, with the run then resumed as if it had never ended."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Any
 
 from agentstream.runtime.processor import Processor
@@ -85,3 +87,64 @@ def test_a_write_to_a_partition_revoked_meanwhile_is_not_stored() -> None:
 
     asyncio.run(scenario())
     assert store.puts == []
+
+
+def test_a_write_retried_on_a_full_queue_keeps_its_records_together() -> None:
+    # The end write's second record meets a full queue; a step of another run, written
+    # meanwhile, must not take an offset between the two.
+    producer, store = _Producer(full_at=frozenset({1})), _Store()
+    processor, table = _processor(producer), _Table(store)
+
+    async def scenario() -> None:
+        end = asyncio.ensure_future(processor.persist_all(
+            table, [("d/run-a", 1), ("h/run-a", None)], partition=0))  # type: ignore[arg-type]
+        step = asyncio.ensure_future(processor.persist(table, "s/run-b/1", "step", partition=0))  # type: ignore[arg-type]
+        while len(producer.callbacks) < 3:
+            await asyncio.sleep(0.001)  # the refused record is produced again after the retry's pause
+        producer.acknowledge(failing=set())
+        await asyncio.gather(end, step)
+
+    asyncio.run(scenario())
+    assert store.puts == [([b"d/run-a", b"h/run-a"], 1), ([b"s/run-b/1"], 2)]
+
+
+class _Queue:
+    """A producer's queue length as its deliveries thread serves it: one report per poll."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+        self.served_on: set[str] = set()
+
+    def __len__(self) -> int:
+        return self.waiting
+
+    def poll(self, timeout: float) -> int:
+        if not self.waiting:
+            time.sleep(timeout)  # librdkafka's poll blocks for its timeout when nothing is due
+            return 0
+        self.served_on.add(threading.current_thread().name)
+        self.waiting -= 1
+        return 1
+
+    def flush(self, timeout: float) -> int:
+        raise AssertionError("flush() serves reports on the caller's thread, beside the deliveries thread")
+
+
+def test_a_checkpoint_waits_for_the_deliveries_thread_to_serve_every_report_and_serves_none() -> None:
+    queue = _Queue(waiting=500)
+    processor = _processor(queue)  # type: ignore[arg-type]
+    deliveries = threading.Thread(target=processor._serve_deliveries, name="deliveries")
+    deliveries.start()
+    try:
+        remaining = processor._wait_delivered(queue)  # type: ignore[arg-type]
+    finally:
+        processor._closing.set()
+        deliveries.join(5)
+    assert remaining == 0 and queue.served_on == {"deliveries"}
+
+
+def test_a_checkpoint_gives_up_after_the_flush_timeout_with_the_count_left() -> None:
+    queue = _Queue(waiting=3)
+    processor = _processor(queue)  # type: ignore[arg-type]
+    processor.flush_timeout = 0.2  # no deliveries thread runs: nothing is ever served
+    assert processor._wait_delivered(queue) == 3  # type: ignore[arg-type]

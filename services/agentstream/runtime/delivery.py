@@ -12,11 +12,11 @@ it; the coroutines resume in another order (one awaiting through ``gather`` an i
 later than one awaiting its future). The processor stores a write-through record in its
 hook: a store records the highest changelog offset it holds, and a later offset stored
 before an earlier one left, for a kill -9 in between, a store at that offset without the
-earlier write (never restored). One thread serving the reports hands one partition's over
-in offset order. Not covered (bench/RESULTS.md, session 15): the producer's reports are
-also served by ``flush`` at a checkpoint and by ``poll`` on a full queue, and another thread
-may hand a later offset over first; and a write retried on a full queue (BufferError) may
-take an offset between two records of another write.
+earlier write (never restored). That order is the offsets' because one thread serves a
+processor's reports (two threads may hand a partition's reports over out of order:
+Processor._serve_deliveries), and because the records of writes with a hook are produced
+to a partition one write at a time: a write retried on a full queue (BufferError) waits
+with the partition's turn held, so no other write takes an offset between its records.
 """
 
 from __future__ import annotations
@@ -44,6 +44,15 @@ class _Deliveries:
         self._loop = weakref.ref(loop)
         self._lock = threading.Lock()  # reports arrive on the delivery thread and on flush()'s
         self._reports: list[_Report] = []
+        self._turns: dict[tuple[str, int], asyncio.Lock] = {}
+
+    def turn(self, topic: str, partition: int) -> asyncio.Lock:
+        """Held while one write with a hook produces its records to ``topic[partition]``
+        (module docstring)."""
+        lock = self._turns.get((topic, partition))
+        if lock is None:
+            lock = self._turns[(topic, partition)] = asyncio.Lock()
+        return lock
 
     def report(self, future: asyncio.Future[int], landed: Landed | None, err: KafkaError | None, msg: Message) -> None:
         """A delivery callback (any thread)."""
@@ -84,7 +93,11 @@ async def produce_acked(
     """Produce and wait for the acknowledgement; return the offset, or raise CheckpointError.
     ``landed``: run with the offset as the report is settled (module docstring); what it
     raises is raised here."""
-    return await (await _produce(producer, topic, value, key, partition, headers, landed))
+    if landed is None or partition is None:
+        return await (await _produce(producer, topic, value, key, partition, headers))
+    async with _deliveries(asyncio.get_running_loop()).turn(topic, partition):
+        acked = await _produce(producer, topic, value, key, partition, headers, landed)
+    return await acked
 
 
 async def produce_all_acked(
@@ -99,10 +112,11 @@ async def produce_all_acked(
     earlier report later)."""
     pending: list[asyncio.Future[int]] = []
     ran: list[bool] = []  # the last record's hook ran ``landed``
-    for n, (value, key) in enumerate(records):
-        last = landed is not None and n == len(records) - 1
-        hook = partial(_after_all, list(pending), landed, ran) if last else None
-        pending.append(await _produce(producer, topic, value, key, partition, landed=hook))
+    async with _deliveries(asyncio.get_running_loop()).turn(topic, partition):
+        for n, (value, key) in enumerate(records):
+            last = landed is not None and n == len(records) - 1
+            hook = partial(_after_all, list(pending), landed, ran) if last else None
+            pending.append(await _produce(producer, topic, value, key, partition, landed=hook))
     outcomes = await asyncio.gather(*pending, return_exceptions=True)  # every report read: none left unretrieved
     for outcome in outcomes:
         if isinstance(outcome, BaseException):

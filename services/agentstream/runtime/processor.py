@@ -133,6 +133,7 @@ class Processor:
         self._assign_hooks: list[Callable[[list[int]], Awaitable[None]]] = []
         self._stop_hooks: list[Callable[[], None]] = []
         self._closing = threading.Event()
+        self._delivered = threading.Event()  # set by the deliveries thread whenever nothing is left to report
         self._draining: set[TP] = set()
         self._holds_due = DueHolds()  # retry-tier partitions held until their head is due
         self._delivery_errors: list[str] = []
@@ -235,8 +236,8 @@ class Processor:
                 producer.produce(topic, value, key, partition, self._on_output_delivery, headers=headers)
                 return
             except BufferError:
-                # The local queue is full: serve delivery reports until there is room.
-                producer.poll(0.05)
+                # The local queue is full: the deliveries thread serves reports, which frees it.
+                time.sleep(0.05)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` beside the partition; its record's offset is committed when it ends
@@ -435,10 +436,30 @@ class Processor:
         log.info("%s: consuming %s as group %s", self.name, ", ".join(self._bindings), self.group_id)
 
     def _serve_deliveries(self) -> None:
+        """The one thread that serves the producer's delivery reports while the processor
+        runs: reports served by two threads may reach the loop out of a partition's offset
+        order (runtime/delivery.py), so a checkpoint waits for this one (_wait_delivered)
+        instead of serving them in producer.flush()."""
         producer = self._producer
         assert producer is not None
         while not self._closing.is_set():
             producer.poll(0.05)
+            if len(producer) == 0:
+                self._delivered.set()
+
+    def _wait_delivered(self, producer: Producer) -> int:
+        """Block until every record produced so far is acknowledged and its report served
+        (by the deliveries thread), at most flush_timeout; the number left."""
+        deadline = time.monotonic() + self.flush_timeout
+        while len(producer) > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._delivered.clear()
+            if len(producer) == 0:  # served between the check above and the clear
+                break
+            self._delivered.wait(left)  # a set from before the clear only costs one more turn
+        return len(producer)
 
     def _poll_batch(self) -> list[Message]:
         consumer = self._consumer
@@ -536,7 +557,7 @@ class Processor:
                 flushing.append(((table.changelog_topic, partition), store))
         if not offsets and not flushing and not self._delivery_errors:
             return None
-        remaining = await asyncio.get_running_loop().run_in_executor(None, producer.flush, self.flush_timeout)
+        remaining = await asyncio.get_running_loop().run_in_executor(None, self._wait_delivered, producer)
         if remaining or self._delivery_errors:
             self._failed = True
             for _, store in flushing:
@@ -584,8 +605,8 @@ class Processor:
             try:
                 producer.produce(topic, value, key, partition=partition, on_delivery=self._on_changelog_delivery)
                 return
-            except BufferError:
-                producer.poll(0.05)
+            except BufferError:  # as _produce_output
+                time.sleep(0.05)
 
     # -- rebalancing ---------------------------------------------------------------------
     def _on_loop(self, coro: Coroutine[Any, Any, _T]) -> _T:

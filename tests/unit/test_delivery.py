@@ -216,3 +216,11 @@ def test_a_writes_last_report_served_before_an_earlier_one_stores_the_write_once
         return before, landed, await write
 
     assert asyncio.run(scenario()) == ([], [2], [0, 1, 2])
+
+
+def test_a_hooked_write_without_a_partition_is_refused_rather_than_left_unstored() -> None:
+    async def scenario() -> None:
+        await produce_acked(_Producer(), "t", b"v", b"k", None, landed=lambda offset: None)  # type: ignore[arg-type]
+
+    with pytest.raises(ValueError, match="needs its partition"):
+        asyncio.run(scenario())

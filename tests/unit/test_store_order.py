@@ -148,3 +148,24 @@ def test_a_checkpoint_gives_up_after_the_flush_timeout_with_the_count_left() -> 
     processor = _processor(queue)  # type: ignore[arg-type]
     processor.flush_timeout = 0.2  # no deliveries thread runs: nothing is ever served
     assert processor._wait_delivered(queue) == 3  # type: ignore[arg-type]
+
+
+def test_the_deliveries_thread_outlives_a_callback_that_raises() -> None:
+    class _Raising(_Queue):
+        def poll(self, timeout: float) -> int:
+            if self.waiting == 2:
+                self.waiting -= 1
+                raise RuntimeError("a delivery callback failed")
+            return super().poll(timeout)
+
+    queue = _Raising(waiting=4)
+    processor = _processor(queue)  # type: ignore[arg-type]
+    processor.flush_timeout = 5.0  # a dead thread serves nothing more: the wait would give up with one left
+    deliveries = threading.Thread(target=processor._serve_deliveries, name="deliveries")
+    deliveries.start()
+    try:
+        remaining = processor._wait_delivered(queue)  # type: ignore[arg-type]
+    finally:
+        processor._closing.set()
+        deliveries.join(5)
+    assert remaining == 0

@@ -93,8 +93,10 @@ async def produce_acked(
     """Produce and wait for the acknowledgement; return the offset, or raise CheckpointError.
     ``landed``: run with the offset as the report is settled (module docstring); what it
     raises is raised here."""
-    if landed is None or partition is None:
+    if landed is None:
         return await (await _produce(producer, topic, value, key, partition, headers))
+    if partition is None:
+        raise ValueError(f"A write to {topic} with a landed hook needs its partition (the hook's store is one partition's).")
     async with _deliveries(asyncio.get_running_loop()).turn(topic, partition):
         acked = await _produce(producer, topic, value, key, partition, headers, landed)
     return await acked

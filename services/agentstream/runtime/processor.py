@@ -443,7 +443,10 @@ class Processor:
         producer = self._producer
         assert producer is not None
         while not self._closing.is_set():
-            producer.poll(0.05)
+            try:
+                producer.poll(0.05)
+            except Exception:  # a callback raised: log it and go on serving (no other thread does)
+                log.exception("%s: a delivery report's callback failed", self.name)
             if len(producer) == 0:
                 self._delivered.set()
 
@@ -723,7 +726,7 @@ class Processor:
             if self._reader is not None:
                 self._reader.close()
             if self._producer is not None and not self._failed:
-                self._producer.flush(self.flush_timeout)
+                self._wait_delivered(self._producer)  # the deliveries thread still runs: it serves them
             for hook in self._stop_hooks:
                 hook()
             self._closing.set()

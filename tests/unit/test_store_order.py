@@ -130,16 +130,21 @@ class _Queue:
         raise AssertionError("flush() serves reports on the caller's thread, beside the deliveries thread")
 
 
-def test_a_checkpoint_waits_for_the_deliveries_thread_to_serve_every_report_and_serves_none() -> None:
-    queue = _Queue(waiting=500)
-    processor = _processor(queue)  # type: ignore[arg-type]
+def _wait_beside_the_deliveries_thread(processor: Processor, queue: _Queue) -> int:
+    """``_wait_delivered`` while the processor's deliveries thread (named "deliveries") serves ``queue``."""
     deliveries = threading.Thread(target=processor._serve_deliveries, name="deliveries")
     deliveries.start()
     try:
-        remaining = processor._wait_delivered(queue)  # type: ignore[arg-type]
+        return processor._wait_delivered(queue)  # type: ignore[arg-type]
     finally:
         processor._closing.set()
         deliveries.join(5)
+
+
+def test_a_checkpoint_waits_for_the_deliveries_thread_to_serve_every_report_and_serves_none() -> None:
+    queue = _Queue(waiting=500)
+    processor = _processor(queue)  # type: ignore[arg-type]
+    remaining = _wait_beside_the_deliveries_thread(processor, queue)
     assert remaining == 0 and queue.served_on == {"deliveries"}
 
 
@@ -161,11 +166,5 @@ def test_the_deliveries_thread_outlives_a_callback_that_raises() -> None:
     queue = _Raising(waiting=4)
     processor = _processor(queue)  # type: ignore[arg-type]
     processor.flush_timeout = 5.0  # a dead thread serves nothing more: the wait would give up with one left
-    deliveries = threading.Thread(target=processor._serve_deliveries, name="deliveries")
-    deliveries.start()
-    try:
-        remaining = processor._wait_delivered(queue)  # type: ignore[arg-type]
-    finally:
-        processor._closing.set()
-        deliveries.join(5)
+    remaining = _wait_beside_the_deliveries_thread(processor, queue)
     assert remaining == 0

@@ -6,8 +6,9 @@ event loop, so all state is touched by one thread only.
 
 Commit order (periodically, on revocation and on shutdown):
 1. changelog records of buffered table writes are produced;
-2. the producer is flushed: outputs and changelog writes are acknowledged, or the
-   processor stops with CheckpointError and commits nothing;
+2. the producer's queue empties (its deliveries thread serves every report): outputs and
+   changelog writes are acknowledged, or the processor stops with CheckpointError and
+   commits nothing;
 3. source offsets are committed (up to the oldest record whose spawned work is running);
 4. the table writes and their changelog offsets are written to RocksDB.
 A kill -9 between any two steps loses no state update whose source offset was committed.

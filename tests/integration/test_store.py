@@ -87,7 +87,7 @@ def test_all_stores_read_through_one_block_cache_within_its_budget(tmp_path: Pat
         reads = sum(len(v) for store in stores for _, v in store.items())
         assert reads > BLOCK_CACHE_BYTES // 4  # the churn went through the cache
         assert {_cache(store, "capacity") for store in stores} == {BLOCK_CACHE_BYTES}
-        assert {_cache(store, "usage") for store in stores} == {_cache(stores[0], "usage")}  # one cache
+        assert _one_cache([_cache(store, "usage") for store in stores])
         assert 0 < _cache(stores[0], "usage") <= BLOCK_CACHE_BYTES
     finally:
         for store in stores:
@@ -104,10 +104,18 @@ def test_a_reopened_store_reads_through_the_shared_block_cache(tmp_path: Path) -
     try:
         assert len(list(stores[0].items())) == 50
         assert {_cache(store, "capacity") for store in stores} == {BLOCK_CACHE_BYTES}
-        assert _cache(stores[0], "usage") == _cache(stores[1], "usage") > 0  # one cache, holding what was read
+        assert _one_cache([_cache(store, "usage") for store in stores]) and _cache(stores[0], "usage") > 0  # holding what was read
     finally:
         for store in stores:
             store.close()
+
+
+def _one_cache(usages: list[int]) -> bool:
+    """Whether the stores' reports of their cache's usage are of one cache: read one after
+    the other, a RocksDB background thread may add or drop a block in between (the Tansu
+    pass of a CI run once read 16,193,028 and 16,193,029 bytes), while caches of their own
+    would each hold a different store's blocks (differing by a large share)."""
+    return max(usages) - min(usages) <= max(usages) // 100
 
 
 def _reopened(path: Path) -> PartitionStore:

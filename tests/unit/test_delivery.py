@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,15 @@ import pytest
 from agentstream.runtime import delivery
 from agentstream.runtime.delivery import produce_acked, produce_all_acked
 from agentstream.runtime.errors import CheckpointError
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Let the loop run until ``condition`` holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {condition}")
+        await asyncio.sleep(0.001)
 
 
 class _Record:
@@ -65,8 +75,7 @@ def test_every_report_of_a_batch_settles_its_own_write() -> None:
 
     async def scenario() -> list[object]:
         writes = [asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", n % 3)) for n in range(200)]  # type: ignore[arg-type]
-        while len(producer.callbacks) < len(writes):
-            await asyncio.sleep(0)  # let every write reach produce()
+        await _until(lambda: len(producer.callbacks) >= len(writes))  # every write reached produce()
         producer.acknowledge(failing={7})
         return await asyncio.gather(*writes, return_exceptions=True)
 
@@ -80,14 +89,12 @@ def test_reports_after_a_settled_batch_wake_the_loop_again() -> None:
 
     async def scenario() -> tuple[int, int]:
         first = asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", 0))  # type: ignore[arg-type]
-        while not producer.callbacks:
-            await asyncio.sleep(0)
+        await _until(lambda: bool(producer.callbacks))
         producer.acknowledge(failing=set())
         landed = await first
         producer.callbacks.clear()
         second = asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", 0))  # type: ignore[arg-type]
-        while not producer.callbacks:
-            await asyncio.sleep(0)
+        await _until(lambda: bool(producer.callbacks))
         producer.acknowledge(failing=set())
         return landed, await asyncio.wait_for(second, 5)
 
@@ -105,8 +112,7 @@ def test_records_produced_together_are_all_acknowledged_or_the_write_fails() -> 
         producer = _Producer()
         records: list[tuple[bytes | None, bytes | None]] = [(None, f"s/{n}".encode()) for n in range(5)]
         write = asyncio.ensure_future(produce_all_acked(producer, "c", records, 2))  # type: ignore[arg-type]
-        while len(producer.callbacks) < len(records):
-            await asyncio.sleep(0)
+        await _until(lambda: len(producer.callbacks) >= len(records))
         assert [partition for _, partition, _ in producer.callbacks] == [2] * len(records)
         producer.acknowledge(failing)
         return await write
@@ -141,8 +147,7 @@ def test_a_landed_hook_runs_as_its_report_is_settled_before_the_writer_wakes() -
             return offset
 
         write = asyncio.ensure_future(writer())
-        while not producer.callbacks:
-            await asyncio.sleep(0)
+        await _until(lambda: bool(producer.callbacks))
         producer.acknowledge(failing=set())
         return await write
 
@@ -154,8 +159,7 @@ async def _three_records_produced(producer: _Producer, landed: list[int]) -> asy
     """A write of three records to partition 0 whose hook appends to ``landed``, produced."""
     records: list[tuple[bytes | None, bytes | None]] = [(b"v", f"s/{n}".encode()) for n in range(3)]
     write = asyncio.ensure_future(produce_all_acked(producer, "c", records, 0, landed=landed.append))  # type: ignore[arg-type]
-    while len(producer.callbacks) < len(records):
-        await asyncio.sleep(0)
+    await _until(lambda: len(producer.callbacks) >= len(records))
     return write
 
 
@@ -180,8 +184,7 @@ def test_a_hook_that_raises_fails_its_write_and_a_write_given_up_runs_none() -> 
     async def raising() -> BaseException | int:
         producer = _Producer()
         write = asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", 0, landed=refuse))  # type: ignore[arg-type]
-        while not producer.callbacks:
-            await asyncio.sleep(0)
+        await _until(lambda: bool(producer.callbacks))
         producer.acknowledge(failing=set())
         return (await asyncio.gather(write, return_exceptions=True))[0]
 
@@ -192,8 +195,7 @@ def test_a_hook_that_raises_fails_its_write_and_a_write_given_up_runs_none() -> 
         producer = _Producer()
         landed: list[int] = []
         write = asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", 0, landed=landed.append))  # type: ignore[arg-type]
-        while not producer.callbacks:
-            await asyncio.sleep(0)
+        await _until(lambda: bool(producer.callbacks))
         write.cancel()  # the work went (its partition was revoked): nothing is stored for it
         await asyncio.gather(write, return_exceptions=True)
         producer.acknowledge(failing=set())

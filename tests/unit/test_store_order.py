@@ -16,7 +16,7 @@ from typing import Any
 
 from agentstream.runtime.processor import Processor
 
-from .test_delivery import _Producer
+from .test_delivery import _Producer, _until
 
 
 class _Store:
@@ -64,8 +64,7 @@ def test_a_partitions_writes_reach_its_store_in_offset_order_whatever_order_thei
         end = asyncio.ensure_future(processor.persist_all(
             table, [("d/run-a", 1), ("s/run-a/1", None), ("h/run-a", None)], partition=0))  # type: ignore[arg-type]
         step = asyncio.ensure_future(processor.persist(table, "s/run-b/1", "step", partition=0))  # type: ignore[arg-type]
-        while len(producer.callbacks) < 4:
-            await asyncio.sleep(0)
+        await _until(lambda: len(producer.callbacks) >= 4)
         producer.acknowledge(failing=set())  # one batch of reports: offsets 0-2 (the end), 3 (the step)
         await asyncio.gather(end, step)
 
@@ -79,8 +78,7 @@ def test_a_write_to_a_partition_revoked_meanwhile_is_not_stored() -> None:
 
     async def scenario() -> None:
         write = asyncio.ensure_future(processor.persist(table, "s/run-c/1", "step", partition=0))  # type: ignore[arg-type]
-        while not producer.callbacks:
-            await asyncio.sleep(0)
+        await _until(lambda: bool(producer.callbacks))
         table.stores[0] = _Store()  # revoked and assigned again: another store now
         producer.acknowledge(failing=set())
         await write
@@ -99,8 +97,7 @@ def test_a_write_retried_on_a_full_queue_keeps_its_records_together() -> None:
         end = asyncio.ensure_future(processor.persist_all(
             table, [("d/run-a", 1), ("h/run-a", None)], partition=0))  # type: ignore[arg-type]
         step = asyncio.ensure_future(processor.persist(table, "s/run-b/1", "step", partition=0))  # type: ignore[arg-type]
-        while len(producer.callbacks) < 3:
-            await asyncio.sleep(0.001)  # the refused record is produced again after the retry's pause
+        await _until(lambda: len(producer.callbacks) >= 3)  # the refused record is produced again after the retry's pause
         producer.acknowledge(failing=set())
         await asyncio.gather(end, step)
 

@@ -23,9 +23,9 @@ Every ``--sample-every`` seconds (default 10): the RSS of each worker (after a r
 process), the consumer lag of each group on its input topic (``runtime.lag``), and the keys and
 on-disk bytes of the dedupe tables: the router's and the supervisor's ``dedupe`` and the
 specialists' done markers (``d/…`` keys of ``checkpoints``; the bytes are the whole
-``checkpoints`` directory, in-flight step checkpoints included). Keys are counted by opening
-each partition's RocksDB read-only beside the running worker, so they are what the worker
-has flushed (at most one commit interval behind).
+``checkpoints`` directory, in-flight step checkpoints included). Keys are counted from each
+table's changelog topic, read on from the previous sample (``ChangelogKeys``): what the
+table holds durably, also while its worker restarts.
 
 Checks (exit status 1 if one fails; "n/a" when the run is too short to judge):
 
@@ -45,8 +45,9 @@ Checks (exit status 1 if one fails; "n/a" when the run is too short to judge):
   first and the second half of that span (bytes on disk are a sawtooth of about ten minutes,
   falling at each compaction: a median lands anywhere in it and a shorter window on its phase,
   so each half must be at least ``SAWTOOTH_SPAN_S``, two teeth, or the check is n/a);
-  the write-ahead log and RocksDB's info LOG, which a slowly written table fills towards their
-  caps for an hour or more, stay within the caps the store settings give (runtime/store.py).
+  RocksDB's info LOG, which a slowly written table fills towards its cap for an hour or more,
+  stays within the cap the store settings give (runtime/store.py), and so does the
+  write-ahead log (the stores write none since session 16: any there is a regression).
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ if __name__ == "__main__" and not __package__:
     # Run as a file (python bench/soak.py): the repository root importable, as with -m.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: E402
+
 from agentstream.client import new_task  # noqa: E402
+from agentstream.clients import reader_config  # noqa: E402
 from agentstream.settings import SCRIPTED_FAILURE_RATE_ENV  # noqa: E402
 from agentstream.runtime.lag import consumer_lag, end_offsets  # noqa: E402
 from agentstream.runtime.store import INFO_LOG_BYTES, INFO_LOG_FILES, MEMTABLE_BYTES  # noqa: E402
@@ -231,24 +235,59 @@ def _dir_bytes(path: Path) -> tuple[int, int, int, int]:
     return total, tables, wal, info
 
 
-def live_keys(table_dir: Path, prefix: bytes) -> int:
-    """Keys under ``prefix`` in every partition store of a table, opened read-only beside its
-    worker (RocksDB takes no lock for a read-only open; the WAL is replayed, so unflushed
-    memtable entries are counted too)."""
-    from rocksdict import AccessType, Options, Rdict
+class ChangelogKeys:
+    """The live keys under ``prefix`` of one table, from its changelog topic: each count reads
+    the records added since the last one (a value adds its key, a tombstone takes it away)
+    up to the ends of that moment. The changelog is what a restore would rebuild, so this is
+    the table as it stands durably, whether its worker is up or restarting; the workers keep
+    RocksDB's write-ahead log off (runtime/store.py), so their stores' files, opened beside
+    them, show only what a memtable flush wrote."""
 
-    count = 0
-    for partition in sorted(p for p in table_dir.iterdir() if p.is_dir()) if table_dir.exists() else []:
-        db = Rdict(str(partition), Options(raw_mode=True), access_type=AccessType.read_only())
-        try:
-            # Keys below \x01 are the store's metadata (its changelog offset).
-            for key in db.keys(from_key=prefix or b"\x01"):
-                if not bytes(key).startswith(prefix):
-                    break
-                count += 1
-        finally:
-            db.close()
-    return count
+    def __init__(self, bootstrap: str, topic: str, prefix: bytes) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.prefix = prefix
+        self.live: set[bytes] = set()
+        self._reader: Consumer | None = None
+        self._next: dict[int, int] = {}  # partition -> the offset after the last record read
+
+    def count(self, timeout: float = 30.0) -> int:
+        ends = {p: end for (_, p), end in end_offsets(self.bootstrap, [self.topic], timeout).items()}
+        reader = self._open(ends)
+        deadline = time.monotonic() + timeout
+        while any(self._next.get(p, 0) < end for p, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.topic} was not read to its ends {ends} within {timeout:.0f} s")
+            for msg in reader.consume(1000, 0.2):
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(f"reading {self.topic}: {msg.error()}")
+                    continue
+                self._apply(msg.key() or b"", msg.value())
+                self._next[msg.partition()] = msg.offset() + 1
+            for tp in reader.position([TopicPartition(self.topic, p) for p in ends]):
+                if tp.offset >= 0:  # past a compacted gap or a marker without a record there
+                    self._next[tp.partition] = max(self._next.get(tp.partition, 0), tp.offset)
+        return len(self.live)
+
+    def _open(self, ends: dict[int, int]) -> Consumer:
+        if self._reader is None:
+            self._reader = Consumer(reader_config(self.bootstrap))
+            self._reader.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(ends)])
+        return self._reader
+
+    def _apply(self, key: bytes, value: bytes | None) -> None:
+        if not key.startswith(self.prefix):
+            return
+        if value is None:
+            self.live.discard(key)
+        else:
+            self.live.add(key)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 class Sampler(threading.Thread):
@@ -265,18 +304,20 @@ class Sampler(threading.Thread):
         topology = stack.topology
         # A worker's state directory is the slot's (AgentStack), under which the service keeps
         # <agent>/<group>/<table>/<partition> (Service, Processor).
-        self.tables = {
-            f"{agent}.{table}": (stack.base / agent / agent / topology.group(agent) / table, prefix)
-            for agent, (table, prefix) in DEDUPE_TABLES.items()
-        }
-        table, prefix = SPECIALIST_DEDUPE
-        for agent in topology.specialist_types:
-            self.tables[f"{agent}.done"] = (stack.base / agent / agent / topology.group(agent) / table, prefix)
+        named = [(f"{agent}.{table}", agent, table, prefix) for agent, (table, prefix) in DEDUPE_TABLES.items()]
+        named += [(f"{agent}.done", agent, *SPECIALIST_DEDUPE) for agent in topology.specialist_types]
+        self.tables = {name: stack.base / agent / agent / topology.group(agent) / table for name, agent, table, _ in named}
+        self.keys = {name: ChangelogKeys(stack.bootstrap, topology.changelog_topic(agent, table), prefix)
+                     for name, agent, table, prefix in named}
 
     def run(self) -> None:
-        while not self._halt.is_set():
-            self.samples.append(self.sample())
-            self._halt.wait(self.interval)
+        try:
+            while not self._halt.is_set():
+                self.samples.append(self.sample())
+                self._halt.wait(self.interval)
+        finally:
+            for counter in self.keys.values():  # their readers are this thread's
+                counter.close()
 
     def sample(self) -> Sample:
         import psutil
@@ -291,10 +332,10 @@ class Sampler(threading.Thread):
                 self.errors["rss"] += 1  # killed between the listing and the read
         keys: dict[str, int | None] = {}
         sizes, tables, wals, infos = {}, {}, {}, {}
-        for name, (directory, prefix) in self.tables.items():
+        for name, directory in self.tables.items():
             try:
-                keys[name] = live_keys(directory, prefix)
-            except Exception as exc:  # rocksdict raises plain Exceptions (a file compacted away mid-open)
+                keys[name] = self.keys[name].count()
+            except Exception as exc:  # a broker busy with a rebalance may time out: a gap, not a failure
                 keys[name] = None
                 self.errors[f"keys {name}: {exc}"[:120]] += 1
             sizes[name], tables[name], wals[name], infos[name] = _dir_bytes(directory)

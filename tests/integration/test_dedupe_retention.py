@@ -200,8 +200,8 @@ def test_dedupe_table_stays_flat_over_a_long_run(bootstrap: str, tmp_path: Path,
     rate = tasks / seconds
     print(f"\n{tasks} tasks over {seconds:.0f} s ({rate:.1f}/s), dedupe retention {retention_s} s; "
           f"expired {router.service.processor.stats.expired}")
-    # RocksDB keeps puts and deletes in its write-ahead log until the memtable is flushed
-    # (64 MB by default); the bytes beside it are SST files and metadata.
+    # RocksDB keeps puts and deletes in the memtable until it is flushed (no write-ahead log:
+    # runtime/store.py; the WAL column shows any there would be); the bytes are SST files and metadata.
     print("   t(s)   keys   RocksDB bytes   of which WAL")
     for at, keys, size, wal in router.samples:
         print(f"{at:7.1f} {keys:6d} {size:15,d} {wal:14,d}")

@@ -223,6 +223,26 @@ def test_table_files_level_off_under_a_dedupe_churn(tmp_path: Path) -> None:
         store.close()
 
 
+def test_no_kind_of_write_goes_to_a_write_ahead_log_and_a_close_keeps_them_all(tmp_path: Path) -> None:
+    """The changelog is a store's log (runtime/store.py): its writes stay in the memtable,
+    none in RocksDB's own log, and a clean close flushes them to table files."""
+    path = tmp_path / "p0"
+    store = PartitionStore(path)
+    _churn(store, rounds=3)  # a checkpoint's flushes
+    store.put_all_durable([(b"w", VALUE), (b"k2-0", None)], 7)  # write-through records
+    store.put_durable(b"v", VALUE, 8)
+    store.apply_changelog([(b"r", VALUE)], 9)  # a restore
+    assert _memtables(store) > 0 and _wal_bytes(path) == 0, (_memtables(store), _wal_bytes(path))
+    keys = sorted(key for key, _ in store.items())
+    store.close()
+    reopened = PartitionStore(path)
+    try:
+        assert sorted(key for key, _ in reopened.items()) == keys and len(keys) == 49 + 3
+        assert reopened.changelog_offset == 9
+    finally:
+        reopened.close()
+
+
 def test_the_recorded_changelog_offset_is_what_the_store_holds_through_every_kind_of_write(tmp_path: Path) -> None:
     # put_durable keeps the recorded offset in memory (it used to read it back on every
     # write): each way of writing it, and a reopened store, must agree with RocksDB.

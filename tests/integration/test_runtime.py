@@ -163,7 +163,8 @@ def test_kill9_of_one_of_two_workers_loses_nothing(bootstrap: str, unique: str, 
 def test_a_worker_killed_with_9_starts_again_on_its_own_state_and_equals_its_changelog(
     bootstrap: str, unique: str, tmp_path: Path,
 ) -> None:
-    """A kill -9 leaves the stores as RocksDB recovers them (its write-ahead log replayed).
+    """A kill -9 leaves the stores as their last memtable flushes wrote them (no write-ahead
+    log: runtime/store.py; a store a few seconds old may hold nothing, and restores in full).
     What is left must be the table as of the changelog offset recorded with it, so that the
     next start replays the changelog from there: the table ends equal to the changelog, and
     no event is lost. (A recorded offset ahead of its writes loses counts here: seen with the

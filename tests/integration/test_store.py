@@ -9,6 +9,9 @@ disk for hours although the live data stayed small (seen in bench/soak.py).
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -303,5 +306,59 @@ def test_a_prefix_scan_lists_the_keys_of_its_prefix_in_order_and_stops_at_its_en
         assert [key for key, _ in store.scan(b"\xff")] == [b"\xff\xff"]
         assert [key for key, _ in store.scan(b"")] == sorted(keys)
         assert list(store.scan(b"s/t3/")) == []
+    finally:
+        store.close()
+
+
+_KILLED_WRITER = """
+import os, signal, sys, time
+from pathlib import Path
+from agentstream.runtime.store import PartitionStore
+
+store = PartitionStore(Path(sys.argv[1]))
+for offset in range(5):
+    store.put_all_durable([(b"before-%d" % offset, b"x" * 100)], offset)
+assert store.flush_if_older(age_s=0.0)
+deadline = time.monotonic() + 30
+while store._db.property_int_value("rocksdb.num-immutable-mem-table") or store._db.property_int_value(
+        "rocksdb.cur-size-active-mem-table") > 4096 or not store._db.property_int_value("rocksdb.total-sst-files-size"):
+    assert time.monotonic() < deadline, "the flush asked for did not reach a table file within 30 s"
+    time.sleep(0.01)
+for offset in range(5, 10):
+    store.put_all_durable([(b"after-%d" % offset, b"x" * 100)], offset)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_kill_9_leaves_the_writes_up_to_the_last_flush_with_their_offset(tmp_path: Path) -> None:
+    """No write-ahead log (runtime/store.py): a kill -9 loses the writes since the last memtable
+    flush, and what is left is the table as of the offset it records, which the next start
+    replays the changelog from."""
+    path = tmp_path / "p0"
+    done = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    store = PartitionStore(path)
+    try:
+        assert sorted(key for key, _ in store.items()) == [b"before-%d" % i for i in range(5)]
+        assert store.changelog_offset == 4
+    finally:
+        store.close()
+
+
+def test_a_stores_oldest_unflushed_write_is_flushed_once_it_is_old_enough(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0")
+    try:
+        assert not store.flush_if_older(age_s=0.0)  # nothing written: nothing to flush
+        store.put_all_durable([(b"a", VALUE)], 0)
+        written = time.monotonic()
+        assert not store.flush_if_older(age_s=60.0, now=written + 59.0)
+        store.put_all_durable([(b"b", VALUE)], 1)  # a later write does not make the oldest younger
+        assert store.flush_if_older(age_s=60.0, now=written + 60.5)
+        assert not store.flush_if_older(age_s=60.0, now=written + 200.0)  # flushed: nothing older left
+        deadline = time.monotonic() + 30  # the flush runs in RocksDB's background
+        while not _table_file_bytes(store):
+            assert time.monotonic() < deadline, "the flush asked for did not reach a table file within 30 s"
+            time.sleep(0.01)
+        assert sorted(key for key, _ in store.items()) == [b"a", b"b"]
     finally:
         store.close()

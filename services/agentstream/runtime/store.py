@@ -14,9 +14,16 @@ it recorded. That is the table as of that offset because a partition's writes re
 store in offset order: a checkpoint's flush writes the buffer with the checkpoint's offset,
 one at a time; a restore applies the changelog in order; and write-through records are
 stored as their delivery reports are settled, in offset order (runtime/processor.py
-``_store_landed``). The next start replays the changelog from the offset on disk (at most
-a memtable budget's worth of records). With the log on, each batch was also a write(2) to
-the log file: 8.8 against 5.4 µs of CPU per one-record batch (bench/RESULTS.md, session 15).
+``_store_landed``). The next start replays the changelog from the offset on disk. That is
+right only while the changelog still holds every tombstone written since that offset
+(``delete.retention.ms``, 7 days in the shipped topologies): a quiet store's writes could
+otherwise sit in its memtable for longer, and a replay from so old an offset would miss a
+delete the cleaner has dropped and bring the key back. So the owner of a store flushes it
+once its oldest unflushed write is ``MAX_UNFLUSHED_S`` old (:meth:`PartitionStore.flush_if_older`;
+Kafka Streams flushes its stores at every commit): what is on disk trails the store by about
+a minute at most, and a start after a kill -9 replays at most that, or a memtable. With the
+log on, each batch was also a write(2) to the log file: 8.4 against 4.9 µs of CPU per
+one-record batch (bench/RESULTS.md, sessions 15 and 16).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import functools
 import shutil
 import struct
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from pathlib import Path
@@ -66,6 +74,11 @@ BLOCK_CACHE_BYTES = 16 * 1024 * 1024  # per process, all stores together
 INFO_LOG_BYTES = 256 * 1024
 INFO_LOG_FILES = 2
 
+# A store's oldest write not yet in a table file is flushed once it is this old (module
+# docstring): far below any delete.retention.ms a topology should have, and one small table
+# file per store and minute at most.
+MAX_UNFLUSHED_S = 60.0
+
 DELETED = None  # a buffered delete
 Dumps = Callable[[Any], bytes]
 Loads = Callable[[bytes], Any]
@@ -90,6 +103,7 @@ class PartitionStore:
         # The recorded changelog offset, read once: every write of it goes through this
         # class, and a write-through put (several per task) would otherwise read it back.
         self._offset: int | None | object = _ABSENT
+        self._unflushed_since: float | None = None  # monotonic time of the oldest write only in a memtable
 
     # -- reads and writes from handlers ------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
@@ -157,7 +171,7 @@ class PartitionStore:
                 batch.put(key, value)
         if changelog_offset is not None:
             batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(changelog_offset))
-        self._db.write(batch, write_opt=_write_options())
+        self._write(batch)
         if changelog_offset is not None:
             self._offset = changelog_offset
         self._flushing = {}
@@ -187,7 +201,7 @@ class PartitionStore:
             else:
                 batch.put(key, value)
         batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(last_offset))
-        self._db.write(batch, write_opt=_write_options())
+        self._write(batch)
         self._offset = last_offset
 
     def put_durable(self, key: bytes, value: bytes | None, changelog_offset: int) -> None:
@@ -207,7 +221,7 @@ class PartitionStore:
         newer = recorded is None or changelog_offset > recorded
         if newer:
             batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(changelog_offset))
-        self._db.write(batch, write_opt=_write_options())
+        self._write(batch)
         if newer:
             self._offset = changelog_offset
 
@@ -230,6 +244,23 @@ class PartitionStore:
     def close(self) -> None:
         self._db.close()
 
+    def _write(self, batch: WriteBatch) -> None:
+        self._db.write(batch, write_opt=_write_options())
+        if self._unflushed_since is None:
+            self._unflushed_since = time.monotonic()
+
+    def flush_if_older(self, age_s: float | None = None, now: float | None = None) -> bool:
+        """Flush the memtable to a table file if its oldest write is ``age_s`` (default
+        ``MAX_UNFLUSHED_S``) old (module docstring); in RocksDB's background, not waited for.
+        True if a flush was asked for."""
+        since = self._unflushed_since
+        limit = MAX_UNFLUSHED_S if age_s is None else age_s
+        if since is None or (time.monotonic() if now is None else now) - since < limit:
+            return False
+        self._db.flush(wait=False)
+        self._unflushed_since = None
+        return True
+
     def reset(self) -> None:
         """Delete every entry (and the recorded changelog offset): the store restores from scratch."""
         if self._pending or self._flushing:
@@ -238,6 +269,7 @@ class PartitionStore:
         shutil.rmtree(self.path, ignore_errors=True)
         self._db = self._open(self.path)
         self._offset = None
+        self._unflushed_since = None
 
     @staticmethod
     def _open(path: Path) -> Rdict:

@@ -215,6 +215,7 @@ class LedgerReader:
         if self._store.dirty:
             self._store.begin_flush()
             self._store.finish_flush(None)  # the ledger and its positions in one write batch
+        self._store.flush_if_older()  # on disk within a minute: a kill -9 resumes from there (runtime/store.py)
 
     def _release_waits(self) -> None:
         for wait in [w for w in self._waits if w.marks is not None]:

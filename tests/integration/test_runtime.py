@@ -328,6 +328,50 @@ def _check_unacknowledged_write(bootstrap: str, broker_pid: int, unique: str, tm
         assert table[key] >= distinct, (key, table[key], distinct)
 
 
+def test_a_write_through_record_whose_writer_was_cancelled_is_stored_as_it_lands(
+    bootstrap: str, unique: str, tmp_path: Path,
+) -> None:
+    """A run stopped at its wall-clock limit while its step record was on its way: the
+    loop's timeout cancels the write, but the record lands in the changelog all the same, so
+    the store must hold it. It used to be left out while the partition's later writes were
+    stored, so the store's offset passed a record it lacked and no restart restored it: after
+    a kill -9 before the run's end write, a resume would not find the step (a side-effecting
+    tool's result among them: the tool would run again)."""
+    topic, group = f"cut-in-{unique}", f"cut-{unique}"
+    create_topics(bootstrap, [topic], partitions=1)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for n in range(20):
+        producer.produce(topic, str(n).encode(), b"k")
+    assert producer.flush(30) == 0
+    app = Processor("cut", bootstrap, group, tmp_path / "state")
+    steps = app.table("steps")
+    cancelled: list[bool] = []
+
+    @app.handler(topic)
+    async def step(value: bytes, ctx: MessageContext) -> None:
+        n = int(value)
+        write = asyncio.ensure_future(app.persist(steps, f"cut/{n}", n))
+        await asyncio.sleep(0)  # the write runs up to its produce() and awaits the acknowledgement
+        write.cancel()  # as the run's asyncio.timeout does
+        await asyncio.gather(write, return_exceptions=True)
+        cancelled.append(write.cancelled())
+        await app.persist(steps, f"kept/{n}", n)  # a later write of the partition, stored after it
+
+    runner = threading.Thread(target=lambda: asyncio.run(app.run()), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: len(cancelled) == 20, 60, "20 records handled")
+    finally:
+        app.stop()
+        runner.join(60)
+    assert not runner.is_alive()
+    assert cancelled == [True] * 20, "every cut write must have been cancelled before its acknowledgement"
+    changelog = latest_by_key(read_all(bootstrap, f"{group}.steps.changelog"))
+    assert sorted(k for k in changelog if k.startswith("cut/")) == sorted(f"cut/{n}" for n in range(20)), \
+        "the cancelled writes were produced and landed"
+    assert read_table_dir(tmp_path / "state", group, "steps") == changelog, "the store must equal its changelog"
+
+
 def test_max_inflight_caps_spawned_work_within_a_fetched_batch(bootstrap: str, unique: str, tmp_path: Path) -> None:
     """40 records on one partition come back in a fetch or a few; with max_inflight 3 no more than
     3 of their spawned loops may run at once, and all 40 still run."""

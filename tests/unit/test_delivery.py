@@ -177,7 +177,7 @@ def test_a_writes_hook_runs_once_with_its_last_offset_only_if_every_record_lande
     assert landed == [] and isinstance(outcome, CheckpointError) and "c[0]" in str(outcome)
 
 
-def test_a_hook_that_raises_fails_its_write_and_a_write_given_up_runs_none() -> None:
+def test_a_hook_that_raises_fails_its_write() -> None:
     def refuse(offset: int) -> None:
         raise OSError(f"store closed at {offset}")
 
@@ -191,18 +191,39 @@ def test_a_hook_that_raises_fails_its_write_and_a_write_given_up_runs_none() -> 
     outcome = asyncio.run(raising())
     assert isinstance(outcome, OSError) and "store closed at 0" in str(outcome)
 
-    async def given_up() -> list[int]:
+
+def test_a_write_whose_writer_was_cancelled_still_runs_its_hook_once_it_lands() -> None:
+    # A run stopped at its wall-clock limit mid-write: the record is in the changelog all
+    # the same, and its store must hold it (the hook declines a store no longer current).
+    async def given_up(failing: set[int]) -> tuple[list[int], bool]:
         producer = _Producer()
         landed: list[int] = []
         write = asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", 0, landed=landed.append))  # type: ignore[arg-type]
         await _until(lambda: bool(producer.callbacks))
-        write.cancel()  # the work went (its partition was revoked): nothing is stored for it
+        write.cancel()
         await asyncio.gather(write, return_exceptions=True)
-        producer.acknowledge(failing=set())
-        await asyncio.sleep(0)  # the batch's settling, had it been scheduled
-        return landed
+        producer.acknowledge(failing)
+        await _until(lambda: not delivery._deliveries(asyncio.get_running_loop())._reports)  # the batch is settled
+        return landed, write.cancelled()
 
-    assert asyncio.run(given_up()) == []
+    assert asyncio.run(given_up(set())) == ([0], True)
+    assert asyncio.run(given_up({0})) == ([], True)  # refused: nothing to store
+
+
+def test_a_write_of_several_records_whose_writer_was_cancelled_runs_its_hook_once_all_landed() -> None:
+    async def scenario(failing: set[int]) -> tuple[list[int], bool]:
+        producer = _Producer()
+        landed: list[int] = []
+        write = await _three_records_produced(producer, landed)
+        write.cancel()
+        await asyncio.gather(write, return_exceptions=True)
+        producer.acknowledge(set(failing), only=[0, 2])
+        producer.acknowledge(set(failing), only=[1])
+        await _until(lambda: not delivery._deliveries(asyncio.get_running_loop())._reports)  # the batch is settled
+        return landed, write.cancelled()
+
+    assert asyncio.run(scenario(set())) == ([2], True)
+    assert asyncio.run(scenario({1})) == ([], True)
 
 
 def test_a_writes_last_report_served_before_an_earlier_one_stores_the_write_once_all_landed() -> None:

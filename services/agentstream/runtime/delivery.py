@@ -7,7 +7,11 @@ only join the batch until the loop settles it. One wake-up per acknowledged reco
 handle and a pipe write each, and under load filled the self-pipe.
 
 A write may carry a ``landed`` hook, run with the record's offset as its report is settled,
-before the awaiting coroutine is woken. A batch is settled in the order librdkafka reported
+before the awaiting coroutine is woken, and also when nobody awaits it any more: a writer
+cancelled while its record was on its way (a run stopped at its wall-clock limit mid-write)
+left a record in the changelog all the same, and a store that skipped it while storing
+later offsets would never restore it (the hook itself declines a store no longer the
+partition's: Processor._store_landed). A batch is settled in the order librdkafka reported
 it; the coroutines resume in another order (one awaiting through ``gather`` an iteration
 later than one awaiting its future). The processor stores a write-through record in its
 hook: a store records the highest changelog offset it holds, and a later offset stored
@@ -22,6 +26,7 @@ with the partition's turn held, so no other write takes an offset between its re
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -30,6 +35,8 @@ from functools import partial
 from confluent_kafka import KafkaError, Message, Producer
 
 from agentstream.runtime.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 Landed = Callable[[int], None]  # run with the record's offset once the broker has it
 _Report = tuple["asyncio.Future[int]", "Landed | None", "KafkaError | None", Message]
@@ -109,32 +116,39 @@ async def produce_all_acked(
     """Produce ``(value, key)`` records to one partition, in order, and wait until every one
     is acknowledged; their offsets, or CheckpointError. With the idempotent producer
     (clients.py) they land in this order, so a later one landing means the earlier ones did.
-    ``landed``: run with the last offset as the last report is settled, if every earlier
-    record was acknowledged by then (else once all are: another thread may have served an
-    earlier report later)."""
+    ``landed``: run with the last record's offset once every record has landed, as the
+    report that completes them is settled (whichever thread served which report), also
+    when the writer was cancelled meanwhile; never if one was refused."""
     pending: list[asyncio.Future[int]] = []
-    ran: list[bool] = []  # the last record's hook ran ``landed``
+    together = _AllLanded(len(records), landed) if landed is not None else None
     async with _deliveries(asyncio.get_running_loop()).turn(topic, partition):
         for n, (value, key) in enumerate(records):
-            last = landed is not None and n == len(records) - 1
-            hook = partial(_after_all, list(pending), landed, ran) if last else None
+            hook = partial(together.one_landed, n) if together is not None else None
             pending.append(await _produce(producer, topic, value, key, partition, landed=hook))
     outcomes = await asyncio.gather(*pending, return_exceptions=True)  # every report read: none left unretrieved
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
-    if landed is not None and records and not ran:
-        landed(outcomes[-1])  # type: ignore[arg-type]
     return outcomes  # type: ignore[return-value]
 
 
-def _after_all(earlier: list[asyncio.Future[int]], landed: Landed, ran: list[bool], offset: int) -> None:
-    """``landed`` of a write's last record, if every record before it was acknowledged;
-    left to the writer (``ran`` stays empty) while one has no report yet, and not run at
-    all if one failed (the writer raises its error)."""
-    if all(future.done() and not future.cancelled() and future.exception() is None for future in earlier):
-        landed(offset)
-        ran.append(True)
+class _AllLanded:
+    """The hooks of a write's records: ``landed`` runs, with the last record's offset, in
+    the settling of the report that completes the set (reports are settled on the loop's
+    thread, one at a time). A refused record never lands: the write's hook never runs."""
+
+    def __init__(self, count: int, landed: Landed) -> None:
+        self._left = count
+        self._last = count - 1
+        self._last_offset = -1
+        self._landed = landed
+
+    def one_landed(self, index: int, offset: int) -> None:
+        self._left -= 1
+        if index == self._last:
+            self._last_offset = offset
+        if self._left == 0:
+            self._landed(self._last_offset)
 
 
 async def _produce(
@@ -154,16 +168,22 @@ async def _produce(
 
 
 def _settle(future: asyncio.Future[int], landed: Landed | None, err: KafkaError | None, msg: Message) -> None:
-    if future.done():  # its awaiter was cancelled: the record landed, but is left unstored
-        return
+    """Settle one report: its hook first if it landed, awaited or not (module docstring);
+    then its future, unless its awaiter was cancelled."""
     if err is not None:
-        future.set_exception(CheckpointError(f"write to {msg.topic()}[{msg.partition()}] was not acknowledged: {err}"))
+        if not future.done():
+            future.set_exception(CheckpointError(f"write to {msg.topic()}[{msg.partition()}] was not acknowledged: {err}"))
         return
     offset = msg.offset()
     if landed is not None:
         try:
             landed(offset)
         except Exception as exc:  # the awaiter gets it, as if it had run the hook itself
-            future.set_exception(exc)
+            if future.done():
+                log.error("A write to %s[%d] landed at offset %d after its writer was cancelled, and its hook "
+                          "failed: %s", msg.topic(), msg.partition(), offset, exc, exc_info=exc)
+            else:
+                future.set_exception(exc)
             return
-    future.set_result(offset)
+    if not future.done():
+        future.set_result(offset)

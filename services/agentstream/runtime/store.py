@@ -257,8 +257,9 @@ class PartitionStore:
         limit = MAX_UNFLUSHED_S if age_s is None else age_s
         if since is None or (time.monotonic() if now is None else now) - since < limit:
             return False
-        self._db.flush(wait=False)
+        # Cleared before the flush is asked for: a write between the two stays marked.
         self._unflushed_since = None
+        self._db.flush(wait=False)
         return True
 
     def reset(self) -> None:

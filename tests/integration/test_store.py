@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from agentstream.runtime import store as store_module
 from agentstream.runtime.expiry import Expiry
 from agentstream.runtime.store import (
     BLOCK_CACHE_BYTES, INFO_LOG_BYTES, INFO_LOG_FILES, MEMTABLE_BUDGET_BYTES, PartitionStore, _block_cache,
@@ -345,20 +348,57 @@ def test_a_kill_9_leaves_the_writes_up_to_the_last_flush_with_their_offset(tmp_p
         store.close()
 
 
-def test_a_stores_oldest_unflushed_write_is_flushed_once_it_is_old_enough(tmp_path: Path) -> None:
+class _Clock:
+    """A stand-in for the store module's ``time``: ``monotonic()`` reads ``now``."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_stores_oldest_unflushed_write_is_flushed_once_it_is_old_enough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock(1_000.0)
+    monkeypatch.setattr(store_module, "time", clock)  # the store's clock only: the writes' times are the test's
     store = PartitionStore(tmp_path / "p0")
     try:
         assert not store.flush_if_older(age_s=0.0)  # nothing written: nothing to flush
         store.put_all_durable([(b"a", VALUE)], 0)
-        written = time.monotonic()
-        assert not store.flush_if_older(age_s=60.0, now=written + 59.0)
+        assert not store.flush_if_older(age_s=60.0, now=1_059.0)
+        clock.now = 1_030.0
         store.put_all_durable([(b"b", VALUE)], 1)  # a later write does not make the oldest younger
-        assert store.flush_if_older(age_s=60.0, now=written + 60.5)
-        assert not store.flush_if_older(age_s=60.0, now=written + 200.0)  # flushed: nothing older left
+        assert store.flush_if_older(age_s=60.0, now=1_060.5), "60.5 s after the oldest write (30.5 after the newest)"
+        assert not store.flush_if_older(age_s=60.0, now=1_200.0)  # flushed: nothing older left
+        monkeypatch.undo()
         deadline = time.monotonic() + 30  # the flush runs in RocksDB's background
         while not _table_file_bytes(store):
             assert time.monotonic() < deadline, "the flush asked for did not reach a table file within 30 s"
             time.sleep(0.01)
         assert sorted(key for key, _ in store.items()) == [b"a", b"b"]
+    finally:
+        store.close()
+
+
+def test_no_flush_is_asked_for_while_one_is_under_way(tmp_path: Path) -> None:
+    """Asking RocksDB for a flush while one is under way blocks the caller until it ends
+    (a manual flush may not stall writes), and the caller is the event loop: the store
+    leaves its mark and asks at a later call instead."""
+    store = PartitionStore(tmp_path / "p0")
+    try:
+        caught = 0
+        for round_ in range(5):  # a flush of a few MB may end before the check: a few rounds catch one under way
+            store.put_all_durable([(f"{round_}/{n}".encode(), VALUE) for n in range(4_000)], round_)
+            store._db.flush(wait=False)  # what the memtable budget or a full memtable starts
+            store.put_all_durable([(f"{round_}/late".encode(), VALUE)], round_ + 100)
+            if store._db.property_int_value("rocksdb.num-immutable-mem-table"):
+                caught += 1
+                assert not store.flush_if_older(age_s=0.0), "asked for a flush while one was under way"
+            deadline = time.monotonic() + 30
+            while store._db.property_int_value("rocksdb.num-immutable-mem-table"):
+                assert time.monotonic() < deadline, "the flush under way did not end within 30 s"
+                time.sleep(0.01)
+            assert store.flush_if_older(age_s=0.0), "once it has ended, the store's mark makes the next call ask"
+        assert caught, "no round caught a flush under way: the test did not test"
     finally:
         store.close()

@@ -1,9 +1,13 @@
 """With no write-ahead log, a store's writes reach disk when its memtable is flushed; the
 processor asks every store it holds to flush once its oldest unflushed write is old
-(runtime/store.py ``MAX_UNFLUSHED_S``), after each checkpoint, so a start after a kill -9
-never replays from an offset older than the changelog's tombstones reach back."""
+(runtime/store.py ``MAX_UNFLUSHED_S``), after each periodic checkpoint and while every
+slot is taken (no checkpoint runs then), so a start after a kill -9 never replays from
+an offset older than the changelog's tombstones reach back."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 from agentstream.runtime.processor import Processor
 
@@ -29,3 +33,44 @@ def test_every_store_of_every_table_is_asked_with_one_reading_of_the_clock() -> 
     processor._flush_old_memtables()
     assert all(len(store.asked) == 1 for store in stores)
     assert len({store.asked[0] for store in stores}) == 1 and stores[0].asked[0] is not None
+
+
+def _processor_with_stores() -> tuple[Processor, list[_Store]]:
+    processor = Processor("flush", "localhost:9", "flush", "unused-state-dir")  # no I/O until run()
+    stores = [_Store(), _Store()]
+    processor.tables = {"dedupe": _Table(*stores)}  # type: ignore[dict-item]
+    return processor, stores
+
+
+def test_the_run_loops_checkpoint_asks_the_stores_also_when_it_has_nothing_to_commit() -> None:
+    processor, stores = _processor_with_stores()
+    processor._failed = True  # a failed worker commits nothing; its stores' files still keep up
+    asyncio.run(processor._periodic_checkpoint())
+    assert all(len(store.asked) == 1 for store in stores)
+
+
+def test_a_worker_whose_every_slot_is_taken_still_asks_its_stores() -> None:
+    """No checkpoint runs while long loops hold every slot (run() waits for one): the wait
+    asks the stores each time it wakes to beat."""
+    processor, stores = _processor_with_stores()
+    processor.health.stall_s = 0.03  # wakes every 10 ms
+
+    class _Full:
+        running = 1
+
+        def slot(self, limit: int) -> asyncio.Future[None]:
+            return asyncio.get_running_loop().create_future()  # never freed
+
+    processor._spawned = _Full()  # type: ignore[assignment]
+    processor.max_inflight = 1
+
+    async def scenario() -> None:
+        waiting = asyncio.create_task(processor._wait_for_slot())
+        deadline = time.monotonic() + 5
+        while not all(len(store.asked) >= 2 for store in stores):
+            assert time.monotonic() < deadline, "the stores were not asked while every slot was taken"
+            await asyncio.sleep(0.005)
+        assert not waiting.done()
+        waiting.cancel()
+
+    asyncio.run(scenario())

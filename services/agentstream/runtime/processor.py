@@ -383,8 +383,7 @@ class Processor:
                 elif idle_timeout is not None and now - self._last_activity >= idle_timeout and self._spawned.running == 0:
                     break
                 if now >= next_checkpoint:
-                    await self._checkpoint()
-                    self._flush_old_memtables()
+                    await self._periodic_checkpoint()
                     next_checkpoint = time.monotonic() + self.commit_interval
                 if now >= self._retention.next_due:
                     await self._retention.run_due(self.assigned_partitions(), lambda: self._failed)
@@ -405,6 +404,7 @@ class Processor:
                 return
             except TimeoutError:
                 self.health.beat()
+                self._flush_old_memtables()  # no checkpoint runs while every slot is taken
 
     def partition_lag(self) -> dict[TP, int]:
         """Records behind the end of each assigned partition, from what the consumer last
@@ -539,6 +539,14 @@ class Processor:
             plan = _CheckpointPlan([], plan.flushing)
         self._finish_checkpoint(plan)
         metrics.checkpoint_seconds().labels(self.name).observe(time.monotonic() - started)
+
+    async def _periodic_checkpoint(self) -> None:
+        """The run loop's checkpoint, then the flush of every store whose oldest unflushed
+        write is old (also when the checkpoint had nothing to do, or failed)."""
+        try:
+            await self._checkpoint()
+        finally:
+            self._flush_old_memtables()
 
     def _flush_old_memtables(self) -> None:
         """Each store's writes reach a table file within a minute: with no write-ahead log, a

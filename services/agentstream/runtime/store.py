@@ -20,8 +20,10 @@ right only while the changelog still holds every tombstone written since that of
 otherwise sit in its memtable for longer, and a replay from so old an offset would miss a
 delete the cleaner has dropped and bring the key back. So the owner of a store flushes it
 once its oldest unflushed write is ``MAX_UNFLUSHED_S`` old (:meth:`PartitionStore.flush_if_older`;
-Kafka Streams flushes its stores at every commit): what is on disk trails the store by about
-a minute at most, and a start after a kill -9 replays at most that, or a memtable. With the
+Kafka Streams flushes its stores at every commit; the processor asks after each periodic
+checkpoint, and every ``stall_s / 3`` while its slots are all taken): what is on disk trails
+the store by about a minute (plus the commit interval), and a start after a kill -9 replays
+at most that, or a memtable. With the
 log on, each batch was also a write(2) to the log file: 8.4 against 4.9 µs of CPU per
 one-record batch (bench/RESULTS.md, sessions 15 and 16).
 """
@@ -78,6 +80,7 @@ INFO_LOG_FILES = 2
 # docstring): far below any delete.retention.ms a topology should have, and one small table
 # file per store and minute at most.
 MAX_UNFLUSHED_S = 60.0
+_IMMUTABLE_MEMTABLES = "rocksdb.num-immutable-mem-table"  # memtables switched out and not yet flushed
 
 DELETED = None  # a buffered delete
 Dumps = Callable[[Any], bytes]
@@ -251,11 +254,16 @@ class PartitionStore:
 
     def flush_if_older(self, age_s: float | None = None, now: float | None = None) -> bool:
         """Flush the memtable to a table file if its oldest write is ``age_s`` (default
-        ``MAX_UNFLUSHED_S``) old (module docstring); in RocksDB's background, not waited for.
-        True if a flush was asked for."""
+        ``MAX_UNFLUSHED_S``) old (module docstring); in RocksDB's background, not waited for,
+        and not while an earlier flush is under way. True if a flush was asked for."""
         since = self._unflushed_since
         limit = MAX_UNFLUSHED_S if age_s is None else age_s
         if since is None or (time.monotonic() if now is None else now) - since < limit:
+            return False
+        if self._db.property_int_value(_IMMUTABLE_MEMTABLES):
+            # A flush is under way (the memtable budget's, or a full memtable's): asking for
+            # another would block until it ends (RocksDB does not let a manual flush stall
+            # writes). The mark stays: a later call asks once that one is done.
             return False
         # Cleared before the flush is asked for: a write between the two stays marked.
         self._unflushed_since = None

@@ -77,7 +77,7 @@ def test_the_transcript_holds_the_answer_that_was_still_on_its_way() -> None:
     assert [step["kind"] for step in steps] == ["model"] and steps[0]["text"] == "refunded"
 
 
-@pytest.mark.parametrize("end", ["completed", "answer refused", "crashed"])
+@pytest.mark.parametrize("end", ["completed", "answer refused", "head refused", "crashed"])
 def test_a_finished_run_leaves_no_cycle_for_the_collector(end: str) -> None:
     """RunSteps holds the run's DurableRun while it runs (its answer may be on its way), and
     the DurableRun holds the RunSteps through its persist: the end lets go, so a finished
@@ -88,6 +88,8 @@ def test_a_finished_run_leaves_no_cycle_for_the_collector(end: str) -> None:
         lifecycle, processor, agent, retries = heads._worker()
         if end == "answer refused":
             processor.gated, processor.refuse = ANSWER, True
+        if end == "head refused":  # the answer is produced behind it and lands: the head's refusal fails the run
+            processor.refuse = True
         runs: list[weakref.ref[Any]] = []
         run_once = agent.run
 
@@ -186,3 +188,26 @@ def test_a_run_whose_caller_does_not_await_its_last_record_returns_once_it_has_l
         return landed
 
     assert asyncio.run(scenario()) == [ckpt.step_key("t1", 0, 0)]
+
+
+def test_a_waited_record_behind_a_refused_one_leaves_no_cycle_for_the_collector() -> None:
+    """The refusal reaches the waited record's caller through its frames: none of them may
+    keep the run's writes (and through them the run) alive once the caller lets go."""
+
+    async def scenario() -> weakref.ref[Any]:
+        async def persist(key: str, value: dict[str, Any]) -> None:
+            if value["seq"] == 0:
+                raise RuntimeError("write to checkpoints[0] was not acknowledged")
+
+        run = DurableRun("t", 0, ckpt.Chain(), persist)
+        await run.record(lambda seq: {"seq": seq}, wait=False)  # a read-only turn's record, refused
+        with pytest.raises(StepNotRecorded, match="Step 0 of task t"):
+            await run.record(lambda seq: {"seq": seq})  # a reply calling tools waits for it
+        return weakref.ref(run)
+
+    gc.disable()
+    try:
+        run = asyncio.run(scenario())
+        assert run() is None, "the run is kept alive by a cycle through its refused writes"
+    finally:
+        gc.enable()

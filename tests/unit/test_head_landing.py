@@ -102,7 +102,7 @@ def _routed() -> tuple[dict[str, Any], MessageContext]:
     return dict(ends.TASK), MessageContext("in", 0, 7, b"s", (), 0)
 
 
-def test_the_first_model_call_runs_while_the_head_lands_and_its_record_waits_for_the_head() -> None:
+def test_the_first_model_call_runs_while_the_head_lands_and_its_record_follows_the_head_without_waiting() -> None:
     async def scenario() -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], _Agent]:
         lifecycle, processor, agent, _ = _worker()
         await lifecycle.on_routed(*_routed())
@@ -116,8 +116,11 @@ def test_the_first_model_call_runs_while_the_head_lands_and_its_record_waits_for
 
     before, trips, agent = asyncio.run(scenario())
     assert agent.head_stored_at_call is False, "the model was called while the head was still on its way"
-    assert before == [("produce", HEAD)], "no step record and no release before the head lands"
-    assert trips[:4] == [("produce", HEAD), ("persist", HEAD), ("release", None), ("persist", ckpt.step_key(RUN, 0, 0))]
+    # Produced behind the head (one partition: it lands after it), not waiting for it.
+    assert before[:2] == [("produce", HEAD), ("persist", ckpt.step_key(RUN, 0, 0))]
+    assert ("release", None) not in before, "the source offset is released only once the head has landed"
+    assert ("send_acked", "supervisor") not in before, "no result before the head has landed"
+    assert trips[len(before):len(before) + 3] == [("persist", HEAD), ("release", None), ("send_acked", "supervisor")]
 
 
 def test_a_copy_of_the_task_arriving_while_its_head_lands_is_a_duplicate() -> None:
@@ -148,7 +151,9 @@ def test_a_refused_head_fails_the_run_into_the_retry_chain_not_as_the_models_err
     [error] = retries.errors
     assert isinstance(error, StepNotRecorded) and f"head of task {RUN}" in str(error), error
     assert ("release", None) not in processor.trips, "the offset is released only when the work ends"
-    assert not any(kind == "persist" and key.startswith(ckpt.STEP) for kind, key in processor.trips[:-1])
+    # The run's record, produced behind the head, goes with it: no step outlives its head.
+    assert processor.trips[-1] == ("persist_all", [(ckpt.place_key(RUN), "s"), (ckpt.step_key(RUN, 0, 0), None),
+                                                   (HEAD, None)])
     assert RUN not in lifecycle.accepting, "a redelivered copy is accepted again"
 
 
@@ -198,6 +203,41 @@ def test_work_cancelled_while_its_head_lands_takes_the_write_along_and_a_copy_is
     assert ("persist", HEAD) not in processor.trips and ("release", None) not in processor.trips
     assert len(processor.spawned) == 1, "the redelivered copy started a run"
     processor.spawned.pop().close()
+
+
+def test_work_cancelled_while_its_head_lands_takes_the_runs_records_behind_it_along() -> None:
+    """The run's answer is produced behind the head without waiting for it; a head never
+    produced (it waited for the partition's turn) must not leave that record to land alone."""
+
+    class _BothOnTheirWay(_Processor):
+        async def persist(self, table: object, key: str, value: Any, partition: int | None = None) -> None:
+            if key != ckpt.step_key(RUN, 0, 0):
+                return await super().persist(table, key, value, partition)
+            self.trips.append(("produce", key))
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.trips.append(("cancelled", key))
+                raise
+            await super().persist(table, key, value, partition)
+
+    async def scenario() -> list[tuple[str, Any]]:
+        lifecycle, _, agent, _ = _worker()
+        processor = _BothOnTheirWay(lifecycle.checkpoints.partition(0))  # type: ignore[attr-defined]
+        processor.sent = lifecycle.service.processor.sent  # type: ignore[attr-defined]
+        lifecycle.app = lifecycle.service.processor = processor  # type: ignore[misc]
+        await lifecycle.on_routed(*_routed())
+        work = asyncio.ensure_future(processor.spawned.pop())
+        await _called(agent)
+        await _spin()  # the answer's record is on its way behind the head
+        assert ("produce", ckpt.step_key(RUN, 0, 0)) in processor.trips
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        await _spin()
+        return list(processor.trips)  # before asyncio.run cancels what is left
+
+    trips = asyncio.run(scenario())
+    assert ("cancelled", ckpt.step_key(RUN, 0, 0)) in trips, "the record behind the head went on alone"
 
 
 def test_a_run_failing_before_its_loop_goes_to_a_tier_only_once_its_head_has_landed() -> None:

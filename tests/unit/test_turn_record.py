@@ -256,18 +256,21 @@ def test_a_side_effecting_turn_is_still_recorded_before_the_next_model_call() ->
     assert asyncio.run(scenario()).tool_record_landed_at_call == [False, True]
 
 
-def test_a_refused_read_only_record_fails_the_run_at_its_next_record() -> None:
-    async def scenario() -> tuple[str, list[int]]:
+def test_a_refused_read_only_record_fails_the_run_at_its_next_wait() -> None:
+    async def scenario() -> tuple[str, list[dict[str, Any]]]:
         log = _Slow()
         log.refuse = True
         run, _, loop = _watched_run(log, [("lookup", {"invoice_id": "INV-1"})])
         with pytest.raises(StepNotRecorded) as refused:
             await asyncio.wait_for(landed_at_exit(run, loop), 10)  # bounded, as in the test above
-        return str(refused.value), [v["seq"] for v in log.records.values()]
+        return str(refused.value), list(log.records.values())
 
     error, landed = asyncio.run(scenario())
     assert error.startswith("Step 1 of task task-t could not be checkpointed: write to checkpoints")
-    assert landed == [0], "the second reply, answered after the refusal, was not written"
+    # The second reply's record was produced before the refusal was known: a resume's
+    # chain stops at the missing step 1 and never takes it.
+    assert [record["seq"] for record in landed] == [0, 2]
+    assert ckpt.rebuild([[0, 0]], landed).length == 1
 
 
 def test_a_run_that_stops_right_after_a_read_only_turn_returns_once_its_record_landed() -> None:
@@ -379,3 +382,39 @@ def test_a_refusal_that_lands_as_its_waiter_is_cancelled_is_still_reported_to_th
 
     with pytest.raises(StepNotRecorded, match="Step 0 of task task-t could not be checkpointed"):
         asyncio.run(scenario())
+
+
+def test_a_record_is_produced_while_the_one_before_it_lands_and_returns_once_both_have() -> None:
+    """Records of one run go to one partition in sequence order and land in it; a record
+    waits for the ones before it to land, not to be produced (bench/RESULTS.md, session 17)."""
+
+    async def scenario(refuse_first: bool) -> tuple[list[int], bool, BaseException | None]:
+        produced: list[int] = []
+        first_lands = asyncio.Event()
+
+        async def persist(key: str, value: dict[str, Any]) -> None:
+            produced.append(value["seq"])
+            if value["seq"] == 0:
+                await first_lands.wait()
+                if refuse_first:
+                    raise RuntimeError("write to checkpoints[0] was not acknowledged")
+
+        run = DurableRun(TASK["task_id"], 0, ckpt.Chain(), persist)
+        await run.record(lambda seq: {"seq": seq}, wait=False)
+        second = asyncio.create_task(run.record(lambda seq: {"seq": seq}))
+        await asyncio.wait_for(_produced(produced, 2), 5)  # bounded: a second record waiting for the first never comes
+        returned_before_the_first_landed = second.done()
+        first_lands.set()
+        outcome = (await asyncio.gather(second, return_exceptions=True))[0]
+        return produced, returned_before_the_first_landed, outcome if isinstance(outcome, BaseException) else None
+
+    produced, early, error = asyncio.run(scenario(refuse_first=False))
+    assert produced == [0, 1] and not early and error is None
+    produced, early, error = asyncio.run(scenario(refuse_first=True))
+    assert produced == [0, 1] and not early
+    assert isinstance(error, StepNotRecorded) and str(error).startswith("Step 0 of task task-t could not be checkpointed")
+
+
+async def _produced(produced: list[int], count: int) -> None:
+    while len(produced) < count:
+        await asyncio.sleep(0)

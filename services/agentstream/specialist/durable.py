@@ -20,10 +20,9 @@ returns, so once it has returned a kill -9 never runs it again. The results of c
 without side effects wait and go into the same record — the next side-effecting
 result's, or one at the end of the turn: a turn of two lookups is one record, not two.
 The end-of-turn record (read-only results only) is not waited for: the next model call
-starts while the broker acknowledges it, and the run's next record, or the end of the
-run (:func:`landed_at_exit`), or a loop stopping for a drain, waits for it first: records
-land and are noted in order, and a refused one fails the run at its next record (one model
-call later than before; that call's reply is not kept). A kill -9 before it lands — mid-turn,
+starts while the broker acknowledges it, and the run's next waited record, or the end of
+the run (:func:`landed_at_exit`), or a loop stopping for a drain, waits for it too: a refused
+one fails the run there (one model call later than before). A kill -9 before it lands — mid-turn,
 as before, or now also during the next model call — makes the resume run the turn's
 read-only calls again, with the model call that was in flight. The price: read-only calls
 run again after a kill — calls that by their own declaration change nothing, so only their
@@ -31,7 +30,17 @@ time is spent again.
 (Waiting for the end-of-turn record put one acknowledged write between every tool turn and
 the next model call: bench/RESULTS.md, session 12.) A new task's head is such a record
 too: the run starts with its write on its way (specialist/lifecycle.py _accept), and its
-first record waits for it.
+first waited record waits for it.
+
+Records do not wait for each other to be produced: each is produced at once, behind the
+run's records still on their way, and a waited one returns once it and every record
+before it have landed. One run's records go to one partition in sequence order (an
+idempotent producer), so they land in that order; should one be refused and a later one
+land, the chain rebuilt on a resume stops at the missing sequence number
+(checkpoint.rebuild) and never takes the later one, and the run, failed at its next wait,
+tombstones every key it wrote (the lifecycle's end). Waiting for each acknowledgement
+before producing the next put up to four round trips in a row on a task's path (the head,
+a reply, a read-only turn, the answer): bench/RESULTS.md, session 17.
 """
 
 from __future__ import annotations
@@ -84,7 +93,6 @@ class DurableRun:
         self.calls = 0  # complete() calls so far in this run, replayed ones included
         self.replayed_model_calls = 0
         self.new_model_calls = 0
-        self._lock = asyncio.Lock()  # sequence numbers are handed out in order
         # A record written without waiting, until it is awaited: from the start, the task's
         # head when its write may still be on its way (specialist/lifecycle.py _accept).
         self._landing: asyncio.Future[None] | None = landing
@@ -103,18 +111,25 @@ class DurableRun:
             raise TaskCanceled(cancel)
 
     async def record(self, make: Callable[[int], dict[str, Any]], *, wait: bool = True) -> None:
-        """Write the next step record. ``wait=False``: return at once (the write goes on in
-        a task of its own); the next record, or :meth:`landed`, waits for it."""
-        async with self._lock:
-            await self.landed()  # one written without waiting lands first: records land in order
-            seq = self.seq
-            self.seq += 1
-            write = self._write(seq, make)
-            if wait:
-                await write
-                return
-            self._landing = asyncio.create_task(write)
-            self._landing.add_done_callback(retrieved)  # a run that stops without awaiting it logs no warning
+        """Write the next step record: produced now, behind the run's records still on
+        their way (module docstring: records land in order without waiting for each
+        other). ``wait``: return once it and every record before it have landed (raise
+        StepNotRecorded if one was refused); ``wait=False``: return at once, the next
+        waited record, or :meth:`landed`, waits for it."""
+        seq = self.seq
+        self.seq += 1
+        previous = self._landing
+        # A task: its first step produces the record; tasks start in the order they are
+        # created, so the records are produced in sequence order (no await since ``seq``).
+        write = asyncio.ensure_future(self._write(seq, make))
+        landing = write if previous is None else asyncio.ensure_future(_in_order(previous, write))
+        landing.add_done_callback(retrieved)  # a run that stops without awaiting it logs no warning
+        self._landing = landing
+        # A refusal's traceback holds this frame while landed() raises it: it must not
+        # hold the writes too (a cycle the collector would have to find).
+        del previous, write, landing
+        if wait:
+            await self.landed()
 
     async def landed(self) -> None:
         """Return once the record written without waiting, if any, has landed; raise
@@ -177,6 +192,26 @@ def retrieved(landing: asyncio.Future[None]) -> None:
     """A done callback: reads the write's outcome, so a refusal nobody awaited logs no warning."""
     if not landing.cancelled():
         landing.exception()
+
+
+async def _in_order(previous: asyncio.Future[None], write: asyncio.Future[None]) -> None:
+    """A record's landing behind the records before it, over once both have settled: the
+    earlier refusal is the one raised (the run fails at its first missing step); the
+    write's own outcome is read either way."""
+    write.add_done_callback(retrieved)
+    try:
+        try:
+            await previous
+        except BaseException:
+            # The later record settles too before the refusal is told: once the run's
+            # landing is over, nothing of the run is still on its way (a drain, a failure).
+            await asyncio.wait([write])
+            raise
+        await write
+    finally:
+        # A refusal's traceback holds this frame, and the write holds the refusal: no
+        # cycle left for the collector (it would keep the run and its records).
+        del previous, write
 
 
 class DurableModel:

@@ -4,8 +4,10 @@
 - Acceptance is a write-through checkpoint head; once the broker has it, the source
   offset is released, so offsets keep advancing while long loops run. The head's write
   goes on while the task waits for its session's turn and its first model call runs: the
-  run's first record waits for it (records land in order), so a kill before it lands
-  repeats only that call, the task being redelivered from its uncommitted offset.
+  run's first record is produced behind it and waits for it too (specialist/durable.py:
+  records are produced without waiting for earlier ones to land, and land in order), so a
+  kill before it lands repeats only that call, the task being redelivered from its
+  uncommitted offset.
 - Every model reply and tool result is checkpointed before anything that depends on it
   (the read-only results of a turn in one record, landing while the next model call
   runs: specialist/durable.py); after a kill -9 or
@@ -215,16 +217,19 @@ class TaskLifecycle:
             except asyncio.CancelledError:
                 # The partition went (or a drain's grace ran out): the head's write goes with
                 # the work, as when it was awaited inline, and a copy redelivered here is
-                # accepted again.
+                # accepted again. So do the run's records produced behind it (DurableRun):
+                # one still waiting for the partition's turn behind an unproduced head would
+                # land without it.
                 accepted.cancel()
+                attempt.steps.cancel_writes()
                 raise
         finally:
             self._leave_or_keep(task, mine, verdict)
 
     def _write_head(self, task: Task, attempt: Attempt) -> asyncio.Future[None]:
         """Start the write of the task's checkpoint head. It lands while the task waits for
-        its session's turn and its first model call runs: the run's first record waits for
-        it (DurableRun: records land in order), and so does an end before the loop's (_fail)."""
+        its session's turn and its first model call runs: the run's first waited record waits
+        for it (DurableRun: records land in order), and so does an end before the loop's (_fail)."""
         run = ckpt.run_id(task)
         try:
             head = {"task": task, "epochs": attempt.steps.epochs, "offset": attempt.source.offset, "attempt": attempt.number,

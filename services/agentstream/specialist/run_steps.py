@@ -27,6 +27,7 @@ taken up again reads its checkpoint again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
@@ -46,6 +47,7 @@ class RunSteps:
     def __init__(self, epochs: list[list[int]], stored: Iterable[tuple[str, dict[str, Any]]] = ()) -> None:
         self.epochs = epochs  # the head's own list: a resume appends its epoch to it
         self._landing: Callable[[], Awaitable[None]] | None = None  # see wait_for
+        self._writing: set[asyncio.Task[Any]] = set()  # the tasks writing a step record now (cancel_writes)
         self.keys: list[str] = []
         self.records: list[dict[str, Any]] = []
         for key, record in stored:
@@ -57,6 +59,14 @@ class RunSteps:
         """The step records of ``run`` in its checkpoint (one partition's store)."""
         scanned = store.scan(ckpt.step_prefix(run).encode())
         return cls(epochs, ((key.decode(), json.loads(value)) for key, value in scanned))
+
+    def cancel_writes(self) -> None:
+        """Cancel the writes of step records still on their way (the run's work went with
+        its head's write, which may not have been produced yet: a record queued behind it
+        for the partition must not land without it). One already produced lands anyway."""
+        for writing in list(self._writing):
+            if writing is not asyncio.current_task():
+                writing.cancel()
 
     def wait_for(self, landing: Callable[[], Awaitable[None]] | None) -> None:
         """What :meth:`landed` awaits: the head's write until the run's loop starts, then the
@@ -76,10 +86,17 @@ class RunSteps:
         async def persist_step(key: str, record: dict[str, Any]) -> None:
             self.keys.append(key)
             self.records.append(record)  # a transcript sent while it lands holds it (lifecycle _finish)
+            writing = asyncio.current_task()
+            if writing is not None:
+                self._writing.add(writing)
             try:
                 await persist(key, record)
             except BaseException:
                 self.records.remove(record)
                 raise
+            finally:
+                self._writing.discard(writing)  # type: ignore[arg-type]
+                # A refusal's traceback holds this frame, and the task holds the refusal.
+                del writing
 
         return persist_step

@@ -67,6 +67,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,17 +310,23 @@ class Sampler(threading.Thread):
         named = [(f"{agent}.{table}", agent, table, prefix) for agent, (table, prefix) in DEDUPE_TABLES.items()]
         named += [(f"{agent}.done", agent, *SPECIALIST_DEDUPE) for agent in topology.specialist_types]
         self.tables = {name: stack.base / agent / agent / topology.group(agent) / table for name, agent, table, _ in named}
+        self.agents = ["router", *topology.specialist_types, "supervisor"]
+        self._pool: ThreadPoolExecutor  # run()'s, for the parts of each sample
         self.keys = {name: ChangelogKeys(stack.bootstrap, topology.changelog_topic(agent, table), prefix)
                      for name, agent, table, prefix in named}
 
     def run(self) -> None:
-        try:
-            while not self._halt.is_set():
-                self.samples.append(self.sample())
-                self._halt.wait(self.interval)
-        finally:
-            for counter in self.keys.values():  # their readers are this thread's
-                counter.close()
+        # The parts of a sample are read side by side: each may wait up to its timeout on a
+        # broker busy with a rebalance, and one after the other they once made a sample last
+        # longer than a test's late window (ci33 on Tansu: no sample landed in it).
+        with ThreadPoolExecutor(len(self.keys) + len(self.agents), thread_name_prefix="soak-sample") as self._pool:
+            try:
+                while not self._halt.is_set():
+                    self.samples.append(self.sample())
+                    self._halt.wait(self.interval)
+            finally:
+                for counter in self.keys.values():  # each count has ended: no reader is in use
+                    counter.close()
 
     def sample(self) -> Sample:
         import psutil
@@ -332,24 +339,37 @@ class Sampler(threading.Thread):
                 pids[slot], ages[slot] = proc.pid, now - proc.started
             except psutil.Error:
                 self.errors["rss"] += 1  # killed between the listing and the read
+        counts = {name: self._pool.submit(counter.count) for name, counter in self.keys.items()}
+        lags = self._lags(self._pool)
         keys: dict[str, int | None] = {}
         sizes, tables, wals, infos = {}, {}, {}, {}
         for name, directory in self.tables.items():
             try:
-                keys[name] = self.keys[name].count()
+                keys[name] = counts[name].result()
             except Exception as exc:  # a broker busy with a rebalance may time out: a gap, not a failure
                 keys[name] = None
                 self.errors[f"keys {name}: {exc}"[:120]] += 1
             sizes[name], tables[name], wals[name], infos[name] = _dir_bytes(directory)
-        return Sample(round(now - self.began, 1), rss, pids, ages, self.lag(), keys, sizes, wals, tables, infos)
+        return Sample(round(now - self.began, 1), rss, pids, ages, self._gather_lags(lags), keys, sizes, wals, tables, infos)
 
     def lag(self) -> dict[str, int | None]:
+        """Each group's input lag, read side by side."""
+        with ThreadPoolExecutor(len(self.agents), thread_name_prefix="soak-lag") as pool:
+            return self._gather_lags(self._lags(pool))
+
+    def _lags(self, pool: ThreadPoolExecutor) -> dict[str, Future[int]]:
         topology = self.stack.topology
+        return {agent: pool.submit(self._lag_of, topology.group(agent), topology.topic(topology.agent(agent).input))
+                for agent in self.agents}
+
+    def _lag_of(self, group: str, topic: str) -> int:
+        return sum(row.lag for row in consumer_lag(self.stack.bootstrap, group, [topic], 10))
+
+    def _gather_lags(self, lags: dict[str, Future[int]]) -> dict[str, int | None]:
         out: dict[str, int | None] = {}
-        for agent in ["router", *topology.specialist_types, "supervisor"]:
+        for agent, lag in lags.items():
             try:
-                rows = consumer_lag(self.stack.bootstrap, topology.group(agent), [topology.topic(topology.agent(agent).input)], 10)
-                out[agent] = sum(row.lag for row in rows)
+                out[agent] = lag.result()
             except Exception as exc:  # a broker busy with a rebalance may time out: a gap, not a failure
                 out[agent] = None
                 self.errors[f"lag {agent}: {exc}"[:120]] += 1

@@ -13,9 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agentstream.runtime import store as store_module
 from agentstream.runtime.expiry import Expiry
@@ -400,5 +403,57 @@ def test_no_flush_is_asked_for_while_one_is_under_way(tmp_path: Path) -> None:
                 time.sleep(0.01)
             assert store.flush_if_older(age_s=0.0), "once it has ended, the store's mark makes the next call ask"
         assert caught, "no round caught a flush under way: the test did not test"
+    finally:
+        store.close()
+
+
+_KEYS = [b"c/t1", b"c/t2", b"a/x:r:0", b"s/r/0", b"c", b"a/"]
+_PREFIXES = [b"c/", b"a/", b"s/", b"z/"]
+_OPS = st.lists(st.tuples(st.sampled_from(["put", "delete", "durable", "flush", "abort", "restore", "reset", "ask"]),
+                          st.sampled_from(_KEYS), st.sampled_from(_PREFIXES)), max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS)
+def test_may_hold_is_false_only_while_no_key_of_the_prefix_is_stored_buffered_or_flushing(tmp_path: Path, ops: list[tuple[str, bytes, bytes]]) -> None:
+    # Its answers are kept (a cancel is asked for at every step boundary): every kind of
+    # write after a False must turn it, or a reader would skip a key that is there.
+    store = PartitionStore(tmp_path / f"p{uuid.uuid4().hex}")
+    offset = 0
+    try:
+        for op, key, prefix in ops:
+            offset += 1
+            if op == "put":
+                store.put(key, b"v")
+            elif op == "delete":
+                store.delete(key)
+            elif op == "durable":
+                store.put_all_durable([(key, b"v"), (b"s/other", None)], offset)
+            elif op == "flush" and not store._flushing:
+                store.begin_flush()  # the flush's writes stay in flight until the next one ends
+            elif op == "abort" and store._flushing:
+                store.abort_flush() if offset % 2 else store.finish_flush(offset)
+            elif op == "restore":
+                store.apply_changelog([(key, b"v")], offset)
+            elif op == "reset" and not store._pending and not store._flushing:
+                store.reset()
+            elif op == "ask":
+                store.may_hold(prefix)  # answers kept from here on
+            for asked in _PREFIXES:
+                held = any(k.startswith(asked) for k, _ in store.items())
+                assert store.may_hold(asked) or not held, (asked, ops)
+    finally:
+        store.close()
+
+
+def test_may_hold_answers_from_the_store_once(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0")
+    try:
+        store.put_all_durable([(b"c/t1", b"v")], 1)
+        assert store.may_hold(b"c/") and not store.may_hold(b"a/")
+        store._db.put(b"a/behind-its-back", b"v")  # not through the store: the kept answer stands
+        assert not store.may_hold(b"a/")
+        store.put_all_durable([(b"c/t1", None)], 2)
+        assert store.may_hold(b"c/")  # a delete leaves True: read as before
     finally:
         store.close()

@@ -107,6 +107,9 @@ class PartitionStore:
         # class, and a write-through put (several per task) would otherwise read it back.
         self._offset: int | None | object = _ABSENT
         self._unflushed_since: float | None = None  # monotonic time of the oldest write only in a memtable
+        # may_hold's answers: a prefix under which nothing is stored (False) stays so until a
+        # key under it is written; one that held a key (True) stays True for the store's life.
+        self._holds: dict[bytes, bool] = {}
 
     # -- reads and writes from handlers ------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
@@ -137,6 +140,8 @@ class PartitionStore:
         if key[:1] == b"\x00":
             raise ProcessorError(f"Table key {key!r} starts with NUL, which is reserved for metadata.")
         self._pending[key] = (value, dumps)
+        if self._holds:
+            self._written(key)
 
     def delete(self, key: bytes) -> None:
         self._pending[key] = DELETED
@@ -152,6 +157,24 @@ class PartitionStore:
         for key, maybe in merged.items():
             if maybe is not None:
                 yield key, maybe
+
+    def may_hold(self, prefix: bytes) -> bool:
+        """False only if no key starting with ``prefix`` is stored, buffered or being flushed:
+        a reader that finds False skips the reads of keys under it (a cancel checked at every
+        step boundary, the approvals of a run: most partitions never hold one). Answered from
+        the store once, then kept: a write under the prefix turns False to True; deletes leave
+        True as it is (a prefix that held keys is read as before)."""
+        held = self._holds.get(prefix)
+        if held is None:
+            held = any(key.startswith(prefix) for key in (*self._pending, *self._flushing)) or \
+                next(self.scan(prefix), None) is not None
+            self._holds[prefix] = held
+        return held
+
+    def _written(self, key: bytes) -> None:
+        for prefix, held in self._holds.items():
+            if not held and key.startswith(prefix):
+                self._holds[prefix] = True
 
     # -- checkpoint --------------------------------------------------------------------
     def begin_flush(self) -> dict[bytes, bytes | None]:
@@ -206,6 +229,7 @@ class PartitionStore:
         batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(last_offset))
         self._write(batch)
         self._offset = last_offset
+        self._holds.clear()  # restored keys: may_hold asks the store again
 
     def put_durable(self, key: bytes, value: bytes | None, changelog_offset: int) -> None:
         """A write-through record the changelog has acknowledged at ``changelog_offset``."""
@@ -220,6 +244,8 @@ class PartitionStore:
                 batch.delete(key)
             else:
                 batch.put(key, value)
+                if self._holds:
+                    self._written(key)
         recorded = self.changelog_offset
         newer = recorded is None or changelog_offset > recorded
         if newer:
@@ -279,6 +305,7 @@ class PartitionStore:
         self._db = self._open(self.path)
         self._offset = None
         self._unflushed_since = None
+        self._holds.clear()
 
     @staticmethod
     def _open(path: Path) -> Rdict:

@@ -35,6 +35,7 @@ from agentstream.specialist.waiting import ApprovalDesk
 log = logging.getLogger(__name__)
 
 CANCEL = "c/"
+_CANCEL_PREFIX = CANCEL.encode()
 
 Resume = Callable[[dict[str, Any], int], None]  # (task head, partition)
 
@@ -59,8 +60,12 @@ class Cancellations:
         self.desk = desk
 
     def requested(self, task_id: str, partition: int) -> Mapping[str, Any] | None:
-        """The TaskCancel recorded for ``task_id``, or None."""
-        raw = self.checkpoints.partition(partition).get(cancel_key(task_id).encode())
+        """The TaskCancel recorded for ``task_id``, or None. Asked at every step boundary: a
+        partition that holds no cancel at all answers without a read (may_hold)."""
+        store = self.checkpoints.partition(partition)
+        if not store.may_hold(_CANCEL_PREFIX):
+            return None
+        raw = store.get(cancel_key(task_id).encode())
         return None if raw is None else json.loads(raw)  # type: ignore[no-any-return]
 
     async def on_cancel(self, cancel: dict[str, Any], ctx: MessageContext) -> None:

@@ -52,6 +52,7 @@ from agentstream.specialist import checkpoint as ckpt
 log = logging.getLogger(__name__)
 
 APPROVAL = "a/"
+_APPROVAL_PREFIX = APPROVAL.encode()
 WAITING = "w/"
 WAITING_SESSION = "ws/"  # not under ``w/``: a scan of the markers does not list these
 WAITING_STATE = "WAITING_INPUT"
@@ -109,7 +110,10 @@ class ApprovalDesk:
         run = ckpt.run_id(task)
         prefix = approval_key(approval_prefix(self.agent_type, run))
         decided: dict[tuple[int, int], dict[str, Any]] = {}
-        for _, value in self.checkpoints.partition(partition).scan(prefix.encode()):
+        store = self.checkpoints.partition(partition)
+        if not store.may_hold(_APPROVAL_PREFIX):  # most partitions hold no approval: no scan per run
+            return ApprovalGate(self.policies, self.describe, decided)
+        for _, value in store.scan(prefix.encode()):
             record = json.loads(value)
             if record["run"] == run:
                 decided[(int(record["step"]), int(record["index"]))] = record

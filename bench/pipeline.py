@@ -803,7 +803,10 @@ def profile_pipeline(variant: Variant, tap: Tap, producer: Producer, level: int,
     finally:
         for _, spy in spies.values():
             stop_profiler(spy)
-    out: dict[str, Any] = {"offered_per_s": rate, "achieved_per_s": result.achieved_per_s, "thread_cpu_s": result.thread_cpu_s}
+    # The level's own task count (rate x seconds, not an at-once run's): per-task figures
+    # are its CPU over these (session 16's notes divided by the at-once run's 1,500).
+    out: dict[str, Any] = {"offered_per_s": rate, "achieved_per_s": result.achieved_per_s, "tasks": result.tasks,
+                           "thread_cpu_s": result.thread_cpu_s}
     for name, (path, _) in spies.items():
         if path.exists():
             out[name] = {"file": str(path.relative_to(REPO)), **summarize_profile(path)}
@@ -812,13 +815,15 @@ def profile_pipeline(variant: Variant, tap: Tap, producer: Producer, level: int,
 
 def print_profile(profile: dict[str, Any]) -> None:
     print(f"\npy-spy --gil profiles (250 Hz, samples of the thread holding the GIL) at {profile['offered_per_s']:,.0f} "
-          f"tasks/s offered, {profile['achieved_per_s']:,.0f} achieved:")
+          f"tasks/s offered, {profile['achieved_per_s']:,.0f} achieved, {profile.get('tasks', 0):,} tasks:")
     for name, summary in profile.items():
         if not isinstance(summary, dict) or "samples" not in summary:
             continue
         total = summary["samples"] or 1
         busiest = ", ".join(f"{t} {cpu:.2f}" for t, cpu in list(profile["thread_cpu_s"].get(name, {}).items())[:4])
-        print(f"  {name}: {summary['samples']} samples in {summary['file']}; CPU s by thread: {busiest}")
+        main_us = 1e6 * profile["thread_cpu_s"].get(name, {}).get("main", 0.0) / max(1, profile.get("tasks", 0))
+        print(f"  {name}: {summary['samples']} samples in {summary['file']}; CPU s by thread: {busiest} "
+              f"(main: {main_us:,.0f} us per task)")
         for title in ("threads", "inclusive", "self"):
             print(f"    by {title}:")
             for what, count in summary[title][:12]:

@@ -27,7 +27,7 @@ from agentstream.settings import (
     SCRIPTED_FAULTS_ENV,
     SCRIPTED_LATENCY_ENV,
 )
-from agentstream.tier import as_tier
+from agentstream.tier import Tier, as_tier
 
 
 class ModelChains:
@@ -39,10 +39,19 @@ class ModelChains:
         self.controls = controls
         self.fixed = fixed  # tests inject one model for every tier
         self._chains: dict[str, Model] = {}
+        # Per tier (None: the default's), resolved once: model_for reads the environment
+        # and parses the id, and a task asks several times (its RUNNING event, its chain).
+        self._ids: dict[Tier | None, str] = {}
 
     def model_id(self, tier: str | None) -> str:
         """The model of ``tier``; an unknown tier gets the default tier's."""
-        return self.fixed.model_id if self.fixed is not None else self.settings.model_for(as_tier(tier))
+        if self.fixed is not None:
+            return self.fixed.model_id
+        known = as_tier(tier)  # a key from the tiers only: a task's tier is its sender's text
+        model_id = self._ids.get(known)
+        if model_id is None:
+            model_id = self._ids[known] = self.settings.model_for(known)
+        return model_id
 
     def model_ids(self) -> list[str]:
         if self.fixed is not None:

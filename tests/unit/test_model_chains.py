@@ -22,6 +22,7 @@ from agentstream.errors import ConfigurationError
 from agentstream.models import Message, ScriptedModel
 from agentstream.models.config import ModelSettings
 from agentstream.models.errors import ModelServerError
+from agentstream.settings import MODEL_ENV
 from agentstream.specialist.model_chains import ModelChains
 
 CONVERSATION = [Message("system", "You are the billing support specialist."), Message("user", "Refund INV-1002")]
@@ -87,3 +88,13 @@ def test_chain_refuses_models_guarded_already() -> None:
     plane = ModelControls(ControlSettings(), clock=ManualClock())
     with pytest.raises(ConfigurationError, match=r"guarded already.*pass the bare models"):
         plane.chain([plane.guard(ScriptedModel())])
+
+
+def test_each_tier_gets_its_model_and_any_other_text_the_default_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+    settings = ModelSettings(models={"simple": "scripted:small", "standard": "scripted:default", "complex": "scripted:big"})
+    chains = ModelChains(settings, ModelControls(ControlSettings()))
+    asked = ["simple", "complex", None, "standard", *(f"tier-{i}" for i in range(50)), "simple"]
+    assert [chains.model_id(tier) for tier in asked] == [
+        "scripted:small", "scripted:big", "scripted:default", "scripted:default", *["scripted:default"] * 50, "scripted:small"]
+    assert len(chains._ids) <= 4  # the tiers and the default: a sender's text is no key

@@ -123,6 +123,12 @@ def _terms(text: str) -> set[str]:
 
 def _score(terms: set[str], article: dict[str, Any]) -> int:
     # Title and tags are written to be searched, so a hit there counts double.
-    strong = _terms(article["title"] + " " + " ".join(article["tags"]))
-    weak = _terms(article["summary"])
+    strong, weak = _article_terms(article["title"] + " " + " ".join(article["tags"]), article["summary"])
     return sum(2 if term in strong else 1 if term in weak else 0 for term in terms)
+
+
+@functools.cache
+def _article_terms(searched: str, summary: str) -> tuple[frozenset[str], frozenset[str]]:
+    """An article's terms, found once per process (the data never changes): every query
+    took them apart again, the largest cost of a search."""
+    return frozenset(_terms(searched)), frozenset(_terms(summary))

@@ -4,6 +4,8 @@ the question and tool-call/result pairs stay intact."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +21,7 @@ from agentstream.controls import (
 from agentstream.errors import ConfigurationError
 from agentstream.models import Message, ModelResponse, ToolCall, Usage
 from agentstream.models.errors import ModelServerError
-from agentstream.specialist.history import SUMMARY_PREFIX, HistoryCompressor, is_summary
+from agentstream.specialist.history import SUMMARY_PREFIX, HistoryCompressor, estimate_message_tokens, is_summary
 
 SYSTEM = Message("system", "You are the billing support specialist.")
 FILLER = "x" * 400  # ~100 tokens
@@ -136,3 +138,12 @@ def test_settings_are_checked() -> None:
         HistoryCompressor(0, 2, Summarizer())
     with pytest.raises(ConfigurationError, match="keep_recent"):
         HistoryCompressor(100, -1, Summarizer())
+
+
+def test_a_tool_calls_estimate_counts_its_arguments_as_the_standard_library_spells_them() -> None:
+    # Compression decisions of a resumed run must not change with the worker's version:
+    # the arguments' text is json.dumps(arguments, default=str), spaces, escapes and all.
+    arguments = {"query": "café refund", "when": datetime.date(2026, 12, 3), "ids": [1, 2.5, None], "deep": {"a": True}}
+    message = Message("assistant", "checking", tool_calls=(ToolCall("c1", "search_kb", arguments),))
+    chars = len("checking") + len("search_kb") + len(json.dumps(arguments, default=str))
+    assert estimate_message_tokens(message) == chars // 4 + 4

@@ -44,6 +44,10 @@ SUMMARIZER_PROMPT = (
 # history cannot itself overflow the summariser's context window.
 _TRANSCRIPT_MESSAGE_CHARS = 4_000
 _MESSAGE_OVERHEAD_TOKENS = 4
+# json.dumps(arguments, default=str), built once: json.dumps builds an encoder per call
+# when given options, half the cost of a small call's estimate. The text, and so every
+# estimate (whether a conversation is compressed), is the same.
+_ARGUMENTS_JSON = json.JSONEncoder(default=str)
 
 Turn = list[Message]
 
@@ -51,7 +55,7 @@ Turn = list[Message]
 def estimate_message_tokens(message: Message) -> int:
     """About four characters per token, plus the framing every message costs."""
     chars = len(message.content or "")
-    chars += sum(len(call.name) + len(json.dumps(call.arguments, default=str)) for call in message.tool_calls)
+    chars += sum(len(call.name) + len(_ARGUMENTS_JSON.encode(call.arguments)) for call in message.tool_calls)
     return chars // 4 + _MESSAGE_OVERHEAD_TOKENS
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -455,5 +456,25 @@ def test_may_hold_answers_from_the_store_once(tmp_path: Path) -> None:
         assert not store.may_hold(b"a/")
         store.put_all_durable([(b"c/t1", None)], 2)
         assert store.may_hold(b"c/")  # a delete leaves True: read as before
+    finally:
+        store.close()
+
+
+def test_may_hold_keeps_no_answer_read_across_a_restore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A restore runs on an executor thread and may land between may_hold's read and its
+    # keeping the answer: here it lands inside the read (the read saw none of its keys).
+    store = PartitionStore(tmp_path / "p0")
+    read = store.scan
+
+    def read_then_restore(prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        found = list(read(prefix, start))
+        store.apply_changelog([(b"c/t1", b"v")], 1)
+        return iter(found)
+
+    try:
+        monkeypatch.setattr(store, "scan", read_then_restore)
+        assert not store.may_hold(b"c/"), "the read before the restore found nothing"
+        monkeypatch.setattr(store, "scan", read)
+        assert store.may_hold(b"c/"), "a False read across a restore was kept: the restored cancel would be skipped"
     finally:
         store.close()

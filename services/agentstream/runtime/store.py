@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import shutil
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -109,7 +110,12 @@ class PartitionStore:
         self._unflushed_since: float | None = None  # monotonic time of the oldest write only in a memtable
         # may_hold's answers: a prefix under which nothing is stored (False) stays so until a
         # key under it is written; one that held a key (True) stays True for the store's life.
+        # A restore (apply_changelog, reset) runs on an executor thread, possibly while the
+        # loop asks (a partition kept for one topic while another's is assigned): it forgets
+        # the answers and bumps the generation, so an answer computed across it is not kept.
         self._holds: dict[bytes, bool] = {}
+        self._holds_generation = 0
+        self._holds_lock = threading.Lock()
 
     # -- reads and writes from handlers ------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
@@ -163,18 +169,29 @@ class PartitionStore:
         a reader that finds False skips the reads of keys under it (a cancel checked at every
         step boundary, the approvals of a run: most partitions never hold one). Answered from
         the store once, then kept: a write under the prefix turns False to True; deletes leave
-        True as it is (a prefix that held keys is read as before)."""
+        True as it is (a prefix that held keys is read as before). Every write checks the
+        prefixes answered False, so they are meant to be a small fixed set."""
         held = self._holds.get(prefix)
         if held is None:
+            generation = self._holds_generation
             held = any(key.startswith(prefix) for key in (*self._pending, *self._flushing)) or \
                 next(self.scan(prefix), None) is not None
-            self._holds[prefix] = held
+            with self._holds_lock:
+                if generation == self._holds_generation:  # no restore ran while it was read
+                    self._holds[prefix] = held
         return held
 
     def _written(self, key: bytes) -> None:
-        for prefix, held in self._holds.items():
+        # A copy: a restore on the executor thread may clear the answers meanwhile.
+        for prefix, held in list(self._holds.items()):
             if not held and key.startswith(prefix):
                 self._holds[prefix] = True
+
+    def _forget_holds(self) -> None:
+        """Restored or reset keys: may_hold asks the store again."""
+        with self._holds_lock:
+            self._holds_generation += 1
+            self._holds.clear()
 
     # -- checkpoint --------------------------------------------------------------------
     def begin_flush(self) -> dict[bytes, bytes | None]:
@@ -229,7 +246,7 @@ class PartitionStore:
         batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(last_offset))
         self._write(batch)
         self._offset = last_offset
-        self._holds.clear()  # restored keys: may_hold asks the store again
+        self._forget_holds()
 
     def put_durable(self, key: bytes, value: bytes | None, changelog_offset: int) -> None:
         """A write-through record the changelog has acknowledged at ``changelog_offset``."""
@@ -305,7 +322,7 @@ class PartitionStore:
         self._db = self._open(self.path)
         self._offset = None
         self._unflushed_since = None
-        self._holds.clear()
+        self._forget_holds()
 
     @staticmethod
     def _open(path: Path) -> Rdict:

@@ -319,14 +319,14 @@ class Sampler(threading.Thread):
         # The parts of a sample are read side by side: each may wait up to its timeout on a
         # broker busy with a rebalance, and one after the other they once made a sample last
         # longer than a test's late window (ci33 on Tansu: no sample landed in it).
-        with ThreadPoolExecutor(len(self.keys) + len(self.agents), thread_name_prefix="soak-sample") as self._pool:
-            try:
+        try:
+            with ThreadPoolExecutor(len(self.keys) + len(self.agents), thread_name_prefix="soak-sample") as self._pool:
                 while not self._halt.is_set():
                     self.samples.append(self.sample())
                     self._halt.wait(self.interval)
-            finally:
-                for counter in self.keys.values():  # each count has ended: no reader is in use
-                    counter.close()
+        finally:
+            for counter in self.keys.values():  # the pool has joined: no count is still reading
+                counter.close()
 
     def sample(self) -> Sample:
         import psutil

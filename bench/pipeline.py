@@ -803,9 +803,10 @@ def profile_pipeline(variant: Variant, tap: Tap, producer: Producer, level: int,
     finally:
         for _, spy in spies.values():
             stop_profiler(spy)
-    # The level's own task count (rate x seconds, not an at-once run's): per-task figures
-    # are its CPU over these (session 16's notes divided by the at-once run's 1,500).
-    out: dict[str, Any] = {"offered_per_s": rate, "achieved_per_s": result.achieved_per_s, "tasks": result.tasks,
+    # The level's own tasks through (not an at-once run's 1,500, which session 16's notes
+    # divided by, nor those offered: a level that saturates leaves some behind): per-task
+    # figures are its CPU over these.
+    out: dict[str, Any] = {"offered_per_s": rate, "achieved_per_s": result.achieved_per_s, "tasks": result.received,
                            "thread_cpu_s": result.thread_cpu_s}
     for name, (path, _) in spies.items():
         if path.exists():
@@ -815,7 +816,7 @@ def profile_pipeline(variant: Variant, tap: Tap, producer: Producer, level: int,
 
 def print_profile(profile: dict[str, Any]) -> None:
     print(f"\npy-spy --gil profiles (250 Hz, samples of the thread holding the GIL) at {profile['offered_per_s']:,.0f} "
-          f"tasks/s offered, {profile['achieved_per_s']:,.0f} achieved, {profile.get('tasks', 0):,} tasks:")
+          f"tasks/s offered, {profile['achieved_per_s']:,.0f} achieved, {profile.get('tasks', 0):,} tasks through:")
     for name, summary in profile.items():
         if not isinstance(summary, dict) or "samples" not in summary:
             continue

@@ -803,9 +803,8 @@ def profile_pipeline(variant: Variant, tap: Tap, producer: Producer, level: int,
     finally:
         for _, spy in spies.values():
             stop_profiler(spy)
-    # The level's own tasks through (not an at-once run's 1,500, which session 16's notes
-    # divided by, nor those offered: a level that saturates leaves some behind): per-task
-    # figures are its CPU over these.
+    # Per-task figures are this level's CPU over its own tasks through: not an at-once
+    # run's count, nor those offered (a level that saturates leaves some behind).
     out: dict[str, Any] = {"offered_per_s": rate, "achieved_per_s": result.achieved_per_s, "tasks": result.received,
                            "thread_cpu_s": result.thread_cpu_s}
     for name, (path, _) in spies.items():

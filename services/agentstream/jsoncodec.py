@@ -26,7 +26,8 @@ nothing already written, hashed or compared changes meaning:
   a big int, a float below 1e-4, spelt ``1e-05``/``1e-5`` differently) takes the standard path.
   The one type orjson writes natively that ``default=str`` spells otherwise is a plain
   ``enum.Enum`` member (not a str or int enum), which JSON-decoded values (a provider's tool
-  arguments, a checkpoint's) never hold.
+  arguments, a checkpoint's) never hold. ``canonical_without_numbers``: the same bytes for a
+  value without numbers, without the float check (a scan of every byte).
 """
 
 from __future__ import annotations
@@ -100,6 +101,18 @@ def canonical(value: Any) -> bytes:
     if encoded is None or _may_spell_a_float_otherwise(encoded):
         return _STD_CANONICAL.encode(value).encode()
     return encoded
+
+
+def canonical_without_numbers(value: Any) -> bytes:
+    """``canonical(value)`` for a value the caller knows holds no number (strings, None,
+    booleans, and lists and str-keyed dicts of them: a conversation message's text parts).
+    Without a float there is nothing orjson could spell differently, so the float check,
+    which scans every byte of the output, is not made (it was most of a request digest's
+    cost: a message's text is most of its bytes). Every other rule of ``canonical`` holds."""
+    try:
+        return orjson.dumps(value, default=_refuse, option=_CANONICAL)
+    except orjson.JSONEncodeError:  # a str subclass (default=str), a lone surrogate: the standard path
+        return _STD_CANONICAL.encode(value).encode()
 
 
 def _may_spell_a_float_otherwise(encoded: bytes) -> bool:

@@ -55,6 +55,32 @@ def test_canonical_is_the_standard_librarys_bytes_for_any_json_value(value: Any)
     assert jsoncodec.canonical(value) == _std_canonical(value)
 
 
+# Text that reads like a float the two encoders spell differently: only a number may be
+# spelt otherwise, never a string's text (the float check would have sent these to the
+# standard library).
+_FLOATLIKE_TEXT = st.sampled_from(["1e-05", "0.00001", "1e+16", "1e16", "10e0", "0.0000"]) | st.text(
+    st.characters(blacklist_categories=("Cs",)))
+_NUMBERLESS = st.recursive(
+    st.none() | st.booleans() | _FLOATLIKE_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_FLOATLIKE_TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_NUMBERLESS)
+def test_canonical_without_numbers_is_the_standard_librarys_bytes_for_a_value_without_numbers(value: Any) -> None:
+    assert jsoncodec.canonical_without_numbers(value) == _std_canonical(value)
+
+
+def test_canonical_without_numbers_takes_the_standard_path_for_a_str_subclass() -> None:
+    class Role(str):
+        pass
+
+    value = [Role("user"), "1e+16", None, [], {"b": True, "a": "0.00001"}]
+    assert jsoncodec.canonical_without_numbers(value) == _std_canonical(value) == jsoncodec.canonical(value)
+
+
 @settings(max_examples=400, deadline=None)
 @given(_VALUES)
 def test_whatever_dumps_writes_loads_reads_back_exactly(value: Any) -> None:
@@ -133,6 +159,35 @@ def test_request_digests_match_those_older_workers_recorded() -> None:
     ]
     assert ckpt.request_summary(messages, [{"name": "lookup_invoice"}])["digest"] == "c16b6895332dd010"
     assert ckpt.request_summary(messages[:2], [])["digest"] == "c2adb28972e9a748"
+
+
+def _whole_digest(messages: list[Message]) -> str:
+    """The request digest as it was computed before it was incremental: over the whole list."""
+    import hashlib
+    items = [[m.role, m.content, [[c.name, c.arguments] for c in m.tool_calls], m.tool_call_id] for m in messages]
+    return hashlib.sha256(_std_canonical(items)).hexdigest()[:16]
+
+
+_MESSAGES = st.builds(
+    Message, st.sampled_from(["system", "user", "assistant", "tool"]), st.none() | st.text(max_size=8),
+    st.lists(st.builds(ToolCall, st.text(max_size=4), st.text(max_size=4), st.dictionaries(st.text(max_size=4), _VALUES,
+                                                                                            max_size=3)),
+             max_size=2).map(tuple),
+    st.none() | st.text(max_size=4),
+)
+# A run's calls: each either adds messages to the previous call's conversation (the same
+# objects, as the loop does) or rewrites it from some point on (history compression).
+_CALLS = st.lists(st.tuples(st.booleans(), st.integers(min_value=0, max_value=6), st.lists(_MESSAGES, max_size=3)),
+                  min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_CALLS)
+def test_a_runs_incremental_request_digests_are_those_of_the_whole_conversation(calls: list[Any]) -> None:
+    summaries, conversation = ckpt.RequestSummaries(), []
+    for rewrites, keep, added in calls:
+        conversation = (conversation[:keep] if rewrites else list(conversation)) + added
+        assert summaries.summary(conversation, [])["digest"] == _whole_digest(conversation)
 
 
 @pytest.mark.parametrize("value", [

@@ -95,18 +95,57 @@ class Timing:
 def request_summary(messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The essentials of a model request: its size, a digest of the whole conversation
     (equal digests: the model saw the same thing), the tools offered and the newest message."""
-    # canonical: the bytes json.dumps(sort_keys, compact, ensure_ascii=False, default=str)
-    # wrote, so the digests of transcripts older workers recorded still compare.
-    canonical = jsoncodec.canonical(
-        [[m.role, m.content, [[c.name, c.arguments] for c in m.tool_calls], m.tool_call_id] for m in messages]
-    )
-    newest = messages[-1] if messages else None
-    return {
-        "messages": len(messages),
-        "digest": hashlib.sha256(canonical).hexdigest()[:_DIGEST_HEX],
-        "tools": sorted(str(t.get("name")) for t in tools),
-        "newest": None if newest is None else {"role": newest.role, "content": (newest.content or "")[:_NEWEST_CHARS]},
-    }
+    return RequestSummaries().summary(messages, tools)
+
+
+def _canonical_messages(messages: Sequence[Message]) -> bytes:
+    """The canonical JSON of a list of messages, in one encoder call."""
+    items = [[m.role, m.content, [[c.name, c.arguments] for c in m.tool_calls], m.tool_call_id] for m in messages]
+    if all(not m.tool_calls and (m.content is None or type(m.content) is str) for m in messages):
+        return jsoncodec.canonical_without_numbers(items)  # text only: no float to check for
+    return jsoncodec.canonical(items)
+
+
+class RequestSummaries:
+    """request_summary for the successive calls of one run, each hashing only the messages
+    the conversation gained since the previous call.
+
+    The digest is the sha256 of the canonical JSON of the list of messages (the bytes
+    json.dumps(sort_keys, compact, ensure_ascii=False, default=str) wrote, so the digests of
+    transcripts older workers recorded still compare). A compact list is ``[`` + its items'
+    JSON joined by ``,`` + ``]``, so the hash state after the messages a call shares with
+    the previous one (the same objects: a Message is frozen) is continued, not redone — a
+    run's calls resend the whole history, and rehashing it made the digest grow with the
+    square of a run's length. A conversation that history compression rewrote starts over.
+    """
+
+    def __init__(self) -> None:
+        self._hashed: list[Message] = []  # the messages the state has taken in, in order
+        self._state = hashlib.sha256(b"[")
+
+    def summary(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        newest = messages[-1] if messages else None
+        return {
+            "messages": len(messages),
+            "digest": self._digest(messages),
+            "tools": sorted(str(t.get("name")) for t in tools),
+            "newest": None if newest is None else {"role": newest.role, "content": (newest.content or "")[:_NEWEST_CHARS]},
+        }
+
+    def _digest(self, messages: Sequence[Message]) -> str:
+        hashed = self._hashed
+        if len(messages) < len(hashed) or any(m is not h for m, h in zip(messages, hashed)):
+            hashed = self._hashed = []
+            self._state = hashlib.sha256(b"[")
+        added = messages[len(hashed):]
+        if added:
+            if hashed:
+                self._state.update(b",")
+            self._state.update(memoryview(_canonical_messages(added))[1:-1])  # the items, without [ ]
+            hashed.extend(added)
+        whole = self._state.copy()
+        whole.update(b"]")
+        return whole.hexdigest()[:_DIGEST_HEX]
 
 
 def _timed(record: dict[str, Any], timing: Timing | None) -> dict[str, Any]:

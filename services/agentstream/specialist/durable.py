@@ -93,6 +93,7 @@ class DurableRun:
         self.calls = 0  # complete() calls so far in this run, replayed ones included
         self.replayed_model_calls = 0
         self.new_model_calls = 0
+        self.requests = ckpt.RequestSummaries()  # what each new model call was asked, for the transcript
         # A record written without waiting, until it is awaited: from the start, the task's
         # head when its write may still be on its way (specialist/lifecycle.py _accept).
         self._landing: asyncio.Future[None] | None = landing
@@ -247,7 +248,7 @@ class DurableModel:
         timing = ckpt.Timing(began, round((time.monotonic() - clock) * 1000))
         self.run.new_model_calls += 1
         self.run.last_text = response.text or self.run.last_text
-        request = ckpt.request_summary(messages, tools)  # for the task's transcript
+        request = self.run.requests.summary(messages, tools)  # for the task's transcript
         # A reply's tools run once it has landed. A reply without tool calls (the answer, or
         # a history summary) is awaited by what depends on it: the next model call, or the
         # end of the run before the result (landed_at_exit, the lifecycle's _finish).

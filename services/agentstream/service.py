@@ -35,6 +35,7 @@ class Service:
     # Per-record costs paid once (issue #18): a topology is immutable once loaded, yet each
     # lookup through it costs ~2 us (pydantic's __getattr__ for its private topic map).
     _topic_names: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _input_topic: str = field(default="", init=False, repr=False)
     _headers: list[tuple[str, bytes]] | None = field(default=None, init=False, repr=False)
     _headers_of: str = field(default="", init=False, repr=False)  # the version _headers carry
 
@@ -58,7 +59,9 @@ class Service:
 
     @property
     def input_topic(self) -> str:
-        return self.topology.topic(self.topology.agent(self.agent).input)
+        if not self._input_topic:
+            self._input_topic = self.topology.topic(self.topology.agent(self.agent).input)
+        return self._input_topic
 
     def table(self, name: str) -> Table:
         """A table declared for this agent in the topology, with its changelog topic."""

@@ -86,12 +86,18 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         if weights is not None and record["open"] is not None:
             pin(record["open"], canaries, weights.weight)
 
+    destinations: dict[tuple[str, str | None], tuple[str, str]] = {}  # the topology is immutable: looked up once
+
     def destination(decided: dict[str, Any], agent_type: str) -> tuple[str, str]:
         """The topic of the version the task's copy for ``agent_type`` goes to (its pin), and
         how the event names it."""
         variant = pinned_variant(decided, agent_type)
-        topic = topology.version_topic(agent_type, variant)
-        return topic, agent_type if topic == topology.specialist_topic(agent_type) else f"{agent_type}({variant})"
+        found = destinations.get((agent_type, variant))
+        if found is None:
+            topic = topology.version_topic(agent_type, variant)
+            named = agent_type if topic == topology.specialist_topic(agent_type) else f"{agent_type}({variant})"
+            found = destinations[agent_type, variant] = (topic, named)
+        return found
 
     def mark(partition: int) -> int:
         """Now, but later than every earlier mark of the partition (session_gate.missed)."""

@@ -243,6 +243,28 @@ def _token_series(agent: str, model: str) -> tuple[Histogram, Histogram, Counter
     return usage.labels(agent, model, "input"), usage.labels(agent, model, "output"), model_cost().labels(agent, model)
 
 
+@cache
+def _stage_series(stage: str, status: str) -> Histogram:
+    return stage_duration().labels(stage, status)
+
+
+@cache
+def _run_series(agent: str, variant: str, version: str, status: str) -> tuple[Histogram, Counter]:
+    return agent_steps().labels(agent, status, version), specialist_runs().labels(agent, variant, version, status)
+
+
+@cache
+def _result_series(stage: str, status: str, tenant: str) -> tuple[Counter, Histogram, Histogram, Counter]:
+    # A child per tenant, as the tenant's families keep one: the cache holds no more.
+    return (task_results().labels(stage, status, tenant), task_duration().labels(status),
+            task_cost().labels(status), tenant_cost().labels(tenant))
+
+
+@cache
+def _inflight_series(agent: str) -> Gauge:
+    return inflight_loops().labels(agent)
+
+
 FAMILIES = (
     retries, dead_letters, parked, rebalances, restore_seconds, checkpoint_seconds, task_results, task_duration,
     task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tenant_spend_today,
@@ -268,17 +290,18 @@ def register_all() -> None:
 def task_result(stage: str, result: Mapping[str, Any]) -> None:
     """A TaskResult was published by ``stage``: count it, its latency and its cost."""
     status = str(result["status"])
-    task_results().labels(stage, status, str(result.get("tenant_id") or "")).inc()
+    results, duration, costs, tenant_costs = _result_series(stage, status, str(result.get("tenant_id") or ""))
+    results.inc()
     completed, submitted = result.get("completed_at"), result.get("submitted_at")
     if isinstance(completed, int) and isinstance(submitted, int) and completed >= submitted:
-        task_duration().labels(status).observe((completed - submitted) / 1000)
+        duration.observe((completed - submitted) / 1000)
     cost = float((result.get("usage") or {}).get("cost_usd") or 0.0)
-    task_cost().labels(status).observe(cost)
-    tenant_cost().labels(str(result.get("tenant_id") or "")).inc(cost)
+    costs.observe(cost)
+    tenant_costs.inc(cost)
 
 
 def stage_done(stage: str, status: str, started_ms: int, finished_ms: int) -> None:
-    stage_duration().labels(stage, status).observe(max(0, finished_ms - started_ms) / 1000)
+    _stage_series(stage, status).observe(max(0, finished_ms - started_ms) / 1000)
 
 
 def specialist_run(result: Mapping[str, Any], steps: int) -> None:
@@ -286,8 +309,9 @@ def specialist_run(result: Mapping[str, Any], steps: int) -> None:
     model turns and its duration."""
     agent, status = str(result["agent_type"]), str(result["status"])
     version = str(result.get("behavior_version") or "")
-    agent_steps().labels(agent, status, version).observe(steps)
-    specialist_runs().labels(agent, str(result.get("variant") or "live"), version, status).inc()
+    steps_series, runs_series = _run_series(agent, str(result.get("variant") or "live"), version, status)
+    steps_series.observe(steps)
+    runs_series.inc()
     stage_done(agent, status, int(result["started_at"]), int(result["finished_at"]))
 
 
@@ -298,7 +322,7 @@ def canary_weight(agent: str, weight: float) -> None:
 @contextmanager
 def loop_running(agent: str) -> Iterator[None]:
     """Inside the block, the loop counts in ``agentstream_inflight_loops``."""
-    gauge = inflight_loops().labels(agent)
+    gauge = _inflight_series(agent)
     gauge.inc()
     try:
         yield

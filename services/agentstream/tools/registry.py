@@ -32,6 +32,9 @@ _SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool
 _SUPPORTED = "str, int, float, bool, Literal[...] of str, list[...] of those, and Optional[...] of any of them"
 # Models often emit an id such as an order number as a JSON number; accept it for a str.
 _LENIENT = ConfigDict(coerce_numbers_to_str=True)
+# What a tool's non-str result is shown to the model as: json.dumps(ensure_ascii=False,
+# default=str), built once (json.dumps with options builds an encoder per call).
+_RESULT_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
 _ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 
 
@@ -219,7 +222,7 @@ class ToolRegistry:
         return list(await asyncio.gather(*(self.call(name, args, timeout_s) for name, args in calls)))
 
     def _render(self, value: Any) -> str:
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        text = value if isinstance(value, str) else _RESULT_JSON.encode(value)
         if len(text) > self.max_result_chars:
             return text[: self.max_result_chars] + f"... [truncated, {len(text)} characters in all]"
         return text

@@ -241,7 +241,7 @@ def test_no_kind_of_write_goes_to_a_write_ahead_log_and_a_close_keeps_them_all(t
     _churn(store, rounds=3)  # a checkpoint's flushes
     store.put_all_durable([(b"w", VALUE), (b"k2-0", None)], 7)  # write-through records
     store.put_durable(b"v", VALUE, 8)
-    store.apply_changelog([(b"r", VALUE)], 9)  # a restore
+    store.apply_changelog([(9, b"r", VALUE)], 9)  # a restore
     assert _memtables(store) > 0 and _wal_bytes(path) == 0, (_memtables(store), _wal_bytes(path))
     keys = sorted(key for key, _ in store.items())
     store.close()
@@ -266,7 +266,7 @@ def test_the_recorded_changelog_offset_is_what_the_store_holds_through_every_kin
     store.begin_flush()
     store.finish_flush(9)
     assert store.changelog_offset == 9
-    store.apply_changelog([(b"d", b"4")], 12)
+    store.apply_changelog([(12, b"d", b"4")], 12)
     assert store.changelog_offset == 12
     store.close()
     reopened = PartitionStore(path)
@@ -435,7 +435,7 @@ def test_may_hold_is_false_only_while_no_key_of_the_prefix_is_stored_buffered_or
             elif op == "abort" and store._flushing:
                 store.abort_flush() if offset % 2 else store.finish_flush(offset)
             elif op == "restore":
-                store.apply_changelog([(key, b"v")], offset)
+                store.apply_changelog([(offset, key, b"v")], offset)
             elif op == "reset" and not store._pending and not store._flushing:
                 store.reset()
             elif op == "ask":
@@ -443,6 +443,27 @@ def test_may_hold_is_false_only_while_no_key_of_the_prefix_is_stored_buffered_or
             for asked in _PREFIXES:
                 held = any(k.startswith(asked) for k, _ in store.items())
                 assert store.may_hold(asked) or not held, (asked, ops)
+    finally:
+        store.close()
+
+
+def test_a_restore_brings_back_no_value_the_loop_has_since_overwritten(tmp_path: Path) -> None:
+    # A restore on the executor thread may apply a changelog batch after the loop landed
+    # newer writes of its keys (a partition kept for one topic while another topic's is
+    # assigned): what the store recorded wins; the batch adds only what is newer.
+    store = PartitionStore(tmp_path / "p0")
+    try:
+        store.put_durable(b"t/task", b"head", 100)  # write-through: the head ...
+        store.put_durable(b"s/task/1", b"step", 104)
+        store.put_durable(b"t/task", None, 105)  # ... and its tombstone at the run's end
+        store.apply_changelog([(100, b"t/task", b"head"), (104, b"s/task/1", b"step")], 104)
+        assert store.get(b"t/task") is None and store.get(b"s/task/1") == b"step"
+        assert store.changelog_offset == 105
+        store.put(b"k", b"new")  # a checkpoint's flush, acknowledged up to 110
+        store.begin_flush()
+        store.finish_flush(110)
+        store.apply_changelog([(107, b"k", b"old"), (111, b"later", b"v")], 111)
+        assert store.get(b"k") == b"new" and store.get(b"later") == b"v" and store.changelog_offset == 111
     finally:
         store.close()
 
@@ -468,7 +489,7 @@ def test_may_hold_keeps_no_answer_read_across_a_restore(tmp_path: Path, monkeypa
 
     def read_then_restore(prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         found = list(read(prefix, start))
-        store.apply_changelog([(b"c/t1", b"v")], 1)
+        store.apply_changelog([(1, b"c/t1", b"v")], 1)
         return iter(found)
 
     try:

@@ -109,7 +109,7 @@ def _read_into(
     counts = dict.fromkeys(targets, 0)
     if not open_partitions:
         return counts
-    pending: dict[_TP, list[tuple[bytes, bytes | None]]] = {tp: [] for tp in open_partitions}
+    pending: dict[_TP, list[tuple[int, bytes, bytes | None]]] = {tp: [] for tp in open_partitions}
     last_offset: dict[_TP, int] = {}
     reader.assign([TopicPartition(t, p, start_offsets[(t, p)]) for t, p in sorted(open_partitions)])
     try:
@@ -132,7 +132,7 @@ def _read_into(
                     open_partitions.discard(tp)  # the end moved back: nothing more to read
                     continue
                 if msg.key() is not None:
-                    pending[tp].append((msg.key(), msg.value()))
+                    pending[tp].append((msg.offset(), msg.key(), msg.value()))
                 last_offset[tp] = msg.offset()
                 counts[tp] += 1
                 # Compaction leaves gaps, and the last offsets may be transaction markers:

@@ -116,6 +116,10 @@ class PartitionStore:
         self._holds: dict[bytes, bool] = {}
         self._holds_generation = 0
         self._holds_lock = threading.Lock()
+        # Held while a write that records a changelog offset compares it with the recorded
+        # one and lands: the loop's (put_all_durable, finish_flush) and a restore's
+        # (apply_changelog, on the executor thread; see there).
+        self._offset_lock = threading.Lock()
 
     # -- reads and writes from handlers ------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
@@ -212,11 +216,8 @@ class PartitionStore:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        if changelog_offset is not None:
-            batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(changelog_offset))
-        self._write(batch)
-        if changelog_offset is not None:
-            self._offset = changelog_offset
+        with self._offset_lock:
+            self._write_recording(batch, changelog_offset)
         self._flushing = {}
 
     def abort_flush(self) -> None:
@@ -236,16 +237,25 @@ class PartitionStore:
             self._offset = None if raw is None else int(_OFFSET.unpack(bytes(raw))[0])
         return self._offset  # type: ignore[return-value]
 
-    def apply_changelog(self, records: list[tuple[bytes, bytes | None]], last_offset: int) -> None:
+    def apply_changelog(self, records: list[tuple[int, bytes, bytes | None]], last_offset: int) -> None:
+        """Restored changelog records (offset, key, value; None deletes), in offset order, read
+        up to ``last_offset``. A record at or below the offset the store has recorded is
+        skipped: the store holds it, or a newer write of its key. A restore runs on an
+        executor thread, possibly on a store the loop is writing (a partition kept for one
+        topic while another topic's is assigned), and the changelog it reads may end with
+        records whose writes the loop lands meanwhile; applying one after the loop's newer
+        write of the same key would bring the older value back (a tombstoned head, say)."""
         batch = WriteBatch(raw_mode=True)
-        for key, value in records:
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(last_offset))
-        self._write(batch)
-        self._offset = last_offset
+        with self._offset_lock:
+            recorded = self.changelog_offset
+            for offset, key, value in records:
+                if recorded is not None and offset <= recorded:
+                    continue
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+            self._write_recording(batch, last_offset)
         self._forget_holds()
 
     def put_durable(self, key: bytes, value: bytes | None, changelog_offset: int) -> None:
@@ -263,8 +273,15 @@ class PartitionStore:
                 batch.put(key, value)
                 if self._holds:
                     self._written(key)
+        with self._offset_lock:
+            self._write_recording(batch, changelog_offset)
+
+    def _write_recording(self, batch: WriteBatch, changelog_offset: int | None) -> None:
+        """Write ``batch`` with ``changelog_offset`` as the recorded offset, unless the store
+        has recorded a later one (records land out of order: a flush's after a write-through
+        record produced later, a restore's after the loop's); under ``_offset_lock``."""
         recorded = self.changelog_offset
-        newer = recorded is None or changelog_offset > recorded
+        newer = changelog_offset is not None and (recorded is None or changelog_offset > recorded)
         if newer:
             batch.put(_CHANGELOG_OFFSET_KEY, _OFFSET.pack(changelog_offset))
         self._write(batch)

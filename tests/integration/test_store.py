@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentstream.runtime import store as store_module
+from agentstream.runtime.changelog import restore
 from agentstream.runtime.expiry import Expiry
 from agentstream.runtime.store import (
     BLOCK_CACHE_BYTES, INFO_LOG_BYTES, INFO_LOG_FILES, MEMTABLE_BUDGET_BYTES, PartitionStore, _block_cache,
@@ -450,21 +452,53 @@ def test_may_hold_is_false_only_while_no_key_of_the_prefix_is_stored_buffered_or
 def test_a_restore_brings_back_no_value_the_loop_has_since_overwritten(tmp_path: Path) -> None:
     # A restore on the executor thread may apply a changelog batch after the loop landed
     # newer writes of its keys (a partition kept for one topic while another topic's is
-    # assigned): what the store recorded wins; the batch adds only what is newer.
+    # assigned): those keys keep the loop's values; the batch's other records are applied.
     store = PartitionStore(tmp_path / "p0")
     try:
-        store.put_durable(b"t/task", b"head", 100)  # write-through: the head ...
-        store.put_durable(b"s/task/1", b"step", 104)
-        store.put_durable(b"t/task", None, 105)  # ... and its tombstone at the run's end
-        store.apply_changelog([(100, b"t/task", b"head"), (104, b"s/task/1", b"step")], 104)
-        assert store.get(b"t/task") is None and store.get(b"s/task/1") == b"step"
+        store.put_durable(b"t/task", b"head", 100)
+        with store.restoring():
+            store.put_durable(b"s/task/1", b"step", 104)  # the loop, while the restore reads
+            store.put_durable(b"t/task", None, 105)  # the run's end tombstones its head
+            store.apply_changelog([(100, b"t/task", b"head"), (103, b"other", b"v"), (104, b"s/task/1", b"step")], 104)
+        assert store.get(b"t/task") is None and store.get(b"s/task/1") == b"step" and store.get(b"other") == b"v"
         assert store.changelog_offset == 105
-        store.put(b"k", b"new")  # a checkpoint's flush, acknowledged up to 110
-        store.begin_flush()
-        store.finish_flush(110)
-        store.apply_changelog([(107, b"k", b"old"), (111, b"later", b"v")], 111)
+        store.apply_changelog([(106, b"t/task", b"again")], 106)  # no restore running: applied as read
+        assert store.get(b"t/task") == b"again" and store.changelog_offset == 106
+    finally:
+        store.close()
+
+
+def test_a_restore_keeps_the_value_of_a_checkpoint_flushed_during_it(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0")
+    try:
+        with store.restoring():
+            store.put(b"k", b"new")
+            store.begin_flush()
+            store.finish_flush(110)
+            store.apply_changelog([(107, b"k", b"old"), (111, b"later", b"v")], 111)
         assert store.get(b"k") == b"new" and store.get(b"later") == b"v" and store.changelog_offset == 111
     finally:
+        store.close()
+
+
+def test_a_write_landing_while_the_changelog_end_is_read_does_not_wipe_the_store(bootstrap: str, tmp_path: Path) -> None:
+    # The store's recorded offset is read before the changelog's end: a write the loop lands
+    # in between (recorded past the end read) is no sign of a store ahead of its changelog.
+    store = PartitionStore(tmp_path / "p0")
+    store.put_durable(b"a", b"1", 9)
+    changelog = ("store-test.changelog", 0)
+
+    def end_read_while_the_loop_writes(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+        store.put_durable(b"b", b"2", 10)  # acknowledged just after the end below was read
+        return {changelog: (0, 10)}
+
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"store-test-{uuid.uuid4().hex}"})
+    try:
+        [report] = restore(reader, {changelog: store}, end_read_while_the_loop_writes)
+        assert not report.wiped and report.records == 0
+        assert store.get(b"a") == b"1" and store.get(b"b") == b"2" and store.changelog_offset == 10
+    finally:
+        reader.close()
         store.close()
 
 

@@ -17,6 +17,8 @@ applied stays, with its changelog offset, and the next restore of the store resu
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -46,24 +48,41 @@ class RestoreReport:
 def restore(
     reader: Consumer,
     targets: Mapping[_TP, PartitionStore],
-    bounds: Mapping[_TP, tuple[int, int]],
+    bounds_of: Callable[[list[_TP]], Mapping[_TP, tuple[int, int]]],
     timeout: float = 120.0,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[RestoreReport]:
-    """Bring every ``(changelog topic, partition) → store`` up to the end in ``bounds``;
-    RestoreInterrupted as soon as ``should_stop()`` is true."""
+    """Bring every ``(changelog topic, partition) → store`` up to the end of its changelog
+    (``bounds_of``: each partition's log start and end offsets, e.g. watermarks);
+    RestoreInterrupted as soon as ``should_stop()`` is true.
+
+    A store may be in use while it is restored (PartitionStore.restoring): each store's
+    recorded offset is read before the changelog's end, so that a write the loop lands
+    meanwhile (recorded past the end read) is not taken for a store ahead of its changelog
+    (which would wipe it), and the restore applies no record older than such a write."""
     if not targets:
         return []
     started = time.monotonic()
-    wiped = {tp for tp, store in targets.items() if _out_of_range(tp, store, bounds[tp])}
-    start_offsets = {tp: _start_offset(store, bounds[tp][0]) for tp, store in targets.items()}
+    with contextlib.ExitStack() as restoring:
+        for store in targets.values():
+            restoring.enter_context(store.restoring())
+        recorded = {tp: store.changelog_offset for tp, store in targets.items()}
+        bounds = bounds_of(list(targets))
+        return _restore(reader, targets, recorded, bounds, started, timeout, should_stop or (lambda: False))
+
+
+def _restore(
+    reader: Consumer, targets: Mapping[_TP, PartitionStore], recorded: Mapping[_TP, int | None],
+    bounds: Mapping[_TP, tuple[int, int]], started: float, timeout: float, should_stop: Callable[[], bool],
+) -> list[RestoreReport]:
+    wiped = {tp for tp, store in targets.items() if _out_of_range(tp, store, recorded[tp], bounds[tp])}
+    start_offsets = {tp: _start_offset(None if tp in wiped else recorded[tp], bounds[tp][0]) for tp in targets}
     ends = {tp: bounds[tp][1] for tp in targets}
     open_partitions = {tp for tp in targets if start_offsets[tp] < ends[tp]}
     if open_partitions:
         log.info("restoring %d changelog partition(s), %d records at most",
                  len(open_partitions), sum(ends[tp] - start_offsets[tp] for tp in open_partitions))
-    counts = _read_into(reader, targets, start_offsets, ends, open_partitions, started + timeout,
-                        should_stop or (lambda: False))
+    counts = _read_into(reader, targets, start_offsets, ends, open_partitions, started + timeout, should_stop)
     seconds = time.monotonic() - started
     reports = [RestoreReport(t, p, start_offsets[(t, p)], counts[(t, p)], seconds, (t, p) in wiped) for t, p in targets]
     for report in reports:
@@ -75,9 +94,9 @@ def restore(
     return reports
 
 
-def _out_of_range(tp: _TP, store: PartitionStore, bound: tuple[int, int]) -> bool:
-    """Reset ``store`` if the offset it recorded is not in its changelog any more; True if so."""
-    recorded = store.changelog_offset
+def _out_of_range(tp: _TP, store: PartitionStore, recorded: int | None, bound: tuple[int, int]) -> bool:
+    """Reset ``store`` if the offset it recorded (``recorded``, read before ``bound``) is not
+    in its changelog any more; True if so."""
     log_start, end = bound
     if recorded is None or log_start <= recorded + 1 <= end:
         return False
@@ -91,8 +110,7 @@ def _out_of_range(tp: _TP, store: PartitionStore, bound: tuple[int, int]) -> boo
     return True
 
 
-def _start_offset(store: PartitionStore, log_start: int) -> int:
-    recorded = store.changelog_offset
+def _start_offset(recorded: int | None, log_start: int) -> int:
     return log_start if recorded is None else max(recorded + 1, log_start)
 
 

@@ -707,8 +707,7 @@ class Processor:
         assert self._reader is not None
         if self._stopping:
             raise RestoreInterrupted("a stop was requested before the restore began")
-        return restore(self._reader, targets, watermarks(self.bootstrap, list(targets)),
-                       should_stop=lambda: self._stopping)
+        return restore(self._reader, targets, partial(watermarks, self.bootstrap), should_stop=lambda: self._stopping)
 
     async def _revoked(self, tps: list[TP], *, lost: bool) -> None:
         await self._spawned.cancel(tps)

@@ -30,12 +30,14 @@ one-record batch (bench/RESULTS.md, sessions 15 and 16).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 import shutil
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from pathlib import Path
 
@@ -116,10 +118,12 @@ class PartitionStore:
         self._holds: dict[bytes, bool] = {}
         self._holds_generation = 0
         self._holds_lock = threading.Lock()
-        # Held while a write that records a changelog offset compares it with the recorded
-        # one and lands: the loop's (put_all_durable, finish_flush) and a restore's
-        # (apply_changelog, on the executor thread; see there).
+        # Held while a write that records a changelog offset lands: the loop's
+        # (put_all_durable, finish_flush), a restore's (apply_changelog, reset: on the
+        # executor thread). While a restore runs (restoring()), the loop's writes note each
+        # key's changelog offset, so that the restore applies no older record of it.
         self._offset_lock = threading.Lock()
+        self._written_in_restore: dict[bytes, float] | None = None
 
     # -- reads and writes from handlers ------------------------------------------------
     def get(self, key: bytes) -> bytes | None:
@@ -217,6 +221,8 @@ class PartitionStore:
             else:
                 batch.put(key, value)
         with self._offset_lock:
+            if self._written_in_restore is not None:
+                self._note_written(self._flushing, changelog_offset)
             self._write_recording(batch, changelog_offset)
         self._flushing = {}
 
@@ -237,19 +243,30 @@ class PartitionStore:
             self._offset = None if raw is None else int(_OFFSET.unpack(bytes(raw))[0])
         return self._offset  # type: ignore[return-value]
 
+    @contextlib.contextmanager
+    def restoring(self) -> Iterator[None]:
+        """Around a restore of this store (on the executor thread), begun before its start
+        offset and the changelog's end are read: the loop may be writing the store (a
+        partition kept for one topic while another topic's is assigned), and the changelog
+        the restore reads may end with records older than writes the loop lands meanwhile."""
+        with self._offset_lock:
+            self._written_in_restore = {}
+        try:
+            yield
+        finally:
+            with self._offset_lock:
+                self._written_in_restore = None
+
     def apply_changelog(self, records: list[tuple[int, bytes, bytes | None]], last_offset: int) -> None:
         """Restored changelog records (offset, key, value; None deletes), in offset order, read
-        up to ``last_offset``. A record at or below the offset the store has recorded is
-        skipped: the store holds it, or a newer write of its key. A restore runs on an
-        executor thread, possibly on a store the loop is writing (a partition kept for one
-        topic while another topic's is assigned), and the changelog it reads may end with
-        records whose writes the loop lands meanwhile; applying one after the loop's newer
-        write of the same key would bring the older value back (a tombstoned head, say)."""
+        up to ``last_offset``. In a restore (restoring()), a record of a key the loop has
+        written since, at a later offset, is not applied: it would bring the older value
+        back (a head the run's end tombstoned, say)."""
         batch = WriteBatch(raw_mode=True)
         with self._offset_lock:
-            recorded = self.changelog_offset
+            newer = self._written_in_restore or {}
             for offset, key, value in records:
-                if recorded is not None and offset <= recorded:
+                if newer.get(key, -1) > offset:
                     continue
                 if value is None:
                     batch.delete(key)
@@ -274,12 +291,20 @@ class PartitionStore:
                 if self._holds:
                     self._written(key)
         with self._offset_lock:
+            if self._written_in_restore is not None:
+                self._note_written([key for key, _ in records], changelog_offset)
             self._write_recording(batch, changelog_offset)
+
+    def _note_written(self, keys: Iterable[bytes], changelog_offset: int | None) -> None:
+        """In a restore, the loop's write of ``keys`` (under ``_offset_lock``); no offset:
+        newer than any record the restore reads."""
+        assert self._written_in_restore is not None
+        self._written_in_restore.update(dict.fromkeys(keys, math.inf if changelog_offset is None else changelog_offset))
 
     def _write_recording(self, batch: WriteBatch, changelog_offset: int | None) -> None:
         """Write ``batch`` with ``changelog_offset`` as the recorded offset, unless the store
-        has recorded a later one (records land out of order: a flush's after a write-through
-        record produced later, a restore's after the loop's); under ``_offset_lock``."""
+        has recorded a later one (an older acknowledgement; a restore's batch landing after
+        the loop's later write); under ``_offset_lock``."""
         recorded = self.changelog_offset
         newer = changelog_offset is not None and (recorded is None or changelog_offset > recorded)
         if newer:
@@ -334,10 +359,11 @@ class PartitionStore:
         """Delete every entry (and the recorded changelog offset): the store restores from scratch."""
         if self._pending or self._flushing:
             raise ProcessorError(f"{self.path} has unflushed writes; it cannot be reset.")
-        self._db.close()
-        shutil.rmtree(self.path, ignore_errors=True)
-        self._db = self._open(self.path)
-        self._offset = None
+        with self._offset_lock:
+            self._db.close()
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._db = self._open(self.path)
+            self._offset = None
         self._unflushed_since = None
         self._forget_holds()
 

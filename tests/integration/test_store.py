@@ -481,6 +481,21 @@ def test_a_restore_keeps_the_value_of_a_checkpoint_flushed_during_it(tmp_path: P
         store.close()
 
 
+def test_a_store_wiped_during_its_restore_takes_every_record_of_the_changelog(tmp_path: Path) -> None:
+    # A wipe (a store ahead of its changelog: topic recreated) drops what the loop wrote
+    # before it, so those writes must not keep the changelog's records of their keys out.
+    store = PartitionStore(tmp_path / "p0")
+    try:
+        with store.restoring() as recorded:
+            assert recorded is None
+            store.put_all_durable([(b"k1", b"mine"), (b"k2", b"mine")], 53)
+            store.reset()
+            store.apply_changelog([(52, b"k1", b"logged")], 52)
+        assert store.get(b"k1") == b"logged" and store.get(b"k2") is None and store.changelog_offset == 52
+    finally:
+        store.close()
+
+
 def test_a_write_landing_while_the_changelog_end_is_read_does_not_wipe_the_store(bootstrap: str, tmp_path: Path) -> None:
     # The store's recorded offset is read before the changelog's end: a write the loop lands
     # in between (recorded past the end read) is no sign of a store ahead of its changelog.

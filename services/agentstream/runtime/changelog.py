@@ -18,7 +18,6 @@ applied stays, with its changelog offset, and the next restore of the store resu
 from __future__ import annotations
 
 import contextlib
-
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -64,17 +63,16 @@ def restore(
         return []
     started = time.monotonic()
     with contextlib.ExitStack() as restoring:
-        for store in targets.values():
-            restoring.enter_context(store.restoring())
-        recorded = {tp: store.changelog_offset for tp, store in targets.items()}
+        recorded = {tp: restoring.enter_context(store.restoring()) for tp, store in targets.items()}
         bounds = bounds_of(list(targets))
-        return _restore(reader, targets, recorded, bounds, started, timeout, should_stop or (lambda: False))
+        return _bring_up(reader, targets, recorded, bounds, started, started + timeout, should_stop or (lambda: False))
 
 
-def _restore(
+def _bring_up(
     reader: Consumer, targets: Mapping[_TP, PartitionStore], recorded: Mapping[_TP, int | None],
-    bounds: Mapping[_TP, tuple[int, int]], started: float, timeout: float, should_stop: Callable[[], bool],
+    bounds: Mapping[_TP, tuple[int, int]], started: float, deadline: float, should_stop: Callable[[], bool],
 ) -> list[RestoreReport]:
+    """restore() once the stores' recorded offsets and then their changelogs' ends are read."""
     wiped = {tp for tp, store in targets.items() if _out_of_range(tp, store, recorded[tp], bounds[tp])}
     start_offsets = {tp: _start_offset(None if tp in wiped else recorded[tp], bounds[tp][0]) for tp in targets}
     ends = {tp: bounds[tp][1] for tp in targets}
@@ -82,7 +80,7 @@ def _restore(
     if open_partitions:
         log.info("restoring %d changelog partition(s), %d records at most",
                  len(open_partitions), sum(ends[tp] - start_offsets[tp] for tp in open_partitions))
-    counts = _read_into(reader, targets, start_offsets, ends, open_partitions, started + timeout, should_stop)
+    counts = _read_into(reader, targets, start_offsets, ends, open_partitions, deadline, should_stop)
     seconds = time.monotonic() - started
     reports = [RestoreReport(t, p, start_offsets[(t, p)], counts[(t, p)], seconds, (t, p) in wiped) for t, p in targets]
     for report in reports:

@@ -222,7 +222,7 @@ class PartitionStore:
                 batch.put(key, value)
         with self._offset_lock:
             if self._written_in_restore is not None:
-                self._note_written(self._flushing, changelog_offset)
+                _note_written(self._written_in_restore, self._flushing, changelog_offset)
             self._write_recording(batch, changelog_offset)
         self._flushing = {}
 
@@ -244,15 +244,17 @@ class PartitionStore:
         return self._offset  # type: ignore[return-value]
 
     @contextlib.contextmanager
-    def restoring(self) -> Iterator[None]:
-        """Around a restore of this store (on the executor thread), begun before its start
-        offset and the changelog's end are read: the loop may be writing the store (a
-        partition kept for one topic while another topic's is assigned), and the changelog
-        the restore reads may end with records older than writes the loop lands meanwhile."""
+    def restoring(self) -> Iterator[int | None]:
+        """Around a restore of this store (on the executor thread), entered before the
+        changelog's end is read; yields the store's recorded offset, read as the loop's
+        writes start being noted. The loop may be writing the store (a partition kept for
+        one topic while another topic's is assigned), and the changelog the restore reads
+        may end with records older than writes the loop lands meanwhile (apply_changelog)."""
         with self._offset_lock:
             self._written_in_restore = {}
+            recorded = self.changelog_offset
         try:
-            yield
+            yield recorded
         finally:
             with self._offset_lock:
                 self._written_in_restore = None
@@ -292,14 +294,8 @@ class PartitionStore:
                     self._written(key)
         with self._offset_lock:
             if self._written_in_restore is not None:
-                self._note_written([key for key, _ in records], changelog_offset)
+                _note_written(self._written_in_restore, [key for key, _ in records], changelog_offset)
             self._write_recording(batch, changelog_offset)
-
-    def _note_written(self, keys: Iterable[bytes], changelog_offset: int | None) -> None:
-        """In a restore, the loop's write of ``keys`` (under ``_offset_lock``); no offset:
-        newer than any record the restore reads."""
-        assert self._written_in_restore is not None
-        self._written_in_restore.update(dict.fromkeys(keys, math.inf if changelog_offset is None else changelog_offset))
 
     def _write_recording(self, batch: WriteBatch, changelog_offset: int | None) -> None:
         """Write ``batch`` with ``changelog_offset`` as the recorded offset, unless the store
@@ -364,6 +360,8 @@ class PartitionStore:
             shutil.rmtree(self.path, ignore_errors=True)
             self._db = self._open(self.path)
             self._offset = None
+            if self._written_in_restore is not None:
+                self._written_in_restore.clear()  # what was noted is gone: no record is older than it
         self._unflushed_since = None
         self._forget_holds()
 
@@ -393,6 +391,12 @@ class PartitionStore:
 def _write_buffer_manager() -> WriteBufferManager:
     """The process's one budget (made on first use: no RocksDB object at import)."""
     return WriteBufferManager(MEMTABLE_BUDGET_BYTES, False)  # False: never stall writers, flush instead
+
+
+def _note_written(noted: dict[bytes, float], keys: Iterable[bytes], changelog_offset: int | None) -> None:
+    """The loop's write of ``keys`` during a restore, at the batch's (last) offset; a write
+    with no offset counts as newer than any record the restore reads."""
+    noted.update(dict.fromkeys(keys, math.inf if changelog_offset is None else changelog_offset))
 
 
 @functools.cache

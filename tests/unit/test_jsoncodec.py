@@ -190,6 +190,15 @@ def test_a_runs_incremental_request_digests_are_those_of_the_whole_conversation(
         assert summaries.summary(conversation, [])["digest"] == _whole_digest(conversation)
 
 
+def test_a_message_the_encoder_refuses_leaves_the_runs_digest_state_as_it_was() -> None:
+    summaries, first = ckpt.RequestSummaries(), Message("user", "hi")
+    summaries.summary([first], [])
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate: no encoder writes it as UTF-8
+        summaries.summary([first, Message("assistant", "half \ud800 pair")], [])
+    conversation = [first, Message("assistant", "hello")]
+    assert summaries.summary(conversation, [])["digest"] == _whole_digest(conversation)
+
+
 @pytest.mark.parametrize("value", [
     {"result": BIG},  # a tool result with a huge int
     {"counts": {1: "one", 2: "two"}},  # non-str keys

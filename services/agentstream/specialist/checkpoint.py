@@ -139,9 +139,10 @@ class RequestSummaries:
             self._state = hashlib.sha256(b"[")
         added = messages[len(hashed):]
         if added:
+            encoded = _canonical_messages(added)  # first: a value it refuses leaves the state as it was
             if hashed:
                 self._state.update(b",")
-            self._state.update(memoryview(_canonical_messages(added))[1:-1])  # the items, without [ ]
+            self._state.update(memoryview(encoded)[1:-1])  # the items, without [ ]
             hashed.extend(added)
         whole = self._state.copy()
         whole.update(b"]")

@@ -142,6 +142,25 @@ def test_checkpoint_cost_runs_its_specialist_launcher(bootstrap: str) -> None:
     assert len(result["per_step_bytes"]) == 2 and result["changelog_records"] > 0
 
 
+def test_run_cost_measures_this_tree_against_a_revision_in_pairs() -> None:
+    """No broker: each round is a process running the billing task in-process; the
+    revision is checked out in a worktree that is gone afterwards."""
+    worktrees_before = _worktrees()
+    report = run_bench("run_cost", "--tasks", "20", "--concurrency", "5", "--rounds", "2", "--against", "HEAD")
+    sides = report["sides"]
+    assert set(sides) == {"this tree", "HEAD"}
+    for side in sides.values():
+        assert len(side["us_per_run"]) == 2 and min(side["us_per_run"]) > 0
+        assert side["routed_task_bytes"] > 2000, "the task carries the session's 10 remembered turns"
+    assert sides["this tree"]["ratio_to_against"]["pairs"] == 2
+    assert _worktrees() == worktrees_before
+
+
+def _worktrees() -> list[str]:
+    listed = subprocess.run(["git", "worktree", "list", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True)
+    return [line for line in listed.stdout.splitlines() if line.startswith("worktree ")]
+
+
 def test_idle_measures_each_fetch_wait_on_the_broker_it_starts() -> None:
     broker = this_pass_broker()
     report = run_bench("idle", "--broker", broker, "--smoke")

@@ -1,0 +1,242 @@
+"""Run cost benchmark: the CPU of one specialist run in-process, without a broker, and the
+same on another revision in the same run.
+
+    python -m bench.run_cost [--tasks 1000] [--concurrency 50] [--rounds 15] [--against REV]
+
+What runs: the pipeline benchmark's billing task (a session with 10 remembered turns; two
+model calls and two tool calls) through the billing agent as the shipped topology builds
+it (the zero-latency ScriptedModel behind its guards, the durable wrappers, history
+compression), ``--concurrency`` runs at a time on one event loop, each step record encoded
+as the checkpoint table encodes it and then taken as landed; then what the lifecycle builds
+at the end of a run (the SpecialistResult, the transcript, and their Avro encodes). Each
+round is a fresh process that runs a warm-up and then ``--tasks`` measured runs; reported:
+CPU microseconds per run (``time.process_time``), per round, and the median and best of the
+rounds. Every measured run must complete with 2 model calls and 2 tool calls, or the round
+fails.
+
+Why: the pipeline benchmark's CPU per task spreads by about ±15 % between levels of one
+code on a shared 2-core machine (bench/RESULTS.md, session 19), so a change worth a few
+percent of the specialist's CPU is not resolved there. ``--against REV`` checks REV (any
+git revision) out in a temporary worktree and runs the rounds of the two trees in pairs, one
+right after the other (which goes first alternates), so a swing of the machine falls on both
+of a pair; the comparison is the median of the pairs' ratios, with their quartiles. Both
+trees run with the same ``PYTHONHASHSEED``, so dict and set layouts do not differ between
+rounds by chance.
+
+What it leaves out, by design: Kafka (produce, delivery reports, the consumer), RocksDB, the
+retry chain, TaskEvents and logging — the pipeline benchmark measures a worker with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+OUT_DIR = REPO / "bench" / "out"
+TEXTS = tuple(f"Please check invoice INV-100{k} for me" for k in range(1, 5))  # bench.pipeline's
+REMEMBERED_TURNS = 10  # the shipped topology's sessions.remember_turns: a long-lived session
+WARMUP_RUNS = 200
+HASH_SEED = "1"  # every round's (module docstring)
+
+
+# -- one round, in the child process (imports the tree on its PYTHONPATH) -------------------
+def measure_round(tasks: int, concurrency: int) -> dict[str, Any]:
+    """A warm-up, then ``tasks`` runs ``concurrency`` at a time: CPU µs per run."""
+    from agentstream.runtime.collector import tune_for_serving
+    from agentstream.serde import SchemaSet
+    from agentstream.specialist.app import build_agent
+    from agentstream.topology import load_topology
+
+    agent = build_agent("billing", load_topology())
+    schemas = SchemaSet.load()
+    tune_for_serving()  # the worker's collector settings (runtime/collector.py)
+    return asyncio.run(_rounds(agent, schemas, tasks, concurrency))
+
+
+async def _rounds(agent: Any, schemas: Any, tasks: int, concurrency: int) -> dict[str, Any]:
+    history: list[dict[str, Any]] = []
+    for number in range(REMEMBERED_TURNS):  # the session's memory, as the router would hand it on
+        outcome = await _one(agent, schemas, number, list(history))
+        history.append({"task_id": f"memory-{number}", "input": TEXTS[number % len(TEXTS)], "output": outcome.output,
+                        "status": "COMPLETED", "agents": ["billing"]})
+    await _batch(agent, schemas, 0, WARMUP_RUNS, concurrency, history)
+    started = time.process_time()
+    await _batch(agent, schemas, WARMUP_RUNS, tasks, concurrency, history)
+    cpu_s = time.process_time() - started
+    routed = _routed_task(0, history)
+    return {"us_per_run": 1e6 * cpu_s / tasks, "runs": tasks, "routed_task_bytes": len(schemas.encode("RoutedTask", routed))}
+
+
+async def _batch(agent: Any, schemas: Any, first: int, count: int, concurrency: int, history: list[dict[str, Any]]) -> None:
+    for start in range(first, first + count, concurrency):
+        size = min(concurrency, first + count - start)
+        outcomes = await asyncio.gather(*(_one(agent, schemas, start + k, history) for k in range(size)))
+        for outcome in outcomes:
+            calls = (outcome.usage.get("llm_calls"), outcome.usage.get("tool_calls"))
+            if outcome.status != "COMPLETED" or calls != (2, 2):
+                raise SystemExit(f"a run ended {outcome.status} with (model, tool) calls {calls}, not COMPLETED with "
+                                 "(2, 2): the measured work is not the pipeline benchmark's billing task")
+
+
+def _routed_task(number: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+    from agentstream.events import now_ms
+
+    return {"task_id": f"task-{number:08d}", "session_id": f"session-{number % 1000:04d}", "tenant_id": "bench",
+            "input": TEXTS[number % len(TEXTS)], "submitted_at": now_ms(), "agent_type": "billing", "route": ["billing"],
+            "tier": "standard", "metadata": {}, "routed_at": now_ms(), "budget_usd": None, "history": history,
+            "router_usage": None, "revision": 0, "feedback": None, "previous_output": None}
+
+
+async def _one(agent: Any, schemas: Any, number: int, history: list[dict[str, Any]]) -> Any:
+    from agentstream import jsoncodec
+    from agentstream.events import now_ms
+    from agentstream.specialist import checkpoint as ckpt
+    from agentstream.specialist.durable import DurableRun
+    from agentstream.transcripts.record import TRANSCRIPT, ordered_steps, transcript
+
+    task = _routed_task(number, history)
+    records: list[dict[str, Any]] = []
+
+    async def persist(key: str, record: dict[str, Any]) -> None:
+        jsoncodec.dumps(record)  # the checkpoint table's encoding; the write then lands at once
+        records.append(record)
+
+    started = now_ms()
+    outcome = await agent.run(task, DurableRun(ckpt.run_id(task), 0, ckpt.Chain(), persist))
+    result = agent.result(task, outcome, started)
+    epochs = [[0, 0]]
+    schemas.encode(TRANSCRIPT, transcript(task, result, epochs, ordered_steps(epochs, records), now_ms()))
+    schemas.encode("SpecialistResult", result)
+    return outcome
+
+
+# -- the parent: rounds in fresh processes, two trees alternating ----------------------------
+def run_child(tree: Path, tasks: int, concurrency: int) -> dict[str, Any]:
+    from agentstream.settings import (
+        MODEL_ENV,
+        SCHEMAS_DIR_ENV,
+        SCRIPTED_CALL_LOG_ENV,
+        SCRIPTED_FAILURE_RATE_ENV,
+        SCRIPTED_LATENCY_ENV,
+        TOPOLOGY_ENV,
+    )
+
+    # The tree's shipped topology, schemas and zero-latency model, whatever this shell set.
+    cleared = (MODEL_ENV, SCHEMAS_DIR_ENV, SCRIPTED_CALL_LOG_ENV, SCRIPTED_FAILURE_RATE_ENV, SCRIPTED_LATENCY_ENV, TOPOLOGY_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in cleared}
+    env["PYTHONPATH"] = os.pathsep.join([str(tree / "services"), str(tree)])
+    env["PYTHONHASHSEED"] = HASH_SEED
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "--tasks", str(tasks),
+                           "--concurrency", str(concurrency)], cwd=tree, env=env, capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"a round on {tree} failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def worktree_of(revision: str, parent: Path) -> Path:
+    """``revision`` checked out (detached) in a new worktree under ``parent``."""
+    path = parent / "against"
+    done = subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(path), revision], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise SystemExit(f"Cannot check out {revision!r} for --against: {done.stderr.strip()}; name a revision of "
+                         "this repository (a commit, branch or tag).")
+    return path
+
+
+def remove_worktree(path: Path) -> None:
+    subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, capture_output=True, timeout=120)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    costs = [r["us_per_run"] for r in rounds]
+    return {"us_per_run": costs, "median": statistics.median(costs), "best": min(costs),
+            "routed_task_bytes": rounds[0]["routed_task_bytes"]}
+
+
+def pair_ratios(these: list[float], those: list[float]) -> dict[str, Any]:
+    """The ratios of the rounds run as pairs, and their median and quartiles."""
+    ratios = [a / b for a, b in zip(these, those, strict=True)]
+    q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+    return {"ratios": ratios, "median": median, "q1": q1, "q3": q3, "pairs": len(ratios)}
+
+
+def commit_of(tree: Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True, timeout=30)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "services"], cwd=tree, capture_output=True, text=True,
+                           timeout=30).stdout.strip()
+    return done.stdout.strip() + (" + uncommitted changes" if dirty else "")
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    trees = {"this tree": REPO}
+    scratch = Path(tempfile.mkdtemp(prefix="run-cost-"))
+    try:
+        if args.against:
+            trees[args.against] = worktree_of(args.against, scratch)
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+        for number in range(args.rounds):
+            order = list(trees) if number % 2 == 0 else list(reversed(trees))  # neither always goes first
+            for name in order:
+                rounds[name].append(run_child(trees[name], args.tasks, args.concurrency))
+                print(f"  round {number + 1}: {name:12s} {rounds[name][-1]['us_per_run']:7.1f} µs CPU per run", flush=True)
+        sides = {name: {"commit": commit_of(trees[name]), **summarize(rounds[name])} for name in trees}
+    finally:
+        for name, tree in trees.items():
+            if tree != REPO:
+                remove_worktree(tree)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return sides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=1000, help="measured runs per round (default 1000)")
+    parser.add_argument("--concurrency", type=int, default=50, help="runs at a time on the loop (default 50)")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds per tree, each a fresh process (default 15)")
+    parser.add_argument("--against", metavar="REV", help="a git revision to measure in the same run, rounds alternating")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.tasks < 1 or args.concurrency < 1 or args.rounds < 1:
+        parser.error(f"--tasks, --concurrency and --rounds must be at least 1 (got {args.tasks}, {args.concurrency}, "
+                     f"{args.rounds})")
+    if args.child:
+        print(json.dumps(measure_round(args.tasks, args.concurrency)))
+        return 0
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    print(f"run cost: {args.tasks} billing runs per round, {args.concurrency} at a time, {args.rounds} rounds per tree")
+    sides = compare(args)
+    for name, side in sides.items():
+        print(f"  {name:12s} ({side['commit']}): median {side['median']:7.1f}, best {side['best']:7.1f} µs CPU per run")
+    if args.against:
+        ratios = pair_ratios(sides["this tree"]["us_per_run"], sides[args.against]["us_per_run"])
+        sides["this tree"]["ratio_to_against"] = ratios
+        print(f"  this tree / {args.against}, per pair: median {ratios['median']:.3f} "
+              f"(quartiles {ratios['q1']:.3f}-{ratios['q3']:.3f}, {ratios['pairs']} pairs)")
+    sys.path.insert(0, str(REPO))
+    from bench._procs import machine
+
+    report = {"benchmark": "run_cost", "started": stamp, "command": "python -m bench.run_cost " + " ".join(argv or sys.argv[1:]),
+              "machine": machine(), "config": {k: v for k, v in vars(args).items() if k != "child"}, "sides": sides}
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    out = OUT_DIR / f"run_cost-{stamp}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

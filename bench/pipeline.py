@@ -52,7 +52,8 @@ started here, and named in the output, the JSON and the plot's title.
 
 Results: a table on stdout, ``bench/out/pipeline-<timestamp>.json`` and ``.png`` (throughput and
 latency against the offered load). ``--profile WORKERS`` adds one unmeasured pipeline level at the
-saturating rate with ``py-spy record --gil`` attached to each named worker.
+saturating rate (``--profile-rate``: at that rate) with ``py-spy record --gil`` attached to each named
+worker.
 """
 
 from __future__ import annotations
@@ -1000,7 +1001,7 @@ def run_variant(name: str, bootstrap: str, broker_pid: int | None, args: argpars
             report["variants"][name]["stage_bytes"] = measured
             if args.profile and results:
                 top = results[-1]
-                rate = top.offered_per_s or top.achieved_per_s
+                rate = args.profile_rate or top.offered_per_s or top.achieved_per_s
                 report["profile"] = profile_pipeline(variant, tap, producer, len(results) + 1, rate, args.seconds,
                                                      args.profile, stamp)
         return results, sizes
@@ -1032,6 +1033,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"before the measured levels of each variant, TASKS tasks at once, not measured: a "
                              f"freshly started broker is slower while it warms up (default {BROKER_WARMUP_TASKS}; 0: off)")
     parser.add_argument("--profile", help=f"pipeline workers to profile with py-spy, comma-separated ({','.join(PIPELINE_WORKERS)})")
+    parser.add_argument("--profile-rate", type=float, metavar="TASKS_PER_S",
+                        help="offered rate of the --profile level (default: the last level's; a paced rate shows "
+                             "what a task costs below saturation, where each wakes the workers on its own)")
     parser.add_argument("--quiet-wait", type=float, default=60.0,
                         help="before each variant wait up to this many s for other load to settle (default 60; 0: off)")
     add_broker_argument(parser)

@@ -55,7 +55,8 @@ Turn = list[Message]
 def estimate_message_tokens(message: Message) -> int:
     """About four characters per token, plus the framing every message costs."""
     chars = len(message.content or "")
-    chars += sum(len(call.name) + len(_ARGUMENTS_JSON.encode(call.arguments)) for call in message.tool_calls)
+    if message.tool_calls:  # most messages have none: no generator to build for them
+        chars += sum(len(call.name) + len(_ARGUMENTS_JSON.encode(call.arguments)) for call in message.tool_calls)
     return chars // 4 + _MESSAGE_OVERHEAD_TOKENS
 
 

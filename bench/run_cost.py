@@ -2,6 +2,7 @@
 same on another revision in the same run.
 
     python -m bench.run_cost [--tasks 1000] [--concurrency 50] [--rounds 15] [--against REV]
+    python -m bench.run_cost --instructions [--tasks 200] [--against REV]
 
 What runs: the pipeline benchmark's billing task (a session with 10 remembered turns; two
 model calls and two tool calls) through the billing agent as the shipped topology builds
@@ -9,9 +10,9 @@ it (the zero-latency ScriptedModel behind its guards, the durable wrappers, hist
 compression), ``--concurrency`` runs at a time on one event loop, each step record encoded
 as the checkpoint table encodes it and then taken as landed; then what the lifecycle builds
 at the end of a run (the SpecialistResult, the transcript, and their Avro encodes). Each
-round is a fresh process that runs a warm-up and then ``--tasks`` measured runs; reported:
-CPU microseconds per run (``time.process_time``), per round, and the median and best of the
-rounds. Every measured run must complete with 2 model calls and 2 tool calls, or the round
+round is a fresh process that runs a warm-up and then ``--tasks`` measured runs in 5 parts;
+a round's figure is the CPU microseconds per run (``time.process_time``) of its cheapest
+part (see PARTS); reported: each round's, and the median and best of the rounds. Every measured run must complete with 2 model calls and 2 tool calls, or the round
 fails.
 
 Why: the pipeline benchmark's CPU per task spreads by about ±15 % between levels of one
@@ -23,6 +24,14 @@ of a pair; the comparison is the median of the pairs' ratios, with their quartil
 trees run with the same ``PYTHONHASHSEED``, so dict and set layouts do not differ between
 rounds by chance.
 
+``--instructions`` counts instead of timing: each tree runs twice under valgrind's
+cachegrind (instruction counts only), once with 5 measured runs and once with ``--tasks`` more,
+after the same start-up and warm-up; the difference over the runs between them is the
+instructions per run. The count repeats to a few parts in a million (times on this machine
+swing by tens of percent while a neighbour is busy), so one pair of trees resolves a change
+of a fraction of a percent; what it does not see is time spent waiting on memory (cache
+misses), so a change that trades instructions for memory traffic needs the timed rounds too.
+
 What it leaves out, by design: Kafka (produce, delivery reports, the consumer), RocksDB, the
 retry chain, TaskEvents and logging — the pipeline benchmark measures a worker with them.
 """
@@ -33,6 +42,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -47,7 +57,14 @@ OUT_DIR = REPO / "bench" / "out"
 TEXTS = tuple(f"Please check invoice INV-100{k} for me" for k in range(1, 5))  # bench.pipeline's
 REMEMBERED_TURNS = 10  # the shipped topology's sessions.remember_turns: a long-lived session
 WARMUP_RUNS = 200
+# A round's runs are timed in parts and the round counts its cheapest part: on a shared
+# machine another tenant's burst only ever adds time, and a part it missed is the code's own
+# cost (whole rounds of one code spread by up to 60 % here while a neighbour was busy).
+PARTS = 5
 HASH_SEED = "1"  # every round's (module docstring)
+# Instructions only (no cache simulation): the count is the same from one run to the next to a
+# few parts in a million, where times swing by tens of percent on a shared machine.
+CACHEGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
 
 
 # -- one round, in the child process (imports the tree on its PYTHONPATH) -------------------
@@ -71,11 +88,15 @@ async def _rounds(agent: Any, schemas: Any, tasks: int, concurrency: int) -> dic
         history.append({"task_id": f"memory-{number}", "input": TEXTS[number % len(TEXTS)], "output": outcome.output,
                         "status": "COMPLETED", "agents": ["billing"]})
     await _batch(agent, schemas, 0, WARMUP_RUNS, concurrency, history)
-    started = time.process_time()
-    await _batch(agent, schemas, WARMUP_RUNS, tasks, concurrency, history)
-    cpu_s = time.process_time() - started
+    per_part = max(1, tasks // PARTS)
+    parts = []
+    for part in range(PARTS):
+        started = time.process_time()
+        await _batch(agent, schemas, WARMUP_RUNS + part * per_part, per_part, concurrency, history)
+        parts.append(1e6 * (time.process_time() - started) / per_part)
     routed = _routed_task(0, history)
-    return {"us_per_run": 1e6 * cpu_s / tasks, "runs": tasks, "routed_task_bytes": len(schemas.encode("RoutedTask", routed))}
+    return {"us_per_run": min(parts), "parts_us_per_run": parts, "runs": per_part * PARTS,
+            "routed_task_bytes": len(schemas.encode("RoutedTask", routed))}
 
 
 async def _batch(agent: Any, schemas: Any, first: int, count: int, concurrency: int, history: list[dict[str, Any]]) -> None:
@@ -122,7 +143,8 @@ async def _one(agent: Any, schemas: Any, number: int, history: list[dict[str, An
 
 
 # -- the parent: rounds in fresh processes, two trees alternating ----------------------------
-def run_child(tree: Path, tasks: int, concurrency: int) -> dict[str, Any]:
+def child_command(tree: Path, tasks: int, concurrency: int) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of one round on ``tree``."""
     from agentstream.settings import (
         MODEL_ENV,
         SCHEMAS_DIR_ENV,
@@ -137,12 +159,34 @@ def run_child(tree: Path, tasks: int, concurrency: int) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in cleared}
     env["PYTHONPATH"] = os.pathsep.join([str(tree / "services"), str(tree)])
     env["PYTHONHASHSEED"] = HASH_SEED
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "--tasks", str(tasks),
-                           "--concurrency", str(concurrency)], cwd=tree, env=env, capture_output=True, text=True,
-                          timeout=600)
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--tasks", str(tasks),
+               "--concurrency", str(concurrency)]
+    return command, env
+
+
+def run_child(tree: Path, tasks: int, concurrency: int, wrapper: list[str] | None = None) -> tuple[dict[str, Any], str]:
+    """One round on ``tree`` (under ``wrapper``, e.g. valgrind): its report and its stderr."""
+    command, env = child_command(tree, tasks, concurrency)
+    done = subprocess.run([*(wrapper or []), *command], cwd=tree, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"a round on {tree} failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return dict(json.loads(done.stdout.strip().splitlines()[-1])), done.stderr
+
+
+def instructions_per_run(tree: Path, tasks: int, concurrency: int) -> dict[str, Any]:
+    """Instructions per run on ``tree``: two rounds under cachegrind, ``PARTS`` runs and
+    ``PARTS + tasks`` runs after the same start-up and warm-up; the difference over the
+    runs between them (start-up, imports and warm-up cancel out)."""
+    counted = []
+    for measured in (PARTS, PARTS + tasks):
+        report, stderr = run_child(tree, measured, concurrency, CACHEGRIND)
+        found = re.search(r"I\s+refs:\s+([\d,]+)", stderr)
+        if found is None:
+            raise SystemExit(f"cachegrind printed no instruction count for a round on {tree}:\n{stderr[-2000:]}")
+        counted.append((report["runs"], int(found.group(1).replace(",", "")), report["routed_task_bytes"]))
+    (runs_0, instructions_0, routed), (runs_1, instructions_1, _) = counted
+    return {"instructions_per_run": (instructions_1 - instructions_0) / (runs_1 - runs_0), "runs": runs_1 - runs_0,
+            "instructions": [instructions_0, instructions_1], "routed_task_bytes": routed}
 
 
 def worktree_of(revision: str, parent: Path) -> Path:
@@ -187,19 +231,36 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.against:
             trees[args.against] = worktree_of(args.against, scratch)
-        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
-        for number in range(args.rounds):
-            order = list(trees) if number % 2 == 0 else list(reversed(trees))  # neither always goes first
-            for name in order:
-                rounds[name].append(run_child(trees[name], args.tasks, args.concurrency))
-                print(f"  round {number + 1}: {name:12s} {rounds[name][-1]['us_per_run']:7.1f} µs CPU per run", flush=True)
-        sides = {name: {"commit": commit_of(trees[name]), **summarize(rounds[name])} for name in trees}
+        measure = count_instructions if args.instructions else time_rounds
+        sides = {name: {"commit": commit_of(tree), **result} for (name, tree), result in
+                 zip(trees.items(), measure(trees, args), strict=True)}
     finally:
-        for name, tree in trees.items():
+        for tree in trees.values():
             if tree != REPO:
                 remove_worktree(tree)
         shutil.rmtree(scratch, ignore_errors=True)
     return sides
+
+
+def time_rounds(trees: dict[str, Path], args: argparse.Namespace) -> list[dict[str, Any]]:
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    for number in range(args.rounds):
+        order = list(trees) if number % 2 == 0 else list(reversed(trees))  # neither always goes first
+        for name in order:
+            rounds[name].append(run_child(trees[name], args.tasks, args.concurrency)[0])
+            print(f"  round {number + 1}: {name:12s} {rounds[name][-1]['us_per_run']:7.1f} µs CPU per run", flush=True)
+    return [summarize(rounds[name]) for name in trees]
+
+
+def count_instructions(trees: dict[str, Path], args: argparse.Namespace) -> list[dict[str, Any]]:
+    if shutil.which(CACHEGRIND[0]) is None:
+        raise SystemExit("--instructions needs valgrind on PATH: scripts/install-debian-packages.sh installs it "
+                         "(the Debian package valgrind).")
+    counted = []
+    for name, tree in trees.items():
+        counted.append(instructions_per_run(tree, args.tasks, args.concurrency))
+        print(f"  {name:12s} {counted[-1]['instructions_per_run']:,.0f} instructions per run", flush=True)
+    return counted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=50, help="runs at a time on the loop (default 50)")
     parser.add_argument("--rounds", type=int, default=15, help="rounds per tree, each a fresh process (default 15)")
     parser.add_argument("--against", metavar="REV", help="a git revision to measure in the same run, rounds alternating")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per run under valgrind's cachegrind instead of timing rounds "
+                             "(deterministic; --tasks runs per tree, --rounds unused)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.concurrency < 1 or args.rounds < 1:
@@ -219,9 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     print(f"run cost: {args.tasks} billing runs per round, {args.concurrency} at a time, {args.rounds} rounds per tree")
     sides = compare(args)
-    for name, side in sides.items():
-        print(f"  {name:12s} ({side['commit']}): median {side['median']:7.1f}, best {side['best']:7.1f} µs CPU per run")
-    if args.against:
+    if args.instructions:
+        for name, side in sides.items():
+            print(f"  {name:12s} ({side['commit']}): {side['instructions_per_run']:,.0f} instructions per run")
+        if args.against:
+            ratio = sides["this tree"]["instructions_per_run"] / sides[args.against]["instructions_per_run"]
+            sides["this tree"]["ratio_to_against"] = ratio
+            print(f"  this tree / {args.against}: {ratio:.4f} (instructions)")
+    else:
+        for name, side in sides.items():
+            print(f"  {name:12s} ({side['commit']}): median {side['median']:7.1f}, best {side['best']:7.1f} µs CPU per run")
+    if args.against and not args.instructions:
         ratios = pair_ratios(sides["this tree"]["us_per_run"], sides[args.against]["us_per_run"])
         sides["this tree"]["ratio_to_against"] = ratios
         print(f"  this tree / {args.against}, per pair: median {ratios['median']:.3f} "

@@ -2,12 +2,14 @@
 # System packages the integration tests run for real: `prometheus` (the Debian package),
 # which tests/integration/test_prometheus_scrape.py starts to scrape live workers, and
 # `chromium`, the headless browser tests/integration/test_console.py drives through Playwright
-# (Playwright's own browser download is not available here; the Debian build is).
+# (Playwright's own browser download is not available here; the Debian build is), and
+# `valgrind`, whose cachegrind counts instructions for `python -m bench.run_cost
+# --instructions` (its smoke test runs in tests/integration/test_bench_smoke.py).
 # Idempotent: does nothing when every command is already on PATH. `make test` calls it.
 set -eu
 
 missing=""
-for package in prometheus chromium; do
+for package in prometheus chromium valgrind; do
     command -v "$package" >/dev/null 2>&1 || missing="$missing $package"
 done
 [ -z "$missing" ] && exit 0

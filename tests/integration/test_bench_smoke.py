@@ -156,6 +156,15 @@ def test_run_cost_measures_this_tree_against_a_revision_in_pairs() -> None:
     assert _worktrees() == worktrees_before
 
 
+def test_run_cost_counts_instructions_per_run_under_cachegrind() -> None:
+    report = run_bench("run_cost", "--instructions", "--tasks", "5", "--concurrency", "5")
+    side = report["sides"]["this tree"]
+    assert side["runs"] == 5
+    first, second = side["instructions"]
+    assert second > first > 0, "the round with 5 more runs executed more instructions"
+    assert side["instructions_per_run"] == (second - first) / 5
+
+
 def _worktrees() -> list[str]:
     listed = subprocess.run(["git", "worktree", "list", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True)
     return [line for line in listed.stdout.splitlines() if line.startswith("worktree ")]

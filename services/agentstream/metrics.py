@@ -344,21 +344,34 @@ def tool_call(agent: str, tool: str, allowed: bool, ok: bool) -> None:
     _tool_series(agent, tool if allowed else NOT_ALLOWED, outcome).inc()
 
 
-@contextmanager
-def model_call(agent: str, model: str) -> Iterator[dict[str, str]]:
+def model_call(agent: str, model: str) -> _ModelCallTimer:
     """Time one model call; the caller sets ``outcome`` to ``cache_hit`` where it applies;
     an exception sets its class name (and propagates)."""
-    seen = {"outcome": OK}
-    started = time.monotonic()
-    try:
-        yield seen
-    except BaseException as exc:  # CancelledError too: a drained call is no success
-        seen["outcome"] = type(exc).__name__
-        raise
-    finally:
-        calls, duration = _call_series(agent, model, seen["outcome"])
+    return _ModelCallTimer(agent, model)
+
+
+class _ModelCallTimer:
+    """model_call's block: a class, not a generator (one per model call; a generator-based
+    context manager costs a generator and its wrapper on top)."""
+
+    __slots__ = ("_agent", "_model", "_seen", "_started")
+
+    def __init__(self, agent: str, model: str) -> None:
+        self._agent = agent
+        self._model = model
+        self._seen = {"outcome": OK}
+        self._started = 0.0
+
+    def __enter__(self) -> dict[str, str]:
+        self._started = time.monotonic()
+        return self._seen
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> None:
+        if kind is not None:  # CancelledError too: a drained call is no success
+            self._seen["outcome"] = kind.__name__
+        calls, duration = _call_series(self._agent, self._model, self._seen["outcome"])
         calls.inc()
-        duration.observe(time.monotonic() - started)
+        duration.observe(time.monotonic() - self._started)
 
 
 def tokens_used(agent: str, model: str, input_tokens: int, output_tokens: int, cost_usd: float) -> None:

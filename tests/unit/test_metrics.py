@@ -116,6 +116,25 @@ def test_a_failed_call_counts_under_its_error_class() -> None:
     assert _value("agentstream_gen_ai_client_token_usage_count", agent=agent, model=model_id, type="input") == 0
 
 
+def test_a_cancelled_call_counts_as_cancelled_and_its_block_is_one_per_call() -> None:
+    agent, model_id = _agent(), "openai:gpt-4o"
+
+    async def drained() -> None:
+        with metrics.model_call(agent, model_id):
+            raise asyncio.CancelledError("worker draining")
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(drained())
+    with metrics.model_call(agent, model_id) as seen, metrics.model_call(agent, model_id) as other:
+        assert seen is not other, "each call sets its own outcome"
+        seen["outcome"] = metrics.CACHE_HIT
+    assert _value("agentstream_model_calls_total", agent=agent, model=model_id, outcome="CancelledError") == 1
+    assert _value("agentstream_model_calls_total", agent=agent, model=model_id, outcome=metrics.CACHE_HIT) == 1
+    assert _value("agentstream_model_calls_total", agent=agent, model=model_id, outcome="ok") == 1
+    assert _value("agentstream_gen_ai_client_operation_duration_seconds_count", agent=agent, model=model_id,
+                  outcome="CancelledError") == 1
+
+
 def test_rate_limit_waits_are_observed_per_attempt() -> None:
     agent, model_id, clock = _agent(), "openai:gpt-4o-mini", ManualClock()
     limiter = RateLimiter(ModelQuota(requests_per_minute=60), burst_s=1, clock=clock)

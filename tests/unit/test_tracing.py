@@ -30,6 +30,18 @@ def test_off_no_header_is_added_and_no_span_is_made() -> None:
     assert tracing.traceparent() is None and tracing.trace_ids() == {}
 
 
+def test_off_the_genai_blocks_are_shared_and_record_nothing() -> None:
+    """No generator per model or tool call while tracing is off: one do-nothing block each."""
+    assert not tracing.enabled()
+    assert tracing.model_call("openai:gpt-4o") is tracing.model_call("scripted:x")
+    assert tracing.tool_call("search_kb") is tracing.tool_call("lookup_invoice")
+    assert tracing.agent_run("billing") is tracing.agent_run("sales")
+    with tracing.agent_run("billing"), tracing.model_call("openai:gpt-4o") as call, tracing.tool_call("kb") as tool_call:
+        call.replied("gpt-4o", 1, 2)  # no span behind them: nothing to set
+        tool_call.failed("tool_error")
+    assert tracing.trace_ids() == {}
+
+
 def test_a_record_produced_in_one_stage_is_consumed_as_a_child_in_the_next(spans: InMemorySpanExporter) -> None:
     with tracing.consuming("agents.tasks.v1", 2, 7, "agents.router", headers=[]):
         with tracing.producing("agents.specialist.billing.v1", None, [("traceparent", b"stale"), ("x", b"1")]) as sent:

@@ -22,7 +22,7 @@ loaded, no header is added and every helper here returns at its first check.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -200,12 +200,15 @@ class ModelCall:
                                        "gen_ai.usage.output_tokens": output_tokens})
 
 
-@contextmanager
-def model_call(model_id: str) -> Iterator[ModelCall]:
+def model_call(model_id: str) -> AbstractContextManager[ModelCall]:
     """A CLIENT span ``chat {model}`` for one model call (``model_id`` is provider:model)."""
     if not _enabled:
-        yield ModelCall(None)
-        return
+        return _NO_MODEL_SPAN
+    return _model_call_span(model_id)
+
+
+@contextmanager
+def _model_call_span(model_id: str) -> Iterator[ModelCall]:
     provider, _, model = model_id.partition(":") if ":" in model_id else ("", "", model_id)
     attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.provider.name": provider}
     with _tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes) as span:
@@ -230,26 +233,41 @@ class ToolCall:
             self._span.set_status(Status(StatusCode.ERROR, error_type))
 
 
-@contextmanager
-def tool_call(name: str) -> Iterator[ToolCall]:
+def tool_call(name: str) -> AbstractContextManager[ToolCall]:
     """An INTERNAL span ``execute_tool {name}`` for one tool call."""
     if not _enabled:
-        yield ToolCall(None)
-        return
+        return _NO_TOOL_SPAN
+    return _tool_call_span(name)
+
+
+@contextmanager
+def _tool_call_span(name: str) -> Iterator[ToolCall]:
     attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name}
     with _tracer.start_as_current_span(f"execute_tool {name}", attributes=attributes) as span:
         yield ToolCall(span)
 
 
-@contextmanager
-def agent_run(agent: str) -> Iterator[None]:
+def agent_run(agent: str) -> AbstractContextManager[None]:
     """An INTERNAL span ``invoke_agent {agent}`` around one agent loop."""
     if not _enabled:
-        yield
-        return
+        return _NO_SPAN
+    return _agent_run_span(agent)
+
+
+@contextmanager
+def _agent_run_span(agent: str) -> Iterator[None]:
     attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent}
     with _tracer.start_as_current_span(f"invoke_agent {agent}", attributes=attributes):
         yield
+
+
+# With tracing off (the default), the GenAI blocks above are these shared do-nothing context
+# managers: a generator-based one per call cost a generator and its wrapper five times per run
+# of a specialist (bench/RESULTS.md, session 20). Without a span, ModelCall and ToolCall
+# record nothing, so one of each serves every call.
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
+_NO_MODEL_SPAN: AbstractContextManager[ModelCall] = nullcontext(ModelCall(None))
+_NO_TOOL_SPAN: AbstractContextManager[ToolCall] = nullcontext(ToolCall(None))
 
 
 def trace_ids() -> dict[str, str]:

@@ -2,7 +2,7 @@
 same on another revision in the same run.
 
     python -m bench.run_cost [--tasks 1000] [--concurrency 50] [--rounds 15] [--against REV]
-    python -m bench.run_cost --instructions [--tasks 200] [--against REV]
+    python -m bench.run_cost --instructions [--tasks 1000] [--against REV]
 
 What runs: the pipeline benchmark's billing task (a session with 10 remembered turns; two
 model calls and two tool calls) through the billing agent as the shipped topology builds
@@ -29,7 +29,8 @@ cachegrind (instruction counts only), once with 5 measured runs and once with ``
 after the same start-up and warm-up; the difference over the runs between them is the
 instructions per run. The count repeats to a few parts in a million (times on this machine
 swing by tens of percent while a neighbour is busy), so one pair of trees resolves a change
-of a fraction of a percent; what it does not see is time spent waiting on memory (cache
+of a fraction of a percent, at the same ``--tasks`` (the collector's passes fall differently
+in 100 runs than in 1,000: the count per run moves by 1-2 %); what it does not see is time spent waiting on memory (cache
 misses), so a change that trades instructions for memory traffic needs the timed rounds too.
 
 What it leaves out, by design: Kafka (produce, delivery reports, the consumer), RocksDB, the

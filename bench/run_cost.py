@@ -27,11 +27,13 @@ rounds by chance.
 ``--instructions`` counts instead of timing: each tree runs twice under valgrind's
 cachegrind (instruction counts only), once with 5 measured runs and once with ``--tasks`` more,
 after the same start-up and warm-up; the difference over the runs between them is the
-instructions per run. The count repeats to a few parts in a million (times on this machine
-swing by tens of percent while a neighbour is busy), so one pair of trees resolves a change
-of a fraction of a percent, at the same ``--tasks`` (the collector's passes fall differently
-in 100 runs than in 1,000: the count per run moves by 1-2 %); what it does not see is time spent waiting on memory (cache
-misses), so a change that trades instructions for memory traffic needs the timed rounds too.
+instructions per run. The count repeats within 0.2 % (one tree counted again: within 10
+parts in a million; two checkouts of one revision: 0.17 % apart), where times on this machine
+swing by tens of percent while a neighbour is busy, so one pair of trees resolves a change
+of half a percent, at the same ``--tasks`` (the collector's passes fall differently in 100
+runs than in 1,000: the count per run moves by 1-2 %). What it does not see is time spent
+waiting on memory (cache misses): a change that trades instructions for memory traffic
+needs the timed rounds too.
 
 What it leaves out, by design: Kafka (produce, delivery reports, the consumer), RocksDB, the
 retry chain, TaskEvents and logging — the pipeline benchmark measures a worker with them.
@@ -63,8 +65,7 @@ WARMUP_RUNS = 200
 # cost (whole rounds of one code spread by up to 60 % here while a neighbour was busy).
 PARTS = 5
 HASH_SEED = "1"  # every round's (module docstring)
-# Instructions only (no cache simulation): the count is the same from one run to the next to a
-# few parts in a million, where times swing by tens of percent on a shared machine.
+# Instructions only (no cache simulation): the count repeats within 0.2 % (module docstring).
 CACHEGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
 
 

@@ -43,7 +43,7 @@ integration: $(STAMP) system-packages
 integration-tansu: $(STAMP) system-packages
 	AGENTSTREAM_BROKER=tansu $(BIN)/python -m pytest tests/integration -q -m "not kafka_only" $(XDIST) --durations=25
 
-bench: $(STAMP) system-packages
+bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.relay
 

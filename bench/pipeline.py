@@ -1044,6 +1044,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.levels = [int(x) for x in args.levels.split(",")] if args.levels else list(QUICK_LEVELS if args.quick else DEFAULT_LEVELS)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     args.profile = [w.strip() for w in args.profile.split(",")] if args.profile else []
+    if args.profile_rate is not None and (args.profile_rate <= 0 or not args.profile):
+        parser.error(f"--profile-rate must be above 0 and go with --profile (got {args.profile_rate}, "
+                     f"--profile {','.join(args.profile) or 'not given'})")
     if unknown := [v for v in args.variants if v not in VARIANTS]:
         parser.error(f"unknown variants {unknown}; valid variants are {list(VARIANTS)}")
     if unknown := [w for w in args.profile if w not in PIPELINE_WORKERS]:

@@ -10,7 +10,8 @@ it (the zero-latency ScriptedModel behind its guards, the durable wrappers, hist
 compression), ``--concurrency`` runs at a time on one event loop, each step record encoded
 as the checkpoint table encodes it and then taken as landed; then what the lifecycle builds
 at the end of a run (the SpecialistResult, the transcript, and their Avro encodes). Each
-round is a fresh process that runs a warm-up and then ``--tasks`` measured runs in 5 parts;
+round is a fresh process that runs a warm-up and then ``--tasks`` measured runs (rounded up
+to whole batches) in 5 parts;
 a round's figure is the CPU microseconds per run (``time.process_time``) of its cheapest
 part (see PARTS); reported: each round's, and the median and best of the rounds. Every measured run must complete with 2 model calls and 2 tool calls, or the round
 fails.
@@ -25,9 +26,9 @@ trees run with the same ``PYTHONHASHSEED``, so dict and set layouts do not diffe
 rounds by chance.
 
 ``--instructions`` counts instead of timing: each tree runs twice under valgrind's
-cachegrind (instruction counts only), once with 5 measured runs and once with ``--tasks`` more,
-after the same start-up and warm-up; the difference over the runs between them is the
-instructions per run. The count repeats within 0.2 % (one tree counted again: within 10
+cachegrind (instruction counts only), once with one batch of ``--concurrency`` runs per part
+and once with ``--tasks`` more, after the same start-up and warm-up; the difference over the
+runs between them is the instructions per run. The count repeats within 0.2 % (one tree counted again: within 10
 parts in a million; two checkouts of one revision: 0.17 % apart), where times on this machine
 swing by tens of percent while a neighbour is busy, so one pair of trees resolves a change
 of half a percent, at the same ``--tasks`` (the collector's passes fall differently in 100
@@ -47,6 +48,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -65,6 +67,7 @@ WARMUP_RUNS = 200
 # cost (whole rounds of one code spread by up to 60 % here while a neighbour was busy).
 PARTS = 5
 HASH_SEED = "1"  # every round's (module docstring)
+MEASURED_FOLDERS = ("services", "schemas", "examples")  # the code, schemas and shipped app a round runs
 # Instructions only (no cache simulation): the count repeats within 0.2 % (module docstring).
 CACHEGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
 
@@ -77,10 +80,13 @@ def measure_round(tasks: int, concurrency: int) -> dict[str, Any]:
     from agentstream.specialist.app import build_agent
     from agentstream.topology import load_topology
 
+    import agentstream
+
     agent = build_agent("billing", load_topology())
     schemas = SchemaSet.load()
     tune_for_serving()  # the worker's collector settings (runtime/collector.py)
-    return asyncio.run(_rounds(agent, schemas, tasks, concurrency))
+    report = asyncio.run(_rounds(agent, schemas, tasks, concurrency))
+    return {**report, "package": str(Path(agentstream.__file__).resolve().parent)}  # which tree this round ran
 
 
 async def _rounds(agent: Any, schemas: Any, tasks: int, concurrency: int) -> dict[str, Any]:
@@ -90,7 +96,7 @@ async def _rounds(agent: Any, schemas: Any, tasks: int, concurrency: int) -> dic
         history.append({"task_id": f"memory-{number}", "input": TEXTS[number % len(TEXTS)], "output": outcome.output,
                         "status": "COMPLETED", "agents": ["billing"]})
     await _batch(agent, schemas, 0, WARMUP_RUNS, concurrency, history)
-    per_part = max(1, tasks // PARTS)
+    per_part = tasks // PARTS  # whole batches of `concurrency` (effective_tasks)
     parts = []
     for part in range(PARTS):
         started = time.process_time()
@@ -166,29 +172,39 @@ def child_command(tree: Path, tasks: int, concurrency: int) -> tuple[list[str], 
     return command, env
 
 
-def run_child(tree: Path, tasks: int, concurrency: int, wrapper: list[str] | None = None) -> tuple[dict[str, Any], str]:
-    """One round on ``tree`` (under ``wrapper``, e.g. valgrind): its report and its stderr."""
+def run_child(side: str, tree: Path, tasks: int, concurrency: int,
+              wrapper: list[str] | None = None) -> tuple[dict[str, Any], str]:
+    """One round of ``side`` on ``tree`` (under ``wrapper``, e.g. valgrind): its report and stderr."""
     command, env = child_command(tree, tasks, concurrency)
     done = subprocess.run([*(wrapper or []), *command], cwd=tree, env=env, capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0:
-        raise SystemExit(f"a round on {tree} failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1])), done.stderr
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"A round of {side} failed (exit {done.returncode}); this harness needs build_agent, "
+                         f"DurableRun, transcript() and tune_for_serving as they are at 5d61a2b, so an older revision "
+                         f"may lack them:\n{(done.stdout + done.stderr)[-3000:]}")
+    report = dict(json.loads(lines[-1]))
+    if Path(report["package"]) != (tree / "services" / "agentstream").resolve():
+        raise SystemExit(f"A round of {side} imported agentstream from {report['package']}, not from {tree}: "
+                         "the measurement would be of the wrong code.")
+    return report, done.stderr
 
 
-def instructions_per_run(tree: Path, tasks: int, concurrency: int) -> dict[str, Any]:
-    """Instructions per run on ``tree``: two rounds under cachegrind, ``PARTS`` runs and
-    ``PARTS + tasks`` runs after the same start-up and warm-up; the difference over the
-    runs between them (start-up, imports and warm-up cancel out)."""
+def instructions_per_run(side: str, tree: Path, tasks: int, concurrency: int) -> dict[str, Any]:
+    """Instructions per run on ``tree``: two rounds under cachegrind, one batch of
+    ``concurrency`` runs per part and ``tasks`` runs more, after the same start-up and
+    warm-up; the difference over the runs between them (start-up, imports and warm-up
+    cancel out)."""
     counted = []
-    for measured in (PARTS, PARTS + tasks):
-        report, stderr = run_child(tree, measured, concurrency, CACHEGRIND)
+    base = PARTS * concurrency  # the same batches as the longer round, only fewer of them
+    for measured in (base, base + tasks):
+        report, stderr = run_child(side, tree, measured, concurrency, CACHEGRIND)
         found = re.search(r"I\s+refs:\s+([\d,]+)", stderr)
         if found is None:
-            raise SystemExit(f"cachegrind printed no instruction count for a round on {tree}:\n{stderr[-2000:]}")
+            raise SystemExit(f"cachegrind printed no instruction count for a round of {side}:\n{stderr[-2000:]}")
         counted.append((report["runs"], int(found.group(1).replace(",", "")), report["routed_task_bytes"]))
     (runs_0, instructions_0, routed), (runs_1, instructions_1, _) = counted
     return {"instructions_per_run": (instructions_1 - instructions_0) / (runs_1 - runs_0), "runs": runs_1 - runs_0,
-            "instructions": [instructions_0, instructions_1], "routed_task_bytes": routed}
+            "instructions": [instructions_0, instructions_1], "routed_task_bytes": routed, "package": report["package"]}
 
 
 def worktree_of(revision: str, parent: Path) -> Path:
@@ -203,27 +219,32 @@ def worktree_of(revision: str, parent: Path) -> Path:
 
 
 def remove_worktree(path: Path) -> None:
-    subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, capture_output=True, timeout=120)
+    removed = subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, capture_output=True,
+                             text=True, timeout=120)
+    if removed.returncode != 0:
+        print(f"  (git worktree remove {path}: {removed.stderr.strip()}; deleting the folder and pruning)", flush=True)
     shutil.rmtree(path, ignore_errors=True)
+    subprocess.run(["git", "worktree", "prune"], cwd=REPO, capture_output=True, timeout=120)
 
 
 def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     costs = [r["us_per_run"] for r in rounds]
     return {"us_per_run": costs, "median": statistics.median(costs), "best": min(costs),
-            "routed_task_bytes": rounds[0]["routed_task_bytes"]}
+            "routed_task_bytes": rounds[0]["routed_task_bytes"], "runs": rounds[0]["runs"],
+            "package": rounds[0]["package"]}
 
 
 def pair_ratios(these: list[float], those: list[float]) -> dict[str, Any]:
     """The ratios of the rounds run as pairs, and their median and quartiles."""
     ratios = [a / b for a, b in zip(these, those, strict=True)]
-    q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else (ratios[0],) * 3
     return {"ratios": ratios, "median": median, "q1": q1, "q3": q3, "pairs": len(ratios)}
 
 
 def commit_of(tree: Path) -> str:
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True, timeout=30)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "services"], cwd=tree, capture_output=True, text=True,
-                           timeout=30).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", *MEASURED_FOLDERS], cwd=tree, capture_output=True,
+                           text=True, timeout=30).stdout.strip()
     return done.stdout.strip() + (" + uncommitted changes" if dirty else "")
 
 
@@ -249,7 +270,7 @@ def time_rounds(trees: dict[str, Path], args: argparse.Namespace) -> list[dict[s
     for number in range(args.rounds):
         order = list(trees) if number % 2 == 0 else list(reversed(trees))  # neither always goes first
         for name in order:
-            rounds[name].append(run_child(trees[name], args.tasks, args.concurrency)[0])
+            rounds[name].append(run_child(name, trees[name], args.tasks, args.concurrency)[0])
             print(f"  round {number + 1}: {name:12s} {rounds[name][-1]['us_per_run']:7.1f} µs CPU per run", flush=True)
     return [summarize(rounds[name]) for name in trees]
 
@@ -260,14 +281,15 @@ def count_instructions(trees: dict[str, Path], args: argparse.Namespace) -> list
                          "(the Debian package valgrind).")
     counted = []
     for name, tree in trees.items():
-        counted.append(instructions_per_run(tree, args.tasks, args.concurrency))
+        counted.append(instructions_per_run(name, tree, args.tasks, args.concurrency))
         print(f"  {name:12s} {counted[-1]['instructions_per_run']:,.0f} instructions per run", flush=True)
     return counted
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=1000, help="measured runs per round (default 1000)")
+    parser.add_argument("--tasks", type=int, default=1000,
+                        help="measured runs per round, rounded up to whole batches of every part (default 1000)")
     parser.add_argument("--concurrency", type=int, default=50, help="runs at a time on the loop (default 50)")
     parser.add_argument("--rounds", type=int, default=15, help="rounds per tree, each a fresh process (default 15)")
     parser.add_argument("--against", metavar="REV", help="a git revision to measure in the same run, rounds alternating")
@@ -279,12 +301,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.tasks < 1 or args.concurrency < 1 or args.rounds < 1:
         parser.error(f"--tasks, --concurrency and --rounds must be at least 1 (got {args.tasks}, {args.concurrency}, "
                      f"{args.rounds})")
-    if args.child:
-        print(json.dumps(measure_round(args.tasks, args.concurrency)))
-        return 0
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    print(f"run cost: {args.tasks} billing runs per round, {args.concurrency} at a time, {args.rounds} rounds per tree")
-    sides = compare(args)
+    if not args.child:
+        args.tasks = effective_tasks(args.tasks, args.concurrency)
+    elif args.tasks % (PARTS * args.concurrency):
+        parser.error(f"a round's --tasks must be a multiple of {PARTS} x --concurrency (got {args.tasks})")
+    return args
+
+
+def effective_tasks(tasks: int, concurrency: int) -> int:
+    """``tasks`` rounded up so that every part is whole batches of ``concurrency`` runs: a
+    part that ends with a smaller batch costs another amount per run."""
+    unit = PARTS * concurrency
+    return -(-tasks // unit) * unit
+
+
+def print_sides(args: argparse.Namespace, sides: dict[str, Any]) -> None:
+    """The figures of each tree and, with --against, the comparison (added to ``sides``)."""
     if args.instructions:
         for name, side in sides.items():
             print(f"  {name:12s} ({side['commit']}): {side['instructions_per_run']:,.0f} instructions per run")
@@ -292,23 +324,45 @@ def main(argv: list[str] | None = None) -> int:
             ratio = sides["this tree"]["instructions_per_run"] / sides[args.against]["instructions_per_run"]
             sides["this tree"]["ratio_to_against"] = ratio
             print(f"  this tree / {args.against}: {ratio:.4f} (instructions)")
-    else:
-        for name, side in sides.items():
-            print(f"  {name:12s} ({side['commit']}): median {side['median']:7.1f}, best {side['best']:7.1f} µs CPU per run")
-    if args.against and not args.instructions:
+        return
+    for name, side in sides.items():
+        print(f"  {name:12s} ({side['commit']}): median {side['median']:7.1f}, best {side['best']:7.1f} µs CPU per run")
+    if args.against:
         ratios = pair_ratios(sides["this tree"]["us_per_run"], sides[args.against]["us_per_run"])
         sides["this tree"]["ratio_to_against"] = ratios
         print(f"  this tree / {args.against}, per pair: median {ratios['median']:.3f} "
               f"(quartiles {ratios['q1']:.3f}-{ratios['q3']:.3f}, {ratios['pairs']} pairs)")
+
+
+def write_report(argv: list[str] | None, args: argparse.Namespace, stamp: str, sides: dict[str, Any]) -> Path:
     sys.path.insert(0, str(REPO))
     from bench._procs import machine
 
     report = {"benchmark": "run_cost", "started": stamp, "command": "python -m bench.run_cost " + " ".join(argv or sys.argv[1:]),
               "machine": machine(), "config": {k: v for k, v in vars(args).items() if k != "child"}, "sides": sides}
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    out = OUT_DIR / f"run_cost-{stamp}.json"
+    out = OUT_DIR / f"run_cost-{stamp}-{os.getpid()}.json"  # two runs in one second (the smoke tests) keep both
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    return out
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # so the worktree of --against is removed on the way out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(measure_round(args.tasks, args.concurrency)))
+        return 0
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    how = "counted under cachegrind, once per tree" if args.instructions else f"{args.rounds} timed rounds per tree"
+    print(f"run cost: {args.tasks} billing runs per round, {args.concurrency} at a time, {how}")
+    sides = compare(args)
+    print_sides(args, sides)
+    print(f"wrote {write_report(argv, args, stamp, sides).relative_to(REPO)}")
     return 0
 
 

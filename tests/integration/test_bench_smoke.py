@@ -151,7 +151,12 @@ def test_run_cost_measures_this_tree_against_a_revision_in_pairs() -> None:
     assert set(sides) == {"this tree", "HEAD"}
     for side in sides.values():
         assert len(side["us_per_run"]) == 2 and min(side["us_per_run"]) > 0
+        assert side["runs"] == 25, "20 runs rounded up to whole batches of 5 in each of the 5 parts"
         assert side["routed_task_bytes"] > 2000, "the task carries the session's 10 remembered turns"
+    # Each side ran its own tree's code: the checkout's here, the worktree's for HEAD.
+    assert Path(sides["this tree"]["package"]) == REPO / "services" / "agentstream"
+    assert Path(sides["HEAD"]["package"]).parts[-2:] == ("services", "agentstream")
+    assert not Path(sides["HEAD"]["package"]).is_relative_to(REPO)
     assert sides["this tree"]["ratio_to_against"]["pairs"] == 2
     assert _worktrees() == worktrees_before
 
@@ -159,10 +164,11 @@ def test_run_cost_measures_this_tree_against_a_revision_in_pairs() -> None:
 def test_run_cost_counts_instructions_per_run_under_cachegrind() -> None:
     report = run_bench("run_cost", "--instructions", "--tasks", "5", "--concurrency", "5")
     side = report["sides"]["this tree"]
-    assert side["runs"] == 5
+    assert side["runs"] == 25, "5 runs rounded up to a batch of 5 in each of the 5 parts"
     first, second = side["instructions"]
-    assert second > first > 0, "the round with 5 more runs executed more instructions"
-    assert side["instructions_per_run"] == (second - first) / 5
+    assert second > first > 0, "the round with 25 more runs executed more instructions"
+    assert side["instructions_per_run"] == (second - first) / 25
+    assert Path(side["package"]) == REPO / "services" / "agentstream"
 
 
 def _worktrees() -> list[str]:

@@ -58,7 +58,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-OUT_DIR = REPO / "bench" / "out"
 TEXTS = tuple(f"Please check invoice INV-100{k} for me" for k in range(1, 5))  # bench.pipeline's
 REMEMBERED_TURNS = 10  # the shipped topology's sessions.remember_turns: a long-lived session
 WARMUP_RUNS = 200
@@ -335,15 +334,13 @@ def print_sides(args: argparse.Namespace, sides: dict[str, Any]) -> None:
 
 
 def write_report(argv: list[str] | None, args: argparse.Namespace, stamp: str, sides: dict[str, Any]) -> Path:
-    sys.path.insert(0, str(REPO))
-    from bench._procs import machine
+    sys.path.insert(0, str(REPO))  # run as a script: bench/ itself is on the path, not the repository
+    from bench import _procs
 
     report = {"benchmark": "run_cost", "started": stamp, "command": "python -m bench.run_cost " + " ".join(argv or sys.argv[1:]),
-              "machine": machine(), "config": {k: v for k, v in vars(args).items() if k != "child"}, "sides": sides}
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    out = OUT_DIR / f"run_cost-{stamp}-{os.getpid()}.json"  # two runs in one second (the smoke tests) keep both
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    return out
+              "machine": _procs.machine(), "config": {k: v for k, v in vars(args).items() if k != "child"}, "sides": sides}
+    # The pid in the name: two runs in one second (the smoke tests, side by side) keep both.
+    return _procs.write_report("run_cost", f"{stamp}-{os.getpid()}", report)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

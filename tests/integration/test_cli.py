@@ -176,7 +176,9 @@ def test_a_stopping_worker_exits_0_whatever_more_stop_signals_come(applied: dict
     worker.wait_for_line(r"router: assigned ", timeout=90)
     worker.proc.send_signal(signal.SIGINT)
     worker.wait_for_line(r"worker router exiting", timeout=60)
-    while worker.proc.poll() is None:
+    deadline = time.monotonic() + 60
+    while worker.proc.poll() is None:  # a signal every 5 ms until it has exited, at most a minute
+        assert time.monotonic() < deadline, f"the worker did not exit within 60 s of its stop:\n{worker.tail()}"
         worker.proc.send_signal(signal.SIGTERM)
         time.sleep(0.005)
     assert worker.proc.returncode == 0, worker.tail()

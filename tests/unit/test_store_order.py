@@ -1,5 +1,5 @@
 """A partition's write-through writes reach its store in the order of their changelog
-offsets (runtime/processor.py ``_store_landed``), whatever order their writers wake in.
+offsets (runtime/write_through.py ``_store_landed``), whatever order their writers wake in.
 
 A store records the highest offset it holds. When a later write was stored first (a
 ``persist`` awaits its report directly; a ``persist_all`` through ``gather``, an event-loop

@@ -39,7 +39,6 @@ from agentstream.runtime.lag import fetched_lag, watermarks
 from agentstream.runtime.context import MessageContext, current_context
 from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError, RestoreInterrupted
-from agentstream.runtime.delivery import produce_acked, produce_all_acked
 from agentstream.runtime.hold import DueHolds
 from agentstream.runtime.lane import ThreadLane
 from agentstream.runtime.loop_lag import LoopLagProbe
@@ -50,6 +49,7 @@ from agentstream.runtime.stats import ProcessorStats
 from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
 from agentstream.runtime.topics import co_partitioned_inputs, ensure_changelogs
+from agentstream.runtime.write_through import WriteThrough
 from agentstream.telemetry import log_context, tracing
 from agentstream.telemetry.handling import Handling
 
@@ -63,17 +63,6 @@ _T = TypeVar("_T")
 
 def _raw(value: bytes) -> bytes:
     return value
-
-
-def _store_landed(
-    table: Table, partition: int, store: PartitionStore, records: list[tuple[bytes, bytes | None]], offset: int,
-) -> None:
-    """Store a write-through write the changelog has acknowledged up to ``offset``. Run as
-    its delivery report is settled (runtime/delivery.py), so a partition's writes reach
-    its store in the order of their offsets (but for the cases delivery.py names), not in
-    the order their writers wake."""
-    if table.stores.get(partition) is store:  # still ours: not revoked while the write was on its way
-        store.put_all_durable(records, offset)
 
 
 @dataclass(slots=True)
@@ -149,8 +138,8 @@ class Processor:
         self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
         self._poller = ThreadLane(f"{name}-poll")  # the consumer's thread: poll, commit, close
         self._partition_count = 0
-        self._retention = Retention(name, self.stats, self._persist_expired, resume_s=commit_interval)
-        self._observe_ack = metrics.acked_write_seconds().labels(name).observe
+        self._writes = WriteThrough(self._require_producer, metrics.acked_write_seconds().labels(name).observe)
+        self._retention = Retention(name, self.stats, self._writes.persist_expired, resume_s=commit_interval)
         self._loop_lag = LoopLagProbe(metrics.event_loop_lag_seconds().labels(name).observe)
 
     # -- declaration ---------------------------------------------------------------------
@@ -254,66 +243,27 @@ class Processor:
         offset may be committed now, while the work goes on."""
         self._spawned.release()
 
-    async def persist(self, table: Table, key: str | bytes, value: Any, *, partition: int | None = None) -> None:
-        """Write-through: send ``key → value`` (None deletes) to the table's changelog, wait
-        until the broker acknowledges it; it is stored as its acknowledgement is settled
-        (_store_landed). For state that must survive a kill -9 at once
-        (step checkpoints); do not mix with buffered writes on one table.
-        ``partition`` defaults to the partition of the record being handled."""
-        await self._persist(table, key, value, partition, self._observe_ack)
+    def persist(
+        self, table: Table, key: str | bytes, value: Any, *, partition: int | None = None,
+    ) -> Coroutine[Any, Any, None]:
+        """Write-through (runtime/write_through.py): send ``key → value`` (None deletes) to
+        the table's changelog and wait until the broker acknowledges it; stored as its
+        acknowledgement is settled. For state that must survive a kill -9 at once (step
+        checkpoints); do not mix with buffered writes on one table. ``partition`` defaults to
+        the partition of the record being handled."""
+        return self._writes.persist(table, key, value, partition=partition)
 
-    async def _persist_expired(self, table: Table, key: str | bytes, value: Any, *, partition: int | None = None) -> None:
-        """persist() of an expiry pass's writes, left out of agentstream_acked_write_seconds:
-        a pass writes up to a thousand at once per partition, which would outweigh the
-        writes the worker's tasks wait for."""
-        await self._persist(table, key, value, partition, None)
+    def persist_all(self, table: Table, items: list[tuple[str | bytes, Any]], *, partition: int) -> Coroutine[Any, Any, None]:
+        """persist() of several keys of one partition at once: produced in this order,
+        acknowledged together, stored in one batch (runtime/write_through.py)."""
+        return self._writes.persist_all(table, items, partition=partition)
 
-    async def _persist(
-        self, table: Table, key: str | bytes, value: Any, partition: int | None, observe: Callable[[float], None] | None,
-    ) -> None:
-        partition = current_context.get().partition if partition is None else partition
-        records = [(table.encode_key(key), None if value is None else table.encode_value(value))]
-        landed = partial(_store_landed, table, partition, table.partition(partition), records)
-        # Not send_acked: a changelog record is state, not a message of the task's trace.
-        await self._acknowledged(produce_acked(self._require_producer(), table.changelog_topic, records[0][1],
-                                               records[0][0], partition, landed=landed), observe)
-
-    async def persist_all(self, table: Table, items: list[tuple[str | bytes, Any]], *, partition: int) -> None:
-        """persist() of several keys of one partition at once: produced in this order (they
-        land in it: one partition, an idempotent producer), acknowledged together, then
-        stored in one batch. A kill -9 in between leaves a prefix of them in the changelog."""
-        if not items:
-            return
-        records = [(table.encode_key(key), None if value is None else table.encode_value(value)) for key, value in items]
-        landed = partial(_store_landed, table, partition, table.partition(partition), records)
-        await self._acknowledged(produce_all_acked(self._require_producer(), table.changelog_topic,
-                                                   [(value, key) for key, value in records], partition, landed=landed),
-                                 self._observe_ack)
-
-    async def send_acked(
+    def send_acked(
         self, topic: str, value: bytes | None, key: str | bytes | None, *, partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
-    ) -> int:
-        """Send one record and wait until the broker acknowledges it; return its offset."""
-        if not tracing.enabled():
-            return await self._acknowledged(
-                produce_acked(self._require_producer(), topic, value, key, partition, headers), self._observe_ack)
-        with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
-            offset = await self._acknowledged(
-                produce_acked(self._require_producer(), topic, value, key, partition, traced.headers), self._observe_ack)
-            traced.landed(offset)
-        return offset
-
-    @staticmethod
-    async def _acknowledged(acked: Awaitable[_T], observe: Callable[[float], None] | None) -> _T:
-        """``acked`` (a produce awaiting its acknowledgement); its time to ``observe`` once
-        acknowledged (a refused or cancelled write is not a time it took to land)."""
-        if observe is None:
-            return await acked
-        started = time.perf_counter()
-        landed = await acked
-        observe(time.perf_counter() - started)
-        return landed
+    ) -> Coroutine[Any, Any, int]:
+        """Send one record and wait until the broker acknowledges it; its offset."""
+        return self._writes.send_acked(topic, value, key, partition=partition, headers=headers)
 
     async def read_to_end(self, topic: str, partition: int, from_offset: int) -> list[tuple[bytes | None, bytes | None, int]]:
         """Records of one partition from ``from_offset`` to its end (for recovery checks)."""

@@ -13,7 +13,7 @@ the batches up to some point in the order they were written, each with the chang
 it recorded. That is the table as of that offset because a partition's writes reach its
 store in offset order: a checkpoint's flush writes the buffer with the checkpoint's offset,
 one at a time; a restore applies the changelog in order; and write-through records are
-stored as their delivery reports are settled, in offset order (runtime/processor.py
+stored as their delivery reports are settled, in offset order (runtime/write_through.py
 ``_store_landed``). The next start replays the changelog from the offset on disk. That is
 right only while the changelog still holds every tombstone written since that offset
 (``delete.retention.ms``, 7 days in the shipped topologies): a quiet store's writes could

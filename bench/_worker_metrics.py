@@ -2,15 +2,17 @@
 at the window's start and end, and the quantiles of what was observed in between,
 interpolated within a bucket as PromQL's ``histogram_quantile`` does.
 
-Used for the two histograms that say where an agent loop waits besides its model:
-``agentstream_acked_write_seconds`` (produce to acknowledgement, as the loop sees it) and
-``agentstream_event_loop_lag_seconds`` (how late the loop runs what is due).
+Used for the histograms that say where an agent loop waits besides its model:
+``agentstream_acked_write_seconds`` (produce to acknowledgement, as the loop sees it),
+``agentstream_event_loop_lag_seconds`` (how late the loop runs what is due) and
+``agentstream_checkpoint_seconds`` (a commit, during which the worker takes in no record).
 """
 
 from __future__ import annotations
 
 import math
 import urllib.request
+from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,15 +20,25 @@ from agentstream.settings import METRICS_PATH
 
 ACKED_WRITE = "agentstream_acked_write_seconds"
 LOOP_LAG = "agentstream_event_loop_lag_seconds"
+CHECKPOINT = "agentstream_checkpoint_seconds"
 
 Buckets = dict[float, float]  # upper bound -> cumulative count
 
 
-def scrape(port: int, families: tuple[str, ...] = (ACKED_WRITE, LOOP_LAG)) -> dict[str, Buckets]:
-    """The cumulative buckets of each histogram in ``families``, summed over its series."""
+@dataclass(frozen=True)
+class Snapshot:
+    """One histogram as scraped: its cumulative buckets and the sum of its observations."""
+
+    buckets: Buckets
+    total_s: float
+
+
+def scrape(port: int, families: tuple[str, ...] = (ACKED_WRITE, LOOP_LAG, CHECKPOINT)) -> dict[str, Snapshot]:
+    """Each histogram in ``families``, summed over its series."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{METRICS_PATH}", timeout=10) as response:
         text = response.read().decode()
     found: dict[str, Buckets] = {name: {} for name in families}
+    totals = dict.fromkeys(families, 0.0)
     for family in text_string_to_metric_families(text):
         if family.name not in found:
             continue
@@ -34,7 +46,9 @@ def scrape(port: int, families: tuple[str, ...] = (ACKED_WRITE, LOOP_LAG)) -> di
             if sample.name == f"{family.name}_bucket":
                 bound = float(sample.labels["le"])
                 found[family.name][bound] = found[family.name].get(bound, 0.0) + sample.value
-    return found
+            elif sample.name == f"{family.name}_sum":
+                totals[family.name] += sample.value
+    return {name: Snapshot(found[name], totals[name]) for name in families}
 
 
 def quantile(before: Buckets, after: Buckets, q: float) -> float:

@@ -280,9 +280,8 @@ def test_concurrency_keeps_loops_in_flight_and_finishes_tasks(bootstrap: str) ->
     # The specialist's own histograms over the window: it waited for acknowledged writes.
     # (NaN would mean no observation in the window: the lag timer samples ten times a second.)
     assert trial["acked_write_ms"]["p50"] > 0 and math.isfinite(trial["loop_lag_ms"]["p50"])
-    # Its commits, during which it takes in no task: at this cap every slot is mostly taken,
-    # and the worker commits only between batches, so the window may hold none (NaN).
-    assert set(trial["checkpoint_ms"]) == {"p50", "p90", "p99"} and 0 <= trial["checkpoint_share"] < 1
+    # Its commits, during which it takes in no task: one a second, also while every slot is taken.
+    assert trial["checkpoint_ms"]["p50"] > 0 and 0 < trial["checkpoint_share"] < 1
 
 
 def test_restore_reads_every_session_back_into_a_fresh_worker(bootstrap: str) -> None:

@@ -60,6 +60,15 @@ def _outputs(bootstrap: str, topic: str) -> tuple[Counter[str], Counter[int]]:
     return per_key, per_event
 
 
+def _fill_one_partition(bootstrap: str, topic: str, count: int) -> None:
+    """A topic of one partition holding ``count`` records (values 0 .. count-1, one key)."""
+    create_topics(bootstrap, [topic], partitions=1)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for n in range(count):
+        producer.produce(topic, str(n).encode(), b"k")
+    assert producer.flush(30) == 0
+
+
 def _assigned_count(worker: WorkerProcess) -> int:
     lines = worker.matching(r"counter: assigned ")
     return lines[-1].count("[") if lines else 0
@@ -338,11 +347,7 @@ def test_a_write_through_record_whose_writer_was_cancelled_is_stored_as_it_lands
     a kill -9 before the run's end write, a resume would not find the step (a side-effecting
     tool's result among them: the tool would run again)."""
     topic, group = f"cut-in-{unique}", f"cut-{unique}"
-    create_topics(bootstrap, [topic], partitions=1)
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for n in range(20):
-        producer.produce(topic, str(n).encode(), b"k")
-    assert producer.flush(30) == 0
+    _fill_one_partition(bootstrap, topic, 20)
     app = Processor("cut", bootstrap, group, tmp_path / "state")
     steps = app.table("steps")
     cancelled: list[bool] = []
@@ -376,11 +381,7 @@ def test_max_inflight_caps_spawned_work_within_a_fetched_batch(bootstrap: str, u
     """40 records on one partition come back in a fetch or a few; with max_inflight 3 no more than
     3 of their spawned loops may run at once, and all 40 still run."""
     topic = f"cap-in-{unique}"
-    create_topics(bootstrap, [topic], partitions=1)
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for n in range(40):
-        producer.produce(topic, str(n).encode(), b"k")
-    assert producer.flush(30) == 0
+    _fill_one_partition(bootstrap, topic, 40)
     app = Processor("cap", bootstrap, f"cap-{unique}", tmp_path / "state", max_inflight=3)
     running, peak, done = [0], [0], [0]
     gates: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []  # opened by the test once the cap is reached
@@ -414,3 +415,52 @@ def test_max_inflight_caps_spawned_work_within_a_fetched_batch(bootstrap: str, u
         runner.join(60)
     assert peak[0] == 3, f"{peak[0]} loops ran at once"
     assert not runner.is_alive() and not app._loop_lag.running  # run() ended and stopped its loop-lag timer
+
+
+def test_commits_go_on_while_every_slot_is_taken_through_a_fetched_batch(
+    bootstrap: str, unique: str, tmp_path: Path,
+) -> None:
+    """30 records fetched in a batch, one loop at a time (max_inflight 1), each loop held until
+    the test lets it end: the offsets of the finished loops are committed while the rest of the
+    batch still waits for the slot, not once the whole batch is through (with long model calls
+    and a backlog, that was one commit per batch: tens of seconds instead of commit_interval)."""
+    topic, group = f"slots-in-{unique}", f"slots-{unique}"
+    _fill_one_partition(bootstrap, topic, 30)
+    app = Processor("slots", bootstrap, group, tmp_path / "state", max_inflight=1, commit_interval=0.2)
+    started: list[int] = []
+    gates: dict[int, asyncio.Event] = {}
+    loop_of: list[asyncio.AbstractEventLoop] = []
+
+    async def held(n: int) -> None:
+        await gates[n].wait()
+
+    @app.handler(topic)
+    async def start(value: bytes, ctx: MessageContext) -> None:
+        loop_of[:] = [asyncio.get_running_loop()]
+        gates[ctx.offset] = asyncio.Event()
+        started.append(ctx.offset)
+        app.spawn(held(ctx.offset))
+
+    def let_end(offset: int) -> None:
+        loop_of[0].call_soon_threadsafe(gates[offset].set)
+
+    runner = threading.Thread(target=lambda: asyncio.run(app.run()), daemon=True)
+    runner.start()
+    try:
+        for offset in range(3):  # three loops end, one after the other
+            wait_for(lambda: offset in started, 60, f"the loop of offset {offset} to start")
+            let_end(offset)
+        wait_for(lambda: 3 in started, 60, "the loop of offset 3 to start")
+        wait_for(lambda: committed_total(bootstrap, group, topic) == 3, 30,
+                 "offsets 0-2 committed while offset 3 holds the slot")
+        assert started == [0, 1, 2, 3]  # the rest of the batch is still waiting for the slot
+        for offset in range(3, 30):
+            wait_for(lambda: offset in started, 60, f"the loop of offset {offset} to start")
+            let_end(offset)
+        wait_for(lambda: committed_total(bootstrap, group, topic) == 30, 30, "every offset committed")
+    finally:
+        for offset in list(gates):
+            let_end(offset)
+        app.stop()
+        runner.join(60)
+    assert not runner.is_alive()

@@ -7,6 +7,7 @@ an offset older than the changelog's tombstones reach back."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 from agentstream.runtime.processor import Processor
@@ -49,17 +50,21 @@ def test_the_run_loops_checkpoint_asks_the_stores_also_when_it_has_nothing_to_co
     assert all(len(store.asked) == 1 for store in stores)
 
 
+class _Full:
+    """Spawned work whose one slot is never freed."""
+
+    running = 1
+
+    def slot(self, limit: int) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()
+
+
 def test_a_worker_whose_every_slot_is_taken_still_asks_its_stores() -> None:
-    """No checkpoint runs while long loops hold every slot (run() waits for one): the wait
-    asks the stores each time it wakes to beat."""
+    """While long loops hold every slot (run() waits for one) the wait asks the stores each
+    time it wakes to beat, also when no checkpoint is due then."""
     processor, stores = _processor_with_stores()
     processor.health.stall_s = 0.03  # wakes every 10 ms
-
-    class _Full:
-        running = 1
-
-        def slot(self, limit: int) -> asyncio.Future[None]:
-            return asyncio.get_running_loop().create_future()  # never freed
+    processor._next_checkpoint = math.inf  # a commit_interval far above the wake-ups
 
     processor._spawned = _Full()  # type: ignore[assignment]
     processor.max_inflight = 1
@@ -69,6 +74,34 @@ def test_a_worker_whose_every_slot_is_taken_still_asks_its_stores() -> None:
         deadline = time.monotonic() + 5
         while not all(len(store.asked) >= 2 for store in stores):
             assert time.monotonic() < deadline, "the stores were not asked while every slot was taken"
+            await asyncio.sleep(0.005)
+        assert not waiting.done()
+        waiting.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_whose_every_slot_is_taken_still_commits_every_commit_interval() -> None:
+    """The offsets of the loops that ended are committed while the others hold every slot
+    (tests/integration/test_runtime.py has it on a real broker)."""
+    processor, _ = _processor_with_stores()
+    processor.health.stall_s = 30.0  # the heartbeat alone wakes the wait every 10 s
+    processor.commit_interval = 0.02
+    processor._spawned = _Full()  # type: ignore[assignment]
+    processor.max_inflight = 1
+    commits: list[float] = []
+
+    async def checkpoint() -> None:
+        commits.append(time.monotonic())
+
+    processor._periodic_checkpoint = checkpoint  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        processor._next_checkpoint = time.monotonic() + processor.commit_interval
+        waiting = asyncio.create_task(processor._wait_for_slot())
+        deadline = time.monotonic() + 5
+        while len(commits) < 3:
+            assert time.monotonic() < deadline, f"{len(commits)} checkpoints while every slot was taken"
             await asyncio.sleep(0.005)
         assert not waiting.done()
         waiting.cancel()

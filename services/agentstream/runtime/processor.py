@@ -136,6 +136,7 @@ class Processor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
+        self._next_checkpoint = 0.0  # monotonic: when the run loop's next checkpoint is due
         self._poller = ThreadLane(f"{name}-poll")  # the consumer's thread: poll, commit, close
         self._partition_count = 0
         self._writes = WriteThrough(self._require_producer, metrics.acked_write_seconds().labels(name).observe)
@@ -310,7 +311,7 @@ class Processor:
         await self._loop.run_in_executor(None, self._start)
         self._loop_lag.start(self._loop)
         self._last_activity = time.monotonic()
-        next_checkpoint = self._last_activity + self.commit_interval
+        self._next_checkpoint = self._last_activity + self.commit_interval
         self._retention.start()
         try:
             while not self._stopping:
@@ -332,9 +333,7 @@ class Processor:
                         break
                 elif idle_timeout is not None and now - self._last_activity >= idle_timeout and self._spawned.running == 0:
                     break
-                if now >= next_checkpoint:
-                    await self._periodic_checkpoint()
-                    next_checkpoint = time.monotonic() + self.commit_interval
+                await self._checkpoint_if_due()
                 if now >= self._retention.next_due:
                     await self._retention.run_due(self.assigned_partitions(), lambda: self._failed)
         finally:
@@ -347,14 +346,21 @@ class Processor:
 
     async def _wait_for_slot(self) -> None:
         """Wait until fewer than max_inflight loops run. A full executor is healthy, so the
-        heartbeat goes on meanwhile; a blocked event loop cannot beat (runtime/health.py)."""
+        heartbeat goes on meanwhile; a blocked event loop cannot beat (runtime/health.py).
+        Commits go on meanwhile: with every slot taken, a fetched batch lasts as long as its
+        loops (tens of seconds with slow models), and the offsets of the loops that ended
+        would otherwise wait for its end (a record not handled yet is not seen: no offset
+        beyond it is committed)."""
         while self._spawned.running >= self.max_inflight:  # the common case skips wait_for's cost
+            until_checkpoint = self._next_checkpoint - time.monotonic()
             try:
-                await asyncio.wait_for(self._spawned.slot(self.max_inflight), self.health.stall_s / 3)
+                await asyncio.wait_for(self._spawned.slot(self.max_inflight),
+                                       max(min(until_checkpoint, self.health.stall_s / 3), 0.0))
                 return
             except TimeoutError:
                 self.health.beat()
-                self._flush_old_memtables()  # no checkpoint runs while every slot is taken
+                await self._checkpoint_if_due()
+                self._flush_old_memtables()  # also when none was due (a commit_interval above stall_s / 3)
 
     def partition_lag(self) -> dict[TP, int]:
         """Records behind the end of each assigned partition, from what the consumer last
@@ -489,6 +495,12 @@ class Processor:
             plan = _CheckpointPlan([], plan.flushing)
         self._finish_checkpoint(plan)
         metrics.checkpoint_seconds().labels(self.name).observe(time.monotonic() - started)
+
+    async def _checkpoint_if_due(self) -> None:
+        """The periodic checkpoint, once its time has come."""
+        if time.monotonic() >= self._next_checkpoint:
+            await self._periodic_checkpoint()
+            self._next_checkpoint = time.monotonic() + self.commit_interval
 
     async def _periodic_checkpoint(self) -> None:
         """The run loop's checkpoint, then the flush of every store whose oldest unflushed

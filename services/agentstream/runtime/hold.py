@@ -52,8 +52,17 @@ class DueHolds:
     def _release(self, tp: _TP, offset: int) -> None:
         if self._held.get(tp) != offset:
             return  # revoked meanwhile
-        del self._held[tp]
-        self._ops.append(lambda consumer: consumer.resume([TopicPartition(tp[0], tp[1])]))
+
+        # Held until the poll thread has rewound and resumed it: records of the partition
+        # fetched before the rewind may still be in the batch being handled (a batch lasts
+        # as long as its waits for a slot), and one handled now would be seen past the held
+        # record, which the rewind then fetches again as already seen: never handled.
+        def resume(consumer: Consumer) -> None:
+            consumer.resume([TopicPartition(tp[0], tp[1])])
+            if self._held.get(tp) == offset:
+                self._held.pop(tp, None)
+
+        self._ops.append(resume)
 
     def forget(self, tp: _TP) -> None:
         """The partition was revoked: its new owner starts from the committed offset."""

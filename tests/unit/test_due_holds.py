@@ -1,0 +1,95 @@
+"""A retry tier's partition held at a record not due yet stays held until the poll thread
+has rewound and resumed it (runtime/hold.py).
+
+Its release timer may fire while the batch that held it is still being handled (a batch
+lasts as long as its waits for a slot). Released at once, the batch's later records of the
+partition were handled, past the held one, and the rewind then fetched the held record and
+the ones behind it as already seen: they were never handled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from agentstream.runtime import MessageContext
+from agentstream.runtime.offsets import PartitionOffsets
+from agentstream.runtime.processor import Processor
+
+TOPIC = "tasks.retry.1"
+DUE = "x-due-ms"
+
+
+class _Message:
+    """A fetched record of the retry tier, due at ``due_ms``."""
+
+    def __init__(self, offset: int, due_ms: int) -> None:
+        self._offset, self._due = offset, due_ms
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return str(self._offset).encode()
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [(DUE, str(self._due).encode())]
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._due)
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def pause(self, partitions: list[Any]) -> None:
+        self.calls.append(("pause", [(p.topic, p.partition) for p in partitions]))
+
+    def seek(self, partition: Any) -> None:
+        self.calls.append(("seek", partition.offset))
+
+    def resume(self, partitions: list[Any]) -> None:
+        self.calls.append(("resume", [(p.topic, p.partition) for p in partitions]))
+
+
+def test_a_held_partition_stays_held_through_its_batch_until_the_poll_thread_rewinds_it() -> None:
+    processor = Processor("holds", "localhost:9", "holds", "unused-state-dir")  # no I/O until run()
+    handled: list[int] = []
+
+    @processor.handler(TOPIC, decode=lambda value: int(value), due_header=DUE)
+    async def on_retry(value: int, ctx: MessageContext) -> None:
+        handled.append(value)
+
+    processor._offsets[(TOPIC, 0)] = PartitionOffsets()
+    consumer = _Consumer()
+
+    async def batch() -> None:
+        processor._loop = asyncio.get_running_loop()
+        now_ms = int(time.time() * 1000)
+        await processor._handle(_Message(10, now_ms + 50))  # not due: the partition is held at 10
+        await processor._handle(_Message(11, now_ms + 50))  # behind it
+        deadline = time.monotonic() + 5
+        while len(processor._holds_due._ops) < 2:  # its release timer fires while the batch goes on
+            assert time.monotonic() < deadline, "the hold's release timer did not fire"
+            await asyncio.sleep(0.005)
+        await processor._handle(_Message(12, now_ms - 1))  # due, but fetched behind the held record
+
+    asyncio.run(batch())
+    tracker = processor._offsets[(TOPIC, 0)]
+    assert handled == [] and not tracker.already_seen(10), "a record behind the held one was handled"
+    processor._holds_due.run_queued(consumer)  # the poll thread, before its next poll
+    assert consumer.calls == [("pause", [(TOPIC, 0)]), ("seek", 10), ("resume", [(TOPIC, 0)])]
+    assert not processor._holds_due.is_held((TOPIC, 0))  # the records from 10 on are fetched again

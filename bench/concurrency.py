@@ -92,7 +92,7 @@ class Trial:
     # The specialist's own histograms over the window (bench/_worker_metrics.py), ms:
     acked_write_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99 produce → acknowledged on its loop
     loop_lag_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99 how late its loop ran a timer
-    checkpoint_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99 of its commits (no intake meanwhile)
+    checkpoint_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99 of its commits (no poll meanwhile)
     checkpoint_share: float = 0.0  # of the window spent in commits
     cores: dict[str, float] = field(default_factory=dict)
     specialist_cpu_ms_per_task: float = 0.0
@@ -183,7 +183,8 @@ def run_trial(bootstrap: str, broker_pid: int | None, cap: int, latency: float, 
 def waits(trial: Trial, before: dict[str, Snapshot], after: dict[str, Snapshot], window: float) -> None:
     """Where the specialist's loops waited besides the model, over the window: its acked
     writes (6 of them in each task's path: head, 3 steps, transcript, result), its loop, and
-    its commits, during which it polls no new task."""
+    its commits, during which it polls no record (a commit while every slot is taken costs
+    no intake: no task could start then anyway)."""
     for name, into in ((ACKED_WRITE, trial.acked_write_ms), (LOOP_LAG, trial.loop_lag_ms),
                        (CHECKPOINT, trial.checkpoint_ms)):
         for q in (0.5, 0.9, 0.99):
@@ -266,7 +267,7 @@ def print_table(trials: list[Trial]) -> None:
                   "(p50 / p90 / p99)")
             commits = " / ".join(f"{v:g}" for v in t.checkpoint_ms.values())
             print(f"  cap {t.cap}: its commits {commits} ms (p50 / p90 / p99), {t.checkpoint_share:.1%} of the window "
-                  "(no task is taken in meanwhile)")
+                  "(it polls no record meanwhile)")
             if any(code != 0 for code in t.exit_codes.values()):
                 print(f"  cap {t.cap}: stopping the workers after the window: exit codes {t.exit_codes}, "
                       f"SIGTERM → exit s {t.stop_seconds} (-9: killed after --stop-timeout)")

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Producer
 
@@ -442,8 +443,19 @@ def test_commits_go_on_while_every_slot_is_taken_through_a_fetched_batch(
         app.spawn(held(ctx.offset))
 
     def let_end(offset: int) -> None:
-        loop_of[0].call_soon_threadsafe(gates[offset].set)
+        if not loop_of[0].is_closed():  # else run() has ended: its own failure is the one to see
+            loop_of[0].call_soon_threadsafe(gates[offset].set)
 
+    batches: list[list[int]] = []  # the offsets of each fetched batch
+    poll_batch = app._poll_batch
+
+    def recording_poll_batch() -> list[Any]:
+        batch = poll_batch()
+        if batch:
+            batches.append([msg.offset() for msg in batch if msg.error() is None])
+        return batch
+
+    app._poll_batch = recording_poll_batch  # type: ignore[method-assign]
     runner = threading.Thread(target=lambda: asyncio.run(app.run()), daemon=True)
     runner.start()
     try:
@@ -454,6 +466,8 @@ def test_commits_go_on_while_every_slot_is_taken_through_a_fetched_batch(
         wait_for(lambda: committed_total(bootstrap, group, topic) == 3, 30,
                  "offsets 0-2 committed while offset 3 holds the slot")
         assert started == [0, 1, 2, 3]  # the rest of the batch is still waiting for the slot
+        # What makes it a commit in the middle of a batch: offset 4 came in offset 3's batch.
+        assert any(3 in batch and 4 in batch for batch in batches), f"fetched as {batches}"
         for offset in range(3, 30):
             wait_for(lambda: offset in started, 60, f"the loop of offset {offset} to start")
             let_end(offset)

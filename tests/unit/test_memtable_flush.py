@@ -1,7 +1,7 @@
 """With no write-ahead log, a store's writes reach disk when its memtable is flushed; the
 processor asks every store it holds to flush once its oldest unflushed write is old
 (runtime/store.py ``MAX_UNFLUSHED_S``), after each periodic checkpoint and while every
-slot is taken (no checkpoint runs then), so a start after a kill -9 never replays from
+slot is taken (also when no checkpoint is due then), so a start after a kill -9 never replays from
 an offset older than the changelog's tombstones reach back."""
 
 from __future__ import annotations

@@ -137,6 +137,7 @@ class Processor:
         self._loop_thread = 0
         self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
         self._next_checkpoint = 0.0  # monotonic: when the run loop's next checkpoint is due
+        self._commit_refused: str | None = None  # the last commit's refusal, if it was refused (the poll thread's)
         self._poller = ThreadLane(f"{name}-poll")  # the consumer's thread: poll, commit, close
         self._partition_count = 0
         self._writes = WriteThrough(self._require_producer, metrics.acked_write_seconds().labels(name).observe)
@@ -359,8 +360,8 @@ class Processor:
                 return
             except TimeoutError:
                 self.health.beat()
-                await self._checkpoint_if_due()
-                self._flush_old_memtables()  # also when none was due (a commit_interval above stall_s / 3)
+                if not await self._checkpoint_if_due():  # a checkpoint asks the stores too
+                    self._flush_old_memtables()  # a commit_interval above stall_s / 3
 
     def partition_lag(self) -> dict[TP, int]:
         """Records behind the end of each assigned partition, from what the consumer last
@@ -496,11 +497,13 @@ class Processor:
         self._finish_checkpoint(plan)
         metrics.checkpoint_seconds().labels(self.name).observe(time.monotonic() - started)
 
-    async def _checkpoint_if_due(self) -> None:
-        """The periodic checkpoint, once its time has come."""
-        if time.monotonic() >= self._next_checkpoint:
-            await self._periodic_checkpoint()
-            self._next_checkpoint = time.monotonic() + self.commit_interval
+    async def _checkpoint_if_due(self) -> bool:
+        """The periodic checkpoint, once its time has come; whether it ran."""
+        if time.monotonic() < self._next_checkpoint:
+            return False
+        await self._periodic_checkpoint()
+        self._next_checkpoint = time.monotonic() + self.commit_interval
+        return True
 
     async def _periodic_checkpoint(self) -> None:
         """The run loop's checkpoint, then the flush of every store whose oldest unflushed
@@ -570,8 +573,13 @@ class Processor:
             error = exc.args[0]
             if not commit_refusal_is_transient(error):
                 raise
-            log.warning("%s: offsets not committed (%s); their records will be processed again", self.name, error.str())
+            # Once per refusal: commits made while every slot is taken may meet the same one
+            # each commit interval until the next poll rejoins the group.
+            repeated, self._commit_refused = error.str() == self._commit_refused, error.str()
+            (log.debug if repeated else log.warning)(
+                "%s: offsets not committed (%s); their records will be processed again", self.name, error.str())
             return False
+        self._commit_refused = None
         return True
 
     def _finish_checkpoint(self, plan: _CheckpointPlan) -> None:

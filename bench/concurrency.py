@@ -26,7 +26,8 @@ the specialist.
   took time. Efficiency = measured ÷ ideal (= ideal task time ÷ measured task time).
 - Where a loop waits besides its model, from the specialist's own histograms over the
   window (its metrics port, bench/_worker_metrics.py): the time from producing an
-  acknowledged write to its acknowledgement on the loop, and the loop's lag.
+  acknowledged write to its acknowledgement on the loop, the loop's lag, and its commits
+  (each a pause of its polling; their share of the window).
 - CPU and RSS of the specialist (psutil, every 0.5 s): cores used, CPU ms per completed
   task, RSS growth over the idle process per in-flight task. Cores used by the router,
   supervisor, broker, this process and everything else on the machine are recorded too.

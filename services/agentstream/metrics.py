@@ -87,6 +87,13 @@ def checkpoint_seconds() -> Histogram:
 
 
 @cache
+def offset_commit_seconds() -> Histogram:
+    return Histogram("agentstream_offset_commit_seconds",
+                     "The offset commit of one checkpoint, on the consumer's thread: the worker polls no record meanwhile",
+                     ["worker"], buckets=LATENCY_BUCKETS)
+
+
+@cache
 def task_results() -> Counter:
     return Counter("agentstream_task_results", "TaskResults published, by the stage that published them",
                    ["stage", "status", "tenant"])
@@ -266,7 +273,7 @@ def _inflight_series(agent: str) -> Gauge:
 
 
 FAMILIES = (
-    retries, dead_letters, parked, rebalances, restore_seconds, checkpoint_seconds, task_results, task_duration,
+    retries, dead_letters, parked, rebalances, restore_seconds, checkpoint_seconds, offset_commit_seconds, task_results, task_duration,
     task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tenant_spend_today,
     tenant_in_flight, tool_calls, model_calls, operation_duration,
     token_usage, model_cost, model_retries, breaker_state, rate_limit_wait, specialist_runs, rollout_weight,

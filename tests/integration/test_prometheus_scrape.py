@@ -173,6 +173,7 @@ def _check(prometheus: Prometheus, results: list[dict[str, Any]]) -> None:
     assert math.isclose(prometheus.value("sum(agentstream_model_cost_usd_total)") or 0, cost, rel_tol=1e-6)
     assert prometheus.value("sum(agentstream_inflight_loops)") == 0
     assert (prometheus.value("sum(agentstream_checkpoint_seconds_count)") or 0) > 0
+    assert (prometheus.value("sum(agentstream_offset_commit_seconds_count)") or 0) > 0
     # Every worker timed its event loop; all but the router (its tables are buffered, its
     # sends plain) waited for acknowledged writes: step checkpoints, markers, results.
     lags = prometheus.vector("sum by (worker) (agentstream_event_loop_lag_seconds_count)")

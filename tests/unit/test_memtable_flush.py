@@ -46,7 +46,12 @@ def _processor_with_stores() -> tuple[Processor, list[_Store]]:
 def test_the_run_loops_checkpoint_asks_the_stores_also_when_it_has_nothing_to_commit() -> None:
     processor, stores = _processor_with_stores()
     processor._failed = True  # a failed worker commits nothing; its stores' files still keep up
-    asyncio.run(processor._periodic_checkpoint())
+
+    async def checkpoint() -> None:
+        assert processor._checkpoint_if_due()  # due at once: its first is at the run's start
+        await processor._end_running_checkpoint()
+
+    asyncio.run(checkpoint())
     assert all(len(store.asked) == 1 for store in stores)
 
 
@@ -91,10 +96,10 @@ def test_a_worker_whose_every_slot_is_taken_still_commits_every_commit_interval(
     processor.max_inflight = 1
     commits: list[float] = []
 
-    async def checkpoint() -> None:
+    async def checkpoint(checkpointing: object) -> None:
         commits.append(time.monotonic())
 
-    processor._periodic_checkpoint = checkpoint  # type: ignore[method-assign]
+    processor._checkpoint_beside_polls = checkpoint  # type: ignore[method-assign,assignment]
 
     async def scenario() -> None:
         processor._next_checkpoint = time.monotonic() + processor.commit_interval

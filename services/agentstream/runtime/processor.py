@@ -4,7 +4,8 @@ The event loop never blocks on Kafka: polling runs in a dedicated thread, and th
 rebalance callbacks librdkafka calls from inside ``poll`` hand their work back to the
 event loop, so all state is touched by one thread only.
 
-Commit order (periodically, on revocation and on shutdown):
+Commit order (periodically, on revocation and on shutdown; the periodic one runs beside the
+polls, so the intake goes on while step 2 waits, and only step 3 takes the consumer's thread):
 1. changelog records of buffered table writes are produced;
 2. the producer's queue empties (its deliveries thread serves every report): outputs and
    changelog writes are acknowledged, or the processor stops with CheckpointError and
@@ -22,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,6 +78,21 @@ class _Binding:
 class _CheckpointPlan:
     offsets: list[TopicPartition]
     flushing: list[tuple[TP, PartitionStore]]
+
+
+@dataclass(slots=True)
+class _Checkpointing:
+    """The checkpoint the run loop started beside its polls (at most one runs).
+
+    Steps 1-2 run on the event loop and in an executor; step 3 needs the consumer's
+    thread, which a rebalance callback may hold meanwhile: the callback then commits the
+    prepared plan itself (``ready`` goes to whoever takes it first)."""
+
+    started: float
+    prepared: asyncio.Event = field(default_factory=asyncio.Event)  # steps 1-2 ended (or failed)
+    ready: _CheckpointPlan | None = None  # prepared and not taken for its commit yet
+    taken_by_lane: bool = False  # the commit was made on the run loop's lane; it finishes on the loop
+    task: asyncio.Task[None] | None = None
 
 
 class Processor:
@@ -137,12 +153,14 @@ class Processor:
         self._loop_thread = 0
         self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
         self._next_checkpoint = 0.0  # monotonic: when the run loop's next checkpoint is due
+        self._checkpointing: _Checkpointing | None = None  # the run loop's, while it runs or until collected
         self._commit_refused: str | None = None  # the last commit's refusal, if it was refused (the poll thread's)
         self._poller = ThreadLane(f"{name}-poll")  # the consumer's thread: poll, commit, close
         self._partition_count = 0
         self._writes = WriteThrough(self._require_producer, metrics.acked_write_seconds().labels(name).observe)
         self._retention = Retention(name, self.stats, self._writes.persist_expired, resume_s=commit_interval)
         self._loop_lag = LoopLagProbe(metrics.event_loop_lag_seconds().labels(name).observe)
+        self._observe_offset_commit = metrics.offset_commit_seconds().labels(name).observe
 
     # -- declaration ---------------------------------------------------------------------
     def table(
@@ -317,6 +335,8 @@ class Processor:
         try:
             while not self._stopping:
                 await self._wait_for_slot()
+                if self._checkpoint_overdue():
+                    await self._end_running_checkpoint()
                 batch = await self._poller.run(self._poll_batch)
                 self.health.beat()
                 now = time.monotonic()
@@ -334,7 +354,7 @@ class Processor:
                         break
                 elif idle_timeout is not None and now - self._last_activity >= idle_timeout and self._spawned.running == 0:
                     break
-                await self._checkpoint_if_due()
+                self._checkpoint_if_due()
                 if now >= self._retention.next_due:
                     await self._retention.run_due(self.assigned_partitions(), lambda: self._failed)
         finally:
@@ -352,16 +372,20 @@ class Processor:
         loops (tens of seconds with slow models), and the offsets of the loops that ended
         would otherwise wait for its end (a record not handled yet is not seen: no offset
         beyond it is committed)."""
-        while self._spawned.running >= self.max_inflight:  # the common case skips wait_for's cost
-            until_checkpoint = self._next_checkpoint - time.monotonic()
-            try:
-                await asyncio.wait_for(self._spawned.slot(self.max_inflight),
-                                       max(min(until_checkpoint, self.health.stall_s / 3), 0.0))
+        while self._spawned.running >= self.max_inflight:  # the common case skips the wait's cost
+            slot = asyncio.ensure_future(self._spawned.slot(self.max_inflight))
+            running = self._checkpointing
+            if running is None:
+                wakers, wait_s = {slot}, min(self._next_checkpoint - time.monotonic(), self.health.stall_s / 3)
+            else:  # its end may make the next one due
+                wakers, wait_s = {slot, running.task}, self.health.stall_s / 3  # type: ignore[arg-type]
+            done, _ = await asyncio.wait(wakers, timeout=max(wait_s, 0.0), return_when=asyncio.FIRST_COMPLETED)
+            if slot in done:
                 return
-            except TimeoutError:
-                self.health.beat()
-                if not await self._checkpoint_if_due():  # a checkpoint asks the stores too
-                    self._flush_old_memtables()  # a commit_interval above stall_s / 3
+            slot.cancel()
+            self.health.beat()
+            if not self._checkpoint_if_due():  # a checkpoint asks the stores too
+                self._flush_old_memtables()  # a commit_interval above stall_s / 3
 
     def partition_lag(self) -> dict[TP, int]:
         """Records behind the end of each assigned partition, from what the consumer last
@@ -487,7 +511,7 @@ class Processor:
             self._changelog_acked[tp] = msg.offset()
 
     async def _checkpoint(self) -> None:
-        """Periodic or shutdown checkpoint, run on the loop while the poll thread is idle."""
+        """The shutdown's checkpoint, run on the loop while the poll thread is idle."""
         started = time.monotonic()
         plan = await self._prepare_checkpoint()
         if plan is None:
@@ -497,21 +521,86 @@ class Processor:
         self._finish_checkpoint(plan)
         metrics.checkpoint_seconds().labels(self.name).observe(time.monotonic() - started)
 
-    async def _checkpoint_if_due(self) -> bool:
-        """The periodic checkpoint, once its time has come; whether it ran."""
-        if time.monotonic() < self._next_checkpoint:
+    def _checkpoint_if_due(self) -> bool:
+        """Start the periodic checkpoint beside the polls once its time has come and the one
+        before has ended (what that one raised stops the processor); whether it started."""
+        running = self._checkpointing
+        if running is not None:
+            assert running.task is not None
+            if not running.task.done():
+                return False
+            self._checkpointing = None
+            running.task.result()
+        now = time.monotonic()
+        if now < self._next_checkpoint:
             return False
-        await self._periodic_checkpoint()
-        self._next_checkpoint = time.monotonic() + self.commit_interval
+        self._next_checkpoint = now + self.commit_interval
+        running = self._checkpointing = _Checkpointing(now)
+        running.task = asyncio.ensure_future(self._checkpoint_beside_polls(running))
         return True
 
-    async def _periodic_checkpoint(self) -> None:
-        """The run loop's checkpoint, then the flush of every store whose oldest unflushed
-        write is old (also when the checkpoint had nothing to do, or failed)."""
+    async def _checkpoint_beside_polls(self, checkpointing: _Checkpointing) -> None:
+        """The run loop's checkpoint: the run loop goes on polling while the producer's
+        reports are awaited (step 2, up to hundreds of ms with 1,000 loops producing), and
+        the commit (step 3) takes the consumer's thread between two polls. Then the flush
+        of every store whose oldest unflushed write is old (also when the checkpoint had
+        nothing to do, or failed)."""
         try:
-            await self._checkpoint()
+            try:
+                checkpointing.ready = await self._prepare_checkpoint()
+            finally:
+                checkpointing.prepared.set()
+            if checkpointing.ready is not None:
+                plan = await self._poller.run(self._commit_ready, checkpointing)
+                if plan is not None:
+                    self._finish_checkpoint(plan)
+                metrics.checkpoint_seconds().labels(self.name).observe(time.monotonic() - checkpointing.started)
         finally:
             self._flush_old_memtables()
+
+    def _commit_ready(self, checkpointing: _Checkpointing) -> _CheckpointPlan | None:
+        """Step 3 of the run loop's checkpoint, on the poll thread; None if a rebalance
+        callback took the plan first (it committed and finished it)."""
+        plan, checkpointing.ready = checkpointing.ready, None
+        if plan is None:
+            return None
+        checkpointing.taken_by_lane = True
+        if plan.offsets and not self._commit(plan.offsets):
+            return _CheckpointPlan([], plan.flushing)
+        return plan
+
+    async def _settle_checkpoint(self) -> _CheckpointPlan | None:
+        """For a rebalance callback (it holds the poll thread): the running checkpoint's
+        plan once prepared, for the callback to commit, or None. A plan the lane committed
+        already is finished on the loop before this returns: the callback may then close its
+        partitions' stores."""
+        running = self._checkpointing
+        if running is None:
+            return None
+        await running.prepared.wait()
+        plan, running.ready = running.ready, None
+        if plan is None and running.taken_by_lane:
+            assert running.task is not None
+            await asyncio.wait([running.task])  # it needs the loop only now, not the poll thread
+        return plan
+
+    def _checkpoint_overdue(self) -> bool:
+        """Whether the running checkpoint has run a whole commit_interval. Its wait for the
+        producer's reports ends when the producer holds no unacknowledged record; while the
+        broker is slow to acknowledge (a leader lost: seconds) loops fed by an intake that
+        goes on keep it from ever holding none, and the checkpoint would fail at its
+        flush_timeout. The run loop then takes in nothing until it ends, as it did before
+        checkpoints ran beside the polls, so production dries up."""
+        running = self._checkpointing
+        return running is not None and time.monotonic() - running.started >= self.commit_interval
+
+    async def _end_running_checkpoint(self) -> None:
+        """Wait for the run loop's checkpoint to end (the run loop calls it between polls:
+        the poll thread is free for its commit); what it raised is raised here."""
+        running, self._checkpointing = self._checkpointing, None
+        if running is not None and running.task is not None:
+            await asyncio.wait([running.task])
+            running.task.result()
 
     def _flush_old_memtables(self) -> None:
         """Each store's writes reach a table file within a minute: with no write-ahead log, a
@@ -567,6 +656,7 @@ class Processor:
         """
         consumer = self._consumer
         assert consumer is not None
+        started = time.monotonic()
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
@@ -579,6 +669,8 @@ class Processor:
             (log.debug if repeated else log.warning)(
                 "%s: offsets not committed (%s); their records will be processed again", self.name, error.str())
             return False
+        finally:
+            self._observe_offset_commit(time.monotonic() - started)
         self._commit_refused = None
         return True
 
@@ -615,14 +707,20 @@ class Processor:
     def _revoke_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         # Let spawned work reach a safe point first (it polls draining()), then flush and
-        # commit before letting go, so the next owner starts where we stopped.
+        # commit before letting go, so the next owner starts where we stopped. A checkpoint
+        # running beside the polls is committed first: its flush holds the stores.
         self._on_loop(self._drain(tps))
-        plan = self._on_loop(self._prepare_checkpoint())
-        if plan is not None:
-            if plan.offsets and not self._commit(plan.offsets):
-                plan = _CheckpointPlan([], plan.flushing)
-            self._on_loop(self._finish_on_loop(plan))
-        self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=False))
+        self._commit_on_this_thread(self._on_loop(self._settle_checkpoint()))
+        self._commit_on_this_thread(self._on_loop(self._prepare_checkpoint()))
+        self._on_loop(self._revoked(tps, lost=False))
+
+    def _commit_on_this_thread(self, plan: _CheckpointPlan | None) -> None:
+        """Steps 3-4 of ``plan`` from a rebalance callback (the poll thread)."""
+        if plan is None:
+            return
+        if plan.offsets and not self._commit(plan.offsets):
+            plan = _CheckpointPlan([], plan.flushing)
+        self._on_loop(self._finish_on_loop(plan))
 
     async def _drain(self, tps: list[TP]) -> None:
         self._draining.update(tps)
@@ -639,6 +737,9 @@ class Processor:
         self._finish_checkpoint(plan)
 
     def _lost_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        plan = self._on_loop(self._settle_checkpoint())
+        if plan is not None:  # its changelog records are acknowledged: the stores keep them; its offsets are not ours now
+            self._on_loop(self._finish_on_loop(_CheckpointPlan([], plan.flushing)))
         self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=True))
 
     async def _assigned(self, tps: list[TP]) -> None:
@@ -701,6 +802,7 @@ class Processor:
         if pending and not self._failed:
             await asyncio.wait(pending, timeout=self.shutdown_grace)
         try:
+            await self._end_running_checkpoint()
             await self._checkpoint()
         finally:
             if self._consumer is not None:

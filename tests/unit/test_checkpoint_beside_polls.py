@@ -1,0 +1,182 @@
+"""The run loop's checkpoint runs beside its polls (runtime/processor.py): a rebalance callback
+that comes while it waits for the producer's reports, on the consumer's thread the commit
+needs, must commit the prepared plan itself, once, before the stores close, and the
+checkpoint must not then commit it again. Doubles stand in for the consumer, producer and
+stores (no I/O); tests/integration/test_runtime.py covers rebalances on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+from agentstream.runtime.offsets import PartitionOffsets
+from agentstream.runtime.processor import Processor
+
+TOPIC = "tasks"
+CHANGELOG = "beside-sessions-changelog"
+
+
+class _Store:
+    """A partition store's checkpoint surface; begin_flush refuses a second flush as the real one does."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.flushing = False
+        self.dirty = True
+
+    def begin_flush(self) -> dict[bytes, bytes | None]:
+        assert not self.flushing, "a second flush began before the first ended"
+        self.flushing, self.dirty = True, False
+        self.events.append("begin")
+        return {b"session": b"{}"}
+
+    def finish_flush(self, changelog_offset: int | None) -> None:
+        self.flushing = False
+        self.events.append("finish")
+
+    def abort_flush(self) -> None:
+        self.flushing = False
+        self.events.append("abort")
+
+    def flush_if_older(self, age_s: float | None = None, now: float | None = None) -> bool:
+        return False
+
+    def close(self) -> None:
+        assert not self.flushing, "closed mid-flush"
+        self.events.append("close")
+
+
+class _Table:
+    def __init__(self, store: _Store) -> None:
+        self.changelog_topic = CHANGELOG
+        self.stores = {0: store}
+
+
+class _Producer:
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.commits: list[tuple[list[tuple[str, int, int]], str]] = []
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append(([(tp.topic, tp.partition, tp.offset) for tp in offsets], threading.current_thread().name))
+
+
+def _processor() -> tuple[Processor, _Store, _Consumer, threading.Event]:
+    processor = Processor("beside", "localhost:9", "beside", "unused-state-dir")  # no I/O until run()
+    store = _Store()
+    consumer = _Consumer()
+    processor.tables = {"sessions": _Table(store)}  # type: ignore[dict-item]
+    processor._producer = _Producer()  # type: ignore[assignment]
+    processor._consumer = consumer  # type: ignore[assignment]
+    offsets = processor._offsets[(TOPIC, 0)] = PartitionOffsets()
+    for offset in range(3):
+        offsets.seen(offset)
+    reported = threading.Event()  # the test says when the producer's reports are all served
+
+    def wait_delivered(producer: object) -> int:
+        assert reported.wait(5), "the test never let the reports be served"
+        return 0
+
+    processor._wait_delivered = wait_delivered  # type: ignore[method-assign,assignment]
+    return processor, store, consumer, reported
+
+
+def _revoke(processor: Processor) -> None:
+    processor._revoke_callback(processor._consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+
+
+async def _revoke_and_end(processor: Processor, release: threading.Event) -> None:
+    """Queue a revocation on the consumer's thread (the poll lane), as a poll's callback
+    comes, then ``release`` what the checkpoint waits for, and wait for both to end."""
+    processor._loop = asyncio.get_running_loop()
+    revoked = processor._poller.run(_revoke, processor)
+    release.set()
+    await asyncio.wait_for(revoked, 5)
+    await asyncio.wait_for(processor._end_running_checkpoint(), 5)
+
+
+def test_a_revocation_during_the_wait_for_reports_commits_the_running_checkpoint_once() -> None:
+    """The callback holds the consumer's thread before the plan is ready, so the
+    checkpoint's own commit can only come after it: the callback must commit the plan."""
+    processor, store, consumer, reported = _processor()
+
+    async def scenario() -> None:
+        assert processor._checkpoint_if_due()
+        await asyncio.sleep(0)  # one turn: the checkpoint begins its flush and waits for the reports
+        assert store.events == ["begin"]
+        await _revoke_and_end(processor, reported)
+
+    asyncio.run(scenario())
+    processor._poller.close()
+    assert consumer.commits == [([(TOPIC, 0, 3)], "beside-poll")], consumer.commits
+    assert store.events == ["begin", "finish", "close"]
+    assert (TOPIC, 0) not in processor._offsets
+
+
+def test_a_revocation_right_after_the_checkpoints_commit_closes_the_stores_after_its_finish() -> None:
+    """The lane is making the checkpoint's commit; a callback that comes next must not
+    close the stores before the loop writes the flushed state (finish), nor commit again."""
+    processor, store, consumer, reported = _processor()
+    committing, go_on = threading.Event(), threading.Event()
+    commit = consumer.commit
+
+    def slow_commit(offsets: list[TopicPartition], asynchronous: bool) -> None:
+        committing.set()
+        assert go_on.wait(5)
+        commit(offsets, asynchronous)
+
+    consumer.commit = slow_commit  # type: ignore[method-assign]
+    reported.set()
+
+    async def scenario() -> None:
+        assert processor._checkpoint_if_due()
+        assert await asyncio.get_running_loop().run_in_executor(None, committing.wait, 5)
+        await _revoke_and_end(processor, go_on)
+
+    asyncio.run(scenario())
+    processor._poller.close()
+    assert consumer.commits == [([(TOPIC, 0, 3)], "beside-poll")], consumer.commits
+    assert store.events == ["begin", "finish", "close"]
+
+
+def test_a_checkpoint_beside_the_polls_commits_on_the_consumers_lane() -> None:
+    processor, store, consumer, reported = _processor()
+    reported.set()
+
+    async def scenario() -> None:
+        processor._loop = asyncio.get_running_loop()
+        assert processor._checkpoint_if_due()
+        await asyncio.wait_for(processor._end_running_checkpoint(), 5)
+
+    asyncio.run(scenario())
+    processor._poller.close()
+    assert consumer.commits == [([(TOPIC, 0, 3)], "beside-poll")]
+    assert store.events == ["begin", "finish"]
+    assert processor._committed == {(TOPIC, 0): 3}
+
+
+def test_a_checkpoint_that_has_run_a_commit_interval_is_overdue_until_it_ends() -> None:
+    """The run loop stops its intake for an overdue checkpoint (the broker slow to
+    acknowledge), so the loops' production dries up and the producer's queue can empty."""
+    processor, store, consumer, reported = _processor()
+
+    async def scenario() -> None:
+        assert processor._checkpoint_if_due()
+        running = processor._checkpointing
+        assert running is not None and not processor._checkpoint_overdue()
+        running.started -= processor.commit_interval  # as if it had waited a whole interval
+        assert processor._checkpoint_overdue()
+        reported.set()
+        await asyncio.wait_for(processor._end_running_checkpoint(), 5)
+        assert not processor._checkpoint_overdue()
+
+    asyncio.run(scenario())
+    processor._poller.close()
+    assert consumer.commits == [([(TOPIC, 0, 3)], "beside-poll")]

@@ -5,7 +5,9 @@ interpolated within a bucket as PromQL's ``histogram_quantile`` does.
 Used for the histograms that say where an agent loop waits besides its model:
 ``agentstream_acked_write_seconds`` (produce to acknowledgement, as the loop sees it),
 ``agentstream_event_loop_lag_seconds`` (how late the loop runs what is due) and
-``agentstream_checkpoint_seconds`` (a commit, during which the worker takes in no record).
+``agentstream_checkpoint_seconds`` (a commit, beside the worker's polls) and
+``agentstream_offset_commit_seconds`` (its offset commit, during which the worker takes in
+no record).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from agentstream.settings import METRICS_PATH
 ACKED_WRITE = "agentstream_acked_write_seconds"
 LOOP_LAG = "agentstream_event_loop_lag_seconds"
 CHECKPOINT = "agentstream_checkpoint_seconds"
+OFFSET_COMMIT = "agentstream_offset_commit_seconds"
 
 Buckets = dict[float, float]  # upper bound -> cumulative count
 
@@ -33,7 +36,7 @@ class Snapshot:
     total_s: float
 
 
-def scrape(port: int, families: tuple[str, ...] = (ACKED_WRITE, LOOP_LAG, CHECKPOINT)) -> dict[str, Snapshot]:
+def scrape(port: int, families: tuple[str, ...] = (ACKED_WRITE, LOOP_LAG, CHECKPOINT, OFFSET_COMMIT)) -> dict[str, Snapshot]:
     """Each histogram in ``families``, summed over its series."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{METRICS_PATH}", timeout=10) as response:
         text = response.read().decode()

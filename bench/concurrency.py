@@ -64,7 +64,7 @@ from bench._procs import (
     broker, machine, percentile, report_header, write_report,
 )
 from bench.relay import start_profiler, stop_profiler, summarize_profile, wait_for_quiet
-from bench._worker_metrics import ACKED_WRITE, CHECKPOINT, LOOP_LAG, Snapshot, quantile, scrape
+from bench._worker_metrics import ACKED_WRITE, CHECKPOINT, LOOP_LAG, OFFSET_COMMIT, Snapshot, quantile, scrape
 
 TICK = 0.1
 
@@ -93,8 +93,10 @@ class Trial:
     # The specialist's own histograms over the window (bench/_worker_metrics.py), ms:
     acked_write_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99 produce → acknowledged on its loop
     loop_lag_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99 how late its loop ran a timer
-    checkpoint_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99 of its commits (no poll meanwhile)
+    checkpoint_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99 of its commits (beside its polls)
     checkpoint_share: float = 0.0  # of the window spent in commits
+    offset_commit_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99 of their offset commits (no poll meanwhile)
+    offset_commit_share: float = 0.0  # of the window spent in offset commits
     cores: dict[str, float] = field(default_factory=dict)
     specialist_cpu_ms_per_task: float = 0.0
     specialist_cpu_ms_per_inflight_task_s: float = 0.0
@@ -183,14 +185,15 @@ def run_trial(bootstrap: str, broker_pid: int | None, cap: int, latency: float, 
 
 def waits(trial: Trial, before: dict[str, Snapshot], after: dict[str, Snapshot], window: float) -> None:
     """Where the specialist's loops waited besides the model, over the window: its acked
-    writes (6 of them in each task's path: head, 3 steps, transcript, result), its loop, and
-    its commits, during which it polls no record (a commit while every slot is taken costs
-    no intake: no task could start then anyway)."""
+    writes (6 of them in each task's path: head, 3 steps, transcript, result), its loop, its
+    commits (beside its polls) and their offset commits, during which it polls no record (one
+    while every slot is taken costs no intake: no task could start then anyway)."""
     for name, into in ((ACKED_WRITE, trial.acked_write_ms), (LOOP_LAG, trial.loop_lag_ms),
-                       (CHECKPOINT, trial.checkpoint_ms)):
+                       (CHECKPOINT, trial.checkpoint_ms), (OFFSET_COMMIT, trial.offset_commit_ms)):
         for q in (0.5, 0.9, 0.99):
             into[f"p{round(q * 100)}"] = round(quantile(before[name].buckets, after[name].buckets, q) * 1000, 1)
     trial.checkpoint_share = round((after[CHECKPOINT].total_s - before[CHECKPOINT].total_s) / window, 4)
+    trial.offset_commit_share = round((after[OFFSET_COMMIT].total_s - before[OFFSET_COMMIT].total_s) / window, 4)
 
 
 def summarize(trial: Trial, watcher: TopicWatcher, sampler: ResourceSampler,
@@ -266,9 +269,9 @@ def print_table(trials: list[Trial]) -> None:
             acked, lag = (" / ".join(f"{v:g}" for v in d.values()) for d in (t.acked_write_ms, t.loop_lag_ms))
             print(f"  cap {t.cap}: the specialist's acknowledged writes {acked} ms, its event loop's lag {lag} ms "
                   "(p50 / p90 / p99)")
-            commits = " / ".join(f"{v:g}" for v in t.checkpoint_ms.values())
+            commits, offsets = (" / ".join(f"{v:g}" for v in d.values()) for d in (t.checkpoint_ms, t.offset_commit_ms))
             print(f"  cap {t.cap}: its commits {commits} ms (p50 / p90 / p99), {t.checkpoint_share:.1%} of the window "
-                  "(it polls no record meanwhile)")
+                  f"(beside its polls); their offset commits {offsets} ms, {t.offset_commit_share:.1%} (no poll meanwhile)")
             if any(code != 0 for code in t.exit_codes.values()):
                 print(f"  cap {t.cap}: stopping the workers after the window: exit codes {t.exit_codes}, "
                       f"SIGTERM → exit s {t.stop_seconds} (-9: killed after --stop-timeout)")

@@ -280,8 +280,10 @@ def test_concurrency_keeps_loops_in_flight_and_finishes_tasks(bootstrap: str) ->
     # The specialist's own histograms over the window: it waited for acknowledged writes.
     # (NaN would mean no observation in the window: the lag timer samples ten times a second.)
     assert trial["acked_write_ms"]["p50"] > 0 and math.isfinite(trial["loop_lag_ms"]["p50"])
-    # Its commits, during which it takes in no task: one a second, also while every slot is taken.
+    # Its commits (beside its polls), one a second, also while every slot is taken, and their
+    # offset commits, during which it takes in no task.
     assert trial["checkpoint_ms"]["p50"] > 0 and 0 < trial["checkpoint_share"] < 1
+    assert trial["offset_commit_ms"]["p50"] > 0 and 0 < trial["offset_commit_share"] < 1
 
 
 def test_restore_reads_every_session_back_into_a_fresh_worker(bootstrap: str) -> None:

@@ -10,8 +10,10 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
 from confluent_kafka import TopicPartition
 
+from agentstream.runtime.errors import CheckpointError
 from agentstream.runtime.offsets import PartitionOffsets
 from agentstream.runtime.processor import Processor
 
@@ -107,11 +109,25 @@ def test_a_revocation_during_the_wait_for_reports_commits_the_running_checkpoint
     checkpoint's own commit can only come after it: the callback must commit the plan."""
     processor, store, consumer, reported = _processor()
 
+    settle = processor._settle_checkpoint
+    settling = asyncio.Event()
+
+    async def settle_and_tell() -> object:
+        settling.set()  # the scenario runs again only once this waits for the reports
+        return await settle()
+
+    processor._settle_checkpoint = settle_and_tell  # type: ignore[method-assign,assignment]
+
     async def scenario() -> None:
+        processor._loop = asyncio.get_running_loop()
         assert processor._checkpoint_if_due()
         await asyncio.sleep(0)  # one turn: the checkpoint begins its flush and waits for the reports
         assert store.events == ["begin"]
-        await _revoke_and_end(processor, reported)
+        revoked = processor._poller.run(_revoke, processor)  # a poll's rebalance callback
+        await asyncio.wait_for(settling.wait(), 5)
+        reported.set()
+        await asyncio.wait_for(revoked, 5)
+        await asyncio.wait_for(processor._end_running_checkpoint(), 5)
 
     asyncio.run(scenario())
     processor._poller.close()
@@ -122,7 +138,9 @@ def test_a_revocation_during_the_wait_for_reports_commits_the_running_checkpoint
 
 def test_a_revocation_right_after_the_checkpoints_commit_closes_the_stores_after_its_finish() -> None:
     """The lane is making the checkpoint's commit; a callback that comes next must not
-    close the stores before the loop writes the flushed state (finish), nor commit again."""
+    commit it again (the lane took the plan), and the stores close after the flushed state
+    is written (finish). The loop's order alone finishes first here; the settling's own
+    wait for that finish is not what this test can tell apart."""
     processor, store, consumer, reported = _processor()
     committing, go_on = threading.Event(), threading.Event()
     commit = consumer.commit
@@ -180,3 +198,44 @@ def test_a_checkpoint_that_has_run_a_commit_interval_is_overdue_until_it_ends() 
     asyncio.run(scenario())
     processor._poller.close()
     assert consumer.commits == [([(TOPIC, 0, 3)], "beside-poll")]
+
+
+def test_a_lost_assignment_during_the_wait_for_reports_commits_nothing_and_records_no_flush() -> None:
+    """The partitions may be the next owner's already: the flush is given back to the
+    buffer (then dropped with the store), never recorded with a changelog offset."""
+    processor, store, consumer, reported = _processor()
+
+    def lose(processor: Processor) -> None:
+        processor._lost_callback(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        processor._loop = asyncio.get_running_loop()
+        assert processor._checkpoint_if_due()
+        lost = processor._poller.run(lose, processor)
+        reported.set()
+        await asyncio.wait_for(lost, 5)
+        await asyncio.wait_for(processor._end_running_checkpoint(), 5)
+
+    asyncio.run(scenario())
+    processor._poller.close()
+    assert consumer.commits == []
+    assert store.events == ["begin", "abort", "close"]
+
+
+def test_a_failed_checkpoint_stops_the_run_loop_and_is_raised() -> None:
+    processor, store, consumer, reported = _processor()
+    processor._delivery_errors.append("beside-sessions-changelog[0]: Broker: Not enough in-sync replicas")
+    reported.set()
+
+    async def scenario() -> None:
+        assert processor._checkpoint_if_due()
+        running = processor._checkpointing
+        assert running is not None and running.task is not None
+        await asyncio.wait([running.task])
+        assert processor._stopping  # the run loop stops at its next record
+        with pytest.raises(CheckpointError, match="Not enough in-sync replicas"):
+            await processor._end_running_checkpoint()
+
+    asyncio.run(scenario())
+    processor._poller.close()
+    assert consumer.commits == [] and store.events == ["begin", "abort"]

@@ -537,6 +537,7 @@ class Processor:
         self._next_checkpoint = now + self.commit_interval
         running = self._checkpointing = _Checkpointing(now)
         running.task = asyncio.ensure_future(self._checkpoint_beside_polls(running))
+        running.task.add_done_callback(self._stop_if_failed)
         return True
 
     async def _checkpoint_beside_polls(self, checkpointing: _Checkpointing) -> None:
@@ -584,6 +585,12 @@ class Processor:
             await asyncio.wait([running.task])  # it needs the loop only now, not the poll thread
         return plan
 
+    def _stop_if_failed(self, task: asyncio.Task[None]) -> None:
+        """A checkpoint that failed stops the run loop at its next record, not after the
+        batch (it then raises what the checkpoint raised: _end_running_checkpoint)."""
+        if not task.cancelled() and task.exception() is not None:
+            self._stopping = True
+
     def _checkpoint_overdue(self) -> bool:
         """Whether the running checkpoint has run a whole commit_interval. Its wait for the
         producer's reports ends when the producer holds no unacknowledged record; while the
@@ -597,10 +604,12 @@ class Processor:
     async def _end_running_checkpoint(self) -> None:
         """Wait for the run loop's checkpoint to end (the run loop calls it between polls:
         the poll thread is free for its commit); what it raised is raised here."""
-        running, self._checkpointing = self._checkpointing, None
-        if running is not None and running.task is not None:
-            await asyncio.wait([running.task])
-            running.task.result()
+        running = self._checkpointing
+        if running is None or running.task is None:
+            return
+        await asyncio.wait([running.task])
+        self._checkpointing = None  # only now: a run() cancelled above leaves it for _shutdown to wait for
+        running.task.result()
 
     def _flush_old_memtables(self) -> None:
         """Each store's writes reach a table file within a minute: with no write-ahead log, a
@@ -736,10 +745,16 @@ class Processor:
     async def _finish_on_loop(self, plan: _CheckpointPlan) -> None:
         self._finish_checkpoint(plan)
 
+    async def _abort_on_loop(self, plan: _CheckpointPlan) -> None:
+        for _, store in plan.flushing:
+            store.abort_flush()
+
     def _lost_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         plan = self._on_loop(self._settle_checkpoint())
-        if plan is not None:  # its changelog records are acknowledged: the stores keep them; its offsets are not ours now
-            self._on_loop(self._finish_on_loop(_CheckpointPlan([], plan.flushing)))
+        if plan is not None:
+            # Not ours since before its records landed, maybe after the next owner's: a
+            # changelog offset recorded now could make a later restore skip theirs.
+            self._on_loop(self._abort_on_loop(plan))
         self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=True))
 
     async def _assigned(self, tps: list[TP]) -> None:

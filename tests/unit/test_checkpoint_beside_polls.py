@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from agentstream.runtime.errors import CheckpointError
 from agentstream.runtime.offsets import PartitionOffsets
@@ -239,3 +239,26 @@ def test_a_failed_checkpoint_stops_the_run_loop_and_is_raised() -> None:
     asyncio.run(scenario())
     processor._poller.close()
     assert consumer.commits == [] and store.events == ["begin", "abort"]
+
+
+def test_a_commit_the_group_refuses_for_good_fails_the_worker_and_no_checkpoint_follows() -> None:
+    """An authorization error is raised from run(); the shutdown's checkpoint must not
+    then begin a flush of the stores the failed one holds (it would raise its own error)."""
+    processor, store, consumer, reported = _processor()
+
+    def refuse(offsets: list[TopicPartition], asynchronous: bool) -> None:
+        raise KafkaException(KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED))
+
+    consumer.commit = refuse  # type: ignore[method-assign]
+    reported.set()
+
+    async def scenario() -> None:
+        assert processor._checkpoint_if_due()
+        with pytest.raises(KafkaException):
+            await processor._end_running_checkpoint()
+        store.dirty = True  # written since
+        assert await processor._prepare_checkpoint() is None
+
+    asyncio.run(scenario())
+    processor._poller.close()
+    assert processor._stopping and store.events == ["begin"]

@@ -671,6 +671,9 @@ class Processor:
         except KafkaException as exc:
             error = exc.args[0]
             if not commit_refusal_is_transient(error):
+                # Failed: no later checkpoint (shutdown's, a revocation's) begins on stores
+                # this one's flush still holds, and hides this error behind its own.
+                self._failed = True
                 raise
             # Once per refusal: commits made while every slot is taken may meet the same one
             # each commit interval until the next poll rejoins the group.

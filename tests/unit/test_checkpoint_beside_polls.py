@@ -1,4 +1,4 @@
-"""The run loop's checkpoint runs beside its polls (runtime/processor.py): a rebalance callback
+"""The run loop's checkpoint runs beside its polls (runtime/checkpointing.py): a rebalance callback
 that comes while it waits for the producer's reports, on the consumer's thread the commit
 needs, must commit the prepared plan itself, once, before the stores close, and the
 checkpoint must not then commit it again. Doubles stand in for the consumer, producer and
@@ -74,7 +74,7 @@ def _processor() -> tuple[Processor, _Store, _Consumer, threading.Event]:
     processor = Processor("beside", "localhost:9", "beside", "unused-state-dir")  # no I/O until run()
     store = _Store()
     consumer = _Consumer()
-    processor.tables = {"sessions": _Table(store)}  # type: ignore[dict-item]
+    processor.tables["sessions"] = _Table(store)  # type: ignore[dict-item]
     processor._producer = _Producer()  # type: ignore[assignment]
     processor._consumer = consumer  # type: ignore[assignment]
     offsets = processor._offsets[(TOPIC, 0)] = PartitionOffsets()
@@ -86,7 +86,7 @@ def _processor() -> tuple[Processor, _Store, _Consumer, threading.Event]:
         assert reported.wait(5), "the test never let the reports be served"
         return 0
 
-    processor._wait_delivered = wait_delivered  # type: ignore[method-assign,assignment]
+    processor._checkpoints._wait_delivered = wait_delivered  # type: ignore[method-assign,assignment]
     return processor, store, consumer, reported
 
 
@@ -101,7 +101,7 @@ async def _revoke_and_end(processor: Processor, release: threading.Event) -> Non
     revoked = processor._poller.run(_revoke, processor)
     release.set()
     await asyncio.wait_for(revoked, 5)
-    await asyncio.wait_for(processor._end_running_checkpoint(), 5)
+    await asyncio.wait_for(processor._checkpoints.end_running(), 5)
 
 
 def test_a_revocation_during_the_wait_for_reports_commits_the_running_checkpoint_once() -> None:
@@ -109,25 +109,25 @@ def test_a_revocation_during_the_wait_for_reports_commits_the_running_checkpoint
     checkpoint's own commit can only come after it: the callback must commit the plan."""
     processor, store, consumer, reported = _processor()
 
-    settle = processor._settle_checkpoint
+    settle = processor._checkpoints._settle
     settling = asyncio.Event()
 
     async def settle_and_tell() -> object:
         settling.set()  # the scenario runs again only once this waits for the reports
         return await settle()
 
-    processor._settle_checkpoint = settle_and_tell  # type: ignore[method-assign,assignment]
+    processor._checkpoints._settle = settle_and_tell  # type: ignore[method-assign,assignment]
 
     async def scenario() -> None:
         processor._loop = asyncio.get_running_loop()
-        assert processor._checkpoint_if_due()
+        assert processor._checkpoints.start_if_due()
         await asyncio.sleep(0)  # one turn: the checkpoint begins its flush and waits for the reports
         assert store.events == ["begin"]
         revoked = processor._poller.run(_revoke, processor)  # a poll's rebalance callback
         await asyncio.wait_for(settling.wait(), 5)
         reported.set()
         await asyncio.wait_for(revoked, 5)
-        await asyncio.wait_for(processor._end_running_checkpoint(), 5)
+        await asyncio.wait_for(processor._checkpoints.end_running(), 5)
 
     asyncio.run(scenario())
     processor._poller.close()
@@ -154,7 +154,7 @@ def test_a_revocation_right_after_the_checkpoints_commit_closes_the_stores_after
     reported.set()
 
     async def scenario() -> None:
-        assert processor._checkpoint_if_due()
+        assert processor._checkpoints.start_if_due()
         assert await asyncio.get_running_loop().run_in_executor(None, committing.wait, 5)
         await _revoke_and_end(processor, go_on)
 
@@ -170,14 +170,14 @@ def test_a_checkpoint_beside_the_polls_commits_on_the_consumers_lane() -> None:
 
     async def scenario() -> None:
         processor._loop = asyncio.get_running_loop()
-        assert processor._checkpoint_if_due()
-        await asyncio.wait_for(processor._end_running_checkpoint(), 5)
+        assert processor._checkpoints.start_if_due()
+        await asyncio.wait_for(processor._checkpoints.end_running(), 5)
 
     asyncio.run(scenario())
     processor._poller.close()
     assert consumer.commits == [([(TOPIC, 0, 3)], "beside-poll")]
     assert store.events == ["begin", "finish"]
-    assert processor._committed == {(TOPIC, 0): 3}
+    assert processor._checkpoints.committed == {(TOPIC, 0): 3}
 
 
 def test_a_checkpoint_that_has_run_a_commit_interval_is_overdue_until_it_ends() -> None:
@@ -186,14 +186,14 @@ def test_a_checkpoint_that_has_run_a_commit_interval_is_overdue_until_it_ends() 
     processor, store, consumer, reported = _processor()
 
     async def scenario() -> None:
-        assert processor._checkpoint_if_due()
-        running = processor._checkpointing
-        assert running is not None and not processor._checkpoint_overdue()
+        assert processor._checkpoints.start_if_due()
+        running = processor._checkpoints._running
+        assert running is not None and not processor._checkpoints.overdue()
         running.started -= processor.commit_interval  # as if it had waited a whole interval
-        assert processor._checkpoint_overdue()
+        assert processor._checkpoints.overdue()
         reported.set()
-        await asyncio.wait_for(processor._end_running_checkpoint(), 5)
-        assert not processor._checkpoint_overdue()
+        await asyncio.wait_for(processor._checkpoints.end_running(), 5)
+        assert not processor._checkpoints.overdue()
 
     asyncio.run(scenario())
     processor._poller.close()
@@ -210,11 +210,11 @@ def test_a_lost_assignment_during_the_wait_for_reports_commits_nothing_and_recor
 
     async def scenario() -> None:
         processor._loop = asyncio.get_running_loop()
-        assert processor._checkpoint_if_due()
+        assert processor._checkpoints.start_if_due()
         lost = processor._poller.run(lose, processor)
         reported.set()
         await asyncio.wait_for(lost, 5)
-        await asyncio.wait_for(processor._end_running_checkpoint(), 5)
+        await asyncio.wait_for(processor._checkpoints.end_running(), 5)
 
     asyncio.run(scenario())
     processor._poller.close()
@@ -224,17 +224,17 @@ def test_a_lost_assignment_during_the_wait_for_reports_commits_nothing_and_recor
 
 def test_a_failed_checkpoint_stops_the_run_loop_and_is_raised() -> None:
     processor, store, consumer, reported = _processor()
-    processor._delivery_errors.append("beside-sessions-changelog[0]: Broker: Not enough in-sync replicas")
+    processor._checkpoints.delivery_errors.append("beside-sessions-changelog[0]: Broker: Not enough in-sync replicas")
     reported.set()
 
     async def scenario() -> None:
-        assert processor._checkpoint_if_due()
-        running = processor._checkpointing
+        assert processor._checkpoints.start_if_due()
+        running = processor._checkpoints._running
         assert running is not None and running.task is not None
         await asyncio.wait([running.task])
         assert processor._stopping  # the run loop stops at its next record
         with pytest.raises(CheckpointError, match="Not enough in-sync replicas"):
-            await processor._end_running_checkpoint()
+            await processor._checkpoints.end_running()
 
     asyncio.run(scenario())
     processor._poller.close()
@@ -253,11 +253,11 @@ def test_a_commit_the_group_refuses_for_good_fails_the_worker_and_no_checkpoint_
     reported.set()
 
     async def scenario() -> None:
-        assert processor._checkpoint_if_due()
+        assert processor._checkpoints.start_if_due()
         with pytest.raises(KafkaException):
-            await processor._end_running_checkpoint()
+            await processor._checkpoints.end_running()
         store.dirty = True  # written since
-        assert await processor._prepare_checkpoint() is None
+        assert await processor._checkpoints._prepare() is None
 
     asyncio.run(scenario())
     processor._poller.close()

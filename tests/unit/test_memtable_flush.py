@@ -30,8 +30,8 @@ class _Table:
 def test_every_store_of_every_table_is_asked_with_one_reading_of_the_clock() -> None:
     processor = Processor("flush", "localhost:9", "flush", "unused-state-dir")  # no I/O until run()
     stores = [_Store() for _ in range(3)]
-    processor.tables = {"dedupe": _Table(stores[0], stores[1]), "sessions": _Table(stores[2])}  # type: ignore[dict-item]
-    processor._flush_old_memtables()
+    processor.tables.update(dedupe=_Table(stores[0], stores[1]), sessions=_Table(stores[2]))  # type: ignore[dict-item]
+    processor._checkpoints.flush_old_memtables()
     assert all(len(store.asked) == 1 for store in stores)
     assert len({store.asked[0] for store in stores}) == 1 and stores[0].asked[0] is not None
 
@@ -39,17 +39,17 @@ def test_every_store_of_every_table_is_asked_with_one_reading_of_the_clock() -> 
 def _processor_with_stores() -> tuple[Processor, list[_Store]]:
     processor = Processor("flush", "localhost:9", "flush", "unused-state-dir")  # no I/O until run()
     stores = [_Store(), _Store()]
-    processor.tables = {"dedupe": _Table(*stores)}  # type: ignore[dict-item]
+    processor.tables["dedupe"] = _Table(*stores)  # type: ignore[dict-item]
     return processor, stores
 
 
 def test_the_run_loops_checkpoint_asks_the_stores_also_when_it_has_nothing_to_commit() -> None:
     processor, stores = _processor_with_stores()
-    processor._failed = True  # a failed worker commits nothing; its stores' files still keep up
+    processor._checkpoints.failed = True  # a failed worker commits nothing; its stores' files still keep up
 
     async def checkpoint() -> None:
-        assert processor._checkpoint_if_due()  # due at once: its first is at the run's start
-        await processor._end_running_checkpoint()
+        assert processor._checkpoints.start_if_due()  # due at once: its first is at the run's start
+        await processor._checkpoints.end_running()
 
     asyncio.run(checkpoint())
     assert all(len(store.asked) == 1 for store in stores)
@@ -69,7 +69,7 @@ def test_a_worker_whose_every_slot_is_taken_still_asks_its_stores() -> None:
     time it wakes to beat, also when no checkpoint is due then."""
     processor, stores = _processor_with_stores()
     processor.health.stall_s = 0.03  # wakes every 10 ms
-    processor._next_checkpoint = math.inf  # a commit_interval far above the wake-ups
+    processor._checkpoints.next_due = math.inf  # a commit_interval far above the wake-ups
 
     processor._spawned = _Full()  # type: ignore[assignment]
     processor.max_inflight = 1
@@ -91,7 +91,7 @@ def test_a_worker_whose_every_slot_is_taken_still_commits_every_commit_interval(
     (tests/integration/test_runtime.py has it on a real broker)."""
     processor, _ = _processor_with_stores()
     processor.health.stall_s = 30.0  # the heartbeat alone wakes the wait every 10 s
-    processor.commit_interval = 0.02
+    processor._checkpoints.commit_interval = 0.02
     processor._spawned = _Full()  # type: ignore[assignment]
     processor.max_inflight = 1
     commits: list[float] = []
@@ -99,10 +99,10 @@ def test_a_worker_whose_every_slot_is_taken_still_commits_every_commit_interval(
     async def checkpoint(checkpointing: object) -> None:
         commits.append(time.monotonic())
 
-    processor._checkpoint_beside_polls = checkpoint  # type: ignore[method-assign,assignment]
+    processor._checkpoints._beside_polls = checkpoint  # type: ignore[method-assign,assignment]
 
     async def scenario() -> None:
-        processor._next_checkpoint = time.monotonic() + processor.commit_interval
+        processor._checkpoints.next_due = time.monotonic() + processor._checkpoints.commit_interval
         waiting = asyncio.create_task(processor._wait_for_slot())
         deadline = time.monotonic() + 5
         while len(commits) < 3:

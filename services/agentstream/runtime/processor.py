@@ -4,15 +4,7 @@ The event loop never blocks on Kafka: polling runs in a dedicated thread, and th
 rebalance callbacks librdkafka calls from inside ``poll`` hand their work back to the
 event loop, so all state is touched by one thread only.
 
-Commit order (periodically, on revocation and on shutdown; the periodic one runs beside the
-polls, so the intake goes on while step 2 waits, and only step 3 takes the consumer's thread):
-1. changelog records of buffered table writes are produced;
-2. the producer's queue empties (its deliveries thread serves every report): outputs and
-   changelog writes are acknowledged, or the processor stops with CheckpointError and
-   commits nothing;
-3. source offsets are committed (up to the oldest record whose spawned work is running);
-4. the table writes and their changelog offsets are written to RocksDB.
-A kill -9 between any two steps loses no state update whose source offset was committed.
+How its progress becomes durable, and in which order, is runtime/checkpointing.py's.
 """
 
 from __future__ import annotations
@@ -23,27 +15,28 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from agentstream.broker import fetch_wait_for, group_protocol_for
 from agentstream.clients import CLASSIC, admin_config, consumer_config, producer_config, reader_config
 from agentstream.runtime.changelog import RestoreReport, read_partition, restore
+from agentstream.runtime.checkpointing import Checkpoints
 from agentstream import metrics
 from agentstream.runtime.health import Health
 from agentstream.runtime.lag import fetched_lag, watermarks
 from agentstream.runtime.context import MessageContext, current_context
 from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
-from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError, RestoreInterrupted
+from agentstream.runtime.errors import HandlerError, ProcessorError, RestoreInterrupted
 from agentstream.runtime.hold import DueHolds
 from agentstream.runtime.lane import ThreadLane
 from agentstream.runtime.loop_lag import LoopLagProbe
-from agentstream.runtime.offsets import TP, PartitionOffsets, commit_refusal_is_transient
+from agentstream.runtime.offsets import TP, PartitionOffsets
 from agentstream.runtime.retention import Retention
 from agentstream.runtime.spawned import SpawnedWork
 from agentstream.runtime.stats import ProcessorStats
@@ -72,27 +65,6 @@ class _Binding:
     handler: Handler
     decode: Decoder
     due_header: str | None = None
-
-
-@dataclass(slots=True)
-class _CheckpointPlan:
-    offsets: list[TopicPartition]
-    flushing: list[tuple[TP, PartitionStore]]
-
-
-@dataclass(slots=True)
-class _Checkpointing:
-    """The checkpoint the run loop started beside its polls (at most one runs).
-
-    Steps 1-2 run on the event loop and in an executor; step 3 needs the consumer's
-    thread, which a rebalance callback may hold meanwhile: the callback then commits the
-    prepared plan itself (``ready`` goes to whoever takes it first)."""
-
-    started: float
-    prepared: asyncio.Event = field(default_factory=asyncio.Event)  # steps 1-2 ended (or failed)
-    ready: _CheckpointPlan | None = None  # prepared and not taken for its commit yet
-    taken_by_lane: bool = False  # the commit was made on the run loop's lane; it finishes on the loop
-    task: asyncio.Task[None] | None = None
 
 
 class Processor:
@@ -134,7 +106,6 @@ class Processor:
         self.stats = ProcessorStats()
         self.health = Health(health_stall)  # read by the probes of telemetry/server.py
         self._offsets: dict[TP, PartitionOffsets] = {}
-        self._committed: dict[TP, int] = {}
         self._spawned = SpawnedWork(self._offsets, self._report)
         self._assign_hooks: list[Callable[[list[int]], Awaitable[None]]] = []
         self._stop_hooks: list[Callable[[], None]] = []
@@ -142,25 +113,22 @@ class Processor:
         self._delivered = threading.Event()  # set by the deliveries thread whenever nothing is left to report
         self._draining: set[TP] = set()
         self._holds_due = DueHolds()  # retry-tier partitions held until their head is due
-        self._delivery_errors: list[str] = []
-        self._changelog_acked: dict[TP, int] = {}
         self._stopping = False
-        self._failed = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._reader: Consumer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._last_activity = 0.0  # input, assignment or start: the idle clock's origin
-        self._next_checkpoint = 0.0  # monotonic: when the run loop's next checkpoint is due
-        self._checkpointing: _Checkpointing | None = None  # the run loop's, while it runs or until collected
-        self._commit_refused: str | None = None  # the last commit's refusal, if it was refused (the poll thread's)
         self._poller = ThreadLane(f"{name}-poll")  # the consumer's thread: poll, commit, close
         self._partition_count = 0
         self._writes = WriteThrough(self._require_producer, metrics.acked_write_seconds().labels(name).observe)
         self._retention = Retention(name, self.stats, self._writes.persist_expired, resume_s=commit_interval)
         self._loop_lag = LoopLagProbe(metrics.event_loop_lag_seconds().labels(name).observe)
-        self._observe_offset_commit = metrics.offset_commit_seconds().labels(name).observe
+        self._checkpoints = Checkpoints(
+            name, commit_interval=commit_interval, tables=self.tables, offsets=self._offsets, stats=self.stats,
+            producer=self._require_producer, consumer=lambda: self._consumer, poller=self._poller,
+            on_loop=self._on_loop, wait_delivered=self._wait_delivered, flush_timeout=flush_timeout, on_failure=self.stop)
 
     # -- declaration ---------------------------------------------------------------------
     def table(
@@ -243,7 +211,7 @@ class Processor:
                         partition: int, headers: list[tuple[str, bytes]] | None) -> None:
         while True:
             try:
-                producer.produce(topic, value, key, partition, self._on_output_delivery, headers=headers)
+                producer.produce(topic, value, key, partition, self._checkpoints.on_output_delivery, headers=headers)
                 return
             except BufferError:
                 # The local queue is full: the deliveries thread serves reports, which frees it.
@@ -330,13 +298,13 @@ class Processor:
         await self._loop.run_in_executor(None, self._start)
         self._loop_lag.start(self._loop)
         self._last_activity = time.monotonic()
-        self._next_checkpoint = self._last_activity + self.commit_interval
+        self._checkpoints.schedule_from(self._last_activity)
         self._retention.start()
         try:
             while not self._stopping:
                 await self._wait_for_slot()
-                if self._checkpoint_overdue():
-                    await self._end_running_checkpoint()
+                if self._checkpoints.overdue():
+                    await self._checkpoints.end_running()
                 batch = await self._poller.run(self._poll_batch)
                 self.health.beat()
                 now = time.monotonic()
@@ -354,9 +322,9 @@ class Processor:
                         break
                 elif idle_timeout is not None and now - self._last_activity >= idle_timeout and self._spawned.running == 0:
                     break
-                self._checkpoint_if_due()
+                self._checkpoints.start_if_due()
                 if now >= self._retention.next_due:
-                    await self._retention.run_due(self.assigned_partitions(), lambda: self._failed)
+                    await self._retention.run_due(self.assigned_partitions(), lambda: self._checkpoints.failed)
         finally:
             await self._shutdown()
         return self.stats
@@ -374,18 +342,18 @@ class Processor:
         beyond it is committed)."""
         while self._spawned.running >= self.max_inflight:  # the common case skips the wait's cost
             slot = asyncio.ensure_future(self._spawned.slot(self.max_inflight))
-            running = self._checkpointing
+            running = self._checkpoints.running_task()
             if running is None:
-                wakers, wait_s = {slot}, min(self._next_checkpoint - time.monotonic(), self.health.stall_s / 3)
+                wakers, wait_s = {slot}, min(self._checkpoints.next_due - time.monotonic(), self.health.stall_s / 3)
             else:  # its end may make the next one due
-                wakers, wait_s = {slot, running.task}, self.health.stall_s / 3  # type: ignore[arg-type]
+                wakers, wait_s = {slot, running}, self.health.stall_s / 3
             done, _ = await asyncio.wait(wakers, timeout=max(wait_s, 0.0), return_when=asyncio.FIRST_COMPLETED)
             if slot in done:
                 return
             slot.cancel()
             self.health.beat()
-            if not self._checkpoint_if_due():  # a checkpoint asks the stores too
-                self._flush_old_memtables()  # a commit_interval above stall_s / 3
+            if not self._checkpoints.start_if_due():  # a checkpoint asks the stores too
+                self._checkpoints.flush_old_memtables()  # a commit_interval above stall_s / 3
 
     def partition_lag(self) -> dict[TP, int]:
         """Records behind the end of each assigned partition, from what the consumer last
@@ -393,7 +361,7 @@ class Processor:
         consumer = self._consumer
         if consumer is None or self._closing.is_set():
             return {}
-        return fetched_lag(consumer, list(self._offsets), dict(self._committed))
+        return fetched_lag(consumer, list(self._offsets), dict(self._checkpoints.committed))
 
     def _start(self) -> None:
         admin = AdminClient(admin_config(self.bootstrap))
@@ -497,212 +465,6 @@ class Processor:
         self.stats.failures_by_type[kind] = self.stats.failures_by_type.get(kind, 0) + 1
         log.error("%s: %s", self.name, error)
 
-    # -- checkpoint ----------------------------------------------------------------------
-    def _on_output_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._delivery_errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
-
-    def _on_changelog_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._delivery_errors.append(f"changelog {msg.topic()}[{msg.partition()}]: {err}")
-            return
-        tp = (msg.topic(), msg.partition())
-        if msg.offset() > self._changelog_acked.get(tp, -1):
-            self._changelog_acked[tp] = msg.offset()
-
-    async def _checkpoint(self) -> None:
-        """The shutdown's checkpoint, run on the loop while the poll thread is idle."""
-        started = time.monotonic()
-        plan = await self._prepare_checkpoint()
-        if plan is None:
-            return
-        if plan.offsets and not await self._poller.run(self._commit, plan.offsets):
-            plan = _CheckpointPlan([], plan.flushing)
-        self._finish_checkpoint(plan)
-        metrics.checkpoint_seconds().labels(self.name).observe(time.monotonic() - started)
-
-    def _checkpoint_if_due(self) -> bool:
-        """Start the periodic checkpoint beside the polls once its time has come and the one
-        before has ended (what that one raised stops the processor); whether it started."""
-        running = self._checkpointing
-        if running is not None:
-            assert running.task is not None
-            if not running.task.done():
-                return False
-            self._checkpointing = None
-            running.task.result()
-        now = time.monotonic()
-        if now < self._next_checkpoint:
-            return False
-        self._next_checkpoint = now + self.commit_interval
-        running = self._checkpointing = _Checkpointing(now)
-        running.task = asyncio.ensure_future(self._checkpoint_beside_polls(running))
-        running.task.add_done_callback(self._stop_if_failed)
-        return True
-
-    async def _checkpoint_beside_polls(self, checkpointing: _Checkpointing) -> None:
-        """The run loop's checkpoint: the run loop goes on polling while the producer's
-        reports are awaited (step 2, up to hundreds of ms with 1,000 loops producing), and
-        the commit (step 3) takes the consumer's thread between two polls. Then the flush
-        of every store whose oldest unflushed write is old (also when the checkpoint had
-        nothing to do, or failed)."""
-        try:
-            try:
-                checkpointing.ready = await self._prepare_checkpoint()
-            finally:
-                checkpointing.prepared.set()
-            if checkpointing.ready is not None:
-                plan = await self._poller.run(self._commit_ready, checkpointing)
-                if plan is not None:
-                    self._finish_checkpoint(plan)
-                metrics.checkpoint_seconds().labels(self.name).observe(time.monotonic() - checkpointing.started)
-        finally:
-            self._flush_old_memtables()
-
-    def _commit_ready(self, checkpointing: _Checkpointing) -> _CheckpointPlan | None:
-        """Step 3 of the run loop's checkpoint, on the poll thread; None if a rebalance
-        callback took the plan first (it committed and finished it)."""
-        plan, checkpointing.ready = checkpointing.ready, None
-        if plan is None:
-            return None
-        checkpointing.taken_by_lane = True
-        if plan.offsets and not self._commit(plan.offsets):
-            return _CheckpointPlan([], plan.flushing)
-        return plan
-
-    async def _settle_checkpoint(self) -> _CheckpointPlan | None:
-        """For a rebalance callback (it holds the poll thread): the running checkpoint's
-        plan once prepared, for the callback to commit, or None. A plan the lane committed
-        already is finished on the loop before this returns: the callback may then close its
-        partitions' stores."""
-        running = self._checkpointing
-        if running is None:
-            return None
-        await running.prepared.wait()
-        plan, running.ready = running.ready, None
-        if plan is None and running.taken_by_lane:
-            assert running.task is not None
-            await asyncio.wait([running.task])  # it needs the loop only now, not the poll thread
-        return plan
-
-    def _stop_if_failed(self, task: asyncio.Task[None]) -> None:
-        """A checkpoint that failed stops the run loop at its next record, not after the
-        batch (it then raises what the checkpoint raised: _end_running_checkpoint)."""
-        if not task.cancelled() and task.exception() is not None:
-            self._stopping = True
-
-    def _checkpoint_overdue(self) -> bool:
-        """Whether the running checkpoint has run a whole commit_interval. Its wait for the
-        producer's reports ends when the producer holds no unacknowledged record; while the
-        broker is slow to acknowledge (a leader lost: seconds) loops fed by an intake that
-        goes on keep it from ever holding none, and the checkpoint would fail at its
-        flush_timeout. The run loop then takes in nothing until it ends, as it did before
-        checkpoints ran beside the polls, so production dries up."""
-        running = self._checkpointing
-        return running is not None and time.monotonic() - running.started >= self.commit_interval
-
-    async def _end_running_checkpoint(self) -> None:
-        """Wait for the run loop's checkpoint to end (the run loop calls it between polls:
-        the poll thread is free for its commit); what it raised is raised here."""
-        running = self._checkpointing
-        if running is None or running.task is None:
-            return
-        await asyncio.wait([running.task])
-        self._checkpointing = None  # only now: a run() cancelled above leaves it for _shutdown to wait for
-        running.task.result()
-
-    def _flush_old_memtables(self) -> None:
-        """Each store's writes reach a table file within a minute: with no write-ahead log, a
-        start after a kill -9 replays the changelog from what is on disk (runtime/store.py)."""
-        now = time.monotonic()
-        for table in self.tables.values():
-            for store in list(table.stores.values()):
-                store.flush_if_older(now=now)
-
-    async def _prepare_checkpoint(self) -> _CheckpointPlan | None:
-        """Steps 1-2: produce changelog records and flush; return the offsets to commit."""
-        if self._failed:
-            return None
-        producer = self._require_producer()
-        # Snapshot what is committable before flushing: work that finishes during the
-        # flush may have produced after it began, so it waits for the next checkpoint.
-        offsets = []
-        for tp, tracker in self._offsets.items():
-            offset = tracker.committable()
-            if offset is not None and offset != self._committed.get(tp):
-                offsets.append(TopicPartition(tp[0], tp[1], offset))
-        flushing: list[tuple[TP, PartitionStore]] = []
-        for table in self.tables.values():
-            for partition, store in table.stores.items():
-                if not store.dirty:
-                    continue
-                for key, value in store.begin_flush().items():
-                    self._produce_changelog(producer, table.changelog_topic, partition, key, value)
-                flushing.append(((table.changelog_topic, partition), store))
-        if not offsets and not flushing and not self._delivery_errors:
-            return None
-        remaining = await asyncio.get_running_loop().run_in_executor(None, self._wait_delivered, producer)
-        if remaining or self._delivery_errors:
-            self._failed = True
-            for _, store in flushing:
-                store.abort_flush()
-            problems = self._delivery_errors[:5] or [f"{remaining} records still unacknowledged after {self.flush_timeout:.0f} s"]
-            raise CheckpointError(
-                f"{self.name}: not committing source offsets, the broker did not acknowledge every "
-                f"output/changelog record ({len(self._delivery_errors)} failed): {'; '.join(problems)}"
-            )
-        return _CheckpointPlan(offsets, flushing)
-
-    def _commit(self, offsets: list[TopicPartition]) -> bool:
-        """Step 3, always on the poll thread: librdkafka deadlocks a synchronous commit made
-        from another thread while the poll thread sits in a rebalance callback.
-
-        False when the group refused the commit for a passing reason (the coordinator moved
-        to another broker, the member was fenced or a rebalance began): the outputs and
-        changelog records are acknowledged already, so the records are simply processed
-        again by whoever owns them next (at least once), and the consumer rejoins on its
-        next poll. Anything else (authorization, a fatal error) stops the processor.
-        """
-        consumer = self._consumer
-        assert consumer is not None
-        started = time.monotonic()
-        try:
-            consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if not commit_refusal_is_transient(error):
-                # Failed: no later checkpoint (shutdown's, a revocation's) begins on stores
-                # this one's flush still holds, and hides this error behind its own.
-                self._failed = True
-                raise
-            # Once per refusal: commits made while every slot is taken may meet the same one
-            # each commit interval until the next poll rejoins the group.
-            repeated, self._commit_refused = error.str() == self._commit_refused, error.str()
-            (log.debug if repeated else log.warning)(
-                "%s: offsets not committed (%s); their records will be processed again", self.name, error.str())
-            return False
-        finally:
-            self._observe_offset_commit(time.monotonic() - started)
-        self._commit_refused = None
-        return True
-
-    def _finish_checkpoint(self, plan: _CheckpointPlan) -> None:
-        """Step 4: the committed state reaches RocksDB with its changelog offsets."""
-        for tp in plan.offsets:
-            self._committed[(tp.topic, tp.partition)] = tp.offset
-        for changelog_tp, store in plan.flushing:
-            store.finish_flush(self._changelog_acked.get(changelog_tp))
-        self.stats.checkpoints += 1
-        self.stats.last_checkpoint_at = time.time()
-
-    def _produce_changelog(self, producer: Producer, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
-        while True:
-            try:
-                producer.produce(topic, value, key, partition=partition, on_delivery=self._on_changelog_delivery)
-                return
-            except BufferError:  # as _produce_output
-                time.sleep(0.05)
-
     # -- rebalancing ---------------------------------------------------------------------
     def _on_loop(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run ``coro`` on the event loop and wait for its result (from the poll thread)."""
@@ -722,17 +484,8 @@ class Processor:
         # commit before letting go, so the next owner starts where we stopped. A checkpoint
         # running beside the polls is committed first: its flush holds the stores.
         self._on_loop(self._drain(tps))
-        self._commit_on_this_thread(self._on_loop(self._settle_checkpoint()))
-        self._commit_on_this_thread(self._on_loop(self._prepare_checkpoint()))
+        self._checkpoints.commit_before_revocation()
         self._on_loop(self._revoked(tps, lost=False))
-
-    def _commit_on_this_thread(self, plan: _CheckpointPlan | None) -> None:
-        """Steps 3-4 of ``plan`` from a rebalance callback (the poll thread)."""
-        if plan is None:
-            return
-        if plan.offsets and not self._commit(plan.offsets):
-            plan = _CheckpointPlan([], plan.flushing)
-        self._on_loop(self._finish_on_loop(plan))
 
     async def _drain(self, tps: list[TP]) -> None:
         self._draining.update(tps)
@@ -745,19 +498,8 @@ class Processor:
         spawned work should stop at its next safe point (its progress is checkpointed)."""
         return self._stopping or (topic, partition) in self._draining
 
-    async def _finish_on_loop(self, plan: _CheckpointPlan) -> None:
-        self._finish_checkpoint(plan)
-
-    async def _abort_on_loop(self, plan: _CheckpointPlan) -> None:
-        for _, store in plan.flushing:
-            store.abort_flush()
-
     def _lost_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        plan = self._on_loop(self._settle_checkpoint())
-        if plan is not None:
-            # Not ours since before its records landed, maybe after the next owner's: a
-            # changelog offset recorded now could make a later restore skip theirs.
-            self._on_loop(self._abort_on_loop(plan))
+        self._checkpoints.abort_before_loss()
         self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=True))
 
     async def _assigned(self, tps: list[TP]) -> None:
@@ -801,9 +543,9 @@ class Processor:
     async def _revoked(self, tps: list[TP], *, lost: bool) -> None:
         await self._spawned.cancel(tps)
         metrics.rebalances().labels(self.name, "lost" if lost else "revoked").inc()
+        self._checkpoints.forget(tps)
         for tp in tps:
             self._offsets.pop(tp, None)
-            self._committed.pop(tp, None)
             self._draining.discard(tp)
             self._holds_due.forget(tp)
         self._retention.forget([partition for _, partition in tps])
@@ -817,11 +559,11 @@ class Processor:
     async def _shutdown(self) -> None:
         self._loop_lag.stop()  # first: whatever below raises, no timer outlives run()
         pending = self._spawned.pending()
-        if pending and not self._failed:
+        if pending and not self._checkpoints.failed:
             await asyncio.wait(pending, timeout=self.shutdown_grace)
         try:
-            await self._end_running_checkpoint()
-            await self._checkpoint()
+            await self._checkpoints.end_running()
+            await self._checkpoints.at_shutdown()
         finally:
             if self._consumer is not None:
                 # close() revokes the assignment, which runs _revoked() on this loop.
@@ -832,7 +574,7 @@ class Processor:
                 table.stores.clear()
             if self._reader is not None:
                 self._reader.close()
-            if self._producer is not None and not self._failed:
+            if self._producer is not None and not self._checkpoints.failed:
                 self._wait_delivered(self._producer)  # the deliveries thread still runs: it serves them
             for hook in self._stop_hooks:
                 hook()

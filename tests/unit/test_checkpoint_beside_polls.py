@@ -86,7 +86,7 @@ def _processor() -> tuple[Processor, _Store, _Consumer, threading.Event]:
         assert reported.wait(5), "the test never let the reports be served"
         return 0
 
-    processor._checkpoints._wait_delivered = wait_delivered  # type: ignore[method-assign,assignment]
+    processor._checkpoints.wait_delivered = wait_delivered  # type: ignore[method-assign,assignment]
     return processor, store, consumer, reported
 
 
@@ -262,3 +262,27 @@ def test_a_commit_the_group_refuses_for_good_fails_the_worker_and_no_checkpoint_
     asyncio.run(scenario())
     processor._poller.close()
     assert processor._stopping and store.events == ["begin"]
+
+
+def test_the_shutdowns_checkpoint_of_a_flush_alone_does_not_wait_for_the_poll_thread() -> None:
+    """A run() cancelled mid-poll leaves that poll on the consumer's thread, and a rebalance
+    callback inside it may close the stores: a checkpoint with no offset to commit finishes
+    its flush on the loop without queueing behind it."""
+    processor, store, consumer, reported = _processor()
+    processor._offsets.clear()  # nothing handled: the table writes alone
+    reported.set()
+    poll_goes_on = threading.Event()
+
+    async def scenario() -> None:
+        processor._loop = asyncio.get_running_loop()
+        polling = processor._poller.run(poll_goes_on.wait, 30)  # the poll a cancelled run() left
+        try:
+            await asyncio.wait_for(processor._checkpoints.at_shutdown(), 2)
+            assert store.events == ["begin", "finish"]
+        finally:
+            poll_goes_on.set()
+            await polling
+
+    asyncio.run(scenario())
+    processor._poller.close()
+    assert consumer.commits == []

@@ -128,11 +128,11 @@ class _Queue:
 
 
 def _wait_beside_the_deliveries_thread(processor: Processor, queue: _Queue) -> int:
-    """``_wait_delivered`` while the processor's deliveries thread (named "deliveries") serves ``queue``."""
+    """``Checkpoints.wait_delivered`` while the processor's deliveries thread (named "deliveries") serves ``queue``."""
     deliveries = threading.Thread(target=processor._serve_deliveries, name="deliveries")
     deliveries.start()
     try:
-        return processor._wait_delivered(queue)  # type: ignore[arg-type]
+        return processor._checkpoints.wait_delivered(queue)  # type: ignore[arg-type]
     finally:
         processor._closing.set()
         deliveries.join(5)
@@ -148,8 +148,8 @@ def test_a_checkpoint_waits_for_the_deliveries_thread_to_serve_every_report_and_
 def test_a_checkpoint_gives_up_after_the_flush_timeout_with_the_count_left() -> None:
     queue = _Queue(waiting=3)
     processor = _processor(queue)  # type: ignore[arg-type]
-    processor.flush_timeout = 0.2  # no deliveries thread runs: nothing is ever served
-    assert processor._wait_delivered(queue) == 3  # type: ignore[arg-type]
+    processor._checkpoints.flush_timeout = 0.2  # no deliveries thread runs: nothing is ever served
+    assert processor._checkpoints.wait_delivered(queue) == 3  # type: ignore[arg-type]
 
 
 def test_the_deliveries_thread_outlives_a_callback_that_raises() -> None:
@@ -162,6 +162,6 @@ def test_the_deliveries_thread_outlives_a_callback_that_raises() -> None:
 
     queue = _Raising(waiting=4)
     processor = _processor(queue)  # type: ignore[arg-type]
-    processor.flush_timeout = 5.0  # a dead thread serves nothing more: the wait would give up with one left
+    processor._checkpoints.flush_timeout = 5.0  # a dead thread serves nothing more: the wait would give up with one left
     remaining = _wait_beside_the_deliveries_thread(processor, queue)
     assert remaining == 0

@@ -10,7 +10,7 @@ from agentstream.deploy.tenants import renders_tenancy
 from agentstream.settings import WorkerSettings
 from agentstream.topology import Topology
 
-# Processor's flush timeout (runtime/processor.py, runtime/checkpointing.py): the final checkpoint may wait this long.
+# Processor's flush timeout (runtime/checkpointing.py): the final checkpoint may wait this long.
 _FINAL_FLUSH_S = 30.0
 _MARGIN_S = 5.0
 

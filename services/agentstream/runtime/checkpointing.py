@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ OnLoop = Callable[[Coroutine[Any, Any, Any]], Any]  # runs a coroutine on the ev
 
 
 @dataclass(slots=True)
-class CheckpointPlan:
+class _Plan:
     """Steps 3-4 of a checkpoint whose records are all acknowledged."""
 
     offsets: list[TopicPartition]
@@ -58,7 +59,7 @@ class _Running:
 
     started: float
     prepared: asyncio.Event = field(default_factory=asyncio.Event)  # steps 1-2 ended (or failed)
-    ready: CheckpointPlan | None = None  # prepared and not taken for its commit yet
+    ready: _Plan | None = None  # prepared and not taken for its commit yet
     taken_by_lane: bool = False  # the commit was made on the run loop's lane; it finishes on the loop
     task: asyncio.Task[None] | None = None
 
@@ -72,6 +73,7 @@ class Checkpoints:
         name: str,
         *,
         commit_interval: float,
+        flush_timeout: float,
         tables: dict[str, Table],
         offsets: dict[TP, PartitionOffsets],
         stats: ProcessorStats,
@@ -79,12 +81,11 @@ class Checkpoints:
         consumer: Callable[[], Consumer | None],
         poller: ThreadLane,
         on_loop: OnLoop,
-        wait_delivered: Callable[[Producer], int],
-        flush_timeout: float,
         on_failure: Callable[[], None],
     ) -> None:
         self.name = name
         self.commit_interval = commit_interval
+        self.flush_timeout = flush_timeout  # how long step 2 waits for the acknowledgements
         self.committed: dict[TP, int] = {}  # the offset the group holds, per partition owned
         self.failed = False
         self.delivery_errors: list[str] = []  # outputs and changelog records the broker refused
@@ -96,8 +97,7 @@ class Checkpoints:
         self._consumer = consumer
         self._poller = poller
         self._on_loop = on_loop
-        self._wait_delivered = wait_delivered  # blocks until the producer holds no unacknowledged record
-        self._flush_timeout = flush_timeout  # the wait's limit, named in its error
+        self._delivered = threading.Event()  # set by the deliveries thread whenever nothing is left to report
         self._on_failure = on_failure
         self._changelog_acked: dict[TP, int] = {}
         self._running: _Running | None = None  # the run loop's, while it runs or until collected
@@ -159,7 +159,9 @@ class Checkpoints:
         plan = await self._prepare()
         if plan is None:
             return
-        self._finish(await self._poller.run(self._commit_plan, plan))
+        if plan.offsets:  # only a commit needs the poll thread (a cancelled run() may have left a poll on it)
+            plan = await self._poller.run(self._commit_plan, plan)
+        self._finish(plan)
         self._observe_checkpoint(time.monotonic() - started)
 
     def flush_old_memtables(self) -> None:
@@ -174,8 +176,8 @@ class Checkpoints:
     def commit_before_revocation(self) -> None:
         """Commit the running checkpoint (its flush holds the stores), then everything
         since, so the next owner starts where this worker stopped."""
-        self._commit_here(self._on_loop(self._settle()))
-        self._commit_here(self._on_loop(self._prepare()))
+        self._commit_and_finish_from_callback(self._on_loop(self._settle()))
+        self._commit_and_finish_from_callback(self._on_loop(self._prepare()))
 
     def abort_before_loss(self) -> None:
         """The partitions were not this worker's since before the running checkpoint's
@@ -186,15 +188,37 @@ class Checkpoints:
             self._on_loop(self._abort_on_loop(plan))
 
     def forget(self, tps: list[TP]) -> None:
+        """The partitions are no longer this worker's: their committed offsets go."""
         for tp in tps:
             self.committed.pop(tp, None)
 
-    # -- delivery reports (on the deliveries thread) -------------------------------------
+    # -- delivery reports (served by the processor's deliveries thread) ------------------
+    def all_delivered(self) -> None:
+        """The deliveries thread found the producer holding no unreported record."""
+        self._delivered.set()
+
+    def wait_delivered(self, producer: Producer) -> int:
+        """Block until every record produced so far is acknowledged and its report served
+        (by the deliveries thread, never here: runtime/delivery.py says why one thread
+        serves them), at most flush_timeout; the number left."""
+        deadline = time.monotonic() + self.flush_timeout
+        while len(producer) > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._delivered.clear()
+            if len(producer) == 0:  # served between the check above and the clear
+                break
+            self._delivered.wait(left)  # a set from before the clear only costs one more turn
+        return len(producer)
+
     def on_output_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """An output's report: a refused one fails the next checkpoint (nothing is committed)."""
         if err is not None:
             self.delivery_errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
     def on_changelog_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """A changelog record's report: its offset is what step 4 records with the store."""
         if err is not None:
             self.delivery_errors.append(f"changelog {msg.topic()}[{msg.partition()}]: {err}")
             return
@@ -222,7 +246,7 @@ class Checkpoints:
         finally:
             self.flush_old_memtables()
 
-    def _commit_ready(self, running: _Running) -> CheckpointPlan | None:
+    def _commit_ready(self, running: _Running) -> _Plan | None:
         """Step 3 of the run loop's checkpoint, on the poll lane; None if a rebalance
         callback took the plan first (it committed and finished it)."""
         plan, running.ready = running.ready, None
@@ -231,7 +255,7 @@ class Checkpoints:
         running.taken_by_lane = True
         return self._commit_plan(plan)
 
-    async def _settle(self) -> CheckpointPlan | None:
+    async def _settle(self) -> _Plan | None:
         """For a rebalance callback (it holds the poll thread): the running checkpoint's
         plan once prepared, for the callback to commit, or None. A plan the lane committed
         already is finished on the loop before this returns: the callback may then close its
@@ -252,7 +276,7 @@ class Checkpoints:
         if not task.cancelled() and task.exception() is not None:
             self._on_failure()
 
-    async def _prepare(self) -> CheckpointPlan | None:
+    async def _prepare(self) -> _Plan | None:
         """Steps 1-2: produce changelog records and wait for every acknowledgement; the
         plan of what to commit, or None when there is nothing to do."""
         if self.failed:
@@ -275,23 +299,23 @@ class Checkpoints:
                 flushing.append(((table.changelog_topic, partition), store))
         if not offsets and not flushing and not self.delivery_errors:
             return None
-        remaining = await asyncio.get_running_loop().run_in_executor(None, self._wait_delivered, producer)
+        remaining = await asyncio.get_running_loop().run_in_executor(None, self.wait_delivered, producer)
         if remaining or self.delivery_errors:
             self.failed = True
             for _, store in flushing:
                 store.abort_flush()
-            problems = self.delivery_errors[:5] or [f"{remaining} records still unacknowledged after {self._flush_timeout:.0f} s"]
+            problems = self.delivery_errors[:5] or [f"{remaining} records still unacknowledged after {self.flush_timeout:.0f} s"]
             raise CheckpointError(
                 f"{self.name}: not committing source offsets, the broker did not acknowledge every "
                 f"output/changelog record ({len(self.delivery_errors)} failed): {'; '.join(problems)}"
             )
-        return CheckpointPlan(offsets, flushing)
+        return _Plan(offsets, flushing)
 
-    def _commit_plan(self, plan: CheckpointPlan) -> CheckpointPlan:
+    def _commit_plan(self, plan: _Plan) -> _Plan:
         """Step 3 of ``plan`` on the consumer's thread: what step 4 may write. A commit
         refused for a passing reason keeps only the flush (its records are acknowledged)."""
         if plan.offsets and not self._commit(plan.offsets):
-            return CheckpointPlan([], plan.flushing)
+            return _Plan([], plan.flushing)
         return plan
 
     def _commit(self, offsets: list[TopicPartition]) -> bool:
@@ -326,7 +350,7 @@ class Checkpoints:
         self._commit_refused = None
         return True
 
-    def _finish(self, plan: CheckpointPlan) -> None:
+    def _finish(self, plan: _Plan) -> None:
         """Step 4: the committed state reaches RocksDB with its changelog offsets."""
         for tp in plan.offsets:
             self.committed[(tp.topic, tp.partition)] = tp.offset
@@ -335,15 +359,15 @@ class Checkpoints:
         self._stats.checkpoints += 1
         self._stats.last_checkpoint_at = time.time()
 
-    def _commit_here(self, plan: CheckpointPlan | None) -> None:
+    def _commit_and_finish_from_callback(self, plan: _Plan | None) -> None:
         """Steps 3-4 of ``plan`` from a rebalance callback (the poll thread)."""
         if plan is not None:
             self._on_loop(self._finish_on_loop(self._commit_plan(plan)))
 
-    async def _finish_on_loop(self, plan: CheckpointPlan) -> None:
+    async def _finish_on_loop(self, plan: _Plan) -> None:
         self._finish(plan)
 
-    async def _abort_on_loop(self, plan: CheckpointPlan) -> None:
+    async def _abort_on_loop(self, plan: _Plan) -> None:
         for _, store in plan.flushing:
             store.abort_flush()
 

@@ -1,7 +1,7 @@
 """One thread that runs the calls an event loop gives it, one at a time, in order.
 
 The processor's consumer lives on such a thread (runtime/processor.py): every poll,
-commit and close runs there, never on the loop, because librdkafka runs the rebalance
+commit (runtime/checkpointing.py) and close runs there, never on the loop, because librdkafka runs the rebalance
 callbacks inside them and those wait for the loop. A ``ThreadPoolExecutor(1)`` with
 ``run_in_executor`` does the same, but each call then builds a concurrent Future (with its
 Condition and RLock), a work item and an asyncio Future chained to it: about twice the CPU

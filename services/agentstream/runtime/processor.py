@@ -93,16 +93,14 @@ class Processor:
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.state_dir = Path(state_dir)
-        self.commit_interval = commit_interval
         self.max_inflight = max_inflight
         self.shutdown_grace = shutdown_grace
-        self.flush_timeout = flush_timeout
         self.group_protocol = group_protocol
         self.fetch_wait_ms = fetch_wait_ms  # None: by broker (broker.fetch_wait_for)
         self._changelog_config = changelog_config or {}
         self._producer_overrides = producer_overrides or {}
         self._bindings: dict[str, _Binding] = {}
-        self.tables: dict[str, Table] = {}
+        self._tables: dict[str, Table] = {}
         self.stats = ProcessorStats()
         self.health = Health(health_stall)  # read by the probes of telemetry/server.py
         self._offsets: dict[TP, PartitionOffsets] = {}
@@ -110,7 +108,6 @@ class Processor:
         self._assign_hooks: list[Callable[[list[int]], Awaitable[None]]] = []
         self._stop_hooks: list[Callable[[], None]] = []
         self._closing = threading.Event()
-        self._delivered = threading.Event()  # set by the deliveries thread whenever nothing is left to report
         self._draining: set[TP] = set()
         self._holds_due = DueHolds()  # retry-tier partitions held until their head is due
         self._stopping = False
@@ -126,9 +123,24 @@ class Processor:
         self._retention = Retention(name, self.stats, self._writes.persist_expired, resume_s=commit_interval)
         self._loop_lag = LoopLagProbe(metrics.event_loop_lag_seconds().labels(name).observe)
         self._checkpoints = Checkpoints(
-            name, commit_interval=commit_interval, tables=self.tables, offsets=self._offsets, stats=self.stats,
-            producer=self._require_producer, consumer=lambda: self._consumer, poller=self._poller,
-            on_loop=self._on_loop, wait_delivered=self._wait_delivered, flush_timeout=flush_timeout, on_failure=self.stop)
+            name, commit_interval=commit_interval, flush_timeout=flush_timeout, tables=self._tables,
+            offsets=self._offsets, stats=self.stats, producer=self._require_producer, consumer=lambda: self._consumer,
+            poller=self._poller, on_loop=self._on_loop, on_failure=self.stop)
+
+    @property
+    def tables(self) -> dict[str, Table]:
+        """The declared tables by name (one dict for the processor's life: its checkpoints hold it)."""
+        return self._tables
+
+    @property
+    def commit_interval(self) -> float:
+        """Seconds between the run loop's checkpoints."""
+        return self._checkpoints.commit_interval
+
+    @property
+    def flush_timeout(self) -> float:
+        """How long a checkpoint waits for the broker's acknowledgements before it fails."""
+        return self._checkpoints.flush_timeout
 
     # -- declaration ---------------------------------------------------------------------
     def table(
@@ -389,7 +401,7 @@ class Processor:
     def _serve_deliveries(self) -> None:
         """The one thread that serves the producer's delivery reports while the processor
         runs: reports served by two threads may reach the loop out of a partition's offset
-        order (runtime/delivery.py), so a checkpoint waits for this one (_wait_delivered)
+        order (runtime/delivery.py), so a checkpoint waits for this one (Checkpoints.wait_delivered)
         instead of serving them in producer.flush()."""
         producer = self._producer
         assert producer is not None
@@ -399,21 +411,7 @@ class Processor:
             except Exception:  # a callback raised: log it and go on serving (no other thread does)
                 log.exception("%s: a delivery report's callback failed", self.name)
             if len(producer) == 0:
-                self._delivered.set()
-
-    def _wait_delivered(self, producer: Producer) -> int:
-        """Block until every record produced so far is acknowledged and its report served
-        (by the deliveries thread), at most flush_timeout; the number left."""
-        deadline = time.monotonic() + self.flush_timeout
-        while len(producer) > 0:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self._delivered.clear()
-            if len(producer) == 0:  # served between the check above and the clear
-                break
-            self._delivered.wait(left)  # a set from before the clear only costs one more turn
-        return len(producer)
+                self._checkpoints.all_delivered()
 
     def _poll_batch(self) -> list[Message]:
         consumer = self._consumer
@@ -575,7 +573,7 @@ class Processor:
             if self._reader is not None:
                 self._reader.close()
             if self._producer is not None and not self._checkpoints.failed:
-                self._wait_delivered(self._producer)  # the deliveries thread still runs: it serves them
+                self._checkpoints.wait_delivered(self._producer)  # the deliveries thread still runs: it serves them
             for hook in self._stop_hooks:
                 hook()
             self._closing.set()

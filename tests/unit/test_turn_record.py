@@ -370,7 +370,7 @@ def test_a_refusal_that_lands_as_its_waiter_is_cancelled_is_still_reported_to_th
         await run.record(lambda seq: {"seq": seq}, wait=False)
         waiter = asyncio.create_task(run.landed())
         await asyncio.sleep(0)  # the waiter starts and waits for the write
-        landing = run._landing
+        landing = run._on_its_way[-1]
         assert landing is not None
         # Cancelled right after the write failed, before the waiter could see it.
         landing.add_done_callback(lambda _: waiter.cancel())

@@ -49,7 +49,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from agentstream.approvals.gate import ApprovalGate, Cleared
@@ -94,11 +94,15 @@ class DurableRun:
         self.replayed_model_calls = 0
         self.new_model_calls = 0
         self.requests = ckpt.RequestSummaries()  # what each new model call was asked, for the transcript
-        # A record written without waiting, until it is awaited: from the start, the task's
-        # head when its write may still be on its way (specialist/lifecycle.py _accept).
-        self._landing: asyncio.Future[None] | None = landing
+        # The writes not yet seen to land, in the order they were produced: from the start,
+        # the task's head when its write may still be on its way (specialist/lifecycle.py
+        # _accept). A waiter awaits them one by one (landed), not a chain of tasks each
+        # awaiting the one before: every link cost the waiter one more turn of the event
+        # loop, ~20-30 ms each at 1,000 loops (bench/RESULTS.md, session 24).
+        self._on_its_way: list[asyncio.Future[None]] = []
         if landing is not None:
             landing.add_done_callback(retrieved)
+            self._on_its_way.append(landing)
         # A reply without tool calls written without waiting: the next model call (after a
         # history summary) waits for it; after the answer, the end of the run does.
         self.reply_on_its_way = False
@@ -119,39 +123,58 @@ class DurableRun:
         waited record, or :meth:`landed`, waits for it."""
         seq = self.seq
         self.seq += 1
-        previous = self._landing
         # A task: its first step produces the record; tasks start in the order they are
         # created, so the records are produced in sequence order (no await since ``seq``).
         write = asyncio.ensure_future(self._write(seq, make))
-        landing = write if previous is None else asyncio.ensure_future(_in_order(previous, write))
-        landing.add_done_callback(retrieved)  # a run that stops without awaiting it logs no warning
-        self._landing = landing
-        # A refusal's traceback holds this frame while landed() raises it: it must not
-        # hold the writes too (a cycle the collector would have to find).
-        del previous, write, landing
+        write.add_done_callback(retrieved)  # a run that stops without awaiting it logs no warning
+        self._on_its_way.append(write)
+        del write
         if wait:
             await self.landed()
 
     async def landed(self) -> None:
-        """Return once the record written without waiting, if any, has landed; raise
-        StepNotRecorded if it was refused. Shielded: a cancelled waiter leaves the write to
-        land or fail on its own, and to be awaited again (its refusal still to report)."""
-        landing = self._landing
-        if landing is None:
+        """Return once every record written so far has landed; raise StepNotRecorded if one
+        was refused: the first refused one, once the records up to the last have settled
+        too (nothing of them is still on its way when the run fails), and again to the
+        next waiter if records were written after those (they depend on it). Shielded: a
+        cancelled waiter leaves the writes to land or fail on their own, and to be awaited
+        again (a refusal still to report)."""
+        on_its_way = self._on_its_way
+        if not on_its_way:
             return
+        last = on_its_way[-1]
+        first: asyncio.Future[None] | None = None
         try:
-            await asyncio.shield(landing)
-        except Exception:  # not a CancelledError: a cancelled waiter keeps it, even if it ended meanwhile
-            self._landed(landing)
-            # The refusal's traceback holds this frame, and the write holds the refusal: no
+            while last in on_its_way:  # another waiter may have seen some land meanwhile
+                first = on_its_way[0]
+                try:
+                    await asyncio.shield(first)
+                except Exception:  # not a CancelledError: a cancelled waiter leaves every write where it is
+                    await self._settle_after_refusal(first, last)
+                    raise
+                if on_its_way and on_its_way[0] is first:
+                    del on_its_way[0]
+        finally:
+            # A refusal's traceback holds this frame, and the writes hold the refusal: no
             # cycle left for the collector (it would keep the run and its records).
-            del landing
-            raise
-        self._landed(landing)
+            del on_its_way, last, first
 
-    def _landed(self, landing: asyncio.Future[None]) -> None:
-        if self._landing is landing:
-            self._landing = None
+    async def _settle_after_refusal(self, refused: asyncio.Future[None], last: asyncio.Future[None]) -> None:
+        """Wait for the writes up to ``last`` to settle; then forget them, but keep
+        ``refused`` in front of the writes after ``last`` (their waiter learns of it too).
+        Nothing to do if another waiter of the refusal did it meanwhile."""
+        on_its_way = self._on_its_way
+        try:
+            through = on_its_way.index(last) + 1 if last in on_its_way else 0
+            settling = [write for write in on_its_way[:through] if not write.done()]
+            if settling:  # (asyncio.wait takes two turns even when every write has settled)
+                await asyncio.wait(settling)
+            if last in on_its_way:
+                later = on_its_way[on_its_way.index(last) + 1:]
+                on_its_way[:] = [refused, *later] if later else []
+        finally:
+            # The refusal's traceback holds this frame too: it must not hold the writes.
+            on_its_way = settling = later = refused = last = None  # type: ignore[assignment]
 
     async def stop_for_drain(self) -> NoReturn:
         """Stop the loop at this step boundary because the worker drains: once a record
@@ -189,30 +212,10 @@ async def landed_at_exit(run: DurableRun, loop: Awaitable[_T]) -> _T:
     return outcome
 
 
-def retrieved(landing: asyncio.Future[None]) -> None:
+def retrieved(landing: asyncio.Future[Any]) -> None:
     """A done callback: reads the write's outcome, so a refusal nobody awaited logs no warning."""
     if not landing.cancelled():
         landing.exception()
-
-
-async def _in_order(previous: asyncio.Future[None], write: asyncio.Future[None]) -> None:
-    """A record's landing behind the records before it, over once both have settled: the
-    earlier refusal is the one raised (the run fails at its first missing step); the
-    write's own outcome is read either way."""
-    write.add_done_callback(retrieved)
-    try:
-        try:
-            await previous
-        except BaseException:
-            # The later record settles too before the refusal is told: once the run's
-            # landing is over, nothing of the run is still on its way (a drain, a failure).
-            await asyncio.wait([write])
-            raise
-        await write
-    finally:
-        # A refusal's traceback holds this frame, and the write holds the refusal: no
-        # cycle left for the collector (it would keep the run and its records).
-        del previous, write
 
 
 class DurableModel:
@@ -275,8 +278,8 @@ class DurableTools(ToolRegistry):
             # Before any call of the step runs: a step waiting for a human runs nothing yet.
             self.run.gate.check(step, calls, lambda index: (step, index) in self.run.chain.tools, self.run.last_text)
         unrecorded: list[ckpt.Finished] = []  # read-only results of this turn not yet in a record
-        results = await asyncio.gather(*(self._one(step, i, name, args, timeout_s, unrecorded)
-                                         for i, (name, args) in enumerate(calls)))
+        results = await concurrently([self._one(step, i, name, args, timeout_s, unrecorded)
+                                      for i, (name, args) in enumerate(calls)])
         if unrecorded:  # read-only results only: the next model call need not wait for them
             await self._record(step, _take(unrecorded), wait=False)
         return list(results)
@@ -318,6 +321,56 @@ class DurableTools(ToolRegistry):
             # Durable before this call returns: the read-only results so far ride along.
             await self._record(step, [finished, *_take(unrecorded)])
         return result
+
+
+async def concurrently(calls: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """The results of ``calls`` in order, run concurrently as ``asyncio.gather`` runs them,
+    but the first in this task: gather wraps every call in a task that starts one turn of
+    the event loop later, and wakes its caller two turns after the last one ends; here a
+    turn of one call costs no turn, and of two one (bench/RESULTS.md, session 24).
+
+    Unlike gather, a call's error is raised once the calls before it have ended (they are
+    awaited in order); the calls after it go on, their errors read (none is logged as never
+    retrieved). A cancelled caller cancels them all, also when the first call swallows the
+    cancellation. The other calls' tasks are created before the first call starts, so they
+    do not see what it sets in the context (a tool's idempotency key); the first call's
+    context is the caller's, so a tool that sets a context variable without resetting it
+    leaves it set for the rest of the run's step."""
+    if not calls:
+        return []
+    first, *rest = calls
+    others = [asyncio.ensure_future(call) for call in rest]
+    caller = asyncio.current_task()
+    requests = caller.cancelling() if caller is not None else 0
+    try:
+        results = [await first]
+        if caller is not None and caller.cancelling() > requests:
+            # The first call swallowed the caller's cancellation (a tool catching every
+            # error): as under gather, the caller is cancelled all the same.
+            raise asyncio.CancelledError()
+        for index in range(len(others)):
+            results.append(await others[index])
+        return results
+    except asyncio.CancelledError:
+        _cancel_all(others)
+        raise
+    except BaseException:
+        _read_later(others)
+        raise
+    finally:
+        # An error's traceback holds this frame: it must not hold the calls too (a cycle).
+        first = rest = others = caller = None  # type: ignore[assignment]
+
+
+def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+        task.add_done_callback(retrieved)
+
+
+def _read_later(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.add_done_callback(retrieved)
 
 
 def _take(items: list[ckpt.Finished]) -> list[ckpt.Finished]:

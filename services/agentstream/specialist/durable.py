@@ -326,8 +326,9 @@ class DurableTools(ToolRegistry):
 async def concurrently(calls: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
     """The results of ``calls`` in order, run concurrently as ``asyncio.gather`` runs them,
     but the first in this task: gather wraps every call in a task that starts one turn of
-    the event loop later, and wakes its caller two turns after the last one ends; here a
-    turn of one call costs no turn, and of two one (bench/RESULTS.md, session 24).
+    the event loop later, and wakes its caller two turns after the last one ends: three
+    turns for any number of calls; here a turn of one call takes none, and of two calls two
+    (tests/unit/test_loop_turns.py; bench/RESULTS.md, session 24).
 
     Unlike gather, a call's error is raised once the calls before it have ended (they are
     awaited in order); the calls after it go on, their errors read (none is logged as never

@@ -168,24 +168,25 @@ def test_an_error_of_the_first_call_is_raised_at_once_and_the_other_calls_go_on(
 
 def test_a_cancelled_caller_cancels_every_call() -> None:
     async def scenario() -> list[bool]:
-        cancelled = [False, False]
+        waiting = [asyncio.Event(), asyncio.Event()]
+        cancelled = [asyncio.Event(), asyncio.Event()]
 
         async def waits(n: int) -> str:
+            waiting[n].set()
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
-                cancelled[n] = True
+                cancelled[n].set()
                 raise
             return "never"
 
         caller = asyncio.create_task(concurrently([waits(0), waits(1)]))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)  # both calls wait
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in waiting)), 2)
         caller.cancel()
         with pytest.raises(asyncio.CancelledError):
             await caller
-        await asyncio.sleep(0)  # the second call's task sees its cancellation
-        return cancelled
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in cancelled)), 2)
+        return [event.is_set() for event in cancelled]
 
     assert asyncio.run(scenario()) == [True, True]
 
@@ -197,8 +198,10 @@ def test_a_caller_cancelled_while_its_first_call_swallows_the_cancellation_is_ca
     async def scenario() -> tuple[bool, bool]:
         swallowed = asyncio.Event()
         second_cancelled = asyncio.Event()
+        waiting = [asyncio.Event(), asyncio.Event()]
 
         async def swallows() -> str:
+            waiting[0].set()
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
@@ -206,6 +209,7 @@ def test_a_caller_cancelled_while_its_first_call_swallows_the_cancellation_is_ca
             return "went on"
 
         async def waits() -> str:
+            waiting[1].set()
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
@@ -214,8 +218,7 @@ def test_a_caller_cancelled_while_its_first_call_swallows_the_cancellation_is_ca
             return "never"
 
         caller = asyncio.create_task(concurrently([swallows(), waits()]))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)  # both calls wait
+        await asyncio.wait_for(asyncio.gather(waiting[0].wait(), waiting[1].wait()), 2)
         caller.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(caller, 2)

@@ -102,6 +102,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from agentstream.clients import admin_config
     from agentstream.runtime.topics import require_topics
     from agentstream.runtime.collector import tune_for_serving
+    from agentstream.runtime.delivery_pump import new_serving_loop
     from agentstream.serde import SchemaSet
 
     if args.check:
@@ -129,7 +130,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     server = _health_server(service.processor, settings.metrics_port)
     tune_for_serving()  # runtime/collector.py: fewer collections while loops are in flight
     try:
-        stats = asyncio.run(service.processor.run())
+        # The loop serves the producer's delivery reports as it wakes (runtime/delivery_pump.py).
+        with asyncio.Runner(loop_factory=new_serving_loop) as runner:
+            stats = runner.run(service.processor.run())
     finally:
         if server is not None:
             server.stop()

@@ -101,6 +101,23 @@ def test_reports_after_a_settled_batch_wake_the_loop_again() -> None:
     assert asyncio.run(scenario()) == (0, 0)
 
 
+def test_reports_served_on_the_loops_own_thread_settle_at_once_in_their_order() -> None:
+    # A worker's pump serves reports on the loop's thread (runtime/delivery_pump.py).
+    producer = _Producer()
+    stored: list[int] = []
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        writes = [asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", 0, landed=stored.append))  # type: ignore[arg-type]
+                  for _ in range(3)]
+        await _until(lambda: len(producer.callbacks) == 3)
+        for n, (topic, partition, callback) in enumerate(producer.callbacks):
+            callback(None, _Record(topic, partition, n))  # as poll(0) on this thread runs them
+        settled = list(stored)  # the hooks ran in the callbacks, before the loop turned once more
+        return settled, await asyncio.gather(*writes)
+
+    assert asyncio.run(scenario()) == ([0, 1, 2], [0, 1, 2])
+
+
 def test_each_event_loop_gets_its_own_reports() -> None:
     # Tests run several loops in one process, one after another; each settles its own.
     for _ in range(2):

@@ -10,8 +10,6 @@ tombstones, say, with the run then resumed as if it had never ended."""
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from typing import Any
 
 from agentstream.runtime.processor import Processor
@@ -106,62 +104,23 @@ def test_a_write_retried_on_a_full_queue_keeps_its_records_together() -> None:
 
 
 class _Queue:
-    """A producer's queue length as its deliveries thread serves it: one report per poll."""
+    """A producer's queue of records waiting for their reports, which nothing serves."""
 
     def __init__(self, waiting: int) -> None:
         self.waiting = waiting
-        self.served_on: set[str] = set()
 
     def __len__(self) -> int:
         return self.waiting
 
     def poll(self, timeout: float) -> int:
-        if not self.waiting:
-            time.sleep(timeout)  # librdkafka's poll blocks for its timeout when nothing is due
-            return 0
-        self.served_on.add(threading.current_thread().name)
-        self.waiting -= 1
-        return 1
+        raise AssertionError("a checkpoint waits for the pump to serve reports; it serves none itself")
 
     def flush(self, timeout: float) -> int:
-        raise AssertionError("flush() serves reports on the caller's thread, beside the deliveries thread")
-
-
-def _wait_beside_the_deliveries_thread(processor: Processor, queue: _Queue) -> int:
-    """``Checkpoints.wait_delivered`` while the processor's deliveries thread (named "deliveries") serves ``queue``."""
-    deliveries = threading.Thread(target=processor._serve_deliveries, name="deliveries")
-    deliveries.start()
-    try:
-        return processor._checkpoints.wait_delivered(queue)  # type: ignore[arg-type]
-    finally:
-        processor._closing.set()
-        deliveries.join(5)
-
-
-def test_a_checkpoint_waits_for_the_deliveries_thread_to_serve_every_report_and_serves_none() -> None:
-    queue = _Queue(waiting=500)
-    processor = _processor(queue)  # type: ignore[arg-type]
-    remaining = _wait_beside_the_deliveries_thread(processor, queue)
-    assert remaining == 0 and queue.served_on == {"deliveries"}
+        raise AssertionError("flush() serves reports on the caller's thread, beside the pump")
 
 
 def test_a_checkpoint_gives_up_after_the_flush_timeout_with_the_count_left() -> None:
     queue = _Queue(waiting=3)
     processor = _processor(queue)  # type: ignore[arg-type]
-    processor._checkpoints.flush_timeout = 0.2  # no deliveries thread runs: nothing is ever served
+    processor._checkpoints.flush_timeout = 0.2  # no pump runs: nothing is ever served
     assert processor._checkpoints.wait_delivered(queue) == 3  # type: ignore[arg-type]
-
-
-def test_the_deliveries_thread_outlives_a_callback_that_raises() -> None:
-    class _Raising(_Queue):
-        def poll(self, timeout: float) -> int:
-            if self.waiting == 2:
-                self.waiting -= 1
-                raise RuntimeError("a delivery callback failed")
-            return super().poll(timeout)
-
-    queue = _Raising(waiting=4)
-    processor = _processor(queue)  # type: ignore[arg-type]
-    processor._checkpoints.flush_timeout = 5.0  # a dead thread serves nothing more: the wait would give up with one left
-    remaining = _wait_beside_the_deliveries_thread(processor, queue)
-    assert remaining == 0

@@ -1,6 +1,7 @@
 """The gateway's producer: ``await send(...)`` returns once the broker acknowledged the
 record (runtime/delivery.py), without blocking the event loop; a thread of its own serves
-the producer's delivery callbacks (the workers' processors do it in their poll loop)."""
+the producer's delivery callbacks (a worker serves them on its event loop's thread:
+runtime/delivery_pump.py)."""
 
 from __future__ import annotations
 

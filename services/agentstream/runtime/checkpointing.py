@@ -3,8 +3,8 @@
 Commit order (periodically, on revocation and on shutdown; the periodic one runs beside the
 polls, so the intake goes on while step 2 waits, and only step 3 takes the consumer's thread):
 1. changelog records of buffered table writes are produced;
-2. the producer's queue empties (its deliveries thread serves every report): outputs and
-   changelog writes are acknowledged, or the processor stops with CheckpointError and
+2. the producer's queue empties (the loop's pump serves every report: runtime/delivery_pump.py):
+   outputs and changelog writes are acknowledged, or the processor stops with CheckpointError and
    commits nothing;
 3. source offsets are committed (up to the oldest record whose spawned work is running);
 4. the table writes and their changelog offsets are written to RocksDB.
@@ -29,6 +29,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from agentstream import metrics
+from agentstream.runtime.delivery_pump import wait_for_room
 from agentstream.runtime.errors import CheckpointError
 from agentstream.runtime.lane import ThreadLane
 from agentstream.runtime.offsets import TP, PartitionOffsets, commit_refusal_is_transient
@@ -97,7 +98,7 @@ class Checkpoints:
         self._consumer = consumer
         self._poller = poller
         self._on_loop = on_loop
-        self._delivered = threading.Event()  # set by the deliveries thread whenever nothing is left to report
+        self._delivered = threading.Event()  # set by the pump whenever nothing is left to report
         self._on_failure = on_failure
         self._changelog_acked: dict[TP, int] = {}
         self._running: _Running | None = None  # the run loop's, while it runs or until collected
@@ -192,15 +193,16 @@ class Checkpoints:
         for tp in tps:
             self.committed.pop(tp, None)
 
-    # -- delivery reports (served by the processor's deliveries thread) ------------------
+    # -- delivery reports (served on the loop's thread by the processor's pump) ----------
     def all_delivered(self) -> None:
-        """The deliveries thread found the producer holding no unreported record."""
+        """The pump found the producer holding no unreported record."""
         self._delivered.set()
 
     def wait_delivered(self, producer: Producer) -> int:
         """Block until every record produced so far is acknowledged and its report served
-        (by the deliveries thread, never here: runtime/delivery.py says why one thread
-        serves them), at most flush_timeout; the number left."""
+        (by the pump on the loop's thread, never here: runtime/delivery.py says why one
+        thread serves them), at most flush_timeout; the number left. Never called on the
+        loop's thread: the pump would not run meanwhile."""
         deadline = time.monotonic() + self.flush_timeout
         while len(producer) > 0:
             left = deadline - time.monotonic()
@@ -376,5 +378,5 @@ class Checkpoints:
             try:
                 producer.produce(topic, value, key, partition=partition, on_delivery=self.on_changelog_delivery)
                 return
-            except BufferError:  # the local queue is full: the deliveries thread serves reports, which frees it
-                time.sleep(0.05)
+            except BufferError:  # the local queue is full: served reports free it
+                wait_for_room(producer)

@@ -1,6 +1,8 @@
 """Sending one record and awaiting the broker's acknowledgement from asyncio.
 
-librdkafka reports deliveries on whichever thread serves the producer; the reports are
+librdkafka reports deliveries on whichever thread serves the producer. A worker's
+processor serves them on the event loop's own thread (runtime/delivery_pump.py), where each
+is settled at once. Served by another thread (the gateway's producer), the reports are
 handed to the event loop that is waiting for them in batches: the first report of a batch
 wakes the loop (one ``call_soon_threadsafe``, one byte in asyncio's self-pipe), later ones
 only join the batch until the loop settles it. One wake-up per acknowledged record cost a
@@ -17,10 +19,10 @@ librdkafka reported it; the coroutines resume in another order (one awaiting thr
 hook: a store records the highest changelog offset it holds, and a later offset stored
 before an earlier one left, for a kill -9 in between, a store at that offset without the
 earlier write (never restored). That order is the offsets' because one thread serves a
-processor's reports (two threads may hand a partition's reports over out of order:
-Processor._serve_deliveries), and because the records of writes with a hook are produced
-to a partition one write at a time: a write retried on a full queue (BufferError) waits
-with the partition's turn held, so no other write takes an offset between its records.
+processor's reports (two threads may hand a partition's reports over out of order), and
+because the records of writes with a hook are produced to a partition one write at a time:
+a write retried on a full queue (BufferError) waits with the partition's turn held, so no
+other write takes an offset between its records.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class _Deliveries:
         self._loop = weakref.ref(loop)
         self._lock = threading.Lock()  # reports arrive on the delivery thread and on flush()'s
         self._reports: list[_Report] = []
+        self._thread = threading.get_ident()  # the loop's (made there: _produce)
         self._turns: dict[tuple[str, int], asyncio.Lock] = {}
 
     def turn(self, topic: str, partition: int) -> asyncio.Lock:
@@ -62,7 +65,11 @@ class _Deliveries:
         return lock
 
     def report(self, future: asyncio.Future[int], landed: Landed | None, err: KafkaError | None, msg: Message) -> None:
-        """A delivery callback (any thread)."""
+        """A delivery callback (any thread). On the loop's own thread (a worker's reports:
+        runtime/delivery_pump.py) it is settled at once."""
+        if threading.get_ident() == self._thread:
+            _settle(future, landed, err, msg)
+            return
         with self._lock:
             self._reports.append((future, landed, err, msg))
             if len(self._reports) > 1:

@@ -31,6 +31,7 @@ from agentstream import metrics
 from agentstream.runtime.health import Health
 from agentstream.runtime.lag import fetched_lag, watermarks
 from agentstream.runtime.context import MessageContext, current_context
+from agentstream.runtime.delivery_pump import DeliveryPump, PumpedProducer, wait_for_room
 from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import HandlerError, ProcessorError, RestoreInterrupted
 from agentstream.runtime.hold import DueHolds
@@ -113,6 +114,7 @@ class Processor:
         self._stopping = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._pump: DeliveryPump | None = None
         self._reader: Consumer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -225,9 +227,8 @@ class Processor:
             try:
                 producer.produce(topic, value, key, partition, self._checkpoints.on_output_delivery, headers=headers)
                 return
-            except BufferError:
-                # The local queue is full: the deliveries thread serves reports, which frees it.
-                time.sleep(0.05)
+            except BufferError:  # the local queue is full: served reports free it
+                wait_for_room(producer)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` beside the partition; its record's offset is committed when it ends
@@ -308,6 +309,7 @@ class Processor:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, frame: self.stop())
         await self._loop.run_in_executor(None, self._start)
+        self._pump_deliveries()
         self._loop_lag.start(self._loop)
         self._last_activity = time.monotonic()
         self._checkpoints.schedule_from(self._last_activity)
@@ -380,10 +382,8 @@ class Processor:
         self._partition_count = co_partitioned_inputs(admin, self.name, self._bindings)
         ensure_changelogs(admin, [table.changelog_topic for table in self.tables.values()], self._partition_count,
                           self._changelog_config)
-        self._producer = Producer(producer_config(self.bootstrap, self._producer_overrides))
-        # Delivery reports are served by a thread of their own, so write-through callers
-        # hear of their acknowledgement in milliseconds whatever the poll loop is doing.
-        threading.Thread(target=self._serve_deliveries, name=f"{self.name}-deliveries", daemon=True).start()
+        # Its delivery reports are served on the event loop's thread (run(): runtime/delivery_pump.py).
+        self._producer = PumpedProducer(producer_config(self.bootstrap, self._producer_overrides))
         self._reader = Consumer(reader_config(self.bootstrap))
         for table in self.tables.values():
             # Metadata now, so the first restore of a changelog (a takeover, often) need not
@@ -398,20 +398,13 @@ class Processor:
         self._consumer = consumer
         log.info("%s: consuming %s as group %s", self.name, ", ".join(self._bindings), self.group_id)
 
-    def _serve_deliveries(self) -> None:
-        """The one thread that serves the producer's delivery reports while the processor
-        runs: reports served by two threads may reach the loop out of a partition's offset
-        order (runtime/delivery.py), so a checkpoint waits for this one (Checkpoints.wait_delivered)
-        instead of serving them in producer.flush()."""
+    def _pump_deliveries(self) -> None:
+        """Serve the producer's delivery reports on this loop's thread from now on (made
+        here, on that thread: a worker's loop keeps its pumps in its selector)."""
         producer = self._producer
-        assert producer is not None
-        while not self._closing.is_set():
-            try:
-                producer.poll(0.05)
-            except Exception:  # a callback raised: log it and go on serving (no other thread does)
-                log.exception("%s: a delivery report's callback failed", self.name)
-            if len(producer) == 0:
-                self._checkpoints.all_delivered()
+        assert isinstance(producer, PumpedProducer) and self._loop is not None
+        self._pump = DeliveryPump(producer, self._loop, self._loop_thread, self._checkpoints.all_delivered)
+        producer.pump_with(self._pump)
 
     def _poll_batch(self) -> list[Message]:
         consumer = self._consumer
@@ -573,7 +566,10 @@ class Processor:
             if self._reader is not None:
                 self._reader.close()
             if self._producer is not None and not self._checkpoints.failed:
-                self._checkpoints.wait_delivered(self._producer)  # the deliveries thread still runs: it serves them
+                # The loop serves them meanwhile (its pump): waited for on another thread.
+                await asyncio.get_running_loop().run_in_executor(None, self._checkpoints.wait_delivered, self._producer)
+            if self._pump is not None:
+                self._pump.close()
             for hook in self._stop_hooks:
                 hook()
             self._closing.set()

@@ -1,0 +1,208 @@
+"""A worker's delivery reports are served on its event loop's thread, while records wait
+for theirs, and by no other thread (runtime/delivery_pump.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from agentstream.runtime.delivery import produce_acked
+from agentstream.runtime.delivery_pump import DeliveryPump, new_serving_loop
+from agentstream.runtime.processor import Processor
+
+from .test_delivery import _Producer, _Record, _until
+
+
+class _Queue:
+    """A producer's queue of unreported records: ``produce`` adds one and arms the pump, as
+    PumpedProducer does; ``poll`` serves up to ``per_poll`` reports, noting the thread."""
+
+    def __init__(self, per_poll: int = 7) -> None:
+        self.waiting = 0
+        self.per_poll = per_poll
+        self.polls = 0
+        self.served_on: set[str] = set()
+        self.pump: DeliveryPump | None = None
+
+    def __len__(self) -> int:
+        return self.waiting
+
+    def produce(self) -> None:
+        self.waiting += 1
+        assert self.pump is not None
+        self.pump.arm()
+
+    def poll(self, timeout: float) -> int:
+        assert timeout == 0, "the pump must never block the loop"
+        self.polls += 1
+        served = min(self.waiting, self.per_poll)
+        if served:
+            self.served_on.add(threading.current_thread().name)
+        self.waiting -= served
+        return served
+
+
+def _pumped(queue: _Queue, on_all_delivered: object = lambda: None) -> DeliveryPump:
+    loop = asyncio.get_running_loop()
+    queue.pump = DeliveryPump(queue, loop, threading.get_ident(), on_all_delivered)  # type: ignore[arg-type]
+    return queue.pump
+
+
+@pytest.mark.parametrize("loop_factory", [None, new_serving_loop], ids=["timer", "serving-loop"])
+def test_the_pump_serves_every_report_on_the_loops_thread_and_looks_no_more_once_none_wait(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+) -> None:
+    queue = _Queue()
+    emptied: list[int] = []
+
+    async def scenario() -> None:
+        pump = _pumped(queue, lambda: emptied.append(len(queue)))
+        for _ in range(300):
+            queue.produce()
+        assert pump.armed
+        await _until(lambda: len(queue) == 0 and bool(emptied))
+        assert not pump.armed
+        polls = queue.polls
+        for _ in range(20):
+            await asyncio.sleep(0)  # passes of the loop (a serving loop's each through its select)
+        assert queue.polls == polls  # nothing waits: nothing is polled
+        queue.produce()  # and the next produce starts it again
+        await _until(lambda: len(queue) == 0)
+        assert queue.polls > polls
+        pump.close()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
+    assert queue.served_on == {threading.current_thread().name}
+    assert emptied and set(emptied) == {0}
+
+
+def test_a_produce_on_another_thread_arms_the_pump_on_the_loop() -> None:
+    queue = _Queue()
+
+    async def scenario() -> None:
+        pump = _pumped(queue)
+        producing = threading.Thread(target=queue.produce, name="poll-thread")  # a rebalance callback's flush
+        producing.start()
+        producing.join()
+        await _until(lambda: len(queue) == 0)
+        assert not pump.armed
+
+    asyncio.run(scenario())
+    assert queue.served_on == {threading.current_thread().name}
+
+
+def test_the_pump_goes_on_after_a_callback_raises() -> None:
+    class _Raising(_Queue):
+        def poll(self, timeout: float) -> int:
+            if self.polls == 1:
+                self.polls += 1
+                raise RuntimeError("a delivery callback failed")
+            return super().poll(timeout)
+
+    queue = _Raising(per_poll=1)
+
+    async def scenario() -> None:
+        _pumped(queue)
+        for _ in range(4):
+            queue.produce()
+        await _until(lambda: len(queue) == 0)
+
+    asyncio.run(scenario())
+    assert queue.polls >= 5  # four reports, one poll that raised
+
+
+def test_a_closed_pump_serves_nothing_more() -> None:
+    queue = _Queue()
+
+    async def scenario() -> None:
+        pump = _pumped(queue)
+        pump.close()
+        queue.produce()
+        assert not pump.armed and queue.polls == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_checkpoint_waits_for_the_pump_to_serve_every_report_and_serves_none() -> None:
+    queue = _Queue(per_poll=3)
+    processor = Processor("order", "localhost:9", "order", "unused-state-dir")  # no I/O until run()
+
+    async def scenario() -> int:
+        _pumped(queue, processor._checkpoints.all_delivered)
+        for _ in range(500):
+            queue.produce()
+        # As a checkpoint waits: on another thread, while the loop goes on serving.
+        return await asyncio.get_running_loop().run_in_executor(
+            None, processor._checkpoints.wait_delivered, queue)
+
+    assert asyncio.run(scenario()) == 0
+    assert queue.served_on == {threading.current_thread().name}
+
+
+def test_a_full_queue_on_the_loops_thread_is_freed_by_serving_reports_there() -> None:
+    # The pump is a callback of this loop: a produce() retried in a loop on its thread would
+    # wait for ever for reports nobody serves (a sleep there served none).
+    class _Full(_Queue):
+        def poll(self, timeout: float) -> int:
+            self.polls += 1
+            self.served_on.add(threading.current_thread().name)
+            self.waiting = 0
+            return 1
+
+    queue = _Full()
+    elsewhere: list[int] = []
+
+    async def scenario() -> None:
+        pump = _pumped(queue)
+        queue.waiting = 10
+        pump.make_room()  # on the loop's thread: served here
+        assert queue.polls == 1 and len(queue) == 0
+        queue.waiting = 10
+        waiting = threading.Thread(target=lambda: (pump.make_room(), elsewhere.append(queue.polls)), name="poll-thread")
+        waiting.start()
+        waiting.join()
+
+    asyncio.run(scenario())
+    assert queue.served_on == {threading.current_thread().name}
+    assert elsewhere == [1]  # another thread waits for the pump and serves none
+
+
+def test_on_a_serving_loop_a_writer_resumes_in_the_pass_that_serves_its_report() -> None:
+    class _Reporting(_Producer):
+        """Serves a produced record's report in poll() once ``landed`` is set."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.landed = False
+
+        def __len__(self) -> int:
+            return len(self.callbacks)
+
+        def poll(self, timeout: float) -> int:
+            if not self.landed:
+                return 0
+            served, self.callbacks = self.callbacks, []
+            for n, (topic, partition, callback) in enumerate(served):
+                callback(None, _Record(topic, partition, n))
+            return len(served)
+
+    producer = _Reporting()
+
+    async def scenario() -> int:
+        pump = DeliveryPump(producer, asyncio.get_running_loop(), threading.get_ident(), lambda: None)  # type: ignore[arg-type]
+        write = asyncio.ensure_future(produce_acked(producer, "t", b"v", b"k", 0))  # type: ignore[arg-type]
+        await _until(lambda: len(producer) == 1)
+        producer.landed = True
+        passes = 0
+        while not write.done():
+            await asyncio.sleep(0)
+            passes += 1
+        pump.close()
+        return passes
+
+    with asyncio.Runner(loop_factory=new_serving_loop) as runner:
+        assert runner.run(scenario()) <= 2  # served in the next select; the writer runs in that pass

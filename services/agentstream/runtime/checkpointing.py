@@ -29,7 +29,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from agentstream import metrics
-from agentstream.runtime.delivery_pump import wait_for_room
+from agentstream.runtime.delivery_pump import serve_soon, wait_for_room
 from agentstream.runtime.errors import CheckpointError
 from agentstream.runtime.lane import ThreadLane
 from agentstream.runtime.offsets import TP, PartitionOffsets, commit_refusal_is_transient
@@ -211,6 +211,7 @@ class Checkpoints:
             self._delivered.clear()
             if len(producer) == 0:  # served between the check above and the clear
                 break
+            serve_soon(producer)
             self._delivered.wait(left)  # a set from before the clear only costs one more turn
         return len(producer)
 

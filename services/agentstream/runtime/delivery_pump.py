@@ -181,3 +181,12 @@ def wait_for_room(producer: Producer) -> None:
         producer.pump.make_room()
     else:
         time.sleep(ROOM_WAIT_S)
+
+
+def serve_soon(producer: Producer) -> None:
+    """Make the loop look at ``producer``'s queue soon (any thread): a checkpoint about to
+    wait for it. The queue also holds librdkafka's log and error events, which no produce()
+    arms a timer for: one that came after the pump last emptied it would wait there."""
+    pump = getattr(producer, "pump", None)  # a PumpedProducer's (or a stand-in's)
+    if pump is not None:
+        pump.arm()

@@ -610,6 +610,7 @@ def specialist_main(argv: list[str]) -> int:
     """``agentstream worker specialist`` (cli.cmd_worker) with overrides its CLI lacks."""
     from agentstream.cli import _health_server, _settings, _setup_logging
     from agentstream.runtime.collector import tune_for_serving
+    from agentstream.runtime.delivery_pump import new_serving_loop
     from agentstream.specialist.app import build_specialist
     from agentstream.topology import load_topology as load
 
@@ -629,14 +630,15 @@ def specialist_main(argv: list[str]) -> int:
         model=_load(args.model) if args.model else None, tools=_load(args.tools) if args.tools else None,
     )
     logging.getLogger("bench").info("specialist %s: max_inflight=%d", args.type, settings.max_inflight)
-    # As cmd_worker serves: its metrics port (when AGENTSTREAM_METRICS_PORT is set) and the
-    # collector tuned for serving. Without the tuning (until session 10) the bench measured
+    # As cmd_worker serves: its metrics port (when AGENTSTREAM_METRICS_PORT is set), the
+    # collector tuned for serving and the loop that serves delivery reports as it wakes. Without the tuning (until session 10) the bench measured
     # a specialist the CLI never runs: one collecting its youngest generation every 700
     # allocations, with every loop in flight walked again by the older ones.
     server = _health_server(service.processor, settings.metrics_port)
     tune_for_serving()
     try:
-        stats = asyncio.run(service.processor.run(handle_signals=True))
+        with asyncio.Runner(loop_factory=new_serving_loop) as runner:
+            stats = runner.run(service.processor.run(handle_signals=True))
     finally:
         if server is not None:
             server.stop()

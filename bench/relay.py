@@ -65,6 +65,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from agentstream.broker import BOOTSTRAP_ENV, EmbeddedBroker, bootstrap_servers
 from agentstream.clients import admin_config, consumer_config, producer_config, reader_config
 from agentstream.runtime import MessageContext, Processor
+from agentstream.runtime.delivery_pump import new_serving_loop
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "bench" / "out"
@@ -222,7 +223,8 @@ def run_runtime_hop(bootstrap: str, src: str, dst: str, group: str, state_dir: s
         counts[key] = counts.get(key, 0) + 1
         processor.send(dst, value, key)
 
-    stats = asyncio.run(processor.run(handle_signals=True))
+    with asyncio.Runner(loop_factory=new_serving_loop) as runner:  # as a worker's (runtime/delivery_pump.py)
+        stats = runner.run(processor.run(handle_signals=True))
     return {"processed": stats.processed, "failed": stats.failed, "checkpoints": stats.checkpoints}
 
 

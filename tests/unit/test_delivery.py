@@ -44,7 +44,7 @@ class _Record:
 
 class _Producer:
     """Keeps each produce's callback; ``acknowledge`` fires them all from another thread,
-    as the delivery thread does, the n-th record landing at offset n (or failing)."""
+    as a thread serving them does, the n-th record landing at offset n (or failing)."""
 
     def __init__(self, full_at: frozenset[int] = frozenset()) -> None:
         self.callbacks: list[tuple[str, int, Callable[[Any, _Record], None]]] = []

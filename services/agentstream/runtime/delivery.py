@@ -51,7 +51,7 @@ class _Deliveries:
         # Weak: ``_per_loop`` keys on the loop, and a strong reference here would keep every
         # loop (and its entry) alive for ever.
         self._loop = weakref.ref(loop)
-        self._lock = threading.Lock()  # reports arrive on the delivery thread and on flush()'s
+        self._lock = threading.Lock()  # reports arrive on a serving thread and on flush()'s
         self._reports: list[_Report] = []
         self._thread = threading.get_ident()  # the loop's (made there: _produce)
         self._turns: dict[tuple[str, int], asyncio.Lock] = {}

@@ -303,8 +303,8 @@ class Processor:
         log_context.bind(worker=self.name)  # this run's context: every line it and its work log
         if handle_signals:
             # signal.signal, not loop.add_signal_handler: asyncio learns of a signal through
-            # its self-pipe, which a flood of delivery reports (call_soon_threadsafe) can fill
-            # under load, and then the signal is lost. A plain handler sets the flag anyway;
+            # its self-pipe, which a flood of call_soon_threadsafe (delivery reports served by
+            # a thread, until session 26) filled under load, and then the signal is lost. A plain handler sets the flag anyway;
             # the loop sees it after the current poll (at most 0.1 s).
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, frame: self.stop())

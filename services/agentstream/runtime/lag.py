@@ -91,7 +91,11 @@ def _partitions(admin: AdminClient, bootstrap: str, topics: Sequence[str], timeo
 
 
 # A partition whose leader is not known yet: the topic was just created, or a leader moved.
-_NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
+# _NOENT is librdkafka's own "Failed to query partition leaders: No leaders found", which
+# it answers while a broker that led the partition is fenced and coming back (seen in CI
+# just after a frozen broker was resumed); like the others, it is asked again until the timeout.
+_NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+              KafkaError._NOENT)
 
 
 def _listed_offsets(admin: AdminClient, partitions: Sequence[_TP], spec: OffsetSpec, timeout: float) -> dict[_TP, int]:

@@ -118,6 +118,20 @@ def test_reports_served_on_the_loops_own_thread_settle_at_once_in_their_order() 
     assert asyncio.run(scenario()) == ([0, 1, 2], [0, 1, 2])
 
 
+def test_a_report_served_on_its_thread_after_the_loop_closed_is_dropped() -> None:
+    # A flush on the thread whose loop has ended (an embedding app's shutdown): the writer
+    # is gone, and settling it would ask the closed loop to run its callbacks.
+    producer = _Producer()
+    stored: list[int] = []
+    loop = asyncio.new_event_loop()
+    write = loop.create_task(produce_acked(producer, "t", b"v", b"k", 0, landed=stored.append))  # type: ignore[arg-type]
+    loop.run_until_complete(_until(lambda: len(producer.callbacks) == 1))
+    loop.close()  # the write still awaits its report
+    topic, partition, callback = producer.callbacks[0]
+    callback(None, _Record(topic, partition, 0))  # raised RuntimeError('Event loop is closed') before
+    assert stored == [] and not write.done()
+
+
 def test_each_event_loop_gets_its_own_reports() -> None:
     # Tests run several loops in one process, one after another; each settles its own.
     for _ in range(2):

@@ -67,6 +67,9 @@ class _Deliveries:
     def report(self, future: asyncio.Future[int], landed: Landed | None, err: KafkaError | None, msg: Message) -> None:
         """A delivery callback (any thread). On the loop's own thread (a worker's reports:
         runtime/delivery_pump.py) it is settled at once."""
+        loop = self._loop()
+        if loop is None or loop.is_closed():
+            return  # nobody is left to await the report (a flush after the loop ended)
         if threading.get_ident() == self._thread:
             _settle(future, landed, err, msg)
             return
@@ -74,9 +77,7 @@ class _Deliveries:
             self._reports.append((future, landed, err, msg))
             if len(self._reports) > 1:
                 return  # the loop is woken already and settles this report with the others
-        loop = self._loop()
-        if loop is not None and not loop.is_closed():  # else nobody is left to await the report
-            loop.call_soon_threadsafe(self._settle_all)
+        loop.call_soon_threadsafe(self._settle_all)
 
     def _settle_all(self) -> None:
         with self._lock:

@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from agentstream.clients import admin_config
 from agentstream.events import SPECIALIST_RESULT, now_ms
+from agentstream.runtime import new_serving_loop
 from agentstream.serde import SchemaSet
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
@@ -53,8 +54,12 @@ class Supervisor:
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        self.thread = threading.Thread(target=lambda: asyncio.run(service.processor.run()), daemon=True)
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def _run(self) -> None:
+        with asyncio.Runner(loop_factory=new_serving_loop) as runner:  # as `agentstream worker` runs
+            runner.run(self.service.processor.run())
 
     def close(self) -> None:
         self.service.processor.stop()

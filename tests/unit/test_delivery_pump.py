@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
@@ -14,6 +15,8 @@ from agentstream.runtime.delivery_pump import DeliveryPump, new_serving_loop
 from agentstream.runtime.processor import Processor
 
 from .test_delivery import _Producer, _Record, _until
+
+T = TypeVar("T")
 
 
 class _Queue:
@@ -45,15 +48,25 @@ class _Queue:
         return served
 
 
+def _run(scenario: Coroutine[Any, Any, T], loop_factory: LoopFactory) -> T:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(scenario)
+
+
+# Both kinds of loop: a worker's (its select serves) and any other (a timer serves).
+BOTH_LOOPS = pytest.mark.parametrize("loop_factory", [None, new_serving_loop], ids=["timer", "serving-loop"])
+LoopFactory = Callable[[], asyncio.AbstractEventLoop] | None
+
+
 def _pumped(queue: _Queue, on_all_delivered: object = lambda: None) -> DeliveryPump:
     loop = asyncio.get_running_loop()
     queue.pump = DeliveryPump(queue, loop, threading.get_ident(), on_all_delivered)  # type: ignore[arg-type]
     return queue.pump
 
 
-@pytest.mark.parametrize("loop_factory", [None, new_serving_loop], ids=["timer", "serving-loop"])
+@BOTH_LOOPS
 def test_the_pump_serves_every_report_on_the_loops_thread_and_looks_no_more_once_none_wait(
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+    loop_factory: LoopFactory,
 ) -> None:
     queue = _Queue()
     emptied: list[int] = []
@@ -80,7 +93,8 @@ def test_the_pump_serves_every_report_on_the_loops_thread_and_looks_no_more_once
     assert emptied and set(emptied) == {0}
 
 
-def test_a_produce_on_another_thread_arms_the_pump_on_the_loop() -> None:
+@BOTH_LOOPS
+def test_a_produce_on_another_thread_arms_the_pump_on_the_loop(loop_factory: LoopFactory) -> None:
     queue = _Queue()
 
     async def scenario() -> None:
@@ -91,11 +105,12 @@ def test_a_produce_on_another_thread_arms_the_pump_on_the_loop() -> None:
         await _until(lambda: len(queue) == 0)
         assert not pump.armed
 
-    asyncio.run(scenario())
+    _run(scenario(), loop_factory)
     assert queue.served_on == {threading.current_thread().name}
 
 
-def test_the_pump_goes_on_after_a_callback_raises() -> None:
+@BOTH_LOOPS
+def test_the_pump_goes_on_after_a_callback_raises(loop_factory: LoopFactory) -> None:
     class _Raising(_Queue):
         def poll(self, timeout: float) -> int:
             if self.polls == 1:
@@ -111,11 +126,12 @@ def test_the_pump_goes_on_after_a_callback_raises() -> None:
             queue.produce()
         await _until(lambda: len(queue) == 0)
 
-    asyncio.run(scenario())
+    _run(scenario(), loop_factory)
     assert queue.polls >= 5  # four reports, one poll that raised
 
 
-def test_a_closed_pump_serves_nothing_more() -> None:
+@BOTH_LOOPS
+def test_a_closed_pump_serves_nothing_more(loop_factory: LoopFactory) -> None:
     queue = _Queue()
 
     async def scenario() -> None:
@@ -124,10 +140,11 @@ def test_a_closed_pump_serves_nothing_more() -> None:
         queue.produce()
         assert not pump.armed and queue.polls == 0
 
-    asyncio.run(scenario())
+    _run(scenario(), loop_factory)
 
 
-def test_a_checkpoint_waits_for_the_pump_to_serve_every_report_and_serves_none() -> None:
+@BOTH_LOOPS
+def test_a_checkpoint_waits_for_the_pump_to_serve_every_report_and_serves_none(loop_factory: LoopFactory) -> None:
     queue = _Queue(per_poll=3)
     processor = Processor("order", "localhost:9", "order", "unused-state-dir")  # no I/O until run()
 
@@ -139,7 +156,7 @@ def test_a_checkpoint_waits_for_the_pump_to_serve_every_report_and_serves_none()
         return await asyncio.get_running_loop().run_in_executor(
             None, processor._checkpoints.wait_delivered, queue)
 
-    assert asyncio.run(scenario()) == 0
+    assert _run(scenario(), loop_factory) == 0
     assert queue.served_on == {threading.current_thread().name}
 
 
@@ -162,7 +179,11 @@ def test_a_full_queue_on_the_loops_thread_is_freed_by_serving_reports_there() ->
         pump.make_room()  # on the loop's thread: served here
         assert queue.polls == 1 and len(queue) == 0
         queue.waiting = 10
-        waiting = threading.Thread(target=lambda: (pump.make_room(), elsewhere.append(queue.polls)), name="poll-thread")
+        def make_room_elsewhere() -> None:
+            pump.make_room()
+            elsewhere.append(queue.polls)
+
+        waiting = threading.Thread(target=make_room_elsewhere, name="poll-thread")
         waiting.start()
         waiting.join()
 
@@ -208,9 +229,9 @@ def test_on_a_serving_loop_a_writer_resumes_in_the_pass_that_serves_its_report()
         assert runner.run(scenario()) <= 2  # served in the next select; the writer runs in that pass
 
 
-@pytest.mark.parametrize("loop_factory", [None, new_serving_loop], ids=["timer", "serving-loop"])
+@BOTH_LOOPS
 def test_a_checkpoint_gets_an_event_no_produce_armed_for_served(
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+    loop_factory: LoopFactory,
 ) -> None:
     # librdkafka's log and error events share the queue len() counts; one that comes after
     # the pump last emptied it arms nothing, and the checkpoint would wait its flush_timeout.

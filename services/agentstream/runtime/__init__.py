@@ -4,6 +4,7 @@ compacted changelogs, and a commit order that never covers an unacknowledged wri
 from __future__ import annotations
 
 from agentstream.runtime.context import MessageContext
+from agentstream.runtime.delivery_pump import new_serving_loop
 from agentstream.runtime.errors import CheckpointError, HandlerError, ProcessorError
 from agentstream.runtime.lag import PartitionLag, consumer_lag
 from agentstream.runtime.processor import Processor
@@ -18,4 +19,5 @@ __all__ = [
     "ProcessorError",
     "Table",
     "consumer_lag",
+    "new_serving_loop",
 ]

@@ -79,7 +79,9 @@ def new_serving_loop() -> asyncio.AbstractEventLoop:
 
 class DeliveryPump:
     """Serves ``producer``'s delivery reports on ``loop`` (whose thread is ``loop_thread``)
-    while any record waits for one; ``on_all_delivered`` runs whenever none is left."""
+    while any record waits for one; ``on_all_delivered`` runs whenever none is left. The
+    callbacks need no task's context (they settle futures and run landed hooks): they run
+    in the loop's own, or, from make_room, in the task whose produce() was refused."""
 
     def __init__(
         self,
@@ -88,6 +90,7 @@ class DeliveryPump:
         loop_thread: int,
         on_all_delivered: Callable[[], None],
         interval_s: float = DEFAULT_INTERVAL_S,
+        name: str = "producer",
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
@@ -96,6 +99,7 @@ class DeliveryPump:
         self._loop_thread = loop_thread
         self._on_all_delivered = on_all_delivered
         self.interval_s = interval_s
+        self.name = name  # whose reports, in the log (a processor's name)
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
         self._selector = _selectors.get(loop)  # None: a loop made elsewhere, served by a timer
@@ -129,7 +133,7 @@ class DeliveryPump:
         try:
             self._producer.poll(0)
         except Exception:  # a callback raised: the reports after it wait for the next pass, not for ever
-            log.exception("a delivery report's callback failed")
+            log.exception("%s: a delivery report's callback failed", self.name)
         if len(self._producer) == 0:
             self._on_all_delivered()
 

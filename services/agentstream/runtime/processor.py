@@ -1,8 +1,10 @@
 """A stream processor: one consumer group, async handlers per input topic, tables, outputs.
 
-The event loop never blocks on Kafka: polling runs in a dedicated thread, and the
+The event loop never waits on Kafka: polling runs in a dedicated thread, and the
 rebalance callbacks librdkafka calls from inside ``poll`` hand their work back to the
-event loop, so all state is touched by one thread only.
+event loop, so all state is touched by one thread only. The producer's delivery reports
+are served on the loop's own thread, a non-blocking ``poll(0)`` each time it wakes
+(runtime/delivery_pump.py).
 
 How its progress becomes durable, and in which order, is runtime/checkpointing.py's.
 """
@@ -403,7 +405,8 @@ class Processor:
         here, on that thread: a worker's loop keeps its pumps in its selector)."""
         producer = self._producer
         assert isinstance(producer, PumpedProducer) and self._loop is not None
-        self._pump = DeliveryPump(producer, self._loop, self._loop_thread, self._checkpoints.all_delivered)
+        self._pump = DeliveryPump(producer, self._loop, self._loop_thread, self._checkpoints.all_delivered,
+                                  name=self.name)
         producer.pump_with(self._pump)
 
     def _poll_batch(self) -> list[Message]:
@@ -565,17 +568,19 @@ class Processor:
                 table.stores.clear()
             if self._reader is not None:
                 self._reader.close()
-            if self._producer is not None and not self._checkpoints.failed:
-                # The loop serves them meanwhile (its pump): waited for on another thread.
-                await asyncio.get_running_loop().run_in_executor(None, self._checkpoints.wait_delivered, self._producer)
-            if self._pump is not None:
-                self._pump.close()
-            for hook in self._stop_hooks:
-                hook()
-            self._closing.set()
-            self.health.stopped()
-            self._poller.close()
-            log.info("%s: stopped after %d records (%d failed)", self.name, self.stats.processed, self.stats.failed)
+            try:
+                if self._producer is not None and not self._checkpoints.failed:
+                    # The loop serves them meanwhile (its pump): waited for on another thread.
+                    await asyncio.get_running_loop().run_in_executor(None, self._checkpoints.wait_delivered, self._producer)
+            finally:  # a second cancel ends the await above; what follows must still run
+                if self._pump is not None:
+                    self._pump.close()
+                for hook in self._stop_hooks:
+                    hook()
+                self._closing.set()
+                self.health.stopped()
+                self._poller.close()
+                log.info("%s: stopped after %d records (%d failed)", self.name, self.stats.processed, self.stats.failed)
 
     def _require_producer(self) -> Producer:
         if self._producer is None:

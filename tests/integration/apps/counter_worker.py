@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from agentstream.runtime import MessageContext, Processor
+from agentstream.runtime import MessageContext, Processor, new_serving_loop
 from agentstream.telemetry import HealthServer
 
 
@@ -79,7 +79,8 @@ def main() -> int:
             server.stop()
         print(f"STOPPED processed={stats.processed} restored={stats.restored_records}", flush=True)
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=new_serving_loop) as runner:  # as `agentstream worker` runs
+        runner.run(run())
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -29,8 +30,10 @@ class _Queue:
         self.polls = 0
         self.served_on: set[str] = set()
         self.pump: DeliveryPump | None = None
+        self.looked = 0  # len() calls: a serving loop's select makes one before it sleeps
 
     def __len__(self) -> int:
+        self.looked += 1
         return self.waiting
 
     def produce(self) -> None:
@@ -56,6 +59,15 @@ def _run(scenario: Coroutine[Any, Any, T], loop_factory: LoopFactory) -> T:
 # Both kinds of loop: a worker's (its select serves) and any other (a timer serves).
 BOTH_LOOPS = pytest.mark.parametrize("loop_factory", [None, new_serving_loop], ids=["timer", "serving-loop"])
 LoopFactory = Callable[[], asyncio.AbstractEventLoop] | None
+
+
+def _until_in_thread(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Off the loop: wait until ``condition`` holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {condition}")
+        time.sleep(0.001)
 
 
 def _pumped(queue: _Queue, on_all_delivered: object = lambda: None) -> DeliveryPump:
@@ -138,7 +150,9 @@ def test_a_closed_pump_serves_nothing_more(loop_factory: LoopFactory) -> None:
         pump = _pumped(queue)
         pump.close()
         queue.produce()
-        assert not pump.armed and queue.polls == 0
+        assert not pump.armed
+        await asyncio.sleep(10 * pump.interval_s)  # ten of its intervals: an open pump would have served
+        assert queue.polls == 0 and len(queue) == 1
 
     _run(scenario(), loop_factory)
 
@@ -239,11 +253,89 @@ def test_a_checkpoint_gets_an_event_no_produce_armed_for_served(
     processor = Processor("order", "localhost:9", "order", "unused-state-dir")  # no I/O until run()
     processor._checkpoints.flush_timeout = 5.0
 
+    def log_line_then_wait() -> int:
+        if loop_factory is not None:  # the line must come while the loop sleeps in its select
+            looked = queue.looked
+            _until_in_thread(lambda: queue.looked > looked)
+        queue.waiting = 1  # a log line, not a produce(): the pump is not armed
+        return processor._checkpoints.wait_delivered(queue)
+
     async def scenario() -> int:
         _pumped(queue, processor._checkpoints.all_delivered)
-        queue.waiting = 1  # a log line, not a produce(): the pump is not armed
-        return await asyncio.get_running_loop().run_in_executor(None, processor._checkpoints.wait_delivered, queue)
+        return await asyncio.get_running_loop().run_in_executor(None, log_line_then_wait)
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         assert runner.run(scenario()) == 0
     assert queue.served_on == {threading.current_thread().name}
+
+
+def test_a_stopped_checkpoint_wait_returns_at_once_with_what_is_left() -> None:
+    # A shutdown cancelled again while it waits for reports closes the pump: the thread
+    # still waiting must not wait flush_timeout for reports nobody serves any more.
+    queue = _Queue()
+    queue.waiting = 3
+    processor = Processor("order", "localhost:9", "order", "unused-state-dir")  # no I/O until run()
+    processor._checkpoints.flush_timeout = 60.0
+    left: list[int] = []
+    waiting = threading.Thread(target=lambda: left.append(processor._checkpoints.wait_delivered(queue)))
+    waiting.start()
+    _until_in_thread(lambda: queue.looked >= 2)  # in its wait (it looks before and after the clear)
+    processor._checkpoints.stop_waiting()
+    waiting.join(10)
+    assert not waiting.is_alive() and left == [3]
+    assert processor._checkpoints.wait_delivered(queue) == 3  # and any wait after it
+
+
+@BOTH_LOOPS
+def test_a_shutdown_cancelled_while_it_waits_for_reports_does_not_wait_the_flush_timeout(
+    loop_factory: LoopFactory,
+) -> None:
+    # A second Ctrl-C during the shutdown's wait: its thread used to go on waiting with the
+    # pump closed, and the loop's own shutdown waited for that thread flush_timeout long.
+    queue = _Queue()
+    processor = Processor("order", "localhost:9", "order", "unused-state-dir")  # no I/O until run()
+    processor._checkpoints.flush_timeout = 30.0
+
+    async def scenario() -> None:
+        processor._pump = _pumped(queue, processor._checkpoints.all_delivered)
+        queue.waiting = 1
+        queue.poll = lambda timeout: 0  # type: ignore[method-assign]  # its report never comes
+        processor._producer = queue  # type: ignore[assignment]
+        closing = asyncio.ensure_future(processor._close_producer())
+        await asyncio.get_running_loop().run_in_executor(None, _until_in_thread, lambda: queue.looked >= 2)
+        closing.cancel()  # the second cancel
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+
+    began = time.monotonic()
+    _run(scenario(), loop_factory)  # the Runner's exit waits for the executor's threads
+    assert time.monotonic() - began < 10, "the loop's shutdown waited for a thread held by the flush timeout"
+    assert processor._closing.is_set() and not processor._pump.armed  # type: ignore[union-attr]
+
+
+def test_a_shutdown_cancelled_in_its_grace_wait_still_closes_everything() -> None:
+    # The most likely place for a second Ctrl-C: the wait of up to shutdown_grace for the
+    # spawned work. It used to skip the closing of the consumer, the stores and the pump.
+    queue = _Queue()
+    processor = Processor("order", "localhost:9", "order", "unused-state-dir")  # no I/O until run()
+    stopped: list[bool] = []
+    processor._stop_hooks.append(lambda: stopped.append(True))
+
+    async def scenario() -> None:
+        processor._pump = _pumped(queue, processor._checkpoints.all_delivered)
+        processor._producer = queue  # type: ignore[assignment]
+        processor._loop_lag.start(asyncio.get_running_loop())
+        async def work_that_does_not_end() -> None:
+            await asyncio.Event().wait()
+
+        never = asyncio.ensure_future(work_that_does_not_end())
+        processor._spawned.pending = lambda: [never]  # type: ignore[method-assign]
+        shutdown = asyncio.ensure_future(processor._shutdown())
+        await asyncio.sleep(0)  # it is in its grace wait now
+        shutdown.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await shutdown
+
+    _run(scenario(), None)
+    assert stopped == [True] and processor._closing.is_set() and processor._pump is not None
+    assert queue.pump is not None and not queue.pump.armed and processor._pump._closed

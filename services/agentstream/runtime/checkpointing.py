@@ -99,6 +99,7 @@ class Checkpoints:
         self._poller = poller
         self._on_loop = on_loop
         self._delivered = threading.Event()  # set by the pump whenever nothing is left to report
+        self._stop_waiting = False  # the processor has stopped: wait_delivered returns at once
         self._on_failure = on_failure
         self._changelog_acked: dict[TP, int] = {}
         self._running: _Running | None = None  # the run loop's, while it runs or until collected
@@ -198,18 +199,26 @@ class Checkpoints:
         """The pump found the producer holding no unreported record."""
         self._delivered.set()
 
+    def stop_waiting(self) -> None:
+        """The pump is closing: a wait_delivered now running (or to come) returns at once
+        with what is left, instead of waiting flush_timeout for reports nobody serves."""
+        self._stop_waiting = True
+        self._delivered.set()
+
     def wait_delivered(self, producer: Producer) -> int:
         """Block until every record produced so far is acknowledged and its report served
         (by the pump on the loop's thread, never here: runtime/delivery.py says why one
         thread serves them), at most flush_timeout; the number left. Never called on the
         loop's thread: the pump would not run meanwhile."""
         deadline = time.monotonic() + self.flush_timeout
-        while len(producer) > 0:
+        while len(producer) > 0 and not self._stop_waiting:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             self._delivered.clear()
-            if len(producer) == 0:  # served between the check above and the clear
+            # Served, or stopped, between the checks above and the clear (stop_waiting sets
+            # its flag before the event: a set undone by this clear is seen here).
+            if len(producer) == 0 or self._stop_waiting:
                 break
             serve_soon(producer)
             self._delivered.wait(left)  # a set from before the clear only costs one more turn

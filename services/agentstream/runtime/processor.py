@@ -1,10 +1,11 @@
 """A stream processor: one consumer group, async handlers per input topic, tables, outputs.
 
-The event loop never waits on Kafka: polling runs in a dedicated thread, and the
+The event loop does not wait on Kafka: polling runs in a dedicated thread, and the
 rebalance callbacks librdkafka calls from inside ``poll`` hand their work back to the
 event loop, so all state is touched by one thread only. The producer's delivery reports
-are served on the loop's own thread, a non-blocking ``poll(0)`` each time it wakes
-(runtime/delivery_pump.py).
+are served on the loop's own thread by a non-blocking ``poll(0)``: each time a worker's
+loop wakes, or every millisecond on another loop (runtime/delivery_pump.py); only a full
+local queue makes the loop wait for reports, up to 50 ms at a time.
 
 How its progress becomes durable, and in which order, is runtime/checkpointing.py's.
 """
@@ -305,9 +306,10 @@ class Processor:
         log_context.bind(worker=self.name)  # this run's context: every line it and its work log
         if handle_signals:
             # signal.signal, not loop.add_signal_handler: asyncio learns of a signal through
-            # its self-pipe, which a flood of call_soon_threadsafe (delivery reports served by
-            # a thread, until session 26) filled under load, and then the signal is lost. A plain handler sets the flag anyway;
-            # the loop sees it after the current poll (at most 0.1 s).
+            # its self-pipe, which a flood of call_soon_threadsafe (delivery reports served
+            # by a thread, until session 26) filled under load, and then the signal is lost.
+            # A plain handler sets the flag anyway; the loop sees it after the current poll
+            # (at most 0.1 s).
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, frame: self.stop())
         await self._loop.run_in_executor(None, self._start)
@@ -551,36 +553,52 @@ class Processor:
 
     # -- shutdown ------------------------------------------------------------------------
     async def _shutdown(self) -> None:
+        """Wait for the spawned work, checkpoint, close. Each step that awaits sits in a try
+        whose finally runs the steps after it: a second cancel (a second Ctrl-C) skips the
+        step it lands in (the checkpoint: the next owner repeats what it did not commit),
+        never the closing of the clients, the stores and the pump."""
         self._loop_lag.stop()  # first: whatever below raises, no timer outlives run()
-        pending = self._spawned.pending()
-        if pending and not self._checkpoints.failed:
-            await asyncio.wait(pending, timeout=self.shutdown_grace)
         try:
+            pending = self._spawned.pending()
+            if pending and not self._checkpoints.failed:
+                await asyncio.wait(pending, timeout=self.shutdown_grace)
             await self._checkpoints.end_running()
             await self._checkpoints.at_shutdown()
         finally:
+            await self._close_consumer()
+
+    async def _close_consumer(self) -> None:
+        try:
             if self._consumer is not None:
                 # close() revokes the assignment, which runs _revoked() on this loop.
                 await self._poller.run(self._consumer.close)
+        finally:
             for table in self.tables.values():
                 for store in table.stores.values():
                     store.close()
                 table.stores.clear()
             if self._reader is not None:
                 self._reader.close()
-            try:
-                if self._producer is not None and not self._checkpoints.failed:
-                    # The loop serves them meanwhile (its pump): waited for on another thread.
-                    await asyncio.get_running_loop().run_in_executor(None, self._checkpoints.wait_delivered, self._producer)
-            finally:  # a second cancel ends the await above; what follows must still run
-                if self._pump is not None:
-                    self._pump.close()
-                for hook in self._stop_hooks:
-                    hook()
-                self._closing.set()
-                self.health.stopped()
-                self._poller.close()
-                log.info("%s: stopped after %d records (%d failed)", self.name, self.stats.processed, self.stats.failed)
+            await self._close_producer()
+
+    async def _close_producer(self) -> None:
+        try:
+            if self._producer is not None and not self._checkpoints.failed:
+                # The loop serves them meanwhile (its pump): waited for on another thread.
+                await asyncio.get_running_loop().run_in_executor(None, self._checkpoints.wait_delivered, self._producer)
+        finally:
+            # A cancelled await leaves its thread waiting: with the pump closed nothing
+            # would serve the reports it waits for, and the loop's shutdown would wait for
+            # that thread the whole flush_timeout.
+            self._checkpoints.stop_waiting()
+            if self._pump is not None:
+                self._pump.close()
+            for hook in self._stop_hooks:
+                hook()
+            self._closing.set()
+            self.health.stopped()
+            self._poller.close()
+            log.info("%s: stopped after %d records (%d failed)", self.name, self.stats.processed, self.stats.failed)
 
     def _require_producer(self) -> Producer:
         if self._producer is None:

@@ -631,9 +631,10 @@ def specialist_main(argv: list[str]) -> int:
     )
     logging.getLogger("bench").info("specialist %s: max_inflight=%d", args.type, settings.max_inflight)
     # As cmd_worker serves: its metrics port (when AGENTSTREAM_METRICS_PORT is set), the
-    # collector tuned for serving and the loop that serves delivery reports as it wakes. Without the tuning (until session 10) the bench measured
-    # a specialist the CLI never runs: one collecting its youngest generation every 700
-    # allocations, with every loop in flight walked again by the older ones.
+    # collector tuned for serving and the loop that serves delivery reports as it wakes.
+    # Without the tuning (until session 10) the bench measured a specialist the CLI never
+    # runs: one collecting its youngest generation every 700 allocations, with every loop
+    # in flight walked again by the older ones.
     server = _health_server(service.processor, settings.metrics_port)
     tune_for_serving()
     try:

@@ -13,7 +13,9 @@ before the awaiting coroutine is woken, and also when nobody awaits it any more:
 cancelled while its record was on its way (a run stopped at its wall-clock limit mid-write)
 left a record in the changelog all the same, and a store that skipped it while storing
 later offsets would never restore it (the hook itself declines a store no longer the
-partition's: runtime/write_through.py _store_landed). A batch is settled in the order
+partition's: runtime/write_through.py _store_landed). Not once the event loop has closed:
+a report served after that (a flush on its thread when the processor has ended) is dropped
+with its hook, as the stores are closed by then and nothing is stored after it. A batch is settled in the order
 librdkafka reported it; the coroutines resume in another order (one awaiting through
 ``gather`` an iteration later than one awaiting its future). The processor stores a write-through record in its
 hook: a store records the highest changelog offset it holds, and a later offset stored

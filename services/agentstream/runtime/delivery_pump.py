@@ -26,6 +26,7 @@ produce() starts it again (PumpedProducer).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import selectors
 import threading
@@ -81,7 +82,10 @@ class DeliveryPump:
     """Serves ``producer``'s delivery reports on ``loop`` (whose thread is ``loop_thread``)
     while any record waits for one; ``on_all_delivered`` runs whenever none is left. The
     callbacks need no task's context (they settle futures and run landed hooks): they run
-    in the loop's own, or, from make_room, in the task whose produce() was refused."""
+    in the loop's own (its select), in the context the pump was made in (its timer: not
+    that of the task whose produce() armed it, whose record's fields would tag the log
+    lines of other records' reports), or, from make_room, in the task whose produce() was
+    refused."""
 
     def __init__(
         self,
@@ -101,6 +105,7 @@ class DeliveryPump:
         self.interval_s = interval_s
         self.name = name  # whose reports, in the log (a processor's name)
         self._timer: asyncio.TimerHandle | None = None
+        self._context = contextvars.copy_context()  # the timer's (class docstring)
         self._closed = False
         self._selector = _selectors.get(loop)  # None: a loop made elsewhere, served by a timer
         if self._selector is not None:
@@ -125,7 +130,7 @@ class DeliveryPump:
                 self._loop.call_soon_threadsafe(self.arm)  # also wakes a loop asleep in its select
             return
         if self._selector is None and self._timer is None:
-            self._timer = self._loop.call_later(self.interval_s, self._on_timer)
+            self._timer = self._loop.call_later(self.interval_s, self._on_timer, context=self._context)
         # With a serving selector, the loop's next select sees the record waiting.
 
     def serve(self) -> None:

@@ -4,6 +4,7 @@ for theirs, and by no other thread (runtime/delivery_pump.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -339,3 +340,32 @@ def test_a_shutdown_cancelled_in_its_grace_wait_still_closes_everything() -> Non
     _run(scenario(), None)
     assert stopped == [True] and processor._closing.is_set() and processor._pump is not None
     assert queue.pump is not None and not queue.pump.armed and processor._pump._closed
+
+
+def test_the_timer_serves_reports_in_the_context_the_pump_was_made_in() -> None:
+    # Not the context of the task whose produce() armed it: a log line of another record's
+    # report would carry that task's record fields (telemetry/log_context.py).
+    tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="none")
+
+    class _Tagged(_Queue):
+        seen: list[str] = []
+
+        def poll(self, timeout: float) -> int:
+            self.seen.append(tag.get())
+            return super().poll(timeout)
+
+    queue = _Tagged()
+
+    async def scenario() -> None:
+        tag.set("the processor's run")
+        _pumped(queue)
+
+        async def handler() -> None:
+            tag.set("a handled record")
+            queue.produce()
+
+        await asyncio.ensure_future(handler())
+        await _until(lambda: len(queue) == 0)
+
+    _run(scenario(), None)
+    assert queue.seen and set(queue.seen) == {"the processor's run"}

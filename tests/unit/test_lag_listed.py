@@ -28,9 +28,15 @@ class _Admin:
     def __init__(self, *errors: int) -> None:
         self.errors = list(errors)
         self.asked: list[list[int]] = []
+        self.refreshed = 0
+        self.timeouts: list[float] = []
+
+    def list_topics(self, timeout: float) -> None:
+        self.refreshed += 1
 
     def list_offsets(self, specs: dict[TopicPartition, OffsetSpec], request_timeout: float) -> dict[TopicPartition, Future[_Listed]]:
         self.asked.append(sorted(tp.partition for tp in specs))
+        self.timeouts.append(request_timeout)
         return {tp: self._answer(tp.partition) for tp in specs}
 
     def _answer(self, partition: int) -> Future[_Listed]:
@@ -42,13 +48,22 @@ class _Admin:
         return future
 
 
-def test_a_partition_with_no_leader_found_is_asked_again_alone() -> None:
+def test_a_partition_with_no_leader_found_is_asked_again_alone_with_fresh_metadata() -> None:
     # librdkafka's "Failed to query partition leaders: No leaders found", just after a fenced
-    # broker came back (a CI failure of test_unacknowledged_changelog_write_is_never_committed).
-    admin = _Admin(KafkaError._NOENT, KafkaError.LEADER_NOT_AVAILABLE)
+    # broker came back (a CI failure of test_unacknowledged_changelog_write_is_never_committed):
+    # it answers from its metadata cache, so each round asks for the metadata again first.
+    admin = _Admin(KafkaError._NOENT, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._TIMED_OUT, KafkaError._TRANSPORT)
     offsets = _listed_offsets(admin, PARTITIONS, OffsetSpec.latest(), timeout=10)  # type: ignore[arg-type]
     assert offsets == {("in", 0): 9, ("in", 1): 4}
-    assert admin.asked == [[0, 1], [0], [0]]
+    assert admin.asked == [[0, 1], [0], [0], [0], [0]] and admin.refreshed == 4
+
+
+def test_a_round_waits_at_most_five_seconds_for_its_answer() -> None:
+    # A request to a leader that was killed waits for it until its timeout: a bounded round
+    # lets the next one ask whoever leads by then.
+    admin = _Admin()
+    _listed_offsets(admin, PARTITIONS, OffsetSpec.latest(), timeout=30)  # type: ignore[arg-type]
+    assert admin.timeouts == [5.0]
 
 
 def test_any_other_error_is_raised_at_once_naming_the_partition() -> None:

@@ -90,36 +90,54 @@ def _partitions(admin: AdminClient, bootstrap: str, topics: Sequence[str], timeo
     return [(topic, p) for topic in topics for p in found[topic]]
 
 
-# A partition whose leader is not known yet: the topic was just created, or a leader moved.
-# _NOENT is librdkafka's own "Failed to query partition leaders: No leaders found", which
-# it answers while a broker that led the partition is fenced and coming back (seen in CI
-# just after a frozen broker was resumed); like the others, it is asked again until the timeout.
-_NOT_READY = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
-              KafkaError._NOENT)
+# Asked again until the timeout: a partition whose leader is not known yet (the topic was
+# just created, or a leader moved), librdkafka's own "Failed to query partition leaders: No
+# leaders found" (_NOENT: every partition asked had no leader in its metadata cache, as
+# just after a frozen broker was resumed: seen in CI), and a request to a broker that is
+# down or was restarted (_TIMED_OUT, _TRANSPORT). librdkafka marks none of them retriable.
+_ASK_AGAIN = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                        KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._NOENT, KafkaError._TIMED_OUT,
+                        KafkaError._TRANSPORT})
+# One round's request: a leader that was killed holds its requests until it comes back,
+# so a round is bounded and the next one asks whoever leads then.
+_ROUND_TIMEOUT_S = 5.0
 
 
 def _listed_offsets(admin: AdminClient, partitions: Sequence[_TP], spec: OffsetSpec, timeout: float) -> dict[_TP, int]:
-    """ListOffsets for every partition; a retriable error (a leader not elected yet, just after
-    the topic was created) is asked again until ``timeout``."""
+    """ListOffsets for every partition; an error of _ASK_AGAIN is asked again, with fresh
+    metadata, until ``timeout``."""
     offsets: dict[_TP, int] = {}
     pending = list(partitions)
     deadline = time.monotonic() + timeout
     while pending:
+        left = deadline - time.monotonic()
         futures = admin.list_offsets({TopicPartition(t, p): spec for t, p in pending},
-                                     request_timeout=max(deadline - time.monotonic(), 1.0))
+                                     request_timeout=max(min(left, _ROUND_TIMEOUT_S), 1.0))
         retry: list[_TP] = []
         for tp, future in futures.items():
             try:
                 offsets[(tp.topic, tp.partition)] = future.result().offset
             except KafkaException as exc:
                 error = exc.args[0]
-                if not (error.retriable() or error.code() in _NOT_READY) or time.monotonic() >= deadline:
+                if not (error.retriable() or error.code() in _ASK_AGAIN) or time.monotonic() >= deadline:
                     raise ProcessorError(f"ListOffsets for {tp.topic}[{tp.partition}] failed: {exc}") from exc
                 retry.append((tp.topic, tp.partition))
         pending = retry
         if pending:
             time.sleep(0.1)
+            _refresh_metadata(admin, deadline)
     return offsets
+
+
+def _refresh_metadata(admin: AdminClient, deadline: float) -> None:
+    """Ask for the cluster's metadata again: librdkafka answers ListOffsets from its
+    metadata cache, and keeps a leader it cached as missing for metadata.max.age.ms (30 s
+    here) after a whole request failed with _NOENT. Every topic: one request covers the
+    topics of all the partitions still asked."""
+    try:
+        admin.list_topics(timeout=max(min(deadline - time.monotonic(), _ROUND_TIMEOUT_S), 0.5))
+    except KafkaException:
+        pass  # the next round fails the same way, and the deadline ends it
 
 
 def _fetched_ends(bootstrap: str, tps: Sequence[_TP], timeout: float) -> dict[_TP, int]:

@@ -248,6 +248,8 @@ def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
 
     Tansu names its cluster ``tansu_cluster`` by default and answers DescribeConfigs for a
     broker with no entries, where Apache Kafka returns hundreds; either sign is enough.
+    No answer (a broker down, or too slow under load) raises: the answer is cached, and a
+    Kafka taken for Tansu would run its workers with Tansu's settings for their lifetime.
     """
     from confluent_kafka.admin import ConfigResource, ResourceType
 
@@ -258,9 +260,21 @@ def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
     resource = ConfigResource(ResourceType.BROKER, str(cluster.nodes[0].id))
     try:
         configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
-    except Exception:  # a broker that cannot describe its own configs is not Apache Kafka
-        return True
+    except KafkaException as exc:
+        if _unanswered(exc):  # no answer is no sign, and the answer is cached for the process's life
+            raise BrokerUnavailableError(
+                f"Could not tell whether the broker at {bootstrap} is Apache Kafka or Tansu: DescribeConfigs "
+                f"got no answer ({exc}). Check that it is up and reachable, then start again.") from exc
+        return True  # a broker that refuses to describe its own configs is not Apache Kafka
     return len(configs) == 0
+
+
+_UNANSWERED = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
+
+
+def _unanswered(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and error.code() in _UNANSWERED
 
 
 def fetch_wait_for(setting: int | None, bootstrap: str) -> int:

@@ -1,0 +1,75 @@
+"""broker.is_tansu: a definite answer is cached; no answer is an error, never "Tansu"."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from agentstream import broker
+from agentstream.errors import BrokerUnavailableError
+
+
+class _Node:
+    id = 1
+
+
+class _Cluster:
+    def __init__(self, cluster_id: str) -> None:
+        self.cluster_id = cluster_id
+        self.nodes = [_Node()]
+
+
+def _done(result: Any = None, error: int | None = None) -> Future[Any]:
+    future: Future[Any] = Future()
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(KafkaException(KafkaError(error)))
+    return future
+
+
+def _admin(cluster_id: str, configs: dict[str, object] | None = None, error: int | None = None) -> type:
+    class _Admin:
+        def __init__(self, config: dict[str, Any]) -> None:
+            pass
+
+        def describe_cluster(self, request_timeout: float) -> Future[_Cluster]:
+            return _done(_Cluster(cluster_id))
+
+        def describe_configs(self, resources: list[Any], request_timeout: float) -> dict[Any, Future[Any]]:
+            return {resources[0]: _done(configs, error)}
+
+    return _Admin
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Any:
+    broker.is_tansu.cache_clear()
+    yield
+    broker.is_tansu.cache_clear()
+
+
+@pytest.mark.parametrize(("cluster_id", "configs", "error", "tansu"), [
+    ("tansu_cluster", None, None, True),
+    ("kraft-abc", {"log.dirs": object()}, None, False),
+    ("kraft-abc", {}, None, True),  # no config entries: Tansu under another cluster id
+    ("kraft-abc", None, KafkaError.POLICY_VIOLATION, True),  # refuses to describe its own configs
+], ids=["tansu-id", "kafka", "no-configs", "refused"])
+def test_a_definite_answer_tells_the_broker(
+    monkeypatch: pytest.MonkeyPatch, cluster_id: str, configs: dict[str, object] | None, error: int | None, tansu: bool,
+) -> None:
+    monkeypatch.setattr(broker, "AdminClient", _admin(cluster_id, configs, error))
+    assert broker.is_tansu("h:9092") is tansu
+
+
+@pytest.mark.parametrize("error", [KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN])
+def test_no_answer_raises_and_is_not_cached_as_tansu(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
+    # A Kafka too slow to answer under load was taken for Tansu for the process's lifetime.
+    monkeypatch.setattr(broker, "AdminClient", _admin("kraft-abc", error=error))
+    with pytest.raises(BrokerUnavailableError, match=r"h:9092 is Apache Kafka or Tansu.*Check that it is up"):
+        broker.is_tansu("h:9092")
+    monkeypatch.setattr(broker, "AdminClient", _admin("kraft-abc", {"log.dirs": object()}))
+    assert broker.is_tansu("h:9092") is False  # asked again once it answers

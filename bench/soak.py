@@ -78,11 +78,12 @@ if __name__ == "__main__" and not __package__:
     # Run as a file (python bench/soak.py): the repository root importable, as with -m.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: E402
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition  # noqa: E402
 
 from agentstream.client import new_task  # noqa: E402
 from agentstream.clients import reader_config  # noqa: E402
 from agentstream.settings import SCRIPTED_FAILURE_RATE_ENV  # noqa: E402
+from agentstream.runtime.errors import ProcessorError  # noqa: E402
 from agentstream.runtime.lag import consumer_lag, end_offsets  # noqa: E402
 from agentstream.runtime.store import INFO_LOG_BYTES, INFO_LOG_FILES  # noqa: E402
 from agentstream.specialist.checkpoint import DONE  # noqa: E402
@@ -427,6 +428,29 @@ def _wait(condition: Callable[[], bool], timeout: float, interval: float = 0.5) 
     return True
 
 
+def _settled_lag(sampler: Sampler, timeout: float) -> dict[str, int | None]:
+    """The groups' lags once all are 0 (or the last read at the timeout): the read that
+    showed them settled, not another one after it, which a slow broker may leave unread."""
+    seen: dict[str, int | None] = {}
+
+    def settled() -> bool:
+        seen.clear()
+        seen.update(sampler.lag())
+        return all(lag == 0 for lag in seen.values())
+
+    _wait(settled, timeout)
+    return dict(seen)
+
+
+def _ends_or_unknown(bootstrap: str, topics: list[str]) -> float:
+    """The topics' summed ends; infinite (not there yet) when the broker does not answer
+    in time: the wait asks again."""
+    try:
+        return sum(end_offsets(bootstrap, topics).values())
+    except (ProcessorError, KafkaException):
+        return math.inf
+
+
 def restart(stack: AgentStack, slot: str, kind: str, agent: str, began: float, retired: list[Proc]) -> Kill:
     old = stack.workers[slot]
     retired.append(old)
@@ -499,10 +523,9 @@ def run_soak(bootstrap: str, config: SoakConfig, base: Path | None = None, progr
             report.drain_seconds = round(time.monotonic() - drain_began, 1)
         # Then every group has committed its whole input, and the watcher has read every
         # result and dead letter there is: a duplicate cannot arrive later.
-        _wait(lambda: all(v == 0 for v in sampler.lag().values()), 120)  # type: ignore[union-attr]
-        report.final_lag = sampler.lag()
+        report.final_lag = _settled_lag(sampler, 120)
         outputs = [topology.topic("results"), topology.topic("dlq")]
-        _wait(lambda: len(watcher.records) >= sum(end_offsets(bootstrap, outputs).values()), 60)
+        _wait(lambda: len(watcher.records) >= _ends_or_unknown(bootstrap, outputs), 60)
         results = [r for _, r in watcher.of("TaskResult") if r["task_id"] in wanted]
         letters = [r for _, r in watcher.of("DeadLetter") if r.get("task_id") in wanted]
         report.results, report.dead_letters = len(results), len(letters)

@@ -16,10 +16,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from agentstream.clients import reader_config
+from agentstream.errors import BrokerUnavailableError
+from agentstream.runtime.errors import ProcessorError
 from agentstream.runtime.lag import consumer_lag, end_offsets, read_topic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,14 +60,25 @@ def fill_compacted(bootstrap: str, topic: str, records: int) -> None:
     assert producer.flush(120) == 0
 
 
+# What a condition that asks the broker may meet for a moment (a broker restarted or
+# resumed, a request timed out on a busy machine): "not yet", asked again.
+BROKER_ERRORS = (KafkaException, ProcessorError, BrokerUnavailableError)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> float:
-    """Poll ``condition`` until true; return the seconds it took, or fail naming ``what``."""
+    """Poll ``condition`` until true; return the seconds it took, or fail naming ``what``
+    (and the last broker error the condition met, if it met one)."""
     started = time.monotonic()
+    last_error: Exception | None = None
     while True:
-        if condition():
-            return time.monotonic() - started
+        try:
+            if condition():
+                return time.monotonic() - started
+        except BROKER_ERRORS as exc:
+            last_error = exc
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                                 + (f"; the last broker error: {last_error}" if last_error else ""))
         time.sleep(interval)
 
 

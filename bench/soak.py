@@ -82,6 +82,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from agentstream.client import new_task  # noqa: E402
 from agentstream.clients import reader_config  # noqa: E402
+from agentstream.errors import BrokerUnavailableError  # noqa: E402
 from agentstream.settings import SCRIPTED_FAILURE_RATE_ENV  # noqa: E402
 from agentstream.runtime.errors import ProcessorError  # noqa: E402
 from agentstream.runtime.lag import consumer_lag, end_offsets  # noqa: E402
@@ -447,7 +448,7 @@ def _ends_or_unknown(bootstrap: str, topics: list[str]) -> float:
     in time: the wait asks again."""
     try:
         return sum(end_offsets(bootstrap, topics).values())
-    except (ProcessorError, KafkaException):
+    except (ProcessorError, KafkaException, BrokerUnavailableError):
         return math.inf
 
 
@@ -525,7 +526,8 @@ def run_soak(bootstrap: str, config: SoakConfig, base: Path | None = None, progr
         # result and dead letter there is: a duplicate cannot arrive later.
         report.final_lag = _settled_lag(sampler, 120)
         outputs = [topology.topic("results"), topology.topic("dlq")]
-        _wait(lambda: len(watcher.records) >= _ends_or_unknown(bootstrap, outputs), 60)
+        if not _wait(lambda: len(watcher.records) >= _ends_or_unknown(bootstrap, outputs), 60):
+            progress("  the watcher had not read to the outputs' ends after 60 s: the counts may miss some")
         results = [r for _, r in watcher.of("TaskResult") if r["task_id"] in wanted]
         letters = [r for _, r in watcher.of("DeadLetter") if r.get("task_id") in wanted]
         report.results, report.dead_letters = len(results), len(letters)

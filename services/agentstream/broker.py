@@ -29,6 +29,7 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from agentstream.clients import CLASSIC, CONSUMER_PROTOCOL, KAFKA_FETCH_WAIT_MS, KAFKA_LOG, TANSU_FETCH_WAIT_MS, admin_config
 from agentstream.errors import BrokerUnavailableError, ConfigurationError
@@ -248,33 +249,59 @@ def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
 
     Tansu names its cluster ``tansu_cluster`` by default and answers DescribeConfigs for a
     broker with no entries, where Apache Kafka returns hundreds; either sign is enough.
-    No answer (a broker down, or too slow under load) raises: the answer is cached, and a
-    Kafka taken for Tansu would run its workers with Tansu's settings for their lifetime.
+    A broker that denies this client the question (CLUSTER_AUTHORIZATION_FAILED) is a secured
+    cluster, taken for Kafka: a Kafka taken for Tansu would run its workers on the classic
+    group protocol and a 20 ms fetch wait. No answer is asked again (a Kafka busy under
+    load), then raises: the answer is cached for the process's lifetime.
     """
-    from confluent_kafka.admin import ConfigResource, ResourceType
-
     admin = AdminClient(admin_config(bootstrap, {"log_level": 0}))
     cluster = admin.describe_cluster(request_timeout=timeout).result()
     if "tansu" in (cluster.cluster_id or "").lower():
         return True
-    resource = ConfigResource(ResourceType.BROKER, str(cluster.nodes[0].id))
     try:
-        configs = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
+        configs = _broker_configs(admin, str(cluster.nodes[0].id), timeout)
     except KafkaException as exc:
-        if _unanswered(exc):  # no answer is no sign, and the answer is cached for the process's life
+        if _unanswered(exc):
             raise BrokerUnavailableError(
                 f"Could not tell whether the broker at {bootstrap} is Apache Kafka or Tansu: DescribeConfigs "
-                f"got no answer ({exc}). Check that it is up and reachable, then start again.") from exc
-        return True  # a broker that refuses to describe its own configs is not Apache Kafka
+                f"got no answer in {_KIND_ATTEMPTS} tries ({exc}). Check that it is up and reachable, "
+                "then start again.") from exc
+        # Denied: a secured cluster. Refused otherwise: a broker that does not describe its own configs is not Kafka.
+        return _error_code(exc) not in _DENIED
     return len(configs) == 0
 
 
+_KIND_ATTEMPTS = 3
 _UNANSWERED = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
+_DENIED = frozenset({KafkaError.CLUSTER_AUTHORIZATION_FAILED})  # DescribeConfigs of a broker is a cluster action
+
+
+def _broker_configs(admin: AdminClient, node: str, timeout: float) -> dict[str, object]:
+    """One broker's configs, asked up to _KIND_ATTEMPTS times while no answer comes."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    resource = ConfigResource(ResourceType.BROKER, node)
+    ask = Retrying(stop=stop_after_attempt(_KIND_ATTEMPTS), retry=retry_if_exception(_no_answer), reraise=True)
+
+    def describe() -> dict[str, object]:
+        configs: dict[str, object] = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
+        return configs
+
+    answer: dict[str, object] = ask(describe)
+    return answer
+
+
+def _no_answer(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaException) and _unanswered(exc)
+
+
+def _error_code(exc: KafkaException) -> int | None:
+    error = exc.args[0] if exc.args else None
+    return error.code() if isinstance(error, KafkaError) else None
 
 
 def _unanswered(exc: KafkaException) -> bool:
-    error = exc.args[0] if exc.args else None
-    return isinstance(error, KafkaError) and error.code() in _UNANSWERED
+    return _error_code(exc) in _UNANSWERED
 
 
 def fetch_wait_for(setting: int | None, bootstrap: str) -> int:

@@ -335,7 +335,9 @@ def _check_unacknowledged_write(bootstrap: str, broker_pid: int, unique: str, tm
     # worker leave, and the group waits out its session before it assigns anything.
     again = _worker(bootstrap, names, tmp_path / "state", "again")
     try:
-        wait_for(lambda: committed_total(bootstrap, names["group"], names["in"]) >= 600, 120, "all 600 committed")
+        wait_for(lambda: again.proc.poll() is not None or committed_total(bootstrap, names["group"], names["in"]) >= 600,
+                 120, "all 600 committed or the worker gone")
+        assert again.proc.poll() is None, again.tail()
         again.terminate()
         assert again.wait(60) == 0, again.tail()
     finally:

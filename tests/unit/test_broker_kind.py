@@ -31,8 +31,14 @@ def _done(result: Any = None, error: int | None = None) -> Future[Any]:
     return future
 
 
-def _admin(cluster_id: str, configs: dict[str, object] | None = None, error: int | None = None) -> type:
+def _admin(cluster_id: str, configs: dict[str, object] | None = None, error: int | None = None,
+           unanswered: int = 0) -> type:
+    """An admin client whose DescribeConfigs times out ``unanswered`` times, then answers."""
+    asked: list[int] = []
+
     class _Admin:
+        questions = asked
+
         def __init__(self, config: dict[str, Any]) -> None:
             pass
 
@@ -40,6 +46,9 @@ def _admin(cluster_id: str, configs: dict[str, object] | None = None, error: int
             return _done(_Cluster(cluster_id))
 
         def describe_configs(self, resources: list[Any], request_timeout: float) -> dict[Any, Future[Any]]:
+            asked.append(1)
+            if len(asked) <= unanswered:
+                return {resources[0]: _done(error=KafkaError._TIMED_OUT)}
             return {resources[0]: _done(configs, error)}
 
     return _Admin
@@ -57,7 +66,8 @@ def _fresh_cache() -> Any:
     ("kraft-abc", {"log.dirs": object()}, None, False),
     ("kraft-abc", {}, None, True),  # no config entries: Tansu under another cluster id
     ("kraft-abc", None, KafkaError.POLICY_VIOLATION, True),  # refuses to describe its own configs
-], ids=["tansu-id", "kafka", "no-configs", "refused"])
+    ("kraft-abc", None, KafkaError.CLUSTER_AUTHORIZATION_FAILED, False),  # a secured cluster: not Tansu's settings
+], ids=["tansu-id", "kafka", "no-configs", "refused", "denied-by-acl"])
 def test_a_definite_answer_tells_the_broker(
     monkeypatch: pytest.MonkeyPatch, cluster_id: str, configs: dict[str, object] | None, error: int | None, tansu: bool,
 ) -> None:
@@ -73,3 +83,19 @@ def test_no_answer_raises_and_is_not_cached_as_tansu(monkeypatch: pytest.MonkeyP
         broker.is_tansu("h:9092")
     monkeypatch.setattr(broker, "AdminClient", _admin("kraft-abc", {"log.dirs": object()}))
     assert broker.is_tansu("h:9092") is False  # asked again once it answers
+
+
+def test_a_busy_broker_is_asked_again_before_it_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One DescribeConfigs timing out under load made a worker exit at its start.
+    admin: Any = _admin("kraft-abc", {"log.dirs": object()}, unanswered=broker._KIND_ATTEMPTS - 1)
+    monkeypatch.setattr(broker, "AdminClient", admin)
+    assert broker.is_tansu("h:9092") is False
+    assert len(admin.questions) == broker._KIND_ATTEMPTS
+
+
+def test_no_answer_in_every_try_names_the_tries(monkeypatch: pytest.MonkeyPatch) -> None:
+    admin: Any = _admin("kraft-abc", {"log.dirs": object()}, unanswered=broker._KIND_ATTEMPTS)
+    monkeypatch.setattr(broker, "AdminClient", admin)
+    with pytest.raises(BrokerUnavailableError, match=f"no answer in {broker._KIND_ATTEMPTS} tries"):
+        broker.is_tansu("h:9092")
+    assert len(admin.questions) == broker._KIND_ATTEMPTS

@@ -22,6 +22,7 @@ from agentstream.client import new_task
 from agentstream.clients import producer_config
 from agentstream.retry import headers as h
 from agentstream.serde import SchemaSet
+from agentstream.settings import FETCH_WAIT_ENV, SCRIPTED_FAULTS_ENV
 from tests import support_desk
 
 from .harness import WorkerProcess
@@ -29,6 +30,9 @@ from .test_durable import DurableStack
 
 SCHEMAS = SchemaSet.load()
 DELAYS = [1.0, 2.0, 3.0]
+# Scripted faults on, and a short fetch wait on either broker: with it the workers fetch their
+# retry tiers in windows (runtime/tier_pacing.py), so the tiers are paced on Kafka's pass too.
+WORKER_ENV = {SCRIPTED_FAULTS_ENV: "1", FETCH_WAIT_ENV: "20"}
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +44,12 @@ def retry_stack(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     topology["agents"]["billing"]["controls"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 1000}}
     path = support_desk.copy_app(base)
     path.write_text(yaml.safe_dump(topology))
-    stack = DurableStack(bootstrap, base, latency="0", topology_path=path, env={"AGENTSTREAM_SCRIPTED_FAULTS": "1"})
+    stack = DurableStack(bootstrap, base, latency="0", topology_path=path, env=WORKER_ENV)
     for name, command in {"router": ["router"], "billing": ["specialist", "--type", "billing"], "supervisor": ["supervisor"]}.items():
         stack.start(name, *command)
     for worker in stack.workers.values():
         worker.wait_for_line(r": assigned ", 60)
+        assert worker.matching(r"fetching \S+\.retry-1, \S+\.retry-2, \S+\.retry-3 in windows"), worker.tail()
     yield stack
     codes = stack.stop_all()
     assert all(code == 0 for code in codes.values()), codes
@@ -248,7 +253,7 @@ def _crash_stack(bootstrap: str, tmp_path: Path, retry: dict[str, Any]) -> tuple
     topology["agents"]["billing"]["controls"] = {"retry": {"max_attempts": 1}, "breaker": {"failure_threshold": 1000}}
     path = support_desk.copy_app(tmp_path)
     path.write_text(yaml.safe_dump(topology))
-    stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=path, env={"AGENTSTREAM_SCRIPTED_FAULTS": "1"})
+    stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=path, env=WORKER_ENV)
     stack.start("router", "router")
     stack.start("supervisor", "supervisor")
     return stack, stack.start("billing-a", "specialist", "--type", "billing")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from agentstream.runtime import tier_pacing
 from agentstream.runtime.tier_pacing import EVERY_S, OPEN_S, TierPacing, paces_tiers
@@ -28,6 +28,18 @@ class _Consumer:
 
     def resume(self, partitions: list[TopicPartition]) -> None:
         self.calls.append(("resume", [(p.topic, p.partition) for p in partitions]))
+
+
+class _Refusing(_Consumer):
+    """A consumer whose pause and resume fail, as librdkafka's may in a bad state."""
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        super().pause(partitions)
+        raise KafkaException(KafkaError(KafkaError._STATE))
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        super().resume(partitions)
+        raise KafkaException(KafkaError(KafkaError._STATE))
 
 
 class _Clock:
@@ -92,6 +104,20 @@ def test_nothing_assigned_of_the_tiers_calls_nothing() -> None:
         clock.now += EVERY_S
         pacing.before_poll(consumer)
     assert consumer.calls == []
+
+
+def test_a_refused_pause_or_resume_does_not_stop_the_poll_and_the_next_window_tries_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pacing, clock = _pacing()
+    consumer: Any = _Refusing([(TIER, 0)])
+    clock.now += OPEN_S
+    pacing.before_poll(consumer)  # raising here would end the worker's poll loop
+    clock.now += EVERY_S
+    pacing.before_poll(consumer)
+    assert consumer.calls == [("pause", [(TIER, 0)]), ("resume", [(TIER, 0)])]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "could not pause the retry tiers' partitions", "could not resume the retry tiers' partitions"]
 
 
 @pytest.mark.parametrize(("fetch_wait_ms", "paced"), [(20, True), (tier_pacing.PACED_UP_TO_FETCH_WAIT_MS, True), (500, False)])

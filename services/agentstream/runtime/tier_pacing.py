@@ -21,10 +21,13 @@ that touches the consumer, just before it polls.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+log = logging.getLogger(__name__)
 
 EVERY_S = 1.0  # a retry waits up to about this much longer than its tier's delay (the support desk's: 5 s, 30 s, 5 min)
 OPEN_S = 0.1  # long enough for a few fetches at the short waits pacing is used with
@@ -57,13 +60,14 @@ class TierPacing:
             return
         self._open = not self._open
         self._next_change = now + (OPEN_S if self._open else EVERY_S - OPEN_S)
-        partitions = self._tier_partitions(consumer)
-        if not partitions:
-            return
-        if self._open:
-            consumer.resume(partitions)
-        else:
-            consumer.pause(partitions)
+        try:
+            partitions = self._tier_partitions(consumer)
+            if partitions:
+                (consumer.resume if self._open else consumer.pause)(partitions)
+        except KafkaException as exc:
+            # Not worth the worker: a failed resume leaves the tiers paused until the next
+            # window opens (EVERY_S), a failed pause leaves them fetched until it closes.
+            log.warning("could not %s the retry tiers' partitions: %s", "resume" if self._open else "pause", exc)
 
     def _tier_partitions(self, consumer: Consumer) -> list[TopicPartition]:
         # From the assignment each time: a rebalance may give back a partition paused here

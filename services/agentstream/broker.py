@@ -281,7 +281,7 @@ def _broker_configs(admin: AdminClient, node: str, timeout: float) -> dict[str, 
     from confluent_kafka.admin import ConfigResource, ResourceType
 
     resource = ConfigResource(ResourceType.BROKER, node)
-    ask = Retrying(stop=stop_after_attempt(_KIND_ATTEMPTS), retry=retry_if_exception(_no_answer), reraise=True)
+    ask = Retrying(stop=stop_after_attempt(_KIND_ATTEMPTS), retry=retry_if_exception(_unanswered), reraise=True)
 
     def describe() -> dict[str, object]:
         configs: dict[str, object] = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
@@ -291,17 +291,13 @@ def _broker_configs(admin: AdminClient, node: str, timeout: float) -> dict[str, 
     return answer
 
 
-def _no_answer(exc: BaseException) -> bool:
-    return isinstance(exc, KafkaException) and _unanswered(exc)
-
-
 def _error_code(exc: KafkaException) -> int | None:
     error = exc.args[0] if exc.args else None
     return error.code() if isinstance(error, KafkaError) else None
 
 
-def _unanswered(exc: KafkaException) -> bool:
-    return _error_code(exc) in _UNANSWERED
+def _unanswered(exc: BaseException) -> bool:
+    return isinstance(exc, KafkaException) and _error_code(exc) in _UNANSWERED
 
 
 def fetch_wait_for(setting: int | None, bootstrap: str) -> int:

@@ -86,7 +86,7 @@ def test_no_answer_raises_and_is_not_cached_as_tansu(monkeypatch: pytest.MonkeyP
 
 
 def test_a_busy_broker_is_asked_again_before_it_is_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    # One DescribeConfigs timing out under load made a worker exit at its start.
+    # One DescribeConfigs timing out under load could make a worker exit at its start.
     admin: Any = _admin("kraft-abc", {"log.dirs": object()}, unanswered=broker._KIND_ATTEMPTS - 1)
     monkeypatch.setattr(broker, "AdminClient", admin)
     assert broker.is_tansu("h:9092") is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 
 from agentstream import early_stop
@@ -9,6 +10,9 @@ from agentstream import early_stop
 
 def main() -> int:
     early_stop.catch()  # before the imports below: they take a while, a stop may come meanwhile
+    # A crash in a C extension (librdkafka, RocksDB) prints every thread's Python stack to
+    # stderr instead of only a signal number (once seen in CI: a worker ending with -11).
+    faulthandler.enable()
     from agentstream.cli import main as cli_main
 
     return cli_main()

@@ -12,6 +12,8 @@ import asyncio
 import time
 from typing import Any
 
+from confluent_kafka import TopicPartition
+
 from agentstream.runtime import MessageContext
 from agentstream.runtime.offsets import PartitionOffsets
 from agentstream.runtime.processor import Processor
@@ -93,3 +95,28 @@ def test_a_held_partition_stays_held_through_its_batch_until_the_poll_thread_rew
     processor._holds_due.run_queued(consumer)  # the poll thread, before its next poll
     assert consumer.calls == [("pause", [(TOPIC, 0)]), ("seek", 10), ("resume", [(TOPIC, 0)])]
     assert not processor._holds_due.is_held((TOPIC, 0))  # the records from 10 on are fetched again
+
+
+def test_a_partition_given_back_after_its_revoke_is_resumed(monkeypatch: Any) -> None:
+    # librdkafka keeps an application pause across a revoke and a later assignment of the
+    # partition to the same member (seen on Kafka 4.1): resumed only here, a partition
+    # revoked while held would never be fetched again (tests/integration/test_retry_rebalance.py).
+    processor = Processor("holds", "localhost:9", "holds", "unused-state-dir")
+
+    @processor.handler(TOPIC, decode=lambda value: int(value), due_header=DUE)
+    async def on_retry(value: int, ctx: MessageContext) -> None:
+        raise AssertionError("not due: never handled")
+
+    processor._offsets[(TOPIC, 0)] = PartitionOffsets()
+    consumer = _Consumer()
+
+    async def hold() -> None:
+        processor._loop = asyncio.get_running_loop()
+        await processor._handle(_Message(10, int(time.time() * 1000) + 60_000))
+
+    asyncio.run(hold())
+    processor._holds_due.run_queued(consumer)
+    processor._holds_due.forget((TOPIC, 0))  # revoked while held (Processor._revoked)
+    monkeypatch.setattr(processor, "_on_loop", lambda coro: coro.close())  # the restore is not this test's
+    processor._assign_callback(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+    assert consumer.calls == [("pause", [(TOPIC, 0)]), ("seek", 10), ("resume", [(TOPIC, 0)])]

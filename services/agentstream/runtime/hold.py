@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
 from agentstream.runtime.context import MessageContext
+
+log = logging.getLogger(__name__)
 
 _TP = tuple[str, int]
 
@@ -47,6 +50,7 @@ class DueHolds:
 
         self._ops.append(pause_and_rewind)
         loop.call_later(wait_s, self._release, tp, ctx.offset)
+        log.info("holding %s[%d] at offset %d: due in %.1f s", ctx.topic, ctx.partition, ctx.offset, wait_s)
         return True
 
     def _release(self, tp: _TP, offset: int) -> None:
@@ -67,6 +71,17 @@ class DueHolds:
     def forget(self, tp: _TP) -> None:
         """The partition was revoked: its new owner starts from the committed offset."""
         self._held.pop(tp, None)
+
+    @staticmethod
+    def resume_assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """On the poll thread, in the assignment callback: fetch what this member is given.
+
+        librdkafka keeps an application pause across a revoke and a later assignment of the
+        same partition to the same member (seen on Kafka 4.1 with both group protocols), so a
+        partition revoked while held here (``forget`` drops the hold, not the pause) would
+        come back paused and never be fetched again by this worker."""
+        if partitions:
+            consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in partitions])
 
     def run_queued(self, consumer: Consumer) -> None:
         """On the poll thread, before each poll."""

@@ -483,6 +483,7 @@ class Processor:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     def _assign_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._holds_due.resume_assigned(consumer, partitions)
         self._on_loop(self._assigned([(p.topic, p.partition) for p in partitions]))
 
     def _revoke_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

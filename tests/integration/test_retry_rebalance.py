@@ -4,9 +4,7 @@ back is fetched again.
 librdkafka keeps an application pause across a revoke and a later assignment of the same
 partition to the same member. Before ``DueHolds.resume_assigned``, a billing worker that got
 back a partition it had held (paused until its head was due) never fetched it again, and
-the retries waiting there waited for the worker's restart. This test runs at Kafka's
-default fetch wait. At Tansu's short wait the tiers are paced (runtime/tier_pacing.py),
-and a pacing window resumes such a partition anyway, so it is Kafka's alone.
+the retries waiting there waited for the worker's restart.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import re
 import uuid
 from pathlib import Path
 
-import pytest
 import yaml
 from agentstream.client import new_task
 from agentstream.runtime.lag import end_offsets
@@ -25,8 +22,6 @@ from tests import support_desk
 
 from .harness import wait_for
 from .test_durable import DurableStack
-
-pytestmark = pytest.mark.kafka_only
 
 TASKS = 24  # over 6 partitions: the second member's half of them surely holds some
 FIRST_DELAY_S = 30.0  # long enough for the second member to start, take its half and leave

@@ -46,7 +46,6 @@ from agentstream.runtime.spawned import SpawnedWork
 from agentstream.runtime.stats import ProcessorStats
 from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
-from agentstream.runtime.tier_pacing import TierPacing, paces_tiers
 from agentstream.runtime.topics import co_partitioned_inputs, ensure_changelogs
 from agentstream.runtime.write_through import WriteThrough
 from agentstream.telemetry import log_context, tracing
@@ -115,7 +114,6 @@ class Processor:
         self._closing = threading.Event()
         self._draining: set[TP] = set()
         self._holds_due = DueHolds()  # retry-tier partitions held until their head is due
-        self._tier_pacing: TierPacing | None = None  # set by _start where the fetch wait is short
         self._stopping = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -196,8 +194,7 @@ class Processor:
 
         With ``due_header``, a record whose header holds a time (epoch ms) still in the
         future is not handled yet: its partition is paused and rewound to it until then,
-        while every other partition goes on (the hold of a retry tier). Where the fetch wait
-        is short, such a topic is fetched in windows (runtime/tier_pacing.py).
+        while every other partition goes on (the hold of a retry tier).
         """
 
         def register(fn: Handler) -> Handler:
@@ -396,15 +393,9 @@ class Processor:
             # Metadata now, so the first restore of a changelog (a takeover, often) need not
             # wait for librdkafka's next refresh to learn of it (0.4-0.9 s on Kafka).
             self._reader.list_topics(table.changelog_topic, timeout=10)
-        fetch_wait_ms = fetch_wait_for(self.fetch_wait_ms, self.bootstrap)
         consumer = Consumer(consumer_config(self.bootstrap, self.group_id,
                                             protocol=group_protocol_for(self.group_protocol, self.bootstrap),
-                                            fetch_wait_ms=fetch_wait_ms))
-        if paces_tiers(fetch_wait_ms):
-            due = [topic for topic, binding in self._bindings.items() if binding.due_header is not None]
-            self._tier_pacing = TierPacing(due, self._holds_due.is_held)
-            if due:
-                log.info("%s: fetching %s in windows (%s)", self.name, ", ".join(due), self._tier_pacing.describe())
+                                            fetch_wait_ms=fetch_wait_for(self.fetch_wait_ms, self.bootstrap)))
         consumer.subscribe(
             list(self._bindings), on_assign=self._assign_callback, on_revoke=self._revoke_callback, on_lost=self._lost_callback
         )
@@ -424,8 +415,6 @@ class Processor:
         consumer = self._consumer
         assert consumer is not None
         self._holds_due.run_queued(consumer)
-        if self._tier_pacing is not None:
-            self._tier_pacing.before_poll(consumer)
         first = consumer.poll(0.1)
         if first is None:
             return []

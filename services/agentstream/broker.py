@@ -23,9 +23,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -255,17 +256,19 @@ def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
     load), then raises: the answer is cached for the process's lifetime.
     """
     admin = AdminClient(admin_config(bootstrap, {"log_level": 0}))
-    cluster = admin.describe_cluster(request_timeout=timeout).result()
+    try:
+        cluster = _asked(lambda: admin.describe_cluster(request_timeout=timeout).result())
+    except KafkaException as exc:
+        if _unanswered(exc):
+            raise _no_answer(bootstrap, "DescribeCluster", exc) from exc
+        raise
     if "tansu" in (cluster.cluster_id or "").lower():
         return True
     try:
         configs = _broker_configs(admin, str(cluster.nodes[0].id), timeout)
     except KafkaException as exc:
         if _unanswered(exc):
-            raise BrokerUnavailableError(
-                f"Could not tell whether the broker at {bootstrap} is Apache Kafka or Tansu: DescribeConfigs "
-                f"got no answer in {_KIND_ATTEMPTS} tries ({exc}). Check that it is up and reachable, "
-                "then start again.") from exc
+            raise _no_answer(bootstrap, "DescribeConfigs", exc) from exc
         # Denied: a secured cluster. Refused otherwise: a broker that does not describe its own configs is not Kafka.
         return _error_code(exc) not in _DENIED
     return len(configs) == 0
@@ -274,21 +277,32 @@ def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
 _KIND_ATTEMPTS = 3
 _UNANSWERED = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 _DENIED = frozenset({KafkaError.CLUSTER_AUTHORIZATION_FAILED})  # DescribeConfigs of a broker is a cluster action
+_Answer = TypeVar("_Answer")
+
+
+def _asked(question: Callable[[], _Answer]) -> _Answer:
+    """``question`` asked up to _KIND_ATTEMPTS times while no answer comes (a Kafka busy under load)."""
+    ask = Retrying(stop=stop_after_attempt(_KIND_ATTEMPTS), retry=retry_if_exception(_unanswered), reraise=True)
+    return ask(question)
+
+
+def _no_answer(bootstrap: str, question: str, exc: KafkaException) -> BrokerUnavailableError:
+    return BrokerUnavailableError(
+        f"Could not tell whether the broker at {bootstrap} is Apache Kafka or Tansu: {question} "
+        f"got no answer in {_KIND_ATTEMPTS} tries ({exc}). Check that it is up and reachable, then start again.")
 
 
 def _broker_configs(admin: AdminClient, node: str, timeout: float) -> dict[str, object]:
-    """One broker's configs, asked up to _KIND_ATTEMPTS times while no answer comes."""
+    """One broker's configs."""
     from confluent_kafka.admin import ConfigResource, ResourceType
 
     resource = ConfigResource(ResourceType.BROKER, node)
-    ask = Retrying(stop=stop_after_attempt(_KIND_ATTEMPTS), retry=retry_if_exception(_unanswered), reraise=True)
 
     def describe() -> dict[str, object]:
         configs: dict[str, object] = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
         return configs
 
-    answer: dict[str, object] = ask(describe)
-    return answer
+    return _asked(describe)
 
 
 def _error_code(exc: KafkaException) -> int | None:

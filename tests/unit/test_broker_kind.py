@@ -32,17 +32,23 @@ def _done(result: Any = None, error: int | None = None) -> Future[Any]:
 
 
 def _admin(cluster_id: str, configs: dict[str, object] | None = None, error: int | None = None,
-           unanswered: int = 0) -> type:
-    """An admin client whose DescribeConfigs times out ``unanswered`` times, then answers."""
+           unanswered: int = 0, cluster_unanswered: int = 0) -> type:
+    """An admin client whose DescribeConfigs times out ``unanswered`` times, then answers
+    (its DescribeCluster ``cluster_unanswered`` times)."""
     asked: list[int] = []
+    cluster_asked: list[int] = []
 
     class _Admin:
         questions = asked
+        cluster_questions = cluster_asked
 
         def __init__(self, config: dict[str, Any]) -> None:
             pass
 
         def describe_cluster(self, request_timeout: float) -> Future[_Cluster]:
+            cluster_asked.append(1)
+            if len(cluster_asked) <= cluster_unanswered:
+                return _done(error=KafkaError._TIMED_OUT)
             return _done(_Cluster(cluster_id))
 
         def describe_configs(self, resources: list[Any], request_timeout: float) -> dict[Any, Future[Any]]:
@@ -99,3 +105,19 @@ def test_no_answer_in_every_try_names_the_tries(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(BrokerUnavailableError, match=f"no answer in {broker._KIND_ATTEMPTS} tries"):
         broker.is_tansu("h:9092")
     assert len(admin.questions) == broker._KIND_ATTEMPTS
+
+
+def test_a_busy_broker_is_asked_again_for_its_cluster_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # DescribeCluster, asked first, was not retried: one timeout under load ended a worker's start.
+    admin: Any = _admin("kraft-abc", {"log.dirs": object()}, cluster_unanswered=broker._KIND_ATTEMPTS - 1)
+    monkeypatch.setattr(broker, "AdminClient", admin)
+    assert broker.is_tansu("h:9092") is False
+    assert len(admin.cluster_questions) == broker._KIND_ATTEMPTS
+
+
+def test_no_cluster_description_in_every_try_is_an_unavailable_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    admin: Any = _admin("kraft-abc", {"log.dirs": object()}, cluster_unanswered=broker._KIND_ATTEMPTS)
+    monkeypatch.setattr(broker, "AdminClient", admin)
+    with pytest.raises(BrokerUnavailableError, match=f"DescribeCluster got no answer in {broker._KIND_ATTEMPTS} tries"):
+        broker.is_tansu("h:9092")
+    assert admin.questions == []  # not asked for configs of a cluster it could not describe

@@ -97,10 +97,10 @@ def test_a_held_partition_stays_held_through_its_batch_until_the_poll_thread_rew
     assert not processor._holds_due.is_held((TOPIC, 0))  # the records from 10 on are fetched again
 
 
-def test_a_partition_given_back_after_its_revoke_is_resumed(monkeypatch: Any) -> None:
-    # librdkafka keeps an application pause across a revoke and a later assignment of the
-    # partition to the same member (seen on Kafka 4.1): resumed only here, a partition
-    # revoked while held would never be fetched again (tests/integration/test_retry_rebalance.py).
+
+def _held_at_10(monkeypatch: Any) -> tuple[Processor, _Consumer]:
+    """A processor whose partition 0 is held at offset 10 (due in a minute), the hold's pause
+    and rewind made; its assignment callback restores nothing (not these tests' concern)."""
     processor = Processor("holds", "localhost:9", "holds", "unused-state-dir")
 
     @processor.handler(TOPIC, decode=lambda value: int(value), due_header=DUE)
@@ -116,7 +116,24 @@ def test_a_partition_given_back_after_its_revoke_is_resumed(monkeypatch: Any) ->
 
     asyncio.run(hold())
     processor._holds_due.run_queued(consumer)
+    monkeypatch.setattr(processor, "_on_loop", lambda coro: coro.close())
+    return processor, consumer
+
+
+def test_a_partition_given_back_after_its_revoke_is_resumed(monkeypatch: Any) -> None:
+    # librdkafka keeps an application pause across a revoke and a later assignment of the
+    # partition to the same member (seen on Kafka 4.1): resumed only here, a partition
+    # revoked while held would never be fetched again (tests/integration/test_retry_rebalance.py).
+    processor, consumer = _held_at_10(monkeypatch)
     processor._holds_due.forget((TOPIC, 0))  # revoked while held (Processor._revoked)
-    monkeypatch.setattr(processor, "_on_loop", lambda coro: coro.close())  # the restore is not this test's
     processor._assign_callback(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
     assert consumer.calls == [("pause", [(TOPIC, 0)]), ("seek", 10), ("resume", [(TOPIC, 0)])]
+
+
+def test_a_partition_held_through_an_incremental_assignment_stays_paused(monkeypatch: Any) -> None:
+    # KIP-848 gives a member only what changes: a partition it keeps, held, is not named, and
+    # resuming it would fetch its not-yet-due record early.
+    processor, consumer = _held_at_10(monkeypatch)
+    processor._assign_callback(consumer, [TopicPartition(TOPIC, 1)])  # type: ignore[arg-type]
+    assert consumer.calls == [("pause", [(TOPIC, 0)]), ("seek", 10), ("resume", [(TOPIC, 1)])]
+    assert processor._holds_due.is_held((TOPIC, 0))

@@ -50,7 +50,10 @@ class DueHolds:
 
         self._ops.append(pause_and_rewind)
         loop.call_later(wait_s, self._release, tp, ctx.offset)
-        log.info("holding %s[%d] at offset %d: due in %.1f s", ctx.topic, ctx.partition, ctx.offset, wait_s)
+        # A line per hold of a second or more; shorter ones come in bursts (a tier's backlog
+        # falling due record by record), one per record.
+        log.log(logging.INFO if wait_s >= 1 else logging.DEBUG,
+                "holding %s[%d] at offset %d: due in %.1f s", ctx.topic, ctx.partition, ctx.offset, wait_s)
         return True
 
     def _release(self, tp: _TP, offset: int) -> None:
@@ -72,16 +75,18 @@ class DueHolds:
         """The partition was revoked: its new owner starts from the committed offset."""
         self._held.pop(tp, None)
 
-    @staticmethod
-    def resume_assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def resume_assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """On the poll thread, in the assignment callback: fetch what this member is given.
 
         librdkafka keeps an application pause across a revoke and a later assignment of the
         same partition to the same member (seen on Kafka 4.1 with both group protocols), so a
         partition revoked while held here (``forget`` drops the hold, not the pause) would
         come back paused and never be fetched again by this worker."""
-        if partitions:
-            consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        if not partitions:
+            return
+        for tp in partitions:  # forgotten by its revoke already; resumed, it must not count as held
+            self._held.pop((tp.topic, tp.partition), None)
+        consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in partitions])
 
     def run_queued(self, consumer: Consumer) -> None:
         """On the poll thread, before each poll."""

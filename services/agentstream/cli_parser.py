@@ -11,6 +11,7 @@ from agentstream.clients import DEFAULT_LINGER_MS
 from agentstream.settings import (
     DEFAULT_GATEWAY_PORT,
     FETCH_WAIT_ENV,
+    FLUSH_TIMEOUT_ENV,
     GATEWAY_PORT_ENV,
     HEALTH_STALL_ENV,
     HEALTHZ_PATH,
@@ -40,6 +41,7 @@ environment:
   {MAX_INFLIGHT_ENV}  agent loops a specialist runs at once (default 256)
   {METRICS_PORT_ENV}  a worker's HTTP port for {METRICS_PATH}, {HEALTHZ_PATH}, {READYZ_PATH} (default: none)
   {HEALTH_STALL_ENV}  seconds without a poll before {HEALTHZ_PATH} fails (default 30)
+  {FLUSH_TIMEOUT_ENV} seconds a checkpoint waits for the broker's acknowledgements before the worker stops (default 30)
   {FETCH_WAIT_ENV}   ms the broker may hold a worker's empty fetch (default 500 on Kafka, 20 on Tansu)
   {LINGER_ENV}       ms a worker's producer waits to batch records (default {DEFAULT_LINGER_MS}; 0: lowest latency, more CPU)
   {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows librdkafka's log

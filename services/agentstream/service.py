@@ -54,6 +54,7 @@ class Service:
             producer_overrides=None if settings.linger_ms is None else {LINGER: settings.linger_ms},
             changelog_config=topology.changelog_config,
             health_stall=settings.health_stall_s,
+            flush_timeout=settings.flush_timeout_s,
         )
         return cls(agent, processor, topology, schemas, settings)
 

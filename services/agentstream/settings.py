@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentstream.errors import ConfigurationError
 
@@ -60,6 +60,10 @@ LINGER_ENV = "AGENTSTREAM_LINGER_MS"
 METRICS_PORT_ENV = "AGENTSTREAM_METRICS_PORT"
 # Seconds without a completed poll after which /healthz answers 503 (default 30).
 HEALTH_STALL_ENV = "AGENTSTREAM_HEALTH_STALL_S"
+# Seconds a checkpoint waits for the broker to acknowledge its outputs and changelog writes
+# before the worker stops without committing (default 30): a broker failover longer than
+# this stops the workers that wrote to it, for their orchestrator to start again.
+FLUSH_TIMEOUT_ENV = "AGENTSTREAM_FLUSH_TIMEOUT_S"
 # The tenants file (tenancy/config.py): tenants, their hashed API keys, roles, limits and the
 # JWT settings. Set: the router enforces the tenants' limits (README "Tenants"), and does not
 # start when the file is missing; unset: no tenancy.
@@ -109,6 +113,7 @@ _FIELD_ENV = {
     "linger_ms": LINGER_ENV,
     "metrics_port": METRICS_PORT_ENV,
     "health_stall_s": HEALTH_STALL_ENV,
+    "flush_timeout_s": FLUSH_TIMEOUT_ENV,
     "tenants_path": TENANTS_ENV,
 }
 
@@ -140,11 +145,21 @@ class WorkerSettings(BaseModel):
     fetch_wait_ms: int | None = Field(default=None, ge=1, le=60_000)  # None: by broker (FETCH_WAIT_ENV)
     linger_ms: float | None = Field(default=None, ge=0, le=60_000)  # None: clients.DEFAULT_LINGER_MS (LINGER_ENV)
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no HTTP port
-    # A checkpoint's flush runs between two polls and may take up to the processor's flush
-    # timeout (30 s) on a slow broker before it fails on its own: a shorter stall limit would
-    # restart workers that are merely waiting for the broker.
+    flush_timeout_s: float = Field(default=30.0, gt=0)
+    # A checkpoint's flush runs between two polls and may take up to flush_timeout_s on a slow
+    # broker before it fails on its own: a shorter stall limit would restart workers that are
+    # merely waiting for the broker (checked below).
     health_stall_s: float = Field(default=30.0, gt=0)
     tenants_path: Path | None = None  # the tenants file: the router enforces its limits (None: no tenancy)
+
+    @model_validator(mode="after")
+    def _stall_outlasts_the_flush(self) -> WorkerSettings:
+        if self.health_stall_s < self.flush_timeout_s:
+            raise ValueError(
+                f"{HEALTH_STALL_ENV}={self.health_stall_s:g} is shorter than {FLUSH_TIMEOUT_ENV}={self.flush_timeout_s:g}: "
+                f"a worker waiting for the broker would be restarted as stuck; set {HEALTH_STALL_ENV} to at least "
+                f"{self.flush_timeout_s:g}")
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
@@ -163,6 +178,7 @@ class WorkerSettings(BaseModel):
         if env.get(MAX_INFLIGHT_ENV):
             values["max_inflight"] = env[MAX_INFLIGHT_ENV]
         for field, name in (("metrics_port", METRICS_PORT_ENV), ("health_stall_s", HEALTH_STALL_ENV),
+                            ("flush_timeout_s", FLUSH_TIMEOUT_ENV),
                             ("fetch_wait_ms", FETCH_WAIT_ENV), ("linger_ms", LINGER_ENV)):
             if env.get(name, "").strip():
                 values[field] = env[name].strip()
@@ -179,4 +195,6 @@ class WorkerSettings(BaseModel):
                     raise ConfigurationError(
                         f"{_FIELD_ENV[field]}={env[_FIELD_ENV[field]]!r} is not valid: {error['msg']}."
                     ) from None
+                if not field:  # a check of several fields (the validators above): its message names them
+                    raise ConfigurationError(str(error["msg"]).removeprefix("Value error, ") + ".") from None
             raise

@@ -57,3 +57,10 @@ def test_a_set_linger_reaches_the_workers_producer() -> None:
     assert LINGER not in unset.processor._producer_overrides  # clients.PRODUCER's default holds
     at_once = Service.build("billing", WorkerSettings(bootstrap="localhost:9092", linger_ms=0), topology, schemas)
     assert at_once.processor._producer_overrides == {LINGER: 0}
+
+
+def test_a_set_flush_timeout_reaches_the_workers_checkpoints() -> None:
+    topology = parse_topology(DEFAULT_PATH.read_text(encoding="utf-8"), DEFAULT_PATH)
+    patient = WorkerSettings(bootstrap="localhost:9092", flush_timeout_s=90, health_stall_s=90)
+    service = Service.build("billing", patient, topology, SchemaSet.load(SCHEMAS_DIR))
+    assert service.processor.flush_timeout == 90

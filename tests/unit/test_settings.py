@@ -103,3 +103,16 @@ def test_the_producers_linger_is_the_default_unless_set() -> None:
             WorkerSettings.from_env({"AGENTSTREAM_LINGER_MS": bad}, bootstrap="b:9092")
     assert producer_config("b:9092")[LINGER] == DEFAULT_LINGER_MS
     assert producer_config("b:9092", {LINGER: 0})[LINGER] == 0
+
+
+def test_the_flush_timeout_is_read_and_the_liveness_limit_may_not_be_shorter() -> None:
+    assert WorkerSettings.from_env({}, bootstrap="b:9092").flush_timeout_s == 30.0
+    patient = WorkerSettings.from_env({"AGENTSTREAM_FLUSH_TIMEOUT_S": "90", "AGENTSTREAM_HEALTH_STALL_S": "90"},
+                                      bootstrap="b:9092")
+    assert (patient.flush_timeout_s, patient.health_stall_s) == (90.0, 90.0)
+    # A worker waiting that long for the broker would fail /healthz first and be restarted as stuck.
+    with pytest.raises(ConfigurationError, match=r"^AGENTSTREAM_HEALTH_STALL_S=30 is shorter than "
+                                                 r"AGENTSTREAM_FLUSH_TIMEOUT_S=90: .*set AGENTSTREAM_HEALTH_STALL_S to at least 90\.$"):
+        WorkerSettings.from_env({"AGENTSTREAM_FLUSH_TIMEOUT_S": "90"}, bootstrap="b:9092")
+    with pytest.raises(ConfigurationError, match="^AGENTSTREAM_FLUSH_TIMEOUT_S='0' is not valid"):
+        WorkerSettings.from_env({"AGENTSTREAM_FLUSH_TIMEOUT_S": "0"}, bootstrap="b:9092")

@@ -10,8 +10,6 @@ from agentstream.deploy.tenants import renders_tenancy
 from agentstream.settings import WorkerSettings
 from agentstream.topology import Topology
 
-# Processor's flush timeout (runtime/checkpointing.py): the final checkpoint may wait this long.
-_FINAL_FLUSH_S = 30.0
 _MARGIN_S = 5.0
 
 
@@ -20,7 +18,8 @@ def drain_seconds() -> int:
     period covers it: running loops get shutdown_grace_s to reach a checkpoint, those of a
     revoked partition as long again while the consumer closes, then the final flush."""
     grace = WorkerSettings.model_fields["shutdown_grace_s"].default
-    return math.ceil(2 * grace + _FINAL_FLUSH_S + _MARGIN_S)
+    final_flush = WorkerSettings.model_fields["flush_timeout_s"].default  # the final checkpoint may wait this long
+    return math.ceil(2 * grace + final_flush + _MARGIN_S)
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,7 +145,7 @@ class WorkerSettings(BaseModel):
     fetch_wait_ms: int | None = Field(default=None, ge=1, le=60_000)  # None: by broker (FETCH_WAIT_ENV)
     linger_ms: float | None = Field(default=None, ge=0, le=60_000)  # None: clients.DEFAULT_LINGER_MS (LINGER_ENV)
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no HTTP port
-    flush_timeout_s: float = Field(default=30.0, gt=0)
+    flush_timeout_s: float = Field(default=30.0, gt=0, le=300)  # librdkafka gives up on a record after 300 s anyway
     # A checkpoint's flush runs between two polls and may take up to flush_timeout_s on a slow
     # broker before it fails on its own: a shorter stall limit would restart workers that are
     # merely waiting for the broker (checked below).
@@ -154,7 +154,9 @@ class WorkerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _stall_outlasts_the_flush(self) -> WorkerSettings:
-        if self.health_stall_s < self.flush_timeout_s:
+        # Checked where the flush timeout is set: a short stall limit alone, accepted before
+        # the timeout could be set, stays accepted.
+        if "flush_timeout_s" in self.model_fields_set and self.health_stall_s < self.flush_timeout_s:
             raise ValueError(
                 f"{HEALTH_STALL_ENV}={self.health_stall_s:g} is shorter than {FLUSH_TIMEOUT_ENV}={self.flush_timeout_s:g}: "
                 f"a worker waiting for the broker would be restarted as stuck; set {HEALTH_STALL_ENV} to at least "

@@ -10,6 +10,7 @@ the retries waiting there waited for the worker's restart.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def test_a_held_tier_partition_given_back_after_a_rebalance_is_fetched_again(boo
             return sum(ends.values()) >= TASKS
 
         wait_for(all_failed_once, 60, f"the {TASKS} tasks' first failures in {tier}")
+        failed_at = time.monotonic()
         used = {p for (_, p), end in ends.items() if end > 0}
         held: set[int] = set()
         for partition in sorted(used):
@@ -70,6 +72,10 @@ def test_a_held_tier_partition_given_back_after_a_rebalance_is_fetched_again(boo
         assert second.wait(60) == 0
         for partition in sorted(lost_while_held):
             billing.wait_for_line(rf": assigned .*{re.escape(tier)}\[{partition}\]", 60, after=mark)
+        given_back_after = time.monotonic() - failed_at
+        # Later, the heads would be due (or due within a second, a hold logged at DEBUG only).
+        assert given_back_after < FIRST_DELAY_S - 5, \
+            f"given back {given_back_after:.0f} s after the failures: too late to see the holds again"
         for partition in sorted(lost_while_held):
             # Fetched again: its head, still not due, is held again (never, with the pause kept).
             billing.wait_for_line(rf"holding {re.escape(tier)}\[{partition}\]", 20, after=mark)

@@ -97,7 +97,6 @@ def test_a_held_partition_stays_held_through_its_batch_until_the_poll_thread_rew
     assert not processor._holds_due.is_held((TOPIC, 0))  # the records from 10 on are fetched again
 
 
-
 def _held_at_10(monkeypatch: Any) -> tuple[Processor, _Consumer]:
     """A processor whose partition 0 is held at offset 10 (due in a minute), the hold's pause
     and rewind made; its assignment callback restores nothing (not these tests' concern)."""

@@ -1,15 +1,18 @@
 """A task's SSE stream when the gateway's view reads task-events behind results: the stream
 must not end with the result before the view has the events produced before it.
 
-The records are produced by the test (no workers run): a backlog of another task's events
-on every task-events partition, then the task's own two progress events, then its result
-(no terminal event, so only the gate's grace path can end the stream). The view reads the
-result at once and the task's events only after the backlog, seconds later; a stream that
-ends 2 s after it saw the result (the rule before this test) sends the result alone.
+The records are produced by the test (no workers run) while the gateway is paused: a backlog
+of another task's events on every task-events partition, then the task's own two progress
+events, then its result (no terminal event, so only the gate's grace path can end the
+stream). The view reads the result at once and the task's events only after the backlog,
+seconds later; a stream that ends 2 s after it saw the result (the rule before this test)
+sends the result alone.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +84,14 @@ def test_the_result_waits_for_events_the_view_reads_after_it(
     stack, gateway, tenants = stack_and_gateway
     task = {"task_id": f"t-{uuid.uuid4().hex}", "session_id": f"s-{uuid.uuid4().hex}", "tenant_id": "acme",
             "submitted_at": None}
-    _produce_backlog_then_the_task(stack, task)
+    # Paused while the records are produced, the view then finds one result and the backlog
+    # to read: it reads the result at once and the task's events after the backlog. Running,
+    # it kept up with the production once (CI, Tansu pass) and read them with the result.
+    os.kill(gateway.process.proc.pid, signal.SIGSTOP)
+    try:
+        _produce_backlog_then_the_task(stack, task)
+    finally:
+        os.kill(gateway.process.proc.pid, signal.SIGCONT)
     headers = tenants.headers("acme")
     with gateway.client() as http:
         url = f"/v1/tasks/{task['task_id']}"

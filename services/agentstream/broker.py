@@ -256,19 +256,12 @@ def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
     load), then raises: the answer is cached for the process's lifetime.
     """
     admin = AdminClient(admin_config(bootstrap, {"log_level": 0}))
-    try:
-        cluster = _asked(lambda: admin.describe_cluster(request_timeout=timeout).result())
-    except KafkaException as exc:
-        if _unanswered(exc):
-            raise _no_answer(bootstrap, "DescribeCluster", exc) from exc
-        raise
+    cluster = _asked(bootstrap, "DescribeCluster", lambda: admin.describe_cluster(request_timeout=timeout).result())
     if "tansu" in (cluster.cluster_id or "").lower():
         return True
     try:
-        configs = _broker_configs(admin, str(cluster.nodes[0].id), timeout)
+        configs = _broker_configs(admin, bootstrap, str(cluster.nodes[0].id), timeout)
     except KafkaException as exc:
-        if _unanswered(exc):
-            raise _no_answer(bootstrap, "DescribeConfigs", exc) from exc
         # Denied: a secured cluster. Refused otherwise: a broker that does not describe its own configs is not Kafka.
         return _error_code(exc) not in _DENIED
     return len(configs) == 0
@@ -280,29 +273,28 @@ _DENIED = frozenset({KafkaError.CLUSTER_AUTHORIZATION_FAILED})  # DescribeConfig
 _Answer = TypeVar("_Answer")
 
 
-def _asked(question: Callable[[], _Answer]) -> _Answer:
-    """``question`` asked up to _KIND_ATTEMPTS times while no answer comes (a Kafka busy under load)."""
+def _asked(bootstrap: str, name: str, question: Callable[[], _Answer]) -> _Answer:
+    """``question`` asked up to _KIND_ATTEMPTS times while no answer comes (a Kafka busy under
+    load); no answer in any of them is a BrokerUnavailableError, a refusal is raised as is."""
     ask = Retrying(stop=stop_after_attempt(_KIND_ATTEMPTS), retry=retry_if_exception(_unanswered), reraise=True)
-    return ask(question)
+    try:
+        return ask(question)
+    except KafkaException as exc:
+        if not _unanswered(exc):
+            raise
+        raise BrokerUnavailableError(
+            f"Could not tell whether the broker at {bootstrap} is Apache Kafka or Tansu: {name} got no answer "
+            f"in {_KIND_ATTEMPTS} tries ({exc}). Check that it is up and reachable, then start again.") from exc
 
 
-def _no_answer(bootstrap: str, question: str, exc: KafkaException) -> BrokerUnavailableError:
-    return BrokerUnavailableError(
-        f"Could not tell whether the broker at {bootstrap} is Apache Kafka or Tansu: {question} "
-        f"got no answer in {_KIND_ATTEMPTS} tries ({exc}). Check that it is up and reachable, then start again.")
-
-
-def _broker_configs(admin: AdminClient, node: str, timeout: float) -> dict[str, object]:
+def _broker_configs(admin: AdminClient, bootstrap: str, node: str, timeout: float) -> dict[str, object]:
     """One broker's configs."""
     from confluent_kafka.admin import ConfigResource, ResourceType
 
     resource = ConfigResource(ResourceType.BROKER, node)
-
-    def describe() -> dict[str, object]:
-        configs: dict[str, object] = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
-        return configs
-
-    return _asked(describe)
+    configs: dict[str, object] = _asked(
+        bootstrap, "DescribeConfigs", lambda: admin.describe_configs([resource], request_timeout=timeout)[resource].result())
+    return configs
 
 
 def _error_code(exc: KafkaException) -> int | None:

@@ -82,11 +82,8 @@ class DueHolds:
         same partition to the same member (seen on Kafka 4.1 with both group protocols), so a
         partition revoked while held here (``forget`` drops the hold, not the pause) would
         come back paused and never be fetched again by this worker."""
-        if not partitions:
-            return
-        for tp in partitions:  # forgotten by its revoke already; resumed, it must not count as held
-            self._held.pop((tp.topic, tp.partition), None)
-        consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        if partitions:  # each was forgotten by its revoke (both protocols revoke before they give back)
+            consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in partitions])
 
     def run_queued(self, consumer: Consumer) -> None:
         """On the poll thread, before each poll."""

@@ -78,8 +78,8 @@ from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SchemaSet
 from agentstream.settings import GATEWAY_HOST_ENV, STATE_DIR_ENV
 from bench._procs import OUT_DIR, REPO, AgentStack, Proc, broker, machine, percentile, report_header, write_report
-from bench.gateway_steady import (StreamGauge, Watchers, faults_total, on_schedule, planned_tasks, schedule_summary,
-                                  stream_faults)
+from bench.gateway_steady import (StreamGauge, Watchers, faults_total, lost_offsets, on_schedule, planned_tasks,
+                                  schedule_summary, stream_faults)
 from bench.relay import PY_SPY, add_broker_argument, start_profiler, stop_profiler, summarize_profile
 from tests.integration.harness import free_port
 
@@ -96,6 +96,7 @@ WARM_UP_CLIENTS = 5
 CATCH_UP_S = 30.0  # the reader of the topics is behind the streams by a poll or two
 PROFILE_TOP = 15  # functions printed per view of the profile
 PROFILE_KEEP = 200  # functions kept per view in the JSON report (the raw file has every stack)
+LACKED_SHOWN = 10  # lines printed of the events streams lacked (the report keeps 50)
 ENTRY_SHARE = 0.99  # of the busiest thread's samples: an inclusive share this high is its entry chain
 
 
@@ -154,6 +155,13 @@ class Seen:
     done_at: float = math.nan
     offsets: list[int] = field(default_factory=list)  # of its TaskEvents on task-events (the SSE ids' positions)
     status: str = ""
+    read: dict[int, tuple[str, float]] = field(default_factory=dict)  # offset -> "stage kind state", when read
+
+    def described(self, offset: int) -> str:
+        """A TaskEvent of this task, for a stream that lacked it: what it was and when this
+        reader had it, against the result (a late terminal event and a gap read differently)."""
+        label, at = self.read.get(offset, ("?", math.nan))
+        return f"e{offset} ({label}) read {1000 * (at - self.done_at):+.0f} ms from the result"
 
     @property
     def events(self) -> int:
@@ -194,6 +202,7 @@ class TopicTimes(threading.Thread):
             seen = self.of(record["task_id"])
             if name == TASK_EVENT:
                 seen.offsets.append(offset)
+                seen.read[offset] = (f"{record['stage']} {record['kind']} {record['state']}", at)
                 if not seen.first.is_set():
                     seen.first_at = at
                     seen.first.set()
@@ -336,11 +345,15 @@ async def _recorded(phase: Phase, task: Awaitable[Sample]) -> None:
         phase.errors.append(f"{type(exc).__name__}: {exc}")
 
 
-async def stream_check(streams: dict[str, list[str]], topics: TopicTimes) -> dict[str, int]:
+async def stream_check(streams: dict[str, list[str]], topics: TopicTimes) -> tuple[dict[str, int], list[str]]:
     """Each stream's event ids (task id -> ids as received) against its task's TaskEvents on
-    task-events, once the reader has read everything now on the topics."""
+    task-events, once the reader has read everything now on the topics: the totals, and a
+    line for each event a stream lacked (what it was, and when it came)."""
     await topics.read_to_end(CATCH_UP_S)
-    return faults_total(stream_faults(ids, topics.of(task_id).offsets) for task_id, ids in streams.items())
+    totals = faults_total(stream_faults(ids, topics.of(task_id).offsets) for task_id, ids in streams.items())
+    lacked = [f"{task_id}: {topics.of(task_id).described(offset)}; the stream's last id {ids[-1] if ids else None}"
+              for task_id, ids in streams.items() for offset in lost_offsets(ids, topics.of(task_id).offsets)]
+    return totals, lacked
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -411,12 +424,12 @@ async def measure(stack: AgentStack, url: str, key: str, gateway_pid: int, args:
         baseline = await shaped_phase("kafka", to_kafka, args, cpu)
         loaded, streams, open_streams = await gateway_phase(url, clients, to_gateway, args, cpu,
                                                             (gateway_pid, profile_to))
-        checked = await stream_check(streams, topics)
+        checked, lacked = await stream_check(streams, topics)
     finally:
         producer.close()
         topics.stop()
         await asyncio.gather(*(client.aclose() for client in clients))
-    return {"baseline": baseline, "gateway": loaded, "streams": checked, "open_streams": open_streams}
+    return {"baseline": baseline, "gateway": loaded, "streams": checked, "lacked": lacked, "open_streams": open_streams}
 
 
 async def shaped_phase(path: str, task: TaskOf, args: argparse.Namespace, cpu: Callable[[], float]) -> Phase:
@@ -503,6 +516,8 @@ def print_report(baseline: dict[str, Any], loaded: dict[str, Any], measured: dic
     print(f"SSE against task-events, {streams['streams']} streams: {streams['lost']} events lost, "
           f"{streams['repeated']} repeated, {streams['out_of_order']} out of order, "
           f"{streams['unseen_on_topic']} not on the topic; {streams['streams_with_faults']} streams with any of these")
+    for line in measured["lacked"][:LACKED_SHOWN]:
+        print(f"  lacked: {line}")
 
 
 def print_profile(profile: dict[str, Any]) -> None:
@@ -569,6 +584,7 @@ def main(argv: list[str]) -> int:
     report = {
         **report_header("gateway_load", stamp, argv, host, broker_name, "gateway"),
         "config": vars(args), "baseline": baseline, "gateway": loaded, "streams": streams,
+        "lacked": measured["lacked"][:50],
         "open_streams": measured["open_streams"], "profile": profile, "errors": errors[:50],
         "samples": {name: [asdict(s) for s in measured[name].samples] for name in ("baseline", "gateway")},
     }

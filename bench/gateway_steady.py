@@ -67,6 +67,12 @@ def stream_faults(ids: Sequence[str], on_topic: Iterable[int]) -> StreamFaults:
     return StreamFaults(len(topic - seen), repeated, out_of_order, len(seen - topic))
 
 
+def lost_offsets(ids: Sequence[str], on_topic: Iterable[int]) -> list[int]:
+    """The offsets of ``on_topic`` (a task's TaskEvents) that no id of the stream names."""
+    sent = {_offset(ident) for ident in ids}
+    return sorted(set(on_topic) - sent)
+
+
 def _offset(ident: str) -> int:
     if not ident.startswith(EVENT_MARK) or not ident[len(EVENT_MARK):].isdigit():
         raise ValueError(f"progress event id {ident!r} is not {EVENT_MARK}<task-events offset>; "

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from bench.gateway_steady import (SSE_GAUGE, StreamFaults, faults_total, gauge_value, planned_tasks,
+from bench.gateway_steady import (SSE_GAUGE, StreamFaults, faults_total, gauge_value, lost_offsets, planned_tasks,
                                   schedule_summary, stream_faults)
 
 
@@ -18,6 +18,10 @@ def test_a_stream_with_every_event_in_order_has_no_fault() -> None:
 
 def test_an_event_on_the_topic_missing_from_the_stream_is_lost() -> None:
     assert stream_faults(["e3", "e9"], [3, 7, 9]) == StreamFaults(lost=1)
+
+
+def test_the_lost_events_are_named_by_offset_whatever_else_the_stream_sent() -> None:
+    assert lost_offsets(["e9", "e3", "e3", "e4"], [3, 7, 9, 12]) == [7, 12]
 
 
 def test_an_id_sent_twice_is_repeated_not_out_of_order() -> None:

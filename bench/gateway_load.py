@@ -157,6 +157,13 @@ class Seen:
     status: str = ""
     read: dict[int, tuple[str, float]] = field(default_factory=dict)  # offset -> "stage kind state", when read
 
+    @property
+    def after_result_s(self) -> float:
+        """How long after its result this reader had the task's last TaskEvent (0: none came
+        later). The supervisor sends the terminal STATE event once the result is acknowledged;
+        a stream waits for it a grace period only (gateway/stream_gate.py)."""
+        return max((at - self.done_at for _, at in self.read.values() if at > self.done_at), default=0.0)
+
     def described(self, offset: int) -> str:
         """A TaskEvent of this task, for a stream that lacked it: what it was and when this
         reader had it, against the result (a late terminal event and a gap read differently)."""
@@ -356,6 +363,14 @@ async def stream_check(streams: dict[str, list[str]], topics: TopicTimes) -> tup
     return totals, lacked
 
 
+def events_after_result(phase: Phase, topics: TopicTimes) -> dict[str, float]:
+    """Per task of ``phase``: how long after the result its last TaskEvent came (the reader's
+    times), p50, p99 and max in ms."""
+    gaps = [topics.of(sample.task_id).after_result_s for sample in phase.samples]
+    return {"p50_ms": 1000 * percentile(gaps, 0.5), "p99_ms": 1000 * percentile(gaps, 0.99),
+            "max_ms": 1000 * max(gaps, default=math.nan)}
+
+
 # -- the run -------------------------------------------------------------------------------------
 def write_tenants(path: Path) -> str:
     """A tenants file of one tenant without limits; its API key."""
@@ -425,11 +440,13 @@ async def measure(stack: AgentStack, url: str, key: str, gateway_pid: int, args:
         loaded, streams, open_streams = await gateway_phase(url, clients, to_gateway, args, cpu,
                                                             (gateway_pid, profile_to))
         checked, lacked = await stream_check(streams, topics)
+        after_result = {phase.path: events_after_result(phase, topics) for phase in (baseline, loaded)}
     finally:
         producer.close()
         topics.stop()
         await asyncio.gather(*(client.aclose() for client in clients))
-    return {"baseline": baseline, "gateway": loaded, "streams": checked, "lacked": lacked, "open_streams": open_streams}
+    return {"baseline": baseline, "gateway": loaded, "streams": checked, "lacked": lacked,
+            "after_result": after_result, "open_streams": open_streams}
 
 
 async def shaped_phase(path: str, task: TaskOf, args: argparse.Namespace, cpu: Callable[[], float]) -> Phase:
@@ -516,6 +533,9 @@ def print_report(baseline: dict[str, Any], loaded: dict[str, Any], measured: dic
     print(f"SSE against task-events, {streams['streams']} streams: {streams['lost']} events lost, "
           f"{streams['repeated']} repeated, {streams['out_of_order']} out of order, "
           f"{streams['unseen_on_topic']} not on the topic; {streams['streams_with_faults']} streams with any of these")
+    for path, gap in measured["after_result"].items():
+        print(f"{path} phase: the last TaskEvent of a task after its result (this process's reader) p50 / p99 / max "
+              f"{gap['p50_ms']:.1f} / {gap['p99_ms']:.1f} / {gap['max_ms']:.1f} ms")
     for line in measured["lacked"][:LACKED_SHOWN]:
         print(f"  lacked: {line}")
 
@@ -584,7 +604,7 @@ def main(argv: list[str]) -> int:
     report = {
         **report_header("gateway_load", stamp, argv, host, broker_name, "gateway"),
         "config": vars(args), "baseline": baseline, "gateway": loaded, "streams": streams,
-        "lacked": measured["lacked"][:50],
+        "lacked": measured["lacked"][:50], "after_result": measured["after_result"],
         "open_streams": measured["open_streams"], "profile": profile, "errors": errors[:50],
         "samples": {name: [asdict(s) for s in measured[name].samples] for name in ("baseline", "gateway")},
     }

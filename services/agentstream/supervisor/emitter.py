@@ -177,9 +177,15 @@ class ResultEmitter:
         offset = await self.app.send_acked(self.results_topic, encoded, final["session_id"], partition=partition)
         self._results_end[partition] = max(self._results_end.get(partition, 0), offset + 1)
         metrics.task_result(self.service.agent, final)
+        # The terminal event goes before the "sent" marker: a task's streams wait for it only a
+        # grace period after the result (gateway/stream_gate.py), and the marker's round trip
+        # (behind the partition's previous marker batch: marker_writes.py) would only delay it.
+        # A kill after it is out and before the marker leaves it sent once (the recovery finds
+        # the result published and sends nothing again); a kill before it is out loses it, as
+        # any kill between the result and the event did before.
+        self.service.progress(final, "STATE", final["status"], ",".join(final["agents"]))
         sent = {"state": SENT, "offset": offset, "replay": replay, "at": now_ms()}
         await self.writes.write(final["task_id"], sent, partition=partition)
-        self.service.progress(final, "STATE", final["status"], ",".join(final["agents"]))
 
     async def _settle(self, unsure: list[Record], partition: int) -> None:
         """Send the result of each "emitting" marker in ``unsure`` unless the results

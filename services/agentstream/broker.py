@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
-from tenacity import Retrying, retry_if_exception, stop_after_attempt
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from agentstream.clients import CLASSIC, CONSUMER_PROTOCOL, KAFKA_FETCH_WAIT_MS, KAFKA_LOG, TANSU_FETCH_WAIT_MS, admin_config
 from agentstream.errors import BrokerUnavailableError, ConfigurationError
@@ -268,15 +268,20 @@ def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
 
 
 _KIND_ATTEMPTS = 3
+# Between two tries: a refused connection (a broker restarting) fails in milliseconds, and
+# three tries without a wait would all fall in the same moment.
+_KIND_RETRY_WAIT_S = 1.0
 _UNANSWERED = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 _DENIED = frozenset({KafkaError.CLUSTER_AUTHORIZATION_FAILED})  # DescribeConfigs of a broker is a cluster action
 _Answer = TypeVar("_Answer")
 
 
 def _asked(bootstrap: str, name: str, question: Callable[[], _Answer]) -> _Answer:
-    """``question`` asked up to _KIND_ATTEMPTS times while no answer comes (a Kafka busy under
-    load); no answer in any of them is a BrokerUnavailableError, a refusal is raised as is."""
-    ask = Retrying(stop=stop_after_attempt(_KIND_ATTEMPTS), retry=retry_if_exception(_unanswered), reraise=True)
+    """``question`` asked up to _KIND_ATTEMPTS times, _KIND_RETRY_WAIT_S apart, while no answer
+    comes (a Kafka busy under load, or restarting); no answer in any of them is a
+    BrokerUnavailableError, a refusal is raised as is."""
+    ask = Retrying(stop=stop_after_attempt(_KIND_ATTEMPTS), retry=retry_if_exception(_unanswered), reraise=True,
+                   wait=wait_fixed(_KIND_RETRY_WAIT_S), sleep=_pause)
     try:
         return ask(question)
     except KafkaException as exc:
@@ -285,6 +290,11 @@ def _asked(bootstrap: str, name: str, question: Callable[[], _Answer]) -> _Answe
         raise BrokerUnavailableError(
             f"Could not tell whether the broker at {bootstrap} is Apache Kafka or Tansu: {name} got no answer "
             f"in {_KIND_ATTEMPTS} tries ({exc}). Check that it is up and reachable, then start again.") from exc
+
+
+def _pause(seconds: float) -> None:
+    """The wait between two tries (the unit tests count it instead of waiting)."""
+    time.sleep(seconds)
 
 
 def _broker_configs(admin: AdminClient, bootstrap: str, node: str, timeout: float) -> dict[str, object]:

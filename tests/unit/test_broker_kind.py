@@ -22,6 +22,56 @@ class _Cluster:
         self.nodes = [_Node()]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Any:
+    broker.is_tansu.cache_clear()
+    yield
+    broker.is_tansu.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits between tries, counted rather than slept (a unit test does no waiting)."""
+    waited: list[float] = []
+    monkeypatch.setattr(broker, "_pause", waited.append)
+    return waited
+
+
+@pytest.mark.parametrize(("cluster_id", "configs", "error", "tansu"), [
+    ("tansu_cluster", None, None, True),
+    ("kraft-abc", {"log.dirs": object()}, None, False),
+    ("kraft-abc", {}, None, True),  # no config entries: Tansu under another cluster id
+    ("kraft-abc", None, KafkaError.POLICY_VIOLATION, True),  # refuses to describe its own configs
+    ("kraft-abc", None, KafkaError.CLUSTER_AUTHORIZATION_FAILED, False),  # a secured cluster: not Tansu's settings
+], ids=["tansu-id", "kafka", "no-configs", "refused", "denied-by-acl"])
+def test_a_definite_answer_tells_the_broker(
+    monkeypatch: pytest.MonkeyPatch, cluster_id: str, configs: dict[str, object] | None, error: int | None, tansu: bool,
+) -> None:
+    monkeypatch.setattr(broker, "AdminClient", _admin(cluster_id, configs, error))
+    assert broker.is_tansu("h:9092") is tansu
+
+
+@pytest.mark.parametrize("error", [KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN])
+def test_no_answer_raises_and_is_not_cached_as_tansu(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
+    # A Kafka too slow to answer under load was taken for Tansu for the process's lifetime.
+    monkeypatch.setattr(broker, "AdminClient", _admin("kraft-abc", error=error))
+    with pytest.raises(BrokerUnavailableError, match=r"h:9092 is Apache Kafka or Tansu.*Check that it is up"):
+        broker.is_tansu("h:9092")
+    monkeypatch.setattr(broker, "AdminClient", _admin("kraft-abc", {"log.dirs": object()}))
+    assert broker.is_tansu("h:9092") is False  # asked again once it answers
+
+
+# One question timing out under load could make a worker exit at its start (DescribeConfigs
+# found by review; DescribeCluster, asked first, was not asked again at all).
+QUESTIONS = pytest.mark.parametrize(("question", "counted"), [
+    ("DescribeCluster", "cluster_questions"), ("DescribeConfigs", "questions")])
+
+
+def _unanswered_admin(question: str, times: int) -> Any:
+    silent = {"cluster_unanswered" if question == "DescribeCluster" else "unanswered": times}
+    return _admin("kraft-abc", {"log.dirs": object()}, **silent)
+
+
 def _done(result: Any = None, error: int | None = None) -> Future[Any]:
     future: Future[Any] = Future()
     if error is None:
@@ -60,60 +110,21 @@ def _admin(cluster_id: str, configs: dict[str, object] | None = None, error: int
     return _Admin
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> Any:
-    broker.is_tansu.cache_clear()
-    yield
-    broker.is_tansu.cache_clear()
-
-
-@pytest.mark.parametrize(("cluster_id", "configs", "error", "tansu"), [
-    ("tansu_cluster", None, None, True),
-    ("kraft-abc", {"log.dirs": object()}, None, False),
-    ("kraft-abc", {}, None, True),  # no config entries: Tansu under another cluster id
-    ("kraft-abc", None, KafkaError.POLICY_VIOLATION, True),  # refuses to describe its own configs
-    ("kraft-abc", None, KafkaError.CLUSTER_AUTHORIZATION_FAILED, False),  # a secured cluster: not Tansu's settings
-], ids=["tansu-id", "kafka", "no-configs", "refused", "denied-by-acl"])
-def test_a_definite_answer_tells_the_broker(
-    monkeypatch: pytest.MonkeyPatch, cluster_id: str, configs: dict[str, object] | None, error: int | None, tansu: bool,
-) -> None:
-    monkeypatch.setattr(broker, "AdminClient", _admin(cluster_id, configs, error))
-    assert broker.is_tansu("h:9092") is tansu
-
-
-@pytest.mark.parametrize("error", [KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN])
-def test_no_answer_raises_and_is_not_cached_as_tansu(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
-    # A Kafka too slow to answer under load was taken for Tansu for the process's lifetime.
-    monkeypatch.setattr(broker, "AdminClient", _admin("kraft-abc", error=error))
-    with pytest.raises(BrokerUnavailableError, match=r"h:9092 is Apache Kafka or Tansu.*Check that it is up"):
-        broker.is_tansu("h:9092")
-    monkeypatch.setattr(broker, "AdminClient", _admin("kraft-abc", {"log.dirs": object()}))
-    assert broker.is_tansu("h:9092") is False  # asked again once it answers
-
-
-# One question timing out under load could make a worker exit at its start (DescribeConfigs
-# found by review; DescribeCluster, asked first, was not asked again at all).
-QUESTIONS = pytest.mark.parametrize(("question", "counted"), [
-    ("DescribeCluster", "cluster_questions"), ("DescribeConfigs", "questions")])
-
-
-def _unanswered_admin(question: str, times: int) -> Any:
-    silent = {"cluster_unanswered" if question == "DescribeCluster" else "unanswered": times}
-    return _admin("kraft-abc", {"log.dirs": object()}, **silent)
-
-
 @QUESTIONS
-def test_a_busy_broker_is_asked_again_before_it_is_given_up(monkeypatch: pytest.MonkeyPatch, question: str,
-                                                            counted: str) -> None:
+def test_a_busy_broker_is_asked_again_before_it_is_given_up(monkeypatch: pytest.MonkeyPatch, pauses: list[float],
+                                                            question: str, counted: str) -> None:
     admin = _unanswered_admin(question, broker._KIND_ATTEMPTS - 1)
     monkeypatch.setattr(broker, "AdminClient", admin)
     assert broker.is_tansu("h:9092") is False
     assert len(getattr(admin, counted)) == broker._KIND_ATTEMPTS
+    # A wait before each try again: a refused connection fails at once, so tries without one
+    # would all fall in the moment a broker restarts.
+    assert pauses == [broker._KIND_RETRY_WAIT_S] * (broker._KIND_ATTEMPTS - 1) and broker._KIND_RETRY_WAIT_S >= 0.5
 
 
 @QUESTIONS
-def test_no_answer_in_every_try_names_the_question_and_the_tries(monkeypatch: pytest.MonkeyPatch, question: str,
-                                                                 counted: str) -> None:
+def test_no_answer_in_every_try_names_the_question_and_the_tries(monkeypatch: pytest.MonkeyPatch, pauses: list[float],
+                                                                 question: str, counted: str) -> None:
     admin = _unanswered_admin(question, broker._KIND_ATTEMPTS)
     monkeypatch.setattr(broker, "AdminClient", admin)
     with pytest.raises(BrokerUnavailableError, match=f"{question} got no answer in {broker._KIND_ATTEMPTS} tries"):

@@ -160,15 +160,19 @@ class Seen:
     @property
     def after_result_s(self) -> float:
         """How long after its result this reader had the task's last TaskEvent (0: none came
-        later). The supervisor sends the terminal STATE event once the result is acknowledged;
-        a stream waits for it a grace period only (gateway/stream_gate.py)."""
+        later, to a poll's resolution; NaN: no result). The supervisor sends the terminal STATE
+        event once the result is acknowledged; a stream waits for it a grace period only
+        (gateway/stream_gate.py)."""
+        if not self.done.is_set():
+            return math.nan
         return max((at - self.done_at for _, at in self.read.values() if at > self.done_at), default=0.0)
 
     def described(self, offset: int) -> str:
         """A TaskEvent of this task, for a stream that lacked it: what it was and when this
         reader had it, against the result (a late terminal event and a gap read differently)."""
-        label, at = self.read.get(offset, ("?", math.nan))
-        return f"e{offset} ({label}) read {1000 * (at - self.done_at):+.0f} ms from the result"
+        label, at = self.read[offset]  # lost_offsets names only offsets this reader had
+        when = f"{1000 * (at - self.done_at):+.0f} ms from the result" if self.done.is_set() else "(no result)"
+        return f"e{offset} ({label}) read {when}"
 
     @property
     def events(self) -> int:
@@ -366,7 +370,7 @@ async def stream_check(streams: dict[str, list[str]], topics: TopicTimes) -> tup
 def events_after_result(phase: Phase, topics: TopicTimes) -> dict[str, float]:
     """Per task of ``phase``: how long after the result its last TaskEvent came (the reader's
     times), p50, p99 and max in ms."""
-    gaps = [topics.of(sample.task_id).after_result_s for sample in phase.samples]
+    gaps = [gap for sample in phase.samples if not math.isnan(gap := topics.of(sample.task_id).after_result_s)]
     return {"p50_ms": 1000 * percentile(gaps, 0.5), "p99_ms": 1000 * percentile(gaps, 0.99),
             "max_ms": 1000 * max(gaps, default=math.nan)}
 

@@ -247,7 +247,10 @@ def test_gateway_load_steady_rate_with_watcher_streams(bootstrap: str) -> None:
     assert all(sample["events"] > 0 and sample["repeated"] == 0 for sample in gateway_tasks)
     # 15 task streams and 10 watchers, each against task-events: nothing lost, repeated or out of order.
     assert report["streams"] == {"streams": 25, "lost": 0, "repeated": 0, "out_of_order": 0, "unseen_on_topic": 0,
-                                 "streams_with_faults": 0}
+                                 "streams_with_faults": 0}, report["lacked"]
+    # How long after its result each task's last event came, per phase (every task has its result).
+    assert all(0 <= report["after_result"][path]["p50_ms"] <= report["after_result"][path]["max_ms"]
+               for path in ("kafka", "gateway")), report["after_result"]
     assert report["open_streams"]["min"] >= 10  # the watchers held open the whole phase, by the gateway's count
     assert report["gateway"]["gateway_cpu_ms_per_task"] > 0
 

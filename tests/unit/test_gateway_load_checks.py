@@ -1,6 +1,7 @@
 """bench.gateway_load's steady-mode judgements (bench/gateway_steady.py) on made-up input: a
 stream's event ids against its task's offsets on task-events, the schedule's summary, and
-the gateway's open-stream gauge read from Prometheus' text format."""
+the gateway's open-stream gauge read from Prometheus' text format; and what the load bench
+says of a task's events against its result."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 
 import pytest
 
+from bench.gateway_load import Seen
 from bench.gateway_steady import (SSE_GAUGE, StreamFaults, faults_total, gauge_value, lost_offsets, planned_tasks,
                                   schedule_summary, stream_faults)
 
@@ -71,3 +73,23 @@ def test_the_gauge_is_read_from_its_own_line_only() -> None:
     assert gauge_value(exposition, SSE_GAUGE) == 212.0
     with pytest.raises(ValueError, match=SSE_GAUGE):
         gauge_value("", SSE_GAUGE)
+
+
+def _seen(result_at: float | None, events: dict[int, float]) -> Seen:
+    seen = Seen()
+    seen.read = {offset: ("supervisor STATE COMPLETED", at) for offset, at in events.items()}
+    if result_at is not None:
+        seen.done_at = result_at
+        seen.done.set()
+    return seen
+
+
+def test_a_tasks_last_event_after_its_result_is_timed_from_the_result() -> None:
+    assert _seen(10.0, {3: 9.5, 4: 10.25, 5: 10.004}).after_result_s == pytest.approx(0.25)
+    assert _seen(10.0, {3: 9.5}).after_result_s == 0.0  # every event before the result
+    assert math.isnan(_seen(None, {3: 9.5}).after_result_s)  # no result: not a figure
+
+
+def test_an_event_a_stream_lacked_is_described_against_the_result() -> None:
+    assert _seen(10.0, {4: 10.25}).described(4) == "e4 (supervisor STATE COMPLETED) read +250 ms from the result"
+    assert _seen(None, {4: 1.0}).described(4) == "e4 (supervisor STATE COMPLETED) read (no result)"

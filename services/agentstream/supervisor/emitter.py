@@ -180,9 +180,9 @@ class ResultEmitter:
         # The terminal event goes before the "sent" marker: a task's streams wait for it only a
         # grace period after the result (gateway/stream_gate.py), and the marker's round trip
         # (behind the partition's previous marker batch: marker_writes.py) would only delay it.
-        # A kill after it is out and before the marker leaves it sent once (the recovery finds
-        # the result published and sends nothing again); a kill before it is out loses it, as
-        # any kill between the result and the event did before.
+        # It is queued, not awaited. A marker write that fails (or a kill once the event has
+        # left) no longer loses it: the settling finds the result published and sends nothing
+        # again, so it is out once. A kill before the producer sends it still loses it.
         self.service.progress(final, "STATE", final["status"], ",".join(final["agents"]))
         sent = {"state": SENT, "offset": offset, "replay": replay, "at": now_ms()}
         await self.writes.write(final["task_id"], sent, partition=partition)

@@ -152,12 +152,14 @@ class Client:
         view, seen = self._view, self._view.generation
         gate = ResultGate(view.reader, view_rules.RESULT_GRACE_S)
         while not self._closed:
-            for offset, event in view.store.events_after(task_id, offset):
+            look = gate.look(view.store, task_id, offset)
+            for offset, event in look.events:
                 yield StreamEvent(event_id(offset), PROGRESS, event)
-            found = view.store.task(task_id) or {}
-            if gate.due(found, offset):
-                yield StreamEvent(result_id(found["result"]["offset"]), RESULT, task_view.public(found))
+            if look.result is not None:
+                yield StreamEvent(result_id(look.result["result"]["offset"]), RESULT, task_view.public(look.result))
                 return
+            if look.full:
+                continue
             seen = view.wait(seen, view_rules.RESULT_GRACE_S / 4 if gate.result_seen else WAKE_S)
 
     def approvals(self) -> list[dict[str, Any]]:

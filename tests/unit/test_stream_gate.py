@@ -55,3 +55,62 @@ def test_the_terminal_event_sent_lets_the_result_go_at_once(clock: list[float]) 
     view = {**_DONE, "terminal_event_offset": 4}
     assert not gate.due(view, 3)  # the stream has not sent the terminal event yet
     assert gate.due(view, 4)
+
+
+class _Store:
+    """A task's view and events; ``lands`` (offset, event) arrives once the view has been
+    read: the reader's batch landing between a stream's two reads."""
+
+    def __init__(self, view: dict[str, object], events: dict[int, dict[str, object]],
+                 lands: tuple[int, dict[str, object]] | None = None) -> None:
+        self.view, self.events, self.lands = view, events, lands
+
+    def task(self, task_id: str) -> dict[str, object] | None:
+        view = dict(self.view)
+        if self.lands is not None:
+            self.events[self.lands[0]] = self.lands[1]
+            self.view["terminal_event_offset"] = self.lands[0]
+            self.lands = None
+        return view
+
+    def events_after(self, task_id: str, offset: int, limit: int = 500) -> list[tuple[int, dict[str, object]]]:
+        return sorted((o, e) for o, e in self.events.items() if o > offset)[:limit]
+
+
+def _settled_gate(clock: list[float]) -> ResultGate:
+    """A gate whose view has read task-events to its ends after any round it saw a result in,
+    its grace period long over."""
+    reader = _Reader()
+    reader.settled_round = 10**9
+    gate = ResultGate(reader, 2.0)
+    assert not gate.due(_DONE, -1)  # the grace starts
+    clock[0] += 30.0
+    return gate
+
+
+def test_a_look_sends_the_events_the_view_counted_before_its_result(clock: list[float]) -> None:
+    store = _Store({**_DONE, "terminal_event_offset": 4}, {3: {"kind": "TOOL_CALL"}, 4: {"kind": "STATE"}})
+    look = ResultGate(_Reader(), 2.0).look(store, "t", -1)
+    assert [offset for offset, _ in look.events] == [3, 4]
+    assert look.result is not None and look.result["result"]["offset"] == 7 and not look.full
+
+
+def test_an_event_that_lands_between_the_reads_goes_out_before_the_result(clock: list[float]) -> None:
+    # The terminal event lands once the view is read, after the grace period ran out: the
+    # look sends it, and the result goes after it, never without it.
+    store = _Store(dict(_DONE), {3: {"kind": "TOOL_CALL"}}, lands=(4, {"kind": "STATE"}))
+    gate = _settled_gate(clock)
+    look = gate.look(store, "t", -1)
+    assert [offset for offset, _ in look.events] == [3, 4]
+    assert look.result is not None  # due on the grace: the event it lacked is among those sent first
+
+
+def test_a_full_look_leaves_the_result_for_a_later_one(clock: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream_gate, "EVENTS_PER_LOOK", 2)
+    store = _Store(dict(_DONE), {3: {}, 4: {}, 5: {}})
+    gate = _settled_gate(clock)
+    look = gate.look(store, "t", -1)
+    assert [offset for offset, _ in look.events] == [3, 4] and look.result is None  # event 5 is still to send
+    assert look.full  # so the stream looks again at once instead of waiting for news
+    look = gate.look(store, "t", 4)
+    assert [offset for offset, _ in look.events] == [5] and look.result is not None and not look.full

@@ -43,12 +43,14 @@ async def task_stream(gateway: Gateway, request: Request, task_id: str, start: P
         with gateway.changes.watching(task_id) as watch:  # woken by changes of this task only
             seen = watch.generation
             while not await request.is_disconnected():
-                for offset, event in gateway.store.events_after(task_id, offset):
+                look = gate.look(gateway.store, task_id, offset)
+                for offset, event in look.events:
                     yield frame(event_id(offset), PROGRESS, event)
-                view = gateway.store.task(task_id) or {}
-                if gate.due(view, offset):
-                    yield frame(result_id(view["result"]["offset"]), RESULT, task_view.public(view))
+                if look.result is not None:
+                    yield frame(result_id(look.result["result"]["offset"]), RESULT, task_view.public(look.result))
                     return
+                if look.full:
+                    continue
                 wait = settings.sse_result_grace_s / 4 if gate.result_seen else settings.sse_keepalive_s
                 before = seen
                 seen = await watch.wait(seen, wait)

@@ -94,10 +94,16 @@ def _partitions(admin: AdminClient, bootstrap: str, topics: Sequence[str], timeo
 # just created, or a leader moved), librdkafka's own "Failed to query partition leaders: No
 # leaders found" (_NOENT: every partition asked had no leader in its metadata cache, as
 # just after a frozen broker was resumed: seen in CI), and a request to a broker that is
-# down or was restarted (_TIMED_OUT, _TRANSPORT). librdkafka marks none of them retriable.
+# down or was restarted (_TIMED_OUT, _TRANSPORT). And the answers of a leadership change in
+# progress, retriable in Kafka's own clients: the asker's leader epoch newer than the
+# broker's (UNKNOWN_LEADER_EPOCH: seen in CI after a starved broker stopped answering for
+# ~30 s, where it stopped two workers restoring), older (FENCED_LEADER_EPOCH), or
+# a new leader without its high watermark yet (OFFSET_NOT_AVAILABLE). librdkafka marks none
+# of them retriable.
 _ASK_AGAIN = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                         KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._NOENT, KafkaError._TIMED_OUT,
-                        KafkaError._TRANSPORT})
+                        KafkaError._TRANSPORT, KafkaError.UNKNOWN_LEADER_EPOCH, KafkaError.FENCED_LEADER_EPOCH,
+                        KafkaError.OFFSET_NOT_AVAILABLE})
 # One round's request: a leader that was killed holds its requests until it comes back,
 # so a round is bounded and the next one asks whoever leads then.
 _ROUND_TIMEOUT_S = 5.0

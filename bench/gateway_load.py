@@ -153,9 +153,13 @@ class Seen:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     first_at: float = math.nan
     done_at: float = math.nan
-    offsets: list[int] = field(default_factory=list)  # of its TaskEvents on task-events (the SSE ids' positions)
     status: str = ""
-    read: dict[int, tuple[str, float]] = field(default_factory=dict)  # offset -> "stage kind state", when read
+    # Its TaskEvents by offset on task-events (the SSE ids' positions): "stage kind state", when read.
+    read: dict[int, tuple[str, float]] = field(default_factory=dict)
+
+    @property
+    def offsets(self) -> list[int]:
+        return list(self.read)
 
     @property
     def after_result_s(self) -> float:
@@ -212,7 +216,6 @@ class TopicTimes(threading.Thread):
         for _, offset, name, record in records:
             seen = self.of(record["task_id"])
             if name == TASK_EVENT:
-                seen.offsets.append(offset)
                 seen.read[offset] = (f"{record['stage']} {record['kind']} {record['state']}", at)
                 if not seen.first.is_set():
                     seen.first_at = at
@@ -361,9 +364,10 @@ async def stream_check(streams: dict[str, list[str]], topics: TopicTimes) -> tup
     task-events, once the reader has read everything now on the topics: the totals, and a
     line for each event a stream lacked (what it was, and when it came)."""
     await topics.read_to_end(CATCH_UP_S)
-    totals = faults_total(stream_faults(ids, topics.of(task_id).offsets) for task_id, ids in streams.items())
-    lacked = [f"{task_id}: {topics.of(task_id).described(offset)}; the stream's last id {ids[-1] if ids else None}"
-              for task_id, ids in streams.items() for offset in lost_offsets(ids, topics.of(task_id).offsets)]
+    seen = {task_id: topics.of(task_id) for task_id in streams}
+    totals = faults_total(stream_faults(ids, seen[task_id].offsets) for task_id, ids in streams.items())
+    lacked = [f"{task_id}: {seen[task_id].described(offset)}; the stream's last id {ids[-1] if ids else None}"
+              for task_id, ids in streams.items() for offset in lost_offsets(ids, seen[task_id].offsets)]
     return totals, lacked
 
 

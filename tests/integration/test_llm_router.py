@@ -27,7 +27,7 @@ from tests import support_desk
 from tests.unit.test_providers_openai import LoopbackServer, Reply, error
 
 from .harness import wait_for
-from .model_server import is_route_request, openai_env, text_reply, tool_reply
+from .model_server import HELD_CALL_LIMITS, HOLD_S, is_route_request, openai_env, text_reply, tool_reply
 from .test_durable import DurableStack
 
 # No rule matches it: the rules alone would send it to the default, technical.
@@ -48,7 +48,7 @@ def _topology(tmp_path: Path) -> Path:
     """The real topology with a router model: two attempts per call, a short backoff."""
     topology = yaml.safe_load((support_desk.APP / "topology.yaml").read_text())
     topology["agents"]["router"]["routing"].update(
-        model={"models": {"standard": "openai:router-model"}, "timeout_s": 20, "call_timeout_s": 10},
+        model={"models": {"standard": "openai:router-model"}, **HELD_CALL_LIMITS},
         controls={"retry": {"max_attempts": ROUTER_ATTEMPTS, "initial_backoff_s": 0.05, "max_backoff_s": 0.1}},
         min_confidence=0.6,
     )
@@ -76,7 +76,7 @@ class ModelSide:
             return error(503, "The server is overloaded or not ready yet.", None, "server_error")
         if self.hold_route.is_set():
             self.hold_route.clear()
-            self.release.wait(60)
+            self.release.wait(HOLD_S)
         return tool_reply([(ROUTE_TOOL, {"agent_types": ["billing", "account"], "tier": "complex", "confidence": 0.9})])
 
     def routes_asked(self, text: str) -> list[float]:

@@ -38,7 +38,7 @@ from tests import support_desk
 from tests.unit.test_providers_openai import LoopbackServer, Reply, error
 
 from .harness import wait_for
-from .model_server import is_review_request, openai_env, text_reply, tool_reply
+from .model_server import HELD_CALL_LIMITS, HOLD_S, is_review_request, openai_env, text_reply, tool_reply
 from .test_durable import SCHEMAS, DurableStack
 from .test_llm_router import WORKERS, kill_and_restart, task_event_details, wait_for_key
 
@@ -67,7 +67,7 @@ def _topology(tmp_path: Path, max_revisions: int | None = None, **supervision: A
     (test_supervisor_escalation.py: a human decides)."""
     topology = yaml.safe_load((support_desk.APP / "topology.yaml").read_text())
     topology["agents"]["supervisor"]["supervision"] = {
-        "model": {"models": {"standard": "openai:supervisor-model"}, "timeout_s": 20, "call_timeout_s": 10},
+        "model": {"models": {"standard": "openai:supervisor-model"}, **HELD_CALL_LIMITS},
         "controls": {"retry": {"max_attempts": REVIEW_ATTEMPTS, "initial_backoff_s": 0.05, "max_backoff_s": 0.1},
                      "breaker": {"failure_threshold": 10}},
         "rubric_file": "rubric.md",
@@ -105,7 +105,7 @@ class ModelSide:
             return error(503, "The server is overloaded or not ready yet.", None, "server_error")
         if self.hold_review.is_set():
             self.hold_review.clear()
-            self.release.wait(60)
+            self.release.wait(HOLD_S)
         if RISKY in task:
             verdict = {"verdict": "escalate", "answer": DRAFT, "feedback": WHY, "confidence": 0.7}
         else:
@@ -118,7 +118,7 @@ class ModelSide:
         self.revision_runs.append(body)
         if self.hold_revision.is_set():
             self.hold_revision.clear()
-            self.release.wait(60)
+            self.release.wait(HOLD_S)
         return text_reply(REVISED)
 
     @staticmethod

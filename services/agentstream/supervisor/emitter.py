@@ -180,10 +180,9 @@ class ResultEmitter:
         # The terminal event goes before the "sent" marker: a task's streams wait for it only a
         # grace period after the result (gateway/stream_gate.py), and the marker's round trip
         # (behind the partition's previous marker batch: marker_writes.py) would only delay it.
-        # It is queued, not awaited. A marker write that fails (or a kill once the event has
-        # left) no longer loses it: the settling finds the result published and sends nothing
-        # again, so it is out once. A kill before the producer sends it still loses it.
-        self.service.progress(final, "STATE", final["status"], ",".join(final["agents"]))
+        # It is queued, not awaited: a crash before the producer sends it is made good by the
+        # settling (_settle), which sends it again.
+        self._terminal_event(final)
         sent = {"state": SENT, "offset": offset, "replay": replay, "at": now_ms()}
         await self.writes.write(final["task_id"], sent, partition=partition)
 
@@ -192,6 +191,12 @@ class ResultEmitter:
         topic has it already (from the earliest offset they noted)."""
         published = await self._published(partition, min(m["results_from"] for m in unsure))
         arrived = [m["result"]["task_id"] for m in unsure if m["result"]["task_id"] in published]
+        for marker in unsure:
+            # Its terminal event was queued after the result's ack and may not have left
+            # before a crash: sent again (events are at least once; a duplicate only here).
+            if marker["result"]["task_id"] in published:
+                with tracing.resumed(marker.get("trace")):
+                    self._terminal_event(marker["result"])
         if arrived:  # one write for all of them (a recovery may find many)
             sent = {"state": SENT, "offset": -1, "at": now_ms()}
             await self.app.persist_all(self.markers, [(task_id, sent) for task_id in arrived], partition=partition)
@@ -201,6 +206,10 @@ class ResultEmitter:
                 log.info("%s[%d]: resending the result of task %s", self.results_topic, partition, final["task_id"])
                 with tracing.resumed(marker.get("trace")):
                     await self._send(final, partition, marker.get("replay"))
+
+    def _terminal_event(self, final: Record) -> None:
+        """Queue the STATE event of the task's end: its status, by the agents that answered."""
+        self.service.progress(final, "STATE", final["status"], ",".join(final["agents"]))
 
     async def _published(self, partition: int, from_offset: int) -> set[str]:
         """The tasks with a result in ``partition`` of the results topic from ``from_offset``."""

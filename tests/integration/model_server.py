@@ -29,11 +29,13 @@ from tests.unit.test_providers_openai import LoopbackServer, Reply, completion, 
 
 # A model the price table knows, so a result's cost_usd follows from the server's usage.
 MODEL = "openai:gpt-4o-mini"
-# How long a test's model server may hold a call back (until the test releases it), and
-# the limits of a model whose calls a test holds: longer, or a held call times out and is
-# asked again, and the test counts a request too many (stop 43's CI: a review held past a
-# 10 s call_timeout_s on a loaded machine was reviewed twice).
-HOLD_S = 60
+# How long a test's model server may hold a call back (until the test releases it, as
+# every such test also does when it ends), and the limits of a model whose calls a test
+# holds: longer, or a held call times out and is asked again, and the test counts a request
+# too many (stop 43's CI: a review held past a 10 s call_timeout_s on a loaded machine was
+# reviewed twice). The hold outlasts the waits a test makes while it holds (up to 60 s for
+# a changelog key, then a kill), so a held call is not answered early either.
+HOLD_S = 180
 HELD_CALL_LIMITS = {"timeout_s": 2 * HOLD_S, "call_timeout_s": HOLD_S + 30}
 # What a tool's parameter is filled with, by the parameter's name: an *_id with an id such
 # as INV-1002 or MSA-2041, an email with an address; any other with the task's text.

@@ -76,6 +76,7 @@ def _topology(tmp_path: Path, max_revisions: int | None = None, **supervision: A
     }
     if max_revisions is not None:
         topology["agents"]["supervisor"]["supervision"]["max_revisions"] = max_revisions
+    topology["agents"]["billing"]["model"].update(HELD_CALL_LIMITS)  # its revision runs are held (hold_revision)
     (tmp_path / "rubric.md").write_text(RUBRIC)
     path = support_desk.copy_app(tmp_path)
     path.write_text(yaml.safe_dump(topology))

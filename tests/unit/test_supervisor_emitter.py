@@ -2,7 +2,8 @@
 the results topic has gets its STATE event again (a crash may have come before it left)
 and its "sent" marker, no second result; one whose result is missing gets it sent, then
 its STATE event, then its "sent" marker with the result's offset; the markers of the
-tasks found published are written in one round trip."""
+tasks found published are written in one round trip. A result is found published by its
+task id and ``completed_at``: a replayed task's earlier FAILED result does not count."""
 
 from __future__ import annotations
 
@@ -54,13 +55,14 @@ def _final(task_id: str) -> dict[str, Any]:
     return final_result(results, results)
 
 
-def _marker(task_id: str) -> dict[str, Any]:
-    return {"state": EMITTING, "result": _final(task_id), "results_from": 0, "replay": None}
+def _marker(final: dict[str, Any]) -> dict[str, Any]:
+    return {"state": EMITTING, "result": final, "results_from": 0, "replay": None}
 
 
 def test_settling_sends_only_the_missing_results_and_marks_the_published_ones_in_one_write() -> None:
-    app = _App(published=[_final("t-out"), _final("t-also-out")])
-    unsure = [_marker("t-out"), _marker("t-missing"), _marker("t-also-out")]
+    out, missing, also_out = _final("t-out"), _final("t-missing"), _final("t-also-out")
+    app = _App(published=[out, also_out])
+    unsure = [_marker(out), _marker(missing), _marker(also_out)]
     asyncio.run(_emitter(app)._settle(unsure, 0))
     assert app.log == [
         # The published ones' terminal events, which a crash after the result's ack may have lost.
@@ -74,6 +76,22 @@ def test_settling_sends_only_the_missing_results_and_marks_the_published_ones_in
 
 
 def test_a_marker_whose_result_is_on_the_topic_is_settled_without_sending_the_result_again() -> None:
-    app = _App(published=[_final("t-out")])
-    asyncio.run(_emitter(app).settle(_marker("t-out"), 0))
+    out = _final("t-out")
+    app = _App(published=[out])
+    asyncio.run(_emitter(app).settle(_marker(out), 0))
     assert app.log == [("event", ("t-out", "STATE", "COMPLETED")), ("markers", [("t-out", SENT, -1)])]
+
+
+def test_a_replayed_task_whose_earlier_failed_result_is_on_the_topic_gets_its_own_result_sent() -> None:
+    # The dead-lettering's FAILED result of the task, then the replay's marker (noting an
+    # offset before it): that result is another one, so the replay's is sent, not skipped,
+    # and no event claims the replay's COMPLETED before it is out.
+    replayed = _final("t-replayed")
+    dead_lettered = {**replayed, "status": "FAILED", "completed_at": replayed["completed_at"] - 60_000}
+    app = _App(published=[dead_lettered])
+    asyncio.run(_emitter(app).settle({**_marker(replayed), "replay": "r-1"}, 0))
+    assert app.log == [
+        ("result", "t-replayed"),
+        ("event", ("t-replayed", "STATE", "COMPLETED")),
+        ("markers", [("t-replayed", SENT, RESULTS_OFFSET)]),
+    ]

@@ -190,19 +190,18 @@ class ResultEmitter:
         """Send the result of each "emitting" marker in ``unsure`` unless the results
         topic has it already (from the earliest offset they noted)."""
         published = await self._published(partition, min(m["results_from"] for m in unsure))
-        arrived = [m["result"]["task_id"] for m in unsure if m["result"]["task_id"] in published]
-        for marker in unsure:
+        out = [m for m in unsure if _result_key(m["result"]) in published]
+        for marker in out:
             # Its terminal event was queued after the result's ack and may not have left
             # before a crash: sent again (events are at least once; a duplicate only here).
-            if marker["result"]["task_id"] in published:
-                with tracing.resumed(marker.get("trace")):
-                    self._terminal_event(marker["result"])
-        if arrived:  # one write for all of them (a recovery may find many)
+            with tracing.resumed(marker.get("trace")):
+                self._terminal_event(marker["result"])
+        if out:  # one write for all of them (a recovery may find many)
             sent = {"state": SENT, "offset": -1, "at": now_ms()}
-            await self.app.persist_all(self.markers, [(task_id, sent) for task_id in arrived], partition=partition)
+            await self.app.persist_all(self.markers, [(m["result"]["task_id"], sent) for m in out], partition=partition)
         for marker in unsure:
             final = marker["result"]
-            if final["task_id"] not in published:
+            if _result_key(final) not in published:
                 log.info("%s[%d]: resending the result of task %s", self.results_topic, partition, final["task_id"])
                 with tracing.resumed(marker.get("trace")):
                     await self._send(final, partition, marker.get("replay"))
@@ -211,12 +210,12 @@ class ResultEmitter:
         """Queue the STATE event of the task's end: its status, by the agents that answered."""
         self.service.progress(final, "STATE", final["status"], ",".join(final["agents"]))
 
-    async def _published(self, partition: int, from_offset: int) -> set[str]:
-        """The tasks with a result in ``partition`` of the results topic from ``from_offset``."""
+    async def _published(self, partition: int, from_offset: int) -> set[tuple[str, int]]:
+        """The results (``_result_key``) in ``partition`` of the results topic from ``from_offset``."""
         published = set()
         for _, value, _ in await self.app.read_to_end(self.results_topic, partition, from_offset):
             try:
-                published.add(self.service.schemas.decode_as(TASK_RESULT, value or b"")["task_id"])
+                published.add(_result_key(self.service.schemas.decode_as(TASK_RESULT, value or b"")))
             except SerdeError:
                 continue
         return published
@@ -254,3 +253,12 @@ class ResultEmitter:
         # it: the session's later results wait again until this one is back.
         session = received[-1]["session_id"]
         self.retries.retrying[session] = self.retries.retrying.get(session, 0) + 1
+
+
+def _result_key(result: Record) -> tuple[str, int]:
+    """What tells one published result of a task from another: a task whose dead letter is
+    replayed has the dead-lettering's FAILED result on the topic too, maybe after the
+    offset the replay's marker noted (that result is not an acknowledged send, so it does
+    not move the noted end); its own result has the marker's ``completed_at``."""
+    return result["task_id"], result["completed_at"]
+

@@ -110,9 +110,8 @@ def test_a_kill_between_the_decision_and_the_tools_side_effect(bootstrap: str, t
         desk.stack.submit(tasks)
         requests = desk.requests_of([t["task_id"] for t in tasks], 120)
         produce_decisions(desk, list(requests.values()))
-        # Every approved call is in flight, held before its side effect. (The calls run
-        # under the tools' 10-s timeout: the kill must come before it ends them; the
-        # decisions go out together, so they all reach the gate within moments.)
+        # Every approved call is in flight, held before its side effect (gated_refund's
+        # own timeout, GATE_HOLD_S, outlasts this wait and the kill).
         wait_for(lambda: set(at_gate()) == keys, 60, f"all {GATED_TASKS} approved calls at the gate")
         first = _kill(desk, "billing")
         assert desk.ledger_lines() == []

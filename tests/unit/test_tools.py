@@ -214,6 +214,41 @@ def test_a_slow_tool_times_out() -> None:
     assert result == ToolResult("hang", False, "Error: tool hang timed out after 0.01 s.")
 
 
+def test_a_tools_own_timeout_replaces_the_callers_limit_both_ways() -> None:
+    @tool(timeout_s=0.01)
+    async def hang() -> str:
+        """Never returns."""
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    @tool(timeout_s=30)
+    async def slow_api() -> str:
+        """Answers after longer than the caller's limit."""
+        await asyncio.sleep(0.1)
+        return "answered"
+
+    # Its own, shorter limit ends it; the message names that limit, not the caller's.
+    assert _call(ToolRegistry([hang]), "hang", {}, timeout_s=30) == ToolResult(
+        "hang", False, "Error: tool hang timed out after 0.01 s.")
+    # Its own, longer limit lets it answer past the caller's 10 ms.
+    assert _call(ToolRegistry([slow_api]), "slow_api", {}, timeout_s=0.01) == ToolResult("slow_api", True, "answered")
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "30", True])
+def test_a_timeout_that_is_not_a_positive_finite_number_of_seconds_is_refused(bad: object) -> None:
+    with pytest.raises(ToolDefinitionError, match=r"timeout_s=.* is not a positive, finite number of seconds"):
+        tool(timeout_s=bad, description="A lookup.")(lambda: "x")  # type: ignore[arg-type]
+
+
+def test_an_inline_tool_with_a_timeout_is_refused_as_one_that_could_not_hold() -> None:
+    def lookup() -> str:
+        """A lookup in memory."""
+        return "x"
+
+    with pytest.raises(ToolDefinitionError, match="no timeout can interrupt it.*Drop inline=True"):
+        tool(inline=True, timeout_s=5)(lookup)
+
+
 def test_a_timeout_error_raised_by_the_tool_is_a_failure_not_our_timeout() -> None:
     @tool
     async def upstream() -> str:

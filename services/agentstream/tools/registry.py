@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import re
 import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -63,6 +64,9 @@ class Tool:
     # A sync function that never waits (a lookup in memory, a computation): called on the
     # event loop instead of a thread (see ToolRegistry._call).
     inline: bool = False
+    # How long one call may run before it fails as timed out; None: the caller's limit
+    # (the specialist's, DEFAULT_TIMEOUT_S). A slow upstream API gets a longer one here.
+    timeout_s: float | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -99,17 +103,20 @@ class Tool:
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, side_effects: bool = False, inline: bool = False
+    *, name: str | None = None, description: str | None = None, side_effects: bool = False, inline: bool = False,
+    timeout_s: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None, /, *, name: str | None = None, description: str | None = None,
-    side_effects: bool = False, inline: bool = False,
+    side_effects: bool = False, inline: bool = False, timeout_s: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Decorator: ``@tool`` or ``@tool(name=..., description=..., side_effects=True)`` over a
     sync or async function. ``side_effects``: the function acts on the world, so a shadow
     run of a candidate version must not call it. ``inline``: a sync function that never
     blocks (no I/O, no sleep, a few milliseconds at most) runs on the event loop rather than
-    on a thread, which saves the hand-over; its timeout cannot interrupt it.
+    on a thread, which saves the hand-over; no timeout can interrupt it. ``timeout_s``: how
+    long one call may run (seconds) before it fails as timed out, instead of the caller's
+    limit (DEFAULT_TIMEOUT_S in a specialist).
 
     It only describes the function; adding it to a ``ToolRegistry`` is explicit, so
     importing a module of tools registers nothing anywhere.
@@ -120,7 +127,8 @@ def tool(
         if inline and built.is_async:
             raise ToolDefinitionError(f"Tool {built.name!r} is async; inline=True is for sync functions that "
                                       "never block. Drop inline=True (an async tool already runs on the event loop).")
-        return replace(built, side_effects=side_effects, inline=inline)
+        _check_timeout(built.name, timeout_s, inline)
+        return replace(built, side_effects=side_effects, inline=inline, timeout_s=timeout_s)
 
     return build(fn) if fn is not None else build
 
@@ -205,13 +213,14 @@ class ToolRegistry:
             except Exception as exc:
                 return _failed(name, exc)
             return ToolResult(name, True, self._render(value))
-        scope = asyncio.timeout(timeout_s)
+        limit = timeout_s if found.timeout_s is None else found.timeout_s
+        scope = asyncio.timeout(limit)
         try:
             async with scope:
                 value = await _invoke(found, kwargs)
         except Exception as exc:  # CancelledError is a BaseException and propagates
             if isinstance(exc, TimeoutError) and scope.expired():
-                return ToolResult(name, False, f"Error: tool {name} timed out after {timeout_s:g} s.")
+                return ToolResult(name, False, f"Error: tool {name} timed out after {limit:g} s.")
             return _failed(name, exc)
         return ToolResult(name, True, self._render(value))
 
@@ -259,6 +268,19 @@ def _type_label(spec: Mapping[str, Any]) -> str:
     if "items" in spec:
         label += f" of {_type_label(spec['items'])}"
     return label
+
+
+def _check_timeout(name: str, timeout_s: float | None, inline: bool) -> None:
+    """Refuse a ``timeout_s`` that is not a positive number of seconds, or one on an inline tool."""
+    if timeout_s is None:
+        return
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+        raise ToolDefinitionError(f"Tool {name!r}: timeout_s={timeout_s!r} is not a positive, finite number of "
+                                  "seconds. Give one such as timeout_s=30, or leave it out for the caller's limit.")
+    if inline:
+        raise ToolDefinitionError(f"Tool {name!r}: an inline tool runs on the event loop, where no timeout can "
+                                  f"interrupt it, so timeout_s={timeout_s!r} would not hold. Drop inline=True "
+                                  "(it then runs on a thread, under its timeout) or drop timeout_s.")
 
 
 def _build_tool(fn: Callable[..., Any], name: str, description: str | None) -> Tool:

@@ -21,6 +21,7 @@ GATE_ENV = "REFUND_GATE"
 GATE_ENTERED = "entered"  # in the gate directory: one line "<idempotency key> <pid>" per call that reached the gate
 GATE_OPEN = "open"  # the file the test creates to let the calls through
 GATE_POLL_S = 0.05
+GATE_HOLD_S = 300.0  # how long a call may wait at the gate
 
 
 def _write(action: str, invoice_id: str) -> str:
@@ -59,7 +60,9 @@ def hold_payment(invoice_id: str) -> str:
     return _write("hold", invoice_id)
 
 
-@tool
+# Held at the gate until the test opens it, past the tools' default 10 s limit when the
+# machine is slow: its own limit must not end the held calls before the test's kill does.
+@tool(timeout_s=GATE_HOLD_S)
 async def gated_refund(invoice_id: str) -> str:
     """Refund the payment of an invoice once the gate is open (writes one ledger line per run).
 

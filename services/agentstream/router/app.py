@@ -26,7 +26,7 @@ from agentstream.cancellation.records import CANCELED, cancel_error, cancel_text
 from agentstream.events import ROUTED_TASK, TASK_CANCEL, TASK_RESULT, TASK_SUBMITTED, call_usage, now_ms, task_result
 from agentstream.errors import ConfigurationError, UnknownAgentTypeError
 from agentstream.router.classifier import Decision, choose
-from agentstream.router.decide import Rules, is_usable_id, validate_task
+from agentstream.router.decide import Rules, is_usable_id, unusable_id_key, validate_task
 from agentstream.router.model_route import ModelClassifier
 from agentstream.retry.chain import RetryChain
 from agentstream.retry.classify import ErrorClass, ValidationFailed
@@ -117,8 +117,11 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         # neither may shadow the next such task (or outgrow a changelog message).
         dedupable = is_usable_id(task_id)
         record = sessions.get(session_id) if is_usable_id(session_id) else None  # read once per task
-        entry = seen.get(task_id) if dedupable else None
         offset = ctx.offset if ctx.topic == service.input_topic else None  # a tier's copy has its own topic's
+        # Such a task is known by its place instead, so one read again (its offset not
+        # committed before a rebalance) is not rejected twice.
+        key = task_id if dedupable else unusable_id_key(ctx.partition, offset)
+        entry = seen.get(key) if key is not None else None
         if taken(record, task_id, offset):
             assert record is not None  # taken() holds it
             if dedupable:
@@ -132,8 +135,8 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         seen_at, recovering = arrival.mark, arrival.recovering
         if not arrival.new_mark:
             mark_at_least(ctx.partition, seen_at)  # kept from the previous owner, whose clock may run ahead
-        elif dedupable:
-            seen[task_id] = seen_at
+        elif key is not None:
+            seen[key] = seen_at
         decided, reason = decide(task)
         if decided is None:
             if recovering:

@@ -18,7 +18,9 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from agentstream.apache_kafka import java_and_maven_present
-from agentstream.broker import BOOTSTRAP_ENV, KAFKA, TANSU, bootstrap_servers, broker_to_start, wait_until_answers
+from agentstream.broker import (
+    BOOTSTRAP_ENV, KAFKA, TANSU, bootstrap_servers, broker_to_start, is_tansu, wait_until_answers,
+)
 from agentstream.clients import admin_config
 from agentstream.settings import BROKER_ENV
 
@@ -54,16 +56,23 @@ def _test_topics_deleted(request: pytest.FixtureRequest) -> Iterator[None]:
     Each stack a test applies is ~47 topics of 6 partitions, and a Kafka broker holds a file
     open per partition (and two memory maps): 72 stacks on one broker reached this machine's
     limit of 20,000 open files, and the broker then failed to create topics and was fenced
-    (a fresh-clone CI run of 1125623; measured with 80 applies on `agentstream kafka start`: 278 files and 7 MB
-    of heap per stack). The topics new since the test began are its own only where nothing
+    (a fresh-clone CI run of 1125623; measured with 80 applies on `agentstream kafka
+    start`: 278 files and 7 MB of heap per stack). The topics new since the test began are its own only where nothing
     else uses the broker: not on one named by ``KAFKA_BOOTSTRAP_SERVERS`` (shared by xdist's
     workers). Session-scoped fixtures (the shared pipeline) are set up before this one, so
-    their topics are not new. Internal topics (``__consumer_offsets``) stay.
+    their topics are not new. Internal topics (``__consumer_offsets``) stay. Apache Kafka
+    only: the Tansu passes were green without it, and its first run with it on Tansu saw
+    the broker leave a group's heartbeats unanswered for 6 s (the deletes not shown to be
+    the cause, nor ruled out).
     """
     if "bootstrap" not in request.fixturenames or os.environ.get(BOOTSTRAP_ENV):
         yield
         return
-    admin = AdminClient(admin_config(request.getfixturevalue("bootstrap")))
+    bootstrap = request.getfixturevalue("bootstrap")
+    if is_tansu(bootstrap):
+        yield
+        return
+    admin = AdminClient(admin_config(bootstrap))
     before = set(admin.list_topics(timeout=30).topics)
     yield
     created = [t for t in set(admin.list_topics(timeout=30).topics) - before if not t.startswith("__")]
@@ -86,8 +95,6 @@ def unique() -> str:
 def kafka_bootstrap(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An Apache Kafka broker: the session's broker if it is one, else a 1-node cluster started
     here (tests of compaction and config changes need what Tansu does not do)."""
-    from agentstream.broker import is_tansu
-
     if not is_tansu(bootstrap):
         yield bootstrap
         return

@@ -97,6 +97,10 @@ def node_properties(
         # a 1 s backoff lets tests watch compaction happen.
         "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
         "log.cleaner.backoff.ms": "1000",
+        # A deleted topic's files stay open (one per partition, two memory maps) until this
+        # delay passes (60 s by default): a development cluster whose topics come and go (the
+        # integration tests delete each test's) would reach the open-files limit in between.
+        "log.segment.delete.delay.ms": "1000",
         # Two cores: fewer threads than the defaults (3 network, 8 I/O) per node.
         "num.network.threads": "2",
         "num.io.threads": "2",

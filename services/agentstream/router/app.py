@@ -120,7 +120,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         offset = ctx.offset if ctx.topic == service.input_topic else None  # a tier's copy has its own topic's
         # Such a task is known by its place instead, so one read again (its offset not
         # committed before a rebalance) is not rejected twice.
-        key = task_id if dedupable else unusable_id_key(ctx.partition, offset)
+        key = task_id if dedupable else unusable_id_key(ctx.partition, offset, ctx.timestamp_ms)
         entry = seen.get(key) if key is not None else None
         if taken(record, task_id, offset):
             assert record is not None  # taken() holds it

@@ -77,11 +77,13 @@ def is_usable_id(value: object) -> bool:
             and not any(ord(char) < 0x20 or ord(char) == 0x7F for char in value))
 
 
-def unusable_id_key(partition: int, offset: int | None) -> str | None:
-    """The dedupe key of a task whose id is not usable (validate_task rejects it): its place
-    on the tasks topic, or None for a copy read elsewhere (a retry tier). It starts with a
-    control character, so no usable id is ever the same key (not NUL: tables reserve it)."""
-    return None if offset is None else f"\x01tasks@{partition}:{offset}"
+def unusable_id_key(partition: int, offset: int | None, timestamp_ms: int) -> str | None:
+    """The dedupe key of a task whose id is not usable (validate_task rejects it): its record
+    on the tasks topic, by place and produce time (a topic deleted and made again numbers
+    its records from 0 again, and a new task at an old offset must not pass for a repeat);
+    None for a copy read elsewhere (a retry tier). It starts with a control character, so
+    no usable id is ever the same key (not NUL: tables reserve it)."""
+    return None if offset is None else f"\x01tasks@{partition}:{offset}:{timestamp_ms}"
 
 
 def validate_task(record: Mapping[str, Any], max_input_bytes: int) -> str | None:

@@ -234,7 +234,7 @@ def test_a_tools_own_timeout_replaces_the_callers_limit_both_ways() -> None:
     assert _call(ToolRegistry([slow_api]), "slow_api", {}, timeout_s=0.01) == ToolResult("slow_api", True, "answered")
 
 
-@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "30", True])
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), 10**400, 86_401, "30", True])
 def test_a_timeout_that_is_not_a_positive_finite_number_of_seconds_is_refused(bad: object) -> None:
     with pytest.raises(ToolDefinitionError, match=r"timeout_s=.* is not a positive, finite number of seconds"):
         tool(timeout_s=bad, description="A lookup.")(lambda: "x")  # type: ignore[arg-type]

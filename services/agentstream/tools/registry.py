@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import math
 import re
 import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -25,6 +24,7 @@ from agentstream.errors import ToolDefinitionError
 from agentstream.telemetry import tracing
 
 DEFAULT_TIMEOUT_S = 10.0
+_MAX_TIMEOUT_S = 86_400.0  # a tool's own limit: one day
 # Tool output goes back into the prompt and into checkpoints; a runaway result must not
 # blow the context window or the Kafka message size.
 DEFAULT_MAX_RESULT_CHARS = 8_000
@@ -274,9 +274,11 @@ def _check_timeout(name: str, timeout_s: float | None, inline: bool) -> None:
     """Refuse a ``timeout_s`` that is not a positive number of seconds, or one on an inline tool."""
     if timeout_s is None:
         return
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+    # At most a day: asyncio.timeout adds the limit to the loop's clock, which a huge int overflows.
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= _MAX_TIMEOUT_S:
         raise ToolDefinitionError(f"Tool {name!r}: timeout_s={timeout_s!r} is not a positive, finite number of "
-                                  "seconds. Give one such as timeout_s=30, or leave it out for the caller's limit.")
+                                  f"seconds (at most {_MAX_TIMEOUT_S:g}). Give one such as timeout_s=30, or leave it "
+                                  "out for the caller's limit.")
     if inline:
         raise ToolDefinitionError(f"Tool {name!r}: an inline tool runs on the event loop, where no timeout can "
                                   f"interrupt it, so timeout_s={timeout_s!r} would not hold. Drop inline=True "

@@ -102,7 +102,7 @@ from agentstream.settings import (
     TOPOLOGY_ENV,
 )
 from agentstream.stack import Stack
-from agentstream.topology import load_topology
+from agentstream.topology import APP_TOPOLOGY_FILE, DEFAULT_APP, load_topology
 from agentstream.topology_admin import apply
 from bench.relay import (
     OUT_DIR,
@@ -358,17 +358,38 @@ class Variant:
     cleanup: Callable[[], None] = lambda: None
     notes: dict[str, Any] = field(default_factory=dict)
     prefix: str = ""  # pipeline: every topic it wrote to starts with this
+    sink_partitions: int = PARTITIONS  # partitions of the last topic, all of which the tap reads
 
 
-def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet) -> Variant:
+def app_with_partitions(work_dir: Path, partitions: int) -> Path:
+    """A copy of the shipped app in ``work_dir`` whose topology's ``default_partitions`` is
+    ``partitions`` (its tools, data and prompts are found next to its topology file)."""
+    app = work_dir / "app"
+    shutil.copytree(DEFAULT_APP, app, ignore=shutil.ignore_patterns("__pycache__"))
+    topology_file = app / APP_TOPOLOGY_FILE
+    text, found = re.subn(r"(?m)^default_partitions: *\d+", f"default_partitions: {partitions}",
+                          topology_file.read_text())
+    if found != 1:
+        raise RuntimeError(f"{DEFAULT_APP / APP_TOPOLOGY_FILE} has no single 'default_partitions:' line to replace for "
+                           f"--partitions; run without --partitions, or set it in the file")
+    topology_file.write_text(text)
+    return app
+
+
+def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet, partitions: int | None = None) -> Variant:
+    """The shipped app's workers on topics of a new prefix; ``partitions``: its topics' count
+    instead of the shipped topology's."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
-    topology = load_topology(prefix=prefix)
+    app = app_with_partitions(work_dir, partitions) if partitions else None
+    topology = load_topology(app, prefix=prefix)
     apply(AdminClient(admin_config(bootstrap)), topology)
     topics = [topology.topic("tasks"), topology.specialist_topic(AGENT_TYPE), topology.topic("supervisor"),
               topology.topic("results")]
     env = {**os.environ, BOOTSTRAP_ENV: bootstrap, PREFIX_ENV: prefix, STATE_DIR_ENV: str(work_dir / "state")}
     for name in (SCRIPTED_LATENCY_ENV, SCRIPTED_CALL_LOG_ENV, SCRIPTED_FAILURE_RATE_ENV, MODEL_ENV, TOPOLOGY_ENV, LOG_LEVEL_ENV):
         env.pop(name, None)  # the shipped topology, the zero-latency ScriptedModel, INFO logs as in production
+    if app is not None:
+        env[TOPOLOGY_ENV] = str(app)
     commands = Stack(work_dir / "state", prefix=prefix).worker_commands()
     workers = [spawn(name, commands[name], work_dir / f"{name}.log", env) for name in PIPELINE_WORKERS]
 
@@ -391,7 +412,10 @@ def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet) -> Varian
         admin = AdminClient(admin_config(bootstrap))
         delete_topics(admin, [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix + ".")])
 
-    return Variant("pipeline", topics, workers, make, pipeline_ident, details, cleanup, {"prefix": prefix}, prefix)
+    sink = topics[-1]
+    sink_partitions = len(AdminClient(admin_config(bootstrap)).list_topics(sink, timeout=30).topics[sink].partitions)
+    notes = {"prefix": prefix, "partitions": sink_partitions}  # as the broker lists them
+    return Variant("pipeline", topics, workers, make, pipeline_ident, details, cleanup, notes, prefix, sink_partitions)
 
 
 def records_per_task(bootstrap: str, variant: Variant) -> dict[str, float]:
@@ -507,7 +531,7 @@ class Tap:
         self.sink = len(variant.topics) - 1
         self.ident, self.details = variant.ident, variant.details
         self.reader.assign(
-            [TopicPartition(variant.topics[-1], p, 0) for p in range(PARTITIONS)]
+            [TopicPartition(variant.topics[-1], p, 0) for p in range(variant.sink_partitions)]
             + [TopicPartition(t, SAMPLE_PARTITION, 0) for t in variant.topics[:-1]]
         )
         self.levels: dict[int, LevelData] = {}
@@ -986,7 +1010,7 @@ def run_variant(name: str, bootstrap: str, broker_pid: int | None, args: argpars
     tap: Tap | None = None
     try:
         if name == "pipeline":
-            variant = start_pipeline(bootstrap, work_dir, schemas)
+            variant = start_pipeline(bootstrap, work_dir, schemas, args.partitions)
         else:
             variant = start_relay("hop" if name == "raw" else "faust", bootstrap, work_dir, sizes, args.faust_workers)
         print(f"{name}: {', '.join(f'{w.name} (pid {w.proc.pid})' for w in variant.workers)}", flush=True)
@@ -1038,6 +1062,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "what a task costs below saturation, where each wakes the workers on its own)")
     parser.add_argument("--quiet-wait", type=float, default=60.0,
                         help="before each variant wait up to this many s for other load to settle (default 60; 0: off)")
+    parser.add_argument("--partitions", type=int, metavar="N",
+                        help="partitions of each of the pipeline's topics (the shipped topology's default_partitions "
+                             "otherwise): what the broker and the workers pay for the partitions a fetch names")
     add_broker_argument(parser)
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (1.5 if args.quick else 4.0)
@@ -1053,6 +1080,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"unknown workers to profile {unknown}; valid workers are {list(PIPELINE_WORKERS)}")
     if args.seconds <= 0 or any(level <= 0 for level in args.levels) or args.faust_workers < 1:
         parser.error("--seconds, every level and --faust-workers must be > 0")
+    if args.partitions is not None and args.partitions <= SAMPLE_PARTITION:
+        parser.error(f"--partitions {args.partitions}: give at least {SAMPLE_PARTITION + 1} (the hops are sampled on "
+                     f"partition {SAMPLE_PARTITION})")
     if args.broker_warm_up < 0:
         parser.error(f"--broker-warm-up {args.broker_warm_up}: give a number of tasks >= 0 (0: no warm-up)")
     # The pipeline runs first: the relays copy the record sizes it writes at each stage.
@@ -1072,6 +1102,7 @@ def bench_main(argv: list[str]) -> int:
         "benchmark": "pipeline", "started": stamp, "command": "python -m bench.pipeline " + " ".join(argv),
         "machine": host, "runtime_source": {**runtime_source(), **services_source()},
         "config": {"levels": args.levels, "seconds": args.seconds, "variants": args.variants, "partitions": PARTITIONS,
+                   "pipeline_partitions": args.partitions,
                    "session_keys": SESSION_KEYS, "sample_partition": SAMPLE_PARTITION, "agent_type": AGENT_TYPE,
                    "texts": list(TEXTS), "faust_workers": args.faust_workers, "at_once": args.at_once, "broker_warm_up": args.broker_warm_up,
                    "saturated_share": SATURATED_SHARE},

@@ -272,6 +272,15 @@ def test_pipeline_compares_the_runtime_with_the_raw_and_faust_relays(bootstrap: 
     assert levels["pipeline"]["cpu_s"]["billing"] > 0
 
 
+def test_pipeline_runs_on_topics_of_the_partitions_asked_for(bootstrap: str) -> None:
+    report = run_bench("pipeline", "--quick", "--variants", "pipeline", "--partitions", "2", "--levels", "20",
+                       "--seconds", "1", "--broker-warm-up", "0", "--quiet-wait", "0", bootstrap=bootstrap)
+    (level,) = report["levels"]
+    assert level["error"] is None and level["complete"] and level["received"] == level["tasks"], level
+    assert report["variants"]["pipeline"]["partitions"] == 2  # the results topic, as the broker lists it
+    assert report["config"]["pipeline_partitions"] == 2
+
+
 def test_concurrency_keeps_loops_in_flight_and_finishes_tasks(bootstrap: str) -> None:
     report = run_bench("concurrency", "--caps", "8", "--latency", "0.2", "--window", "2", "--ramp", "1",
                        "--quiet-wait", "0", "--stop-timeout", "10", "--broker-warm-up", "1", bootstrap=bootstrap)

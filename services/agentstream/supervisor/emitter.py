@@ -261,4 +261,3 @@ def _result_key(result: Record) -> tuple[str, int]:
     offset the replay's marker noted (that result is not an acknowledged send, so it does
     not move the noted end); its own result has the marker's ``completed_at``."""
     return result["task_id"], result["completed_at"]
-

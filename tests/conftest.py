@@ -35,17 +35,27 @@ def _docker_answers() -> bool:
         return False
 
 
+# The kind of broker the session's ``bootstrap`` fixture started (KAFKA or TANSU); absent
+# where KAFKA_BOOTSTRAP_SERVERS names one: known without asking the broker, which a busy
+# broker may leave unanswered (is_tansu raises then, and caches only answers).
+_STARTED_KIND = pytest.StashKey[str]()
+
+
 @pytest.fixture(scope="session")
-def bootstrap() -> Iterator[str]:
+def bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
     if not os.environ.get(BOOTSTRAP_ENV) and not os.environ.get(BROKER_ENV) and _docker_answers():
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer().with_kraft() as kafka:
             address = kafka.get_bootstrap_server()
             wait_until_answers(address)
+            request.config.stash[_STARTED_KIND] = KAFKA
             yield address
         return
-    with bootstrap_servers(broker_to_start(KAFKA if java_and_maven_present() else TANSU)) as address:
+    kind = broker_to_start(KAFKA if java_and_maven_present() else TANSU)
+    with bootstrap_servers(kind) as address:
+        if not os.environ.get(BOOTSTRAP_ENV):
+            request.config.stash[_STARTED_KIND] = kind
         yield address
 
 
@@ -69,7 +79,7 @@ def _test_topics_deleted(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     bootstrap = request.getfixturevalue("bootstrap")
-    if is_tansu(bootstrap):
+    if request.config.stash.get(_STARTED_KIND, None) != KAFKA:
         yield
         return
     admin = AdminClient(admin_config(bootstrap))
@@ -93,10 +103,13 @@ def unique() -> str:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_bootstrap(
+    bootstrap: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """An Apache Kafka broker: the session's broker if it is one, else a 1-node cluster started
     here (tests of compaction and config changes need what Tansu does not do)."""
-    if not is_tansu(bootstrap):
+    started = request.config.stash.get(_STARTED_KIND, None)
+    if started == KAFKA or (started is None and not is_tansu(bootstrap)):
         yield bootstrap
         return
     from agentstream.apache_kafka import KafkaCluster

@@ -3,8 +3,10 @@ against the same three hops as a raw confluent-kafka relay and as a faust-stream
 
     python -m bench.pipeline [--quick] [--seconds 4] [--levels 100,200,...] [--variants pipeline,raw,faust]
                              [--profile billing,router,supervisor] [--broker kafka|tansu] [--at-once TASKS]
+                             [--partitions N (with --variants pipeline only)]
 
-Variants (each with four 6-partition topics: source → after hop 1 → after hop 2 → sink):
+Variants (each with four 6-partition topics: source → after hop 1 → after hop 2 → sink;
+``--partitions N`` gives the pipeline's topics N, and then runs the pipeline alone):
 
 - ``pipeline``: the real services, one process each, as in production (``agentstream worker
   router``, ``... specialist --type billing``, ``... supervisor``) under a fresh topology prefix.
@@ -40,7 +42,7 @@ Measurements, by a group-less reader in this process:
   ms resolution): hop k = timestamp of the task's record on stage k minus that on stage k-1. The
   reader reads all of the sink but only partition 0 of the three earlier stages: every topic is
   keyed by session (co-partitioned), so that is every chain of 1/6 of the sessions at a sixth of
-  the reading cost;
+  the reading cost (1/N with ``--partitions N``);
 - pipeline only: the timestamps inside the events (routed_at, started_at, finished_at,
   completed_at) split the specialist and supervisor hops into their phases.
 CPU seconds per worker (and per thread), broker, this process and everything else on the machine
@@ -376,21 +378,33 @@ def app_with_partitions(work_dir: Path, partitions: int) -> Path:
     return app
 
 
+def listed_partitions(admin: AdminClient, topic: str, expected: int) -> int:
+    """The partitions the broker lists for ``topic``, which must be the ``expected`` count."""
+    listed = admin.list_topics(topic, timeout=30).topics[topic]
+    count = len(listed.partitions)
+    if listed.error is not None or count != expected:
+        raise RuntimeError(f"{topic} has {count} partitions ({listed.error or 'no error'}), expected {expected}; "
+                           "delete the bench's topics (prefix bench…) and run again")
+    return count
+
+
 def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet, partitions: int | None = None) -> Variant:
     """The shipped app's workers on topics of a new prefix; ``partitions``: its topics' count
     instead of the shipped topology's."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
-    app = app_with_partitions(work_dir, partitions) if partitions else None
+    app = app_with_partitions(work_dir, partitions) if partitions is not None else None
     topology = load_topology(app, prefix=prefix)
-    apply(AdminClient(admin_config(bootstrap)), topology)
+    admin = AdminClient(admin_config(bootstrap))
+    apply(admin, topology)
     topics = [topology.topic("tasks"), topology.specialist_topic(AGENT_TYPE), topology.topic("supervisor"),
               topology.topic("results")]
+    sink_partitions = listed_partitions(admin, topics[-1], topology.topic_spec("results").partitions)
     env = {**os.environ, BOOTSTRAP_ENV: bootstrap, PREFIX_ENV: prefix, STATE_DIR_ENV: str(work_dir / "state")}
     for name in (SCRIPTED_LATENCY_ENV, SCRIPTED_CALL_LOG_ENV, SCRIPTED_FAILURE_RATE_ENV, MODEL_ENV, TOPOLOGY_ENV, LOG_LEVEL_ENV):
         env.pop(name, None)  # the shipped topology, the zero-latency ScriptedModel, INFO logs as in production
     if app is not None:
         env[TOPOLOGY_ENV] = str(app)
-    commands = Stack(work_dir / "state", prefix=prefix).worker_commands()
+    commands = Stack(work_dir / "state", topology_path=app, prefix=prefix).worker_commands()
     workers = [spawn(name, commands[name], work_dir / f"{name}.log", env) for name in PIPELINE_WORKERS]
 
     def make(level: int, seq: int) -> tuple[bytes, bytes]:
@@ -412,8 +426,6 @@ def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet, partition
         admin = AdminClient(admin_config(bootstrap))
         delete_topics(admin, [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix + ".")])
 
-    sink = topics[-1]
-    sink_partitions = len(AdminClient(admin_config(bootstrap)).list_topics(sink, timeout=30).topics[sink].partitions)
     notes = {"prefix": prefix, "partitions": sink_partitions}  # as the broker lists them
     return Variant("pipeline", topics, workers, make, pipeline_ident, details, cleanup, notes, prefix, sink_partitions)
 
@@ -1083,6 +1095,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.partitions is not None and args.partitions <= SAMPLE_PARTITION:
         parser.error(f"--partitions {args.partitions}: give at least {SAMPLE_PARTITION + 1} (the hops are sampled on "
                      f"partition {SAMPLE_PARTITION})")
+    if args.partitions is not None and args.variants != ["pipeline"]:
+        parser.error(f"--partitions applies to the pipeline's topics only, and the relays keep {PARTITIONS}: "
+                     f"add --variants pipeline (got --variants {','.join(args.variants)})")
     if args.broker_warm_up < 0:
         parser.error(f"--broker-warm-up {args.broker_warm_up}: give a number of tasks >= 0 (0: no warm-up)")
     # The pipeline runs first: the relays copy the record sizes it writes at each stage.
@@ -1101,8 +1116,9 @@ def bench_main(argv: list[str]) -> int:
     report: dict[str, Any] = {
         "benchmark": "pipeline", "started": stamp, "command": "python -m bench.pipeline " + " ".join(argv),
         "machine": host, "runtime_source": {**runtime_source(), **services_source()},
-        "config": {"levels": args.levels, "seconds": args.seconds, "variants": args.variants, "partitions": PARTITIONS,
-                   "pipeline_partitions": args.partitions,
+        "config": {"levels": args.levels, "seconds": args.seconds, "variants": args.variants,
+                   "partitions": PARTITIONS,  # the relays' topics
+                   "pipeline_partitions": args.partitions,  # --partitions; None: the shipped topology's
                    "session_keys": SESSION_KEYS, "sample_partition": SAMPLE_PARTITION, "agent_type": AGENT_TYPE,
                    "texts": list(TEXTS), "faust_workers": args.faust_workers, "at_once": args.at_once, "broker_warm_up": args.broker_warm_up,
                    "saturated_share": SATURATED_SHARE},

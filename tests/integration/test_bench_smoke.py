@@ -274,8 +274,8 @@ def test_pipeline_compares_the_runtime_with_the_raw_and_faust_relays(bootstrap: 
 
 def test_pipeline_runs_on_topics_of_the_partitions_asked_for(bootstrap: str) -> None:
     report = run_bench("pipeline", "--quick", "--variants", "pipeline", "--partitions", "2", "--levels", "20",
-                       "--seconds", "1", "--broker-warm-up", "0", "--quiet-wait", "0", bootstrap=bootstrap)
-    (level,) = report["levels"]
+                       "--seconds", "1", "--broker-warm-up", "40", "--quiet-wait", "0", bootstrap=bootstrap)
+    level = report["levels"][-1]  # a level that saturated on a busy machine is tried again: the last one counts
     assert level["error"] is None and level["complete"] and level["received"] == level["tasks"], level
     assert report["variants"]["pipeline"]["partitions"] == 2  # the results topic, as the broker lists it
     assert report["config"]["pipeline_partitions"] == 2

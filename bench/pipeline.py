@@ -383,8 +383,8 @@ def listed_partitions(admin: AdminClient, topic: str, expected: int) -> int:
     listed = admin.list_topics(topic, timeout=30).topics[topic]
     count = len(listed.partitions)
     if listed.error is not None or count != expected:
-        raise RuntimeError(f"{topic} has {count} partitions ({listed.error or 'no error'}), expected {expected}; "
-                           "delete the bench's topics (prefix bench…) and run again")
+        raise RuntimeError(f"{topic} has {count} partitions ({listed.error or 'no error'}), expected {expected} "
+                           "from the topology just applied; check the broker's log for why it made the topic so")
     return count
 
 

@@ -66,14 +66,14 @@ def _test_topics_deleted(request: pytest.FixtureRequest) -> Iterator[None]:
     Each stack a test applies is ~47 topics of 6 partitions, and a Kafka broker holds a file
     open per partition (and two memory maps): 72 stacks on one broker reached this machine's
     limit of 20,000 open files, and the broker then failed to create topics and was fenced
-    (a fresh-clone CI run of 1125623; measured with 80 applies on `agentstream kafka
-    start`: 278 files and 7 MB of heap per stack). The topics new since the test began are its own only where nothing
-    else uses the broker: not on one named by ``KAFKA_BOOTSTRAP_SERVERS`` (shared by xdist's
-    workers). Session-scoped fixtures (the shared pipeline) are set up before this one, so
-    their topics are not new. Internal topics (``__consumer_offsets``) stay. Apache Kafka
-    only: the Tansu passes were green without it, and its first run with it on Tansu saw
-    the broker leave a group's heartbeats unanswered for 6 s (the deletes not shown to be
-    the cause, nor ruled out).
+    (a fresh-clone CI run of 1125623; measured with 80 applies on `agentstream kafka start`:
+    278 files and 7 MB of heap per stack). The topics new since the test began are its own
+    only where nothing else uses the broker: not on one named by ``KAFKA_BOOTSTRAP_SERVERS``
+    (shared by xdist's workers). Session-scoped fixtures (the shared pipeline) are set up
+    before this one, so their topics are not new. Internal topics (``__consumer_offsets``)
+    stay. Apache Kafka only: the Tansu passes were green without it, and its first run with
+    it on Tansu saw the broker leave a group's heartbeats unanswered for 6 s (the deletes
+    not shown to be the cause, nor ruled out).
     """
     if "bootstrap" not in request.fixturenames or os.environ.get(BOOTSTRAP_ENV):
         yield

@@ -119,14 +119,19 @@ def consumer_config(
     *,
     protocol: str = CLASSIC,
     fetch_wait_ms: int = TANSU_FETCH_WAIT_MS,
+    partition_eof: bool = False,
 ) -> dict[str, Any]:
     """Settings for a group member; ``fetch_wait_ms`` from ``broker.fetch_wait_for``.
+
+    ``partition_eof``: librdkafka reports each time the member has taken a partition's
+    every record (runtime/idle_tiers.py pauses retry tiers there).
 
     ``protocol="consumer"`` joins with KIP-848 (Apache Kafka 4 only): the broker assigns
     partitions with its range assignor, which keeps co-partitioned topics together, and
     owns the session timeout (``group.consumer.session.timeout.ms``).
     """
-    config = {**_common(bootstrap), **CONSUMER, "group.id": group_id, "fetch.wait.max.ms": fetch_wait_ms}
+    config = {**_common(bootstrap), **CONSUMER, "group.id": group_id, "fetch.wait.max.ms": fetch_wait_ms,
+              "enable.partition.eof": partition_eof}
     if protocol == CONSUMER_PROTOCOL:
         for key in _CLASSIC_ONLY:
             config.pop(key)

@@ -84,7 +84,7 @@ def test_a_held_partition_stays_held_through_its_batch_until_the_poll_thread_rew
         await processor._handle(_Message(10, now_ms + 50))  # not due: the partition is held at 10
         await processor._handle(_Message(11, now_ms + 50))  # behind it
         deadline = time.monotonic() + 5
-        while len(processor._holds_due._ops) < 2:  # its release timer fires while the batch goes on
+        while len(processor._consumer_calls) < 2:  # its release timer fires while the batch goes on
             assert time.monotonic() < deadline, "the hold's release timer did not fire"
             await asyncio.sleep(0.005)
         await processor._handle(_Message(12, now_ms - 1))  # due, but fetched behind the held record
@@ -92,7 +92,7 @@ def test_a_held_partition_stays_held_through_its_batch_until_the_poll_thread_rew
     asyncio.run(batch())
     tracker = processor._offsets[(TOPIC, 0)]
     assert handled == [] and not tracker.already_seen(10), "a record behind the held one was handled"
-    processor._holds_due.run_queued(consumer)  # the poll thread, before its next poll
+    processor._consumer_calls.run(consumer)  # the poll thread, before its next poll
     assert consumer.calls == [("pause", [(TOPIC, 0)]), ("seek", 10), ("resume", [(TOPIC, 0)])]
     assert not processor._holds_due.is_held((TOPIC, 0))  # the records from 10 on are fetched again
 
@@ -114,7 +114,7 @@ def _held_at_10(monkeypatch: Any) -> tuple[Processor, _Consumer]:
         await processor._handle(_Message(10, int(time.time() * 1000) + 60_000))
 
     asyncio.run(hold())
-    processor._holds_due.run_queued(consumer)
+    processor._consumer_calls.run(consumer)
     monkeypatch.setattr(processor, "_on_loop", lambda coro: coro.close())
     return processor, consumer
 

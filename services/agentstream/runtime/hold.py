@@ -1,20 +1,19 @@
 """Holding a partition at a record until the time its header names (a retry tier's delay).
 
 The partition is paused and rewound to the record, so nothing behind it is handled
-early and no other partition waits; a timer resumes it when the record is due. Consumer
-calls are queued here and made by the poll thread, the only one that touches the consumer.
+early and no other partition waits; a timer resumes it when the record is due. The
+consumer calls go through the processor's ConsumerCalls (made by the poll thread).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
-from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
+from agentstream.runtime.consumer_calls import ConsumerCalls
 from agentstream.runtime.context import MessageContext
 
 log = logging.getLogger(__name__)
@@ -23,9 +22,9 @@ _TP = tuple[str, int]
 
 
 class DueHolds:
-    def __init__(self) -> None:
+    def __init__(self, calls: ConsumerCalls) -> None:
         self._held: dict[_TP, int] = {}  # partition -> offset it is held at
-        self._ops: collections.deque[Callable[[Consumer], None]] = collections.deque()
+        self._calls = calls
 
     def is_held(self, tp: _TP) -> bool:
         return tp in self._held
@@ -48,7 +47,7 @@ class DueHolds:
             consumer.pause([partition])
             consumer.seek(partition)
 
-        self._ops.append(pause_and_rewind)
+        self._calls.queue(pause_and_rewind)
         loop.call_later(wait_s, self._release, tp, ctx.offset)
         # A line per hold of a second or more; shorter ones come in bursts (a tier's backlog
         # falling due record by record), one per record.
@@ -69,7 +68,7 @@ class DueHolds:
             if self._held.get(tp) == offset:
                 self._held.pop(tp, None)
 
-        self._ops.append(resume)
+        self._calls.queue(resume)
 
     def forget(self, tp: _TP) -> None:
         """The partition was revoked: its new owner starts from the committed offset."""
@@ -84,8 +83,3 @@ class DueHolds:
         come back paused and never be fetched again by this worker."""
         if partitions:  # each was forgotten by its revoke (both protocols revoke before they give back)
             consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in partitions])
-
-    def run_queued(self, consumer: Consumer) -> None:
-        """On the poll thread, before each poll."""
-        while self._ops:
-            self._ops.popleft()(consumer)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from agentstream.broker import fetch_wait_for, group_protocol_for
 from agentstream.clients import CLASSIC, admin_config, consumer_config, producer_config, reader_config
@@ -33,11 +33,13 @@ from agentstream.runtime.checkpointing import Checkpoints
 from agentstream import metrics
 from agentstream.runtime.health import Health
 from agentstream.runtime.lag import fetched_lag, watermarks
+from agentstream.runtime.consumer_calls import ConsumerCalls
 from agentstream.runtime.context import MessageContext, current_context
 from agentstream.runtime.delivery_pump import DeliveryPump, PumpedProducer, wait_for_room
 from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import HandlerError, ProcessorError, RestoreInterrupted
 from agentstream.runtime.hold import DueHolds
+from agentstream.runtime.idle_tiers import LIST_ENDS_TIMEOUT_S, IdleTiers
 from agentstream.runtime.lane import ThreadLane
 from agentstream.runtime.loop_lag import LoopLagProbe
 from agentstream.runtime.offsets import TP, PartitionOffsets
@@ -61,6 +63,11 @@ _T = TypeVar("_T")
 
 def _raw(value: bytes) -> bytes:
     return value
+
+
+def _is_end(msg: Message) -> bool:
+    err = msg.error()
+    return err is not None and err.code() == KafkaError._PARTITION_EOF
 
 
 @dataclass(slots=True)
@@ -90,6 +97,7 @@ class Processor:
         fetch_wait_ms: int | None = None,
         changelog_config: dict[str, str] | None = None,
         health_stall: float = 30.0,
+        pause_idle_tiers: bool = True,
     ) -> None:
         if commit_interval <= 0:
             raise ProcessorError(f"commit_interval must be > 0 seconds, got {commit_interval}.")
@@ -113,7 +121,12 @@ class Processor:
         self._stop_hooks: list[Callable[[], None]] = []
         self._closing = threading.Event()
         self._draining: set[TP] = set()
-        self._holds_due = DueHolds()  # retry-tier partitions held until their head is due
+        self._consumer_calls = ConsumerCalls()  # made by the poll thread before its next poll
+        self._holds_due = DueHolds(self._consumer_calls)  # retry-tier partitions held until their head is due
+        self._pause_idle_tiers = pause_idle_tiers
+        self._idle_tiers: IdleTiers | None = None  # made in _start when a handler has a due_header
+        self._rebalanced: set[TP] = set()  # partitions the rebalance callbacks of this poll named
+        self._admin: AdminClient | None = None
         self._stopping = False
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -194,7 +207,9 @@ class Processor:
 
         With ``due_header``, a record whose header holds a time (epoch ms) still in the
         future is not handled yet: its partition is paused and rewound to it until then,
-        while every other partition goes on (the hold of a retry tier).
+        while every other partition goes on (the hold of a retry tier). Such a topic's
+        partitions are also paused while every record of them was taken, so fetches do
+        not name them (runtime/idle_tiers.py; ``pause_idle_tiers=False`` keeps them fetched).
         """
 
         def register(fn: Handler) -> Handler:
@@ -218,17 +233,31 @@ class Processor:
         """Queue an output record; it is acknowledged before the source offset is committed."""
         producer = self._require_producer()
         target = -1 if partition is None else partition  # -1: the partitioner decides
+        tiers = self._idle_tiers
+        to_tier = tiers is not None and topic in tiers.topics
+        report = (partial(self._on_tier_delivery, counted=partition is not None) if to_tier
+                  else self._checkpoints.on_output_delivery)
         if not tracing.enabled():  # the default: no span, and the caller's headers as they are
-            self._produce_output(producer, topic, value, key, target, headers)
-            return
-        with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
-            self._produce_output(producer, topic, value, key, target, traced.headers)
+            self._produce_output(producer, topic, value, key, target, headers, report)
+        else:
+            with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
+                self._produce_output(producer, topic, value, key, target, traced.headers, report)
+        if to_tier:  # a retry: its partition is fetched until the consumer took it (no report served before this)
+            assert tiers is not None
+            tiers.sent(topic, partition)
+
+    def _on_tier_delivery(self, err: KafkaError | None, msg: Message, *, counted: bool) -> None:
+        assert self._idle_tiers is not None
+        self._idle_tiers.delivered(msg.topic(), msg.partition(), None if err is not None else msg.offset(),
+                                   counted=counted)
+        self._checkpoints.on_output_delivery(err, msg)
 
     def _produce_output(self, producer: Producer, topic: str, value: bytes | None, key: str | bytes | None,
-                        partition: int, headers: list[tuple[str, bytes]] | None) -> None:
+                        partition: int, headers: list[tuple[str, bytes]] | None,
+                        report: Callable[[KafkaError | None, Message], None]) -> None:
         while True:
             try:
-                producer.produce(topic, value, key, partition, self._checkpoints.on_output_delivery, headers=headers)
+                producer.produce(topic, value, key, partition, report, headers=headers)
                 return
             except BufferError:  # the local queue is full: served reports free it
                 wait_for_room(producer)
@@ -341,6 +370,8 @@ class Processor:
                 elif idle_timeout is not None and now - self._last_activity >= idle_timeout and self._spawned.running == 0:
                     break
                 self._checkpoints.start_if_due()
+                if self._idle_tiers is not None:
+                    self._idle_tiers.check_ends(now)
                 if now >= self._retention.next_due:
                     await self._retention.run_due(self.assigned_partitions(), lambda: self._checkpoints.failed)
         finally:
@@ -383,6 +414,7 @@ class Processor:
 
     def _start(self) -> None:
         admin = AdminClient(admin_config(self.bootstrap))
+        self._admin = admin
         self._partition_count = co_partitioned_inputs(admin, self.name, self._bindings)
         ensure_changelogs(admin, [table.changelog_topic for table in self.tables.values()], self._partition_count,
                           self._changelog_config)
@@ -393,14 +425,26 @@ class Processor:
             # Metadata now, so the first restore of a changelog (a takeover, often) need not
             # wait for librdkafka's next refresh to learn of it (0.4-0.9 s on Kafka).
             self._reader.list_topics(table.changelog_topic, timeout=10)
+        tier_topics = [b.topic for b in self._bindings.values() if b.due_header is not None]
+        if tier_topics and self._pause_idle_tiers:
+            self._idle_tiers = IdleTiers(tier_topics, self._holds_due, self._consumer_calls, self.stats,
+                                         self._list_ends)
         consumer = Consumer(consumer_config(self.bootstrap, self.group_id,
                                             protocol=group_protocol_for(self.group_protocol, self.bootstrap),
-                                            fetch_wait_ms=fetch_wait_for(self.fetch_wait_ms, self.bootstrap)))
+                                            fetch_wait_ms=fetch_wait_for(self.fetch_wait_ms, self.bootstrap),
+                                            partition_eof=self._idle_tiers is not None))
         consumer.subscribe(
             list(self._bindings), on_assign=self._assign_callback, on_revoke=self._revoke_callback, on_lost=self._lost_callback
         )
         self._consumer = consumer
         log.info("%s: consuming %s as group %s", self.name, ", ".join(self._bindings), self.group_id)
+
+    def _list_ends(self, tps: list[TP]) -> dict[TopicPartition, Any]:
+        """ListOffsets "latest" for ``tps``: a future each (runtime/idle_tiers.py's check)."""
+        assert self._admin is not None
+        latest = OffsetSpec.latest()
+        asked = {TopicPartition(t, p): latest for t, p in tps}
+        return self._admin.list_offsets(asked, request_timeout=LIST_ENDS_TIMEOUT_S)
 
     def _pump_deliveries(self) -> None:
         """Serve the producer's delivery reports on this loop's thread from now on (made
@@ -414,17 +458,27 @@ class Processor:
     def _poll_batch(self) -> list[Message]:
         consumer = self._consumer
         assert consumer is not None
-        self._holds_due.run_queued(consumer)
+        self._consumer_calls.run(consumer)
+        self._rebalanced.clear()
         first = consumer.poll(0.1)
         if first is None:
             return []
-        return [first, *consumer.consume(499, 0)]
+        batch = [first, *consumer.consume(499, 0)]
+        if self._rebalanced and self._idle_tiers is not None:
+            # An end of a partition revoked and given back in this poll may be the end of its
+            # former fetch, past the committed offset its new fetch starts from: a pause there
+            # would strand the records between (runtime/idle_tiers.py). Its next end is lost
+            # too (librdkafka reports an end once), which only leaves the partition fetched.
+            batch = [msg for msg in batch if not (_is_end(msg) and (msg.topic(), msg.partition()) in self._rebalanced)]
+        return batch
 
     async def _handle(self, msg: Message) -> None:
         err = msg.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("%s: consumer error: %s", self.name, err)
+            elif self._idle_tiers is not None:  # the end of a partition (enable.partition.eof)
+                self._idle_tiers.at_end((msg.topic(), msg.partition()), msg.offset())
             return
         topic = msg.topic()
         partition = msg.partition()
@@ -440,8 +494,13 @@ class Processor:
         headers = msg.headers()
         ctx = MessageContext(topic, partition, offset, msg.key(), tuple(headers) if headers else (), msg.timestamp()[1])
         binding = self._bindings[topic]
-        if binding.due_header is not None and self._holds_due.hold_if_not_due(binding.due_header, ctx, self._loop):  # type: ignore[arg-type]
-            return
+        if binding.due_header is not None:
+            if self._holds_due.hold_if_not_due(binding.due_header, ctx, self._loop):  # type: ignore[arg-type]
+                if self._idle_tiers is not None:
+                    self._idle_tiers.rewound(tp, offset)
+                return
+            if self._idle_tiers is not None:
+                self._idle_tiers.handled(tp, offset)
         token = current_context.set(ctx)
         try:
             value = msg.value()
@@ -472,10 +531,12 @@ class Processor:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     def _assign_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._rebalanced.update((p.topic, p.partition) for p in partitions)
         self._holds_due.resume_assigned(consumer, partitions)
         self._on_loop(self._assigned([(p.topic, p.partition) for p in partitions]))
 
     def _revoke_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._rebalanced.update((p.topic, p.partition) for p in partitions)
         tps = [(p.topic, p.partition) for p in partitions]
         # Let spawned work reach a safe point first (it polls draining()), then flush and
         # commit before letting go, so the next owner starts where we stopped. A checkpoint
@@ -496,6 +557,7 @@ class Processor:
         return self._stopping or (topic, partition) in self._draining
 
     def _lost_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._rebalanced.update((p.topic, p.partition) for p in partitions)
         self._checkpoints.abort_before_loss()
         self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=True))
 
@@ -524,6 +586,8 @@ class Processor:
             self.stats.restored_records += sum(r.records for r in reports)
             for tp in tps:
                 self._offsets.setdefault(tp, PartitionOffsets())
+            if self._idle_tiers is not None:
+                self._idle_tiers.assigned(tps)
             self._last_activity = time.monotonic()
             for hook in self._assign_hooks:
                 await hook(partitions)
@@ -545,6 +609,8 @@ class Processor:
             self._offsets.pop(tp, None)
             self._draining.discard(tp)
             self._holds_due.forget(tp)
+        if self._idle_tiers is not None:
+            self._idle_tiers.revoked(tps)
         self._retention.forget([partition for _, partition in tps])
         still_owned = {p for _, p in self._offsets}
         for table in self.tables.values():

@@ -13,4 +13,6 @@ class ProcessorStats:
     restored_records: int = 0
     expired: int = 0  # table entries deleted for their age (runtime/expiry.py)
     last_checkpoint_at: float = 0.0
+    tier_pauses: int = 0  # retry-tier partitions paused at their end (runtime/idle_tiers.py)
+    tier_resumes: int = 0  # ... and resumed: a retry sent to one, or its end passed the pause
     failures_by_type: dict[str, int] = field(default_factory=dict)

@@ -74,6 +74,13 @@ def rebalances() -> Counter:
 
 
 @cache
+def idle_tiers() -> Counter:
+    return Counter("agentstream_idle_tiers",
+                   "Retry-tier partitions paused at their end, resumed, or a check of their ends failed",
+                   ["worker", "change"])
+
+
+@cache
 def restore_seconds() -> Histogram:
     return Histogram("agentstream_restore_seconds", "Time to restore the tables of newly assigned partitions",
                      ["worker"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
@@ -273,7 +280,7 @@ def _inflight_series(agent: str) -> Gauge:
 
 
 FAMILIES = (
-    retries, dead_letters, parked, rebalances, restore_seconds, checkpoint_seconds, offset_commit_seconds, task_results, task_duration,
+    retries, dead_letters, parked, rebalances, idle_tiers, restore_seconds, checkpoint_seconds, offset_commit_seconds, task_results, task_duration,
     task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tenant_spend_today,
     tenant_in_flight, tool_calls, model_calls, operation_duration,
     token_usage, model_cost, model_retries, breaker_state, rate_limit_wait, specialist_runs, rollout_weight,

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from confluent_kafka import Producer
+from prometheus_client import REGISTRY
 
 from agentstream.runtime import MessageContext, Processor
 
@@ -30,7 +31,8 @@ def test_paused_tier_partitions_take_a_retry_sent_here_and_a_record_written_else
 ) -> None:
     source, tier = f"idle-in-{unique}", f"idle-in-{unique}.retry-1"
     create_topics(bootstrap, [source, tier], partitions=2)
-    app = Processor("idle", bootstrap, f"idle-{unique}", tmp_path / "state")
+    name = f"idle-{unique}"
+    app = Processor(name, bootstrap, name, tmp_path / "state")
     handled: list[tuple[int, bytes]] = []
 
     @app.handler(source)
@@ -61,3 +63,10 @@ def test_paused_tier_partitions_take_a_retry_sent_here_and_a_record_written_else
         runner.join(60)
     assert not runner.is_alive()
     assert handled == [(0, b"retried-here"), (1, b"written-elsewhere")]  # each once
+
+    def changes(change: str) -> float:
+        return REGISTRY.get_sample_value("agentstream_idle_tiers_total", {"worker": name, "change": change}) or 0.0
+
+    # Partition 1 had no retry sent to it: only the check of the paused ends could resume it.
+    assert changes("resumed_for_retry") >= 1 and changes("resumed_by_check") >= 1
+    assert changes("paused") == app.stats.tier_pauses

@@ -63,7 +63,8 @@ class _Setup:
         self.holds = DueHolds(self.queue)
         self.stats = ProcessorStats()
         self.ends = _Ends()
-        self.tiers = IdleTiers([TIER], self.holds, self.queue, self.stats, self.ends)
+        self.changes: list[str] = []
+        self.tiers = IdleTiers([TIER], self.holds, self.queue, self.stats, self.ends, self.changes.append)
         self.consumer = _Consumer()
 
     def calls(self) -> list[tuple[str, list[tuple[str, int]]]]:
@@ -109,6 +110,7 @@ def test_a_retry_sent_resumes_the_partition_and_the_end_before_it_was_acknowledg
     s.tiers.handled(TP, 7)
     s.tiers.at_end(TP, 8)
     assert s.calls() == [("pause", [TP])] and s.stats.tier_resumes == 1
+    assert s.changes == ["paused", "resumed_for_retry", "paused"]
 
 
 def test_an_end_past_the_record_reported_before_its_acknowledgement_pauses_on_the_acknowledgement(s: _Setup) -> None:
@@ -183,6 +185,7 @@ def test_the_check_resumes_a_paused_partition_another_writer_wrote_to(s: _Setup)
     assert s.calls() == [("resume", [TP])] and s.tiers.paused() == [(TIER, 1)] and len(s.ends.asked) == 1
     s.tiers.check_ends(100.0 + CHECK_INTERVAL_S)
     assert sorted(s.ends.asked[-1]) == [(TIER, 1)]
+    assert s.changes == ["paused", "paused", "resumed_by_check"]
 
 
 def test_a_check_not_answered_yet_is_waited_for_and_a_failed_answer_asked_again(s: _Setup) -> None:
@@ -194,6 +197,7 @@ def test_a_check_not_answered_yet_is_waited_for_and_a_failed_answer_asked_again(
     s.ends.answer({TP: KafkaError(KafkaError._TIMED_OUT)})
     s.tiers.check_ends(100.0 + 6 * CHECK_INTERVAL_S)
     assert s.calls() == [] and s.tiers.paused() == [TP] and len(s.ends.asked) == 2
+    assert s.changes == ["paused", "check_failed"]
 
 
 def test_a_record_taken_before_the_pause_took_effect_does_not_raise_where_it_is_paused(s: _Setup) -> None:

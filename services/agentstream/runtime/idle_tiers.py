@@ -55,6 +55,12 @@ CHECK_INTERVAL_S = 1.0
 # A check not answered in this time is given up; the next one asks again.
 LIST_ENDS_TIMEOUT_S = 5.0
 
+# What ``count`` is told (agentstream_idle_tiers_total's ``change``).
+PAUSED = "paused"
+RESUMED_FOR_RETRY = "resumed_for_retry"
+RESUMED_BY_CHECK = "resumed_by_check"
+CHECK_FAILED = "check_failed"
+
 
 @dataclass(slots=True)
 class _Tier:
@@ -70,12 +76,13 @@ class IdleTiers:
     """Pauses and resumes a processor's retry-tier partitions (see the module docstring)."""
 
     def __init__(self, topics: Iterable[str], holds: DueHolds, calls: ConsumerCalls, stats: ProcessorStats,
-                 list_ends: ListEnds) -> None:
+                 list_ends: ListEnds, count: Callable[[str], None] = lambda change: None) -> None:
         self.topics = frozenset(topics)
         self._holds = holds
         self._calls = calls
         self._stats = stats
         self._list_ends = list_ends
+        self._count = count  # one of the changes above (a metric)
         self._tiers: dict[_TP, _Tier] = {}
         self._asked: dict[_TP, Future[Any]] = {}  # the ends of the check in flight
         self._next_check = 0.0
@@ -124,12 +131,12 @@ class IdleTiers:
         """This worker produced to ``topic`` (``partition`` None: the partitioner picked)."""
         if partition is None:
             for tp in [tp for tp in self._tiers if tp[0] == topic]:
-                self._resume(tp, "a record sent to its topic")
+                self._resume(tp, RESUMED_FOR_RETRY)
             return
         tier = self._tiers.get((topic, partition))
         if tier is not None:
             tier.unacked += 1
-            self._resume((topic, partition), "a record sent to it")
+            self._resume((topic, partition), RESUMED_FOR_RETRY)
 
     def delivered(self, topic: str, partition: int, offset: int | None, *, counted: bool) -> None:
         """The report of a record this worker sent (``offset`` None: refused; ``counted``:
@@ -161,6 +168,7 @@ class IdleTiers:
             futures = self._list_ends(paused)
         except KafkaException as exc:  # asked again at the next check
             log.debug("asking the ends of paused tier partitions failed: %s", exc)
+            self._count(CHECK_FAILED)
             return
         self._asked = {(tp.topic, tp.partition): future for tp, future in futures.items()}
 
@@ -174,9 +182,11 @@ class IdleTiers:
                 end = future.result().offset
             except KafkaException as exc:  # asked again at the next check
                 log.debug("the end of %s[%d] was not answered: %s", tp[0], tp[1], exc)
+                self._count(CHECK_FAILED)
                 continue
             if end > tier.paused_at:
-                self._resume(tp, f"its end {end} passed {tier.paused_at}")
+                log.debug("%s[%d]: its end %d passed %d", tp[0], tp[1], end, tier.paused_at)
+                self._resume(tp, RESUMED_BY_CHECK)
 
     # -- pause and resume ----------------------------------------------------------------
     def _pause_if_idle(self, tp: _TP, tier: _Tier) -> None:
@@ -200,9 +210,10 @@ class IdleTiers:
         self._calls.queue(pause)
         if first:
             self._stats.tier_pauses += 1
+            self._count(PAUSED)
             log.debug("pausing %s[%d] at its end %d", tp[0], tp[1], end)
 
-    def _resume(self, tp: _TP, why: str) -> None:
+    def _resume(self, tp: _TP, change: str) -> None:
         tier = self._tiers[tp]
         if tier.paused_at is None:
             return
@@ -213,4 +224,5 @@ class IdleTiers:
         partition = TopicPartition(tp[0], tp[1])
         self._calls.queue(lambda consumer: consumer.resume([partition]))
         self._stats.tier_resumes += 1
-        log.debug("resuming %s[%d]: %s", tp[0], tp[1], why)
+        self._count(change)
+        log.debug("resuming %s[%d]: %s", tp[0], tp[1], change)

@@ -427,8 +427,9 @@ class Processor:
             self._reader.list_topics(table.changelog_topic, timeout=10)
         tier_topics = [b.topic for b in self._bindings.values() if b.due_header is not None]
         if tier_topics and self._pause_idle_tiers:
+            changes = metrics.idle_tiers()
             self._idle_tiers = IdleTiers(tier_topics, self._holds_due, self._consumer_calls, self.stats,
-                                         self._list_ends)
+                                         self._list_ends, lambda change: changes.labels(self.name, change).inc())
         consumer = Consumer(consumer_config(self.bootstrap, self.group_id,
                                             protocol=group_protocol_for(self.group_protocol, self.bootstrap),
                                             fetch_wait_ms=fetch_wait_for(self.fetch_wait_ms, self.bootstrap),

@@ -35,7 +35,7 @@ from agentstream.runtime.health import Health
 from agentstream.runtime.lag import fetched_lag, watermarks
 from agentstream.runtime.consumer_calls import ConsumerCalls
 from agentstream.runtime.context import MessageContext, current_context
-from agentstream.runtime.delivery_pump import DeliveryPump, PumpedProducer, wait_for_room
+from agentstream.runtime.delivery_pump import DeliveryPump, PumpedProducer
 from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import HandlerError, ProcessorError, RestoreInterrupted
 from agentstream.runtime.hold import DueHolds
@@ -43,6 +43,7 @@ from agentstream.runtime.idle_tiers import LIST_ENDS_TIMEOUT_S, IdleTiers
 from agentstream.runtime.lane import ThreadLane
 from agentstream.runtime.loop_lag import LoopLagProbe
 from agentstream.runtime.offsets import TP, PartitionOffsets
+from agentstream.runtime.outputs import Outputs
 from agentstream.runtime.retention import Retention
 from agentstream.runtime.spawned import SpawnedWork
 from agentstream.runtime.stats import ProcessorStats
@@ -50,7 +51,7 @@ from agentstream.runtime.store import PartitionStore
 from agentstream.runtime.table import Table
 from agentstream.runtime.topics import co_partitioned_inputs, ensure_changelogs
 from agentstream.runtime.write_through import WriteThrough
-from agentstream.telemetry import log_context, tracing
+from agentstream.telemetry import log_context
 from agentstream.telemetry.handling import Handling
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class Processor:
             name, commit_interval=commit_interval, flush_timeout=flush_timeout, tables=self._tables,
             offsets=self._offsets, stats=self.stats, producer=self._require_producer, consumer=lambda: self._consumer,
             poller=self._poller, on_loop=self._on_loop, on_failure=self.stop)
+        self._outputs = Outputs(self._require_producer, self._checkpoints.on_output_delivery)
 
     @property
     def tables(self) -> dict[str, Table]:
@@ -230,37 +232,9 @@ class Processor:
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        """Queue an output record; it is acknowledged before the source offset is committed."""
-        producer = self._require_producer()
-        target = -1 if partition is None else partition  # -1: the partitioner decides
-        tiers = self._idle_tiers
-        to_tier = tiers is not None and topic in tiers.topics
-        report = (partial(self._on_tier_delivery, counted=partition is not None) if to_tier
-                  else self._checkpoints.on_output_delivery)
-        if not tracing.enabled():  # the default: no span, and the caller's headers as they are
-            self._produce_output(producer, topic, value, key, target, headers, report)
-        else:
-            with tracing.producing(topic, partition, headers) as traced:  # PRODUCER span, traceparent header
-                self._produce_output(producer, topic, value, key, target, traced.headers, report)
-        if to_tier:  # a retry: its partition is fetched until the consumer took it (no report served before this)
-            assert tiers is not None
-            tiers.sent(topic, partition)
-
-    def _on_tier_delivery(self, err: KafkaError | None, msg: Message, *, counted: bool) -> None:
-        assert self._idle_tiers is not None
-        self._idle_tiers.delivered(msg.topic(), msg.partition(), None if err is not None else msg.offset(),
-                                   counted=counted)
-        self._checkpoints.on_output_delivery(err, msg)
-
-    def _produce_output(self, producer: Producer, topic: str, value: bytes | None, key: str | bytes | None,
-                        partition: int, headers: list[tuple[str, bytes]] | None,
-                        report: Callable[[KafkaError | None, Message], None]) -> None:
-        while True:
-            try:
-                producer.produce(topic, value, key, partition, report, headers=headers)
-                return
-            except BufferError:  # the local queue is full: served reports free it
-                wait_for_room(producer)
+        """Queue an output record; it is acknowledged before the source offset is committed
+        (runtime/outputs.py)."""
+        self._outputs.send(topic, value, key, partition, headers)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` beside the partition; its record's offset is committed when it ends
@@ -430,6 +404,7 @@ class Processor:
             changes = metrics.idle_tiers()
             self._idle_tiers = IdleTiers(tier_topics, self._holds_due, self._consumer_calls, self.stats,
                                          self._list_ends, lambda change: changes.labels(self.name, change).inc())
+            self._outputs.tiers = self._idle_tiers
         consumer = Consumer(consumer_config(self.bootstrap, self.group_id,
                                             protocol=group_protocol_for(self.group_protocol, self.bootstrap),
                                             fetch_wait_ms=fetch_wait_for(self.fetch_wait_ms, self.bootstrap),

@@ -57,15 +57,14 @@ class SpecialistAgent:
         replayed) through ``run``; every record has landed when it returns or raises
         (unless cancelled, or, when it returns, unless ``run.last_awaited_by_caller``: the
         lifecycle awaits the answer's record itself; durable.landed_at_exit)."""
-        tools = DurableTools(self.tools, run)
-        model = DurableModel(self.models.for_tier(task.get("tier")), run, reads_only=tools.reads_only)
+        model = DurableModel(self.models.for_tier(task.get("tier")), run)
         history = None
         if self.settings.history_max_tokens:
             # The summary call goes through the same controls and is checkpointed like any step.
             history = HistoryCompressor(self.settings.history_max_tokens, self.settings.history_keep_recent, model)
         with tracing.agent_run(self.agent_type):  # the span `invoke_agent {type}` over its model and tool spans
             return await landed_at_exit(run, run_agent(
-                task, self.agent_type, model, tools,
+                task, self.agent_type, model, DurableTools(self.tools, run),
                 self.allowlist, self.max_steps, self.prompt,
                 timeout_s=self.settings.timeout_s, budget_usd=task.get("budget_usd") or self.settings.budget_usd,
                 price=cost_usd, history=history,

@@ -1,17 +1,12 @@
 """Durable execution of one agent loop: every model reply and tool result is checkpointed
 (acknowledged by the broker) before anything that depends on it happens — a reply before
-its turn's tools run if one of them may act, a side-effecting result before the call
-returns, a turn's read-only results before the run's next record (below) — and a resumed
-loop replays them instead of calling the model or the tool again.
+its turn's tools run, a side-effecting result before the call returns, a turn's read-only
+results before the run's next record (below) — and a resumed loop replays them instead of
+calling the model or the tool again.
 
 A reply without tool calls (the answer, or a history summary) is written without waiting too: the
 next model call waits for it (a summary is in that call's messages), and the end of the run
-before the result (specialist/lifecycle.py sends the transcript while it lands). So is a
-reply whose every tool call reads only: its tools run while it lands, and the run's next
-waited record or its end waits for it. Until its record lands such a reply is the call in
-flight, as the answer is: a kill -9 before that makes the resume call the model again and
-run the reply's read-only calls again — calls that change nothing. (Waiting for it put one
-acknowledged write between every read-only reply and its tools: bench/RESULTS.md, session 34.)
+before the result (specialist/lifecycle.py sends the transcript while it lands).
 
 The loop itself (specialist/loop.py) is unchanged: it runs from the start, and these
 wrappers answer its model and tool calls from the checkpoint chain while there is one.
@@ -224,19 +219,12 @@ def retrieved(landing: asyncio.Future[Any]) -> None:
 
 
 class DurableModel:
-    """A Model that answers from the checkpoint chain first, and checkpoints new replies.
+    """A Model that answers from the checkpoint chain first, and checkpoints new replies."""
 
-    ``reads_only``: whether a call of the named tool changes nothing (DurableTools.reads_only).
-    A reply whose every tool call reads only is not waited for before its tools run: like
-    the answer, it is the call in flight until its record lands, and a kill before that
-    repeats it with its read-only calls. Without ``reads_only`` every reply with tool calls
-    lands before they run."""
-
-    def __init__(self, inner: Model, run: DurableRun, reads_only: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, inner: Model, run: DurableRun) -> None:
         self.inner = inner
         self.run = run
         self.model_id = inner.model_id
-        self.reads_only = reads_only
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelResponse:
         # Steps are numbered by call, not by the assistant turns in ``messages``: history
@@ -264,21 +252,14 @@ class DurableModel:
         self.run.new_model_calls += 1
         self.run.last_text = response.text or self.run.last_text
         request = self.run.requests.summary(messages, tools)  # for the task's transcript
-        # A reply's tools run once it has landed, unless every one of them reads only. A
-        # reply without tool calls (the answer, or a history summary) is awaited by what
-        # depends on it: the next model call, or the end of the run before the result
-        # (landed_at_exit, the lifecycle's _finish). A reply of read-only calls is awaited
-        # by the run's next waited record or its end, as its turn's record is.
+        # A reply's tools run once it has landed. A reply without tool calls (the answer, or
+        # a history summary) is awaited by what depends on it: the next model call, or the
+        # end of the run before the result (landed_at_exit, the lifecycle's _finish).
         calls_tools = bool(response.tool_calls)
-        waits = calls_tools and not self._reads_only(response)
         await self.run.record(lambda seq: ckpt.model_step(step, response, self.run.epoch, seq, timing=timing, request=request),
-                              wait=waits)
+                              wait=calls_tools)
         self.run.reply_on_its_way = not calls_tools
         return response
-
-    def _reads_only(self, response: ModelResponse) -> bool:
-        reads_only = self.reads_only
-        return reads_only is not None and all(reads_only(call.name) for call in response.tool_calls)
 
 
 class DurableTools(ToolRegistry):
@@ -303,10 +284,9 @@ class DurableTools(ToolRegistry):
             await self._record(step, _take(unrecorded), wait=False)
         return list(results)
 
-    def reads_only(self, name: str) -> bool:
-        """Whether a call of ``name`` may wait for its turn's record (and its reply need not
-        land before it runs: DurableModel): the tool says it acts on nothing (an unknown
-        tool is taken to act) and no human must approve it."""
+    def _without_side_effects(self, name: str) -> bool:
+        """Whether a call of ``name`` may wait for its turn's record: the tool says it acts
+        on nothing (an unknown tool is taken to act) and no human must approve it."""
         found = self.inner.get(name)
         held = self.run.gate is not None and name in self.run.gate.policies
         return found is not None and not found.side_effects and not held
@@ -335,7 +315,7 @@ class DurableTools(ToolRegistry):
             finally:
                 _idempotency_key.reset(token)
         finished = ckpt.Finished(index, result, ckpt.Timing(began, round((time.monotonic() - clock) * 1000)))
-        if self.reads_only(name):
+        if self._without_side_effects(name):
             unrecorded.append(finished)  # recorded with the turn's next record
         else:
             # Durable before this call returns: the read-only results so far ride along.

@@ -418,3 +418,42 @@ def test_a_record_is_produced_while_the_one_before_it_lands_and_returns_once_bot
 async def _produced(produced: list[int], count: int) -> None:
     while len(produced) < count:
         await asyncio.sleep(0)
+
+
+class _HeldReply(_Log):
+    """A log whose first model reply lands only once ``open`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = asyncio.Event()
+
+    async def persist(self, key: str, value: dict[str, Any]) -> None:
+        if value["kind"] == "model" and value["step"] == 0:
+            await self.open.wait()
+        await super().persist(key, value)
+
+
+def test_a_reply_of_read_only_calls_lands_before_its_calls_run() -> None:
+    """Even when every call reads only. A reply whose record had not landed would be asked
+    again after a kill, and may then ask for other calls under the same idempotency keys
+    (``<task>:<step>:<index>``: one key would name two calls); and the loop would go on to
+    further model calls with nothing landed, each repeated after a kill (session 34 tried
+    it: bench/RESULTS.md)."""
+    calls: Calls = [("lookup", {"invoice_id": "INV-1"}), ("lookup", {"invoice_id": "INV-2"})]
+
+    async def scenario() -> tuple[int, int, int, str | None]:
+        log, tools, model = _HeldReply(), _Tools(), _Turn(calls)
+        run = DurableRun(TASK["task_id"], 0, ckpt.Chain(), log.persist)
+        loop = asyncio.create_task(landed_at_exit(run, run_agent(
+            TASK, "billing", DurableModel(model, run), DurableTools(tools.registry, run), ["refund", "lookup"])))
+        for _ in range(50):  # turns of the event loop: the run goes as far as it may while the reply is on its way
+            await asyncio.sleep(0)
+        lookups_before, calls_before = tools.lookups, model.made
+        log.open.set()  # the broker acknowledges the reply
+        outcome = await asyncio.wait_for(loop, 10)
+        return lookups_before, calls_before, tools.lookups, outcome.output
+
+    lookups_before, calls_before, lookups, output = asyncio.run(scenario())
+    assert (lookups_before, calls_before) == (0, 1), "no lookup ran and no model call was made before the reply landed"
+    assert lookups == 2
+    assert output == "done: INV-1 is paid, INV-2 is paid"

@@ -11,9 +11,11 @@ import pytest
 
 from agentstream.models.base import Message, ModelResponse, ToolCall, Usage
 from agentstream.specialist import checkpoint as ckpt
+from agentstream.specialist.app import build_agent
 from agentstream.specialist.durable import DurableModel, DurableRun, DurableTools, landed_at_exit
 from agentstream.specialist.loop import StepNotRecorded, run_agent
 from agentstream.tools.registry import ToolRegistry, ToolResult, tool
+from tests import support_desk
 
 TASK = {"task_id": "task-t", "session_id": "s", "input": "refund INV-1 and look it up"}
 
@@ -434,26 +436,32 @@ class _HeldReply(_Log):
 
 
 def test_a_reply_of_read_only_calls_lands_before_its_calls_run() -> None:
-    """Even when every call reads only. A reply whose record had not landed would be asked
-    again after a kill, and may then ask for other calls under the same idempotency keys
-    (``<task>:<step>:<index>``: one key would name two calls); and the loop would go on to
-    further model calls with nothing landed, each repeated after a kill (session 34 tried
-    it: bench/RESULTS.md)."""
-    calls: Calls = [("lookup", {"invoice_id": "INV-1"}), ("lookup", {"invoice_id": "INV-2"})]
+    """Even when every call reads only, in the worker's own agent (build_agent: the support
+    desk's billing turn asks for lookup_invoice and search_kb). A reply whose record had not
+    landed would be asked again after a kill, and may then ask for other calls under the same
+    idempotency keys (``<task>:<step>:<index>``: one key would name two calls); and the loop
+    would go on to further model calls with nothing landed, each repeated after a kill
+    (session 34 tried it: bench/RESULTS.md)."""
+    agent = build_agent("billing", support_desk.topology(), model=support_desk.scripted_model("billing"))
+    task = {**TASK, "input": "I was charged twice for invoice INV-1002 on order 5002.", "tier": None}
+    log = _HeldReply()
+    produced: list[str] = []  # the kinds of the records the run wrote, in order
 
-    async def scenario() -> tuple[int, int, int, str | None]:
-        log, tools, model = _HeldReply(), _Tools(), _Turn(calls)
-        run = DurableRun(TASK["task_id"], 0, ckpt.Chain(), log.persist)
-        loop = asyncio.create_task(landed_at_exit(run, run_agent(
-            TASK, "billing", DurableModel(model, run), DurableTools(tools.registry, run), ["refund", "lookup"])))
+    async def persist(key: str, value: dict[str, Any]) -> None:
+        produced.append(value["kind"])
+        await log.persist(key, value)
+
+    async def scenario() -> tuple[list[str], str]:
+        run = DurableRun(TASK["task_id"], 0, ckpt.Chain(), persist)
+        loop = asyncio.create_task(landed_at_exit(run, agent.run(task, run)))
         for _ in range(50):  # turns of the event loop: the run goes as far as it may while the reply is on its way
             await asyncio.sleep(0)
-        lookups_before, calls_before = tools.lookups, model.made
+        before = list(produced)
         log.open.set()  # the broker acknowledges the reply
         outcome = await asyncio.wait_for(loop, 10)
-        return lookups_before, calls_before, tools.lookups, outcome.output
+        return before, outcome.status
 
-    lookups_before, calls_before, lookups, output = asyncio.run(scenario())
-    assert (lookups_before, calls_before) == (0, 1), "no lookup ran and no model call was made before the reply landed"
-    assert lookups == 2
-    assert output == "done: INV-1 is paid, INV-2 is paid"
+    before, status = asyncio.run(scenario())
+    assert before == ["model"], "no tool ran (its record is the turn's) before the reply landed"
+    assert status == "COMPLETED"
+    assert [v["kind"] for v in log.records.values()] == ["model", "tool", "model"]

@@ -174,23 +174,47 @@ def _close_reached(reader: Consumer, open_partitions: set[_TP], ends: Mapping[_T
             open_partitions.discard((tp.topic, tp.partition))
 
 
-def read_partition(reader: Consumer, topic: str, partition: int, from_offset: int, timeout: float = 60.0) -> list[tuple[bytes | None, bytes | None, int]]:
+Records = list[tuple[bytes | None, bytes | None, int]]
+
+
+def read_partition(reader: Consumer, topic: str, partition: int, from_offset: int, timeout: float = 60.0) -> Records:
     """Every record of ``topic[partition]`` from ``from_offset`` to the end seen by a fetch."""
-    reader.assign([TopicPartition(topic, partition, max(from_offset, 0))])
-    records: list[tuple[bytes | None, bytes | None, int]] = []
+    return read_partitions(reader, topic, {partition: from_offset}, timeout)[partition]
+
+
+def read_partitions(
+    reader: Consumer, topic: str, starts: Mapping[int, int], timeout: float = 60.0,
+    keep: Callable[[bytes | None], bool] | None = None, should_stop: Callable[[], bool] = lambda: False,
+) -> dict[int, Records]:
+    """Every record of each partition of ``topic`` in ``starts`` (partition -> offset) to the
+    end seen by a fetch, all read at once (one fetch wait, not one per partition); with
+    ``keep``, only those whose value it keeps (a long read holds only what it needs). Raises
+    RestoreInterrupted once ``should_stop()`` (asked between polls)."""
+    # Metadata first: a topic the reader never read may otherwise wait for librdkafka's next
+    # refresh before its first fetch (0.4-0.9 s on Kafka).
+    reader.list_topics(topic, timeout=timeout)
+    reader.assign([TopicPartition(topic, partition, max(offset, 0)) for partition, offset in starts.items()])
+    records: dict[int, Records] = {partition: [] for partition in starts}
+    open_partitions = set(starts)
     deadline = time.monotonic() + timeout
     try:
-        while True:
+        while open_partitions:
+            if should_stop():
+                raise RestoreInterrupted(f"a stop was requested while reading {topic}")
             if time.monotonic() > deadline:
-                raise ProcessorError(f"Reading {topic}[{partition}] did not reach its end within {timeout:.0f} s.")
+                unread = ", ".join(f"{topic}[{p}]" for p in sorted(open_partitions))
+                raise ProcessorError(f"Reading {unread} did not reach the end within {timeout:.0f} s.")
             msg = reader.poll(0.2)
             if msg is None:
                 continue
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    return records
-                raise ProcessorError(f"Reading {topic}[{partition}] failed: {err}")
-            records.append((msg.key(), msg.value(), msg.offset()))
+                    open_partitions.discard(msg.partition())
+                    continue
+                raise ProcessorError(f"Reading {msg.topic()}[{msg.partition()}] failed: {err}")
+            if keep is None or keep(msg.value()):
+                records[msg.partition()].append((msg.key(), msg.value(), msg.offset()))
+        return records
     finally:
         reader.unassign()

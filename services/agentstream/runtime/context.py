@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 
@@ -51,3 +53,14 @@ class MessageContext:
 
 # The record being handled; spawned work inherits it (tables read its partition).
 current_context: ContextVar[MessageContext] = ContextVar("agentstream_context")
+
+
+@contextmanager
+def in_partition(topic: str, partition: int) -> Iterator[None]:
+    """Work of an assigned partition outside any record's handling (an assignment hook):
+    tables read and write ``partition``'s stores meanwhile, as in a handler of ``topic``."""
+    token = current_context.set(MessageContext(topic, partition, -1, None, (), 0))
+    try:
+        yield
+    finally:
+        current_context.reset(token)

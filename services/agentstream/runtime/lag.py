@@ -62,6 +62,23 @@ def committed_offsets(probe: Consumer, partitions: list[TopicPartition], timeout
     raise AssertionError("unreachable: tenacity reraises the last error")
 
 
+def group_committed(
+    bootstrap: str, group: str, topic: str, partitions: Sequence[int], timeout: float = 30.0,
+) -> dict[int, int | None]:
+    """``group``'s committed offset of each of ``partitions`` of ``topic`` (None: never
+    committed), asked by a probe that does not join the group."""
+    probe = Consumer(reader_config(bootstrap, {"group.id": group}))
+    try:
+        committed = committed_offsets(probe, [TopicPartition(topic, p) for p in partitions], timeout)
+    finally:
+        probe.close()
+    for tp in committed:
+        if tp.error is not None:
+            raise ProcessorError(
+                f"The committed offset of group {group} on {topic}[{tp.partition}] is unknown: {tp.error}")
+    return {tp.partition: tp.offset if tp.offset >= 0 else None for tp in committed}
+
+
 def end_offsets(bootstrap: str, topics: Sequence[str], timeout: float = 30.0) -> dict[_TP, int]:
     """The true end offset (high watermark) of every partition of ``topics``."""
     admin = AdminClient(admin_config(bootstrap, {"log_level": 0}))

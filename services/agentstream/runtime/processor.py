@@ -28,11 +28,11 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from agentstream.broker import fetch_wait_for, group_protocol_for
 from agentstream.clients import CLASSIC, admin_config, consumer_config, producer_config, reader_config
-from agentstream.runtime.changelog import RestoreReport, read_partition, restore
+from agentstream.runtime.changelog import RestoreReport, read_partition, read_partitions, restore
 from agentstream.runtime.checkpointing import Checkpoints
 from agentstream import metrics
 from agentstream.runtime.health import Health
-from agentstream.runtime.lag import fetched_lag, watermarks
+from agentstream.runtime.lag import fetched_lag, group_committed, watermarks
 from agentstream.runtime.consumer_calls import ConsumerCalls
 from agentstream.runtime.context import MessageContext, current_context
 from agentstream.runtime.delivery_pump import DeliveryPump, PumpedProducer
@@ -276,6 +276,23 @@ class Processor:
         """Records of one partition from ``from_offset`` to its end (for recovery checks)."""
         assert self._reader is not None
         return await asyncio.get_running_loop().run_in_executor(None, read_partition, self._reader, topic, partition, from_offset)
+
+    async def read_partitions_to_end(
+        self, topic: str, starts: dict[int, int], *, timeout: float = 60.0, keep: Callable[[bytes | None], bool] | None = None,
+    ) -> dict[int, list[tuple[bytes | None, bytes | None, int]]]:
+        """Records of each partition in ``starts`` (partition -> offset) to its end, read at
+        once (for recovery checks); with ``keep``, only those whose value it keeps. A stop
+        requested meanwhile ends it with RestoreInterrupted."""
+        assert self._reader is not None
+        return await asyncio.get_running_loop().run_in_executor(
+            None, partial(read_partitions, self._reader, topic, starts, timeout, keep, lambda: self._stopping))
+
+    async def committed(self, topic: str, partitions: list[int]) -> dict[int, int | None]:
+        """The group's committed offset of each of ``partitions`` of ``topic`` (None: never
+        committed). A probe outside the group asks: only the poll thread touches the
+        consumer, and an assignment hook runs while that thread waits in its callback."""
+        return await asyncio.get_running_loop().run_in_executor(
+            None, group_committed, self.bootstrap, self.group_id, topic, partitions)
 
     def assigned_partitions(self) -> set[int]:
         return {partition for _, partition in self._offsets}

@@ -58,6 +58,11 @@ LINGER_ENV = "AGENTSTREAM_LINGER_MS"
 # `agentstream worker --check` asks. Unset or 0: no port (the default, so the five workers
 # of `agentstream dev` on one host do not fight over one); the generated deploy files set it.
 METRICS_PORT_ENV = "AGENTSTREAM_METRICS_PORT"
+# Seconds between a worker's periodic checkpoints (default 1): its table writes reach their
+# changelogs and its source offsets are committed (runtime/checkpointing.py). Longer: fewer
+# commits, and more records read again after a kill -9. A long expiry walk that ran out of
+# its batch resumes at this pace too (runtime/retention.py).
+COMMIT_INTERVAL_ENV = "AGENTSTREAM_COMMIT_INTERVAL_S"
 # Seconds without a completed poll after which /healthz answers 503 (default 30).
 HEALTH_STALL_ENV = "AGENTSTREAM_HEALTH_STALL_S"
 # Seconds a checkpoint waits for the broker to acknowledge its outputs and changelog writes
@@ -108,6 +113,7 @@ _FIELD_ENV = {
     "topology_path": TOPOLOGY_ENV,
     "prefix": PREFIX_ENV,
     "max_inflight": MAX_INFLIGHT_ENV,
+    "commit_interval_s": COMMIT_INTERVAL_ENV,
     "group_protocol": GROUP_PROTOCOL_ENV,
     "fetch_wait_ms": FETCH_WAIT_ENV,
     "linger_ms": LINGER_ENV,
@@ -180,7 +186,7 @@ class WorkerSettings(BaseModel):
         if env.get(MAX_INFLIGHT_ENV):
             values["max_inflight"] = env[MAX_INFLIGHT_ENV]
         for field, name in (("metrics_port", METRICS_PORT_ENV), ("health_stall_s", HEALTH_STALL_ENV),
-                            ("flush_timeout_s", FLUSH_TIMEOUT_ENV),
+                            ("flush_timeout_s", FLUSH_TIMEOUT_ENV), ("commit_interval_s", COMMIT_INTERVAL_ENV),
                             ("fetch_wait_ms", FETCH_WAIT_ENV), ("linger_ms", LINGER_ENV)):
             if env.get(name, "").strip():
                 values[field] = env[name].strip()

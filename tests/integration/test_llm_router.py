@@ -19,14 +19,16 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from agentstream.cancellation import cancel_record, send_cancel
 from agentstream.client import new_task
 from agentstream.events import TASK_EVENT
 from agentstream.serde import SchemaSet
+from agentstream.settings import COMMIT_INTERVAL_ENV
 from agentstream.router.classifier import ROUTE_TOOL
 from tests import support_desk
 from tests.unit.test_providers_openai import LoopbackServer, Reply, error
 
-from .harness import wait_for
+from .harness import latest_by_key, read_all, wait_for
 from .model_server import HELD_CALL_LIMITS, HOLD_S, is_route_request, openai_env, text_reply, tool_reply
 from .test_durable import DurableStack
 
@@ -42,6 +44,8 @@ WORKERS = {
     "supervisor": ["supervisor"],
 }
 ROUTER_ATTEMPTS = 2
+COMMIT_S = 8  # the router's checkpoint interval where a test kills it between two checkpoints
+SCHEMAS = SchemaSet.load()
 
 
 def _topology(tmp_path: Path) -> Path:
@@ -145,6 +149,49 @@ def test_a_router_killed_while_it_classifies_classifies_again_and_loses_nothing(
     assert len(got) == 1 and got[0]["status"] == "COMPLETED" and got[0]["agents"] == ["account", "billing"], got
     assert len(model.routes_asked(UNRULED)) == 2  # the call in flight, asked again by the new router
     assert len(model.specialists_asked(UNRULED)) == 2  # once per specialist: the task was routed once
+
+
+def test_a_task_canceled_while_it_was_classified_stays_canceled_after_a_kill(bootstrap: str, tmp_path: Path) -> None:
+    """An open task whose route the model is still deciding is canceled: the router drops it
+    and publishes CANCELED itself. Killed before the next checkpoint, the router leaves the
+    session's record with the task open and undecided in its changelog; the next router
+    would decide and route it again (a second result to come), but reads its predecessor's
+    CANCELED back at the assignment (router/own_results.py) and closes the task instead."""
+    model = ModelSide()
+    model.hold_route.set()
+    task = new_task(UNRULED, f"c-{uuid.uuid4().hex[:8]}", "acme")
+    # The first checkpoint after the task opened flushes its record; the next one comes
+    # COMMIT_S later, after the kill (checked below: the changelog still has the task open).
+    with LoopbackServer(model.answer).running() as server:
+        stack = DurableStack(bootstrap, tmp_path, latency="0", topology_path=_topology(tmp_path),
+                             env={**openai_env(server), COMMIT_INTERVAL_ENV: str(COMMIT_S)})
+        try:
+            stack.start_all({"router": WORKERS["router"]})
+            stack.submit([task])
+            wait_for(lambda: bool(model.routes_asked(UNRULED)), 60, "the router's model call")
+            _wait_for_changelog(stack, task["session_id"], 60)
+            cancel = cancel_record(task["task_id"], task["session_id"], "acme", "ops", "late")
+            send_cancel(bootstrap, stack.topology, SCHEMAS, cancel)
+            first = stack.results({task["task_id"]}, timeout=30)
+            stack.workers["router"].kill()
+            stack.workers["router"].wait(10)
+            model.release.set()
+            records = latest_by_key(read_all(bootstrap, stack.topology.changelog_topic("router", "sessions")))
+            kept = records[task["session_id"]]
+            # The drop never landed: the changelog has the task open (and undecided).
+            assert isinstance(kept, dict) and kept["open"]["task"]["task_id"] == task["task_id"], kept
+            again = stack.start("router-b", *WORKERS["router"])
+            again.wait_for_line(rf"task {task['task_id']} was answered CANCELED here before a restart; closed", 60)
+            again.wait_for_line(rf"cancel of task {task['task_id']}: ", 60)  # read again too: ended
+            again.stop()
+            assert again.wait() == 0, again.tail()
+            after = stack.results({task["task_id"]}, timeout=30)
+        finally:
+            model.release.set()
+            stack.stop_all()
+    assert [r["status"] for r in first[task["task_id"]]] == ["CANCELED"], first
+    assert [r["status"] for r in after[task["task_id"]]] == ["CANCELED"], after
+    assert len(model.routes_asked(UNRULED)) == 1  # not classified again, so never routed
 
 
 def kill_and_restart(stack: DurableStack, name: str, release: threading.Event, assigned: str) -> None:

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from agentstream.topology import SessionSettings
+from agentstream.router.own_results import answer_key, dedupe_written_at, own_answer
 from agentstream.router.session_gate import (
-    ENDED_KEPT, EARLY_KEPT, RECORD_MAX_BYTES, Admission, Arrival, admit, arrive, idle_since, missed, new_record, open_task,
-    record_bytes, settle,
-    taken,
+    ENDED_KEPT, EARLY_KEPT, RECORD_MAX_BYTES, Admission, Arrival, admit, answered_before, arrive, close_answered,
+    holds, idle_since, missed, new_record, open_task, record_bytes, settle, taken,
 )
 
 
@@ -307,3 +307,71 @@ def test_a_replay_read_again_after_a_crash_is_a_repeat_once_its_record_took_it()
     admit(record, _decided("t1"), _limits(), arrival.mark, 9, replay=True)
     assert arrive(record, 20, _marks(30), replay=True, offset=9) is None  # read again: a repeat
     assert arrive(record, 20, _marks(30), replay=True, offset=12) is not None  # replayed again later: runs
+
+
+def _own(task_id: str, status: str, message: str) -> dict[str, Any]:
+    """The head of a result the router published itself (no agents), as own_results reads it back."""
+    return {"task_id": task_id, "session_id": "s", "status": status, "output": None,
+            "error": {"code": "CANCELED" if status == "CANCELED" else "SESSION_BUSY", "message": message}, "agents": []}
+
+
+def test_the_routers_own_results_are_told_from_the_supervisors() -> None:
+    assert own_answer(_own("t1", "REJECTED", "full"))
+    assert own_answer(_own("t1", "CANCELED", "canceled by ops: late"))
+    assert not own_answer(_result("t1", status="CANCELED", output=None))  # the supervisor's names its specialists
+    assert not own_answer(_result("t1"))
+    assert not own_answer({**_own("t1", "FAILED", "dead-lettered")})  # a dead-lettering's, not a decision
+
+
+def test_a_refused_task_answered_before_a_restart_is_passed_not_held() -> None:
+    record = new_record()
+    admit(record, _decided("t1"), _limits(), 1, 10)
+    answered_before(record, _decided("t2")["task"], _own("t2", "REJECTED", "full"), _limits(), 2, 11)
+    assert open_task(record) == "t1" and record["waiting"] == [] and [t["task_id"] for t in record["turns"]] == []
+    assert not missed(record, 2)  # a later copy is a repeat
+    assert taken(record, "t1", 10) and not taken(record, "t2", 11)  # passed, as a refusal leaves it: not held
+
+
+def test_a_canceled_task_answered_before_a_restart_is_remembered_as_canceled_here() -> None:
+    record = new_record()
+    admit(record, _decided("t1"), _limits(), 1, 10)
+    record["canceled"] = {"t2": {"requested_by": "ops", "reason": "late"}}  # its cancel, read again first
+    answered_before(record, _decided("t2")["task"], _own("t2", "CANCELED", "canceled by ops: late"), _limits(), 2, 11)
+    assert record["canceled"] == {}
+    assert record["turns"] == [{"task_id": "t2", "input": "question t2", "output": "canceled by ops: late",
+                                "status": "CANCELED", "agents": []}]
+    assert open_task(record) == "t1" and record["waiting"] == []
+
+
+def test_an_open_task_answered_before_a_restart_closes_and_the_next_opens() -> None:
+    record = new_record()
+    for seen, task_id in enumerate(("t1", "t2"), start=1):
+        admit(record, _decided(task_id), _limits(), seen, None)
+    close_answered(record, _own("t1", "CANCELED", "canceled by ops: late"), _limits())
+    assert open_task(record) == "t2" and record["waiting"] == []
+    turns = [(t["task_id"], t["status"], t["output"]) for t in record["turns"]]
+    assert turns == [("t1", "CANCELED", "canceled by ops: late")]
+    close_answered(record, _own("t2", "CANCELED", "canceled by ops: gone"), _limits())
+    assert record["open"] is None and [t["task_id"] for t in record["turns"]] == ["t1", "t2"]
+
+
+def test_answers_read_back_share_the_dedupe_table_with_the_marks_and_expire_with_them() -> None:
+    assert dedupe_written_at(1_700_000_000_000) == 1_700_000_000_000  # a mark is its own write time
+    assert dedupe_written_at({"answer": _own("t1", "REJECTED", "full"), "at": 5}) == 5
+    assert dedupe_written_at({"answer": {}}) is None  # no time: stamped now by the expiry walk
+    assert answer_key("t1") != "t1" and not answer_key("t1").isprintable()  # no usable task id is the key
+
+
+def test_a_task_answered_before_and_read_back_first_leaves_no_early_result() -> None:
+    record = new_record()
+    settle(record, _own("t2", "CANCELED", "canceled by ops: late"), _limits(), 3)  # its own CANCELED, read back first
+    assert "t2" in record["early"]
+    answered_before(record, _decided("t2")["task"], _own("t2", "CANCELED", "canceled by ops: late"), _limits(), 4, 12)
+    assert record["early"] == {} and [t["task_id"] for t in record["turns"]] == ["t2"]
+
+
+def test_holds_says_open_or_waiting() -> None:
+    record = new_record()
+    for seen, task_id in enumerate(("t1", "t2"), start=1):
+        admit(record, _decided(task_id), _limits(), seen, None)
+    assert holds(record, "t1") and holds(record, "t2") and not holds(record, "t3") and not holds(None, "t1")

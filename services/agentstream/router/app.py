@@ -33,15 +33,16 @@ from agentstream.retry.classify import ErrorClass, ValidationFailed
 from agentstream.retry.headers import REPLAY
 from agentstream.rollout.control import WeightBoard, canary_types
 from agentstream.rollout.pinning import pin, pinned_variant
+from agentstream.router.own_results import OwnResults, dedupe_written_at
 from agentstream.router.session_gate import (
-    RECORD_MAX_BYTES, Admission, Canceling, Record, admit, arrive, idle_since, missed, new_record, open_task, passed, settle,
-    taken,
+    RECORD_MAX_BYTES, Admission, Canceling, Record, admit, answered_before, arrive, close_answered, holds, idle_since,
+    missed, new_record, open_task, passed, settle, taken,
 )
 from agentstream.router.session_gate import cancel as cancel_in_session
 from agentstream.router.tenant_guard import TenantGuard
 from agentstream.router.tier import TierRules, tier_hint
 from agentstream.runtime import MessageContext
-from agentstream.runtime.context import current_context
+from agentstream.runtime.context import current_context, in_partition
 from agentstream.runtime.expiry import stamp_now, timestamp_value
 from agentstream.serde import SchemaSet, SerdeError
 from agentstream.service import Service
@@ -60,7 +61,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     service = Service.build(AGENT, settings, topology, schemas)
     app = service.processor
     seen = service.table("dedupe")  # task_id -> its mark: when it was seen (epoch ms, strictly increasing)
-    app.expire(seen, topology.dedupe.retention_s, timestamp_value, stamp=stamp_now)
+    app.expire(seen, topology.dedupe.retention_s, dedupe_written_at, stamp=stamp_now)
     sessions = service.table("sessions")  # session -> its open task, waiting tasks and memory (session_gate.py)
     app.expire(sessions, topology.sessions.idle_retention_s, idle_since)
     known_types = topology.specialist_types
@@ -69,6 +70,9 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     tiers = TierRules.from_settings(routing.tiers)
     classifier = ModelClassifier.from_settings(routing, known_types)
     last_mark: dict[int, int] = {}  # partition -> the latest mark given there
+    # What it answered itself since its last commit, read back into ``seen`` at an assignment.
+    own = OwnResults(app, schemas, topology.topic("results"), service.input_topic, seen)
+    app.on_assign(own.on_assign)  # before any record of a new partition is handled
     guard = TenantGuard.build(AGENT, settings, topology, schemas)  # None without a tenants file
     if guard is not None:
         app.on_assign(guard.on_assign)  # before any task of a new partition is decided
@@ -137,6 +141,10 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             mark_at_least(ctx.partition, seen_at)  # kept from the previous owner, whose clock may run ahead
         elif key is not None:
             seen[key] = seen_at
+        earlier = own.answer(task_id, session_id) if dedupable and ctx.header(REPLAY) is None else None
+        if earlier is not None and not holds(record, task_id):  # a held one closes as it goes (let_go)
+            keep_answer(task, ctx, record, earlier, (seen_at, offset))
+            return
         decided, reason = decide(task)
         if decided is None:
             if recovering:
@@ -165,6 +173,26 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             mark_at_least(partition, kept)
         passed(record, kept)
         sessions[session_id] = record
+
+    def keep_answer(
+        task: dict[str, Any], ctx: MessageContext, record: Record | None, answer: dict[str, Any],
+        at: tuple[int, int | None],
+    ) -> None:
+        """The router answered the task itself before a crash (router/own_results.py): that
+        answer stands, and the session's record takes the task as it left it (``at``: the
+        task's mark and source offset). No second result, not even the same one."""
+        reason = validate_task(task, settings.max_input_bytes)
+        if reason is None:
+            record = record or new_record()
+            answered_before(record, task, answer, topology.sessions, *at)
+            sessions[task["session_id"]] = record
+        else:  # an invalid task never enters a session; its dead letter went out beside the result,
+            #     which does not prove the letter landed: sent again under its id (its source
+            #     position), so the DLQ shows it once (retry/dlq_ops.py keeps the latest of an id)
+            raw = schemas.encode(TASK_SUBMITTED, task)
+            chain.dead_letter(raw, ctx, ValidationFailed(reason), ErrorClass.PERMANENT, 1, result=False)
+        log.info("%s: task %s was answered %s here before a restart; that result stands", ctx.where, task["task_id"],
+                 answer["status"])
 
     def keyed_elsewhere(task: dict[str, Any], ctx: MessageContext) -> bool:
         """A task not keyed by its session (no key, another key) may sit on a partition
@@ -257,7 +285,11 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         app.send(guard.audit_topic, value, key)
 
     def drop(task: dict[str, Any], cancel: dict[str, Any], ctx: MessageContext, why: str) -> None:
-        """The task is canceled before it was routed: its CANCELED result, from here."""
+        """The task is canceled before it was routed: its CANCELED result, from here (unless
+        it was answered here before a restart: own_results.py)."""
+        if own.answer(task["task_id"], task["session_id"]) is not None:
+            log.info("%s: task %s was canceled here before a restart; that result stands", ctx.where, task["task_id"])
+            return
         log.info("%s: task %s canceled at the router (%s): %s", ctx.where, task["task_id"], why, cancel_text(cancel))
         service.progress(task, "STATE", CANCELED, f"canceled before it started ({why}): {cancel_text(cancel)}")
         service.result(task_result(task, CANCELED, error=cancel_error(cancel)))
@@ -290,7 +322,18 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
 
     def let_go(record: Record, partition: int | None = None) -> None:
         """Route the session's open task: at once when its route is decided, else decide it
-        beside the partition (the handler's, or ``partition`` after an assignment)."""
+        beside the partition (the handler's, or ``partition`` after an assignment). An open
+        task answered here before a restart (a cancel dropped it) is closed as it was, and the
+        next one goes instead."""
+        session_id = record["open"]["task"]["session_id"]
+        while (answer := own.answer(record["open"]["task"]["task_id"], session_id)) is not None:
+            log.info("%s: task %s was answered %s here before a restart; closed as it was, not routed",
+                     current_context.get().where, answer["task_id"], answer["status"])
+            close_answered(record, answer, topology.sessions)
+            pin_open(record)
+            sessions[session_id] = record
+            if record["open"] is None:
+                return
         opened = record["open"]
         if opened.get("route") is not None:
             send_routed(opened, record["turns"])
@@ -390,17 +433,21 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         if classifier is not None:
             classifier.assigned(len(app.assigned_partitions()), app.partition_count)
         for partition in partitions:
-            opened, latest = [], 0  # one pass: an idle session's record is not kept (up to 512 KB each)
-            for _, record in sessions.items_of(partition):
-                if isinstance(record, dict):
-                    latest = max(latest, record.get("through", 0))
-                    if record.get("open"):
-                        opened.append(record)
-            mark_at_least(partition, latest)  # later marks follow every one the records took, whatever clock gave it
-            for record in opened:
-                let_go(record, partition)
-            if opened:
-                log.info("%s[%d]: sent %d open session tasks again after the assignment", service.input_topic, partition, len(opened))
+            with in_partition(service.input_topic, partition):  # let_go may close a task answered here
+                resend_partition(partition)
+
+    def resend_partition(partition: int) -> None:
+        opened, latest = [], 0  # one pass: an idle session's record is not kept (up to 512 KB each)
+        for _, record in sessions.items_of(partition):
+            if isinstance(record, dict):
+                latest = max(latest, record.get("through", 0))
+                if record.get("open"):
+                    opened.append(record)
+        mark_at_least(partition, latest)  # later marks follow every one the records took, whatever clock gave it
+        for record in opened:
+            let_go(record, partition)
+        if opened:
+            log.info("%s[%d]: sent %d open session tasks again after the assignment", service.input_topic, partition, len(opened))
 
     app.handler(topology.topic("results"))(on_result)
     app.handler(topology.topic("control"), partial(schemas.decode_as, TASK_CANCEL))(on_cancel)

@@ -114,6 +114,39 @@ def admit(
     return Admission.WAIT
 
 
+def answered_before(
+    record: Record, task: Mapping[str, Any], answer: Mapping[str, Any], limits: SessionSettings, seen: int,
+    offset: int | None,
+) -> None:
+    """The router answered ``task`` itself before a crash, and its next owner reads it
+    again (router/own_results.py): ``answer`` is that result's head, read back. In place,
+    the record takes the task as that answer left it: passed, as a refused task is (a
+    REJECTED one), and remembered as a CANCELED turn, as a task dropped here is."""
+    passed(record, seen, offset)
+    record.get("early", {}).pop(task["task_id"], None)  # the answer itself, read back before the task
+    if answer["status"] == CANCELED:
+        record.get("canceled", {}).pop(task["task_id"], None)
+        _remember(record, task["input"], _answer_turn(answer), limits)
+        _fit(record)
+
+
+def close_answered(record: Record, answer: Mapping[str, Any], limits: SessionSettings) -> None:
+    """The record's open task, about to go, was answered by the router itself before a
+    crash (``answer``, read back: router/own_results.py), as a task dropped here by its
+    cancel: closed as that answer, in place; the next waiting task opens."""
+    closed = record["open"]["task"]
+    record["open"] = record["waiting"].pop(0) if record["waiting"] else None
+    _remember(record, closed["input"], _answer_turn(answer), limits)
+    _fit(record)
+
+
+def _answer_turn(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """The turn of a task the router answered itself: its error's message is what a turn of
+    a task canceled here says (``_canceled_turn``)."""
+    message = (answer.get("error") or {}).get("message") or ""
+    return {"task_id": answer["task_id"], "status": answer["status"], "output": message, "agents": []}
+
+
 def passed(record: Record, seen: int, offset: int | None = None) -> None:
     """Move the record's marks past a task of the session (mark ``seen``, its record's
     ``offset`` on the tasks topic): every task that reaches the gate does, and so does one
@@ -251,6 +284,11 @@ def _has_ended(record: Record, task_id: str) -> bool:
 
 def _waiting_index(record: Record, task_id: str) -> int | None:
     return next((i for i, waiting in enumerate(record["waiting"]) if waiting["task"]["task_id"] == task_id), None)
+
+
+def holds(record: Record | None, task_id: str) -> bool:
+    """Whether the session's ``record`` holds the task: open or waiting."""
+    return record is not None and (task_id == open_task(record) or _waiting_index(record, task_id) is not None)
 
 
 def open_task(record: Record) -> str | None:

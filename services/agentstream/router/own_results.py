@@ -1,0 +1,142 @@
+"""The results the router published itself since its group's last commit, read back when
+it is given partitions, so a task (or a cancel) it reads again is not answered twice.
+
+The router answers some tasks itself: REJECTED (an invalid task, a full session, a
+tenant's limit) and CANCELED (a task canceled before it was routed). Those results are
+plain sends, while the task's dedupe mark and its session's record reach their changelogs
+at the next checkpoint. A router killed between the two (or one that loses its
+partitions) leaves the result on the topic and the task's offset uncommitted: its next
+owner reads the task again, with none of the state that would tell it the task was
+answered, and would decide it again (for a refusal, perhaps another way: the session's
+queue may have room now).
+
+Where to look: a checkpoint snapshots the committable source offsets and the buffered
+table writes at one moment (runtime/checkpointing.py). A task handled after that moment
+is read again after a crash, and its result was produced after it, so the result lies at
+or past the position the same checkpoint committed on the results topic (co-partitioned
+with the tasks: a task's result is on its partition). A task handled before it had its
+mark and record flushed by that checkpoint: the dedupe check knows it. So reading the
+results topic from the group's committed offset to its end, when a partition is
+assigned and before any of its records is handled, finds every result the router may
+publish again. A group that never committed reads its tasks from the start, and so
+reads these from the start too.
+
+What is found is written to the router's ``dedupe`` table, beside the marks (under a key
+no task id can be: ``answer_key``), not kept in memory: the new owner commits the results
+topic past these answers as it goes, maybe before it reads their tasks again, and a
+second hand-over in between must still find them. The table's changelog is flushed by
+the checkpoint that commits that offset. They expire with the marks
+(``dedupe.retention_s``).
+
+Only the router's own answers are kept: a REJECTED result (only the router refuses), or
+a CANCELED one naming no agent (the supervisor's results name the specialists that
+answered). A supervisor's result for a task read again is the session gate's to settle,
+as before (router/session_gate.py ``settle``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaException
+
+from agentstream.cancellation.records import CANCELED
+from agentstream.events import TASK_RESULT, now_ms
+from agentstream.router.decide import is_usable_id
+from agentstream.runtime import Processor
+from agentstream.runtime.context import in_partition
+from agentstream.runtime.errors import ProcessorError, RestoreInterrupted
+from agentstream.runtime.expiry import timestamp_value
+from agentstream.runtime.table import Table
+from agentstream.serde import SchemaSet, SerdeError
+
+log = logging.getLogger(__name__)
+
+REJECTED = "REJECTED"
+# How long an assignment may spend reading its partitions' results back: the tail since the
+# last commit takes a fetch or two; a group that never committed reads the partitions' whole
+# retention. Past this, they go on without (and may answer a task twice).
+READ_TIMEOUT_S = 120.0
+# The dedupe table's key of a task's answer: a control character first, as the marks of
+# unusable ids have (router/decide.py unusable_id_key, \x01), so no usable task id is one.
+_ANSWER_PREFIX = "\x02answer:"
+_HEAD_FIELDS = ("task_id", "session_id", "status", "error")
+
+
+def answer_key(task_id: str) -> str:
+    return f"{_ANSWER_PREFIX}{task_id}"
+
+
+def own_answer(result: dict[str, Any]) -> bool:
+    """Whether ``result`` (a TaskResult's head through ``agents``) is one the router published."""
+    return result["status"] == REJECTED or (result["status"] == CANCELED and not result["agents"])
+
+
+def dedupe_written_at(value: Any) -> int | None:
+    """When a ``dedupe`` entry was written (its expiry clock): a mark is its own time; an
+    answer entry (``{"answer": ..., "at": ms}``) says when it was read back."""
+    if isinstance(value, dict):
+        return timestamp_value(value.get("at"))
+    return timestamp_value(value)
+
+
+class OwnResults:
+    """The router's own results since its last commit, read back into its dedupe table."""
+
+    def __init__(self, app: Processor, schemas: SchemaSet, results_topic: str, tasks_topic: str, dedupe: Table) -> None:
+        self._app = app
+        self._schemas = schemas
+        self._results_topic = results_topic
+        self._tasks_topic = tasks_topic
+        self._dedupe = dedupe
+
+    def answer(self, task_id: str, session_id: str) -> dict[str, Any] | None:
+        """The result the router published itself for ``task_id`` of ``session_id`` and read
+        back at an assignment, or None (the table of the partition at hand: a handler's, or
+        ``in_partition``'s)."""
+        entry = self._dedupe.get(answer_key(task_id))
+        if not isinstance(entry, dict):
+            return None
+        answer = entry.get("answer")
+        return answer if isinstance(answer, dict) and answer.get("session_id") == session_id else None
+
+    async def on_assign(self, partitions: list[int]) -> None:
+        """Read back the newly assigned partitions' results from the group's committed
+        offsets (a processor assignment hook: it runs before the partitions' records)."""
+        if not partitions:
+            return
+        try:
+            committed = await self._app.committed(self._results_topic, partitions)
+            # A partition never committed: its tasks are read from the start, so are these.
+            starts = {partition: committed.get(partition) or 0 for partition in partitions}
+            read = await self._app.read_partitions_to_end(
+                self._results_topic, starts, timeout=READ_TIMEOUT_S, keep=self._is_own)
+        except RestoreInterrupted as exc:
+            log.info("%s: not read back: %s", self._results_topic, exc)
+            return
+        except (KafkaException, ProcessorError) as exc:
+            log.warning("%s: the router's own results since its last commit were not read back (%s); a task it "
+                        "answered before a crash may be answered again", self._results_topic, exc)
+            return
+        at = now_ms()
+        for partition in partitions:
+            answers = [head for _, value, _ in read.get(partition, [])
+                       if (head := self._head(value)) is not None and is_usable_id(head["task_id"])]
+            with in_partition(self._tasks_topic, partition):
+                for head in answers:
+                    kept = {field: head.get(field) for field in _HEAD_FIELDS}
+                    self._dedupe[answer_key(head["task_id"])] = {"answer": kept, "at": at}
+            if answers:
+                log.info("%s[%d]: %d results the router published after its last commit read back",
+                         self._results_topic, partition, len(answers))
+
+    def _is_own(self, value: bytes | None) -> bool:
+        result = self._head(value)
+        return result is not None and own_answer(result)
+
+    def _head(self, value: bytes | None) -> dict[str, Any] | None:
+        try:
+            return self._schemas.decode_head(TASK_RESULT, value or b"", through="agents")
+        except SerdeError:
+            return None  # not a TaskResult: the session gate logs it when it reads it

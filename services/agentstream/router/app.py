@@ -141,7 +141,10 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             mark_at_least(ctx.partition, seen_at)  # kept from the previous owner, whose clock may run ahead
         elif key is not None:
             seen[key] = seen_at
-        earlier = own.answer(task_id, session_id) if dedupable and ctx.header(REPLAY) is None else None
+        replayed = ctx.header(REPLAY) is not None
+        if replayed and dedupable:
+            own.forget(task_id)  # decided again, also by let_go and drop
+        earlier = own.answer(task_id, session_id) if dedupable and not replayed else None
         if earlier is not None and not holds(record, task_id):  # a held one closes as it goes (let_go)
             keep_answer(task, ctx, record, earlier, (seen_at, offset))
             return
@@ -191,6 +194,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             #     position), so the DLQ shows it once (retry/dlq_ops.py keeps the latest of an id)
             raw = schemas.encode(TASK_SUBMITTED, task)
             chain.dead_letter(raw, ctx, ValidationFailed(reason), ErrorClass.PERMANENT, 1, result=False)
+        own.forget(task["task_id"])
         log.info("%s: task %s was answered %s here before a restart; that result stands", ctx.where, task["task_id"],
                  answer["status"])
 
@@ -289,6 +293,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         it was answered here before a restart: own_results.py)."""
         if own.answer(task["task_id"], task["session_id"]) is not None:
             log.info("%s: task %s was canceled here before a restart; that result stands", ctx.where, task["task_id"])
+            own.forget(task["task_id"])
             return
         log.info("%s: task %s canceled at the router (%s): %s", ctx.where, task["task_id"], why, cancel_text(cancel))
         service.progress(task, "STATE", CANCELED, f"canceled before it started ({why}): {cancel_text(cancel)}")
@@ -330,6 +335,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             log.info("%s: task %s was answered %s here before a restart; closed as it was, not routed",
                      current_context.get().where, answer["task_id"], answer["status"])
             close_answered(record, answer, topology.sessions)
+            own.forget(answer["task_id"])
             pin_open(record)
             sessions[session_id] = record
             if record["open"] is None:
@@ -433,6 +439,8 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         if classifier is not None:
             classifier.assigned(len(app.assigned_partitions()), app.partition_count)
         for partition in partitions:
+            if app.draining(service.input_topic, partition):
+                return  # stopping (maybe before its answers were read back): the next owner resends
             with in_partition(service.input_topic, partition):  # let_go may close a task answered here
                 resend_partition(partition)
 

@@ -45,7 +45,7 @@ from agentstream.cancellation.records import CANCELED
 from agentstream.events import TASK_RESULT, now_ms
 from agentstream.router.decide import is_usable_id
 from agentstream.runtime import Processor
-from agentstream.runtime.context import in_partition
+from agentstream.runtime.context import current_context, in_partition
 from agentstream.runtime.errors import ProcessorError, RestoreInterrupted
 from agentstream.runtime.expiry import timestamp_value
 from agentstream.runtime.table import Table
@@ -61,6 +61,7 @@ READ_TIMEOUT_S = 120.0
 # The dedupe table's key of a task's answer: a control character first, as the marks of
 # unusable ids have (router/decide.py unusable_id_key, \x01), so no usable task id is one.
 _ANSWER_PREFIX = "\x02answer:"
+_ANSWER_PREFIX_BYTES = _ANSWER_PREFIX.encode()
 _HEAD_FIELDS = ("task_id", "session_id", "status", "error")
 
 
@@ -94,12 +95,23 @@ class OwnResults:
     def answer(self, task_id: str, session_id: str) -> dict[str, Any] | None:
         """The result the router published itself for ``task_id`` of ``session_id`` and read
         back at an assignment, or None (the table of the partition at hand: a handler's, or
-        ``in_partition``'s)."""
+        ``in_partition``'s). Asked for every task: a partition that never held one answers
+        without a read (may_hold)."""
+        if not self._dedupe.partition(current_context.get().partition).may_hold(_ANSWER_PREFIX_BYTES):
+            return None
         entry = self._dedupe.get(answer_key(task_id))
         if not isinstance(entry, dict):
             return None
         answer = entry.get("answer")
         return answer if isinstance(answer, dict) and answer.get("session_id") == session_id else None
+
+    def forget(self, task_id: str) -> None:
+        """Drop the task's answer: it is used (the task's mark and its session's record now
+        say what it said, and reach the changelog with this delete), or an operator replays
+        the task, which is to be decided again."""
+        key = answer_key(task_id)
+        if self._dedupe.partition(current_context.get().partition).may_hold(_ANSWER_PREFIX_BYTES) and key in self._dedupe:
+            del self._dedupe[key]
 
     async def on_assign(self, partitions: list[int]) -> None:
         """Read back the newly assigned partitions' results from the group's committed

@@ -192,8 +192,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         else:  # an invalid task never enters a session; its dead letter went out beside the result,
             #     which does not prove the letter landed: sent again under its id (its source
             #     position), so the DLQ shows it once (retry/dlq_ops.py keeps the latest of an id)
-            raw = schemas.encode(TASK_SUBMITTED, task)
-            chain.dead_letter(raw, ctx, ValidationFailed(reason), ErrorClass.PERMANENT, 1, result=False)
+            dead_letter_invalid(task, ctx, reason)
         own.forget(task["task_id"])
         log.info("%s: task %s was answered %s here before a restart; that result stands", ctx.where, task["task_id"],
                  answer["status"])
@@ -235,7 +234,10 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         log.warning("%s: task %s rejected: %s", ctx.where, task["task_id"], reason)
         service.progress(task, "STATE", "REJECTED", reason)
         service.result(task_result(task, "REJECTED", error=("INVALID_TASK", reason)))
-        # Also on record in the DLQ (its REJECTED result stands; no FAILED one is added).
+        dead_letter_invalid(task, ctx, reason)
+
+    def dead_letter_invalid(task: dict[str, Any], ctx: MessageContext, reason: str) -> None:
+        """An invalid task on record in the DLQ (its REJECTED result stands; no FAILED one is added)."""
         raw = schemas.encode(TASK_SUBMITTED, task)
         chain.dead_letter(raw, ctx, ValidationFailed(reason), ErrorClass.PERMANENT, 1, result=False)
 

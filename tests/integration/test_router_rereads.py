@@ -13,6 +13,7 @@ topic (router/decide.py unusable_id_key); before that, it was rejected once per 
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,11 @@ from agentstream.client import new_task
 from agentstream.retry.dlq_ops import DeadLetterQueue
 from agentstream.serde import SchemaSet
 
+from .harness import wait_for
 from .test_durable import DurableStack
 
 SCHEMAS = SchemaSet.load()
+BACKLOG = 60_000  # copies of a task ahead of the invalid ones in test_answers_read_back_stand_after_a_second_hand_over
 
 
 def _rewind(stack: DurableStack) -> None:
@@ -135,3 +138,92 @@ def test_answers_of_a_killed_router_stand_when_its_tasks_are_read_again(bootstra
     # was sent again under its id, its source position, in case only its result had landed).
     dead = sorted(letter["task_id"] for letter in letters)
     assert dead == sorted([committed["task_id"], invalid["task_id"]]), letters
+
+
+def _positions(stack: DurableStack, topic_name: str, schema: str, wanted: set[str]) -> dict[str, tuple[int, int]]:
+    """Where each of ``wanted`` task ids is on a topic of the stack: task id -> (partition, offset)."""
+    topic = stack.topology.topic(topic_name)
+    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"p-{uuid.uuid4().hex}"})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(stack.topology.topic_spec(topic_name).partitions)])
+    found: dict[str, tuple[int, int]] = {}
+    deadline = time.monotonic() + 60
+    try:
+        while not wanted <= set(found) and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                task_id = SCHEMAS.decode_as(schema, msg.value())["task_id"]
+                if task_id in wanted:
+                    found[task_id] = (msg.partition(), msg.offset())
+    finally:
+        consumer.close()
+    assert wanted <= set(found), f"not on {topic}: {sorted(wanted - set(found))}"
+    return found
+
+
+def _group_probe(stack: DurableStack) -> Consumer:
+    """A consumer that asks the router group's committed offsets (it never joins the group)."""
+    return Consumer({"bootstrap.servers": stack.bootstrap, "group.id": stack.topology.group("router"),
+                     "enable.auto.commit": False})
+
+
+def _committed(probe: Consumer, stack: DurableStack, topic_name: str) -> dict[int, int]:
+    """The router group's committed offset on each partition of a topic (-1001: none)."""
+    topic = stack.topology.topic(topic_name)
+    partitions = [TopicPartition(topic, p) for p in range(stack.topology.topic_spec(topic_name).partitions)]
+    return {tp.partition: tp.offset for tp in probe.committed(partitions, timeout=30)}
+
+
+def test_answers_read_back_stand_after_a_second_hand_over(bootstrap: str, tmp_path: Path) -> None:
+    """Router B answers invalid tasks and is killed before its checkpoint. C reads B's answers
+    back into its dedupe table, commits the results topic past them, and stops before it has
+    read those tasks again (a backlog is ahead of them). D, on another host, finds nothing
+    to read back past C's commit: only the table's changelog tells it the tasks were
+    answered. Each keeps its one REJECTED."""
+    run = uuid.uuid4().hex[:8]
+    stack = DurableStack(bootstrap, tmp_path, latency="0", env={"AGENTSTREAM_COMMIT_INTERVAL_S": "600"})
+    # Copies of one task, ahead of the invalid ones on their partition (one session): the
+    # first is routed (to a specialist that does not run here), the others are ignored
+    # without a write, so a checkpoint (C's every 0.1 s) finds the producer idle and
+    # commits before C reaches the invalid tasks.
+    session = f"s-{run}"
+    backlog = [new_task("question", session, "acme", task_id=f"copied-{run}")] * BACKLOG
+    invalid = [new_task("   ", session, "acme", task_id=f"invalid{i}-{run}") for i in range(3)]
+    wanted = {task["task_id"]: ("REJECTED", "INVALID_TASK") for task in invalid}
+    try:
+        b = stack.start("router-b", "router")
+        b.wait_for_line(r": assigned ", 60)
+        stack.submit([*backlog, *invalid])
+        _one_result_each(stack.results(set(wanted), timeout=180), wanted)
+        b.kill()
+        b.wait()
+        answered = _positions(stack, "results", "TaskResult", set(wanted))
+
+        probe = _group_probe(stack)
+        try:
+            c = stack.start("router-c", "router", env={"AGENTSTREAM_COMMIT_INTERVAL_S": "0.1"})
+            c.wait_for_line(r"results the router published after its last commit read back", 60)
+            wait_for(lambda: all(_committed(probe, stack, "results")[p] > offset for p, offset in answered.values()),
+                     60, "router C to commit the results topic past B's answers", interval=0.01)
+            c.stop()
+            assert c.wait() == 0, c.tail()
+            tasks_committed = _committed(probe, stack, "tasks")
+        finally:
+            probe.close()
+        # What the test is about: C did not read the invalid tasks again (else the backlog
+        # was too short for this machine: C used the answers itself).
+        assert not c.matching(r"was answered REJECTED here"), c.tail()
+        for task_id, (partition, offset) in _positions(stack, "tasks", "TaskSubmitted", set(wanted)).items():
+            assert 0 <= tasks_committed[partition] <= offset, (task_id, partition, offset, tasks_committed)
+
+        d = stack.start("router-d", "router")  # another host: nothing restored but the changelogs
+        for task in invalid:
+            d.wait_for_line(rf"task {task['task_id']} (was answered|rejected:)", 180)
+        d.stop()
+        assert d.wait() == 0, d.tail()
+        after = stack.results(set(wanted), timeout=30)
+    finally:
+        stack.stop_all()
+    _one_result_each(after, wanted)
+    assert not d.matching(r"read back"), "D found answers past C's commit: the test did not reach its case"
+    for task in invalid:
+        assert d.matching(rf"task {task['task_id']} was answered REJECTED here before a restart"), task["task_id"]

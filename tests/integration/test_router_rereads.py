@@ -32,16 +32,21 @@ SCHEMAS = SchemaSet.load()
 BACKLOG = 60_000  # copies of a task ahead of the invalid ones in test_answers_read_back_stand_after_a_second_hand_over
 
 
-def _rewind(stack: DurableStack) -> None:
-    """Set the router group's committed offsets on the tasks topic back to 0 (the group is empty)."""
-    topic = stack.topology.topic("tasks")
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": stack.topology.group("router"),
-                         "enable.auto.commit": False})
+def _rewind(stack: DurableStack, topic_name: str = "tasks") -> None:
+    """Set the router group's committed offsets on a topic back to 0 (the group is empty)."""
+    topic = stack.topology.topic(topic_name)
+    consumer = _group_probe(stack)
     try:
-        partitions = range(stack.topology.topic_spec("tasks").partitions)
+        partitions = range(stack.topology.topic_spec(topic_name).partitions)
         consumer.commit(offsets=[TopicPartition(topic, p, 0) for p in partitions], asynchronous=False)
     finally:
         consumer.close()
+
+
+def _group_probe(stack: DurableStack) -> Consumer:
+    """A consumer that asks or sets the router group's committed offsets (it never joins the group)."""
+    return Consumer({"bootstrap.servers": stack.bootstrap, "group.id": stack.topology.group("router"),
+                     "enable.auto.commit": False})
 
 
 def test_rejected_tasks_read_again_get_no_second_result(bootstrap: str, tmp_path: Path) -> None:
@@ -160,12 +165,6 @@ def _positions(stack: DurableStack, topic_name: str, schema: str, wanted: set[st
     return found
 
 
-def _group_probe(stack: DurableStack) -> Consumer:
-    """A consumer that asks the router group's committed offsets (it never joins the group)."""
-    return Consumer({"bootstrap.servers": stack.bootstrap, "group.id": stack.topology.group("router"),
-                     "enable.auto.commit": False})
-
-
 def _committed(probe: Consumer, stack: DurableStack, topic_name: str) -> dict[int, int]:
     """The router group's committed offset on each partition of a topic (-1001: none)."""
     topic = stack.topology.topic(topic_name)
@@ -227,3 +226,39 @@ def test_answers_read_back_stand_after_a_second_hand_over(bootstrap: str, tmp_pa
     assert not d.matching(r"read back"), "D found answers past C's commit: the test did not reach its case"
     for task in invalid:
         assert d.matching(rf"task {task['task_id']} was answered REJECTED here before a restart"), task["task_id"]
+
+
+def test_a_replayed_task_is_decided_again_though_its_answer_was_read_back(bootstrap: str, tmp_path: Path) -> None:
+    """A checkpoint may commit a task's offset but not yet its result's (the router had not
+    read its own result back from the results topic): the next owner reads that answer back
+    and keeps it, though the task is not read again. An operator's replay of the task (its
+    dead letter) is a request to decide it again: the answer kept must not swallow it."""
+    run = uuid.uuid4().hex[:8]
+    stack = DurableStack(bootstrap, tmp_path, latency="0")
+    invalid = new_task("   ", f"s-{run}", "acme", task_id=f"invalid-{run}")
+    task_id = invalid["task_id"]
+    dlq = DeadLetterQueue(bootstrap, stack.topology.topic("dlq"), SCHEMAS)
+    try:
+        first = stack.start("router-a", "router")
+        first.wait_for_line(r": assigned ", 60)
+        stack.submit([invalid])
+        _one_result_each(stack.results({task_id}, timeout=60), {task_id: ("REJECTED", "INVALID_TASK")})
+        first.stop()
+        assert first.wait() == 0, first.tail()  # its stop commits the task
+        _rewind(stack, "results")  # as if that commit had come before the router read its result back
+
+        second = stack.start("router-b", "router")
+        second.wait_for_line(r"results the router published after its last commit read back", 60)
+        second.wait_for_line(r": assigned ", 60)
+        letters = [letter for letter in dlq.letters() if letter["task_id"] == task_id]
+        assert len(letters) == 1, letters
+        dlq.replay(letters)
+        second.wait_for_line(rf"task {task_id} (rejected:|was answered)", 60)
+        results = stack.results({task_id}, timeout=30)
+    finally:
+        stack.stop_all()
+    # The replay's decision (the task is still invalid) is a result of its own.
+    assert [(r["status"], (r["error"] or {}).get("code")) for r in results[task_id]] == [
+        ("REJECTED", "INVALID_TASK")] * 2, results
+    assert second.matching(rf"task {task_id} rejected:")
+    assert not second.matching(rf"task {task_id} was answered")

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from agentstream.runtime.errors import CheckpointError
 from agentstream.runtime.offsets import PartitionOffsets
 from agentstream.runtime.processor import Processor
+from agentstream.runtime.unreported import Unreported
 
 TOPIC = "tasks"
 CHANGELOG = "beside-sessions-changelog"
@@ -58,6 +59,9 @@ class _Table:
 
 
 class _Producer:
+    def __init__(self) -> None:
+        self.unreported = Unreported()
+
     def produce(self, *args: Any, **kwargs: Any) -> None:
         pass
 
@@ -82,7 +86,7 @@ def _processor() -> tuple[Processor, _Store, _Consumer, threading.Event]:
         offsets.seen(offset)
     reported = threading.Event()  # the test says when the producer's reports are all served
 
-    def wait_delivered(producer: object) -> int:
+    def wait_delivered(producer: object, unreported: object = None) -> int:
         assert reported.wait(5), "the test never let the reports be served"
         return 0
 

@@ -3,9 +3,10 @@
 Commit order (periodically, on revocation and on shutdown; the periodic one runs beside the
 polls, so the intake goes on while step 2 waits, and only step 3 takes the consumer's thread):
 1. changelog records of buffered table writes are produced;
-2. the producer's queue empties (the loop's pump serves every report: runtime/delivery_pump.py):
-   outputs and changelog writes are acknowledged, or the processor stops with CheckpointError and
-   commits nothing;
+2. every record produced so far (step 1's and the outputs before them; not what is produced
+   meanwhile: runtime/unreported.py) has its report served by the loop's pump
+   (runtime/delivery_pump.py): outputs and changelog writes are acknowledged, or the processor
+   stops with CheckpointError and commits nothing;
 3. source offsets are committed (up to the oldest record whose spawned work is running);
 4. the table writes and their changelog offsets are written to RocksDB.
 A kill -9 between any two steps loses no state update whose source offset was committed.
@@ -29,7 +30,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from agentstream import metrics
-from agentstream.runtime.delivery_pump import serve_soon, wait_for_room
+from agentstream.runtime.delivery_pump import PumpedProducer, serve_soon, wait_for_room
 from agentstream.runtime.errors import CheckpointError
 from agentstream.runtime.lane import ThreadLane
 from agentstream.runtime.offsets import TP, PartitionOffsets, commit_refusal_is_transient
@@ -78,7 +79,7 @@ class Checkpoints:
         tables: dict[str, Table],
         offsets: dict[TP, PartitionOffsets],
         stats: ProcessorStats,
-        producer: Callable[[], Producer],
+        producer: Callable[[], PumpedProducer],
         consumer: Callable[[], Consumer | None],
         poller: ThreadLane,
         on_loop: OnLoop,
@@ -137,11 +138,12 @@ class Checkpoints:
 
     def overdue(self) -> bool:
         """Whether the running checkpoint has run a whole commit_interval. Its wait for the
-        producer's reports ends when the producer holds no unacknowledged record; while the
-        broker is slow to acknowledge (a leader lost: seconds) loops fed by an intake that
-        goes on keep it from ever holding none, and the checkpoint would fail at its
-        flush_timeout. The run loop then takes in nothing until it ends, as it did before
-        checkpoints ran beside the polls, so production dries up."""
+        reports of the records produced before it began takes a round trip; while the broker
+        is slow to acknowledge (a leader lost: seconds) the run loop takes in nothing until
+        it ends, as it did before checkpoints ran beside the polls, so that no more records
+        pile up behind the slow ones. (Until session 36 the wait was for the producer to
+        hold no record at all, which loops fed by an intake that went on could keep from
+        happening for a whole interval under a load the broker kept up with.)"""
         running = self._running
         return running is not None and time.monotonic() - running.started >= self.commit_interval
 
@@ -196,7 +198,8 @@ class Checkpoints:
 
     # -- delivery reports (served on the loop's thread by the processor's pump) ----------
     def all_delivered(self) -> None:
-        """The pump found the producer holding no unreported record."""
+        """The pump found the producer holding no unreported record, or the records a
+        checkpoint waits for are all reported (Unreported.on_settled)."""
         self._delivered.set()
 
     def stop_waiting(self) -> None:
@@ -205,24 +208,27 @@ class Checkpoints:
         self._stop_waiting = True
         self._delivered.set()
 
-    def wait_delivered(self, producer: Producer) -> int:
-        """Block until every record produced so far is acknowledged and its report served
+    def wait_delivered(self, producer: Producer, unreported: Callable[[], int] | None = None) -> int:
+        """Block until every record the producer holds is acknowledged and its report served
         (by the pump on the loop's thread, never here: runtime/delivery.py says why one
-        thread serves them), at most flush_timeout; the number left. Never called on the
-        loop's thread: the pump would not run meanwhile."""
+        thread serves them), at most flush_timeout; the number left. ``unreported``: the
+        count to wait for instead, a checkpoint's (the records produced before it began:
+        runtime/unreported.py). Never called on the loop's thread: the pump would not run
+        meanwhile."""
+        left = unreported or producer.__len__
         deadline = time.monotonic() + self.flush_timeout
-        while len(producer) > 0 and not self._stop_waiting:
-            left = deadline - time.monotonic()
-            if left <= 0:
+        while left() > 0 and not self._stop_waiting:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
                 break
             self._delivered.clear()
             # Served, or stopped, between the checks above and the clear (stop_waiting sets
             # its flag before the event: a set undone by this clear is seen here).
-            if len(producer) == 0 or self._stop_waiting:
+            if left() == 0 or self._stop_waiting:
                 break
             serve_soon(producer)
-            self._delivered.wait(left)  # a set from before the clear only costs one more turn
-        return len(producer)
+            self._delivered.wait(remaining_s)  # a set from before the clear only costs one more turn
+        return left()
 
     def on_output_delivery(self, err: KafkaError | None, msg: Message) -> None:
         """An output's report: a refused one fails the next checkpoint (nothing is committed)."""
@@ -311,7 +317,12 @@ class Checkpoints:
                 flushing.append(((table.changelog_topic, partition), store))
         if not offsets and not flushing and not self.delivery_errors:
             return None
-        remaining = await asyncio.get_running_loop().run_in_executor(None, self.wait_delivered, producer)
+        # Only the records produced up to now: what the loops produce meanwhile is the next
+        # checkpoint's (waiting for the producer to hold none could last the whole interval).
+        unreported = producer.unreported
+        unreported.mark()
+        remaining = await asyncio.get_running_loop().run_in_executor(
+            None, self.wait_delivered, producer, lambda: unreported.before)
         if remaining or self.delivery_errors:
             self.failed = True
             for _, store in flushing:

@@ -37,6 +37,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from agentstream.runtime.unreported import Report, Unreported
+
 log = logging.getLogger(__name__)
 
 # How often the loop serves reports while a record waits for one. A report comes ~2-6 ms
@@ -168,17 +170,28 @@ class DeliveryPump:
 
 
 class PumpedProducer(Producer):
-    """A Producer whose every produce() arms its DeliveryPump (set with ``pump_with``)."""
+    """A Producer whose every produce() arms its DeliveryPump (set with ``pump_with``) and
+    is counted until its report is served (``unreported``: what a checkpoint waits for)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self.pump: DeliveryPump | None = None
+        self.unreported = Unreported()
 
     def pump_with(self, pump: DeliveryPump) -> None:
         self.pump = pump
 
-    def produce(self, *args: Any, **kwargs: Any) -> None:
-        super().produce(*args, **kwargs)
+    def produce(  # the signature of Producer.produce (``callback`` is ``on_delivery``'s alias)
+        self, topic: str, value: str | bytes | None = None, key: str | bytes | None = None, partition: int = -1,
+        callback: Report | None = None, on_delivery: Report | None = None, timestamp: int = 0,
+        headers: dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
+        report = self.unreported.track(callback or on_delivery)
+        try:
+            super().produce(topic, value, key, partition, report, timestamp=timestamp, headers=headers)
+        except BaseException:  # BufferError (the queue is full) above all: the caller produces it again
+            self.unreported.untrack(report)
+            raise
         if self.pump is not None:
             self.pump.arm()
 

@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from agentstream.broker import fetch_wait_for, group_protocol_for
@@ -130,7 +130,7 @@ class Processor:
         self._admin: AdminClient | None = None
         self._stopping = False
         self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
+        self._producer: PumpedProducer | None = None
         self._pump: DeliveryPump | None = None
         self._reader: Consumer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -447,6 +447,7 @@ class Processor:
         self._pump = DeliveryPump(producer, self._loop, self._loop_thread, self._checkpoints.all_delivered,
                                   name=self.name)
         producer.pump_with(self._pump)
+        producer.unreported.on_settled = self._checkpoints.all_delivered  # a checkpoint's records are all in
 
     def _poll_batch(self) -> list[Message]:
         consumer = self._consumer
@@ -660,7 +661,7 @@ class Processor:
             self._poller.close()
             log.info("%s: stopped after %d records (%d failed)", self.name, self.stats.processed, self.stats.failed)
 
-    def _require_producer(self) -> Producer:
+    def _require_producer(self) -> PumpedProducer:
         if self._producer is None:
             raise ProcessorError(f"Processor {self.name!r} is not running; send() works inside run().")
         return self._producer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,8 +15,8 @@ from agentstream.runtime.unreported import Report, Unreported
 
 
 class _Producer:
-    """Records waiting for their reports; ``serve`` runs the report of the i-th one (as the
-    pump would, on whichever thread calls it)."""
+    """Records waiting for their reports, counted as PumpedProducer counts them; ``serve``
+    runs the report of the i-th one (as the pump would, here on the caller's thread)."""
 
     def __init__(self) -> None:
         self.unreported = Unreported()
@@ -25,15 +26,34 @@ class _Producer:
     def __len__(self) -> int:
         return sum(report is not None for report in self.reports)
 
-    def produce(self) -> int:
+    def produce(self, *args: Any, on_delivery: Report | None = None, **kwargs: Any) -> int:
         index = len(self.reports)
-        self.reports.append(self.unreported.track(lambda err, msg: self.delivered.append(index)))
+
+        def delivered(err: Any, msg: Any) -> None:
+            self.delivered.append(index)
+            if on_delivery is not None:
+                on_delivery(err, msg)
+
+        self.reports.append(self.unreported.track(delivered))
         return index
 
     def serve(self, index: int) -> None:
         report, self.reports[index] = self.reports[index], None
         assert report is not None, f"record {index} was reported already"
-        report(None, None)  # type: ignore[arg-type]
+        report(None, _Message())  # type: ignore[arg-type]
+
+
+class _Message:
+    """What a changelog record's report reads of its message."""
+
+    def topic(self) -> str:
+        return "changelog"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 0
 
 
 def test_only_the_records_produced_before_the_mark_are_waited_for_in_any_order() -> None:
@@ -89,44 +109,66 @@ def test_a_report_whose_callback_raises_is_still_counted() -> None:
     assert unreported.before == 0
 
 
+class _Store:
+    """A store with one buffered write: the checkpoint produces its changelog record."""
+
+    def __init__(self) -> None:
+        self.dirty = True
+
+    def begin_flush(self) -> dict[bytes, bytes]:
+        self.dirty = False
+        return {b"key": b"value"}
+
+    def abort_flush(self) -> None:
+        self.dirty = True
+
+
+class _Table:
+    changelog_topic = "changelog"
+
+    def __init__(self) -> None:
+        self.stores = {0: _Store()}
+
+
 def _processor(producer: _Producer) -> Processor:
+    """A processor whose checkpoint would commit offset 1 of ``in``[0] and flush one table write."""
     processor = Processor("unreported", "localhost:9", "unreported", "unused-state-dir")  # no I/O until run()
     processor._producer = producer  # type: ignore[assignment]
-    producer.unreported.on_settled = processor._checkpoints.all_delivered
+    processor._tables["sessions"] = _Table()  # type: ignore[assignment]
+    offsets = processor._offsets[("in", 0)] = PartitionOffsets()
+    offsets.seen(0)
     return processor
 
 
-def _in_thread(wait: Callable[[], int]) -> tuple[threading.Thread, list[int]]:
-    left: list[int] = []
-    thread = threading.Thread(target=lambda: left.append(wait()))
-    thread.start()
-    return thread, left
-
-
-def test_a_checkpoints_wait_ends_once_its_records_are_reported_though_later_ones_are_not() -> None:
-    """The producer never empties (an intake that goes on): the wait still ends."""
+def test_a_checkpoint_ends_once_its_records_are_reported_though_the_producer_never_empties() -> None:
+    """The intake goes on while the checkpoint waits: it ends all the same, woken by the
+    last of its own reports (not at its flush_timeout)."""
     producer = _Producer()
     processor = _processor(producer)
     processor._checkpoints.flush_timeout = 30
-    old = [producer.produce() for _ in range(3)]
-    producer.unreported.mark()
-    thread, left = _in_thread(lambda: processor._checkpoints.wait_delivered(
-        producer, lambda: producer.unreported.before))  # type: ignore[arg-type]
-    for index in old:
+    output = producer.produce()  # an output of the record whose offset the checkpoint commits
+    plans: list[Any] = []
+    checkpoint = threading.Thread(target=lambda: plans.append(asyncio.run(processor._checkpoints._prepare())),
+                                  daemon=True)
+    checkpoint.start()
+    deadline = time.monotonic() + 5
+    while len(producer) < 2 and time.monotonic() < deadline:  # its changelog record is produced
+        time.sleep(0.001)
+    changelog = 1
+    for index in (output, changelog):
         producer.produce()  # the intake goes on while the checkpoint waits
         producer.serve(index)
-    thread.join(5)
-    assert not thread.is_alive() and left == [0]
-    assert len(producer) == 3
+    checkpoint.join(5)
+    assert not checkpoint.is_alive() and len(plans) == 1 and plans[0] is not None
+    assert [(tp.topic, tp.offset) for tp in plans[0].offsets] == [("in", 1)]
+    assert len(producer) == 2  # the intake's records are still on their way
 
 
-def test_the_checkpoint_marks_what_it_waits_for_before_it_waits() -> None:
-    """Step 2 counts the records produced before it, changelog records included, and not
-    one produced while it waits."""
+def test_the_checkpoint_waits_for_its_changelog_records_and_the_outputs_before_them_only() -> None:
+    """Step 2 counts the outputs produced before the checkpoint and step 1's changelog
+    records, and not a record produced while it waits."""
     producer = _Producer()
     processor = _processor(producer)
-    offsets = processor._offsets[("in", 0)] = PartitionOffsets()
-    offsets.seen(0)
     producer.produce()  # an output of the record whose offset the checkpoint commits
     counted: list[int] = []
 
@@ -134,10 +176,11 @@ def test_the_checkpoint_marks_what_it_waits_for_before_it_waits() -> None:
         producer.produce()  # produced while the checkpoint waits
         counted.append(unreported())
         producer.serve(0)
+        producer.serve(1)  # the changelog record
         counted.append(unreported())
         return unreported()
 
     processor._checkpoints.wait_delivered = wait_delivered  # type: ignore[method-assign,assignment]
     plan = asyncio.run(processor._checkpoints._prepare())
-    assert counted == [1, 0]
+    assert counted == [2, 0]
     assert plan is not None and [(tp.topic, tp.offset) for tp in plan.offsets] == [("in", 1)]

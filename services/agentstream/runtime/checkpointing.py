@@ -99,7 +99,7 @@ class Checkpoints:
         self._consumer = consumer
         self._poller = poller
         self._on_loop = on_loop
-        self._delivered = threading.Event()  # set by the pump whenever nothing is left to report
+        self._delivered = threading.Event()  # set when what a wait waits for may be all reported (all_delivered)
         self._stop_waiting = False  # the processor has stopped: wait_delivered returns at once
         self._on_failure = on_failure
         self._changelog_acked: dict[TP, int] = {}
@@ -179,7 +179,10 @@ class Checkpoints:
     # -- the rebalance callbacks' (on the poll thread) -----------------------------------
     def commit_before_revocation(self) -> None:
         """Commit the running checkpoint (its flush holds the stores), then everything
-        since, so the next owner starts where this worker stopped."""
+        since, so the next owner starts where this worker stopped. Like every checkpoint, it
+        waits for the records produced before it began: work of these partitions still
+        running after the drain's grace may write later (it holds its offsets back, and
+        a late write to a store no longer this worker's is declined: runtime/write_through.py)."""
         self._commit_and_finish_from_callback(self._on_loop(self._settle()))
         self._commit_and_finish_from_callback(self._on_loop(self._prepare()))
 
@@ -320,6 +323,7 @@ class Checkpoints:
         # Only the records produced up to now: what the loops produce meanwhile is the next
         # checkpoint's (waiting for the producer to hold none could last the whole interval).
         unreported = producer.unreported
+        unreported.on_settled = self.all_delivered  # wakes the wait below when they are all in
         unreported.mark()
         remaining = await asyncio.get_running_loop().run_in_executor(
             None, self.wait_delivered, producer, lambda: unreported.before)

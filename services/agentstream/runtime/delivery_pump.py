@@ -37,6 +37,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from agentstream.errors import ConfigurationError
 from agentstream.runtime.unreported import Report, Unreported
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ DEFAULT_INTERVAL_S = 0.001
 # How long a produce() refused with a full local queue (BufferError) waits before trying
 # again. librdkafka counts a record in that queue until its report is served.
 ROOM_WAIT_S = 0.05
+# Producer settings that take records' delivery reports away from their own callbacks (a
+# success reported to none, or to one callback for all), which the counts a checkpoint
+# waits for (runtime/unreported.py) and every acknowledged write depend on.
+_NEEDS_EVERY_REPORT = ("delivery.report.only.error", "on_delivery", "dr_cb", "dr_msg_cb")
 
 
 class ServingSelector(selectors.DefaultSelector):
@@ -174,6 +179,11 @@ class PumpedProducer(Producer):
     is counted until its report is served (``unreported``: what a checkpoint waits for)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        refused = sorted(key for key in _NEEDS_EVERY_REPORT if config.get(key) not in (None, False, "false"))
+        if refused:
+            raise ConfigurationError(
+                f"A processor's producer may not set {', '.join(refused)}: its checkpoints and acknowledged "
+                "writes need every record's own delivery report. Leave them out of the producer overrides.")
         super().__init__(config)
         self.pump: DeliveryPump | None = None
         self.unreported = Unreported()
@@ -186,10 +196,12 @@ class PumpedProducer(Producer):
         callback: Report | None = None, on_delivery: Report | None = None, timestamp: int = 0,
         headers: dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
-        report = self.unreported.track(callback or on_delivery)
+        report = self.unreported.track(callback if callback is not None else on_delivery)
         try:
             super().produce(topic, value, key, partition, report, timestamp=timestamp, headers=headers)
-        except BaseException:  # BufferError (the queue is full) above all: the caller produces it again
+        except Exception:  # BufferError (the queue is full) above all: the caller produces it again
+            # (Not BaseException: an interrupt may come once the record is queued, and a count
+            # one too high only makes a checkpoint wait longer; one too low would commit early.)
             self.unreported.untrack(report)
             raise
         if self.pump is not None:

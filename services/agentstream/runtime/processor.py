@@ -447,7 +447,6 @@ class Processor:
         self._pump = DeliveryPump(producer, self._loop, self._loop_thread, self._checkpoints.all_delivered,
                                   name=self.name)
         producer.pump_with(self._pump)
-        producer.unreported.on_settled = self._checkpoints.all_delivered  # a checkpoint's records are all in
 
     def _poll_batch(self) -> list[Message]:
         consumer = self._consumer

@@ -44,7 +44,8 @@ class Unreported:
 
     @property
     def before(self) -> int:
-        """Records produced before the last ``mark`` whose report has not been served."""
+        """Records produced before the last ``mark`` whose report has not been served (read
+        without the lock: an int is read whole, and a waiter checks again once woken)."""
         return self._before
 
     def track(self, on_delivery: Report | None) -> Report:
@@ -61,7 +62,7 @@ class Unreported:
         self._settle(report.args[0])
 
     def mark(self) -> int:
-        """Records produced from now on are "since"; the number produced before and unreported."""
+        """Records produced from now on are "since"; returns ``before``."""
         with self._lock:
             closed = self._current
             closed.closed = True

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+
 from confluent_kafka import KafkaError, Message
 
 Report = Callable[[KafkaError | None, Message], None]

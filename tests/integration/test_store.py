@@ -22,6 +22,7 @@ from confluent_kafka import Consumer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentstream import jsoncodec
 from agentstream.runtime import store as store_module
 from agentstream.runtime.changelog import restore
 from agentstream.runtime.expiry import Expiry
@@ -546,5 +547,26 @@ def test_may_hold_keeps_no_answer_read_across_a_restore(tmp_path: Path, monkeypa
         assert not store.may_hold(b"c/"), "the read before the restore found nothing"
         monkeypatch.setattr(store, "scan", read)
         assert store.may_hold(b"c/"), "a False read across a restore was kept: the restored cancel would be skipped"
+    finally:
+        store.close()
+
+
+def test_a_value_whose_checkpoint_failed_reads_back_decoded_as_before(tmp_path: Path) -> None:
+    # An aborted flush puts its writes back in the buffer; a handler still running (a
+    # drain after the CheckpointError) must read the value it wrote, not its JSON bytes,
+    # and a later checkpoint must write the same bytes.
+    store = PartitionStore(tmp_path / "p0")
+    try:
+        record = {"open": {"task": "t1"}, "turns": [1, 2]}
+        store.put_value(b"session-1", record, jsoncodec.dumps)
+        store.delete(b"session-2")
+        flushing = dict(store.begin_flush())
+        assert store.get_value(b"session-1", jsoncodec.loads) == record  # in flight
+        store.abort_flush()
+        assert store.get_value(b"session-1", jsoncodec.loads) == record
+        assert store.get_value(b"session-2", jsoncodec.loads) is None
+        assert store.begin_flush() == flushing
+        store.finish_flush(7)
+        assert store.get_value(b"session-1", jsoncodec.loads) == record
     finally:
         store.close()

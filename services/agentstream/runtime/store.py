@@ -106,6 +106,9 @@ class PartitionStore:
         # Buffered writes: key -> (value, dumps) — serialised once, at the checkpoint.
         self._pending: dict[bytes, tuple[Any, Dumps] | None] = {}
         self._flushing: dict[bytes, bytes | None] = {}
+        # The buffer a checkpoint is flushing, as written: read back while it is in flight,
+        # and put back as it was if the checkpoint fails (its bytes would read back undecoded).
+        self._flushing_entries: dict[bytes, tuple[Any, Dumps] | None] = {}
         # The recorded changelog offset, read once: every write of it goes through this
         # class, and a write-through put (several per task) would otherwise read it back.
         self._offset: int | None | object = _ABSENT
@@ -139,12 +142,11 @@ class PartitionStore:
         """The decoded value (None if absent); a buffered value is returned as stored.
         ``flushed``: the key's stored bytes, just read by a scan (not read again)."""
         entry = self._pending.get(key, _ABSENT)
+        if entry is _ABSENT:
+            entry = self._flushing_entries.get(key, _ABSENT)
         if entry is not _ABSENT:
             return None if entry is None else entry[0]  # type: ignore[index]
-        if key in self._flushing:
-            raw = self._flushing[key]
-        else:
-            raw = flushed if flushed is not None else self._db.get(key)
+        raw = flushed if flushed is not None else self._db.get(key)
         return None if raw is None else loads(bytes(raw))
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -206,7 +208,7 @@ class PartitionStore:
         """Move the buffer aside for a checkpoint; new writes go to a fresh buffer."""
         if self._flushing:
             raise ProcessorError(f"A checkpoint of {self.path} is already in progress.")
-        self._flushing, self._pending = self._serialised_pending(), {}
+        self._flushing, self._flushing_entries, self._pending = self._serialised_pending(), self._pending, {}
         return self._flushing
 
     def _serialised_pending(self) -> dict[bytes, bytes | None]:
@@ -224,15 +226,13 @@ class PartitionStore:
             if self._written_in_restore is not None:
                 _note_written(self._written_in_restore, self._flushing, changelog_offset)
             self._write_recording(batch, changelog_offset)
-        self._flushing = {}
+        self._flushing, self._flushing_entries = {}, {}
 
     def abort_flush(self) -> None:
         """The checkpoint failed: keep the writes buffered (they win over older ones)."""
-        restored: dict[bytes, tuple[Any, Dumps] | None] = {
-            key: None if raw is None else (raw, _identity) for key, raw in self._flushing.items()
-        }
+        restored = self._flushing_entries
         restored.update(self._pending)  # newer writes win
-        self._pending, self._flushing = restored, {}
+        self._pending, self._flushing, self._flushing_entries = restored, {}, {}
 
     # -- restore -----------------------------------------------------------------------
     @property

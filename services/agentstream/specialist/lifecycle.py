@@ -411,8 +411,10 @@ class TaskLifecycle:
         await self._forget(run, attempt.partition, attempt.steps, place)  # it comes back through the retry tier
 
     async def _complete(self, task: Task, outcome: AgentOutcome, attempt: Attempt, started: int) -> None:
-        for tool_name in outcome.tools_used:
-            self.service.progress(task, "TOOL_CALL", "RUNNING", tool_name)
+        if outcome.tools_used:
+            # One event naming them all, in first-use order (as ROUTED names its agents): the
+            # run has ended, so one per tool told nothing more and cost a record each.
+            self.service.progress(task, "TOOL_CALL", "RUNNING", ",".join(outcome.tools_used))
         result = self.agent.result(task, outcome, started)
         metrics.specialist_run(result, outcome.steps)
         await self._finish(task, result, attempt.partition, attempt.steps, attempt.replay)

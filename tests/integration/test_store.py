@@ -559,13 +559,18 @@ def test_a_value_whose_checkpoint_failed_reads_back_decoded_as_before(tmp_path: 
     try:
         record = {"open": {"task": "t1"}, "turns": [1, 2]}
         store.put_value(b"session-1", record, jsoncodec.dumps)
+        store.put_value(b"session-3", {"turns": []}, jsoncodec.dumps)
         store.delete(b"session-2")
-        flushing = dict(store.begin_flush())
-        assert store.get_value(b"session-1", jsoncodec.loads) == record  # in flight
+        store.begin_flush()
+        assert store.get_value(b"session-1", jsoncodec.loads) is record  # in flight: as written
+        newer = {"turns": [3]}
+        store.put_value(b"session-3", newer, jsoncodec.dumps)  # written while the flush is out
         store.abort_flush()
         assert store.get_value(b"session-1", jsoncodec.loads) == record
         assert store.get_value(b"session-2", jsoncodec.loads) is None
-        assert store.begin_flush() == flushing
+        assert store.get_value(b"session-3", jsoncodec.loads) == newer  # the newer write wins
+        assert store.begin_flush() == {b"session-1": jsoncodec.dumps(record), b"session-2": None,
+                                       b"session-3": jsoncodec.dumps(newer)}
         store.finish_flush(7)
         assert store.get_value(b"session-1", jsoncodec.loads) == record
     finally:

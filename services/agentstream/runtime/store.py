@@ -105,8 +105,10 @@ class PartitionStore:
         self._db = self._open(path)
         # Buffered writes: key -> (value, dumps) — serialised once, at the checkpoint.
         self._pending: dict[bytes, tuple[Any, Dumps] | None] = {}
+        # The buffer a checkpoint is flushing, serialised: what its changelog records hold and
+        # finish_flush writes to RocksDB (None: a delete).
         self._flushing: dict[bytes, bytes | None] = {}
-        # The buffer a checkpoint is flushing, as written: read back while it is in flight,
+        # The same buffer is flushing, as written: read back while it is in flight,
         # and put back as it was if the checkpoint fails (its bytes would read back undecoded).
         self._flushing_entries: dict[bytes, tuple[Any, Dumps] | None] = {}
         # The recorded changelog offset, read once: every write of it goes through this
@@ -139,8 +141,10 @@ class PartitionStore:
         return value if value is None else bytes(value)
 
     def get_value(self, key: bytes, loads: Loads, flushed: bytes | None = None) -> Any:
-        """The decoded value (None if absent); a buffered value is returned as stored.
-        ``flushed``: the key's stored bytes, just read by a scan (not read again)."""
+        """The decoded value (None if absent); a buffered value, or one a checkpoint is
+        flushing, is the object written (not a copy: assign a changed value back, as
+        Table.__setitem__ says). ``flushed``: the key's stored bytes, just read by a scan
+        (not read again)."""
         entry = self._pending.get(key, _ABSENT)
         if entry is _ABSENT:
             entry = self._flushing_entries.get(key, _ABSENT)

@@ -171,8 +171,10 @@ def _collect(tasks: dict[str, dict[str, Any]], stack: Stack,
                 results[task_id] = _as_result(client.result(task_id, timeout=RESULT_POLL_S))
         if task_id not in results:
             break
-        tools[task_id] = [f"{event.data['stage']}:{event.data['detail']}" for event in client.events(task_id)
-                          if event.kind == PROGRESS and event.data.get("kind") == "TOOL_CALL"]
+        # A run's TOOL_CALL event names its tools comma-joined: each is shown as stage:tool.
+        tools[task_id] = [f"{event.data['stage']}:{tool}" for event in client.events(task_id)
+                          if event.kind == PROGRESS and event.data.get("kind") == "TOOL_CALL"
+                          for tool in event.data["detail"].split(",")]
         print(f"  result for {task_id}: {results[task_id]['status']} ({len(results)}/{len(tasks)})")
     if stack.dead_workers():
         print(f"workers exited early: {stack.dead_workers()}")

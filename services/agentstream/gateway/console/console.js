@@ -233,7 +233,10 @@ function taskPage(view, taskId) {
     if (message.event === "result") { renderSummary(summary, data); return; }
     timeline.append(el("tr", { "data-event-id": message.id }, el("td", {}, when(data.at)), el("td", {}, data.stage),
       el("td", {}, data.kind), el("td", {}, data.state), el("td", {}, data.detail)));
-    if (data.kind === "TOOL_CALL" || data.kind === "TOOL_RESULT") tools.append(el("li", {}, data.kind + ": " + data.detail));
+    // A run's one TOOL_CALL event names its tools comma-joined: one line each.
+    if (data.kind === "TOOL_CALL" || data.kind === "TOOL_RESULT") {
+      for (const name of data.detail.split(",")) tools.append(el("li", {}, data.kind + ": " + name));
+    }
     streamedState = data.state;
     showState(data.state);
   }, controller.signal);

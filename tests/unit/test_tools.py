@@ -109,6 +109,17 @@ def test_unsupported_definitions_are_refused_with_a_reason() -> None:
         tool(star)
 
 
+@pytest.mark.parametrize("name", ["lookup,refund", "kb.search", "größe", "<lambda>", "x" * 65])
+def test_a_name_providers_would_refuse_is_refused_with_the_rule(name: str) -> None:
+    def fine(x: str) -> str:
+        """Doc."""
+        return x
+
+    with pytest.raises(ToolDefinitionError, match=r"1-64 ASCII letters, digits, '_' or '-'.*@tool\(name=\.\.\.\)"):
+        tool(name=name)(fine)
+    assert tool(name="x" * 64)(fine).name == "x" * 64
+
+
 def test_duplicate_names_are_refused() -> None:
     registry = ToolRegistry([find_customer])
     with pytest.raises(ToolDefinitionError, match="already registered"):
@@ -237,7 +248,7 @@ def test_a_tools_own_timeout_replaces_the_callers_limit_both_ways() -> None:
 @pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), 10**400, 86_401, "30", True])
 def test_a_timeout_that_is_not_a_positive_finite_number_of_seconds_is_refused(bad: object) -> None:
     with pytest.raises(ToolDefinitionError, match=r"timeout_s=.* is not a positive, finite number of seconds"):
-        tool(timeout_s=bad, description="A lookup.")(lambda: "x")  # type: ignore[arg-type]
+        tool(name="lookup", timeout_s=bad, description="A lookup.")(lambda: "x")  # type: ignore[arg-type]
 
 
 def test_an_inline_tool_with_a_timeout_is_refused_as_one_that_could_not_hold() -> None:

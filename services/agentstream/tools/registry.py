@@ -36,6 +36,10 @@ _LENIENT = ConfigDict(coerce_numbers_to_str=True)
 # What a tool's non-str result is shown to the model as: json.dumps(ensure_ascii=False,
 # default=str), built once (json.dumps with options builds an encoder per call).
 _RESULT_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
+# The rule model providers apply to a tool's name (OpenAI's and Anthropic's function names):
+# a name outside it is refused only at the first model call. It also keeps commas out: a
+# run's TOOL_CALL event names its tools comma-joined (specialist/lifecycle.py).
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 
 
@@ -286,6 +290,11 @@ def _check_timeout(name: str, timeout_s: float | None, inline: bool) -> None:
 
 
 def _build_tool(fn: Callable[..., Any], name: str, description: str | None) -> Tool:
+    if not _TOOL_NAME.fullmatch(name):
+        raise ToolDefinitionError(
+            f"Tool name {name!r} is not 1-64 ASCII letters, digits, '_' or '-' (the rule model providers apply "
+            "to tool names); rename the function or pass @tool(name=...)."
+        )
     summary, arg_docs = _parse_docstring(inspect.getdoc(fn) or "")
     description = description or summary
     if not description:

@@ -108,7 +108,7 @@ class PartitionStore:
         # The buffer a checkpoint is flushing, serialised: what its changelog records hold and
         # finish_flush writes to RocksDB (None: a delete).
         self._flushing: dict[bytes, bytes | None] = {}
-        # The same buffer is flushing, as written: read back while it is in flight,
+        # The same buffer, as written: read back while it is in flight,
         # and put back as it was if the checkpoint fails (its bytes would read back undecoded).
         self._flushing_entries: dict[bytes, tuple[Any, Dumps] | None] = {}
         # The recorded changelog offset, read once: every write of it goes through this

@@ -36,9 +36,10 @@ _LENIENT = ConfigDict(coerce_numbers_to_str=True)
 # What a tool's non-str result is shown to the model as: json.dumps(ensure_ascii=False,
 # default=str), built once (json.dumps with options builds an encoder per call).
 _RESULT_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
-# The rule model providers apply to a tool's name (OpenAI's and Anthropic's function names):
-# a name outside it is refused only at the first model call. It also keeps commas out: a
-# run's TOOL_CALL event names its tools comma-joined (specialist/lifecycle.py).
+# The rule model providers document for a tool's name (OpenAI's and Anthropic's function
+# names): a name outside it would otherwise reach the provider with the first model call. It
+# also keeps commas out: a run's TOOL_CALL event names its tools comma-joined
+# (specialist/lifecycle.py).
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 

@@ -84,10 +84,14 @@ def test_sigkill_of_a_broker_under_load_loses_no_task(cluster: KafkaCluster, tmp
     assert all(len(replicas) == 3 for _, replicas, _ in _pipeline_partitions(admin, stack.prefix).values())
     tasks_topic = ConfigResource(ResourceType.TOPIC, stack.topology.topic("tasks"))
     configs: dict[str, ConfigEntry] = {}
+
+    def read_configs() -> bool:
+        configs.update(admin.describe_configs([tasks_topic])[tasks_topic].result())
+        return bool(configs)
+
     # The broker asked may learn of the topic after the one that answered the metadata
     # (UNKNOWN_TOPIC_OR_PART meanwhile: wait_for retries on it; seen once in session 37's CI).
-    wait_for(lambda: bool(configs.update(admin.describe_configs([tasks_topic])[tasks_topic].result()) or configs),
-             30, "the tasks topic's configs")
+    wait_for(read_configs, 30, "the tasks topic's configs")
     assert configs["min.insync.replicas"].value == "2"
 
     for name, command in {"router": ["router"], "billing": ["specialist", "--type", "billing"],

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agentstream.client import new_task
+from agentstream.settings import LOG_FORMAT_ENV, LOG_LEVEL_ENV
 from agentstream.telemetry.redact import REDACTED
 
 from .cli import cli_env, run
@@ -64,8 +65,9 @@ def test_one_task_is_one_trace_across_the_workers_and_the_logs_are_json_without_
     bootstrap: str, tmp_path: Path,
 ) -> None:
     with OtlpReceiver() as receiver:
+        # DEBUG: a routine task's lines are DEBUG (telemetry/logs.py, task_line_level).
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
-               "AGENTSTREAM_LOG_FORMAT": "json", "OPENAI_API_KEY": API_KEY}
+               LOG_FORMAT_ENV: "json", LOG_LEVEL_ENV: "DEBUG", "OPENAI_API_KEY": API_KEY}
         stack = DurableStack(bootstrap, tmp_path, latency="0", env=env)
         topic = stack.topology.topic
         tasks = _tasks()
@@ -140,6 +142,8 @@ def _check_logs(stack: DurableStack) -> None:
         assert line["worker"] == "billing" and line["tenant_id"] == "acme"
     assert any(line["task_id"].endswith(REDACTED) for line in handled), "the key in a task id was replaced"
     assert any("step" in line and "record" in line for line in handled), "the loop's lines carry its step and record"
+    finished = [line for line in handled if " COMPLETED by billing (epoch 0: " in line["message"]]
+    assert finished and all(line["level"] == "DEBUG" for line in finished), "a routine task's line is DEBUG"
 
 
 def test_a_task_resumed_after_its_specialist_was_killed_continues_its_trace(bootstrap: str, tmp_path: Path) -> None:
@@ -162,6 +166,8 @@ def test_a_task_resumed_after_its_specialist_was_killed_continues_its_trace(boot
             stack.workers["billing-a"].wait(10)
             stack.start("billing-b", "specialist", "--type", "billing").wait_for_line(r"resuming task", 60)
             stack.results({task["task_id"]}, timeout=120)
+            # A resumed run's line stays INFO (the default level here): what follows a crash is worth a line.
+            stack.workers["billing-b"].wait_for_line(rf" INFO .*: task {task['task_id']} COMPLETED by billing \(epoch 1: ", 30)
             wait_for(lambda: any(s.name == f"process {topic('results')}" for s in receiver.spans), 60,
                      "the router's span of the result")
         finally:

@@ -64,8 +64,9 @@ from agentstream.specialist.loop import AgentOutcome, StepNotRecorded
 from agentstream.specialist.order import SessionOrder, SessionPlaces
 from agentstream.specialist.run_steps import RunSteps
 from agentstream.specialist.transcript_writer import TranscriptWriter
-from agentstream.telemetry import log_context, tracing
 from agentstream.specialist.waiting import ApprovalDesk
+from agentstream.telemetry import log_context, tracing
+from agentstream.telemetry.logs import task_line_level
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +333,9 @@ class TaskLifecycle:
                               f"{self.agent.agent_type} {begun} tier={task.get('tier')} model={self.agent.model_id(task)}")
         with metrics.loop_running(self.agent.agent_type):
             outcome = await self.agent.run(task, run)
-        log.info(
+        routine = outcome.status == "COMPLETED" and run.epoch == 0 and not run.replayed_model_calls
+        log.log(
+            task_line_level(routine),
             "%s: task %s %s by %s (epoch %d: %d model calls made, %d replayed)", where, task["task_id"], outcome.status,
             self.agent.agent_type, run.epoch, run.new_model_calls, run.replayed_model_calls,
         )

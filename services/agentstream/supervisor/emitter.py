@@ -32,11 +32,13 @@ from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SerdeError
 from agentstream.service import Service
 from agentstream.supervisor.cancels import cancel_recorded_at
+from agentstream.supervisor.combine import COMPLETED
 from agentstream.supervisor.escalation import ESCALATED
 from agentstream.supervisor.escalation import closed_at as escalation_closed_at
 from agentstream.supervisor.marker_writes import MarkerWrites
 from agentstream.supervisor.revision import REVISING
 from agentstream.telemetry import tracing
+from agentstream.telemetry.logs import task_line_level
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +172,8 @@ class ResultEmitter:
         self.app.release()  # the decision is durable: the specialist results may be committed
         metrics.stage_done(self.service.agent, final["status"], ready_at, now_ms())  # combine or review, and the marker
         await self._send(final, partition, replay)
-        log.info("%s: task %s %s via %s", ctx.where, task_id, final["status"], "+".join(final["agents"]))
+        log.log(task_line_level(final["status"] == COMPLETED and replay is None),
+                "%s: task %s %s via %s", ctx.where, task_id, final["status"], "+".join(final["agents"]))
 
     async def _send(self, final: Record, partition: int, replay: str | None = None) -> None:
         encoded = self.service.schemas.encode(TASK_RESULT, final)

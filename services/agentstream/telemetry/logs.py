@@ -83,6 +83,17 @@ def formatter(log_format: str, redact: Redact | None = None) -> logging.Formatte
     raise ConfigurationError(f"{LOG_FORMAT_ENV}={log_format!r} is not a log format; use one of {', '.join(LOG_FORMATS)}.")
 
 
+def task_line_level(routine: bool) -> int:
+    """The level of a worker's line about one task: DEBUG when the task went the usual way
+    (a first run that completed), INFO when it did not (resumed or replayed after a crash,
+    failed, rejected, canceled). Why: a routine line per task per worker is what a busy
+    worker's INFO output would otherwise consist of, at ~35 µs of CPU a line (4-6 % of a
+    worker's main thread at once; bench/RESULTS.md, session 38), while each task's way is
+    kept in its TaskEvents, spans and metrics already. ``AGENTSTREAM_LOG_LEVEL=DEBUG`` shows
+    every task's line."""
+    return logging.DEBUG if routine else logging.INFO
+
+
 def configure(level: str, log_format: str, stream: TextIO | None = None) -> None:
     """Log at ``level`` to ``stream`` (stderr) in ``log_format``: the root logger's handler."""
     handler = logging.StreamHandler(stream or sys.stderr)

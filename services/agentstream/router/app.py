@@ -48,6 +48,7 @@ from agentstream.serde import SchemaSet, SerdeError
 from agentstream.service import Service
 from agentstream.settings import WorkerSettings
 from agentstream.telemetry import tracing
+from agentstream.telemetry.logs import task_line_level
 from agentstream.tenancy.admission import Refusal
 from agentstream.topology import RoutingSettings, Topology
 
@@ -365,8 +366,11 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         record["open"].update(_fields(decision))
         pin_open(record)
         sessions[session_id] = record
-        logged = log.info if decision.by == "model" else log.warning
-        logged("%s: task %s routed to %s tier=%s %s", where, task_id, ",".join(decision.route), decision.tier, decision.describe())
+        # The rules deciding for a configured model is worth a warning; the model's own
+        # route is the routine case (and is in the task's ROUTED event).
+        level = task_line_level(routine=True) if decision.by == "model" else logging.WARNING
+        log.log(level, "%s: task %s routed to %s tier=%s %s", where, task_id, ",".join(decision.route), decision.tier,
+                decision.describe())
         send_routed(record["open"], record["turns"])
 
     async def model_decision(task: dict[str, Any], turns: list[dict[str, Any]]) -> Decision:

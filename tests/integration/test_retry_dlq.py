@@ -109,6 +109,8 @@ def test_two_transient_failures_complete_after_two_tier_hops_no_sooner_than_conf
     backoffs = _events(records, task["task_id"], "BACKING_OFF")
     runs = _events(records, task["task_id"], "RUNNING")
     assert [".retry-1" in b["detail"] for b in backoffs] == [True, False] and ".retry-2" in backoffs[1]["detail"]
+    # A run from a retry tier is not routine: its line is INFO (telemetry/logs.py, task_line_level).
+    retry_stack.workers["billing"].wait_for_line(rf" INFO .*: task {task['task_id']} COMPLETED by billing \(epoch 0: ", 30)
     # Each hop waited at least its tier's delay: from the failure to the next run.
     starts = sorted(e["at"] for e in runs if "started" in e["detail"])
     assert len(starts) == 3
@@ -215,6 +217,9 @@ def test_dlq_replay_of_a_fixed_event_completes_it(retry_stack: DurableStack, tmp
         raise AssertionError("\n".join(w.tail(15) for w in retry_stack.workers.values()) + replay.stdout) from None
     reader.close()
     assert [r["status"] for r in _results(records, task["task_id"])] == ["FAILED", "COMPLETED"]
+    # A dead letter's replay is not routine: the specialist's and the supervisor's lines are INFO.
+    retry_stack.workers["billing"].wait_for_line(rf" INFO .*: task {task['task_id']} COMPLETED by billing ", 30)
+    retry_stack.workers["supervisor"].wait_for_line(rf" INFO .*: task {task['task_id']} COMPLETED via billing", 30)
 
 
 def test_a_crash_of_the_specialists_work_is_dead_lettered_at_once_and_its_session_goes_on(retry_stack: DurableStack) -> None:

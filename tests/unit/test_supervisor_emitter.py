@@ -8,8 +8,11 @@ task id and ``completed_at``: a replayed task's earlier FAILED result does not c
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from agentstream.events import TASK_RESULT
 from agentstream.serde import SchemaSet
@@ -32,7 +35,7 @@ class _App:
         return [(None, value, offset) for offset, value in enumerate(self.published) if offset >= from_offset]
 
     async def persist_all(self, table: Any, items: list[tuple[str, Any]], *, partition: int) -> None:
-        self.log.append(("markers", [(key, value["state"], value["offset"]) for key, value in items]))
+        self.log.append(("markers", [(key, value["state"], value.get("offset")) for key, value in items]))
 
     async def persist(self, table: Any, key: str, value: Any, *, partition: int) -> None:
         await self.persist_all(table, [(key, value)], partition=partition)
@@ -95,3 +98,29 @@ def test_a_replayed_task_whose_earlier_failed_result_is_on_the_topic_gets_its_ow
         ("event", ("t-replayed", "STATE", "COMPLETED")),
         ("markers", [("t-replayed", SENT, RESULTS_OFFSET)]),
     ]
+
+
+class _EmittingApp(_App):
+    def release(self) -> None:
+        self.log.append(("released", None))
+
+
+def _emitted_line(final: dict[str, Any], replay: str | None, caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
+    app = _EmittingApp(published=[])
+    ctx = SimpleNamespace(partition=0, where="supervisor.v1[0]@7")
+    with caplog.at_level(logging.DEBUG, logger="agentstream.supervisor.emitter"):
+        asyncio.run(_emitter(app)._emit(final["task_id"], final, ctx, replay, ready_at=0))  # type: ignore[arg-type]
+    assert ("result", final["task_id"]) in app.log
+    lines = [r for r in caplog.records if f"task {final['task_id']} " in r.getMessage() and " via " in r.getMessage()]
+    assert len(lines) == 1, caplog.text
+    return lines[0]
+
+
+def test_a_routine_result_is_logged_at_debug_and_the_rest_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    routine = _final("t-routine")
+    partial = {**_final("t-partial"), "error": {"code": "PARTIAL_FAILURE", "message": "account failed"}}
+    failed = {**_final("t-failed"), "status": "FAILED"}
+    assert _emitted_line(routine, None, caplog).levelno == logging.DEBUG
+    assert _emitted_line(partial, None, caplog).levelno == logging.INFO  # COMPLETED in part: worth a line
+    assert _emitted_line(failed, None, caplog).levelno == logging.INFO
+    assert _emitted_line(_final("t-replayed"), "r-1", caplog).levelno == logging.INFO  # a dead letter replayed

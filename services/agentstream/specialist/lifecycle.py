@@ -333,7 +333,9 @@ class TaskLifecycle:
                               f"{self.agent.agent_type} {begun} tier={task.get('tier')} model={self.agent.model_id(task)}")
         with metrics.loop_running(self.agent.agent_type):
             outcome = await self.agent.run(task, run)
-        routine = outcome.status == "COMPLETED" and run.epoch == 0 and not run.replayed_model_calls
+        # Routine: a first run (no resume, retry tier or dead-letter replay) that completed.
+        routine = (outcome.status == "COMPLETED" and run.epoch == 0 and not run.replayed_model_calls
+                   and attempt.number == 0 and attempt.replay is None)
         log.log(
             task_line_level(routine),
             "%s: task %s %s by %s (epoch %d: %d model calls made, %d replayed)", where, task["task_id"], outcome.status,

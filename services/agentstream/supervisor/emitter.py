@@ -172,7 +172,8 @@ class ResultEmitter:
         self.app.release()  # the decision is durable: the specialist results may be committed
         metrics.stage_done(self.service.agent, final["status"], ready_at, now_ms())  # combine or review, and the marker
         await self._send(final, partition, replay)
-        log.log(task_line_level(final["status"] == COMPLETED and replay is None),
+        # Not routine: a failure, a COMPLETED result with an error (a partial failure), a replay.
+        log.log(task_line_level(final["status"] == COMPLETED and not final.get("error") and replay is None),
                 "%s: task %s %s via %s", ctx.where, task_id, final["status"], "+".join(final["agents"]))
 
     async def _send(self, final: Record, partition: int, replay: str | None = None) -> None:

@@ -86,8 +86,9 @@ def formatter(log_format: str, redact: Redact | None = None) -> logging.Formatte
 def task_line_level(routine: bool) -> int:
     """The level of a worker's line about one task: DEBUG when the task went the usual way
     (a first run that completed, a route the router's model chose, a result published
-    COMPLETED), INFO when it did not (resumed or replayed after a crash,
-    failed, rejected, canceled). Why: a routine line per task per worker is what a busy
+    COMPLETED without an error), INFO when it did not (a run resumed from its checkpoint,
+    from a retry tier or replayed from the dead-letter queue; a failure, a partial failure,
+    a cancel). Why: a routine line per task per worker is what a busy
     worker's INFO output would otherwise consist of, at ~35 µs of CPU a line (4-6 % of a
     worker's main thread at once; bench/RESULTS.md, session 38), while each task's way is
     kept in its TaskEvents, spans and metrics already. ``AGENTSTREAM_LOG_LEVEL=DEBUG`` shows

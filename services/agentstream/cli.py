@@ -43,6 +43,9 @@ log = logging.getLogger("agentstream")
 # Commands that run for long and whose logs someone reads: librdkafka's warnings stay on.
 _LONG_RUNNING = ("worker", "gateway")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# The HTTP clients of the model SDKs (openai, anthropic) log every request at INFO: a line
+# per model call, the routine kind telemetry.logs.task_line_level keeps at DEBUG.
+HTTP_CLIENT_LOGGERS = ("httpx", "httpx2")
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
@@ -52,6 +55,8 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logs.configure(level, os.environ.get(LOG_FORMAT_ENV, "text"))  # text or JSON lines, secrets redacted
     if level != "DEBUG":
         KAFKA_LOG.setLevel(logging.WARNING if args.command in _LONG_RUNNING else logging.CRITICAL + 1)
+        for name in HTTP_CLIENT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _settings(state_dir: Path | None = None, **overrides: object) -> WorkerSettings:

@@ -44,7 +44,7 @@ environment:
   {FLUSH_TIMEOUT_ENV} seconds a checkpoint waits for the broker's acknowledgements before the worker stops (default 30)
   {FETCH_WAIT_ENV}   ms the broker may hold a worker's empty fetch (default 500 on Kafka, 20 on Tansu)
   {LINGER_ENV}       ms a worker's producer waits to batch records (default {DEFAULT_LINGER_MS}; 0: lowest latency, more CPU)
-  {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows librdkafka's log
+  {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows each routine task's line and librdkafka's log
   {LOG_FORMAT_ENV}    text (default) or json: one JSON object per line; secrets are redacted in both
   OTEL_EXPORTER_OTLP_ENDPOINT   export traces over OTLP/HTTP there (default: no tracing)
 """

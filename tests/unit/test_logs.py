@@ -3,6 +3,7 @@ no secret ever in a line."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentstream.errors import ConfigurationError
+from agentstream.settings import LOG_LEVEL_ENV
 from agentstream.telemetry import log_context
 from agentstream.telemetry.logs import formatter
 from agentstream.telemetry.redact import _PATTERNS, PATTERN_WORDS, REDACTED, Redactor, may_match_a_pattern, secret_values
@@ -153,3 +155,22 @@ def test_a_line_a_pattern_matches_passes_the_word_check(text: str) -> None:
 def test_a_line_without_the_patterns_words_is_left_as_it_is(text: str) -> None:
     assert not may_match_a_pattern(text)
     assert Redactor()(text) == text
+
+
+@pytest.mark.parametrize(("verbose", "expected"), [(False, logging.WARNING), (True, logging.NOTSET)])
+def test_the_model_sdks_http_clients_log_each_request_only_at_debug(
+    verbose: bool, expected: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx logs every request at INFO: a line per model call, kept out of INFO as a
+    routine task's line is (telemetry.logs.task_line_level)."""
+    from agentstream import cli
+
+    monkeypatch.delenv(LOG_LEVEL_ENV, raising=False)
+    for name in cli.HTTP_CLIENT_LOGGERS:
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    # What _setup_logging sets beside them, put back after the test.
+    for changed in (logging.root, cli.KAFKA_LOG):
+        monkeypatch.setattr(changed, "level", changed.level)
+    monkeypatch.setattr(logging.root, "handlers", list(logging.root.handlers))
+    cli._setup_logging(argparse.Namespace(command="worker", verbose=verbose))
+    assert [logging.getLogger(name).level for name in cli.HTTP_CLIENT_LOGGERS] == [expected] * len(cli.HTTP_CLIENT_LOGGERS)

@@ -49,6 +49,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from agentstream.clients import reader_config
 from agentstream.events import ROUTED_TASK, now_ms
 from agentstream.models.base import Message, ModelResponse, ToolCall, Usage, current_task_key
+from agentstream.settings import LOG_LEVEL_ENV
 from agentstream.tools.registry import ToolRegistry
 from agentstream.topology import DEFAULT_PATH
 from tests.support_desk import copy_app
@@ -182,8 +183,10 @@ def run(bootstrap: str, steps: int, tasks: int, tool_bytes: int) -> Result:
     write_topology(topology_path, steps)
     history_log = base / "history.log"
     history_log.touch()
+    # DEBUG: the wait below reads each task's line, which a routine run logs at DEBUG.
     stack = AgentStack(bootstrap, base, topology_path=topology_path,
-                       env={HISTORY_LOG_ENV: str(history_log), STEPS_ENV: str(steps), TOOL_BYTES_ENV: str(tool_bytes)})
+                       env={HISTORY_LOG_ENV: str(history_log), STEPS_ENV: str(steps), TOOL_BYTES_ENV: str(tool_bytes),
+                            LOG_LEVEL_ENV: "DEBUG"})
     worker = stack.start(AGENT, "specialist", model="bench.checkpoint_cost:growing_model", tools="bench.checkpoint_cost:record_tools")
     try:
         worker.wait_for_line(r": assigned .*\[\d\]", 90)

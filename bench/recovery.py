@@ -55,7 +55,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from agentstream.clients import GROUP_PROTOCOLS, admin_config, consumer_config
-from agentstream.settings import GROUP_PROTOCOL_ENV
+from agentstream.settings import GROUP_PROTOCOL_ENV, LOG_LEVEL_ENV
 from bench._procs import (
     KEEP_LOGS_ENV, REPO, AgentStack, CallLogTail, Proc, TopicWatcher, assigned_partitions, billing_task, broker,
     group_type, machine, owned_partitions, partition_map, source_state, wait_until, write_report,
@@ -189,7 +189,8 @@ class Trial:
 def run_trial(bootstrap: str, tasks_per_worker: int, latency: str, kill_at_step: int, protocol: str = "classic") -> Trial:
     trial = Trial(tasks_per_worker, latency, kill_at_step)
     base = Path(tempfile.mkdtemp(prefix="recovery-"))
-    stack = AgentStack(bootstrap, base, latency=latency, env={GROUP_PROTOCOL_ENV: protocol})
+    # DEBUG: the victim's completed tasks are read from its lines, which a routine run logs at DEBUG.
+    stack = AgentStack(bootstrap, base, latency=latency, env={GROUP_PROTOCOL_ENV: protocol, LOG_LEVEL_ENV: "DEBUG"})
     stack.start("router", "router")
     stack.start("supervisor", "supervisor")
     victim = stack.start("billing-a", "specialist")

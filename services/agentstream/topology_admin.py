@@ -278,7 +278,7 @@ def plan_topics(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float =
 
 def _plan(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> tuple[TopologyPlan, bool]:
     """The plan, and whether the broker is Tansu."""
-    metadata = _metadata(admin, timeout)
+    metadata = _metadata_listing_a_broker(admin, timeout)
     tansu = _is_tansu(metadata)
     counts = _partition_counts(metadata)
     if not tansu:
@@ -297,14 +297,27 @@ def _metadata(admin: AdminClient, timeout: float) -> ClusterMetadata:
         raise BrokerUnavailableError(f"Could not list the cluster's topics: {exc.args[0]}") from exc
 
 
+def _metadata_listing_a_broker(admin: AdminClient, timeout: float) -> ClusterMetadata:
+    """The cluster's metadata once it lists a broker. A KRaft broker still starting, or
+    fenced by its controller for a moment (its heartbeats late on a starved machine: seen
+    in a CI run), answers with none and is listed again within seconds."""
+    deadline = time.monotonic() + timeout
+    while not (metadata := _metadata(admin, timeout)).brokers:
+        if time.monotonic() > deadline:
+            raise BrokerUnavailableError(
+                f"The cluster's metadata has listed no broker for {timeout:.0f} s: the broker is still starting, "
+                "or its controller fenced it; check the broker's log and run the command again."
+            )
+        time.sleep(0.1)  # the interval of the poll
+    return metadata
+
+
 def _partition_counts(metadata: ClusterMetadata) -> dict[str, int]:
     return {name: len(t.partitions) for name, t in metadata.topics.items() if t.error is None}
 
 
 def _is_tansu(metadata: ClusterMetadata) -> bool:
-    if not metadata.brokers:
-        raise BrokerUnavailableError("The cluster's metadata lists no broker; is it still starting?")
-    first = metadata.brokers[min(metadata.brokers)]
+    first = metadata.brokers[min(metadata.brokers)]  # _metadata_listing_a_broker: one at least
     try:
         return is_tansu(f"{first.host}:{first.port}")
     except KafkaException as exc:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 
-from agentstream.errors import ConfigurationError
+from agentstream.errors import BrokerUnavailableError, ConfigurationError
 from agentstream.settings import TOPOLOGY_ENV
 from agentstream.topology import DEFAULT_PATH, TopicSpec, load_topology
 from agentstream.topology_admin import (
@@ -20,6 +21,7 @@ from agentstream.topology_admin import (
     ConfigDrift,
     TopicPlan,
     TopologyPlan,
+    _metadata_listing_a_broker,
     compare_topic,
     config_drift,
     format_plan,
@@ -376,3 +378,18 @@ def test_a_nonsense_dedupe_retention_is_named(tmp_path: Path, bad: object) -> No
     path = write_variant(tmp_path, lambda raw: raw["dedupe"].update(retention_s=bad))
     with pytest.raises(ConfigurationError, match="dedupe.retention_s"):
         load_topology(path)
+
+
+def test_planning_asks_again_while_the_metadata_lists_no_broker() -> None:
+    """A KRaft broker still starting, or fenced by its controller for a moment, answers with
+    no broker listed: asked again until one is, not refused at the first answer."""
+    answers = [SimpleNamespace(brokers={}), SimpleNamespace(brokers={}), SimpleNamespace(brokers={1: "broker 1"})]
+    admin = SimpleNamespace(list_topics=lambda timeout: answers.pop(0))
+    assert _metadata_listing_a_broker(admin, 30).brokers == {1: "broker 1"}  # type: ignore[arg-type]
+    assert not answers
+
+
+def test_no_broker_listed_for_the_whole_timeout_is_refused_naming_what_to_check() -> None:
+    admin = SimpleNamespace(list_topics=lambda timeout: SimpleNamespace(brokers={}))
+    with pytest.raises(BrokerUnavailableError, match=r"listed no broker for 0 s: .*check the broker's log"):
+        _metadata_listing_a_broker(admin, 0)  # type: ignore[arg-type]

@@ -124,7 +124,7 @@ def consumer_config(
     """Settings for a group member; ``fetch_wait_ms`` from ``broker.fetch_wait_for``.
 
     ``partition_eof``: librdkafka reports each time the member has taken a partition's
-    every record (runtime/idle_tiers.py pauses retry tiers there).
+    every record (runtime/idle_partitions.py pauses idle partitions there).
 
     ``protocol="consumer"`` joins with KIP-848 (Apache Kafka 4 only): the broker assigns
     partitions with its range assignor, which keeps co-partitioned topics together, and

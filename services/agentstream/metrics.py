@@ -74,9 +74,9 @@ def rebalances() -> Counter:
 
 
 @cache
-def idle_tiers() -> Counter:
-    return Counter("agentstream_idle_tiers",
-                   "Retry-tier partitions paused at their end, resumed, or a check of their ends failed",
+def idle_partitions() -> Counter:
+    return Counter("agentstream_idle_partitions",
+                   "Idle partitions paused at their end (retry tiers, quiet inputs), resumed, or a check of their ends failed",
                    ["worker", "change"])
 
 
@@ -280,7 +280,7 @@ def _inflight_series(agent: str) -> Gauge:
 
 
 FAMILIES = (
-    retries, dead_letters, parked, rebalances, idle_tiers, restore_seconds, checkpoint_seconds, offset_commit_seconds, task_results, task_duration,
+    retries, dead_letters, parked, rebalances, idle_partitions, restore_seconds, checkpoint_seconds, offset_commit_seconds, task_results, task_duration,
     task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tenant_spend_today,
     tenant_in_flight, tool_calls, model_calls, operation_duration,
     token_usage, model_cost, model_retries, breaker_state, rate_limit_wait, specialist_runs, rollout_weight,

@@ -49,6 +49,12 @@ GROUP_PROTOCOL_ENV = "AGENTSTREAM_GROUP_PROTOCOL"
 # wait costs no latency and an idle consumer asks twice a second instead of 50 times), 20 on
 # Tansu (it holds a fetch for about half the wait even when records are there).
 FETCH_WAIT_ENV = "AGENTSTREAM_FETCH_WAIT_MS"
+# How long (s) an input partition of a worker goes without a record before the worker leaves
+# it out of its fetches until a check (four times a second) finds its end moved: the first
+# record after such a quiet spell waits up to ~0.3 s longer per hop. Unset: 30 where the fetch wait is 50 ms
+# or less (Tansu: an idle fetch costs the broker a pass over the partitions it names), never
+# with a longer one (Apache Kafka holds an idle fetch). 0: never (runtime/idle_partitions.py).
+QUIET_PAUSE_ENV = "AGENTSTREAM_QUIET_PAUSE_S"
 # How long (ms, fractions allowed) a worker's producer waits to batch records before it
 # sends them (librdkafka's linger.ms). Unset: clients.DEFAULT_LINGER_MS (2). 0 sends at once:
 # at a low rate every hop is faster (a task makes ~7 acknowledged writes in a row, each
@@ -116,6 +122,7 @@ _FIELD_ENV = {
     "commit_interval_s": COMMIT_INTERVAL_ENV,
     "group_protocol": GROUP_PROTOCOL_ENV,
     "fetch_wait_ms": FETCH_WAIT_ENV,
+    "quiet_pause_s": QUIET_PAUSE_ENV,
     "linger_ms": LINGER_ENV,
     "metrics_port": METRICS_PORT_ENV,
     "health_stall_s": HEALTH_STALL_ENV,
@@ -149,6 +156,7 @@ class WorkerSettings(BaseModel):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     group_protocol: Literal["auto", "classic", "consumer"] = "auto"
     fetch_wait_ms: int | None = Field(default=None, ge=1, le=60_000)  # None: by broker (FETCH_WAIT_ENV)
+    quiet_pause_s: float | None = Field(default=None, ge=0, le=86_400)  # None: by fetch wait (QUIET_PAUSE_ENV)
     linger_ms: float | None = Field(default=None, ge=0, le=60_000)  # None: clients.DEFAULT_LINGER_MS (LINGER_ENV)
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no HTTP port
     flush_timeout_s: float = Field(default=30.0, gt=0, le=300)  # librdkafka gives up on a record after 300 s anyway
@@ -187,7 +195,8 @@ class WorkerSettings(BaseModel):
             values["max_inflight"] = env[MAX_INFLIGHT_ENV]
         for field, name in (("metrics_port", METRICS_PORT_ENV), ("health_stall_s", HEALTH_STALL_ENV),
                             ("flush_timeout_s", FLUSH_TIMEOUT_ENV), ("commit_interval_s", COMMIT_INTERVAL_ENV),
-                            ("fetch_wait_ms", FETCH_WAIT_ENV), ("linger_ms", LINGER_ENV)):
+                            ("fetch_wait_ms", FETCH_WAIT_ENV), ("linger_ms", LINGER_ENV),
+                            ("quiet_pause_s", QUIET_PAUSE_ENV)):
             if env.get(name, "").strip():
                 values[field] = env[name].strip()
         if env.get(GROUP_PROTOCOL_ENV):

@@ -180,10 +180,12 @@ def test_idle_measures_each_fetch_wait_on_the_broker_it_starts() -> None:
     broker = this_pass_broker()
     report = run_bench("idle", "--broker", broker, "--smoke")
     rows = report["rows"]
-    assert [(r["broker"], r["fetch_wait_ms"]) for r in rows] == [(broker, 0), (broker, 20), (broker, 500)]
+    assert [(r["broker"], r["fetch_wait_ms"], r["quiet_pause_s"]) for r in rows] == [
+        (broker, 0, 0), (broker, 20, 1), (broker, 500, 0)]
     for row in rows[1:]:
         assert row["workers_cores"] > 0 and row["fetches_per_s"] > 0, row
         assert 0 < row["p50_ms"] <= row["p95_ms"], row
+        assert row["first_task_ms"] > 0 and row["next_task_ms"] > 0, row  # each task got its result
 
 
 def _assert_ordered_times(phase: dict[str, Any]) -> None:

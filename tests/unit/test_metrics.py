@@ -48,7 +48,7 @@ def test_register_all_lists_every_family_before_any_event() -> None:
         "agentstream_inflight_loops", "agentstream_tool_calls", "agentstream_model_calls",
         "agentstream_gen_ai_client_operation_duration_seconds", "agentstream_gen_ai_client_token_usage", "agentstream_model_cost_usd",
         "agentstream_model_retries", "agentstream_circuit_breaker_state", "agentstream_rate_limit_wait_seconds",
-        "agentstream_checkpoint_seconds", "agentstream_offset_commit_seconds", "agentstream_idle_tiers", "agentstream_acked_write_seconds", "agentstream_event_loop_lag_seconds",
+        "agentstream_checkpoint_seconds", "agentstream_offset_commit_seconds", "agentstream_idle_partitions", "agentstream_acked_write_seconds", "agentstream_event_loop_lag_seconds",
     }
     assert expected <= names, sorted(expected - names)
 

@@ -59,6 +59,15 @@ def test_the_fetch_wait_is_by_broker_unless_set(monkeypatch: pytest.MonkeyPatch)
     assert consumer_config("b:9092", "g", fetch_wait_ms=500)["fetch.wait.max.ms"] == 500
 
 
+def test_the_quiet_pause_is_by_fetch_wait_unless_set() -> None:
+    assert WorkerSettings.from_env({}, bootstrap="b:9092").quiet_pause_s is None
+    assert WorkerSettings.from_env({"AGENTSTREAM_QUIET_PAUSE_S": "0"}, bootstrap="b:9092").quiet_pause_s == 0
+    assert WorkerSettings.from_env({"AGENTSTREAM_QUIET_PAUSE_S": " 2.5 "}, bootstrap="b:9092").quiet_pause_s == 2.5
+    for bad in ("-1", "soon"):
+        with pytest.raises(ConfigurationError, match=f"^AGENTSTREAM_QUIET_PAUSE_S='{bad}' is not valid"):
+            WorkerSettings.from_env({"AGENTSTREAM_QUIET_PAUSE_S": bad}, bootstrap="b:9092")
+
+
 def test_group_protocol_defaults_to_auto_and_rejects_unknown_values() -> None:
     import pydantic
 

@@ -1,7 +1,7 @@
 """Consumer calls decided on the event loop's thread and made by the poll thread.
 
 Only the poll thread touches the consumer (runtime/processor.py). A hold's pause and
-rewind (runtime/hold.py) and an idle tier's pause or resume (runtime/idle_tiers.py) are
+rewind (runtime/hold.py) and an idle partition's pause or resume (runtime/idle_partitions.py) are
 queued here, in one queue, so they reach the consumer in the order they were decided.
 """
 

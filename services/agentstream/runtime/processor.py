@@ -39,7 +39,7 @@ from agentstream.runtime.delivery_pump import DeliveryPump, PumpedProducer
 from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import HandlerError, ProcessorError, RestoreInterrupted
 from agentstream.runtime.hold import DueHolds
-from agentstream.runtime.idle_tiers import LIST_ENDS_TIMEOUT_S, IdleTiers
+from agentstream.runtime.idle_partitions import LIST_ENDS_TIMEOUT_S, QUIET_CHECK_INTERVAL_S, IdlePartitions, quiet_pause_for
 from agentstream.runtime.lane import ThreadLane
 from agentstream.runtime.loop_lag import LoopLagProbe
 from agentstream.runtime.offsets import TP, PartitionOffsets
@@ -99,6 +99,7 @@ class Processor:
         changelog_config: dict[str, str] | None = None,
         health_stall: float = 30.0,
         pause_idle_tiers: bool = True,
+        quiet_pause_s: float | None = None,
     ) -> None:
         if commit_interval <= 0:
             raise ProcessorError(f"commit_interval must be > 0 seconds, got {commit_interval}.")
@@ -125,7 +126,8 @@ class Processor:
         self._consumer_calls = ConsumerCalls()  # made by the poll thread before its next poll
         self._holds_due = DueHolds(self._consumer_calls)  # retry-tier partitions held until their head is due
         self._pause_idle_tiers = pause_idle_tiers
-        self._idle_tiers: IdleTiers | None = None  # made in _start when a handler has a due_header
+        self._quiet_pause_s = quiet_pause_s  # None: by fetch wait (idle_partitions.quiet_pause_for)
+        self._idle: IdlePartitions | None = None  # made in _start when something may be paused
         self._rebalanced: set[TP] = set()  # partitions the rebalance callbacks of this poll named
         self._admin: AdminClient | None = None
         self._stopping = False
@@ -211,7 +213,7 @@ class Processor:
         future is not handled yet: its partition is paused and rewound to it until then,
         while every other partition goes on (the hold of a retry tier). Such a topic's
         partitions are also paused while every record of them was taken, so fetches do
-        not name them (runtime/idle_tiers.py; ``pause_idle_tiers=False`` keeps them fetched).
+        not name them (runtime/idle_partitions.py; ``pause_idle_tiers=False`` keeps them fetched).
         """
 
         def register(fn: Handler) -> Handler:
@@ -361,8 +363,8 @@ class Processor:
                 elif idle_timeout is not None and now - self._last_activity >= idle_timeout and self._spawned.running == 0:
                     break
                 self._checkpoints.start_if_due()
-                if self._idle_tiers is not None:
-                    self._idle_tiers.check_ends(now)
+                if self._idle is not None:
+                    self._idle.check_ends(now)
                 if now >= self._retention.next_due:
                     await self._retention.run_due(self.assigned_partitions(), lambda: self._checkpoints.failed)
         finally:
@@ -416,24 +418,35 @@ class Processor:
             # Metadata now, so the first restore of a changelog (a takeover, often) need not
             # wait for librdkafka's next refresh to learn of it (0.4-0.9 s on Kafka).
             self._reader.list_topics(table.changelog_topic, timeout=10)
-        tier_topics = [b.topic for b in self._bindings.values() if b.due_header is not None]
-        if tier_topics and self._pause_idle_tiers:
-            changes = metrics.idle_tiers()
-            self._idle_tiers = IdleTiers(tier_topics, self._holds_due, self._consumer_calls, self.stats,
-                                         self._list_ends, lambda change: changes.labels(self.name, change).inc())
-            self._outputs.tiers = self._idle_tiers
+        fetch_wait_ms = fetch_wait_for(self.fetch_wait_ms, self.bootstrap)
+        self._idle = self._idle_partitions(quiet_pause_for(self._quiet_pause_s, fetch_wait_ms))
+        self._outputs.idle = self._idle
         consumer = Consumer(consumer_config(self.bootstrap, self.group_id,
                                             protocol=group_protocol_for(self.group_protocol, self.bootstrap),
-                                            fetch_wait_ms=fetch_wait_for(self.fetch_wait_ms, self.bootstrap),
-                                            partition_eof=self._idle_tiers is not None))
+                                            fetch_wait_ms=fetch_wait_ms, partition_eof=self._idle is not None))
         consumer.subscribe(
             list(self._bindings), on_assign=self._assign_callback, on_revoke=self._revoke_callback, on_lost=self._lost_callback
         )
         self._consumer = consumer
         log.info("%s: consuming %s as group %s", self.name, ", ".join(self._bindings), self.group_id)
 
+    def _idle_partitions(self, quiet_s: float) -> IdlePartitions | None:
+        """What pauses this processor's idle partitions: its retry tiers (unless
+        ``pause_idle_tiers=False``), and its other inputs after ``quiet_s`` without a record
+        (0: never); None when there is nothing to pause."""
+        tiers = [b.topic for b in self._bindings.values() if b.due_header is not None] if self._pause_idle_tiers else []
+        quiet = [b.topic for b in self._bindings.values() if b.due_header is None] if quiet_s > 0 else []
+        if not tiers and not quiet:
+            return None
+        changes = metrics.idle_partitions()
+        if quiet:
+            log.info("%s: an input without a record for %g s is left out of the fetches until its end moves "
+                     "(checked every %g s meanwhile)", self.name, quiet_s, QUIET_CHECK_INTERVAL_S)
+        return IdlePartitions(tiers, self._holds_due, self._consumer_calls, self.stats, self._list_ends,
+                              lambda change: changes.labels(self.name, change).inc(), quiet=quiet, quiet_s=quiet_s)
+
     def _list_ends(self, tps: list[TP]) -> dict[TopicPartition, Any]:
-        """ListOffsets "latest" for ``tps``: a future each (runtime/idle_tiers.py's check)."""
+        """ListOffsets "latest" for ``tps``: a future each (runtime/idle_partitions.py's check)."""
         assert self._admin is not None
         latest = OffsetSpec.latest()
         asked = {TopicPartition(t, p): latest for t, p in tps}
@@ -457,10 +470,10 @@ class Processor:
         if first is None:
             return []
         batch = [first, *consumer.consume(499, 0)]
-        if self._rebalanced and self._idle_tiers is not None:
+        if self._rebalanced and self._idle is not None:
             # An end of a partition revoked and given back in this poll may be the end of its
             # former fetch, past the committed offset its new fetch starts from: a pause there
-            # would strand the records between (runtime/idle_tiers.py). Its next end is lost
+            # would strand the records between (runtime/idle_partitions.py). Its next end is lost
             # too (librdkafka reports an end once), which only leaves the partition fetched.
             batch = [msg for msg in batch if not (_is_end(msg) and (msg.topic(), msg.partition()) in self._rebalanced)]
         return batch
@@ -470,8 +483,8 @@ class Processor:
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("%s: consumer error: %s", self.name, err)
-            elif self._idle_tiers is not None:  # the end of a partition (enable.partition.eof)
-                self._idle_tiers.at_end((msg.topic(), msg.partition()), msg.offset())
+            elif self._idle is not None:  # the end of a partition (enable.partition.eof)
+                self._idle.at_end((msg.topic(), msg.partition()), msg.offset())
             return
         topic = msg.topic()
         partition = msg.partition()
@@ -487,13 +500,13 @@ class Processor:
         headers = msg.headers()
         ctx = MessageContext(topic, partition, offset, msg.key(), tuple(headers) if headers else (), msg.timestamp()[1])
         binding = self._bindings[topic]
-        if binding.due_header is not None:
-            if self._holds_due.hold_if_not_due(binding.due_header, ctx, self._loop):  # type: ignore[arg-type]
-                if self._idle_tiers is not None:
-                    self._idle_tiers.rewound(tp, offset)
-                return
-            if self._idle_tiers is not None:
-                self._idle_tiers.handled(tp, offset)
+        due_header = binding.due_header
+        if due_header is not None and self._holds_due.hold_if_not_due(due_header, ctx, self._loop):  # type: ignore[arg-type]
+            if self._idle is not None:
+                self._idle.rewound(tp, offset)
+            return
+        if self._idle is not None:
+            self._idle.handled(tp, offset)
         token = current_context.set(ctx)
         try:
             value = msg.value()
@@ -579,8 +592,8 @@ class Processor:
             self.stats.restored_records += sum(r.records for r in reports)
             for tp in tps:
                 self._offsets.setdefault(tp, PartitionOffsets())
-            if self._idle_tiers is not None:
-                self._idle_tiers.assigned(tps)
+            if self._idle is not None:
+                self._idle.assigned(tps)
             self._last_activity = time.monotonic()
             for hook in self._assign_hooks:
                 await hook(partitions)
@@ -602,8 +615,8 @@ class Processor:
             self._offsets.pop(tp, None)
             self._draining.discard(tp)
             self._holds_due.forget(tp)
-        if self._idle_tiers is not None:
-            self._idle_tiers.revoked(tps)
+        if self._idle is not None:
+            self._idle.revoked(tps)
         self._retention.forget([partition for _, partition in tps])
         still_owned = {p for _, p in self._offsets}
         for table in self.tables.values():

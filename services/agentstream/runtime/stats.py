@@ -13,6 +13,7 @@ class ProcessorStats:
     restored_records: int = 0
     expired: int = 0  # table entries deleted for their age (runtime/expiry.py)
     last_checkpoint_at: float = 0.0
-    tier_pauses: int = 0  # retry-tier partitions paused at their end (runtime/idle_tiers.py)
-    tier_resumes: int = 0  # ... and resumed: a retry sent to one, or its end passed the pause
+    tier_pauses: int = 0  # retry-tier partitions paused at their end (runtime/idle_partitions.py)
+    quiet_pauses: int = 0  # other inputs paused at their end after a quiet spell (ditto)
+    partition_resumes: int = 0  # ... either resumed: a record sent to one, or its end passed the pause
     failures_by_type: dict[str, int] = field(default_factory=dict)

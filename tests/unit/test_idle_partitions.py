@@ -1,5 +1,5 @@
 """Retry-tier partitions paused at their end and resumed when they may hold a record
-(runtime/idle_tiers.py): the decisions, and the consumer calls they queue for the poll thread."""
+(runtime/idle_partitions.py): the decisions, and the consumer calls they queue for the poll thread."""
 
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from agentstream.runtime import MessageContext
 from agentstream.runtime.consumer_calls import ConsumerCalls
 from agentstream.runtime.hold import DueHolds
-from agentstream.runtime.idle_tiers import CHECK_INTERVAL_S, IdleTiers
+from agentstream.runtime.idle_partitions import (
+    CHECK_INTERVAL_S,
+    DEFAULT_QUIET_S,
+    QUIET_PAUSE_MAX_FETCH_WAIT_MS,
+    IdlePartitions,
+    quiet_pause_for,
+)
 from agentstream.runtime.stats import ProcessorStats
 
 TIER = "tasks.retry-1"
@@ -35,6 +41,10 @@ class _Consumer:
 
     def seek(self, partition: TopicPartition) -> None:
         self.calls.append(("seek", [(partition.topic, partition.partition)]))
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float, cached: bool) -> tuple[int, int]:
+        self.calls.append(("wake", [(partition.topic, partition.partition)]))  # a request to its broker
+        return 0, 0
 
 
 class _Ends:
@@ -64,7 +74,7 @@ class _Setup:
         self.stats = ProcessorStats()
         self.ends = _Ends()
         self.changes: list[str] = []
-        self.tiers = IdleTiers([TIER], self.holds, self.queue, self.stats, self.ends, self.changes.append)
+        self.tiers = IdlePartitions([TIER], self.holds, self.queue, self.stats, self.ends, self.changes.append)
         self.consumer = _Consumer()
 
     def calls(self) -> list[tuple[str, list[tuple[str, int]]]]:
@@ -109,7 +119,7 @@ def test_a_retry_sent_resumes_the_partition_and_the_end_before_it_was_acknowledg
     assert s.calls() == []
     s.tiers.handled(TP, 7)
     s.tiers.at_end(TP, 8)
-    assert s.calls() == [("pause", [TP])] and s.stats.tier_resumes == 1
+    assert s.calls() == [("pause", [TP])] and s.stats.partition_resumes == 1
     assert s.changes == ["paused", "resumed_for_retry", "paused"]
 
 
@@ -267,3 +277,113 @@ def test_a_pause_decided_and_then_undone_is_not_made(s: _Setup) -> None:
     s.tiers.at_end(TP, 7)
     s.tiers.sent(TIER, 0)
     assert s.calls() == [("resume", [TP])]
+
+
+# -- quiet partitions (the worker's other inputs, where the fetch wait is short) -------------
+INPUT = "tasks"
+QUIET_S = 10.0
+
+
+@pytest.fixture
+def q() -> Iterator[_Setup]:
+    """A processor that also pauses its input after QUIET_S without a record."""
+    setup = _Setup()
+    setup.tiers = IdlePartitions([TIER], setup.holds, setup.queue, setup.stats, setup.ends, setup.changes.append,
+                                 quiet=[INPUT, TIER], quiet_s=QUIET_S)
+    setup.tiers.assigned([TP, (INPUT, 0), (INPUT, 1)])
+    yield setup
+
+
+def _checks(s: _Setup, start: float, end: float) -> None:
+    """The run loop's checks from ``start`` to ``end`` seconds, one a tenth of a second."""
+    for tenth in range(round(start * 10), round(end * 10) + 1):
+        s.tiers.check_ends(tenth / 10)
+
+
+def test_an_input_is_paused_at_its_end_only_after_a_quiet_spell(q: _Setup) -> None:
+    q.tiers.at_end((INPUT, 0), 5)
+    assert q.calls() == []  # its end alone: a steady load reaches it between every two records
+    _checks(q, 0.0, QUIET_S - 0.1)
+    assert q.calls() == [] and q.tiers.paused() == []
+    _checks(q, QUIET_S, QUIET_S + CHECK_INTERVAL_S)
+    assert q.calls() == [("pause", [(INPUT, 0)])] and q.tiers.paused() == [(INPUT, 0)]
+    assert q.stats.quiet_pauses == 1 and q.stats.tier_pauses == 0 and q.changes == ["paused_quiet"]
+
+
+def test_a_record_in_the_spell_starts_it_again_from_the_next_end(q: _Setup) -> None:
+    q.tiers.at_end((INPUT, 0), 5)
+    _checks(q, 0.0, 6.0)
+    q.tiers.handled((INPUT, 0), 5)  # a record: no longer at its end
+    _checks(q, 6.1, 20.0)
+    assert q.calls() == []
+    q.tiers.at_end((INPUT, 0), 6)
+    _checks(q, 20.1, 20.0 + QUIET_S - 1.1)
+    assert q.calls() == []
+    _checks(q, 20.0 + QUIET_S - 1.0, 20.0 + QUIET_S + CHECK_INTERVAL_S)
+    assert q.calls() == [("pause", [(INPUT, 0)])]
+
+
+def test_a_quiet_input_whose_end_moved_is_resumed_and_paused_again_only_after_another_spell(q: _Setup) -> None:
+    q.tiers.at_end((INPUT, 0), 5)
+    _checks(q, 0.0, QUIET_S + CHECK_INTERVAL_S)
+    q.calls()
+    _checks(q, 12.0, 13.0)  # the check after the pause asks its end
+    assert q.ends.asked[-1].keys() == {(INPUT, 0)}
+    q.ends.answer({(INPUT, 0): 6})  # an upstream producer wrote a task
+    q.tiers.check_ends(13.1)
+    # A quiet input's resume asks its end too: that request wakes librdkafka's fetcher.
+    assert q.calls() == [("resume", [(INPUT, 0)]), ("wake", [(INPUT, 0)])]
+    assert q.changes == ["paused_quiet", "resumed_by_check"]
+    q.tiers.handled((INPUT, 0), 5)
+    q.tiers.at_end((INPUT, 0), 6)
+    _checks(q, 13.2, 13.2 + QUIET_S - 1.1)
+    assert q.calls() == [] and q.tiers.paused() == []
+
+
+def _answered_checks(s: _Setup, start: float, end: float) -> int:
+    """The run loop's checks from ``start`` to ``end`` (a tenth of a second apart), each
+    request answered at once with ends that move nothing; how many requests were made."""
+    before = len(s.ends.asked)
+    for tenth in range(round(start * 10), round(end * 10) + 1):
+        for future in (f for futures in s.ends.asked for f in futures.values() if not f.done()):
+            future.set_result(TopicPartition("", 0, 0))
+        s.tiers.check_ends(tenth / 10)
+    return len(s.ends.asked) - before
+
+
+def test_the_ends_are_asked_more_often_while_a_quiet_input_is_paused(q: _Setup) -> None:
+    """A task arriving after a quiet spell waits for the check; a tier's retry waits seconds anyway."""
+    q.tiers.at_end(TP, 7)
+    tiers_only = _answered_checks(q, 0.0, 2.9)
+    assert tiers_only == 3  # only a tier paused: a check a second
+    q.tiers.at_end((INPUT, 0), 5)
+    _answered_checks(q, 3.0, 3.0 + QUIET_S + 2 * CHECK_INTERVAL_S)
+    assert (INPUT, 0) in q.tiers.paused()
+    # Every QUIET_CHECK_INTERVAL_S, on the first turn of the loop (a tenth of a second) after it.
+    assert _answered_checks(q, 20.0, 22.9) > tiers_only
+
+
+def test_a_tier_named_quiet_too_is_still_paused_at_its_end_at_once(q: _Setup) -> None:
+    q.tiers.at_end(TP, 7)
+    assert q.calls() == [("pause", [TP])] and q.stats.tier_pauses == 1 and q.stats.quiet_pauses == 0
+
+
+def test_a_record_the_worker_sends_to_its_own_paused_input_resumes_it(q: _Setup) -> None:
+    q.tiers.at_end((INPUT, 1), 3)
+    _checks(q, 0.0, QUIET_S + CHECK_INTERVAL_S)
+    q.calls()
+    q.tiers.sent(INPUT, 1)
+    assert q.calls() == [("resume", [(INPUT, 1)]), ("wake", [(INPUT, 1)])]
+    assert q.changes == ["paused_quiet", "resumed_for_retry"]
+
+
+@pytest.mark.parametrize(("setting", "fetch_wait_ms", "quiet_s"), [
+    (None, 20, DEFAULT_QUIET_S),  # Tansu's default: an idle fetch is a pass over the partitions
+    (None, QUIET_PAUSE_MAX_FETCH_WAIT_MS, DEFAULT_QUIET_S),
+    (None, 500, 0.0),  # Kafka's default: a held fetch, answered when a record arrives
+    (0.0, 20, 0.0),  # turned off
+    (3.0, 500, 3.0),  # asked for
+])
+def test_the_quiet_spell_is_the_setting_else_by_the_fetch_wait(setting: float | None, fetch_wait_ms: int,
+                                                               quiet_s: float) -> None:
+    assert quiet_pause_for(setting, fetch_wait_ms) == quiet_s

@@ -43,9 +43,10 @@ environment:
   {METRICS_PORT_ENV}  a worker's HTTP port for {METRICS_PATH}, {HEALTHZ_PATH}, {READYZ_PATH} (default: none)
   {HEALTH_STALL_ENV}  seconds without a poll before {HEALTHZ_PATH} fails (default 30)
   {FLUSH_TIMEOUT_ENV} seconds a checkpoint waits for the broker's acknowledgements before the worker stops (default 30)
-  {FETCH_WAIT_ENV}   ms the broker may hold a worker's empty fetch (default 500 on Kafka, 20 on Tansu)
+  {FETCH_WAIT_ENV}   ms the broker may hold a worker's empty fetch (default 500 on Kafka, 20 on Tansu;
+                              50 or less also turns on {QUIET_PAUSE_ENV})
   {QUIET_PAUSE_ENV}   s without a record before a worker stops fetching an input until its end moves
-                            (default 30 where the fetch wait is 50 ms or less, as on Tansu; 0: never)
+                              (default 30 where the fetch wait is 50 ms or less, as on Tansu; 0: never)
   {LINGER_ENV}       ms a worker's producer waits to batch records (default {DEFAULT_LINGER_MS}; 0: lowest latency, more CPU)
   {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows each routine task's line and librdkafka's log
   {LOG_FORMAT_ENV}    text (default) or json: one JSON object per line; secrets are redacted in both

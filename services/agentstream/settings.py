@@ -51,9 +51,10 @@ GROUP_PROTOCOL_ENV = "AGENTSTREAM_GROUP_PROTOCOL"
 FETCH_WAIT_ENV = "AGENTSTREAM_FETCH_WAIT_MS"
 # How long (s) an input partition of a worker goes without a record before the worker leaves
 # it out of its fetches until a check (four times a second) finds its end moved: the first
-# record after such a quiet spell waits up to ~0.3 s longer per hop. Unset: 30 where the fetch wait is 50 ms
-# or less (Tansu: an idle fetch costs the broker a pass over the partitions it names), never
-# with a longer one (Apache Kafka holds an idle fetch). 0: never (runtime/idle_partitions.py).
+# record after such a quiet spell waits ~0.25 s longer per hop on average (bench/idle.py).
+# Unset: 30 where the fetch wait is 50 ms or less (Tansu: an idle fetch costs the broker a
+# pass over the partitions it names), never with a longer one (Apache Kafka holds an idle
+# fetch). 0: never (runtime/idle_partitions.py).
 QUIET_PAUSE_ENV = "AGENTSTREAM_QUIET_PAUSE_S"
 # How long (ms, fractions allowed) a worker's producer waits to batch records before it
 # sends them (librdkafka's linger.ms). Unset: clients.DEFAULT_LINGER_MS (2). 0 sends at once:

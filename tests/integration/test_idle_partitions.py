@@ -74,7 +74,7 @@ def test_paused_tier_partitions_take_a_retry_sent_here_and_a_record_written_else
     assert handled == [(0, b"retried-here"), (1, b"written-elsewhere")]  # each once
 
     # Partition 1 had no retry sent to it: only the check of the paused ends could resume it.
-    assert _changes(name, "resumed_for_retry") >= 1 and _changes(name, "resumed_by_check") >= 1
+    assert _changes(name, "resumed_for_send") >= 1 and _changes(name, "resumed_by_check") >= 1
     assert _changes(name, "paused") == app.stats.tier_pauses
 
 
@@ -88,8 +88,7 @@ def test_a_quiet_input_is_paused_and_a_record_written_after_its_spell_is_handled
     source = f"quiet-in-{unique}"
     create_topics(bootstrap, [source], partitions=2)
     name = f"quiet-{unique}"
-    # The short fetch wait is what turns quiet pauses on by default (Tansu's); the spell is
-    # shortened so the test need not wait the default 30 s.
+    # A fetch wait as on Tansu, and a spell of 1 s so the test need not wait the default 30 s.
     app = Processor(name, bootstrap, name, tmp_path / "state", fetch_wait_ms=20, quiet_pause_s=1.0)
     handled: list[tuple[int, bytes]] = []
 

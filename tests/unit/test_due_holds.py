@@ -17,40 +17,16 @@ from confluent_kafka import TopicPartition
 from agentstream.runtime import MessageContext
 from agentstream.runtime.offsets import PartitionOffsets
 from agentstream.runtime.processor import Processor
+from tests.unit.fetched import FetchedRecord
 
 TOPIC = "tasks.retry.1"
 DUE = "x-due-ms"
 
 
-class _Message:
+def _due_at(offset: int, due_ms: int) -> FetchedRecord:
     """A fetched record of the retry tier, due at ``due_ms``."""
-
-    def __init__(self, offset: int, due_ms: int) -> None:
-        self._offset, self._due = offset, due_ms
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return TOPIC
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return str(self._offset).encode()
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return [(DUE, str(self._due).encode())]
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, self._due)
+    return FetchedRecord(TOPIC, offset, value=str(offset).encode(), headers=[(DUE, str(due_ms).encode())],
+                         timestamp_ms=due_ms)
 
 
 class _Consumer:
@@ -81,13 +57,13 @@ def test_a_held_partition_stays_held_through_its_batch_until_the_poll_thread_rew
     async def batch() -> None:
         processor._loop = asyncio.get_running_loop()
         now_ms = int(time.time() * 1000)
-        await processor._handle(_Message(10, now_ms + 50))  # not due: the partition is held at 10
-        await processor._handle(_Message(11, now_ms + 50))  # behind it
+        await processor._handle(_due_at(10, now_ms + 50))  # not due: the partition is held at 10
+        await processor._handle(_due_at(11, now_ms + 50))  # behind it
         deadline = time.monotonic() + 5
         while len(processor._consumer_calls) < 2:  # its release timer fires while the batch goes on
             assert time.monotonic() < deadline, "the hold's release timer did not fire"
             await asyncio.sleep(0.005)
-        await processor._handle(_Message(12, now_ms - 1))  # due, but fetched behind the held record
+        await processor._handle(_due_at(12, now_ms - 1))  # due, but fetched behind the held record
 
     asyncio.run(batch())
     tracker = processor._offsets[(TOPIC, 0)]
@@ -111,7 +87,7 @@ def _held_at_10(monkeypatch: Any) -> tuple[Processor, _Consumer]:
 
     async def hold() -> None:
         processor._loop = asyncio.get_running_loop()
-        await processor._handle(_Message(10, int(time.time() * 1000) + 60_000))
+        await processor._handle(_due_at(10, int(time.time() * 1000) + 60_000))
 
     asyncio.run(hold())
     processor._consumer_calls.run(consumer)

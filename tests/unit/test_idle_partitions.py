@@ -1,5 +1,6 @@
-"""Retry-tier partitions paused at their end and resumed when they may hold a record
-(runtime/idle_partitions.py): the decisions, and the consumer calls they queue for the poll thread."""
+"""Retry-tier partitions paused at their end, quiet inputs paused at their end after a quiet
+spell, and both resumed when they may hold a record (runtime/idle_partitions.py): the
+decisions, and the consumer calls they queue for the poll thread."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ Loop = asyncio.AbstractEventLoop
 class _Consumer:
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[tuple[str, int]]]] = []
+        self.wake_fails = False
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         self.calls.append(("pause", [(p.topic, p.partition) for p in partitions]))
@@ -44,6 +46,8 @@ class _Consumer:
 
     def get_watermark_offsets(self, partition: TopicPartition, timeout: float, cached: bool) -> tuple[int, int]:
         self.calls.append(("wake", [(partition.topic, partition.partition)]))  # a request to its broker
+        if self.wake_fails:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
         return 0, 0
 
 
@@ -120,7 +124,7 @@ def test_a_retry_sent_resumes_the_partition_and_the_end_before_it_was_acknowledg
     s.tiers.handled(TP, 7)
     s.tiers.at_end(TP, 8)
     assert s.calls() == [("pause", [TP])] and s.stats.partition_resumes == 1
-    assert s.changes == ["paused", "resumed_for_retry", "paused"]
+    assert s.changes == ["paused", "resumed_for_send", "paused"]
 
 
 def test_an_end_past_the_record_reported_before_its_acknowledgement_pauses_on_the_acknowledgement(s: _Setup) -> None:
@@ -327,8 +331,7 @@ def test_a_quiet_input_whose_end_moved_is_resumed_and_paused_again_only_after_an
     q.tiers.at_end((INPUT, 0), 5)
     _checks(q, 0.0, QUIET_S + CHECK_INTERVAL_S)
     q.calls()
-    _checks(q, 12.0, 13.0)  # the check after the pause asks its end
-    assert q.ends.asked[-1].keys() == {(INPUT, 0)}
+    assert q.ends.asked[-1].keys() == {(INPUT, 0)}  # the check that paused it asked its end at once
     q.ends.answer({(INPUT, 0): 6})  # an upstream producer wrote a task
     q.tiers.check_ends(13.1)
     # A quiet input's resume asks its end too: that request wakes librdkafka's fetcher.
@@ -359,8 +362,9 @@ def test_the_ends_are_asked_more_often_while_a_quiet_input_is_paused(q: _Setup) 
     q.tiers.at_end((INPUT, 0), 5)
     _answered_checks(q, 3.0, 3.0 + QUIET_S + 2 * CHECK_INTERVAL_S)
     assert (INPUT, 0) in q.tiers.paused()
-    # Every QUIET_CHECK_INTERVAL_S, on the first turn of the loop (a tenth of a second) after it.
-    assert _answered_checks(q, 20.0, 22.9) > tiers_only
+    # Every QUIET_CHECK_INTERVAL_S (0.25 s), on the first turn of the loop (a tenth of a
+    # second) after it: every 0.3 s.
+    assert _answered_checks(q, 20.0, 22.9) == 10 > tiers_only
 
 
 def test_a_tier_named_quiet_too_is_still_paused_at_its_end_at_once(q: _Setup) -> None:
@@ -374,7 +378,7 @@ def test_a_record_the_worker_sends_to_its_own_paused_input_resumes_it(q: _Setup)
     q.calls()
     q.tiers.sent(INPUT, 1)
     assert q.calls() == [("resume", [(INPUT, 1)]), ("wake", [(INPUT, 1)])]
-    assert q.changes == ["paused_quiet", "resumed_for_retry"]
+    assert q.changes == ["paused_quiet", "resumed_for_send"]
 
 
 @pytest.mark.parametrize(("setting", "fetch_wait_ms", "quiet_s"), [
@@ -387,3 +391,35 @@ def test_a_record_the_worker_sends_to_its_own_paused_input_resumes_it(q: _Setup)
 def test_the_quiet_spell_is_the_setting_else_by_the_fetch_wait(setting: float | None, fetch_wait_ms: int,
                                                                quiet_s: float) -> None:
     assert quiet_pause_for(setting, fetch_wait_ms) == quiet_s
+
+
+def _paused_quiet(q: _Setup, *tps: tuple[str, int]) -> None:
+    for tp in tps:
+        q.tiers.at_end(tp, 3)
+    _checks(q, 0.0, QUIET_S + CHECK_INTERVAL_S)
+    assert q.tiers.paused() == sorted(tps)
+    q.calls()
+
+
+def test_the_inputs_a_check_found_written_are_resumed_in_one_call_and_each_woken(q: _Setup) -> None:
+    _paused_quiet(q, (INPUT, 0), (INPUT, 1))
+    q.ends.answer({(INPUT, 0): 4, (INPUT, 1): 4})
+    q.tiers.check_ends(QUIET_S + CHECK_INTERVAL_S + 0.1)
+    assert q.calls() == [("resume", [(INPUT, 0), (INPUT, 1)]), ("wake", [(INPUT, 0)]), ("wake", [(INPUT, 1)])]
+
+
+def test_a_wake_that_fails_leaves_the_resume_made(q: _Setup) -> None:
+    _paused_quiet(q, (INPUT, 0), (INPUT, 1))
+    q.consumer.wake_fails = True
+    q.ends.answer({(INPUT, 0): 4, (INPUT, 1): 4})
+    q.tiers.check_ends(QUIET_S + CHECK_INTERVAL_S + 0.1)
+    assert q.calls()[0] == ("resume", [(INPUT, 0), (INPUT, 1)]) and q.tiers.paused() == []
+
+
+def test_a_record_sent_through_the_partitioner_resumes_only_the_quiet_input_it_landed_on(q: _Setup) -> None:
+    _paused_quiet(q, (INPUT, 0), (INPUT, 1))
+    q.tiers.sent(INPUT, None)
+    assert q.calls() == []  # which partition: the report says
+    q.tiers.delivered(INPUT, 1, 3, counted=False)
+    assert q.calls() == [("resume", [(INPUT, 1)]), ("wake", [(INPUT, 1)])]
+    assert q.tiers.paused() == [(INPUT, 0)] and q.changes == ["paused_quiet", "paused_quiet", "resumed_for_send"]

@@ -18,12 +18,15 @@ kinds of partition are left out of the fetches (paused) while they are idle:
 
 A paused partition is resumed when it may hold a record again:
 
-- this worker sends a record to it (the retry chain sends to the partition of the record
-  that failed, which this worker owns): resumed before the next poll, and not paused again
-  until each such record is acknowledged and the consumer took it;
+- this worker sends a record to it with ``Processor.send`` (the retry chain sends to the
+  partition of the record that failed, which this worker owns): resumed before the next
+  poll, and not paused again until each such record is acknowledged and the consumer took
+  it (sent through the partitioner, a quiet partition is resumed when the delivery report
+  names it);
 - another writer did (an upstream producer, another worker, a former owner before a
-  rebalance, a tool): the paused partitions' ends are asked of the broker (ListOffsets)
-  every ``CHECK_INTERVAL_S``, and one whose end passed where it was paused is resumed.
+  rebalance, a tool, this worker's ``send_acked``): the paused partitions' ends are asked
+  of the broker (ListOffsets) every ``CHECK_INTERVAL_S`` (``QUIET_CHECK_INTERVAL_S`` while
+  a quiet partition is paused), and one whose end passed where it was paused is resumed.
   Tansu answers ListOffsets with the first offset of the last batch plus one: short of the
   true end, yet past where the partition was paused as soon as a batch was written after that.
 
@@ -44,6 +47,7 @@ hold's (ConsumerCalls), so both reach the consumer in the order they were decide
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -71,9 +75,10 @@ CHECK_INTERVAL_S = 1.0
 QUIET_CHECK_INTERVAL_S = 0.25
 # A check not answered in this time is given up; the next one asks again.
 LIST_ENDS_TIMEOUT_S = 5.0
-# The request that wakes the fetcher after a quiet partition's resume (``_wake_fetcher``)
-# blocks the poll thread at most this long; without it the resume is noticed within ~1 s.
-WAKE_TIMEOUT_S = 1.0
+# The requests that wake the fetcher after quiet partitions' resume (``_wake_fetchers``) block
+# the poll thread at most this long in all: the request wakes it once sent (measured with a
+# 0.5 ms timeout), the answer is not needed, and a local broker answers in ~1 ms.
+WAKE_TIMEOUT_S = 0.1
 # Quiet partitions are paused where a member's fetch wait is at most this (Tansu's 20 ms);
 # Kafka's 500 ms is a held fetch, answered when a record arrives.
 QUIET_PAUSE_MAX_FETCH_WAIT_MS = 50
@@ -87,7 +92,7 @@ DEFAULT_QUIET_S = 30.0
 # What ``count`` is told (agentstream_idle_partitions_total's ``change``).
 PAUSED = "paused"  # a retry tier, at its end
 PAUSED_QUIET = "paused_quiet"  # another input, at its end after a quiet spell
-RESUMED_FOR_RETRY = "resumed_for_retry"
+RESUMED_FOR_SEND = "resumed_for_send"  # this worker sent a record to it (a retry, most often)
 RESUMED_BY_CHECK = "resumed_by_check"
 CHECK_FAILED = "check_failed"
 
@@ -178,13 +183,14 @@ class IdlePartitions:
     def sent(self, topic: str, partition: int | None) -> None:
         """This worker produced to ``topic`` (``partition`` None: the partitioner picked)."""
         if partition is None:
-            for tp in [tp for tp in self._partitions if tp[0] == topic]:
-                self._resume(tp, RESUMED_FOR_RETRY)
+            # A tier's partition is resumed now; a quiet one when the report names it
+            # (``delivered``), rather than every partition of the topic for 30 s each.
+            self._resume([tp for tp, part in self._partitions.items() if tp[0] == topic and part.tier], RESUMED_FOR_SEND)
             return
         part = self._partitions.get((topic, partition))
         if part is not None:
             part.unacked += 1
-            self._resume((topic, partition), RESUMED_FOR_RETRY)
+            self._resume([(topic, partition)], RESUMED_FOR_SEND)
 
     def delivered(self, topic: str, partition: int, offset: int | None, *, counted: bool) -> None:
         """The report of a record this worker sent (``offset`` None: refused; ``counted``:
@@ -199,6 +205,8 @@ class IdlePartitions:
             part.sent_end = max(part.sent_end, offset + 1)
         if part.tier:
             self._pause_if_idle(tp, part)
+        elif not counted and offset is not None and part.paused_at is not None and offset >= part.paused_at:
+            self._resume([tp], RESUMED_FOR_SEND)  # landed where the partitioner put it, past the pause
 
     # -- the check of other writers, and of quiet spells -------------------------------------
     def check_ends(self, now: float) -> None:
@@ -236,8 +244,14 @@ class IdlePartitions:
             elif now - part.end_since >= self.quiet_s:
                 self._pause_if_idle(tp, part)
 
+    @property
+    def checking(self) -> bool:
+        """A check's request is in flight (its answers are taken on the loop's next turn)."""
+        return bool(self._asked)
+
     def _take_answers(self) -> None:
         asked, self._asked = self._asked, {}
+        moved = []
         for tp, future in asked.items():
             part = self._partitions.get(tp)
             if part is None or part.paused_at is None:
@@ -250,7 +264,8 @@ class IdlePartitions:
                 continue
             if end > part.paused_at:
                 log.debug("%s[%d]: its end %d passed %d", tp[0], tp[1], end, part.paused_at)
-                self._resume(tp, RESUMED_BY_CHECK)
+                moved.append(tp)
+        self._resume(moved, RESUMED_BY_CHECK)
 
     # -- pause and resume ----------------------------------------------------------------
     def _pause_if_idle(self, tp: _TP, part: _Partition) -> None:
@@ -280,36 +295,48 @@ class IdlePartitions:
             self._count(PAUSED if part.tier else PAUSED_QUIET)
             log.debug("pausing %s[%d] at its end %d", tp[0], tp[1], end)
 
-    def _resume(self, tp: _TP, change: str) -> None:
-        part = self._partitions[tp]
-        if part.paused_at is None:
+    def _resume(self, tps: list[_TP], change: str) -> None:
+        """Resume those of ``tps`` this account has paused, with one consumer call."""
+        resumed: list[TopicPartition] = []
+        to_wake: list[TopicPartition] = []  # a tier's record waits seconds anyway; a quiet input's is a task arriving
+        for tp in tps:
+            part = self._partitions[tp]
+            if part.paused_at is None:
+                continue
+            part.paused_at = None
+            part.end_seen = None  # the next EOF says where the end is now
+            part.end_since = None
+            if self._holds.is_held(tp):
+                continue  # the hold's release resumes it; a resume now would fetch past the held record
+            resumed.append(TopicPartition(tp[0], tp[1]))
+            if not part.tier:
+                to_wake.append(resumed[-1])
+            self._stats.partition_resumes += 1
+            self._count(change)
+            log.debug("resuming %s[%d]: %s", tp[0], tp[1], change)
+        if not resumed:
             return
-        part.paused_at = None
-        part.end_seen = None  # the next EOF says where the end is now
-        part.end_since = None
-        if self._holds.is_held(tp):
-            return  # the hold's release resumes it; a resume now would fetch past the held record
-        partition = TopicPartition(tp[0], tp[1])
-        wake = not part.tier  # a tier's record waits seconds anyway; a quiet input's is a task arriving
 
         def resume(consumer: Consumer) -> None:
-            consumer.resume([partition])
-            if wake:
-                _wake_fetcher(consumer, partition)
+            consumer.resume(resumed)
+            _wake_fetchers(consumer, to_wake)
 
         self._calls.queue(resume)
-        self._stats.partition_resumes += 1
-        self._count(change)
-        log.debug("resuming %s[%d]: %s", tp[0], tp[1], change)
 
 
-def _wake_fetcher(consumer: Consumer, partition: TopicPartition) -> None:
+def _wake_fetchers(consumer: Consumer, partitions: list[TopicPartition]) -> None:
     """librdkafka serves a resume on the thread of the partition's leader, which, with every
-    partition of that broker paused, sleeps until its next 1 s tick: the resumed partition
-    was fetched 0.6 s later on average, and ~1 ms later when a request to that broker woke
-    it (the session's scratch measure, bench/RESULTS.md "Session 39"; the same wait shows in
-    confluent-kafka-go#630's log). Asking the partition's end is such a request."""
-    try:
-        consumer.get_watermark_offsets(partition, timeout=WAKE_TIMEOUT_S, cached=False)
-    except KafkaException as exc:  # not woken: fetched at the thread's next tick instead
-        log.debug("waking the fetcher of %s[%d] failed: %s", partition.topic, partition.partition, exc)
+    partition of that broker paused, sleeps until its next 1 s tick: a resumed partition was
+    fetched 0.6 s later on average, and ~1 ms later when a request to that broker woke the
+    thread (bench/RESULTS.md "Session 39"; the same wait shows in confluent-kafka-go#630's
+    log). Asking a partition's end is such a request, made for each (each may have its own
+    leader) within ``WAKE_TIMEOUT_S`` in all."""
+    deadline = time.monotonic() + WAKE_TIMEOUT_S
+    for partition in partitions:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return  # the rest are fetched at their thread's next tick
+        try:
+            consumer.get_watermark_offsets(partition, timeout=left, cached=False)
+        except KafkaException as exc:  # sent, so woken, or not: at worst fetched at the next tick
+            log.debug("waking the fetcher of %s[%d]: %s", partition.topic, partition.partition, exc)

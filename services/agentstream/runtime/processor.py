@@ -56,6 +56,9 @@ from agentstream.telemetry.handling import Handling
 
 log = logging.getLogger(__name__)
 
+POLL_S = 0.1  # the longest a poll waits for a record: the run loop's turn when nothing comes
+CHECKING_POLL_S = 0.01  # ... while IdlePartitions waits for the answers of its check
+
 Decoder = Callable[[bytes], Any]
 Handler = Callable[[Any, MessageContext], Awaitable[None]]
 
@@ -466,7 +469,10 @@ class Processor:
         assert consumer is not None
         self._consumer_calls.run(consumer)
         self._rebalanced.clear()
-        first = consumer.poll(0.1)
+        idle = self._idle
+        # While a check of paused ends is in flight (a millisecond or two), a short poll lets the
+        # loop take its answers at once: with every partition paused, poll waits its whole timeout.
+        first = consumer.poll(CHECKING_POLL_S if idle is not None and idle.checking else POLL_S)
         if first is None:
             return []
         batch = [first, *consumer.consume(499, 0)]

@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from agentstream.clients import CONSUMER_PROTOCOL
 from agentstream.runtime import MessageContext
 from agentstream.runtime.offsets import PartitionOffsets
 from agentstream.runtime.processor import Processor
@@ -21,6 +22,7 @@ from tests.unit.fetched import FetchedRecord
 
 TOPIC = "tasks.retry.1"
 DUE = "x-due-ms"
+COMMITTED = 10  # the group's committed offset of each partition given (the held record's)
 
 
 def _due_at(offset: int, due_ms: int) -> FetchedRecord:
@@ -41,6 +43,15 @@ class _Consumer:
 
     def resume(self, partitions: list[Any]) -> None:
         self.calls.append(("resume", [(p.topic, p.partition) for p in partitions]))
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(p.topic, p.partition, COMMITTED) for p in partitions]  # runtime/fetch_start.py
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.calls.append(("assign", [(p.topic, p.partition, p.offset) for p in partitions]))
+
+    def incremental_assign(self, partitions: list[Any]) -> None:
+        self.calls.append(("incremental_assign", [(p.topic, p.partition, p.offset) for p in partitions]))
 
 
 def test_a_held_partition_stays_held_through_its_batch_until_the_poll_thread_rewinds_it() -> None:
@@ -102,13 +113,16 @@ def test_a_partition_given_back_after_its_revoke_is_resumed(monkeypatch: Any) ->
     processor, consumer = _held_at_10(monkeypatch)
     processor._holds_due.forget((TOPIC, 0))  # revoked while held (Processor._revoked)
     processor._assign_callback(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
-    assert consumer.calls == [("pause", [(TOPIC, 0)]), ("seek", 10), ("resume", [(TOPIC, 0)])]
+    assert consumer.calls == [("pause", [(TOPIC, 0)]), ("seek", 10), ("resume", [(TOPIC, 0)]),
+                              ("assign", [(TOPIC, 0, COMMITTED)])]
 
 
 def test_a_partition_held_through_an_incremental_assignment_stays_paused(monkeypatch: Any) -> None:
     # KIP-848 gives a member only what changes: a partition it keeps, held, is not named, and
     # resuming it would fetch its not-yet-due record early.
     processor, consumer = _held_at_10(monkeypatch)
+    processor._protocol = CONSUMER_PROTOCOL
     processor._assign_callback(consumer, [TopicPartition(TOPIC, 1)])  # type: ignore[arg-type]
-    assert consumer.calls == [("pause", [(TOPIC, 0)]), ("seek", 10), ("resume", [(TOPIC, 1)])]
+    assert consumer.calls == [("pause", [(TOPIC, 0)]), ("seek", 10), ("resume", [(TOPIC, 1)]),
+                              ("incremental_assign", [(TOPIC, 1, COMMITTED)])]
     assert processor._holds_due.is_held((TOPIC, 0))

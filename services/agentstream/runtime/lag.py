@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from agentstream.broker import is_tansu
 from agentstream.clients import admin_config, reader_config
+from agentstream.runtime.committed import committed_offsets
 from agentstream.runtime.errors import ProcessorError
 from agentstream.runtime.topics import require_topics
 
@@ -37,30 +37,6 @@ class PartitionLag:
 
 
 _TP = tuple[str, int]
-
-# The group's coordinator moved or is still loading its offsets (a broker restarted or was
-# paused a moment ago): asking again shortly answers. librdkafka does not mark these
-# retriable on committed(); tenacity asks again, as it retries model calls.
-_COORDINATOR_MOVING = frozenset({KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-                                 KafkaError.COORDINATOR_NOT_AVAILABLE})
-
-
-def _coordinator_moving(exc: BaseException) -> bool:
-    if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
-        return False
-    error = exc.args[0]
-    return error.code() in _COORDINATOR_MOVING or error.retriable()
-
-
-def committed_offsets(probe: Consumer, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-    """``probe.committed(partitions)``, asked again for up to ``timeout`` s while the group's
-    coordinator is moving; any other error, or the same one past the timeout, is raised."""
-    for attempt in Retrying(retry=retry_if_exception(_coordinator_moving), stop=stop_after_delay(timeout),
-                            wait=wait_exponential(multiplier=0.1, max=2.0), reraise=True):
-        with attempt:
-            return list(probe.committed(partitions, timeout=timeout))
-    raise AssertionError("unreachable: tenacity reraises the last error")
-
 
 def group_committed(
     bootstrap: str, group: str, topic: str, partitions: Sequence[int], timeout: float = 30.0,

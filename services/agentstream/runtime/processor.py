@@ -36,6 +36,7 @@ from agentstream.runtime.lag import fetched_lag, group_committed, watermarks
 from agentstream.runtime.consumer_calls import ConsumerCalls
 from agentstream.runtime.context import MessageContext, current_context
 from agentstream.runtime.delivery_pump import DeliveryPump, PumpedProducer
+from agentstream.runtime.fetch_start import assign_from_committed
 from agentstream.runtime.expiry import Expiry, Stamp, WrittenAt
 from agentstream.runtime.errors import HandlerError, ProcessorError, RestoreInterrupted
 from agentstream.runtime.hold import DueHolds
@@ -135,6 +136,7 @@ class Processor:
         self._admin: AdminClient | None = None
         self._stopping = False
         self._consumer: Consumer | None = None
+        self._protocol = CLASSIC  # the group protocol the consumer joined with (_start)
         self._producer: PumpedProducer | None = None
         self._pump: DeliveryPump | None = None
         self._reader: Consumer | None = None
@@ -424,8 +426,8 @@ class Processor:
         fetch_wait_ms = fetch_wait_for(self.fetch_wait_ms, self.bootstrap)
         self._idle = self._idle_partitions(quiet_pause_for(self._quiet_pause_s, fetch_wait_ms))
         self._outputs.idle = self._idle
-        consumer = Consumer(consumer_config(self.bootstrap, self.group_id,
-                                            protocol=group_protocol_for(self.group_protocol, self.bootstrap),
+        self._protocol = group_protocol_for(self.group_protocol, self.bootstrap)
+        consumer = Consumer(consumer_config(self.bootstrap, self.group_id, protocol=self._protocol,
                                             fetch_wait_ms=fetch_wait_ms, partition_eof=self._idle is not None))
         consumer.subscribe(
             list(self._bindings), on_assign=self._assign_callback, on_revoke=self._revoke_callback, on_lost=self._lost_callback
@@ -545,7 +547,15 @@ class Processor:
     def _assign_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalanced.update((p.topic, p.partition) for p in partitions)
         self._holds_due.resume_assigned(consumer, partitions)
-        self._on_loop(self._assigned([(p.topic, p.partition) for p in partitions]))
+        # Live and not ready until the partitions are fetched from their committed offsets:
+        # their restore, then the coordinator's answer (one "restore" in the health's count).
+        self.health.restore_started()
+        try:
+            self._on_loop(self._assigned([(p.topic, p.partition) for p in partitions]))
+            if not self._stopping:  # else close() turns any assignment into none: the binding's own will do
+                assign_from_committed(consumer, partitions, self._protocol, should_stop=lambda: self._stopping)
+        finally:
+            self.health.restore_finished()
 
     def _revoke_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._rebalanced.update((p.topic, p.partition) for p in partitions)

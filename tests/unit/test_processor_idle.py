@@ -5,7 +5,9 @@ No I/O: the processor is never run, and the checks' ListOffsets is a stand-in.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Future
+from types import SimpleNamespace
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -88,3 +90,51 @@ def test_a_record_handled_after_the_end_keeps_the_input_fetched() -> None:
     # Handled at the end's offset, the record means the end is no longer the end: without
     # Processor._handle telling IdlePartitions, a busy input would be paused every spell.
     assert _spell_after([_record(5, end=True), _record(5)]) == []
+
+
+class _Rebalancing:
+    """A consumer whose poll runs a rebalance callback, then returns INPUT[0]'s end (the EOF
+    event), as librdkafka's poll serves a rebalance and goes on fetching."""
+
+    def __init__(self, rebalance: Callable[[], None]) -> None:
+        self.rebalance = rebalance
+
+    def poll(self, timeout: float) -> FetchedRecord:
+        self.rebalance()
+        return _record(5, end=True)
+
+    def consume(self, most: int, timeout: float) -> list[FetchedRecord]:
+        return []
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, 5) for tp in partitions]
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+
+def _batch_after(callback: str, monkeypatch: Any) -> list[Any]:
+    """The batch of a poll in which the processor's ``callback`` named INPUT[0]."""
+    processor = _processor()
+    processor._idle = processor._idle_partitions(QUIET_S)
+    monkeypatch.setattr(processor, "_on_loop", lambda coro: coro.close())  # restores, drains nothing
+    monkeypatch.setattr(processor, "_checkpoints", SimpleNamespace(commit_before_revocation=lambda: None,
+                                                                 abort_before_loss=lambda: None))
+    named = [TopicPartition(INPUT, 0)]
+    consumer = _Rebalancing(lambda: getattr(processor, callback)(consumer, named))
+    processor._consumer = consumer  # type: ignore[assignment]
+    return processor._poll_batch()
+
+
+def test_an_end_in_the_poll_that_assigned_its_partition_is_taken(monkeypatch: Any) -> None:
+    # The new fetch's end: dropped, an input that never gets a record would stay fetched.
+    assert [(msg.topic(), msg.offset()) for msg in _batch_after("_assign_callback", monkeypatch)] == [(INPUT, 5)]
+
+
+def test_an_end_in_the_poll_that_revoked_or_lost_its_partition_is_dropped(monkeypatch: Any) -> None:
+    # It may be the former fetch's end, past where a new fetch starts.
+    assert _batch_after("_revoke_callback", monkeypatch) == []
+    assert _batch_after("_lost_callback", monkeypatch) == []

@@ -37,8 +37,9 @@ this worker sends there again). So ``paused_at`` is the end an EOF reported, tak
 while no hold rewinds the partition (a hold lowers it to the held record), and a record
 handled after it never raises it. A lower ``paused_at`` only costs a resume that finds
 nothing. A partition ``DueHolds`` holds is never resumed here: its records are skipped
-while held, and a resume would fetch past the held record. An end reported before a
-rebalance may be the former assignment's: the processor drops such events.
+while held, and a resume would fetch past the held record. An end taken in the poll that
+revoked its partition may be the former assignment's: the processor drops such events (and
+keeps the end of a partition only assigned in that poll, its new fetch's).
 
 Every decision is made on the event loop's thread; the consumer calls are queued with the
 hold's (ConsumerCalls), so both reach the consumer in the order they were decided.

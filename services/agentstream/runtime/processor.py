@@ -132,7 +132,7 @@ class Processor:
         self._pause_idle_tiers = pause_idle_tiers
         self._quiet_pause_s = quiet_pause_s  # None: by fetch wait (idle_partitions.quiet_pause_for)
         self._idle: IdlePartitions | None = None  # made in _start when something may be paused
-        self._rebalanced: set[TP] = set()  # partitions the rebalance callbacks of this poll named
+        self._revoked_in_poll: set[TP] = set()  # partitions the revoke and loss callbacks of this poll named
         self._admin: AdminClient | None = None
         self._stopping = False
         self._consumer: Consumer | None = None
@@ -470,7 +470,7 @@ class Processor:
         consumer = self._consumer
         assert consumer is not None
         self._consumer_calls.run(consumer)
-        self._rebalanced.clear()
+        self._revoked_in_poll.clear()
         idle = self._idle
         # While a check of paused ends is in flight (a millisecond or two), a short poll lets the
         # loop take its answers at once: with every partition paused, poll waits its whole timeout.
@@ -478,12 +478,15 @@ class Processor:
         if first is None:
             return []
         batch = [first, *consumer.consume(499, 0)]
-        if self._rebalanced and self._idle is not None:
-            # An end of a partition revoked and given back in this poll may be the end of its
-            # former fetch, past the committed offset its new fetch starts from: a pause there
-            # would strand the records between (runtime/idle_partitions.py). Its next end is lost
-            # too (librdkafka reports an end once), which only leaves the partition fetched.
-            batch = [msg for msg in batch if not (_is_end(msg) and (msg.topic(), msg.partition()) in self._rebalanced)]
+        if self._revoked_in_poll and self._idle is not None:
+            # An end of a partition revoked in this poll (and maybe given back in it) may have been
+            # taken from the queue before the revoke: the end of its former fetch, past the
+            # committed offset a new fetch starts from, where a pause would strand the records
+            # between (runtime/idle_partitions.py). Its next end is lost too (librdkafka reports
+            # an end once), which only leaves the partition fetched. A partition only assigned
+            # in this poll keeps its end: librdkafka drops what a former fetch left queued (the
+            # revoke bumped its version), so the end is its new fetch's.
+            batch = [msg for msg in batch if not (_is_end(msg) and (msg.topic(), msg.partition()) in self._revoked_in_poll)]
         return batch
 
     async def _handle(self, msg: Message) -> None:
@@ -545,7 +548,6 @@ class Processor:
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     def _assign_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._rebalanced.update((p.topic, p.partition) for p in partitions)
         self._holds_due.resume_assigned(consumer, partitions)
         # Live and not ready until the partitions are fetched from their committed offsets:
         # their restore, then the coordinator's answer (one "restore" in the health's count).
@@ -558,7 +560,7 @@ class Processor:
             self.health.restore_finished()
 
     def _revoke_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._rebalanced.update((p.topic, p.partition) for p in partitions)
+        self._revoked_in_poll.update((p.topic, p.partition) for p in partitions)
         tps = [(p.topic, p.partition) for p in partitions]
         # Let spawned work reach a safe point first (it polls draining()), then flush and
         # commit before letting go, so the next owner starts where we stopped. A checkpoint
@@ -579,7 +581,7 @@ class Processor:
         return self._stopping or (topic, partition) in self._draining
 
     def _lost_callback(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._rebalanced.update((p.topic, p.partition) for p in partitions)
+        self._revoked_in_poll.update((p.topic, p.partition) for p in partitions)
         self._checkpoints.abort_before_loss()
         self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=True))
 

@@ -76,12 +76,14 @@ class Service:
             name = self._topic_names[logical_topic] = self.topology.topic(logical_topic)
         return name
 
-    def emit(self, logical_topic: str, schema: str, record: Mapping[str, Any]) -> None:
-        """Send ``record`` keyed by its session (co-partitioned with every per-session topic)."""
-        self.emit_to(self.topic(logical_topic), schema, record)
+    def emit(self, logical_topic: str, schema: str, record: Mapping[str, Any], *, partition: int | None = None) -> None:
+        """Send ``record`` keyed by its session (co-partitioned with every per-session topic),
+        to the session's partition unless ``partition`` names another."""
+        self.emit_to(self.topic(logical_topic), schema, record, partition=partition)
 
-    def emit_to(self, topic: str, schema: str, record: Mapping[str, Any]) -> None:
-        self.processor.send(topic, self.schemas.encode(schema, record), record["session_id"], headers=self._shared_headers())
+    def emit_to(self, topic: str, schema: str, record: Mapping[str, Any], *, partition: int | None = None) -> None:
+        self.processor.send(topic, self.schemas.encode(schema, record), record["session_id"], partition=partition,
+                            headers=self._shared_headers())
 
     def headers(self) -> list[tuple[str, bytes]] | None:
         """The headers of every record this agent emits (a list of the caller's own)."""
@@ -103,6 +105,6 @@ class Service:
             return
         self.emit("task_events", TASK_EVENT, task_event(task, self.agent, kind, state, detail))
 
-    def result(self, record: Mapping[str, Any]) -> None:
-        self.emit("results", TASK_RESULT, record)
+    def result(self, record: Mapping[str, Any], *, partition: int | None = None) -> None:
+        self.emit("results", TASK_RESULT, record, partition=partition)
         metrics.task_result(self.agent, record)

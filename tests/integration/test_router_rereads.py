@@ -18,10 +18,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from agentstream.cancellation import cancel_record, send_cancel
 from agentstream.client import new_task
+from agentstream.clients import producer_config
 from agentstream.retry.dlq_ops import DeadLetterQueue
 from agentstream.serde import SchemaSet
 
@@ -80,6 +81,21 @@ def test_rejected_tasks_read_again_get_no_second_result(bootstrap: str, tmp_path
     assert again.matching(r"was rejected before; repeat ignored")
 
 
+def _answers(results: dict[str, list[dict[str, Any]]], task_id: str) -> list[tuple[str, str]]:
+    return [(r["status"], (r["error"] or {}).get("code")) for r in results.get(task_id, [])]
+
+
+def _submit_elsewhere(stack: DurableStack, task: dict[str, Any], home: dict[str, tuple[int, int]]) -> int:
+    """Write ``task`` keyed by another key than its session, to a partition other than the
+    session's (``home``: where a task of its session is); that partition."""
+    (session_partition, _), = home.values()
+    away = (session_partition + 1) % stack.topology.topic_spec("tasks").partitions
+    producer = Producer(producer_config(stack.bootstrap))
+    producer.produce(stack.topology.topic("tasks"), SCHEMAS.encode("TaskSubmitted", task), b"not-its-session", partition=away)
+    assert producer.flush(30) == 0
+    return away
+
+
 def _one_result_each(results: dict[str, list[dict[str, Any]]], wanted: dict[str, tuple[str, str]]) -> None:
     """Each of ``wanted`` (task id -> status and error code) has that one result, no second."""
     got = {task_id: [(r["status"], (r["error"] or {}).get("code")) for r in results.get(task_id, [])]
@@ -102,8 +118,15 @@ def test_answers_of_a_killed_router_stand_when_its_tasks_are_read_again(bootstra
     queue = [new_task(f"question {i}", session, "acme", task_id=f"q{i}-{run}") for i in range(101)]
     busy = [new_task("one too many", session, "acme", task_id=f"busy{i}-{run}") for i in range(2)]
     invalid = new_task("   ", session, "acme", task_id=f"invalid-{run}")
+    # Ids no table may be keyed by: their answers are found by a digest of the ids, and
+    # two tasks with the same blank id by how many answers they have (own_results.py).
+    unusable = new_task("Where is my refund?", session, "acme", task_id=f"ctl\x01{run}")
+    blanks = [new_task(f"blank {i}", session, "acme", task_id="   ") for i in range(2)]
+    # Keyed by something else than its session, on another partition: refused there.
+    elsewhere = new_task("   ", session, "acme", task_id=f"elsewhere-{run}")
     canceled = queue[5]
     wanted = {committed["task_id"]: ("REJECTED", "INVALID_TASK"), invalid["task_id"]: ("REJECTED", "INVALID_TASK"),
+              unusable["task_id"]: ("REJECTED", "INVALID_TASK"), elsewhere["task_id"]: ("REJECTED", "INVALID_TASK"),
               **{task["task_id"]: ("REJECTED", "SESSION_BUSY") for task in busy},
               canceled["task_id"]: ("CANCELED", "CANCELED")}
     try:
@@ -116,12 +139,14 @@ def test_answers_of_a_killed_router_stand_when_its_tasks_are_read_again(bootstra
 
         second = stack.start("router-b", "router")
         second.wait_for_line(r": assigned ", 60)
-        stack.submit([*queue, *busy, invalid])
+        stack.submit([*queue, *busy, unusable, *blanks, invalid])
+        away = _submit_elsewhere(stack, elsewhere, _positions(stack, "tasks", "TaskSubmitted", {committed["task_id"]}))
         second.wait_for_line(rf"task {busy[-1]['task_id']} rejected:", 60)  # the queue is in before it: q5 waits
         cancel = cancel_record(canceled["task_id"], session, "acme", "ops", "test")
         send_cancel(bootstrap, stack.topology, SCHEMAS, cancel)
-        before = stack.results(set(wanted), timeout=60)
+        before = stack.results(set(wanted) | {"   "}, timeout=60)
         _one_result_each(before, wanted)
+        assert _answers(before, "   ") == [("REJECTED", "INVALID_TASK")] * 2, before.get("   ")
         second.kill()
         second.wait()
 
@@ -130,23 +155,30 @@ def test_answers_of_a_killed_router_stand_when_its_tasks_are_read_again(bootstra
         # again (answered one way or another) means every task and the cancel were.
         third.wait_for_line(rf"task {invalid['task_id']} (was answered|rejected:)", 60)
         third.wait_for_line(rf"cancel of task {canceled['task_id']}: ", 60)
+        third.wait_for_line(rf"task {elsewhere['task_id']} (was answered|rejected:)", 60)
         third.stop()
         assert third.wait() == 0, third.tail()
-        after = stack.results(set(wanted), timeout=30)
+        after = stack.results(set(wanted) | {"   "}, timeout=30)
         letters = DeadLetterQueue(bootstrap, stack.topology.topic("dlq"), SCHEMAS).letters()
     finally:
         stack.stop_all()
     _one_result_each(after, wanted)
+    assert _answers(after, "   ") == [("REJECTED", "INVALID_TASK")] * 2, after.get("   ")  # not a third or fourth
     assert third.matching(r"results the router published after its last commit read back")
     # Not decided again: a busy task admitted now (q5's place is free) would be routed
     # later and get a second result; the canceled one may also meet its result read back first.
-    for task in (invalid, *busy):
+    # Its result is on the partition it was read from, where the answers are read back.
+    assert _positions(stack, "results", "TaskResult", {elsewhere["task_id"]})[elsewhere["task_id"]][0] == away
+    for task in (invalid, elsewhere, *busy):
         assert third.matching(rf"task {task['task_id']} was answered REJECTED here before a restart"), task["task_id"]
+    assert third.matching(rf"task ctl.?{run} was answered REJECTED here before a restart")
+    assert len(third.matching(r"task {5}was answered REJECTED here before a restart")) == 2  # "task " + "   " + " was"
     assert third.matching(rf"task {canceled['task_id']} (was answered CANCELED here|has its result already)")
     # The invalid tasks' dead letters, as the DLQ shows them: one each (the one read again
     # was sent again under its id, its source position, in case only its result had landed).
     dead = sorted(letter["task_id"] for letter in letters)
-    assert dead == sorted([committed["task_id"], invalid["task_id"]]), letters
+    assert dead == sorted([committed["task_id"], invalid["task_id"], unusable["task_id"], elsewhere["task_id"], "   ", "   "]), \
+        letters
 
 
 def _positions(stack: DurableStack, topic_name: str, schema: str, wanted: set[str]) -> dict[str, tuple[int, int]]:

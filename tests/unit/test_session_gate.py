@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agentstream.topology import SessionSettings
-from agentstream.router.own_results import answer_key, dedupe_written_at, own_answer
+from agentstream.router.own_results import answer_entries, answer_key, dedupe_written_at, own_answer
 from agentstream.router.session_gate import (
     ENDED_KEPT, EARLY_KEPT, RECORD_MAX_BYTES, Admission, Arrival, admit, answered_before, arrive, close_answered,
     holds, idle_since, missed, new_record, open_task, record_bytes, settle, taken,
@@ -359,7 +359,29 @@ def test_answers_read_back_share_the_dedupe_table_with_the_marks_and_expire_with
     assert dedupe_written_at(1_700_000_000_000) == 1_700_000_000_000  # a mark is its own write time
     assert dedupe_written_at({"answer": _own("t1", "REJECTED", "full"), "at": 5}) == 5
     assert dedupe_written_at({"answer": {}}) is None  # no time: stamped now by the expiry walk
-    assert answer_key("t1") != "t1" and not answer_key("t1").isprintable()  # no usable task id is the key
+    assert answer_key("t1", "s1") != "t1" and not answer_key("t1", "s1").isprintable()  # no usable task id is the key
+
+
+def test_an_unusable_task_id_is_keyed_by_a_digest_of_both_ids() -> None:
+    huge = "x" * 70_000 + "\x01"
+    key = answer_key(huge, "s1")
+    assert len(key) < 100 and huge not in key  # a key the table takes, whatever the id's size
+    assert key == answer_key(huge, "s1") and key != answer_key(huge, "s2")  # the same task read again: the same key
+    assert answer_key("a\x01", "bs") != answer_key("a\x01b", "s")  # where one id ends is part of the digest
+    assert all(answer_key(bad, "s1") != answer_key("t1", "s1") for bad in ("", "   ", "t\x7f1"))
+
+
+def test_answers_to_tasks_with_the_same_unusable_ids_are_counted_not_kept_whole() -> None:
+    heads = [_own("   ", "REJECTED", "missing or empty task_id"), _own("   ", "REJECTED", "missing or empty task_id"),
+             _own("t\x011", "REJECTED", "task_id holds a control character"), _own("t1", "REJECTED", "full"),
+             _own("t1", "REJECTED", "full again")]
+    entries = answer_entries(heads, 7)
+    blank = entries[answer_key("   ", heads[0]["session_id"])]
+    assert blank == {"answer": {"status": "REJECTED", "error": heads[0]["error"]}, "at": 7, "count": 2}
+    assert entries[answer_key("t\x011", heads[2]["session_id"])]["count"] == 1
+    usable = entries[answer_key("t1", "s")]
+    assert usable["answer"]["error"] == heads[4]["error"] and "count" not in usable  # one task: its latest answer
+    assert len(entries) == 3
 
 
 def test_a_task_answered_before_and_read_back_first_leaves_no_early_result() -> None:

@@ -144,8 +144,8 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             seen[key] = seen_at
         replayed = ctx.header(REPLAY) is not None
         if replayed and dedupable:
-            own.forget(task_id)  # decided again, also by let_go and drop
-        earlier = own.answer(task_id, session_id) if dedupable and not replayed else None
+            own.forget(task_id, session_id)  # decided again, also by let_go and drop
+        earlier = own.answer(task_id, session_id) if not replayed else None
         if earlier is not None and not holds(record, task_id):  # a held one closes as it goes (let_go)
             keep_answer(task, ctx, record, earlier, (seen_at, offset))
             return
@@ -194,7 +194,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             #     which does not prove the letter landed: sent again under its id (its source
             #     position), so the DLQ shows it once (retry/dlq_ops.py keeps the latest of an id)
             dead_letter_invalid(task, ctx, reason)
-        own.forget(task["task_id"])
+        own.forget(task["task_id"], task["session_id"])
         log.info("%s: task %s was answered %s here before a restart; that result stands", ctx.where, task["task_id"],
                  answer["status"])
 
@@ -232,9 +232,12 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         return Decision(route_to, tier, "request" if task.get("requested_agent") is not None else "rules", why)
 
     def reject(task: dict[str, Any], ctx: MessageContext, reason: str) -> None:
+        """An invalid task is refused where it was read, which need not be its session's
+        partition (keyed_elsewhere): its result goes to that partition of the results topic
+        too, where an owner that reads the task again reads the answer back (own_results.py)."""
         log.warning("%s: task %s rejected: %s", ctx.where, task["task_id"], reason)
         service.progress(task, "STATE", "REJECTED", reason)
-        service.result(task_result(task, "REJECTED", error=("INVALID_TASK", reason)))
+        service.result(task_result(task, "REJECTED", error=("INVALID_TASK", reason)), partition=ctx.partition)
         dead_letter_invalid(task, ctx, reason)
 
     def dead_letter_invalid(task: dict[str, Any], ctx: MessageContext, reason: str) -> None:
@@ -296,7 +299,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         it was answered here before a restart: own_results.py)."""
         if own.answer(task["task_id"], task["session_id"]) is not None:
             log.info("%s: task %s was canceled here before a restart; that result stands", ctx.where, task["task_id"])
-            own.forget(task["task_id"])
+            own.forget(task["task_id"], task["session_id"])
             return
         log.info("%s: task %s canceled at the router (%s): %s", ctx.where, task["task_id"], why, cancel_text(cancel))
         service.progress(task, "STATE", CANCELED, f"canceled before it started ({why}): {cancel_text(cancel)}")
@@ -338,7 +341,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             log.info("%s: task %s was answered %s here before a restart; closed as it was, not routed",
                      current_context.get().where, answer["task_id"], answer["status"])
             close_answered(record, answer, topology.sessions)
-            own.forget(answer["task_id"])
+            own.forget(answer["task_id"], session_id)
             pin_open(record)
             sessions[session_id] = record
             if record["open"] is None:

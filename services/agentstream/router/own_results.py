@@ -28,6 +28,11 @@ second hand-over in between must still find them. The table's changelog is flush
 the checkpoint that commits that offset. They expire with the marks
 (``dedupe.retention_s``).
 
+A task whose id no table may be keyed by (a control character, too long: router/decide.py
+``is_usable_id``) is rejected as invalid, and its answer is kept under a digest of its task
+and session ids instead, with a count: two records with the same unusable ids cannot be
+told apart by their results, so each read again takes one of the answers found.
+
 Only the router's own answers are kept: a REJECTED result (only the router refuses), or
 a CANCELED one naming no agent (the supervisor's results name the specialists that
 answered). A supervisor's result for a task read again is the session gate's to settle,
@@ -36,6 +41,7 @@ as before (router/session_gate.py ``settle``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -62,11 +68,19 @@ READ_TIMEOUT_S = 120.0
 # unusable ids have (router/decide.py unusable_id_key, \x01), so no usable task id is one.
 _ANSWER_PREFIX = "\x02answer:"
 _ANSWER_PREFIX_BYTES = _ANSWER_PREFIX.encode()
+# After the prefix, the key of a task whose id is not usable: a control character, which
+# no usable id holds, then the digest of its ids.
+_UNUSABLE_MARK = "\x03"
 _HEAD_FIELDS = ("task_id", "session_id", "status", "error")
 
 
-def answer_key(task_id: str) -> str:
-    return f"{_ANSWER_PREFIX}{task_id}"
+def answer_key(task_id: str, session_id: str) -> str:
+    """The dedupe table's key of the router's answer to a task: its id; for an id the table
+    may not be keyed by, a digest of both ids (a task read again has the same ones)."""
+    if is_usable_id(task_id):
+        return f"{_ANSWER_PREFIX}{task_id}"
+    ids = f"{len(task_id)}:{task_id}{session_id}".encode("utf-8", "surrogatepass")  # the length keeps the split
+    return f"{_ANSWER_PREFIX}{_UNUSABLE_MARK}{hashlib.sha256(ids).hexdigest()}"
 
 
 def own_answer(result: dict[str, Any]) -> bool:
@@ -99,18 +113,31 @@ class OwnResults:
         without a read (may_hold)."""
         if not self._dedupe.partition(current_context.get().partition).may_hold(_ANSWER_PREFIX_BYTES):
             return None
-        entry = self._dedupe.get(answer_key(task_id))
+        entry = self._dedupe.get(answer_key(task_id, session_id))
         if not isinstance(entry, dict):
             return None
         answer = entry.get("answer")
-        return answer if isinstance(answer, dict) and answer.get("session_id") == session_id else None
+        if not isinstance(answer, dict):
+            return None
+        if is_usable_id(task_id):
+            return answer if answer.get("session_id") == session_id else None
+        return {**answer, "task_id": task_id, "session_id": session_id}  # the digest named both
 
-    def forget(self, task_id: str) -> None:
+    def forget(self, task_id: str, session_id: str) -> None:
         """Drop the task's answer: it is used (the task's mark and its session's record now
         say what it said, and reach the changelog with this delete), or an operator replays
-        the task, which is to be decided again."""
-        key = answer_key(task_id)
-        if self._dedupe.partition(current_context.get().partition).may_hold(_ANSWER_PREFIX_BYTES) and key in self._dedupe:
+        the task, which is to be decided again. Of the answers to tasks with the same
+        unusable ids, one is used."""
+        key = answer_key(task_id, session_id)
+        if not self._dedupe.partition(current_context.get().partition).may_hold(_ANSWER_PREFIX_BYTES):
+            return
+        entry = self._dedupe.get(key)
+        if entry is None:
+            return
+        left = entry.get("count", 1) - 1 if isinstance(entry, dict) else 0
+        if left > 0:
+            self._dedupe[key] = {**entry, "count": left}
+        else:
             del self._dedupe[key]
 
     async def on_assign(self, partitions: list[int]) -> None:
@@ -133,12 +160,10 @@ class OwnResults:
             return
         at = now_ms()
         for partition in partitions:
-            answers = [head for _, value, _ in read.get(partition, [])
-                       if (head := self._head(value)) is not None and is_usable_id(head["task_id"])]
+            answers = [head for _, value, _ in read.get(partition, []) if (head := self._head(value)) is not None]
             with in_partition(self._tasks_topic, partition):
-                for head in answers:
-                    kept = {field: head.get(field) for field in _HEAD_FIELDS}
-                    self._dedupe[answer_key(head["task_id"])] = {"answer": kept, "at": at}
+                for key, entry in answer_entries(answers, at).items():
+                    self._dedupe[key] = entry
             if answers:
                 log.info("%s[%d]: %d results the router published after its last commit read back",
                          self._results_topic, partition, len(answers))
@@ -152,3 +177,17 @@ class OwnResults:
             return self._schemas.decode_head(TASK_RESULT, value or b"", through="agents")
         except SerdeError:
             return None  # not a TaskResult: the session gate logs it when it reads it
+
+
+def answer_entries(answers: list[dict[str, Any]], at: int) -> dict[str, dict[str, Any]]:
+    """The dedupe entries of answers read back (``at``: when). A usable id is one task: its
+    latest answer. Unusable ids keep no ids (they may be huge), only how many answers."""
+    entries: dict[str, dict[str, Any]] = {}
+    for head in answers:
+        key = answer_key(head["task_id"], head["session_id"])
+        if is_usable_id(head["task_id"]):
+            entries[key] = {"answer": {field: head.get(field) for field in _HEAD_FIELDS}, "at": at}
+        else:
+            count = entries[key]["count"] + 1 if key in entries else 1
+            entries[key] = {"answer": {"status": head["status"], "error": head.get("error")}, "at": at, "count": count}
+    return entries

@@ -167,26 +167,35 @@ def test_poison_inputs_are_dead_lettered_with_the_right_class(retry_stack: Durab
     unknown = good_body[:2] + b"\x01\x02\x03\x04\x05\x06\x07\x08" + good_body[10:]
     wrong = SCHEMAS.encode("TaskEvent", {"task_id": "t", "session_id": session, "stage": "x", "kind": "TEXT",
                                          "state": "RUNNING", "detail": "", "at": 0})
+    # Another stage's record naming a whole task: the task is not the router's to fail.
+    misplaced = new_task("hello", session, "it")
+    routed = SCHEMAS.encode("RoutedTask", {**{k: v for k, v in misplaced.items() if k != "requested_agent"},
+                                           "agent_type": "billing", "route": ["billing"], "routed_at": 0})
     # Big enough to be truncated in the dead letter, small enough for Kafka's default 1 MB record limit.
     big_size = 900 * 1024
-    for value, big in [(os.urandom(100), False), (unknown, False), (os.urandom(big_size), True), (wrong, False)]:
+    for value, big in [(os.urandom(100), False), (unknown, False), (os.urandom(big_size), True), (wrong, False),
+                       (routed, False)]:
         _submit_raw(retry_stack, value, session, big=big)
     oversize = new_task("x" * 40_000, session, "it")
     retry_stack.submit([oversize])
-    records = reader.until(lambda rs: sum(1 for n, r, _, _ in rs if n == "DeadLetter" and r["session_id"] == session) >= 5
-                           and _results(rs, oversize["task_id"]), 60, "five dead letters")
+    records = reader.until(lambda rs: sum(1 for n, r, _, _ in rs if n == "DeadLetter" and r["session_id"] == session) >= 6
+                           and _results(rs, oversize["task_id"]), 60, "six dead letters")
     reader.close()
     # Dead letters are keyed by their id, so they spread over the DLQ's partitions: compare by source offset.
     letters = sorted((r for n, r, _, _ in records if n == "DeadLetter" and r["session_id"] == session),
                      key=lambda r: r["source_offset"])
     kinds = [r["error_type"].rsplit(".", 1)[-1] for r in letters]
-    assert kinds == ["NotAvroError", "UnknownFingerprintError", "NotAvroError", "WrongSchemaError", "ValidationFailed"]
+    assert kinds == ["NotAvroError", "UnknownFingerprintError", "NotAvroError", "WrongSchemaError", "WrongSchemaError",
+                     "ValidationFailed"]
     assert all(r["error_class"] == "PERMANENT" for r in letters)
     big_letter = letters[2]
     assert big_letter["value_truncated"] and big_letter["value_size"] == big_size
     rejected = _results(records, oversize["task_id"])
     assert [r["status"] for r in rejected] == ["REJECTED"], "a rejected task keeps its one REJECTED result"
-    assert letters[4]["task_id"] == oversize["task_id"]
+    assert letters[5]["task_id"] == oversize["task_id"]
+    # Its dead letter names the task; no FAILED result does (the results of one session keep
+    # their order, and the REJECTED one came after it).
+    assert letters[4]["task_id"] == misplaced["task_id"] and _results(records, misplaced["task_id"]) == []
 
 
 def test_dlq_replay_of_a_fixed_event_completes_it(retry_stack: DurableStack, tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ handler on its input topic and on every tier (tiers with a due-time hold, see
   failure headers (headers.py); the source offset is committed only after that record
   is acknowledged (it is an ordinary output, flushed before every commit);
 - permanent, or out of tiers → a DeadLetter to the DLQ, plus a FAILED TaskResult (error
-  DEAD_LETTERED) and a TaskEvent when the event names a task.
+  DEAD_LETTERED) and a TaskEvent when the event names a task; no FAILED result for a
+  record of another type than the stage's (WrongSchemaError), which is not its task.
 Parked events and per-session retry counts live in two tables of the stage, so they
 survive a kill -9 with the offsets that produced them.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 from agentstream import metrics
 from agentstream.runtime import MessageContext, Table
+from agentstream.serde import WrongSchemaError
 from agentstream.retry import headers as h
 from agentstream.retry.classify import ErrorClass, classify
 from agentstream.retry.dead_letter import (
@@ -102,6 +104,13 @@ class RetryChain:
         """Run the stage's handler once; on failure, send the event on. Returns ok/retry/dead."""
         try:
             value = self.decode(raw)
+        except WrongSchemaError as exc:
+            # Another stage's record (a RoutedTask on the tasks topic): the task it names is
+            # not this stage's to fail, and may well get its own result. Its dead letter only.
+            return self.failed(raw, ctx, exc, attempt, result=False)
+        except Exception as exc:
+            return self.failed(raw, ctx, exc, attempt)
+        try:
             with log_context.bound(**log_context.task_fields(value)):  # the task's ids on every line
                 await self.handle(value, ctx)
             return OK

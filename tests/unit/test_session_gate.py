@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from agentstream.topology import SessionSettings
-from agentstream.router.own_results import answer_entries, answer_key, dedupe_written_at, own_answer
+from agentstream.router.own_results import OwnResults, answer_entries, answer_key, dedupe_written_at, own_answer
+from agentstream.runtime import Processor, Table
+from agentstream.runtime.context import in_partition
+from agentstream.serde import SchemaSet
 from agentstream.router.session_gate import (
     ENDED_KEPT, EARLY_KEPT, RECORD_MAX_BYTES, Admission, Arrival, admit, answered_before, arrive, close_answered,
     holds, idle_since, missed, new_record, open_task, record_bytes, settle, taken,
@@ -359,29 +362,71 @@ def test_answers_read_back_share_the_dedupe_table_with_the_marks_and_expire_with
     assert dedupe_written_at(1_700_000_000_000) == 1_700_000_000_000  # a mark is its own write time
     assert dedupe_written_at({"answer": _own("t1", "REJECTED", "full"), "at": 5}) == 5
     assert dedupe_written_at({"answer": {}}) is None  # no time: stamped now by the expiry walk
-    assert answer_key("t1", "s1") != "t1" and not answer_key("t1", "s1").isprintable()  # no usable task id is the key
+    assert answer_key(_task("t1")) != "t1" and not answer_key(_task("t1")).isprintable()  # no usable task id is the key
 
 
-def test_an_unusable_task_id_is_keyed_by_a_digest_of_both_ids() -> None:
+def _task(task_id: str, session_id: str = "s", **fields: Any) -> dict[str, Any]:
+    """What answer_key reads of a task (or of its result's head)."""
+    return {"task_id": task_id, "session_id": session_id, "tenant_id": "acme", "submitted_at": 5, **fields}
+
+
+def test_a_usable_id_is_its_answers_key_whatever_its_session() -> None:
+    assert answer_key(_task("t1", "s1")) == answer_key(_task("t1", "s2", submitted_at=6))
+
+
+def test_an_unusable_task_id_is_keyed_by_a_digest_of_what_its_result_repeats() -> None:
     huge = "x" * 70_000 + "\x01"
-    key = answer_key(huge, "s1")
+    key = answer_key(_task(huge))
     assert len(key) < 100 and huge not in key  # a key the table takes, whatever the id's size
-    assert key == answer_key(huge, "s1") and key != answer_key(huge, "s2")  # the same task read again: the same key
-    assert answer_key("a\x01", "bs") != answer_key("a\x01b", "s")  # where one id ends is part of the digest
-    assert all(answer_key(bad, "s1") != answer_key("t1", "s1") for bad in ("", "   ", "t\x7f1"))
+    assert key == answer_key(_task(huge))
+    assert key.startswith(answer_key(_task("t1")).removesuffix("t1"))  # under the answers' prefix (may_hold)
+    for other in (_task(huge, "s2"), _task(huge, tenant_id="other"), _task(huge, submitted_at=6)):
+        assert answer_key(other) != key  # another submission with the same id: not its answer
+    assert answer_key(_task("a\x01", "bs")) != answer_key(_task("a\x01b", "s"))  # where one id ends is kept
+    assert answer_key(_task("   ")) not in {answer_key(_task(usable)) for usable in ("t1", "a")}
 
 
-def test_answers_to_tasks_with_the_same_unusable_ids_are_counted_not_kept_whole() -> None:
-    heads = [_own("   ", "REJECTED", "missing or empty task_id"), _own("   ", "REJECTED", "missing or empty task_id"),
-             _own("t\x011", "REJECTED", "task_id holds a control character"), _own("t1", "REJECTED", "full"),
-             _own("t1", "REJECTED", "full again")]
+def test_answers_to_copies_of_one_submission_with_an_unusable_id_are_counted_not_kept_whole() -> None:
+    heads = [{**_own("   ", "REJECTED", "missing or empty task_id"), **_task("   ")} for _ in range(2)]
+    heads += [{**_own("t\x011", "REJECTED", "task_id holds a control character"), **_task("t\x011")},
+              _own("t1", "REJECTED", "full"), _own("t1", "REJECTED", "full again")]
     entries = answer_entries(heads, 7)
-    blank = entries[answer_key("   ", heads[0]["session_id"])]
+    blank = entries[answer_key(heads[0])]
     assert blank == {"answer": {"status": "REJECTED", "error": heads[0]["error"]}, "at": 7, "count": 2}
-    assert entries[answer_key("t\x011", heads[2]["session_id"])]["count"] == 1
-    usable = entries[answer_key("t1", "s")]
+    assert entries[answer_key(heads[2])]["count"] == 1
+    usable = entries[answer_key(_task("t1"))]
     assert usable["answer"]["error"] == heads[4]["error"] and "count" not in usable  # one task: its latest answer
     assert len(entries) == 3
+
+
+class _Partition:
+    def may_hold(self, prefix: bytes) -> bool:
+        return True
+
+
+class _Dedupe(dict[str, Any]):
+    """A dedupe table's stand-in: a dict with the partition view OwnResults asks."""
+
+    def partition(self, partition: int) -> _Partition:
+        return _Partition()
+
+
+def test_each_copy_read_again_takes_one_answer_and_then_none_is_left() -> None:
+    dedupe = _Dedupe()
+    own = OwnResults(cast(Processor, None), cast(SchemaSet, None), "results", "tasks", cast(Table, dedupe))
+    blank = _task("   ")
+    dedupe.update(answer_entries([{**_own("   ", "REJECTED", "missing or empty task_id"), **blank}] * 2, 7))
+    with in_partition("tasks", 0):
+        for _ in range(2):
+            answer = own.answer(blank)
+            assert answer is not None and answer["status"] == "REJECTED" and answer["task_id"] == "   "
+            own.forget(blank)
+        assert own.answer(blank) is None and dedupe == {}  # a third copy is decided anew
+        dedupe.update(answer_entries([_own("t1", "REJECTED", "full")], 7))
+        assert own.answer(_task("t1", "another session")) is None  # a usable id's answer is its session's
+        assert own.answer(_task("t1")) is not None
+        own.forget(_task("t1"))
+        assert dedupe == {}
 
 
 def test_a_task_answered_before_and_read_back_first_leaves_no_early_result() -> None:

@@ -143,9 +143,9 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         elif key is not None:
             seen[key] = seen_at
         replayed = ctx.header(REPLAY) is not None
-        if replayed and dedupable:
-            own.forget(task_id, session_id)  # decided again, also by let_go and drop
-        earlier = own.answer(task_id, session_id) if not replayed else None
+        if replayed:
+            own.forget(task)  # decided again, also by let_go and drop
+        earlier = own.answer(task) if not replayed else None
         if earlier is not None and not holds(record, task_id):  # a held one closes as it goes (let_go)
             keep_answer(task, ctx, record, earlier, (seen_at, offset))
             return
@@ -194,7 +194,7 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
             #     which does not prove the letter landed: sent again under its id (its source
             #     position), so the DLQ shows it once (retry/dlq_ops.py keeps the latest of an id)
             dead_letter_invalid(task, ctx, reason)
-        own.forget(task["task_id"], task["session_id"])
+        own.forget(task)
         log.info("%s: task %s was answered %s here before a restart; that result stands", ctx.where, task["task_id"],
                  answer["status"])
 
@@ -297,9 +297,9 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
     def drop(task: dict[str, Any], cancel: dict[str, Any], ctx: MessageContext, why: str) -> None:
         """The task is canceled before it was routed: its CANCELED result, from here (unless
         it was answered here before a restart: own_results.py)."""
-        if own.answer(task["task_id"], task["session_id"]) is not None:
+        if own.answer(task) is not None:
             log.info("%s: task %s was canceled here before a restart; that result stands", ctx.where, task["task_id"])
-            own.forget(task["task_id"], task["session_id"])
+            own.forget(task)
             return
         log.info("%s: task %s canceled at the router (%s): %s", ctx.where, task["task_id"], why, cancel_text(cancel))
         service.progress(task, "STATE", CANCELED, f"canceled before it started ({why}): {cancel_text(cancel)}")
@@ -337,11 +337,11 @@ def build_router(settings: WorkerSettings, topology: Topology, schemas: SchemaSe
         task answered here before a restart (a cancel dropped it) is closed as it was, and the
         next one goes instead."""
         session_id = record["open"]["task"]["session_id"]
-        while (answer := own.answer(record["open"]["task"]["task_id"], session_id)) is not None:
+        while (answer := own.answer(open_task_of := record["open"]["task"])) is not None:
             log.info("%s: task %s was answered %s here before a restart; closed as it was, not routed",
                      current_context.get().where, answer["task_id"], answer["status"])
             close_answered(record, answer, topology.sessions)
-            own.forget(answer["task_id"], session_id)
+            own.forget(open_task_of)
             pin_open(record)
             sessions[session_id] = record
             if record["open"] is None:

@@ -28,10 +28,12 @@ second hand-over in between must still find them. The table's changelog is flush
 the checkpoint that commits that offset. They expire with the marks
 (``dedupe.retention_s``).
 
-A task whose id no table may be keyed by (a control character, too long: router/decide.py
-``is_usable_id``) is rejected as invalid, and its answer is kept under a digest of its task
-and session ids instead, with a count: two records with the same unusable ids cannot be
-told apart by their results, so each read again takes one of the answers found.
+A task whose id no table may be keyed by (blank, a control character, too long:
+router/decide.py ``is_usable_id``) is rejected as invalid, and its answer is kept under a
+digest of what its result repeats of it (its task, session and tenant ids and its
+submission time), with a count: copies of one submission cannot be told apart by their
+results, so each read again takes one of the answers found. An answer left over (its task
+was committed before its result was) is taken only by another copy of that submission.
 
 Only the router's own answers are kept: a REJECTED result (only the router refuses), or
 a CANCELED one naming no agent (the supervisor's results name the specialists that
@@ -42,7 +44,9 @@ as before (router/session_gate.py ``settle``).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -72,15 +76,19 @@ _ANSWER_PREFIX_BYTES = _ANSWER_PREFIX.encode()
 # no usable id holds, then the digest of its ids.
 _UNUSABLE_MARK = "\x03"
 _HEAD_FIELDS = ("task_id", "session_id", "status", "error")
+# What a TaskResult repeats of its task, for the digest of an unusable id (and the last
+# field of the result read back for it: the decode stops there).
+_SUBMISSION_FIELDS = ("task_id", "session_id", "tenant_id", "submitted_at")
 
 
-def answer_key(task_id: str, session_id: str) -> str:
-    """The dedupe table's key of the router's answer to a task: its id; for an id the table
-    may not be keyed by, a digest of both ids (a task read again has the same ones)."""
-    if is_usable_id(task_id):
-        return f"{_ANSWER_PREFIX}{task_id}"
-    ids = f"{len(task_id)}:{task_id}{session_id}".encode("utf-8", "surrogatepass")  # the length keeps the split
-    return f"{_ANSWER_PREFIX}{_UNUSABLE_MARK}{hashlib.sha256(ids).hexdigest()}"
+def answer_key(task: Mapping[str, Any]) -> str:
+    """The dedupe table's key of the router's answer to ``task`` (a TaskSubmitted, or the
+    head of its TaskResult): its id; for an id the table may not be keyed by, a digest of
+    what the result repeats of the task (a task read again has the same)."""
+    if is_usable_id(task["task_id"]):
+        return f"{_ANSWER_PREFIX}{task['task_id']}"
+    submission = json.dumps([task.get(field) for field in _SUBMISSION_FIELDS])  # a list: where each id ends is kept
+    return f"{_ANSWER_PREFIX}{_UNUSABLE_MARK}{hashlib.sha256(submission.encode()).hexdigest()}"
 
 
 def own_answer(result: dict[str, Any]) -> bool:
@@ -106,31 +114,31 @@ class OwnResults:
         self._tasks_topic = tasks_topic
         self._dedupe = dedupe
 
-    def answer(self, task_id: str, session_id: str) -> dict[str, Any] | None:
-        """The result the router published itself for ``task_id`` of ``session_id`` and read
-        back at an assignment, or None (the table of the partition at hand: a handler's, or
+    def answer(self, task: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The result the router published itself for ``task`` and read back at an
+        assignment, or None (the table of the partition at hand: a handler's, or
         ``in_partition``'s). Asked for every task: a partition that never held one answers
         without a read (may_hold)."""
         if not self._dedupe.partition(current_context.get().partition).may_hold(_ANSWER_PREFIX_BYTES):
             return None
-        entry = self._dedupe.get(answer_key(task_id, session_id))
+        entry = self._dedupe.get(answer_key(task))
         if not isinstance(entry, dict):
             return None
         answer = entry.get("answer")
         if not isinstance(answer, dict):
             return None
-        if is_usable_id(task_id):
-            return answer if answer.get("session_id") == session_id else None
-        return {**answer, "task_id": task_id, "session_id": session_id}  # the digest named both
+        if "count" not in entry:  # a usable id: the key named the task, not its session
+            return answer if answer.get("session_id") == task["session_id"] else None
+        return {**answer, "task_id": task["task_id"], "session_id": task["session_id"]}  # the digest named both
 
-    def forget(self, task_id: str, session_id: str) -> None:
+    def forget(self, task: Mapping[str, Any]) -> None:
         """Drop the task's answer: it is used (the task's mark and its session's record now
         say what it said, and reach the changelog with this delete), or an operator replays
-        the task, which is to be decided again. Of the answers to tasks with the same
-        unusable ids, one is used."""
-        key = answer_key(task_id, session_id)
+        the task, which is to be decided again. Of the answers to copies of one submission
+        with an unusable id, one is used."""
         if not self._dedupe.partition(current_context.get().partition).may_hold(_ANSWER_PREFIX_BYTES):
             return
+        key = answer_key(task)
         entry = self._dedupe.get(key)
         if entry is None:
             return
@@ -160,7 +168,8 @@ class OwnResults:
             return
         at = now_ms()
         for partition in partitions:
-            answers = [head for _, value, _ in read.get(partition, []) if (head := self._head(value)) is not None]
+            answers = [head for _, value, _ in read.get(partition, [])
+                       if (head := self._head(value, through=_SUBMISSION_FIELDS[-1])) is not None]
             with in_partition(self._tasks_topic, partition):
                 for key, entry in answer_entries(answers, at).items():
                     self._dedupe[key] = entry
@@ -172,9 +181,9 @@ class OwnResults:
         result = self._head(value)
         return result is not None and own_answer(result)
 
-    def _head(self, value: bytes | None) -> dict[str, Any] | None:
+    def _head(self, value: bytes | None, through: str = "agents") -> dict[str, Any] | None:
         try:
-            return self._schemas.decode_head(TASK_RESULT, value or b"", through="agents")
+            return self._schemas.decode_head(TASK_RESULT, value or b"", through=through)
         except SerdeError:
             return None  # not a TaskResult: the session gate logs it when it reads it
 
@@ -184,7 +193,7 @@ def answer_entries(answers: list[dict[str, Any]], at: int) -> dict[str, dict[str
     latest answer. Unusable ids keep no ids (they may be huge), only how many answers."""
     entries: dict[str, dict[str, Any]] = {}
     for head in answers:
-        key = answer_key(head["task_id"], head["session_id"])
+        key = answer_key(head)
         if is_usable_id(head["task_id"]):
             entries[key] = {"answer": {field: head.get(field) for field in _HEAD_FIELDS}, "at": at}
         else:

@@ -30,11 +30,11 @@ from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from agentstream.clients import CLASSIC, CONSUMER_PROTOCOL, KAFKA_FETCH_WAIT_MS, KAFKA_LOG, TANSU_FETCH_WAIT_MS, admin_config
 from agentstream.errors import BrokerUnavailableError, ConfigurationError
 from agentstream.settings import BOOTSTRAP_ENV, BROKER_ENV
+from agentstream.unanswered import asked, error_code
 
 log = logging.getLogger(__name__)
 
@@ -263,38 +263,17 @@ def is_tansu(bootstrap: str, timeout: float = 10.0) -> bool:
         configs = _broker_configs(admin, bootstrap, str(cluster.nodes[0].id), timeout)
     except KafkaException as exc:
         # Denied: a secured cluster. Refused otherwise: a broker that does not describe its own configs is not Kafka.
-        return _error_code(exc) not in _DENIED
+        return error_code(exc) not in _DENIED
     return len(configs) == 0
 
 
-_KIND_ATTEMPTS = 3
-# Between two tries: a refused connection (a broker restarting) fails in milliseconds, and
-# three tries without a wait would all fall in the same moment.
-_KIND_RETRY_WAIT_S = 1.0
-_UNANSWERED = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
 _DENIED = frozenset({KafkaError.CLUSTER_AUTHORIZATION_FAILED})  # DescribeConfigs of a broker is a cluster action
 _Answer = TypeVar("_Answer")
 
 
 def _asked(bootstrap: str, name: str, question: Callable[[], _Answer]) -> _Answer:
-    """``question`` asked up to _KIND_ATTEMPTS times, _KIND_RETRY_WAIT_S apart, while no answer
-    comes (a Kafka busy under load, or restarting); no answer in any of them is a
-    BrokerUnavailableError, a refusal is raised as is."""
-    ask = Retrying(stop=stop_after_attempt(_KIND_ATTEMPTS), retry=retry_if_exception(_unanswered), reraise=True,
-                   wait=wait_fixed(_KIND_RETRY_WAIT_S), sleep=_pause)
-    try:
-        return ask(question)
-    except KafkaException as exc:
-        if not _unanswered(exc):
-            raise
-        raise BrokerUnavailableError(
-            f"Could not tell whether the broker at {bootstrap} is Apache Kafka or Tansu: {name} got no answer "
-            f"in {_KIND_ATTEMPTS} tries ({exc}). Check that it is up and reachable, then start again.") from exc
-
-
-def _pause(seconds: float) -> None:
-    """The wait between two tries (the unit tests count it instead of waiting)."""
-    time.sleep(seconds)
+    """``question``, asked again while no answer comes (agentstream.unanswered)."""
+    return asked(question, call=name, purpose=f"Could not tell whether the broker at {bootstrap} is Apache Kafka or Tansu")
 
 
 def _broker_configs(admin: AdminClient, bootstrap: str, node: str, timeout: float) -> dict[str, object]:
@@ -305,15 +284,6 @@ def _broker_configs(admin: AdminClient, bootstrap: str, node: str, timeout: floa
     configs: dict[str, object] = _asked(
         bootstrap, "DescribeConfigs", lambda: admin.describe_configs([resource], request_timeout=timeout)[resource].result())
     return configs
-
-
-def _error_code(exc: KafkaException) -> int | None:
-    error = exc.args[0] if exc.args else None
-    return error.code() if isinstance(error, KafkaError) else None
-
-
-def _unanswered(exc: BaseException) -> bool:
-    return isinstance(exc, KafkaException) and _error_code(exc) in _UNANSWERED
 
 
 def fetch_wait_for(setting: int | None, bootstrap: str) -> int:

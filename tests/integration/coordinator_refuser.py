@@ -125,6 +125,9 @@ class CoordinatorRefuser:
         for frame in _frames(client, broker):
             cursor = _Cursor(frame)
             api, version, correlation = cursor.fixed(2), cursor.fixed(2), cursor.fixed(4)
+            if self._cuts(api, version, _Cursor(frame, cursor.at)):
+                _cut(client, broker)
+                return
             refused = None
             if api == OFFSET_FETCH:
                 try:
@@ -133,6 +136,11 @@ class CoordinatorRefuser:
                     self.misread.append(f"OffsetFetch v{version} request: {exc}")
             asked[correlation] = (api, version, refused)  # before the broker can answer it
             broker.sendall(struct.pack(">i", len(frame)) + frame)
+
+    def _cuts(self, api: int, version: int, cursor: _Cursor) -> bool:
+        """Whether to cut the connection at this request instead of passing it on (a
+        subclass's fault; ``cursor`` after the correlation id). This proxy cuts none."""
+        return False
 
     def _refused_group(self, version: int, cursor: _Cursor) -> bytes | None:
         """The group of an OffsetFetch request (``cursor`` after its correlation id) if it
@@ -166,7 +174,10 @@ class CoordinatorRefuser:
                     self._point_here(frame, api, version)
             except (IndexError, ValueError) as exc:
                 self.misread.append(f"api {api} v{version} answer: {exc}")
-            client.sendall(struct.pack(">i", len(frame)) + frame)
+            try:
+                client.sendall(struct.pack(">i", len(frame)) + frame)
+            except OSError:
+                return  # the connection was cut (or closed) while its answer was on the way
 
     def _point_here(self, frame: bytearray, api: int, version: int) -> None:
         """Replace, in place, the broker ports of a Metadata or FindCoordinator answer."""
@@ -218,6 +229,16 @@ def _refusal(correlation: int, version: int, group: bytes) -> bytes:
     if version >= 2:
         return head + (throttle if version >= 3 else b"") + struct.pack(">i", 0) + error
     raise ValueError(f"OffsetFetch v{version} has no request-level error to refuse with")
+
+
+def _cut(*sides: socket.socket) -> None:
+    """Close ``sides`` as a dropped connection does; shut down first, which (unlike a close)
+    also ends a read another thread is blocked in."""
+    for side in sides:
+        with suppress(OSError):
+            side.shutdown(socket.SHUT_RDWR)
+        with suppress(OSError):
+            side.close()
 
 
 def _frames(source: socket.socket, sink: socket.socket) -> Iterator[bytearray]:

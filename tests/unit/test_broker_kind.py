@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from agentstream import broker
+from agentstream import broker, unanswered
 from agentstream.errors import BrokerUnavailableError
 
 
@@ -33,7 +33,7 @@ def _fresh_cache() -> Any:
 def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The waits between tries, counted rather than slept (a unit test does no waiting)."""
     waited: list[float] = []
-    monkeypatch.setattr(broker, "_pause", waited.append)
+    monkeypatch.setattr(unanswered, "_pause", waited.append)
     return waited
 
 
@@ -113,22 +113,22 @@ def _admin(cluster_id: str, configs: dict[str, object] | None = None, error: int
 @QUESTIONS
 def test_a_busy_broker_is_asked_again_before_it_is_given_up(monkeypatch: pytest.MonkeyPatch, pauses: list[float],
                                                             question: str, counted: str) -> None:
-    admin = _unanswered_admin(question, broker._KIND_ATTEMPTS - 1)
+    admin = _unanswered_admin(question, unanswered.ATTEMPTS - 1)
     monkeypatch.setattr(broker, "AdminClient", admin)
     assert broker.is_tansu("h:9092") is False
-    assert len(getattr(admin, counted)) == broker._KIND_ATTEMPTS
+    assert len(getattr(admin, counted)) == unanswered.ATTEMPTS
     # A wait before each try again: a refused connection fails at once, so tries without one
     # would all fall in the moment a broker restarts.
-    assert pauses == [broker._KIND_RETRY_WAIT_S] * (broker._KIND_ATTEMPTS - 1) and broker._KIND_RETRY_WAIT_S >= 0.5
+    assert pauses == [unanswered.RETRY_WAIT_S] * (unanswered.ATTEMPTS - 1) and unanswered.RETRY_WAIT_S >= 0.5
 
 
 @QUESTIONS
 def test_no_answer_in_every_try_names_the_question_and_the_tries(monkeypatch: pytest.MonkeyPatch, pauses: list[float],
                                                                  question: str, counted: str) -> None:
-    admin = _unanswered_admin(question, broker._KIND_ATTEMPTS)
+    admin = _unanswered_admin(question, unanswered.ATTEMPTS)
     monkeypatch.setattr(broker, "AdminClient", admin)
-    with pytest.raises(BrokerUnavailableError, match=f"{question} got no answer in {broker._KIND_ATTEMPTS} tries"):
+    with pytest.raises(BrokerUnavailableError, match=f"{question} got no answer in {unanswered.ATTEMPTS} tries"):
         broker.is_tansu("h:9092")
-    assert len(getattr(admin, counted)) == broker._KIND_ATTEMPTS
+    assert len(getattr(admin, counted)) == unanswered.ATTEMPTS
     if question == "DescribeCluster":
         assert admin.questions == []  # not asked for configs of a cluster it could not describe

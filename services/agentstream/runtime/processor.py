@@ -54,6 +54,7 @@ from agentstream.runtime.topics import co_partitioned_inputs, ensure_changelogs
 from agentstream.runtime.write_through import WriteThrough
 from agentstream.telemetry import log_context
 from agentstream.telemetry.handling import Handling
+from agentstream.unanswered import asked
 
 log = logging.getLogger(__name__)
 
@@ -413,16 +414,17 @@ class Processor:
     def _start(self) -> None:
         admin = AdminClient(admin_config(self.bootstrap))
         self._admin = admin
-        self._partition_count = co_partitioned_inputs(admin, self.name, self._bindings)
+        self._partition_count = co_partitioned_inputs(admin, self.name, self._bindings, self.bootstrap)
         ensure_changelogs(admin, [table.changelog_topic for table in self.tables.values()], self._partition_count,
-                          self._changelog_config)
+                          self._changelog_config, self.bootstrap)
         # Its delivery reports are served on the event loop's thread (run(): runtime/delivery_pump.py).
         self._producer = PumpedProducer(producer_config(self.bootstrap, self._producer_overrides))
-        self._reader = Consumer(reader_config(self.bootstrap))
-        for table in self.tables.values():
+        reader = self._reader = Consumer(reader_config(self.bootstrap))
+        for topic in (table.changelog_topic for table in self.tables.values()):
             # Metadata now, so the first restore of a changelog (a takeover, often) need not
             # wait for librdkafka's next refresh to learn of it (0.4-0.9 s on Kafka).
-            self._reader.list_topics(table.changelog_topic, timeout=10)
+            asked(partial(reader.list_topics, topic, timeout=10), call=f"Metadata of {topic}",
+                  purpose=f"{self.name} could not start on the cluster at {self.bootstrap}")
         fetch_wait_ms = fetch_wait_for(self.fetch_wait_ms, self.bootstrap)
         self._idle = self._idle_partitions(quiet_pause_for(self._quiet_pause_s, fetch_wait_ms))
         self._outputs.idle = self._idle

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from agentstream.runtime.errors import MissingTopicError, ProcessorError
+from agentstream.unanswered import asked
 
 APPLY_HINT = "create the topology's topics with `agentstream topology apply`"
 
@@ -21,7 +22,7 @@ def require_topics(
     Looked up in the full topic list only: a Metadata request that names a topic makes a
     broker with auto-creation (Tansu, always) create it with its default partition count.
     """
-    metadata = admin.list_topics(timeout=timeout)
+    metadata = _topic_list(admin, bootstrap, timeout)
     found: dict[str, list[int]] = {}
     missing: list[str] = []
     for topic in topics:
@@ -40,9 +41,16 @@ def require_topics(
     return found
 
 
-def co_partitioned_inputs(admin: AdminClient, processor: str, topics: Iterable[str]) -> int:
+def _topic_list(admin: AdminClient, bootstrap: str | None, timeout: float) -> ClusterMetadata:
+    """The cluster's metadata with every topic, asked again while no answer comes (a
+    broker's stall of some seconds made a worker exit at its start in CI)."""
+    return asked(lambda: admin.list_topics(timeout=timeout), call="Metadata",
+                 purpose=f"Could not list the topics of {_cluster(bootstrap)}")
+
+
+def co_partitioned_inputs(admin: AdminClient, processor: str, topics: Iterable[str], bootstrap: str | None = None) -> int:
     """The partition count every input shares; an error if one is missing or differs."""
-    counts = {topic: len(partitions) for topic, partitions in require_topics(admin, topics).items()}
+    counts = {topic: len(partitions) for topic, partitions in require_topics(admin, topics, bootstrap).items()}
     if len(set(counts.values())) > 1:
         raise ProcessorError(
             f"Inputs of processor {processor!r} are not co-partitioned: {counts}. "
@@ -52,11 +60,12 @@ def co_partitioned_inputs(admin: AdminClient, processor: str, topics: Iterable[s
 
 
 def ensure_changelogs(
-    admin: AdminClient, changelogs: Iterable[str], partitions: int, config: Mapping[str, str] | None = None
+    admin: AdminClient, changelogs: Iterable[str], partitions: int, config: Mapping[str, str] | None = None,
+    bootstrap: str | None = None,
 ) -> None:
     """Create missing compacted changelog topics (with ``config``, e.g. the topology's compaction
     settings); refuse one with another partition count."""
-    existing = admin.list_topics(timeout=30).topics
+    existing = _topic_list(admin, bootstrap, 30).topics
     for topic in changelogs:
         meta = existing.get(topic)
         if meta is not None and meta.error is None:
@@ -66,9 +75,19 @@ def ensure_changelogs(
                     f"{partitions}; they must match."
                 )
             continue
-        try:
-            topic_config = {**(config or {}), "cleanup.policy": "compact"}
-            admin.create_topics([NewTopic(topic, partitions, config=topic_config)])[topic].result(30)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+        _create(admin, NewTopic(topic, partitions, config={**(config or {}), "cleanup.policy": "compact"}), bootstrap)
+
+
+def _create(admin: AdminClient, topic: NewTopic, bootstrap: str | None) -> None:
+    """Create ``topic``; one that exists is created (by another worker, or by a try of ours
+    whose answer was lost: CreateTopics is asked again while no answer comes)."""
+    try:
+        asked(lambda: admin.create_topics([topic])[topic.topic].result(30), call="CreateTopics",
+              purpose=f"Could not create changelog {topic.topic} on {_cluster(bootstrap)}")
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+
+
+def _cluster(bootstrap: str | None) -> str:
+    return f"the cluster at {bootstrap}" if bootstrap else "the cluster"

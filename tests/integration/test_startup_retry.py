@@ -18,8 +18,9 @@ from .listing_cutter import ListingCutter
 
 WORKER = "tests/integration/apps/counter_worker.py"
 # Longer than librdkafka's own tries again of a dropped request (at most two, within some
-# hundred ms), shorter than the wait before the worker's next try (unanswered.RETRY_WAIT_S).
-BLIP_S = 0.8
+# hundred ms alone; more under a loaded CI), so the worker's first try fails; shorter than
+# the two waits before its third try (unanswered.RETRY_WAIT_S), so a try after it passes.
+BLIP_S = 1.5
 
 
 def test_a_worker_starts_through_a_blip_that_drops_its_topic_listings(bootstrap: str, unique: str,

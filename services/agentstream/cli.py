@@ -126,7 +126,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Every topic a worker may write must exist: producing to a missing one would create it
     # with the broker's defaults on a broker that auto-creates topics.
     require_topics(AdminClient(admin_config(settings.bootstrap)), [t.name for t in topology.all_topics()],
-                   settings.bootstrap)
+                   settings.bootstrap, ask_again=True)
     service = _build_service(args, settings, topology, SchemaSet.load())
     tracing.setup(service.agent, os.environ)  # OTLP export only when an endpoint is set
     stop.then = service.processor.stop  # before the check: a signal in between is not lost

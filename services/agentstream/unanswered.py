@@ -28,7 +28,10 @@ ATTEMPTS = 3
 # Between two tries: a refused connection (a broker restarting) fails in milliseconds, and
 # three tries without a wait would all fall in the same moment.
 RETRY_WAIT_S = 1.0
-UNANSWERED = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN})
+# No answer came: the client's own timeout, a dropped connection, no broker up, or the broker's
+# own timeout of the request (a CreateTopics it could not finish in time).
+UNANSWERED = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                        KafkaError.REQUEST_TIMED_OUT})
 
 _Answer = TypeVar("_Answer")
 

@@ -2,36 +2,30 @@
 for the whole topic list, as a broker that stalls or restarts for a moment is met.
 
 A request for the whole topic list is one an application makes (``list_topics()``):
-librdkafka's own metadata refreshes ask for the topics it knows of, or for none. Which of
-them are cut: every one for some seconds from the next one, as a broker's blip drops them
-(librdkafka asks a dropped request again within them). The cut request never reaches the
-broker; both sockets of its connection are closed. Everything else is
-coordinator_refuser.py's proxy (it refuses nothing unless told to).
+librdkafka's own metadata refreshes ask for the topics it knows of, or for none. Every one
+is cut while cutting is on (``cutting``), as a broker's blip drops them; librdkafka asks a
+dropped request again itself, within some hundred ms, and those tries are cut too. The
+cut request never reaches the broker; both sockets of its connection are closed.
+Everything else is coordinator_refuser.py's proxy (it refuses nothing unless told to).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 
 from .coordinator_refuser import _FLEXIBLE_FROM, METADATA, CoordinatorRefuser, _Cursor
 
 
 class ListingCutter(CoordinatorRefuser):
-    """``cut_listings(seconds)`` arms the blip; ``cut`` counts the requests cut,
-    ``listings`` every request for the whole topic list."""
+    """While ``cutting`` is set, every request for the whole topic list is cut; ``cut``
+    counts those cut, ``listings`` every such request."""
 
     def __init__(self, upstream: str) -> None:
         self._cut_lock = threading.Lock()
-        self._blip_s: float | None = None  # armed, and not begun
-        self._blip_ends = 0.0  # monotonic
+        self.cutting = False
         self.cut = 0
         self.listings = 0
         super().__init__(upstream)
-
-    def cut_listings(self, seconds: float) -> None:
-        with self._cut_lock:
-            self._blip_s = seconds
 
     def _cuts(self, api: int, version: int, cursor: _Cursor) -> bool:
         if api != METADATA:
@@ -45,11 +39,8 @@ class ListingCutter(CoordinatorRefuser):
             return False
         with self._cut_lock:
             self.listings += 1
-            now = time.monotonic()
-            if self._blip_s is not None:
-                self._blip_ends, self._blip_s = now + self._blip_s, None
-            cutting = now < self._blip_ends
-            self.cut += cutting
+            cutting = self.cutting
+            self.cut += int(cutting)
         return cutting
 
 

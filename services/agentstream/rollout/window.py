@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 
 from agentstream.clients import admin_config, reader_config
 from agentstream.runtime.errors import ProcessorError
+from agentstream.unanswered import asked
 
 _METADATA_TIMEOUT_S = 10.0
 
@@ -67,7 +68,10 @@ class TopicFollower:
 
 
 def _partitions(bootstrap: str, topics: Iterable[str]) -> list[tuple[str, int]]:
-    metadata = AdminClient(admin_config(bootstrap)).list_topics(timeout=_METADATA_TIMEOUT_S)
+    admin = AdminClient(admin_config(bootstrap))
+    # Asked at a router's start: a broker's blip must not end it (unanswered.py).
+    metadata = asked(lambda: admin.list_topics(timeout=_METADATA_TIMEOUT_S), call="Metadata",
+                     purpose=f"Could not list the topics of the cluster at {bootstrap}")
     found: list[tuple[str, int]] = []
     for topic in topics:
         described = metadata.topics.get(topic)

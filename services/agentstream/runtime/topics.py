@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import partial
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from agentstream.runtime.errors import MissingTopicError, ProcessorError
-from agentstream.unanswered import asked
+from agentstream.unanswered import asked, error_code
 
 APPLY_HINT = "create the topology's topics with `agentstream topology apply`"
+_CREATE_TIMEOUT_S = 30.0
 
 
 def require_topics(
-    admin: AdminClient, topics: Iterable[str], bootstrap: str | None = None, timeout: float = 30.0
+    admin: AdminClient, topics: Iterable[str], bootstrap: str | None = None, timeout: float = 30.0, *,
+    ask_again: bool = False,
 ) -> dict[str, list[int]]:
     """The partitions of each of ``topics``, or MissingTopicError naming every missing one
     (and the cluster, when ``bootstrap`` is given).
 
     Looked up in the full topic list only: a Metadata request that names a topic makes a
     broker with auto-creation (Tansu, always) create it with its default partition count.
+    ``ask_again``: a worker's start-up, which rides out a broker's blip (unanswered.py); a
+    command or an HTTP request answers within ``timeout`` instead.
     """
-    metadata = _topic_list(admin, bootstrap, timeout)
+    metadata = _topic_list(admin, bootstrap, timeout) if ask_again else admin.list_topics(timeout=timeout)
     found: dict[str, list[int]] = {}
     missing: list[str] = []
     for topic in topics:
@@ -50,7 +55,7 @@ def _topic_list(admin: AdminClient, bootstrap: str | None, timeout: float) -> Cl
 
 def co_partitioned_inputs(admin: AdminClient, processor: str, topics: Iterable[str], bootstrap: str | None = None) -> int:
     """The partition count every input shares; an error if one is missing or differs."""
-    counts = {topic: len(partitions) for topic, partitions in require_topics(admin, topics, bootstrap).items()}
+    counts = {topic: len(partitions) for topic, partitions in require_topics(admin, topics, bootstrap, ask_again=True).items()}
     if len(set(counts.values())) > 1:
         raise ProcessorError(
             f"Inputs of processor {processor!r} are not co-partitioned: {counts}. "
@@ -81,13 +86,17 @@ def ensure_changelogs(
 def _create(admin: AdminClient, topic: NewTopic, bootstrap: str | None) -> None:
     """Create ``topic``; one that exists is created (by another worker, or by a try of ours
     whose answer was lost: CreateTopics is asked again while no answer comes)."""
+    # Timeouts of the request itself: a future's own result(timeout) would raise Python's
+    # TimeoutError, which is neither asked again nor an error the CLI reports.
+    create = partial(admin.create_topics, [topic], operation_timeout=_CREATE_TIMEOUT_S, request_timeout=_CREATE_TIMEOUT_S)
     try:
-        asked(lambda: admin.create_topics([topic])[topic.topic].result(30), call="CreateTopics",
+        asked(lambda: create()[topic.topic].result(), call="CreateTopics",
               purpose=f"Could not create changelog {topic.topic} on {_cluster(bootstrap)}")
     except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+        if error_code(exc) != KafkaError.TOPIC_ALREADY_EXISTS:
             raise
 
 
 def _cluster(bootstrap: str | None) -> str:
+    """The cluster an error names."""
     return f"the cluster at {bootstrap}" if bootstrap else "the cluster"

@@ -12,7 +12,10 @@ from agentstream.runtime.errors import MissingTopicError, ProcessorError
 from agentstream.unanswered import asked, error_code
 
 APPLY_HINT = "create the topology's topics with `agentstream topology apply`"
-_CREATE_TIMEOUT_S = 30.0
+# The broker's time to create a topic, then the client's for the whole request: a broker
+# that takes all of its time still answers before the client gives up.
+_CREATE_OPERATION_TIMEOUT_S = 25.0
+_CREATE_REQUEST_TIMEOUT_S = 30.0
 
 
 def require_topics(
@@ -88,7 +91,8 @@ def _create(admin: AdminClient, topic: NewTopic, bootstrap: str | None) -> None:
     whose answer was lost: CreateTopics is asked again while no answer comes)."""
     # Timeouts of the request itself: a future's own result(timeout) would raise Python's
     # TimeoutError, which is neither asked again nor an error the CLI reports.
-    create = partial(admin.create_topics, [topic], operation_timeout=_CREATE_TIMEOUT_S, request_timeout=_CREATE_TIMEOUT_S)
+    create = partial(admin.create_topics, [topic], operation_timeout=_CREATE_OPERATION_TIMEOUT_S,
+                     request_timeout=_CREATE_REQUEST_TIMEOUT_S)
     try:
         asked(lambda: create()[topic.topic].result(), call="CreateTopics",
               purpose=f"Could not create changelog {topic.topic} on {_cluster(bootstrap)}")

@@ -32,7 +32,9 @@
   waits for approval, and ends with a CANCELED report (specialist/canceling.py).
 - A task whose models were all unavailable, or whose work crashed (a bug, a checkpoint
   the broker refused), goes to the retry chain at once: the next tier, or the DLQ with a
-  FAILED result.
+  FAILED result. The tier's copy can come back before the run's head is tombstoned (a
+  short tier delay, a slow acknowledgement): it waits for that write, and is not taken
+  for a duplicate.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ class TaskLifecycle:
         self.accepting: set[str] = set()  # accepted here, head write not yet acknowledged
         self.looping: set[str] = set()  # runs whose loop has not handed its session place on yet
         self.decided_early: dict[str, tuple[dict[str, Any], int]] = {}  # run -> (head, partition): see resume_decided
+        self.parking: dict[str, asyncio.Event] = {}  # run -> set once its park write is done and its place kept (_fail)
         self.supervisor_topic = service.topology.topic("supervisor")
         self.transcripts = TranscriptWriter.of(service)
         self.ended_later = Retried(self.app, service.input_topic)  # end writes the broker refused once
@@ -147,6 +150,10 @@ class TaskLifecycle:
             )
         replayed = ctx.header(REPLAY) is not None  # an operator replays a dead letter: run it again
         run = ckpt.run_id(task)  # a revision is a run of its own, deduplicated as one
+        if (parked := self.parking.get(run)) is not None:
+            # Its copy from a retry tier, read before the failed run's head went (a short
+            # tier delay, a slow broker): taken for a duplicate, the task would be lost.
+            await parked.wait()
         done = ckpt.done_key(run) in self.checkpoints and not replayed
         if run in self.accepting or ckpt.head_key(run) in self.checkpoints or done:
             log.info("%s: task %s already accepted; duplicate ignored", ctx.where, run)
@@ -398,6 +405,9 @@ class TaskLifecycle:
         attempt.steps.wait_for(None)
         verdict = self.retries.failed(self.service.schemas.encode(ROUTED_TASK, task), attempt.source, error, attempt.number)
         if verdict == RETRY:
+            # The tier's copy may come back before the head's tombstone is acknowledged: it
+            # waits until the head is gone and the session place kept (_leave_or_keep).
+            self.parking[ckpt.run_id(task)] = asyncio.Event()
             await self._park(task, attempt)
             return RETRY
         message = outcome.error[1] if outcome.error else str(error)
@@ -484,6 +494,8 @@ class TaskLifecycle:
         else:
             # A wait nothing follows holds no place (the next task of the session finds it: _place).
             self.places.leave(task["session_id"], mine)
+        if (parked := self.parking.pop(run, None)) is not None:
+            parked.set()  # a tier's copy waiting in on_routed goes on (a refused park write leaves the head: ignored)
         if verdict == WAITING and (early := self.decided_early.pop(run, None)) is not None:
             self.resume_decided(*early)
 

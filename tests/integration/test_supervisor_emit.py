@@ -10,6 +10,7 @@ test writes the specialist results itself.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -152,7 +153,8 @@ def _of(records: Records, name: str, task_id: str) -> list[dict[str, Any]]:
 
 
 def test_a_refused_marker_dead_letters_the_task_at_once_and_its_session_goes_on(
-    kafka_bootstrap: str, topology: Topology, start_supervisor: Callable[[], Supervisor]
+    kafka_bootstrap: str, topology: Topology, start_supervisor: Callable[[], Supervisor],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The marker holds the result: too big for the dedupe changelog, while the results
     # topic would take it. The marker is never written, so a FAILED result is safe.
@@ -167,7 +169,20 @@ def test_a_refused_marker_dead_letters_the_task_at_once_and_its_session_goes_on(
     assert "MSG_SIZE_TOO_LARGE" in failed[0]["error"]["message"]
     (letter,) = _of(records, "DeadLetter", big["task_id"])
     assert letter["stage"] == "supervisor" and letter["error_class"] == "PERMANENT" and letter["attempts"] == 1
-    _session_goes_on(kafka_bootstrap, topology, big["session_id"])
+    # The FAILED result went out with its (small) marker: the specialist result read again,
+    # as after a crash before its offset was committed, finds the task decided.
+    with caplog.at_level(logging.INFO, logger="agentstream.supervisor.app"):
+        _send_results(kafka_bootstrap, topology, [big])
+        _read_until(  # the log line may come before the first record is read
+            kafka_bootstrap, topology, lambda rs: _repeat_ignored(caplog, big) or len(_of(rs, "DeadLetter", big["task_id"])) > 1,
+            "the copy ignored, or dead-lettered again")
+    records = _session_goes_on(kafka_bootstrap, topology, big["session_id"])  # everything, from the start
+    assert len(_of(records, "DeadLetter", big["task_id"])) == 1 and len(_of(records, "TaskResult", big["task_id"])) == 1
+    assert _repeat_ignored(caplog, big)
+
+
+def _repeat_ignored(caplog: pytest.LogCaptureFixture, result: dict[str, Any]) -> bool:
+    return any(f"task {result['task_id']} already has its result; repeat" in line for line in caplog.messages)
 
 
 def test_a_refused_result_after_its_marker_is_dead_lettered_at_once_without_a_second_result(

@@ -43,6 +43,7 @@ from agentstream.telemetry.handling import Handling
 log = logging.getLogger(__name__)
 
 Handle = Callable[[Any, MessageContext], Awaitable[None]]
+Publish = Callable[[dict[str, Any]], None]  # takes a dead-lettered task's FAILED TaskResult
 
 OK, RETRY, DEAD = "ok", "retry", "dead"
 
@@ -117,7 +118,10 @@ class RetryChain:
         except Exception as exc:
             return self.failed(raw, ctx, exc, attempt)
 
-    def failed(self, raw: bytes, ctx: MessageContext, exc: BaseException, attempt: int, *, result: bool = True) -> str:
+    def failed(
+        self, raw: bytes, ctx: MessageContext, exc: BaseException, attempt: int, *, result: bool = True,
+        publish: Publish | None = None,
+    ) -> str:
         """Attempt ``attempt + 1`` of the event failed with ``exc``: next tier or the DLQ
         (with a FAILED TaskResult unless ``result`` is False, see dead_letter)."""
         error_class = classify(exc)
@@ -125,7 +129,7 @@ class RetryChain:
         if error_class is ErrorClass.TRANSIENT and tries < self.max_attempts and attempt < len(self.tiers):
             self._schedule(raw, ctx, exc, tries)
             return RETRY
-        self.dead_letter(raw, ctx, exc, error_class, tries, result=result)
+        self.dead_letter(raw, ctx, exc, error_class, tries, result=result, publish=publish)
         return DEAD
 
     async def settled(self, session: str) -> None:
@@ -180,8 +184,12 @@ class RetryChain:
         if decoded is not None and "task_id" in decoded[1]:
             self.service.progress(decoded[1], "STATE", "BACKING_OFF", f"attempt {tries} failed: {type(exc).__name__}; {tier_topic}")
 
-    def dead_letter(self, raw: bytes | None, ctx: MessageContext, exc: BaseException, error_class: str, tries: int, *, result: bool = True) -> None:
-        """Record the event in the DLQ (and, with ``result``, publish its FAILED TaskResult)."""
+    def dead_letter(
+        self, raw: bytes | None, ctx: MessageContext, exc: BaseException, error_class: str, tries: int, *,
+        result: bool = True, publish: Publish | None = None,
+    ) -> None:
+        """Record the event in the DLQ (and, with ``result``, publish its FAILED TaskResult:
+        a plain send, or ``publish``'s to make, for a stage that records what it decided)."""
         schemas = self.service.schemas
         letter = build_dead_letter(
             key=ctx.key, value=raw, headers=ctx.headers, topic=ctx.topic, partition=ctx.partition, offset=ctx.offset,
@@ -196,7 +204,7 @@ class RetryChain:
         if result and self.emit_failed_results:
             final = failed_result(letter, decoded[1] if decoded else None)
             if final is not None:
-                self.service.result(final)
+                (publish or self.service.result)(final)
         event = dead_letter_event(letter)
         if event is not None:
             self.service.emit("task_events", "TaskEvent", event)

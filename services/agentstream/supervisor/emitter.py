@@ -10,7 +10,8 @@ An emission runs as spawned work. If it fails (the broker refuses the marker or 
 result), the specialist result that completed the task goes to the retry chain at once,
 as the specialist's failures do: it comes back from a tier and the task is decided
 again (no marker was written) or its emission is finished (the marker holds the
-result); out of tiers, it is dead-lettered.
+result); out of tiers, it is dead-lettered, and a FAILED result (when no marker was
+written) is published behind a marker of its own, as a decided result is.
 
 A "sent" marker holds its write time (``at``) and is deleted ``dedupe.retention_s`` after
 it (see marker_written_at); an "emitting" one never expires.
@@ -26,7 +27,7 @@ from typing import Any
 from agentstream import metrics
 from agentstream.events import SPECIALIST_RESULT, TASK_RESULT, now_ms
 from agentstream.retry.chain import RETRY, RetryChain
-from agentstream.retry.headers import ATTEMPT, decode_headers
+from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
 from agentstream.runtime import MessageContext, Table
 from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SerdeError
@@ -234,11 +235,11 @@ class ResultEmitter:
         except Exception as exc:  # CancelledError is not one: the next owner recovers the marker
             log.error("%s: the result of task %s was not published: %s: %s", ctx.where, task_id, type(exc).__name__, exc,
                       exc_info=exc)
-            self._fail(task_id, received, ctx, exc)
+            await self._fail(task_id, received, ctx, exc)
         finally:
             self._in_flight.discard(task_id)
 
-    def _fail(self, task_id: str, received: list[Record], ctx: MessageContext, exc: Exception) -> None:
+    async def _fail(self, task_id: str, received: list[Record], ctx: MessageContext, exc: Exception) -> None:
         marker = self.markers.get(task_id)
         # Sent back for a revision, or waiting for a human, counts as decided: the revised
         # result or the human's decision decides the task, so a FAILED result now could be a second one.
@@ -248,7 +249,10 @@ class ResultEmitter:
         # With a marker, a FAILED result could be a second one (the result may have reached
         # the topic): out of tiers, the dead letter alone is sent, and the marker is
         # settled by the partition's next owner.
-        if self.retries.failed(raw, ctx, exc, attempt, result=not decided) != RETRY:
+        dead: list[Record] = []  # the FAILED result of a task dead-lettered here, published below
+        if self.retries.failed(raw, ctx, exc, attempt, result=not decided, publish=dead.append) != RETRY:
+            for final in dead:
+                await self._publish_failed(final, ctx)
             return
         if not decided:
             # No marker: when the result comes back from its tier, the task is decided again.
@@ -257,6 +261,35 @@ class ResultEmitter:
         # it: the session's later results wait again until this one is back.
         session = received[-1]["session_id"]
         self.retries.retrying[session] = self.retries.retrying.get(session, 0) + 1
+
+    async def _publish_failed(self, final: Record, ctx: MessageContext) -> None:
+        """Publish the FAILED result of a task dead-lettered here as a decided result is:
+        its marker, then the result. A copy of its specialist result read again (after a
+        crash, before the source offset was committed) then finds the task decided, instead
+        of deciding it again. A refused marker (often what failed the task in the first
+        place): the result is sent without one, as the chain sends it for other stages."""
+        task_id = final["task_id"]
+        replay = (ctx.header(REPLAY) or b"").decode() or None
+        marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(ctx.partition, 0), "replay": replay}
+        self.emitting.add(task_id)  # a copy of its specialist result meanwhile is a repeat
+        self._in_flight.add(task_id)  # and must not finish the marker while the result is sent
+        try:
+            await self.writes.write(task_id, marker, partition=ctx.partition)
+        except Exception as exc:
+            log.warning("%s: the FAILED result of task %s is sent without its marker (%s: %s); a copy of its "
+                        "specialist result read again after a crash would decide it again", ctx.where, task_id,
+                        type(exc).__name__, exc, exc_info=exc)
+            self.service.result(final)
+            return
+        finally:
+            self.emitting.discard(task_id)
+        try:
+            await self._send(final, ctx.partition, replay)
+        except Exception as exc:  # its marker stays "emitting": the task's next result or next owner settles it
+            log.error("%s: the FAILED result of task %s was not sent: %s: %s", ctx.where, task_id, type(exc).__name__, exc,
+                      exc_info=exc)
+        finally:
+            self._in_flight.discard(task_id)
 
 
 def _result_key(result: Record) -> tuple[str, int]:

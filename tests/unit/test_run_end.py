@@ -50,6 +50,10 @@ class _Table:
     def __contains__(self, key: str) -> bool:
         return self.store.get(key.encode()) is not None
 
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self.store.get(key.encode())
+        return default if raw is None else json.loads(raw)
+
 
 class _Processor:
     """Writes land at once; every broker round trip is logged: (kind, keys or topic)."""

@@ -1,16 +1,23 @@
-"""A retry tier's copy of a failed run that comes back before the run's park write (its
-head's tombstone, specialist/lifecycle.py _park) is acknowledged waits for that write and
-runs: taken for a duplicate, as it was (ci111: a tier delay shorter than a slow broker's
-acknowledgement), the task got no result and its session's later tasks stayed parked."""
+"""A retry tier's copy of a failed run is that run's next attempt, never a duplicate:
+
+- back before the run's park write (its head's tombstone, specialist/lifecycle.py _park)
+  is acknowledged, it waits for that write beside the partition, not in the handler, and
+  runs (ci111: taken for a duplicate, the task got no result and its session's later tasks
+  stayed parked);
+- after a park write the broker refused, which left the head, it takes that head's place.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
+
 from agentstream.retry.chain import RETRY
 from agentstream.retry.headers import ATTEMPT
 from agentstream.runtime import MessageContext
+from agentstream.runtime.errors import CheckpointError
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.durable import DurableRun
 from agentstream.specialist.lifecycle import TaskLifecycle
@@ -19,26 +26,38 @@ from tests.unit import test_run_end as ends
 
 RUN = ends.RUN
 HEAD = ckpt.head_key(RUN)
+FIRST_STEP = ckpt.step_key(RUN, 0, 0)
+COPY = MessageContext("in.retry-1", 0, 0, b"s", ((ATTEMPT, b"1"),), 0)
 
 
 class _Processor(ends._Processor):
     """The park write (the one whose tombstones name the head before any done marker is
-    stored) is acknowledged only when the test opens ``gate``."""
+    stored) is stored at once when ``store_first`` (a reader sees no head then), and
+    acknowledged, or refused when ``refuse``, only when the test opens ``gate``."""
 
-    def __init__(self, store: ends._Store) -> None:
+    def __init__(self, store: ends._Store, *, store_first: bool = False, refuse: bool = False) -> None:
         super().__init__(store)
         self.gate = asyncio.Event()
-        self.parking = asyncio.Event()
+        self.park_started = asyncio.Event()
+        self.store_first = store_first
+        self.refuse = refuse
 
     async def persist_all(self, table: object, items: list[tuple[str, Any]], partition: int) -> None:
-        if (HEAD, None) in items and ckpt.done_key(RUN).encode() not in self.store.data:
-            self.parking.set()
+        if (HEAD, None) in items and ckpt.done_key(RUN).encode() not in self.store.data and not self.park_started.is_set():
+            self.park_started.set()
+            if self.store_first:
+                await super().persist_all(table, items, partition)
             await self.gate.wait()
+            if self.refuse:
+                raise CheckpointError("write to checkpoints[0] was not acknowledged: refused")
+            if self.store_first:
+                return
         await super().persist_all(table, items, partition)
 
 
 class _Agent(ends._Agent):
-    """Every model of the chain is down on the first attempt; the retry completes."""
+    """Every model of the chain is down on the first attempt, after a first reply was
+    recorded; the retry completes."""
 
     def __init__(self) -> None:
         self.runs = 0
@@ -46,6 +65,7 @@ class _Agent(ends._Agent):
     async def run(self, task: dict[str, Any], run: DurableRun) -> AgentOutcome:
         self.runs += 1
         if self.runs == 1:
+            await run.record(lambda seq: ckpt.model_step(0, ends.REPLY, run.epoch, seq, timing=ckpt.Timing(1, 2)))
             return AgentOutcome("FAILED", None, ("MODEL_UNAVAILABLE", "every model of the chain failed"), [], {}, 0)
         return await super().run(task, run)
 
@@ -64,10 +84,10 @@ class _Retries:
         self.settled_sessions.append(session)
 
 
-def _worker() -> tuple[TaskLifecycle, _Processor, _Agent, _Retries]:
+def _worker(**gating: bool) -> tuple[TaskLifecycle, _Processor, _Agent, _Retries]:
     store = ends._Store()
     lifecycle, encoding = ends._worker(store)
-    processor = _Processor(store)
+    processor = _Processor(store, **gating)
     processor.sent = encoding.sent
     lifecycle.app = lifecycle.service.processor = processor  # type: ignore[misc]
     agent = _Agent()
@@ -77,27 +97,55 @@ def _worker() -> tuple[TaskLifecycle, _Processor, _Agent, _Retries]:
     return lifecycle, processor, agent, retries
 
 
-def test_a_tier_copy_read_before_the_park_write_lands_waits_for_it_and_runs() -> None:
-    async def scenario() -> tuple[_Processor, _Agent, _Retries, bool]:
-        lifecycle, processor, agent, retries = _worker()
-        await lifecycle.on_routed(dict(ends.TASK), MessageContext("in", 0, 7, b"s", (), 0))
-        first = asyncio.ensure_future(processor.spawned.pop())
-        await asyncio.wait_for(processor.parking.wait(), 5)  # failed, sent to the tier, head's tombstone on its way
-        assert processor.store.get(HEAD.encode()) is not None
-        copy = MessageContext("in.retry-1", 0, 0, b"s", ((ATTEMPT, b"1"),), 0)
-        handled = asyncio.ensure_future(lifecycle.on_routed(dict(ends.TASK), copy))
-        await asyncio.sleep(0)  # one turn of the loop: a copy taken for a duplicate returns in it
-        waited = not handled.done()
-        processor.gate.set()
-        await asyncio.wait_for(asyncio.gather(first, handled), 5)
-        assert processor.spawned, "the tier's copy was taken for a duplicate: nothing runs it"
-        await asyncio.wait_for(processor.spawned.pop(), 5)
-        return processor, agent, retries, waited
+async def _first_run_parking(lifecycle: TaskLifecycle, processor: _Processor) -> asyncio.Future[None]:
+    """Route the task; return its work once it has failed, sent its tier copy and started its park write."""
+    await lifecycle.on_routed(dict(ends.TASK), MessageContext("in", 0, 7, b"s", (), 0))
+    first = asyncio.ensure_future(processor.spawned.pop())
+    await asyncio.wait_for(processor.park_started.wait(), 5)
+    return first
 
-    processor, agent, retries, waited = asyncio.run(scenario())
-    assert waited, "the copy did not wait for the park write"
+
+def _assert_the_copy_ran_to_its_result(lifecycle: TaskLifecycle, processor: _Processor, agent: _Agent, retries: _Retries) -> None:
     assert agent.runs == 2
     assert sum(kind == "send_acked" and topic == "supervisor" for kind, topic in processor.trips) == 1
     assert processor.sent["SpecialistResult"]["status"] == "COMPLETED"
     assert retries.settled_sessions == ["s"], "the session's parked tasks are let go once the retry ends"
     assert set(processor.store.data) == {ckpt.done_key(RUN).encode()}
+    assert not lifecycle.parking and not lifecycle.looping and not lifecycle.accepting
+
+
+@pytest.mark.parametrize("store_first", [False, True], ids=["head still stored", "head gone, place not kept yet"])
+def test_a_tier_copy_read_before_the_park_write_is_done_waits_for_it_beside_the_partition_and_runs(store_first: bool) -> None:
+    async def scenario() -> tuple[TaskLifecycle, _Processor, _Agent, _Retries]:
+        lifecycle, processor, agent, retries = _worker(store_first=store_first)
+        first = await _first_run_parking(lifecycle, processor)
+        assert (processor.store.get(HEAD.encode()) is None) == store_first
+        await asyncio.wait_for(lifecycle.on_routed(dict(ends.TASK), COPY), 1)  # at once: the handler does not wait
+        assert len(processor.spawned) == 1, "the tier's copy was taken for a duplicate: nothing runs it"
+        copy = asyncio.ensure_future(processor.spawned.pop())
+        await asyncio.sleep(0)  # one turn of the loop: a copy that did not wait would be accepted in it
+        assert not copy.done() and agent.runs == 1, "the copy did not wait for the park write"
+        processor.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, copy), 5)
+        return lifecycle, processor, agent, retries
+
+    _assert_the_copy_ran_to_its_result(*asyncio.run(scenario()))
+
+
+def test_a_tier_copy_takes_the_place_of_a_head_its_refused_park_write_left() -> None:
+    async def scenario() -> tuple[TaskLifecycle, _Processor, _Agent, _Retries]:
+        lifecycle, processor, agent, retries = _worker(refuse=True)
+        first = await _first_run_parking(lifecycle, processor)
+        processor.gate.set()
+        with pytest.raises(CheckpointError):
+            await asyncio.wait_for(first, 5)
+        assert processor.store.get(HEAD.encode()) is not None and processor.store.get(FIRST_STEP.encode()) is not None
+        await lifecycle.on_routed(dict(ends.TASK), COPY)
+        assert processor.spawned, "the tier's copy was taken for a duplicate of the head left behind"
+        await asyncio.wait_for(processor.spawned.pop(), 5)
+        return lifecycle, processor, agent, retries
+
+    lifecycle, processor, agent, retries = asyncio.run(scenario())
+    head_write = next(items for kind, items in processor.trips if kind == "persist_all" and (FIRST_STEP, None) in items)
+    assert [key for key, _ in head_write] == [FIRST_STEP, HEAD], "the first attempt's step goes in the new head's write, before it"
+    _assert_the_copy_ran_to_its_result(lifecycle, processor, agent, retries)

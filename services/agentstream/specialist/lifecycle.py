@@ -32,9 +32,10 @@
   waits for approval, and ends with a CANCELED report (specialist/canceling.py).
 - A task whose models were all unavailable, or whose work crashed (a bug, a checkpoint
   the broker refused), goes to the retry chain at once: the next tier, or the DLQ with a
-  FAILED result. The tier's copy can come back before the run's head is tombstoned (a
-  short tier delay, a slow acknowledgement): it waits for that write, and is not taken
-  for a duplicate.
+  FAILED result. The tier's copy is the run's next attempt, never a duplicate: back
+  before the run's head is tombstoned (a short tier delay, a slow acknowledgement), it
+  waits for that write beside the partition; after a refused one, it takes the head's
+  place (_succeeds).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -148,20 +149,43 @@ class TaskLifecycle:
                 f"RoutedTask {task_id!r} is for agent type {task['agent_type']!r} but arrived on the "
                 f"{self.agent.agent_type} specialist's topic; produce it to that type's topic instead (the router does)."
             )
-        replayed = ctx.header(REPLAY) is not None  # an operator replays a dead letter: run it again
         run = ckpt.run_id(task)  # a revision is a run of its own, deduplicated as one
         if (parked := self.parking.get(run)) is not None:
             # Its copy from a retry tier, read before the failed run's head went (a short
-            # tier delay, a slow broker): taken for a duplicate, the task would be lost.
-            await parked.wait()
-        done = ckpt.done_key(run) in self.checkpoints and not replayed
-        if run in self.accepting or ckpt.head_key(run) in self.checkpoints or done:
-            log.info("%s: task %s already accepted; duplicate ignored", ctx.where, run)
+            # tier delay, a slow broker): it waits for that write beside the partition (the
+            # spawned work holds its offset), not in this handler, which would stop the
+            # worker's intake for a broker's acknowledgement.
+            log.debug("%s: task %s is back from a tier before its run's park write landed; it waits for it", ctx.where, run)
+            self.app.spawn(self._after_park(parked, task, ctx))
             return
+        if (work := self._taken_on(task, ctx)) is not None:
+            self.app.spawn(work)
+
+    async def _after_park(self, parked: asyncio.Event, task: Task, ctx: MessageContext) -> None:
+        await parked.wait()
+        if (work := self._taken_on(task, ctx)) is not None:
+            await work  # not spawned again: this work holds the copy's offset already
+
+    def _taken_on(self, task: Task, ctx: MessageContext) -> Coroutine[Any, Any, None] | None:
+        """The work of the run ``ctx`` brings, or None for a duplicate of one accepted here."""
+        run = ckpt.run_id(task)
+        replayed = ctx.header(REPLAY) is not None  # an operator replays a dead letter: run it again
+        done = ckpt.done_key(run) in self.checkpoints and not replayed
+        head = self.checkpoints.get(ckpt.head_key(run))
+        if run in self.accepting or done or (head is not None and not self._succeeds(head, ctx, run)):
+            log.info("%s: task %s already accepted; duplicate ignored", ctx.where, run)
+            return None
         self.accepting.add(run)
         self.looping.add(run)
         previous, mine = self._place(run, task["session_id"], ctx.partition)
-        self.app.spawn(self._accept_and_run(task, ctx, previous, mine))
+        return self._accept_and_run(task, ctx, previous, mine)
+
+    def _succeeds(self, head: dict[str, Any], ctx: MessageContext, run: str) -> bool:
+        """Whether ``ctx`` holds the next attempt of a run whose head is left over from an
+        earlier one that nothing runs here: its park write was refused (_park), so the
+        head stayed behind the tier's copy. Taken for a duplicate, the task would be lost
+        and its session parked for good; accepted, its new head replaces that one."""
+        return run not in self.looping and Attempt.of(ctx).number > int(head.get("attempt", 0))
 
     async def resume_in_flight(self, partitions: list[int]) -> None:
         """After an assignment: resume every task whose checkpoint head is still there,
@@ -243,16 +267,18 @@ class TaskLifecycle:
             head = {"task": task, "epochs": attempt.steps.epochs, "offset": attempt.source.offset, "attempt": attempt.number,
                     "replay": attempt.replay, "trace": tracing.traceparent(),  # a resumed run continues the trace
                     "accepted_at": now_ms()}  # a done marker older than it is another run's (_ended)
+            stale: list[str] = []
             if attempt.number or attempt.replay:
-                # Its earlier attempt's step keys were tombstoned when it went to a tier; a late
-                # write of a worker that had lost the partition may have left one since: the
-                # end of this attempt tombstones it too (a scan, as the end of a run used to).
-                attempt.steps.keys.extend(key.decode() for key, _ in self.checkpoints.partition(attempt.partition).scan(
-                    ckpt.step_prefix(run).encode()))
+                # Its earlier attempt's step keys were tombstoned when it went to a tier, unless
+                # that write was refused (_succeeds), and a late write of a worker that had lost
+                # the partition may have left one since: tombstoned in the head's write, before
+                # it, so no step of this attempt is taken for one of them after a crash.
+                stale = [key.decode() for key, _ in self.checkpoints.partition(attempt.partition).scan(
+                    ckpt.step_prefix(run).encode())]
         except BaseException:
             self.accepting.discard(run)
             raise
-        accepted = asyncio.ensure_future(self._accepted(run, head))
+        accepted = asyncio.ensure_future(self._accepted(run, head, stale, attempt.partition))
         accepted.add_done_callback(retrieved)
         attempt.steps.wait_for(partial(asyncio.shield, accepted))  # until the run's loop takes it over (_run)
         return accepted
@@ -263,13 +289,18 @@ class TaskLifecycle:
         await SessionOrder.wait(previous)
         return await self._run(task, ckpt.Chain(), attempt, attempt.source.where, accepted)
 
-    async def _accepted(self, run: str, head: dict[str, Any]) -> None:
-        """Write the head of ``run``; once the broker has it, the task is accepted and its
-        source offset may be committed. A refused head is the run's StepNotRecorded: the
-        loop's next record raises it, and the task's work fails into the retry chain as it
-        would for any refused checkpoint (its offset is released when the work ends)."""
+    async def _accepted(self, run: str, head: dict[str, Any], stale: list[str], partition: int) -> None:
+        """Write the head of ``run`` (after the tombstones of ``stale`` step keys, in one
+        write); once the broker has it, the task is accepted and its source offset may be
+        committed. A refused head is the run's StepNotRecorded: the loop's next record
+        raises it, and the task's work fails into the retry chain as it would for any
+        refused checkpoint (its offset is released when the work ends)."""
         try:
-            await self._persist(ckpt.head_key(run), head)
+            if stale:
+                await self.app.persist_all(self.checkpoints, [*((key, None) for key in stale), (ckpt.head_key(run), head)],
+                                           partition=partition)
+            else:
+                await self._persist(ckpt.head_key(run), head)
         except Exception as exc:
             raise StepNotRecorded(f"The head of task {run} could not be checkpointed: {exc}") from exc
         finally:
@@ -406,7 +437,9 @@ class TaskLifecycle:
         verdict = self.retries.failed(self.service.schemas.encode(ROUTED_TASK, task), attempt.source, error, attempt.number)
         if verdict == RETRY:
             # The tier's copy may come back before the head's tombstone is acknowledged: it
-            # waits until the head is gone and the session place kept (_leave_or_keep).
+            # waits until the head is gone and the session place kept (_leave_or_keep, which
+            # every caller of _conclude ends with).
+            assert ckpt.run_id(task) not in self.parking, "one live run per run id: accepting, the head and looping"
             self.parking[ckpt.run_id(task)] = asyncio.Event()
             await self._park(task, attempt)
             return RETRY
@@ -487,15 +520,20 @@ class TaskLifecycle:
     def _leave_or_keep(self, task: Task, mine: Place, verdict: str) -> None:
         run = ckpt.run_id(task)
         self.looping.discard(run)
-        if verdict == RETRY or (verdict == WAITING and self.places.followed(task["session_id"], mine)):
-            # Keep the session's place: tasks queued behind this one wait for its retry
-            # (or the decision), which takes the place over when it comes back.
-            self.places.keep(run, mine)
-        else:
-            # A wait nothing follows holds no place (the next task of the session finds it: _place).
-            self.places.leave(task["session_id"], mine)
-        if (parked := self.parking.pop(run, None)) is not None:
-            parked.set()  # a tier's copy waiting in on_routed goes on (a refused park write leaves the head: ignored)
+        try:
+            if verdict == RETRY or (verdict == WAITING and self.places.followed(task["session_id"], mine)):
+                # Keep the session's place: tasks queued behind this one wait for its retry
+                # (or the decision), which takes the place over when it comes back.
+                self.places.keep(run, mine)
+            else:
+                # A wait nothing follows holds no place (the next task of the session finds it: _place).
+                self.places.leave(task["session_id"], mine)
+        finally:
+            # Only now: a tier's copy let go before the place is kept would queue behind it,
+            # for a retry that has come back already. After a refused park write the head
+            # is left: the copy takes its place (_succeeds).
+            if (parked := self.parking.pop(run, None)) is not None:
+                parked.set()
         if verdict == WAITING and (early := self.decided_early.pop(run, None)) is not None:
             self.resume_decided(*early)
 

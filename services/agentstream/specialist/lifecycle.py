@@ -450,13 +450,17 @@ class TaskLifecycle:
 
     async def _park(self, task: Task, attempt: Attempt) -> None:
         """The task is away in a retry tier: its session waits, its records go."""
-        if attempt.number == 0:
-            self.retrying[task["session_id"]] = self.retrying.get(task["session_id"], 0) + 1
         run = ckpt.run_id(task)
         # The place before the head goes (in the same write), so a new owner after a crash
         # still keeps the session's later tasks behind this one while it waits in a tier.
         place = [] if self._stored(ckpt.place_key(run), attempt.partition) else [(ckpt.place_key(run), task["session_id"])]
         await self._forget(run, attempt.partition, attempt.steps, place)  # it comes back through the retry tier
+        if attempt.number == 0:
+            # Counted once the head is gone, not before: a checkpoint could commit the count
+            # while the head stays (a kill before the write lands), and the run resumed from
+            # that head, still attempt 0, would end without settling it, parking the
+            # session's later tasks for good. Meanwhile its place holds them (_place).
+            self.retrying[task["session_id"]] = self.retrying.get(task["session_id"], 0) + 1
 
     async def _complete(self, task: Task, outcome: AgentOutcome, attempt: Attempt, started: int) -> None:
         if outcome.tools_used:

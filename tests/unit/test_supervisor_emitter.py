@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -47,7 +47,8 @@ class _App:
 
 def _emitter(app: _App) -> ResultEmitter:
     service = SimpleNamespace(
-        processor=app, agent="supervisor", schemas=SCHEMAS, topology=SimpleNamespace(topic=lambda name: name),
+        processor=app, agent="supervisor", input_topic="supervisor", schemas=SCHEMAS,
+        topology=SimpleNamespace(topic=lambda name: name), result=lambda final: app.log.append(("plain result", final["task_id"])),
         progress=lambda task, kind, state, detail="": app.log.append(("event", (task["task_id"], kind, state))))
     markers = SimpleNamespace(name="dedupe", stores={0: object()}, partition=lambda p: markers.stores[p])
     return ResultEmitter(service, markers, {})  # type: ignore[arg-type]
@@ -124,3 +125,117 @@ def test_a_routine_result_is_logged_at_debug_and_the_rest_at_info(caplog: pytest
     assert _emitted_line(partial, None, caplog).levelno == logging.INFO  # COMPLETED in part: worth a line
     assert _emitted_line(failed, None, caplog).levelno == logging.INFO
     assert _emitted_line(_final("t-replayed"), "r-1", caplog).levelno == logging.INFO  # a dead letter replayed
+
+
+# -- a dead-lettered task's FAILED result ---------------------------------------------------
+class _Chain:
+    """The retry chain's verdict: dead, with the FAILED result handed to ``publish`` when due."""
+
+    def __init__(self) -> None:
+        self.results: list[bool] = []
+
+    def failed(self, raw: bytes, ctx: Any, exc: BaseException, attempt: int, *, result: bool, publish: Any) -> str:
+        self.results.append(result)
+        if result:
+            publish({**_final(FAILED_TASK), "status": "FAILED", "error": {"code": "DEAD_LETTERED", "message": str(exc)}})
+        return "dead"
+
+
+class _Later:
+    def __init__(self) -> None:
+        self.works: list[Any] = []
+
+    def later(self, work: Any, what: str, partition: int) -> None:
+        self.works.append(work)
+
+
+class _Markers(dict[str, Any]):
+    """The markers table as the emitter reads it (writes go through the app: _App.persist_all)."""
+
+    name = "dedupe"
+    stores: ClassVar[dict[int, object]] = {0: object()}
+
+    def partition(self, partition: int) -> object:
+        return self.stores[partition]
+
+
+FAILED_TASK = "t-1"  # the id test_supervisor_review's results carry
+CTX = SimpleNamespace(partition=0, where="supervisor.v1[0]@7", headers=(), header=lambda name: None)
+
+
+class _RefusingApp(_App):
+    """Stores the markers it writes in ``stored``; refuses its first write of ``refuse``
+    ("marker" or "result")."""
+
+    def __init__(self, refuse: str = "") -> None:
+        super().__init__(published=[])
+        self.refuse = refuse
+        self.stored: dict[str, Any] = {}
+
+    async def persist_all(self, table: Any, items: list[tuple[str, Any]], *, partition: int) -> None:
+        if self.refuse == "marker":
+            self.refuse = ""
+            raise RuntimeError("refused")
+        await super().persist_all(table, items, partition=partition)
+        self.stored.update(items)
+
+    async def send_acked(self, topic: str, value: bytes, key: str, *, partition: int) -> int:
+        if self.refuse == "result":
+            self.refuse = ""
+            raise RuntimeError("refused")
+        return await super().send_acked(topic, value, key, partition=partition)
+
+
+def _failing(app: _RefusingApp, marker: dict[str, Any] | None = None) -> tuple[ResultEmitter, _Chain, _Later]:
+    """An emitter whose emission of the task of ``_result`` fails, with ``marker`` stored."""
+    emitter = _emitter(app)
+    app.stored = emitter.markers = _Markers({FAILED_TASK: marker} if marker else {})  # type: ignore[assignment]
+    emitter.retries, emitter.retried = _Chain(), _Later()  # type: ignore[assignment]
+    return emitter, emitter.retries, emitter.retried  # type: ignore[return-value]
+
+
+def _fail(emitter: ResultEmitter, result: dict[str, Any], error: str) -> None:
+    asyncio.run(emitter._fail(FAILED_TASK, [result], CTX, RuntimeError(error)))  # type: ignore[arg-type]
+
+
+def test_a_dead_lettered_tasks_failed_result_goes_out_behind_its_marker() -> None:
+    app = _RefusingApp()
+    emitter, chain, _ = _failing(app)
+    _fail(emitter, _result("billing"), "marker too big")
+    assert chain.results == [True]
+    assert app.log == [("markers", [(FAILED_TASK, EMITTING, None)]), ("result", FAILED_TASK),
+                       ("event", (FAILED_TASK, "STATE", "FAILED")), ("markers", [(FAILED_TASK, SENT, RESULTS_OFFSET)])]
+    assert not emitter.emitting and not emitter._in_flight
+
+
+def test_a_failed_result_whose_marker_is_refused_is_sent_without_one() -> None:
+    app = _RefusingApp(refuse="marker")
+    emitter, _, _ = _failing(app)
+    _fail(emitter, _result("billing"), "marker too big")
+    assert app.log == [("plain result", FAILED_TASK)]
+    assert not emitter.emitting and not emitter._in_flight
+
+
+def test_a_failed_result_refused_after_its_marker_is_sent_again_in_the_background() -> None:
+    async def scenario() -> _RefusingApp:
+        app = _RefusingApp(refuse="result")
+        emitter, _, later = _failing(app)
+        await emitter._fail(FAILED_TASK, [_result("billing")], CTX, RuntimeError("marker too big"))  # type: ignore[arg-type]
+        assert app.log == [("markers", [(FAILED_TASK, EMITTING, None)])] and len(later.works) == 1
+        await later.works[0]()  # the background's try: the marker is still "emitting", the result not on the topic
+        return app
+
+    assert asyncio.run(scenario()).log[1:] == [
+        ("result", FAILED_TASK), ("event", (FAILED_TASK, "STATE", "FAILED")), ("markers", [(FAILED_TASK, SENT, RESULTS_OFFSET)])]
+
+
+def test_a_dead_lettered_revision_the_task_waited_for_gets_the_tasks_failed_result() -> None:
+    revising = {"state": "revising", "request": {"agent_type": "billing", "revision": 1}, "results": [_result("billing")]}
+    app = _RefusingApp()
+    emitter, chain, _ = _failing(app, revising)
+    _fail(emitter, {**_result("billing"), "revision": 1}, "review crashed")
+    assert chain.results == [True] and ("result", FAILED_TASK) in app.log, "nothing else would ever decide the task"
+    app = _RefusingApp()
+    emitter, chain, _ = _failing(app, revising)
+    _fail(emitter, _result("billing"), "resend refused")  # not the revision awaited: that one decides the task
+    assert chain.results == [False] and app.log == []

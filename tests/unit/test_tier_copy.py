@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -60,11 +61,15 @@ class _Agent(ends._Agent):
     recorded; the retry completes."""
 
     def __init__(self) -> None:
-        self.runs = 0
+        self.order: list[str] = []  # the task of each run, in the order they began
+
+    @property
+    def runs(self) -> int:
+        return len(self.order)
 
     async def run(self, task: dict[str, Any], run: DurableRun) -> AgentOutcome:
-        self.runs += 1
-        if self.runs == 1:
+        self.order.append(task["task_id"])
+        if self.order == [RUN]:
             await run.record(lambda seq: ckpt.model_step(0, ends.REPLY, run.epoch, seq, timing=ckpt.Timing(1, 2)))
             return AgentOutcome("FAILED", None, ("MODEL_UNAVAILABLE", "every model of the chain failed"), [], {}, 0)
         return await super().run(task, run)
@@ -142,8 +147,7 @@ def test_a_tier_copy_takes_the_place_of_a_head_its_refused_park_write_left() -> 
         lifecycle, processor, agent, retries = _worker(refuse=True)
         first = await _first_run_parking(lifecycle, processor)
         processor.gate.set()
-        with pytest.raises(CheckpointError):
-            await asyncio.wait_for(first, 5)
+        await asyncio.wait_for(first, 5)  # a RETRY all the same: its copy is out
         assert processor.store.get(HEAD.encode()) is not None and processor.store.get(FIRST_STEP.encode()) is not None
         await lifecycle.on_routed(dict(ends.TASK), COPY)
         assert processor.spawned, "the tier's copy was taken for a duplicate of the head left behind"
@@ -154,3 +158,34 @@ def test_a_tier_copy_takes_the_place_of_a_head_its_refused_park_write_left() -> 
     head_write = next(items for kind, items in processor.trips if kind == "persist_all" and (FIRST_STEP, None) in items)
     assert [key for key, _ in head_write] == [FIRST_STEP, HEAD], "the first attempt's step goes in the new head's write, before it"
     _assert_the_copy_ran_to_its_result(lifecycle, processor, agent, retries)
+
+
+def test_a_refused_park_write_keeps_the_session_place_so_the_copy_runs_before_the_task_queued_behind() -> None:
+    async def scenario() -> _Agent:
+        lifecycle, processor, agent, _ = _worker(refuse=True)
+        await lifecycle.on_routed(dict(ends.TASK), MessageContext("in", 0, 7, b"s", (), 0))
+        await lifecycle.on_routed({**ends.TASK, "task_id": "t2"}, MessageContext("in", 0, 8, b"s", (), 0))
+        queued, first = asyncio.ensure_future(processor.spawned.pop()), asyncio.ensure_future(processor.spawned.pop())
+        await asyncio.wait_for(processor.park_started.wait(), 5)
+        processor.gate.set()
+        await asyncio.wait_for(first, 5)
+        await lifecycle.on_routed(dict(ends.TASK), COPY)
+        await asyncio.wait_for(asyncio.gather(processor.spawned.pop(), queued), 5)
+        return agent
+
+    assert asyncio.run(scenario()).order == [RUN, RUN, "t2"], "the session's next task overtook the retry"
+
+
+@pytest.mark.parametrize("head_attempt, live", [(1, ""), (0, "looping"), (0, "waiting for a human")])
+def test_a_tier_copy_meeting_a_head_of_its_own_attempt_or_of_a_live_run_is_a_duplicate(head_attempt: int, live: str) -> None:
+    async def scenario() -> _Processor:
+        lifecycle, processor, _, _ = _worker()
+        processor.store.put(HEAD, {"task": dict(ends.TASK), "epochs": [[0, 0]], "offset": 7, "attempt": head_attempt})
+        if live == "looping":
+            lifecycle.looping.add(RUN)  # resumed from that head after a crash, running here
+        elif live:
+            lifecycle.desk = SimpleNamespace(waits=lambda run, partition: run == RUN)  # type: ignore[assignment]
+        await lifecycle.on_routed(dict(ends.TASK), COPY)
+        return processor
+
+    assert asyncio.run(scenario()).spawned == [], "the copy was accepted beside the run of that head"

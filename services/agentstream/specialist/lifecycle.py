@@ -163,7 +163,14 @@ class TaskLifecycle:
 
     async def _after_park(self, parked: asyncio.Event, task: Task, ctx: MessageContext) -> None:
         await parked.wait()
-        if (work := self._taken_on(task, ctx)) is not None:
+        try:
+            work = self._taken_on(task, ctx)
+        except Exception as exc:  # as the handler's would: to the chain, not lost with this work
+            log.error("%s: task %s back from a tier was not taken on: %s: %s", ctx.where, task["task_id"], type(exc).__name__,
+                      exc, exc_info=exc)
+            self.retries.failed(self.service.schemas.encode(ROUTED_TASK, task), ctx, exc, Attempt.of(ctx).number)
+            return
+        if work is not None:
             await work  # not spawned again: this work holds the copy's offset already
 
     def _taken_on(self, task: Task, ctx: MessageContext) -> Coroutine[Any, Any, None] | None:
@@ -173,7 +180,10 @@ class TaskLifecycle:
         done = ckpt.done_key(run) in self.checkpoints and not replayed
         head = self.checkpoints.get(ckpt.head_key(run))
         if run in self.accepting or done or (head is not None and not self._succeeds(head, ctx, run)):
-            log.info("%s: task %s already accepted; duplicate ignored", ctx.where, run)
+            # A tier's copy meeting a run still live here (resumed from an earlier attempt's
+            # head after a crash): worth a look, as it is the trace a lost copy would leave.
+            copy = not done and Attempt.of(ctx).number > 0
+            log.log(logging.WARNING if copy else logging.INFO, "%s: task %s already accepted; duplicate ignored", ctx.where, run)
             return None
         self.accepting.add(run)
         self.looping.add(run)
@@ -184,8 +194,11 @@ class TaskLifecycle:
         """Whether ``ctx`` holds the next attempt of a run whose head is left over from an
         earlier one that nothing runs here: its park write was refused (_park), so the
         head stayed behind the tier's copy. Taken for a duplicate, the task would be lost
-        and its session parked for good; accepted, its new head replaces that one."""
-        return run not in self.looping and Attempt.of(ctx).number > int(head.get("attempt", 0))
+        and its session parked for good; accepted, its new head replaces that one. A run
+        waiting for a human (resumed from such a head after a crash) is live all the same:
+        the decision resumes it."""
+        waiting = self.desk is not None and self.desk.waits(run, ctx.partition)
+        return run not in self.looping and not waiting and Attempt.of(ctx).number > int(head.get("attempt", 0))
 
     async def resume_in_flight(self, partitions: list[int]) -> None:
         """After an assignment: resume every task whose checkpoint head is still there,
@@ -275,6 +288,7 @@ class TaskLifecycle:
                 # it, so no step of this attempt is taken for one of them after a crash.
                 stale = [key.decode() for key, _ in self.checkpoints.partition(attempt.partition).scan(
                     ckpt.step_prefix(run).encode())]
+                attempt.steps.keys.extend(stale)  # and at its end, should this write be refused
         except BaseException:
             self.accepting.discard(run)
             raise
@@ -441,7 +455,12 @@ class TaskLifecycle:
             # every caller of _conclude ends with).
             assert ckpt.run_id(task) not in self.parking, "one live run per run id: accepting, the head and looping"
             self.parking[ckpt.run_id(task)] = asyncio.Event()
-            await self._park(task, attempt)
+            try:
+                await self._park(task, attempt)
+            except Exception as exc:  # RETRY all the same: the session's place is kept for the copy
+                log.error("%s[%d]: task %s: its park write was refused (%s: %s); its tier copy takes the head left "
+                          "behind", self.service.input_topic, attempt.partition, task["task_id"], type(exc).__name__, exc,
+                          exc_info=exc)
             return RETRY
         message = outcome.error[1] if outcome.error else str(error)
         dead = AgentOutcome("FAILED", outcome.output, (DEAD_LETTERED, message), outcome.tools_used, outcome.usage, outcome.steps)
@@ -535,7 +554,7 @@ class TaskLifecycle:
         finally:
             # Only now: a tier's copy let go before the place is kept would queue behind it,
             # for a retry that has come back already. After a refused park write the head
-            # is left: the copy takes its place (_succeeds).
+            # is left: the copy takes that head's place (_succeeds) and this session place.
             if (parked := self.parking.pop(run, None)) is not None:
                 parked.set()
         if verdict == WAITING and (early := self.decided_early.pop(run, None)) is not None:

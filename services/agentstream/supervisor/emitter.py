@@ -22,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 from agentstream import metrics
 from agentstream.events import SPECIALIST_RESULT, TASK_RESULT, now_ms
+from agentstream.retry.background import Retried
 from agentstream.retry.chain import RETRY, RetryChain
 from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
 from agentstream.runtime import MessageContext, Table
@@ -37,7 +39,7 @@ from agentstream.supervisor.combine import COMPLETED
 from agentstream.supervisor.escalation import ESCALATED
 from agentstream.supervisor.escalation import closed_at as escalation_closed_at
 from agentstream.supervisor.marker_writes import MarkerWrites
-from agentstream.supervisor.revision import REVISING
+from agentstream.supervisor.revision import REVISING, is_awaited, is_revising
 from agentstream.telemetry import tracing
 from agentstream.telemetry.logs import task_line_level
 
@@ -74,6 +76,7 @@ class ResultEmitter:
         self.app = service.processor
         self.markers = markers  # task_id -> {state, result, results_from | offset, replay, at}: written through
         self.writes = MarkerWrites(self.app, markers)  # the markers of concurrent emissions share round trips
+        self.retried = Retried(self.app, service.input_topic)  # a FAILED result's send refused after its marker
         self.pending = pending  # task_id -> specialist results received so far
         self.results_topic = service.topology.topic("results")
         self.emitting: set[str] = set()  # decided here, marker not yet acknowledged
@@ -242,8 +245,11 @@ class ResultEmitter:
     async def _fail(self, task_id: str, received: list[Record], ctx: MessageContext, exc: Exception) -> None:
         marker = self.markers.get(task_id)
         # Sent back for a revision, or waiting for a human, counts as decided: the revised
-        # result or the human's decision decides the task, so a FAILED result now could be a second one.
-        decided = marker is not None and marker.get("state") in (EMITTING, REVISING, ESCALATED)
+        # result or the human's decision decides the task, so a FAILED result now could be a
+        # second one. Unless the failed result is the revision the marker waits for: then
+        # nothing else would ever decide the task.
+        awaited = is_revising(marker) and is_awaited(marker, received[-1])
+        decided = marker is not None and not awaited and marker.get("state") in (EMITTING, REVISING, ESCALATED)
         attempt = int(decode_headers(ctx.headers).get(ATTEMPT, "0") or 0)
         raw = self.service.schemas.encode(SPECIALIST_RESULT, received[-1])
         # With a marker, a FAILED result could be a second one (the result may have reached
@@ -254,8 +260,9 @@ class ResultEmitter:
             for final in dead:
                 await self._publish_failed(final, ctx)
             return
-        if not decided:
-            # No marker: when the result comes back from its tier, the task is decided again.
+        if not decided and not awaited:
+            # No marker: when the result comes back from its tier, the task is decided again
+            # (a revision awaited: on the round's results its marker holds).
             self.pending[task_id] = received
         # The handler that started this emission returned already, and the chain settled
         # it: the session's later results wait again until this one is back.
@@ -267,30 +274,49 @@ class ResultEmitter:
         its marker, then the result. A copy of its specialist result read again (after a
         crash, before the source offset was committed) then finds the task decided, instead
         of deciding it again. A refused marker (often what failed the task in the first
-        place): the result is sent without one, as the chain sends it for other stages."""
+        place): the result is sent without one, as the chain sends it for other stages (a
+        marker that landed all the same is settled by that result: _settle finds it). A send
+        refused after the marker is tried again in the background: the source offset is
+        committed, and no later result of the task is likely to come and finish it."""
         task_id = final["task_id"]
+        partition = ctx.partition
         replay = (ctx.header(REPLAY) or b"").decode() or None
-        marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(ctx.partition, 0), "replay": replay}
+        marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
+        tracing.keep(marker)  # a resend after a crash continues the task's trace
+        self._in_flight.add(task_id)  # no result of the task meanwhile finishes the marker
+        try:
+            if not await self._mark_failed(marker, ctx):
+                self.service.result(final)
+                return
+            try:
+                await self._send(final, partition, replay)
+            except Exception as exc:
+                log.warning("%s: the FAILED result of task %s was not sent (%s: %s); sent again in the background",
+                            ctx.where, task_id, type(exc).__name__, exc, exc_info=exc)
+                self.retried.later(partial(self._settle_unfinished, task_id, partition),
+                                   f"sending the FAILED result of task {task_id}", partition)
+        finally:
+            self._in_flight.discard(task_id)
+
+    async def _mark_failed(self, marker: Record, ctx: MessageContext) -> bool:
+        """Write the "emitting" ``marker`` of a FAILED result; whether the broker took it."""
+        task_id = marker["result"]["task_id"]
         self.emitting.add(task_id)  # a copy of its specialist result meanwhile is a repeat
-        self._in_flight.add(task_id)  # and must not finish the marker while the result is sent
         try:
             await self.writes.write(task_id, marker, partition=ctx.partition)
+            return True
         except Exception as exc:
             log.warning("%s: the FAILED result of task %s is sent without its marker (%s: %s); a copy of its "
                         "specialist result read again after a crash would decide it again", ctx.where, task_id,
                         type(exc).__name__, exc, exc_info=exc)
-            self.service.result(final)
-            return
+            return False
         finally:
             self.emitting.discard(task_id)
-        try:
-            await self._send(final, ctx.partition, replay)
-        except Exception as exc:  # its marker stays "emitting": the task's next result or next owner settles it
-            log.error("%s: the FAILED result of task %s was not sent: %s: %s", ctx.where, task_id, type(exc).__name__, exc,
-                      exc_info=exc)
-        finally:
-            self._in_flight.discard(task_id)
 
+    async def _settle_unfinished(self, task_id: str, partition: int) -> None:
+        """Finish the task's emission unless it is finished, or being finished, meanwhile."""
+        if (marker := self.unfinished(task_id)) is not None:
+            await self.settle(marker, partition)
 
 def _result_key(result: Record) -> tuple[str, int]:
     """What tells one published result of a task from another: a task whose dead letter is

@@ -189,3 +189,31 @@ def test_a_tier_copy_meeting_a_head_of_its_own_attempt_or_of_a_live_run_is_a_dup
         return processor
 
     assert asyncio.run(scenario()).spawned == [], "the copy was accepted beside the run of that head"
+
+
+def test_a_copy_that_cannot_be_taken_on_after_its_wait_goes_to_the_retry_chain_as_in_the_handler() -> None:
+    async def scenario() -> tuple[list[tuple[int, str]], list[str]]:
+        lifecycle, processor, _, _ = _worker()
+        first = await _first_run_parking(lifecycle, processor)
+        await lifecycle.on_routed(dict(ends.TASK), COPY)
+        copy = asyncio.ensure_future(processor.spawned.pop())
+
+        def store_gone(*args: Any) -> Any:
+            raise RuntimeError("store gone")
+
+        failures: list[tuple[int, str]] = []
+        settled: list[str] = []
+
+        async def settle(session: str) -> None:
+            settled.append(session)
+
+        lifecycle._place = store_gone  # type: ignore[method-assign]
+        lifecycle.retries = SimpleNamespace(  # type: ignore[assignment]
+            failed=lambda value, ctx, exc, attempt: failures.append((attempt, str(exc))) or "dead", settled=settle)
+        processor.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, copy), 5)
+        assert RUN not in lifecycle.accepting, "every later copy would be taken for a duplicate"
+        return failures, settled
+
+    failures, settled = asyncio.run(scenario())
+    assert failures == [(1, "store gone")] and settled == ["s"], "a dead copy lets its session's parked tasks go"

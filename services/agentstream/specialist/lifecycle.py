@@ -54,7 +54,7 @@ from agentstream.approvals.gate import AwaitingApproval
 from agentstream.cancellation.records import CANCELED, TaskCanceled, cancel_error
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
 from agentstream.retry.background import Retried
-from agentstream.retry.chain import RETRY, RetryChain
+from agentstream.retry.chain import DEAD, RETRY, RetryChain
 from agentstream.retry.classify import TransientStageError, ValidationFailed
 from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
 from agentstream.runtime import MessageContext, Table
@@ -168,7 +168,9 @@ class TaskLifecycle:
         except Exception as exc:  # as the handler's would: to the chain, not lost with this work
             log.error("%s: task %s back from a tier was not taken on: %s: %s", ctx.where, task["task_id"], type(exc).__name__,
                       exc, exc_info=exc)
-            self.retries.failed(self.service.schemas.encode(ROUTED_TASK, task), ctx, exc, Attempt.of(ctx).number)
+            number = Attempt.of(ctx).number
+            if self.retries.failed(self.service.schemas.encode(ROUTED_TASK, task), ctx, exc, number) == DEAD and number:
+                await self.retries.settled(task["session_id"])  # as the chain's tier handler does for a dead copy
             return
         if work is not None:
             await work  # not spawned again: this work holds the copy's offset already
@@ -185,9 +187,9 @@ class TaskLifecycle:
             copy = not done and Attempt.of(ctx).number > 0
             log.log(logging.WARNING if copy else logging.INFO, "%s: task %s already accepted; duplicate ignored", ctx.where, run)
             return None
-        self.accepting.add(run)
-        self.looping.add(run)
         previous, mine = self._place(run, task["session_id"], ctx.partition)
+        self.accepting.add(run)  # only now: a failure before would leave every later copy a duplicate
+        self.looping.add(run)
         return self._accept_and_run(task, ctx, previous, mine)
 
     def _succeeds(self, head: dict[str, Any], ctx: MessageContext, run: str) -> bool:

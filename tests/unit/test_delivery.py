@@ -1,4 +1,5 @@
-"""Delivery reports reach the awaiting coroutines in batches (runtime/delivery.py)."""
+"""Delivery reports reach the awaiting coroutines in batches (runtime/delivery.py); a refused
+write carries the broker's error, retriable when waiting may help."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 
+from agentstream.retry.classify import ErrorClass, classify
 from agentstream.runtime import delivery
-from agentstream.runtime.delivery import produce_acked, produce_all_acked
+from agentstream.runtime.delivery import not_acknowledged, produce_acked, produce_all_acked
 from agentstream.runtime.errors import CheckpointError
+from agentstream.specialist.loop import StepNotRecorded
 
 
 async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
@@ -63,7 +67,7 @@ class _Producer:
         def serve() -> None:
             for n in range(len(self.callbacks)) if only is None else only:
                 topic, partition, callback = self.callbacks[n]
-                callback("broker down" if n in failing else None, _Record(topic, partition, n))
+                callback(KafkaError(KafkaError._TRANSPORT, "broker down") if n in failing else None, _Record(topic, partition, n))
 
         thread = threading.Thread(target=serve)
         thread.start()
@@ -278,3 +282,21 @@ def test_a_hooked_write_without_a_partition_is_refused_rather_than_left_unstored
 
     with pytest.raises(ValueError, match="needs its partition"):
         asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("code, error_class", [
+    (KafkaError._MSG_TIMED_OUT, ErrorClass.TRANSIENT),  # the cluster out of reach for message.timeout.ms
+    (KafkaError.NOT_ENOUGH_REPLICAS, ErrorClass.TRANSIENT),
+    (KafkaError.MSG_SIZE_TOO_LARGE, ErrorClass.PERMANENT),  # a topic's max.message.bytes: no wait helps
+    (KafkaError.TOPIC_AUTHORIZATION_FAILED, ErrorClass.PERMANENT),
+])
+def test_a_refused_write_is_classed_by_the_brokers_error(code: int, error_class: ErrorClass) -> None:
+    reported = KafkaError(code)  # as a delivery report gives it: never marked retriable
+    assert not reported.retriable()
+    error = not_acknowledged(reported, _Record("c", 2, -1))  # type: ignore[arg-type]
+    assert isinstance(error, CheckpointError) and "c[2]" in str(error)
+    # As a specialist's run fails on it: a checkpoint not recorded, from the refused write.
+    try:
+        raise StepNotRecorded("The head of task t1 could not be checkpointed") from error
+    except StepNotRecorded as failed:
+        assert classify(failed) is error_class

@@ -36,11 +36,21 @@ import weakref
 from collections.abc import Callable
 from functools import partial
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from agentstream.runtime.errors import CheckpointError
 
 log = logging.getLogger(__name__)
+
+# A delivery report's error is never marked retriable (librdkafka has given up on the record
+# by then), so the retry chain would take every refused write for a permanent failure. These
+# codes say the cluster was out of reach or between leaders for the whole of
+# message.timeout.ms: the same write may well land later, so they are marked retriable.
+WORTH_WAITING = frozenset({
+    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+})
 
 Landed = Callable[[int], None]  # run with the record's offset once the broker has it
 _Report = tuple["asyncio.Future[int]", "Landed | None", "KafkaError | None", Message]
@@ -182,7 +192,7 @@ def _settle(future: asyncio.Future[int], landed: Landed | None, err: KafkaError 
     then its future, unless its awaiter was cancelled."""
     if err is not None:
         if not future.done():
-            future.set_exception(CheckpointError(f"write to {msg.topic()}[{msg.partition()}] was not acknowledged: {err}"))
+            future.set_exception(not_acknowledged(err, msg))
         return
     offset = msg.offset()
     if landed is not None:
@@ -197,3 +207,14 @@ def _settle(future: asyncio.Future[int], landed: Landed | None, err: KafkaError 
             return
     if not future.done():
         future.set_result(offset)
+
+
+def not_acknowledged(err: KafkaError, msg: Message) -> CheckpointError:
+    """The error of a write whose record ``msg`` the broker did not acknowledge, with the
+    broker's error as its cause, retriable when waiting may help (WORTH_WAITING): the retry
+    chain classifies by it (retry/classify.py), so a write that timed out in an outage goes
+    to a retry tier, not to the DLQ, while one the broker refuses (a record too large) still
+    fails at once."""
+    error = CheckpointError(f"write to {msg.topic()}[{msg.partition()}] was not acknowledged: {err}")
+    error.__cause__ = KafkaException(KafkaError(err.code(), err.str(), retriable=err.code() in WORTH_WAITING))
+    return error

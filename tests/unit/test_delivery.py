@@ -295,8 +295,16 @@ def test_a_refused_write_is_classed_by_the_brokers_error(code: int, error_class:
     assert not reported.retriable()
     error = not_acknowledged(reported, _Record("c", 2, -1))  # type: ignore[arg-type]
     assert isinstance(error, CheckpointError) and "c[2]" in str(error)
+    assert "(write to c[2])" in str(error.__cause__), "a dead letter's message names the write"
     # As a specialist's run fails on it: a checkpoint not recorded, from the refused write.
     try:
         raise StepNotRecorded("The head of task t1 could not be checkpointed") from error
     except StepNotRecorded as failed:
         assert classify(failed) is error_class
+
+
+def test_a_fatal_error_is_never_marked_retriable_and_an_unreadable_one_still_fails_the_write() -> None:
+    fatal = not_acknowledged(KafkaError(KafkaError._MSG_TIMED_OUT, "fenced", fatal=True), _Record("c", 0, -1))  # type: ignore[arg-type]
+    assert classify(fatal) is ErrorClass.PERMANENT
+    unreadable = not_acknowledged("broker down", _Record("c", 0, -1))  # type: ignore[arg-type]
+    assert isinstance(unreadable, CheckpointError) and unreadable.__cause__ is None

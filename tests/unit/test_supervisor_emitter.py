@@ -229,7 +229,7 @@ def test_a_failed_result_refused_after_its_marker_is_sent_again_in_the_backgroun
         ("result", FAILED_TASK), ("event", (FAILED_TASK, "STATE", "FAILED")), ("markers", [(FAILED_TASK, SENT, RESULTS_OFFSET)])]
 
 
-def test_a_dead_lettered_revision_the_task_waited_for_gets_the_tasks_failed_result() -> None:
+def test_a_revising_task_dead_lettered_here_gets_its_failed_result_and_an_escalated_one_waits_for_its_human() -> None:
     revising = {"state": "revising", "request": {"agent_type": "billing", "revision": 1}, "results": [_result("billing")]}
     app = _RefusingApp()
     emitter, chain, _ = _failing(app, revising)
@@ -237,5 +237,9 @@ def test_a_dead_lettered_revision_the_task_waited_for_gets_the_tasks_failed_resu
     assert chain.results == [True] and ("result", FAILED_TASK) in app.log, "nothing else would ever decide the task"
     app = _RefusingApp()
     emitter, chain, _ = _failing(app, revising)
-    _fail(emitter, _result("billing"), "resend refused")  # not the revision awaited: that one decides the task
+    _fail(emitter, _result("billing"), "revision request refused")  # its request never went out: no revision comes
+    assert chain.results == [True] and ("result", FAILED_TASK) in app.log
+    app = _RefusingApp()
+    emitter, chain, _ = _failing(app, {**revising, "state": "escalated"})
+    _fail(emitter, _result("billing"), "approval request refused")  # the human's decision (or its deadline) answers it
     assert chain.results == [False] and app.log == []

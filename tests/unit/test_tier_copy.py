@@ -74,6 +74,9 @@ class _Agent(ends._Agent):
             return AgentOutcome("FAILED", None, ("MODEL_UNAVAILABLE", "every model of the chain failed"), [], {}, 0)
         return await super().run(task, run)
 
+    def result(self, task: dict[str, Any], outcome: AgentOutcome, started: int) -> dict[str, Any]:
+        return {**super().result(task, outcome, started), "error": outcome.error}
+
 
 class _Retries:
     """The chain's verdict for the first failure: the next tier (its copy is the test's)."""
@@ -192,7 +195,7 @@ def test_a_tier_copy_meeting_a_head_of_its_own_attempt_or_of_a_live_run_is_a_dup
 
 
 def test_a_copy_that_cannot_be_taken_on_after_its_wait_goes_to_the_retry_chain_as_in_the_handler() -> None:
-    async def scenario() -> tuple[list[tuple[int, str]], list[str]]:
+    async def scenario() -> tuple[list[tuple[int, str]], list[str], dict[str, Any]]:
         lifecycle, processor, _, _ = _worker()
         first = await _first_run_parking(lifecycle, processor)
         await lifecycle.on_routed(dict(ends.TASK), COPY)
@@ -213,7 +216,9 @@ def test_a_copy_that_cannot_be_taken_on_after_its_wait_goes_to_the_retry_chain_a
         processor.gate.set()
         await asyncio.wait_for(asyncio.gather(first, copy), 5)
         assert RUN not in lifecycle.accepting, "every later copy would be taken for a duplicate"
-        return failures, settled
+        return failures, settled, processor.sent["SpecialistResult"]
 
-    failures, settled = asyncio.run(scenario())
+    failures, settled, result = asyncio.run(scenario())
     assert failures == [(1, "store gone")] and settled == ["s"], "a dead copy lets its session's parked tasks go"
+    assert result["status"] == "FAILED" and result["error"] == ("DEAD_LETTERED", "RuntimeError: store gone"), \
+        "the supervisor gets the run's result, as for a run that dies in its work"

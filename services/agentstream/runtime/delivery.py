@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 WORTH_WAITING = frozenset({
     KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
     KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.NETWORK_EXCEPTION,
+    KafkaError.KAFKA_STORAGE_ERROR,
 })
 
 Landed = Callable[[int], None]  # run with the record's offset once the broker has it
@@ -135,7 +136,8 @@ async def produce_all_acked(
 ) -> list[int]:
     """Produce ``(value, key)`` records to one partition, in order, and wait until every one
     is acknowledged; their offsets, or CheckpointError. With the idempotent producer
-    (clients.py) they land in this order, so a later one landing means the earlier ones did.
+    (clients.py) they land in this order, so a later one landing means the earlier ones did,
+    unless an earlier one timed out (message.timeout.ms): librdkafka may leave a gap then.
     ``landed``: run with the last record's offset once every record has landed, as the
     report that completes them is settled (whichever thread served which report), also
     when the writer was cancelled meanwhile; never if one was refused."""
@@ -215,6 +217,14 @@ def not_acknowledged(err: KafkaError, msg: Message) -> CheckpointError:
     chain classifies by it (retry/classify.py), so a write that timed out in an outage goes
     to a retry tier, not to the DLQ, while one the broker refuses (a record too large) still
     fails at once."""
-    error = CheckpointError(f"write to {msg.topic()}[{msg.partition()}] was not acknowledged: {err}")
-    error.__cause__ = KafkaException(KafkaError(err.code(), err.str(), retriable=err.code() in WORTH_WAITING))
+    where = f"{msg.topic()}[{msg.partition()}]"
+    error = CheckpointError(f"write to {where} was not acknowledged: {err}")
+    try:  # the write it names: a dead letter's message is the cause's (retry/classify.py deciding_error)
+        fatal = err.fatal()
+        cause = KafkaError(err.code(), f"{err.str()} (write to {where})", fatal=fatal,
+                           retriable=err.code() in WORTH_WAITING and not fatal)
+    except Exception:  # never fail the settling of a report: without a cause, the write counts as refused for good
+        log.exception("The error of a write to %s could not be read: %r", where, err)
+        return error
+    error.__cause__ = KafkaException(cause)
     return error

@@ -168,9 +168,14 @@ class TaskLifecycle:
         except Exception as exc:  # as the handler's would: to the chain, not lost with this work
             log.error("%s: task %s back from a tier was not taken on: %s: %s", ctx.where, task["task_id"], type(exc).__name__,
                       exc, exc_info=exc)
-            number = Attempt.of(ctx).number
-            if self.retries.failed(self.service.schemas.encode(ROUTED_TASK, task), ctx, exc, number) == DEAD and number:
-                await self.retries.settled(task["session_id"])  # as the chain's tier handler does for a dead copy
+            attempt = Attempt.of(ctx)
+            if self.retries.failed(self.service.schemas.encode(ROUTED_TASK, task), ctx, exc, attempt.number) == DEAD:
+                # Ended as a run that dies here ends (_fail), so the supervisor has its result;
+                # a copy from a tier settles its session.
+                dead = AgentOutcome("FAILED", None, (DEAD_LETTERED, f"{type(exc).__name__}: {exc}"), [], {}, 0)
+                await self._complete(task, dead, attempt, now_ms())
+            elif attempt.number == 0:
+                self.retrying[task["session_id"]] = self.retrying.get(task["session_id"], 0) + 1  # as the chain's input does
             return
         if work is not None:
             await work  # not spawned again: this work holds the copy's offset already

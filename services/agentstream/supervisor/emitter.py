@@ -39,7 +39,7 @@ from agentstream.supervisor.combine import COMPLETED
 from agentstream.supervisor.escalation import ESCALATED
 from agentstream.supervisor.escalation import closed_at as escalation_closed_at
 from agentstream.supervisor.marker_writes import MarkerWrites
-from agentstream.supervisor.revision import REVISING, is_awaited, is_revising
+from agentstream.supervisor.revision import is_revising
 from agentstream.telemetry import tracing
 from agentstream.telemetry.logs import task_line_level
 
@@ -244,12 +244,12 @@ class ResultEmitter:
 
     async def _fail(self, task_id: str, received: list[Record], ctx: MessageContext, exc: Exception) -> None:
         marker = self.markers.get(task_id)
-        # Sent back for a revision, or waiting for a human, counts as decided: the revised
-        # result or the human's decision decides the task, so a FAILED result now could be a
-        # second one. Unless the failed result is the revision the marker waits for: then
-        # nothing else would ever decide the task.
-        awaited = is_revising(marker) and is_awaited(marker, received[-1])
-        decided = marker is not None and not awaited and marker.get("state") in (EMITTING, REVISING, ESCALATED)
+        # Emitting, or waiting for a human, counts as decided: the marker's settling or the
+        # human's decision answers the task, so a FAILED result now could be a second one.
+        # Sent back for a revision does not, once the task dies here: what failed is the
+        # revision awaited or its request, and nothing else would ever answer the task (a
+        # revision that comes all the same finds the FAILED result's marker: a repeat).
+        decided = marker is not None and marker.get("state") in (EMITTING, ESCALATED)
         attempt = int(decode_headers(ctx.headers).get(ATTEMPT, "0") or 0)
         raw = self.service.schemas.encode(SPECIALIST_RESULT, received[-1])
         # With a marker, a FAILED result could be a second one (the result may have reached
@@ -260,9 +260,9 @@ class ResultEmitter:
             for final in dead:
                 await self._publish_failed(final, ctx)
             return
-        if not decided and not awaited:
+        if not decided and not is_revising(marker):
             # No marker: when the result comes back from its tier, the task is decided again
-            # (a revision awaited: on the round's results its marker holds).
+            # (a revising one: on the round's results its marker holds).
             self.pending[task_id] = received
         # The handler that started this emission returned already, and the chain settled
         # it: the session's later results wait again until this one is back.

@@ -3,8 +3,9 @@ exponential back-off and jitter until it succeeds, or until the partition goes (
 then cancelled, and the new owner's assignment finds the same records). Nothing waits for
 it: the partition's other work goes on. Used for a supervisor's escalation deadlines and
 decided escalations (supervisor/escalator.py: its recover finds them) and for the end of
-a specialist's run once its result is out (specialist/lifecycle.py: the head stays until
-the end is written, and a new owner ends the run again).
+a specialist's run once its answer has landed: a transcript or result not acknowledged in
+time, the end write (specialist/run_end.py: the head stays until the end is written, and
+a new owner resumes or ends the run again).
 
 The work is durable before it is retried (an approval record, a run's head and done
 marker say what is due), so the retries need no record of their own. tenacity drives them,

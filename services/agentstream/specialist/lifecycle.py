@@ -55,9 +55,10 @@ from agentstream.cancellation.records import CANCELED, TaskCanceled, cancel_erro
 from agentstream.events import ROUTED_TASK, SPECIALIST_RESULT, now_ms
 from agentstream.retry.background import Retried
 from agentstream.retry.chain import DEAD, RETRY, RetryChain
-from agentstream.retry.classify import TransientStageError, ValidationFailed
+from agentstream.retry.classify import ErrorClass, TransientStageError, ValidationFailed, classify
 from agentstream.retry.headers import ATTEMPT, REPLAY, decode_headers
 from agentstream.runtime import MessageContext, Table
+from agentstream.runtime.errors import CheckpointError
 from agentstream.service import Service
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.agent import SpecialistAgent
@@ -65,6 +66,7 @@ from agentstream.specialist.canceling import Cancellations
 from agentstream.specialist.durable import DurableRun, retrieved
 from agentstream.specialist.loop import AgentOutcome, StepNotRecorded
 from agentstream.specialist.order import SessionOrder, SessionPlaces
+from agentstream.specialist.run_end import RunEnd, answer_landed
 from agentstream.specialist.run_steps import RunSteps
 from agentstream.specialist.transcript_writer import TranscriptWriter
 from agentstream.specialist.waiting import ApprovalDesk
@@ -137,7 +139,7 @@ class TaskLifecycle:
         self.parking: dict[str, asyncio.Event] = {}  # run -> set once its park write is done and its place kept (_fail)
         self.supervisor_topic = service.topology.topic("supervisor")
         self.transcripts = TranscriptWriter.of(service)
-        self.ended_later = Retried(self.app, service.input_topic)  # end writes the broker refused once
+        self.ended_later = Retried(self.app, service.input_topic)  # end writes not acknowledged once (run_end.py)
 
     # -- entry points --------------------------------------------------------------------
     async def on_routed(self, task: Task, ctx: MessageContext) -> None:
@@ -507,21 +509,35 @@ class TaskLifecycle:
         the session place the run held in the retry tiers, tombstones of its records (one
         write: see _forget). The transcript goes first: once a result is out, its transcript is
         readable (a replay right after the result finds it); the done marker after the
-        result: a run marked done has sent its result."""
-        transcript = self.transcripts.write(task, result, steps.epochs, steps.records) if self.transcripts else None
-        await _together(steps.landed(), transcript)  # the run's answer lands while its transcript is sent
-        headers = [(REPLAY, replay.encode())] if replay else None  # lets the supervisor take it again
-        encoded = self.service.schemas.encode(SPECIALIST_RESULT, result)
-        await self.app.send_acked(self.supervisor_topic, encoded, task["session_id"], headers=headers)
+        result: a run marked done has sent its result. What is not acknowledged in time is sent again (run_end.py)."""
+        transcript = partial(self.transcripts.write, task, result, steps.epochs, steps.records) if self.transcripts else None
+        unsent = await answer_landed(steps.landed(), transcript() if transcript else None)  # the answer lands meanwhile
         run = ckpt.run_id(task)
         ended: list[tuple[str, Any]] = [(ckpt.done_key(run), now_ms())]
         if self._stored(ckpt.place_key(run), partition):  # out of the tiers: its session place goes
             ended.append((ckpt.place_key(run), None))
-        # The result is out: a failed end write must not fail the task into a tier (its copy
-        # would find no done marker here and run every call again). It is retried beside
-        # the partition; the head stays meanwhile, and a new owner finishes it (_ended).
-        await self.ended_later.run(partial(self._forget, run, partition, steps, ended), f"the end write of task {run}",
-                                   partition)
+        end = RunEnd(transcript if unsent is not None else None, partial(self._send_result, task, result, replay),
+                     partial(self._forget, run, partition, steps, ended))
+        try:
+            if unsent is not None:
+                raise unsent
+            await end.send()
+        except CheckpointError as exc:
+            if classify(exc) is not ErrorClass.TRANSIENT:
+                raise  # refused for good: the task fails into the retry chain (run_end.py)
+            log.warning("%s[%d]: task %s: %s; its %s sent again beside the partition", self.service.input_topic, partition,
+                        task["task_id"], exc, "transcript and result are" if end.transcript else "result is")
+            self.ended_later.later(end.send_and_end, f"the end of task {run}", partition)
+            return
+        finally:
+            del unsent  # raised, its traceback holds this frame: no cycle left for the collector
+        # The result is out: a failed end write is retried here too, the head kept (run_end.py, _ended).
+        await self.ended_later.run(end.end_write, f"the end write of task {run}", partition)
+
+    async def _send_result(self, task: Task, result: dict[str, Any], replay: str | None) -> None:
+        headers = [(REPLAY, replay.encode())] if replay else None  # lets the supervisor take it again
+        encoded = self.service.schemas.encode(SPECIALIST_RESULT, result)
+        await self.app.send_acked(self.supervisor_topic, encoded, task["session_id"], headers=headers)
 
     async def _forget(self, run: str, partition: int, steps: RunSteps, first: list[tuple[str, Any]]) -> None:
         """Write ``first``, then tombstone every step record of ``run`` and its head, in one
@@ -582,16 +598,3 @@ class TaskLifecycle:
 
     def _stored(self, key: str, partition: int) -> bool:
         return self.checkpoints.partition(partition).get(key.encode()) is not None
-
-
-async def _together(first: Awaitable[None], second: Awaitable[None] | None) -> None:
-    """Await both at once; raise the first's error, else the second's (both are awaited
-    to the end either way: no write is left unretrieved)."""
-    outcomes = await asyncio.gather(first, *([second] if second is not None else []), return_exceptions=True)
-    failed = next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
-    del outcomes
-    if failed is not None:
-        try:
-            raise failed
-        finally:
-            del failed  # its traceback holds this frame: no cycle left for the collector

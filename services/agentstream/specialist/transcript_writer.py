@@ -9,7 +9,9 @@ run (replaying every step; the final model call again if the answer had not land
 finishes it and writes the transcript again. So a finished run has at least one
 transcript, sometimes two (alike unless the answer was made again): readers keep one per
 ``run_id``, the latest. A transcript
-the producer refuses outright (over the message size) is logged and left out.
+the producer or the broker refuses for good (over the message size, no write access) is
+logged and left out; one the broker did not acknowledge in time is sent again
+(specialist/run_end.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from agentstream.events import now_ms
+from agentstream.retry.classify import ErrorClass, classify
+from agentstream.runtime.errors import CheckpointError
 from agentstream.service import Service
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.transcripts.record import TRANSCRIPT, TRANSCRIPTS, ordered_steps, transcript
@@ -54,9 +58,15 @@ class TranscriptWriter:
         encoded = self.service.schemas.encode(TRANSCRIPT, record)
         try:
             await self.service.processor.send_acked(self.topic, encoded, task["session_id"], headers=self.service.headers())
+        except CheckpointError as exc:
+            if classify(exc) is ErrorClass.TRANSIENT:
+                raise  # not acknowledged in time: the lifecycle sends it again (specialist/run_end.py)
+            self._left_out(run, encoded, exc)  # refused by the broker (over the topic's size, no access)
         except KafkaException as exc:
-            # Refused before sending (e.g. larger than message.max.bytes): no retry would pass,
-            # and the result matters more than its record. A broker that does not acknowledge
-            # (CheckpointError) is not caught: the task's work fails into the retry chain.
-            log.error("%s: the transcript of run %s (%d bytes) was refused: %s; the run finishes without one",
-                      self.topic, run, len(encoded), exc)
+            # Refused before sending (larger than message.max.bytes): no retry would pass,
+            # and the result matters more than its record.
+            self._left_out(run, encoded, exc)
+
+    def _left_out(self, run: str, encoded: bytes, exc: Exception) -> None:
+        log.error("%s: the transcript of run %s (%d bytes) was refused: %s; the run finishes without one",
+                  self.topic, run, len(encoded), exc)

@@ -1,0 +1,74 @@
+"""What a finished run still owes once its answer has landed: its transcript, its result,
+then its end write (the done marker and the tombstones, specialist/lifecycle.py _forget),
+in that order, each acknowledged before the next is sent.
+
+Every step of the run is in its checkpoint by then, so a write the broker did not
+acknowledge in time (a partition without a leader for longer than the producer's
+``message.timeout.ms``) is no reason to run the task again: a retry tier's copy would
+find no done marker and call every model again (paid calls, maybe another answer). The
+lifecycle sends again beside the partition (retry/background.py) what is still owed; the
+head stays until the end write lands, and a new owner of the partition resumes the run
+from it, replaying every step without a call, and sends what this one could not. A write
+that timed out may have landed all the same: its readers keep one transcript per run and
+one result per task (the supervisor's markers). A result the broker refuses for good (a
+record over the topic's size, no authorization) on its first send still fails the task
+into the retry chain: no retry would pass (refused so on a later send, it is tried again
+until the partition moves: not handled). A dead-lettered run's FAILED result is sent
+again the same way (a new owner would resume that run from its head).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from agentstream.retry.classify import ErrorClass, classify
+from agentstream.runtime.errors import CheckpointError
+
+Write = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class RunEnd:
+    """The writes a finished run owes, crossed off as each is acknowledged, so a retry
+    sends only what is still owed: a result is not sent twice for one refused end write."""
+
+    transcript: Write | None  # None: no transcript is owed (sent already, or no transcripts topic)
+    result: Write | None
+    end_write: Write
+
+    async def send(self) -> None:
+        """The transcript (if owed), then the result (if owed): acknowledged in this order, so
+        a run's result is never out before its transcript is readable."""
+        if self.transcript is not None:
+            await self.transcript()
+            self.transcript = None
+        if self.result is not None:
+            await self.result()
+            self.result = None
+
+    async def send_and_end(self) -> None:
+        """:meth:`send`, then the end write: the whole end, retried as one."""
+        await self.send()
+        await self.end_write()
+
+
+async def answer_landed(answer: Awaitable[None], transcript: Awaitable[None] | None) -> CheckpointError | None:
+    """Await the run's last write (its answer) and its transcript at once, both to the end
+    (no write left unretrieved). Raise the answer's error: the run's answer is not
+    recorded, so the run fails. Return the transcript's error when the broker did not
+    acknowledge it in time (the transcript is owed); raise any other error of it."""
+    outcomes = await asyncio.gather(answer, *([transcript] if transcript is not None else []), return_exceptions=True)
+    landed, sent = outcomes[0], (outcomes[1:] or [None])[0]
+    del outcomes
+    try:
+        if isinstance(landed, BaseException):
+            raise landed
+        if isinstance(sent, CheckpointError) and classify(sent) is ErrorClass.TRANSIENT:
+            return sent
+        if isinstance(sent, BaseException):
+            raise sent
+        return None
+    finally:
+        del landed, sent  # a traceback holds this frame: no cycle left for the collector

@@ -1,0 +1,161 @@
+"""A finished run's transcript or result that the broker did not acknowledge in time (a
+partition without a leader for the producer's whole message.timeout.ms) is sent again
+beside the partition, its head kept meanwhile; the task goes to no retry tier, whose copy
+would call every model again (specialist/run_end.py). A result the broker refuses for good
+still fails the task into the retry chain; such a transcript is left out."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError
+
+from agentstream.runtime import MessageContext
+from agentstream.runtime.delivery import not_acknowledged
+from agentstream.runtime.errors import CheckpointError
+from agentstream.specialist import checkpoint as ckpt
+from agentstream.specialist.lifecycle import TaskLifecycle
+from agentstream.specialist.run_end import answer_landed
+from tests.unit import test_run_end as ends
+
+RUN = ends.RUN
+
+
+def _refusal(topic: str, code: int) -> CheckpointError:
+    """The error a delivery report of ``code`` for a write to ``topic`` gives (runtime/delivery.py)."""
+    return not_acknowledged(KafkaError(code, "refused"), SimpleNamespace(topic=lambda: topic, partition=lambda: 0))
+
+
+class _Agent(ends._Agent):
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, task: dict[str, Any], run: Any) -> Any:
+        self.runs += 1
+        return await super().run(task, run)
+
+
+def _worker(refusals: dict[str, list[CheckpointError]]) -> tuple[TaskLifecycle, ends._Processor, _Agent, list[str]]:
+    """A worker whose acknowledged writes to a topic (or, under "checkpoints", its end
+    write) fail with the errors listed for it, one per write, first to last."""
+    store = ends._Store()
+    lifecycle, processor = ends._worker(store)
+    agent = _Agent()
+    lifecycle.agent = agent  # type: ignore[assignment]
+    tiers: list[str] = []
+    lifecycle.retries = SimpleNamespace(failed=lambda *args: tiers.append("failed") or "dead")  # type: ignore[assignment]
+    processor.assigned_partitions = lambda: {0}  # type: ignore[attr-defined]
+    send_acked, persist_all = processor.send_acked, processor.persist_all
+
+    async def sent_or_refused(topic: str, value: bytes, key: str, headers: object = None) -> int:
+        if refusals.get(topic):
+            processor.trips.append(("refused", topic))
+            raise refusals[topic].pop(0)
+        return await send_acked(topic, value, key, headers)
+
+    async def written_or_refused(table: object, items: list[tuple[str, Any]], partition: int) -> None:
+        if refusals.get("checkpoints") and items[0][0] == ckpt.done_key(RUN):  # the end write
+            processor.trips.append(("refused", "checkpoints"))
+            raise refusals["checkpoints"].pop(0)
+        await persist_all(table, items, partition)
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    processor.send_acked = sent_or_refused  # type: ignore[method-assign]
+    processor.persist_all = written_or_refused  # type: ignore[method-assign]
+    lifecycle.ended_later._sleep = no_wait
+    return lifecycle, processor, agent, tiers
+
+
+def _run(refusals: dict[str, list[CheckpointError]]) -> tuple[ends._Processor, _Agent, list[str], set[str]]:
+    """Route the task and run it to its end; return what the store held once the run's own
+    work was over (before any retry beside the partition), and then run those retries."""
+    lifecycle, processor, agent, tiers = _worker(refusals)
+
+    async def main() -> set[str]:
+        await lifecycle.on_routed(dict(ends.TASK), MessageContext("in", 0, 7, b"s", (), 0))
+        await processor.spawned.pop(0)
+        left = {key.decode() for key in processor.store.data}
+        while processor.spawned:
+            await processor.spawned.pop(0)
+        return left
+
+    left = asyncio.run(main())
+    return processor, agent, tiers, left
+
+
+def _sends(processor: ends._Processor) -> list[tuple[str, str]]:
+    return [(kind, topic) for kind, topic in processor.trips if kind in ("send_acked", "refused")]
+
+
+def test_a_result_not_acknowledged_in_time_is_sent_again_beside_the_partition_and_the_task_is_not_run_again() -> None:
+    processor, agent, tiers, left = _run({"supervisor": [_refusal("supervisor", KafkaError._MSG_TIMED_OUT)]})
+    assert tiers == [], "the task went to a retry tier: its copy would call every model again"
+    assert agent.runs == 1
+    assert ckpt.head_key(RUN) in left and ckpt.done_key(RUN) not in left, "the head stays until the result is out"
+    assert _sends(processor) == [("send_acked", "transcripts"), ("refused", "supervisor"), ("send_acked", "supervisor")]
+    assert set(processor.store.data) == {ckpt.done_key(RUN).encode()}
+
+
+def test_a_transcript_not_acknowledged_in_time_is_sent_again_before_the_result() -> None:
+    processor, agent, tiers, left = _run({"transcripts": [_refusal("transcripts", KafkaError.NOT_LEADER_FOR_PARTITION)]})
+    assert tiers == [] and agent.runs == 1
+    assert ckpt.head_key(RUN) in left
+    assert _sends(processor) == [("refused", "transcripts"), ("send_acked", "transcripts"), ("send_acked", "supervisor")]
+    assert set(processor.store.data) == {ckpt.done_key(RUN).encode()}
+
+
+def test_a_resent_result_is_not_sent_a_third_time_when_the_end_write_after_it_is_refused() -> None:
+    timed_out = _refusal("checkpoints", KafkaError._MSG_TIMED_OUT)
+    processor, agent, tiers, _ = _run({"supervisor": [_refusal("supervisor", KafkaError._MSG_TIMED_OUT)],
+                                       "checkpoints": [timed_out]})
+    assert tiers == [] and agent.runs == 1
+    assert [topic for kind, topic in _sends(processor) if kind == "send_acked"] == ["transcripts", "supervisor"]
+    assert ("refused", "checkpoints") in processor.trips
+    assert set(processor.store.data) == {ckpt.done_key(RUN).encode()}
+
+
+def test_a_result_the_broker_refuses_for_good_fails_the_task_into_the_retry_chain() -> None:
+    processor, agent, tiers, _ = _run({"supervisor": [_refusal("supervisor", KafkaError.MSG_SIZE_TOO_LARGE)]})
+    assert tiers == ["failed"], "no retry would pass: the chain decides (a tier, or the DLQ with a FAILED result)"
+    assert agent.runs == 1 and _sends(processor)[:2] == [("send_acked", "transcripts"), ("refused", "supervisor")]
+    assert processor.sent["SpecialistResult"]["status"] == "FAILED", "the dead-lettered task's FAILED result went instead"
+
+
+def test_a_transcript_the_broker_refuses_for_good_is_left_out_and_the_result_goes() -> None:
+    processor, agent, tiers, _ = _run({"transcripts": [_refusal("transcripts", KafkaError.MSG_SIZE_TOO_LARGE)]})
+    assert tiers == [] and agent.runs == 1
+    assert _sends(processor) == [("refused", "transcripts"), ("send_acked", "supervisor")]
+    assert processor.sent["SpecialistResult"]["status"] == "COMPLETED"
+    assert set(processor.store.data) == {ckpt.done_key(RUN).encode()}
+
+
+async def _fails(error: Exception) -> None:
+    raise error
+
+
+async def _lands() -> None:
+    return None
+
+
+def test_an_answer_that_was_not_recorded_decides_though_its_transcript_timed_out() -> None:
+    """The answer's own refusal fails the run (its answer would be made again), whatever
+    became of the transcript sent beside it."""
+    answer = CheckpointError("write of the answer was not acknowledged: refused")
+    timed_out = _refusal("transcripts", KafkaError._MSG_TIMED_OUT)
+    with pytest.raises(CheckpointError) as raised:
+        asyncio.run(answer_landed(_fails(answer), _fails(timed_out)))
+    assert raised.value is answer
+
+
+def test_a_transcript_that_timed_out_beside_a_landed_answer_is_owed() -> None:
+    timed_out = _refusal("transcripts", KafkaError._MSG_TIMED_OUT)
+    assert asyncio.run(answer_landed(_lands(), _fails(timed_out))) is timed_out
+    assert asyncio.run(answer_landed(_lands(), _lands())) is None
+    assert asyncio.run(answer_landed(_lands(), None)) is None
+    with pytest.raises(KeyError):  # not the broker's: a bug is raised, not sent again
+        asyncio.run(answer_landed(_lands(), _fails(KeyError("task_id"))))

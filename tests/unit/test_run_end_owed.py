@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
+from agentstream.retry.headers import ATTEMPT
 from agentstream.runtime import MessageContext
 from agentstream.runtime.delivery import not_acknowledged
 from agentstream.runtime.errors import CheckpointError
@@ -46,7 +47,12 @@ def _worker(refusals: dict[str, list[CheckpointError]]) -> tuple[TaskLifecycle, 
     agent = _Agent()
     lifecycle.agent = agent  # type: ignore[assignment]
     tiers: list[str] = []
-    lifecycle.retries = SimpleNamespace(failed=lambda *args: tiers.append("failed") or "dead")  # type: ignore[assignment]
+
+    async def settled(session: str) -> None:
+        processor.trips.append(("settled", session))
+
+    lifecycle.retries = SimpleNamespace(failed=lambda *args: tiers.append("failed") or "dead",  # type: ignore[assignment]
+                                        settled=settled)
     processor.assigned_partitions = lambda: {0}  # type: ignore[attr-defined]
     send_acked, persist_all = processor.send_acked, processor.persist_all
 
@@ -71,13 +77,15 @@ def _worker(refusals: dict[str, list[CheckpointError]]) -> tuple[TaskLifecycle, 
     return lifecycle, processor, agent, tiers
 
 
-def _run(refusals: dict[str, list[CheckpointError]]) -> tuple[ends._Processor, _Agent, list[str], set[str]]:
-    """Route the task and run it to its end; return what the store held once the run's own
-    work was over (before any retry beside the partition), and then run those retries."""
+def _run(refusals: dict[str, list[CheckpointError]], *, attempt: int = 0) -> tuple[ends._Processor, _Agent, list[str], set[str]]:
+    """Route the task (``attempt`` > 0: a retry tier's copy) and run it to its end; return what
+    the store held once the run's own work was over (before any retry beside the
+    partition), and then run those retries."""
     lifecycle, processor, agent, tiers = _worker(refusals)
+    headers = ((ATTEMPT, str(attempt).encode()),) if attempt else ()
 
     async def main() -> set[str]:
-        await lifecycle.on_routed(dict(ends.TASK), MessageContext("in", 0, 7, b"s", (), 0))
+        await lifecycle.on_routed(dict(ends.TASK), MessageContext("in", 0, 7, b"s", headers, 0))
         await processor.spawned.pop(0)
         left = {key.decode() for key in processor.store.data}
         while processor.spawned:
@@ -99,6 +107,15 @@ def test_a_result_not_acknowledged_in_time_is_sent_again_beside_the_partition_an
     assert ckpt.head_key(RUN) in left and ckpt.done_key(RUN) not in left, "the head stays until the result is out"
     assert _sends(processor) == [("send_acked", "transcripts"), ("refused", "supervisor"), ("send_acked", "supervisor")]
     assert set(processor.store.data) == {ckpt.done_key(RUN).encode()}
+
+
+def test_a_retried_run_lets_its_session_go_only_once_its_resent_result_is_out() -> None:
+    """A run back from a retry tier settles its session (its parked tasks go) after its
+    result, not while the result is still owed."""
+    processor, agent, tiers, _ = _run({"supervisor": [_refusal("supervisor", KafkaError._MSG_TIMED_OUT)]}, attempt=1)
+    assert tiers == [] and agent.runs == 1
+    trips = [trip for trip in processor.trips if trip[0] in ("send_acked", "refused", "settled")]
+    assert trips == [("send_acked", "transcripts"), ("refused", "supervisor"), ("send_acked", "supervisor"), ("settled", "s")]
 
 
 def test_a_transcript_not_acknowledged_in_time_is_sent_again_before_the_result() -> None:

@@ -44,7 +44,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -497,15 +497,16 @@ class TaskLifecycle:
             self.service.progress(task, "TOOL_CALL", "RUNNING", ",".join(outcome.tools_used))
         result = self.agent.result(task, outcome, started)
         metrics.specialist_run(result, outcome.steps)
-        await self._finish(task, result, attempt.partition, attempt.steps, attempt.replay)
-        if attempt.number > 0:  # it came through the tiers: the session's parked tasks may go now
-            await self.retries.settled(task["session_id"])
+        # Through the tiers: the session's parked tasks may go once its result is out.
+        settle = partial(self.retries.settled, task["session_id"]) if attempt.number > 0 else None
+        await self._finish(task, result, attempt.partition, attempt.steps, attempt.replay, settle)
 
     async def _finish(
         self, task: Task, result: dict[str, Any], partition: int, steps: RunSteps, replay: str | None = None,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Transcript and the run's last step record (its answer, sent without waiting:
-        specialist/durable.py) acknowledged → result acknowledged → done marker, end of
+        specialist/durable.py) acknowledged → result acknowledged (then ``settle``) → done marker, end of
         the session place the run held in the retry tiers, tombstones of its records (one
         write: see _forget). The transcript goes first: once a result is out, its transcript is
         readable (a replay right after the result finds it); the done marker after the
@@ -517,7 +518,7 @@ class TaskLifecycle:
         if self._stored(ckpt.place_key(run), partition):  # out of the tiers: its session place goes
             ended.append((ckpt.place_key(run), None))
         end = RunEnd(transcript if unsent is not None else None, partial(self._send_result, task, result, replay),
-                     partial(self._forget, run, partition, steps, ended))
+                     partial(self._forget, run, partition, steps, ended), settle)
         try:
             if unsent is not None:
                 raise unsent

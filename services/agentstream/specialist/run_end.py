@@ -37,16 +37,20 @@ class RunEnd:
     transcript: Write | None  # None: no transcript is owed (sent already, or no transcripts topic)
     result: Write | None
     end_write: Write
+    settle: Write | None = None  # once the result is out: a retried run's session lets its parked tasks go
 
     async def send(self) -> None:
         """The transcript (if owed), then the result (if owed): acknowledged in this order, so
-        a run's result is never out before its transcript is readable."""
+        a run's result is never out before its transcript is readable; then ``settle``."""
         if self.transcript is not None:
             await self.transcript()
             self.transcript = None
         if self.result is not None:
             await self.result()
             self.result = None
+        if self.settle is not None:
+            settle, self.settle = self.settle, None  # crossed off first: a session is settled once
+            await settle()
 
     async def send_and_end(self) -> None:
         """:meth:`send`, then the end write: the whole end, retried as one."""

@@ -14,7 +14,8 @@ from confluent_kafka.admin import AdminClient
 from agentstream.clients import admin_config, producer_config, reader_config
 from agentstream.errors import AgentStreamError, ConfigurationError
 from agentstream.events import TASK_SUBMITTED, now_ms
-from agentstream.runtime.errors import ProcessorError
+from agentstream.runtime.delivery import not_acknowledged
+from agentstream.runtime.errors import CheckpointError, ProcessorError
 from agentstream.runtime.lag import end_offsets
 from agentstream.runtime.topics import require_topics
 from agentstream.serde import SchemaSet, SerdeError
@@ -70,7 +71,7 @@ class Submitter:
         require_topics(AdminClient(admin_config(bootstrap)), [self._topic], bootstrap)
         self._producer = Producer(producer_config(bootstrap))
         self._schemas = schemas
-        self._errors: list[str] = []
+        self._errors: list[CheckpointError] = []  # of the records sent since the last flush
 
     def submit(self, task: dict[str, Any]) -> None:
         agent = task.get("requested_agent")
@@ -86,17 +87,17 @@ class Submitter:
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
-            self._errors.append(err.str())
+            self._errors.append(not_acknowledged(err, msg))  # the broker's error as its cause: classified
 
     def flush(self, timeout: float = 30.0) -> None:
         remaining = self._producer.flush(timeout)
-        if remaining or self._errors:
-            failed = remaining + len(self._errors)
-            why = f" ({self._errors[0]})" if self._errors else ""
+        errors, self._errors = self._errors, []  # each flush reports the records sent since the last one
+        if remaining or errors:
+            why = f" ({errors[0]})" if errors else ""
             raise SubmitError(
-                f"{failed} task(s) not acknowledged by {self._bootstrap} within {timeout:.0f} s{why}; "
+                f"{remaining + len(errors)} task(s) not acknowledged by {self._bootstrap} within {timeout:.0f} s{why}; "
                 "nothing is lost by submitting again with the same --task-id (duplicates get one result)."
-            )
+            ) from (errors[0] if errors else None)
 
 
 class Follower:

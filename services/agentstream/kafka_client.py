@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from agentstream.approvals.ops import ApprovalTopics
 from agentstream.approvals.records import APPROVE, DENY, EDIT
 from agentstream.broker import find_bootstrap
+from agentstream.broker_refusal import broker_refusal
 from agentstream.cancellation import cancel_record, send_cancel
 from agentstream.client import SubmitError, Submitter
 from agentstream.client_view import ClientView
@@ -60,11 +61,11 @@ T = TypeVar("T")
 
 @contextmanager
 def _broker_unavailable() -> Iterator[None]:
-    """A record the broker did not acknowledge is the gateway's 503 here too (TaskClientError)."""
+    """A record the broker did not take is the gateway's refusal here too (broker_refusal.py)."""
     try:
         yield
     except (SubmitError, CheckpointError) as exc:
-        raise TaskClientError(503, "broker_unavailable", f"{exc}", 5.0) from exc
+        raise broker_refusal(exc) from exc
 
 class Client:
     """The pipeline of ``topology`` on the broker at ``bootstrap``, as tenant ``tenant_id``;

@@ -7,13 +7,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from confluent_kafka import KafkaException
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agentstream.retry.classify import ErrorClass, classify
+from agentstream.broker_refusal import broker_refusal
 from agentstream.runtime.errors import CheckpointError
 from agentstream.task_client import TaskClientError
 
@@ -53,16 +52,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(CheckpointError)
     async def _not_acknowledged(request: Request, exc: CheckpointError) -> JSONResponse:
         log.warning("%s %s: %s", request.method, request.url.path, exc)
-        if isinstance(exc.__cause__, KafkaException) and classify(exc) is ErrorClass.PERMANENT:
-            # The broker's own refusal (no authorization, a record over the topic's size, a
-            # fatal producer error): a client told to retry would retry for ever. A flush
-            # that timed out (no cause) is an outage: 503.
-            return problem(500, "broker_refused", f"The broker refused the record ({exc}); retrying will not help. "
-                                                  "An operator must fix the cause named here (e.g. the gateway's write "
-                                                  "access to the topic, or the topic's max.message.bytes).")
-        return problem(503, "broker_unavailable", f"The broker did not take the record ({exc}); retry with the same "
-                                                  "Idempotency-Key, which cannot submit the task twice.",
-                       {"Retry-After": "5"})
+        refusal = broker_refusal(exc)  # 503 to retry, or 500 refused for good
+        after = {"Retry-After": f"{refusal.retry_after:.0f}"} if refusal.retry_after else None
+        return problem(refusal.status, refusal.code, refusal.message, after)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -120,8 +120,7 @@ class ResultEmitter:
         task_id = final["task_id"]
         self._in_flight.add(task_id)  # a specialist result of the task meanwhile must not finish it too
         try:
-            marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
-            await self.writes.write(task_id, marker, partition=partition)
+            await self.writes.write(task_id, self._emitting(final, partition, replay), partition=partition)
             await self._send(final, partition, replay)
         finally:
             self._in_flight.discard(task_id)
@@ -163,9 +162,7 @@ class ResultEmitter:
             final = decision if isinstance(decision, dict) else await decision
             if final is None:  # sent back for a revision
                 return
-            marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
-            tracing.keep(marker)  # a resend after a crash continues the task's trace
-            await self.writes.write(task_id, marker, partition=partition)
+            await self.writes.write(task_id, self._emitting(final, partition, replay), partition=partition)
         finally:
             self.emitting.discard(task_id)
         # Only now: the deletion would reach the changelog at the next checkpoint while the
@@ -281,8 +278,7 @@ class ResultEmitter:
         task_id = final["task_id"]
         partition = ctx.partition
         replay = (ctx.header(REPLAY) or b"").decode() or None
-        marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
-        tracing.keep(marker)  # a resend after a crash continues the task's trace
+        marker = self._emitting(final, partition, replay)
         self._in_flight.add(task_id)  # no result of the task meanwhile finishes the marker
         try:
             if not await self._mark_failed(marker, ctx):
@@ -293,7 +289,7 @@ class ResultEmitter:
             except Exception as exc:
                 log.warning("%s: the FAILED result of task %s was not sent (%s: %s); sent again in the background",
                             ctx.where, task_id, type(exc).__name__, exc, exc_info=exc)
-                self.retried.later(partial(self._settle_unfinished, task_id, partition),
+                self.retried.later(partial(self.settle_unfinished, task_id, partition),
                                    f"sending the FAILED result of task {task_id}", partition)
         finally:
             self._in_flight.discard(task_id)
@@ -313,10 +309,18 @@ class ResultEmitter:
         finally:
             self.emitting.discard(task_id)
 
-    async def _settle_unfinished(self, task_id: str, partition: int) -> None:
+    async def settle_unfinished(self, task_id: str, partition: int) -> None:
         """Finish the task's emission unless it is finished, or being finished, meanwhile."""
         if (marker := self.unfinished(task_id)) is not None:
             await self.settle(marker, partition)
+
+    def _emitting(self, final: Record, partition: int, replay: str | None) -> Record:
+        """The "emitting" marker of ``final``: the end of the results partition as known
+        here (settling reads it from there), and the task's trace (a resend after a
+        crash continues it)."""
+        marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
+        tracing.keep(marker)
+        return marker
 
 def _result_key(result: Record) -> tuple[str, int]:
     """What tells one published result of a task from another: a task whose dead letter is

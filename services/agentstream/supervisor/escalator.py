@@ -213,14 +213,14 @@ class Escalator:
     async def _finish(self, task_id: str, partition: int) -> None:
         """Publish the result of the task's decided escalation, unless it is out already:
         a task still marked escalated is published; one marked emitting (a failure after
-        its marker) is sent only if the results topic lacks it (emitter.settle)."""
+        its marker) is sent only if the results topic lacks it (emitter.settle_unfinished)."""
         marker = self._get(task_id, partition)
         if is_escalated(marker):
             record = self.record_of(marker, partition)
             if record is not None and record["status"] != PENDING:
                 await self.emitter.publish(outcome(record), partition, marker.get("replay"))
-        elif (unfinished := self.emitter.unfinished(task_id)) is not None:  # not being finished meanwhile
-            await self.emitter.settle(unfinished, partition)
+        else:
+            await self.emitter.settle_unfinished(task_id, partition)
 
     def _refuse(self, decision: Mapping[str, Any], where: str, why: str) -> None:
         log.warning("%s: %s", where, why)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from agentstream.blocking_send import Delivery, acknowledged
+from agentstream.broker_refusal import refused_for_good
 from agentstream.clients import admin_config, producer_config, reader_config
 from agentstream.errors import AgentStreamError, ConfigurationError
 from agentstream.events import TASK_SUBMITTED, now_ms
-from agentstream.runtime.delivery import not_acknowledged
 from agentstream.runtime.errors import CheckpointError, ProcessorError
 from agentstream.runtime.lag import end_offsets
 from agentstream.runtime.topics import require_topics
@@ -71,9 +73,11 @@ class Submitter:
         require_topics(AdminClient(admin_config(bootstrap)), [self._topic], bootstrap)
         self._producer = Producer(producer_config(bootstrap))
         self._schemas = schemas
-        self._errors: list[CheckpointError] = []  # of the records sent since the last flush
+        self._unflushed: list[Delivery] = []  # the deliveries of tasks sent since the last flush()
+        self._lock = threading.Lock()  # the Kafka client submits from several threads (AsyncClient)
 
-    def submit(self, task: dict[str, Any]) -> None:
+    def submit(self, task: dict[str, Any]) -> Delivery:
+        """Send ``task``; its delivery, for flush()."""
         agent = task.get("requested_agent")
         if agent and agent not in self._agent_types:
             raise ConfigurationError(
@@ -82,22 +86,30 @@ class Submitter:
         # The task's record starts its trace (or continues the caller's current one): the
         # router's span of it is the child of this PRODUCER span.
         with tracing.producing(self._topic, None, None) as traced:
+            delivery = Delivery()
             self._producer.produce(self._topic, self._schemas.encode(TASK_SUBMITTED, task), task["session_id"],
-                                   on_delivery=self._delivered, headers=traced.headers)
+                                   on_delivery=delivery.report, headers=traced.headers)
+        with self._lock:
+            self._unflushed.append(delivery)
+        return delivery
 
-    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self._errors.append(not_acknowledged(err, msg))  # the broker's error as its cause: classified
-
-    def flush(self, timeout: float = 30.0) -> None:
-        remaining = self._producer.flush(timeout)
-        errors, self._errors = self._errors, []  # each flush reports the records sent since the last one
-        if remaining or errors:
-            why = f" ({errors[0]})" if errors else ""
-            raise SubmitError(
-                f"{remaining + len(errors)} task(s) not acknowledged by {self._bootstrap} within {timeout:.0f} s{why}; "
-                "nothing is lost by submitting again with the same --task-id (duplicates get one result)."
-            ) from (errors[0] if errors else None)
+    def flush(self, timeout: float = 30.0, deliveries: Sequence[Delivery] | None = None) -> None:
+        """Wait until the broker has every task sent since the last flush (or ``deliveries``:
+        the caller's own, when several threads submit); SubmitError if one was refused or
+        not acknowledged in time."""
+        with self._lock:
+            if deliveries is None:
+                deliveries, self._unflushed = self._unflushed, []
+            else:
+                self._unflushed = [d for d in self._unflushed if d not in deliveries]
+        try:
+            acknowledged(self._producer, deliveries, timeout, f"task(s) sent to {self._bootstrap}")
+        except CheckpointError as exc:
+            if refused_for_good(exc):
+                raise SubmitError(f"{exc}; the broker refused it for good: submitting again will not help until the "
+                                  "cause is fixed.") from exc
+            raise SubmitError(f"{exc}; nothing is lost by submitting again with the same --task-id (duplicates "
+                              "get one result).") from exc
 
 
 class Follower:

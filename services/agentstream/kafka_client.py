@@ -60,7 +60,7 @@ T = TypeVar("T")
 
 
 @contextmanager
-def _broker_unavailable() -> Iterator[None]:
+def _refused_by_broker() -> Iterator[None]:
     """A record the broker did not take is the gateway's refusal here too (broker_refusal.py)."""
     try:
         yield
@@ -107,9 +107,9 @@ class Client:
         if idempotency_key and self._repeated(task_id, session):
             return task_id
         task = view_rules.new_submission(body.input, session, self.tenant_id, task_id, agent, body.metadata, budget_usd)
-        self._submitter.submit(task)
-        with _broker_unavailable():
-            self._submitter.flush()
+        delivery = self._submitter.submit(task)
+        with _refused_by_broker():
+            self._submitter.flush(deliveries=[delivery])  # its own: AsyncClient submits from several threads
         self._view.remember(task_view.on_submitted(None, task))
         return task_id
 
@@ -182,7 +182,7 @@ class Client:
         wanted = view_rules.decidable(view.store.get(approval_key(approval_id)), view.task, self.tenant_id,
                                       approval_id, now_ms())
         view_rules.check_decision(decision, arguments)
-        with _broker_unavailable():
+        with _refused_by_broker():
             record = self._desk.decide(approval_id, decision, self.subject, reason, arguments, request=wanted)
         return ApprovalDecided(approval_id=approval_id, task_id=record["task_id"], decision=record["decision"],
                                who=record["who"]).model_dump()
@@ -191,7 +191,7 @@ class Client:
         view = self._owned(task_id)
         view_rules.cancelable(view, task_id)
         record = cancel_record(task_id, view["session_id"], self.tenant_id, self.subject, reason)
-        with _broker_unavailable():
+        with _refused_by_broker():
             send_cancel(self._bootstrap, self._topology, self._schemas, record)
         return CancelAccepted(task_id=task_id, requested_by=self.subject).model_dump()
 

@@ -1,6 +1,7 @@
 """The gateway's answer to a record the broker did not take: 503 with Retry-After when
-waiting may help (an outage: the write timed out, no leader), 500 when the broker refused
-it for good, which a client told to retry would retry for ever (gateway/problems.py)."""
+waiting may help (an outage: the write timed out, no leader, a topic not known yet), 500
+when the broker refused it for good, which a client told to retry would retry for ever
+(gateway/problems.py, broker_refusal.py)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def _answer(code: int | None) -> httpx.Response:
     return asyncio.run(call())
 
 
-@pytest.mark.parametrize("code", [KafkaError._MSG_TIMED_OUT, KafkaError.NOT_LEADER_FOR_PARTITION, None])
+@pytest.mark.parametrize("code", [KafkaError._MSG_TIMED_OUT, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                  None])
 def test_a_record_not_acknowledged_in_an_outage_is_a_503_to_retry(code: int | None) -> None:
     answer = _answer(code)
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
@@ -49,4 +51,4 @@ def test_a_record_refused_for_good_is_a_500_that_names_the_cause_and_asks_no_ret
     assert answer.status_code == 500 and "Retry-After" not in answer.headers
     body = answer.json()
     assert body["code"] == "broker_refused" and KafkaError(code).name() in body["message"]
-    assert "retrying will not help" in body["message"]
+    assert "refused the record for good" in body["message"]

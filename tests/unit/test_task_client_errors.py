@@ -1,18 +1,20 @@
 """A record the broker does not take is the same answer on both transports
-(broker_refusal.py): 503 ``broker_unavailable`` to retry when it was not acknowledged in
-time, 500 ``broker_refused`` when the broker refused it for good; the Kafka client raises
-it as a TaskClientError, the gateway answers it (tests/unit/test_gateway_problems.py)."""
+(broker_refusal.py): 503 ``broker_unavailable`` to retry unless the broker refused it for
+good (500 ``broker_refused``); the Kafka client raises it as a TaskClientError, the gateway
+answers it (tests/unit/test_gateway_problems.py). Each blocking caller waits for its own
+records' delivery reports (blocking_send.py), which a refusal alone shows."""
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError
 
+from agentstream.blocking_send import Delivery, acknowledged
 from agentstream.client import SubmitError, Submitter
-from agentstream.kafka_client import _broker_unavailable
+from agentstream.kafka_client import _refused_by_broker
 from agentstream.runtime.errors import CheckpointError
 from agentstream.task_client import TaskClientError
 
@@ -20,31 +22,42 @@ TASKS = SimpleNamespace(topic=lambda: "tasks", partition=lambda: 2)
 
 
 class _Producer:
-    """Reports nothing left in its queue: the deliveries were reported before the flush."""
+    """Its queue is empty at once: the deliveries are reported by the test."""
+
+    def __init__(self) -> None:
+        self.flushes = 0
 
     def flush(self, timeout: float) -> int:
+        self.flushes += 1
         return 0
 
 
 def _submitter() -> Submitter:
     """A Submitter past its start-up (which asks the broker for the tasks topic)."""
     submitter = Submitter.__new__(Submitter)
-    submitter._bootstrap, submitter._producer, submitter._errors = "broker:9092", _Producer(), []
+    submitter._bootstrap, submitter._producer = "broker:9092", _Producer()
+    submitter._unflushed, submitter._lock = [], threading.Lock()
     return submitter
 
 
+def _reported(code: int | None) -> Delivery:
+    delivery = Delivery()
+    delivery.report(None if code is None else KafkaError(code, "refused"), TASKS)
+    return delivery
+
+
 def _refusal_of(error: Exception) -> TaskClientError:
-    with pytest.raises(TaskClientError) as raised, _broker_unavailable():
+    with pytest.raises(TaskClientError) as raised, _refused_by_broker():
         raise error
     return raised.value
 
 
-def _flushed_after(code: int) -> Any:
+def _submit_error(code: int) -> SubmitError:
     submitter = _submitter()
-    submitter._delivered(KafkaError(code, "refused"), TASKS)
+    submitter._unflushed.append(_reported(code))
     with pytest.raises(SubmitError) as raised:
         submitter.flush()
-    submitter.flush()  # the next flush reports only what was sent since: nothing
+    submitter.flush()  # the next flush waits only for what was sent since: nothing
     return raised.value
 
 
@@ -55,14 +68,45 @@ def test_a_record_not_acknowledged_without_a_broker_error_is_a_503(error: Except
     assert str(error) in refusal.message
 
 
-def test_a_submitted_task_that_timed_out_is_a_503_and_the_next_flush_reports_nothing_old() -> None:
-    error = _flushed_after(KafkaError._MSG_TIMED_OUT)
-    assert "tasks[2]" in str(error)
+@pytest.mark.parametrize("code", [KafkaError._MSG_TIMED_OUT, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.BROKER_NOT_AVAILABLE])
+def test_a_submitted_task_not_taken_in_an_outage_or_a_failover_is_a_503(code: int) -> None:
+    error = _submit_error(code)
+    assert "tasks[2]" in str(error) and "nothing is lost by submitting again" in str(error)
     assert (_refusal_of(error).status, _refusal_of(error).code) == (503, "broker_unavailable")
 
 
 @pytest.mark.parametrize("code", [KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.TOPIC_AUTHORIZATION_FAILED])
 def test_a_submitted_task_the_broker_refused_for_good_is_a_500_asking_no_retry(code: int) -> None:
-    refusal = _refusal_of(_flushed_after(code))
+    error = _submit_error(code)
+    assert "submitting again will not help" in str(error)
+    refusal = _refusal_of(error)
     assert (refusal.status, refusal.code, refusal.retry_after) == (500, "broker_refused", None)
     assert KafkaError(code).name() in refusal.message
+
+
+def test_each_caller_waits_for_its_own_task_whoever_serves_the_reports() -> None:
+    """Two threads submit through one Submitter (AsyncClient): the other's refusal is not
+    this caller's error, and its own refusal is not lost to the other's flush."""
+    submitter = _submitter()
+    landed, refused = Delivery(), Delivery()
+    submitter._unflushed += [landed, refused]
+    refused.report(KafkaError(KafkaError._MSG_TIMED_OUT, "timed out"), TASKS)  # served by whichever flush
+    landed.report(None, TASKS)
+    submitter.flush(deliveries=[landed])  # the other's refusal is not this caller's
+    with pytest.raises(SubmitError):
+        submitter.flush(deliveries=[refused])
+    assert submitter._unflushed == []
+
+
+def test_a_record_refused_after_its_flush_is_an_error_not_a_success() -> None:
+    """flush() returns 0 for a refused record too (it left the queue): only its report says so."""
+    with pytest.raises(CheckpointError) as raised:
+        acknowledged(_Producer(), [_reported(KafkaError.TOPIC_AUTHORIZATION_FAILED)], 1, "The decision on 'a-1'")
+    assert str(raised.value).startswith("The decision on 'a-1': write to tasks[2]")
+    assert _refusal_of(raised.value).status == 500
+
+
+def test_a_record_never_reported_is_not_acknowledged_in_time() -> None:
+    with pytest.raises(CheckpointError, match=r"1 of 2 not acknowledged within 0 s"):
+        acknowledged(_Producer(), [_reported(None), Delivery()], 0.01, "The cancel of task 't'")
+    acknowledged(_Producer(), [_reported(None)], 0.01, "a landed record")  # no error

@@ -23,9 +23,9 @@ from typing import Any, TextIO
 from confluent_kafka import Producer
 
 from agentstream.approvals.records import APPROVE, DENY, EDIT, approval_decision
+from agentstream.blocking_send import ACK_TIMEOUT_S, Delivery, acknowledged
 from agentstream.clients import producer_config
 from agentstream.errors import AgentStreamError
-from agentstream.runtime.errors import CheckpointError
 from agentstream.events import APPROVAL_DECISION, APPROVAL_REQUESTED, TASK_CANCEL, now_ms
 from agentstream.runtime.lag import read_topic
 from agentstream.serde import SchemaSet, SerdeError
@@ -90,12 +90,12 @@ class ApprovalTopics:
         record = approval_decision(request or self.request(ident), decision, who, why, now_ms(), edited)
         producer = Producer(producer_config(self.bootstrap))
         topic = self.topology.topic("approval_decisions")
+        delivery = Delivery()
         with tracing.producing(topic, None, None) as traced:
             producer.produce(topic, self.schemas.encode(APPROVAL_DECISION, record), record["session_id"],
-                             headers=traced.headers)
-        if producer.flush(30) != 0:
-            # CheckpointError: the broker did not take it (the gateway's 503, the Client's TaskClientError).
-            raise CheckpointError(f"The decision on {ident!r} was not acknowledged within 30 s; is the broker up?")
+                             headers=traced.headers, on_delivery=delivery.report)
+        # CheckpointError if the broker did not take it (broker_refusal.py: the gateway's and the Client's answer).
+        acknowledged(producer, [delivery], ACK_TIMEOUT_S, f"The decision on {ident!r}")
         return record
 
 

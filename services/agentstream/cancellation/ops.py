@@ -18,16 +18,15 @@ from typing import Any, TextIO
 from confluent_kafka import Producer
 
 from agentstream.approvals.ops import read_records
+from agentstream.blocking_send import ACK_TIMEOUT_S, Delivery, acknowledged
 from agentstream.cancellation.records import cancel_record
 from agentstream.clients import producer_config
 from agentstream.errors import AgentStreamError
-from agentstream.runtime.errors import CheckpointError
 from agentstream.events import TASK_CANCEL, TASK_RESULT, TASK_SUBMITTED
 from agentstream.serde import SchemaSet
 from agentstream.telemetry import tracing
 from agentstream.topology import Topology
 
-ACK_TIMEOUT_S = 30.0
 
 
 class CancelRefused(AgentStreamError):
@@ -39,11 +38,11 @@ def send_cancel(bootstrap: str, topology: Topology, schemas: SchemaSet, record: 
     topic, keyed by its session; returns once the broker has acknowledged it."""
     producer = Producer(producer_config(bootstrap))
     topic = topology.topic("control")
+    delivery = Delivery()
     with tracing.producing(topic, None, None) as traced:
-        producer.produce(topic, schemas.encode(TASK_CANCEL, record), record["session_id"], headers=traced.headers)
-    if producer.flush(ACK_TIMEOUT_S) != 0:
-        raise CheckpointError(f"The cancel of task {record['task_id']!r} was not acknowledged within "
-                               f"{ACK_TIMEOUT_S:.0f} s; is the broker at {bootstrap} up?")
+        producer.produce(topic, schemas.encode(TASK_CANCEL, record), record["session_id"], headers=traced.headers,
+                         on_delivery=delivery.report)
+    acknowledged(producer, [delivery], ACK_TIMEOUT_S, f"The cancel of task {record['task_id']!r} sent to {bootstrap}")
 
 
 def find_task(bootstrap: str, topology: Topology, schemas: SchemaSet, task_id: str) -> dict[str, Any]:

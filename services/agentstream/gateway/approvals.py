@@ -19,7 +19,7 @@ from agentstream.gateway.view_store import APPROVALS, approval_key
 from agentstream.tenancy import ACCEPTED, APPROVAL_DECIDE
 
 router = APIRouter()
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 403, 404, 409, 422, 429)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 403, 404, 409, 422, 429, 500, 503)}
 
 
 @router.get("/v1/approvals", response_model=list[PendingApproval], responses=_ERRORS,

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentstream.broker_refusal import broker_refusal
+from agentstream.gateway.limits import retry_after_header
 from agentstream.runtime.errors import CheckpointError
 from agentstream.task_client import TaskClientError
 
@@ -53,7 +54,7 @@ def install(app: FastAPI) -> None:
     async def _not_acknowledged(request: Request, exc: CheckpointError) -> JSONResponse:
         log.warning("%s %s: %s", request.method, request.url.path, exc)
         refusal = broker_refusal(exc)  # 503 to retry, or 500 refused for good
-        after = {"Retry-After": f"{refusal.retry_after:.0f}"} if refusal.retry_after else None
+        after = {"Retry-After": retry_after_header(refusal.retry_after)} if refusal.retry_after else None
         return problem(refusal.status, refusal.code, refusal.message, after)
 
     @app.exception_handler(StarletteHTTPException)

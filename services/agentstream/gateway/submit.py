@@ -21,7 +21,7 @@ from agentstream.tenancy import ACCEPTED, REFUSED, TASK_SUBMIT, TENANT_BUDGET_SP
 router = APIRouter()
 BUSY_RETRY_S = 5.0  # a tenant at its cap of tasks in flight: one may finish soon
 REFUSALS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem} for code in (401, 403, 409, 413, 422, 429)}
+    code: {"model": Problem} for code in (401, 403, 409, 413, 422, 429, 500, 503)}  # 500/503: broker_refusal.py
 
 
 def links(task_id: str) -> Links:

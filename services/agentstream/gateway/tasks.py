@@ -66,7 +66,8 @@ async def task_events(
 
 
 @router.post("/v1/tasks/{task_id}/cancel", status_code=202, response_model=CancelAccepted,
-             responses={**_READ_ERRORS, 409: {"model": Problem}}, summary="Cancel a task (operator)")
+             responses={**_READ_ERRORS, **{code: {"model": Problem} for code in (409, 500, 503)}},
+             summary="Cancel a task (operator)")
 async def cancel_task(task_id: TaskId, request: Request, principal: Operator,
                       body: CancelRequest | None = None) -> CancelAccepted:
     """A TaskCancel on the control topic (agentstream.cancellation): the router drops the task

@@ -22,6 +22,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,6 +36,7 @@ from hypothesis import strategies as st
 from agentstream.client import new_task
 from agentstream.clients import producer_config
 from agentstream.serde import MAGIC, SchemaSet
+from agentstream.topology import Topology
 
 from .harness import wait_for
 from .test_durable import DurableStack
@@ -337,6 +339,11 @@ class Outcomes:
         self.consumer.close()
 
 
+def input_topics(topology: Topology, stages: Iterable[str]) -> dict[str, str]:
+    """The input topic of each fuzzed stage (``billing``: that specialist's)."""
+    return {stage: topology.specialist_topic(stage) if stage == "billing" else topology.topic(stage) for stage in stages}
+
+
 def test_fuzzed_records_on_every_stage_input_end_in_results_or_the_dlq(bootstrap: str, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:6]
     sent = [materialize(item, i, run) for stage in STAGE_SCHEMA for i, item in enumerate(draw_batch(stage, RECORDS_PER_STAGE))]
@@ -346,8 +353,7 @@ def test_fuzzed_records_on_every_stage_input_end_in_results_or_the_dlq(bootstrap
     for agent_type in KNOWN_TYPES:
         stack.start(agent_type, "specialist", "--type", agent_type)
     stack.start("supervisor", "supervisor")
-    inputs = {"tasks": topology.topic("tasks"), "billing": topology.specialist_topic("billing"),
-              "supervisor": topology.topic("supervisor")}
+    inputs = input_topics(topology, STAGE_SCHEMA)
     outcomes = Outcomes(bootstrap, {name: (topology.topic(name), topology.topic_spec(name).partitions) for name in ("results", "dlq")})
     codes: dict[str, int | None] = {}
     ready = settled = 0.0

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from .test_durable import DurableStack
-from .test_fuzz import RECORDS_PER_STAGE, Outcomes, draw_batch, materialize, produce_all
+from .test_fuzz import RECORDS_PER_STAGE, Outcomes, draw_batch, input_topics, materialize, produce_all
 
 STAGES = ("tasks", "billing", "supervisor")
 WORKERS = {"router": ("router",), "billing": ("specialist", "--type", "billing"), "supervisor": ("supervisor",)}
@@ -47,7 +47,7 @@ def test_fuzzed_records_read_again_after_a_kill_get_no_second_result(bootstrap: 
     # A task the router sends to another specialist has no worker here: only the inputs
     # of the stages that run are counted (the router's own answers are: its duplicates).
     counted = [item for item in sent if item.stage in ("billing", "supervisor")]
-    inputs = {stage: topology.specialist_topic(stage) if stage == "billing" else topology.topic(stage) for stage in STAGES}
+    inputs = input_topics(topology, STAGES)
     try:
         first = {name: stack.start(name, *command) for name, command in WORKERS.items()}
         for worker in first.values():

@@ -497,8 +497,7 @@ class TaskLifecycle:
             self.service.progress(task, "TOOL_CALL", "RUNNING", ",".join(outcome.tools_used))
         result = self.agent.result(task, outcome, started)
         metrics.specialist_run(result, outcome.steps)
-        # Through the tiers: the session's parked tasks may go once its result is out.
-        settle = partial(self.retries.settled, task["session_id"]) if attempt.number > 0 else None
+        settle = partial(self.retries.settled, task["session_id"]) if attempt.number > 0 else None  # back from a tier
         await self._finish(task, result, attempt.partition, attempt.steps, attempt.replay, settle)
 
     async def _finish(

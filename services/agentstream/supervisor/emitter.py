@@ -316,8 +316,8 @@ class ResultEmitter:
 
     def _emitting(self, final: Record, partition: int, replay: str | None) -> Record:
         """The "emitting" marker of ``final``: the end of the results partition as known
-        here (settling reads it from there), and the task's trace (a resend after a
-        crash continues it)."""
+        here (settling reads it from there), and the current trace (a resend after a
+        crash continues it: the task's, or a human decision's)."""
         marker = {"state": EMITTING, "result": final, "results_from": self._results_end.get(partition, 0), "replay": replay}
         tracing.keep(marker)
         return marker

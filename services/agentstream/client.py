@@ -12,10 +12,10 @@ from typing import Any
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agentstream.blocking_send import Delivery, acknowledged
+from agentstream.blocking_send import ACK_TIMEOUT_S, Delivery, acknowledged, producer_settings
 from agentstream.broker_refusal import refused_for_good
 from agentstream.clients import admin_config, producer_config, reader_config
-from agentstream.errors import AgentStreamError, ConfigurationError
+from agentstream.errors import AgentStreamError, ConfigurationError, SubmitError
 from agentstream.events import TASK_SUBMITTED, now_ms
 from agentstream.runtime.errors import CheckpointError, ProcessorError
 from agentstream.runtime.lag import end_offsets
@@ -27,10 +27,6 @@ from agentstream.topology import Topology
 log = logging.getLogger(__name__)
 
 Record = tuple[str, str, dict[str, Any]]  # (topic, schema name, decoded record)
-
-
-class SubmitError(AgentStreamError):
-    """The broker did not acknowledge every submitted task."""
 
 
 class SkippedRecordError(AgentStreamError):
@@ -71,7 +67,7 @@ class Submitter:
         self._topic = topology.topic("tasks")
         self._agent_types = topology.specialist_types
         require_topics(AdminClient(admin_config(bootstrap)), [self._topic], bootstrap)
-        self._producer = Producer(producer_config(bootstrap))
+        self._producer = Producer(producer_config(bootstrap, producer_settings()))  # gives a record up in 30 s
         self._schemas = schemas
         self._unflushed: list[Delivery] = []  # the deliveries of tasks sent since the last flush()
         self._lock = threading.Lock()  # the Kafka client submits from several threads (AsyncClient)
@@ -93,7 +89,7 @@ class Submitter:
             self._unflushed.append(delivery)
         return delivery
 
-    def flush(self, timeout: float = 30.0, deliveries: Sequence[Delivery] | None = None) -> None:
+    def flush(self, timeout: float = ACK_TIMEOUT_S, deliveries: Sequence[Delivery] | None = None) -> None:
         """Wait until the broker has every task sent since the last flush (or ``deliveries``:
         the caller's own, when several threads submit); SubmitError if one was refused or
         not acknowledged in time."""

@@ -26,3 +26,8 @@ class ToolDefinitionError(ConfigurationError):
 
 class InconsistentResultsError(AgentStreamError, ValueError):
     """Specialist results handed to the supervisor do not belong to one task."""
+
+
+class SubmitError(AgentStreamError):
+    """The broker did not acknowledge every submitted task (client.py Submitter); its cause
+    is what failed, its message adds the command line's advice."""

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from confluent_kafka import KafkaException
 from pydantic import ValidationError
 
 from agentstream.approvals.ops import ApprovalTopics
@@ -64,7 +65,7 @@ def _refused_by_broker() -> Iterator[None]:
     """A record the broker did not take is the gateway's refusal here too (broker_refusal.py)."""
     try:
         yield
-    except (SubmitError, CheckpointError) as exc:
+    except (SubmitError, CheckpointError, KafkaException, BufferError) as exc:  # a produce() refused at once too
         raise broker_refusal(exc) from exc
 
 class Client:
@@ -107,8 +108,8 @@ class Client:
         if idempotency_key and self._repeated(task_id, session):
             return task_id
         task = view_rules.new_submission(body.input, session, self.tenant_id, task_id, agent, body.metadata, budget_usd)
-        delivery = self._submitter.submit(task)
         with _refused_by_broker():
+            delivery = self._submitter.submit(task)
             self._submitter.flush(deliveries=[delivery])  # its own: AsyncClient submits from several threads
         self._view.remember(task_view.on_submitted(None, task))
         return task_id

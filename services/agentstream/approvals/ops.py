@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from confluent_kafka import Producer
 
 from agentstream.approvals.records import APPROVE, DENY, EDIT, approval_decision
-from agentstream.blocking_send import ACK_TIMEOUT_S, Delivery, acknowledged
+from agentstream.blocking_send import ACK_TIMEOUT_S, Delivery, acknowledged, producer_settings
 from agentstream.clients import producer_config
 from agentstream.errors import AgentStreamError
 from agentstream.events import APPROVAL_DECISION, APPROVAL_REQUESTED, TASK_CANCEL, now_ms
@@ -88,7 +88,7 @@ class ApprovalTopics:
         its ApprovalRequested when the caller has it already (the gateway's view), so the
         topic is not read again."""
         record = approval_decision(request or self.request(ident), decision, who, why, now_ms(), edited)
-        producer = Producer(producer_config(self.bootstrap))
+        producer = Producer(producer_config(self.bootstrap, producer_settings()))
         topic = self.topology.topic("approval_decisions")
         delivery = Delivery()
         with tracing.producing(topic, None, None) as traced:

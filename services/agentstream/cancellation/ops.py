@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from confluent_kafka import Producer
 
 from agentstream.approvals.ops import read_records
-from agentstream.blocking_send import ACK_TIMEOUT_S, Delivery, acknowledged
+from agentstream.blocking_send import ACK_TIMEOUT_S, Delivery, acknowledged, producer_settings
 from agentstream.cancellation.records import cancel_record
 from agentstream.clients import producer_config
 from agentstream.errors import AgentStreamError
@@ -36,7 +36,7 @@ class CancelRefused(AgentStreamError):
 def send_cancel(bootstrap: str, topology: Topology, schemas: SchemaSet, record: dict[str, Any]) -> None:
     """Produce the TaskCancel ``record`` (cancellation.records.cancel_record) to the control
     topic, keyed by its session; returns once the broker has acknowledged it."""
-    producer = Producer(producer_config(bootstrap))
+    producer = Producer(producer_config(bootstrap, producer_settings()))
     topic = topology.topic("control")
     delivery = Delivery()
     with tracing.producing(topic, None, None) as traced:

@@ -19,7 +19,8 @@ from agentstream.gateway.view_store import APPROVALS, approval_key
 from agentstream.tenancy import ACCEPTED, APPROVAL_DECIDE
 
 router = APIRouter()
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 403, 404, 409, 422, 429, 500, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (401, 403, 404, 409, 422, 429)}
+_DECIDE_ERRORS = {**_ERRORS, **{code: {"model": Problem} for code in (500, 503)}}  # the broker's: broker_refusal.py
 
 
 @router.get("/v1/approvals", response_model=list[PendingApproval], responses=_ERRORS,
@@ -30,7 +31,7 @@ async def pending_approvals(request: Request, principal: Operator) -> list[dict[
                               principal.tenant_id, now_ms())
 
 
-@router.post("/v1/approvals/{approval_id}", response_model=ApprovalDecided, responses=_ERRORS,
+@router.post("/v1/approvals/{approval_id}", response_model=ApprovalDecided, responses=_DECIDE_ERRORS,
              summary="Approve, deny or edit a waiting tool call (operator)")
 async def decide(
     approval_id: Annotated[str, Path(min_length=1, max_length=300)], body: ApprovalDecisionRequest,

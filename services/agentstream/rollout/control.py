@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import Message, Producer
 
 from agentstream import metrics
+from agentstream.blocking_send import ACK_TIMEOUT_S, Delivery, acknowledged, producer_settings
 from agentstream.clients import producer_config
 from agentstream.errors import ConfigurationError
 from agentstream.runtime.errors import ProcessorError
@@ -31,7 +32,6 @@ from agentstream.topology import Topology
 log = logging.getLogger(__name__)
 
 CATCH_UP_TIMEOUT_S = 30.0  # a router reads the few control records before it routes
-_FLUSH_TIMEOUT_S = 30.0
 _RETRY_S = 5.0  # after a failed read of the control topic
 
 
@@ -71,11 +71,11 @@ def check_canary(topology: Topology, agent_type: str) -> None:
 
 def send_control(bootstrap: str, topology: Topology, schemas: SchemaSet, record: Mapping[str, Any]) -> None:
     """Produce ``record`` and wait until the broker has it."""
-    producer = Producer(producer_config(bootstrap))
-    producer.produce(topology.topic("rollout"), schemas.encode(ROLLOUT_CONTROL, record), record["agent_type"].encode())
-    if producer.flush(_FLUSH_TIMEOUT_S) != 0:
-        raise ProcessorError(f"The broker did not acknowledge the control record for {record['agent_type']} "
-                             f"within {_FLUSH_TIMEOUT_S:.0f} s; is it up?")
+    producer = Producer(producer_config(bootstrap, producer_settings()))
+    delivery = Delivery()
+    producer.produce(topology.topic("rollout"), schemas.encode(ROLLOUT_CONTROL, record), record["agent_type"].encode(),
+                     on_delivery=delivery.report)
+    acknowledged(producer, [delivery], ACK_TIMEOUT_S, f"The control record for {record['agent_type']}")
 
 
 def read_controls(bootstrap: str, topology: Topology, schemas: SchemaSet) -> dict[str, dict[str, Any]]:

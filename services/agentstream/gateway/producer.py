@@ -9,16 +9,17 @@ import threading
 
 from confluent_kafka import Producer
 
+from agentstream.blocking_send import producer_settings
 from agentstream.clients import producer_config
 from agentstream.runtime.delivery import produce_acked
 from agentstream.telemetry import tracing
 
-DELIVERY_TIMEOUT_MS = 30_000  # a request fails after this rather than hang
-
 
 class AsyncProducer:
     def __init__(self, bootstrap: str) -> None:
-        self._producer = Producer(producer_config(bootstrap, {"delivery.timeout.ms": DELIVERY_TIMEOUT_MS}))
+        # A request fails after blocking_send.DELIVERY_TIMEOUT_MS rather than hang, and a record
+        # not acknowledged by then will not land later (a retry with the same key makes no second).
+        self._producer = Producer(producer_config(bootstrap, producer_settings()))
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="gateway-producer", daemon=True)
         self._thread.start()

@@ -49,7 +49,10 @@ def _by_trace(spans: list[Span]) -> dict[str, list[Span]]:
 
 def _one(spans: list[Span], name: str, kind: str) -> Span:
     found = [s for s in spans if s.name == name and s.kind == kind]
-    assert len(found) == 1, f"{kind} {name}: {len(found)} in {sorted((s.service, s.name) for s in spans)}"
+    # Each one's parent is named too: a second send's parent tells which path sent it again.
+    by_id = {s.span_id: s for s in spans}
+    parents = [(s.service, getattr(by_id.get(s.parent_id), "name", s.parent_id)) for s in found]
+    assert len(found) == 1, f"{kind} {name}: {len(found)} (their parents: {parents}) in {sorted((s.service, s.name) for s in spans)}"
     return found[0]
 
 

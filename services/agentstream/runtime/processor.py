@@ -588,7 +588,12 @@ class Processor:
         self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=True))
 
     async def _assigned(self, tps: list[TP]) -> None:
-        partitions = sorted({p for _, p in tps})
+        # Co-partitioned inputs move together (the range assignor), so a partition is this
+        # member's or not: only the ones it did not own are restored and handed to the hooks.
+        # A callback may name a topic's partition whose number is owned already through
+        # another input (the KIP-848 client assigns a topic once its metadata is known): that
+        # adds its fetch only, since a second run of the hooks would resume in-flight work twice.
+        partitions = sorted({p for _, p in tps} - self.assigned_partitions())
         targets: dict[TP, PartitionStore] = {}
         for table in self.tables.values():
             for partition in partitions:

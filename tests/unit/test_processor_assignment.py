@@ -1,0 +1,62 @@
+"""Which partitions a Processor's assignment hooks are handed (runtime/processor.py
+``_assigned``): a partition is the member's through all of its co-partitioned inputs, so
+a callback naming another input's partition of a number already owned (the KIP-848 client
+assigns a topic once it knows its metadata) must not run the hooks again: the specialist's
+hook resumes every in-flight run of the partition, the router's sends its open tasks again.
+No I/O: there are no tables to restore."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from agentstream.runtime import MessageContext
+from agentstream.runtime.processor import Processor
+
+TASKS, RESULTS = "tasks", "results"
+
+
+def _processor(handed: list[list[int]]) -> Processor:
+    processor = Processor("assign", "localhost:9", "assign", "unused-state-dir")
+    processor._reader = SimpleNamespace()  # type: ignore[assignment]  # no table: nothing is read
+    processor._restore = lambda targets: []  # type: ignore[method-assign]
+
+    async def on_input(value: bytes, ctx: MessageContext) -> None:
+        pass
+
+    processor.handler(TASKS)(on_input)
+    processor.handler(RESULTS)(on_input)
+
+    async def hook(partitions: list[int]) -> None:
+        handed.append(partitions)
+
+    processor.on_assign(hook)
+    return processor
+
+
+def _run(processor: Processor, *steps: tuple[str, list[tuple[str, int]]]) -> None:
+    async def run() -> None:
+        for callback, tps in steps:
+            if callback == "assign":
+                await processor._assigned(tps)
+            else:
+                await processor._revoked(tps, lost=callback == "lose")
+
+    asyncio.run(run())
+
+
+def test_an_input_assigned_after_another_of_the_same_partitions_runs_no_hook_again() -> None:
+    handed: list[list[int]] = []
+    processor = _processor(handed)
+    _run(processor, ("assign", [(TASKS, 0), (TASKS, 1)]), ("assign", [(RESULTS, 0), (RESULTS, 1), (RESULTS, 2)]))
+    assert handed == [[0, 1], [2]]
+    assert processor.assigned_partitions() == {0, 1, 2}
+    assert set(processor._offsets) == {(TASKS, 0), (TASKS, 1), (RESULTS, 0), (RESULTS, 1), (RESULTS, 2)}
+
+
+def test_a_partition_given_back_after_its_revoke_or_loss_runs_the_hooks_again() -> None:
+    handed: list[list[int]] = []
+    processor = _processor(handed)
+    both = [(TASKS, 0), (RESULTS, 0)]
+    _run(processor, ("assign", both), ("revoke", both), ("assign", both), ("lose", both), ("assign", both))
+    assert handed == [[0], [0], [0]]

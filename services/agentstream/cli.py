@@ -26,6 +26,7 @@ from agentstream.broker import (
     BOOTSTRAP_ENV,
     PROBE_TIMEOUT_S,
     TANSU,
+    broker_to_start,
     clear_bootstrap_file,
     find_bootstrap,
     wait_until_answers,
@@ -374,11 +375,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
                            hint=f"unset {BOOTSTRAP_ENV} and `agentstream dev` starts a broker of its own "
                                 "(the broker of an earlier `agentstream dev` stopped with it)")
         bootstrap = address.bootstrap
-    stack = Stack(state_dir, broker=args.broker, bootstrap=bootstrap)
+    broker = args.broker or broker_to_start(TANSU)  # --broker, else AGENTSTREAM_BROKER, else the embedded Tansu
+    stack = Stack(state_dir, broker=broker, bootstrap=bootstrap)
     try:
         stack.start()
         if bootstrap is None:
-            _announce_own_broker(stack.bootstrap, args.broker, write_bootstrap_file(state_dir, stack.bootstrap))
+            _announce_own_broker(stack.bootstrap, broker, write_bootstrap_file(state_dir, stack.bootstrap))
         else:
             print(f"broker: {bootstrap} ({BOOTSTRAP_ENV})")
         print(f"workers: {', '.join(f'{n} (pid {p.pid})' for n, p in stack.workers.items())}; Ctrl-C stops all",

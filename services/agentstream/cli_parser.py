@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from agentstream import __version__
-from agentstream.broker import BOOTSTRAP_ENV, BOOTSTRAP_FILE, BROKER_KINDS, TANSU
+from agentstream.broker import BOOTSTRAP_ENV, BOOTSTRAP_FILE, BROKER_KINDS
 from agentstream.clients import DEFAULT_LINGER_MS
 from agentstream.settings import (
+    BROKER_ENV,
     DEFAULT_GATEWAY_PORT,
     FETCH_WAIT_ENV,
     FLUSH_TIMEOUT_ENV,
@@ -62,14 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"agentstream {__version__}")
+    # -v goes on every command and every action, before or after the action's name: not
+    # given, it sets nothing (SUPPRESS), so an action's parser cannot reset the command's.
+    parser.set_defaults(verbose=False)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true",
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help=f"debug logging, librdkafka's own lines included (also {LOG_LEVEL_ENV}=DEBUG)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    def command(name: str, help_text: str, *, with_common: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".",
-                              parents=[common] if with_common else [], epilog=ENVIRONMENT,
+                              parents=[common], epilog=ENVIRONMENT,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
     worker = command("worker", "run one agent service (a stream processor) until SIGTERM or Ctrl-C")
@@ -102,30 +108,30 @@ def build_parser() -> argparse.ArgumentParser:
     lag.add_argument("--agent", help="only this agent type's group (router, a specialist type, supervisor)")
 
     # -v goes with each dlq action (`dlq list -v`), as a default set twice would undo it.
-    _add_dlq(command("dlq", "list, show, replay or purge dead letters", with_common=False), common)
+    _add_dlq(command("dlq", "list, show, replay or purge dead letters"), common)
 
-    _add_approvals(command("approvals", "list, show, approve or deny the tool calls that wait for a human"))
+    _add_approvals(command("approvals", "list, show, approve or deny the tool calls that wait for a human"), common)
 
     gateway = command("gateway", "serve the HTTP API (tasks, progress as SSE, approvals) until SIGTERM or Ctrl-C")
     gateway.add_argument("--port", type=int, help=f"the port (default ${GATEWAY_PORT_ENV}, else {DEFAULT_GATEWAY_PORT})")
     gateway.add_argument("--tenants", type=Path, metavar="FILE",
                          help=f"the tenants file: API key hashes, JWT settings, roles, limits (default ${TENANTS_ENV})")
 
-    _add_tenants(command("tenants", "hash an API key for the tenants file, or check a tenants file"))
+    _add_tenants(command("tenants", "hash an API key for the tenants file, or check a tenants file"), common)
     _add_replay(command("replay", "run a finished task's agent loop again from its transcript; show where the runs diverge"))
     _add_eval(command("eval", "run a case set through a specialist's loop in-process and score it; exit 1 under the threshold"))
     cancel = command("cancel", "cancel a task: stopped at its next step, or while it waits, with a CANCELED result")
     cancel.add_argument("task_id", help="the task's id (as submitted)")
     cancel.add_argument("--reason", help="why (kept in the cancel and the result's error message)")
     cancel.add_argument("--by", help="who cancels (default: the login name)")
-    _add_rollout(command("rollout", "canary weights, the per-version report and the rollback watcher of candidate versions"))
+    _add_rollout(command("rollout", "canary weights, the per-version report and the rollback watcher of candidate versions"), common)
 
     dev = command("dev", "a broker, the topology and every worker, until Ctrl-C")
     dev.add_argument("--state-dir", type=Path, help=STATE_DIR_HELP + f"; the broker's address goes to <it>/{BOOTSTRAP_FILE}")
-    dev.add_argument("--broker", choices=BROKER_KINDS, default=TANSU,
-                     help=f"the broker to start when {BOOTSTRAP_ENV} is unset: tansu (embedded, default) or "
-                          "kafka (Apache Kafka 4 from Maven in a temporary directory; needs java and mvn). "
-                          "Either keeps nothing once dev stops")
+    dev.add_argument("--broker", choices=BROKER_KINDS,
+                     help=f"the broker to start when {BOOTSTRAP_ENV} is unset: tansu (embedded; the default, "
+                          f"unless ${BROKER_ENV} names another) or kafka (Apache Kafka 4 from Maven in a temporary "
+                          "directory; needs java and mvn). Either keeps nothing once dev stops")
 
     _add_kafka(command("kafka", "start, inspect or stop a local Apache Kafka 4 cluster (needs java and mvn)"))
 
@@ -136,8 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--app", type=Path,
                      help=f"the app folder holding topology.yaml (default: the folder of ${TOPOLOGY_ENV}, else examples/support_desk)")
 
-    _add_deploy(command("deploy", "generate the deploy files (Dockerfile, compose, Kubernetes) from the topology",
-                        with_common=False))
+    _add_deploy(command("deploy", "generate the deploy files (Dockerfile, compose, Kubernetes) from the topology"), common)
 
     bench = command("bench", "run a benchmark from bench/ (pipeline, relay, concurrency, ...)")
     bench.add_argument("name", help="the benchmark: a module of bench/, e.g. pipeline or relay")
@@ -150,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=None,
                       help="seconds to wait for every result (default 120 on the scripted model, 900 on a real one)")
     return parser
+
+
+def _actions(command: argparse.ArgumentParser, common: argparse.ArgumentParser) -> Callable[..., argparse.ArgumentParser]:
+    """How ``command`` adds its actions: each takes the common options (-v) as well."""
+    return partial(command.add_subparsers(dest="action", required=True, metavar="action").add_parser, parents=[common])
 
 
 def _add_submit(submit: argparse.ArgumentParser) -> None:
@@ -177,15 +187,14 @@ def _add_results(results: argparse.ArgumentParser) -> None:
 
 
 def _add_dlq(dlq: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
-    actions = dlq.add_subparsers(dest="action", required=True, metavar="action")
-    listing = actions.add_parser("list", help="a table of dead letters", parents=[common])
-    show = actions.add_parser("show", help="everything about one dead letter", parents=[common])
+    add_action = _actions(dlq, common)
+    listing = add_action("list", help="a table of dead letters")
+    show = add_action("show", help="everything about one dead letter")
     show.add_argument("id", help="the dead letter's id (first column of `dlq list`)")
-    replay = actions.add_parser("replay", help="re-inject into the original topic (attempt 0, replay marker)",
-                                parents=[common])
+    replay = add_action("replay", help="re-inject into the original topic (attempt 0, replay marker)")
     replay.add_argument("id", nargs="?", help="the dead letter to replay (or use --all-matching)")
     replay.add_argument("--all-matching", action="store_true", help="every dead letter the filters match")
-    purge = actions.add_parser("purge", help="hide dead letters (asks first)", parents=[common])
+    purge = add_action("purge", help="hide dead letters (asks first)")
     purge.add_argument("ids", nargs="*", help="these ids only (default: all matching)")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     for action in (listing, replay, purge):
@@ -194,14 +203,14 @@ def _add_dlq(dlq: argparse.ArgumentParser, common: argparse.ArgumentParser) -> N
         action.add_argument("--error", help="only this error class (PERMANENT, TRANSIENT) or exception type")
 
 
-def _add_approvals(approvals: argparse.ArgumentParser) -> None:
-    actions = approvals.add_subparsers(dest="action", required=True, metavar="action")
-    actions.add_parser("list", help="the requests no decision answers yet, with age and deadline")
-    show = actions.add_parser("show", help="one request and every decision it got")
-    approve = actions.add_parser("approve", help="let the call run (with --args: with these arguments instead)")
+def _add_approvals(approvals: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    add_action = _actions(approvals, common)
+    add_action("list", help="the requests no decision answers yet, with age and deadline")
+    show = add_action("show", help="one request and every decision it got")
+    approve = add_action("approve", help="let the call run (with --args: with these arguments instead)")
     approve.add_argument("--args", help="edited arguments, a JSON object: the tool runs with these")
     approve.add_argument("--reason", help="why (kept with the decision)")
-    deny = actions.add_parser("deny", help="refuse the call; the model reads the reason as the tool's result")
+    deny = add_action("deny", help="refuse the call; the model reads the reason as the tool's result")
     deny.add_argument("--reason", required=True, help="why: the model reads it and tells the user")
     for action in (show, approve, deny):
         action.add_argument("id", help="the approval id (first column of `approvals list`)")
@@ -209,11 +218,11 @@ def _add_approvals(approvals: argparse.ArgumentParser) -> None:
         action.add_argument("--who", help="who decides (default: the login name)")
 
 
-def _add_tenants(tenants: argparse.ArgumentParser) -> None:
-    actions = tenants.add_subparsers(dest="action", required=True, metavar="action")
-    actions.add_parser("hash-key", help="read an API key from stdin and print the hash the tenants file stores "
+def _add_tenants(tenants: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    add_action = _actions(tenants, common)
+    add_action("hash-key", help="read an API key from stdin and print the hash the tenants file stores "
                                         "(e.g. `printf %%s \"$KEY\" | agentstream tenants hash-key`)")
-    check = actions.add_parser("check", help="load the tenants file (its JWT keys included) and list its tenants; "
+    check = add_action("check", help="load the tenants file (its JWT keys included) and list its tenants; "
                                              "exit 2 with the problem if it does not load")
     check.add_argument("--tenants", type=Path, metavar="FILE", help=f"the tenants file (default ${TENANTS_ENV})")
 
@@ -246,15 +255,15 @@ def _add_eval(evaluate: argparse.ArgumentParser) -> None:
                           help="the share of cases that must pass (default: the case file's, else 0.8)")
 
 
-def _add_rollout(rollout: argparse.ArgumentParser) -> None:
-    actions = rollout.add_subparsers(dest="action", required=True, metavar="action")
-    weight = actions.add_parser("set-weight", help="the share of sessions a canary gets, now, on every router")
+def _add_rollout(rollout: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    add_action = _actions(rollout, common)
+    weight = add_action("set-weight", help="the share of sessions a canary gets, now, on every router")
     weight.add_argument("agent", help="the specialist type whose candidate it is (e.g. billing)")
     weight.add_argument("weight", type=float, help="0 to 1 (0.2: 20 %% of the sessions; 0: roll back)")
     weight.add_argument("--reason", default="", help="why (shown by `rollout report`)")
     weight.add_argument("--who", help="who sets it (default: the login name)")
-    report = actions.add_parser("report", help="per version: completion, latency, cost, steps, tool errors, agreement")
-    watch = actions.add_parser("watch", help="check the rollback rules continuously; roll a breaching canary "
+    report = add_action("report", help="per version: completion, latency, cost, steps, tool errors, agreement")
+    watch = add_action("watch", help="check the rollback rules continuously; roll a breaching canary "
                                 "back, step a healthy one up (promote:)")
     for action in (report, watch):
         action.add_argument("--window", type=float, default=3600.0, metavar="S",
@@ -272,9 +281,9 @@ def _add_kafka(kafka: argparse.ArgumentParser) -> None:
     kafka.add_argument("--heap-mb", type=int, default=512, help="JVM heap per node in MB (start only)")
 
 
-def _add_deploy(deploy: argparse.ArgumentParser) -> None:
-    actions = deploy.add_subparsers(dest="action", required=True, metavar="action")
-    render = actions.add_parser(
+def _add_deploy(deploy: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    add_action = _actions(deploy, common)
+    render = add_action(
         "render", help="write the deploy files of the topology (default: $AGENTSTREAM_TOPOLOGY, else the default app)",
         description="compose: Dockerfile, docker-compose.yml (the gateway in the profile gateway), "
                     "deploy/prometheus.yml and deploy/grafana/; k8s: k8s/ (namespace, topology ConfigMap, "

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from agentstream.settings import BOOTSTRAP_ENV, LOG_FORMAT_ENV, LOG_LEVEL_ENV, PREFIX_ENV, STATE_DIR_ENV
+from agentstream.settings import BOOTSTRAP_ENV, BROKER_ENV, LOG_FORMAT_ENV, LOG_LEVEL_ENV, PREFIX_ENV, STATE_DIR_ENV
 
 from .harness import REPO
 
@@ -16,7 +16,7 @@ COMMAND = [sys.executable, "-m", "agentstream"]
 
 def cli_env(**values: str) -> dict[str, str]:
     """The test process's environment without agentstream's own settings, plus ``values``."""
-    own = (BOOTSTRAP_ENV, LOG_FORMAT_ENV, LOG_LEVEL_ENV, PREFIX_ENV, STATE_DIR_ENV)
+    own = (BOOTSTRAP_ENV, BROKER_ENV, LOG_FORMAT_ENV, LOG_LEVEL_ENV, PREFIX_ENV, STATE_DIR_ENV)
     env = {k: v for k, v in os.environ.items() if k not in own}
     return {**env, "PYTHONUNBUFFERED": "1", **values}
 

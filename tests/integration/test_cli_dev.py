@@ -135,6 +135,14 @@ def test_ctrl_c_stops_every_worker_cleanly_and_dev_starts_again(dev: Dev, env: d
         again.close()
 
 
+def test_dev_names_a_broker_it_cannot_start_and_starts_nothing(tmp_path: Path) -> None:
+    # Without --broker, dev starts what AGENTSTREAM_BROKER names (README "Running on Apache Kafka").
+    refused = run("dev", env=cli_env(AGENTSTREAM_STATE_DIR=str(tmp_path), AGENTSTREAM_BROKER="redpanda"), timeout=60)
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "AGENTSTREAM_BROKER='redpanda' is not a broker agentstream can start; use one of" in one_line(refused.stderr)
+    assert not (tmp_path / BOOTSTRAP_FILE).exists()
+
+
 def test_demo_output_says_which_model_and_has_no_librdkafka_lines(tmp_path: Path) -> None:
     done = run("demo", "--state-dir", str(tmp_path), env=cli_env(), timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -42,6 +42,24 @@ def test_verbose_goes_with_each_command() -> None:
     assert not parser.parse_args(["submit", "hi", "--session", "s"]).verbose
 
 
+def test_verbose_goes_before_or_after_an_action() -> None:
+    # An action's own parser must not reset what the command's took (argparse copies a
+    # subparser's defaults over the namespace): README "-v on any command".
+    parser = build_parser()
+    for argv in (["dlq", "list"], ["approvals", "list"], ["approvals", "show", "id-1"], ["tenants", "check"],
+                 ["rollout", "report"], ["deploy", "render", "compose"]):
+        command, rest = argv[:1], argv[1:]
+        assert parser.parse_args(command + ["-v"] + rest).verbose, argv
+        assert parser.parse_args(argv + ["-v"]).verbose, argv
+        assert not parser.parse_args(argv).verbose, argv
+
+
+def test_dev_leaves_the_broker_to_the_environment_unless_told() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["dev"]).broker is None  # then AGENTSTREAM_BROKER, else tansu (cli.cmd_dev)
+    assert parser.parse_args(["dev", "--broker", "kafka"]).broker == "kafka"
+
+
 def test_state_dirs_are_paths() -> None:
     parser = build_parser()
     assert parser.parse_args(["dev", "--state-dir", "here"]).state_dir == Path("here")

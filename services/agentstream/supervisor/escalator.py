@@ -13,7 +13,7 @@ pending deadline of the partition's escalations; set when a task is held and, fr
 pending approval records, after every assignment (so a restart or a rebalance re-arms it). The same
 assignment finishes an escalation a crash left decided but not yet published. A deadline
 that fails to apply (a broker error), or a decided escalation whose result fails to
-publish, is retried in the background with back-off (supervisor/retried.py) while the
+publish, is retried in the background with back-off (retry/background.py) while the
 partition's other deadlines go on.
 
 Cancels come on the ``control`` topic, co-partitioned too: a cancel of a task that waits

@@ -54,6 +54,9 @@ class _Table:
         raw = self.store.get(key.encode())
         return default if raw is None else json.loads(raw)
 
+    def decode_value(self, raw: bytes) -> Any:
+        return json.loads(raw)
+
 
 class _Processor:
     """Writes land at once; every broker round trip is logged: (kind, keys or topic)."""

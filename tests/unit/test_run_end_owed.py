@@ -1,12 +1,15 @@
 """A finished run's transcript or result that the broker did not acknowledge in time (a
 partition without a leader for the producer's whole message.timeout.ms) is sent again
 beside the partition, its head kept meanwhile; the task goes to no retry tier, whose copy
-would call every model again (specialist/run_end.py). A result the broker refuses for good
-still fails the task into the retry chain; such a transcript is left out."""
+would call every model again (specialist/run_end.py). Before it is sent again, what is
+owed goes into the run's head, so a new owner after a rebalance sends it and ends the run
+instead of resuming it. A result the broker refuses for good still fails the task into the
+retry chain; such a transcript is left out."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,8 +21,9 @@ from agentstream.runtime import MessageContext
 from agentstream.runtime.delivery import not_acknowledged
 from agentstream.runtime.errors import CheckpointError
 from agentstream.specialist import checkpoint as ckpt
-from agentstream.specialist.lifecycle import TaskLifecycle
-from agentstream.specialist.run_end import answer_landed
+from agentstream.specialist.lifecycle import MAX_REDELIVERIES, TaskLifecycle
+from agentstream.specialist.loop import AgentOutcome
+from agentstream.specialist.run_end import OWED, answer_landed
 from tests.unit import test_run_end as ends
 
 RUN = ends.RUN
@@ -149,6 +153,106 @@ def test_a_transcript_the_broker_refuses_for_good_is_left_out_and_the_result_goe
     assert _sends(processor) == [("refused", "transcripts"), ("send_acked", "supervisor")]
     assert processor.sent["SpecialistResult"]["status"] == "COMPLETED"
     assert set(processor.store.data) == {ckpt.done_key(RUN).encode()}
+
+
+class _DeadAgent(_Agent):
+    """Records its reply, then finds every model unavailable: with no tier left the task is
+    dead-lettered with a FAILED result (TaskLifecycle._fail)."""
+
+    async def run(self, task: dict[str, Any], run: Any) -> Any:
+        self.runs += 1
+        if 0 not in run.chain.models:
+            await run.record(lambda seq: ckpt.model_step(0, ends.REPLY, run.epoch, seq, timing=ckpt.Timing(1, 2)))
+        return AgentOutcome("FAILED", None, ("MODEL_UNAVAILABLE", "every model is down"), [], {}, 1)
+
+
+def _owner_lost_after_owing(refusals: dict[str, list[CheckpointError]], agent: _Agent) -> tuple[ends._Processor, Any]:
+    """Run the task on an owner whose end is sent again beside the partition once and
+    refused again; then the partition goes (its spawned work cancelled, as a revoke does).
+    Return that owner's processor and the store its successor restores."""
+    lifecycle, processor, _, _ = _worker(refusals)
+    lifecycle.agent = agent  # type: ignore[assignment]
+    naps = 0
+
+    async def revoked_at_the_second_wait(seconds: float) -> None:
+        nonlocal naps
+        naps += 1
+        if naps > 1:
+            raise asyncio.CancelledError  # the revoke cancels the partition's spawned work
+
+    lifecycle.ended_later._sleep = revoked_at_the_second_wait
+
+    async def main() -> None:
+        await lifecycle.on_routed(dict(ends.TASK), MessageContext("in", 0, 7, b"s", (), 0))
+        while processor.spawned:
+            with contextlib.suppress(asyncio.CancelledError):
+                await processor.spawned.pop(0)
+
+    asyncio.run(main())
+    return processor, processor.store
+
+
+def _successor(store: Any) -> tuple[ends._Processor, _Agent]:
+    """A new owner of the partition, on the store its restore rebuilt: it resumes what it finds."""
+    lifecycle, processor = ends._worker(store)
+    agent = _Agent()
+    lifecycle.agent = agent  # type: ignore[assignment]
+    processor.assigned_partitions = lambda: {0}  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        await lifecycle.resume_in_flight([0])
+        while processor.spawned:
+            await processor.spawned.pop(0)
+
+    asyncio.run(main())
+    return processor, agent
+
+
+def _timeouts(topic: str, count: int) -> list[CheckpointError]:
+    return [_refusal(topic, KafkaError._MSG_TIMED_OUT) for _ in range(count)]
+
+
+def test_a_new_owner_sends_the_result_its_predecessor_owed_and_runs_nothing() -> None:
+    first, store = _owner_lost_after_owing({"supervisor": _timeouts("supervisor", 2)}, _Agent())
+    owed = store.value(ckpt.head_key(RUN))[OWED]
+    assert owed["result"] == first.sent["SpecialistResult"] and owed["transcript"] is False
+    processor, agent = _successor(store)
+    assert agent.runs == 0, "a new owner resumed a run whose answer was recorded: its models would be called again"
+    assert _sends(processor) == [("send_acked", "supervisor")]
+    assert processor.sent["SpecialistResult"] == owed["result"]
+    assert set(store.data) == {ckpt.done_key(RUN).encode()}, "ended: the done marker, every record tombstoned"
+
+
+def test_a_transcript_owed_too_goes_before_the_result() -> None:
+    _, store = _owner_lost_after_owing({"transcripts": _timeouts("transcripts", 2)}, _Agent())
+    assert store.value(ckpt.head_key(RUN))[OWED]["transcript"] is True
+    processor, agent = _successor(store)
+    assert agent.runs == 0
+    assert _sends(processor) == [("send_acked", "transcripts"), ("send_acked", "supervisor")]
+    assert set(store.data) == {ckpt.done_key(RUN).encode()}
+
+
+def test_an_owed_result_is_sent_however_many_owners_in_a_row_took_the_run_over() -> None:
+    """The redelivery limit counts owners that died at the same step of a running task; a
+    run whose result is owed has no step left to die at (helper-110 L5)."""
+    _, store = _owner_lost_after_owing({"supervisor": _timeouts("supervisor", 2)}, _Agent())
+    head = store.value(ckpt.head_key(RUN))
+    at = head["epochs"][-1][1] + 2  # past every step of the run
+    store.put(ckpt.head_key(RUN), {**head, "epochs": [*head["epochs"], *([e, at] for e in range(1, MAX_REDELIVERIES + 2))]})
+    processor, agent = _successor(store)
+    assert agent.runs == 0 and processor.sent["SpecialistResult"]["status"] == "COMPLETED"
+
+
+def test_a_dead_lettered_runs_owed_failed_result_is_sent_without_running_it_again() -> None:
+    """helper-110 L7: the FAILED result of a task the chain dead-lettered, owed when the
+    partition moved: the new owner sends it; before, it resumed the run and called its models."""
+    first, store = _owner_lost_after_owing({"supervisor": _timeouts("supervisor", 2)}, _DeadAgent())
+    assert first.sent["SpecialistResult"]["status"] == "FAILED"
+    processor, agent = _successor(store)
+    assert agent.runs == 0
+    assert processor.sent["SpecialistResult"]["status"] == "FAILED"
+    assert processor.sent["SpecialistResult"]["error"] == first.sent["SpecialistResult"]["error"]
+    assert set(store.data) == {ckpt.done_key(RUN).encode()}
 
 
 async def _fails(error: Exception) -> None:

@@ -66,7 +66,7 @@ from agentstream.specialist.canceling import Cancellations
 from agentstream.specialist.durable import DurableRun, retrieved
 from agentstream.specialist.loop import AgentOutcome, StepNotRecorded
 from agentstream.specialist.order import SessionOrder, SessionPlaces
-from agentstream.specialist.run_end import RunEnd, answer_landed
+from agentstream.specialist.run_end import OWED, RunEnd, answer_landed
 from agentstream.specialist.run_steps import RunSteps
 from agentstream.specialist.transcript_writer import TranscriptWriter
 from agentstream.specialist.waiting import ApprovalDesk
@@ -223,6 +223,8 @@ class TaskLifecycle:
             for head in sorted(heads, key=lambda h: (ckpt.run_id(h["task"]) not in placed, h.get("offset", 0))):
                 if self._ended(head, partition):
                     self.app.spawn_resumed(self._end_again(head, partition), self.service.input_topic, partition)
+                elif OWED in head:
+                    self.app.spawn_resumed(self._send_owed(head, partition), self.service.input_topic, partition)
                 else:
                     self._resume_task(head, partition)
 
@@ -513,11 +515,8 @@ class TaskLifecycle:
         transcript = partial(self.transcripts.write, task, result, steps.epochs, steps.records) if self.transcripts else None
         unsent = await answer_landed(steps.landed(), transcript() if transcript else None)  # the answer lands meanwhile
         run = ckpt.run_id(task)
-        ended: list[tuple[str, Any]] = [(ckpt.done_key(run), now_ms())]
-        if self._stored(ckpt.place_key(run), partition):  # out of the tiers: its session place goes
-            ended.append((ckpt.place_key(run), None))
         end = RunEnd(transcript if unsent is not None else None, partial(self._send_result, task, result, replay),
-                     partial(self._forget, run, partition, steps, ended), settle)
+                     partial(self._forget, run, partition, steps, self._end_marks(run, partition)), settle)
         try:
             if unsent is not None:
                 raise unsent
@@ -527,12 +526,49 @@ class TaskLifecycle:
                 raise  # refused for good: the task fails into the retry chain (run_end.py)
             log.warning("%s[%d]: task %s: %s; its %s sent again beside the partition", self.service.input_topic, partition,
                         task["task_id"], exc, "transcript and result are" if end.transcript else "result is")
+            end.owe = partial(self._owe, task, {"result": result, "replay": replay, "transcript": end.transcript is not None},
+                              partition)
             self.ended_later.later(end.send_and_end, f"the end of task {run}", partition)
             return
         finally:
             del unsent  # raised, its traceback holds this frame: no cycle left for the collector
         # The result is out: a failed end write is retried here too, the head kept (run_end.py, _ended).
         await self.ended_later.run(end.end_write, f"the end write of task {run}", partition)
+
+    def _end_marks(self, run: str, partition: int) -> list[tuple[str, Any]]:
+        """What the end write puts before the tombstones: the done marker, and the end of the
+        session place the run held in the retry tiers (if it is out of them)."""
+        marks: list[tuple[str, Any]] = [(ckpt.done_key(run), now_ms())]
+        if self._stored(ckpt.place_key(run), partition):
+            marks.append((ckpt.place_key(run), None))
+        return marks
+
+    async def _owe(self, task: Task, owed: dict[str, Any], partition: int) -> None:
+        """Write ``owed`` (run_end.OWED) into the run's head, acknowledged, so that a new
+        owner of the partition sends it and ends the run (_send_owed) instead of resuming it."""
+        key = ckpt.head_key(ckpt.run_id(task))
+        raw = self.checkpoints.partition(partition).get(key.encode())
+        if raw is not None:
+            await self.app.persist_all(self.checkpoints, [(key, {**self.checkpoints.decode_value(raw), OWED: owed})],
+                                       partition=partition)
+
+    async def _send_owed(self, head: dict[str, Any], partition: int) -> None:
+        """After an assignment: the run's answer had landed, but its previous owner could not
+        send all of its end (OWED in its head): send what it owed, then the end write. No
+        model is called and no step is replayed."""
+        task, owed = head["task"], head[OWED]
+        run = ckpt.run_id(task)
+        tracing.adopt(head.get("trace"))
+        log_context.bind(worker=self.app.name, **log_context.task_fields(task))  # no record to take them from
+        steps = RunSteps.read(self.checkpoints.partition(partition), run, head["epochs"])
+        log.info("%s[%d]: task %s had its answer; its previous owner could not send its %s, sent now",
+                 self.service.input_topic, partition, task["task_id"], "transcript and result" if owed["transcript"] else "result")
+        transcript = (partial(self.transcripts.write, task, owed["result"], steps.epochs, steps.records)
+                      if owed["transcript"] and self.transcripts else None)
+        settle = partial(self.retries.settled, task["session_id"]) if int(head.get("attempt", 0)) > 0 else None
+        end = RunEnd(transcript, partial(self._send_result, task, owed["result"], owed["replay"]),
+                     partial(self._forget, run, partition, steps, self._end_marks(run, partition)), settle)
+        await self.ended_later.run(end.send_and_end, f"the end of task {run}", partition)
 
     async def _send_result(self, task: Task, result: dict[str, Any], replay: str | None) -> None:
         headers = [(REPLAY, replay.encode())] if replay else None  # lets the supervisor take it again

@@ -14,7 +14,10 @@ one result per task (the supervisor's markers). A result the broker refuses for 
 record over the topic's size, no authorization) on its first send still fails the task
 into the retry chain: no retry would pass (refused so on a later send, it is tried again
 until the partition moves: not handled). A dead-lettered run's FAILED result is sent
-again the same way (a new owner would resume that run from its head).
+again the same way. Before it sends again, the lifecycle writes what is owed into the run's
+head (``OWED``), so that a new owner after a rebalance sends the owed writes and ends the
+run, with no model call and no step replayed; if that write does not land either, the new
+owner resumes the run from its head as before.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ from agentstream.runtime.errors import CheckpointError
 
 Write = Callable[[], Awaitable[None]]
 
+# The head's field of what a run's end still owes (its result; whether its transcript is
+# owed too; the replay marker its result carries): a new owner sends that and ends the run
+# (TaskLifecycle._send_owed) instead of resuming it, which would call its models again
+# (a dead-lettered run's, whose FAILED result was owed) or fail it on the redelivery limit
+# (four owners in a row resuming a finished run at the same step).
+OWED = "owed"
+
 
 @dataclass(slots=True)
 class RunEnd:
@@ -38,6 +48,9 @@ class RunEnd:
     result: Write | None
     end_write: Write
     settle: Write | None = None  # once the result is out: a retried run's session lets its parked tasks go
+    # Sent back to the partition (send_and_end): first, what is owed goes into the run's head
+    # (OWED), so a new owner after a rebalance sends it instead of running the task again.
+    owe: Write | None = None
 
     async def send(self) -> None:
         """The transcript (if owed), then the result (if owed): acknowledged in this order, so
@@ -53,7 +66,11 @@ class RunEnd:
             await settle()
 
     async def send_and_end(self) -> None:
-        """:meth:`send`, then the end write: the whole end, retried as one."""
+        """``owe`` (if not written yet), :meth:`send`, then the end write: the whole end,
+        retried as one."""
+        if self.owe is not None:
+            await self.owe()
+            self.owe = None
         await self.send()
         await self.end_write()
 

@@ -67,7 +67,8 @@ class _Processor:
         self.store = store
         self.trips: list[tuple[str, Any]] = []
         self.spawned: list[Coroutine[Any, Any, None]] = []
-        self.sent: dict[str, dict[str, Any]] = {}
+        self.sent: dict[str, dict[str, Any]] = {}  # schema -> the last record encoded with it
+        self.sent_values: dict[str, list[tuple[bytes, object]]] = {}  # topic -> (value, headers) of each acknowledged send
         self.stored_at_send: dict[str, list[dict[str, Any]]] = {}  # topic -> the run's steps in the store then
 
     async def persist(self, table: object, key: str, value: Any, partition: int | None = None) -> None:
@@ -82,6 +83,7 @@ class _Processor:
     async def send_acked(self, topic: str, value: bytes, key: str, headers: object = None) -> int:
         self.trips.append(("send_acked", topic))
         self.stored_at_send[topic] = _stored_steps(self.store)
+        self.sent_values.setdefault(topic, []).append((value, headers))
         return 0
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -124,12 +126,12 @@ def _worker(store: _Store) -> tuple[TaskLifecycle, _Processor]:
 
     def encode(schema: str, record: dict[str, Any]) -> bytes:
         processor.sent[schema] = record
-        return b""
+        return json.dumps(record).encode()  # stands for Avro: decode_as gives the record back
 
     service = SimpleNamespace(
         topology=SimpleNamespace(topic=lambda name: name, topics={"transcripts": {}}), processor=processor,
         input_topic="in", agent="billing", progress=lambda *args: None, headers=lambda: None,
-        schemas=SimpleNamespace(encode=encode),
+        schemas=SimpleNamespace(encode=encode, decode_as=lambda schema, raw: json.loads(raw)),
     )
     table = _Table(store)
     lifecycle = TaskLifecycle(service, _Agent(), table, {}, None, None)  # type: ignore[arg-type]

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError
 
-from agentstream.retry.headers import ATTEMPT
+from agentstream.retry.headers import ATTEMPT, REPLAY
 from agentstream.runtime import MessageContext
 from agentstream.runtime.delivery import not_acknowledged
 from agentstream.runtime.errors import CheckpointError
 from agentstream.specialist import checkpoint as ckpt
 from agentstream.specialist.lifecycle import MAX_REDELIVERIES, TaskLifecycle
 from agentstream.specialist.loop import AgentOutcome
-from agentstream.specialist.run_end import OWED, answer_landed
+from agentstream.specialist.run_end import OWED, answer_landed, owed_result
+from agentstream.transcripts.record import TRANSCRIPT
 from tests.unit import test_run_end as ends
 
 RUN = ends.RUN
@@ -43,11 +45,13 @@ class _Agent(ends._Agent):
         return await super().run(task, run)
 
 
-def _worker(refusals: dict[str, list[CheckpointError]]) -> tuple[TaskLifecycle, ends._Processor, _Agent, list[str]]:
+def _worker(
+    refusals: dict[str, list[CheckpointError]], store: ends._Store | None = None,
+) -> tuple[TaskLifecycle, ends._Processor, _Agent, list[str]]:
     """A worker whose acknowledged writes to a topic (or, under "checkpoints", its end
-    write) fail with the errors listed for it, one per write, first to last."""
-    store = ends._Store()
-    lifecycle, processor = ends._worker(store)
+    write; under "owe", the write of what its end owes into its head) fail with the errors
+    listed for it, one per write, first to last."""
+    lifecycle, processor = ends._worker(store if store is not None else ends._Store())
     agent = _Agent()
     lifecycle.agent = agent  # type: ignore[assignment]
     tiers: list[str] = []
@@ -58,7 +62,7 @@ def _worker(refusals: dict[str, list[CheckpointError]]) -> tuple[TaskLifecycle, 
     lifecycle.retries = SimpleNamespace(failed=lambda *args: tiers.append("failed") or "dead",  # type: ignore[assignment]
                                         settled=settled)
     processor.assigned_partitions = lambda: {0}  # type: ignore[attr-defined]
-    send_acked, persist_all = processor.send_acked, processor.persist_all
+    send_acked, persist, persist_all = processor.send_acked, processor.persist, processor.persist_all
 
     async def sent_or_refused(topic: str, value: bytes, key: str, headers: object = None) -> int:
         if refusals.get(topic):
@@ -72,10 +76,17 @@ def _worker(refusals: dict[str, list[CheckpointError]]) -> tuple[TaskLifecycle, 
             raise refusals["checkpoints"].pop(0)
         await persist_all(table, items, partition)
 
+    async def owed_or_refused(table: object, key: str, value: Any, partition: int | None = None) -> None:
+        if refusals.get("owe") and key == ckpt.head_key(RUN) and OWED in value:
+            processor.trips.append(("refused", "owe"))
+            raise refusals["owe"].pop(0)
+        await persist(table, key, value, partition)
+
     async def no_wait(seconds: float) -> None:
         return None
 
     processor.send_acked = sent_or_refused  # type: ignore[method-assign]
+    processor.persist = owed_or_refused  # type: ignore[method-assign]
     processor.persist_all = written_or_refused  # type: ignore[method-assign]
     lifecycle.ended_later._sleep = no_wait
     return lifecycle, processor, agent, tiers
@@ -166,7 +177,9 @@ class _DeadAgent(_Agent):
         return AgentOutcome("FAILED", None, ("MODEL_UNAVAILABLE", "every model is down"), [], {}, 1)
 
 
-def _owner_lost_after_owing(refusals: dict[str, list[CheckpointError]], agent: _Agent) -> tuple[ends._Processor, Any]:
+def _owner_lost_after_owing(
+    refusals: dict[str, list[CheckpointError]], agent: _Agent, headers: tuple[tuple[str, bytes], ...] = (),
+) -> tuple[ends._Processor, ends._Store]:
     """Run the task on an owner whose end is sent again beside the partition once and
     refused again; then the partition goes (its spawned work cancelled, as a revoke does).
     Return that owner's processor and the store its successor restores."""
@@ -183,21 +196,18 @@ def _owner_lost_after_owing(refusals: dict[str, list[CheckpointError]], agent: _
     lifecycle.ended_later._sleep = revoked_at_the_second_wait
 
     async def main() -> None:
-        await lifecycle.on_routed(dict(ends.TASK), MessageContext("in", 0, 7, b"s", (), 0))
+        await lifecycle.on_routed(dict(ends.TASK), MessageContext("in", 0, 7, b"s", headers, 0))
         while processor.spawned:
             with contextlib.suppress(asyncio.CancelledError):
                 await processor.spawned.pop(0)
 
     asyncio.run(main())
-    return processor, processor.store
+    return processor, processor.store  # type: ignore[return-value]
 
 
-def _successor(store: Any) -> tuple[ends._Processor, _Agent]:
+def _successor(store: ends._Store) -> tuple[ends._Processor, _Agent]:
     """A new owner of the partition, on the store its restore rebuilt: it resumes what it finds."""
-    lifecycle, processor = ends._worker(store)
-    agent = _Agent()
-    lifecycle.agent = agent  # type: ignore[assignment]
-    processor.assigned_partitions = lambda: {0}  # type: ignore[attr-defined]
+    lifecycle, processor, agent, _ = _worker({}, store)
 
     async def main() -> None:
         await lifecycle.resume_in_flight([0])
@@ -214,44 +224,78 @@ def _timeouts(topic: str, count: int) -> list[CheckpointError]:
 
 def test_a_new_owner_sends_the_result_its_predecessor_owed_and_runs_nothing() -> None:
     first, store = _owner_lost_after_owing({"supervisor": _timeouts("supervisor", 2)}, _Agent())
-    owed = store.value(ckpt.head_key(RUN))[OWED]
-    assert owed["result"] == first.sent["SpecialistResult"] and owed["transcript"] is False
+    as_first_encoded = json.dumps(first.sent["SpecialistResult"]).encode()
+    owing = store.value(ckpt.head_key(RUN))[OWED]
+    assert owed_result(owing) == as_first_encoded and owing["transcript"] is False
     processor, agent = _successor(store)
     assert agent.runs == 0, "a new owner resumed a run whose answer was recorded: its models would be called again"
     assert _sends(processor) == [("send_acked", "supervisor")]
-    assert processor.sent["SpecialistResult"] == owed["result"]
+    assert processor.sent_values["supervisor"] == [(as_first_encoded, None)], "the result as first encoded, byte for byte"
+    assert "SpecialistResult" not in processor.sent, "nothing encoded again"
     assert set(store.data) == {ckpt.done_key(RUN).encode()}, "ended: the done marker, every record tombstoned"
 
 
-def test_a_transcript_owed_too_goes_before_the_result() -> None:
-    _, store = _owner_lost_after_owing({"transcripts": _timeouts("transcripts", 2)}, _Agent())
+def test_a_transcript_owed_too_goes_before_the_result_made_from_the_owed_one() -> None:
+    first, store = _owner_lost_after_owing({"transcripts": _timeouts("transcripts", 2)}, _Agent())
     assert store.value(ckpt.head_key(RUN))[OWED]["transcript"] is True
     processor, agent = _successor(store)
     assert agent.runs == 0
     assert _sends(processor) == [("send_acked", "transcripts"), ("send_acked", "supervisor")]
+    made, again = ({k: v for k, v in sent[TRANSCRIPT].items() if k != "recorded_at"} for sent in (first.sent, processor.sent))
+    assert again == made, "the same transcript as the first owner made (but when)"
     assert set(store.data) == {ckpt.done_key(RUN).encode()}
+
+
+def test_a_retried_or_replayed_runs_owed_result_keeps_its_marker_and_settles_its_session_once() -> None:
+    replay = ((ATTEMPT, b"1"), (REPLAY, b"dlq-7"))
+    first, store = _owner_lost_after_owing({"supervisor": _timeouts("supervisor", 2)}, _Agent(), replay)
+    assert ("settled", "s") not in first.trips, "not settled while the result was owed"
+    processor, agent = _successor(store)
+    assert agent.runs == 0
+    assert [headers for _, headers in processor.sent_values["supervisor"]] == [[(REPLAY, b"dlq-7")]]
+    assert [trip for trip in processor.trips if trip[0] == "settled"] == [("settled", "s")]
 
 
 def test_an_owed_result_is_sent_however_many_owners_in_a_row_took_the_run_over() -> None:
     """The redelivery limit counts owners that died at the same step of a running task; a
-    run whose result is owed has no step left to die at (helper-110 L5)."""
+    run whose result is owed has no step left to die at."""
     _, store = _owner_lost_after_owing({"supervisor": _timeouts("supervisor", 2)}, _Agent())
     head = store.value(ckpt.head_key(RUN))
     at = head["epochs"][-1][1] + 2  # past every step of the run
     store.put(ckpt.head_key(RUN), {**head, "epochs": [*head["epochs"], *([e, at] for e in range(1, MAX_REDELIVERIES + 2))]})
     processor, agent = _successor(store)
-    assert agent.runs == 0 and processor.sent["SpecialistResult"]["status"] == "COMPLETED"
+    assert agent.runs == 0
+    assert [json.loads(value)["status"] for value, _ in processor.sent_values["supervisor"]] == ["COMPLETED"]
 
 
 def test_a_dead_lettered_runs_owed_failed_result_is_sent_without_running_it_again() -> None:
-    """helper-110 L7: the FAILED result of a task the chain dead-lettered, owed when the
-    partition moved: the new owner sends it; before, it resumed the run and called its models."""
+    """The FAILED result of a task the chain dead-lettered, owed when the partition moved:
+    the new owner sends it; before, it resumed the run and called its models again."""
     first, store = _owner_lost_after_owing({"supervisor": _timeouts("supervisor", 2)}, _DeadAgent())
     assert first.sent["SpecialistResult"]["status"] == "FAILED"
     processor, agent = _successor(store)
     assert agent.runs == 0
-    assert processor.sent["SpecialistResult"]["status"] == "FAILED"
-    assert processor.sent["SpecialistResult"]["error"] == first.sent["SpecialistResult"]["error"]
+    assert processor.sent_values["supervisor"] == [(json.dumps(first.sent["SpecialistResult"]).encode(), None)]
+    assert set(store.data) == {ckpt.done_key(RUN).encode()}
+
+
+def test_a_refused_owe_write_holds_back_no_result() -> None:
+    """What is owed goes into the head best effort: the result goes out all the same (a
+    new owner would then resume the run from its head, as before)."""
+    processor, agent, tiers, _ = _run({"supervisor": _timeouts("supervisor", 1), "owe": _timeouts("checkpoints", 1)})
+    assert tiers == [] and agent.runs == 1
+    assert [trip for trip in processor.trips if trip[0] in ("send_acked", "refused")] == [
+        ("send_acked", "transcripts"), ("refused", "supervisor"), ("refused", "owe"), ("send_acked", "supervisor")]
+    assert set(processor.store.data) == {ckpt.done_key(RUN).encode()}
+
+
+def test_a_run_ended_before_its_head_went_is_not_sent_again_though_its_end_was_owed() -> None:
+    """A kill inside the end write (its done marker landed, not the tombstones): the done
+    marker decides (_end_again): the result was out before it."""
+    _, store = _owner_lost_after_owing({"supervisor": _timeouts("supervisor", 2)}, _Agent())
+    store.put(ckpt.done_key(RUN), 1)
+    processor, agent = _successor(store)
+    assert agent.runs == 0 and _sends(processor) == []
     assert set(store.data) == {ckpt.done_key(RUN).encode()}
 
 

@@ -66,7 +66,7 @@ from agentstream.specialist.canceling import Cancellations
 from agentstream.specialist.durable import DurableRun, retrieved
 from agentstream.specialist.loop import AgentOutcome, StepNotRecorded
 from agentstream.specialist.order import SessionOrder, SessionPlaces
-from agentstream.specialist.run_end import OWED, RunEnd, answer_landed
+from agentstream.specialist.run_end import OWED, Owed, RunEnd, answer_landed, owed, owed_result
 from agentstream.specialist.run_steps import RunSteps
 from agentstream.specialist.transcript_writer import TranscriptWriter
 from agentstream.specialist.waiting import ApprovalDesk
@@ -211,7 +211,9 @@ class TaskLifecycle:
 
     async def resume_in_flight(self, partitions: list[int]) -> None:
         """After an assignment: resume every task whose checkpoint head is still there,
-        except those waiting for a decision (only their keys are read: see _place)."""
+        except those waiting for a decision (only their keys are read: see _place); a run
+        that had ended gets its end write (_end_again), one whose end was owed gets what it
+        owed (_send_owed)."""
         for partition in partitions:
             store = self.checkpoints.partition(partition)
             waiting = await self.desk.take_over(partition) if self.desk is not None else set()
@@ -515,7 +517,8 @@ class TaskLifecycle:
         transcript = partial(self.transcripts.write, task, result, steps.epochs, steps.records) if self.transcripts else None
         unsent = await answer_landed(steps.landed(), transcript() if transcript else None)  # the answer lands meanwhile
         run = ckpt.run_id(task)
-        end = RunEnd(transcript if unsent is not None else None, partial(self._send_result, task, result, replay),
+        encoded = self.service.schemas.encode(SPECIALIST_RESULT, result)
+        end = RunEnd(transcript if unsent is not None else None, partial(self._send_result, task, encoded, replay),
                      partial(self._forget, run, partition, steps, self._end_marks(run, partition)), settle)
         try:
             if unsent is not None:
@@ -526,8 +529,7 @@ class TaskLifecycle:
                 raise  # refused for good: the task fails into the retry chain (run_end.py)
             log.warning("%s[%d]: task %s: %s; its %s sent again beside the partition", self.service.input_topic, partition,
                         task["task_id"], exc, "transcript and result are" if end.transcript else "result is")
-            end.owe = partial(self._owe, task, {"result": result, "replay": replay, "transcript": end.transcript is not None},
-                              partition)
+            end.owe = partial(self._owe, task, owed(encoded, replay, transcript=end.transcript is not None), partition)
             self.ended_later.later(end.send_and_end, f"the end of task {run}", partition)
             return
         finally:
@@ -543,36 +545,37 @@ class TaskLifecycle:
             marks.append((ckpt.place_key(run), None))
         return marks
 
-    async def _owe(self, task: Task, owed: dict[str, Any], partition: int) -> None:
-        """Write ``owed`` (run_end.OWED) into the run's head, acknowledged, so that a new
-        owner of the partition sends it and ends the run (_send_owed) instead of resuming it."""
+    async def _owe(self, task: Task, owing: Owed, partition: int) -> None:
+        """Write ``owing`` into the run's head (run_end.OWED), acknowledged, so that a new
+        owner of the partition sends it and ends the run (_send_owed) instead of resuming it.
+        Not once the partition is gone: the new owner's head may be newer."""
         key = ckpt.head_key(ckpt.run_id(task))
         raw = self.checkpoints.partition(partition).get(key.encode())
-        if raw is not None:
-            await self.app.persist_all(self.checkpoints, [(key, {**self.checkpoints.decode_value(raw), OWED: owed})],
-                                       partition=partition)
+        if raw is not None and partition in self.app.assigned_partitions():
+            await self.app.persist(self.checkpoints, key, {**self.checkpoints.decode_value(raw), OWED: owing},
+                                   partition=partition)
 
     async def _send_owed(self, head: dict[str, Any], partition: int) -> None:
         """After an assignment: the run's answer had landed, but its previous owner could not
         send all of its end (OWED in its head): send what it owed, then the end write. No
         model is called and no step is replayed."""
-        task, owed = head["task"], head[OWED]
+        task, owing = head["task"], head[OWED]
         run = ckpt.run_id(task)
         tracing.adopt(head.get("trace"))
         log_context.bind(worker=self.app.name, **log_context.task_fields(task))  # no record to take them from
         steps = RunSteps.read(self.checkpoints.partition(partition), run, head["epochs"])
         log.info("%s[%d]: task %s had its answer; its previous owner could not send its %s, sent now",
-                 self.service.input_topic, partition, task["task_id"], "transcript and result" if owed["transcript"] else "result")
-        transcript = (partial(self.transcripts.write, task, owed["result"], steps.epochs, steps.records)
-                      if owed["transcript"] and self.transcripts else None)
+                 self.service.input_topic, partition, task["task_id"], "transcript and result" if owing["transcript"] else "result")
+        encoded = owed_result(owing)
+        transcript = (partial(self.transcripts.write, task, self.service.schemas.decode_as(SPECIALIST_RESULT, encoded),
+                              steps.epochs, steps.records) if owing["transcript"] and self.transcripts else None)
         settle = partial(self.retries.settled, task["session_id"]) if int(head.get("attempt", 0)) > 0 else None
-        end = RunEnd(transcript, partial(self._send_result, task, owed["result"], owed["replay"]),
+        end = RunEnd(transcript, partial(self._send_result, task, encoded, owing["replay"]),
                      partial(self._forget, run, partition, steps, self._end_marks(run, partition)), settle)
         await self.ended_later.run(end.send_and_end, f"the end of task {run}", partition)
 
-    async def _send_result(self, task: Task, result: dict[str, Any], replay: str | None) -> None:
+    async def _send_result(self, task: Task, encoded: bytes, replay: str | None) -> None:
         headers = [(REPLAY, replay.encode())] if replay else None  # lets the supervisor take it again
-        encoded = self.service.schemas.encode(SPECIALIST_RESULT, result)
         await self.app.send_acked(self.supervisor_topic, encoded, task["session_id"], headers=headers)
 
     async def _forget(self, run: str, partition: int, steps: RunSteps, first: list[tuple[str, Any]]) -> None:

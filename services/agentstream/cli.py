@@ -460,6 +460,10 @@ def cmd_new(args: argparse.Namespace) -> int:
     print(f"added agent {args.name!r} to {added.topology_path}")
     print(f"  tools:  {added.tools_path} (example tool {added.tool_name}; the agent's `tools` is its allowlist)")
     print(f"  prompt: {added.prompt_path}")
+    if added.also_routed:
+        print(f"  note: a task naming {args.name} also matches the routing rules of {', '.join(added.also_routed)}, so it "
+              f"goes to {'+'.join(sorted({*added.also_routed, args.name}))}; narrow those rules (routing.rules in "
+              f"{added.topology_path.name}) if it should go to {args.name} alone")
     hint = "" if args.app is None and topology_file is None else f"{TOPOLOGY_ENV}={added.topology_path} "
     print(f"run it: {hint}agentstream dev   then   {hint}agentstream submit \"...\" --session s-1 --agent {args.name} --wait")
     return 0

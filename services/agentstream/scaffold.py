@@ -8,25 +8,26 @@ It adds three things and touches nothing else:
 - ``tools_<name>.py``: one example ``@tool`` to replace with real ones;
 - ``prompts/<name>.md``: the system prompt.
 
-The topology is edited with ruamel.yaml's round-trip mode, which keeps the file's
-comments, order and quoting (PyYAML would drop every comment of a file people read).
+The topology gets new lines only (yaml_lines.py): every line it had stays as it was, its
+comments, anchors and wrapping too (PyYAML would drop every comment of a file people read;
+a ruamel.yaml round trip keeps them but rewrites the rest in its own style).
 The result is loaded and checked like any topology before anything is written; nothing
 is written if a file already exists or the check fails.
 """
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from agentstream import yaml_lines
 from agentstream.errors import ConfigurationError
-from agentstream.topology import APP_TOPOLOGY_FILE, parse_topology
+from agentstream.router.decide import Rules
+from agentstream.topology import APP_TOPOLOGY_FILE, Topology, parse_topology
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
@@ -39,6 +40,9 @@ class NewAgent:
     tools_path: Path
     prompt_path: Path
     tool_name: str
+    # Other agent types whose routing rules match the new agent's name: a task naming it
+    # goes to them as well (the rules fan out), which the command points out.
+    also_routed: tuple[str, ...] = ()
 
 
 def add_agent(app_dir: Path, name: str) -> NewAgent:
@@ -51,17 +55,14 @@ def add_agent(app_dir: Path, name: str) -> NewAgent:
     for path in (tools_path, prompt_path):
         if path.exists():
             raise ConfigurationError(f"{path} exists already; remove it or choose another agent name.")
-    yaml = _round_trip()
-    document = yaml.load(topology_path.read_text(encoding="utf-8"))
     tool_name = f"{name}_lookup"
-    _add_entry(document, name, tools_path.name, tool_name)
-    text = _dump(yaml, document)
-    parse_topology(yaml_text=text, source=topology_path)  # refuses before anything is written
+    text = with_agent(topology_path.read_text(encoding="utf-8"), name, tools_path.name, tool_name)
+    topology = parse_topology(yaml_text=text, source=topology_path)  # refuses before anything is written
     prompt_path.parent.mkdir(parents=True, exist_ok=True)
     tools_path.write_text(_TOOLS_TEMPLATE.format(name=name, tool=tool_name), encoding="utf-8")
     prompt_path.write_text(_PROMPT_TEMPLATE.format(name=name), encoding="utf-8")
     topology_path.write_text(text, encoding="utf-8")
-    return NewAgent(topology_path, tools_path, prompt_path, tool_name)
+    return NewAgent(topology_path, tools_path, prompt_path, tool_name, routed_with(topology, name))
 
 
 def _check_name(name: str) -> None:
@@ -72,12 +73,44 @@ def _check_name(name: str) -> None:
         )
 
 
-def _add_entry(document: Any, name: str, tools_file: str, tool_name: str) -> None:
-    agents = document.get("agents")
+def with_agent(topology_text: str, name: str, tools_file: str, tool_name: str) -> str:
+    """The topology's text with specialist ``name`` added: new lines at the end of
+    ``agents:``, of the router's ``routing.rules`` and ``routing.descriptions``; every line
+    it had stays as it was (yaml_lines.py)."""
+    document = yaml_lines.load(topology_text)
+    agents = document.get("agents") if isinstance(document, dict) else None
     if not isinstance(agents, dict):
         raise ConfigurationError("The topology has no `agents:` mapping to add the agent to.")
     if name in agents:
         raise ConfigurationError(f"The topology has an agent {name!r} already; choose another name.")
+    lines = topology_text.splitlines()
+    entry = [f"# added by `agentstream new agent {name}`", *yaml_lines.render({name: _entry(agents, name, tools_file, tool_name)})]
+    inserts = [yaml_lines.insert_after_last_entry(lines, agents, entry, "`agents:`")]
+    router = next((a for a in agents.values() if isinstance(a, dict) and a.get("kind") == "router"), None)
+    routing = router.get("routing") if router is not None else None
+    if isinstance(routing, dict):  # a router without one is refused by the check anyway
+        rule = yaml_lines.render({name: _flow([re.escape(name)])})
+        if "rules" in routing:
+            inserts.append(yaml_lines.insert_after_last_entry(lines, routing["rules"], rule, "`routing.rules`"))
+        else:
+            nested = ["rules:", *(f"  {line}" for line in rule)]
+            inserts.append(yaml_lines.insert_after_last_entry(lines, routing, nested, "`routing`"))
+        if "descriptions" in routing:
+            described = yaml_lines.render({name: f"what the {name} agent handles (edit this line)"})
+            inserts.append(yaml_lines.insert_after_last_entry(lines, routing["descriptions"], described,
+                                                              "`routing.descriptions`"))
+    return yaml_lines.with_inserted(topology_text, inserts)
+
+
+def routed_with(topology: Topology, name: str) -> tuple[str, ...]:
+    """The other agent types a task that names ``name`` is routed to by the rules."""
+    routing = topology.agent("router").routing
+    if routing is None:
+        return ()
+    return tuple(t for t in Rules.from_settings(routing).route(name, None, topology.specialist_types) if t != name)
+
+
+def _entry(agents: Any, name: str, tools_file: str, tool_name: str) -> CommentedMap:
     specialist = next((a for a in agents.values() if isinstance(a, dict) and a.get("kind") == "specialist"), None)
     entry = CommentedMap()
     entry["kind"] = "specialist"
@@ -88,9 +121,7 @@ def _add_entry(document: Any, name: str, tools_file: str, tool_name: str) -> Non
     entry["tools_modules"] = _flow([tools_file])
     entry["max_steps"] = 6
     entry["model"] = _model_of(specialist, name, tool_name)
-    agents[name] = entry
-    agents.yaml_set_comment_before_after_key(name, before=f"added by `agentstream new agent {name}`", indent=2)
-    _add_routing(agents, name)
+    return entry
 
 
 def _model_of(specialist: Any, name: str, tool_name: str) -> CommentedMap:
@@ -108,34 +139,10 @@ def _model_of(specialist: Any, name: str, tool_name: str) -> CommentedMap:
     return model
 
 
-def _add_routing(agents: Any, name: str) -> None:
-    """A rule routing tasks that name the agent to it, and its description."""
-    router = next((a for a in agents.values() if isinstance(a, dict) and a.get("kind") == "router"), None)
-    routing = router.get("routing") if router is not None else None
-    if not isinstance(routing, dict):
-        return  # a router without a routing section is refused by the check anyway
-    routing.setdefault("rules", CommentedMap())[name] = _flow([re.escape(name)])
-    if "descriptions" in routing:
-        routing["descriptions"][name] = f"what the {name} agent handles (edit this line)"
-
-
 def _flow(items: list[str]) -> CommentedSeq:
     seq = CommentedSeq(items)
     seq.fa.set_flow_style()  # [a, b] on one line, like the rest of the file
     return seq
-
-
-def _round_trip() -> YAML:
-    yaml = YAML()  # round-trip: comments and order survive
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap the user's long lines
-    return yaml
-
-
-def _dump(yaml: YAML, document: Any) -> str:
-    out = io.StringIO()
-    yaml.dump(document, out)
-    return out.getvalue()
 
 
 _TOOLS_TEMPLATE = '''"""The {name} agent's tools: plain typed functions, no Kafka code.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,7 +65,10 @@ class Stack:
         # A state directory left from an earlier broker is fine: a store whose recorded changelog
         # offset the new broker does not have is wiped and restored (runtime.changelog).
         if not self.bootstrap:
+            own_broker = not os.environ.get(BOOTSTRAP_ENV, "").strip()  # else bootstrap_servers gives that cluster
             self.bootstrap = self._exit.enter_context(bootstrap_servers(self.broker))
+            if own_broker:
+                self._clear_stores()
         plan = apply(AdminClient(admin_config(self.bootstrap)), self.topology)
         log.info("topology applied: %d topics created, %d already there", len(plan.to_create), len(plan.ok))
         env = {**os.environ, **self.extra_env, BOOTSTRAP_ENV: self.bootstrap, STATE_DIR_ENV: str(self.state_dir)}
@@ -79,6 +83,17 @@ class Stack:
                 output = self._exit.enter_context(open(self.log_dir / f"{name}.log", "wb"))
             self.workers[name] = subprocess.Popen(command, env=env, stdout=output, stderr=output)
         return self
+
+    def _clear_stores(self) -> None:
+        """The broker was just started here, empty: the workers' stores an earlier one left in
+        the state directory hold records it does not have. Cleared at once, in one line (each
+        worker would wipe each of its stores on its first assignment, a warning per store)."""
+        stale = [path for name in self.topology.workers
+                 if (path := self.state_dir / name / self.topology.group(name)).is_dir()]  # as service.py lays them out
+        for path in stale:
+            shutil.rmtree(path)
+        if stale:
+            log.info("cleared the stores of %d consumer groups in %s: they were of an earlier broker", len(stale), self.state_dir)
 
     def stop(self, timeout: float = 30.0) -> dict[str, int]:
         """SIGTERM every worker, wait for them to drain, then stop the broker."""

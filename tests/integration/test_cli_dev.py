@@ -111,6 +111,19 @@ def test_results_follow_shows_the_latest_first_and_says_it_waits(env: dict[str, 
     assert follow.wait(30) == 0
 
 
+def test_a_wait_that_ends_without_a_result_says_where_the_task_is(dev: Dev, env: dict[str, str]) -> None:
+    waiting = run("submit", "Please issue a refund for INV-1001", "--session", "dev-3", "--wait", "--timeout", "10", env=env)
+    assert waiting.returncode == 1, waiting.stdout + waiting.stderr
+    assert "its last progress: billing: WAITING_INPUT waiting for approval of refund_invoice" in waiting.stderr, waiting.stderr
+    assert "`agentstream approvals list` shows what waits for a human" in waiting.stderr
+    first = run("submit", "Is invoice INV-1001 paid?", "--session", "dev-4", "--task-id", "dev-dup-1", "--wait", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = run("submit", "Is invoice INV-1001 paid?", "--session", "dev-4", "--task-id", "dev-dup-1", "--wait",
+                "--timeout", "8", env=env)
+    assert again.returncode == 1
+    assert "no stage reported progress on it: a task id submitted before gets no second result" in one_line(again.stderr)
+
+
 def test_ctrl_c_stops_every_worker_cleanly_and_dev_starts_again(dev: Dev, env: dict[str, str], state_dir: Path) -> None:
     assert dev.ctrl_c() == 0, "\n".join(dev.lines[-40:])
     assert dev.lines[-1] == "stopped: 5 workers exited cleanly", "\n".join(dev.lines[-40:])
@@ -127,6 +140,11 @@ def test_ctrl_c_stops_every_worker_cleanly_and_dev_starts_again(dev: Dev, env: d
         # Every worker consuming, so each has its stop handlers: a worker still starting its
         # interpreter under load dies of a SIGTERM before it can catch one (-15, once in CI).
         wait_for(lambda: sum(": consuming " in line for line in again.lines) >= 5, 120, "the five workers consuming")
+        # The first dev's stores were of a broker that is gone: cleared before the workers start,
+        # not wiped store by store with a warning each (on each worker's first assignment).
+        wait_for(lambda: sum(": assigned " in line for line in again.lines) >= 5, 120, "the five workers assigned")
+        assert any("cleared the stores of 5 consumer groups" in line for line in again.lines), again.lines[:20]
+        assert not [line for line in again.lines if "wiping the store" in line]
         began = time.monotonic()
         os.killpg(again.proc.pid, signal.SIGTERM)
         assert again.proc.wait(60) == 0, "\n".join(again.lines[-40:])

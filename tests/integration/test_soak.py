@@ -42,6 +42,9 @@ def test_a_short_soak_ends_every_task_once_across_a_kill(bootstrap: str, tmp_pat
     # down (rate x outage) is stamped at once on its return and expires a retention later:
     # the bound includes the outage (13.7 s on Tansu once, which broke a bound without it).
     late = [s.keys["router.dedupe"] for s in report.samples if s.at >= 2 * RETENTION_S and s.at <= report.load_seconds]
-    assert late and all(keys is not None for keys in late), late
+    # None: a gap, the sampler's read of the store's changelog got no answer in time (once on
+    # a loaded Tansu: "No fetch answered for 5 partitions within 10 s"), not a count.
+    measured = [keys for keys in late if keys is not None]
+    assert measured, late
     bound = RATE * (RETENTION_S + kill.to_assigned_s + 15)
-    assert 0 < max(late) <= bound < report.submitted, (late, bound)  # type: ignore[type-var]
+    assert 0 < max(measured) <= bound < report.submitted, (late, bound)

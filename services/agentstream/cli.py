@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaException
 
@@ -38,6 +38,9 @@ from agentstream.clients import KAFKA_LOG
 from agentstream.errors import AgentStreamError, ConfigurationError
 from agentstream.telemetry import logs, tracing
 from agentstream.settings import LOG_FORMAT_ENV, LOG_LEVEL_ENV, STATE_DIR_ENV, TOPOLOGY_ENV, WorkerSettings, state_dir_from_env
+
+if TYPE_CHECKING:
+    from agentstream.topology import Topology
 
 log = logging.getLogger("agentstream")
 
@@ -60,16 +63,19 @@ def _setup_logging(args: argparse.Namespace) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _settings(state_dir: Path | None = None, **overrides: object) -> WorkerSettings:
-    """Settings with the address of a broker that answered (asked for at most a few seconds)."""
-    state = state_dir_from_env(state_dir)
+def _settings_and_topology(**overrides: object) -> tuple[WorkerSettings, Topology]:
+    """Settings with the address of a broker that answered (asked for at most a few
+    seconds), and the topology: what is wrong with the environment or the topology file is
+    said before the broker is asked."""
+    state = state_dir_from_env(None)
     address = find_bootstrap(state)
     settings = WorkerSettings.from_env(bootstrap=address.bootstrap, state_dir=state, **overrides)  # bad values first
+    topology = _topology(settings)
     wait_until_answers(address.bootstrap, PROBE_TIMEOUT_S, source=address.source, hint=address.hint)
-    return settings
+    return settings, topology
 
 
-def _topology(settings: WorkerSettings):  # type: ignore[no-untyped-def]
+def _topology(settings: WorkerSettings) -> Topology:
     from agentstream.topology import load_topology
 
     return load_topology(settings.topology_path, prefix=settings.prefix)
@@ -116,8 +122,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.kind is None:
         raise ConfigurationError("`worker` needs the service to run: router, specialist or supervisor.")
     stop = _StopSignals()
-    settings = _settings(metrics_port=args.metrics_port, tenants_path=args.tenants)
-    topology = _topology(settings)
+    settings, topology = _settings_and_topology(metrics_port=args.metrics_port, tenants_path=args.tenants)
     if args.tenants is not None and args.kind != "router":
         raise ConfigurationError(f"--tenants applies to the router only (it enforces the limits), not to a {args.kind}.")
     if args.kind == "specialist":
@@ -187,8 +192,7 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
     if args.apply_config and args.action != "apply":
         raise ConfigurationError("--apply-config goes with `topology apply`; `plan` never changes the cluster.")
-    settings = _settings()
-    topology = _topology(settings)
+    settings, topology = _settings_and_topology()
     admin = AdminClient(admin_config(settings.bootstrap))
     if args.action == "plan":
         print(format_plan(plan(admin, topology)))
@@ -206,14 +210,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from agentstream.client import Follower, Submitter, new_task
     from agentstream.serde import SchemaSet
 
-    settings = _settings()
-    topology = _topology(settings)
+    settings, topology = _settings_and_topology()
     schemas = SchemaSet.load()
     task = new_task(args.text, args.session, args.tenant, task_id=args.task_id, requested_agent=args.agent)
     tracing.setup("submit", os.environ)  # with an OTLP endpoint, the task's trace starts here
     submitter = Submitter(settings.bootstrap, topology, schemas)
     # Reading starts at the current end, before the task is sent, so its result cannot be missed.
-    follower = Follower(settings.bootstrap, [topology.topic("results")], schemas) if args.wait else None
+    # Its progress events too: if no result comes in time, the last one says where it is.
+    follower = Follower(settings.bootstrap, [topology.topic("results"), topology.topic("task_events")], schemas) \
+        if args.wait else None
     submitter.submit(task)
     submitter.flush()
     print(task["task_id"], flush=True)
@@ -226,17 +231,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _wait_for_result(follower: Any, task_id: str, timeout: float, *, full: bool) -> int:
-    from agentstream.display import format_result
-    from agentstream.events import TASK_RESULT
+    from agentstream.display import format_result, no_result_line
+    from agentstream.events import TASK_EVENT, TASK_RESULT
+    from agentstream.specialist.waiting import WAITING_STATE
 
     deadline = time.monotonic() + timeout
+    last_event = None
     while time.monotonic() < deadline:
         for _, name, record in follower.poll_once(0.5):
-            if name == TASK_RESULT and record["task_id"] == task_id:
+            if record.get("task_id") != task_id:
+                continue
+            if name == TASK_RESULT:
                 print(format_result(record, full=full))
                 return 0 if record["status"] == "COMPLETED" else 1
-    print(f"agentstream: no result for {task_id} within {timeout:.0f} s; it may still come: "
-          "`agentstream results --follow` shows it when it does.", file=sys.stderr)
+            if name == TASK_EVENT:
+                last_event = record
+    print(no_result_line(task_id, timeout, last_event, WAITING_STATE), file=sys.stderr)
     return 1
 
 
@@ -245,8 +255,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from agentstream.display import format_record, record_time
     from agentstream.serde import SchemaSet
 
-    settings = _settings()
-    topology = _topology(settings)
+    settings, topology = _settings_and_topology()
     topics = [topology.topic("results")] + ([topology.topic("task_events")] if args.events else [])
     everything = args.from_beginning or (args.last is None and not args.follow)
     last = 0 if everything else (args.last if args.last is not None else 10)
@@ -274,8 +283,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_lag(args: argparse.Namespace) -> int:
     from agentstream.runtime.lag import consumer_lag
 
-    settings = _settings()
-    topology = _topology(settings)
+    settings, topology = _settings_and_topology()
     variants = [name for name in topology.workers if name not in topology.agents]  # each version's own group
     agents = [args.agent] if args.agent else ["router", *topology.specialist_types, *variants, "supervisor"]
     for agent in agents:
@@ -294,23 +302,23 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     from agentstream.retry.dlq_ops import check_arguments, run_command
 
     check_arguments(args)
-    settings = _settings()
-    return run_command(args, settings.bootstrap, _topology(settings))
+    settings, topology = _settings_and_topology()
+    return run_command(args, settings.bootstrap, topology)
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
     from agentstream.approvals.ops import check_arguments, run_command
 
     check_arguments(args)
-    settings = _settings()
-    return run_command(args, settings.bootstrap, _topology(settings))
+    settings, topology = _settings_and_topology()
+    return run_command(args, settings.bootstrap, topology)
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from agentstream.gateway.cli import run_gateway
 
-    settings = _settings()
-    run_gateway(args, settings, _topology(settings))
+    settings, topology = _settings_and_topology()
+    run_gateway(args, settings, topology)
     return 0
 
 
@@ -329,8 +337,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from agentstream.transcripts.read import find_transcript
     from agentstream.transcripts.replay import run_command
 
-    settings = _settings()
-    topology = _topology(settings)
+    settings, topology = _settings_and_topology()
     transcript = find_transcript(settings.bootstrap, topology, SchemaSet.load(), args.task_id, args.agent)
     return run_command(transcript, topology, args.version, sys.stdout)
 
@@ -346,16 +353,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     from agentstream.cancellation.ops import run_command
 
-    settings = _settings()
-    return run_command(args, settings.bootstrap, _topology(settings))
+    settings, topology = _settings_and_topology()
+    return run_command(args, settings.bootstrap, topology)
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     from agentstream.rollout.ops import run_command, run_watch
 
     stop = _StopSignals() if args.action == "watch" else None  # before anything slow, as for a worker
-    settings = _settings()
-    topology = _topology(settings)
+    settings, topology = _settings_and_topology()
     if stop is None:
         return run_command(args, settings.bootstrap, topology)
     code = run_watch(args, settings.bootstrap, topology, lambda: stop.requested)
@@ -473,6 +479,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     """Render the deploy files; no broker is asked."""
     from agentstream.apache_kafka import kafka_version
     from agentstream.deploy import drift, read_input, render, write
+    from agentstream.deploy.image import missing_from_context
     from agentstream.topology import APP_TOPOLOGY_FILE, DEFAULT_PATH
 
     topology_file = Path(os.environ.get(TOPOLOGY_ENV) or DEFAULT_PATH)
@@ -487,6 +494,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             continue
         write(target, files, args.out)
         print(f"{target}: wrote {len(files)} files under {args.out} from {source.app_path}")
+    if "compose" in args.target and (missing := missing_from_context(args.out)):
+        print(f"agentstream: note: the Dockerfile builds agentstream from its build context {args.out}, which lacks "
+              f"{', '.join(missing)}: build the image from a checkout of agentstream that holds the app (render with "
+              "--out at the checkout's root, the default)", file=sys.stderr)
     if differing:
         print(f"agentstream: these files differ from the topology's rendering: {', '.join(differing)}; "
               f"run `agentstream deploy render {' '.join(args.target)}`", file=sys.stderr)

@@ -52,3 +52,17 @@ def format_result(result: Mapping[str, Any], *, full: bool = False) -> str:
 
 def _clock(epoch_ms: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(epoch_ms / 1000))
+
+
+def no_result_line(task_id: str, timeout: float, last_event: Mapping[str, Any] | None, waiting_state: str) -> str:
+    """Why ``submit --wait`` gives up, from the task's last progress event (None: none came
+    while it waited); ``waiting_state``: the state of a task that waits for a human."""
+    if last_event is None:
+        return (f"agentstream: no result for {task_id} within {timeout:.0f} s, and no stage reported progress on it: "
+                "a task id submitted before gets no second result (`agentstream results` shows its first), or no "
+                "router is running (`agentstream lag` shows its group's lag)")
+    wait = "; `agentstream approvals list` shows what waits for a human" if last_event["state"] == waiting_state else ""
+    return (f"agentstream: no result for {task_id} within {timeout:.0f} s; its last progress: {last_event['stage']}: "
+            f"{last_event['state']} {last_event['detail']}{wait}. It may still come: `agentstream results --follow` "
+            "shows it when it does.")
+

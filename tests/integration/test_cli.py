@@ -188,3 +188,11 @@ def test_a_stopping_worker_exits_0_whatever_more_stop_signals_come(applied: dict
         worker.proc.send_signal(signal.SIGTERM)
         time.sleep(0.005)
     assert worker.proc.returncode == 0, worker.tail()
+
+
+def test_a_bad_topology_is_named_before_the_broker_is_asked(tmp_path: Path) -> None:
+    # Nothing listens on port 9: before, the command waited for that broker and named it instead.
+    env = cli_env(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", AGENTSTREAM_TOPOLOGY=str(tmp_path / "nope"))
+    done = run("topology", "plan", env=env, timeout=30)
+    assert done.returncode == 2
+    assert one_line(done.stderr).startswith(f"Cannot read the topology file {tmp_path / 'nope'}: No such file or directory")

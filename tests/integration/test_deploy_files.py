@@ -131,6 +131,8 @@ def test_render_writes_an_app_folder_and_check_reports_drift(tmp_path: Path) -> 
     done = run("deploy", "render", "compose", "k8s", "--out", str(tmp_path), env=env)
     assert done.returncode == 0, done.stderr
     assert "COPY myapp/ myapp/" in (tmp_path / "Dockerfile").read_text(encoding="utf-8")
+    # Not a checkout: the image cannot be built here, which the command says (and still renders).
+    assert f"build context {tmp_path}, which lacks pyproject.toml, README.md, services, schemas" in done.stderr
     assert run("deploy", "render", "k8s", "--check", "--out", str(tmp_path), env=env).returncode == 0
 
     topology = yaml.safe_load((app / "topology.yaml").read_text(encoding="utf-8"))

@@ -14,6 +14,7 @@ from agentstream import metrics
 from agentstream.gateway import metrics as gateway_metrics
 from agentstream.deploy import RenderInput, compose_files, k8s_files
 from agentstream.deploy.grafana import DASHBOARD_FILE, PANELS
+from agentstream.deploy.image import CHECKOUT_PATHS, dockerfile
 from agentstream.deploy.workers import drain_seconds
 from agentstream.errors import ConfigurationError
 from agentstream.settings import DEFAULT_GATEWAY_PORT, DEPLOY_METRICS_PORT, TENANTS_ENV, WorkerSettings
@@ -287,3 +288,9 @@ def test_a_shadow_brings_its_worker_but_no_watcher() -> None:
     assert trigger["topic"] == "agents.transcripts.v1"  # a shadow runs a task after the live run's transcript
     assert "rollout-watch" not in _docs(compose_files(_source(_with_candidate("shadow")))["docker-compose.yml"])[0][
         "services"]
+
+
+def test_the_dockerfile_copies_every_checkout_path_the_render_checks_for() -> None:
+    # missing_from_context (what `deploy render compose` points out) and the COPY lines agree.
+    copied = " ".join(line for line in dockerfile("app/topology.yaml", "test").splitlines() if line.startswith("COPY "))
+    assert all(re.search(rf"\b{re.escape(path)}\b", copied) for path in CHECKOUT_PATHS), copied

@@ -1,10 +1,11 @@
-"""How a result reads on a terminal: the reason of a failure, a cut marked with an ellipsis."""
+"""How a result reads on a terminal: the reason of a failure, a cut marked with an ellipsis, and
+why `submit --wait` gave up."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from agentstream.display import ELLIPSIS, PREVIEW_CHARS, format_result, shorten
+from agentstream.display import ELLIPSIS, PREVIEW_CHARS, format_result, no_result_line, shorten
 
 
 def _result(**fields: Any) -> dict[str, Any]:
@@ -37,3 +38,18 @@ def test_a_rejected_or_failed_result_shows_its_reason() -> None:
     assert reason == "    INVALID_TASK: input is 40000 bytes, over the limit of 32768 bytes"
     failed = _result(status="FAILED", output="Partial answer.", error={"code": "DEAD_LETTERED", "message": "why"})
     assert format_result(failed).splitlines()[1:] == ["    DEAD_LETTERED: why", "    Partial answer."]
+
+
+def test_a_wait_without_a_result_says_what_the_last_progress_event_said() -> None:
+    event = {"stage": "billing", "state": "WAITING_INPUT", "detail": "waiting for approval of refund_invoice"}
+    line = no_result_line("t-1", 15, event, "WAITING_INPUT")
+    assert line.startswith("agentstream: no result for t-1 within 15 s; its last progress: billing: WAITING_INPUT waiting")
+    assert "`agentstream approvals list`" in line and line.endswith("shows it when it does.")
+    running = no_result_line("t-1", 15, {**event, "state": "RUNNING", "detail": "billing started"}, "WAITING_INPUT")
+    assert "approvals" not in running and "its last progress: billing: RUNNING billing started" in running
+
+
+def test_a_wait_without_any_progress_names_a_duplicate_id_or_a_missing_router() -> None:
+    line = no_result_line("t-1", 8, None, "WAITING_INPUT")
+    assert "no stage reported progress on it: a task id submitted before gets no second result" in line
+    assert "`agentstream lag`" in line

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from agentstream import __version__
 from agentstream.deploy.files import header
 from agentstream.settings import (
@@ -20,6 +22,14 @@ STATE_ROOT = "/var/lib/agentstream"  # RocksDB stores: caches of the changelogs,
 UID = 10001
 # The providers' SDKs, trace export and the HTTP gateway (pyproject extras): one image runs every command.
 EXTRAS = ("openai", "anthropic", "otel", "gateway")
+# What the Dockerfile copies from its build context besides the app folder: the image is
+# built from a checkout of agentstream (COPY lines below).
+CHECKOUT_PATHS = ("pyproject.toml", "README.md", "services", "schemas")
+
+
+def missing_from_context(context: Path) -> list[str]:
+    """The paths the Dockerfile copies that the build context ``context`` lacks."""
+    return [path for path in CHECKOUT_PATHS if not (context / path).exists()]
 
 
 def image_paths(app_path: str) -> dict[str, str]:

@@ -608,11 +608,10 @@ def _load(ref: str) -> Any:
 
 def specialist_main(argv: list[str]) -> int:
     """``agentstream worker specialist`` (cli.cmd_worker) with overrides its CLI lacks."""
-    from agentstream.cli import _health_server, _settings, _setup_logging
+    from agentstream.cli import _health_server, _settings_and_topology, _setup_logging
     from agentstream.runtime.collector import tune_for_serving
     from agentstream.runtime.delivery_pump import new_serving_loop
     from agentstream.specialist.app import build_specialist
-    from agentstream.topology import load_topology as load
 
     parser = argparse.ArgumentParser(prog="python -m bench._procs specialist")
     parser.add_argument("--type", required=True)
@@ -623,8 +622,7 @@ def specialist_main(argv: list[str]) -> int:
     _setup_logging(argparse.Namespace(command="worker", verbose=False))  # as `agentstream worker` logs
     if os.environ.get(PRELOAD_ENV):
         importlib.import_module(os.environ[PRELOAD_ENV])  # scratch instrumentation, for profiling sessions
-    settings = _settings(max_inflight=args.max_inflight)
-    topology = load(settings.topology_path, prefix=settings.prefix)
+    settings, topology = _settings_and_topology(max_inflight=args.max_inflight)
     service = build_specialist(
         args.type, settings, topology, SchemaSet.load(),
         model=_load(args.model) if args.model else None, tools=_load(args.tools) if args.tools else None,

@@ -1,9 +1,9 @@
 """Which partitions a Processor's assignment hooks are handed (runtime/processor.py
-``_assigned``): a partition is the member's through all of its co-partitioned inputs, so
-a callback naming another input's partition of a number already owned (the KIP-848 client
-assigns a topic once it knows its metadata) must not run the hooks again: the specialist's
-hook resumes every in-flight run of the partition, the router's sends its open tasks again.
-No I/O: there are no tables to restore."""
+``_assigned``). A callback may name only some inputs of a partition (the KIP-848 client
+assigns a topic once it knows its metadata): the hooks get a partition once all of its
+inputs are assigned (they spawn work on its input topic), and once only while it stays
+(the specialist's hook resumes every in-flight run of the partition, the router's sends
+its open tasks again). No I/O: there are no tables to restore."""
 
 from __future__ import annotations
 
@@ -45,13 +45,23 @@ def _run(processor: Processor, *steps: tuple[str, list[tuple[str, int]]]) -> Non
     asyncio.run(run())
 
 
-def test_an_input_assigned_after_another_of_the_same_partitions_runs_no_hook_again() -> None:
+def test_a_partition_goes_to_the_hooks_once_every_input_of_it_is_assigned() -> None:
     handed: list[list[int]] = []
     processor = _processor(handed)
-    _run(processor, ("assign", [(TASKS, 0), (TASKS, 1)]), ("assign", [(RESULTS, 0), (RESULTS, 1), (RESULTS, 2)]))
+    _run(processor, ("assign", [(TASKS, 0), (TASKS, 1)]))
+    assert handed == [], "the hooks spawn work on the input topic: not before every input of the partition is here"
+    _run(processor, ("assign", [(RESULTS, 0), (RESULTS, 1), (RESULTS, 2)]))
+    assert handed == [[0, 1]]
+    _run(processor, ("assign", [(TASKS, 2)]))
     assert handed == [[0, 1], [2]]
     assert processor.assigned_partitions() == {0, 1, 2}
-    assert set(processor._offsets) == {(TASKS, 0), (TASKS, 1), (RESULTS, 0), (RESULTS, 1), (RESULTS, 2)}
+
+
+def test_an_input_assigned_again_to_a_partition_the_hooks_had_runs_no_hook_again() -> None:
+    handed: list[list[int]] = []
+    processor = _processor(handed)
+    _run(processor, ("assign", [(TASKS, 0), (RESULTS, 0)]), ("revoke", [(RESULTS, 0)]), ("assign", [(RESULTS, 0)]))
+    assert handed == [[0]], "a second run of the hooks would resume the partition's in-flight runs twice"
 
 
 def test_a_partition_given_back_after_its_revoke_or_loss_runs_the_hooks_again() -> None:

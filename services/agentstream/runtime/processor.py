@@ -123,6 +123,7 @@ class Processor:
         self.stats = ProcessorStats()
         self.health = Health(health_stall)  # read by the probes of telemetry/server.py
         self._offsets: dict[TP, PartitionOffsets] = {}
+        self._hooked: set[int] = set()  # partitions the assignment hooks have had (_assigned)
         self._spawned = SpawnedWork(self._offsets, self._report)
         self._assign_hooks: list[Callable[[list[int]], Awaitable[None]]] = []
         self._stop_hooks: list[Callable[[], None]] = []
@@ -588,11 +589,11 @@ class Processor:
         self._on_loop(self._revoked([(p.topic, p.partition) for p in partitions], lost=True))
 
     async def _assigned(self, tps: list[TP]) -> None:
-        # Co-partitioned inputs move together (the range assignor), so a partition is this
-        # member's or not: only the ones it did not own are restored and handed to the hooks.
-        # A callback may name a topic's partition whose number is owned already through
-        # another input (the KIP-848 client assigns a topic once its metadata is known): that
-        # adds its fetch only, since a second run of the hooks would resume in-flight work twice.
+        # Co-partitioned inputs move together (the range assignor), yet a callback may name
+        # only some inputs of a partition (the KIP-848 client assigns a topic once it knows
+        # its metadata): a partition's stores are restored when its first input comes, and
+        # the hooks get it once every input of it is here (they spawn work on its input
+        # topic), and once only while it stays (a second run would resume in-flight work twice).
         partitions = sorted({p for _, p in tps} - self.assigned_partitions())
         targets: dict[TP, PartitionStore] = {}
         for table in self.tables.values():
@@ -617,11 +618,12 @@ class Processor:
             self.stats.restored_records += sum(r.records for r in reports)
             for tp in tps:
                 self._offsets.setdefault(tp, PartitionOffsets())
+            complete = self._complete_partitions({p for _, p in tps})
             if self._idle is not None:
                 self._idle.assigned(tps)
             self._last_activity = time.monotonic()
-            for hook in self._assign_hooks:
-                await hook(partitions)
+            for hook in self._assign_hooks if complete else ():
+                await hook(complete)
         finally:
             self.health.restore_finished()
         log.info("%s: assigned %s", self.name, ", ".join(f"{t}[{p}]" for t, p in tps) or "nothing")
@@ -631,6 +633,12 @@ class Processor:
         if self._stopping:
             raise RestoreInterrupted("a stop was requested before the restore began")
         return restore(self._reader, targets, partial(watermarks, self.bootstrap), should_stop=lambda: self._stopping)
+
+    def _complete_partitions(self, named: set[int]) -> list[int]:
+        """Those of ``named`` whose every input is assigned now and that the hooks have not had."""
+        complete = sorted(p for p in named - self._hooked if all((topic, p) in self._offsets for topic in self._bindings))
+        self._hooked.update(complete)
+        return complete
 
     async def _revoked(self, tps: list[TP], *, lost: bool) -> None:
         await self._spawned.cancel(tps)
@@ -644,6 +652,7 @@ class Processor:
             self._idle.revoked(tps)
         self._retention.forget([partition for _, partition in tps])
         still_owned = {p for _, p in self._offsets}
+        self._hooked &= still_owned  # given back whole, a partition is the hooks' again
         for table in self.tables.values():
             for partition in [p for p in table.stores if p not in still_owned]:
                 table.stores.pop(partition).close()

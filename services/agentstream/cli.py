@@ -381,7 +381,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
                            hint=f"unset {BOOTSTRAP_ENV} and `agentstream dev` starts a broker of its own "
                                 "(the broker of an earlier `agentstream dev` stopped with it)")
         bootstrap = address.bootstrap
-    broker = args.broker or broker_to_start(TANSU)  # --broker, else AGENTSTREAM_BROKER, else the embedded Tansu
+    # The broker dev starts when no cluster is given: --broker, else AGENTSTREAM_BROKER, else the embedded Tansu.
+    broker = args.broker or (broker_to_start(TANSU) if bootstrap is None else TANSU)
     stack = Stack(state_dir, broker=broker, bootstrap=bootstrap)
     try:
         stack.start()

@@ -5,6 +5,7 @@ as its own process (router, one per specialist type, supervisor). Used by
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -18,12 +19,15 @@ from confluent_kafka.admin import AdminClient
 
 from agentstream.broker import BOOTSTRAP_ENV, TANSU, bootstrap_servers
 from agentstream.clients import admin_config
+from agentstream.errors import ConfigurationError
 from agentstream.rollout.control import canary_types
 from agentstream.settings import PREFIX_ENV, STATE_DIR_ENV, TOPOLOGY_ENV
 from agentstream.topology import Topology, load_topology
 from agentstream.topology_admin import apply
 
 log = logging.getLogger(__name__)
+
+STACK_LOCK_FILE = "stack.lock"  # in the state directory, locked while a stack runs on it
 
 
 class Stack:
@@ -62,8 +66,10 @@ class Stack:
         return commands
 
     def start(self) -> Stack:
-        # A state directory left from an earlier broker is fine: a store whose recorded changelog
-        # offset the new broker does not have is wiped and restored (runtime.changelog).
+        # A state directory left by an earlier broker is fine: with a broker of its own the
+        # stack clears the stores (_clear_stores); on a given cluster a store whose recorded
+        # changelog offset that cluster lacks is wiped and restored (runtime.changelog).
+        self._hold_state_dir()
         if not self.bootstrap:
             own_broker = not os.environ.get(BOOTSTRAP_ENV, "").strip()  # else bootstrap_servers gives that cluster
             self.bootstrap = self._exit.enter_context(bootstrap_servers(self.broker))
@@ -83,6 +89,20 @@ class Stack:
                 output = self._exit.enter_context(open(self.log_dir / f"{name}.log", "wb"))
             self.workers[name] = subprocess.Popen(command, env=env, stdout=output, stderr=output)
         return self
+
+    def _hold_state_dir(self) -> None:
+        """Take the state directory for as long as the stack runs (a lock its process holds,
+        gone with it, even after a kill): two stacks on one directory would share the
+        workers' stores, and the second would clear the first's."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = self._exit.enter_context(open(self.state_dir / STACK_LOCK_FILE, "a"))  # noqa: SIM115 (closed by stop)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigurationError(
+                f"Another `agentstream dev` or demo runs with the state directory {self.state_dir}: stop it, or give "
+                f"this one another (--state-dir or {STATE_DIR_ENV})."
+            ) from None
 
     def _clear_stores(self) -> None:
         """The broker was just started here, empty: the workers' stores an earlier one left in

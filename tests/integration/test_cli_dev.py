@@ -124,6 +124,16 @@ def test_a_wait_that_ends_without_a_result_says_where_the_task_is(dev: Dev, env:
     assert "no stage reported progress on it: a task id submitted before gets no second result" in one_line(again.stderr)
 
 
+def test_a_second_dev_on_the_same_state_dir_is_refused_and_touches_nothing(dev: Dev, env: dict[str, str],
+                                                                          state_dir: Path) -> None:
+    stores = sorted(path for path in state_dir.rglob("*") if path.is_dir())
+    second = run("dev", env=env, timeout=60)
+    assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
+    assert one_line(second.stderr).startswith(f"Another `agentstream dev` or demo runs with the state directory {state_dir}")
+    assert sorted(path for path in state_dir.rglob("*") if path.is_dir()) == stores, "the running dev's stores were touched"
+    assert dev.proc.poll() is None
+
+
 def test_ctrl_c_stops_every_worker_cleanly_and_dev_starts_again(dev: Dev, env: dict[str, str], state_dir: Path) -> None:
     assert dev.ctrl_c() == 0, "\n".join(dev.lines[-40:])
     assert dev.lines[-1] == "stopped: 5 workers exited cleanly", "\n".join(dev.lines[-40:])

@@ -45,33 +45,40 @@ def insert_after_last_entry(
     """Where ``new_lines`` go to become the last entries of ``mapping`` (a node of the
     document ``lines`` were loaded from), and those lines indented as its keys are.
     ``what`` names the mapping in the error a flow-style one gets."""
-    if not isinstance(mapping, CommentedMap) or not mapping or mapping.fa.flow_style():
+    # Its own entries' positions (a key merged in with `<<:` has none here).
+    positions = mapping.lc.data.values() if isinstance(mapping, CommentedMap) and not mapping.fa.flow_style() else ()
+    if not positions:
         raise ConfigurationError(
             f"The topology's {what} is not a block-style mapping with entries, so its lines cannot be added to it "
             f"untouched; write it as `key: value` lines, one per entry, or add the entry by hand."
         )
-    key_line, key_col = mapping.lc.key(list(mapping)[-1])
+    key_line, key_col = max((position[0], position[1]) for position in positions)
     return block_end(lines, key_line, key_col), [" " * key_col + line for line in new_lines]
 
 
 def block_end(lines: list[str], key_line: int, key_col: int) -> int:
     """The index after the last line of the entry whose key is on ``key_line`` at column
     ``key_col``: the lines after it that are indented deeper, comments among them
-    included. A comment indented no deeper than the key belongs to what follows it."""
+    included, and the items of a block sequence whose dashes are at the key's column (a
+    style YAML allows for a mapping's value). A comment indented no deeper than the key
+    belongs to what follows it."""
     end = key_line + 1
     for index in range(key_line + 1, len(lines)):
         stripped = lines[index].strip()
         indent = len(lines[index]) - len(lines[index].lstrip())
-        if stripped and not stripped.startswith("#") and indent <= key_col:
+        item = indent == key_col and (stripped == "-" or stripped.startswith("- "))
+        if stripped and not stripped.startswith("#") and indent <= key_col and not item:
             break
-        if stripped and indent > key_col:
+        if stripped and (indent > key_col or item):
             end = index + 1
     return end
 
 
 def with_inserted(text: str, inserts: list[tuple[int, list[str]]]) -> str:
-    """``text`` with each ``(index, lines)`` put before its line ``index`` (the end: after the last)."""
+    """``text`` with each ``(index, lines)`` put before its line ``index`` (the end: after
+    the last), in the text's own line ending."""
+    newline = "\r\n" if "\r\n" in text else "\n"
     lines = text.splitlines()
     for index, new_lines in sorted(inserts, key=lambda insert: insert[0], reverse=True):
         lines[index:index] = new_lines
-    return "\n".join(lines) + ("\n" if text.endswith("\n") or not text else "")
+    return newline.join(lines) + (newline if text.endswith("\n") or not text else "")

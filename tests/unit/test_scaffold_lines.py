@@ -113,3 +113,22 @@ def test_agents_in_flow_style_are_refused_with_the_fix() -> None:
 def test_an_agent_of_that_name_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="has an agent 'billing' already"):
         with_agent(TOPOLOGY, "billing", "tools_billing.py", "billing_lookup")
+
+
+def test_a_last_rule_written_as_a_block_list_at_its_keys_column_keeps_its_items() -> None:
+    block = TOPOLOGY.replace("""        billing: ['invoices?', 'refunds?',
+                  'payments?']   # a flow list over two lines
+""", """        billing:
+        - invoices?
+        - refunds?
+""")
+    after = with_agent(block, "shipping", "tools_shipping.py", "shipping_lookup")
+    assert _removed(block, after) == []
+    routing = parse_topology(yaml_text=after, source=Path("app/topology.yaml")).agent("router").routing
+    assert routing is not None and set(routing.rules) == {"billing", "shipping"}
+
+
+def test_a_file_with_crlf_line_ends_keeps_them() -> None:
+    crlf = TOPOLOGY.replace("\n", "\r\n")
+    after = with_agent(crlf, "shipping", "tools_shipping.py", "shipping_lookup")
+    assert after.count("\n") == after.count("\r\n") and _removed(crlf, after) == []

@@ -107,7 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     lag = command("lag", "committed offset, true end offset and lag per agent group and partition")
     lag.add_argument("--agent", help="only this agent type's group (router, a specialist type, supervisor)")
 
-    # -v goes with each dlq action (`dlq list -v`), as a default set twice would undo it.
     _add_dlq(command("dlq", "list, show, replay or purge dead letters"), common)
 
     _add_approvals(command("approvals", "list, show, approve or deny the tool calls that wait for a human"), common)

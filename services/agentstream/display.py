@@ -63,6 +63,6 @@ def no_result_line(task_id: str, timeout: float, last_event: Mapping[str, Any] |
                 "router is running (`agentstream lag` shows its group's lag)")
     wait = "; `agentstream approvals list` shows what waits for a human" if last_event["state"] == waiting_state else ""
     return (f"agentstream: no result for {task_id} within {timeout:.0f} s; its last progress: {last_event['stage']}: "
-            f"{last_event['state']} {last_event['detail']}{wait}. It may still come: `agentstream results --follow` "
-            "shows it when it does.")
+            f"{last_event['state']} {shorten(last_event['detail'], PREVIEW_CHARS)}{wait}. It may still come: "
+            "`agentstream results --follow` shows it when it does.")
 

@@ -80,6 +80,7 @@ if __name__ == "__main__" and not __package__:
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition  # noqa: E402
 
+from agentstream.broker import NO_BROKER_ANSWERED  # noqa: E402
 from agentstream.client import new_task  # noqa: E402
 from agentstream.clients import reader_config  # noqa: E402
 from agentstream.errors import BrokerUnavailableError  # noqa: E402
@@ -157,6 +158,9 @@ class Kill:
     later_tasks: int = 0  # tasks submitted after the kill: only the new process can have handled them
     later_ended: int = 0  # of which ended (result or dead letter)
     error: str | None = None
+    # Starts again after a start that gave up on a broker slow to answer (a worker's probe
+    # is 5 s; a loaded Tansu once took longer): a deployment's supervisor starts it again too.
+    extra_starts: int = 0
 
 
 @dataclass
@@ -459,14 +463,25 @@ def restart(stack: AgentStack, slot: str, kind: str, agent: str, began: float, r
     kill = Kill(slot, round(killed - began, 1), old.pid)
     old.stop(10)  # reaps it and closes its log
     (stack.base / f"{slot}.log").rename(stack.base / f"{slot}.{old.pid}.log")
-    new: Proc = stack.start(slot, kind, agent_type=agent)
-    kill.new_pid = new.pid
-    try:
-        at, _ = new.wait_for_line(r": assigned .*\[\d+\]", 180)  # partitions, not "assigned nothing"
-        kill.to_assigned_s = round(at - killed, 2)
-    except (TimeoutError, RuntimeError) as exc:
-        kill.error = str(exc).splitlines()[0]
-    return kill
+    deadline = time.monotonic() + 180
+    while True:
+        new: Proc = stack.start(slot, kind, agent_type=agent)
+        kill.new_pid = new.pid
+        try:
+            at, _ = new.wait_for_line(r": assigned .*\[\d+\]", max(1.0, deadline - time.monotonic()))  # not "nothing"
+            kill.to_assigned_s = round(at - killed, 2)
+            return kill
+        except RuntimeError as exc:  # it exited before its assignment
+            if NO_BROKER_ANSWERED not in new.tail() or time.monotonic() >= deadline:
+                kill.error = str(exc).splitlines()[0]
+                return kill
+        except TimeoutError as exc:
+            kill.error = str(exc).splitlines()[0]
+            return kill
+        retired.append(new)
+        new.stop(10)
+        (stack.base / f"{slot}.log").rename(stack.base / f"{slot}.{new.pid}.log")
+        kill.extra_starts += 1
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -506,7 +521,8 @@ def run_soak(bootstrap: str, config: SoakConfig, base: Path | None = None, progr
                 slot = next(order)
                 kill = restart(stack, slot, *kinds[slot], began, retired)
                 report.kills.append(kill)
-                progress(f"  t={kill.at:.0f}s SIGKILL {slot} (pid {kill.old_pid}); restarted as {kill.new_pid}, "
+                again = f" (started {kill.extra_starts + 1} times: no broker answered in time)" if kill.extra_starts else ""
+                progress(f"  t={kill.at:.0f}s SIGKILL {slot} (pid {kill.old_pid}); restarted as {kill.new_pid}{again}, "
                          f"assigned after {kill.to_assigned_s} s{'; ' + kill.error if kill.error else ''}")
                 next_kill += config.kill_every
         report.load_seconds = round(time.monotonic() - began, 1)

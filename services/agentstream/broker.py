@@ -44,6 +44,7 @@ BROKER_KINDS = (KAFKA, TANSU)
 
 BOOTSTRAP_FILE = "bootstrap"  # under the state directory, while `agentstream dev` runs
 PROBE_TIMEOUT_S = 5.0  # how long a command waits for a broker before it says none answers
+NO_BROKER_ANSWERED = "No Kafka broker answered at"  # how that line begins (bench/soak.py starts such a worker again)
 
 __all__ = ["BOOTSTRAP_ENV", "BOOTSTRAP_FILE", "BROKER_KINDS", "KAFKA", "PROBE_TIMEOUT_S", "TANSU", "BrokerAddress",
            "EmbeddedBroker", "bootstrap_servers", "clear_bootstrap_file", "find_bootstrap", "free_port", "is_tansu",
@@ -102,7 +103,7 @@ def wait_until_answers(
     admin.poll(0.2)  # the callback may not have been served yet under load
     reasons = [e for e in reported if e.code() != KafkaError._ALL_BROKERS_DOWN] or failed
     raise BrokerUnavailableError(
-        f"No Kafka broker answered at {where} within {timeout:.0f} s ({_tidy(reasons[-1])}); {hint}."
+        f"{NO_BROKER_ANSWERED} {where} within {timeout:.0f} s ({_tidy(reasons[-1])}); {hint}."
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentstream.errors import ConfigurationError, UnknownAgentTypeError
-from agentstream.router.decide import Rules, validate_task
+from agentstream.router.decide import MAX_ID_BYTES, Rules, is_usable_id, validate_task
 from agentstream.topology import load_topology
 from tests import support_desk
 
@@ -155,3 +157,16 @@ def test_a_task_id_with_the_revision_mark_is_rejected() -> None:
     assert why is not None and "'#rev'" in why and "t-1#rev1" in why
     assert validate_task(_task(task_id="t-1#review"), 1000) is not None
     assert validate_task(_task(task_id="t-1#1"), 1000) is None
+
+
+@given(st.text(max_size=40))
+def test_an_id_is_usable_when_it_is_printable_nonblank_and_short(value: str) -> None:
+    printable = not any(ord(char) < 0x20 or ord(char) == 0x7F for char in value)
+    short = len(value.encode("utf-8", "replace")) <= MAX_ID_BYTES
+    assert is_usable_id(value) == (bool(value.strip()) and short and printable)
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "tab\there", "new\nline", "del\x7f", "\x1f"])
+def test_an_id_with_a_control_character_is_not_usable(value: str) -> None:
+    assert not is_usable_id(value)
+    assert is_usable_id("".join("x" if ord(char) < 0x20 or ord(char) == 0x7F else char for char in value))

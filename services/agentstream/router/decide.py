@@ -69,12 +69,14 @@ def requested(agent_type: str, known: Sequence[str]) -> str:
 # small so no record derived from a task can outgrow a Kafka message.
 MAX_ID_BYTES = 256
 MAX_METADATA_BYTES = 16_384
+# C0 controls and DEL; a search, not a test per character (the router checks ~10 ids a task).
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def is_usable_id(value: object) -> bool:
     """An id the router may key a table with: printable text of at most MAX_ID_BYTES."""
     return (isinstance(value, str) and bool(value.strip()) and len(value.encode("utf-8", "replace")) <= MAX_ID_BYTES
-            and not any(ord(char) < 0x20 or ord(char) == 0x7F for char in value))
+            and _CONTROL_CHARACTER.search(value) is None)
 
 
 def unusable_id_key(partition: int, offset: int | None, timestamp_ms: int) -> str | None:

@@ -44,11 +44,16 @@ BROKER_KINDS = (KAFKA, TANSU)
 
 BOOTSTRAP_FILE = "bootstrap"  # under the state directory, while `agentstream dev` runs
 PROBE_TIMEOUT_S = 5.0  # how long a command waits for a broker before it says none answers
+# How long a probe waits in all for a broker that takes connections but has not answered
+# within its timeout: a loaded or starting one (a worker started again while Tansu was
+# busy gave up after 5 s in CI; a deployment would only have restarted it). A refused
+# connection still ends the wait at the timeout: nothing listens there.
+SLOW_BROKER_WAIT_S = 60.0
 NO_BROKER_ANSWERED = "No Kafka broker answered at"  # how that line begins (bench/soak.py starts such a worker again)
 
-__all__ = ["BOOTSTRAP_ENV", "BOOTSTRAP_FILE", "BROKER_KINDS", "KAFKA", "PROBE_TIMEOUT_S", "TANSU", "BrokerAddress",
-           "EmbeddedBroker", "bootstrap_servers", "clear_bootstrap_file", "find_bootstrap", "free_port", "is_tansu",
-           "wait_until_answers", "write_bootstrap_file"]
+__all__ = ["BOOTSTRAP_ENV", "BOOTSTRAP_FILE", "BROKER_KINDS", "KAFKA", "PROBE_TIMEOUT_S", "SLOW_BROKER_WAIT_S", "TANSU",
+           "BrokerAddress", "EmbeddedBroker", "bootstrap_servers", "clear_bootstrap_file", "find_bootstrap", "free_port",
+           "is_tansu", "takes_connections", "wait_until_answers", "write_bootstrap_file"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -72,11 +77,14 @@ def wait_until_answers(
     *,
     source: str = "",
     hint: str = f"check the address, or unset {BOOTSTRAP_ENV} to use the embedded broker",
+    slow_timeout: float = SLOW_BROKER_WAIT_S,
 ) -> None:
     """Block until a metadata request to ``bootstrap`` succeeds, or raise BrokerUnavailableError
     with one sentence: the address, where it came from (``source``), why, and ``hint``.
 
     A refused login (SASL) or TLS handshake ends the wait at once: retrying cannot help.
+    Past ``timeout``, an address that takes TCP connections and dropped none is waited
+    for until ``slow_timeout`` (in all), with one warning: a broker there but busy.
     """
     reported: list[KafkaError] = []  # by librdkafka's error callback: the most specific reasons
     failed: list[KafkaError] = []  # by the metadata requests themselves
@@ -84,7 +92,8 @@ def wait_until_answers(
     quiet = {} if KAFKA_LOG.isEnabledFor(logging.DEBUG) else {"log_level": 0}
     admin = AdminClient(admin_config(bootstrap, {"error_cb": reported.append, **quiet}))
     where = f"{bootstrap} ({source})" if source else bootstrap
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline, slow = began + timeout, False
     while True:
         try:
             admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
@@ -98,13 +107,34 @@ def wait_until_answers(
                 f"Kafka at {where} refused the connection: {_tidy(refused)}; {_LOGIN_FIX[refused.code()]}."
             )
         if time.monotonic() >= deadline:
-            break
+            # Waited for longer only when no connection was refused or dropped (librdkafka's
+            # error callback reports those: a wrong port, a TLS or SASL listener met in
+            # plaintext) and the address takes connections: a broker too busy to answer.
+            if slow or slow_timeout <= timeout or reported or not takes_connections(bootstrap):
+                break
+            slow, deadline = True, began + slow_timeout
+            log.warning("the broker at %s takes connections but has not answered within %.0f s (%s); "
+                        "waiting for it up to %.0f s in all", where, timeout, _tidy(failed[-1]), slow_timeout)
         time.sleep(0.05)
     admin.poll(0.2)  # the callback may not have been served yet under load
     reasons = [e for e in reported if e.code() != KafkaError._ALL_BROKERS_DOWN] or failed
+    waited = slow_timeout if slow else timeout
     raise BrokerUnavailableError(
-        f"{NO_BROKER_ANSWERED} {where} within {timeout:.0f} s ({_tidy(reasons[-1])}); {hint}."
+        f"{NO_BROKER_ANSWERED} {where} within {waited:.0f} s ({_tidy(reasons[-1])}); {hint}."
     )
+
+
+def takes_connections(bootstrap: str, timeout: float = 1.0) -> bool:
+    """Whether any address of ``bootstrap`` (``host:port,...``, a ``PROTOCOL://`` prefix
+    allowed, an IPv6 host in brackets) takes a TCP connection."""
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition("://")[2].rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def _tidy(error: KafkaError) -> str:

@@ -44,10 +44,10 @@ BROKER_KINDS = (KAFKA, TANSU)
 
 BOOTSTRAP_FILE = "bootstrap"  # under the state directory, while `agentstream dev` runs
 PROBE_TIMEOUT_S = 5.0  # how long a command waits for a broker before it says none answers
-# How long a probe waits in all for a broker that takes connections but has not answered
-# within its timeout: a loaded or starting one (a worker started again while Tansu was
-# busy gave up after 5 s in CI; a deployment would only have restarted it). A refused
-# connection still ends the wait at the timeout: nothing listens there.
+# How long a command's probe waits in all for a broker that takes connections, dropped none,
+# and has not answered within PROBE_TIMEOUT_S: a loaded one (a worker started again while
+# Tansu was busy gave up after 5 s in CI; a deployment would only have restarted it). An
+# address where nothing listens, or that drops connections, still ends the wait at 5 s.
 SLOW_BROKER_WAIT_S = 60.0
 NO_BROKER_ANSWERED = "No Kafka broker answered at"  # how that line begins (bench/soak.py starts such a worker again)
 
@@ -77,14 +77,14 @@ def wait_until_answers(
     *,
     source: str = "",
     hint: str = f"check the address, or unset {BOOTSTRAP_ENV} to use the embedded broker",
-    slow_timeout: float = SLOW_BROKER_WAIT_S,
+    slow_timeout: float | None = None,
 ) -> None:
     """Block until a metadata request to ``bootstrap`` succeeds, or raise BrokerUnavailableError
     with one sentence: the address, where it came from (``source``), why, and ``hint``.
 
     A refused login (SASL) or TLS handshake ends the wait at once: retrying cannot help.
-    Past ``timeout``, an address that takes TCP connections and dropped none is waited
-    for until ``slow_timeout`` (in all), with one warning: a broker there but busy.
+    With ``slow_timeout``, a broker that is there but busy (_busy) is waited for past
+    ``timeout`` until ``slow_timeout`` in all, with one warning line.
     """
     reported: list[KafkaError] = []  # by librdkafka's error callback: the most specific reasons
     failed: list[KafkaError] = []  # by the metadata requests themselves
@@ -107,34 +107,55 @@ def wait_until_answers(
                 f"Kafka at {where} refused the connection: {_tidy(refused)}; {_LOGIN_FIX[refused.code()]}."
             )
         if time.monotonic() >= deadline:
-            # Waited for longer only when no connection was refused or dropped (librdkafka's
-            # error callback reports those: a wrong port, a TLS or SASL listener met in
-            # plaintext) and the address takes connections: a broker too busy to answer.
-            if slow or slow_timeout <= timeout or reported or not takes_connections(bootstrap):
+            if slow or slow_timeout is None or slow_timeout <= timeout or not _busy(admin, reported, bootstrap):
                 break
             slow, deadline = True, began + slow_timeout
-            log.warning("the broker at %s takes connections but has not answered within %.0f s (%s); "
-                        "waiting for it up to %.0f s in all", where, timeout, _tidy(failed[-1]), slow_timeout)
+            log.warning("the broker at %s takes connections but has not answered within %.0f s; "
+                        "waiting for it up to %.0f s in all", where, timeout, slow_timeout)
         time.sleep(0.05)
     admin.poll(0.2)  # the callback may not have been served yet under load
     reasons = [e for e in reported if e.code() != KafkaError._ALL_BROKERS_DOWN] or failed
-    waited = slow_timeout if slow else timeout
+    waited = slow_timeout if slow and slow_timeout is not None else timeout
     raise BrokerUnavailableError(
         f"{NO_BROKER_ANSWERED} {where} within {waited:.0f} s ({_tidy(reasons[-1])}); {hint}."
     )
 
 
-def takes_connections(bootstrap: str, timeout: float = 1.0) -> bool:
-    """Whether any address of ``bootstrap`` (``host:port,...``, a ``PROTOCOL://`` prefix
-    allowed, an IPv6 host in brackets) takes a TCP connection."""
+def _busy(admin: AdminClient, reported: list[KafkaError], bootstrap: str) -> bool:
+    """Whether a broker that has not answered is there but busy: an address of ``bootstrap``
+    takes connections and librdkafka dropped none. A dropped connection is reported as all
+    brokers down (a TLS or SASL listener met in plaintext closes it at once); a held one is
+    not, for librdkafka's first 10 s (its request timeout), which is why only a command's
+    short probe waits longer. A refused address beside one that takes connections is not a
+    drop: one broker of a list may be down."""
+    admin.poll(0.2)  # the callback may not have been served yet under load
+    dropped = any(e.code() == KafkaError._ALL_BROKERS_DOWN for e in reported)
+    return not dropped and takes_connections(bootstrap)
+
+
+def takes_connections(bootstrap: str, budget_s: float = 1.0) -> bool:
+    """Whether any address of ``bootstrap`` (``host[:port],...``, a ``PROTOCOL://`` prefix
+    allowed, an IPv6 host in brackets, librdkafka's port 9092 when none is given) takes a
+    TCP connection, asked one after the other within ``budget_s`` in all."""
+    deadline = time.monotonic() + budget_s
     for address in bootstrap.split(","):
-        host, _, port = address.strip().rpartition("://")[2].rpartition(":")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        host, port = _host_and_port(address.strip().rpartition("://")[2])
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            with socket.create_connection((host, port), timeout=left):
                 return True
-        except (OSError, ValueError):
+        except (OSError, OverflowError):  # OverflowError: a port above 65535
             continue
     return False
+
+
+def _host_and_port(address: str) -> tuple[str, int]:
+    host, colon, port = address.rpartition(":")
+    if not colon or host.endswith(":") or (host.startswith("[") != host.endswith("]")) or not port.isdigit():
+        host, port = address, "9092"  # no port given (a bare IPv6 address in brackets too)
+    return host.strip("[]"), int(port)
 
 
 def _tidy(error: KafkaError) -> str:

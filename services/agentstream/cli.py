@@ -2,8 +2,9 @@
 
 Every command that talks to Kafka finds the broker the same way (``KAFKA_BOOTSTRAP_SERVERS``,
 else the address ``agentstream dev`` wrote under the state directory), asks it for its
-metadata for a few seconds at most, and otherwise ends with one line naming the address
-and the fix. Errors agentstream expects end in one line and exit 2; librdkafka's own log
+metadata for 5 s (up to a minute, with a warning, when the address takes connections but
+the broker is slow to answer), and otherwise ends with one line naming the address and the
+fix. Errors agentstream expects end in one line and exit 2; librdkafka's own log
 lines are off unless asked for (``--verbose`` or ``AGENTSTREAM_LOG_LEVEL=DEBUG``).
 """
 
@@ -25,6 +26,7 @@ from confluent_kafka import KafkaException
 from agentstream.broker import (
     BOOTSTRAP_ENV,
     PROBE_TIMEOUT_S,
+    SLOW_BROKER_WAIT_S,
     TANSU,
     broker_to_start,
     clear_bootstrap_file,
@@ -64,14 +66,15 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def _settings_and_topology(**overrides: object) -> tuple[WorkerSettings, Topology]:
-    """Settings with the address of a broker that answered (asked for at most a few
-    seconds), and the topology: what is wrong with the environment or the topology file is
+    """Settings with the address of a broker that answered (broker.wait_until_answers: 5 s,
+    or up to a minute for a busy broker), and the topology: what is wrong with the environment or the topology file is
     said before the broker is asked."""
     state = state_dir_from_env(None)
     address = find_bootstrap(state)
     settings = WorkerSettings.from_env(bootstrap=address.bootstrap, state_dir=state, **overrides)  # bad values first
     topology = _topology(settings)
-    wait_until_answers(address.bootstrap, PROBE_TIMEOUT_S, source=address.source, hint=address.hint)
+    wait_until_answers(address.bootstrap, PROBE_TIMEOUT_S, source=address.source, hint=address.hint,
+                       slow_timeout=SLOW_BROKER_WAIT_S)
     return settings, topology
 
 
@@ -377,7 +380,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     bootstrap = None
     if os.environ.get(BOOTSTRAP_ENV, "").strip():
         address = find_bootstrap(state_dir)
-        wait_until_answers(address.bootstrap, PROBE_TIMEOUT_S, source=address.source,
+        wait_until_answers(address.bootstrap, PROBE_TIMEOUT_S, source=address.source, slow_timeout=SLOW_BROKER_WAIT_S,
                            hint=f"unset {BOOTSTRAP_ENV} and `agentstream dev` starts a broker of its own "
                                 "(the broker of an earlier `agentstream dev` stopped with it)")
         bootstrap = address.bootstrap

@@ -1,6 +1,7 @@
 """A TCP proxy in front of a broker that takes every connection at once but passes nothing
 on until ``release()``: a broker that is there but too busy to answer yet (a loaded Tansu
-answered a worker's start-up probe after more than 5 s in CI). Then every byte passes,
+answered a worker's start-up probe after more than 5 s in CI; a supervisor's assignment
+hook asking a slow broker, test_supervisor_assign.py). Then every byte passes,
 both ways, untouched; what a client sent while held reaches the broker in order."""
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import threading
 from .stream_cutter import _close, _pipe  # byte pumps both proxies share
 
 
-class HeldProxy:
+class HoldingProxy:
     """Listens on loopback and forwards to ``upstream`` (``host:port``) once released."""
 
     def __init__(self, upstream: str) -> None:
         host, _, port = upstream.split(",")[0].rpartition(":")
         self._upstream = (host, int(port))
         self._server = socket.create_server(("127.0.0.1", 0))
-        self.bootstrap = f"127.0.0.1:{self._server.getsockname()[1]}"
+        self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
         self._released = threading.Event()
         self._sockets: list[socket.socket] = []
         self.connections = 0

@@ -19,7 +19,7 @@ import pytest
 from agentstream.broker import NO_BROKER_ANSWERED, takes_connections, wait_until_answers
 from agentstream.errors import BrokerUnavailableError
 
-from .held_proxy import HeldProxy
+from .held_proxy import HoldingProxy
 
 
 class _Warned(logging.Handler):
@@ -45,14 +45,16 @@ def warned() -> Iterator[_Warned]:
     logger.removeHandler(handler)
 
 
-def test_a_broker_that_answers_after_the_timeout_is_waited_for(bootstrap: str, warned: _Warned) -> None:
-    proxy = HeldProxy(bootstrap)
+@pytest.mark.parametrize("beside", ["", "127.0.0.1:1,"], ids=["alone", "after-a-refused-address"])
+def test_a_broker_that_answers_after_the_timeout_is_waited_for(bootstrap: str, warned: _Warned, beside: str) -> None:
+    proxy = HoldingProxy(bootstrap)
+    address = beside + proxy.address  # one broker of a list may be down: the busy one is still waited for
     # The proxy lets the requests through only once the probe has passed its timeout and said it waits.
     releaser = threading.Thread(target=_release_when, args=(warned.seen, proxy), daemon=True)
     releaser.start()
     began = time.monotonic()
     try:
-        wait_until_answers(proxy.bootstrap, 1.0, slow_timeout=30.0)
+        wait_until_answers(address, 1.0, slow_timeout=30.0)
     finally:
         proxy.close()
     waited = time.monotonic() - began
@@ -60,27 +62,39 @@ def test_a_broker_that_answers_after_the_timeout_is_waited_for(bootstrap: str, w
     assert proxy.connections >= 1
     assert 1.0 <= waited < 30.0, waited
     [line] = [line for line in warned.lines if "takes connections" in line]
-    assert line.startswith(f"the broker at {proxy.bootstrap} takes connections but has not answered within 1 s ("), line
-    assert line.endswith("waiting for it up to 30 s in all"), line
+    assert line == (f"the broker at {address} takes connections but has not answered within 1 s; "
+                    "waiting for it up to 30 s in all"), line
 
 
-def _release_when(event: threading.Event, proxy: HeldProxy) -> None:
+def test_without_a_slow_timeout_a_busy_broker_is_given_up_at_the_timeout(bootstrap: str, warned: _Warned) -> None:
+    """The default, for the waits of 30 s that start a broker: only a command's probe waits longer."""
+    proxy = HoldingProxy(bootstrap)
+    try:
+        with pytest.raises(BrokerUnavailableError) as raised:
+            wait_until_answers(proxy.address, 1.0, hint="the hint")
+    finally:
+        proxy.close()
+    assert not warned.seen.is_set(), warned.lines
+    assert str(raised.value).startswith(f"{NO_BROKER_ANSWERED} {proxy.address} within 1 s ("), raised.value
+
+
+def _release_when(event: threading.Event, proxy: HoldingProxy) -> None:
     if event.wait(30):
         proxy.release()
 
 
 def test_a_broker_that_never_answers_is_given_up_at_the_slow_timeout(bootstrap: str, warned: _Warned) -> None:
-    proxy = HeldProxy(bootstrap)
+    proxy = HoldingProxy(bootstrap)
     began = time.monotonic()
     try:
         with pytest.raises(BrokerUnavailableError) as raised:
-            wait_until_answers(proxy.bootstrap, 1.0, slow_timeout=3.0, hint="the hint")
+            wait_until_answers(proxy.address, 1.0, slow_timeout=3.0, hint="the hint")
     finally:
         proxy.close()
     assert time.monotonic() - began >= 3.0
     assert warned.seen.is_set(), warned.lines
     message = str(raised.value)
-    assert message.startswith(f"{NO_BROKER_ANSWERED} {proxy.bootstrap} within 3 s ("), message
+    assert message.startswith(f"{NO_BROKER_ANSWERED} {proxy.address} within 3 s ("), message
     assert message.endswith("; the hint."), message
 
 
@@ -124,4 +138,4 @@ def test_takes_connections_reads_every_address_of_a_bootstrap_list(bootstrap: st
     assert takes_connections(first)
     assert takes_connections(f"127.0.0.1:1,PLAINTEXT://{first}")
     assert not takes_connections("127.0.0.1:1")
-    assert not takes_connections("no-port-here")
+    assert not takes_connections("127.0.0.1:70000")  # not a port: no connection, no error

@@ -9,7 +9,6 @@ until it is released; the hook's end-offset lookup bootstraps through it.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 import uuid
@@ -24,57 +23,10 @@ from agentstream.supervisor.app import build_supervisor
 from agentstream.topology import load_topology
 from agentstream.topology_admin import apply
 
+from .held_proxy import HoldingProxy
+
 HOLD_S = 2.0  # how long the proxy holds the hook's connection
 TICK_S = 0.05
-
-
-class HoldingProxy:
-    """Forwards connections to ``target`` once :meth:`release` is called; until then they wait."""
-
-    def __init__(self, target: str) -> None:
-        host, port = target.split(",")[0].rsplit(":", 1)
-        self.target = (host, int(port))
-        self.released = threading.Event()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.server.getsockname()[1]}"
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def release(self) -> None:
-        self.released.set()
-
-    def close(self) -> None:
-        self.released.set()
-        self.server.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:  # closed
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        self.released.wait()
-        upstream = socket.create_connection(self.target)
-        for source, sink in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
-
-
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (source, sink):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def test_the_assignment_hook_does_not_block_the_event_loop(bootstrap: str, tmp_path: Path) -> None:

@@ -132,3 +132,15 @@ def test_no_answer_in_every_try_names_the_question_and_the_tries(monkeypatch: py
     assert len(getattr(admin, counted)) == unanswered.ATTEMPTS
     if question == "DescribeCluster":
         assert admin.questions == []  # not asked for configs of a cluster it could not describe
+
+
+@pytest.mark.parametrize(("address", "expected"), [
+    ("kafka-0.kafka:9093", ("kafka-0.kafka", 9093)),
+    ("kafka-0", ("kafka-0", 9092)),  # librdkafka's port when none is given
+    ("[::1]:9094", ("::1", 9094)),
+    ("[::1]", ("::1", 9092)),
+    ("::1", ("::1", 9092)),
+    ("127.0.0.1:70000", ("127.0.0.1", 70000)),  # out of range: takes_connections finds no connection
+])
+def test_a_bootstrap_address_gives_its_host_and_port(address: str, expected: tuple[str, int]) -> None:
+    assert broker._host_and_port(address) == expected

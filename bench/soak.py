@@ -159,7 +159,8 @@ class Kill:
     later_ended: int = 0  # of which ended (result or dead letter)
     error: str | None = None
     # Starts again after a start that gave up on a broker slow to answer (a worker's probe
-    # is 5 s; a loaded Tansu once took longer): a deployment's supervisor starts it again too.
+    # waits 5 s, up to 60 s for a busy broker: broker.SLOW_BROKER_WAIT_S; a loaded Tansu
+    # once took longer than 5 s): a deployment's supervisor starts it again too.
     extra_starts: int = 0
 
 

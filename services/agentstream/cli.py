@@ -67,8 +67,8 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 def _settings_and_topology(**overrides: object) -> tuple[WorkerSettings, Topology]:
     """Settings with the address of a broker that answered (broker.wait_until_answers: 5 s,
-    or up to a minute for a busy broker), and the topology: what is wrong with the environment or the topology file is
-    said before the broker is asked."""
+    or up to a minute for a busy broker), and the topology: what is wrong with the
+    environment or the topology file is said before the broker is asked."""
     state = state_dir_from_env(None)
     address = find_bootstrap(state)
     settings = WorkerSettings.from_env(bootstrap=address.bootstrap, state_dir=state, **overrides)  # bad values first

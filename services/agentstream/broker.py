@@ -43,7 +43,7 @@ TANSU = "tansu"
 BROKER_KINDS = (KAFKA, TANSU)
 
 BOOTSTRAP_FILE = "bootstrap"  # under the state directory, while `agentstream dev` runs
-PROBE_TIMEOUT_S = 5.0  # how long a command waits for a broker before it says none answers
+PROBE_TIMEOUT_S = 5.0  # how long a command waits for a broker before it says none answers (a busy one: below)
 # How long a command's probe waits in all for a broker that takes connections, dropped none,
 # and has not answered within PROBE_TIMEOUT_S: a loaded one (a worker started again while
 # Tansu was busy gave up after 5 s in CI; a deployment would only have restarted it). An
@@ -127,7 +127,9 @@ def _busy(admin: AdminClient, reported: list[KafkaError], bootstrap: str) -> boo
     brokers down (a TLS or SASL listener met in plaintext closes it at once); a held one is
     not, for librdkafka's first 10 s (its request timeout), which is why only a command's
     short probe waits longer. A refused address beside one that takes connections is not a
-    drop: one broker of a list may be down."""
+    drop: one broker of a list may be down. Read as a drop all the same (so given up at
+    the timeout, as before the longer wait): a host name whose first address refuses, as
+    ``localhost`` on ::1 for a broker listening on IPv4 only."""
     admin.poll(0.2)  # the callback may not have been served yet under load
     dropped = any(e.code() == KafkaError._ALL_BROKERS_DOWN for e in reported)
     return not dropped and takes_connections(bootstrap)
@@ -138,24 +140,28 @@ def takes_connections(bootstrap: str, budget_s: float = 1.0) -> bool:
     allowed, an IPv6 host in brackets, librdkafka's port 9092 when none is given) takes a
     TCP connection, asked one after the other within ``budget_s`` in all."""
     deadline = time.monotonic() + budget_s
-    for address in bootstrap.split(","):
+    for address in filter(None, (entry.strip().rpartition("://")[2] for entry in bootstrap.split(","))):
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        host, port = _host_and_port(address.strip().rpartition("://")[2])
+        host, port = _host_and_port(address)
+        if not 0 < port <= 0xFFFF:
+            continue  # not a port (getaddrinfo would take it modulo 65536)
         try:
             with socket.create_connection((host, port), timeout=left):
                 return True
-        except (OSError, OverflowError):  # OverflowError: a port above 65535
+        except OSError:
             continue
     return False
 
 
 def _host_and_port(address: str) -> tuple[str, int]:
+    """``host:port`` as librdkafka reads it: port 9092 when none (or no number) is given;
+    an IPv6 host in brackets, or bare and then with no port."""
     host, colon, port = address.rpartition(":")
-    if not colon or host.endswith(":") or (host.startswith("[") != host.endswith("]")) or not port.isdigit():
-        host, port = address, "9092"  # no port given (a bare IPv6 address in brackets too)
-    return host.strip("[]"), int(port)
+    if not colon or (":" in host and not host.endswith("]")):  # no port, or a bare IPv6 address
+        return address.strip("[]"), 9092
+    return host.strip("[]"), int(port) if port.isascii() and port.isdigit() else 9092
 
 
 def _tidy(error: KafkaError) -> str:

@@ -140,7 +140,10 @@ def test_no_answer_in_every_try_names_the_question_and_the_tries(monkeypatch: py
     ("[::1]:9094", ("::1", 9094)),
     ("[::1]", ("::1", 9092)),
     ("::1", ("::1", 9092)),
-    ("127.0.0.1:70000", ("127.0.0.1", 70000)),  # out of range: takes_connections finds no connection
+    ("2001:db8::8:1", ("2001:db8::8:1", 9092)),  # bare IPv6: all of it is the host
+    ("kafka-0:abc", ("kafka-0", 9092)),
+    ("kafka-0:²", ("kafka-0", 9092)),  # a digit to str.isdigit, not to int()
+    ("127.0.0.1:70000", ("127.0.0.1", 70000)),  # not a port: takes_connections skips it
 ])
 def test_a_bootstrap_address_gives_its_host_and_port(address: str, expected: tuple[str, int]) -> None:
     assert broker._host_and_port(address) == expected

@@ -7,7 +7,8 @@ Used for the histograms that say where an agent loop waits besides its model:
 ``agentstream_event_loop_lag_seconds`` (how late the loop runs what is due) and
 ``agentstream_checkpoint_seconds`` (a commit, beside the worker's polls) and
 ``agentstream_offset_commit_seconds`` (its offset commit, during which the worker takes in
-no record).
+no record). And a counter's growth (``scrape_counter``): the requests a worker's Kafka clients
+sent, ``agentstream_kafka_requests_total``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ def scrape(port: int, families: tuple[str, ...] = (ACKED_WRITE, LOOP_LAG, CHECKP
             elif sample.name == f"{family.name}_sum":
                 totals[family.name] += sample.value
     return {name: Snapshot(found[name], totals[name]) for name in families}
+
+
+def scrape_counter(port: int, family: str, by: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+    """The counter ``family`` (its ``_total`` samples) summed by the values of the labels ``by``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{METRICS_PATH}", timeout=10) as response:
+        text = response.read().decode()
+    sums: dict[tuple[str, ...], float] = {}
+    for found in text_string_to_metric_families(text):
+        if found.name != family:
+            continue
+        for sample in found.samples:
+            if sample.name == f"{family}_total":
+                key = tuple(sample.labels.get(label, "") for label in by)
+                sums[key] = sums.get(key, 0.0) + sample.value
+    return sums
 
 
 def quantile(before: Buckets, after: Buckets, q: float) -> float:

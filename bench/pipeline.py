@@ -46,7 +46,12 @@ Measurements, by a group-less reader in this process:
 - pipeline only: the timestamps inside the events (routed_at, started_at, finished_at,
   completed_at) split the specialist and supervisor hops into their phases.
 CPU seconds per worker (and per thread), broker, this process and everything else on the machine
-are recorded per level with bench.relay's meter.
+are recorded per level with bench.relay's meter. Pipeline only: the requests each worker's Kafka
+clients sent per task in a level, by type (``agentstream_kafka_requests_total``, from librdkafka's
+statistics every ``REQUEST_STATS_S``: each worker serves its metrics on a port of its own),
+counted from the level's start to ``REQUEST_SETTLE_S`` after its end, so that the statistics
+of its last second are in; at a low rate the broker's CPU follows them (bench/RESULTS.md
+"Session 46").
 
 The broker is bench.relay's: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else ``--broker kafka`` (Apache
 Kafka 4, one KRaft node; the default where ``java`` and ``mvn`` exist) or ``--broker tansu``
@@ -85,7 +90,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agentstream.broker import BOOTSTRAP_ENV
+from agentstream.broker import BOOTSTRAP_ENV, free_port
 from agentstream.client import new_task
 from agentstream.clients import admin_config, consumer_config, producer_config, reader_config
 from agentstream.errors import AgentStreamError
@@ -94,7 +99,9 @@ from agentstream.runtime.errors import ProcessorError
 from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SchemaSet
 from agentstream.settings import (
+    KAFKA_STATS_ENV,
     LOG_LEVEL_ENV,
+    METRICS_PORT_ENV,
     MODEL_ENV,
     PREFIX_ENV,
     SCRIPTED_CALL_LOG_ENV,
@@ -106,6 +113,7 @@ from agentstream.settings import (
 from agentstream.stack import Stack
 from agentstream.topology import APP_TOPOLOGY_FILE, DEFAULT_APP, load_topology
 from agentstream.topology_admin import apply
+from bench._worker_metrics import scrape_counter
 from bench.relay import (
     OUT_DIR,
     PARTITIONS,
@@ -153,6 +161,11 @@ QUICK_MIN_TASKS = 100
 LEVEL_STRETCH = 8.0  # a level lasts at least this many times the variant's p95 latency at its first level
 MAX_LEVEL_SECONDS = 20.0
 IDLE_SECONDS = 3.0
+# The pipeline's workers count their Kafka clients' requests from librdkafka's statistics,
+# every this many seconds; a level's count is read this long after its end.
+REQUEST_STATS_S = 1
+REQUEST_SETTLE_S = 1.5 * REQUEST_STATS_S
+KAFKA_REQUESTS = "agentstream_kafka_requests"
 # Avro sizes of TaskSubmitted, RoutedTask, SpecialistResult, TaskResult of a billing ticket
 # (measured 2026-11-22); used only when the pipeline variant does not run first to measure them.
 FALLBACK_SIZES = (88, 110, 958, 964)
@@ -361,6 +374,7 @@ class Variant:
     notes: dict[str, Any] = field(default_factory=dict)
     prefix: str = ""  # pipeline: every topic it wrote to starts with this
     sink_partitions: int = PARTITIONS  # partitions of the last topic, all of which the tap reads
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # pipeline: each worker's, by name
 
 
 def app_with_partitions(work_dir: Path, partitions: int) -> Path:
@@ -405,7 +419,10 @@ def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet, partition
     if app is not None:
         env[TOPOLOGY_ENV] = str(app)
     commands = Stack(work_dir / "state", topology_path=app, prefix=prefix).worker_commands()
-    workers = [spawn(name, commands[name], work_dir / f"{name}.log", env) for name in PIPELINE_WORKERS]
+    ports = {name: free_port() for name in PIPELINE_WORKERS}  # each worker's metrics: its requests
+    workers = [spawn(name, commands[name], work_dir / f"{name}.log",
+                     {**env, METRICS_PORT_ENV: str(ports[name]), KAFKA_STATS_ENV: str(REQUEST_STATS_S)})
+               for name in PIPELINE_WORKERS]
 
     def make(level: int, seq: int) -> tuple[bytes, bytes]:
         session = _SESSION_KEYS[seq % SESSION_KEYS]
@@ -427,7 +444,8 @@ def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet, partition
         delete_topics(admin, [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix + ".")])
 
     notes = {"prefix": prefix, "partitions": sink_partitions}  # as the broker lists them
-    return Variant("pipeline", topics, workers, make, pipeline_ident, details, cleanup, notes, prefix, sink_partitions)
+    return Variant("pipeline", topics, workers, make, pipeline_ident, details, cleanup, notes, prefix, sink_partitions,
+                   ports)
 
 
 def records_per_task(bootstrap: str, variant: Variant) -> dict[str, float]:
@@ -622,6 +640,7 @@ class LevelResult:
     window_s: float = 0.0  # the CPU meter's window: submitting and draining
     cpu_s: dict[str, float] = field(default_factory=dict)
     thread_cpu_s: dict[str, dict[str, float]] = field(default_factory=dict)
+    requests_per_task: dict[str, dict[str, float]] = field(default_factory=dict)  # pipeline: worker -> type -> requests
     error: str | None = None
 
 
@@ -698,6 +717,7 @@ def run_level(variant: Variant, tap: Tap, producer: Producer, level: int, rate: 
               drain_s: float, broker_pid: int | None) -> LevelResult:
     result = LevelResult(variant.name, level, rate, tasks)
     data = tap.expect(level, tasks)
+    requests_before = worker_requests(variant)
     meter = CpuMeter(variant.workers, broker_pid)
     began = time.monotonic()
     feeder = Feeder(producer, variant.topics[0], variant.make, level, tasks, rate)
@@ -718,7 +738,28 @@ def run_level(variant: Variant, tap: Tap, producer: Producer, level: int, rate: 
         result.error = f"feeder: {feeder.error}"
     name_workers(result, variant)
     summarize_level(result, data, feeder, HOPS[variant.name])
+    if variant.metrics_ports and result.received:
+        time.sleep(REQUEST_SETTLE_S)  # the statistics of the level's last second
+        result.requests_per_task = per_task(requests_before, worker_requests(variant), result.received)
     return result
+
+
+def worker_requests(variant: Variant) -> dict[str, dict[str, float]]:
+    """Requests each worker's clients have sent so far, by request type."""
+    return {name: {request: sent for (request,), sent in scrape_counter(port, KAFKA_REQUESTS, ("request",)).items()}
+            for name, port in variant.metrics_ports.items()}
+
+
+def per_task(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], tasks: int) -> dict[str, dict[str, float]]:
+    """Requests per task between two counts, by worker and type (``all``: the workers' sum),
+    Produce and Fetch apart and the rest as ``other``."""
+    out: dict[str, dict[str, float]] = {}
+    for name, counts in after.items():
+        sent = {request: n - before.get(name, {}).get(request, 0.0) for request, n in counts.items()}
+        produce, fetch = sent.pop("Produce", 0.0), sent.pop("Fetch", 0.0)
+        out[name] = {"Produce": produce / tasks, "Fetch": fetch / tasks, "other": sum(sent.values()) / tasks}
+    out["all"] = {kind: sum(worker[kind] for worker in out.values()) for kind in ("Produce", "Fetch", "other")}
+    return {name: {kind: round(n, 2) for kind, n in kinds.items()} for name, kinds in out.items()}
 
 
 def name_workers(result: LevelResult, variant: Variant) -> None:
@@ -910,6 +951,12 @@ def print_report(results: list[LevelResult], summary: dict[str, Any], broker_nam
             f"{name} {q.get('p50', 0):.0f}/{q.get('p95', 0):.0f}/{q.get('p99', 0):.0f}" for name, q in r.hops_ms.items() if q
         )
         print(f"  {r.variant:<9}{_fmt_rate(r.offered_per_s):>8}: {hops}  (n={r.sampled_chains})")
+    counted = [r for r in results if r.requests_per_task]
+    if counted:
+        print("\nclient requests per task, Produce / Fetch / other (librdkafka statistics; the broker's CPU follows them)")
+        for r in counted:
+            print(f"  {_fmt_rate(r.offered_per_s):>8}/s offered: " + "  ".join(
+                f"{name} {q['Produce']:.2f}/{q['Fetch']:.2f}/{q['other']:.2f}" for name, q in r.requests_per_task.items()))
     phased = [r for r in results if r.phases_ms]
     if phased:
         print("\npipeline hops by phase, ms p50 / p95 / p99 (event timestamps and CreateTime)")

@@ -18,6 +18,7 @@ from agentstream.settings import (
     GATEWAY_PORT_ENV,
     HEALTH_STALL_ENV,
     HEALTHZ_PATH,
+    KAFKA_STATS_ENV,
     LINGER_ENV,
     LOG_FORMAT_ENV,
     LOG_LEVEL_ENV,
@@ -51,6 +52,7 @@ environment:
   {QUIET_PAUSE_ENV}   s without a record before a worker stops fetching an input until its end moves
                               (default 30 where the fetch wait is 50 ms or less, as on Tansu; 0: never)
   {LINGER_ENV}       ms a worker's producer waits to batch records (default {DEFAULT_LINGER_MS}; 0: lowest latency, more CPU)
+  {KAFKA_STATS_ENV}   s between a worker's librdkafka statistics, counted in agentstream_kafka_requests_total (default: none)
   {LOG_LEVEL_ENV}     DEBUG, INFO (default), WARNING or ERROR; DEBUG also shows each routine task's line and librdkafka's log
   {LOG_FORMAT_ENV}    text (default) or json: one JSON object per line; secrets are redacted in both
   OTEL_EXPORTER_OTLP_ENDPOINT   export traces over OTLP/HTTP there (default: no tracing)

@@ -16,6 +16,8 @@ Label cardinality (every series lives in every worker's memory and in Prometheus
   fixed set of classes in the code, never a message.
 - ``status``: the TaskResult status enum; ``behavior_version``: one hash per deployed
   behaviour of an agent type (a redeploy retires the old series).
+- ``client`` and ``request`` (agentstream_kafka_requests): three clients and the Kafka
+  protocol's request names (a few dozen at most, a handful in use).
 - ``tenant``: only on two counters (task results, cost), on the router's two tenant ledger
   gauges (the tenants file's tenants only) and on no histogram, so a tenant costs about
   eight series. Tenants are a deployment's customers (tens to a few thousand),
@@ -236,6 +238,14 @@ def event_loop_lag_seconds() -> Histogram:
                      buckets=LOOP_BUCKETS)
 
 
+@cache
+def kafka_requests() -> Counter:
+    return Counter("agentstream_kafka_requests",
+                   "Requests the worker's Kafka clients sent to the brokers, by client (producer, consumer, reader) "
+                   "and request type (Produce, Fetch, ...), from librdkafka's statistics: counted only with "
+                   "AGENTSTREAM_KAFKA_STATS_S set, up to that many seconds late", ["worker", "client", "request"])
+
+
 # -- label children of the per-call series ---------------------------------------------------
 # Every model and tool call adds to these; ``labels(...)`` checks and hashes its values each
 # time, so the children are looked up once per label values and kept. Nothing here ever
@@ -284,7 +294,7 @@ FAMILIES = (
     task_cost, tenant_cost, stage_duration, agent_steps, inflight_loops, approvals_waiting, tenant_spend_today,
     tenant_in_flight, tool_calls, model_calls, operation_duration,
     token_usage, model_cost, model_retries, breaker_state, rate_limit_wait, specialist_runs, rollout_weight,
-    acked_write_seconds, event_loop_lag_seconds,
+    acked_write_seconds, event_loop_lag_seconds, kafka_requests,
 )
 
 

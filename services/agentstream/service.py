@@ -52,6 +52,7 @@ class Service:
             group_protocol=settings.group_protocol,
             fetch_wait_ms=settings.fetch_wait_ms,
             quiet_pause_s=settings.quiet_pause_s,
+            kafka_stats_s=settings.kafka_stats_s,
             producer_overrides=None if settings.linger_ms is None else {LINGER: settings.linger_ms},
             changelog_config=topology.changelog_config,
             health_stall=settings.health_stall_s,

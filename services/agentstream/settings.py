@@ -61,6 +61,12 @@ QUIET_PAUSE_ENV = "AGENTSTREAM_QUIET_PAUSE_S"
 # at a low rate every hop is faster (a task makes ~7 acknowledged writes in a row, each
 # waiting the linger), under a burst every record costs more CPU (bench/RESULTS.md "Session 13").
 LINGER_ENV = "AGENTSTREAM_LINGER_MS"
+# Seconds between a worker's librdkafka statistics (whole seconds; unset or 0: none, the
+# default). Set, the worker counts the requests its producer, consumer and reader sent to
+# the brokers, by request type, in agentstream_kafka_requests_total
+# (telemetry/kafka_requests.py): at a low rate a broker's CPU follows its requests, not its
+# records (bench/RESULTS.md "Session 46").
+KAFKA_STATS_ENV = "AGENTSTREAM_KAFKA_STATS_S"
 # The worker's HTTP port for /metrics, /healthz and /readyz (telemetry/server.py), also what
 # `agentstream worker --check` asks. Unset or 0: no port (the default, so the five workers
 # of `agentstream dev` on one host do not fight over one); the generated deploy files set it.
@@ -125,6 +131,7 @@ _FIELD_ENV = {
     "fetch_wait_ms": FETCH_WAIT_ENV,
     "quiet_pause_s": QUIET_PAUSE_ENV,
     "linger_ms": LINGER_ENV,
+    "kafka_stats_s": KAFKA_STATS_ENV,
     "metrics_port": METRICS_PORT_ENV,
     "health_stall_s": HEALTH_STALL_ENV,
     "flush_timeout_s": FLUSH_TIMEOUT_ENV,
@@ -159,6 +166,7 @@ class WorkerSettings(BaseModel):
     fetch_wait_ms: int | None = Field(default=None, ge=1, le=60_000)  # None: by broker (FETCH_WAIT_ENV)
     quiet_pause_s: float | None = Field(default=None, ge=0, le=86_400)  # None: by fetch wait (QUIET_PAUSE_ENV)
     linger_ms: float | None = Field(default=None, ge=0, le=60_000)  # None: clients.DEFAULT_LINGER_MS (LINGER_ENV)
+    kafka_stats_s: int = Field(default=0, ge=0, le=86_400)  # 0: no librdkafka statistics (KAFKA_STATS_ENV)
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no HTTP port
     flush_timeout_s: float = Field(default=30.0, gt=0, le=300)  # librdkafka gives up on a record after 300 s anyway
     # A checkpoint's flush runs between two polls and may take up to flush_timeout_s on a slow
@@ -197,7 +205,7 @@ class WorkerSettings(BaseModel):
         for field, name in (("metrics_port", METRICS_PORT_ENV), ("health_stall_s", HEALTH_STALL_ENV),
                             ("flush_timeout_s", FLUSH_TIMEOUT_ENV), ("commit_interval_s", COMMIT_INTERVAL_ENV),
                             ("fetch_wait_ms", FETCH_WAIT_ENV), ("linger_ms", LINGER_ENV),
-                            ("quiet_pause_s", QUIET_PAUSE_ENV)):
+                            ("quiet_pause_s", QUIET_PAUSE_ENV), ("kafka_stats_s", KAFKA_STATS_ENV)):
             if env.get(name, "").strip():
                 values[field] = env[name].strip()
         if env.get(GROUP_PROTOCOL_ENV):

@@ -54,6 +54,7 @@ from agentstream.runtime.topics import co_partitioned_inputs, ensure_changelogs
 from agentstream.runtime.write_through import WriteThrough
 from agentstream.telemetry import log_context
 from agentstream.telemetry.handling import Handling
+from agentstream.telemetry.kafka_requests import with_statistics
 from agentstream.unanswered import asked
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class Processor:
         health_stall: float = 30.0,
         pause_idle_tiers: bool = True,
         quiet_pause_s: float | None = None,
+        kafka_stats_s: int = 0,
     ) -> None:
         if commit_interval <= 0:
             raise ProcessorError(f"commit_interval must be > 0 seconds, got {commit_interval}.")
@@ -133,6 +135,7 @@ class Processor:
         self._holds_due = DueHolds(self._consumer_calls)  # retry-tier partitions held until their head is due
         self._pause_idle_tiers = pause_idle_tiers
         self._quiet_pause_s = quiet_pause_s  # None: by fetch wait (idle_partitions.quiet_pause_for)
+        self._kafka_stats_s = kafka_stats_s  # 0: its clients' requests are not counted (telemetry/kafka_requests.py)
         self._idle: IdlePartitions | None = None  # made in _start when something may be paused
         self._revoked_in_poll: set[TP] = set()  # partitions the revoke and loss callbacks of this poll named
         self._admin: AdminClient | None = None
@@ -419,8 +422,8 @@ class Processor:
         ensure_changelogs(admin, [table.changelog_topic for table in self.tables.values()], self._partition_count,
                           self._changelog_config, self.bootstrap)
         # Its delivery reports are served on the event loop's thread (run(): runtime/delivery_pump.py).
-        self._producer = PumpedProducer(producer_config(self.bootstrap, self._producer_overrides))
-        reader = self._reader = Consumer(reader_config(self.bootstrap))
+        self._producer = PumpedProducer(self._counted(producer_config(self.bootstrap, self._producer_overrides), "producer"))
+        reader = self._reader = Consumer(self._counted(reader_config(self.bootstrap), "reader"))
         for topic in (table.changelog_topic for table in self.tables.values()):
             # Metadata now, so the first restore of a changelog (a takeover, often) need not
             # wait for librdkafka's next refresh to learn of it (0.4-0.9 s on Kafka).
@@ -430,13 +433,17 @@ class Processor:
         self._idle = self._idle_partitions(quiet_pause_for(self._quiet_pause_s, fetch_wait_ms))
         self._outputs.idle = self._idle
         self._protocol = group_protocol_for(self.group_protocol, self.bootstrap)
-        consumer = Consumer(consumer_config(self.bootstrap, self.group_id, protocol=self._protocol,
-                                            fetch_wait_ms=fetch_wait_ms, partition_eof=self._idle is not None))
+        consumer = Consumer(self._counted(consumer_config(self.bootstrap, self.group_id, protocol=self._protocol,
+                                                          fetch_wait_ms=fetch_wait_ms, partition_eof=self._idle is not None),
+                                          "consumer"))
         consumer.subscribe(
             list(self._bindings), on_assign=self._assign_callback, on_revoke=self._revoke_callback, on_lost=self._lost_callback
         )
         self._consumer = consumer
         log.info("%s: consuming %s as group %s", self.name, ", ".join(self._bindings), self.group_id)
+
+    def _counted(self, config: dict[str, Any], client: str) -> dict[str, Any]:
+        return with_statistics(config, self._kafka_stats_s, self.name, client)
 
     def _idle_partitions(self, quiet_s: float) -> IdlePartitions | None:
         """What pauses this processor's idle partitions: its retry tiers (unless

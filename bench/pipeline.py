@@ -50,8 +50,7 @@ are recorded per level with bench.relay's meter. Pipeline only: the requests eac
 clients sent per task in a level, by type (``agentstream_kafka_requests_total``, from librdkafka's
 statistics every ``REQUEST_STATS_S``: each worker serves its metrics on a port of its own),
 counted from the level's start to ``REQUEST_SETTLE_S`` after its end, so that the statistics
-of its last second are in; at a low rate the broker's CPU follows them (bench/RESULTS.md
-"Session 46").
+of its last second are in (bench/RESULTS.md "Session 46").
 
 The broker is bench.relay's: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else ``--broker kafka`` (Apache
 Kafka 4, one KRaft node; the default where ``java`` and ``mvn`` exist) or ``--broker tansu``
@@ -953,7 +952,7 @@ def print_report(results: list[LevelResult], summary: dict[str, Any], broker_nam
         print(f"  {r.variant:<9}{_fmt_rate(r.offered_per_s):>8}: {hops}  (n={r.sampled_chains})")
     counted = [r for r in results if r.requests_per_task]
     if counted:
-        print("\nclient requests per task, Produce / Fetch / other (librdkafka statistics; the broker's CPU follows them)")
+        print("\nclient requests per task, Produce / Fetch / other (librdkafka statistics)")
         for r in counted:
             print(f"  {_fmt_rate(r.offered_per_s):>8}/s offered: " + "  ".join(
                 f"{name} {q['Produce']:.2f}/{q['Fetch']:.2f}/{q['other']:.2f}" for name, q in r.requests_per_task.items()))

@@ -64,8 +64,7 @@ LINGER_ENV = "AGENTSTREAM_LINGER_MS"
 # Seconds between a worker's librdkafka statistics (whole seconds; unset or 0: none, the
 # default). Set, the worker counts the requests its producer, consumer and reader sent to
 # the brokers, by request type, in agentstream_kafka_requests_total
-# (telemetry/kafka_requests.py): at a low rate a broker's CPU follows its requests, not its
-# records (bench/RESULTS.md "Session 46").
+# (telemetry/kafka_requests.py; bench/RESULTS.md "Session 46").
 KAFKA_STATS_ENV = "AGENTSTREAM_KAFKA_STATS_S"
 # The worker's HTTP port for /metrics, /healthz and /readyz (telemetry/server.py), also what
 # `agentstream worker --check` asks. Unset or 0: no port (the default, so the five workers

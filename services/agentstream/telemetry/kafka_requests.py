@@ -1,11 +1,12 @@
 """The requests a worker's Kafka clients send, counted from librdkafka's statistics.
 
-Why: at a low rate a broker's CPU follows the requests it answers more than the records in
-them (bench/RESULTS.md "Session 46": paced at 250 tasks/s the pipeline's three workers sent
-about 8 Produce and 3 Fetch requests per task, a burst about 1.4 and 0.3, for the same 23
-records). librdkafka sends one ProduceRequest per partition (its issue #1700), so the count
-grows with the partitions a worker writes to at once, which the records per task do not
-show. A deployment sizing its brokers, and the pipeline benchmark, read it here.
+Why: the requests a broker answers are not the records it stores. librdkafka sends one
+ProduceRequest per partition (its issue #1700), so a worker writing to many partitions at a
+low rate sends a request for most of its records: paced at 250 tasks/s the pipeline's three
+workers sent about 8 Produce and 3 Fetch requests per task, a burst about 1.4 and 0.3, for
+the same 23 records (bench/RESULTS.md "Session 46"). A deployment sizing its brokers, and
+the pipeline benchmark, read the counts here. (They are not what a paced task costs the
+broker: a longer linger halved them there and the broker's CPU did not fall.)
 
 How: with ``AGENTSTREAM_KAFKA_STATS_S`` set, each client of a worker's processor emits
 librdkafka's statistics every that many seconds (``statistics.interval.ms``), served where

@@ -25,6 +25,7 @@ ACKED_WRITE = "agentstream_acked_write_seconds"
 LOOP_LAG = "agentstream_event_loop_lag_seconds"
 CHECKPOINT = "agentstream_checkpoint_seconds"
 OFFSET_COMMIT = "agentstream_offset_commit_seconds"
+KAFKA_REQUESTS = "agentstream_kafka_requests"  # a counter: requests by worker, client and type
 
 Buckets = dict[float, float]  # upper bound -> cumulative count
 
@@ -68,6 +69,20 @@ def scrape_counter(port: int, family: str, by: tuple[str, ...]) -> dict[tuple[st
                 key = tuple(sample.labels.get(label, "") for label in by)
                 sums[key] = sums.get(key, 0.0) + sample.value
     return sums
+
+
+def requests_per_task(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
+                      tasks: int) -> dict[str, dict[str, float]]:
+    """Requests per task between two counts of each worker's (request type -> requests), by
+    worker: Produce, Fetch, and the rest as ``other``; ``all``: the workers' sum. A worker or
+    a type missing from ``before`` had sent none."""
+    out: dict[str, dict[str, float]] = {}
+    for name, counts in after.items():
+        sent = {request: n - before.get(name, {}).get(request, 0.0) for request, n in counts.items()}
+        produce, fetch = sent.pop("Produce", 0.0), sent.pop("Fetch", 0.0)
+        out[name] = {"Produce": produce / tasks, "Fetch": fetch / tasks, "other": sum(sent.values()) / tasks}
+    out["all"] = {kind: sum(worker[kind] for worker in out.values()) for kind in ("Produce", "Fetch", "other")}
+    return {name: {kind: round(n, 2) for kind, n in kinds.items()} for name, kinds in out.items()}
 
 
 def quantile(before: Buckets, after: Buckets, q: float) -> float:

@@ -3,7 +3,7 @@ against the same three hops as a raw confluent-kafka relay and as a faust-stream
 
     python -m bench.pipeline [--quick] [--seconds 4] [--levels 100,200,...] [--variants pipeline,raw,faust]
                              [--profile billing,router,supervisor] [--broker kafka|tansu] [--at-once TASKS]
-                             [--partitions N (with --variants pipeline only)]
+                             [--partitions N (with --variants pipeline only)] [--no-requests]
 
 Variants (each with four 6-partition topics: source → after hop 1 → after hop 2 → sink;
 ``--partitions N`` gives the pipeline's topics N, and then runs the pipeline alone):
@@ -50,7 +50,10 @@ are recorded per level with bench.relay's meter. Pipeline only: the requests eac
 clients sent per task in a level, by type (``agentstream_kafka_requests_total``, from librdkafka's
 statistics every ``REQUEST_STATS_S``: each worker serves its metrics on a port of its own),
 counted from the level's start to ``REQUEST_SETTLE_S`` after its end, so that the statistics
-of its last second are in (bench/RESULTS.md "Session 46").
+of its last second are in (bench/RESULTS.md "Session 46"): Fetch and other include the idle
+requests of those ~2 s. ``--no-requests`` runs the workers as before session 46 (no metrics
+port, no statistics, no pause after a level), for comparisons with older runs. The report's
+``config`` names the workers' settings taken from the environment (``AGENTSTREAM_LINGER_MS``, ...).
 
 The broker is bench.relay's: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else ``--broker kafka`` (Apache
 Kafka 4, one KRaft node; the default where ``java`` and ``mvn`` exist) or ``--broker tansu``
@@ -98,9 +101,15 @@ from agentstream.runtime.errors import ProcessorError
 from agentstream.runtime.lag import end_offsets
 from agentstream.serde import SchemaSet
 from agentstream.settings import (
+    COMMIT_INTERVAL_ENV,
+    FETCH_WAIT_ENV,
+    GROUP_PROTOCOL_ENV,
     KAFKA_STATS_ENV,
+    LINGER_ENV,
     LOG_LEVEL_ENV,
+    MAX_INFLIGHT_ENV,
     METRICS_PORT_ENV,
+    QUIET_PAUSE_ENV,
     MODEL_ENV,
     PREFIX_ENV,
     SCRIPTED_CALL_LOG_ENV,
@@ -112,7 +121,7 @@ from agentstream.settings import (
 from agentstream.stack import Stack
 from agentstream.topology import APP_TOPOLOGY_FILE, DEFAULT_APP, load_topology
 from agentstream.topology_admin import apply
-from bench._worker_metrics import scrape_counter
+from bench._worker_metrics import KAFKA_REQUESTS, requests_per_task, scrape_counter
 from bench.relay import (
     OUT_DIR,
     PARTITIONS,
@@ -164,7 +173,8 @@ IDLE_SECONDS = 3.0
 # every this many seconds; a level's count is read this long after its end.
 REQUEST_STATS_S = 1
 REQUEST_SETTLE_S = 1.5 * REQUEST_STATS_S
-KAFKA_REQUESTS = "agentstream_kafka_requests"
+# The workers' settings a run may take from the environment, written into its report.
+WORKER_ENV = (LINGER_ENV, FETCH_WAIT_ENV, QUIET_PAUSE_ENV, COMMIT_INTERVAL_ENV, MAX_INFLIGHT_ENV, GROUP_PROTOCOL_ENV)
 # Avro sizes of TaskSubmitted, RoutedTask, SpecialistResult, TaskResult of a billing ticket
 # (measured 2026-11-22); used only when the pipeline variant does not run first to measure them.
 FALLBACK_SIZES = (88, 110, 958, 964)
@@ -401,9 +411,11 @@ def listed_partitions(admin: AdminClient, topic: str, expected: int) -> int:
     return count
 
 
-def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet, partitions: int | None = None) -> Variant:
+def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet, partitions: int | None = None,
+                   count_requests: bool = True) -> Variant:
     """The shipped app's workers on topics of a new prefix; ``partitions``: its topics' count
-    instead of the shipped topology's."""
+    instead of the shipped topology's; ``count_requests``: each worker serves its metrics on
+    a port of its own and counts its clients' requests."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     app = app_with_partitions(work_dir, partitions) if partitions is not None else None
     topology = load_topology(app, prefix=prefix)
@@ -418,9 +430,9 @@ def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet, partition
     if app is not None:
         env[TOPOLOGY_ENV] = str(app)
     commands = Stack(work_dir / "state", topology_path=app, prefix=prefix).worker_commands()
-    ports = {name: free_port() for name in PIPELINE_WORKERS}  # each worker's metrics: its requests
-    workers = [spawn(name, commands[name], work_dir / f"{name}.log",
-                     {**env, METRICS_PORT_ENV: str(ports[name]), KAFKA_STATS_ENV: str(REQUEST_STATS_S)})
+    ports = distinct_ports(PIPELINE_WORKERS) if count_requests else {}
+    counting = {name: {METRICS_PORT_ENV: str(port), KAFKA_STATS_ENV: str(REQUEST_STATS_S)} for name, port in ports.items()}
+    workers = [spawn(name, commands[name], work_dir / f"{name}.log", {**env, **counting.get(name, {})})
                for name in PIPELINE_WORKERS]
 
     def make(level: int, seq: int) -> tuple[bytes, bytes]:
@@ -445,6 +457,14 @@ def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet, partition
     notes = {"prefix": prefix, "partitions": sink_partitions}  # as the broker lists them
     return Variant("pipeline", topics, workers, make, pipeline_ident, details, cleanup, notes, prefix, sink_partitions,
                    ports)
+
+
+def distinct_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """A free port for each name, no two alike (each is free when chosen; a worker binds it soon after)."""
+    ports: set[int] = set()
+    while len(ports) < len(names):
+        ports.add(free_port())
+    return dict(zip(names, sorted(ports)))
 
 
 def records_per_task(bootstrap: str, variant: Variant) -> dict[str, float]:
@@ -716,7 +736,7 @@ def run_level(variant: Variant, tap: Tap, producer: Producer, level: int, rate: 
               drain_s: float, broker_pid: int | None) -> LevelResult:
     result = LevelResult(variant.name, level, rate, tasks)
     data = tap.expect(level, tasks)
-    requests_before = worker_requests(variant)
+    requests_before = worker_requests(variant, result)
     meter = CpuMeter(variant.workers, broker_pid)
     began = time.monotonic()
     feeder = Feeder(producer, variant.topics[0], variant.make, level, tasks, rate)
@@ -737,28 +757,25 @@ def run_level(variant: Variant, tap: Tap, producer: Producer, level: int, rate: 
         result.error = f"feeder: {feeder.error}"
     name_workers(result, variant)
     summarize_level(result, data, feeder, HOPS[variant.name])
-    if variant.metrics_ports and result.received:
+    if requests_before is not None and result.received:
         time.sleep(REQUEST_SETTLE_S)  # the statistics of the level's last second
-        result.requests_per_task = per_task(requests_before, worker_requests(variant), result.received)
+        requests_after = worker_requests(variant, result)
+        if requests_after is not None:
+            result.requests_per_task = requests_per_task(requests_before, requests_after, result.received)
     return result
 
 
-def worker_requests(variant: Variant) -> dict[str, dict[str, float]]:
-    """Requests each worker's clients have sent so far, by request type."""
-    return {name: {request: sent for (request,), sent in scrape_counter(port, KAFKA_REQUESTS, ("request",)).items()}
-            for name, port in variant.metrics_ports.items()}
-
-
-def per_task(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], tasks: int) -> dict[str, dict[str, float]]:
-    """Requests per task between two counts, by worker and type (``all``: the workers' sum),
-    Produce and Fetch apart and the rest as ``other``."""
-    out: dict[str, dict[str, float]] = {}
-    for name, counts in after.items():
-        sent = {request: n - before.get(name, {}).get(request, 0.0) for request, n in counts.items()}
-        produce, fetch = sent.pop("Produce", 0.0), sent.pop("Fetch", 0.0)
-        out[name] = {"Produce": produce / tasks, "Fetch": fetch / tasks, "other": sum(sent.values()) / tasks}
-    out["all"] = {kind: sum(worker[kind] for worker in out.values()) for kind in ("Produce", "Fetch", "other")}
-    return {name: {kind: round(n, 2) for kind, n in kinds.items()} for name, kinds in out.items()}
+def worker_requests(variant: Variant, result: LevelResult) -> dict[str, dict[str, float]] | None:
+    """Requests each worker's clients have sent so far, by request type; None when they are
+    not counted, or a worker did not answer (said in the level's error)."""
+    if not variant.metrics_ports:
+        return None
+    try:
+        return {name: {request: sent for (request,), sent in scrape_counter(port, KAFKA_REQUESTS, ("request",)).items()}
+                for name, port in variant.metrics_ports.items()}
+    except OSError as exc:
+        result.error = result.error or f"a worker's metrics did not answer: {exc}"
+        return None
 
 
 def name_workers(result: LevelResult, variant: Variant) -> None:
@@ -944,6 +961,12 @@ def print_report(results: list[LevelResult], summary: dict[str, Any], broker_nam
               f"{worker_cpu_us(r):>8.0f}us{r.cpu_s.get('broker', 0):>7.2f}s{max(0.0, others_share(r)):>8.0%}  {status}")
     print("(ms; growth: e2e p50 of the last fifth of the level minus the first fifth; CPU/task: all the variant's\n"
           " workers; broker: its CPU s in the level; others: CPU of anything else, share of all cores)")
+    kinds = [r for r in results if r.thread_cpu_s.get("broker")]
+    if kinds:
+        print("\nbroker CPU s by kind of thread (a JVM's compilers apart: code paths new to the level)")
+        for r in kinds:
+            top = list(r.thread_cpu_s["broker"].items())[:4]
+            print(f"  {r.variant:<9}{_fmt_rate(r.offered_per_s):>8}: " + ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in top))
     print(f"\nadded latency per hop, ms p50 / p95 / p99 (CreateTime differences; tasks of partition {SAMPLE_PARTITION})")
     for r in results:
         hops = "  ".join(
@@ -1068,7 +1091,7 @@ def run_variant(name: str, bootstrap: str, broker_pid: int | None, args: argpars
     tap: Tap | None = None
     try:
         if name == "pipeline":
-            variant = start_pipeline(bootstrap, work_dir, schemas, args.partitions)
+            variant = start_pipeline(bootstrap, work_dir, schemas, args.partitions, count_requests=not args.no_requests)
         else:
             variant = start_relay("hop" if name == "raw" else "faust", bootstrap, work_dir, sizes, args.faust_workers)
         print(f"{name}: {', '.join(f'{w.name} (pid {w.proc.pid})' for w in variant.workers)}", flush=True)
@@ -1123,6 +1146,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, metavar="N",
                         help="partitions of each of the pipeline's topics (the shipped topology's default_partitions "
                              "otherwise): what the broker and the workers pay for the partitions a fetch names")
+    parser.add_argument("--no-requests", action="store_true",
+                        help="do not count the workers' Kafka requests (no metrics port, no librdkafka statistics, "
+                             "no pause after a level): as runs before session 46")
     add_broker_argument(parser)
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (1.5 if args.quick else 4.0)
@@ -1167,7 +1193,10 @@ def bench_main(argv: list[str]) -> int:
                    "pipeline_partitions": args.partitions,  # --partitions; None: the shipped topology's
                    "session_keys": SESSION_KEYS, "sample_partition": SAMPLE_PARTITION, "agent_type": AGENT_TYPE,
                    "texts": list(TEXTS), "faust_workers": args.faust_workers, "at_once": args.at_once, "broker_warm_up": args.broker_warm_up,
-                   "saturated_share": SATURATED_SHARE},
+                   "saturated_share": SATURATED_SHARE,
+                   "worker_env": {name: os.environ[name] for name in WORKER_ENV if os.environ.get(name)},
+                   "request_stats_s": None if args.no_requests else REQUEST_STATS_S,
+                   "request_settle_s": None if args.no_requests else REQUEST_SETTLE_S},
         "variants": {},
     }
     results: list[LevelResult] = []

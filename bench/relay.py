@@ -142,6 +142,16 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     return threads
 
 
+def thread_kind_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time per kind of thread, the threads of a pool (named alike but for a number)
+    summed: a broker's request handlers apart from its JIT compilers and its collector."""
+    kinds: dict[str, float] = {}
+    for name, cpu in thread_cpu_seconds(pid).items():
+        kind = "main" if name == "main" else name.rsplit("/", 1)[0].rstrip("0123456789-#_ ")
+        kinds[kind] = kinds.get(kind, 0.0) + cpu
+    return kinds
+
+
 BROKERS = ("kafka", "tansu")
 
 
@@ -460,7 +470,7 @@ class TrialResult:
     warmup_s: float
     quiet_wait_s: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)  # during the measured window
-    thread_cpu_s: dict[str, dict[str, float]] = field(default_factory=dict)  # per hop, per thread
+    thread_cpu_s: dict[str, dict[str, float]] = field(default_factory=dict)  # per hop, per thread; broker: per kind
     hops: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
@@ -513,6 +523,9 @@ class CpuMeter:
         self.before = self._processes()
         hops_pids = {name: pid for name, pid in self.pids.items() if name.startswith("hop")}
         self.threads_before = {name: thread_cpu_seconds(pid) for name, pid in hops_pids.items()}
+        # The broker's by kind of thread: a JVM compiling code paths the level is the first
+        # to use spends CPU that is not the level's steady cost (bench/RESULTS.md, session 46).
+        self.broker_kinds_before = thread_kind_cpu_seconds(broker_pid) if broker_pid is not None else {}
 
     def _processes(self) -> dict[str, float]:
         return {**{name: cpu_seconds(pid) for name, pid in self.pids.items()}, "machine": machine_busy_seconds()}
@@ -525,6 +538,10 @@ class CpuMeter:
         for name, before in self.threads_before.items():
             deltas = ((t, round(cpu - before.get(t, 0.0), 3)) for t, cpu in thread_cpu_seconds(self.pids[name]).items())
             result.thread_cpu_s[name] = dict(sorted((d for d in deltas if d[1] > 0), key=lambda d: -d[1]))
+        if "broker" in self.pids:
+            kinds = ((k, round(cpu - self.broker_kinds_before.get(k, 0.0), 3))
+                     for k, cpu in thread_kind_cpu_seconds(self.pids["broker"]).items())
+            result.thread_cpu_s["broker"] = dict(sorted((d for d in kinds if d[1] > 0), key=lambda d: -d[1]))
 
 
 def run_trial(

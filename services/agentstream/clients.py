@@ -57,6 +57,10 @@ TANSU_FETCH_WAIT_MS = 20
 
 LINGER = "linger.ms"
 DEFAULT_LINGER_MS = 2  # settings.LINGER_ENV overrides it per worker
+# librdkafka's statistics: every this many ms, a JSON document to this callback (served where
+# the client is polled); telemetry/kafka_requests.py counts the requests in it.
+STATISTICS_INTERVAL = "statistics.interval.ms"
+STATISTICS_CALLBACK = "stats_cb"
 
 PRODUCER: dict[str, Any] = {
     "enable.idempotence": True,

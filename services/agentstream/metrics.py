@@ -16,7 +16,7 @@ Label cardinality (every series lives in every worker's memory and in Prometheus
   fixed set of classes in the code, never a message.
 - ``status``: the TaskResult status enum; ``behavior_version``: one hash per deployed
   behaviour of an agent type (a redeploy retires the old series).
-- ``client`` and ``request`` (agentstream_kafka_requests): three clients and the Kafka
+- ``client`` and ``request`` (agentstream_kafka_requests): two clients and the Kafka
   protocol's request names (a few dozen at most, a handful in use).
 - ``tenant``: only on two counters (task results, cost), on the router's two tenant ledger
   gauges (the tenants file's tenants only) and on no histogram, so a tenant costs about
@@ -35,6 +35,8 @@ from functools import cache
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from agentstream.settings import KAFKA_STATS_ENV
 
 # Seconds: a task or a loop takes from tens of milliseconds (scripted) to minutes (real models).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -241,9 +243,10 @@ def event_loop_lag_seconds() -> Histogram:
 @cache
 def kafka_requests() -> Counter:
     return Counter("agentstream_kafka_requests",
-                   "Requests the worker's Kafka clients sent to the brokers, by client (producer, consumer, reader) "
-                   "and request type (Produce, Fetch, ...), from librdkafka's statistics: counted only with "
-                   "AGENTSTREAM_KAFKA_STATS_S set, up to that many seconds late", ["worker", "client", "request"])
+                   "Requests the worker's Kafka clients sent to the brokers, by client (producer, consumer) and "
+                   f"request type (Produce, Fetch, ...), from librdkafka's statistics: counted only with {KAFKA_STATS_ENV} "
+                   "set, up to that many seconds late; librdkafka leaves out ConsumerGroupHeartbeat and "
+                   "OffsetForLeaderEpoch", ["worker", "client", "request"])
 
 
 # -- label children of the per-call series ---------------------------------------------------

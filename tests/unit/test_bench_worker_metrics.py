@@ -1,4 +1,5 @@
-"""bench/_worker_metrics.py's quantile of the observations between two scrapes of a histogram."""
+"""bench/_worker_metrics.py: the quantile of the observations between two scrapes of a histogram, and
+requests per task between two scrapes of the request counter."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import pytest
 
-from bench._worker_metrics import quantile
+from bench._worker_metrics import quantile, requests_per_task
 
 INF = float("inf")
 BEFORE = {0.001: 5.0, 0.01: 5.0, 0.1: 5.0, INF: 5.0}  # five observations before the window
@@ -26,3 +27,14 @@ def test_a_quantile_in_the_open_bucket_answers_its_lower_bound() -> None:
 
 def test_no_observation_in_the_window_gives_nan() -> None:
     assert math.isnan(quantile(BEFORE, BEFORE, 0.5))
+
+
+def test_requests_per_task_split_produce_fetch_and_the_rest_and_sum_the_workers() -> None:
+    before = {"router": {"Produce": 10.0, "Fetch": 4.0, "Heartbeat": 1.0}}  # billing: no series yet
+    after = {"router": {"Produce": 30.0, "Fetch": 14.0, "Heartbeat": 3.0, "OffsetCommit": 2.0},
+             "billing": {"Produce": 80.0, "Fetch": 10.0}}
+    assert requests_per_task(before, after, 10) == {
+        "router": {"Produce": 2.0, "Fetch": 1.0, "other": 0.4},
+        "billing": {"Produce": 8.0, "Fetch": 1.0, "other": 0.0},
+        "all": {"Produce": 10.0, "Fetch": 2.0, "other": 0.4},
+    }

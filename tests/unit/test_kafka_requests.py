@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from agentstream.clients import STATISTICS_CALLBACK, STATISTICS_INTERVAL
 from agentstream.errors import ConfigurationError
 from agentstream.settings import KAFKA_STATS_ENV, WorkerSettings
-from agentstream.telemetry.kafka_requests import STATISTICS_CALLBACK, STATISTICS_INTERVAL, RequestCounter, counting, with_statistics
+from agentstream.telemetry.kafka_requests import RequestCounter, counting, with_statistics
 
 
 def statistics(**brokers: dict[str, Any]) -> str:
@@ -33,19 +34,38 @@ def test_each_document_counts_what_was_sent_since_the_last() -> None:
     assert counted == [("Produce", 5), ("Fetch", 3), ("Produce", 7), ("Metadata", 1)]
 
 
-def test_connections_are_counted_apart() -> None:
+def test_broker_handles_are_counted_apart() -> None:
     count, counted = counter()
     count(statistics(broker1={"Fetch": 4}, GroupCoordinator={"Heartbeat": 2}))
     count(statistics(broker1={"Fetch": 6}, GroupCoordinator={"Heartbeat": 2, "OffsetCommit": 1}))
     assert counted == [("Fetch", 4), ("Heartbeat", 2), ("Fetch", 2), ("OffsetCommit", 1)]
 
 
-def test_a_lower_total_is_a_connection_made_anew_counted_from_zero() -> None:
+def test_a_lower_total_is_a_handle_made_again_counted_from_zero() -> None:
     count, counted = counter()
     count(statistics(broker1={"Produce": 12}))
     count(statistics(broker1={"Produce": 4}))
     count(statistics(broker1={"Produce": 9}))
     assert counted == [("Produce", 12), ("Produce", 4), ("Produce", 5)]
+
+
+def test_a_handle_missing_from_a_document_is_forgotten_and_counts_from_zero_when_made_again() -> None:
+    # librdkafka removes a broker the metadata no longer lists and makes it again with
+    # fresh totals, which may already be above the old ones by the next document.
+    count, counted = counter()
+    count(statistics(broker1={"Produce": 12}, broker2={"Fetch": 1}))
+    count(statistics(broker2={"Fetch": 2}))
+    count(statistics(broker1={"Produce": 15}, broker2={"Fetch": 2}))
+    assert counted == [("Produce", 12), ("Fetch", 1), ("Fetch", 1), ("Produce", 15)]
+
+
+def test_a_failure_while_counting_is_logged_and_never_raised(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(request: str, sent: int) -> None:
+        raise RuntimeError(f"no counter for {request}")
+
+    with caplog.at_level(logging.ERROR, logger="agentstream.telemetry.kafka_requests"):
+        RequestCounter(broken)(statistics(broker1={"Produce": 1}))
+    assert "librdkafka statistics could not be counted" in caplog.text and "no counter for Produce" in caplog.text
 
 
 @pytest.mark.parametrize("document", ["not json", "[1, 2]", json.dumps({"brokers": ["b1"]}),

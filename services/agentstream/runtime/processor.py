@@ -135,7 +135,9 @@ class Processor:
         self._holds_due = DueHolds(self._consumer_calls)  # retry-tier partitions held until their head is due
         self._pause_idle_tiers = pause_idle_tiers
         self._quiet_pause_s = quiet_pause_s  # None: by fetch wait (idle_partitions.quiet_pause_for)
-        self._kafka_stats_s = kafka_stats_s  # 0: its clients' requests are not counted (telemetry/kafka_requests.py)
+        # 0: its clients' requests are not counted (telemetry/kafka_requests.py). On a loop not
+        # made by new_serving_loop an idle producer's statistics wait for its next produce.
+        self._kafka_stats_s = kafka_stats_s
         self._idle: IdlePartitions | None = None  # made in _start when something may be paused
         self._revoked_in_poll: set[TP] = set()  # partitions the revoke and loss callbacks of this poll named
         self._admin: AdminClient | None = None
@@ -423,7 +425,7 @@ class Processor:
                           self._changelog_config, self.bootstrap)
         # Its delivery reports are served on the event loop's thread (run(): runtime/delivery_pump.py).
         self._producer = PumpedProducer(self._counted(producer_config(self.bootstrap, self._producer_overrides), "producer"))
-        reader = self._reader = Consumer(self._counted(reader_config(self.bootstrap), "reader"))
+        reader = self._reader = Consumer(reader_config(self.bootstrap))  # not counted: kafka_requests.py
         for topic in (table.changelog_topic for table in self.tables.values()):
             # Metadata now, so the first restore of a changelog (a takeover, often) need not
             # wait for librdkafka's next refresh to learn of it (0.4-0.9 s on Kafka).

@@ -4,6 +4,7 @@ against the same three hops as a raw confluent-kafka relay and as a faust-stream
     python -m bench.pipeline [--quick] [--seconds 4] [--levels 100,200,...] [--variants pipeline,raw,faust]
                              [--profile billing,router,supervisor] [--broker kafka|tansu] [--at-once TASKS]
                              [--partitions N (with --variants pipeline only)] [--no-requests]
+                             [--broker-warm-up TASKS] [--paced-warm-up SECONDS]
 
 Variants (each with four 6-partition topics: source → after hop 1 → after hop 2 → sink;
 ``--partitions N`` gives the pipeline's topics N, and then runs the pipeline alone):
@@ -54,6 +55,11 @@ of its last second are in (bench/RESULTS.md "Session 46"): Fetch and other inclu
 requests of those ~2 s. ``--no-requests`` runs the workers as before session 46 (no metrics
 port, no statistics, no pause after a level), for comparisons with older runs. The report's
 ``config`` names the workers' settings taken from the environment (``AGENTSTREAM_LINGER_MS``, ...).
+
+Before the measured levels, not measured: ``--broker-warm-up`` tasks at once, then
+``--paced-warm-up`` seconds at the first level's rate (20 by default since session 46): a JVM
+broker compiles a paced load's code paths only once it meets one, and did so in the first
+measured level before (the broker's CPU by kind of thread, printed per level, shows it).
 
 The broker is bench.relay's: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else ``--broker kafka`` (Apache
 Kafka 4, one KRaft node; the default where ``java`` and ``mvn`` exist) or ``--broker tansu``
@@ -162,6 +168,11 @@ WARMUP_TASKS = 60  # sessions spread over every partition (murmur2 of 60 keys mi
 # carries (topology sessions.remember_turns), which the workers' CPU per task grows with.
 BROKER_WARMUP_TASKS = 12_000
 BROKER_WARMUP_LEVEL = 9999  # its tasks' level number: apart from every measured level
+PACED_WARMUP_LEVEL = 9998  # --paced-warm-up's
+# Seconds at the first level's rate before it, not measured (--paced-warm-up): with none, the
+# broker's JIT compilers took 1.0-1.9 CPU-s of a 250 tasks/s level; after 20 s of it, 0.09-0.21
+# CPU-s, and billing's hop p50 fell from 24 and 31 ms to 20 and 20 (bench/RESULTS.md "Session 46").
+PACED_WARMUP_S = 20.0
 SATURATED_SHARE = 0.9  # achieved below this share of the offered rate: saturated
 BURST_MAX_TASKS = 300_000
 MIN_LEVEL_TASKS = 400  # low levels last longer, so that partition 0 yields ~65 sampled chains
@@ -826,8 +837,27 @@ def warm_the_broker(variant: Variant, tap: Tap, producer: Producer, tasks: int, 
           f"({broker}not measured)", flush=True)
 
 
+def warm_paced(variant: Variant, tap: Tap, producer: Producer, rate: int, seconds: float, broker_pid: int | None) -> None:
+    """``seconds`` at the first level's ``rate``, not measured: a JVM broker compiles the code
+    paths of a paced load (a fetch answered with a record or two, a batch of one) that the
+    burst of the broker warm-up did not use, and spent 1.0-1.9 CPU-s of a 250 tasks/s
+    level's 5.5-5.9 on it when it came first (bench/RESULTS.md "Session 46")."""
+    tasks = max(1, round(rate * seconds))
+    warmed = run_level(variant, tap, producer, PACED_WARMUP_LEVEL, rate, tasks, 15 + 2 * tasks / rate, broker_pid)
+    variant.notes["paced_warm_up"] = {"rate": rate, "tasks": tasks, "received": warmed.received, "error": warmed.error,
+                                      "window_s": warmed.window_s, "cpu_s": warmed.cpu_s,
+                                      "broker_threads_cpu_s": warmed.thread_cpu_s.get("broker", {})}
+    if warmed.error or not warmed.complete:
+        raise RuntimeError(f"the paced warm-up of {variant.name} did not finish: {warmed.received:,} of {tasks:,} tasks "
+                           f"through at {rate}/s ({warmed.error or 'timed out'}); give a lower first level, or "
+                           f"--paced-warm-up 0")
+    compiler = sum(cpu for kind, cpu in warmed.thread_cpu_s.get("broker", {}).items() if "Compiler" in kind)
+    print(f"  {variant.name}: paced warm-up, {warmed.received:,} tasks at {rate}/s in {warmed.window_s:.1f} s "
+          f"(broker JIT compilers {compiler:.2f} CPU-s; not measured)", flush=True)
+
+
 def sweep(variant: Variant, bootstrap: str, levels: list[int], seconds: float, min_tasks: int, broker_pid: int | None,
-          burst: bool, stretch: float, at_once: int = 0, broker_warmup: int = 0,
+          burst: bool, stretch: float, at_once: int = 0, broker_warmup: int = 0, paced_warmup_s: float = 0.0,
           ) -> tuple[list[LevelResult], float, Tap, Producer]:
     producer = Producer(producer_config(bootstrap))
     tap = Tap(bootstrap, variant)
@@ -836,6 +866,8 @@ def sweep(variant: Variant, bootstrap: str, levels: list[int], seconds: float, m
     print(f"  {variant.name}: workers ready, warm-up took {warmup_s:.1f} s", flush=True)
     if broker_warmup:
         warm_the_broker(variant, tap, producer, broker_warmup, broker_pid)
+    if paced_warmup_s and not at_once and levels:
+        warm_paced(variant, tap, producer, levels[0], paced_warmup_s, broker_pid)
     idle = idle_cores(variant, broker_pid, IDLE_SECONDS)
     variant.notes["idle_cores"] = idle
     print(f"  {variant.name}: idle CPU (cores): " + ", ".join(f"{name} {cores:.2f}" for name, cores in idle.items()),
@@ -1097,7 +1129,7 @@ def run_variant(name: str, bootstrap: str, broker_pid: int | None, args: argpars
         print(f"{name}: {', '.join(f'{w.name} (pid {w.proc.pid})' for w in variant.workers)}", flush=True)
         results, warmup_s, tap, producer = sweep(variant, bootstrap, args.levels, args.seconds, QUICK_MIN_TASKS if args.quick else MIN_LEVEL_TASKS,
                                                     broker_pid, not args.quick, 0 if args.quick else LEVEL_STRETCH,
-                                                    args.at_once, args.broker_warm_up)
+                                                    args.at_once, args.broker_warm_up, args.paced_warm_up)
         report["variants"][name] = {"warmup_s": round(warmup_s, 1), **variant.notes}
         if name == "pipeline":
             measured = [round(statistics.mean(tap.sizes[s])) for s in range(4) if tap.sizes.get(s)]
@@ -1146,6 +1178,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, metavar="N",
                         help="partitions of each of the pipeline's topics (the shipped topology's default_partitions "
                              "otherwise): what the broker and the workers pay for the partitions a fetch names")
+    parser.add_argument("--paced-warm-up", type=float, metavar="SECONDS",
+                        help=f"after the broker warm-up, this many seconds at the first level's rate, not measured: the "
+                             f"broker compiles the paths of a paced load first (default {PACED_WARMUP_S:g}, --quick 0; "
+                             "0: none, as before session 46)")
     parser.add_argument("--no-requests", action="store_true",
                         help="do not count the workers' Kafka requests (no metrics port, no librdkafka statistics, "
                              "no pause after a level): as runs before session 46")
@@ -1170,6 +1206,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.partitions is not None and args.variants != ["pipeline"]:
         parser.error(f"--partitions applies to the pipeline's topics only, and the relays keep {PARTITIONS}: "
                      f"add --variants pipeline (got --variants {','.join(args.variants)})")
+    if args.paced_warm_up is None:
+        args.paced_warm_up = 0.0 if args.quick else PACED_WARMUP_S
+    if args.paced_warm_up < 0:
+        parser.error(f"--paced-warm-up {args.paced_warm_up:g}: give seconds >= 0 (0: none)")
     if args.broker_warm_up < 0:
         parser.error(f"--broker-warm-up {args.broker_warm_up}: give a number of tasks >= 0 (0: no warm-up)")
     # The pipeline runs first: the relays copy the record sizes it writes at each stage.
@@ -1193,6 +1233,7 @@ def bench_main(argv: list[str]) -> int:
                    "pipeline_partitions": args.partitions,  # --partitions; None: the shipped topology's
                    "session_keys": SESSION_KEYS, "sample_partition": SAMPLE_PARTITION, "agent_type": AGENT_TYPE,
                    "texts": list(TEXTS), "faust_workers": args.faust_workers, "at_once": args.at_once, "broker_warm_up": args.broker_warm_up,
+                   "paced_warm_up_s": args.paced_warm_up,
                    "saturated_share": SATURATED_SHARE,
                    "worker_env": {name: os.environ[name] for name in WORKER_ENV if os.environ.get(name)},
                    "request_stats_s": None if args.no_requests else REQUEST_STATS_S,

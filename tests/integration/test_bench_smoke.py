@@ -259,7 +259,7 @@ def test_gateway_load_steady_rate_with_watcher_streams(bootstrap: str) -> None:
 
 def test_pipeline_compares_the_runtime_with_the_raw_and_faust_relays(bootstrap: str) -> None:
     report = run_bench("pipeline", "--quick", "--levels", "20", "--seconds", "1", "--broker-warm-up", "40",
-                       "--quiet-wait", "0", bootstrap=bootstrap, timeout=420)
+                       "--paced-warm-up", "1", "--quiet-wait", "0", bootstrap=bootstrap, timeout=420)
     levels = {level["variant"]: level for level in report["levels"]}
     assert set(levels) == {"pipeline", "raw", "faust"}
     for name, level in levels.items():
@@ -278,6 +278,7 @@ def test_pipeline_compares_the_runtime_with_the_raw_and_faust_relays(bootstrap: 
     assert set(requests) == {"router", "billing", "supervisor", "all"}, requests
     assert requests["billing"]["Produce"] >= 3 and requests["router"]["Fetch"] > 0, requests
     assert report["config"]["request_stats_s"] == 1
+    assert pipeline["paced_warm_up"]["received"] == 20  # 1 s at the first level's 20/s, not in the level
 
 
 def test_pipeline_runs_on_topics_of_the_partitions_asked_for(bootstrap: str) -> None:

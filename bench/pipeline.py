@@ -78,6 +78,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -146,6 +147,7 @@ from bench.relay import (
     start_profiler,
     stop_profiler,
     summarize_profile,
+    jit_compiler_seconds,
     wait_for_quiet,
     wait_while_running,
 )
@@ -170,8 +172,8 @@ BROKER_WARMUP_TASKS = 12_000
 BROKER_WARMUP_LEVEL = 9999  # its tasks' level number: apart from every measured level
 PACED_WARMUP_LEVEL = 9998  # --paced-warm-up's
 # Seconds at the first level's rate before it, not measured (--paced-warm-up): with none, the
-# broker's JIT compilers took 1.0-1.9 CPU-s of a 250 tasks/s level; after 20 s of it, 0.09-0.21
-# CPU-s, and billing's hop p50 fell from 24 and 31 ms to 20 and 20 (bench/RESULTS.md "Session 46").
+# broker's JIT compilers took 1.0-1.9 CPU-s of a 250 tasks/s level; after 20 s of it, 0.09-0.30
+# (bench/RESULTS.md "Session 46").
 PACED_WARMUP_S = 20.0
 SATURATED_SHARE = 0.9  # achieved below this share of the offered rate: saturated
 BURST_MAX_TASKS = 300_000
@@ -185,7 +187,8 @@ IDLE_SECONDS = 3.0
 REQUEST_STATS_S = 1
 REQUEST_SETTLE_S = 1.5 * REQUEST_STATS_S
 # The workers' settings a run may take from the environment, written into its report.
-WORKER_ENV = (LINGER_ENV, FETCH_WAIT_ENV, QUIET_PAUSE_ENV, COMMIT_INTERVAL_ENV, MAX_INFLIGHT_ENV, GROUP_PROTOCOL_ENV)
+WORKER_ENV = (LINGER_ENV, FETCH_WAIT_ENV, QUIET_PAUSE_ENV, COMMIT_INTERVAL_ENV, MAX_INFLIGHT_ENV, GROUP_PROTOCOL_ENV,
+              KAFKA_STATS_ENV)
 # Avro sizes of TaskSubmitted, RoutedTask, SpecialistResult, TaskResult of a billing ticket
 # (measured 2026-11-22); used only when the pipeline variant does not run first to measure them.
 FALLBACK_SIZES = (88, 110, 958, 964)
@@ -442,6 +445,9 @@ def start_pipeline(bootstrap: str, work_dir: Path, schemas: SchemaSet, partition
         env[TOPOLOGY_ENV] = str(app)
     commands = Stack(work_dir / "state", topology_path=app, prefix=prefix).worker_commands()
     ports = distinct_ports(PIPELINE_WORKERS) if count_requests else {}
+    if not count_requests:  # as before session 46, whatever the caller's shell sets
+        env.pop(KAFKA_STATS_ENV, None)
+        env.pop(METRICS_PORT_ENV, None)
     counting = {name: {METRICS_PORT_ENV: str(port), KAFKA_STATS_ENV: str(REQUEST_STATS_S)} for name, port in ports.items()}
     workers = [spawn(name, commands[name], work_dir / f"{name}.log", {**env, **counting.get(name, {})})
                for name in PIPELINE_WORKERS]
@@ -825,35 +831,46 @@ def warm_the_broker(variant: Variant, tap: Tap, producer: Producer, tasks: int, 
     """``tasks`` at once through the variant, not measured: the broker (and the workers) run
     their hot paths before the clock starts, as a broker that has been up for a while has."""
     tap.sizes.clear()  # measured again on the warm-up's tasks, whose sessions have their memory
-    warmed = run_level(variant, tap, producer, BROKER_WARMUP_LEVEL, None, tasks, 15 + tasks / 100, broker_pid)
-    variant.notes["broker_warm_up"] = {"tasks": tasks, "received": warmed.received, "complete": warmed.complete,
-                                       "error": warmed.error, "window_s": warmed.window_s, "cpu_s": warmed.cpu_s}
-    if warmed.error or not warmed.complete:
-        # Its leftovers would run into the idle measure and the first level unseen.
-        raise RuntimeError(f"the broker warm-up of {variant.name} did not finish: {warmed.received:,} of {tasks:,} "
-                           f"tasks through ({warmed.error or 'timed out'}); give a smaller --broker-warm-up, or 0")
-    broker = f"broker {warmed.cpu_s['broker']:.1f} CPU-s; " if "broker" in warmed.cpu_s else ""
+    warmed = run_unmeasured(variant, tap, producer, "broker warm-up", BROKER_WARMUP_LEVEL, None, tasks,
+                            15 + tasks / 100, broker_pid, "give a smaller --broker-warm-up, or 0")
     print(f"  {variant.name}: broker warm-up, {warmed.received:,} tasks at once in {warmed.window_s:.1f} s "
-          f"({broker}not measured)", flush=True)
+          f"({broker_figures(warmed)}not measured)", flush=True)
 
 
 def warm_paced(variant: Variant, tap: Tap, producer: Producer, rate: int, seconds: float, broker_pid: int | None) -> None:
-    """``seconds`` at the first level's ``rate``, not measured: a JVM broker compiles the code
-    paths of a paced load (a fetch answered with a record or two, a batch of one) that the
-    burst of the broker warm-up did not use, and spent 1.0-1.9 CPU-s of a 250 tasks/s
-    level's 5.5-5.9 on it when it came first (bench/RESULTS.md "Session 46")."""
+    """``seconds`` at the first level's ``rate``, not measured: a JVM broker compiles code for
+    a paced load that the burst of the broker warm-up did not set off, and spent 1.0-1.9
+    CPU-s of a 250 tasks/s level's 5.5-6.1 on it when the level came first (bench/RESULTS.md
+    "Session 46")."""
     tasks = max(1, round(rate * seconds))
-    warmed = run_level(variant, tap, producer, PACED_WARMUP_LEVEL, rate, tasks, 15 + 2 * tasks / rate, broker_pid)
-    variant.notes["paced_warm_up"] = {"rate": rate, "tasks": tasks, "received": warmed.received, "error": warmed.error,
-                                      "window_s": warmed.window_s, "cpu_s": warmed.cpu_s,
-                                      "broker_threads_cpu_s": warmed.thread_cpu_s.get("broker", {})}
-    if warmed.error or not warmed.complete:
-        raise RuntimeError(f"the paced warm-up of {variant.name} did not finish: {warmed.received:,} of {tasks:,} tasks "
-                           f"through at {rate}/s ({warmed.error or 'timed out'}); give a lower first level, or "
-                           f"--paced-warm-up 0")
-    compiler = sum(cpu for kind, cpu in warmed.thread_cpu_s.get("broker", {}).items() if "Compiler" in kind)
+    warmed = run_unmeasured(variant, tap, producer, "paced warm-up", PACED_WARMUP_LEVEL, rate, tasks,
+                            15 + 2 * tasks / rate, broker_pid, "give a lower first level, or --paced-warm-up 0")
     print(f"  {variant.name}: paced warm-up, {warmed.received:,} tasks at {rate}/s in {warmed.window_s:.1f} s "
-          f"(broker JIT compilers {compiler:.2f} CPU-s; not measured)", flush=True)
+          f"({broker_figures(warmed)}not measured)", flush=True)
+
+
+def run_unmeasured(variant: Variant, tap: Tap, producer: Producer, name: str, level: int, rate: float | None, tasks: int,
+                   drain_s: float, broker_pid: int | None, fix: str) -> LevelResult:
+    """A warm-up level, kept in the report's notes under ``name``; RuntimeError (naming
+    ``fix``) unless all of it got through: its leftovers would run into the idle measure and
+    the first level unseen."""
+    warmed = run_level(variant, tap, producer, level, rate, tasks, drain_s, broker_pid)
+    variant.notes[name.replace(" ", "_").replace("-", "_")] = {
+        "rate": rate, "tasks": tasks, "received": warmed.received, "complete": warmed.complete, "error": warmed.error,
+        "window_s": warmed.window_s, "cpu_s": warmed.cpu_s, "broker_threads_cpu_s": warmed.thread_cpu_s.get("broker", {})}
+    if warmed.error or not warmed.complete:
+        raise RuntimeError(f"the {name} of {variant.name} did not finish: {warmed.received:,} of {tasks:,} tasks through "
+                           f"({warmed.error or 'timed out'}); {fix}")
+    return warmed
+
+
+def broker_figures(result: LevelResult) -> str:
+    """The broker's CPU in a level, and its JIT compilers' when it is a JVM started here."""
+    if "broker" not in result.cpu_s:
+        return ""
+    compilers = jit_compiler_seconds(result.thread_cpu_s.get("broker", {}))
+    jit = f", its JIT compilers {compilers:.2f}" if compilers is not None else ""
+    return f"broker {result.cpu_s['broker']:.1f} CPU-s{jit}; "
 
 
 def sweep(variant: Variant, bootstrap: str, levels: list[int], seconds: float, min_tasks: int, broker_pid: int | None,
@@ -995,7 +1012,7 @@ def print_report(results: list[LevelResult], summary: dict[str, Any], broker_nam
           " workers; broker: its CPU s in the level; others: CPU of anything else, share of all cores)")
     kinds = [r for r in results if r.thread_cpu_s.get("broker")]
     if kinds:
-        print("\nbroker CPU s by kind of thread (a JVM's compilers apart: code paths new to the level)")
+        print("\nbroker CPU s by kind of thread (a JVM's compilers apart: compiling the level set off)")
         for r in kinds:
             top = list(r.thread_cpu_s["broker"].items())[:4]
             print(f"  {r.variant:<9}{_fmt_rate(r.offered_per_s):>8}: " + ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in top))
@@ -1206,10 +1223,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.partitions is not None and args.variants != ["pipeline"]:
         parser.error(f"--partitions applies to the pipeline's topics only, and the relays keep {PARTITIONS}: "
                      f"add --variants pipeline (got --variants {','.join(args.variants)})")
+    if args.paced_warm_up is not None and args.at_once:
+        parser.error(f"--paced-warm-up {args.paced_warm_up:g} warms paced levels up, and --at-once runs none: drop one")
     if args.paced_warm_up is None:
-        args.paced_warm_up = 0.0 if args.quick else PACED_WARMUP_S
-    if args.paced_warm_up < 0:
-        parser.error(f"--paced-warm-up {args.paced_warm_up:g}: give seconds >= 0 (0: none)")
+        args.paced_warm_up = 0.0 if args.quick or args.at_once else PACED_WARMUP_S
+    if not math.isfinite(args.paced_warm_up) or args.paced_warm_up < 0:
+        parser.error(f"--paced-warm-up {args.paced_warm_up:g}: give a number of seconds >= 0 (0: none)")
     if args.broker_warm_up < 0:
         parser.error(f"--broker-warm-up {args.broker_warm_up}: give a number of tasks >= 0 (0: no warm-up)")
     # The pipeline runs first: the relays copy the record sizes it writes at each stage.

@@ -144,13 +144,25 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
 
 def thread_kind_cpu_seconds(pid: int) -> dict[str, float]:
     """CPU time per kind of thread, the threads of a pool (named alike but for a number)
-    summed: a broker's request handlers apart from its JIT compilers and its collector."""
+    summed: a JVM broker's data-plane threads (Linux cuts a thread's name to 15 characters,
+    so Kafka's request handlers and network threads are one kind) apart from its JIT
+    compilers and its collector. Live threads only: what a thread that ended in between
+    spent is in no kind (``EXITED_THREADS`` in CpuMeter's figures)."""
     kinds: dict[str, float] = {}
     for name, cpu in thread_cpu_seconds(pid).items():
         kind = "main" if name == "main" else name.rsplit("/", 1)[0].rstrip("0123456789-#_ ")
         kinds[kind] = kinds.get(kind, 0.0) + cpu
     return kinds
 
+
+def jit_compiler_seconds(kinds: dict[str, float]) -> float | None:
+    """What a JVM's JIT compiler threads spent, of ``thread_kind_cpu_seconds``'s kinds; None
+    when there are none (a broker that is no JVM, or one not started here)."""
+    compilers = [cpu for kind, cpu in kinds.items() if "CompilerThre" in kind]  # "C2 CompilerThread0", cut
+    return sum(compilers) if compilers else None
+
+
+EXITED_THREADS = "threads that ended"  # CpuMeter: the process's CPU its live threads do not account for
 
 BROKERS = ("kafka", "tansu")
 
@@ -541,7 +553,11 @@ class CpuMeter:
         if "broker" in self.pids:
             kinds = ((k, round(cpu - self.broker_kinds_before.get(k, 0.0), 3))
                      for k, cpu in thread_kind_cpu_seconds(self.pids["broker"]).items())
-            result.thread_cpu_s["broker"] = dict(sorted((d for d in kinds if d[1] > 0), key=lambda d: -d[1]))
+            by_kind = dict(sorted((d for d in kinds if d[1] > 0), key=lambda d: -d[1]))
+            exited = round(result.cpu_s["broker"] - sum(by_kind.values()), 3)
+            if exited > 0.01:  # a JVM retires idle compiler threads
+                by_kind[EXITED_THREADS] = exited
+            result.thread_cpu_s["broker"] = by_kind
 
 
 def run_trial(

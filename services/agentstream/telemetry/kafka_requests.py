@@ -3,8 +3,8 @@
 Why: the requests a broker answers are not the records it stores. librdkafka sends one
 ProduceRequest per partition (its issue #1700), so a worker writing to many partitions at a
 low rate sends about one request per two or three records: paced at 250 tasks/s the
-pipeline's three workers sent 8.0-10.1 Produce and 2.7-3.2 Fetch requests per task for the
-~23 records a task writes, a burst 1.0-1.4 and 0.2-0.3 (bench/RESULTS.md "Session 46").
+pipeline's three workers sent 7.7-11.5 Produce and 2.6-3.7 Fetch requests per task for the
+~23 records a task writes, a burst 0.9-1.4 and 0.2-0.3 (bench/RESULTS.md "Session 46").
 What an operator reads here: the request rate behind a broker's request quotas, its
 handler threads and the clients' round trips. (Not what a paced task costs the broker:
 a 10 ms linger took its requests down by a half and the broker's CPU did not fall.)

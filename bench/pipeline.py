@@ -57,8 +57,8 @@ port, no statistics, no pause after a level), for comparisons with older runs. T
 ``config`` names the workers' settings taken from the environment (``AGENTSTREAM_LINGER_MS``, ...).
 
 Before the measured levels, not measured: ``--broker-warm-up`` tasks at once, then
-``--paced-warm-up`` seconds at the first level's rate (20 by default since session 46): a JVM
-broker compiles a paced load's code paths only once it meets one, and did so in the first
+``--paced-warm-up`` seconds at the first level's rate (20 by default since session 46): a
+paced load sets off compiling in a JVM broker that the burst did not, which ran in the first
 measured level before (the broker's CPU by kind of thread, printed per level, shows it).
 
 The broker is bench.relay's: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else ``--broker kafka`` (Apache
@@ -1196,9 +1196,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="partitions of each of the pipeline's topics (the shipped topology's default_partitions "
                              "otherwise): what the broker and the workers pay for the partitions a fetch names")
     parser.add_argument("--paced-warm-up", type=float, metavar="SECONDS",
-                        help=f"after the broker warm-up, this many seconds at the first level's rate, not measured: the "
-                             f"broker compiles the paths of a paced load first (default {PACED_WARMUP_S:g}, --quick 0; "
-                             "0: none, as before session 46)")
+                        help=f"after the broker warm-up, this many seconds at the first level's rate, not measured: a "
+                             f"JVM broker compiles for a paced load then, not in the first level (default "
+                             f"{PACED_WARMUP_S:g}, --quick and --at-once 0; 0: none, as before session 46)")
     parser.add_argument("--no-requests", action="store_true",
                         help="do not count the workers' Kafka requests (no metrics port, no librdkafka statistics, "
                              "no pause after a level): as runs before session 46")
@@ -1223,7 +1223,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.partitions is not None and args.variants != ["pipeline"]:
         parser.error(f"--partitions applies to the pipeline's topics only, and the relays keep {PARTITIONS}: "
                      f"add --variants pipeline (got --variants {','.join(args.variants)})")
-    if args.paced_warm_up is not None and args.at_once:
+    if args.paced_warm_up and args.at_once:
         parser.error(f"--paced-warm-up {args.paced_warm_up:g} warms paced levels up, and --at-once runs none: drop one")
     if args.paced_warm_up is None:
         args.paced_warm_up = 0.0 if args.quick or args.at_once else PACED_WARMUP_S

@@ -62,8 +62,8 @@ QUIET_PAUSE_ENV = "AGENTSTREAM_QUIET_PAUSE_S"
 # waiting the linger), under a burst every record costs more CPU (bench/RESULTS.md "Session 13").
 LINGER_ENV = "AGENTSTREAM_LINGER_MS"
 # Seconds between a worker's librdkafka statistics (whole seconds; unset or 0: none, the
-# default). Set, the worker counts the requests its producer, consumer and reader sent to
-# the brokers, by request type, in agentstream_kafka_requests_total
+# default). Set, the worker counts the requests its producer and consumer sent to the
+# brokers, by request type, in agentstream_kafka_requests_total
 # (telemetry/kafka_requests.py; bench/RESULTS.md "Session 46").
 KAFKA_STATS_ENV = "AGENTSTREAM_KAFKA_STATS_S"
 # The worker's HTTP port for /metrics, /healthz and /readyz (telemetry/server.py), also what

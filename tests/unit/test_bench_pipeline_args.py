@@ -15,6 +15,7 @@ def test_paced_levels_are_warmed_up_by_default_and_a_smoke_run_is_not() -> None:
 
 def test_a_run_of_levels_at_once_records_no_paced_warm_up() -> None:
     assert parse_args(["--at-once", "500"]).paced_warm_up == 0
+    assert parse_args(["--at-once", "500", "--paced-warm-up", "0"]).paced_warm_up == 0
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import math
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentstream.settings import METRICS_PATH
@@ -38,13 +40,18 @@ class Snapshot:
     total_s: float
 
 
-def scrape(port: int, families: tuple[str, ...] = (ACKED_WRITE, LOOP_LAG, CHECKPOINT, OFFSET_COMMIT)) -> dict[str, Snapshot]:
-    """Each histogram in ``families``, summed over its series."""
+def _metric_families(port: int) -> Iterator[Metric]:
+    """The families a worker's metrics port serves now."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{METRICS_PATH}", timeout=10) as response:
         text = response.read().decode()
+    return text_string_to_metric_families(text)
+
+
+def scrape(port: int, families: tuple[str, ...] = (ACKED_WRITE, LOOP_LAG, CHECKPOINT, OFFSET_COMMIT)) -> dict[str, Snapshot]:
+    """Each histogram in ``families``, summed over its series."""
     found: dict[str, Buckets] = {name: {} for name in families}
     totals = dict.fromkeys(families, 0.0)
-    for family in text_string_to_metric_families(text):
+    for family in _metric_families(port):
         if family.name not in found:
             continue
         for sample in family.samples:
@@ -58,10 +65,8 @@ def scrape(port: int, families: tuple[str, ...] = (ACKED_WRITE, LOOP_LAG, CHECKP
 
 def scrape_counter(port: int, family: str, by: tuple[str, ...]) -> dict[tuple[str, ...], float]:
     """The counter ``family`` (its ``_total`` samples) summed by the values of the labels ``by``."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{METRICS_PATH}", timeout=10) as response:
-        text = response.read().decode()
     sums: dict[tuple[str, ...], float] = {}
-    for found in text_string_to_metric_families(text):
+    for found in _metric_families(port):
         if found.name != family:
             continue
         for sample in found.samples:
